@@ -1,0 +1,28 @@
+#!/bin/sh
+# Installs what dohgate needs from Debian 12 packages, idempotently (nothing is done when every
+# package is already there).
+#   contrib/deps.sh          build and run dependencies
+#   contrib/deps.sh --test   also the test tools (NSD, kdig, dig, curl, nghttp, h2load, clang, ...)
+#   contrib/deps.sh --bench  also the peers used by tests/bench (unbound, dnsdist, knot-resolver, bind9)
+set -eu
+PKGS="build-essential cmake pkg-config libnghttp2-dev libssl-dev libldns-dev libevent-dev openssl ca-certificates"
+for a in "$@"; do
+  case "$a" in
+    --test) PKGS="$PKGS libcmocka-dev nsd knot-dnsutils bind9-dnsutils curl nghttp2-client clang libclang-rt-14-dev python3 procps iproute2 psmisc" ;;
+    --bench) PKGS="$PKGS nsd unbound dnsdist knot-resolver bind9 nghttp2-client curl knot-dnsutils bind9-dnsutils python3 iproute2 util-linux openssl" ;;
+    *) echo "usage: $0 [--test] [--bench]" >&2; exit 2 ;;
+  esac
+done
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+echo "installing:$missing" >&2
+$SUDO apt-get update -qq
+# The Debian packages of the servers used as test upstreams/peers start system services on
+# install; policy-rc.d keeps them from grabbing port 53 on this machine.
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null

@@ -1,0 +1,127 @@
+/**
+ * @file config.h
+ * Configuration: one immutable struct built from an optional file (`name value` lines, `#`
+ * comments, a name repeats for lists, like redis.conf) and then `--name value` command-line
+ * flags that use the same names and override the file. A list option given on the command line
+ * replaces the file's list. Every option is described by one row of a table in config.c
+ * (name, type, offset, default, min, max), which serves parsing, defaults, `--help` and the
+ * sample config alike.
+ *
+ * Errors are reported as `file:line: message` (or `command line: message`) in the caller's
+ * buffer; nothing here exits or logs.
+ *
+ * Lifetime: config_new() → config_load_*() → config_finish() → read-only, shared by all threads
+ * → config_free() after the workers stopped.
+ */
+#ifndef DOHGATE_CONFIG_H
+#define DOHGATE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#define DG_CONFIG_MAX_LIST 16
+
+/** A parsed socket address (listen or upstream). */
+struct dg_addr {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char text[64]; /**< as written by the user, normalised ("127.0.0.1:443", "[::1]:443") */
+};
+
+struct config {
+    /* listen ADDR:PORT (repeatable). Default: "[::]:443" (dual stack). */
+    struct dg_addr listen[DG_CONFIG_MAX_LIST];
+    size_t n_listen;
+    /* upstream ADDR[:PORT] (repeatable; default port 53). Default: nameservers of
+     * /etc/resolv.conf (resolv-conf option names the file, for tests). */
+    struct dg_addr upstream[DG_CONFIG_MAX_LIST];
+    size_t n_upstream;
+    char *resolv_conf; /**< resolv-conf FILE, default /etc/resolv.conf */
+    /* doh-path PATH (repeatable, must start with '/'). Default: "/dns-query". */
+    char *doh_path[DG_CONFIG_MAX_LIST];
+    size_t n_doh_path;
+    char *cert_file;   /**< cert FILE (PEM chain); NULL: ephemeral self-signed */
+    char *key_file;    /**< key FILE (PEM); required with cert */
+    char *server_name; /**< server-name NAME: CN/SAN of the self-signed cert and the printed
+                            URL. Default "localhost". */
+    unsigned workers;  /**< workers N; 0 (default) = number of CPUs; max 256 */
+    unsigned max_concurrent_streams; /**< max-concurrent-streams, default 100, 1..1000 */
+    unsigned upstream_timeout_ms;    /**< upstream-timeout ms per try, default 1500, 10..60000 */
+    unsigned query_timeout_ms;       /**< query-timeout ms total budget, default 4000, 10..120000;
+                                          then SERVFAIL */
+    unsigned idle_timeout_s;         /**< idle-timeout s, default 60, 1..86400 */
+    unsigned handshake_timeout_s;    /**< handshake-timeout s, default 10, 1..300 */
+    unsigned max_connections;        /**< max-connections per worker, default 10000 */
+    int log_level;                   /**< log-level error|warn|info|debug, default info */
+
+    /* Where the file came from, for messages. NULL when no file was read. */
+    char *config_file;
+};
+
+/** Allocate a config holding the defaults (lists empty until config_finish()). NULL on OOM. */
+struct config *config_new(void);
+void config_free(struct config *cfg);
+
+/**
+ * Read a config file. Unknown names, bad values, out-of-range numbers, too many list entries give
+ * `path:line: message` in @p err.
+ * @return 0, -EINVAL (syntax/value; err set), -ENOENT/-EACCES (cannot open; err set), other
+ *         negative errno on a read error (err set), -ENOMEM.
+ */
+int config_load_file(struct config *cfg, const char *path, char *err, size_t errlen);
+
+/**
+ * Parse one option given as name + value (the command-line form without the leading "--").
+ * @p origin and @p line are used for the error message (line 0: "origin: message").
+ * List options append. Strings are copied.
+ * @return 0, -EINVAL with err set, or -ENOMEM.
+ */
+int config_set(struct config *cfg, const char *name, const char *value, const char *origin,
+               unsigned line, char *err, size_t errlen);
+
+/**
+ * Fill in defaults for lists left empty (listen, doh-path, upstream from resolv-conf) and check
+ * cross-option rules (cert without key, query-timeout >= upstream-timeout). workers stays 0
+ * when 0 was given (the caller counts CPUs).
+ * @return 0, -EINVAL with err set, or -ENOMEM.
+ */
+int config_finish(struct config *cfg, char *err, size_t errlen);
+
+/**
+ * Parse "ADDR:PORT", "[V6]:PORT", or, when @p default_port is non-zero, also "ADDR" / "V6" /
+ * "[V6]". Numeric addresses only (no name resolution at start-up).
+ * @return 0 or -EINVAL.
+ */
+int config_parse_addr(const char *s, unsigned default_port, struct dg_addr *out);
+
+/**
+ * Read nameserver lines of a resolv.conf-format file into cfg->upstream (port 53).
+ * @return number added (>= 0) or negative errno.
+ */
+int config_read_resolv_conf(struct config *cfg, const char *path);
+
+/** Print every option, its default and its one-line description (for --help). */
+void config_print_help(FILE *out);
+
+/**
+ * Apply `--name value` and `--name=value` command-line options (every option of the table).
+ * The first command-line occurrence of a list option clears the list (so the command line
+ * replaces the file's list); later occurrences append. Arguments handled by main are skipped:
+ * `-c FILE`, `-cFILE`, `--config FILE`, `--config=FILE`, `--check-config`, `--version`, `--help`,
+ * `-h`, `-V`. A value that starts with "--" is taken as a missing value. argv[0] is ignored.
+ * Errors read `command line: --foo: unknown option`, `command line: --workers: value must be
+ * 0..256`, `command line: unexpected argument 'x'`.
+ * @return 0, -EINVAL (err set) or -ENOMEM. On error @p cfg is partly modified; free it.
+ */
+int config_load_args(struct config *cfg, int argc, char **argv, char *err, size_t errlen);
+
+/**
+ * Print the effective configuration in config-file format (`name value` lines, values quoted
+ * when needed, unset options as comments), for --check-config. Loading the output again gives
+ * the same configuration.
+ * @return 0, or -EIO when writing to @p out failed.
+ */
+int config_dump(const struct config *cfg, FILE *out);
+#endif

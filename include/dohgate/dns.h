@@ -1,0 +1,72 @@
+/**
+ * @file dns.h
+ * DNS wire-format helpers on top of ldns: query validation, upstream answer checks, TTL minimum
+ * for Cache-Control (RFC 8484 §5.1, RFC 2308 for negative answers), synthesized error answers.
+ * No I/O, no HTTP, no global state: safe from any thread.
+ */
+#ifndef DOHGATE_DNS_H
+#define DOHGATE_DNS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dohgate/util.h"
+
+#define DNS_HEADER_LEN 12
+#define DNS_MAX_MSG    65535
+
+#define DNS_RCODE_NOERROR  0
+#define DNS_RCODE_FORMERR  1
+#define DNS_RCODE_SERVFAIL 2
+#define DNS_RCODE_NXDOMAIN 3
+#define DNS_RCODE_NOTIMP   4
+#define DNS_RCODE_REFUSED  5
+
+/** Outcome of checking a client's query. */
+enum dns_query_verdict {
+    DNS_QUERY_OK = 0,    /**< forward it */
+    DNS_QUERY_MALFORMED, /**< not a DNS query at all: HTTP 400 (short, QR=1, QDCOUNT!=1,
+                              question or message does not parse) */
+    DNS_QUERY_FORMERR,   /**< parses, but breaks a rule (records in answer/authority): answer
+                              FORMERR */
+    DNS_QUERY_NOTIMP,    /**< opcode other than QUERY: answer NOTIMP */
+    DNS_QUERY_REFUSED,   /**< something we refuse to serve (AXFR, IXFR): answer REFUSED */
+};
+
+/**
+ * Check a client query (already decoded from the DoH request).
+ * @param why  receives a short static text for MALFORMED (for the HTTP 400 body); may be NULL.
+ */
+enum dns_query_verdict dns_query_check(const uint8_t *q, size_t len, const char **why);
+
+/**
+ * Build an answer to query @p q with rcode @p rcode: same ID, QR=1, RD copied, RA=1, question
+ * echoed (if it parses), no records. Used for FORMERR/NOTIMP/REFUSED/SERVFAIL.
+ * @return 0, -EINVAL (q shorter than a header), -ENOMEM. On error @p out is unchanged.
+ */
+int dns_make_error_answer(const uint8_t *q, size_t qlen, int rcode, struct dg_buf *out);
+
+/**
+ * Is @p ans an acceptable answer to @p query? QR=1, same ID, same question (name compared
+ * case-insensitively, type and class equal), and the whole message parses.
+ */
+bool dns_answer_matches(const uint8_t *query, size_t qlen, const uint8_t *ans, size_t alen);
+
+/** TC bit of a message of at least 12 bytes. */
+bool dns_is_truncated(const uint8_t *msg, size_t len);
+/** RCODE (low 4 bits; extended rcode ignored). */
+int dns_rcode(const uint8_t *msg, size_t len);
+
+/**
+ * TTL for HTTP Cache-Control of an answer: the smallest TTL of the answer and authority
+ * sections' records (OPT excluded). For a negative answer (NXDOMAIN, or NOERROR with no answer
+ * records) the SOA in the authority section gives min(SOA TTL, SOA MINIMUM), per RFC 2308.
+ * @return the TTL in seconds, or -1 when no TTL applies (no records, unparseable): the caller
+ *         then sends no max-age (or max-age=0).
+ */
+long dns_answer_cache_ttl(const uint8_t *ans, size_t len);
+
+/** Byte offset just past the question section (12 + qname + 4), or 0 if it does not parse. */
+size_t dns_question_end(const uint8_t *msg, size_t len);
+#endif

@@ -1,0 +1,65 @@
+/**
+ * @file h2.h
+ * HTTP/2 server session glue over nghttp2, driven through memory (nghttp2_session_mem_recv /
+ * mem_send), so the connection decides when to read and when to write: all frames produced in
+ * one event-loop turn go out in one TLS write.
+ *
+ * Ownership: the connection owns the session; the session owns its streams; a stream owns its
+ * request strings/body and its response bytes, and embeds the struct http_exchange that handlers
+ * see. A stream is freed only in nghttp2's on_stream_close callback or by h2_session_free(),
+ * and in both cases any pending handler operation is cancelled first (http_exchange_abort).
+ * No DNS knowledge here.
+ */
+#ifndef DOHGATE_H2_H
+#define DOHGATE_H2_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dohgate/util.h"
+
+struct h2_session;
+struct handler_ctx;
+
+/** Called when the session has new output to send, e.g. a response submitted by an upstream
+ * callback. May be called synchronously from inside h2_session_recv(); it must only schedule a
+ * flush, never write or free anything. */
+typedef void (*h2_wake_cb)(void *owner);
+
+struct h2_settings {
+    unsigned max_concurrent_streams;
+};
+
+/**
+ * Create a server session and queue our SETTINGS.
+ * @return NULL on OOM.
+ */
+struct h2_session *h2_session_new(const struct h2_settings *st, const struct handler_ctx *hctx,
+                                  h2_wake_cb wake, void *owner);
+/** Cancel every stream's pending operation, free the streams and the session. */
+void h2_session_free(struct h2_session *s);
+
+/**
+ * Feed received bytes. Requests that complete are dispatched to the router from inside this
+ * call (they may be answered synchronously).
+ * @return 0, or -EPROTO (protocol error / flood: the session queued GOAWAY; flush, then close).
+ */
+int h2_session_recv(struct h2_session *s, const uint8_t *data, size_t len);
+
+/**
+ * Append pending output frames to @p out until it holds at least @p limit bytes or nothing is
+ * pending. @return 0, or -ENOMEM / -EPROTO (close the connection).
+ */
+int h2_session_send(struct h2_session *s, struct dg_buf *out, size_t limit);
+
+/** True when the session neither wants to read nor to write any more: close the connection. */
+bool h2_session_done(const struct h2_session *s);
+/** Whether nghttp2 still has output queued. */
+bool h2_session_want_write(const struct h2_session *s);
+/** Streams currently open. */
+size_t h2_session_streams(const struct h2_session *s);
+/** Graceful GOAWAY (last stream id = last seen): no new streams, open ones finish. */
+void h2_session_shutdown(struct h2_session *s);
+
+#endif

@@ -1,0 +1,28 @@
+/**
+ * @file log.h
+ * Leveled logging to stderr (one line per call, written with one write(2) so lines from several
+ * workers never interleave). Query data (names, types, client addresses) must never be passed
+ * here unless a query log was asked for; callers are responsible for that rule.
+ */
+#ifndef DOHGATE_LOG_H
+#define DOHGATE_LOG_H
+
+enum dg_log_level { DG_LOG_ERR = 0, DG_LOG_WARN, DG_LOG_INFO, DG_LOG_DEBUG };
+
+/** Set the threshold; messages above it are dropped. Call before starting workers. */
+void dg_log_set_level(enum dg_log_level lvl);
+enum dg_log_level dg_log_get_level(void);
+/** Parse "error", "warn", "info", "debug". @return 0 or -EINVAL. */
+int dg_log_level_parse(const char *s, enum dg_log_level *out);
+
+void dg_log(enum dg_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/** Log the OpenSSL error queue as one line prefixed by @p what, then clear it. */
+void dg_log_ssl_errors(enum dg_log_level lvl, const char *what);
+
+#define log_err(...)   dg_log(DG_LOG_ERR, __VA_ARGS__)
+#define log_warn(...)  dg_log(DG_LOG_WARN, __VA_ARGS__)
+#define log_info(...)  dg_log(DG_LOG_INFO, __VA_ARGS__)
+#define log_debug(...) dg_log(DG_LOG_DEBUG, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,72 @@
+/**
+ * @file util.h
+ * Small helpers with no I/O: a growable byte buffer, base64url (RFC 4648 §5, as RFC 8484 uses it),
+ * monotonic time. Every function here is pure or touches only the memory it is given, so the
+ * module is safe to call from any worker thread.
+ */
+#ifndef DOHGATE_UTIL_H
+#define DOHGATE_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/** Growable byte buffer. Zero-initialised is empty and valid. The buffer owns data. */
+struct dg_buf {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+};
+
+/**
+ * Make room for at least @p extra more bytes after len.
+ * @return 0, or -ENOMEM (the buffer is unchanged).
+ */
+int dg_buf_reserve(struct dg_buf *b, size_t extra);
+/** Append @p n bytes. @return 0 or -ENOMEM (the buffer is unchanged). */
+int dg_buf_append(struct dg_buf *b, const void *p, size_t n);
+/** Release the memory; the buffer is empty and reusable afterwards. */
+void dg_buf_free(struct dg_buf *b);
+/** Remove the first @p n bytes (n <= len). */
+void dg_buf_consume(struct dg_buf *b, size_t n);
+
+/**
+ * Decode unpadded base64url (RFC 4648 §5). Trailing '=' padding is rejected, as are characters
+ * outside the alphabet and non-zero trailing bits, so that one DNS message has one encoding.
+ * @param out     receives up to dg_b64url_decoded_max(inlen) bytes
+ * @return decoded length, or -1 on invalid input or when @p outcap is too small.
+ */
+long dg_b64url_decode(const char *in, size_t inlen, uint8_t *out, size_t outcap);
+/** Upper bound of the decoded size of @p inlen characters. */
+static inline size_t dg_b64url_decoded_max(size_t inlen)
+{
+    return (inlen / 4) * 3 + 3;
+}
+/**
+ * Encode without padding. @p out needs dg_b64url_encoded_len(n) + 1 bytes (NUL-terminated).
+ * @return the encoded length.
+ */
+size_t dg_b64url_encode(const uint8_t *in, size_t n, char *out);
+static inline size_t dg_b64url_encoded_len(size_t n)
+{
+    return (n / 3) * 4 + ((n % 3) ? (n % 3) + 1 : 0);
+}
+
+/** Milliseconds on CLOCK_MONOTONIC. */
+uint64_t dg_now_ms(void);
+
+/** Read a 16-bit big-endian value. */
+static inline uint16_t dg_get16(const uint8_t *p)
+{
+    return (uint16_t)((p[0] << 8) | p[1]);
+}
+static inline void dg_put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+static inline uint32_t dg_get32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+#endif

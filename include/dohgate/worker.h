@@ -1,0 +1,44 @@
+/**
+ * @file worker.h
+ * A worker is one thread with its own event_base, its own SO_REUSEPORT listening sockets (the
+ * kernel spreads connections between workers), its own connections and its own upstream
+ * sockets. Nothing on its hot path is shared with other workers.
+ *
+ * Lifetime: worker_new() (main thread) → worker_start() → ... → worker_stop() (any thread) →
+ * worker_join() → worker_free(). The config and SSL_CTX must outlive the worker.
+ */
+#ifndef DOHGATE_WORKER_H
+#define DOHGATE_WORKER_H
+
+#include <openssl/ssl.h>
+#include <stddef.h>
+
+struct config;
+struct dg_addr;
+struct worker;
+
+/**
+ * Open a listening socket (SO_REUSEPORT, non-blocking, dual-stack for "[::]") for @p addr.
+ * @return the fd, or -1 with a message that says why and what to do in @p err.
+ */
+int worker_listen_socket(const struct dg_addr *addr, char *err, size_t errlen);
+
+/**
+ * Create a worker. Takes ownership of the @p nfds listening sockets in @p fds (closed by
+ * worker_free(), or here on failure). @return NULL on failure (logged).
+ */
+struct worker *worker_new(unsigned id, const struct config *cfg, SSL_CTX *ssl_ctx, const int *fds,
+                          size_t nfds);
+/** Start the thread. @return 0 or -errno. */
+int worker_start(struct worker *w);
+/**
+ * Ask the worker to stop gracefully: close its listeners, GOAWAY its connections, let open
+ * streams finish for up to @p grace_ms, then exit the loop. Thread-safe, returns at once.
+ */
+void worker_stop(struct worker *w, unsigned grace_ms);
+/** Wait for the thread to end. */
+void worker_join(struct worker *w);
+/** Free a worker that was never started or has been joined. */
+void worker_free(struct worker *w);
+
+#endif

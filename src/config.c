@@ -1,0 +1,974 @@
+/*
+ * Configuration table and parsers. Every option is one row of `options[]`; parsing (file and
+ * command line), defaults, --help, the dump and freeing all walk that table, so adding an option
+ * is one row plus one struct field.
+ *
+ * Nothing here keeps state between calls: the table is const and every function works only on
+ * the struct config it is given.
+ */
+#include "dohgate/config.h"
+#include "dohgate/log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Longest accepted config line, without its newline. */
+#define CONFIG_LINE_MAX 4096
+
+#define DEFAULT_RESOLV_CONF "/etc/resolv.conf"
+
+enum opt_type {
+    OPT_UINT,     /* unsigned, decimal, min..max */
+    OPT_STRING,   /* char *, strdup'd */
+    OPT_ADDRS,    /* struct dg_addr[DG_CONFIG_MAX_LIST] + size_t count */
+    OPT_PATHS,    /* char *[DG_CONFIG_MAX_LIST] + size_t count */
+    OPT_LOGLEVEL, /* int, enum dg_log_level */
+};
+
+/* Extra check for a string value. @return NULL when valid, else why not (static text). */
+typedef const char *(*opt_validate_cb)(const char *value);
+
+struct option_def {
+    const char *name;
+    enum opt_type type;
+    size_t off;       /* the field in struct config */
+    size_t count_off; /* list types: the n_* field */
+    const char *dflt; /* NULL: no default (or computed in config_finish) */
+    unsigned min;     /* OPT_UINT range */
+    unsigned max;
+    unsigned port; /* OPT_ADDRS: default port; 0 = the port must be given */
+    opt_validate_cb validate;
+    const char *metavar;
+    const char *help;
+};
+
+static const char *validate_doh_path(const char *v)
+{
+    if (v[0] != '/')
+        return "must start with '/'";
+    for (const char *p = v; *p; p++) {
+        /* A query string or fragment can never match a :path we compare against, and a
+         * space or non-ASCII byte is not a valid request target. */
+        if (*p == '?' || *p == '#')
+            return "must not contain '?' or '#'";
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+            return "must contain only visible ASCII characters";
+    }
+    return NULL;
+}
+
+static const char *validate_server_name(const char *v)
+{
+    /* Used as certificate CN/SAN and in the printed URL: keep it one word of printable ASCII. */
+    if (strlen(v) > 253)
+        return "is longer than 253 characters";
+    for (const char *p = v; *p; p++) {
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || *p == '/')
+            return "must be a host name (visible ASCII, no spaces or '/')";
+    }
+    return NULL;
+}
+
+#define FIELD(f) offsetof(struct config, f)
+
+static const struct option_def options[] = {
+    {.name = "listen",
+     .type = OPT_ADDRS,
+     .off = FIELD(listen),
+     .count_off = FIELD(n_listen),
+     .dflt = "[::]:443",
+     .metavar = "ADDR:PORT",
+     .help = "address and port to accept DoH connections on (repeatable)"},
+    {.name = "upstream",
+     .type = OPT_ADDRS,
+     .off = FIELD(upstream),
+     .count_off = FIELD(n_upstream),
+     .port = 53,
+     .metavar = "ADDR[:PORT]",
+     .help = "DNS server to forward queries to, port 53 if omitted (repeatable); "
+             "default: the nameservers in resolv-conf"},
+    {.name = "resolv-conf",
+     .type = OPT_STRING,
+     .off = FIELD(resolv_conf),
+     .dflt = DEFAULT_RESOLV_CONF,
+     .metavar = "FILE",
+     .help = "file whose nameserver lines are used when no upstream is given"},
+    {.name = "doh-path",
+     .type = OPT_PATHS,
+     .off = FIELD(doh_path),
+     .count_off = FIELD(n_doh_path),
+     .dflt = "/dns-query",
+     .validate = validate_doh_path,
+     .metavar = "PATH",
+     .help = "URL path that answers DoH requests, starting with '/' (repeatable)"},
+    {.name = "cert",
+     .type = OPT_STRING,
+     .off = FIELD(cert_file),
+     .metavar = "FILE",
+     .help = "TLS certificate chain (PEM); without cert and key a self-signed one is generated"},
+    {.name = "key",
+     .type = OPT_STRING,
+     .off = FIELD(key_file),
+     .metavar = "FILE",
+     .help = "private key of cert (PEM); required with cert"},
+    {.name = "server-name",
+     .type = OPT_STRING,
+     .off = FIELD(server_name),
+     .dflt = "localhost",
+     .validate = validate_server_name,
+     .metavar = "NAME",
+     .help = "host name of the self-signed certificate and the printed URL"},
+    {.name = "workers",
+     .type = OPT_UINT,
+     .off = FIELD(workers),
+     .dflt = "0",
+     .min = 0,
+     .max = 256,
+     .metavar = "N",
+     .help = "worker threads; 0 = one per CPU"},
+    {.name = "max-concurrent-streams",
+     .type = OPT_UINT,
+     .off = FIELD(max_concurrent_streams),
+     .dflt = "100",
+     .min = 1,
+     .max = 1000,
+     .metavar = "N",
+     .help = "HTTP/2 streams a client may have open at once on one connection"},
+    {.name = "upstream-timeout",
+     .type = OPT_UINT,
+     .off = FIELD(upstream_timeout_ms),
+     .dflt = "1500",
+     .min = 10,
+     .max = 60000,
+     .metavar = "MS",
+     .help = "milliseconds to wait for one upstream before trying the next"},
+    {.name = "query-timeout",
+     .type = OPT_UINT,
+     .off = FIELD(query_timeout_ms),
+     .dflt = "4000",
+     .min = 10,
+     .max = 120000,
+     .metavar = "MS",
+     .help = "milliseconds before a query is answered with SERVFAIL; >= upstream-timeout"},
+    {.name = "idle-timeout",
+     .type = OPT_UINT,
+     .off = FIELD(idle_timeout_s),
+     .dflt = "60",
+     .min = 1,
+     .max = 86400,
+     .metavar = "SECONDS",
+     .help = "seconds an idle client connection is kept open"},
+    {.name = "handshake-timeout",
+     .type = OPT_UINT,
+     .off = FIELD(handshake_timeout_s),
+     .dflt = "10",
+     .min = 1,
+     .max = 300,
+     .metavar = "SECONDS",
+     .help = "seconds a client has to complete the TLS handshake"},
+    {.name = "max-connections",
+     .type = OPT_UINT,
+     .off = FIELD(max_connections),
+     .dflt = "10000",
+     .min = 1,
+     .max = 1000000,
+     .metavar = "N",
+     .help = "open client connections per worker; more are refused"},
+    {.name = "log-level",
+     .type = OPT_LOGLEVEL,
+     .off = FIELD(log_level),
+     .dflt = "info",
+     .metavar = "LEVEL",
+     .help = "error, warn, info or debug"},
+};
+
+#define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+
+static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
+
+/* Where a value came from, for error messages. */
+struct origin {
+    const char *where; /* file name, or "command line" */
+    unsigned line;     /* 0: no line number */
+    bool cli;          /* command-line wording ("--name: ...") */
+};
+
+static void *opt_field(struct config *cfg, const struct option_def *o)
+{
+    return (char *)cfg + o->off;
+}
+
+static const void *opt_cfield(const struct config *cfg, const struct option_def *o)
+{
+    return (const char *)cfg + o->off;
+}
+
+static size_t *opt_count(struct config *cfg, const struct option_def *o)
+{
+    return (size_t *)(void *)((char *)cfg + o->count_off);
+}
+
+static size_t opt_ccount(const struct config *cfg, const struct option_def *o)
+{
+    return *(const size_t *)(const void *)((const char *)cfg + o->count_off);
+}
+
+static bool opt_is_list(const struct option_def *o)
+{
+    return o->type == OPT_ADDRS || o->type == OPT_PATHS;
+}
+
+static const struct option_def *find_option(const char *name, size_t len)
+{
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        if (strlen(options[i].name) == len && memcmp(options[i].name, name, len) == 0)
+            return &options[i];
+    }
+    return NULL;
+}
+
+/* ---- error messages ---------------------------------------------------------------------- */
+
+__attribute__((format(printf, 4, 5))) static int fail(const struct origin *org, char *err,
+                                                      size_t errlen, const char *fmt, ...)
+{
+    if (err == NULL || errlen == 0)
+        return -EINVAL;
+    int n;
+    if (org->cli)
+        n = snprintf(err, errlen, "command line: ");
+    else if (org->line)
+        n = snprintf(err, errlen, "%s:%u: ", org->where, org->line);
+    else
+        n = snprintf(err, errlen, "%s: ", org->where);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n < errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    return -EINVAL;
+}
+
+/* "'name': <body>" in a file, "--name: <body>" on the command line. */
+__attribute__((format(printf, 5, 6))) static int
+opt_fail(const struct origin *org, const char *name, char *err, size_t errlen, const char *fmt, ...)
+{
+    char body[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(body, sizeof(body), fmt, ap);
+    va_end(ap);
+    if (org->cli)
+        return fail(org, err, errlen, "--%s: %s", name, body);
+    return fail(org, err, errlen, "'%s': %s", name, body);
+}
+
+static int fail_nomem(const struct origin *org, char *err, size_t errlen)
+{
+    fail(org, err, errlen, "out of memory");
+    return -ENOMEM;
+}
+
+/* Plain message without origin (cross-option checks in config_finish). */
+__attribute__((format(printf, 3, 4))) static int fail_plain(char *err, size_t errlen,
+                                                            const char *fmt, ...)
+{
+    if (err != NULL && errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -EINVAL;
+}
+
+/* ---- value parsers ----------------------------------------------------------------------- */
+
+static bool is_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r';
+}
+
+static char *skip_ws(char *p)
+{
+    while (is_ws(*p))
+        p++;
+    return p;
+}
+
+static bool all_digits(const char *s)
+{
+    if (*s == '\0')
+        return false;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return false;
+    }
+    return true;
+}
+
+/* Decimal, no sign, no spaces. @return 0, -EINVAL (not a number), -ERANGE (too big). */
+static int parse_ulong(const char *s, unsigned long *out)
+{
+    /* strtoul alone accepts "-1", " 1", "+1" and "0x1" (with base 0); only digits reach it. */
+    if (!all_digits(s))
+        return -EINVAL;
+    errno = 0;
+    char *end;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno == ERANGE)
+        return -ERANGE;
+    if (*end != '\0')
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+static int parse_port(const char *s, unsigned *out)
+{
+    unsigned long v;
+    if (parse_ulong(s, &v) != 0 || v < 1 || v > 65535)
+        return -EINVAL;
+    *out = (unsigned)v;
+    return 0;
+}
+
+static void addr_build(int family, const void *bin, unsigned port, struct dg_addr *out)
+{
+    char host[INET6_ADDRSTRLEN];
+    memset(out, 0, sizeof(*out));
+    if (family == AF_INET) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)(void *)&out->ss;
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)port);
+        memcpy(&sin->sin_addr, bin, sizeof(sin->sin_addr));
+        out->len = (socklen_t)sizeof(*sin);
+        inet_ntop(AF_INET, bin, host, sizeof(host));
+        snprintf(out->text, sizeof(out->text), "%s:%u", host, port);
+    } else {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)(void *)&out->ss;
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)port);
+        memcpy(&sin6->sin6_addr, bin, sizeof(sin6->sin6_addr));
+        out->len = (socklen_t)sizeof(*sin6);
+        inet_ntop(AF_INET6, bin, host, sizeof(host));
+        snprintf(out->text, sizeof(out->text), "[%s]:%u", host, port);
+    }
+}
+
+int config_parse_addr(const char *s, unsigned default_port, struct dg_addr *out)
+{
+    char host[INET6_ADDRSTRLEN + 1];
+    const char *port_str = NULL;
+    const char *host_start;
+    size_t host_len;
+    bool v6;
+
+    if (s == NULL || out == NULL || default_port > 65535)
+        return -EINVAL;
+    size_t len = strlen(s);
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (rb == NULL)
+            return -EINVAL;
+        host_start = s + 1;
+        host_len = (size_t)(rb - host_start);
+        v6 = true;
+        if (rb[1] == ':')
+            port_str = rb + 2;
+        else if (rb[1] != '\0')
+            return -EINVAL;
+    } else {
+        const char *colon = strchr(s, ':');
+        host_start = s;
+        if (colon != NULL && strchr(colon + 1, ':') != NULL) {
+            /* Two or more colons: a bare IPv6 address. "::1:53" is a valid address, so a port
+             * can never be split off here; that is why brackets are required with a port and
+             * the bare form is only allowed where a default port exists. */
+            if (default_port == 0)
+                return -EINVAL;
+            host_len = len;
+            v6 = true;
+        } else {
+            host_len = colon != NULL ? (size_t)(colon - s) : len;
+            if (colon != NULL)
+                port_str = colon + 1;
+            v6 = false;
+        }
+    }
+    if (host_len == 0 || host_len >= sizeof(host))
+        return -EINVAL;
+    memcpy(host, host_start, host_len);
+    host[host_len] = '\0';
+
+    unsigned port = default_port;
+    if (port_str != NULL) {
+        if (parse_port(port_str, &port) != 0)
+            return -EINVAL;
+    } else if (default_port == 0) {
+        return -EINVAL;
+    }
+
+    unsigned char bin[sizeof(struct in6_addr)];
+    int family = v6 ? AF_INET6 : AF_INET;
+    if (inet_pton(family, host, bin) != 1)
+        return -EINVAL;
+    addr_build(family, bin, port, out);
+    return 0;
+}
+
+/* ---- setting values ---------------------------------------------------------------------- */
+
+static void list_clear(struct config *cfg, const struct option_def *o)
+{
+    size_t *n = opt_count(cfg, o);
+    if (o->type == OPT_PATHS) {
+        char **arr = opt_field(cfg, o);
+        for (size_t i = 0; i < *n; i++) {
+            free(arr[i]);
+            arr[i] = NULL;
+        }
+    }
+    *n = 0;
+}
+
+static int set_value(struct config *cfg, const struct option_def *o, const char *value,
+                     const struct origin *org, char *err, size_t errlen)
+{
+    if (value == NULL || value[0] == '\0') {
+        if (org->cli)
+            return fail(org, err, errlen, "--%s: needs a value", o->name);
+        return fail(org, err, errlen, "'%s' needs a value", o->name);
+    }
+    for (const char *p = value; *p; p++) {
+        /* Checked first so that no later message echoes terminal escapes back. */
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return opt_fail(org, o->name, err, errlen, "value contains a control character");
+    }
+
+    switch (o->type) {
+    case OPT_UINT: {
+        unsigned long v;
+        int r = parse_ulong(value, &v);
+        if (r == -EINVAL)
+            return opt_fail(org, o->name, err, errlen, "'%s' is not a decimal number", value);
+        if (r != 0 || v < o->min || v > o->max) {
+            if (org->cli)
+                return fail(org, err, errlen, "--%s: value must be %u..%u", o->name, o->min,
+                            o->max);
+            return fail(org, err, errlen, "'%s': '%s' is out of range %u..%u", o->name, value,
+                        o->min, o->max);
+        }
+        *(unsigned *)opt_field(cfg, o) = (unsigned)v;
+        return 0;
+    }
+    case OPT_LOGLEVEL: {
+        enum dg_log_level lvl;
+        if (dg_log_level_parse(value, &lvl) != 0)
+            return opt_fail(org, o->name, err, errlen,
+                            "'%s' is not one of error, warn, info, debug", value);
+        *(int *)opt_field(cfg, o) = (int)lvl;
+        return 0;
+    }
+    case OPT_STRING: {
+        const char *why = o->validate != NULL ? o->validate(value) : NULL;
+        if (why != NULL)
+            return opt_fail(org, o->name, err, errlen, "'%s' %s", value, why);
+        char *dup = strdup(value);
+        if (dup == NULL)
+            return fail_nomem(org, err, errlen);
+        char **slot = opt_field(cfg, o);
+        free(*slot);
+        *slot = dup;
+        return 0;
+    }
+    case OPT_ADDRS:
+    case OPT_PATHS:
+        break;
+    }
+
+    size_t *n = opt_count(cfg, o);
+    if (*n >= DG_CONFIG_MAX_LIST) {
+        if (org->cli)
+            return fail(org, err, errlen, "--%s: too many entries (max %d)", o->name,
+                        DG_CONFIG_MAX_LIST);
+        return fail(org, err, errlen, "too many '%s' entries (max %d)", o->name,
+                    DG_CONFIG_MAX_LIST);
+    }
+    if (o->type == OPT_ADDRS) {
+        struct dg_addr *arr = opt_field(cfg, o);
+        if (config_parse_addr(value, o->port, &arr[*n]) != 0)
+            return opt_fail(org, o->name, err, errlen,
+                            "'%s' is not a valid address (expected %s%s)", value, o->metavar,
+                            o->port != 0 ? " or [V6]:PORT" : ", [V6]:PORT");
+        (*n)++;
+        return 0;
+    }
+    const char *why = o->validate != NULL ? o->validate(value) : NULL;
+    if (why != NULL)
+        return opt_fail(org, o->name, err, errlen, "'%s' %s", value, why);
+    char *dup = strdup(value);
+    if (dup == NULL)
+        return fail_nomem(org, err, errlen);
+    char **arr = opt_field(cfg, o);
+    arr[(*n)++] = dup;
+    return 0;
+}
+
+int config_set(struct config *cfg, const char *name, const char *value, const char *origin,
+               unsigned line, char *err, size_t errlen)
+{
+    struct origin org = {origin != NULL ? origin : "config", line, false};
+    if (name == NULL)
+        return fail(&org, err, errlen, "missing option name");
+    const struct option_def *o = find_option(name, strlen(name));
+    if (o == NULL)
+        return fail(&org, err, errlen, "unknown option '%s'", name);
+    return set_value(cfg, o, value, &org, err, errlen);
+}
+
+/* ---- lifecycle --------------------------------------------------------------------------- */
+
+struct config *config_new(void)
+{
+    struct config *cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL)
+        return NULL;
+    /* Scalar defaults go through the same parser as user values, so a bad table row shows up
+     * in the first unit test instead of as a silently odd default. */
+    struct origin org = {"defaults", 0, false};
+    char err[128];
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const struct option_def *o = &options[i];
+        if (o->dflt == NULL || opt_is_list(o))
+            continue;
+        if (set_value(cfg, o, o->dflt, &org, err, sizeof(err)) != 0)
+            goto fail;
+    }
+    return cfg;
+fail:
+    config_free(cfg);
+    return NULL;
+}
+
+void config_free(struct config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const struct option_def *o = &options[i];
+        if (o->type == OPT_STRING)
+            free(*(char **)opt_field(cfg, o));
+        else if (o->type == OPT_PATHS)
+            list_clear(cfg, o);
+    }
+    free(cfg->config_file);
+    free(cfg);
+}
+
+/* ---- files ------------------------------------------------------------------------------- */
+
+static FILE *open_read(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    FILE *f = fdopen(fd, "r");
+    if (f == NULL) {
+        int e = errno;
+        close(fd);
+        errno = e;
+    }
+    return f;
+}
+
+struct line_status {
+    size_t len;
+    bool too_long; /* longer than CONFIG_LINE_MAX; the rest of the line was consumed */
+    bool has_nul;
+};
+
+/*
+ * Read one line into buf (CONFIG_LINE_MAX + 1 bytes) without its newline. Reads byte by byte
+ * so a NUL inside a line is seen and a huge line costs no memory.
+ * @return 1 (line read), 0 (end of file), -errno (read error).
+ */
+static int read_line(FILE *f, char *buf, struct line_status *st)
+{
+    st->len = 0;
+    st->too_long = false;
+    st->has_nul = false;
+    bool any = false;
+    for (;;) {
+        int c = getc(f);
+        if (c == EOF) {
+            if (ferror(f))
+                return errno != 0 ? -errno : -EIO;
+            if (!any)
+                return 0;
+            break;
+        }
+        any = true;
+        if (c == '\n')
+            break;
+        if (c == '\0')
+            st->has_nul = true;
+        if (st->len < CONFIG_LINE_MAX)
+            buf[st->len++] = (char)c;
+        else
+            st->too_long = true;
+    }
+    buf[st->len] = '\0';
+    return 1;
+}
+
+static int parse_line(struct config *cfg, char *line, const struct origin *org, char *err,
+                      size_t errlen)
+{
+    char *p = skip_ws(line);
+    if (*p == '\0' || *p == '#')
+        return 0;
+    char *name = p;
+    while (*p != '\0' && !is_ws(*p))
+        p++;
+    char *name_end = p;
+    p = skip_ws(p);
+    *name_end = '\0';
+    const struct option_def *o = find_option(name, strlen(name));
+    if (o == NULL)
+        return fail(org, err, errlen, "unknown option '%s'", name);
+
+    char *value = NULL;
+    if (*p == '"') {
+        /* No escapes: a quoted value runs to the next double quote. */
+        value = p + 1;
+        char *q = strchr(value, '"');
+        if (q == NULL)
+            return opt_fail(org, o->name, err, errlen, "unterminated quoted value");
+        *q = '\0';
+        p = q + 1;
+        if (*p != '\0' && !is_ws(*p))
+            return opt_fail(org, o->name, err, errlen, "unexpected '%s' after the closing quote",
+                            p);
+    } else if (*p != '\0' && *p != '#') {
+        value = p;
+        while (*p != '\0' && !is_ws(*p))
+            p++;
+        if (*p != '\0')
+            *p++ = '\0';
+    }
+    p = skip_ws(p);
+    /* A '#' starts a comment only after whitespace, so "a#b" stays one value. */
+    if (*p != '\0' && *p != '#')
+        return opt_fail(org, o->name, err, errlen,
+                        "unexpected '%s' after the value (quote values that contain spaces)", p);
+    return set_value(cfg, o, value, org, err, errlen);
+}
+
+int config_load_file(struct config *cfg, const char *path, char *err, size_t errlen)
+{
+    struct origin org = {path, 0, false};
+    FILE *f = open_read(path);
+    if (f == NULL) {
+        int e = errno;
+        fail(&org, err, errlen, "cannot open: %s", strerror(e));
+        return -e;
+    }
+    char *dup = strdup(path);
+    if (dup == NULL) {
+        fclose(f);
+        return fail_nomem(&org, err, errlen);
+    }
+    free(cfg->config_file);
+    cfg->config_file = dup;
+
+    char *line = malloc(CONFIG_LINE_MAX + 1);
+    if (line == NULL) {
+        fclose(f);
+        return fail_nomem(&org, err, errlen);
+    }
+    int rc = 0;
+    struct line_status st;
+    for (;;) {
+        int r = read_line(f, line, &st);
+        if (r == 0)
+            break;
+        org.line++;
+        if (r < 0) {
+            fail(&org, err, errlen, "read error: %s", strerror(-r));
+            rc = r;
+            break;
+        }
+        if (st.too_long) {
+            rc = fail(&org, err, errlen, "line too long (max %d characters)", CONFIG_LINE_MAX);
+            break;
+        }
+        if (st.has_nul) {
+            rc = fail(&org, err, errlen, "NUL byte in line");
+            break;
+        }
+        char *p = line;
+        /* An editor may have put a UTF-8 byte order mark in front of the first name. */
+        if (org.line == 1 && strncmp(p, "\xEF\xBB\xBF", 3) == 0)
+            p += 3;
+        rc = parse_line(cfg, p, &org, err, errlen);
+        if (rc != 0)
+            break;
+    }
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+int config_read_resolv_conf(struct config *cfg, const char *path)
+{
+    FILE *f = open_read(path);
+    if (f == NULL)
+        return -errno;
+    char *line = malloc(CONFIG_LINE_MAX + 1);
+    if (line == NULL) {
+        fclose(f);
+        return -ENOMEM;
+    }
+    int added = 0;
+    struct line_status st;
+    for (;;) {
+        int r = read_line(f, line, &st);
+        if (r == 0)
+            break;
+        if (r < 0) {
+            added = r;
+            break;
+        }
+        if (cfg->n_upstream >= DG_CONFIG_MAX_LIST)
+            break;
+        /* Lines the resolver would not use are skipped, as libc does: this file belongs to
+         * the host, not to us. Comment lines ('#', ';') fail the keyword test. */
+        if (st.too_long || st.has_nul)
+            continue;
+        char *p = skip_ws(line);
+        if (strncmp(p, "nameserver", 10) != 0 || !is_ws(p[10]))
+            continue;
+        p = skip_ws(p + 10);
+        char *end = p;
+        while (*end != '\0' && !is_ws(*end))
+            end++;
+        *end = '\0';
+        /* Scoped addresses (fe80::1%eth0) need a scope id a struct dg_addr text cannot carry
+         * back; link-local resolvers are rare enough to skip. */
+        unsigned char bin[sizeof(struct in6_addr)];
+        int family;
+        if (inet_pton(AF_INET, p, bin) == 1)
+            family = AF_INET;
+        else if (inet_pton(AF_INET6, p, bin) == 1)
+            family = AF_INET6;
+        else
+            continue;
+        addr_build(family, bin, 53, &cfg->upstream[cfg->n_upstream++]);
+        added++;
+    }
+    free(line);
+    fclose(f);
+    return added;
+}
+
+int config_finish(struct config *cfg, char *err, size_t errlen)
+{
+    struct origin org = {"defaults", 0, false};
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const struct option_def *o = &options[i];
+        if (!opt_is_list(o) || o->dflt == NULL || *opt_count(cfg, o) != 0)
+            continue;
+        int r = set_value(cfg, o, o->dflt, &org, err, errlen);
+        if (r != 0)
+            return r;
+    }
+
+    if (cfg->n_upstream == 0) {
+        const char *rc = cfg->resolv_conf != NULL ? cfg->resolv_conf : DEFAULT_RESOLV_CONF;
+        int r = config_read_resolv_conf(cfg, rc);
+        if (r == -ENOMEM)
+            return fail_nomem(&org, err, errlen);
+        if (cfg->n_upstream == 0) {
+            if (r < 0)
+                return fail_plain(err, errlen,
+                                  "no upstream: give --upstream or a nameserver in %s (%s)", rc,
+                                  strerror(-r));
+            return fail_plain(err, errlen, "no upstream: give --upstream or a nameserver in %s",
+                              rc);
+        }
+    }
+
+    if (cfg->cert_file != NULL && cfg->key_file == NULL)
+        return fail_plain(err, errlen, "cert is given without key: give both or neither");
+    if (cfg->key_file != NULL && cfg->cert_file == NULL)
+        return fail_plain(err, errlen, "key is given without cert: give both or neither");
+    if (cfg->query_timeout_ms < cfg->upstream_timeout_ms)
+        return fail_plain(err, errlen, "query-timeout (%u ms) must be >= upstream-timeout (%u ms)",
+                          cfg->query_timeout_ms, cfg->upstream_timeout_ms);
+    return 0;
+}
+
+/* ---- command line ------------------------------------------------------------------------ */
+
+static bool is_main_flag(const char *a)
+{
+    static const char *const flags[] = {"--check-config", "--version", "--help", "-h", "-V"};
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+        if (strcmp(a, flags[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
+int config_load_args(struct config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+    struct origin org = {"command line", 0, true};
+    bool replaced[N_OPTIONS] = {false};
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+            i++; /* its FILE; main reports a missing one */
+            continue;
+        }
+        if (strncmp(a, "--config=", 9) == 0 || strncmp(a, "-c", 2) == 0 || is_main_flag(a))
+            continue;
+        if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
+            if (a[0] == '-' && a[1] != '\0' && a[1] != '-')
+                return fail(&org, err, errlen, "%s: unknown option", a);
+            return fail(&org, err, errlen, "unexpected argument '%s'", a);
+        }
+        const char *name = a + 2;
+        const char *eq = strchr(name, '=');
+        size_t nlen = eq != NULL ? (size_t)(eq - name) : strlen(name);
+        const struct option_def *o = find_option(name, nlen);
+        if (o == NULL)
+            return fail(&org, err, errlen, "--%.*s: unknown option", nlen > 200 ? 200 : (int)nlen,
+                        name);
+        const char *value = NULL;
+        if (eq != NULL)
+            value = eq + 1;
+        else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0)
+            value = argv[++i];
+
+        size_t idx = (size_t)(o - options);
+        if (opt_is_list(o) && !replaced[idx]) {
+            list_clear(cfg, o);
+            replaced[idx] = true;
+        }
+        int r = set_value(cfg, o, value, &org, err, errlen);
+        if (r != 0)
+            return r;
+    }
+    return 0;
+}
+
+/* ---- output ------------------------------------------------------------------------------ */
+
+static bool needs_quotes(const char *v)
+{
+    if (v[0] == '\0' || v[0] == '"' || v[0] == '#')
+        return true;
+    for (const char *p = v; *p; p++) {
+        if (is_ws(*p))
+            return true;
+    }
+    return false;
+}
+
+static int dump_value(FILE *out, const char *name, const char *v)
+{
+    if (needs_quotes(v))
+        return fprintf(out, "%s \"%s\"\n", name, v);
+    return fprintf(out, "%s %s\n", name, v);
+}
+
+int config_dump(const struct config *cfg, FILE *out)
+{
+    int bad = 0;
+    if (fputs("# dohgate effective configuration\n", out) < 0)
+        bad = 1;
+    if (cfg->config_file != NULL) {
+        /* A comment line must stay one line, whatever the path contains. */
+        if (fputs("# from ", out) < 0)
+            bad = 1;
+        for (const char *p = cfg->config_file; *p; p++) {
+            if (fputc((unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p, out) == EOF)
+                bad = 1;
+        }
+        if (fputc('\n', out) == EOF)
+            bad = 1;
+    }
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const struct option_def *o = &options[i];
+        const void *f = opt_cfield(cfg, o);
+        int r = 0;
+        switch (o->type) {
+        case OPT_UINT:
+            r = fprintf(out, "%s %u\n", o->name, *(const unsigned *)f);
+            break;
+        case OPT_LOGLEVEL: {
+            int lvl = *(const int *)f;
+            if (lvl < 0 || lvl > DG_LOG_DEBUG)
+                lvl = DG_LOG_INFO;
+            r = fprintf(out, "%s %s\n", o->name, log_level_names[lvl]);
+            break;
+        }
+        case OPT_STRING: {
+            const char *v = *(char *const *)f;
+            r = v != NULL ? dump_value(out, o->name, v) : fprintf(out, "# %s (not set)\n", o->name);
+            break;
+        }
+        case OPT_ADDRS: {
+            const struct dg_addr *arr = f;
+            size_t n = opt_ccount(cfg, o);
+            if (n == 0)
+                r = fprintf(out, "# %s (none)\n", o->name);
+            for (size_t k = 0; k < n && r >= 0; k++)
+                r = fprintf(out, "%s %s\n", o->name, arr[k].text);
+            break;
+        }
+        case OPT_PATHS: {
+            char *const *arr = f;
+            size_t n = opt_ccount(cfg, o);
+            if (n == 0)
+                r = fprintf(out, "# %s (none)\n", o->name);
+            for (size_t k = 0; k < n && r >= 0; k++)
+                r = dump_value(out, o->name, arr[k]);
+            break;
+        }
+        }
+        if (r < 0)
+            bad = 1;
+    }
+    if (fflush(out) != 0 || ferror(out))
+        bad = 1;
+    return bad ? -EIO : 0;
+}
+
+void config_print_help(FILE *out)
+{
+    fprintf(out,
+            "Options (command line: --NAME VALUE or --NAME=VALUE; config file: NAME VALUE):\n");
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const struct option_def *o = &options[i];
+        char left[64];
+        snprintf(left, sizeof(left), "--%s %s", o->name, o->metavar);
+        fprintf(out, "  %-36s %s\n", left, o->help);
+        if (o->type == OPT_UINT)
+            fprintf(out, "  %-36s default: %s, range %u..%u\n", "", o->dflt, o->min, o->max);
+        else if (o->dflt != NULL)
+            fprintf(out, "  %-36s default: %s\n", "", o->dflt);
+    }
+}

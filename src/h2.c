@@ -1,0 +1,373 @@
+/* HTTP/2 framing over nghttp2, driven through memory by the connection (see h2.h).
+ *
+ * Stream life: on_begin_headers allocates it, on_header/on_data_chunk_recv fill it, END_STREAM
+ * dispatches it to the router, on_stream_close frees it (after cancelling the handler's pending
+ * operation). h2_session_free() walks the list itself because nghttp2_session_del() does not
+ * call on_stream_close. */
+#include "dohgate/h2.h"
+
+#include <errno.h>
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dohgate/doh.h"
+#include "dohgate/http.h"
+#include "dohgate/log.h"
+#include "dohgate/router.h"
+
+/* A :path longer than this is answered 414 without being stored in full. */
+#define H2_MAX_PATH   (DOH_MAX_URI + 1)
+#define H2_MAX_HEADER 1024 /* other header values we keep */
+#define H2_MAX_BODY   DOH_MAX_BODY
+
+enum stream_state { ST_HEADERS = 0, ST_DISPATCHED, ST_RESPONDED };
+
+struct h2_stream {
+    struct http_exchange ex; /* first member: the handler sees &stream->ex */
+    struct h2_session *sess;
+    struct h2_stream *prev, *next;
+    int32_t id;
+    enum stream_state state;
+    int refuse_status; /* 413/414 found while receiving; answered at dispatch */
+    char *method, *path, *authority, *ctype;
+    struct dg_buf body;
+    struct dg_buf resp;
+    size_t resp_off;
+};
+
+struct h2_session {
+    nghttp2_session *ng;
+    const struct handler_ctx *hctx;
+    h2_wake_cb wake;
+    void *owner;
+    struct h2_stream *streams;
+    size_t nstreams;
+};
+
+static int stream_respond(struct http_exchange *ex, int status, const struct http_header *hdrs,
+                          size_t nhdrs, struct dg_buf *body);
+static const struct http_exchange_ops h2_exchange_ops = {.respond = stream_respond};
+
+static void stream_free(struct h2_stream *st)
+{
+    struct h2_session *s = st->sess;
+    /* Rule: cancel the pending operation before the memory it points at goes away. */
+    http_exchange_abort(&st->ex);
+    if (st->prev)
+        st->prev->next = st->next;
+    else
+        s->streams = st->next;
+    if (st->next)
+        st->next->prev = st->prev;
+    s->nstreams--;
+    free(st->method);
+    free(st->path);
+    free(st->authority);
+    free(st->ctype);
+    dg_buf_free(&st->body);
+    dg_buf_free(&st->resp);
+    free(st);
+}
+
+static char *dupn(const uint8_t *v, size_t len)
+{
+    char *p = malloc(len + 1);
+    if (p) {
+        memcpy(p, v, len);
+        p[len] = '\0';
+    }
+    return p;
+}
+
+static ssize_t on_read_body(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, size_t length,
+                            uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
+{
+    struct h2_stream *st = source->ptr;
+    size_t left = st->resp.len - st->resp_off;
+    size_t n = left < length ? left : length;
+    memcpy(buf, st->resp.data + st->resp_off, n);
+    st->resp_off += n;
+    if (st->resp_off == st->resp.len)
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+static int stream_respond(struct http_exchange *ex, int status, const struct http_header *hdrs,
+                          size_t nhdrs, struct dg_buf *body)
+{
+    struct h2_stream *st = (struct h2_stream *)ex;
+    struct h2_session *s = st->sess;
+    if (st->state == ST_RESPONDED)
+        return -EALREADY;
+    enum { MAX_NV = 16 };
+    nghttp2_nv nv[MAX_NV];
+    size_t n = 0;
+    char sbuf[8], lbuf[24];
+    size_t blen = body ? body->len : 0;
+    snprintf(sbuf, sizeof(sbuf), "%d", status);
+    snprintf(lbuf, sizeof(lbuf), "%zu", blen);
+    nv[n++] =
+        (nghttp2_nv){(uint8_t *)":status", (uint8_t *)sbuf, 7, strlen(sbuf), NGHTTP2_NV_FLAG_NONE};
+    for (size_t i = 0; i < nhdrs && n < MAX_NV - 1; i++)
+        nv[n++] = (nghttp2_nv){(uint8_t *)hdrs[i].name, (uint8_t *)hdrs[i].value,
+                               strlen(hdrs[i].name), strlen(hdrs[i].value), NGHTTP2_NV_FLAG_NONE};
+    nv[n++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)lbuf, 14, strlen(lbuf),
+                           NGHTTP2_NV_FLAG_NONE};
+    nghttp2_data_provider prd = {.source.ptr = st, .read_callback = on_read_body};
+    int rc = nghttp2_submit_response(s->ng, st->id, nv, n, blen ? &prd : NULL);
+    if (rc != 0)
+        return rc == NGHTTP2_ERR_NOMEM ? -ENOMEM : -EINVAL;
+    if (blen) {
+        /* The stream now owns the bytes until the data provider reaches EOF or it closes. */
+        dg_buf_free(&st->resp);
+        st->resp = *body;
+        st->resp_off = 0;
+        *body = (struct dg_buf){0};
+    }
+    st->state = ST_RESPONDED;
+    s->wake(s->owner);
+    return 0;
+}
+
+static void stream_dispatch(struct h2_stream *st)
+{
+    if (st->state != ST_HEADERS)
+        return;
+    st->state = ST_DISPATCHED;
+    if (st->refuse_status) {
+        http_respond_text(&st->ex, st->refuse_status,
+                          st->refuse_status == 414 ? "URI too long" : "request body too large",
+                          NULL, 0);
+        return;
+    }
+    st->ex.req = (struct http_request){
+        .method = st->method ? st->method : "",
+        .path = st->path ? st->path : "/",
+        .authority = st->authority,
+        .content_type = st->ctype,
+        .body = st->body.data,
+        .body_len = st->body.len,
+        .version = 20,
+    };
+    router_dispatch(&st->ex);
+}
+
+static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
+{
+    struct h2_session *s = user_data;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    struct h2_stream *st = calloc(1, sizeof(*st));
+    if (!st) {
+        /* Refuse this stream only; the connection lives on. */
+        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                                  NGHTTP2_REFUSED_STREAM);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    st->ex.ops = &h2_exchange_ops;
+    st->ex.ctx = s->hctx;
+    st->sess = s;
+    st->id = frame->hd.stream_id;
+    st->next = s->streams;
+    if (s->streams)
+        s->streams->prev = st;
+    s->streams = st;
+    s->nstreams++;
+    nghttp2_session_set_stream_user_data(ng, st->id, st);
+    return 0;
+}
+
+static int set_field(char **field, const uint8_t *value, size_t len, size_t max)
+{
+    if (len > max)
+        return -1;
+    char *v = dupn(value, len);
+    if (!v)
+        return -ENOMEM;
+    free(*field);
+    *field = v;
+    return 0;
+}
+
+static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user_data)
+{
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+    if (!st)
+        return 0;
+    int rc = 0;
+    if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
+        if (valuelen > H2_MAX_PATH)
+            st->refuse_status = 414;
+        else
+            rc = set_field(&st->path, value, valuelen, H2_MAX_PATH);
+    } else if (namelen == 7 && memcmp(name, ":method", 7) == 0) {
+        rc = set_field(&st->method, value, valuelen, H2_MAX_HEADER);
+    } else if (namelen == 10 && memcmp(name, ":authority", 10) == 0) {
+        rc = set_field(&st->authority, value, valuelen, H2_MAX_HEADER);
+    } else if (namelen == 12 && memcmp(name, "content-type", 12) == 0) {
+        rc = set_field(&st->ctype, value, valuelen, H2_MAX_HEADER);
+    } else if (namelen == 14 && memcmp(name, "content-length", 14) == 0) {
+        /* nghttp2 checks that the body matches it; we only refuse oversized bodies early. */
+        if (valuelen > 5 || strtoul((const char *)value, NULL, 10) > H2_MAX_BODY)
+            st->refuse_status = 413;
+    }
+    if (rc == -ENOMEM)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets this stream only */
+    if (rc < 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    return 0;
+}
+
+static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t stream_id,
+                              const uint8_t *data, size_t len, void *user_data)
+{
+    struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, stream_id);
+    if (!st || st->state != ST_HEADERS || st->refuse_status)
+        return 0;
+    if (st->body.len + len > H2_MAX_BODY) {
+        /* Answer now and stop storing: the rest of the body is discarded. */
+        st->refuse_status = 413;
+        dg_buf_free(&st->body);
+        stream_dispatch(st);
+        return 0;
+    }
+    if (dg_buf_append(&st->body, data, len) != 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
+{
+    if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+        if (st)
+            stream_dispatch(st);
+    }
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t error_code,
+                           void *user_data)
+{
+    struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, stream_id);
+    if (st) {
+        nghttp2_session_set_stream_user_data(ng, stream_id, NULL);
+        stream_free(st);
+    }
+    return 0;
+}
+
+struct h2_session *h2_session_new(const struct h2_settings *cfg, const struct handler_ctx *hctx,
+                                  h2_wake_cb wake, void *owner)
+{
+    struct h2_session *s = calloc(1, sizeof(*s));
+    nghttp2_session_callbacks *cbs = NULL;
+    nghttp2_option *opt = NULL;
+    if (!s)
+        return NULL;
+    s->hctx = hctx;
+    s->wake = wake;
+    s->owner = owner;
+    if (nghttp2_session_callbacks_new(&cbs) != 0 || nghttp2_option_new(&opt) != 0)
+        goto fail;
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk_recv);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    /* Flood limits (CVE-2023-44487 rapid reset, SETTINGS/CONTINUATION/ACK floods). The values are
+     * nghttp2's own defaults from 1.57+, set explicitly so that they hold on every build. */
+    nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
+    nghttp2_option_set_max_settings(opt, 32);
+    nghttp2_option_set_max_continuations(opt, 8);
+    nghttp2_option_set_max_outbound_ack(opt, 1000);
+    nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
+    if (nghttp2_session_server_new2(&s->ng, cbs, s, opt) != 0)
+        goto fail;
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_option_del(opt);
+    cbs = NULL;
+    opt = NULL;
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->max_concurrent_streams},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 16384},
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+    };
+    if (nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0)
+        goto fail;
+    return s;
+fail:
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_option_del(opt);
+    if (s->ng)
+        nghttp2_session_del(s->ng);
+    free(s);
+    return NULL;
+}
+
+void h2_session_free(struct h2_session *s)
+{
+    if (!s)
+        return;
+    while (s->streams) {
+        struct h2_stream *st = s->streams;
+        nghttp2_session_set_stream_user_data(s->ng, st->id, NULL);
+        stream_free(st);
+    }
+    nghttp2_session_del(s->ng);
+    free(s);
+}
+
+int h2_session_recv(struct h2_session *s, const uint8_t *data, size_t len)
+{
+    ssize_t rc = nghttp2_session_mem_recv(s->ng, data, len);
+    if (rc < 0) {
+        log_debug("h2: closing connection: %s", nghttp2_strerror((int)rc));
+        return -EPROTO;
+    }
+    return 0;
+}
+
+int h2_session_send(struct h2_session *s, struct dg_buf *out, size_t limit)
+{
+    while (out->len < limit) {
+        const uint8_t *p;
+        ssize_t n = nghttp2_session_mem_send(s->ng, &p);
+        if (n < 0)
+            return n == NGHTTP2_ERR_NOMEM ? -ENOMEM : -EPROTO;
+        if (n == 0)
+            break;
+        if (dg_buf_append(out, p, (size_t)n) != 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+bool h2_session_done(const struct h2_session *s)
+{
+    return !nghttp2_session_want_read(s->ng) && !nghttp2_session_want_write(s->ng);
+}
+
+bool h2_session_want_write(const struct h2_session *s)
+{
+    return nghttp2_session_want_write(s->ng) != 0;
+}
+
+size_t h2_session_streams(const struct h2_session *s)
+{
+    return s->nstreams;
+}
+
+void h2_session_shutdown(struct h2_session *s)
+{
+    /* Open streams still finish; nghttp2_session_want_read() turns 0 once they are gone. */
+    nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(s->ng),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+}

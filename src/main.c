@@ -1,0 +1,194 @@
+/* dohgate: start-up order, signals, shutdown. Everything else lives in the core library. */
+#include <errno.h>
+#include <event2/thread.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dohgate/config.h"
+#include "dohgate/log.h"
+#include "dohgate/tls.h"
+#include "dohgate/worker.h"
+
+#define EXIT_CONFIG   2
+#define STOP_GRACE_MS 5000
+
+static void usage(FILE *out)
+{
+    fprintf(
+        out,
+        "usage: dohgate [-c FILE] [--check-config] [--NAME VALUE ...]\n"
+        "       dohgate --version | --help\n\n"
+        "DNS-over-HTTPS (RFC 8484) server. Without a config file and certificate it listens on\n"
+        "[::]:443 with an ephemeral self-signed certificate and forwards to the nameservers\n"
+        "of /etc/resolv.conf.\n\n"
+        "  -c, --config FILE   read FILE (`name value` lines); flags override it\n"
+        "  --check-config      validate the configuration, print it, and exit\n"
+        "  --version           print the version and exit\n"
+        "  --help, -h          this text\n\n"
+        "Every configuration option is also a flag (--name value):\n");
+    config_print_help(out);
+}
+
+static unsigned cpu_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+static unsigned addr_port(const struct dg_addr *a)
+{
+    const char *p = strrchr(a->text, ':');
+    return p ? (unsigned)atoi(p + 1) : 443;
+}
+
+int main(int argc, char **argv)
+{
+    const char *conf_file = NULL;
+    int check_only = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
+            printf("dohgate %s (%s, nghttp2, ldns, libevent)\n", DOHGATE_VERSION,
+                   OpenSSL_version(OPENSSL_VERSION));
+            return 0;
+        }
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (strcmp(argv[i], "--check-config") == 0)
+            check_only = 1;
+        if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "dohgate: %s needs a file name\n", argv[i]);
+                return EXIT_CONFIG;
+            }
+            conf_file = argv[++i];
+        }
+    }
+
+    char err[1024] = "";
+    struct config *cfg = config_new();
+    if (!cfg) {
+        fprintf(stderr, "dohgate: out of memory\n");
+        return 1;
+    }
+    if ((conf_file && config_load_file(cfg, conf_file, err, sizeof(err)) != 0) ||
+        config_load_args(cfg, argc, argv, err, sizeof(err)) != 0 ||
+        config_finish(cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "dohgate: %s\n", err);
+        config_free(cfg);
+        return EXIT_CONFIG;
+    }
+    if (check_only) {
+        config_dump(cfg, stdout);
+        fprintf(stderr, "dohgate: configuration OK\n");
+        config_free(cfg);
+        return 0;
+    }
+    dg_log_set_level((enum dg_log_level)cfg->log_level);
+
+    /* Signals are taken by sigwait() in this thread only; workers never see them. A write to a
+     * reset socket must be an error return, not a process kill. */
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    if (evthread_use_pthreads() != 0) {
+        log_err("libevent threading support unavailable");
+        config_free(cfg);
+        return 1;
+    }
+
+    char fp[128];
+    SSL_CTX *ssl_ctx = tls_ctx_new(cfg, fp, err, sizeof(err));
+    if (!ssl_ctx) {
+        log_err("TLS: %s", err);
+        config_free(cfg);
+        return 1;
+    }
+
+    unsigned nworkers = cfg->workers ? cfg->workers : cpu_count();
+    struct worker **workers = calloc(nworkers, sizeof(*workers));
+    int rc = 1;
+    unsigned started = 0;
+    if (!workers)
+        goto out;
+    for (unsigned w = 0; w < nworkers; w++) {
+        int fds[DG_CONFIG_MAX_LIST];
+        size_t n = 0;
+        for (; n < cfg->n_listen; n++) {
+            fds[n] = worker_listen_socket(&cfg->listen[n], err, sizeof(err));
+            if (fds[n] < 0) {
+                log_err("%s", err);
+                while (n > 0)
+                    close(fds[--n]);
+                goto out;
+            }
+        }
+        workers[w] = worker_new(w, cfg, ssl_ctx, fds, n);
+        if (!workers[w])
+            goto out;
+    }
+    for (; started < nworkers; started++) {
+        if (worker_start(workers[started]) != 0) {
+            log_err("cannot start worker thread %u", started);
+            goto stop;
+        }
+    }
+
+    for (size_t i = 0; i < cfg->n_listen; i++)
+        log_info("listening on %s (TLS; HTTP/2), DoH path %s", cfg->listen[i].text,
+                 cfg->doh_path[0]);
+    for (size_t i = 0; i < cfg->n_upstream; i++)
+        log_info("upstream %s", cfg->upstream[i].text);
+    log_info("%u worker%s", nworkers, nworkers == 1 ? "" : "s");
+    if (fp[0]) {
+        unsigned port = addr_port(&cfg->listen[0]);
+        char portpart[16] = "";
+        if (port != 443)
+            snprintf(portpart, sizeof(portpart), ":%u", port);
+        log_warn("no certificate configured: using an EPHEMERAL SELF-SIGNED certificate for '%s'; "
+                 "browsers will not trust it. Give --cert and --key for real use.",
+                 cfg->server_name);
+        log_warn("certificate SHA-256 fingerprint %s", fp);
+        log_warn("DoH URL: https://%s%s%s", cfg->server_name, portpart, cfg->doh_path[0]);
+    }
+
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig == SIGTERM || sig == SIGINT) {
+            log_info("signal %d: stopping (up to %u ms for open requests)", sig, STOP_GRACE_MS);
+            break;
+        }
+        if (sig == SIGHUP)
+            log_info("SIGHUP: configuration reload is not implemented yet; ignored");
+    }
+    rc = 0;
+stop:
+    for (unsigned w = 0; w < started; w++)
+        worker_stop(workers[w], STOP_GRACE_MS);
+    for (unsigned w = 0; w < started; w++)
+        worker_join(workers[w]);
+out:
+    if (workers) {
+        for (unsigned w = 0; w < nworkers; w++)
+            worker_free(workers[w]);
+        free(workers);
+    }
+    SSL_CTX_free(ssl_ctx);
+    config_free(cfg);
+    if (rc == 0)
+        log_info("stopped");
+    return rc;
+}

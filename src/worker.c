@@ -1,0 +1,299 @@
+/* accept4() */
+#define _GNU_SOURCE
+#include "dohgate/worker.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "dohgate/config.h"
+#include "dohgate/conn.h"
+#include "dohgate/http.h"
+#include "dohgate/log.h"
+#include "dohgate/upstream.h"
+
+#define ACCEPTS_PER_EV 64
+
+struct worker {
+    unsigned id;
+    const struct config *cfg;
+    pthread_t thread;
+    bool started;
+    struct event_base *base;
+    int *fds;
+    struct event **lev;
+    size_t nfds;
+    struct event *stop_ev, *deadline_ev, *resume_ev;
+    unsigned grace_ms;
+    bool stopping;
+    struct upstream *upstream;
+    struct handler_ctx hctx;
+    struct conn_set conns;
+};
+
+int worker_listen_socket(const struct dg_addr *addr, char *err, size_t errlen)
+{
+    int family = addr->ss.ss_family;
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot listen on %s: socket: %s", addr->text, strerror(errno));
+        return -1;
+    }
+    int one = 1, zero = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+        snprintf(err, errlen, "cannot listen on %s: SO_REUSEPORT: %s", addr->text, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (family == AF_INET6) {
+        /* "[::]" serves IPv4 too, so the default needs one listener only. */
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&addr->ss;
+        int v6only = IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr) ? 0 : 1;
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, v6only ? &one : &zero, sizeof(int));
+    }
+    /* Wake us only when the client has sent its ClientHello. */
+    int defer = 5;
+    setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof(defer));
+    if (bind(fd, (const struct sockaddr *)&addr->ss, addr->len) != 0) {
+        int e = errno;
+        if (e == EADDRINUSE)
+            snprintf(err, errlen,
+                     "cannot listen on %s: address already in use: another server (a web server, "
+                     "another dohgate) holds this port; stop it or choose another address with "
+                     "--listen, e.g. --listen 127.0.0.1:8443",
+                     addr->text);
+        else if (e == EACCES)
+            snprintf(err, errlen,
+                     "cannot listen on %s: permission denied: ports below 1024 need root or the "
+                     "capability: run as root, or `setcap cap_net_bind_service=+ep` on the "
+                     "dohgate binary, or use --listen 127.0.0.1:8443",
+                     addr->text);
+        else if (e == EADDRNOTAVAIL)
+            snprintf(err, errlen, "cannot listen on %s: no such local address", addr->text);
+        else
+            snprintf(err, errlen, "cannot listen on %s: %s", addr->text, strerror(e));
+        close(fd);
+        return -1;
+    }
+    if (listen(fd, 4096) != 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", addr->text, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void listeners_enable(struct worker *w, bool on)
+{
+    for (size_t i = 0; i < w->nfds; i++) {
+        if (!w->lev[i])
+            continue;
+        if (on)
+            event_add(w->lev[i], NULL);
+        else
+            event_del(w->lev[i]);
+    }
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    if (!w->stopping)
+        listeners_enable(w, true);
+}
+
+static void on_accept(evutil_socket_t lfd, short what, void *arg)
+{
+    struct worker *w = arg;
+    for (int i = 0; i < ACCEPTS_PER_EV; i++) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
+                return;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors: pause accepting for a moment instead of spinning. */
+                log_warn("accept: %s; pausing new connections for 1 s", strerror(errno));
+                listeners_enable(w, false);
+                struct timeval tv = {1, 0};
+                event_add(w->resume_ev, &tv);
+                return;
+            }
+            log_warn("accept: %s", strerror(errno));
+            return;
+        }
+        if (w->conns.count >= w->cfg->max_connections) {
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        conn_accept(&w->conns, fd);
+    }
+}
+
+static void maybe_finish(struct worker *w)
+{
+    if (w->stopping && w->conns.count == 0)
+        event_base_loopbreak(w->base);
+}
+
+static void on_conn_closed(struct conn_set *set, void *arg)
+{
+    maybe_finish(arg);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    if (w->conns.count)
+        log_info("worker %u: stop deadline reached, closing %zu connections", w->id,
+                 w->conns.count);
+    conn_set_close_all(&w->conns);
+    event_base_loopbreak(w->base);
+}
+
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    if (w->stopping)
+        return;
+    w->stopping = true;
+    for (size_t i = 0; i < w->nfds; i++) {
+        if (w->lev[i]) {
+            event_free(w->lev[i]);
+            w->lev[i] = NULL;
+        }
+        close(w->fds[i]);
+        w->fds[i] = -1;
+    }
+    conn_set_shutdown(&w->conns);
+    struct timeval tv = {.tv_sec = w->grace_ms / 1000, .tv_usec = (w->grace_ms % 1000) * 1000};
+    event_add(w->deadline_ev, &tv);
+    maybe_finish(w);
+}
+
+struct worker *worker_new(unsigned id, const struct config *cfg, SSL_CTX *ssl_ctx, const int *fds,
+                          size_t nfds)
+{
+    struct worker *w = calloc(1, sizeof(*w));
+    if (!w)
+        goto fail_fds;
+    w->id = id;
+    w->cfg = cfg;
+    w->fds = calloc(nfds, sizeof(int));
+    w->lev = calloc(nfds, sizeof(struct event *));
+    if (!w->fds || !w->lev)
+        goto fail;
+    w->nfds = nfds;
+    for (size_t i = 0; i < nfds; i++)
+        w->fds[i] = fds[i];
+    nfds = 0; /* owned by w from here */
+    struct event_config *ec = event_config_new();
+    if (!ec)
+        goto fail;
+    /* Only this thread touches the base; stop requests use event_active(), which is the one
+     * cross-thread call and is made safe by evthread_use_pthreads() in main. */
+    w->base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    if (!w->base || event_base_priority_init(w->base, 2) != 0)
+        goto fail;
+    w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
+    w->deadline_ev = evtimer_new(w->base, on_deadline, w);
+    w->resume_ev = evtimer_new(w->base, on_resume, w);
+    if (!w->stop_ev || !w->deadline_ev || !w->resume_ev)
+        goto fail;
+    for (size_t i = 0; i < w->nfds; i++) {
+        w->lev[i] = event_new(w->base, w->fds[i], EV_READ | EV_PERSIST, on_accept, w);
+        if (!w->lev[i])
+            goto fail;
+    }
+    w->upstream = upstream_new(w->base, cfg);
+    if (!w->upstream)
+        goto fail;
+    w->hctx = (struct handler_ctx){.cfg = cfg, .upstream = w->upstream};
+    w->conns = (struct conn_set){
+        .base = w->base,
+        .ssl_ctx = ssl_ctx,
+        .cfg = cfg,
+        .hctx = &w->hctx,
+        .on_closed = on_conn_closed,
+        .on_closed_arg = w,
+    };
+    listeners_enable(w, true);
+    return w;
+fail:
+    log_err("worker %u: out of memory at start-up", id);
+    worker_free(w);
+    return NULL;
+fail_fds:
+    for (size_t i = 0; i < nfds; i++)
+        close(fds[i]);
+    return NULL;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+int worker_start(struct worker *w)
+{
+    int rc = pthread_create(&w->thread, NULL, worker_main, w);
+    if (rc != 0)
+        return -rc;
+    w->started = true;
+    return 0;
+}
+
+void worker_stop(struct worker *w, unsigned grace_ms)
+{
+    w->grace_ms = grace_ms;
+    event_active(w->stop_ev, EV_TIMEOUT, 0);
+}
+
+void worker_join(struct worker *w)
+{
+    if (w->started)
+        pthread_join(w->thread, NULL);
+    w->started = false;
+}
+
+void worker_free(struct worker *w)
+{
+    if (!w)
+        return;
+    /* Connections first: their streams cancel queries held by the upstream module. */
+    conn_set_close_all(&w->conns);
+    upstream_free(w->upstream);
+    for (size_t i = 0; i < w->nfds; i++) {
+        if (w->lev && w->lev[i])
+            event_free(w->lev[i]);
+        if (w->fds && w->fds[i] >= 0)
+            close(w->fds[i]);
+    }
+    if (w->stop_ev)
+        event_free(w->stop_ev);
+    if (w->deadline_ev)
+        event_free(w->deadline_ev);
+    if (w->resume_ev)
+        event_free(w->resume_ev);
+    if (w->base)
+        event_base_free(w->base);
+    free(w->fds);
+    free(w->lev);
+    free(w);
+}

@@ -1,0 +1,431 @@
+# Shared harness of dohgate's integration tests; each tests/integration/t_<name>.sh sources it.
+#
+# Environment (set by ctest, see tests/CMakeLists.txt):
+#   DOHGATE    the dohgate binary            TOOLS_DIR  build dir of tests/tools/*.c (h2reset)
+#   SRC_DIR    the repository root
+# Optional:
+#   KEEP_TMP=1           keep the temp dir (its path is printed) for post-mortems
+#   DG_LOG_LEVEL         dohgate's --log-level (default info)
+#   DG_START_TIMEOUT     seconds to wait for dohgate to answer (default 10; raise it under valgrind)
+#   DG_STOP_TIMEOUT      seconds dohgate has to exit after SIGTERM (default 10)
+#
+# A test is pre / test / post (like unbound's .tdir):
+#   need_tools nsd curl ...     skip (exit 77) when a tool is missing
+#   start_nsd; start_stub       the upstreams (NSD with zone/test.zone, the fault-injecting stub)
+#   start_dohgate [FLAGS...]    dohgate on a free port with the test certificate; waits until it
+#                               answers a DoH query (adds --upstream NSD when FLAGS name none)
+#   ... checks with assert_* ...
+#   finish                      post: SIGTERM dohgate, it must exit 0 in time, with no sanitizer
+#                               report in its log; prints "N passed, N failed"; exits 1 on failure
+# Everything the test starts is killed, and the temp dir removed, on exit.
+
+set -u
+
+TESTNAME=$(basename "$0" .sh)
+LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SRC_DIR=${SRC_DIR:-$(cd "$LIB_DIR/../.." && pwd)}
+DOHGATE=${DOHGATE:-$SRC_DIR/build/dohgate}
+TOOLS_DIR=${TOOLS_DIR:-$(dirname "$DOHGATE")/tests}
+STUB_PY=$SRC_DIR/tests/tools/stubdns.py
+DNSMSG_PY=$SRC_DIR/tests/tools/dnsmsg.py
+ZONE=dohgate.test
+STUBZONE=stub.test
+
+PASS=0
+FAIL=0
+PIDS=()
+DG_PID=
+DG_PORT=
+NSD_PORT=
+STUB_PORT=
+FINISHED=0
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/dohgate-$TESTNAME.XXXXXX") || { echo "mktemp failed"; exit 1; }
+DG_LOG=$T/dohgate.log
+
+# ---------------------------------------------------------------------------------------------
+# processes
+
+# proc_alive PID: the process exists and is not a zombie (kill -0 succeeds on zombies)
+proc_alive() {
+    local st
+    st=$(sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ -n "$st" ] && [ "${st%% *}" != Z ]
+}
+
+# wait_gone PID SECONDS: 0 when the process is gone (or a zombie) within the time
+wait_gone() {
+    local pid=$1 n=$(($2 * 10))
+    while [ "$n" -gt 0 ]; do
+        proc_alive "$pid" || return 0
+        sleep 0.1
+        n=$((n - 1))
+    done
+    return 1
+}
+
+track() { PIDS+=("$1"); }
+
+untrack() {
+    local p keep=()
+    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do
+        if ! wait_gone "$p" 3; then
+            echo "cleanup: pid $p ignored SIGTERM, sending SIGKILL"
+            kill -KILL "$p" 2>/dev/null
+        fi
+        wait "$p" 2>/dev/null
+    done
+    if [ "${KEEP_TMP:-0}" = 1 ]; then
+        echo "temp dir kept: $T"
+    else
+        rm -rf "$T"
+    fi
+}
+trap cleanup EXIT
+trap 'echo "interrupted"; exit 130' INT TERM
+
+# ---------------------------------------------------------------------------------------------
+# results
+
+ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
+ko() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
+
+# assert_eq EXPECTED GOT WHAT
+assert_eq() {
+    if [ "$2" = "$1" ]; then ok "$3"; else ko "$3: expected '$1', got '$2'"; fi
+}
+# assert_ne UNEXPECTED GOT WHAT
+assert_ne() {
+    if [ "$2" != "$1" ]; then ok "$3"; else ko "$3: expected anything but '$1', got it"; fi
+}
+# assert_match ERE GOT WHAT   (the whole of GOT is searched, multi-line allowed)
+assert_match() {
+    if [[ $2 =~ $1 ]]; then ok "$3"; else ko "$3: expected a match of /$1/, got '$(printf '%s' "$2" | head -c 600)'"; fi
+}
+assert_nomatch() {
+    if [[ $2 =~ $1 ]]; then ko "$3: expected no match of /$1/, got '$(printf '%s' "$2" | head -c 600)'"; else ok "$3"; fi
+}
+# assert_range LO HI GOT WHAT   (integers, inclusive)
+assert_range() {
+    if [[ $3 =~ ^-?[0-9]+$ ]] && [ "$3" -ge "$1" ] && [ "$3" -le "$2" ]; then
+        ok "$4"
+    else
+        ko "$4: expected a number in [$1, $2], got '$3'"
+    fi
+}
+# assert_file_match FILE ERE WHAT   (grep -E on a file)
+assert_file_match() {
+    if grep -Eq -- "$2" "$1" 2>/dev/null; then ok "$3"; else
+        ko "$3: expected a line matching /$2/ in $(basename "$1"), got:"
+        head -c 1500 "$1" 2>/dev/null | sed 's/^/       | /'
+    fi
+}
+assert_file_nomatch() {
+    if grep -Eq -- "$2" "$1" 2>/dev/null; then
+        ko "$3: expected no line matching /$2/ in $(basename "$1"), got:"
+        grep -E -- "$2" "$1" | head -20 | sed 's/^/       | /'
+    else ok "$3"; fi
+}
+
+# die WHY: a pre step failed; the test cannot go on
+die() {
+    ko "$*"
+    finish
+}
+
+# skip WHY: exit 77 (ctest: skipped)
+skip() {
+    echo "SKIP: $*"
+    FINISHED=1
+    exit 77
+}
+
+need_tools() {
+    local t
+    for t in "$@"; do
+        command -v "$t" >/dev/null 2>&1 || skip "$t is not installed (needed by $TESTNAME)"
+    done
+}
+
+# finish: post step, summary line, exit status
+finish() {
+    [ "$FINISHED" = 1 ] && exit 1
+    FINISHED=1
+    if [ -n "$DG_PID" ]; then stop_dohgate; fi
+    if [ "$FAIL" -gt 0 ] && [ -s "$DG_LOG" ]; then
+        echo "---- last lines of dohgate's log ($DG_LOG) ----"
+        tail -n 60 "$DG_LOG"
+        echo "----"
+    fi
+    echo "$PASS passed, $FAIL failed"
+    [ "$FAIL" -eq 0 ] && [ "$PASS" -gt 0 ]
+    exit $?
+}
+
+# ---------------------------------------------------------------------------------------------
+# set-up helpers
+
+# free_port: a port free on 127.0.0.1 for both TCP and UDP (bound to port 0, then released)
+free_port() {
+    python3 - <<'EOF'
+import socket
+for _ in range(50):
+    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    t.bind(("127.0.0.1", 0))
+    port = t.getsockname()[1]
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.bind(("127.0.0.1", port))
+    except OSError:
+        t.close(); u.close()
+        continue
+    t.close(); u.close()
+    print(port)
+    break
+EOF
+}
+
+# dnsmsg ARGS...: tests/tools/dnsmsg.py (build queries, parse answers)
+dnsmsg() { python3 "$DNSMSG_PY" "$@"; }
+
+# make_certs: $T/certs/{ca.pem,ca.key,server.pem,server.key}, ECDSA P-256, for localhost,
+# *.dohgate.test, 127.0.0.1 and ::1
+make_certs() {
+    CERTS=$T/certs
+    mkdir -p "$CERTS"
+    (
+        cd "$CERTS" || exit 1
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+            -subj "/CN=dohgate test CA" -keyout ca.key -out ca.pem 2>openssl.err &&
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+            -keyout server.key -out server.csr 2>>openssl.err &&
+        printf 'subjectAltName=DNS:localhost,DNS:*.dohgate.test,IP:127.0.0.1,IP:::1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' >ext.cnf &&
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
+            -extfile ext.cnf -out server.pem 2>>openssl.err
+    ) || { cat "$CERTS/openssl.err"; die "could not make the test certificates"; }
+}
+
+# start_nsd: NSD, authoritative for dohgate.test (zone/test.zone) on 127.0.0.1:$NSD_PORT
+start_nsd() {
+    local d=$T/nsd i
+    mkdir -p "$d"
+    cp "$LIB_DIR/zone/test.zone" "$d/test.zone"
+    NSD_PORT=$(free_port)
+    cat >"$d/nsd.conf" <<EOF
+server:
+    ip-address: 127.0.0.1@$NSD_PORT
+    port: $NSD_PORT
+    server-count: 1
+    zonesdir: "$d"
+    database: ""
+    pidfile: "$d/nsd.pid"
+    username: ""
+    chroot: ""
+    zonelistfile: "$d/zone.list"
+    xfrdfile: "$d/xfrd.state"
+    xfrdir: "$d"
+    logfile: "$d/nsd.log"
+    verbosity: 1
+    hide-version: yes
+    rrl-ratelimit: 0
+    rrl-whitelist-ratelimit: 0
+remote-control:
+    control-enable: no
+zone:
+    name: "$ZONE"
+    zonefile: "$d/test.zone"
+EOF
+    if command -v nsd-checkzone >/dev/null 2>&1; then
+        nsd-checkzone "$ZONE" "$d/test.zone" >"$d/checkzone.out" 2>&1 ||
+            { cat "$d/checkzone.out"; die "zone/test.zone does not load"; }
+    fi
+    nsd -d -c "$d/nsd.conf" >"$d/nsd.out" 2>&1 </dev/null &
+    NSD_PID=$!
+    track "$NSD_PID"
+    for i in $(seq 1 100); do
+        if dig +short +time=1 +tries=1 @127.0.0.1 -p "$NSD_PORT" "www.$ZONE" A 2>/dev/null | grep -q '^192\.0\.2\.10$'; then
+            return 0
+        fi
+        proc_alive "$NSD_PID" || break
+        sleep 0.1
+    done
+    cat "$d/nsd.out" "$d/nsd.log" 2>/dev/null
+    die "NSD did not answer on 127.0.0.1:$NSD_PORT"
+}
+
+# start_stub: tests/tools/stubdns.py on 127.0.0.1:$STUB_PORT, query log in $STUB_LOG
+start_stub() {
+    local i
+    STUB_PORT=$(free_port)
+    STUB_LOG=$T/stub.log
+    : >"$STUB_LOG"
+    python3 "$STUB_PY" "$STUB_PORT" "$STUB_LOG" >"$T/stub.out" 2>&1 </dev/null &
+    STUB_PID=$!
+    track "$STUB_PID"
+    for i in $(seq 1 100); do
+        if dig +short +time=1 +tries=1 @127.0.0.1 -p "$STUB_PORT" "ready.$STUBZONE" A 2>/dev/null | grep -q '^192\.0\.2\.1$'; then
+            : >"$STUB_LOG"
+            return 0
+        fi
+        proc_alive "$STUB_PID" || break
+        sleep 0.1
+    done
+    cat "$T/stub.out"
+    die "the DNS stub did not answer on 127.0.0.1:$STUB_PORT"
+}
+
+# stub_count TRANSPORT NAME: how many queries for NAME (lower case, trailing dot) reached the stub
+stub_count() { grep -cxF "$1 $2" "$STUB_LOG"; }
+
+# dohgate_url [PATH]
+dohgate_url() { echo "https://127.0.0.1:$DG_PORT${1:-/dns-query}"; }
+
+# start_dohgate [FLAGS...]: dohgate --listen 127.0.0.1:$DG_PORT --cert --key --log-level FLAGS,
+# plus --upstream 127.0.0.1:$NSD_PORT unless FLAGS have an --upstream. DG_NO_CERT=1 leaves out
+# --cert/--key (dohgate makes an ephemeral self-signed certificate). Waits until a GET on
+# $DG_READY_PATH (default /dns-query) for www.dohgate.test answers 200.
+start_dohgate() {
+    local args=() a have_up=0
+    for a in "$@"; do [ "$a" = "--upstream" ] && have_up=1; done
+    DG_PORT=$(free_port)
+    [ -n "${CERTS:-}" ] || make_certs
+    args=(--listen "127.0.0.1:$DG_PORT" --log-level "${DG_LOG_LEVEL:-info}")
+    [ "${DG_NO_CERT:-0}" = 1 ] || args+=(--cert "$CERTS/server.pem" --key "$CERTS/server.key")
+    if [ "$have_up" = 0 ]; then
+        [ -n "$NSD_PORT" ] || die "start_dohgate: no --upstream given and NSD not started"
+        args+=(--upstream "127.0.0.1:$NSD_PORT")
+    fi
+    launch_dohgate "${args[@]}" "$@"
+}
+
+# launch_dohgate ARGS...: run "$DOHGATE ARGS" as given (the caller sets DG_PORT to the port it
+# listens on) and wait until it answers. SIGINT/SIGQUIT are reset to their defaults (bash starts
+# background jobs with them ignored), so that the SIGINT test means something.
+launch_dohgate() {
+    [ -x "$DOHGATE" ] || die "DOHGATE=$DOHGATE is not an executable (build it first)"
+    [ -n "${CERTS:-}" ] || make_certs
+    echo "# $DOHGATE $*" >>"$DG_LOG"
+    if env --default-signal=INT true 2>/dev/null; then
+        env --default-signal=INT,QUIT "$DOHGATE" "$@" >>"$DG_LOG" 2>&1 </dev/null &
+    else
+        "$DOHGATE" "$@" >>"$DG_LOG" 2>&1 </dev/null &
+    fi
+    DG_PID=$!
+    track "$DG_PID"
+    wait_dohgate
+}
+
+# wait_dohgate: until a DoH GET answers 200 (timeout $DG_START_TIMEOUT s)
+wait_dohgate() {
+    local q code n=$((${DG_START_TIMEOUT:-10} * 5))
+    q=$(dnsmsg query "www.$ZONE" A --b64)
+    while [ "$n" -gt 0 ]; do
+        if ! proc_alive "$DG_PID"; then
+            wait "$DG_PID"
+            local rc=$?
+            untrack "$DG_PID"
+            DG_PID=
+            echo "---- dohgate's log ----"; cat "$DG_LOG"; echo "----"
+            die "dohgate exited during start-up with status $rc"
+        fi
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 --http2 $(dg_trust) \
+            "$(dohgate_url "${DG_READY_PATH:-/dns-query}")?dns=$q" 2>/dev/null)
+        [ "$code" = 200 ] && return 0
+        sleep 0.2
+        n=$((n - 1))
+    done
+    echo "---- dohgate's log ----"; cat "$DG_LOG"; echo "----"
+    die "dohgate did not answer a DoH query on port $DG_PORT within ${DG_START_TIMEOUT:-10} s (last HTTP code '$code')"
+}
+
+# dg_trust: the curl option that makes dohgate's certificate trusted
+dg_trust() { if [ "${DG_NO_CERT:-0}" = 1 ]; then echo "-k"; else echo "--cacert $CERTS/ca.pem"; fi; }
+
+# stop_dohgate [SIGNAL]: the post step. SIGTERM (or SIGNAL); dohgate must exit 0 within $DG_STOP_TIMEOUT s, and its
+# log must hold no sanitizer report (under ASan, LeakSanitizer turns a leak into exit status 23).
+stop_dohgate() {
+    local pid=$DG_PID rc sig=${1:-TERM}
+    [ -n "$pid" ] || return 0
+    DG_PID=
+    if ! proc_alive "$pid"; then
+        wait "$pid"; rc=$?
+        untrack "$pid"
+        ko "dohgate was still running at the end of the test (it had exited with status $rc)"
+    else
+        kill -"$sig" "$pid"
+        if wait_gone "$pid" "${DG_STOP_TIMEOUT:-10}"; then
+            wait "$pid"; rc=$?
+            untrack "$pid"
+            assert_eq 0 "$rc" "post: dohgate exits 0 after SIG$sig"
+        else
+            ko "post: dohgate did not exit within ${DG_STOP_TIMEOUT:-10} s of SIG$sig (sending SIGKILL)"
+            kill -KILL "$pid" 2>/dev/null
+            wait "$pid" 2>/dev/null
+            untrack "$pid"
+        fi
+    fi
+    assert_file_nomatch "$DG_LOG" 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|ThreadSanitizer|AddressSanitizer:DEADLYSIGNAL' \
+        "post: no sanitizer report in dohgate's log"
+}
+
+# ---------------------------------------------------------------------------------------------
+# DoH client helpers. Each leaves the response in $T/resp.hdr (headers, CR stripped),
+# $T/resp.bin (body) and $T/resp.txt (`dnsmsg show` of the body, empty if it does not parse),
+# and sets HTTP_CODE and CURL_RC.
+
+# dcurl CURL-ARGS...: curl over HTTP/2 with the test CA
+dcurl() {
+    rm -f "$T/resp.hdr" "$T/resp.bin" "$T/resp.txt" "$T/resp.raw"
+    # shellcheck disable=SC2046
+    HTTP_CODE=$(curl -s --http2 --max-time "${CURL_MAX_TIME:-10}" $(dg_trust) \
+        -D "$T/resp.raw" -o "$T/resp.bin" -w '%{http_code}' "$@" 2>"$T/curl.err")
+    CURL_RC=$?
+    tr -d '\r' <"$T/resp.raw" >"$T/resp.hdr" 2>/dev/null
+    [ -f "$T/resp.bin" ] || : >"$T/resp.bin"
+    if [ -s "$T/resp.bin" ]; then
+        dnsmsg show "$T/resp.bin" >"$T/resp.txt" 2>/dev/null || : >"$T/resp.txt"
+    else
+        : >"$T/resp.txt"
+    fi
+}
+
+# doh_get NAME [TYPE] [dnsmsg query options]: GET /dns-query?dns=...
+doh_get() {
+    local q
+    q=$(dnsmsg query "$@" --b64)
+    dcurl -H 'accept: application/dns-message' "$(dohgate_url)?dns=$q"
+}
+
+# doh_post NAME [TYPE] [dnsmsg query options]: POST /dns-query
+doh_post() {
+    dnsmsg query "$@" --out "$T/query.bin"
+    dcurl -H 'content-type: application/dns-message' -H 'accept: application/dns-message' \
+        --data-binary "@$T/query.bin" "$(dohgate_url)"
+}
+
+# hdr NAME: value of a response header of the last dcurl (lower-case name, first occurrence)
+hdr() { grep -i "^$1:" "$T/resp.hdr" 2>/dev/null | head -1 | sed -e 's/^[^:]*:[[:space:]]*//' -e 's/[[:space:]]*$//'; }
+
+# rcode: the DNS rcode of the last response ("" if the body is no DNS message)
+rcode() { sed -n 's/^hdr .* rcode=\([A-Z0-9]*\) .*/\1/p' "$T/resp.txt"; }
+# dns_id: the DNS ID of the last response
+dns_id() { sed -n 's/^hdr id=\([0-9]*\) .*/\1/p' "$T/resp.txt"; }
+# answers: the answer section lines "NAME TTL TYPE RDATA"
+answers() { sed -n 's/^an //p' "$T/resp.txt"; }
+# max_age: the max-age of the last response's cache-control
+max_age() { hdr cache-control | sed -n 's/.*max-age=\([0-9]*\).*/\1/p'; }
+# body_size
+body_size() { wc -c <"$T/resp.bin" | tr -d ' '; }
+
+# snip FILE [N]: the first N (default 200) bytes of a file, printable characters only
+snip() { head -c "${2:-200}" "$1" 2>/dev/null | tr -c '[:print:]\n' '.' | tr '\n' ' '; }
+
+# now_ms
+now_ms() { echo $(($(date +%s%N) / 1000000)); }

@@ -1,0 +1,145 @@
+#!/bin/bash
+# t_errors: every refusal. HTTP problems get an HTTP status with a one-line text body
+# (404, 405 + Allow, 400, 413, 414, 415); DNS problems in a decodable message get a DNS rcode in
+# a 200 (NOTIMP for opcode STATUS, REFUSED for AXFR); a client that offers only http/1.1 gets an
+# HTTP/1.1 error and a close, not a hang. The server keeps answering afterwards.
+. "$(dirname "$0")/lib.sh"
+need_tools nsd dig curl openssl python3
+
+# ---- pre
+start_nsd
+start_dohgate --workers 1
+
+URL=$(dohgate_url)
+Q=$(dnsmsg query "www.$ZONE" A --b64)
+
+# check_error WHAT EXPECTED-STATUS: status of the last dcurl, and a one-line text body
+check_error() {
+    local what=$1 want=$2 lines
+    assert_eq "$want" "$HTTP_CODE" "$what: HTTP $want"
+    if [ ! -s "$T/resp.bin" ]; then
+        ko "$what: the error body is empty (expected one line of text)"
+        return
+    fi
+    lines=$(tr -d '\n' <"$T/resp.bin" | wc -c | tr -d ' ')
+    if LC_ALL=C grep -q '[^[:print:][:space:]]' "$T/resp.bin"; then
+        ko "$what: the error body is not text: '$(snip "$T/resp.bin" 80)'"
+    elif [ "$(grep -c '' "$T/resp.bin")" -ne 1 ] || [ "$lines" -eq 0 ]; then
+        ko "$what: the error body is not one line: '$(snip "$T/resp.bin" 300)'"
+    else
+        ok "$what: one-line text body ('$(snip "$T/resp.bin" 80)')"
+    fi
+}
+
+# post_bytes FILE [CONTENT-TYPE]
+post_bytes() {
+    dcurl -H "content-type: ${2:-application/dns-message}" --data-binary "@$1" "$URL"
+}
+
+# ---- 404: other paths (the DoH path matches exactly)
+for p in / /other /dns-query/ /dns-queryx /DNS-QUERY "/other?dns=$Q"; do
+    dcurl "$(dohgate_url "$p")"
+    check_error "GET $p" 404
+done
+
+# ---- 405: other methods on the DoH path
+for m in PUT DELETE PATCH OPTIONS; do
+    dcurl -X "$m" "$URL?dns=$Q"
+    check_error "$m /dns-query" 405
+    allow=$(hdr allow)
+    assert_match '^GET, ?POST$' "$allow" "$m /dns-query: allow header lists GET and POST"
+done
+
+dcurl -I "$URL?dns=$Q"
+assert_eq 405 "$HTTP_CODE" "HEAD /dns-query: HTTP 405"
+
+# ---- 400: GET without a usable dns=
+dcurl "$URL";                   check_error "GET without a query string" 400
+dcurl "$URL?foo=bar";           check_error "GET without dns=" 400
+dcurl "$URL?dns=";              check_error "GET with an empty dns=" 400
+dcurl "$URL?dns=!!!!";          check_error "GET with dns= not base64url" 400
+dcurl "$URL?dns=${Q}%3D%3D";    check_error "GET with %-encoded '=' padding" 400
+dcurl "$URL?dns=$Q==";          check_error "GET with '=' padding" 400
+std=$(dnsmsg query "www.$ZONE" A --id 0xfbff --edns 4096 --b64 | tr '_-' '/+')
+dcurl "$URL?dns=$std";          check_error "GET with standard base64 (+ and /) instead of base64url" 400
+dcurl "$URL?dns=$Q&dns=$Q";     check_error "GET with dns= given twice" 400
+
+# ---- 400: messages that decode but are not one query
+q=$(dnsmsg query "www.$ZONE" A --qr --b64)
+dcurl "$URL?dns=$q";            check_error "GET of a message with QR set" 400
+q=$(dnsmsg query "www.$ZONE" A --qdcount 2 --b64)
+dcurl "$URL?dns=$q";            check_error "GET with QDCOUNT=2" 400
+q=$(dnsmsg query "www.$ZONE" A --qdcount 0 --b64)
+dcurl "$URL?dns=$q";            check_error "GET with QDCOUNT=0" 400
+q=$(dnsmsg query "www.$ZONE" A --truncate 20 --b64)
+dcurl "$URL?dns=$q";            check_error "GET of a message cut inside the question" 400
+q=$(dnsmsg query "www.$ZONE" A --truncate 7 --b64)
+dcurl "$URL?dns=$q";            check_error "GET of a message shorter than a header" 400
+
+dnsmsg query "www.$ZONE" A --qr --out "$T/qr.bin"
+post_bytes "$T/qr.bin";         check_error "POST of a message with QR set" 400
+dnsmsg query "www.$ZONE" A --qdcount 2 --out "$T/qd2.bin"
+post_bytes "$T/qd2.bin";        check_error "POST with QDCOUNT=2" 400
+dnsmsg query "www.$ZONE" A --truncate 25 --out "$T/trunc.bin"
+post_bytes "$T/trunc.bin";      check_error "POST of a truncated message" 400
+: >"$T/empty.bin"
+post_bytes "$T/empty.bin";      check_error "POST with an empty body" 400
+
+# ---- 415: POST content-type
+dnsmsg query "www.$ZONE" A --out "$T/good.bin"
+post_bytes "$T/good.bin" text/plain;                check_error "POST with content-type text/plain" 415
+post_bytes "$T/good.bin" application/x-www-form-urlencoded
+check_error "POST with content-type application/x-www-form-urlencoded" 415
+dcurl -H 'content-type:' --data-binary "@$T/good.bin" "$URL"
+check_error "POST without content-type" 415
+post_bytes "$T/good.bin" "application/dns-message; charset=binary"
+assert_eq 200 "$HTTP_CODE" "POST with content-type parameters (application/dns-message; ...) is accepted"
+
+# ---- 413: body larger than 65535
+head -c 70000 /dev/zero >"$T/big.bin"
+post_bytes "$T/big.bin";        check_error "POST of a 70000-byte body" 413
+
+# ---- 414: :path over 4096 bytes
+long=$(head -c 5000 /dev/zero | tr '\0' 'A')
+dcurl "$URL?dns=$long";         check_error "GET with a 5000-byte :path" 414
+
+# ---- DNS-level refusals: 200 with an rcode
+doh_get "www.$ZONE" A --opcode 2
+assert_eq 200 "$HTTP_CODE" "opcode STATUS (2): HTTP 200"
+assert_eq NOTIMP "$(rcode)" "opcode STATUS (2): rcode NOTIMP"
+doh_get "$ZONE" AXFR --id 77
+assert_eq 200 "$HTTP_CODE" "AXFR: HTTP 200"
+assert_eq REFUSED "$(rcode)" "AXFR: rcode REFUSED"
+assert_eq 77 "$(dns_id)" "AXFR: the ID comes back"
+
+# ---- a client offering only http/1.1
+t0=$(now_ms)
+code=$(curl -s --http1.1 --max-time 5 --cacert "$CERTS/ca.pem" -o "$T/h1.body" -w '%{http_code} %{http_version}' \
+    "$URL?dns=$Q" 2>"$T/h1.err")
+rc=$?
+dt=$(($(now_ms) - t0))
+assert_range 0 4000 "$dt" "curl --http1.1: an answer in under 4 s (no hang)"
+assert_match '^(4|5)[0-9][0-9] 1\.1$' "$code" "curl --http1.1: an HTTP/1.1 error status (curl rc $rc $(snip "$T/h1.err"))"
+[ -s "$T/h1.body" ] && ok "curl --http1.1: the error has a body ('$(snip "$T/h1.body" 80)')" ||
+    ko "curl --http1.1: the error has no body"
+
+for alpn in "-alpn http/1.1" ""; do
+    t0=$(now_ms)
+    # shellcheck disable=SC2086
+    printf 'GET /dns-query?dns=%s HTTP/1.1\r\nHost: localhost\r\n\r\n' "$Q" |
+        timeout 6 openssl s_client -connect "127.0.0.1:$DG_PORT" -servername localhost $alpn -quiet -ign_eof \
+        >"$T/s_client.out" 2>"$T/s_client.err"
+    rc=$?
+    dt=$(($(now_ms) - t0))
+    what="openssl s_client ${alpn:-without ALPN}"
+    assert_ne 124 "$rc" "$what: the server closes, no hang (took $dt ms)"
+    assert_match '^HTTP/1\.[01] [45][0-9][0-9]' "$(head -1 "$T/s_client.out" | tr -d '\r')" "$what: an HTTP/1.x error status line"
+done
+
+# ---- the server is still fine
+doh_get "www.$ZONE" A
+assert_eq 200 "$HTTP_CODE" "after all that: a normal query answers 200"
+assert_match 'A 192\.0\.2\.10' "$(answers)" "after all that: the answer is right"
+
+# ---- post
+finish
