@@ -16,8 +16,9 @@
 
 /* Plaintext gathered before one SSL_write: a few TLS records. More is gathered in later rounds. */
 #define OUT_GATHER (4 * 16384)
-/* Stop reading requests from a client whose unsent output exceeds this (backpressure). */
-#define OUT_HIGH_WATER (256 * 1024)
+/* Stop reading requests from a client whose unsent output exceeds this while the socket is
+ * full (backpressure): nghttp2 then keeps at most max-concurrent-streams responses queued. */
+#define OUT_HIGH_WATER (32 * 1024)
 /* Bytes read per SSL_read; reads per readiness event are bounded so one client cannot starve
  * the others. */
 #define READ_CHUNK    16384
@@ -77,6 +78,8 @@ static void conn_free(struct conn *c)
         set->on_closed(set, set->on_closed_arg);
 }
 
+static void on_wake(void *arg);
+
 static void set_write_interest(struct conn *c, bool on)
 {
     if (on == c->want_write)
@@ -93,10 +96,14 @@ static void set_read_paused(struct conn *c, bool paused)
     if (paused == c->read_paused)
         return;
     c->read_paused = paused;
-    if (paused)
+    if (paused) {
         event_del(c->rev);
-    else
+    } else {
         event_add(c->rev, NULL);
+        /* Bytes already decrypted inside OpenSSL would not wake the socket event. */
+        if (c->ssl && SSL_pending(c->ssl) > 0)
+            on_wake(c);
+    }
 }
 
 /* Arm the connection timer: handshake timeout first, idle timeout afterwards. */
@@ -270,16 +277,11 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     conn_io(arg);
 }
 
+/* A blocked write, or a handshake waiting to write: a full pass covers both directions (a TLS
+ * write can need a read, and the other way round). */
 static void on_writable(evutil_socket_t fd, short what, void *arg)
 {
-    struct conn *c = arg;
-    if (c->state == CS_HANDSHAKE) {
-        conn_io(c);
-        return;
-    }
-    /* A write may have been blocked on a read (renegotiation is off, but TLS 1.3 key updates
-     * exist): a full conn_io pass covers both directions. */
-    conn_io(c);
+    conn_io(arg);
 }
 
 static void on_flush_ev(evutil_socket_t fd, short what, void *arg)

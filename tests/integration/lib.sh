@@ -66,6 +66,11 @@ wait_gone() {
 
 track() { PIDS+=("$1"); }
 
+# GUARD: a command prefix for long-running helpers so that they get SIGTERM if this script dies
+# without running its EXIT trap (SIGKILL from a harness); empty when setpriv cannot do it
+GUARD=()
+if setpriv --help 2>/dev/null | grep -q -- --pdeathsig; then GUARD=(setpriv --pdeathsig TERM); fi
+
 untrack() {
     local p keep=()
     for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
@@ -246,7 +251,7 @@ EOF
         nsd-checkzone "$ZONE" "$d/test.zone" >"$d/checkzone.out" 2>&1 ||
             { cat "$d/checkzone.out"; die "zone/test.zone does not load"; }
     fi
-    nsd -d -c "$d/nsd.conf" >"$d/nsd.out" 2>&1 </dev/null &
+    "${GUARD[@]}" nsd -d -c "$d/nsd.conf" >"$d/nsd.out" 2>&1 </dev/null &
     NSD_PID=$!
     track "$NSD_PID"
     for i in $(seq 1 100); do
@@ -266,7 +271,7 @@ start_stub() {
     STUB_PORT=$(free_port)
     STUB_LOG=$T/stub.log
     : >"$STUB_LOG"
-    python3 "$STUB_PY" "$STUB_PORT" "$STUB_LOG" >"$T/stub.out" 2>&1 </dev/null &
+    "${GUARD[@]}" python3 "$STUB_PY" "$STUB_PORT" "$STUB_LOG" >"$T/stub.out" 2>&1 </dev/null &
     STUB_PID=$!
     track "$STUB_PID"
     for i in $(seq 1 100); do
@@ -313,9 +318,9 @@ launch_dohgate() {
     [ -n "${CERTS:-}" ] || make_certs
     echo "# $DOHGATE $*" >>"$DG_LOG"
     if env --default-signal=INT true 2>/dev/null; then
-        env --default-signal=INT,QUIT "$DOHGATE" "$@" >>"$DG_LOG" 2>&1 </dev/null &
+        "${GUARD[@]}" env --default-signal=INT,QUIT "$DOHGATE" "$@" >>"$DG_LOG" 2>&1 </dev/null &
     else
-        "$DOHGATE" "$@" >>"$DG_LOG" 2>&1 </dev/null &
+        "${GUARD[@]}" "$DOHGATE" "$@" >>"$DG_LOG" 2>&1 </dev/null &
     fi
     DG_PID=$!
     track "$DG_PID"
@@ -332,7 +337,6 @@ wait_dohgate() {
             local rc=$?
             untrack "$DG_PID"
             DG_PID=
-            echo "---- dohgate's log ----"; cat "$DG_LOG"; echo "----"
             die "dohgate exited during start-up with status $rc"
         fi
         code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 --http2 $(dg_trust) \
@@ -341,7 +345,6 @@ wait_dohgate() {
         sleep 0.2
         n=$((n - 1))
     done
-    echo "---- dohgate's log ----"; cat "$DG_LOG"; echo "----"
     die "dohgate did not answer a DoH query on port $DG_PORT within ${DG_START_TIMEOUT:-10} s (last HTTP code '$code')"
 }
 
@@ -357,7 +360,7 @@ stop_dohgate() {
     if ! proc_alive "$pid"; then
         wait "$pid"; rc=$?
         untrack "$pid"
-        ko "dohgate was still running at the end of the test (it had exited with status $rc)"
+        ko "dohgate had died before the end of the test (exit status $rc; 139 = SIGSEGV, 134 = SIGABRT)"
     else
         kill -"$sig" "$pid"
         if wait_gone "$pid" "${DG_STOP_TIMEOUT:-10}"; then
@@ -384,9 +387,10 @@ stop_dohgate() {
 dcurl() {
     rm -f "$T/resp.hdr" "$T/resp.bin" "$T/resp.txt" "$T/resp.raw"
     # shellcheck disable=SC2046
-    HTTP_CODE=$(curl -s --http2 --max-time "${CURL_MAX_TIME:-10}" $(dg_trust) \
+    HTTP_CODE=$(curl -sS --http2 --max-time "${CURL_MAX_TIME:-10}" $(dg_trust) \
         -D "$T/resp.raw" -o "$T/resp.bin" -w '%{http_code}' "$@" 2>"$T/curl.err")
     CURL_RC=$?
+    [ "$HTTP_CODE" = 000 ] && HTTP_CODE="000 (curl exit $CURL_RC: $(snip "$T/curl.err" 150))"
     tr -d '\r' <"$T/resp.raw" >"$T/resp.hdr" 2>/dev/null
     [ -f "$T/resp.bin" ] || : >"$T/resp.bin"
     if [ -s "$T/resp.bin" ]; then

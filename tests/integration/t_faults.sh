@@ -2,10 +2,11 @@
 # t_faults: upstream failures against the fault-injecting stub (tests/tools/stubdns.py) with
 # --upstream-timeout 300 --query-timeout 1000. Silence, garbage, wrong IDs and wrong questions
 # end in 200 + SERVFAIL within the query budget (RFC 8484 §4.2.1: HTTP errors are for HTTP
-# problems); a wrong-ID answer followed by the right one, a slow answer within the budget and a
-# truncated UDP answer (retried over TCP) are answered; negative TTLs follow RFC 2308; identical
-# in-flight queries share one upstream query; answers are cached; a refused first upstream fails
-# over to the second.
+# problems); a wrong-ID answer followed by the right one, an answer slower than usual but within
+# the per-try timeout and a
+# truncated UDP answer (retried over TCP) are answered; negative TTLs follow RFC 2308; pending
+# queries do not hold up others; a refused first upstream fails over to the second. (Caching and
+# coalescing: t_cache.)
 . "$(dirname "$0")/lib.sh"
 need_tools dig curl python3 openssl
 
@@ -46,8 +47,9 @@ assert_match ' A 192\.0\.2\.53$' "$(answers)" "tc: the A record that only the TC
 assert_range 1 5 "$(stub_count tcp "tc.a.$S.")" "tc: the stub log shows the query over TCP"
 assert_range 0 1000 "$DT" "tc: no timeout was needed (took $DT ms)"
 
-timed_get "slow-500.a.$S" A
-assert_eq NOERROR "$(rcode)" "slow-500 (answer after 500 ms, per-try timeout 300, budget 1000): NOERROR"
+timed_get "slow-200.a.$S" A
+assert_eq NOERROR "$(rcode)" "slow-200 (answer after 200 ms, per-try timeout 300): NOERROR"
+assert_range 150 1000 "$DT" "slow-200: answered after about 200 ms (took $DT ms)"
 timed_get "slow-2500.a.$S" A
 assert_eq SERVFAIL "$(rcode)" "slow-2500 (always later than the 1000 ms budget): SERVFAIL"
 assert_range 250 3000 "$DT" "slow-2500: SERVFAIL at the query timeout (took $DT ms)"
@@ -66,41 +68,22 @@ assert_range 90 100 "$(max_age)" "nxlow (SOA TTL 100, MINIMUM 300): max-age = 10
 doh_get "ttl-7.a.$S" A
 assert_range 0 7 "$(max_age)" "ttl-7: max-age <= 7"
 
-# ---- cache: a second query for an answered name does not reach the stub
-doh_get "cached.a.$S" A
-doh_get "cached.a.$S" A --id 999
-assert_eq NOERROR "$(rcode)" "cache: second query answered"
-assert_eq 999 "$(dns_id)" "cache: the cached answer carries the new query's ID"
-assert_eq 1 "$(stub_count udp "cached.a.$S.")" "cache: the stub saw the name once"
-doh_get "CACHED.A.STUB.TEST" A
-assert_eq 1 "$(stub_count udp "cached.a.$S.")" "cache: the key is case-insensitive (CACHED.A.STUB.TEST is a hit)"
-
-# ---- coalescing: 10 identical queries in flight at once share one upstream query
-q=$(dnsmsg query "slow-400.coalesce.$S" A --b64)
-pids=()
-for i in $(seq 1 10); do
-    curl -s --http2 --max-time 10 --cacert "$CERTS/ca.pem" -o "$T/co.$i" -w '%{http_code}' \
-        "$(dohgate_url)?dns=$q" >"$T/co.$i.code" 2>/dev/null &
-    pids+=($!)
-done
-wait "${pids[@]}"
-good=0
-for i in $(seq 1 10); do
-    [ "$(cat "$T/co.$i.code")" = 200 ] && dnsmsg show "$T/co.$i" 2>/dev/null | grep -q 'rcode=NOERROR' && good=$((good + 1))
-done
-assert_eq 10 "$good" "coalescing: 10 parallel identical queries all answered NOERROR"
-assert_eq 1 "$(stub_count udp "slow-400.coalesce.$S.")" "coalescing: one upstream query for 10 identical in-flight queries"
-
-# ---- stream-level robustness: many different SERVFAILs at once do not disturb other queries
+# ---- many silent queries pending do not delay other queries
+qs=()
+for i in $(seq 1 20); do qs+=("$(dnsmsg query "silent.p$i.$S" A --b64)"); done
 pids=()
 for i in $(seq 1 20); do
-    curl -s --http2 --max-time 10 --cacert "$CERTS/ca.pem" -o /dev/null \
-        "$(dohgate_url)?dns=$(dnsmsg query "silent.p$i.$S" A --b64)" 2>/dev/null &
+    curl -s --http2 --max-time 10 --cacert "$CERTS/ca.pem" -o /dev/null "$(dohgate_url)?dns=${qs[$((i - 1))]}" 2>/dev/null &
     pids+=($!)
 done
-timed_get "during.a.$S" A
+sleep 0.3
+q=$(dnsmsg query "during.a.$S" A --b64)
+dcurl -w '%{http_code} %{time_total}' "$(dohgate_url)?dns=$q"
+secs=${HTTP_CODE#* }
+HTTP_CODE=${HTTP_CODE%% *}
 assert_eq NOERROR "$(rcode)" "a normal query while 20 silent ones are pending: NOERROR"
-assert_range 0 900 "$DT" "a normal query while 20 silent ones are pending: not delayed (took $DT ms)"
+ms=$(awk -v s="$secs" 'BEGIN { printf "%d", s * 1000 }')
+assert_range 0 250 "$ms" "a normal query while 20 silent ones are pending: not delayed (took $ms ms)"
 wait "${pids[@]}"
 
 stop_dohgate

@@ -1,0 +1,979 @@
+/*
+ * Component tests of the HTTP/2 layer without HTTP sockets: an in-process nghttp2 *client*
+ * session talks to our server session (h2.c) through memory, and requests run the real path:
+ * h2 → router → doh handler → upstream module → a fake UDP DNS server made here on 127.0.0.1
+ * (its readiness callback on the same event_base answers at once, holds queries until the test
+ * releases them, or stays silent).
+ *
+ * One pump() moves client output into h2_session_recv() and h2_session_send() output into the
+ * client until neither side has anything left; run_until() alternates pump() with one event
+ * loop iteration (a 5 ms tick bounds each iteration) so the fake server and the timers work.
+ *
+ * The lifetime cases (reset while pending, connection dropped with queries pending, answers
+ * arriving after the stream closed) are meant to run under ASan: a callback into a freed
+ * stream shows up there; here they assert what is observable (no response, close codes,
+ * wake calls, upstream_pending(), the upstream's counters).
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cmocka.h>
+#include <event2/event.h>
+#include <nghttp2/nghttp2.h>
+
+#include "dohgate/config.h"
+#include "dohgate/dns.h"
+#include "dohgate/doh.h"
+#include "dohgate/h2.h"
+#include "dohgate/http.h"
+#include "dohgate/log.h"
+#include "dohgate/upstream.h"
+#include "dohgate/util.h"
+
+#define MAX_REC    64 /* client stream records, index (stream_id - 1) / 2 */
+#define MAX_HELD   32 /* queries the fake server can hold */
+#define BODY_CAP   4096
+#define TICK_MS    5
+#define N_DROP     20 /* streams pending when the connection drops */
+#define BIG_BODY   70000
+#define SLACK_MS   25 /* libevent's coarse clock may fire timers a little early */
+#define A_RR_TTL   3600
+#define MAX_WAIT   2000 /* ms; generous bound for things that take a few ms */
+#define LATE_WAIT  40   /* ms to let late answers come in and be (not) processed */
+#define ERR_TEXT   256
+#define QNAME_MAX  64
+#define PATH_MAX_T 512
+
+/* ------------------------------------------------------------ DNS messages */
+
+/* A query with ID @p id for @p name (dotted), type A, class IN, RD set. */
+static size_t build_query(uint8_t *out, size_t cap, uint16_t id, const char *name)
+{
+    assert_true(cap >= DNS_HEADER_LEN + strlen(name) + 6);
+    memset(out, 0, DNS_HEADER_LEN);
+    dg_put16(out, id);
+    out[2] = 0x01;
+    dg_put16(out + 4, 1);
+    size_t o = DNS_HEADER_LEN;
+    for (const char *l = name; *l;) {
+        size_t n = strcspn(l, ".");
+        assert_true(n > 0 && n < 64);
+        out[o++] = (uint8_t)n;
+        memcpy(out + o, l, n);
+        o += n;
+        l += n;
+        if (*l == '.')
+            l++;
+    }
+    out[o++] = 0;
+    dg_put16(out + o, 1);
+    dg_put16(out + o + 2, 1);
+    return o + 4;
+}
+
+/* The answer a resolver would give: header and question of @p q, QR RA, one A record. */
+static size_t build_answer(const uint8_t *q, size_t qlen, uint8_t *out, size_t cap)
+{
+    static const uint8_t rr[] = {0xc0, 0x0c, 0,   1, 0, 1, 0, 0, A_RR_TTL >> 8, A_RR_TTL & 0xff,
+                                 0,    4,    192, 0, 2, 7};
+    size_t qe = dns_question_end(q, qlen);
+    assert_true(qe > 0 && qe + sizeof(rr) <= cap);
+    memcpy(out, q, qe);
+    out[2] = (uint8_t)(0x80 | (q[2] & 0x01));
+    out[3] = 0x80;
+    dg_put16(out + 6, 1);
+    dg_put16(out + 8, 0);
+    dg_put16(out + 10, 0);
+    memcpy(out + qe, rr, sizeof(rr));
+    return qe + sizeof(rr);
+}
+
+/* ------------------------------------------------------------ fake upstream (UDP only) */
+
+enum fake_mode { FAKE_ANSWER, FAKE_HOLD, FAKE_SILENT };
+
+struct held_query {
+    struct sockaddr_in from;
+    uint8_t msg[512];
+    size_t len;
+    bool answered;
+};
+
+struct fake {
+    int fd;
+    struct event *ev;
+    struct sockaddr_in addr;
+    enum fake_mode mode;
+    unsigned queries;
+    struct held_query held[MAX_HELD];
+    size_t n_held;
+};
+
+static void fake_reply(struct fake *f, struct held_query *h)
+{
+    uint8_t a[600];
+    size_t n = build_answer(h->msg, h->len, a, sizeof(a));
+    ssize_t w = sendto(f->fd, a, n, 0, (const struct sockaddr *)&h->from, sizeof(h->from));
+    assert_int_equal(w, (ssize_t)n);
+    h->answered = true;
+}
+
+static void on_fake_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct fake *f = arg;
+    for (;;) {
+        struct held_query h = {0};
+        socklen_t fl = sizeof(h.from);
+        ssize_t n = recvfrom(fd, h.msg, sizeof(h.msg), 0, (struct sockaddr *)&h.from, &fl);
+        if (n <= 0)
+            return;
+        h.len = (size_t)n;
+        f->queries++;
+        if (f->mode == FAKE_ANSWER) {
+            fake_reply(f, &h);
+        } else if (f->mode == FAKE_HOLD) {
+            assert_true(f->n_held < MAX_HELD);
+            f->held[f->n_held++] = h;
+        }
+    }
+}
+
+/* Answer held queries [from, to) now. */
+static void fake_release(struct fake *f, size_t from, size_t to)
+{
+    assert_true(to <= f->n_held);
+    for (size_t i = from; i < to; i++)
+        fake_reply(f, &f->held[i]);
+}
+
+static struct fake *fake_new(struct event_base *base)
+{
+    struct fake *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    f->addr.sin_family = AF_INET;
+    f->addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    f->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    assert_true(f->fd >= 0);
+    assert_int_equal(bind(f->fd, (struct sockaddr *)&f->addr, sizeof(f->addr)), 0);
+    socklen_t sl = sizeof(f->addr);
+    assert_int_equal(getsockname(f->fd, (struct sockaddr *)&f->addr, &sl), 0);
+    f->ev = event_new(base, f->fd, EV_READ | EV_PERSIST, on_fake_readable, f);
+    assert_non_null(f->ev);
+    assert_int_equal(event_add(f->ev, NULL), 0);
+    return f;
+}
+
+static void fake_free(struct fake *f)
+{
+    if (!f)
+        return;
+    event_free(f->ev);
+    close(f->fd);
+    free(f);
+}
+
+/* ------------------------------------------------------------ client side records */
+
+struct rec {
+    int status; /* :status; 0 = no response headers */
+    unsigned header_blocks;
+    char ctype[64], allow[64], cache_control[64], content_length[16];
+    uint8_t body[BODY_CAP];
+    size_t body_len;
+    bool body_overflow;
+    bool closed;
+    uint32_t close_code;
+    unsigned data_frames_sent;
+};
+
+/* A request body the client streams out of memory. */
+struct body_src {
+    const uint8_t *p;
+    size_t len, off;
+};
+
+struct t {
+    struct event_base *base;
+    struct event *tick;
+    struct fake *fake;
+    struct config *cfg;
+    struct upstream *up;
+    struct handler_ctx hctx;
+    struct h2_session *srv;
+    nghttp2_session *cli;
+    unsigned wakes;
+    bool goaway;
+    int32_t goaway_last_id;
+    uint32_t goaway_code;
+    struct rec rec[MAX_REC];
+    struct body_src body[4];
+    size_t pending_at_drop;
+    unsigned wakes_at_drop;
+    int active_at_drop;
+};
+
+static struct rec *rec_of(struct t *t, int32_t id)
+{
+    assert_true(id > 0 && (id & 1) == 1);
+    size_t i = (size_t)(id - 1) / 2;
+    assert_true(i < MAX_REC);
+    return &t->rec[i];
+}
+
+static void copy_field(char *dst, size_t cap, const uint8_t *v, size_t len)
+{
+    size_t n = len < cap - 1 ? len : cap - 1;
+    memcpy(dst, v, n);
+    dst[n] = '\0';
+}
+
+static int cli_on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
+{
+    if (frame->hd.type == NGHTTP2_HEADERS)
+        rec_of(ud, frame->hd.stream_id)->header_blocks++;
+    return 0;
+}
+
+static int cli_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
+                         size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                         void *ud)
+{
+    if (frame->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    struct rec *r = rec_of(ud, frame->hd.stream_id);
+    if (namelen == 7 && memcmp(name, ":status", 7) == 0)
+        r->status = atoi((const char *)value);
+    else if (namelen == 12 && memcmp(name, "content-type", 12) == 0)
+        copy_field(r->ctype, sizeof(r->ctype), value, valuelen);
+    else if (namelen == 5 && memcmp(name, "allow", 5) == 0)
+        copy_field(r->allow, sizeof(r->allow), value, valuelen);
+    else if (namelen == 13 && memcmp(name, "cache-control", 13) == 0)
+        copy_field(r->cache_control, sizeof(r->cache_control), value, valuelen);
+    else if (namelen == 14 && memcmp(name, "content-length", 14) == 0)
+        copy_field(r->content_length, sizeof(r->content_length), value, valuelen);
+    return 0;
+}
+
+static int cli_on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
+                       size_t len, void *ud)
+{
+    struct rec *r = rec_of(ud, id);
+    if (r->body_len + len > sizeof(r->body)) {
+        r->body_overflow = true;
+        return 0;
+    }
+    memcpy(r->body + r->body_len, data, len);
+    r->body_len += len;
+    return 0;
+}
+
+static int cli_on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void *ud)
+{
+    struct rec *r = rec_of(ud, id);
+    assert_false(r->closed);
+    r->closed = true;
+    r->close_code = code;
+    return 0;
+}
+
+static int cli_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
+{
+    struct t *t = ud;
+    if (frame->hd.type == NGHTTP2_GOAWAY) {
+        t->goaway = true;
+        t->goaway_last_id = frame->goaway.last_stream_id;
+        t->goaway_code = frame->goaway.error_code;
+    }
+    return 0;
+}
+
+static int cli_on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
+{
+    if (frame->hd.type == NGHTTP2_DATA)
+        rec_of(ud, frame->hd.stream_id)->data_frames_sent++;
+    return 0;
+}
+
+static ssize_t cli_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
+                             uint32_t *flags, nghttp2_data_source *source, void *ud)
+{
+    struct body_src *b = source->ptr;
+    size_t n = b->len - b->off < length ? b->len - b->off : length;
+    memcpy(buf, b->p + b->off, n);
+    b->off += n;
+    if (b->off == b->len)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+/* ------------------------------------------------------------ driving both sides */
+
+static void on_wake(void *owner)
+{
+    struct t *t = owner;
+    t->wakes++;
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+}
+
+/* Move bytes both ways until both sides are quiet. */
+static void pump(struct t *t)
+{
+    for (int round = 0; round < 1000; round++) {
+        bool moved = false;
+        const uint8_t *p;
+        ssize_t n;
+        while ((n = nghttp2_session_mem_send(t->cli, &p)) > 0) {
+            moved = true;
+            if (t->srv)
+                assert_int_equal(h2_session_recv(t->srv, p, (size_t)n), 0);
+        }
+        assert_int_equal(n, 0);
+        if (t->srv) {
+            struct dg_buf out = {0};
+            assert_int_equal(h2_session_send(t->srv, &out, SIZE_MAX), 0);
+            if (out.len > 0) {
+                moved = true;
+                ssize_t r = nghttp2_session_mem_recv(t->cli, out.data, out.len);
+                assert_int_equal(r, (ssize_t)out.len);
+            }
+            dg_buf_free(&out);
+        }
+        if (!moved)
+            return;
+    }
+    fail_msg("pump: the sessions never went quiet");
+}
+
+typedef bool (*pred_fn)(struct t *t, long arg);
+
+/* Pump and run the loop until @p done (NULL: never) holds or @p max_ms passed. */
+static bool run_until(struct t *t, pred_fn done, long arg, unsigned max_ms)
+{
+    uint64_t end = dg_now_ms() + max_ms;
+    for (;;) {
+        pump(t);
+        if (done && done(t, arg))
+            return true;
+        if (dg_now_ms() >= end)
+            return false;
+        assert_true(event_base_loop(t->base, EVLOOP_ONCE) >= 0);
+    }
+}
+
+static void run_for(struct t *t, unsigned ms)
+{
+    (void)run_until(t, NULL, 0, ms);
+}
+
+static bool p_closed(struct t *t, long id)
+{
+    return rec_of(t, (int32_t)id)->closed;
+}
+
+static bool p_held(struct t *t, long n)
+{
+    return t->fake->n_held >= (size_t)n;
+}
+
+static bool p_fake_queries(struct t *t, long n)
+{
+    return t->fake->queries >= (unsigned)n;
+}
+
+/* Run the loop without pumping until the upstream delivered @p n answers in total. */
+static void loop_until_answers(struct t *t, uint64_t n)
+{
+    uint64_t end = dg_now_ms() + MAX_WAIT;
+    while (upstream_get_stats(t->up)->answers < n) {
+        assert_true(dg_now_ms() < end);
+        assert_true(event_base_loop(t->base, EVLOOP_ONCE) >= 0);
+    }
+}
+
+/* Config, upstream, server and client sessions; @p up_ms / @p q_ms: the two timeouts. */
+static void start(struct t *t, unsigned up_ms, unsigned q_ms)
+{
+    char err[ERR_TEXT] = "", addr[64], v[16];
+    t->cfg = config_new();
+    assert_non_null(t->cfg);
+    snprintf(addr, sizeof(addr), "127.0.0.1:%u", ntohs(t->fake->addr.sin_port));
+    assert_int_equal(config_set(t->cfg, "upstream", addr, "test", 0, err, sizeof(err)), 0);
+    snprintf(v, sizeof(v), "%u", up_ms);
+    assert_int_equal(config_set(t->cfg, "upstream-timeout", v, "test", 0, err, sizeof(err)), 0);
+    snprintf(v, sizeof(v), "%u", q_ms);
+    assert_int_equal(config_set(t->cfg, "query-timeout", v, "test", 0, err, sizeof(err)), 0);
+    if (config_finish(t->cfg, err, sizeof(err)) != 0)
+        fail_msg("config_finish: %s", err);
+
+    t->up = upstream_new(t->base, t->cfg);
+    assert_non_null(t->up);
+    t->hctx = (struct handler_ctx){.cfg = t->cfg, .upstream = t->up};
+    const struct h2_settings st = {.max_concurrent_streams = t->cfg->max_concurrent_streams};
+    t->srv = h2_session_new(&st, &t->hctx, on_wake, t);
+    assert_non_null(t->srv);
+
+    nghttp2_session_callbacks *cbs;
+    assert_int_equal(nghttp2_session_callbacks_new(&cbs), 0);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, cli_on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, cli_on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, cli_on_data);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, cli_on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, cli_on_frame_recv);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, cli_on_frame_send);
+    assert_int_equal(nghttp2_session_client_new(&t->cli, cbs, t), 0);
+    nghttp2_session_callbacks_del(cbs);
+    assert_int_equal(nghttp2_submit_settings(t->cli, NGHTTP2_FLAG_NONE, NULL, 0), 0);
+    pump(t);
+    assert_int_equal(h2_session_streams(t->srv), 0);
+}
+
+static int setup(void **state)
+{
+    struct t *t = calloc(1, sizeof(*t));
+    assert_non_null(t);
+    dg_log_set_level(DG_LOG_WARN);
+    t->base = event_base_new();
+    assert_non_null(t->base);
+    /* Two priorities before any event exists: everything defaults to 1, so a priority-0 event
+     * can run first in an iteration where upstream sockets are also ready (see drop_conn). */
+    assert_int_equal(event_base_priority_init(t->base, 2), 0);
+    t->tick = event_new(t->base, -1, EV_PERSIST, on_tick, t);
+    assert_non_null(t->tick);
+    struct timeval tv = {.tv_sec = 0, .tv_usec = TICK_MS * 1000};
+    assert_int_equal(event_add(t->tick, &tv), 0);
+    t->fake = fake_new(t->base);
+    *state = t;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct t *t = *state;
+    if (t->cli)
+        nghttp2_session_del(t->cli);
+    h2_session_free(t->srv);
+    upstream_free(t->up);
+    config_free(t->cfg);
+    fake_free(t->fake);
+    event_free(t->tick);
+    event_base_free(t->base);
+    free(t);
+    return 0;
+}
+
+/* ------------------------------------------------------------ requests */
+
+static nghttp2_nv nv(const char *name, const char *value)
+{
+    return (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, strlen(name), strlen(value),
+                        NGHTTP2_NV_FLAG_NONE};
+}
+
+/* @p clen: a content-length header to send, or NULL for none (nghttp2 adds none itself). */
+static int32_t submit_cl(struct t *t, const char *method, const char *path, const char *ctype,
+                         const char *clen, struct body_src *body)
+{
+    nghttp2_nv hdrs[7];
+    size_t n = 0;
+    hdrs[n++] = nv(":method", method);
+    hdrs[n++] = nv(":scheme", "https");
+    hdrs[n++] = nv(":authority", "doh.test");
+    hdrs[n++] = nv(":path", path);
+    hdrs[n++] = nv("accept", DOH_CONTENT_TYPE);
+    if (ctype)
+        hdrs[n++] = nv("content-type", ctype);
+    if (clen)
+        hdrs[n++] = nv("content-length", clen);
+    nghttp2_data_provider prd = {.source.ptr = body, .read_callback = cli_read_body};
+    int32_t id = nghttp2_submit_request(t->cli, NULL, hdrs, n, body ? &prd : NULL, NULL);
+    assert_true(id > 0);
+    return id;
+}
+
+static int32_t submit(struct t *t, const char *method, const char *path, const char *ctype,
+                      struct body_src *body)
+{
+    return submit_cl(t, method, path, ctype, NULL, body);
+}
+
+/* GET /dns-query?dns=<query for @p name with ID @p qid>. */
+static int32_t submit_dns_get(struct t *t, uint16_t qid, const char *name)
+{
+    uint8_t q[128];
+    char path[PATH_MAX_T];
+    size_t len = build_query(q, sizeof(q), qid, name);
+    int off = snprintf(path, sizeof(path), "/dns-query?dns=");
+    assert_true(off > 0 && (size_t)off + dg_b64url_encoded_len(len) < sizeof(path));
+    path[(size_t)off + dg_b64url_encode(q, len, path + off)] = '\0';
+    return submit(t, "GET", path, NULL, NULL);
+}
+
+static void rst(struct t *t, int32_t id)
+{
+    assert_int_equal(nghttp2_submit_rst_stream(t->cli, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL), 0);
+}
+
+/* A complete 200 DoH answer with ID @p qid and rcode @p rcode on stream @p id. */
+static void assert_dns_response(struct t *t, int32_t id, uint16_t qid, int rcode)
+{
+    struct rec *r = rec_of(t, id);
+    assert_true(r->closed);
+    assert_int_equal(r->close_code, NGHTTP2_NO_ERROR);
+    assert_int_equal(r->status, 200);
+    assert_string_equal(r->ctype, DOH_CONTENT_TYPE);
+    assert_false(r->body_overflow);
+    assert_true(r->body_len >= DNS_HEADER_LEN);
+    char cl[16];
+    snprintf(cl, sizeof(cl), "%zu", r->body_len);
+    assert_string_equal(r->content_length, cl);
+    assert_int_equal(dg_get16(r->body), qid);
+    assert_true(r->body[2] & 0x80); /* QR */
+    assert_int_equal(dns_rcode(r->body, r->body_len), rcode);
+}
+
+/* Stream @p id saw no response at all and ended with RST_STREAM(@p code). */
+static void assert_no_response(struct t *t, int32_t id, uint32_t code)
+{
+    struct rec *r = rec_of(t, id);
+    assert_true(r->closed);
+    assert_int_equal(r->close_code, code);
+    assert_int_equal(r->status, 0);
+    assert_int_equal(r->header_blocks, 0);
+    assert_int_equal(r->body_len, 0);
+}
+
+/* ------------------------------------------------------------ 1. normal answers */
+
+static void test_get_answered(void **state)
+{
+    struct t *t = *state;
+    start(t, 1500, 4000);
+    unsigned w0 = t->wakes;
+    int32_t id = submit_dns_get(t, 0xbeef, "www.example.com");
+    assert_true(run_until(t, p_closed, id, MAX_WAIT));
+    assert_dns_response(t, id, 0xbeef, DNS_RCODE_NOERROR);
+    struct rec *r = rec_of(t, id);
+    assert_int_equal(dg_get16(r->body + 6), 1); /* the fake's one A record */
+    char cc[32];
+    snprintf(cc, sizeof(cc), "max-age=%d", A_RR_TTL);
+    assert_string_equal(r->cache_control, cc);
+    /* The answer came from the loop, after h2_session_recv() had returned: only the wake
+     * callback could make the connection flush it. */
+    assert_true(t->wakes > w0);
+    assert_int_equal(t->fake->queries, 1);
+    assert_int_equal(upstream_get_stats(t->up)->answers, 1);
+
+    /* POST with the same pipeline. */
+    uint8_t q[128];
+    size_t qlen = build_query(q, sizeof(q), 0x0102, "post.example.com");
+    t->body[0] = (struct body_src){.p = q, .len = qlen};
+    int32_t id2 = submit(t, "POST", "/dns-query", DOH_CONTENT_TYPE, &t->body[0]);
+    assert_true(run_until(t, p_closed, id2, MAX_WAIT));
+    assert_dns_response(t, id2, 0x0102, DNS_RCODE_NOERROR);
+    assert_int_equal(t->fake->queries, 2);
+    assert_int_equal(h2_session_streams(t->srv), 0);
+    assert_int_equal(upstream_pending(t->up), 0);
+}
+
+/* ------------------------------------------------------------ 2. reset while pending */
+
+static void test_rst_while_pending(void **state)
+{
+    struct t *t = *state;
+    start(t, 1500, 4000);
+    t->fake->mode = FAKE_HOLD;
+    int32_t id = submit_dns_get(t, 0x1111, "reset.example.com");
+    assert_true(run_until(t, p_held, 1, MAX_WAIT));
+    assert_int_equal(h2_session_streams(t->srv), 1);
+    assert_int_equal(upstream_pending(t->up), 1);
+
+    rst(t, id);
+    unsigned w0 = t->wakes;
+    pump(t);
+    /* The reset cancelled the upstream query synchronously. */
+    assert_int_equal(h2_session_streams(t->srv), 0);
+    assert_int_equal(upstream_pending(t->up), 0);
+
+    /* The upstream answers late, to a socket that is gone. */
+    fake_release(t->fake, 0, 1);
+    run_for(t, LATE_WAIT);
+    assert_no_response(t, id, NGHTTP2_CANCEL);
+    assert_int_equal(t->wakes, w0);
+    assert_int_equal(upstream_get_stats(t->up)->answers, 0);
+    assert_int_equal(upstream_pending(t->up), 0);
+
+    /* The connection is fine: the next query is answered. */
+    t->fake->mode = FAKE_ANSWER;
+    int32_t id2 = submit_dns_get(t, 0x2222, "reset.example.com");
+    assert_true(run_until(t, p_closed, id2, MAX_WAIT));
+    assert_dns_response(t, id2, 0x2222, DNS_RCODE_NOERROR);
+    assert_int_equal(upstream_pending(t->up), 0);
+}
+
+/* ------------------------------------------------------------ 3. connection drop */
+
+/* Read events on the base other than the fake server's: the upstream's UDP sockets. */
+struct fd_scan {
+    int skip;
+    struct pollfd pfd[MAX_HELD];
+    nfds_t n;
+};
+
+static int collect_read_fd(const struct event_base *base, const struct event *ev, void *arg)
+{
+    struct fd_scan *sc = arg;
+    int fd = event_get_fd(ev);
+    if (fd >= 0 && fd != sc->skip && (event_get_events(ev) & EV_READ) && sc->n < MAX_HELD)
+        sc->pfd[sc->n++] = (struct pollfd){.fd = fd, .events = POLLIN};
+    return 0;
+}
+
+/* Wait until @p want upstream sockets have an answer queued (loopback delivery may lag
+ * behind sendto() in some kernels/sandboxes), without running the loop. */
+static void wait_upstream_readable(struct t *t, int want)
+{
+    uint64_t end = dg_now_ms() + MAX_WAIT;
+    for (;;) {
+        struct fd_scan sc = {.skip = t->fake->fd};
+        assert_int_equal(event_base_foreach_event(t->base, collect_read_fd, &sc), 0);
+        int ready = poll(sc.pfd, sc.n, 0);
+        assert_true(ready >= 0);
+        if (ready >= want)
+            return;
+        assert_true(dg_now_ms() < end);
+        usleep(1000);
+    }
+}
+
+static void on_drop(evutil_socket_t fd, short what, void *arg)
+{
+    struct t *t = arg;
+    h2_session_free(t->srv);
+    t->srv = NULL;
+    t->pending_at_drop = upstream_pending(t->up);
+    t->wakes_at_drop = t->wakes;
+    t->active_at_drop = event_base_get_num_events(t->base, EVENT_BASE_COUNT_ACTIVE);
+}
+
+static void test_conn_drop_with_pending(void **state)
+{
+    struct t *t = *state;
+    start(t, 1500, 4000);
+    t->fake->mode = FAKE_HOLD;
+    int32_t ids[N_DROP];
+    for (int i = 0; i < N_DROP; i++) {
+        char name[QNAME_MAX];
+        snprintf(name, sizeof(name), "n%d.drop.example", i);
+        ids[i] = submit_dns_get(t, (uint16_t)(0x3000 + i), name);
+    }
+    assert_true(run_until(t, p_held, N_DROP, MAX_WAIT));
+    assert_int_equal(h2_session_streams(t->srv), N_DROP);
+    assert_int_equal(upstream_pending(t->up), N_DROP);
+    unsigned w0 = t->wakes;
+
+    /* Half of the answers are already in the upstream sockets' receive queues when the
+     * connection goes: the drop runs at a higher priority in the very iteration in which those
+     * sockets are reported readable, as when a TLS error and upstream answers come together. */
+    fake_release(t->fake, 0, N_DROP / 2);
+    wait_upstream_readable(t, N_DROP / 2);
+    struct event *drop = event_new(t->base, -1, 0, on_drop, t);
+    assert_non_null(drop);
+    assert_int_equal(event_priority_set(drop, 0), 0);
+    event_active(drop, EV_TIMEOUT, 1);
+    assert_true(event_base_loop(t->base, EVLOOP_ONCE) >= 0);
+    event_free(drop);
+    assert_null(t->srv);
+    assert_int_equal(t->pending_at_drop, 0);
+    assert_int_equal(t->wakes_at_drop, w0);
+    /* The answered sockets' read events were active (queued behind the drop) when it ran. */
+    assert_true(t->active_at_drop >= N_DROP / 2);
+
+    /* The rest answer late; the loop runs them all into closed sockets. */
+    fake_release(t->fake, N_DROP / 2, N_DROP);
+    run_for(t, LATE_WAIT);
+    assert_int_equal(t->wakes, w0);
+    assert_int_equal(upstream_pending(t->up), 0);
+    assert_int_equal(upstream_get_stats(t->up)->answers, 0);
+    assert_int_equal(upstream_get_stats(t->up)->queries, N_DROP);
+    for (int i = 0; i < N_DROP; i++)
+        assert_int_equal(rec_of(t, ids[i])->status, 0);
+}
+
+/* ------------------------------------------------------------ 4. answer after stream close */
+
+static void test_answer_after_close(void **state)
+{
+    struct t *t = *state;
+    start(t, 1500, 4000);
+    t->fake->mode = FAKE_HOLD;
+
+    /* (a) The answer sits in the upstream socket when the reset is processed. */
+    int32_t a = submit_dns_get(t, 0x4444, "late.example.com");
+    assert_true(run_until(t, p_held, 1, MAX_WAIT));
+    fake_release(t->fake, 0, 1);
+    rst(t, a);
+    unsigned w0 = t->wakes;
+    pump(t);
+    assert_int_equal(upstream_pending(t->up), 0);
+    run_for(t, LATE_WAIT);
+    assert_no_response(t, a, NGHTTP2_CANCEL);
+    assert_int_equal(t->wakes, w0);
+    assert_int_equal(upstream_get_stats(t->up)->answers, 0);
+
+    /* (b) The answer was turned into a response (submitted, not yet written) when the reset
+     * arrives: the stream and its response bytes go, nothing is written for it. */
+    int32_t b = submit_dns_get(t, 0x5555, "late.example.com");
+    assert_true(run_until(t, p_held, 2, MAX_WAIT));
+    fake_release(t->fake, 1, 2);
+    loop_until_answers(t, 1); /* no pump: the response stays queued in the server session */
+    assert_true(t->wakes > w0);
+    assert_true(h2_session_want_write(t->srv));
+    rst(t, b);
+    const uint8_t *p;
+    ssize_t n;
+    while ((n = nghttp2_session_mem_send(t->cli, &p)) > 0)
+        assert_int_equal(h2_session_recv(t->srv, p, (size_t)n), 0);
+    assert_int_equal(h2_session_streams(t->srv), 0);
+    pump(t);
+    assert_no_response(t, b, NGHTTP2_CANCEL);
+    assert_int_equal(upstream_pending(t->up), 0);
+
+    /* (c) The response is already written (and the server stream closed with it) when the
+     * client, which has not read it yet, resets the stream. */
+    t->fake->mode = FAKE_ANSWER;
+    int32_t c = submit_dns_get(t, 0x6666, "late.example.com");
+    while ((n = nghttp2_session_mem_send(t->cli, &p)) > 0)
+        assert_int_equal(h2_session_recv(t->srv, p, (size_t)n), 0);
+    loop_until_answers(t, 2);
+    struct dg_buf out = {0};
+    assert_int_equal(h2_session_send(t->srv, &out, SIZE_MAX), 0);
+    assert_true(out.len > 0);
+    assert_int_equal(h2_session_streams(t->srv), 0);
+    rst(t, c);
+    while ((n = nghttp2_session_mem_send(t->cli, &p)) > 0)
+        assert_int_equal(h2_session_recv(t->srv, p, (size_t)n), 0);
+    assert_int_equal(nghttp2_session_mem_recv(t->cli, out.data, out.len), (ssize_t)out.len);
+    dg_buf_free(&out);
+    pump(t);
+    assert_true(rec_of(t, c)->closed);
+    assert_int_equal(h2_session_streams(t->srv), 0);
+
+    /* The connection is still usable. */
+    int32_t d = submit_dns_get(t, 0x7777, "late.example.com");
+    assert_true(run_until(t, p_closed, d, MAX_WAIT));
+    assert_dns_response(t, d, 0x7777, DNS_RCODE_NOERROR);
+    assert_int_equal(upstream_pending(t->up), 0);
+}
+
+/* ------------------------------------------------------------ 5. same name, one cancelled */
+
+static void test_same_name_one_cancelled(void **state)
+{
+    struct t *t = *state;
+    start(t, 1500, 4000);
+    t->fake->mode = FAKE_HOLD;
+    int32_t a = submit_dns_get(t, 0x7a7a, "same.example.com");
+    int32_t b = submit_dns_get(t, 0x7b7b, "same.example.com");
+    /* Both queries reach the upstream, or one does if identical queries get coalesced. */
+    assert_true(run_until(t, p_held, 1, MAX_WAIT));
+    run_for(t, 10);
+    assert_int_equal(h2_session_streams(t->srv), 2);
+    size_t held = t->fake->n_held;
+    assert_true(held >= 1 && held <= 2);
+
+    rst(t, a);
+    pump(t);
+    assert_int_equal(h2_session_streams(t->srv), 1);
+    assert_true(upstream_pending(t->up) <= 1);
+
+    fake_release(t->fake, 0, held);
+    assert_true(run_until(t, p_closed, b, MAX_WAIT));
+    assert_dns_response(t, b, 0x7b7b, DNS_RCODE_NOERROR);
+    assert_no_response(t, a, NGHTTP2_CANCEL);
+    assert_int_equal(upstream_get_stats(t->up)->answers, 1);
+    assert_int_equal(upstream_pending(t->up), 0);
+    assert_int_equal(h2_session_streams(t->srv), 0);
+
+    /* And the other way round: the first stays, the second is cancelled. */
+    t->fake->n_held = 0;
+    int32_t c = submit_dns_get(t, 0x7c7c, "same.example.com");
+    int32_t d = submit_dns_get(t, 0x7d7d, "same.example.com");
+    assert_true(run_until(t, p_held, 1, MAX_WAIT));
+    run_for(t, 10);
+    held = t->fake->n_held;
+    rst(t, d);
+    pump(t);
+    fake_release(t->fake, 0, held);
+    assert_true(run_until(t, p_closed, c, MAX_WAIT));
+    assert_dns_response(t, c, 0x7c7c, DNS_RCODE_NOERROR);
+    assert_no_response(t, d, NGHTTP2_CANCEL);
+    assert_int_equal(upstream_pending(t->up), 0);
+}
+
+/* ------------------------------------------------------------ 6. HTTP errors */
+
+static void assert_text_status(struct t *t, int32_t id, int status)
+{
+    struct rec *r = rec_of(t, id);
+    assert_true(r->closed);
+    assert_int_equal(r->status, status);
+    assert_string_equal(r->ctype, "text/plain; charset=utf-8");
+    assert_true(r->body_len > 0 && r->body[r->body_len - 1] == '\n');
+}
+
+static void test_error_statuses(void **state)
+{
+    struct t *t = *state;
+    start(t, 1500, 4000);
+    uint8_t q[128];
+    size_t qlen = build_query(q, sizeof(q), 0x0a0a, "err.example.com");
+    uint8_t *big = calloc(1, BIG_BODY);
+    assert_non_null(big);
+
+    int32_t not_found = submit(t, "GET", "/other", NULL, NULL);
+    int32_t put = submit(t, "PUT", "/dns-query?dns=AAAA", NULL, NULL);
+    int32_t bad = submit(t, "GET", "/dns-query?dns=%%%not-base64", NULL, NULL);
+    int32_t missing = submit(t, "GET", "/dns-query?name=x", NULL, NULL);
+    t->body[0] = (struct body_src){.p = big, .len = BIG_BODY};
+    int32_t too_big = submit(t, "POST", "/dns-query", DOH_CONTENT_TYPE, &t->body[0]);
+    t->body[1] = (struct body_src){.p = big, .len = DOH_MAX_BODY};
+    int32_t at_limit = submit(t, "POST", "/dns-query", DOH_CONTENT_TYPE, &t->body[1]);
+    t->body[2] = (struct body_src){.p = q, .len = qlen};
+    int32_t text = submit(t, "POST", "/dns-query", "text/plain", &t->body[2]);
+    /* Announced too large: refused from the content-length header, the body is not stored. */
+    t->body[3] = (struct body_src){.p = big, .len = BIG_BODY};
+    int32_t announced = submit_cl(t, "POST", "/dns-query", DOH_CONTENT_TYPE, "70000", &t->body[3]);
+    /* A :path longer than DOH_MAX_URI. */
+    char *long_path = malloc(DOH_MAX_URI + 64);
+    assert_non_null(long_path);
+    strcpy(long_path, "/dns-query?dns=");
+    size_t lp = strlen(long_path);
+    memset(long_path + lp, 'A', DOH_MAX_URI + 16 - lp);
+    long_path[DOH_MAX_URI + 16] = '\0';
+    int32_t uri_long = submit(t, "GET", long_path, NULL, NULL);
+
+    const int32_t all[] = {not_found, put,  bad,       missing, too_big,
+                           at_limit,  text, announced, uri_long};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        assert_true(run_until(t, p_closed, all[i], MAX_WAIT));
+
+    assert_text_status(t, not_found, 404);
+    assert_text_status(t, put, 405);
+    assert_string_equal(rec_of(t, put)->allow, DOH_ALLOW);
+    assert_text_status(t, bad, 400);
+    assert_text_status(t, missing, 400);
+    assert_text_status(t, too_big, 413);
+    assert_true(rec_of(t, too_big)->data_frames_sent >= 2);
+    /* 65535 bytes are not too large; zeros are just not a DNS query. */
+    assert_text_status(t, at_limit, 400);
+    assert_text_status(t, text, 415);
+    assert_int_equal(rec_of(t, text)->allow[0], '\0');
+    assert_text_status(t, announced, 413);
+    assert_int_equal(rec_of(t, announced)->data_frames_sent, 5); /* 70000 / 16384 */
+    assert_text_status(t, uri_long, 414);
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        assert_int_equal(rec_of(t, all[i])->close_code, NGHTTP2_NO_ERROR);
+
+    /* None of them reached the upstream. */
+    assert_int_equal(t->fake->queries, 0);
+    assert_int_equal(upstream_get_stats(t->up)->queries, 0);
+    assert_int_equal(h2_session_streams(t->srv), 0);
+    free(long_path);
+    free(big);
+}
+
+/* ------------------------------------------------------------ 7. silent upstream */
+
+static void test_silent_upstream_servfail(void **state)
+{
+    struct t *t = *state;
+    start(t, 50, 120);
+    t->fake->mode = FAKE_SILENT;
+    uint64_t t0 = dg_now_ms();
+    int32_t id = submit_dns_get(t, 0x5e5e, "silent.example.com");
+    assert_true(run_until(t, p_closed, id, MAX_WAIT));
+    uint64_t took = dg_now_ms() - t0;
+    assert_dns_response(t, id, 0x5e5e, DNS_RCODE_SERVFAIL);
+    assert_string_equal(rec_of(t, id)->cache_control, "max-age=0");
+    /* Two tries of 50 ms (one upstream, at least two tries), inside the 120 ms budget. */
+    assert_true(took + SLACK_MS >= 100);
+    assert_true(took < 1000);
+    assert_true(run_until(t, p_fake_queries, 2, MAX_WAIT));
+    assert_int_equal(t->fake->queries, 2);
+    assert_int_equal(upstream_get_stats(t->up)->timeouts, 2);
+    assert_int_equal(upstream_pending(t->up), 0);
+    assert_int_equal(h2_session_streams(t->srv), 0);
+}
+
+/* ------------------------------------------------------------ 8. GOAWAY with one pending */
+
+static void test_goaway_pending_finishes(void **state)
+{
+    struct t *t = *state;
+    start(t, 1500, 4000);
+    t->fake->mode = FAKE_HOLD;
+    int32_t id = submit_dns_get(t, 0x9090, "goaway.example.com");
+    assert_true(run_until(t, p_held, 1, MAX_WAIT));
+
+    h2_session_shutdown(t->srv);
+    /* Race: the client opens one more stream after the GOAWAY was submitted but before it was
+     * written. nghttp2 only stops taking new streams once the GOAWAY is sent, so this one is
+     * dispatched (and its upstream query started); sending the GOAWAY then closes it, which
+     * must cancel that query like any other stream close. */
+    int32_t late = submit_dns_get(t, 0x9191, "goaway.example.com");
+    const uint8_t *p;
+    ssize_t n;
+    while ((n = nghttp2_session_mem_send(t->cli, &p)) > 0)
+        assert_int_equal(h2_session_recv(t->srv, p, (size_t)n), 0);
+    assert_int_equal(n, 0);
+    pump(t);
+    assert_int_equal(h2_session_streams(t->srv), 1);
+    assert_int_equal(upstream_pending(t->up), 1);
+    assert_true(t->goaway);
+    assert_int_equal(t->goaway_code, NGHTTP2_NO_ERROR);
+    assert_int_equal(t->goaway_last_id, id);
+    assert_false(h2_session_done(t->srv));
+    assert_int_equal(h2_session_streams(t->srv), 1);
+    assert_false(rec_of(t, id)->closed);
+    /* The client learns from the GOAWAY that its late stream was never processed. */
+    assert_no_response(t, late, NGHTTP2_REFUSED_STREAM);
+    run_for(t, 10);
+
+    fake_release(t->fake, 0, 1);
+    assert_true(run_until(t, p_closed, id, MAX_WAIT));
+    assert_dns_response(t, id, 0x9090, DNS_RCODE_NOERROR);
+    assert_int_equal(h2_session_streams(t->srv), 0);
+    assert_true(h2_session_done(t->srv));
+    assert_int_equal(upstream_pending(t->up), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_get_answered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rst_while_pending, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_conn_drop_with_pending, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_answer_after_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_same_name_one_cancelled, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_statuses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_silent_upstream_servfail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_goaway_pending_finishes, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
