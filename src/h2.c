@@ -116,10 +116,12 @@ static int stream_respond(struct http_exchange *ex, int status, const struct htt
     nv[n++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)lbuf, 14, strlen(lbuf),
                            NGHTTP2_NV_FLAG_NONE};
     nghttp2_data_provider prd = {.source.ptr = st, .read_callback = on_read_body};
-    int rc = nghttp2_submit_response(s->ng, st->id, nv, n, blen ? &prd : NULL);
+    /* A HEAD response carries the length of the body it would have had, but no body. */
+    bool head = st->method && strcmp(st->method, "HEAD") == 0;
+    int rc = nghttp2_submit_response(s->ng, st->id, nv, n, blen && !head ? &prd : NULL);
     if (rc != 0)
         return rc == NGHTTP2_ERR_NOMEM ? -ENOMEM : -EINVAL;
-    if (blen) {
+    if (blen && !head) {
         /* The stream now owns the bytes until the data provider reaches EOF or it closes. */
         dg_buf_free(&st->resp);
         st->resp = *body;

@@ -64,12 +64,13 @@ wait_gone() {
     return 1
 }
 
-track() { PIDS+=("$1"); }
-
 # GUARD: a command prefix for long-running helpers so that they get SIGTERM if this script dies
 # without running its EXIT trap (SIGKILL from a harness); empty when setpriv cannot do it
 GUARD=()
 if setpriv --help 2>/dev/null | grep -q -- --pdeathsig; then GUARD=(setpriv --pdeathsig TERM); fi
+
+# track PID: kill PID at exit (untrack PID when the test reaped it itself)
+track() { PIDS+=("$1"); }
 
 untrack() {
     local p keep=()
@@ -339,6 +340,7 @@ wait_dohgate() {
             DG_PID=
             die "dohgate exited during start-up with status $rc"
         fi
+        # shellcheck disable=SC2046
         code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 --http2 $(dg_trust) \
             "$(dohgate_url "${DG_READY_PATH:-/dns-query}")?dns=$q" 2>/dev/null)
         [ "$code" = 200 ] && return 0
@@ -351,29 +353,48 @@ wait_dohgate() {
 # dg_trust: the curl option that makes dohgate's certificate trusted
 dg_trust() { if [ "${DG_NO_CERT:-0}" = 1 ]; then echo "-k"; else echo "--cacert $CERTS/ca.pem"; fi; }
 
-# stop_dohgate [SIGNAL]: the post step. SIGTERM (or SIGNAL); dohgate must exit 0 within $DG_STOP_TIMEOUT s, and its
-# log must hold no sanitizer report (under ASan, LeakSanitizer turns a leak into exit status 23).
+# shellcheck disable=SC2120
+# stop_dohgate [SIGNAL]: the post step. SIGTERM (or SIGNAL); dohgate must exit 0 within
+# $DG_STOP_TIMEOUT s, and its log must hold no sanitizer report (under ASan, LeakSanitizer turns
+# a leak into exit status 23). Same as signal_dohgate + reap_dohgate.
 stop_dohgate() {
+    local sig=${1:-TERM}
+    [ -n "$DG_PID" ] || return 0
+    signal_dohgate "$sig" && reap_dohgate "$sig"
+}
+
+# signal_dohgate SIGNAL: send it (1 when dohgate has already died: that is reported as a failure)
+signal_dohgate() {
+    local rc
+    if ! proc_alive "$DG_PID"; then
+        wait "$DG_PID"; rc=$?
+        untrack "$DG_PID"
+        DG_PID=
+        ko "dohgate had died before the end of the test (exit status $rc; 139 = SIGSEGV, 134 = SIGABRT)"
+        check_sanitizer_log
+        return 1
+    fi
+    kill -"$1" "$DG_PID"
+}
+
+# reap_dohgate [SIGNAL-NAME]: wait up to $DG_STOP_TIMEOUT s for the signalled dohgate; exit 0
+reap_dohgate() {
     local pid=$DG_PID rc sig=${1:-TERM}
-    [ -n "$pid" ] || return 0
     DG_PID=
-    if ! proc_alive "$pid"; then
+    if wait_gone "$pid" "${DG_STOP_TIMEOUT:-10}"; then
         wait "$pid"; rc=$?
         untrack "$pid"
-        ko "dohgate had died before the end of the test (exit status $rc; 139 = SIGSEGV, 134 = SIGABRT)"
+        assert_eq 0 "$rc" "post: dohgate exits 0 after SIG$sig"
     else
-        kill -"$sig" "$pid"
-        if wait_gone "$pid" "${DG_STOP_TIMEOUT:-10}"; then
-            wait "$pid"; rc=$?
-            untrack "$pid"
-            assert_eq 0 "$rc" "post: dohgate exits 0 after SIG$sig"
-        else
-            ko "post: dohgate did not exit within ${DG_STOP_TIMEOUT:-10} s of SIG$sig (sending SIGKILL)"
-            kill -KILL "$pid" 2>/dev/null
-            wait "$pid" 2>/dev/null
-            untrack "$pid"
-        fi
+        ko "post: dohgate did not exit within ${DG_STOP_TIMEOUT:-10} s of SIG$sig (sending SIGKILL)"
+        kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        untrack "$pid"
     fi
+    check_sanitizer_log
+}
+
+check_sanitizer_log() {
     assert_file_nomatch "$DG_LOG" 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|ThreadSanitizer|AddressSanitizer:DEADLYSIGNAL' \
         "post: no sanitizer report in dohgate's log"
 }

@@ -176,5 +176,8 @@ if [ "$V6" = 1 ]; then
     assert_match 'A 192\.0\.2\.10' "$out" "kdig over the [::1] listener"
 fi
 
+# ---- privacy: no query names in the log at the default level
+assert_file_nomatch "$DG_LOG" "(www|chain1|big|nonexistent|loop)\\.$ZONE" "at --log-level info the log holds no query names"
+
 # ---- post
 finish

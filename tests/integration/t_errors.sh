@@ -1,8 +1,9 @@
 #!/bin/bash
-# t_errors: every refusal. HTTP problems get an HTTP status with a one-line text body
+# t_errors: every refusal and bad client. HTTP problems get an HTTP status with a one-line text body
 # (404, 405 + Allow, 400, 413, 414, 415); DNS problems in a decodable message get a DNS rcode in
 # a 200 (NOTIMP for opcode STATUS, REFUSED for AXFR); a client that offers only http/1.1 gets an
-# HTTP/1.1 error and a close, not a hang. The server keeps answering afterwards.
+# HTTP/1.1 error and a close, not a hang; so do plain HTTP on the TLS port and garbage instead of
+# the HTTP/2 preface. The server keeps answering afterwards.
 . "$(dirname "$0")/lib.sh"
 need_tools nsd dig curl openssl python3
 
@@ -120,8 +121,11 @@ rc=$?
 dt=$(($(now_ms) - t0))
 assert_range 0 4000 "$dt" "curl --http1.1: an answer in under 4 s (no hang)"
 assert_match '^(4|5)[0-9][0-9] 1\.1$' "$code" "curl --http1.1: an HTTP/1.1 error status (curl rc $rc $(snip "$T/h1.err"))"
-[ -s "$T/h1.body" ] && ok "curl --http1.1: the error has a body ('$(snip "$T/h1.body" 80)')" ||
+if [ -s "$T/h1.body" ]; then
+    ok "curl --http1.1: the error has a body ('$(snip "$T/h1.body" 80)')"
+else
     ko "curl --http1.1: the error has no body"
+fi
 
 for alpn in "-alpn http/1.1" ""; do
     t0=$(now_ms)
@@ -135,6 +139,18 @@ for alpn in "-alpn http/1.1" ""; do
     assert_ne 124 "$rc" "$what: the server closes, no hang (took $dt ms)"
     assert_match '^HTTP/1\.[01] [45][0-9][0-9]' "$(head -1 "$T/s_client.out" | tr -d '\r')" "$what: an HTTP/1.x error status line"
 done
+
+# ---- not TLS at all: plain HTTP/1.1 on the TLS port
+code=$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$DG_PORT/dns-query?dns=$Q" 2>/dev/null)
+rc=$?
+assert_ne 28 "$rc" "plain HTTP on the TLS port: the server closes, no hang (curl exit $rc, code $code)"
+
+# ---- TLS with ALPN h2, then garbage instead of the HTTP/2 client preface
+head -c 3000 /dev/urandom >"$T/garbage.bin"
+timeout 6 openssl s_client -connect "127.0.0.1:$DG_PORT" -servername localhost -alpn h2 -quiet \
+    <"$T/garbage.bin" >/dev/null 2>&1
+rc=$?
+assert_ne 124 "$rc" "garbage instead of the HTTP/2 preface: the server closes the connection"
 
 # ---- the server is still fine
 doh_get "www.$ZONE" A

@@ -23,9 +23,9 @@ alive() {
 # ---- reset while pending: silent (never answered) and slow (answered after the reset)
 for round in 1 2 3 4 5; do
     out=$("$H2RESET" "$DG_PORT" reset 50 "silent.r$round.$S" 2>&1)
-    assert_match '^reset: 50 streams opened' "$out" "round $round: h2reset reset 50 silent.r$round ($out)"
+    assert_match '^reset: 50 streams opened, 50 reset,' "$out" "round $round: h2reset reset 50 silent.r$round ($out)"
     out=$("$H2RESET" --delay 100 "$DG_PORT" reset 50 "slow-250.r$round.$S" 2>&1)
-    assert_match '^reset: 50 streams opened' "$out" "round $round: h2reset reset 50 slow-250.r$round ($out)"
+    assert_match '^reset: 50 streams opened, 50 reset,' "$out" "round $round: h2reset reset 50 slow-250.r$round ($out)"
 done
 alive "after 5 rounds of reset"
 n=$(grep -c 'silent\.r' "$STUB_LOG")
@@ -42,7 +42,7 @@ for i in 1 2 3 4 5; do
     pids+=($!)
 done
 wait "${pids[@]}"
-good=$(cat "$T"/par.* | grep -c '^reset: 40 streams opened')
+good=$(cat "$T"/par.* | grep -c '^reset: 40 streams opened, 40 reset,')
 assert_eq 5 "$good" "5 parallel h2reset clients ran"
 alive "after 5 parallel reset clients"
 

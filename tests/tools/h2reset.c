@@ -54,6 +54,8 @@ struct client {
     /* counters */
     unsigned responses; /* HEADERS with :status received */
     unsigned closed;    /* streams closed */
+    unsigned sent_headers; /* HEADERS frames written */
+    unsigned sent_rst;     /* RST_STREAM frames written */
     int goaway;
     uint32_t goaway_code;
     int eof;
@@ -244,6 +246,17 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     return 0;
 }
 
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    struct client *c = user_data;
+    (void)session;
+    if (frame->hd.type == NGHTTP2_HEADERS)
+        c->sent_headers++;
+    else if (frame->hd.type == NGHTTP2_RST_STREAM)
+        c->sent_rst++;
+    return 0;
+}
+
 static void client_connect(struct client *c, int port)
 {
     struct sockaddr_in sa;
@@ -303,6 +316,7 @@ static void client_connect(struct client *c, int port)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     if (nghttp2_session_client_new(&c->session, cbs, c) != 0) {
         fprintf(stderr, "h2reset: nghttp2_session_client_new failed\n");
         exit(1);
@@ -376,13 +390,17 @@ static int mode_reset(struct client *c, unsigned n, const char *name, unsigned d
         free(ids);
         return 1;
     }
-    for (i = 0; i < n; i++)
-        submit_get(c, name, qtypes[i % 5]);
-    /* a failed flush here only means the server closed first; the point is the abrupt close */
-    (void)flush(c);
-    printf("reset: %u streams opened, %u reset, %u more opened, closed abruptly; %u responses "
-           "seen%s\n",
-           n, n, n, c->responses, c->goaway ? ", GOAWAY received" : "");
+    {
+        unsigned first_headers = c->sent_headers, first_rst = c->sent_rst;
+        for (i = 0; i < n; i++)
+            submit_get(c, name, qtypes[i % 5]);
+        /* a failed flush here only means the server closed first; the point is the abrupt close */
+        (void)flush(c);
+        printf("reset: %u streams opened, %u reset, %u more opened, closed abruptly; %u responses "
+               "seen%s\n",
+               first_headers, first_rst, c->sent_headers - first_headers, c->responses,
+               c->goaway ? ", GOAWAY received" : "");
+    }
     free(ids);
     client_close(c, 1);
     return 0;
@@ -402,8 +420,8 @@ static int mode_rapid(struct client *c, unsigned n, const char *name)
             break;
     }
     (void)pump(c, 2000);
-    printf("rapid: %u streams opened and reset; %u responses seen; %s\n", i, c->responses,
-           c->goaway ? "GOAWAY received" : "no GOAWAY");
+    printf("rapid: %u streams opened and %u reset; %u responses seen; %s\n", c->sent_headers,
+           c->sent_rst, c->responses, c->goaway ? "GOAWAY received" : "no GOAWAY");
     client_close(c, 1);
     return 0;
 }

@@ -1,0 +1,835 @@
+/*
+ * cache.c: the sharded, byte-bounded DNS message cache (see cache.h).
+ *
+ * Layout. The cache is an array of shards, each with its own mutex, hash table (chains through
+ * the entries) and intrusive LRU list. A key's 64-bit hash picks the shard (low bits) and the
+ * bucket (high bits). The hash is XXH3 keyed with a per-cache random secret: the names are
+ * chosen by clients, and with a public hash function an attacker could pile every name into one
+ * chain.
+ *
+ * Memory bound. Accounted bytes are the cache struct, the shard array, every shard's bucket
+ * table and every entry's one allocation (struct + TTL offsets + key + answer). max_bytes minus
+ * the fixed part is split evenly between the shards; a shard evicts from its LRU tail until a
+ * new entry fits in its share, so the sum never exceeds max_bytes whatever the load. A shard's
+ * table doubles while it has more entries than buckets, up to an eighth of its share; an entry
+ * larger than the rest of the share is refused with -E2BIG before anything is evicted. Malloc's
+ * own per-allocation overhead is not counted.
+ *
+ * Entries. An answer is walked once at insert time by a bounded record walker (compressed
+ * names are skipped, never followed; every length is checked against the message). The walk
+ * records the offset of every TTL (OPT excluded, its "TTL" holds EDNS flags) and computes the
+ * lifetime. The stored TTLs are rewritten into the same bounds as the lifetime (clamps, and
+ * RFC 2308 §3 min(SOA TTL, SOA MINIMUM) for the SOA of a negative answer), so that what a
+ * client is told agrees with how long we keep the entry: with min_ttl = 60 an answer with TTL 5
+ * is served with TTL 60 − age rather than 0 for most of its life. A hit then only copies the
+ * bytes and patches ID, question name and TTLs: no parsing on the hit path. Trailing bytes after
+ * the last counted record are not stored.
+ *
+ * Locking. Every operation on a shard holds its mutex; allocation of a new entry happens before
+ * taking it, and entries removed while holding it (replaced, evicted, dead) are freed after
+ * releasing it. cache_key_make() only reads the immutable secret.
+ */
+#include "dohgate/cache.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include "dohgate/dns.h"
+
+#define TYPE_SOA 6
+#define TYPE_OPT 41
+
+#define F2_QR     0x80u
+#define F2_OPCODE 0x78u
+#define F2_TC     0x02u
+#define F3_CD     0x10u
+#define F3_RCODE  0x0fu
+
+#define EDNS_DO 0x8000u
+
+#define TTL_MAX         0x7fffffffu /* RFC 2181 §8: a TTL with the top bit set means 0 */
+#define SERVFAIL_TTL_MAX 30u         /* RFC 2308 §7.1: at most five minutes; we stay far below */
+#define PREFETCH_MIN_LIFETIME 10u    /* prefetching a TTL shorter than this is pointless churn */
+
+/* Key layout: name (wire, lower-cased) | qtype (2) | qclass (2) | flags (1). */
+#define KEY_TAIL     5
+#define KEY_MIN      (1 + KEY_TAIL)
+#define KEY_F_DO     0x01u
+#define KEY_F_CD     0x02u
+#define KEY_F_EDNS   0x04u
+
+#define SECRET_SIZE       192 /* XXH3_SECRET_DEFAULT_SIZE; at least XXH3_SECRET_SIZE_MIN */
+#define NSHARDS_DEFAULT   64u
+#define NSHARDS_MAX       4096u
+#define TABLE_INITIAL     16u
+#define SHARD_MIN_BUDGET  4096u /* below this a shard cannot hold a useful answer */
+#define CACHE_LINE        64
+
+_Static_assert(SECRET_SIZE >= XXH3_SECRET_SIZE_MIN, "XXH3 secret too short");
+_Static_assert(CACHE_KEY_MAX >= 255 + KEY_TAIL, "cache key too short for the longest name");
+
+enum entry_kind { KIND_POSITIVE = 0, KIND_NEGATIVE, KIND_SERVFAIL };
+
+struct entry {
+    struct entry *hnext;               /* hash chain; also the free list after removal */
+    struct entry *lru_prev, *lru_next; /* lru_prev towards the most recently used end */
+    uint64_t hash;
+    uint64_t stored_ms;
+    uint64_t expire_ms; /* fresh before this */
+    uint64_t dead_ms;   /* usable as stale data before this, deleted from then on */
+    size_t size;        /* accounted bytes of this allocation */
+    uint32_t lifetime_s;
+    uint32_t anslen;
+    uint16_t keylen;
+    uint16_t nttl;   /* TTL offsets stored */
+    uint16_t ncount; /* the first ncount of them (answer + authority) bound Cache-Control */
+    uint8_t kind;
+    bool prefetch_sent;
+    uint16_t ttl_off[]; /* nttl offsets, then keylen key bytes, then anslen answer bytes */
+};
+
+struct shard {
+    _Alignas(CACHE_LINE) pthread_mutex_t lock; /* a shard per cache line: no false sharing */
+    struct entry **table;
+    size_t nbuckets;
+    struct entry *lru_head, *lru_tail;
+    size_t bytes; /* table + entries */
+    uint64_t hits, stale_hits, misses, inserts, evictions, entries;
+};
+
+struct cache {
+    struct cache_config cfg;
+    struct shard *shards;
+    unsigned nshards;
+    size_t budget;      /* per shard */
+    size_t max_buckets; /* per shard */
+    size_t fixed_bytes; /* this struct + the shard array */
+    uint8_t secret[SECRET_SIZE];
+};
+
+/* ---- wire walking ------------------------------------------------------------------------- */
+
+static uint8_t ascii_lower(uint8_t c)
+{
+    return (c >= 'A' && c <= 'Z') ? (uint8_t)(c + ('a' - 'A')) : c;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static uint32_t sane_ttl(uint32_t t)
+{
+    return t > TTL_MAX ? 0 : t;
+}
+
+static uint32_t clamp_u32(uint32_t v, uint32_t lo, uint32_t hi)
+{
+    if (v < lo)
+        v = lo;
+    return v > hi ? hi : v;
+}
+
+/*
+ * Offset just past the name at @p off as it sits in the message (a compression pointer ends
+ * it; pointers are skipped, not followed, so the walk is linear), or 0 if malformed or beyond
+ * @p end.
+ */
+static size_t name_skip(const uint8_t *msg, size_t end, size_t off)
+{
+    size_t wire_len = 0;
+    for (;;) {
+        if (off >= end)
+            return 0;
+        uint8_t lab = msg[off];
+        if ((lab & 0xc0u) == 0xc0u) {
+            if (end - off < 2)
+                return 0;
+            return off + 2;
+        }
+        if (lab & 0xc0u)
+            return 0; /* obsolete extended label types */
+        wire_len += (size_t)lab + 1;
+        if (wire_len > 255)
+            return 0;
+        off += (size_t)lab + 1;
+        if (lab == 0)
+            return off;
+    }
+}
+
+/* One resource record as the walker sees it. */
+struct rr_view {
+    int sec; /* 1 answer, 2 authority, 3 additional */
+    uint16_t type;
+    size_t ttl_off;
+    size_t rdata;
+    size_t rdlen;
+};
+
+struct rr_iter {
+    const uint8_t *msg;
+    size_t len;
+    size_t pos;
+    int sec;
+    unsigned left;
+};
+
+/* Start after the question (@p pos), at the answer section. */
+static void rr_iter_init(struct rr_iter *it, const uint8_t *msg, size_t len, size_t pos)
+{
+    it->msg = msg;
+    it->len = len;
+    it->pos = pos;
+    it->sec = 1;
+    it->left = dg_get16(msg + 6);
+}
+
+/* @return 1 a record in *rr, 0 no more records, -1 malformed. */
+static int rr_iter_next(struct rr_iter *it, struct rr_view *rr)
+{
+    while (it->left == 0) {
+        if (it->sec == 3)
+            return 0;
+        it->sec++;
+        it->left = dg_get16(it->msg + 4 + 2 * it->sec);
+    }
+    size_t p = name_skip(it->msg, it->len, it->pos);
+    if (p == 0 || it->len - p < 10)
+        return -1;
+    rr->sec = it->sec;
+    rr->type = dg_get16(it->msg + p);
+    rr->ttl_off = p + 4;
+    rr->rdlen = dg_get16(it->msg + p + 8);
+    rr->rdata = p + 10;
+    if (rr->rdlen > it->len - rr->rdata)
+        return -1;
+    it->pos = rr->rdata + rr->rdlen;
+    it->left--;
+    return 1;
+}
+
+/* SOA MINIMUM, the last of the five numbers after MNAME and RNAME. @return 0 or -1. */
+static int soa_minimum(const uint8_t *msg, const struct rr_view *rr, uint32_t *out)
+{
+    size_t end = rr->rdata + rr->rdlen;
+    size_t p = name_skip(msg, end, rr->rdata);
+    if (p)
+        p = name_skip(msg, end, p);
+    if (p == 0 || end - p < 20)
+        return -1;
+    *out = sane_ttl(dg_get32(msg + p + 16));
+    return 0;
+}
+
+/* ---- keys --------------------------------------------------------------------------------- */
+
+static uint64_t key_hash(const struct cache *c, const uint8_t *data, size_t len)
+{
+    return XXH3_64bits_withSecret(data, len, c->secret, sizeof(c->secret));
+}
+
+static bool key_valid(const struct cache_key *k)
+{
+    return k && k->len >= KEY_MIN && k->len <= CACHE_KEY_MAX;
+}
+
+int cache_key_make(const struct cache *c, const uint8_t *query, size_t len, struct cache_key *k)
+{
+    size_t qend = dns_question_end(query, len);
+    if (qend == 0)
+        return -EINVAL;
+    size_t name_len = qend - 4 - DNS_HEADER_LEN;
+    if (name_len + KEY_TAIL > CACHE_KEY_MAX)
+        return -EINVAL;
+
+    uint8_t flags = (query[3] & F3_CD) ? KEY_F_CD : 0;
+    struct rr_iter it;
+    struct rr_view rr;
+    int r;
+    rr_iter_init(&it, query, len, qend);
+    while ((r = rr_iter_next(&it, &rr)) == 1) {
+        if (rr.sec == 3 && rr.type == TYPE_OPT) {
+            flags |= KEY_F_EDNS;
+            if (dg_get32(query + rr.ttl_off) & EDNS_DO)
+                flags |= KEY_F_DO;
+            break; /* dns_query_check() refused queries with several OPT */
+        }
+    }
+    if (r < 0)
+        return -EINVAL;
+
+    for (size_t i = 0; i < name_len; i++)
+        k->data[i] = ascii_lower(query[DNS_HEADER_LEN + i]);
+    memcpy(k->data + name_len, query + qend - 4, 4);
+    k->data[name_len + 4] = flags;
+    k->len = name_len + KEY_TAIL;
+    k->hash = key_hash(c, k->data, k->len);
+    return 0;
+}
+
+/* Does the question at offset 12 of @p msg spell the key's name (any case), type and class? */
+static bool question_is_key(const uint8_t *msg, size_t len, const struct cache_key *k)
+{
+    size_t name_len = k->len - KEY_TAIL;
+    if (dns_question_end(msg, len) != DNS_HEADER_LEN + name_len + 4)
+        return false;
+    for (size_t i = 0; i < name_len; i++) {
+        if (ascii_lower(msg[DNS_HEADER_LEN + i]) != k->data[i])
+            return false;
+    }
+    return memcmp(msg + DNS_HEADER_LEN + name_len, k->data + name_len, 4) == 0;
+}
+
+/* ---- answer analysis ---------------------------------------------------------------------- */
+
+struct answer_plan {
+    enum entry_kind kind;
+    uint32_t lifetime;
+    size_t nttl, ncount;
+    size_t stored_len;
+};
+
+/* The value a TTL is stored as (see the file comment). */
+static uint32_t stored_ttl(const struct cache_config *cfg, enum entry_kind kind,
+                           const uint8_t *msg, const struct rr_view *rr)
+{
+    uint32_t t = sane_ttl(dg_get32(msg + rr->ttl_off));
+    uint32_t soamin;
+    switch (kind) {
+    case KIND_POSITIVE:
+        return clamp_u32(t, cfg->min_ttl, cfg->max_ttl);
+    case KIND_NEGATIVE:
+        /* Nothing in a negative answer outlives max_negative_ttl; the SOA says how long the
+         * negative answer itself lives (RFC 2308 §3). */
+        if (rr->sec == 2 && rr->type == TYPE_SOA && soa_minimum(msg, rr, &soamin) == 0 &&
+            soamin < t)
+            t = soamin;
+        return clamp_u32(t, cfg->min_ttl, cfg->max_negative_ttl);
+    case KIND_SERVFAIL:
+    default:
+        return t;
+    }
+}
+
+/*
+ * Decide whether @p ans can be stored under @p k and how: kind, lifetime, how many TTLs, how
+ * many bytes. @return 0 cacheable, 1 not.
+ */
+static int answer_plan_make(const struct cache_config *cfg, const struct cache_key *k,
+                            const uint8_t *ans, size_t len, struct answer_plan *plan)
+{
+    if (!ans || len < DNS_HEADER_LEN || len > DNS_MAX_MSG)
+        return 1;
+    if (!(ans[2] & F2_QR) || (ans[2] & F2_OPCODE) || (ans[2] & F2_TC))
+        return 1;
+    if (!question_is_key(ans, len, k))
+        return 1;
+
+    unsigned rcode = ans[3] & F3_RCODE;
+    unsigned ancount = dg_get16(ans + 6);
+    if (rcode == DNS_RCODE_SERVFAIL)
+        plan->kind = KIND_SERVFAIL;
+    else if (rcode == DNS_RCODE_NXDOMAIN || (rcode == DNS_RCODE_NOERROR && ancount == 0))
+        plan->kind = KIND_NEGATIVE;
+    else if (rcode == DNS_RCODE_NOERROR)
+        plan->kind = KIND_POSITIVE;
+    else
+        return 1;
+
+    uint32_t min_count = UINT32_MAX; /* smallest stored TTL of answer + authority */
+    uint32_t soa = UINT32_MAX;       /* negative: smallest min(SOA TTL, MINIMUM) */
+    size_t nttl = 0, ncount = 0, nopt = 0;
+    struct rr_iter it;
+    struct rr_view rr;
+    int r;
+    rr_iter_init(&it, ans, len, DNS_HEADER_LEN + (k->len - KEY_TAIL) + 4);
+    while ((r = rr_iter_next(&it, &rr)) == 1) {
+        if (rr.type == TYPE_OPT) {
+            /* OPT only in the additional section, at most once (RFC 6891 §6.1.1); an
+             * extended rcode (BADVERS, BADCOOKIE...) is not an answer to keep. */
+            if (rr.sec != 3 || ++nopt > 1 || (dg_get32(ans + rr.ttl_off) >> 24) != 0)
+                return 1;
+            continue;
+        }
+        if (rr.type == TYPE_SOA && rr.sec == 2 && plan->kind == KIND_NEGATIVE) {
+            uint32_t m;
+            if (soa_minimum(ans, &rr, &m) != 0)
+                return 1;
+            uint32_t t = sane_ttl(dg_get32(ans + rr.ttl_off));
+            if (m < t)
+                t = m;
+            if (t < soa)
+                soa = t;
+        }
+        nttl++;
+        if (rr.sec <= 2) {
+            ncount++;
+            uint32_t t = sane_ttl(dg_get32(ans + rr.ttl_off));
+            if (t < min_count)
+                min_count = t;
+        }
+    }
+    if (r < 0)
+        return 1;
+
+    uint32_t life;
+    switch (plan->kind) {
+    case KIND_POSITIVE:
+        if (ncount == 0)
+            return 1;
+        life = clamp_u32(min_count, cfg->min_ttl, cfg->max_ttl);
+        break;
+    case KIND_NEGATIVE:
+        /* An NXDOMAIN at the end of a CNAME chain must not outlive the CNAMEs either. */
+        life = soa != UINT32_MAX ? soa : cfg->nosoa_negative_ttl;
+        if (min_count < life)
+            life = min_count;
+        life = clamp_u32(life, cfg->min_ttl, cfg->max_negative_ttl);
+        break;
+    case KIND_SERVFAIL:
+    default:
+        life = cfg->servfail_ttl < SERVFAIL_TTL_MAX ? cfg->servfail_ttl : SERVFAIL_TTL_MAX;
+        break;
+    }
+    if (life == 0)
+        return 1;
+    plan->lifetime = life;
+    plan->nttl = nttl;
+    plan->ncount = ncount;
+    plan->stored_len = it.pos;
+    return 0;
+}
+
+/* ---- shards ------------------------------------------------------------------------------- */
+
+static size_t bucket_of(const struct shard *s, uint64_t hash)
+{
+    return (size_t)(hash >> 32) & (s->nbuckets - 1);
+}
+
+static const uint8_t *entry_key(const struct entry *e)
+{
+    return (const uint8_t *)(e->ttl_off + e->nttl);
+}
+
+static uint8_t *entry_answer(struct entry *e)
+{
+    return (uint8_t *)(e->ttl_off + e->nttl) + e->keylen;
+}
+
+static struct entry **chain_find(struct shard *s, const struct cache_key *k)
+{
+    struct entry **pp = &s->table[bucket_of(s, k->hash)];
+    for (; *pp; pp = &(*pp)->hnext) {
+        const struct entry *e = *pp;
+        if (e->hash == k->hash && e->keylen == k->len && memcmp(entry_key(e), k->data, k->len) == 0)
+            return pp;
+    }
+    return pp;
+}
+
+static void lru_unlink(struct shard *s, struct entry *e)
+{
+    if (e->lru_prev)
+        e->lru_prev->lru_next = e->lru_next;
+    else
+        s->lru_head = e->lru_next;
+    if (e->lru_next)
+        e->lru_next->lru_prev = e->lru_prev;
+    else
+        s->lru_tail = e->lru_prev;
+    e->lru_prev = e->lru_next = NULL;
+}
+
+static void lru_push_front(struct shard *s, struct entry *e)
+{
+    e->lru_prev = NULL;
+    e->lru_next = s->lru_head;
+    if (s->lru_head)
+        s->lru_head->lru_prev = e;
+    else
+        s->lru_tail = e;
+    s->lru_head = e;
+}
+
+/* Unlink the entry *pp points at from the table and the LRU and push it on *freelist. */
+static void shard_remove(struct shard *s, struct entry **pp, struct entry **freelist)
+{
+    struct entry *e = *pp;
+    *pp = e->hnext;
+    lru_unlink(s, e);
+    s->bytes -= e->size;
+    s->entries--;
+    e->hnext = *freelist;
+    *freelist = e;
+}
+
+/* Unlink @p e, wherever it sits in its chain. */
+static void shard_remove_entry(struct shard *s, struct entry *e, struct entry **freelist)
+{
+    struct entry **pp = &s->table[bucket_of(s, e->hash)];
+    while (*pp != e)
+        pp = &(*pp)->hnext;
+    shard_remove(s, pp, freelist);
+}
+
+static void free_list(struct entry *e)
+{
+    while (e) {
+        struct entry *next = e->hnext;
+        free(e);
+        e = next;
+    }
+}
+
+/*
+ * Double the table while the shard has more entries than buckets, within the cap. A failed
+ * allocation is harmless: chains just get longer.
+ */
+static void shard_maybe_grow(const struct cache *c, struct shard *s)
+{
+    if (s->entries < s->nbuckets || s->nbuckets >= c->max_buckets)
+        return;
+    size_t n = s->nbuckets * 2;
+    struct entry **t = calloc(n, sizeof(*t));
+    if (!t)
+        return;
+    for (size_t i = 0; i < s->nbuckets; i++) {
+        struct entry *e = s->table[i];
+        while (e) {
+            struct entry *next = e->hnext;
+            size_t b = (size_t)(e->hash >> 32) & (n - 1);
+            e->hnext = t[b];
+            t[b] = e;
+            e = next;
+        }
+    }
+    free(s->table);
+    s->bytes += (n - s->nbuckets) * sizeof(*t);
+    s->table = t;
+    s->nbuckets = n;
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------------- */
+
+void cache_config_defaults(struct cache_config *cc)
+{
+    memset(cc, 0, sizeof(*cc));
+    cc->max_bytes = (size_t)64 << 20;
+    cc->nshards = NSHARDS_DEFAULT;
+    cc->min_ttl = 0;
+    cc->max_ttl = 86400;
+    cc->max_negative_ttl = 3600;
+    cc->nosoa_negative_ttl = 30;
+    cc->servfail_ttl = 5;
+    cc->serve_stale = true;
+    cc->stale_max_s = 86400;
+    cc->stale_answer_ttl = 30;
+    cc->prefetch_percent = 10;
+}
+
+struct cache *cache_new(const struct cache_config *cc)
+{
+    if (!cc)
+        return NULL;
+    unsigned nshards = cc->nshards ? cc->nshards : NSHARDS_DEFAULT;
+    if (nshards > NSHARDS_MAX || (nshards & (nshards - 1)) != 0)
+        return NULL;
+    size_t fixed = sizeof(struct cache) + (size_t)nshards * sizeof(struct shard);
+    if (cc->max_bytes < fixed || (cc->max_bytes - fixed) / nshards < SHARD_MIN_BUDGET)
+        return NULL;
+
+    struct cache *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->cfg = *cc;
+    c->cfg.nshards = nshards;
+    if (c->cfg.prefetch_percent > 100)
+        c->cfg.prefetch_percent = 100;
+    c->nshards = nshards;
+    c->fixed_bytes = fixed;
+    c->budget = (cc->max_bytes - fixed) / nshards;
+    /* The table may take up to an eighth of a shard's share: at one entry per bucket that is
+     * 8 bytes against the ~100 or more of the smallest entry. */
+    c->max_buckets = TABLE_INITIAL;
+    while (c->max_buckets * 2 * sizeof(struct entry *) <= c->budget / 8)
+        c->max_buckets *= 2;
+    arc4random_buf(c->secret, sizeof(c->secret));
+
+    c->shards = aligned_alloc(CACHE_LINE, (size_t)nshards * sizeof(struct shard));
+    if (!c->shards)
+        goto fail_cache;
+    unsigned i;
+    for (i = 0; i < nshards; i++) {
+        struct shard *s = &c->shards[i];
+        memset(s, 0, sizeof(*s));
+        s->nbuckets = TABLE_INITIAL;
+        s->table = calloc(s->nbuckets, sizeof(*s->table));
+        if (!s->table)
+            goto fail_shards;
+        if (pthread_mutex_init(&s->lock, NULL) != 0) {
+            free(s->table);
+            goto fail_shards;
+        }
+        s->bytes = s->nbuckets * sizeof(*s->table);
+    }
+    return c;
+
+fail_shards:
+    while (i-- > 0) {
+        pthread_mutex_destroy(&c->shards[i].lock);
+        free(c->shards[i].table);
+    }
+    free(c->shards);
+fail_cache:
+    free(c);
+    return NULL;
+}
+
+void cache_free(struct cache *c)
+{
+    if (!c)
+        return;
+    for (unsigned i = 0; i < c->nshards; i++) {
+        struct shard *s = &c->shards[i];
+        struct entry *e = s->lru_head;
+        while (e) {
+            struct entry *next = e->lru_next;
+            free(e);
+            e = next;
+        }
+        free(s->table);
+        pthread_mutex_destroy(&s->lock);
+    }
+    free(c->shards);
+    free(c);
+}
+
+static struct shard *shard_of(struct cache *c, uint64_t hash)
+{
+    return &c->shards[hash & (c->nshards - 1)];
+}
+
+/* ---- insert ------------------------------------------------------------------------------- */
+
+/* Fill a new entry's TTL offsets and rewrite its stored TTLs; the walk repeats the plan's. */
+static void entry_fill_ttls(const struct cache_config *cfg, struct entry *e)
+{
+    uint8_t *msg = entry_answer(e);
+    struct rr_iter it;
+    struct rr_view rr;
+    size_t n = 0;
+    rr_iter_init(&it, msg, e->anslen, DNS_HEADER_LEN + (e->keylen - KEY_TAIL) + 4);
+    while (rr_iter_next(&it, &rr) == 1) {
+        if (rr.type == TYPE_OPT)
+            continue;
+        assert(n < e->nttl);
+        put32(msg + rr.ttl_off, stored_ttl(cfg, (enum entry_kind)e->kind, msg, &rr));
+        e->ttl_off[n++] = (uint16_t)rr.ttl_off;
+    }
+    assert(n == e->nttl);
+}
+
+int cache_insert(struct cache *c, const struct cache_key *k, const uint8_t *ans, size_t len,
+                 uint64_t now_ms)
+{
+    if (!c || !key_valid(k))
+        return 1;
+    struct answer_plan plan;
+    if (answer_plan_make(&c->cfg, k, ans, len, &plan) != 0)
+        return 1;
+
+    size_t size = sizeof(struct entry) + plan.nttl * sizeof(uint16_t) + k->len + plan.stored_len;
+    /* What is left of a shard's share once its table has grown to the cap. */
+    size_t room = c->budget - c->max_buckets * sizeof(struct entry *);
+    if (size > room)
+        return -E2BIG;
+
+    struct entry *e = malloc(size);
+    if (!e)
+        return -ENOMEM;
+    memset(e, 0, sizeof(*e));
+    e->hash = k->hash;
+    e->size = size;
+    e->kind = (uint8_t)plan.kind;
+    e->lifetime_s = plan.lifetime;
+    e->stored_ms = now_ms;
+    e->expire_ms = now_ms + (uint64_t)plan.lifetime * 1000;
+    e->dead_ms = e->expire_ms + (c->cfg.serve_stale ? (uint64_t)c->cfg.stale_max_s * 1000 : 0);
+    e->anslen = (uint32_t)plan.stored_len;
+    e->keylen = (uint16_t)k->len;
+    e->nttl = (uint16_t)plan.nttl;
+    e->ncount = (uint16_t)plan.ncount;
+    memcpy((uint8_t *)(e->ttl_off + e->nttl), k->data, k->len);
+    memcpy(entry_answer(e), ans, plan.stored_len);
+    entry_fill_ttls(&c->cfg, e);
+
+    struct shard *s = shard_of(c, k->hash);
+    struct entry *freelist = NULL;
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    struct entry **pp = chain_find(s, k);
+    if (*pp) {
+        struct entry *old = *pp;
+        /* A SERVFAIL does not push out real data that can still be served (fresh, or stale
+         * within stale_max_s): serving that is what serve-stale is for (RFC 8767). */
+        if (plan.kind == KIND_SERVFAIL && old->kind != KIND_SERVFAIL && now_ms < old->dead_ms) {
+            rc = 1;
+            freelist = e;
+            e->hnext = NULL;
+            goto out;
+        }
+        shard_remove(s, pp, &freelist);
+    }
+    shard_maybe_grow(c, s);
+    while (s->bytes + size > c->budget && s->lru_tail) {
+        shard_remove_entry(s, s->lru_tail, &freelist);
+        s->evictions++;
+    }
+    /* The -E2BIG check above guarantees an empty shard has room. */
+    assert(s->bytes + size <= c->budget);
+    pp = &s->table[bucket_of(s, k->hash)];
+    e->hnext = *pp;
+    *pp = e;
+    lru_push_front(s, e);
+    s->bytes += size;
+    s->entries++;
+    s->inserts++;
+out:
+    pthread_mutex_unlock(&s->lock);
+    free_list(freelist);
+    return rc;
+}
+
+/* ---- lookup ------------------------------------------------------------------------------- */
+
+/* Copy @p e into @p out as the answer to @p query. @return false on OOM (out untouched). */
+static bool entry_serve(const struct cache *c, const struct entry *e, const uint8_t *query,
+                        uint64_t now_ms, bool stale, struct dg_buf *out, uint32_t *ttl_out)
+{
+    if (dg_buf_reserve(out, e->anslen) != 0)
+        return false;
+    uint8_t *p = out->data + out->len;
+    memcpy(p, (const uint8_t *)(e->ttl_off + e->nttl) + e->keylen, e->anslen);
+    memcpy(p, query, 2);
+    /* The client's spelling of the name (0x20 randomisation); same length as the key's. */
+    memcpy(p + DNS_HEADER_LEN, query + DNS_HEADER_LEN, (size_t)e->keylen - KEY_TAIL);
+
+    uint64_t age_ms = now_ms > e->stored_ms ? now_ms - e->stored_ms : 0;
+    uint32_t age = age_ms / 1000 > UINT32_MAX ? UINT32_MAX : (uint32_t)(age_ms / 1000);
+    uint32_t min_count = UINT32_MAX;
+    for (size_t i = 0; i < e->nttl; i++) {
+        uint8_t *t = p + e->ttl_off[i];
+        uint32_t v;
+        if (stale) {
+            v = c->cfg.stale_answer_ttl;
+        } else {
+            v = dg_get32(t);
+            v = v > age ? v - age : 0;
+        }
+        put32(t, v);
+        if (i < e->ncount && v < min_count)
+            min_count = v;
+    }
+    out->len += e->anslen;
+
+    if (stale)
+        *ttl_out = c->cfg.stale_answer_ttl;
+    else if (e->kind == KIND_POSITIVE && min_count != UINT32_MAX)
+        *ttl_out = min_count;
+    else
+        *ttl_out = e->lifetime_s > age ? e->lifetime_s - age : 0;
+    return true;
+}
+
+enum cache_result cache_lookup(struct cache *c, const struct cache_key *k, const uint8_t *query,
+                               size_t qlen, uint64_t now_ms, bool allow_stale, struct dg_buf *out,
+                               struct cache_hit_info *info)
+{
+    struct cache_hit_info dummy;
+    if (!info)
+        info = &dummy;
+    info->ttl = 0;
+    info->prefetch = false;
+    if (!c || !key_valid(k) || !out)
+        return CACHE_MISS;
+    /* The key must be this query's: the stored question name is overwritten with its bytes. */
+    if (!question_is_key(query, qlen, k))
+        return CACHE_MISS;
+
+    struct shard *s = shard_of(c, k->hash);
+    struct entry *freelist = NULL;
+    enum cache_result res = CACHE_MISS;
+    pthread_mutex_lock(&s->lock);
+    struct entry **pp = chain_find(s, k);
+    struct entry *e = *pp;
+    if (!e)
+        goto miss;
+    if (now_ms >= e->dead_ms) {
+        shard_remove(s, pp, &freelist);
+        goto miss;
+    }
+    bool stale = now_ms >= e->expire_ms;
+    if (stale && !(allow_stale && c->cfg.serve_stale))
+        goto miss;
+    if (!entry_serve(c, e, query, now_ms, stale, out, &info->ttl))
+        goto miss;
+
+    if (stale) {
+        s->stale_hits++;
+        res = CACHE_STALE;
+    } else {
+        s->hits++;
+        res = CACHE_HIT;
+        unsigned pct = c->cfg.prefetch_percent;
+        uint64_t age_ms = now_ms > e->stored_ms ? now_ms - e->stored_ms : 0;
+        if (pct > 0 && !e->prefetch_sent && e->lifetime_s >= PREFETCH_MIN_LIFETIME &&
+            age_ms * 100 >= (uint64_t)e->lifetime_s * 1000 * (100 - pct)) {
+            e->prefetch_sent = true;
+            info->prefetch = true;
+        }
+    }
+    if (s->lru_head != e) {
+        lru_unlink(s, e);
+        lru_push_front(s, e);
+    }
+    goto out;
+miss:
+    s->misses++;
+out:
+    pthread_mutex_unlock(&s->lock);
+    free_list(freelist);
+    return res;
+}
+
+/* ---- stats -------------------------------------------------------------------------------- */
+
+void cache_get_stats(struct cache *c, struct cache_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!c)
+        return;
+    out->bytes = c->fixed_bytes;
+    for (unsigned i = 0; i < c->nshards; i++) {
+        struct shard *s = &c->shards[i];
+        pthread_mutex_lock(&s->lock);
+        out->hits += s->hits;
+        out->stale_hits += s->stale_hits;
+        out->misses += s->misses;
+        out->inserts += s->inserts;
+        out->evictions += s->evictions;
+        out->entries += s->entries;
+        out->bytes += s->bytes;
+        pthread_mutex_unlock(&s->lock);
+    }
+}
