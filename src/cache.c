@@ -52,23 +52,23 @@
 
 #define EDNS_DO 0x8000u
 
-#define TTL_MAX         0x7fffffffu /* RFC 2181 §8: a TTL with the top bit set means 0 */
-#define SERVFAIL_TTL_MAX 30u         /* RFC 2308 §7.1: at most five minutes; we stay far below */
-#define PREFETCH_MIN_LIFETIME 10u    /* prefetching a TTL shorter than this is pointless churn */
+#define TTL_MAX               0x7fffffffu /* RFC 2181 §8: a TTL with the top bit set means 0 */
+#define SERVFAIL_TTL_MAX      30u /* RFC 2308 §7.1: at most five minutes; we stay far below */
+#define PREFETCH_MIN_LIFETIME 10u /* prefetching a TTL shorter than this is pointless churn */
 
 /* Key layout: name (wire, lower-cased) | qtype (2) | qclass (2) | flags (1). */
-#define KEY_TAIL     5
-#define KEY_MIN      (1 + KEY_TAIL)
-#define KEY_F_DO     0x01u
-#define KEY_F_CD     0x02u
-#define KEY_F_EDNS   0x04u
+#define KEY_TAIL   5
+#define KEY_MIN    (1 + KEY_TAIL)
+#define KEY_F_DO   0x01u
+#define KEY_F_CD   0x02u
+#define KEY_F_EDNS 0x04u
 
-#define SECRET_SIZE       192 /* XXH3_SECRET_DEFAULT_SIZE; at least XXH3_SECRET_SIZE_MIN */
-#define NSHARDS_DEFAULT   64u
-#define NSHARDS_MAX       4096u
-#define TABLE_INITIAL     16u
-#define SHARD_MIN_BUDGET  4096u /* below this a shard cannot hold a useful answer */
-#define CACHE_LINE        64
+#define SECRET_SIZE      192 /* XXH3_SECRET_DEFAULT_SIZE; at least XXH3_SECRET_SIZE_MIN */
+#define NSHARDS_DEFAULT  64u
+#define NSHARDS_MAX      4096u
+#define TABLE_INITIAL    16u
+#define SHARD_MIN_BUDGET 4096u /* below this a shard cannot hold a useful answer */
+#define CACHE_LINE       64
 
 _Static_assert(SECRET_SIZE >= XXH3_SECRET_SIZE_MIN, "XXH3 secret too short");
 _Static_assert(CACHE_KEY_MAX >= 255 + KEY_TAIL, "cache key too short for the longest name");
@@ -130,6 +130,12 @@ static void put32(uint8_t *p, uint32_t v)
 static uint32_t sane_ttl(uint32_t t)
 {
     return t > TTL_MAX ? 0 : t;
+}
+
+/* Monotonic clocks do not wrap, but a caller's now_ms is only an input: never overflow. */
+static uint64_t add_sat(uint64_t a, uint64_t b)
+{
+    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
 }
 
 static uint32_t clamp_u32(uint32_t v, uint32_t lo, uint32_t hi)
@@ -300,8 +306,8 @@ struct answer_plan {
 };
 
 /* The value a TTL is stored as (see the file comment). */
-static uint32_t stored_ttl(const struct cache_config *cfg, enum entry_kind kind,
-                           const uint8_t *msg, const struct rr_view *rr)
+static uint32_t stored_ttl(const struct cache_config *cfg, enum entry_kind kind, const uint8_t *msg,
+                           const struct rr_view *rr)
 {
     uint32_t t = sane_ttl(dg_get32(msg + rr->ttl_off));
     uint32_t soamin;
@@ -664,8 +670,9 @@ int cache_insert(struct cache *c, const struct cache_key *k, const uint8_t *ans,
     e->kind = (uint8_t)plan.kind;
     e->lifetime_s = plan.lifetime;
     e->stored_ms = now_ms;
-    e->expire_ms = now_ms + (uint64_t)plan.lifetime * 1000;
-    e->dead_ms = e->expire_ms + (c->cfg.serve_stale ? (uint64_t)c->cfg.stale_max_s * 1000 : 0);
+    e->expire_ms = add_sat(now_ms, (uint64_t)plan.lifetime * 1000);
+    e->dead_ms =
+        add_sat(e->expire_ms, c->cfg.serve_stale ? (uint64_t)c->cfg.stale_max_s * 1000 : 0);
     e->anslen = (uint32_t)plan.stored_len;
     e->keylen = (uint16_t)k->len;
     e->nttl = (uint16_t)plan.nttl;

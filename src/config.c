@@ -30,6 +30,8 @@ enum opt_type {
     OPT_ADDRS,    /* struct dg_addr[DG_CONFIG_MAX_LIST] + size_t count */
     OPT_PATHS,    /* char *[DG_CONFIG_MAX_LIST] + size_t count */
     OPT_LOGLEVEL, /* int, enum dg_log_level */
+    OPT_BOOL,     /* bool, yes|no */
+    OPT_SIZE,     /* size_t, bytes with optional K/M/G suffix (powers of 1024), min..max in MiB */
 };
 
 /* Extra check for a string value. @return NULL when valid, else why not (static text). */
@@ -187,6 +189,84 @@ static const struct option_def options[] = {
      .dflt = "info",
      .metavar = "LEVEL",
      .help = "error, warn, info or debug"},
+    {.name = "cache-size",
+     .type = OPT_SIZE,
+     .off = FIELD(cache_size),
+     .dflt = "64M",
+     .min = 0,
+     .max = 65536,
+     .metavar = "BYTES",
+     .help = "answer cache bound (entries and index included), K/M/G suffixes; 0 = no cache"},
+    {.name = "cache-min-ttl",
+     .type = OPT_UINT,
+     .off = FIELD(cache_min_ttl),
+     .dflt = "0",
+     .min = 0,
+     .max = 86400,
+     .metavar = "SECONDS",
+     .help = "cache answers at least this long (raises smaller TTLs)"},
+    {.name = "cache-max-ttl",
+     .type = OPT_UINT,
+     .off = FIELD(cache_max_ttl),
+     .dflt = "86400",
+     .min = 1,
+     .max = 604800,
+     .metavar = "SECONDS",
+     .help = "cache answers at most this long"},
+    {.name = "cache-max-negative-ttl",
+     .type = OPT_UINT,
+     .off = FIELD(cache_max_negative_ttl),
+     .dflt = "3600",
+     .min = 0,
+     .max = 86400,
+     .metavar = "SECONDS",
+     .help = "cache NXDOMAIN/NODATA at most this long (RFC 2308: SOA TTL, SOA MINIMUM)"},
+    {.name = "cache-nosoa-ttl",
+     .type = OPT_UINT,
+     .off = FIELD(cache_nosoa_ttl),
+     .dflt = "30",
+     .min = 0,
+     .max = 3600,
+     .metavar = "SECONDS",
+     .help = "cache negative answers that carry no SOA this long"},
+    {.name = "cache-servfail-ttl",
+     .type = OPT_UINT,
+     .off = FIELD(cache_servfail_ttl),
+     .dflt = "5",
+     .min = 0,
+     .max = 30,
+     .metavar = "SECONDS",
+     .help = "cache SERVFAIL answers from upstream this long (0 = never)"},
+    {.name = "serve-stale",
+     .type = OPT_BOOL,
+     .off = FIELD(serve_stale),
+     .dflt = "yes",
+     .metavar = "yes|no",
+     .help = "answer from expired entries when every upstream fails (RFC 8767)"},
+    {.name = "stale-max-age",
+     .type = OPT_UINT,
+     .off = FIELD(stale_max_age),
+     .dflt = "86400",
+     .min = 0,
+     .max = 604800,
+     .metavar = "SECONDS",
+     .help = "how long after expiry an entry may still be served stale"},
+    {.name = "stale-answer-ttl",
+     .type = OPT_UINT,
+     .off = FIELD(stale_answer_ttl),
+     .dflt = "30",
+     .min = 1,
+     .max = 3600,
+     .metavar = "SECONDS",
+     .help = "TTL of the records in a stale answer"},
+    {.name = "prefetch",
+     .type = OPT_UINT,
+     .off = FIELD(prefetch),
+     .dflt = "10",
+     .min = 0,
+     .max = 50,
+     .metavar = "PERCENT",
+     .help = "refresh an entry asked for in the last PERCENT of its TTL; 0 = off"},
 };
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -470,6 +550,42 @@ static int set_value(struct config *cfg, const struct option_def *o, const char 
                         o->min, o->max);
         }
         *(unsigned *)opt_field(cfg, o) = (unsigned)v;
+        return 0;
+    }
+    case OPT_BOOL: {
+        bool b;
+        if (strcmp(value, "yes") == 0 || strcmp(value, "on") == 0 || strcmp(value, "true") == 0)
+            b = true;
+        else if (strcmp(value, "no") == 0 || strcmp(value, "off") == 0 ||
+                 strcmp(value, "false") == 0)
+            b = false;
+        else
+            return opt_fail(org, o->name, err, errlen, "'%s' is not yes or no", value);
+        *(bool *)opt_field(cfg, o) = b;
+        return 0;
+    }
+    case OPT_SIZE: {
+        /* Digits, then an optional K, M or G (powers of 1024). */
+        size_t nd = strspn(value, "0123456789");
+        char num[24];
+        unsigned long v;
+        unsigned shift = 0;
+        const char *suf = value + nd;
+        if (suf[0] == 'K' || suf[0] == 'k')
+            shift = 10;
+        else if (suf[0] == 'M' || suf[0] == 'm')
+            shift = 20;
+        else if (suf[0] == 'G' || suf[0] == 'g')
+            shift = 30;
+        if (nd == 0 || nd >= sizeof(num) || (suf[0] && (shift == 0 || suf[1])))
+            return opt_fail(org, o->name, err, errlen,
+                            "'%s' is not a size (bytes, or a number with K, M or G)", value);
+        memcpy(num, value, nd);
+        num[nd] = '\0';
+        if (parse_ulong(num, &v) != 0 || v > ((unsigned long)o->max << 20) >> shift)
+            return opt_fail(org, o->name, err, errlen, "'%s' is larger than %uG", value,
+                            o->max >> 10);
+        *(size_t *)opt_field(cfg, o) = (size_t)v << shift;
         return 0;
     }
     case OPT_LOGLEVEL: {
@@ -918,6 +1034,21 @@ int config_dump(const struct config *cfg, FILE *out)
         case OPT_UINT:
             r = fprintf(out, "%s %u\n", o->name, *(const unsigned *)f);
             break;
+        case OPT_BOOL:
+            r = fprintf(out, "%s %s\n", o->name, *(const bool *)f ? "yes" : "no");
+            break;
+        case OPT_SIZE: {
+            size_t v = *(const size_t *)f;
+            static const char units[] = "GMK";
+            int k = 0;
+            while (k < 3 && (v == 0 || v % ((size_t)1 << (30 - 10 * k)) != 0))
+                k++;
+            if (k < 3)
+                r = fprintf(out, "%s %zu%c\n", o->name, v >> (30 - 10 * k), units[k]);
+            else
+                r = fprintf(out, "%s %zu\n", o->name, v);
+            break;
+        }
         case OPT_LOGLEVEL: {
             int lvl = *(const int *)f;
             if (lvl < 0 || lvl > DG_LOG_DEBUG)

@@ -548,3 +548,61 @@ out:
     dns_msg_deinit(&m);
     return result;
 }
+
+int dns_query_strip_ecs(uint8_t *msg, size_t *len)
+{
+    size_t n = *len;
+    if (n < DNS_HEADER_LEN)
+        return -EINVAL;
+    size_t off = DNS_HEADER_LEN;
+    unsigned total = 0;
+    for (int s = DNS_SEC_QD; s < DNS_SEC_COUNT; s++)
+        total += hdr_count(msg, s);
+    unsigned qd = hdr_count(msg, DNS_SEC_QD), ar_first = total - hdr_count(msg, DNS_SEC_AR);
+    int stripped = 0;
+    for (unsigned i = 0; i < total; i++) {
+        size_t end;
+        if (name_walk(msg, n, off, &end) != 1)
+            return -EINVAL;
+        off = end;
+        if (i < qd) {
+            if (n - off < 4)
+                return -EINVAL;
+            off += 4;
+            continue;
+        }
+        if (n - off < 10)
+            return -EINVAL;
+        uint16_t type = dg_get16(msg + off);
+        size_t rdlen = dg_get16(msg + off + 8);
+        size_t rd = off + 10;
+        if (n - rd < rdlen)
+            return -EINVAL;
+        if (type == 41 && i >= ar_first) {
+            /* EDNS options: code, length, data. Drop every CLIENT-SUBNET (8) option so the
+             * client's address never reaches the upstream nor splits the cache. */
+            size_t p = rd, rend = rd + rdlen;
+            while (p < rend) {
+                if (rend - p < 4)
+                    return -EINVAL;
+                size_t olen = dg_get16(msg + p + 2);
+                if (rend - p - 4 < olen)
+                    return -EINVAL;
+                if (dg_get16(msg + p) == 8) {
+                    size_t cut = 4 + olen;
+                    memmove(msg + p, msg + p + cut, n - p - cut);
+                    n -= cut;
+                    rend -= cut;
+                    rdlen -= cut;
+                    dg_put16(msg + off + 8, (uint16_t)rdlen);
+                    stripped = 1;
+                    continue;
+                }
+                p += 4 + olen;
+            }
+        }
+        off = rd + rdlen;
+    }
+    *len = n;
+    return stripped;
+}

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dohgate/cache.h"
 #include "dohgate/config.h"
 #include "dohgate/log.h"
 #include "dohgate/tls.h"
@@ -116,6 +117,31 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    struct cache *cache = NULL;
+    if (cfg->cache_size > 0) {
+        struct cache_config cc;
+        cache_config_defaults(&cc);
+        cc.max_bytes = cfg->cache_size;
+        cc.min_ttl = cfg->cache_min_ttl;
+        cc.max_ttl = cfg->cache_max_ttl;
+        cc.max_negative_ttl = cfg->cache_max_negative_ttl;
+        cc.nosoa_negative_ttl = cfg->cache_nosoa_ttl;
+        cc.servfail_ttl = cfg->cache_servfail_ttl;
+        cc.serve_stale = cfg->serve_stale;
+        cc.stale_max_s = cfg->stale_max_age;
+        cc.stale_answer_ttl = cfg->stale_answer_ttl;
+        cc.prefetch_percent = cfg->prefetch;
+        cache = cache_new(&cc);
+        if (!cache) {
+            log_err("cannot create a cache of %zu bytes (too small for its shards, or out of "
+                    "memory); raise cache-size or set it to 0",
+                    cfg->cache_size);
+            SSL_CTX_free(ssl_ctx);
+            config_free(cfg);
+            return 1;
+        }
+    }
+
     unsigned nworkers = cfg->workers ? cfg->workers : cpu_count();
     struct worker **workers = calloc(nworkers, sizeof(*workers));
     int rc = 1;
@@ -134,7 +160,7 @@ int main(int argc, char **argv)
                 goto out;
             }
         }
-        workers[w] = worker_new(w, cfg, ssl_ctx, fds, n);
+        workers[w] = worker_new(w, cfg, ssl_ctx, cache, fds, n);
         if (!workers[w])
             goto out;
     }
@@ -173,6 +199,20 @@ int main(int argc, char **argv)
         }
         if (sig == SIGHUP)
             log_info("SIGHUP: configuration reload is not implemented yet; ignored");
+        if (sig == SIGUSR1) {
+            if (cache) {
+                struct cache_stats cs;
+                cache_get_stats(cache, &cs);
+                log_info("cache: %llu entries, %llu bytes of %zu; hits %llu, stale hits %llu, "
+                         "misses %llu, inserts %llu, evictions %llu",
+                         (unsigned long long)cs.entries, (unsigned long long)cs.bytes,
+                         cfg->cache_size, (unsigned long long)cs.hits,
+                         (unsigned long long)cs.stale_hits, (unsigned long long)cs.misses,
+                         (unsigned long long)cs.inserts, (unsigned long long)cs.evictions);
+            }
+            for (unsigned w = 0; w < started; w++)
+                worker_log_stats(workers[w]);
+        }
     }
     rc = 0;
 stop:
@@ -186,6 +226,7 @@ out:
             worker_free(workers[w]);
         free(workers);
     }
+    cache_free(cache);
     SSL_CTX_free(ssl_ctx);
     config_free(cfg);
     if (rc == 0)

@@ -704,7 +704,15 @@ struct upstream_query *upstream_query_start(struct upstream *u, const uint8_t *q
     memcpy(q->msg, query, len);
     q->len = len;
     q->orig_id = dg_get16(query);
-    q->max_tries = u->n_srv * 2 > 2 ? (unsigned)(u->n_srv * 2) : 2;
+    /* Enough tries to use the whole budget (a slow upstream gets another chance while time is
+     * left), and every upstream at least twice; the cap bounds the work when every upstream
+     * refuses at once. */
+    unsigned by_budget = (u->cfg->query_timeout_ms + u->cfg->upstream_timeout_ms - 1) /
+                         u->cfg->upstream_timeout_ms;
+    unsigned by_servers = u->n_srv * 2 > 2 ? (unsigned)(u->n_srv * 2) : 2;
+    q->max_tries = by_budget > by_servers ? by_budget : by_servers;
+    if (q->max_tries > 32)
+        q->max_tries = 32;
     q->first = u->rr++ % u->n_srv;
     uint64_t now = dg_now_ms();
     q->deadline_ms = now + u->cfg->query_timeout_ms;

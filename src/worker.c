@@ -21,6 +21,7 @@
 #include "dohgate/conn.h"
 #include "dohgate/http.h"
 #include "dohgate/log.h"
+#include "dohgate/resolver.h"
 #include "dohgate/upstream.h"
 
 #define ACCEPTS_PER_EV 64
@@ -34,10 +35,11 @@ struct worker {
     int *fds;
     struct event **lev;
     size_t nfds;
-    struct event *stop_ev, *deadline_ev, *resume_ev;
+    struct event *stop_ev, *deadline_ev, *resume_ev, *stats_ev;
     unsigned grace_ms;
     bool stopping;
     struct upstream *upstream;
+    struct resolver *resolver;
     struct handler_ctx hctx;
     struct conn_set conns;
 };
@@ -184,8 +186,27 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     maybe_finish(w);
 }
 
-struct worker *worker_new(unsigned id, const struct config *cfg, SSL_CTX *ssl_ctx, const int *fds,
-                          size_t nfds)
+/* Runs in the worker's thread: its counters are only ever touched there. */
+static void on_stats(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    const struct resolver_stats *rs = resolver_get_stats(w->resolver);
+    const struct upstream_stats *us = upstream_get_stats(w->upstream);
+    log_info("worker %u: %zu connections; queries %llu: cache hits %llu, stale %llu, misses %llu, "
+             "coalesced %llu, prefetches %llu, servfail %llu, rejected %llu; upstream queries "
+             "%llu, answers %llu, try timeouts %llu, errors %llu, tcp fallbacks %llu, dropped "
+             "%llu",
+             w->id, w->conns.count, (unsigned long long)rs->queries, (unsigned long long)rs->hits,
+             (unsigned long long)rs->stale_hits, (unsigned long long)rs->misses,
+             (unsigned long long)rs->coalesced, (unsigned long long)rs->prefetches,
+             (unsigned long long)rs->servfails, (unsigned long long)rs->rejected,
+             (unsigned long long)us->queries, (unsigned long long)us->answers,
+             (unsigned long long)us->timeouts, (unsigned long long)us->errors,
+             (unsigned long long)us->tcp_fallbacks, (unsigned long long)us->dropped_mismatch);
+}
+
+struct worker *worker_new(unsigned id, const struct config *cfg, SSL_CTX *ssl_ctx,
+                          struct cache *cache, const int *fds, size_t nfds)
 {
     struct worker *w = calloc(1, sizeof(*w));
     if (!w)
@@ -212,7 +233,8 @@ struct worker *worker_new(unsigned id, const struct config *cfg, SSL_CTX *ssl_ct
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     w->deadline_ev = evtimer_new(w->base, on_deadline, w);
     w->resume_ev = evtimer_new(w->base, on_resume, w);
-    if (!w->stop_ev || !w->deadline_ev || !w->resume_ev)
+    w->stats_ev = event_new(w->base, -1, 0, on_stats, w);
+    if (!w->stop_ev || !w->deadline_ev || !w->resume_ev || !w->stats_ev)
         goto fail;
     for (size_t i = 0; i < w->nfds; i++) {
         w->lev[i] = event_new(w->base, w->fds[i], EV_READ | EV_PERSIST, on_accept, w);
@@ -222,7 +244,10 @@ struct worker *worker_new(unsigned id, const struct config *cfg, SSL_CTX *ssl_ct
     w->upstream = upstream_new(w->base, cfg);
     if (!w->upstream)
         goto fail;
-    w->hctx = (struct handler_ctx){.cfg = cfg, .upstream = w->upstream};
+    w->resolver = resolver_new(w->upstream, cache, cfg);
+    if (!w->resolver)
+        goto fail;
+    w->hctx = (struct handler_ctx){.cfg = cfg, .resolver = w->resolver};
     w->conns = (struct conn_set){
         .base = w->base,
         .ssl_ctx = ssl_ctx,
@@ -265,6 +290,11 @@ void worker_stop(struct worker *w, unsigned grace_ms)
     event_active(w->stop_ev, EV_TIMEOUT, 0);
 }
 
+void worker_log_stats(struct worker *w)
+{
+    event_active(w->stats_ev, EV_TIMEOUT, 0);
+}
+
 void worker_join(struct worker *w)
 {
     if (w->started)
@@ -276,8 +306,10 @@ void worker_free(struct worker *w)
 {
     if (!w)
         return;
-    /* Connections first: their streams cancel queries held by the upstream module. */
+    /* Connections first: their streams cancel their resolver waiters; then the resolver
+     * cancels its upstream queries; then the upstream module goes. */
     conn_set_close_all(&w->conns);
+    resolver_free(w->resolver);
     upstream_free(w->upstream);
     for (size_t i = 0; i < w->nfds; i++) {
         if (w->lev && w->lev[i])
@@ -291,6 +323,8 @@ void worker_free(struct worker *w)
         event_free(w->deadline_ev);
     if (w->resume_ev)
         event_free(w->resume_ev);
+    if (w->stats_ev)
+        event_free(w->stats_ev);
     if (w->base)
         event_base_free(w->base);
     free(w->fds);

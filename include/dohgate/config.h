@@ -56,6 +56,18 @@ struct config {
     unsigned max_connections;        /**< max-connections per worker, default 10000 */
     int log_level;                   /**< log-level error|warn|info|debug, default info */
 
+    /* Answer cache (see cache.h). */
+    size_t cache_size;               /**< cache-size BYTES (K/M/G suffixes), default 64M; 0 = off */
+    unsigned cache_min_ttl;          /**< cache-min-ttl s, default 0 */
+    unsigned cache_max_ttl;          /**< cache-max-ttl s, default 86400 */
+    unsigned cache_max_negative_ttl; /**< cache-max-negative-ttl s, default 3600 */
+    unsigned cache_nosoa_ttl;        /**< cache-nosoa-ttl s: negative answers without SOA, 30 */
+    unsigned cache_servfail_ttl;     /**< cache-servfail-ttl s, default 5, 0..30 */
+    bool serve_stale;                /**< serve-stale yes|no, default yes (RFC 8767) */
+    unsigned stale_max_age;          /**< stale-max-age s past expiry, default 86400 */
+    unsigned stale_answer_ttl;       /**< stale-answer-ttl s, default 30 */
+    unsigned prefetch;               /**< prefetch PERCENT of the TTL left, default 10; 0 = off */
+
     /* Where the file came from, for messages. NULL when no file was read. */
     char *config_file;
 };

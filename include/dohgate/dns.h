@@ -67,6 +67,14 @@ int dns_rcode(const uint8_t *msg, size_t len);
  */
 long dns_answer_cache_ttl(const uint8_t *ans, size_t len);
 
+/**
+ * Remove every EDNS Client Subnet option (RFC 7871) from the OPT record of a query, in place:
+ * ECS reveals the client's network to the upstream and would split the cache.
+ * @return 1 if something was removed (*len updated), 0 if nothing was, -EINVAL if the message
+ *         does not parse (left unchanged or partly edited: do not forward it then).
+ */
+int dns_query_strip_ecs(uint8_t *msg, size_t *len);
+
 /** Byte offset just past the question section (12 + qname + 4), or 0 if it does not parse. */
 size_t dns_question_end(const uint8_t *msg, size_t len);
 #endif

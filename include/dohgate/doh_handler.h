@@ -1,14 +1,15 @@
 /**
  * @file doh_handler.h
- * The DoH request handler: doh_decode() → dns_query_check() → upstream → answer with
+ * The DoH request handler: doh_decode() → dns_query_check() → resolver (cache, coalescing,
+ * upstream) → answer with
  * content-type application/dns-message and cache-control max-age = smallest TTL. DNS failures are
  * DNS answers with HTTP 200 (SERVFAIL when every upstream try failed, RFC 8484 §4.2.1);
  * HTTP errors only for HTTP problems.
  *
- * Lifetime: while the upstream query runs, the handler holds a small op object registered on
- * the exchange (http_set_pending). If the exchange dies first, the op cancels the upstream query
+ * Lifetime: while the resolver works, the handler holds a small op object registered on the
+ * exchange (http_set_pending). If the exchange dies first, the op cancels its resolver waiter
  * synchronously and frees itself; if the answer comes first, the op unregisters before
- * answering.
+ * answering. Cache hits are answered synchronously, with no op at all.
  */
 #ifndef DOHGATE_DOH_HANDLER_H
 #define DOHGATE_DOH_HANDLER_H

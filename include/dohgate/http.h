@@ -19,7 +19,7 @@
 #include "dohgate/util.h"
 
 struct config;
-struct upstream;
+struct resolver;
 
 struct http_header {
     const char *name; /**< lower-case */
@@ -40,7 +40,7 @@ struct http_request {
 /** What handlers need from the worker that runs them. Owned by the worker. */
 struct handler_ctx {
     const struct config *cfg;
-    struct upstream *upstream;
+    struct resolver *resolver;
 };
 
 struct http_exchange;

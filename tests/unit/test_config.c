@@ -1006,7 +1006,7 @@ static void test_help(void **state)
 
     char names[64][64];
     size_t n = help_option_names(names, 64);
-    assert_int_equal(n, 15);
+    assert_int_equal(n, 25);
     /* every option in --help is accepted by config_set */
     struct config *cfg = config_new();
     assert_non_null(cfg);
@@ -1081,7 +1081,7 @@ static void test_sample_conf(void **state)
      * the default where there is one */
     char names[64][64];
     size_t n = help_option_names(names, 64);
-    assert_int_equal(n, 15);
+    assert_int_equal(n, 25);
     for (size_t i = 0; i < n; i++) {
         char needle[80];
         snprintf(needle, sizeof(needle), "\n#%s ", names[i]);
@@ -1104,6 +1104,39 @@ static void test_sample_conf(void **state)
     free(b);
     config_free(cfg);
     config_free(dflt);
+}
+
+static void test_size_and_bool(void **state)
+{
+    char err[ERRLEN];
+    struct config *cfg = new_with_upstream();
+    assert_true(cfg->serve_stale);
+    assert_int_equal(cfg->cache_size, (size_t)64 << 20);
+    assert_int_equal(config_set(cfg, "cache-size", "512K", "t", 0, err, ERRLEN), 0);
+    assert_int_equal(cfg->cache_size, (size_t)512 << 10);
+    assert_int_equal(config_set(cfg, "cache-size", "2g", "t", 0, err, ERRLEN), 0);
+    assert_int_equal(cfg->cache_size, (size_t)2 << 30);
+    assert_int_equal(config_set(cfg, "cache-size", "1000", "t", 0, err, ERRLEN), 0);
+    assert_int_equal(cfg->cache_size, 1000);
+    assert_int_equal(config_set(cfg, "cache-size", "0", "t", 0, err, ERRLEN), 0);
+    assert_int_equal(cfg->cache_size, 0);
+    assert_int_equal(config_set(cfg, "cache-size", "12MB", "f.conf", 3, err, ERRLEN), -EINVAL);
+    assert_non_null(strstr(err, "f.conf:3: "));
+    assert_non_null(strstr(err, "is not a size"));
+    assert_int_equal(config_set(cfg, "cache-size", "M", "t", 0, err, ERRLEN), -EINVAL);
+    assert_int_equal(config_set(cfg, "cache-size", "65G", "t", 0, err, ERRLEN), -EINVAL);
+    assert_non_null(strstr(err, "larger than 64G"));
+    assert_int_equal(config_set(cfg, "cache-size", "99999999999999999999999", "t", 0, err, ERRLEN),
+                     -EINVAL);
+    assert_int_equal(cfg->cache_size, 0); /* failed sets leave the value alone */
+    assert_int_equal(config_set(cfg, "serve-stale", "no", "t", 0, err, ERRLEN), 0);
+    assert_false(cfg->serve_stale);
+    assert_int_equal(config_set(cfg, "serve-stale", "on", "t", 0, err, ERRLEN), 0);
+    assert_true(cfg->serve_stale);
+    assert_int_equal(config_set(cfg, "serve-stale", "maybe", "t", 0, err, ERRLEN), -EINVAL);
+    assert_non_null(strstr(err, "is not yes or no"));
+    assert_int_equal(config_set(cfg, "cache-servfail-ttl", "31", "t", 0, err, ERRLEN), -EINVAL);
+    config_free(cfg);
 }
 
 int main(void)
@@ -1140,6 +1173,7 @@ int main(void)
         cmocka_unit_test(test_dump_write_error),
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_sample_conf),
+        cmocka_unit_test(test_size_and_bool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

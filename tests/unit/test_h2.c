@@ -43,6 +43,26 @@
 #include "dohgate/upstream.h"
 #include "dohgate/util.h"
 
+/*
+ * The DoH handler reaches the upstream module directly (struct handler_ctx has `upstream`) or,
+ * with the resolver module (cache + coalescing of identical queries) in the tree, through it
+ * (`resolver`; the test runs it without a cache). One observable difference matters here: when
+ * the last client of a query goes away, the direct path cancels the upstream query at once,
+ * while the resolver lets it finish so that its answer can fill the cache (resolver.h). The
+ * lifetime assertions below hold for both; only the upstream counters differ.
+ */
+#if defined(__has_include)
+#if __has_include("dohgate/resolver.h")
+#define DG_HAVE_RESOLVER 1
+#include "dohgate/resolver.h"
+#endif
+#endif
+#ifdef DG_HAVE_RESOLVER
+#define CANCEL_STOPS_QUERY 0
+#else
+#define CANCEL_STOPS_QUERY 1
+#endif
+
 #define MAX_REC    64 /* client stream records, index (stream_id - 1) / 2 */
 #define MAX_HELD   32 /* queries the fake server can hold */
 #define BODY_CAP   4096
@@ -211,6 +231,9 @@ struct t {
     struct fake *fake;
     struct config *cfg;
     struct upstream *up;
+#ifdef DG_HAVE_RESOLVER
+    struct resolver *res;
+#endif
     struct handler_ctx hctx;
     struct h2_session *srv;
     nghttp2_session *cli;
@@ -222,7 +245,7 @@ struct t {
     struct body_src body[4];
     size_t pending_at_drop;
     unsigned wakes_at_drop;
-    int active_at_drop;
+    int active_at_drop, active_after_drop;
 };
 
 static struct rec *rec_of(struct t *t, int32_t id)
@@ -391,16 +414,39 @@ static bool p_held(struct t *t, long n)
     return t->fake->n_held >= (size_t)n;
 }
 
-static bool p_fake_queries(struct t *t, long n)
+static uint64_t up_answers(const struct t *t)
 {
-    return t->fake->queries >= (unsigned)n;
+    return upstream_get_stats(t->up)->answers;
 }
 
-/* Run the loop without pumping until the upstream delivered @p n answers in total. */
+/* Upstream queries still running after @p cancelled of @p before lost their last client. */
+static size_t pending_after_cancel(size_t before, size_t cancelled)
+{
+    return CANCEL_STOPS_QUERY ? before - cancelled : before;
+}
+
+/* Upstream answers counted for @p n late answers to queries whose clients went away: none
+ * when the queries were cancelled, all of them when they ran on to fill the cache. */
+static uint64_t late_answers(uint64_t n)
+{
+    return CANCEL_STOPS_QUERY ? 0 : n;
+}
+
+/* Nothing left in flight anywhere below the h2 layer. */
+static void assert_idle(const struct t *t)
+{
+    assert_int_equal(upstream_pending(t->up), 0);
+#ifdef DG_HAVE_RESOLVER
+    assert_int_equal(resolver_inflight(t->res), 0);
+#endif
+}
+
+/* Run the loop without pumping until the upstream delivered @p n more answers. */
 static void loop_until_answers(struct t *t, uint64_t n)
 {
     uint64_t end = dg_now_ms() + MAX_WAIT;
-    while (upstream_get_stats(t->up)->answers < n) {
+    n += up_answers(t);
+    while (up_answers(t) < n) {
         assert_true(dg_now_ms() < end);
         assert_true(event_base_loop(t->base, EVLOOP_ONCE) >= 0);
     }
@@ -423,7 +469,13 @@ static void start(struct t *t, unsigned up_ms, unsigned q_ms)
 
     t->up = upstream_new(t->base, t->cfg);
     assert_non_null(t->up);
+#ifdef DG_HAVE_RESOLVER
+    t->res = resolver_new(t->up, NULL, t->cfg); /* no cache: every query goes upstream */
+    assert_non_null(t->res);
+    t->hctx = (struct handler_ctx){.cfg = t->cfg, .resolver = t->res};
+#else
     t->hctx = (struct handler_ctx){.cfg = t->cfg, .upstream = t->up};
+#endif
     const struct h2_settings st = {.max_concurrent_streams = t->cfg->max_concurrent_streams};
     t->srv = h2_session_new(&st, &t->hctx, on_wake, t);
     assert_non_null(t->srv);
@@ -468,6 +520,9 @@ static int teardown(void **state)
     if (t->cli)
         nghttp2_session_del(t->cli);
     h2_session_free(t->srv);
+#ifdef DG_HAVE_RESOLVER
+    resolver_free(t->res);
+#endif
     upstream_free(t->up);
     config_free(t->cfg);
     fake_free(t->fake);
@@ -577,7 +632,7 @@ static void test_get_answered(void **state)
      * callback could make the connection flush it. */
     assert_true(t->wakes > w0);
     assert_int_equal(t->fake->queries, 1);
-    assert_int_equal(upstream_get_stats(t->up)->answers, 1);
+    assert_int_equal(up_answers(t), 1);
 
     /* POST with the same pipeline. */
     uint8_t q[128];
@@ -588,7 +643,7 @@ static void test_get_answered(void **state)
     assert_dns_response(t, id2, 0x0102, DNS_RCODE_NOERROR);
     assert_int_equal(t->fake->queries, 2);
     assert_int_equal(h2_session_streams(t->srv), 0);
-    assert_int_equal(upstream_pending(t->up), 0);
+    assert_idle(t);
 }
 
 /* ------------------------------------------------------------ 2. reset while pending */
@@ -606,24 +661,25 @@ static void test_rst_while_pending(void **state)
     rst(t, id);
     unsigned w0 = t->wakes;
     pump(t);
-    /* The reset cancelled the upstream query synchronously. */
+    /* The reset removed the stream's registration synchronously (and, without the resolver,
+     * the upstream query with it). */
     assert_int_equal(h2_session_streams(t->srv), 0);
-    assert_int_equal(upstream_pending(t->up), 0);
+    assert_int_equal(upstream_pending(t->up), pending_after_cancel(1, 1));
 
-    /* The upstream answers late, to a socket that is gone. */
+    /* The upstream answers late: to a socket that is gone, or to a query nobody waits for. */
     fake_release(t->fake, 0, 1);
     run_for(t, LATE_WAIT);
     assert_no_response(t, id, NGHTTP2_CANCEL);
     assert_int_equal(t->wakes, w0);
-    assert_int_equal(upstream_get_stats(t->up)->answers, 0);
-    assert_int_equal(upstream_pending(t->up), 0);
+    assert_int_equal(up_answers(t), late_answers(1));
+    assert_idle(t);
 
     /* The connection is fine: the next query is answered. */
     t->fake->mode = FAKE_ANSWER;
     int32_t id2 = submit_dns_get(t, 0x2222, "reset.example.com");
     assert_true(run_until(t, p_closed, id2, MAX_WAIT));
     assert_dns_response(t, id2, 0x2222, DNS_RCODE_NOERROR);
-    assert_int_equal(upstream_pending(t->up), 0);
+    assert_idle(t);
 }
 
 /* ------------------------------------------------------------ 3. connection drop */
@@ -664,11 +720,12 @@ static void wait_upstream_readable(struct t *t, int want)
 static void on_drop(evutil_socket_t fd, short what, void *arg)
 {
     struct t *t = arg;
+    t->active_at_drop = event_base_get_num_events(t->base, EVENT_BASE_COUNT_ACTIVE);
     h2_session_free(t->srv);
     t->srv = NULL;
     t->pending_at_drop = upstream_pending(t->up);
     t->wakes_at_drop = t->wakes;
-    t->active_at_drop = event_base_get_num_events(t->base, EVENT_BASE_COUNT_ACTIVE);
+    t->active_after_drop = event_base_get_num_events(t->base, EVENT_BASE_COUNT_ACTIVE);
 }
 
 static void test_conn_drop_with_pending(void **state)
@@ -699,17 +756,20 @@ static void test_conn_drop_with_pending(void **state)
     assert_true(event_base_loop(t->base, EVLOOP_ONCE) >= 0);
     event_free(drop);
     assert_null(t->srv);
-    assert_int_equal(t->pending_at_drop, 0);
+    assert_int_equal(t->pending_at_drop, pending_after_cancel(N_DROP, N_DROP));
     assert_int_equal(t->wakes_at_drop, w0);
-    /* The answered sockets' read events were active (queued behind the drop) when it ran. */
+    /* The answered sockets' read events were active (queued behind the drop) when it ran;
+     * cancelling their queries took them off the active queue again. */
     assert_true(t->active_at_drop >= N_DROP / 2);
+    if (CANCEL_STOPS_QUERY)
+        assert_true(t->active_after_drop < t->active_at_drop);
 
     /* The rest answer late; the loop runs them all into closed sockets. */
     fake_release(t->fake, N_DROP / 2, N_DROP);
     run_for(t, LATE_WAIT);
     assert_int_equal(t->wakes, w0);
-    assert_int_equal(upstream_pending(t->up), 0);
-    assert_int_equal(upstream_get_stats(t->up)->answers, 0);
+    assert_idle(t);
+    assert_int_equal(up_answers(t), late_answers(N_DROP));
     assert_int_equal(upstream_get_stats(t->up)->queries, N_DROP);
     for (int i = 0; i < N_DROP; i++)
         assert_int_equal(rec_of(t, ids[i])->status, 0);
@@ -730,11 +790,12 @@ static void test_answer_after_close(void **state)
     rst(t, a);
     unsigned w0 = t->wakes;
     pump(t);
-    assert_int_equal(upstream_pending(t->up), 0);
+    assert_int_equal(upstream_pending(t->up), pending_after_cancel(1, 1));
     run_for(t, LATE_WAIT);
     assert_no_response(t, a, NGHTTP2_CANCEL);
     assert_int_equal(t->wakes, w0);
-    assert_int_equal(upstream_get_stats(t->up)->answers, 0);
+    assert_int_equal(up_answers(t), late_answers(1));
+    assert_idle(t);
 
     /* (b) The answer was turned into a response (submitted, not yet written) when the reset
      * arrives: the stream and its response bytes go, nothing is written for it. */
@@ -752,7 +813,7 @@ static void test_answer_after_close(void **state)
     assert_int_equal(h2_session_streams(t->srv), 0);
     pump(t);
     assert_no_response(t, b, NGHTTP2_CANCEL);
-    assert_int_equal(upstream_pending(t->up), 0);
+    assert_idle(t);
 
     /* (c) The response is already written (and the server stream closed with it) when the
      * client, which has not read it yet, resets the stream. */
@@ -760,7 +821,7 @@ static void test_answer_after_close(void **state)
     int32_t c = submit_dns_get(t, 0x6666, "late.example.com");
     while ((n = nghttp2_session_mem_send(t->cli, &p)) > 0)
         assert_int_equal(h2_session_recv(t->srv, p, (size_t)n), 0);
-    loop_until_answers(t, 2);
+    loop_until_answers(t, 1);
     struct dg_buf out = {0};
     assert_int_equal(h2_session_send(t->srv, &out, SIZE_MAX), 0);
     assert_true(out.len > 0);
@@ -778,7 +839,7 @@ static void test_answer_after_close(void **state)
     int32_t d = submit_dns_get(t, 0x7777, "late.example.com");
     assert_true(run_until(t, p_closed, d, MAX_WAIT));
     assert_dns_response(t, d, 0x7777, DNS_RCODE_NOERROR);
-    assert_int_equal(upstream_pending(t->up), 0);
+    assert_idle(t);
 }
 
 /* ------------------------------------------------------------ 5. same name, one cancelled */
@@ -800,14 +861,15 @@ static void test_same_name_one_cancelled(void **state)
     rst(t, a);
     pump(t);
     assert_int_equal(h2_session_streams(t->srv), 1);
-    assert_true(upstream_pending(t->up) <= 1);
+    /* B still needs an upstream answer, A's own query (if it had one) is gone. */
+    assert_int_equal(upstream_pending(t->up), 1);
 
     fake_release(t->fake, 0, held);
     assert_true(run_until(t, p_closed, b, MAX_WAIT));
     assert_dns_response(t, b, 0x7b7b, DNS_RCODE_NOERROR);
     assert_no_response(t, a, NGHTTP2_CANCEL);
-    assert_int_equal(upstream_get_stats(t->up)->answers, 1);
-    assert_int_equal(upstream_pending(t->up), 0);
+    assert_int_equal(up_answers(t), 1);
+    assert_idle(t);
     assert_int_equal(h2_session_streams(t->srv), 0);
 
     /* And the other way round: the first stays, the second is cancelled. */
@@ -819,11 +881,12 @@ static void test_same_name_one_cancelled(void **state)
     held = t->fake->n_held;
     rst(t, d);
     pump(t);
+    assert_int_equal(upstream_pending(t->up), 1);
     fake_release(t->fake, 0, held);
     assert_true(run_until(t, p_closed, c, MAX_WAIT));
     assert_dns_response(t, c, 0x7c7c, DNS_RCODE_NOERROR);
     assert_no_response(t, d, NGHTTP2_CANCEL);
-    assert_int_equal(upstream_pending(t->up), 0);
+    assert_idle(t);
 }
 
 /* ------------------------------------------------------------ 6. HTTP errors */
@@ -911,13 +974,16 @@ static void test_silent_upstream_servfail(void **state)
     uint64_t took = dg_now_ms() - t0;
     assert_dns_response(t, id, 0x5e5e, DNS_RCODE_SERVFAIL);
     assert_string_equal(rec_of(t, id)->cache_control, "max-age=0");
-    /* Two tries of 50 ms (one upstream, at least two tries), inside the 120 ms budget. */
+    /* At least two tries of 50 ms each; SERVFAIL once the 120 ms budget (or the tries) ran
+     * out. The upper bound is loose: ASan and a loaded machine slow the loop down. */
     assert_true(took + SLACK_MS >= 100);
     assert_true(took < 1000);
-    assert_true(run_until(t, p_fake_queries, 2, MAX_WAIT));
-    assert_int_equal(t->fake->queries, 2);
-    assert_int_equal(upstream_get_stats(t->up)->timeouts, 2);
-    assert_int_equal(upstream_pending(t->up), 0);
+    run_for(t, 10);
+    assert_true(t->fake->queries >= 2 && t->fake->queries <= 3);
+    /* Every try went unanswered and was counted as a timeout. */
+    assert_int_equal(upstream_get_stats(t->up)->timeouts, t->fake->queries);
+    assert_int_equal(up_answers(t), 0);
+    assert_idle(t);
     assert_int_equal(h2_session_streams(t->srv), 0);
 }
 
@@ -934,8 +1000,8 @@ static void test_goaway_pending_finishes(void **state)
     h2_session_shutdown(t->srv);
     /* Race: the client opens one more stream after the GOAWAY was submitted but before it was
      * written. nghttp2 only stops taking new streams once the GOAWAY is sent, so this one is
-     * dispatched (and its upstream query started); sending the GOAWAY then closes it, which
-     * must cancel that query like any other stream close. */
+     * dispatched; sending the GOAWAY then closes it (no RST_STREAM), which must cancel its
+     * pending operation like any other stream close. */
     int32_t late = submit_dns_get(t, 0x9191, "goaway.example.com");
     const uint8_t *p;
     ssize_t n;
@@ -943,7 +1009,6 @@ static void test_goaway_pending_finishes(void **state)
         assert_int_equal(h2_session_recv(t->srv, p, (size_t)n), 0);
     assert_int_equal(n, 0);
     pump(t);
-    assert_int_equal(h2_session_streams(t->srv), 1);
     assert_int_equal(upstream_pending(t->up), 1);
     assert_true(t->goaway);
     assert_int_equal(t->goaway_code, NGHTTP2_NO_ERROR);
@@ -953,14 +1018,19 @@ static void test_goaway_pending_finishes(void **state)
     assert_false(rec_of(t, id)->closed);
     /* The client learns from the GOAWAY that its late stream was never processed. */
     assert_no_response(t, late, NGHTTP2_REFUSED_STREAM);
+    /* The late stream's query may have reached the upstream (2) before the GOAWAY closed it
+     * (1 when it was coalesced with the first, or if the server refused streams above the
+     * GOAWAY's last id before dispatching them). */
     run_for(t, 10);
+    assert_true(t->fake->queries >= 1 && t->fake->queries <= 2);
 
-    fake_release(t->fake, 0, 1);
+    /* Answer everything held: the late query's answer goes to a closed socket. */
+    fake_release(t->fake, 0, t->fake->n_held);
     assert_true(run_until(t, p_closed, id, MAX_WAIT));
     assert_dns_response(t, id, 0x9090, DNS_RCODE_NOERROR);
     assert_int_equal(h2_session_streams(t->srv), 0);
     assert_true(h2_session_done(t->srv));
-    assert_int_equal(upstream_pending(t->up), 0);
+    assert_idle(t);
 }
 
 int main(void)

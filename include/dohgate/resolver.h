@@ -1,0 +1,75 @@
+/**
+ * @file resolver.h
+ * Per-worker resolution of checked queries: cache lookup, coalescing of identical in-flight
+ * queries, forwarding through the upstream module, cache insertion, serve-stale when every
+ * upstream fails (RFC 8767), and background prefetch of popular entries near expiry.
+ *
+ * Coalescing is per worker (like Unbound's per-thread mesh): identical queries that reach the
+ * same worker while one is forwarded wait for that one answer. The cache is shared by all
+ * workers, so a second worker's query for the same name is a cache hit once the first answer
+ * arrived.
+ *
+ * Lifetimes: the resolver owns in-flight entries and their waiters. A caller holds a waiter
+ * handle; resolver_cancel() removes it synchronously (its callback never runs afterwards). When
+ * the last waiter of an in-flight query leaves, the upstream query goes on, so that its answer
+ * still fills the cache (bounded by RESOLVER_MAX_INFLIGHT per worker).
+ */
+#ifndef DOHGATE_RESOLVER_H
+#define DOHGATE_RESOLVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dohgate/util.h"
+
+struct event_base;
+struct upstream;
+struct cache;
+struct config;
+struct resolver;
+struct resolver_waiter;
+
+#define RESOLVER_MAX_INFLIGHT 10000 /**< distinct queries forwarded at once, per worker */
+#define RESOLVER_MAX_WAITERS  4096  /**< clients waiting on one forwarded query */
+
+enum resolver_status { RESOLVER_ANSWERED = 0, RESOLVER_PENDING = 1 };
+
+/**
+ * Completion of a pending resolution; runs once from the event loop unless cancelled first.
+ * @param ans  the answer for this client (its ID and question-name spelling): a real answer, a
+ *             stale one, or a synthesized SERVFAIL. Valid only during the call.
+ * @param ttl  the smallest TTL left in it, for Cache-Control.
+ * The waiter handle is already gone when this runs.
+ */
+typedef void (*resolver_done_cb)(void *arg, const uint8_t *ans, size_t len, uint32_t ttl);
+
+struct resolver_stats {
+    uint64_t queries, hits, stale_hits, misses, coalesced, prefetches, servfails, rejected;
+};
+
+/**
+ * @param cache  shared cache, or NULL when caching is off. Must outlive the resolver, as must
+ *               @p up and @p cfg. @return NULL on OOM.
+ */
+struct resolver *resolver_new(struct upstream *up, struct cache *cache, const struct config *cfg);
+/** Free in-flight entries (their upstream queries cancelled, no callbacks run). */
+void resolver_free(struct resolver *r);
+
+/**
+ * Resolve a query that passed dns_query_check().
+ * @param out  on RESOLVER_ANSWERED receives the answer (appended), @p ttl its max-age.
+ * @param w    on RESOLVER_PENDING receives the waiter handle; @p cb will run later.
+ * @return RESOLVER_ANSWERED (cache hit; synchronous), RESOLVER_PENDING, or -ENOMEM / -EINVAL /
+ *         -EBUSY (limits reached): then nothing is pending and the caller answers SERVFAIL.
+ */
+int resolver_resolve(struct resolver *r, const uint8_t *query, size_t len, struct dg_buf *out,
+                     uint32_t *ttl, resolver_done_cb cb, void *arg, struct resolver_waiter **w);
+
+/** Remove a waiter; its callback never runs after this returns. */
+void resolver_cancel(struct resolver_waiter *w);
+
+const struct resolver_stats *resolver_get_stats(const struct resolver *r);
+/** Distinct queries in flight (tests, shutdown). */
+size_t resolver_inflight(const struct resolver *r);
+
+#endif

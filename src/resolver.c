@@ -1,0 +1,342 @@
+/* Per-worker resolution: cache → coalescing → upstream → cache (see resolver.h).
+ *
+ * Structure: a hash table of in-flight entries keyed by the cache key. Each entry owns the
+ * query it forwarded and a list of waiters; each waiter owns a copy of its client's query
+ * (ID, question-name spelling, and what a synthesized SERVFAIL must echo). An entry is freed
+ * only in on_upstream_done() or resolver_free(); a waiter only when its callback ran, in
+ * resolver_cancel(), or in resolver_free(). */
+#include "dohgate/resolver.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dohgate/cache.h"
+#include "dohgate/config.h"
+#include "dohgate/dns.h"
+#include "dohgate/log.h"
+#include "dohgate/upstream.h"
+
+struct inflight;
+
+struct resolver_waiter {
+    struct inflight *inf;
+    struct resolver_waiter *prev, *next;
+    resolver_done_cb cb;
+    void *arg;
+    size_t qlen;
+    uint8_t query[]; /* the client's query, ECS removed */
+};
+
+struct inflight {
+    struct resolver *r;
+    struct inflight *hnext;
+    struct upstream_query *uq;
+    struct resolver_waiter *waiters;
+    size_t nwaiters;
+    struct cache_key key;
+};
+
+struct resolver {
+    struct upstream *up;
+    struct cache *cache;
+    const struct config *cfg;
+    struct inflight **table;
+    size_t nbuckets; /* power of two */
+    size_t ninflight;
+    struct dg_buf scratch; /* one answer at a time, per worker: never kept across calls */
+    struct resolver_stats stats;
+};
+
+struct resolver *resolver_new(struct upstream *up, struct cache *cache, const struct config *cfg)
+{
+    struct resolver *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->nbuckets = 256;
+    r->table = calloc(r->nbuckets, sizeof(*r->table));
+    if (!r->table) {
+        free(r);
+        return NULL;
+    }
+    r->up = up;
+    r->cache = cache;
+    r->cfg = cfg;
+    return r;
+}
+
+static void waiter_unlink(struct resolver_waiter *w)
+{
+    struct inflight *inf = w->inf;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        inf->waiters = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    inf->nwaiters--;
+    w->inf = NULL;
+}
+
+static struct inflight **bucket_of(struct resolver *r, uint64_t hash)
+{
+    return &r->table[(hash >> 32 ^ hash) & (r->nbuckets - 1)];
+}
+
+static struct inflight *table_find(struct resolver *r, const struct cache_key *k)
+{
+    for (struct inflight *e = *bucket_of(r, k->hash); e; e = e->hnext) {
+        if (e->key.hash == k->hash && e->key.len == k->len &&
+            memcmp(e->key.data, k->data, k->len) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static void table_grow(struct resolver *r)
+{
+    size_t nb = r->nbuckets * 2;
+    struct inflight **t = calloc(nb, sizeof(*t));
+    if (!t)
+        return; /* longer chains, still correct */
+    struct inflight **old = r->table;
+    size_t onb = r->nbuckets;
+    r->table = t;
+    r->nbuckets = nb;
+    for (size_t i = 0; i < onb; i++) {
+        while (old[i]) {
+            struct inflight *e = old[i];
+            old[i] = e->hnext;
+            struct inflight **b = bucket_of(r, e->key.hash);
+            e->hnext = *b;
+            *b = e;
+        }
+    }
+    free(old);
+}
+
+static void table_remove(struct resolver *r, struct inflight *inf)
+{
+    for (struct inflight **pp = bucket_of(r, inf->key.hash); *pp; pp = &(*pp)->hnext) {
+        if (*pp == inf) {
+            *pp = inf->hnext;
+            r->ninflight--;
+            return;
+        }
+    }
+}
+
+/* Make @p ans (an answer to the same question) this waiter's: its ID and name spelling. */
+static void personalize(uint8_t *ans, size_t alen, const uint8_t *q, size_t qlen)
+{
+    size_t qend = dns_question_end(q, qlen);
+    memcpy(ans, q, 2);
+    if (qend > DNS_HEADER_LEN + 4 && alen >= qend)
+        memcpy(ans + DNS_HEADER_LEN, q + DNS_HEADER_LEN, qend - DNS_HEADER_LEN - 4);
+}
+
+static void deliver(struct resolver_waiter *w, const uint8_t *ans, size_t len, uint32_t ttl)
+{
+    resolver_done_cb cb = w->cb;
+    void *arg = w->arg;
+    free(w);
+    cb(arg, ans, len, ttl);
+}
+
+/* Serve-stale or SERVFAIL for one waiter whose upstream query failed. */
+static void deliver_failure(struct resolver *r, struct resolver_waiter *w,
+                            const struct cache_key *k)
+{
+    struct dg_buf *b = &r->scratch;
+    b->len = 0;
+    if (r->cache && r->cfg->serve_stale) {
+        struct cache_hit_info info;
+        enum cache_result cr =
+            cache_lookup(r->cache, k, w->query, w->qlen, dg_now_ms(), true, b, &info);
+        if (cr != CACHE_MISS) {
+            r->stats.stale_hits += cr == CACHE_STALE;
+            deliver(w, b->data, b->len, info.ttl);
+            return;
+        }
+    }
+    r->stats.servfails++;
+    if (dns_make_error_answer(w->query, w->qlen, DNS_RCODE_SERVFAIL, b) != 0) {
+        /* Not even a SERVFAIL fits in memory: the bare header (ID, QR, SERVFAIL) does. */
+        uint8_t hdr[DNS_HEADER_LEN] = {w->query[0], w->query[1], 0x81, 0x82};
+        deliver(w, hdr, sizeof(hdr), 0);
+        return;
+    }
+    deliver(w, b->data, b->len, 0);
+}
+
+static void on_upstream_done(void *arg, int status, const uint8_t *ans, size_t len)
+{
+    struct inflight *inf = arg;
+    struct resolver *r = inf->r;
+    /* Out of the table first: callbacks below may resolve the same name again, which must
+     * start afresh (or hit the cache), not join an entry that is going away. */
+    table_remove(r, inf);
+    inf->uq = NULL;
+    bool failed = status != 0;
+    if (!failed && dns_rcode(ans, len) == DNS_RCODE_SERVFAIL && r->cache && r->cfg->serve_stale) {
+        /* RFC 8767: an upstream SERVFAIL is a failure too; keep the stale entry, do not
+         * replace it with the SERVFAIL. */
+        struct dg_buf probe = {0};
+        struct cache_hit_info info;
+        const uint8_t *q0 = inf->waiters ? inf->waiters->query : NULL;
+        if (q0 && cache_lookup(r->cache, &inf->key, q0, inf->waiters->qlen, dg_now_ms(), true,
+                               &probe, &info) != CACHE_MISS)
+            failed = true;
+        dg_buf_free(&probe);
+    }
+    if (failed) {
+        while (inf->waiters) {
+            struct resolver_waiter *w = inf->waiters;
+            waiter_unlink(w);
+            deliver_failure(r, w, &inf->key);
+        }
+    } else {
+        if (r->cache)
+            cache_insert(r->cache, &inf->key, ans, len, dg_now_ms());
+        long t = dns_answer_cache_ttl(ans, len);
+        uint32_t ttl = t > 0 ? (uint32_t)t : 0;
+        while (inf->waiters) {
+            struct resolver_waiter *w = inf->waiters;
+            waiter_unlink(w);
+            struct dg_buf *b = &r->scratch;
+            b->len = 0;
+            if (dg_buf_append(b, ans, len) != 0) {
+                deliver_failure(r, w, &inf->key);
+                continue;
+            }
+            personalize(b->data, b->len, w->query, w->qlen);
+            deliver(w, b->data, b->len, ttl);
+        }
+    }
+    free(inf);
+}
+
+/* Start forwarding @p q under @p k. @return the entry, or NULL (limits, OOM). */
+static struct inflight *inflight_start(struct resolver *r, const struct cache_key *k,
+                                       const uint8_t *q, size_t qlen)
+{
+    if (r->ninflight >= RESOLVER_MAX_INFLIGHT)
+        return NULL;
+    struct inflight *inf = calloc(1, sizeof(*inf));
+    if (!inf)
+        return NULL;
+    inf->r = r;
+    inf->key = *k;
+    inf->uq = upstream_query_start(r->up, q, qlen, on_upstream_done, inf);
+    if (!inf->uq) {
+        free(inf);
+        return NULL;
+    }
+    if (r->ninflight >= r->nbuckets)
+        table_grow(r);
+    struct inflight **b = bucket_of(r, k->hash);
+    inf->hnext = *b;
+    *b = inf;
+    r->ninflight++;
+    return inf;
+}
+
+int resolver_resolve(struct resolver *r, const uint8_t *query, size_t len, struct dg_buf *out,
+                     uint32_t *ttl, resolver_done_cb cb, void *arg, struct resolver_waiter **wp)
+{
+    r->stats.queries++;
+    struct resolver_waiter *w = malloc(sizeof(*w) + len);
+    if (!w)
+        return -ENOMEM;
+    memcpy(w->query, query, len);
+    w->qlen = len;
+    if (dns_query_strip_ecs(w->query, &w->qlen) < 0) {
+        free(w);
+        return -EINVAL;
+    }
+    struct cache_key k;
+    if (cache_key_make(r->cache, w->query, w->qlen, &k) != 0) {
+        free(w);
+        return -EINVAL;
+    }
+    if (r->cache) {
+        struct cache_hit_info info;
+        if (cache_lookup(r->cache, &k, w->query, w->qlen, dg_now_ms(), false, out, &info) ==
+            CACHE_HIT) {
+            r->stats.hits++;
+            *ttl = info.ttl;
+            if (info.prefetch && !table_find(r, &k) && inflight_start(r, &k, w->query, w->qlen))
+                r->stats.prefetches++;
+            free(w);
+            return RESOLVER_ANSWERED;
+        }
+    }
+    r->stats.misses++;
+    struct inflight *inf = table_find(r, &k);
+    if (inf) {
+        if (inf->nwaiters >= RESOLVER_MAX_WAITERS) {
+            r->stats.rejected++;
+            free(w);
+            return -EBUSY;
+        }
+        r->stats.coalesced++;
+    } else {
+        inf = inflight_start(r, &k, w->query, w->qlen);
+        if (!inf) {
+            r->stats.rejected++;
+            free(w);
+            return -EBUSY;
+        }
+    }
+    w->cb = cb;
+    w->arg = arg;
+    w->inf = inf;
+    w->prev = NULL;
+    w->next = inf->waiters;
+    if (inf->waiters)
+        inf->waiters->prev = w;
+    inf->waiters = w;
+    inf->nwaiters++;
+    *wp = w;
+    return RESOLVER_PENDING;
+}
+
+void resolver_cancel(struct resolver_waiter *w)
+{
+    /* The in-flight query goes on without waiters: its answer still fills the cache. */
+    waiter_unlink(w);
+    free(w);
+}
+
+void resolver_free(struct resolver *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->nbuckets; i++) {
+        while (r->table[i]) {
+            struct inflight *inf = r->table[i];
+            r->table[i] = inf->hnext;
+            upstream_query_cancel(inf->uq);
+            while (inf->waiters) {
+                struct resolver_waiter *w = inf->waiters;
+                waiter_unlink(w);
+                free(w);
+            }
+            free(inf);
+        }
+    }
+    free(r->table);
+    dg_buf_free(&r->scratch);
+    free(r);
+}
+
+const struct resolver_stats *resolver_get_stats(const struct resolver *r)
+{
+    return &r->stats;
+}
+
+size_t resolver_inflight(const struct resolver *r)
+{
+    return r->ninflight;
+}
