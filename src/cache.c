@@ -15,15 +15,17 @@
  * larger than the rest of the share is refused with -E2BIG before anything is evicted. Malloc's
  * own per-allocation overhead is not counted.
  *
- * Entries. An answer is walked once at insert time by a bounded record walker (compressed
- * names are skipped, never followed; every length is checked against the message). The walk
- * records the offset of every TTL (OPT excluded, its "TTL" holds EDNS flags) and computes the
- * lifetime. The stored TTLs are rewritten into the same bounds as the lifetime (clamps, and
- * RFC 2308 §3 min(SOA TTL, SOA MINIMUM) for the SOA of a negative answer), so that what a
- * client is told agrees with how long we keep the entry: with min_ttl = 60 an answer with TTL 5
- * is served with TTL 60 − age rather than 0 for most of its life. A hit then only copies the
- * bytes and patches ID, question name and TTLs: no parsing on the hit path. Trailing bytes after
- * the last counted record are not stored.
+ * Entries. An answer is walked at insert time by a bounded record walker (a compression pointer
+ * ends a name where it sits; every length is checked against the message). The walk records the
+ * offset of every TTL (OPT excluded, its "TTL" holds EDNS flags) and computes the lifetime. The
+ * stored TTLs are rewritten into the same bounds as the lifetime (clamps, and RFC 2308 §3 min(SOA
+ * TTL, SOA MINIMUM) for the SOA of a negative answer), so that what a client is told agrees with
+ * how long we keep the entry: with min_ttl = 60 an answer with TTL 5 is served with TTL 60 − age
+ * rather than 0 for most of its life. A hit then only copies the bytes and patches ID, question
+ * name and TTLs: no parsing on the hit path. Trailing bytes after the last counted record are not
+ * stored. An answer with a name that a decoder would read partly from bytes a hit rewrites (a
+ * compression pointer into a TTL field or the header) is not stored: its meaning would change with
+ * its age.
  *
  * Locking. Every operation on a shard holds its mutex; allocation of a new entry happens before
  * taking it, and entries removed while holding it (replaced, evicted, dead) are freed after
@@ -37,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <ldns/ldns.h>
 #include <xxhash.h>
 
 #include "dohgate/dns.h"
@@ -55,6 +58,7 @@
 #define TTL_MAX               0x7fffffffu /* RFC 2181 §8: a TTL with the top bit set means 0 */
 #define SERVFAIL_TTL_MAX      30u /* RFC 2308 §7.1: at most five minutes; we stay far below */
 #define PREFETCH_MIN_LIFETIME 10u /* prefetching a TTL shorter than this is pointless churn */
+#define MAX_PTR_HOPS          128 /* as dns.c: a name has at most 127 labels */
 
 /* Key layout: name (wire, lower-cased) | qtype (2) | qclass (2) | flags (1). */
 #define KEY_TAIL   5
@@ -176,6 +180,7 @@ static size_t name_skip(const uint8_t *msg, size_t end, size_t off)
 /* One resource record as the walker sees it. */
 struct rr_view {
     int sec; /* 1 answer, 2 authority, 3 additional */
+    size_t owner;
     uint16_t type;
     size_t ttl_off;
     size_t rdata;
@@ -212,6 +217,7 @@ static int rr_iter_next(struct rr_iter *it, struct rr_view *rr)
     size_t p = name_skip(it->msg, it->len, it->pos);
     if (p == 0 || it->len - p < 10)
         return -1;
+    rr->owner = it->pos;
     rr->sec = it->sec;
     rr->type = dg_get16(it->msg + p);
     rr->ttl_off = p + 4;
@@ -235,6 +241,142 @@ static int soa_minimum(const uint8_t *msg, const struct rr_view *rr, uint32_t *o
         return -1;
     *out = sane_ttl(dg_get32(msg + p + 16));
     return 0;
+}
+
+/*
+ * Names that would change under a hit's rewriting. A hit rewrites the header's ID and every TTL
+ * field. A compression pointer aimed into those bytes (no encoder does that, but a message can)
+ * would make a name read different bytes from hit to hit: the client would get another name or
+ * a message that no longer parses. Such answers are not cached. Checking needs every name a
+ * decoder follows: owners, and the names inside rdata, found with ldns's rdata descriptors and
+ * the field sizes ldns_wire2rdf() uses (as dns.c does to cap pointer hops).
+ */
+struct rewritten {
+    const uint16_t *ttl_off; /* ascending */
+    size_t n;
+};
+
+/* Does [a, b) overlap the header or a TTL field? */
+static bool is_rewritten(const struct rewritten *rw, size_t a, size_t b)
+{
+    if (a < DNS_HEADER_LEN)
+        return true;
+    size_t lo = 0, hi = rw->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if ((size_t)rw->ttl_off[mid] + 4 <= a)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < rw->n && rw->ttl_off[lo] < b;
+}
+
+/* Follow the name at @p off through its pointers (bounded). @return true if it is well formed
+ * and made of bytes no hit rewrites. */
+static bool name_stable(const uint8_t *msg, size_t len, size_t off, const struct rewritten *rw)
+{
+    size_t wire_len = 0;
+    unsigned hops = 0;
+    for (;;) {
+        if (off >= len)
+            return false;
+        uint8_t lab = msg[off];
+        if ((lab & 0xc0u) == 0xc0u) {
+            if (len - off < 2 || is_rewritten(rw, off, off + 2) || ++hops > MAX_PTR_HOPS)
+                return false;
+            off = ((size_t)(lab & 0x3fu) << 8) | msg[off + 1];
+            continue;
+        }
+        if (lab & 0xc0u)
+            return false;
+        wire_len += (size_t)lab + 1;
+        if (wire_len > 255 || (size_t)lab + 1 > len - off ||
+            is_rewritten(rw, off, off + (size_t)lab + 1))
+            return false;
+        if (lab == 0)
+            return true;
+        off += (size_t)lab + 1;
+    }
+}
+
+/* The names in one record's rdata. Anything odd ends the walk: a field this mirror sizes
+ * differently from ldns can cost a check, and the message was checked by ldns upstream. */
+static bool rdata_names_stable(const uint8_t *msg, size_t len, const struct rr_view *rr,
+                               const struct rewritten *rw)
+{
+    const ldns_rr_descriptor *d = ldns_rr_descript(rr->type);
+    if (!d)
+        return true;
+    size_t pos = rr->rdata, end = rr->rdata + rr->rdlen;
+    size_t nfields = ldns_rr_descriptor_maximum(d);
+    for (size_t i = 0; pos < end && i < nfields; i++) {
+        size_t flen;
+        switch (ldns_rr_descriptor_field_type(d, i)) {
+        case LDNS_RDF_TYPE_DNAME: {
+            if (!name_stable(msg, len, pos, rw))
+                return false;
+            size_t after = name_skip(msg, end, pos);
+            if (after == 0)
+                return true;
+            flen = after - pos;
+            break;
+        }
+        case LDNS_RDF_TYPE_CLASS:
+        case LDNS_RDF_TYPE_ALG:
+        case LDNS_RDF_TYPE_CERTIFICATE_USAGE:
+        case LDNS_RDF_TYPE_SELECTOR:
+        case LDNS_RDF_TYPE_MATCHING_TYPE:
+        case LDNS_RDF_TYPE_INT8:
+            flen = 1;
+            break;
+        case LDNS_RDF_TYPE_TYPE:
+        case LDNS_RDF_TYPE_INT16:
+        case LDNS_RDF_TYPE_CERT_ALG:
+            flen = 2;
+            break;
+        case LDNS_RDF_TYPE_TIME:
+        case LDNS_RDF_TYPE_INT32:
+        case LDNS_RDF_TYPE_A:
+        case LDNS_RDF_TYPE_PERIOD:
+            flen = 4;
+            break;
+        case LDNS_RDF_TYPE_TSIGTIME:
+        case LDNS_RDF_TYPE_EUI48:
+            flen = 6;
+            break;
+        case LDNS_RDF_TYPE_ILNP64:
+        case LDNS_RDF_TYPE_EUI64:
+            flen = 8;
+            break;
+        case LDNS_RDF_TYPE_AAAA:
+            flen = 16;
+            break;
+        case LDNS_RDF_TYPE_STR:
+        case LDNS_RDF_TYPE_NSEC3_SALT:
+        case LDNS_RDF_TYPE_TAG:
+        case LDNS_RDF_TYPE_B32_EXT:
+        case LDNS_RDF_TYPE_NSEC3_NEXT_OWNER:
+            flen = (size_t)msg[pos] + 1;
+            break;
+        case LDNS_RDF_TYPE_INT16_DATA:
+            if (end - pos < 2)
+                return true;
+            flen = (size_t)dg_get16(msg + pos) + 2;
+            break;
+        case LDNS_RDF_TYPE_HIP:
+            if (end - pos < 4)
+                return true;
+            flen = (size_t)msg[pos] + dg_get16(msg + pos + 2) + 4;
+            break;
+        default:
+            return true; /* ldns reads the rest as one opaque field: no more names */
+        }
+        if (flen > end - pos)
+            return true;
+        pos += flen;
+    }
+    return true;
 }
 
 /* ---- keys --------------------------------------------------------------------------------- */
@@ -352,7 +494,7 @@ static int answer_plan_make(const struct cache_config *cfg, const struct cache_k
     else
         return 1;
 
-    uint32_t min_count = UINT32_MAX; /* smallest stored TTL of answer + authority */
+    uint32_t min_count = UINT32_MAX; /* smallest TTL of answer + authority */
     uint32_t soa = UINT32_MAX;       /* negative: smallest min(SOA TTL, MINIMUM) */
     size_t nttl = 0, ncount = 0, nopt = 0;
     struct rr_iter it;
@@ -628,14 +770,18 @@ static struct shard *shard_of(struct cache *c, uint64_t hash)
 
 /* ---- insert ------------------------------------------------------------------------------- */
 
-/* Fill a new entry's TTL offsets and rewrite its stored TTLs; the walk repeats the plan's. */
-static void entry_fill_ttls(const struct cache_config *cfg, struct entry *e)
+/*
+ * Fill a new entry's TTL offsets and rewrite its stored TTLs (the walk repeats the plan's).
+ * @return false when a name of the answer would change under rewriting (see name_stable()).
+ */
+static bool entry_fill_ttls(const struct cache_config *cfg, struct entry *e)
 {
     uint8_t *msg = entry_answer(e);
+    size_t start = DNS_HEADER_LEN + (e->keylen - KEY_TAIL) + 4;
     struct rr_iter it;
     struct rr_view rr;
     size_t n = 0;
-    rr_iter_init(&it, msg, e->anslen, DNS_HEADER_LEN + (e->keylen - KEY_TAIL) + 4);
+    rr_iter_init(&it, msg, e->anslen, start);
     while (rr_iter_next(&it, &rr) == 1) {
         if (rr.type == TYPE_OPT)
             continue;
@@ -644,6 +790,15 @@ static void entry_fill_ttls(const struct cache_config *cfg, struct entry *e)
         e->ttl_off[n++] = (uint16_t)rr.ttl_off;
     }
     assert(n == e->nttl);
+
+    const struct rewritten rw = {e->ttl_off, e->nttl};
+    rr_iter_init(&it, msg, e->anslen, start);
+    while (rr_iter_next(&it, &rr) == 1) {
+        if (!name_stable(msg, e->anslen, rr.owner, &rw) ||
+            !rdata_names_stable(msg, e->anslen, &rr, &rw))
+            return false;
+    }
+    return true;
 }
 
 int cache_insert(struct cache *c, const struct cache_key *k, const uint8_t *ans, size_t len,
@@ -679,7 +834,10 @@ int cache_insert(struct cache *c, const struct cache_key *k, const uint8_t *ans,
     e->ncount = (uint16_t)plan.ncount;
     memcpy((uint8_t *)(e->ttl_off + e->nttl), k->data, k->len);
     memcpy(entry_answer(e), ans, plan.stored_len);
-    entry_fill_ttls(&c->cfg, e);
+    if (!entry_fill_ttls(&c->cfg, e)) {
+        free(e);
+        return 1;
+    }
 
     struct shard *s = shard_of(c, k->hash);
     struct entry *freelist = NULL;

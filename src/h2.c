@@ -31,6 +31,7 @@ struct h2_stream {
     int32_t id;
     enum stream_state state;
     int refuse_status; /* 413/414 found while receiving; answered at dispatch */
+    bool req_done;     /* END_STREAM received from the client */
     char *method, *path, *authority, *ctype;
     struct dg_buf body;
     struct dg_buf resp;
@@ -44,6 +45,8 @@ struct h2_session {
     void *owner;
     struct h2_stream *streams;
     size_t nstreams;
+    int32_t goaway_last_id; /* after h2_session_shutdown(): streams above it are not served */
+    bool shutting_down;
 };
 
 static int stream_respond(struct http_exchange *ex, int status, const struct http_header *hdrs,
@@ -246,11 +249,25 @@ static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t stream
 
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
 {
-    if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
-        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-        struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
-        if (st)
-            stream_dispatch(st);
+    struct h2_session *s = user_data;
+    if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
+        return 0;
+    struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+    if (!st)
+        return 0;
+    /* A stream opened after our GOAWAY was queued (but before it left) is not served: the
+     * GOAWAY tells the client to retry it elsewhere, and nghttp2 refuses it. */
+    if (s->shutting_down && st->id > s->goaway_last_id)
+        return 0;
+    if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+        st->req_done = true;
+        stream_dispatch(st);
+    } else if (frame->hd.type == NGHTTP2_HEADERS && st->refuse_status) {
+        /* An announced oversized body (content-length) or a too long :path: refuse now
+         * rather than after an upload we will not read. The rest of the body is discarded
+         * as it comes (a RST_STREAM NO_ERROR would stop it sooner, but curl 7.88 reports
+         * that as an error instead of showing the response). */
+        stream_dispatch(st);
     }
     return 0;
 }
@@ -370,6 +387,9 @@ size_t h2_session_streams(const struct h2_session *s)
 void h2_session_shutdown(struct h2_session *s)
 {
     /* Open streams still finish; nghttp2_session_want_read() turns 0 once they are gone. */
-    nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(s->ng),
-                          NGHTTP2_NO_ERROR, NULL, 0);
+    if (s->shutting_down)
+        return;
+    s->shutting_down = true;
+    s->goaway_last_id = nghttp2_session_get_last_proc_stream_id(s->ng);
+    nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE, s->goaway_last_id, NGHTTP2_NO_ERROR, NULL, 0);
 }

@@ -609,6 +609,56 @@ static void test_never_cached(void **state)
     fx_deinit(&f);
 }
 
+/* A name pointing into bytes that hits rewrite would change with the entry's age. */
+static void test_pointer_into_rewritten_bytes(void **state)
+{
+    struct cache *c = new_cache(NULL);
+    uint8_t q[QBUF], a[QBUF];
+    struct cache_key k;
+    size_t qn = make_query(q, 0x5151, 0, "www.example.com", 5, -1);
+    assert_int_equal(cache_key_make(c, q, qn, &k), 0);
+    /* www.example.com CNAME <rdata: one compression pointer> */
+    size_t n = put16(a, 0, 0x5151);
+    n = put16(a, n, 0x8180);
+    n = put16(a, n, 1);
+    n = put16(a, n, 1);
+    n = put16(a, n, 0);
+    n = put16(a, n, 0);
+    n = put_name(a, n, "www.example.com");
+    n = put16(a, n, 5);
+    n = put16(a, n, 1);
+    n = put16(a, n, 0xc00c);
+    n = put16(a, n, 5);
+    n = put16(a, n, 1);
+    size_t ttl_at = n;
+    n = put16(a, n, 0);
+    n = put16(a, n, 3600); /* first TTL byte 0: read as a name, the root */
+    n = put16(a, n, 2);
+    size_t ptr_at = n;
+    n = put16(a, n, 0xc00c);
+
+    /* to the question name: fine */
+    assert_int_equal(cache_insert(c, &k, a, n, T0), 0);
+    /* to the TTL field: ldns accepts it (CNAME to the root) but the cache does not */
+    put16(a, ptr_at, (uint16_t)(0xc000 | ttl_at));
+    assert_true(dns_answer_matches(q, qn, a, n));
+    assert_int_equal(cache_insert(c, &k, a, n, T0), 1);
+    /* to the header (the ID bytes are rewritten on hits) */
+    a[0] = 0;
+    put16(a, ptr_at, 0xc000);
+    assert_int_equal(cache_insert(c, &k, a, n, T0), 1);
+    /* a pointer loop */
+    put16(a, ptr_at, (uint16_t)(0xc000 | ptr_at));
+    assert_int_equal(cache_insert(c, &k, a, n, T0), 1);
+    /* the owner name pointing into the TTL of the record itself */
+    put16(a, ptr_at, 0xc00c);
+    a[0] = 0x51;
+    assert_int_equal(cache_insert(c, &k, a, n, T0), 0);
+    put16(a, ttl_at - 6, (uint16_t)(0xc000 | ttl_at)); /* owner */
+    assert_int_equal(cache_insert(c, &k, a, n, T0), 1);
+    cache_free(c);
+}
+
 /* ---- clamps ------------------------------------------------------------------------------- */
 
 static void set_min_60(struct cache_config *cc)
@@ -1119,6 +1169,7 @@ int main(void)
         cmocka_unit_test(test_servfail),
         cmocka_unit_test(test_servfail_keeps_servable_data),
         cmocka_unit_test(test_never_cached),
+        cmocka_unit_test(test_pointer_into_rewritten_bytes),
         cmocka_unit_test(test_clamps),
         cmocka_unit_test(test_stale),
         cmocka_unit_test(test_prefetch_once),

@@ -1,9 +1,15 @@
 /*
  * Component tests of the HTTP/2 layer without HTTP sockets: an in-process nghttp2 *client*
  * session talks to our server session (h2.c) through memory, and requests run the real path:
- * h2 → router → doh handler → upstream module → a fake UDP DNS server made here on 127.0.0.1
- * (its readiness callback on the same event_base answers at once, holds queries until the test
- * releases them, or stays silent).
+ * h2 → router → doh handler → resolver (with a cache, as in production) → upstream module → a
+ * fake UDP DNS server made here on 127.0.0.1 (its readiness callback on the same event_base
+ * answers at once, holds queries until the test releases them, or stays silent). Each query of
+ * a test asks for its own name unless the test is about the same name, so that no cache hit or
+ * coalescing changes the flow by accident.
+ *
+ * When a stream closes, its registration on the resolver goes at once; the upstream query
+ * itself runs on so that its answer fills the cache (resolver.h). So "nothing pending any more"
+ * (upstream_pending() == 0, resolver_inflight() == 0) is checked after the late answers came.
  *
  * One pump() moves client output into h2_session_recv() and h2_session_send() output into the
  * client until neither side has anything left; run_until() alternates pump() with one event
@@ -34,48 +40,31 @@
 #include <event2/event.h>
 #include <nghttp2/nghttp2.h>
 
+#include "dohgate/cache.h"
 #include "dohgate/config.h"
 #include "dohgate/dns.h"
 #include "dohgate/doh.h"
 #include "dohgate/h2.h"
 #include "dohgate/http.h"
 #include "dohgate/log.h"
+#include "dohgate/resolver.h"
 #include "dohgate/upstream.h"
 #include "dohgate/util.h"
 
-/*
- * The DoH handler reaches the upstream module directly (struct handler_ctx has `upstream`) or,
- * with the resolver module (cache + coalescing of identical queries) in the tree, through it
- * (`resolver`; the test runs it without a cache). One observable difference matters here: when
- * the last client of a query goes away, the direct path cancels the upstream query at once,
- * while the resolver lets it finish so that its answer can fill the cache (resolver.h). The
- * lifetime assertions below hold for both; only the upstream counters differ.
- */
-#if defined(__has_include)
-#if __has_include("dohgate/resolver.h")
-#define DG_HAVE_RESOLVER 1
-#include "dohgate/resolver.h"
-#endif
-#endif
-#ifdef DG_HAVE_RESOLVER
-#define CANCEL_STOPS_QUERY 0
-#else
-#define CANCEL_STOPS_QUERY 1
-#endif
-
-#define MAX_REC    64 /* client stream records, index (stream_id - 1) / 2 */
-#define MAX_HELD   32 /* queries the fake server can hold */
-#define BODY_CAP   4096
-#define TICK_MS    5
-#define N_DROP     20 /* streams pending when the connection drops */
-#define BIG_BODY   70000
-#define SLACK_MS   25 /* libevent's coarse clock may fire timers a little early */
-#define A_RR_TTL   3600
-#define MAX_WAIT   2000 /* ms; generous bound for things that take a few ms */
-#define LATE_WAIT  40   /* ms to let late answers come in and be (not) processed */
-#define ERR_TEXT   256
-#define QNAME_MAX  64
-#define PATH_MAX_T 512
+#define MAX_REC     64 /* client stream records, index (stream_id - 1) / 2 */
+#define MAX_HELD    32 /* queries the fake server can hold */
+#define BODY_CAP    4096
+#define TICK_MS     5
+#define N_DROP      20 /* streams pending when the connection drops */
+#define BIG_BODY    70000
+#define SLACK_MS    25 /* libevent's coarse clock may fire timers a little early */
+#define A_RR_TTL    3600
+#define MAX_WAIT    2000 /* ms; generous bound for things that take a few ms */
+#define LATE_WAIT   40   /* ms to let late answers come in and be (not) processed */
+#define ERR_TEXT    256
+#define QNAME_MAX   64
+#define PATH_MAX_T  512
+#define CACHE_BYTES (4u << 20)
 
 /* ------------------------------------------------------------ DNS messages */
 
@@ -129,7 +118,6 @@ struct held_query {
     struct sockaddr_in from;
     uint8_t msg[512];
     size_t len;
-    bool answered;
 };
 
 struct fake {
@@ -142,13 +130,12 @@ struct fake {
     size_t n_held;
 };
 
-static void fake_reply(struct fake *f, struct held_query *h)
+static void fake_reply(struct fake *f, const struct held_query *h)
 {
     uint8_t a[600];
     size_t n = build_answer(h->msg, h->len, a, sizeof(a));
     ssize_t w = sendto(f->fd, a, n, 0, (const struct sockaddr *)&h->from, sizeof(h->from));
     assert_int_equal(w, (ssize_t)n);
-    h->answered = true;
 }
 
 static void on_fake_readable(evutil_socket_t fd, short what, void *arg)
@@ -231,9 +218,8 @@ struct t {
     struct fake *fake;
     struct config *cfg;
     struct upstream *up;
-#ifdef DG_HAVE_RESOLVER
+    struct cache *cache;
     struct resolver *res;
-#endif
     struct handler_ctx hctx;
     struct h2_session *srv;
     nghttp2_session *cli;
@@ -245,7 +231,7 @@ struct t {
     struct body_src body[4];
     size_t pending_at_drop;
     unsigned wakes_at_drop;
-    int active_at_drop, active_after_drop;
+    int active_at_drop;
 };
 
 static struct rec *rec_of(struct t *t, int32_t id)
@@ -419,26 +405,11 @@ static uint64_t up_answers(const struct t *t)
     return upstream_get_stats(t->up)->answers;
 }
 
-/* Upstream queries still running after @p cancelled of @p before lost their last client. */
-static size_t pending_after_cancel(size_t before, size_t cancelled)
-{
-    return CANCEL_STOPS_QUERY ? before - cancelled : before;
-}
-
-/* Upstream answers counted for @p n late answers to queries whose clients went away: none
- * when the queries were cancelled, all of them when they ran on to fill the cache. */
-static uint64_t late_answers(uint64_t n)
-{
-    return CANCEL_STOPS_QUERY ? 0 : n;
-}
-
 /* Nothing left in flight anywhere below the h2 layer. */
 static void assert_idle(const struct t *t)
 {
     assert_int_equal(upstream_pending(t->up), 0);
-#ifdef DG_HAVE_RESOLVER
     assert_int_equal(resolver_inflight(t->res), 0);
-#endif
 }
 
 /* Run the loop without pumping until the upstream delivered @p n more answers. */
@@ -469,13 +440,14 @@ static void start(struct t *t, unsigned up_ms, unsigned q_ms)
 
     t->up = upstream_new(t->base, t->cfg);
     assert_non_null(t->up);
-#ifdef DG_HAVE_RESOLVER
-    t->res = resolver_new(t->up, NULL, t->cfg); /* no cache: every query goes upstream */
+    struct cache_config cc;
+    cache_config_defaults(&cc);
+    cc.max_bytes = CACHE_BYTES;
+    t->cache = cache_new(&cc);
+    assert_non_null(t->cache);
+    t->res = resolver_new(t->up, t->cache, t->cfg);
     assert_non_null(t->res);
     t->hctx = (struct handler_ctx){.cfg = t->cfg, .resolver = t->res};
-#else
-    t->hctx = (struct handler_ctx){.cfg = t->cfg, .upstream = t->up};
-#endif
     const struct h2_settings st = {.max_concurrent_streams = t->cfg->max_concurrent_streams};
     t->srv = h2_session_new(&st, &t->hctx, on_wake, t);
     assert_non_null(t->srv);
@@ -503,7 +475,7 @@ static int setup(void **state)
     t->base = event_base_new();
     assert_non_null(t->base);
     /* Two priorities before any event exists: everything defaults to 1, so a priority-0 event
-     * can run first in an iteration where upstream sockets are also ready (see drop_conn). */
+     * can run first in an iteration where upstream sockets are also ready (see on_drop). */
     assert_int_equal(event_base_priority_init(t->base, 2), 0);
     t->tick = event_new(t->base, -1, EV_PERSIST, on_tick, t);
     assert_non_null(t->tick);
@@ -520,9 +492,8 @@ static int teardown(void **state)
     if (t->cli)
         nghttp2_session_del(t->cli);
     h2_session_free(t->srv);
-#ifdef DG_HAVE_RESOLVER
     resolver_free(t->res);
-#endif
+    cache_free(t->cache);
     upstream_free(t->up);
     config_free(t->cfg);
     fake_free(t->fake);
@@ -661,22 +632,22 @@ static void test_rst_while_pending(void **state)
     rst(t, id);
     unsigned w0 = t->wakes;
     pump(t);
-    /* The reset removed the stream's registration synchronously (and, without the resolver,
-     * the upstream query with it). */
+    /* The reset removed the stream and its registration synchronously; the upstream query
+     * runs on for the cache. */
     assert_int_equal(h2_session_streams(t->srv), 0);
-    assert_int_equal(upstream_pending(t->up), pending_after_cancel(1, 1));
+    assert_int_equal(upstream_pending(t->up), 1);
 
-    /* The upstream answers late: to a socket that is gone, or to a query nobody waits for. */
+    /* The upstream answers late, to a query nobody waits for any more. */
     fake_release(t->fake, 0, 1);
     run_for(t, LATE_WAIT);
     assert_no_response(t, id, NGHTTP2_CANCEL);
     assert_int_equal(t->wakes, w0);
-    assert_int_equal(up_answers(t), late_answers(1));
+    assert_int_equal(up_answers(t), 1);
     assert_idle(t);
 
     /* The connection is fine: the next query is answered. */
     t->fake->mode = FAKE_ANSWER;
-    int32_t id2 = submit_dns_get(t, 0x2222, "reset.example.com");
+    int32_t id2 = submit_dns_get(t, 0x2222, "after-reset.example.com");
     assert_true(run_until(t, p_closed, id2, MAX_WAIT));
     assert_dns_response(t, id2, 0x2222, DNS_RCODE_NOERROR);
     assert_idle(t);
@@ -725,7 +696,6 @@ static void on_drop(evutil_socket_t fd, short what, void *arg)
     t->srv = NULL;
     t->pending_at_drop = upstream_pending(t->up);
     t->wakes_at_drop = t->wakes;
-    t->active_after_drop = event_base_get_num_events(t->base, EVENT_BASE_COUNT_ACTIVE);
 }
 
 static void test_conn_drop_with_pending(void **state)
@@ -756,20 +726,18 @@ static void test_conn_drop_with_pending(void **state)
     assert_true(event_base_loop(t->base, EVLOOP_ONCE) >= 0);
     event_free(drop);
     assert_null(t->srv);
-    assert_int_equal(t->pending_at_drop, pending_after_cancel(N_DROP, N_DROP));
-    assert_int_equal(t->wakes_at_drop, w0);
-    /* The answered sockets' read events were active (queued behind the drop) when it ran;
-     * cancelling their queries took them off the active queue again. */
+    /* The answered sockets' read events were already active (queued behind the drop) when it
+     * ran: they were delivered in that same iteration, right after the streams were freed. */
     assert_true(t->active_at_drop >= N_DROP / 2);
-    if (CANCEL_STOPS_QUERY)
-        assert_true(t->active_after_drop < t->active_at_drop);
+    assert_int_equal(t->pending_at_drop, N_DROP); /* queries run on for the cache */
+    assert_int_equal(t->wakes_at_drop, w0);
 
-    /* The rest answer late; the loop runs them all into closed sockets. */
+    /* The rest answer late too. No answer reaches a stream. */
     fake_release(t->fake, N_DROP / 2, N_DROP);
     run_for(t, LATE_WAIT);
     assert_int_equal(t->wakes, w0);
     assert_idle(t);
-    assert_int_equal(up_answers(t), late_answers(N_DROP));
+    assert_int_equal(up_answers(t), N_DROP);
     assert_int_equal(upstream_get_stats(t->up)->queries, N_DROP);
     for (int i = 0; i < N_DROP; i++)
         assert_int_equal(rec_of(t, ids[i])->status, 0);
@@ -784,22 +752,22 @@ static void test_answer_after_close(void **state)
     t->fake->mode = FAKE_HOLD;
 
     /* (a) The answer sits in the upstream socket when the reset is processed. */
-    int32_t a = submit_dns_get(t, 0x4444, "late.example.com");
+    int32_t a = submit_dns_get(t, 0x4444, "a.late.example.com");
     assert_true(run_until(t, p_held, 1, MAX_WAIT));
     fake_release(t->fake, 0, 1);
     rst(t, a);
     unsigned w0 = t->wakes;
     pump(t);
-    assert_int_equal(upstream_pending(t->up), pending_after_cancel(1, 1));
+    assert_int_equal(h2_session_streams(t->srv), 0);
     run_for(t, LATE_WAIT);
     assert_no_response(t, a, NGHTTP2_CANCEL);
     assert_int_equal(t->wakes, w0);
-    assert_int_equal(up_answers(t), late_answers(1));
+    assert_int_equal(up_answers(t), 1);
     assert_idle(t);
 
     /* (b) The answer was turned into a response (submitted, not yet written) when the reset
      * arrives: the stream and its response bytes go, nothing is written for it. */
-    int32_t b = submit_dns_get(t, 0x5555, "late.example.com");
+    int32_t b = submit_dns_get(t, 0x5555, "b.late.example.com");
     assert_true(run_until(t, p_held, 2, MAX_WAIT));
     fake_release(t->fake, 1, 2);
     loop_until_answers(t, 1); /* no pump: the response stays queued in the server session */
@@ -818,7 +786,7 @@ static void test_answer_after_close(void **state)
     /* (c) The response is already written (and the server stream closed with it) when the
      * client, which has not read it yet, resets the stream. */
     t->fake->mode = FAKE_ANSWER;
-    int32_t c = submit_dns_get(t, 0x6666, "late.example.com");
+    int32_t c = submit_dns_get(t, 0x6666, "c.late.example.com");
     while ((n = nghttp2_session_mem_send(t->cli, &p)) > 0)
         assert_int_equal(h2_session_recv(t->srv, p, (size_t)n), 0);
     loop_until_answers(t, 1);
@@ -836,7 +804,7 @@ static void test_answer_after_close(void **state)
     assert_int_equal(h2_session_streams(t->srv), 0);
 
     /* The connection is still usable. */
-    int32_t d = submit_dns_get(t, 0x7777, "late.example.com");
+    int32_t d = submit_dns_get(t, 0x7777, "d.late.example.com");
     assert_true(run_until(t, p_closed, d, MAX_WAIT));
     assert_dns_response(t, d, 0x7777, DNS_RCODE_NOERROR);
     assert_idle(t);
@@ -861,27 +829,27 @@ static void test_same_name_one_cancelled(void **state)
     rst(t, a);
     pump(t);
     assert_int_equal(h2_session_streams(t->srv), 1);
-    /* B still needs an upstream answer, A's own query (if it had one) is gone. */
-    assert_int_equal(upstream_pending(t->up), 1);
+    /* Whatever was sent upstream runs on: B waits for it, or for its own query. */
+    assert_int_equal(upstream_pending(t->up), held);
 
     fake_release(t->fake, 0, held);
     assert_true(run_until(t, p_closed, b, MAX_WAIT));
     assert_dns_response(t, b, 0x7b7b, DNS_RCODE_NOERROR);
     assert_no_response(t, a, NGHTTP2_CANCEL);
-    assert_int_equal(up_answers(t), 1);
+    assert_int_equal(up_answers(t), held);
     assert_idle(t);
     assert_int_equal(h2_session_streams(t->srv), 0);
 
     /* And the other way round: the first stays, the second is cancelled. */
     t->fake->n_held = 0;
-    int32_t c = submit_dns_get(t, 0x7c7c, "same.example.com");
-    int32_t d = submit_dns_get(t, 0x7d7d, "same.example.com");
+    int32_t c = submit_dns_get(t, 0x7c7c, "same2.example.com");
+    int32_t d = submit_dns_get(t, 0x7d7d, "same2.example.com");
     assert_true(run_until(t, p_held, 1, MAX_WAIT));
     run_for(t, 10);
     held = t->fake->n_held;
     rst(t, d);
     pump(t);
-    assert_int_equal(upstream_pending(t->up), 1);
+    assert_int_equal(upstream_pending(t->up), held);
     fake_release(t->fake, 0, held);
     assert_true(run_until(t, p_closed, c, MAX_WAIT));
     assert_dns_response(t, c, 0x7c7c, DNS_RCODE_NOERROR);
