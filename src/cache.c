@@ -693,6 +693,17 @@ struct cache *cache_new(const struct cache_config *cc)
     unsigned nshards = cc->nshards ? cc->nshards : NSHARDS_DEFAULT;
     if (nshards > NSHARDS_MAX || (nshards & (nshards - 1)) != 0)
         return NULL;
+    if (cc->max_bytes == 0) {
+        /* Caching off: a cache that stores nothing but still makes keyed hashes, which the
+         * resolver's in-flight table needs (keyed, so attackers cannot choose colliding
+         * names). Lookups miss, inserts refuse. */
+        struct cache *c = calloc(1, sizeof(*c));
+        if (!c)
+            return NULL;
+        c->cfg = *cc;
+        arc4random_buf(c->secret, sizeof(c->secret));
+        return c;
+    }
     size_t fixed = sizeof(struct cache) + (size_t)nshards * sizeof(struct shard);
     if (cc->max_bytes < fixed || (cc->max_bytes - fixed) / nshards < SHARD_MIN_BUDGET)
         return NULL;
@@ -804,7 +815,7 @@ static bool entry_fill_ttls(const struct cache_config *cfg, struct entry *e)
 int cache_insert(struct cache *c, const struct cache_key *k, const uint8_t *ans, size_t len,
                  uint64_t now_ms)
 {
-    if (!c || !key_valid(k))
+    if (!c || c->nshards == 0 || !key_valid(k))
         return 1;
     struct answer_plan plan;
     if (answer_plan_make(&c->cfg, k, ans, len, &plan) != 0)
@@ -826,8 +837,10 @@ int cache_insert(struct cache *c, const struct cache_key *k, const uint8_t *ans,
     e->lifetime_s = plan.lifetime;
     e->stored_ms = now_ms;
     e->expire_ms = add_sat(now_ms, (uint64_t)plan.lifetime * 1000);
-    e->dead_ms =
-        add_sat(e->expire_ms, c->cfg.serve_stale ? (uint64_t)c->cfg.stale_max_s * 1000 : 0);
+    /* A SERVFAIL is never "stale data": it dies when it expires. */
+    e->dead_ms = add_sat(e->expire_ms, c->cfg.serve_stale && plan.kind != KIND_SERVFAIL
+                                           ? (uint64_t)c->cfg.stale_max_s * 1000
+                                           : 0);
     e->anslen = (uint32_t)plan.stored_len;
     e->keylen = (uint16_t)k->len;
     e->nttl = (uint16_t)plan.nttl;
@@ -887,6 +900,7 @@ static bool entry_serve(const struct cache *c, const struct entry *e, const uint
     uint8_t *p = out->data + out->len;
     memcpy(p, (const uint8_t *)(e->ttl_off + e->nttl) + e->keylen, e->anslen);
     memcpy(p, query, 2);
+    p[2] = (uint8_t)((p[2] & ~0x01u) | (query[2] & 0x01u)); /* the client's RD bit */
     /* The client's spelling of the name (0x20 randomisation); same length as the key's. */
     memcpy(p + DNS_HEADER_LEN, query + DNS_HEADER_LEN, (size_t)e->keylen - KEY_TAIL);
 
@@ -926,7 +940,7 @@ enum cache_result cache_lookup(struct cache *c, const struct cache_key *k, const
         info = &dummy;
     info->ttl = 0;
     info->prefetch = false;
-    if (!c || !key_valid(k) || !out)
+    if (!c || c->nshards == 0 || !key_valid(k) || !out)
         return CACHE_MISS;
     /* The key must be this query's: the stored question name is overwritten with its bytes. */
     if (!question_is_key(query, qlen, k))

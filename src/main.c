@@ -117,8 +117,9 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    /* Always made: with cache-size 0 it stores nothing but still keys the in-flight table. */
     struct cache *cache = NULL;
-    if (cfg->cache_size > 0) {
+    {
         struct cache_config cc;
         cache_config_defaults(&cc);
         cc.max_bytes = cfg->cache_size;
@@ -200,7 +201,7 @@ int main(int argc, char **argv)
         if (sig == SIGHUP)
             log_info("SIGHUP: configuration reload is not implemented yet; ignored");
         if (sig == SIGUSR1) {
-            if (cache) {
+            if (cfg->cache_size) {
                 struct cache_stats cs;
                 cache_get_stats(cache, &cs);
                 log_info("cache: %llu entries, %llu bytes of %zu; hits %llu, stale hits %llu, "

@@ -51,6 +51,8 @@ struct resolver {
 
 struct resolver *resolver_new(struct upstream *up, struct cache *cache, const struct config *cfg)
 {
+    if (!cache)
+        return NULL;
     struct resolver *r = calloc(1, sizeof(*r));
     if (!r)
         return NULL;
@@ -127,11 +129,13 @@ static void table_remove(struct resolver *r, struct inflight *inf)
     }
 }
 
-/* Make @p ans (an answer to the same question) this waiter's: its ID and name spelling. */
+/* Make @p ans (an answer to the same question) this waiter's: its ID, RD bit and name
+ * spelling. */
 static void personalize(uint8_t *ans, size_t alen, const uint8_t *q, size_t qlen)
 {
     size_t qend = dns_question_end(q, qlen);
     memcpy(ans, q, 2);
+    ans[2] = (uint8_t)((ans[2] & ~0x01u) | (q[2] & 0x01u));
     if (qend > DNS_HEADER_LEN + 4 && alen >= qend)
         memcpy(ans + DNS_HEADER_LEN, q + DNS_HEADER_LEN, qend - DNS_HEADER_LEN - 4);
 }

@@ -40,7 +40,8 @@
 struct cache;
 
 struct cache_config {
-    size_t max_bytes;            /**< total bound, default 64 MiB */
+    size_t max_bytes;            /**< total bound, default 64 MiB; 0: store nothing (caching
+                                      off), but cache_key_make() still works */
     unsigned nshards;            /**< power of two; 0 → 64 */
     uint32_t min_ttl;            /**< default 0 */
     uint32_t max_ttl;            /**< default 86400 */

@@ -48,8 +48,9 @@ struct resolver_stats {
 };
 
 /**
- * @param cache  shared cache, or NULL when caching is off. Must outlive the resolver, as must
- *               @p up and @p cfg. @return NULL on OOM.
+ * @param cache  the shared cache (one with max_bytes 0 when caching is off: it still keys the
+ *               in-flight table). Must outlive the resolver, as must @p up and @p cfg.
+ * @return NULL on OOM. resolver_free() must not be called from inside a resolver_done_cb.
  */
 struct resolver *resolver_new(struct upstream *up, struct cache *cache, const struct config *cfg);
 /** Free in-flight entries (their upstream queries cancelled, no callbacks run). */

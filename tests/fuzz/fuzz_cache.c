@@ -5,7 +5,9 @@
  * eviction runs), then looked up at several times with and without stale data. Invariants:
  * the byte bound, a just-stored entry is a hit, every hit has the stored length, the client's
  * ID and question bytes, TTLs within the configured bounds, and what ldns accepted as an answer
- * before caching it still accepts after TTL rewriting. The input is also tried as a query key.
+ * before caching it still accepts after TTL rewriting; a SERVFAIL does not replace it. Copies
+ * with other qtypes fill the cache further (table growth, eviction). The input is also tried as
+ * a query key.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -19,7 +21,8 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define T0        1000000000ull
-#define MAX_BYTES (24 * 1024)
+#define MAX_BYTES (12 * 1024) /* two shards of ~6 KiB: eviction and -E2BIG are reachable */
+#define NRETYPED  40
 #define QMAX      (DNS_HEADER_LEN + 255 + 4 + 11)
 
 /* www.example.com A IN, no EDNS */
@@ -92,6 +95,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     uint8_t q[QMAX];
+    /* the same answer retyped, under keys of its own: more entries than buckets, eviction */
+    uint8_t *copy = malloc(size);
+    if (!copy)
+        abort();
+    memcpy(copy, data, size);
+    struct cache_key rkeys[NRETYPED + 1];
+    for (unsigned i = 1; i <= NRETYPED; i++) {
+        struct cache_key *rk = &rkeys[i];
+        size_t n = make_query(data, qend, data[0] & 7u, q);
+        uint16_t qtype = (uint16_t)(dg_get16(data + qend - 4) ^ i);
+        q[qend - 4] = copy[qend - 4] = (uint8_t)(qtype >> 8);
+        q[qend - 3] = copy[qend - 3] = (uint8_t)qtype;
+        if (cache_key_make(c, q, n, rk) != 0)
+            abort();
+        check_rc(cache_insert(c, rk, copy, size, T0));
+        check_bound(c);
+    }
+    memcpy(copy, data, size);
+
     struct cache_key keys[8];
     size_t qlens[8];
     unsigned first = data[0] & 7u; /* the variant inserted last, then looked up at once */
@@ -122,6 +144,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t stored_len = 0;
     uint32_t last_ttl = UINT32_MAX;
     for (size_t t = 0; t < sizeof(times) / sizeof(times[0]); t++) {
+        if (t == 2 && rc_first == 0 && dns_rcode(data, size) != DNS_RCODE_SERVFAIL) {
+            /* a failed refresh: a SERVFAIL does not replace servable data */
+            copy[3] = (uint8_t)((copy[3] & 0xf0) | DNS_RCODE_SERVFAIL);
+            if (cache_insert(c, &keys[first], copy, size, T0 + times[t]) != 1)
+                abort();
+        }
         for (unsigned j = 0; j < 2; j++) {
             unsigned v = j == 0 ? first : (first ^ (unsigned)(t + 1)) & 7u;
             make_query(data, qend, v, q);
@@ -153,6 +181,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (dns_answer_matches(q, qlens[v], data, size) &&
                 !dns_answer_matches(q, qlens[v], out.data, out.len))
                 abort();
+            if (v == first && (out.data[3] & 0x0f) != (data[3] & 0x0f))
+                abort(); /* still the original, not the SERVFAIL */
             if (v == first && r == CACHE_HIT) {
                 if (info.ttl > last_ttl)
                     abort(); /* TTLs only go down */
@@ -173,9 +203,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             CACHE_MISS)
             abort();
     }
+    for (unsigned i = 1; i <= NRETYPED; i++) {
+        size_t n = make_query(data, qend, data[0] & 7u, q);
+        uint16_t qtype = (uint16_t)(dg_get16(data + qend - 4) ^ i);
+        q[qend - 4] = (uint8_t)(qtype >> 8);
+        q[qend - 3] = (uint8_t)qtype;
+        if (cache_lookup(c, &rkeys[i], q, n, T0 + 200000000ull, true, &out, NULL) != CACHE_MISS)
+            abort();
+    }
     cache_get_stats(c, &st);
     if (st.entries != 0)
-        abort();
+        abort(); /* dead entries are deleted when met */
+    free(copy);
     dg_buf_free(&out);
     cache_free(c);
     return 0;
