@@ -1041,6 +1041,49 @@ static void test_too_big_and_config(void **state)
     cache_free(c);
 }
 
+static void set_off(struct cache_config *cc)
+{
+    cc->max_bytes = 0;
+}
+
+/* max_bytes 0 (caching off, keys still made), the client's RD bit, SERVFAIL never stale. */
+static void test_off_rd_servfail_not_stale(void **state)
+{
+    const char *an[] = {"www.example.com. 300 IN A 192.0.2.1", NULL};
+    struct answer_spec s = {.qname = "www.example.com.", .qtype = LDNS_RR_TYPE_A, .an = an};
+    struct fx f;
+    struct cache_stats st;
+    fx_init(&f, new_cache(set_off), "www.example.com", -1, &s);
+    assert_true(f.k.len > 0);
+    assert_int_equal(fx_insert(&f, T0), 1);
+    assert_int_equal(fx_lookup(&f, T0, true, NULL, NULL), CACHE_MISS);
+    cache_get_stats(f.c, &st);
+    assert_int_equal(st.entries, 0);
+    assert_int_equal(st.bytes, 0);
+    fx_deinit(&f);
+
+    /* stored with RD set (build_answer), served with the client's RD clear */
+    fx_init(&f, new_cache(NULL), "www.example.com", -1, &s);
+    assert_int_equal(fx_insert(&f, T0), 0);
+    f.q[2] &= (uint8_t)~0x01;
+    struct dg_buf out = {0};
+    assert_int_equal(cache_lookup(f.c, &f.k, f.q, f.qlen, T0, false, &out, NULL), CACHE_HIT);
+    assert_int_equal(out.data[2] & 0x01, 0);
+    assert_int_equal(out.data[2] & ~0x01, f.ans[2] & ~0x01);
+    dg_buf_free(&out);
+    fx_deinit(&f);
+
+    /* a SERVFAIL dies at expiry even with serve_stale on */
+    struct answer_spec sf = {
+        .rcode = LDNS_RCODE_SERVFAIL, .qname = "sf.example.com.", .qtype = LDNS_RR_TYPE_A};
+    fx_init(&f, new_cache(NULL), "sf.example.com", -1, &sf);
+    assert_int_equal(fx_insert(&f, T0), 0);
+    assert_int_equal(fx_lookup(&f, T0 + 5 * SEC, true, NULL, NULL), CACHE_MISS);
+    cache_get_stats(f.c, &st);
+    assert_int_equal(st.entries, 0);
+    fx_deinit(&f);
+}
+
 /* ---- threads ------------------------------------------------------------------------------ */
 
 #define TH_KEYS    512
@@ -1176,6 +1219,7 @@ int main(void)
         cmocka_unit_test(test_eviction_bound_and_lru),
         cmocka_unit_test(test_replace),
         cmocka_unit_test(test_too_big_and_config),
+        cmocka_unit_test(test_off_rd_servfail_not_stale),
         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
