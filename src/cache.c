@@ -39,7 +39,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <ldns/ldns.h>
 #include <xxhash.h>
 
 #include "dohgate/dns.h"
@@ -300,83 +299,17 @@ static bool name_stable(const uint8_t *msg, size_t len, size_t off, const struct
     }
 }
 
-/* The names in one record's rdata. Anything odd ends the walk: a field this mirror sizes
- * differently from ldns can cost a check, and the message was checked by ldns upstream. */
+static bool name_stable_cb(const uint8_t *msg, size_t len, size_t off, void *arg)
+{
+    return name_stable(msg, len, off, arg);
+}
+
+/* The names in one record's rdata (dns_rdata_each_name() finds them as ldns lays them out). */
 static bool rdata_names_stable(const uint8_t *msg, size_t len, const struct rr_view *rr,
                                const struct rewritten *rw)
 {
-    const ldns_rr_descriptor *d = ldns_rr_descript(rr->type);
-    if (!d)
-        return true;
-    size_t pos = rr->rdata, end = rr->rdata + rr->rdlen;
-    size_t nfields = ldns_rr_descriptor_maximum(d);
-    for (size_t i = 0; pos < end && i < nfields; i++) {
-        size_t flen;
-        switch (ldns_rr_descriptor_field_type(d, i)) {
-        case LDNS_RDF_TYPE_DNAME: {
-            if (!name_stable(msg, len, pos, rw))
-                return false;
-            size_t after = name_skip(msg, end, pos);
-            if (after == 0)
-                return true;
-            flen = after - pos;
-            break;
-        }
-        case LDNS_RDF_TYPE_CLASS:
-        case LDNS_RDF_TYPE_ALG:
-        case LDNS_RDF_TYPE_CERTIFICATE_USAGE:
-        case LDNS_RDF_TYPE_SELECTOR:
-        case LDNS_RDF_TYPE_MATCHING_TYPE:
-        case LDNS_RDF_TYPE_INT8:
-            flen = 1;
-            break;
-        case LDNS_RDF_TYPE_TYPE:
-        case LDNS_RDF_TYPE_INT16:
-        case LDNS_RDF_TYPE_CERT_ALG:
-            flen = 2;
-            break;
-        case LDNS_RDF_TYPE_TIME:
-        case LDNS_RDF_TYPE_INT32:
-        case LDNS_RDF_TYPE_A:
-        case LDNS_RDF_TYPE_PERIOD:
-            flen = 4;
-            break;
-        case LDNS_RDF_TYPE_TSIGTIME:
-        case LDNS_RDF_TYPE_EUI48:
-            flen = 6;
-            break;
-        case LDNS_RDF_TYPE_ILNP64:
-        case LDNS_RDF_TYPE_EUI64:
-            flen = 8;
-            break;
-        case LDNS_RDF_TYPE_AAAA:
-            flen = 16;
-            break;
-        case LDNS_RDF_TYPE_STR:
-        case LDNS_RDF_TYPE_NSEC3_SALT:
-        case LDNS_RDF_TYPE_TAG:
-        case LDNS_RDF_TYPE_B32_EXT:
-        case LDNS_RDF_TYPE_NSEC3_NEXT_OWNER:
-            flen = (size_t)msg[pos] + 1;
-            break;
-        case LDNS_RDF_TYPE_INT16_DATA:
-            if (end - pos < 2)
-                return true;
-            flen = (size_t)dg_get16(msg + pos) + 2;
-            break;
-        case LDNS_RDF_TYPE_HIP:
-            if (end - pos < 4)
-                return true;
-            flen = (size_t)msg[pos] + dg_get16(msg + pos + 2) + 4;
-            break;
-        default:
-            return true; /* ldns reads the rest as one opaque field: no more names */
-        }
-        if (flen > end - pos)
-            return true;
-        pos += flen;
-    }
-    return true;
+    return dns_rdata_each_name(msg, len, rr->type, rr->rdata, rr->rdata + rr->rdlen, name_stable_cb,
+                               (void *)rw);
 }
 
 /* ---- keys --------------------------------------------------------------------------------- */

@@ -125,13 +125,29 @@ static int name_walk(const uint8_t *msg, size_t len, size_t off, size_t *end)
     }
 }
 
-/*
- * Check the pointer hops of the names inside a record's rdata, finding them with ldns's own
- * rdata descriptor and the field sizes ldns_wire2rdf() uses. Only an excess of hops fails:
- * anything odd stops the walk and leaves the verdict to ldns, so a field this mirror sizes
- * differently from ldns can cost a check, never a valid message.
- */
-static bool rdata_hops_ok(const uint8_t *msg, size_t len, uint16_t type, size_t pos, size_t end)
+/* Offset just past a name in rdata as it sits there (a pointer ends it), or 0. */
+static size_t rdata_name_end(const uint8_t *msg, size_t end, size_t off)
+{
+    size_t wire_len = 0;
+    for (;;) {
+        if (off >= end)
+            return 0;
+        uint8_t lab = msg[off];
+        if ((lab & 0xc0u) == 0xc0u)
+            return end - off < 2 ? 0 : off + 2;
+        if (lab & 0xc0u)
+            return 0;
+        wire_len += (size_t)lab + 1;
+        if (wire_len > DNS_MAX_NAME)
+            return 0;
+        off += (size_t)lab + 1;
+        if (lab == 0)
+            return off;
+    }
+}
+
+bool dns_rdata_each_name(const uint8_t *msg, size_t len, uint16_t type, size_t pos, size_t end,
+                         dns_name_cb cb, void *arg)
 {
     const ldns_rr_descriptor *d = ldns_rr_descript(type);
     if (!d)
@@ -141,10 +157,11 @@ static bool rdata_hops_ok(const uint8_t *msg, size_t len, uint16_t type, size_t 
         size_t flen;
         switch (ldns_rr_descriptor_field_type(d, i)) {
         case LDNS_RDF_TYPE_DNAME: {
-            size_t after = 0;
-            int r = name_walk(msg, len, pos, &after);
-            if (r <= 0)
-                return r == 0;
+            size_t after = rdata_name_end(msg, end, pos);
+            if (after == 0)
+                return true;
+            if (!cb(msg, len, pos, arg))
+                return false;
             flen = after - pos;
             break;
         }
@@ -206,6 +223,13 @@ static bool rdata_hops_ok(const uint8_t *msg, size_t len, uint16_t type, size_t 
     return true;
 }
 
+/* Only an excess of pointer hops fails: a malformed name is left to ldns's verdict. */
+static bool name_hops_ok(const uint8_t *msg, size_t len, size_t off, void *arg)
+{
+    size_t after;
+    return name_walk(msg, len, off, &after) >= 0;
+}
+
 static int map_ldns_status(ldns_status st)
 {
     switch (st) {
@@ -263,7 +287,8 @@ static int dns_msg_parse(struct dns_msg *m, const uint8_t *wire, size_t len)
                 uint16_t type = dg_get16(wire + end);
                 size_t rdstart = end + 10;
                 end = rdstart + dg_get16(wire + end + 8);
-                if (end <= len && !rdata_hops_ok(wire, len, type, rdstart, end)) {
+                if (end <= len &&
+                    !dns_rdata_each_name(wire, len, type, rdstart, end, name_hops_ok, NULL)) {
                     rc = -EBADMSG;
                     goto fail;
                 }

@@ -75,6 +75,19 @@ long dns_answer_cache_ttl(const uint8_t *ans, size_t len);
  */
 int dns_query_strip_ecs(uint8_t *msg, size_t *len);
 
+/** Called for a domain-name field of rdata at offset @p off; return false to stop and fail. */
+typedef bool (*dns_name_cb)(const uint8_t *msg, size_t len, size_t off, void *arg);
+
+/**
+ * Call @p cb for every domain-name field in the rdata [pos, end) of a record of @p type, found
+ * with ldns's rdata descriptor and the field sizes ldns_wire2rdf() uses. Anything odd (unknown
+ * type, a field running past end) ends the walk successfully: the message's validity is ldns's
+ * verdict, this walk only finds names.
+ * @return false as soon as @p cb returns false, else true.
+ */
+bool dns_rdata_each_name(const uint8_t *msg, size_t len, uint16_t type, size_t pos, size_t end,
+                         dns_name_cb cb, void *arg);
+
 /** Byte offset just past the question section (12 + qname + 4), or 0 if it does not parse. */
 size_t dns_question_end(const uint8_t *msg, size_t len);
 #endif

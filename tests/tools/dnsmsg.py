@@ -10,6 +10,8 @@
       --truncate N    cut the message to its first N bytes
       --no-rd         clear RD
       --edns SIZE     add an OPT record with this UDP size
+      --ecs ADDR/LEN  put an EDNS Client Subnet option (RFC 7871) in the OPT record (implies
+                      --edns 1232 unless --edns is given); e.g. 192.0.2.0/24 or 2001:db8::/56
   dnsmsg.py show FILE|-                   parse a message and print one line per item:
       hdr id=N qr=N opcode=N aa=N tc=N rd=N ra=N rcode=NAME qd=N an=N ns=N ar=N
       qd NAME TYPE
@@ -41,15 +43,30 @@ def encode_name(name):
     return out + b"\0"
 
 
-def build_query(name, qtype="A", qid=0, opcode=0, qr=False, qdcount=1, rd=True, edns=None):
+def ecs_option(subnet):
+    """The EDNS Client Subnet option (code 8, RFC 7871) for "ADDR/LEN", source scope 0."""
+    import ipaddress
+    net = ipaddress.ip_network(subnet, strict=False)
+    family = 1 if net.version == 4 else 2
+    plen = net.prefixlen
+    addr = net.network_address.packed[:(plen + 7) // 8]
+    data = struct.pack("!HBB", family, plen, 0) + addr
+    return struct.pack("!HH", 8, len(data)) + data
+
+
+def build_query(name, qtype="A", qid=0, opcode=0, qr=False, qdcount=1, rd=True, edns=None,
+                ecs=None):
     t = TYPES[qtype.upper()] if not qtype.isdigit() else int(qtype)
+    if ecs and not edns:
+        edns = 1232
     flags = (0x8000 if qr else 0) | ((opcode & 0xF) << 11) | (0x0100 if rd else 0)
     arcount = 1 if edns else 0
     msg = struct.pack("!HHHHHH", qid, flags, qdcount, 0, 0, arcount)
     for _ in range(max(qdcount, 0)):
         msg += encode_name(name) + struct.pack("!HH", t, 1)
     if edns:
-        msg += b"\0" + struct.pack("!HHIH", 41, int(edns), 0, 0)
+        opts = ecs_option(ecs) if ecs else b""
+        msg += b"\0" + struct.pack("!HHIH", 41, int(edns), 0, len(opts)) + opts
     return msg
 
 
@@ -157,7 +174,7 @@ def main(argv):
     if cmd == "query":
         args = argv[2:]
         opts = {"id": 0, "opcode": 0, "qr": False, "qdcount": 1, "truncate": None, "rd": True,
-                "edns": None, "out": None, "b64": False}
+                "edns": None, "ecs": None, "out": None, "b64": False}
         pos = []
         i = 0
         while i < len(args):
@@ -168,10 +185,10 @@ def main(argv):
                 opts["rd"] = False
             elif a == "--b64":
                 opts["b64"] = True
-            elif a in ("--id", "--opcode", "--qdcount", "--truncate", "--edns", "--out"):
+            elif a in ("--id", "--opcode", "--qdcount", "--truncate", "--edns", "--out", "--ecs"):
                 i += 1
                 v = args[i]
-                opts[a[2:]] = v if a == "--out" else int(v, 0)
+                opts[a[2:]] = v if a in ("--out", "--ecs") else int(v, 0)
             else:
                 pos.append(a)
             i += 1
@@ -179,7 +196,7 @@ def main(argv):
             sys.stderr.write("query: NAME missing\n")
             return 2
         msg = build_query(pos[0], pos[1] if len(pos) > 1 else "A", opts["id"], opts["opcode"],
-                          opts["qr"], opts["qdcount"], opts["rd"], opts["edns"])
+                          opts["qr"], opts["qdcount"], opts["rd"], opts["edns"], opts["ecs"])
         if opts["truncate"] is not None:
             msg = msg[:opts["truncate"]]
         if opts["b64"]:

@@ -4,7 +4,9 @@
   stubdns.py PORT LOGFILE [ADDR]      (ADDR default 127.0.0.1; UDP and TCP on the same port)
 
 It appends one line per received query to LOGFILE, "udp NAME" or "tcp NAME" (NAME lower-cased,
-with the trailing dot), so that a test can count the queries that reached the upstream.
+with the trailing dot), so that a test can count the queries that reached the upstream. When the
+query's OPT record carries an EDNS Client Subnet option (code 8), " ecs" is appended to the line
+("udp NAME ecs"): a forwarder that strips ECS never causes such a line.
 
 The behaviour is chosen by the first label of the query name:
   silent.*          no answer at all (TCP: the connection stays open, nothing is sent)
@@ -64,6 +66,43 @@ def parse_question(msg):
     return qid, flags, qname, msg[12:off + 4]
 
 
+def skip_name(msg, off):
+    """Offset after the (possibly compressed) name at @off; raises IndexError/ValueError."""
+    while True:
+        n = msg[off]
+        if n & 0xC0 == 0xC0:
+            return off + 2
+        if n & 0xC0:
+            raise ValueError("bad label type")
+        off += 1 + n
+        if n == 0:
+            return off
+
+
+def has_ecs(msg):
+    """True when the message's OPT record (additional section) carries option code 8 (ECS)."""
+    try:
+        qd, an, ns, ar = struct.unpack("!HHHH", msg[4:12])
+        off = 12
+        for _ in range(qd):
+            off = skip_name(msg, off) + 4
+        for i in range(an + ns + ar):
+            off = skip_name(msg, off)
+            rtype, _, _, rdlen = struct.unpack("!HHIH", msg[off:off + 10])
+            off += 10
+            if i >= an + ns and rtype == 41:
+                o, end = off, off + rdlen
+                while o + 4 <= end:
+                    code, olen = struct.unpack("!HH", msg[o:o + 4])
+                    if code == 8:
+                        return True
+                    o += 4 + olen
+            off += rdlen
+    except (IndexError, ValueError, struct.error):
+        pass
+    return False
+
+
 def soa_rr(ttl, minimum):
     rdata = (b"\x02ns" + ZONE_SOA_OWNER + b"\x0ahostmaster" + ZONE_SOA_OWNER
              + struct.pack("!IIIII", 1, 3600, 600, 86400, minimum))
@@ -97,7 +136,7 @@ def responses(transport, msg):
         log(transport, "?")
         return []
     qid, qflags, qname, question = q
-    log(transport, qname)
+    log(transport, qname + (" ecs" if has_ecs(msg) else ""))
     first = qname.split(".", 1)[0]
     if first == "silent":
         return []
