@@ -905,8 +905,10 @@ enum cache_result cache_lookup(struct cache *c, const struct cache_key *k, const
         res = CACHE_HIT;
         unsigned pct = c->cfg.prefetch_percent;
         uint64_t age_ms = now_ms > e->stored_ms ? now_ms - e->stored_ms : 0;
+        /* An entry served in the millisecond it was stored (the answer to the clients that
+         * waited for it) never needs a refresh, whatever the percentage. */
         if (pct > 0 && !e->prefetch_sent && e->lifetime_s >= PREFETCH_MIN_LIFETIME &&
-            age_ms * 100 >= (uint64_t)e->lifetime_s * 1000 * (100 - pct)) {
+            age_ms > 0 && age_ms * 100 >= (uint64_t)e->lifetime_s * 1000 * (100 - pct)) {
             e->prefetch_sent = true;
             info->prefetch = true;
         }

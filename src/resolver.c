@@ -201,14 +201,23 @@ static void on_upstream_done(void *arg, int status, const uint8_t *ans, size_t l
             deliver_failure(r, w, &inf->key);
         }
     } else {
-        if (r->cache)
-            cache_insert(r->cache, &inf->key, ans, len, dg_now_ms());
-        long t = dns_answer_cache_ttl(ans, len);
+        uint64_t now = dg_now_ms();
+        bool stored = cache_insert(r->cache, &inf->key, ans, len, now) == 0;
+        long t = stored ? 0 : dns_answer_cache_ttl(ans, len);
         uint32_t ttl = t > 0 ? (uint32_t)t : 0;
         while (inf->waiters) {
             struct resolver_waiter *w = inf->waiters;
             waiter_unlink(w);
             struct dg_buf *b = &r->scratch;
+            b->len = 0;
+            /* Served from the entry just stored, the first clients see the same clamped TTLs
+             * and max-age as every later one. */
+            struct cache_hit_info info;
+            if (stored && cache_lookup(r->cache, &inf->key, w->query, w->qlen, now, false, b,
+                                       &info) == CACHE_HIT) {
+                deliver(w, b->data, b->len, info.ttl);
+                continue;
+            }
             b->len = 0;
             if (dg_buf_append(b, ans, len) != 0) {
                 deliver_failure(r, w, &inf->key);

@@ -51,7 +51,8 @@ struct cache_config {
     bool serve_stale;            /**< default true */
     uint32_t stale_max_s;        /**< default 86400 */
     uint32_t stale_answer_ttl;   /**< default 30 */
-    unsigned prefetch_percent;   /**< refresh hits in the last N% of the TTL; 0 = off; default 10 */
+    unsigned prefetch_percent;   /**< refresh hits in the last N% of the TTL; 0 = off; default 10.
+                                      Entries living under 10 s are never prefetched. */
 };
 
 /** Fill @p cc with the defaults above. */
@@ -103,6 +104,9 @@ enum cache_result cache_lookup(struct cache *c, const struct cache_key *k, const
 int cache_insert(struct cache *c, const struct cache_key *k, const uint8_t *ans, size_t len,
                  uint64_t now_ms);
 
+/** Lookups count as they happen: besides client cache hits, hits include the answers to the
+ * clients that waited for an upstream answer (served from the entry just stored) and lookups
+ * made to find stale data; the resolver's own counters tell clients' hits from misses. */
 struct cache_stats {
     uint64_t hits, stale_hits, misses, inserts, evictions;
     uint64_t entries, bytes; /**< current values */

@@ -227,6 +227,9 @@ assert_range 1 2 "$(stub_count udp "slow-300.w2.$S.")" "--workers 2: h2load's 10
 par_curl "slow-300.w2curl.$S" 4 25
 assert_eq 100 "$PAR_OK" "--workers 2: 100 over 4 connections (curl -Z) all NOERROR with the A record"
 assert_range 1 2 "$(stub_count udp "slow-300.w2curl.$S.")" "--workers 2: curl's 100 queries caused 1 or 2 upstream queries (coalescing is per worker)"
+usr1 2 || ko "SIGUSR1: not two worker lines in the log within 5 s"
+assert_file_match "$T/usr1.txt" 'info: worker 0: ' "--workers 2: SIGUSR1 logs worker 0's counters"
+assert_file_match "$T/usr1.txt" 'info: worker 1: ' "--workers 2: SIGUSR1 logs worker 1's counters"
 stop_dohgate
 
 # ============================================================================================
@@ -237,6 +240,8 @@ start_dohgate --workers 1 --upstream "127.0.0.1:$STUB_PORT" --cache-min-ttl 60
 doh_get "ttl-1.min.$S" A
 t1=$(now_ms)
 doh_get "ttl-5.min.$S" A
+assert_range 59 60 "$(answers | awk '{ print $2 }')" "--cache-min-ttl 60: the first (upstream) ttl-5 answer is clamped too"
+assert_range 59 60 "$(max_age)" "--cache-min-ttl 60: ... and so is its max-age"
 doh_get "ttl-5.min.$S" A
 assert_eq 1 "$(stub_count udp "ttl-5.min.$S.")" "--cache-min-ttl 60: the second ttl-5 query is a hit"
 assert_range 55 60 "$(answers | awk '{ print $2 }')" "--cache-min-ttl 60: the cached ttl-5 record carries TTL 55..60"
@@ -253,6 +258,8 @@ stop_dohgate
 use_log d
 start_dohgate --workers 1 --upstream "127.0.0.1:$STUB_PORT" --cache-max-ttl 10
 doh_get "ttl-3600.max.$S" A
+assert_range 9 10 "$(answers | awk '{ print $2 }')" "--cache-max-ttl 10: the first (upstream) ttl-3600 answer is clamped too"
+assert_range 9 10 "$(max_age)" "--cache-max-ttl 10: ... and so is its max-age"
 doh_get "ttl-3600.max.$S" A
 assert_eq 1 "$(stub_count udp "ttl-3600.max.$S.")" "--cache-max-ttl 10: the second ttl-3600 query is a hit"
 assert_range 0 10 "$(answers | awk '{ print $2 }')" "--cache-max-ttl 10: the cached ttl-3600 record carries TTL <= 10"

@@ -20,6 +20,8 @@ The behaviour is chosen by the first label of the query name:
   nxlow.*           NXDOMAIN, authority SOA with TTL 100 and MINIMUM 300 (RFC 2308: 100)
   servfail.*        SERVFAIL
   ttl-N.*           NOERROR, A 192.0.2.1 with TTL N
+  once-N.*          the first query for the name: as ttl-N; every later one: no answer (silent),
+                    an upstream that stops answering while the process stays up
   anything else     NOERROR, A 192.0.2.1 TTL 60 for type A (other types: NODATA with a SOA)
 The answers carry no OPT record. Queries that do not parse are logged as "udp ?" and dropped.
 """
@@ -33,6 +35,7 @@ import threading
 ZONE_SOA_OWNER = b"\x04stub\x04test\x00"
 log_lock = threading.Lock()
 log_file = None
+once_seen = set()  # once-N names already answered (guarded by log_lock)
 
 
 def log(transport, name):
@@ -160,6 +163,13 @@ def responses(transport, msg):
         return [(0, normal(qid, qflags, qname, question, ip="192.0.2.53"))]
     if first.startswith("slow-") and first[5:].isdigit():
         return [(int(first[5:]), normal(qid, qflags, qname, question))]
+    if first.startswith("once-") and first[5:].isdigit():
+        with log_lock:
+            seen = qname in once_seen
+            once_seen.add(qname)
+        if seen:
+            return []
+        return [(0, normal(qid, qflags, qname, question, ttl=int(first[5:])))]
     if first.startswith("ttl-") and first[4:].isdigit():
         return [(0, normal(qid, qflags, qname, question, ttl=int(first[4:])))]
     if first == "nxdomain":
