@@ -10,6 +10,7 @@
 #include "dohgate/log.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -17,6 +18,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 /* Longest accepted config line, without its newline. */
@@ -74,6 +76,60 @@ static const char *validate_server_name(const char *v)
     for (const char *p = v; *p; p++) {
         if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || *p == '/')
             return "must be a host name (visible ASCII, no spaces or '/')";
+    }
+    return NULL;
+}
+
+static const char *validate_header(const char *v)
+{
+    /* "Name: value": a token name (RFC 9110 tchar), a colon, a value of visible ASCII. */
+    const char *colon = strchr(v, ':');
+    if (colon == NULL || colon == v)
+        return "must look like 'Name: value'";
+    for (const char *p = v; p < colon; p++) {
+        if (!isalnum((unsigned char)*p) && !strchr("!#$%&'*+-.^_`|~", *p))
+            return "has an invalid character in the header name";
+    }
+    for (const char *p = colon + 1; *p; p++) {
+        if ((unsigned char)*p >= 0x7f)
+            return "must contain only ASCII characters";
+    }
+    static const char *const reserved[] = {"content-length", "transfer-encoding",
+                                           "connection",     "strict-transport-security",
+                                           "server",         "date"};
+    for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
+        if ((size_t)(colon - v) == strlen(reserved[i]) &&
+            strncasecmp(v, reserved[i], strlen(reserved[i])) == 0)
+            return "names a header dohgate sets itself (use hsts-max-age / server-header)";
+    }
+    return NULL;
+}
+
+static const char *validate_backend(const char *v)
+{
+    struct dg_addr a;
+    if (strncmp(v, "http://", 7) != 0)
+        return "must be http://ADDR:PORT (a numeric address; https backends are not supported)";
+    char tmp[80];
+    size_t n = strlen(v + 7);
+    if (n > 0 && v[7 + n - 1] == '/')
+        n--;
+    if (n == 0 || n >= sizeof(tmp))
+        return "must be http://ADDR:PORT";
+    memcpy(tmp, v + 7, n);
+    tmp[n] = '\0';
+    if (strchr(tmp, '/'))
+        return "must not have a path (requests keep their own path)";
+    if (config_parse_addr(tmp, 80, &a) != 0)
+        return "must be http://ADDR[:PORT] with a numeric address, e.g. http://127.0.0.1:8080";
+    return NULL;
+}
+
+static const char *validate_server_header(const char *v)
+{
+    for (const char *p = v; *p; p++) {
+        if ((unsigned char)*p >= 0x7f)
+            return "must contain only ASCII characters";
     }
     return NULL;
 }
@@ -267,6 +323,76 @@ static const struct option_def options[] = {
      .max = 50,
      .metavar = "PERCENT",
      .help = "refresh an entry asked for in the last PERCENT of its TTL; 0 = off"},
+    {.name = "site-root",
+     .type = OPT_STRING,
+     .off = FIELD(site_root),
+     .metavar = "DIR",
+     .help = "serve the website from static files in DIR (paths other than doh-path)"},
+    {.name = "site-backend",
+     .type = OPT_STRING,
+     .off = FIELD(site_backend),
+     .validate = validate_backend,
+     .metavar = "URL",
+     .help = "reverse-proxy the website to an HTTP/1.1 backend, e.g. http://127.0.0.1:8080; "
+             "without site-root and site-backend a built-in landing page is served"},
+    {.name = "site-max-body",
+     .type = OPT_SIZE,
+     .off = FIELD(site_max_body),
+     .dflt = "1M",
+     .min = 0,
+     .max = 1024,
+     .metavar = "BYTES",
+     .help = "largest request body accepted for the website (413 above)"},
+    {.name = "backend-timeout",
+     .type = OPT_UINT,
+     .off = FIELD(backend_timeout_s),
+     .dflt = "60",
+     .min = 1,
+     .max = 3600,
+     .metavar = "SECONDS",
+     .help = "site-backend: connect timeout and longest wait for each read (then 504)"},
+    {.name = "http-listen",
+     .type = OPT_ADDRS,
+     .off = FIELD(http_listen),
+     .count_off = FIELD(n_http_listen),
+     .metavar = "ADDR:PORT",
+     .help = "plain-HTTP listener (e.g. [::]:80): 301 to https, and ACME challenges "
+             "(repeatable; default: none)"},
+    {.name = "acme-webroot",
+     .type = OPT_STRING,
+     .off = FIELD(acme_webroot),
+     .metavar = "DIR",
+     .help = "serve /.well-known/acme-challenge/ from DIR/.well-known/acme-challenge/ on "
+             "http-listen (certbot --webroot -w DIR)"},
+    {.name = "hsts-max-age",
+     .type = OPT_UINT,
+     .off = FIELD(hsts_max_age),
+     .dflt = "31536000",
+     .min = 0,
+     .max = 63072000,
+     .metavar = "SECONDS",
+     .help = "Strict-Transport-Security max-age on every HTTPS response; 0 = no header"},
+    {.name = "header",
+     .type = OPT_PATHS,
+     .off = FIELD(header),
+     .count_off = FIELD(n_header),
+     .validate = validate_header,
+     .metavar = "'NAME: VALUE'",
+     .help = "extra header on every response, e.g. 'Alt-Svc: clear' (repeatable)"},
+    {.name = "server-header",
+     .type = OPT_STRING,
+     .off = FIELD(server_header),
+     .validate = validate_server_header,
+     .metavar = "TEXT",
+     .help = "value of the Server header; default: no Server header"},
+    {.name = "request-timeout",
+     .type = OPT_UINT,
+     .off = FIELD(request_timeout_s),
+     .dflt = "10",
+     .min = 1,
+     .max = 3600,
+     .metavar = "SECONDS",
+     .help = "a request (headers and body) must arrive whole within this time (then 408)"},
 };
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -689,6 +815,9 @@ void config_free(struct config *cfg)
             list_clear(cfg, o);
     }
     free(cfg->config_file);
+    free(cfg->hsts_value);
+    for (size_t i = 0; i < DG_CONFIG_MAX_LIST; i++)
+        free(cfg->header_name[i]);
     free(cfg);
 }
 
@@ -929,6 +1058,50 @@ int config_finish(struct config *cfg, char *err, size_t errlen)
         return fail_plain(err, errlen, "cert is given without key: give both or neither");
     if (cfg->key_file != NULL && cfg->cert_file == NULL)
         return fail_plain(err, errlen, "key is given without cert: give both or neither");
+    if (cfg->site_root != NULL && cfg->site_backend != NULL)
+        return fail_plain(err, errlen, "site-root and site-backend are both given: choose one");
+    if (cfg->site_backend != NULL) {
+        /* validate_backend() accepted it, so this parse succeeds. */
+        char tmp[80];
+        snprintf(tmp, sizeof(tmp), "%s", cfg->site_backend + 7);
+        size_t n = strlen(tmp);
+        if (n > 0 && tmp[n - 1] == '/')
+            tmp[n - 1] = '\0';
+        if (config_parse_addr(tmp, 80, &cfg->backend) != 0)
+            return fail_plain(err, errlen, "site-backend: bad address");
+    }
+    free(cfg->hsts_value);
+    cfg->hsts_value = NULL;
+    if (cfg->hsts_max_age > 0) {
+        char v[48];
+        snprintf(v, sizeof(v), "max-age=%u", cfg->hsts_max_age);
+        cfg->hsts_value = strdup(v);
+        if (cfg->hsts_value == NULL)
+            return fail_nomem(&org, err, errlen);
+    }
+    for (size_t i = 0; i < DG_CONFIG_MAX_LIST; i++) {
+        free(cfg->header_name[i]);
+        cfg->header_name[i] = NULL;
+        cfg->header_value[i] = NULL;
+    }
+    for (size_t i = 0; i < cfg->n_header; i++) {
+        /* One block "name\0value": validate_header() guaranteed the colon. */
+        char *b = strdup(cfg->header[i]);
+        if (b == NULL)
+            return fail_nomem(&org, err, errlen);
+        char *colon = strchr(b, ':');
+        *colon = '\0';
+        for (char *q = b; *q; q++)
+            *q = (char)tolower((unsigned char)*q);
+        char *v = colon + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        size_t vl = strlen(v);
+        while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+            v[--vl] = '\0';
+        cfg->header_name[i] = b;
+        cfg->header_value[i] = v;
+    }
     if (cfg->query_timeout_ms < cfg->upstream_timeout_ms)
         return fail_plain(err, errlen, "query-timeout (%u ms) must be >= upstream-timeout (%u ms)",
                           cfg->query_timeout_ms, cfg->upstream_timeout_ms);

@@ -1,6 +1,9 @@
 #include "dohgate/conn.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <event2/event.h>
 #include <openssl/err.h>
 #include <stdlib.h>
@@ -8,6 +11,7 @@
 #include <unistd.h>
 
 #include "dohgate/config.h"
+#include "dohgate/h1.h"
 #include "dohgate/h2.h"
 #include "dohgate/http.h"
 #include "dohgate/log.h"
@@ -21,28 +25,31 @@
 #define OUT_HIGH_WATER (32 * 1024)
 /* Bytes read per SSL_read; reads per readiness event are bounded so one client cannot starve
  * the others. */
-#define READ_CHUNK    16384
-#define READS_PER_EV  16
-#define H1_MAX_HEADER 8192
+#define READ_CHUNK   16384
+#define READS_PER_EV 16
 
-enum conn_state { CS_HANDSHAKE, CS_H2, CS_H1_REFUSE, CS_CLOSED };
+enum conn_state { CS_HANDSHAKE, CS_H2, CS_H1 };
+
+/* io_read/io_write results besides a byte count */
+enum { IO_EOF = 0, IO_WANT_READ = -1, IO_WANT_WRITE = -2, IO_ERR = -3 };
 
 struct conn {
     struct conn_set *set;
     struct conn *prev, *next;
     int fd;
-    SSL *ssl;
+    SSL *ssl; /* NULL on the plain-HTTP listener */
     enum conn_state state;
     struct event *rev, *wev, *timer, *flush_ev;
     struct h2_session *h2;
+    struct h1_session *h1;
     struct dg_buf out;
-    size_t h1_seen;   /* HTTP/1.1 refusal: request bytes seen so far */
-    unsigned h1_crlf; /* progress through "\r\n\r\n" */
+    char peer[64];
     bool close_after_flush;
     bool tls_failed;      /* fatal TLS/socket error: no close_notify */
     bool want_write;      /* wev armed */
     bool read_paused;     /* backpressure: rev disarmed */
-    uint64_t last_active; /* ms, for the idle timer */
+    uint64_t last_active; /* ms: last byte read or written, for the idle and stall timers */
+    uint64_t req_armed;   /* h1: start time of the request the timer was last set for */
 };
 
 static void conn_free(struct conn *c)
@@ -57,10 +64,15 @@ static void conn_free(struct conn *c)
     set->count--;
     /* The h2 session goes first: it cancels the streams' pending upstream queries. */
     h2_session_free(c->h2);
-    event_free(c->rev);
-    event_free(c->wev);
-    event_free(c->timer);
-    event_free(c->flush_ev);
+    h1_session_free(c->h1);
+    if (c->rev)
+        event_free(c->rev);
+    if (c->wev)
+        event_free(c->wev);
+    if (c->timer)
+        event_free(c->timer);
+    if (c->flush_ev)
+        event_free(c->flush_ev);
     if (c->ssl) {
         if (c->state != CS_HANDSHAKE && !c->tls_failed) {
             /* Best effort close_notify; never wait for the peer's. */
@@ -79,6 +91,63 @@ static void conn_free(struct conn *c)
 }
 
 static void on_wake(void *arg);
+static void rearm(struct conn *c, uint64_t left_ms);
+
+/* One read from TLS or the plain socket. @return bytes (> 0) or an IO_* code. */
+static int io_read(struct conn *c, uint8_t *buf, size_t n)
+{
+    if (!c->ssl) {
+        ssize_t r = recv(c->fd, buf, n, 0);
+        if (r > 0)
+            return (int)r;
+        if (r == 0)
+            return IO_EOF;
+        return errno == EAGAIN || errno == EINTR ? IO_WANT_READ : IO_ERR;
+    }
+    ERR_clear_error();
+    int r = SSL_read(c->ssl, buf, (int)n);
+    if (r > 0)
+        return r;
+    int err = SSL_get_error(c->ssl, r);
+    if (err == SSL_ERROR_WANT_READ)
+        return IO_WANT_READ;
+    if (err == SSL_ERROR_WANT_WRITE)
+        return IO_WANT_WRITE;
+    if (err == SSL_ERROR_SSL)
+        dg_log_ssl_errors(DG_LOG_DEBUG, "TLS read");
+    if (err == SSL_ERROR_ZERO_RETURN)
+        return IO_EOF; /* close_notify */
+    c->tls_failed = true;
+    return IO_ERR;
+}
+
+static int io_write(struct conn *c, const uint8_t *buf, size_t n)
+{
+    if (!c->ssl) {
+        ssize_t r = send(c->fd, buf, n, MSG_NOSIGNAL);
+        if (r >= 0)
+            return (int)r;
+        return errno == EAGAIN || errno == EINTR ? IO_WANT_WRITE : IO_ERR;
+    }
+    ERR_clear_error();
+    int r = SSL_write(c->ssl, buf, (int)n);
+    if (r > 0)
+        return r;
+    int err = SSL_get_error(c->ssl, r);
+    if (err == SSL_ERROR_WANT_WRITE)
+        return IO_WANT_WRITE;
+    if (err == SSL_ERROR_WANT_READ)
+        return IO_WANT_READ;
+    if (err == SSL_ERROR_SSL)
+        dg_log_ssl_errors(DG_LOG_DEBUG, "TLS write");
+    c->tls_failed = true;
+    return IO_ERR;
+}
+
+static bool io_pending(const struct conn *c)
+{
+    return c->ssl && SSL_pending(c->ssl) > 0;
+}
 
 static void set_write_interest(struct conn *c, bool on)
 {
@@ -101,7 +170,7 @@ static void set_read_paused(struct conn *c, bool paused)
     } else {
         event_add(c->rev, NULL);
         /* Bytes already decrypted inside OpenSSL would not wake the socket event. */
-        if (c->ssl && SSL_pending(c->ssl) > 0)
+        if (io_pending(c))
             on_wake(c);
     }
 }
@@ -126,63 +195,50 @@ static void on_wake(void *arg)
 static int conn_flush(struct conn *c)
 {
     for (;;) {
-        if (c->h2 && c->out.len < OUT_GATHER) {
-            if (h2_session_send(c->h2, &c->out, OUT_GATHER) != 0)
+        if (c->out.len < OUT_GATHER) {
+            int rc = 0;
+            if (c->h2)
+                rc = h2_session_send(c->h2, &c->out, OUT_GATHER);
+            else if (c->h1)
+                rc = h1_session_send(c->h1, &c->out, OUT_GATHER);
+            if (rc != 0)
                 return -1;
         }
         if (c->out.len == 0)
             break;
-        ERR_clear_error();
-        int n = SSL_write(c->ssl, c->out.data, (int)(c->out.len > 1 << 20 ? 1 << 20 : c->out.len));
+        int n = io_write(c, c->out.data, c->out.len > 1 << 20 ? 1 << 20 : c->out.len);
         if (n > 0) {
             dg_buf_consume(&c->out, (size_t)n);
+            c->last_active = dg_now_ms();
             continue;
         }
-        int err = SSL_get_error(c->ssl, n);
-        if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
+        if (n == IO_WANT_WRITE || n == IO_WANT_READ) {
             set_write_interest(c, true);
             set_read_paused(c, c->out.len > OUT_HIGH_WATER);
             return 0;
         }
-        if (err == SSL_ERROR_SSL)
-            dg_log_ssl_errors(DG_LOG_DEBUG, "TLS write");
-        c->tls_failed = true;
         return -1;
     }
     set_write_interest(c, false);
-    set_read_paused(c, false);
+    set_read_paused(c, c->h1 && !h1_session_want_read(c->h1));
     if (c->close_after_flush)
         return -1;
     if (c->h2 && h2_session_done(c->h2))
         return -1;
+    if (c->h1 && h1_session_done(c->h1))
+        return -1;
     return 0;
 }
 
-/* The answer to a client that cannot speak HTTP/2 yet: a readable HTTP/1.1 error, then close. */
-static void h1_refuse(struct conn *c)
+static int start_h1(struct conn *c)
 {
-    static const char body[] = "this server speaks HTTP/2 only for now (ALPN h2); use an HTTP/2 "
-                               "client, e.g. curl --http2\n";
-    char head[256];
-    int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 505 HTTP Version Not Supported\r\n"
-                     "content-type: text/plain; charset=utf-8\r\n"
-                     "content-length: %zu\r\nconnection: close\r\n\r\n",
-                     sizeof(body) - 1);
-    /* On OOM the connection just closes without the text. */
-    if (dg_buf_append(&c->out, head, (size_t)n) == 0)
-        dg_buf_append(&c->out, body, sizeof(body) - 1);
-    c->close_after_flush = true;
-}
-
-static int h1_feed(struct conn *c, const uint8_t *p, size_t n)
-{
-    static const char end[] = "\r\n\r\n";
-    for (size_t i = 0; i < n && !c->close_after_flush; i++) {
-        c->h1_crlf = (p[i] == (uint8_t)end[c->h1_crlf]) ? c->h1_crlf + 1 : (p[i] == '\r');
-        if (c->h1_crlf == 4 || ++c->h1_seen > H1_MAX_HEADER)
-            h1_refuse(c);
-    }
+    const struct h1_settings st = {.https = c->ssl != NULL, .peer = c->peer};
+    c->h1 = h1_session_new(&st, c->set->hctx, on_wake, c);
+    if (!c->h1)
+        return -1;
+    c->state = CS_H1;
+    if (c->set->shutting_down)
+        h1_session_shutdown(c->h1);
     return 0;
 }
 
@@ -192,17 +248,18 @@ static int handshake_done(struct conn *c)
     c->last_active = dg_now_ms();
     arm_timer(c, set->cfg->idle_timeout_s);
     if (tls_alpn_get(c->ssl) == TLS_ALPN_H2) {
-        struct h2_settings st = {.max_concurrent_streams = set->cfg->max_concurrent_streams};
+        struct h2_settings st = {.max_concurrent_streams = set->cfg->max_concurrent_streams,
+                                 .peer = c->peer};
         c->h2 = h2_session_new(&st, set->hctx, on_wake, c);
         if (!c->h2)
             return -1;
         c->state = CS_H2;
         if (set->shutting_down)
             h2_session_shutdown(c->h2);
-    } else {
-        c->state = CS_H1_REFUSE;
+        return 0;
     }
-    return 0;
+    /* ALPN http/1.1, or no ALPN at all (scripts, old clients): HTTP/1.1. */
+    return start_h1(c);
 }
 
 /* Read what is available and hand it to the protocol. @return -1 to close now. */
@@ -210,35 +267,41 @@ static int conn_read(struct conn *c)
 {
     uint8_t buf[READ_CHUNK];
     for (int i = 0; i < READS_PER_EV && !c->read_paused; i++) {
-        ERR_clear_error();
-        int n = SSL_read(c->ssl, buf, sizeof(buf));
+        int n = io_read(c, buf, sizeof(buf));
         if (n > 0) {
             c->last_active = dg_now_ms();
-            int rc = c->state == CS_H2 ? h2_session_recv(c->h2, buf, (size_t)n)
-                                       : h1_feed(c, buf, (size_t)n);
-            if (rc != 0) {
-                /* nghttp2 queued a GOAWAY; send it, then close. */
-                c->close_after_flush = true;
-                return 0;
+            if (c->h2) {
+                if (h2_session_recv(c->h2, buf, (size_t)n) != 0) {
+                    /* nghttp2 queued a GOAWAY; send it, then close. */
+                    c->close_after_flush = true;
+                    return 0;
+                }
+            } else {
+                if (h1_session_recv(c->h1, buf, (size_t)n) != 0)
+                    return -1;
+                /* A new request started: the timer must fire at its request-timeout, which
+                 * is sooner than the idle timeout it was set to. */
+                uint64_t st = h1_session_request_started(c->h1);
+                if (st && st != c->req_armed) {
+                    c->req_armed = st;
+                    uint64_t req_ms = (uint64_t)c->set->cfg->request_timeout_s * 1000u;
+                    uint64_t el = c->last_active - st;
+                    rearm(c, el < req_ms ? req_ms - el : 0);
+                }
             }
-            if (c->out.len > OUT_HIGH_WATER)
+            if (c->out.len > OUT_HIGH_WATER || (c->h1 && !h1_session_want_read(c->h1)))
                 set_read_paused(c, true);
             continue;
         }
-        int err = SSL_get_error(c->ssl, n);
-        if (err == SSL_ERROR_WANT_READ)
+        if (n == IO_WANT_READ)
             return 0;
-        if (err == SSL_ERROR_WANT_WRITE) {
+        if (n == IO_WANT_WRITE) {
             set_write_interest(c, true);
             return 0;
         }
-        if (err == SSL_ERROR_SSL)
-            dg_log_ssl_errors(DG_LOG_DEBUG, "TLS read");
-        if (err != SSL_ERROR_ZERO_RETURN)
-            c->tls_failed = true;
         return -1; /* EOF, close_notify, reset */
     }
-    if (!c->read_paused && SSL_pending(c->ssl) > 0)
+    if (!c->read_paused && io_pending(c))
         on_wake(c); /* more decrypted bytes wait: come back in this turn's flush pass */
     return 0;
 }
@@ -289,7 +352,7 @@ static void on_flush_ev(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
     if (c->state == CS_HANDSHAKE)
         return;
-    if (SSL_pending(c->ssl) > 0 && !c->read_paused) {
+    if (io_pending(c) && !c->read_paused) {
         conn_io(c);
         return;
     }
@@ -297,29 +360,65 @@ static void on_flush_ev(evutil_socket_t fd, short what, void *arg)
         conn_free(c);
 }
 
+static void rearm(struct conn *c, uint64_t left_ms)
+{
+    struct timeval tv = {.tv_sec = (time_t)(left_ms / 1000),
+                         .tv_usec = (suseconds_t)(left_ms % 1000) * 1000};
+    event_add(c->timer, &tv);
+}
+
+/*
+ * One timer per connection covers: the handshake timeout; HTTP/1.1's request timeout (a request
+ * must arrive whole within request-timeout: slowloris); the idle timeout (no request in progress);
+ * and the stall limit: a connection with requests in progress on which no byte has moved either
+ * way for max(idle-timeout, backend-timeout + 5 s) is closed, so a client that opens streams and
+ * goes silent, or stops reading its responses, cannot hold memory forever.
+ */
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
+    const struct config *cfg = c->set->cfg;
     if (c->state == CS_HANDSHAKE) {
         log_debug("TLS handshake timed out");
         conn_free(c);
         return;
     }
-    unsigned idle = c->set->cfg->idle_timeout_s;
-    uint64_t now = dg_now_ms(), idle_ms = (uint64_t)idle * 1000u;
-    bool busy = c->h2 && h2_session_streams(c->h2) > 0;
-    if (busy || now - c->last_active < idle_ms) {
-        uint64_t left = busy ? idle_ms : idle_ms - (now - c->last_active);
-        struct timeval tv = {.tv_sec = (time_t)(left / 1000),
-                             .tv_usec = (suseconds_t)(left % 1000) * 1000};
-        event_add(c->timer, &tv);
+    uint64_t now = dg_now_ms();
+    if (c->close_after_flush) {
+        /* The goodbye did not leave in time: the client does not read. */
+        conn_free(c);
         return;
     }
+    uint64_t req_ms = (uint64_t)cfg->request_timeout_s * 1000u;
+    uint64_t started = c->h1 ? h1_session_request_started(c->h1) : 0;
+    if (started && now - started >= req_ms) {
+        h1_session_timeout(c->h1); /* 408, then close */
+        c->close_after_flush = true;
+        rearm(c, 2000);
+        if (conn_flush(c) != 0)
+            conn_free(c);
+        return;
+    }
+    bool busy = (c->h2 && h2_session_streams(c->h2) > 0) || (c->h1 && h1_session_busy(c->h1));
+    uint64_t idle_ms = (uint64_t)cfg->idle_timeout_s * 1000u;
+    uint64_t stall_ms = (uint64_t)cfg->backend_timeout_s * 1000u + 5000u;
+    uint64_t limit = busy ? (stall_ms > idle_ms ? stall_ms : idle_ms) : idle_ms;
+    uint64_t quiet = now - c->last_active;
+    if (quiet < limit) {
+        uint64_t left = limit - quiet;
+        if (started && req_ms - (now - started) < left)
+            left = req_ms - (now - started);
+        rearm(c, left);
+        return;
+    }
+    if (busy)
+        log_debug("closing a connection on which nothing moved for %llu ms",
+                  (unsigned long long)quiet);
     /* Idle: say goodbye with GOAWAY rather than a bare close, so pooling clients know. */
-    if (c->h2 && !c->close_after_flush) {
+    if (c->h2 && !busy) {
         h2_session_shutdown(c->h2);
         c->close_after_flush = true;
-        arm_timer(c, 2); /* if the client does not read, give up soon */
+        rearm(c, 2000); /* if the client does not read, give up soon */
         if (conn_flush(c) != 0)
             conn_free(c);
         return;
@@ -327,7 +426,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     conn_free(c);
 }
 
-int conn_accept(struct conn_set *set, int fd)
+int conn_accept(struct conn_set *set, int fd, bool tls)
 {
     struct conn *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -336,7 +435,21 @@ int conn_accept(struct conn_set *set, int fd)
     }
     c->set = set;
     c->fd = fd;
-    c->ssl = SSL_new(set->ssl_ctx);
+    c->last_active = dg_now_ms();
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        const void *a = ss.ss_family == AF_INET6
+                            ? (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr
+                            : (const void *)&((struct sockaddr_in *)&ss)->sin_addr;
+        if (!inet_ntop(ss.ss_family, a, c->peer, sizeof(c->peer)))
+            c->peer[0] = '\0';
+        /* "::ffff:192.0.2.1" from the dual-stack listener reads better as the IPv4 address */
+        if (strncmp(c->peer, "::ffff:", 7) == 0 && strchr(c->peer + 7, '.'))
+            memmove(c->peer, c->peer + 7, strlen(c->peer + 7) + 1);
+    }
+    if (tls)
+        c->ssl = SSL_new(set->ssl_ctx);
     c->rev = event_new(set->base, fd, EV_READ | EV_PERSIST, on_readable, c);
     c->wev = event_new(set->base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
     c->timer = evtimer_new(set->base, on_timer, c);
@@ -347,14 +460,21 @@ int conn_accept(struct conn_set *set, int fd)
         set->head->prev = c;
     set->head = c;
     set->count++;
-    if (!c->ssl || !c->rev || !c->wev || !c->timer || !c->flush_ev || SSL_set_fd(c->ssl, fd) != 1) {
+    if ((tls && (!c->ssl || SSL_set_fd(c->ssl, fd) != 1)) || !c->rev || !c->wev || !c->timer ||
+        !c->flush_ev || event_priority_set(c->flush_ev, CONN_FLUSH_PRIORITY) != 0 ||
+        event_add(c->rev, NULL) != 0) {
         conn_free(c);
         return -ENOMEM;
     }
-    event_priority_set(c->flush_ev, 1);
-    SSL_set_accept_state(c->ssl);
-    event_add(c->rev, NULL);
-    arm_timer(c, set->cfg->handshake_timeout_s);
+    if (tls) {
+        SSL_set_accept_state(c->ssl);
+        arm_timer(c, set->cfg->handshake_timeout_s);
+    } else if (start_h1(c) != 0) {
+        conn_free(c);
+        return -ENOMEM;
+    } else {
+        arm_timer(c, set->cfg->idle_timeout_s);
+    }
     return 0;
 }
 
@@ -364,6 +484,9 @@ void conn_set_shutdown(struct conn_set *set)
     for (struct conn *c = set->head; c; c = c->next) {
         if (c->h2) {
             h2_session_shutdown(c->h2);
+            on_wake(c);
+        } else if (c->h1) {
+            h1_session_shutdown(c->h1);
             on_wake(c);
         }
     }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dohgate/config.h"
 #include "dohgate/doh.h"
 #include "dohgate/http.h"
 #include "dohgate/log.h"
@@ -33,9 +34,16 @@ struct h2_stream {
     int refuse_status; /* 413/414 found while receiving; answered at dispatch */
     bool req_done;     /* END_STREAM received from the client */
     char *method, *path, *authority, *ctype;
+    struct http_header *hdrs; /* every regular request header, strings owned */
+    size_t nhdrs, hdrs_cap;
+    size_t max_body; /* by route, known once :path is */
     struct dg_buf body;
     struct dg_buf resp;
     size_t resp_off;
+    struct http_body_source src; /* streamed response body, while src_open */
+    bool src_open;
+    long long src_len; /* -1 unknown */
+    long long src_sent;
 };
 
 struct h2_session {
@@ -43,6 +51,7 @@ struct h2_session {
     const struct handler_ctx *hctx;
     h2_wake_cb wake;
     void *owner;
+    char peer[64];
     struct h2_stream *streams;
     size_t nstreams;
     int32_t goaway_last_id; /* after h2_session_shutdown(): streams above it are not served */
@@ -51,13 +60,30 @@ struct h2_session {
 
 static int stream_respond(struct http_exchange *ex, int status, const struct http_header *hdrs,
                           size_t nhdrs, struct dg_buf *body);
-static const struct http_exchange_ops h2_exchange_ops = {.respond = stream_respond};
+static int stream_respond_stream(struct http_exchange *ex, int status,
+                                 const struct http_header *hdrs, size_t nhdrs, long long length,
+                                 const struct http_body_source *src);
+static void stream_resume(struct http_exchange *ex);
+static const struct http_exchange_ops h2_exchange_ops = {
+    .respond = stream_respond,
+    .respond_stream = stream_respond_stream,
+    .resume = stream_resume,
+};
+
+static void stream_close_source(struct h2_stream *st)
+{
+    if (st->src_open) {
+        st->src_open = false;
+        st->src.close(st->src.arg);
+    }
+}
 
 static void stream_free(struct h2_stream *st)
 {
     struct h2_session *s = st->sess;
     /* Rule: cancel the pending operation before the memory it points at goes away. */
     http_exchange_abort(&st->ex);
+    stream_close_source(st);
     if (st->prev)
         st->prev->next = st->next;
     else
@@ -69,6 +95,10 @@ static void stream_free(struct h2_stream *st)
     free(st->path);
     free(st->authority);
     free(st->ctype);
+    for (size_t i = 0; i < st->nhdrs; i++) {
+        free((char *)st->hdrs[i].name); /* one block: name\0value */
+    }
+    free(st->hdrs);
     dg_buf_free(&st->body);
     dg_buf_free(&st->resp);
     free(st);
@@ -97,43 +127,126 @@ static ssize_t on_read_body(nghttp2_session *ng, int32_t stream_id, uint8_t *buf
     return (ssize_t)n;
 }
 
+static ssize_t on_read_source(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, size_t length,
+                              uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
+{
+    struct h2_stream *st = source->ptr;
+    if (!st->src_open)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (st->src_len >= 0 && (long long)length > st->src_len - st->src_sent)
+        length = (size_t)(st->src_len - st->src_sent);
+    long n = length ? st->src.read(st->src.arg, buf, length) : 0;
+    if (n == HTTP_BODY_AGAIN)
+        return NGHTTP2_ERR_DEFERRED;
+    /* A failing source, or one that ends before its announced length, must not look like a
+     * complete body: nghttp2 resets the stream (INTERNAL_ERROR). */
+    if (n < 0 || (n == 0 && st->src_len >= 0 && st->src_sent != st->src_len)) {
+        stream_close_source(st);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    st->src_sent += n;
+    if (n == 0 || (st->src_len >= 0 && st->src_sent == st->src_len)) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        stream_close_source(st); /* free the file/backend now, not at stream close */
+    }
+    return n;
+}
+
+/* Submit the response HEADERS (+ data provider). @p length < 0: no content-length. */
+static int submit(struct h2_stream *st, int status, const struct http_header *hdrs, size_t nhdrs,
+                  long long length, nghttp2_data_provider *prd)
+{
+    struct h2_session *s = st->sess;
+    if (st->state == ST_RESPONDED)
+        return -EALREADY;
+    enum { COMMON = 4 + DG_CONFIG_MAX_LIST };
+    struct http_header common[COMMON];
+    size_t ncommon = http_common_headers(s->hctx->cfg, true, common, 0, COMMON);
+    nghttp2_nv *nv = malloc((nhdrs + ncommon + 2) * sizeof(*nv));
+    if (!nv)
+        return -ENOMEM;
+    size_t n = 0;
+    char sbuf[8], lbuf[24];
+    snprintf(sbuf, sizeof(sbuf), "%d", status);
+    nv[n++] =
+        (nghttp2_nv){(uint8_t *)":status", (uint8_t *)sbuf, 7, strlen(sbuf), NGHTTP2_NV_FLAG_NONE};
+    for (int pass = 0; pass < 2; pass++) {
+        const struct http_header *h = pass ? common : hdrs;
+        size_t cnt = pass ? ncommon : nhdrs;
+        for (size_t i = 0; i < cnt; i++)
+            nv[n++] = (nghttp2_nv){(uint8_t *)h[i].name, (uint8_t *)h[i].value, strlen(h[i].name),
+                                   strlen(h[i].value), NGHTTP2_NV_FLAG_NONE};
+    }
+    if (length >= 0) {
+        snprintf(lbuf, sizeof(lbuf), "%lld", length);
+        nv[n++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)lbuf, 14, strlen(lbuf),
+                               NGHTTP2_NV_FLAG_NONE};
+    }
+    int rc = nghttp2_submit_response(s->ng, st->id, nv, n, prd);
+    free(nv);
+    if (rc != 0)
+        return rc == NGHTTP2_ERR_NOMEM ? -ENOMEM : -EINVAL;
+    st->state = ST_RESPONDED;
+    s->wake(s->owner);
+    return 0;
+}
+
+static bool is_head(const struct h2_stream *st)
+{
+    return st->method && strcmp(st->method, "HEAD") == 0;
+}
+
 static int stream_respond(struct http_exchange *ex, int status, const struct http_header *hdrs,
                           size_t nhdrs, struct dg_buf *body)
 {
     struct h2_stream *st = (struct h2_stream *)ex;
-    struct h2_session *s = st->sess;
-    if (st->state == ST_RESPONDED)
-        return -EALREADY;
-    enum { MAX_NV = 16 };
-    nghttp2_nv nv[MAX_NV];
-    size_t n = 0;
-    char sbuf[8], lbuf[24];
     size_t blen = body ? body->len : 0;
-    snprintf(sbuf, sizeof(sbuf), "%d", status);
-    snprintf(lbuf, sizeof(lbuf), "%zu", blen);
-    nv[n++] =
-        (nghttp2_nv){(uint8_t *)":status", (uint8_t *)sbuf, 7, strlen(sbuf), NGHTTP2_NV_FLAG_NONE};
-    for (size_t i = 0; i < nhdrs && n < MAX_NV - 1; i++)
-        nv[n++] = (nghttp2_nv){(uint8_t *)hdrs[i].name, (uint8_t *)hdrs[i].value,
-                               strlen(hdrs[i].name), strlen(hdrs[i].value), NGHTTP2_NV_FLAG_NONE};
-    nv[n++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)lbuf, 14, strlen(lbuf),
-                           NGHTTP2_NV_FLAG_NONE};
     nghttp2_data_provider prd = {.source.ptr = st, .read_callback = on_read_body};
-    /* A HEAD response carries the length of the body it would have had, but no body. */
-    bool head = st->method && strcmp(st->method, "HEAD") == 0;
-    int rc = nghttp2_submit_response(s->ng, st->id, nv, n, blen && !head ? &prd : NULL);
+    /* A HEAD response carries the length of the body it would have had, but no body. 304 has
+     * neither body nor length. */
+    bool nobody = is_head(st) || status == 304 || status == 204;
+    int rc = submit(st, status, hdrs, nhdrs, status == 304 ? -1 : (long long)blen,
+                    blen && !nobody ? &prd : NULL);
     if (rc != 0)
-        return rc == NGHTTP2_ERR_NOMEM ? -ENOMEM : -EINVAL;
-    if (blen && !head) {
+        return rc;
+    if (blen && !nobody) {
         /* The stream now owns the bytes until the data provider reaches EOF or it closes. */
         dg_buf_free(&st->resp);
         st->resp = *body;
         st->resp_off = 0;
         *body = (struct dg_buf){0};
     }
-    st->state = ST_RESPONDED;
-    s->wake(s->owner);
     return 0;
+}
+
+static int stream_respond_stream(struct http_exchange *ex, int status,
+                                 const struct http_header *hdrs, size_t nhdrs, long long length,
+                                 const struct http_body_source *src)
+{
+    struct h2_stream *st = (struct h2_stream *)ex;
+    if (st->state == ST_RESPONDED) {
+        src->close(src->arg);
+        return -EALREADY;
+    }
+    bool nobody = is_head(st) || length == 0 || status == 304 || status == 204;
+    st->src = *src;
+    st->src_open = true;
+    st->src_len = length;
+    st->src_sent = 0;
+    nghttp2_data_provider prd = {.source.ptr = st, .read_callback = on_read_source};
+    int rc = submit(st, status, hdrs, nhdrs, status == 304 ? -1 : length, nobody ? NULL : &prd);
+    if (rc != 0 || nobody)
+        stream_close_source(st);
+    return rc;
+}
+
+static void stream_resume(struct http_exchange *ex)
+{
+    struct h2_stream *st = (struct h2_stream *)ex;
+    if (!st->src_open)
+        return;
+    nghttp2_session_resume_data(st->sess->ng, st->id);
+    st->sess->wake(st->sess->owner);
 }
 
 static void stream_dispatch(struct h2_stream *st)
@@ -143,7 +256,9 @@ static void stream_dispatch(struct h2_stream *st)
     st->state = ST_DISPATCHED;
     if (st->refuse_status) {
         http_respond_text(&st->ex, st->refuse_status,
-                          st->refuse_status == 414 ? "URI too long" : "request body too large",
+                          st->refuse_status == 414   ? "URI too long"
+                          : st->refuse_status == 413 ? "request body too large"
+                                                     : "out of memory",
                           NULL, 0);
         return;
     }
@@ -155,6 +270,10 @@ static void stream_dispatch(struct h2_stream *st)
         .body = st->body.data,
         .body_len = st->body.len,
         .version = 20,
+        .https = true,
+        .headers = st->hdrs,
+        .nheaders = st->nhdrs,
+        .peer = st->sess->peer,
     };
     router_dispatch(&st->ex);
 }
@@ -166,13 +285,12 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
         return 0;
     struct h2_stream *st = calloc(1, sizeof(*st));
     if (!st) {
-        /* Refuse this stream only; the connection lives on. */
-        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
-                                  NGHTTP2_REFUSED_STREAM);
+        /* Refuse this stream only (nghttp2 resets it); the connection lives on. */
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
     st->ex.ops = &h2_exchange_ops;
     st->ex.ctx = s->hctx;
+    st->max_body = H2_MAX_BODY;
     st->sess = s;
     st->id = frame->hd.stream_id;
     st->next = s->streams;
@@ -196,12 +314,37 @@ static int set_field(char **field, const uint8_t *value, size_t len, size_t max)
     return 0;
 }
 
+/* Keep a regular header for the handlers (proxying, conditional requests). nghttp2 already
+ * bounds the whole list (SETTINGS_MAX_HEADER_LIST_SIZE) and lower-cases names. */
+static int add_header(struct h2_stream *st, const uint8_t *name, size_t namelen,
+                      const uint8_t *value, size_t valuelen)
+{
+    if (st->nhdrs == st->hdrs_cap) {
+        size_t cap = st->hdrs_cap ? st->hdrs_cap * 2 : 8;
+        struct http_header *h = realloc(st->hdrs, cap * sizeof(*h));
+        if (!h)
+            return -ENOMEM;
+        st->hdrs = h;
+        st->hdrs_cap = cap;
+    }
+    char *b = malloc(namelen + valuelen + 2);
+    if (!b)
+        return -ENOMEM;
+    memcpy(b, name, namelen);
+    b[namelen] = '\0';
+    memcpy(b + namelen + 1, value, valuelen);
+    b[namelen + 1 + valuelen] = '\0';
+    st->hdrs[st->nhdrs++] = (struct http_header){b, b + namelen + 1};
+    return 0;
+}
+
 static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *user_data)
 {
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
+    struct h2_session *s = user_data;
     struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
     if (!st)
         return 0;
@@ -211,16 +354,30 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
             st->refuse_status = 414;
         else
             rc = set_field(&st->path, value, valuelen, H2_MAX_PATH);
+        if (rc == 0 && st->path)
+            st->max_body = router_max_body(s->hctx, st->path);
     } else if (namelen == 7 && memcmp(name, ":method", 7) == 0) {
         rc = set_field(&st->method, value, valuelen, H2_MAX_HEADER);
     } else if (namelen == 10 && memcmp(name, ":authority", 10) == 0) {
         rc = set_field(&st->authority, value, valuelen, H2_MAX_HEADER);
     } else if (namelen == 12 && memcmp(name, "content-type", 12) == 0) {
         rc = set_field(&st->ctype, value, valuelen, H2_MAX_HEADER);
+        if (rc == 0)
+            rc = add_header(st, name, namelen, value, valuelen);
     } else if (namelen == 14 && memcmp(name, "content-length", 14) == 0) {
         /* nghttp2 checks that the body matches it; we only refuse oversized bodies early. */
-        if (valuelen > 5 || strtoul((const char *)value, NULL, 10) > H2_MAX_BODY)
+        char num[24];
+        if (valuelen >= sizeof(num)) {
             st->refuse_status = 413;
+        } else {
+            memcpy(num, value, valuelen);
+            num[valuelen] = '\0';
+            if (strtoull(num, NULL, 10) > st->max_body)
+                st->refuse_status = 413;
+        }
+        rc = add_header(st, name, namelen, value, valuelen);
+    } else if (namelen > 0 && name[0] != ':') {
+        rc = add_header(st, name, namelen, value, valuelen);
     }
     if (rc == -ENOMEM)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets this stream only */
@@ -235,15 +392,20 @@ static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t stream
     struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, stream_id);
     if (!st || st->state != ST_HEADERS || st->refuse_status)
         return 0;
-    if (st->body.len + len > H2_MAX_BODY) {
+    if (st->body.len + len > st->max_body) {
         /* Answer now and stop storing: the rest of the body is discarded. */
         st->refuse_status = 413;
         dg_buf_free(&st->body);
         stream_dispatch(st);
         return 0;
     }
-    if (dg_buf_append(&st->body, data, len) != 0)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (dg_buf_append(&st->body, data, len) != 0) {
+        /* Returning an error here would be ignored for DATA (nghttp2 goes on and the stream
+         * would be dispatched with a truncated body): refuse it instead. */
+        st->refuse_status = 503;
+        dg_buf_free(&st->body);
+        stream_dispatch(st);
+    }
     return 0;
 }
 
@@ -291,6 +453,7 @@ struct h2_session *h2_session_new(const struct h2_settings *cfg, const struct ha
     nghttp2_option *opt = NULL;
     if (!s)
         return NULL;
+    snprintf(s->peer, sizeof(s->peer), "%s", cfg->peer ? cfg->peer : "");
     s->hctx = hctx;
     s->wake = wake;
     s->owner = owner;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "dohgate/cache.h"
+#include "dohgate/site.h"
 #include "dohgate/config.h"
 #include "dohgate/log.h"
 #include "dohgate/tls.h"
@@ -143,6 +144,15 @@ int main(int argc, char **argv)
         }
     }
 
+    struct site site;
+    if (site_open(&site, cfg, err, sizeof(err)) != 0) {
+        log_err("%s", err);
+        cache_free(cache);
+        SSL_CTX_free(ssl_ctx);
+        config_free(cfg);
+        return 1;
+    }
+
     unsigned nworkers = cfg->workers ? cfg->workers : cpu_count();
     struct worker **workers = calloc(nworkers, sizeof(*workers));
     int rc = 1;
@@ -150,10 +160,12 @@ int main(int argc, char **argv)
     if (!workers)
         goto out;
     for (unsigned w = 0; w < nworkers; w++) {
-        int fds[DG_CONFIG_MAX_LIST];
+        int fds[2 * DG_CONFIG_MAX_LIST];
         size_t n = 0;
-        for (; n < cfg->n_listen; n++) {
-            fds[n] = worker_listen_socket(&cfg->listen[n], err, sizeof(err));
+        for (; n < cfg->n_listen + cfg->n_http_listen; n++) {
+            const struct dg_addr *a =
+                n < cfg->n_listen ? &cfg->listen[n] : &cfg->http_listen[n - cfg->n_listen];
+            fds[n] = worker_listen_socket(a, err, sizeof(err));
             if (fds[n] < 0) {
                 log_err("%s", err);
                 while (n > 0)
@@ -161,7 +173,7 @@ int main(int argc, char **argv)
                 goto out;
             }
         }
-        workers[w] = worker_new(w, cfg, ssl_ctx, cache, fds, n);
+        workers[w] = worker_new(w, cfg, ssl_ctx, cache, &site, fds, n, cfg->n_listen);
         if (!workers[w])
             goto out;
     }
@@ -173,8 +185,14 @@ int main(int argc, char **argv)
     }
 
     for (size_t i = 0; i < cfg->n_listen; i++)
-        log_info("listening on %s (TLS; HTTP/2), DoH path %s", cfg->listen[i].text,
-                 cfg->doh_path[0]);
+        log_info("listening on %s (TLS; HTTP/2 and HTTP/1.1), DoH path %s; site: %s",
+                 cfg->listen[i].text, cfg->doh_path[0],
+                 cfg->site_root      ? cfg->site_root
+                 : cfg->site_backend ? cfg->site_backend
+                                     : "built-in landing page");
+    for (size_t i = 0; i < cfg->n_http_listen; i++)
+        log_info("listening on %s (plain HTTP: redirects to https%s)", cfg->http_listen[i].text,
+                 cfg->acme_webroot ? ", ACME challenges" : "");
     for (size_t i = 0; i < cfg->n_upstream; i++)
         log_info("upstream %s", cfg->upstream[i].text);
     log_info("%u worker%s", nworkers, nworkers == 1 ? "" : "s");
@@ -228,6 +246,7 @@ out:
         free(workers);
     }
     cache_free(cache);
+    site_close(&site);
     SSL_CTX_free(ssl_ctx);
     config_free(cfg);
     if (rc == 0)

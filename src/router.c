@@ -1,38 +1,34 @@
-/* Routing by exact path: DoH endpoints go to the DNS pipeline, everything else is the site's
- * (404 until the site module exists). */
+/* Routing by exact path: DoH endpoints go to the DNS pipeline, everything else to the site. */
 #include "dohgate/config.h"
 #include "dohgate/doh.h"
 #include "dohgate/doh_handler.h"
 #include "dohgate/http.h"
 #include "dohgate/router.h"
+#include "dohgate/site.h"
 
 #include <errno.h>
 #include <string.h>
 
-int http_respond_text(struct http_exchange *ex, int status, const char *text,
-                      const struct http_header *extra, size_t nextra)
+size_t router_max_body(const struct handler_ctx *ctx, const char *path)
 {
-    struct http_header hdrs[8];
-    size_t n = 0;
-    hdrs[n++] = (struct http_header){"content-type", "text/plain; charset=utf-8"};
-    for (size_t i = 0; i < nextra && n < sizeof(hdrs) / sizeof(hdrs[0]); i++)
-        hdrs[n++] = extra[i];
-    struct dg_buf body = {0};
-    if (dg_buf_append(&body, text, strlen(text)) || dg_buf_append(&body, "\n", 1)) {
-        dg_buf_free(&body);
-        return -ENOMEM;
-    }
-    int rc = http_respond(ex, status, hdrs, n, &body);
-    dg_buf_free(&body);
-    return rc;
+    const struct config *cfg = ctx->cfg;
+    if (doh_path_match(path, cfg->doh_path, cfg->n_doh_path))
+        return DOH_MAX_BODY;
+    return cfg->site_max_body;
 }
 
 void router_dispatch(struct http_exchange *ex)
 {
     const struct config *cfg = ex->ctx->cfg;
+    if (!ex->req.https) {
+        /* The plain-HTTP listener never answers DNS: queries in clear text are what DoH is
+         * for avoiding, so /dns-query redirects like everything else. */
+        site_handle_plain(ex);
+        return;
+    }
     if (doh_path_match(ex->req.path, cfg->doh_path, cfg->n_doh_path)) {
         doh_handle(ex);
         return;
     }
-    http_respond_text(ex, 404, "not found", NULL, 0);
+    site_handle(ex);
 }

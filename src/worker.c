@@ -1,5 +1,7 @@
 /* accept4() */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "dohgate/worker.h"
 
 #include <arpa/inet.h>
@@ -21,6 +23,7 @@
 #include "dohgate/conn.h"
 #include "dohgate/http.h"
 #include "dohgate/log.h"
+#include "dohgate/proxy.h"
 #include "dohgate/resolver.h"
 #include "dohgate/upstream.h"
 
@@ -35,11 +38,13 @@ struct worker {
     int *fds;
     struct event **lev;
     size_t nfds;
+    size_t ntls; /* fds[0..ntls) are TLS listeners, the rest plain HTTP */
     struct event *stop_ev, *deadline_ev, *resume_ev, *stats_ev;
     unsigned grace_ms;
     bool stopping;
     struct upstream *upstream;
     struct resolver *resolver;
+    struct proxy *proxy;
     struct handler_ctx hctx;
     struct conn_set conns;
 };
@@ -119,6 +124,9 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
 {
     struct worker *w = arg;
+    bool tls = false;
+    for (size_t k = 0; k < w->ntls; k++)
+        tls = tls || w->fds[k] == lfd;
     for (int i = 0; i < ACCEPTS_PER_EV; i++) {
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
@@ -141,7 +149,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        conn_accept(&w->conns, fd);
+        conn_accept(&w->conns, fd, tls);
     }
 }
 
@@ -206,7 +214,8 @@ static void on_stats(evutil_socket_t fd, short what, void *arg)
 }
 
 struct worker *worker_new(unsigned id, const struct config *cfg, SSL_CTX *ssl_ctx,
-                          struct cache *cache, const int *fds, size_t nfds)
+                          struct cache *cache, const struct site *site, const int *fds, size_t nfds,
+                          size_t ntls)
 {
     struct worker *w = calloc(1, sizeof(*w));
     if (!w)
@@ -218,6 +227,7 @@ struct worker *worker_new(unsigned id, const struct config *cfg, SSL_CTX *ssl_ct
     if (!w->fds || !w->lev)
         goto fail;
     w->nfds = nfds;
+    w->ntls = ntls;
     for (size_t i = 0; i < nfds; i++)
         w->fds[i] = fds[i];
     nfds = 0; /* owned by w from here */
@@ -228,7 +238,7 @@ struct worker *worker_new(unsigned id, const struct config *cfg, SSL_CTX *ssl_ct
      * cross-thread call and is made safe by evthread_use_pthreads() in main. */
     w->base = event_base_new_with_config(ec);
     event_config_free(ec);
-    if (!w->base || event_base_priority_init(w->base, 2) != 0)
+    if (!w->base || event_base_priority_init(w->base, CONN_PRIORITIES) != 0)
         goto fail;
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     w->deadline_ev = evtimer_new(w->base, on_deadline, w);
@@ -247,7 +257,13 @@ struct worker *worker_new(unsigned id, const struct config *cfg, SSL_CTX *ssl_ct
     w->resolver = resolver_new(w->upstream, cache, cfg);
     if (!w->resolver)
         goto fail;
-    w->hctx = (struct handler_ctx){.cfg = cfg, .resolver = w->resolver};
+    if (cfg->site_backend) {
+        w->proxy = proxy_new(w->base, cfg);
+        if (!w->proxy)
+            goto fail;
+    }
+    w->hctx =
+        (struct handler_ctx){.cfg = cfg, .resolver = w->resolver, .site = site, .proxy = w->proxy};
     w->conns = (struct conn_set){
         .base = w->base,
         .ssl_ctx = ssl_ctx,
@@ -309,6 +325,7 @@ void worker_free(struct worker *w)
     /* Connections first: their streams cancel their resolver waiters; then the resolver
      * cancels its upstream queries; then the upstream module goes. */
     conn_set_close_all(&w->conns);
+    proxy_free(w->proxy);
     resolver_free(w->resolver);
     upstream_free(w->upstream);
     for (size_t i = 0; i < w->nfds; i++) {

@@ -68,6 +68,24 @@ struct config {
     unsigned stale_answer_ttl;       /**< stale-answer-ttl s, default 30 */
     unsigned prefetch;               /**< prefetch PERCENT of the TTL left, default 10; 0 = off */
 
+    /* The website on the same port (see site.h) and the plain-HTTP listener. */
+    char *site_root;            /**< site-root DIR: static files */
+    char *site_backend;         /**< site-backend URL: reverse proxy, "http://ADDR:PORT" */
+    struct dg_addr backend;     /**< site-backend parsed (config_finish) */
+    size_t site_max_body;       /**< site-max-body BYTES: request bodies to the site, 1M */
+    unsigned backend_timeout_s; /**< backend-timeout s: connect and each read, default 60 */
+    struct dg_addr http_listen[DG_CONFIG_MAX_LIST]; /**< http-listen ADDR:PORT (port 80) */
+    size_t n_http_listen;
+    char *acme_webroot;    /**< acme-webroot DIR: serves /.well-known/acme-challenge/ on port 80 */
+    unsigned hsts_max_age; /**< hsts-max-age s, default 31536000; 0 = no HSTS header */
+    char *hsts_value;      /**< the full HSTS header value (config_finish), NULL when off */
+    char *header[DG_CONFIG_MAX_LIST]; /**< header "Name: value" added to every response */
+    size_t n_header;
+    char *header_name[DG_CONFIG_MAX_LIST];        /**< split by config_finish: lower-case name */
+    const char *header_value[DG_CONFIG_MAX_LIST]; /**< value, trimmed; in header_name's block */
+    char *server_header;        /**< server-header TEXT; NULL (default): no Server header */
+    unsigned request_timeout_s; /**< request-timeout s: a request must arrive whole, default 10 */
+
     /* Where the file came from, for messages. NULL when no file was read. */
     char *config_file;
 };

@@ -1,10 +1,11 @@
 /**
  * @file conn.h
- * One client connection: the socket, the SSL object, its events and timers, and, after the
- * handshake, the protocol chosen by ALPN (HTTP/2 session, or a one-response HTTP/1.1 refusal
- * until HTTP/1.1 exists). TLS runs directly on the non-blocking socket (no bufferevent): the
- * connection reads everything available, feeds it to nghttp2, then writes everything nghttp2
- * produced in one SSL_write, so many frames share one TLS record and one syscall.
+ * One client connection: the socket, the SSL object (none on the plain-HTTP listener), its
+ * events and timers, and, after the handshake, the protocol chosen by ALPN: an HTTP/2 session
+ * for "h2", an HTTP/1.1 session (h1.h) for "http/1.1" or no ALPN. TLS runs directly on the
+ * non-blocking socket (no bufferevent): the connection reads everything available, feeds it to
+ * nghttp2, then writes everything nghttp2 produced in one SSL_write, so many frames share one TLS
+ * record and one syscall.
  *
  * Ownership: a struct conn_set (embedded in the worker) owns its connections. A connection is
  * freed only from its own event callbacks (read/write/timer/flush), never from inside nghttp2
@@ -35,11 +36,17 @@ struct conn_set {
     void *on_closed_arg;
 };
 
+/** Event priorities: the base needs CONN_PRIORITIES queues; socket events use the default
+ * (middle) one, the per-connection flush runs after them. */
+#define CONN_PRIORITIES     3
+#define CONN_FLUSH_PRIORITY 2
+
 /**
- * Take over an accepted, non-blocking socket and start the TLS handshake.
+ * Take over an accepted, non-blocking socket: start the TLS handshake (@p tls), or serve plain
+ * HTTP/1.1 at once (the port-80 listener).
  * @return 0, or -ENOMEM (the socket is closed: ownership passes in every case).
  */
-int conn_accept(struct conn_set *set, int fd);
+int conn_accept(struct conn_set *set, int fd, bool tls);
 
 /** Graceful stop: GOAWAY to every HTTP/2 connection; each closes when its streams are done. */
 void conn_set_shutdown(struct conn_set *set);

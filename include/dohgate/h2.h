@@ -29,6 +29,7 @@ typedef void (*h2_wake_cb)(void *owner);
 
 struct h2_settings {
     unsigned max_concurrent_streams;
+    const char *peer; /**< client address for handlers (copied); may be NULL */
 };
 
 /**

@@ -1,10 +1,13 @@
 /**
  * @file router.h
  * Picks the handler of a complete request by path: the configured DoH path(s) (exact match,
- * query string ignored) go to doh_handler, everything else to the site (404 for now).
+ * query string ignored) go to doh_handler, everything else to the site (site.h). Requests from
+ * the plain-HTTP listener all go to site_handle_plain().
  */
 #ifndef DOHGATE_ROUTER_H
 #define DOHGATE_ROUTER_H
+
+#include <stddef.h>
 
 struct http_exchange;
 
@@ -13,5 +16,9 @@ struct http_exchange;
  * handler registered a pending operation on the exchange).
  */
 void router_dispatch(struct http_exchange *ex);
+
+struct handler_ctx;
+/** The largest request body the handler of @p path accepts (413 above). */
+size_t router_max_body(const struct handler_ctx *ctx, const char *path);
 
 #endif

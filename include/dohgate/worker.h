@@ -14,6 +14,7 @@
 #include <stddef.h>
 
 struct cache;
+struct site;
 struct config;
 struct dg_addr;
 struct worker;
@@ -26,11 +27,13 @@ int worker_listen_socket(const struct dg_addr *addr, char *err, size_t errlen);
 
 /**
  * Create a worker. Takes ownership of the @p nfds listening sockets in @p fds (closed by
- * worker_free(), or here on failure). @p cache (shared by all workers, may be NULL) must
- * outlive the worker. @return NULL on failure (logged).
+ * worker_free(), or here on failure): the first @p ntls serve TLS, the others plain HTTP.
+ * @p cache and @p site (shared by all workers, may be NULL) must outlive the worker.
+ * @return NULL on failure (logged).
  */
 struct worker *worker_new(unsigned id, const struct config *cfg, SSL_CTX *ssl_ctx,
-                          struct cache *cache, const int *fds, size_t nfds);
+                          struct cache *cache, const struct site *site, const int *fds, size_t nfds,
+                          size_t ntls);
 /** Log this worker's counters from its own thread (thread-safe request, returns at once). */
 void worker_log_stats(struct worker *w);
 /** Start the thread. @return 0 or -errno. */

@@ -870,6 +870,54 @@ static void test_resolv_conf_cap(void **state)
     config_free(cfg);
 }
 
+static void test_site_options(void **state)
+{
+    char err[ERRLEN];
+    struct config *cfg = new_with_upstream();
+    /* backend URL forms */
+    assert_int_equal(config_set(cfg, "site-backend", "http://127.0.0.1:8080/", "f", 3, err, ERRLEN),
+                     0);
+    const char *bad[] = {"https://127.0.0.1:8080", "127.0.0.1:8080", "http://localhost:8080",
+                         "http://127.0.0.1:8080/app", "http://"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(config_set(cfg, "site-backend", bad[i], "f", 3, err, ERRLEN), -EINVAL);
+        assert_non_null(strstr(err, "f:3: "));
+    }
+    /* header lines */
+    assert_int_equal(config_set(cfg, "header", "Alt-Svc:  clear  ", "f", 4, err, ERRLEN), 0);
+    assert_int_equal(config_set(cfg, "header", "X-A: 1", "f", 4, err, ERRLEN), 0);
+    const char *badh[] = {"NoColon",           ": v",
+                          "Bad Name: v",       "Server: x",
+                          "content-length: 1", "Strict-Transport-Security: max-age=1"};
+    for (size_t i = 0; i < sizeof(badh) / sizeof(badh[0]); i++)
+        assert_int_equal(config_set(cfg, "header", badh[i], "f", 5, err, ERRLEN), -EINVAL);
+    assert_int_equal(config_finish(cfg, err, ERRLEN), 0);
+    assert_string_equal(cfg->backend.text, "127.0.0.1:8080");
+    assert_int_equal(cfg->n_header, 2);
+    assert_string_equal(cfg->header_name[0], "alt-svc");
+    assert_string_equal(cfg->header_value[0], "clear");
+    assert_string_equal(cfg->header_name[1], "x-a");
+    assert_string_equal(cfg->hsts_value, "max-age=31536000");
+    assert_int_equal(cfg->site_max_body, 1u << 20);
+    assert_int_equal(cfg->request_timeout_s, 10);
+    config_free(cfg);
+
+    /* site-root and site-backend exclude each other; hsts 0 turns the header off */
+    cfg = new_with_upstream();
+    assert_int_equal(config_set(cfg, "site-root", "/srv", "f", 1, err, ERRLEN), 0);
+    assert_int_equal(config_set(cfg, "site-backend", "http://[::1]:80", "f", 2, err, ERRLEN), 0);
+    assert_int_equal(config_finish(cfg, err, ERRLEN), -EINVAL);
+    assert_non_null(strstr(err, "site-root and site-backend"));
+    config_free(cfg);
+    cfg = new_with_upstream();
+    assert_int_equal(config_set(cfg, "hsts-max-age", "0", "f", 1, err, ERRLEN), 0);
+    assert_int_equal(config_set(cfg, "http-listen", "127.0.0.1:80", "f", 1, err, ERRLEN), 0);
+    assert_int_equal(config_finish(cfg, err, ERRLEN), 0);
+    assert_null(cfg->hsts_value);
+    assert_int_equal(cfg->n_http_listen, 1);
+    config_free(cfg);
+}
+
 static void test_finish_no_upstream(void **state)
 {
     struct tmpfile t;
@@ -1006,7 +1054,7 @@ static void test_help(void **state)
 
     char names[64][64];
     size_t n = help_option_names(names, 64);
-    assert_int_equal(n, 25);
+    assert_int_equal(n, 35);
     /* every option in --help is accepted by config_set */
     struct config *cfg = config_new();
     assert_non_null(cfg);
@@ -1081,7 +1129,7 @@ static void test_sample_conf(void **state)
      * the default where there is one */
     char names[64][64];
     size_t n = help_option_names(names, 64);
-    assert_int_equal(n, 25);
+    assert_int_equal(n, 35);
     for (size_t i = 0; i < n; i++) {
         char needle[80];
         snprintf(needle, sizeof(needle), "\n#%s ", names[i]);
@@ -1166,6 +1214,7 @@ int main(void)
         cmocka_unit_test(test_parse_addr_invalid),
         cmocka_unit_test(test_resolv_conf),
         cmocka_unit_test(test_resolv_conf_cap),
+        cmocka_unit_test(test_site_options),
         cmocka_unit_test(test_finish_no_upstream),
         cmocka_unit_test(test_finish_cert_key),
         cmocka_unit_test(test_finish_timeouts),

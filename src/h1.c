@@ -1,0 +1,770 @@
+/* HTTP/1.x server session over libhttp-parser (see h1.h).
+ *
+ * States: IDLE (between requests) → READING (first byte seen) → DISPATCHED (complete request
+ * handed to the router) → RESPONDING (head queued, body being pulled) → IDLE again, or closed
+ * after a response that ends the connection. The parser is paused at each message end and
+ * re-initialised for the next request, so pipelined bytes and ignored Upgrade requests start
+ * from a clean state. */
+#include "dohgate/h1.h"
+
+#include <errno.h>
+#include <http_parser.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "dohgate/config.h"
+#include "dohgate/http.h"
+#include "dohgate/log.h"
+#include "dohgate/router.h"
+
+#define H1_MAX_TARGET  4096
+#define H1_MAX_HEAD    16384
+#define H1_MAX_FIELDS  100
+#define H1_MAX_PENDING 65536 /* pipelined input held while a response is under way */
+#define H1_BODY_CHUNK  16384
+#define COMMON_CAP     (4 + DG_CONFIG_MAX_LIST)
+
+enum h1_state { H1_IDLE, H1_READING, H1_DISPATCHED, H1_RESPONDING };
+
+struct h1_session {
+    struct http_exchange ex; /* first member: handlers see &s->ex */
+    http_parser parser;
+    const struct handler_ctx *hctx;
+    h1_wake_cb wake;
+    void *owner;
+    bool https;
+    char peer[64];
+    enum h1_state state;
+    uint64_t req_started;
+
+    /* the request being read */
+    struct dg_buf url, field, value;
+    bool in_value;
+    struct http_header *hdrs;
+    size_t nhdrs, hdrs_cap;
+    size_t head_bytes;
+    char *path, *authority; /* NUL-terminated, owned */
+    const char *ctype;
+    struct dg_buf body;
+    size_t max_body;
+    int error_status; /* found by a parser callback: answer it and close */
+    bool msg_complete;
+    bool keep_alive;
+    bool is_head;
+    int version;
+
+    /* the response */
+    struct dg_buf out_head;
+    bool continue_pending; /* "100 Continue" to send */
+    struct dg_buf resp_body;
+    size_t resp_off;
+    struct http_body_source src;
+    bool src_open;
+    bool chunked;
+    long long src_len, src_sent;
+    bool close_after; /* this response ends the connection */
+    bool done;        /* nothing more will be sent: close once the output is written */
+    bool shutting_down;
+
+    struct dg_buf pending_in;
+};
+
+static int ex_respond(struct http_exchange *ex, int status, const struct http_header *hdrs,
+                      size_t nhdrs, struct dg_buf *body);
+static int ex_respond_stream(struct http_exchange *ex, int status, const struct http_header *hdrs,
+                             size_t nhdrs, long long length, const struct http_body_source *src);
+static void ex_resume(struct http_exchange *ex);
+static const struct http_exchange_ops h1_ops = {
+    .respond = ex_respond,
+    .respond_stream = ex_respond_stream,
+    .resume = ex_resume,
+};
+
+static int parse(struct h1_session *s, const uint8_t *data, size_t len);
+
+/* ---- request state ----------------------------------------------------------------------- */
+
+static void close_source(struct h1_session *s)
+{
+    if (s->src_open) {
+        s->src_open = false;
+        s->src.close(s->src.arg);
+    }
+}
+
+static void request_reset(struct h1_session *s)
+{
+    dg_buf_free(&s->url);
+    dg_buf_free(&s->field);
+    dg_buf_free(&s->value);
+    s->in_value = false;
+    for (size_t i = 0; i < s->nhdrs; i++)
+        free((char *)s->hdrs[i].name); /* one block "name\0value" */
+    s->nhdrs = 0;
+    s->head_bytes = 0;
+    free(s->authority);
+    s->authority = NULL;
+    free(s->path);
+    s->path = NULL;
+    s->ctype = NULL;
+    dg_buf_free(&s->body);
+    s->max_body = 0; /* set at headers-complete, from the route */
+    s->error_status = 0;
+    s->msg_complete = false;
+    s->keep_alive = false;
+    s->is_head = false;
+    s->continue_pending = false;
+    dg_buf_free(&s->resp_body);
+    s->resp_off = 0;
+    close_source(s);
+    s->chunked = false;
+    s->src_len = s->src_sent = 0;
+    s->ex.req = (struct http_request){0};
+    http_clear_pending(&s->ex);
+    s->req_started = 0;
+    s->state = H1_IDLE;
+    http_parser_init(&s->parser, HTTP_REQUEST);
+    s->parser.data = s;
+}
+
+/* ---- response head ----------------------------------------------------------------------- */
+
+static int head_add(struct dg_buf *b, const char *name, const char *value)
+{
+    size_t nl = strlen(name), vl = strlen(value);
+    if (dg_buf_reserve(b, nl + vl + 4) != 0)
+        return -ENOMEM;
+    memcpy(b->data + b->len, name, nl);
+    b->data[b->len + nl] = ':';
+    b->data[b->len + nl + 1] = ' ';
+    memcpy(b->data + b->len + nl + 2, value, vl);
+    b->data[b->len + nl + 2 + vl] = '\r';
+    b->data[b->len + nl + 3 + vl] = '\n';
+    b->len += nl + vl + 4;
+    return 0;
+}
+
+/* Serialise the status line and headers. @p length < 0: unknown (chunked or close). */
+static int build_head(struct h1_session *s, int status, const struct http_header *hdrs,
+                      size_t nhdrs, long long length)
+{
+    struct dg_buf *b = &s->out_head;
+    char line[64];
+    int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, http_reason(status));
+    if (dg_buf_append(b, line, (size_t)n) != 0)
+        return -ENOMEM;
+    for (size_t i = 0; i < nhdrs; i++) {
+        if (head_add(b, hdrs[i].name, hdrs[i].value) != 0)
+            return -ENOMEM;
+    }
+    struct http_header common[COMMON_CAP];
+    size_t nc = http_common_headers(s->hctx->cfg, s->https, common, 0, COMMON_CAP);
+    for (size_t i = 0; i < nc; i++) {
+        if (head_add(b, common[i].name, common[i].value) != 0)
+            return -ENOMEM;
+    }
+    bool bodyless_status = status == 304 || status == 204 || status < 200;
+    if (length >= 0 && !bodyless_status) {
+        snprintf(line, sizeof(line), "%lld", length);
+        if (head_add(b, "content-length", line) != 0)
+            return -ENOMEM;
+    } else if (length < 0 && !bodyless_status && !s->is_head) {
+        if (s->version >= 11) {
+            s->chunked = true;
+            if (head_add(b, "transfer-encoding", "chunked") != 0)
+                return -ENOMEM;
+        } else {
+            s->close_after = true; /* HTTP/1.0: the body ends with the connection */
+        }
+    }
+    if (!s->keep_alive || s->shutting_down)
+        s->close_after = true;
+    if (s->close_after) {
+        if (head_add(b, "connection", "close") != 0)
+            return -ENOMEM;
+    } else if (s->version == 10) {
+        if (head_add(b, "connection", "keep-alive") != 0)
+            return -ENOMEM;
+    }
+    return dg_buf_append(b, "\r\n", 2);
+}
+
+static int ex_respond(struct http_exchange *ex, int status, const struct http_header *hdrs,
+                      size_t nhdrs, struct dg_buf *body)
+{
+    struct h1_session *s = (struct h1_session *)ex;
+    if (s->state != H1_DISPATCHED)
+        return -EALREADY;
+    size_t blen = body ? body->len : 0;
+    dg_buf_free(&s->out_head);
+    if (build_head(s, status, hdrs, nhdrs, status == 304 ? -1 : (long long)blen) != 0) {
+        dg_buf_free(&s->out_head);
+        return -ENOMEM;
+    }
+    if (blen && !s->is_head && status != 304 && status != 204) {
+        dg_buf_free(&s->resp_body);
+        s->resp_body = *body;
+        s->resp_off = 0;
+        *body = (struct dg_buf){0};
+    }
+    s->state = H1_RESPONDING;
+    s->wake(s->owner);
+    return 0;
+}
+
+static int ex_respond_stream(struct http_exchange *ex, int status, const struct http_header *hdrs,
+                             size_t nhdrs, long long length, const struct http_body_source *src)
+{
+    struct h1_session *s = (struct h1_session *)ex;
+    if (s->state != H1_DISPATCHED) {
+        src->close(src->arg);
+        return -EALREADY;
+    }
+    dg_buf_free(&s->out_head);
+    if (build_head(s, status, hdrs, nhdrs, status == 304 ? -1 : length) != 0) {
+        dg_buf_free(&s->out_head);
+        src->close(src->arg);
+        return -ENOMEM;
+    }
+    s->src = *src;
+    s->src_open = true;
+    s->src_len = length;
+    s->src_sent = 0;
+    if (s->is_head || length == 0 || status == 304 || status == 204)
+        close_source(s);
+    s->state = H1_RESPONDING;
+    s->wake(s->owner);
+    return 0;
+}
+
+static void ex_resume(struct http_exchange *ex)
+{
+    struct h1_session *s = (struct h1_session *)ex;
+    if (s->src_open)
+        s->wake(s->owner);
+}
+
+/* An error found while reading a request: answer it, then close (the rest of the input cannot
+ * be trusted to be in step with the framing). */
+static void error_response(struct h1_session *s, int status)
+{
+    static const char *const texts[][2] = {
+        {"400", "bad request"},
+        {"405", "method not allowed"},
+        {"408", "request timeout"},
+        {"413", "request body too large"},
+        {"414", "URI too long"},
+        {"417", "expectation not supported"},
+        {"431", "header fields too large"},
+        {"503", "out of memory"},
+    };
+    const char *text = "bad request";
+    char code[8];
+    snprintf(code, sizeof(code), "%d", status);
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        if (strcmp(texts[i][0], code) == 0)
+            text = texts[i][1];
+    }
+    s->state = H1_DISPATCHED;
+    s->keep_alive = false;
+    s->close_after = true;
+    s->continue_pending = false;
+    dg_buf_free(&s->pending_in);
+    if (status == 405) {
+        const struct http_header allow = {"allow", "GET, HEAD, POST"};
+        http_respond_text(&s->ex, status, text, &allow, 1);
+    } else {
+        http_respond_text(&s->ex, status, text, NULL, 0);
+    }
+    if (s->state != H1_RESPONDING)
+        s->done = true; /* no memory for even the error: just close */
+}
+
+/* ---- parser callbacks -------------------------------------------------------------------- */
+
+static int on_message_begin(http_parser *p)
+{
+    struct h1_session *s = p->data;
+    s->state = H1_READING;
+    if (!s->req_started)
+        s->req_started = dg_now_ms();
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    struct h1_session *s = p->data;
+    if (s->url.len + len > H1_MAX_TARGET) {
+        s->error_status = 414;
+        return 1;
+    }
+    if (dg_buf_append(&s->url, at, len) != 0) {
+        s->error_status = 503;
+        return 1;
+    }
+    return 0;
+}
+
+static int finish_field(struct h1_session *s)
+{
+    if (!s->in_value)
+        return 0;
+    s->in_value = false;
+    if (s->nhdrs >= H1_MAX_FIELDS) {
+        s->error_status = 431;
+        return -1;
+    }
+    if (s->nhdrs == s->hdrs_cap) {
+        size_t cap = s->hdrs_cap ? s->hdrs_cap * 2 : 16;
+        struct http_header *h = realloc(s->hdrs, cap * sizeof(*h));
+        if (!h) {
+            s->error_status = 503;
+            return -1;
+        }
+        s->hdrs = h;
+        s->hdrs_cap = cap;
+    }
+    size_t nl = s->field.len, vl = s->value.len;
+    /* Optional whitespace around the value is the parser's to strip on the left; trailing
+     * whitespace is removed here (RFC 9112 §5). */
+    while (vl > 0 && (s->value.data[vl - 1] == ' ' || s->value.data[vl - 1] == '\t'))
+        vl--;
+    char *b = malloc(nl + vl + 2);
+    if (!b) {
+        s->error_status = 503;
+        return -1;
+    }
+    for (size_t i = 0; i < nl; i++) {
+        char c = (char)s->field.data[i];
+        b[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+    }
+    b[nl] = '\0';
+    if (vl)
+        memcpy(b + nl + 1, s->value.data, vl);
+    b[nl + 1 + vl] = '\0';
+    s->hdrs[s->nhdrs++] = (struct http_header){b, b + nl + 1};
+    s->field.len = 0;
+    s->value.len = 0;
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    struct h1_session *s = p->data;
+    if (finish_field(s) != 0)
+        return 1;
+    s->head_bytes += len;
+    if (s->head_bytes > H1_MAX_HEAD) {
+        s->error_status = 431;
+        return 1;
+    }
+    if (dg_buf_append(&s->field, at, len) != 0) {
+        s->error_status = 503;
+        return 1;
+    }
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    struct h1_session *s = p->data;
+    s->in_value = true;
+    s->head_bytes += len;
+    if (s->head_bytes > H1_MAX_HEAD) {
+        s->error_status = 431;
+        return 1;
+    }
+    if (dg_buf_append(&s->value, at, len) != 0) {
+        s->error_status = 503;
+        return 1;
+    }
+    return 0;
+}
+
+static const char *find_header(const struct h1_session *s, const char *name)
+{
+    for (size_t i = 0; i < s->nhdrs; i++) {
+        if (strcmp(s->hdrs[i].name, name) == 0)
+            return s->hdrs[i].value;
+    }
+    return NULL;
+}
+
+static char *dup_range(const char *p, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (d) {
+        memcpy(d, p, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+/* Turn the request-target into an origin-form path (+ authority for absolute-form). */
+static int set_target(struct h1_session *s)
+{
+    const char *u = (const char *)s->url.data;
+    size_t n = s->url.len;
+    if (n == 0)
+        return 400;
+    if (u[0] == '/' || (n == 1 && u[0] == '*')) {
+        s->path = dup_range(u, n);
+        return s->path ? 0 : 503;
+    }
+    /* absolute-form (RFC 9112 §3.2.2): its authority replaces Host */
+    struct http_parser_url pu;
+    http_parser_url_init(&pu);
+    if (http_parser_parse_url(u, n, 0, &pu) != 0 || !(pu.field_set & (1 << UF_HOST)) ||
+        !(pu.field_set & (1 << UF_SCHEMA)))
+        return 400;
+    const char *path = (pu.field_set & (1 << UF_PATH)) ? u + pu.field_data[UF_PATH].off : "/";
+    size_t plen = (pu.field_set & (1 << UF_PATH)) ? pu.field_data[UF_PATH].len : 1;
+    size_t qlen = (pu.field_set & (1 << UF_QUERY)) ? pu.field_data[UF_QUERY].len + 1 : 0;
+    s->path = malloc(plen + qlen + 1);
+    if (!s->path)
+        return 503;
+    memcpy(s->path, path, plen);
+    if (qlen) {
+        s->path[plen] = '?';
+        memcpy(s->path + plen + 1, u + pu.field_data[UF_QUERY].off, qlen - 1);
+    }
+    s->path[plen + qlen] = '\0';
+    size_t hoff = pu.field_data[UF_HOST].off, hend = hoff + pu.field_data[UF_HOST].len;
+    if (pu.field_set & (1 << UF_PORT))
+        hend = pu.field_data[UF_PORT].off + pu.field_data[UF_PORT].len;
+    if (hoff > 0 && u[hoff - 1] == '[')
+        hoff--; /* keep the brackets of an IPv6 literal */
+    s->authority = dup_range(u + hoff, hend - hoff);
+    return s->authority ? 0 : 503;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct h1_session *s = p->data;
+    if (finish_field(s) != 0)
+        return -1; /* -1, not 1: 1 would mean "skip the body" */
+    s->version = p->http_major == 1 && p->http_minor == 0 ? 10 : 11;
+    if (p->http_major != 1) {
+        s->error_status = 400;
+        return -1;
+    }
+    if (p->method == HTTP_CONNECT) {
+        s->error_status = 405;
+        return -1;
+    }
+    int st = set_target(s);
+    if (st) {
+        s->error_status = st;
+        return -1;
+    }
+    const char *host = find_header(s, "host");
+    if (!s->authority) {
+        if (!host && s->version >= 11) {
+            s->error_status = 400; /* RFC 9112 §3.2: a 1.1 request without Host */
+            return -1;
+        }
+        if (host) {
+            s->authority = dup_range(host, strlen(host));
+            if (!s->authority) {
+                s->error_status = 503;
+                return -1;
+            }
+        }
+    }
+    s->ctype = find_header(s, "content-type");
+    s->is_head = p->method == HTTP_HEAD;
+    s->max_body = router_max_body(s->hctx, s->path);
+    bool has_body = (p->flags & (F_CHUNKED | F_CONTENTLENGTH)) &&
+                    !((p->flags & F_CONTENTLENGTH) && p->content_length == 0);
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > s->max_body) {
+        s->error_status = 413;
+        return -1;
+    }
+    const char *expect = find_header(s, "expect");
+    if (expect) {
+        if (strcasecmp(expect, "100-continue") != 0) {
+            s->error_status = 417;
+            return -1;
+        }
+        if (has_body && s->version >= 11) {
+            s->continue_pending = true;
+            s->wake(s->owner);
+        }
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    struct h1_session *s = p->data;
+    s->continue_pending = false; /* the client did not wait for it */
+    if (s->body.len + len > s->max_body) {
+        s->error_status = 413;
+        return 1;
+    }
+    if (dg_buf_append(&s->body, at, len) != 0) {
+        s->error_status = 503;
+        return 1;
+    }
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct h1_session *s = p->data;
+    s->msg_complete = true;
+    s->keep_alive = http_should_keep_alive(p) && !s->shutting_down;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* ---- driving ----------------------------------------------------------------------------- */
+
+static void dispatch(struct h1_session *s)
+{
+    s->state = H1_DISPATCHED;
+    s->continue_pending = false;
+    s->ex.req = (struct http_request){
+        .method = http_method_str((enum http_method)s->parser.method),
+        .path = s->path,
+        .authority = s->authority,
+        .content_type = s->ctype,
+        .body = s->body.data,
+        .body_len = s->body.len,
+        .version = s->version,
+        .https = s->https,
+        .headers = s->hdrs,
+        .nheaders = s->nhdrs,
+        .peer = s->peer,
+    };
+    router_dispatch(&s->ex);
+}
+
+static int parse(struct h1_session *s, const uint8_t *data, size_t len)
+{
+    if (len == 0)
+        return 0;
+    if (s->state == H1_IDLE) {
+        s->state = H1_READING;
+        s->req_started = dg_now_ms();
+    }
+    size_t n = http_parser_execute(&s->parser, &parser_settings, (const char *)data, len);
+    if (s->error_status) {
+        error_response(s, s->error_status);
+        return 0;
+    }
+    enum http_errno e = HTTP_PARSER_ERRNO(&s->parser);
+    if (s->msg_complete) {
+        /* Paused at the message end (or stopped there by an ignored Upgrade). */
+        if (n < len && dg_buf_append(&s->pending_in, data + n, len - n) != 0)
+            return -ENOMEM;
+        dispatch(s);
+        return 0;
+    }
+    if (e != HPE_OK) {
+        log_debug("h1: malformed request: %s", http_errno_description(e));
+        error_response(s, e == HPE_HEADER_OVERFLOW ? 431 : 400);
+        return 0;
+    }
+    return 0;
+}
+
+struct h1_session *h1_session_new(const struct h1_settings *st, const struct handler_ctx *hctx,
+                                  h1_wake_cb wake, void *owner)
+{
+    struct h1_session *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->ex.ops = &h1_ops;
+    s->ex.ctx = hctx;
+    s->hctx = hctx;
+    s->wake = wake;
+    s->owner = owner;
+    s->https = st->https;
+    snprintf(s->peer, sizeof(s->peer), "%s", st->peer ? st->peer : "");
+    request_reset(s);
+    return s;
+}
+
+void h1_session_free(struct h1_session *s)
+{
+    if (!s)
+        return;
+    http_exchange_abort(&s->ex);
+    request_reset(s);
+    free(s->hdrs);
+    dg_buf_free(&s->out_head);
+    dg_buf_free(&s->pending_in);
+    free(s);
+}
+
+int h1_session_recv(struct h1_session *s, const uint8_t *data, size_t len)
+{
+    if (s->done || s->close_after)
+        return 0; /* the connection ends after the response under way; ignore the rest */
+    if (s->state == H1_DISPATCHED || s->state == H1_RESPONDING || s->pending_in.len) {
+        /* Pipelined: keep it for after the response. want_read() bounds how much. */
+        return dg_buf_append(&s->pending_in, data, len) == 0 ? 0 : -ENOMEM;
+    }
+    return parse(s, data, len);
+}
+
+/* The response is complete: close, or start on the next request. */
+static int response_done(struct h1_session *s)
+{
+    close_source(s);
+    if (s->close_after) {
+        s->done = true;
+        return 0;
+    }
+    request_reset(s);
+    if (s->shutting_down) {
+        s->done = true;
+        return 0;
+    }
+    if (s->pending_in.len) {
+        struct dg_buf in = s->pending_in;
+        s->pending_in = (struct dg_buf){0};
+        int rc = parse(s, in.data, in.len);
+        dg_buf_free(&in);
+        return rc;
+    }
+    return 0;
+}
+
+/* Pull body bytes from the source into @p out. @return 1 when the body is complete, 0 when the
+ * source has nothing now or @p out is full, negative on failure. */
+static int pull_source(struct h1_session *s, struct dg_buf *out, size_t limit)
+{
+    while (out->len < limit) {
+        size_t want = H1_BODY_CHUNK;
+        if (s->src_len >= 0 && (long long)want > s->src_len - s->src_sent)
+            want = (size_t)(s->src_len - s->src_sent);
+        size_t pre = s->chunked ? 10 : 0; /* "%08zx\r\n" */
+        if (dg_buf_reserve(out, pre + want + 2) != 0)
+            return -ENOMEM;
+        long n = want ? s->src.read(s->src.arg, out->data + out->len + pre, want) : 0;
+        if (n == HTTP_BODY_AGAIN)
+            return 0;
+        if (n < 0 || (n == 0 && s->src_len >= 0 && s->src_sent != s->src_len))
+            return n < 0 ? (int)n : -EIO;
+        if (n == 0) {
+            if (s->chunked && dg_buf_append(out, "0\r\n\r\n", 5) != 0)
+                return -ENOMEM;
+            return 1;
+        }
+        if (s->chunked) {
+            char hex[24]; /* n <= H1_BODY_CHUNK: always 8 digits */
+            snprintf(hex, sizeof(hex), "%08lx\r\n", (unsigned long)n & 0xfffffffful);
+            memcpy(out->data + out->len, hex, 10);
+            out->len += 10 + (size_t)n;
+            out->data[out->len++] = '\r';
+            out->data[out->len++] = '\n';
+        } else {
+            out->len += (size_t)n;
+        }
+        s->src_sent += n;
+        if (s->src_len >= 0 && s->src_sent == s->src_len) {
+            if (s->chunked && dg_buf_append(out, "0\r\n\r\n", 5) != 0)
+                return -ENOMEM;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int h1_session_send(struct h1_session *s, struct dg_buf *out, size_t limit)
+{
+    while (out->len < limit) {
+        if (s->continue_pending && s->state == H1_READING) {
+            s->continue_pending = false;
+            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            if (dg_buf_append(out, cont, sizeof(cont) - 1) != 0)
+                return -ENOMEM;
+        }
+        if (s->state != H1_RESPONDING || s->done)
+            return 0;
+        if (s->out_head.len) {
+            if (dg_buf_append(out, s->out_head.data, s->out_head.len) != 0)
+                return -ENOMEM;
+            dg_buf_free(&s->out_head);
+        }
+        int rc;
+        if (s->resp_off < s->resp_body.len) {
+            size_t room = limit > out->len ? limit - out->len : 0;
+            size_t n = s->resp_body.len - s->resp_off;
+            if (n > room && room > 0)
+                n = room;
+            if (dg_buf_append(out, s->resp_body.data + s->resp_off, n) != 0)
+                return -ENOMEM;
+            s->resp_off += n;
+            rc = s->resp_off == s->resp_body.len;
+        } else if (s->src_open) {
+            rc = pull_source(s, out, limit);
+            if (rc < 0) {
+                log_debug("h1: response body failed: %s", strerror(-rc));
+                close_source(s);
+                s->done = true;
+                return rc;
+            }
+        } else {
+            rc = 1;
+        }
+        if (rc == 0)
+            return 0;
+        if (response_done(s) != 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+bool h1_session_done(const struct h1_session *s)
+{
+    return s->done;
+}
+
+bool h1_session_want_read(const struct h1_session *s)
+{
+    return !s->done && !s->close_after && s->pending_in.len < H1_MAX_PENDING;
+}
+
+bool h1_session_busy(const struct h1_session *s)
+{
+    return s->state != H1_IDLE;
+}
+
+uint64_t h1_session_request_started(const struct h1_session *s)
+{
+    return s->state == H1_READING ? s->req_started : 0;
+}
+
+void h1_session_timeout(struct h1_session *s)
+{
+    if (s->state == H1_READING)
+        error_response(s, 408);
+    else if (s->state == H1_IDLE)
+        s->done = true;
+}
+
+void h1_session_shutdown(struct h1_session *s)
+{
+    s->shutting_down = true;
+    if (s->state == H1_IDLE && s->pending_in.len == 0)
+        s->done = true;
+    else if (s->state != H1_RESPONDING)
+        s->keep_alive = false;
+    else
+        s->close_after = true;
+}

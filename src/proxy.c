@@ -1,0 +1,711 @@
+/* Reverse proxy to an HTTP/1.1 backend (see proxy.h).
+ *
+ * A request's life: proxy_handle() builds the request bytes, takes an idle connection or
+ * connects, writes, then reads and parses the response. At the final response head it answers
+ * the exchange with a body source; from then on the source owns the request, and the source's
+ * close() ends it (returning the connection to the pool when the response was read whole and the
+ * backend keeps it alive). Callbacks of the source can run while the request is inside its own
+ * I/O handler (a transport may close a source synchronously from http_respond_stream()), so the
+ * request is freed only outside its handlers: `in_io` defers it. */
+#include "dohgate/proxy.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <http_parser.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "dohgate/config.h"
+#include "dohgate/http.h"
+#include "dohgate/log.h"
+
+#define READ_CHUNK      16384
+#define MAX_RESP_HEAD   32768
+#define MAX_RESP_FIELDS 100
+
+struct idle_conn {
+    struct proxy *px;
+    struct idle_conn *prev, *next;
+    int fd;
+    struct event *ev; /* readable (EOF, stray bytes) or idle timeout: close */
+};
+
+struct proxy {
+    struct event_base *base;
+    const struct config *cfg;
+    struct idle_conn *idle;
+    size_t nidle;
+    struct proxy_stats stats;
+};
+
+enum preq_phase { PH_SEND, PH_HEAD, PH_BODY, PH_DONE };
+
+struct preq {
+    struct proxy *px;
+    struct http_exchange *ex;
+    int fd;
+    bool reused, retried;
+    enum preq_phase phase;
+    struct event *rev, *wev, *timer;
+    struct dg_buf out; /* the request bytes */
+    size_t out_off;
+    http_parser rp;
+    bool head_method;
+    /* response head being parsed */
+    struct dg_buf field, value;
+    bool in_value;
+    struct http_header *hdrs;
+    size_t nhdrs, hdrs_cap, head_bytes;
+    bool head_ready;    /* final head parsed, not yet answered */
+    long long resp_len; /* the response's Content-Length, -1 when it has none */
+    bool responded;     /* the exchange has our source */
+    bool got_bytes;     /* any response byte arrived */
+    bool msg_done;      /* the response was read whole */
+    bool keep_alive;
+    bool failed;      /* backend failed after the head: the source reports it */
+    bool src_waiting; /* the source said AGAIN: resume the exchange when bytes come */
+    bool read_paused;
+    int in_io; /* inside our own event handler */
+    bool dead; /* closed while in_io: free on the way out */
+    struct dg_buf body;
+    size_t body_off;
+};
+
+static void preq_free(struct preq *r);
+
+/* ---- idle pool --------------------------------------------------------------------------- */
+
+static void idle_remove(struct idle_conn *ic)
+{
+    struct proxy *px = ic->px;
+    if (ic->prev)
+        ic->prev->next = ic->next;
+    else
+        px->idle = ic->next;
+    if (ic->next)
+        ic->next->prev = ic->prev;
+    px->nidle--;
+    event_free(ic->ev);
+    free(ic);
+}
+
+static void on_idle_event(evutil_socket_t fd, short what, void *arg)
+{
+    /* EOF, unexpected bytes, or the idle time is up: this connection is no longer reusable. */
+    struct idle_conn *ic = arg;
+    close(ic->fd);
+    idle_remove(ic);
+}
+
+static void idle_put(struct proxy *px, int fd)
+{
+    struct idle_conn *ic = NULL;
+    if (px->nidle >= PROXY_IDLE_MAX || !(ic = calloc(1, sizeof(*ic))))
+        goto drop;
+    ic->px = px;
+    ic->fd = fd;
+    ic->ev = event_new(px->base, fd, EV_READ, on_idle_event, ic);
+    struct timeval tv = {.tv_sec = PROXY_IDLE_S};
+    if (!ic->ev || event_add(ic->ev, &tv) != 0) {
+        if (ic->ev)
+            event_free(ic->ev);
+        free(ic);
+        goto drop;
+    }
+    ic->next = px->idle;
+    if (px->idle)
+        px->idle->prev = ic;
+    px->idle = ic;
+    px->nidle++;
+    return;
+drop:
+    close(fd);
+}
+
+static int idle_take(struct proxy *px)
+{
+    struct idle_conn *ic = px->idle;
+    if (!ic)
+        return -1;
+    int fd = ic->fd;
+    idle_remove(ic);
+    return fd;
+}
+
+/* ---- request building -------------------------------------------------------------------- */
+
+static bool hop_by_hop(const char *name, const char *connection)
+{
+    static const char *const hop[] = {"connection",
+                                      "keep-alive",
+                                      "proxy-connection",
+                                      "te",
+                                      "trailer",
+                                      "upgrade",
+                                      "transfer-encoding",
+                                      "host",
+                                      "content-length",
+                                      "expect",
+                                      "http2-settings",
+                                      "x-forwarded-for",
+                                      "x-forwarded-proto",
+                                      "x-forwarded-host",
+                                      "cookie"};
+    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++) {
+        if (strcmp(name, hop[i]) == 0)
+            return true;
+    }
+    /* Fields named by Connection are hop-by-hop too (RFC 9110 §7.6.1). */
+    if (connection) {
+        size_t nl = strlen(name);
+        for (const char *p = connection; *p;) {
+            while (*p == ' ' || *p == ',' || *p == '\t')
+                p++;
+            size_t tl = strcspn(p, ", \t");
+            if (tl == nl && strncasecmp(p, name, nl) == 0)
+                return true;
+            p += tl;
+        }
+    }
+    return false;
+}
+
+static int add_line(struct dg_buf *b, const char *name, const char *value)
+{
+    if (dg_buf_append(b, name, strlen(name)) || dg_buf_append(b, ": ", 2) ||
+        dg_buf_append(b, value, strlen(value)) || dg_buf_append(b, "\r\n", 2))
+        return -ENOMEM;
+    return 0;
+}
+
+static int build_request(struct preq *r, const struct http_request *q)
+{
+    struct dg_buf *b = &r->out;
+    const char *connection = http_request_header(q, "connection");
+    if (dg_buf_append(b, q->method, strlen(q->method)) || dg_buf_append(b, " ", 1) ||
+        dg_buf_append(b, q->path, strlen(q->path)) || dg_buf_append(b, " HTTP/1.1\r\n", 11))
+        return -ENOMEM;
+    if (q->authority && add_line(b, "host", q->authority))
+        return -ENOMEM;
+    /* Cookies arrive as several fields over HTTP/2; HTTP/1.1 wants one line (RFC 9113 8.2.3). */
+    bool first_cookie = true;
+    for (size_t i = 0; i < q->nheaders; i++) {
+        const struct http_header *h = &q->headers[i];
+        if (strcmp(h->name, "cookie") == 0) {
+            if ((first_cookie ? dg_buf_append(b, "cookie: ", 8) : dg_buf_append(b, "; ", 2)) ||
+                dg_buf_append(b, h->value, strlen(h->value)))
+                return -ENOMEM;
+            first_cookie = false;
+        }
+    }
+    if (!first_cookie && dg_buf_append(b, "\r\n", 2))
+        return -ENOMEM;
+    for (size_t i = 0; i < q->nheaders; i++) {
+        const struct http_header *h = &q->headers[i];
+        if (!hop_by_hop(h->name, connection) && add_line(b, h->name, h->value))
+            return -ENOMEM;
+    }
+    /* X-Forwarded-For: what earlier proxies said, then the address we saw. */
+    const char *xff = http_request_header(q, "x-forwarded-for");
+    char fwd[512];
+    if (xff && strlen(xff) < sizeof(fwd) - 70)
+        snprintf(fwd, sizeof(fwd), "%s, %s", xff, q->peer ? q->peer : "unknown");
+    else
+        snprintf(fwd, sizeof(fwd), "%s", q->peer && *q->peer ? q->peer : "unknown");
+    if (add_line(b, "x-forwarded-for", fwd) ||
+        add_line(b, "x-forwarded-proto", q->https ? "https" : "http") ||
+        (q->authority && add_line(b, "x-forwarded-host", q->authority)))
+        return -ENOMEM;
+    char len[24];
+    bool send_len = q->body_len > 0 || strcmp(q->method, "POST") == 0 ||
+                    strcmp(q->method, "PUT") == 0 || strcmp(q->method, "PATCH") == 0;
+    snprintf(len, sizeof(len), "%zu", q->body_len);
+    if (send_len && add_line(b, "content-length", len))
+        return -ENOMEM;
+    if (dg_buf_append(b, "\r\n", 2))
+        return -ENOMEM;
+    if (q->body_len && dg_buf_append(b, q->body, q->body_len))
+        return -ENOMEM;
+    return 0;
+}
+
+/* ---- response parsing -------------------------------------------------------------------- */
+
+static int finish_field(struct preq *r)
+{
+    if (!r->in_value)
+        return 0;
+    r->in_value = false;
+    if (r->nhdrs >= MAX_RESP_FIELDS)
+        return -1;
+    if (r->nhdrs == r->hdrs_cap) {
+        size_t cap = r->hdrs_cap ? r->hdrs_cap * 2 : 16;
+        struct http_header *h = realloc(r->hdrs, cap * sizeof(*h));
+        if (!h)
+            return -1;
+        r->hdrs = h;
+        r->hdrs_cap = cap;
+    }
+    size_t nl = r->field.len, vl = r->value.len;
+    while (vl > 0 && (r->value.data[vl - 1] == ' ' || r->value.data[vl - 1] == '\t'))
+        vl--;
+    char *blk = malloc(nl + vl + 2);
+    if (!blk)
+        return -1;
+    for (size_t i = 0; i < nl; i++) {
+        char c = (char)r->field.data[i];
+        blk[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+    }
+    blk[nl] = '\0';
+    if (vl)
+        memcpy(blk + nl + 1, r->value.data, vl);
+    blk[nl + 1 + vl] = '\0';
+    r->hdrs[r->nhdrs++] = (struct http_header){blk, blk + nl + 1};
+    r->field.len = r->value.len = 0;
+    return 0;
+}
+
+static void clear_headers(struct preq *r)
+{
+    for (size_t i = 0; i < r->nhdrs; i++)
+        free((char *)r->hdrs[i].name);
+    r->nhdrs = 0;
+    r->head_bytes = 0;
+    r->field.len = r->value.len = 0;
+    r->in_value = false;
+}
+
+static int on_hfield(http_parser *p, const char *at, size_t len)
+{
+    struct preq *r = p->data;
+    if (finish_field(r) != 0)
+        return 1;
+    r->head_bytes += len;
+    return r->head_bytes > MAX_RESP_HEAD || dg_buf_append(&r->field, at, len) != 0;
+}
+
+static int on_hvalue(http_parser *p, const char *at, size_t len)
+{
+    struct preq *r = p->data;
+    r->in_value = true;
+    r->head_bytes += len;
+    return r->head_bytes > MAX_RESP_HEAD || dg_buf_append(&r->value, at, len) != 0;
+}
+
+static int on_resp_headers_complete(http_parser *p)
+{
+    struct preq *r = p->data;
+    if (finish_field(r) != 0)
+        return -1;
+    if (p->status_code < 200) {
+        /* 100 Continue and other interim answers: not forwarded, wait for the final one. */
+        clear_headers(r);
+        return 0;
+    }
+    r->head_ready = true;
+    /* Read it now: the parser counts content_length down while it consumes the body. */
+    r->resp_len = (p->flags & F_CONTENTLENGTH) ? (long long)p->content_length : -1;
+    /* 1 = "no body follows" (the response to HEAD has a length but no body). */
+    return r->head_method ? 1 : 0;
+}
+
+static int on_resp_body(http_parser *p, const char *at, size_t len)
+{
+    struct preq *r = p->data;
+    return dg_buf_append(&r->body, at, len) != 0;
+}
+
+static int on_resp_complete(http_parser *p)
+{
+    struct preq *r = p->data;
+    if (p->status_code < 200)
+        return 0;
+    r->msg_done = true;
+    r->keep_alive = http_should_keep_alive(p);
+    http_parser_pause(p, 1); /* anything after it is not ours */
+    return 0;
+}
+
+static const http_parser_settings resp_settings = {
+    .on_header_field = on_hfield,
+    .on_header_value = on_hvalue,
+    .on_headers_complete = on_resp_headers_complete,
+    .on_body = on_resp_body,
+    .on_message_complete = on_resp_complete,
+};
+
+/* ---- the body source --------------------------------------------------------------------- */
+
+static void set_read(struct preq *r, bool on);
+
+static long src_read(void *arg, uint8_t *buf, size_t max)
+{
+    struct preq *r = arg;
+    size_t avail = r->body.len - r->body_off;
+    if (avail) {
+        size_t n = avail < max ? avail : max;
+        memcpy(buf, r->body.data + r->body_off, n);
+        r->body_off += n;
+        if (r->body_off == r->body.len) {
+            r->body.len = 0;
+            r->body_off = 0;
+        }
+        if (r->read_paused && !r->msg_done && !r->failed && r->body.len < PROXY_BUFFER / 2)
+            set_read(r, true);
+        return (long)n;
+    }
+    if (r->msg_done)
+        return 0;
+    if (r->failed)
+        return -EIO;
+    r->src_waiting = true;
+    return HTTP_BODY_AGAIN;
+}
+
+static void src_close(void *arg)
+{
+    struct preq *r = arg;
+    r->ex = NULL;
+    if (r->in_io)
+        r->dead = true;
+    else
+        preq_free(r);
+}
+
+/* ---- connection handling ----------------------------------------------------------------- */
+
+static void arm_timer(struct preq *r)
+{
+    struct timeval tv = {.tv_sec = r->px->cfg->backend_timeout_s};
+    event_add(r->timer, &tv);
+}
+
+static void set_read(struct preq *r, bool on)
+{
+    r->read_paused = !on;
+    if (on) {
+        event_add(r->rev, NULL);
+        arm_timer(r);
+    } else {
+        /* A slow client is not the backend's fault: no backend timer while we wait for it. */
+        event_del(r->rev);
+        event_del(r->timer);
+    }
+}
+
+static void preq_free(struct preq *r)
+{
+    if (r->rev)
+        event_free(r->rev);
+    if (r->wev)
+        event_free(r->wev);
+    if (r->timer)
+        event_free(r->timer);
+    if (r->fd >= 0) {
+        /* Reusable only when the response was read whole, nothing else came, and the backend
+         * keeps the connection. */
+        if (r->msg_done && r->keep_alive && !r->failed && HTTP_PARSER_ERRNO(&r->rp) == HPE_PAUSED &&
+            r->body_off == r->body.len)
+            idle_put(r->px, r->fd);
+        else
+            close(r->fd);
+    }
+    clear_headers(r);
+    free(r->hdrs);
+    dg_buf_free(&r->field);
+    dg_buf_free(&r->value);
+    dg_buf_free(&r->out);
+    dg_buf_free(&r->body);
+    free(r);
+}
+
+static void on_cancel(void *op)
+{
+    /* The exchange died before the head was answered. */
+    struct preq *r = op;
+    r->ex = NULL;
+    r->msg_done = false; /* the connection is mid-response: never reuse it */
+    if (r->in_io)
+        r->dead = true;
+    else
+        preq_free(r);
+}
+
+static void fail_before_head(struct preq *r, int status, const char *why)
+{
+    struct http_exchange *ex = r->ex;
+    if (status == 504)
+        r->px->stats.errors_504++;
+    else
+        r->px->stats.errors_502++;
+    log_info("site-backend %s: %s", r->px->cfg->backend.text, why);
+    r->ex = NULL;
+    r->msg_done = false;
+    r->dead = true;
+    if (ex) {
+        http_clear_pending(ex);
+        http_respond_text(ex, status,
+                          status == 504 ? "gateway timeout: the site's backend did "
+                                          "not answer in time"
+                                        : "bad gateway: the site's backend is "
+                                          "unavailable or answered badly",
+                          NULL, 0);
+    }
+}
+
+static int start_connection(struct preq *r);
+
+/* The backend failed. Before any response byte on a reused connection: one retry on a new one.
+ * Before the head: 502/504. After it: the source reports the failure. */
+static void backend_failed(struct preq *r, bool timeout, const char *why)
+{
+    if (r->responded) {
+        /* Stop watching the socket: at EOF a level-triggered read event would fire on every
+         * loop turn until the client has taken the buffered bytes (a busy loop). */
+        r->failed = true;
+        event_del(r->rev);
+        if (r->wev)
+            event_del(r->wev);
+        event_del(r->timer);
+        if (r->src_waiting && r->ex) {
+            r->src_waiting = false;
+            http_body_resume(r->ex);
+        }
+        return;
+    }
+    if (r->reused && !r->got_bytes && !r->retried && !timeout) {
+        r->retried = true;
+        r->px->stats.retries++;
+        if (start_connection(r) == 0)
+            return;
+    }
+    fail_before_head(r, timeout ? 504 : 502, why);
+}
+
+static void answer_head(struct preq *r)
+{
+    struct http_exchange *ex = r->ex;
+    r->head_ready = false;
+    r->responded = true;
+    struct http_header *out = malloc((r->nhdrs + 1) * sizeof(*out));
+    size_t n = 0;
+    if (!out) {
+        fail_before_head(r, 502, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < r->nhdrs; i++) {
+        const char *name = r->hdrs[i].name;
+        /* Framing is the client transport's; HSTS/server are ours (http_common_headers). */
+        if (hop_by_hop(name, NULL) || strcmp(name, "strict-transport-security") == 0 ||
+            strcmp(name, "server") == 0 || strcmp(name, "date") == 0)
+            continue;
+        out[n++] = r->hdrs[i];
+    }
+    long long len = r->resp_len;
+    if (r->rp.status_code == 204 || r->rp.status_code == 304)
+        len = -1;
+    http_clear_pending(ex);
+    const struct http_body_source src = {src_read, src_close, r};
+    r->in_io++; /* src_close may run synchronously from here */
+    http_respond_stream(ex, (int)r->rp.status_code, out, n, len, &src);
+    r->in_io--;
+    free(out);
+}
+
+static void handle_input(struct preq *r, const uint8_t *data, size_t len, bool eof)
+{
+    if (len)
+        r->got_bytes = true;
+    size_t done = http_parser_execute(&r->rp, &resp_settings, (const char *)data, eof ? 0 : len);
+    enum http_errno e = HTTP_PARSER_ERRNO(&r->rp);
+    if (e != HPE_OK && e != HPE_PAUSED) {
+        backend_failed(r, false, http_errno_description(e));
+        return;
+    }
+    if (e == HPE_PAUSED && done < len)
+        r->keep_alive = false; /* bytes after the response: do not trust this connection */
+    if (r->head_ready && r->ex)
+        answer_head(r);
+    if (r->dead)
+        return;
+    if (eof && !r->msg_done) {
+        backend_failed(r, false, "connection closed before the response was complete");
+        return;
+    }
+    if (r->msg_done) {
+        event_del(r->rev);
+        event_del(r->timer);
+        r->phase = PH_DONE;
+    }
+    if (r->src_waiting && r->ex && (r->body.len > r->body_off || r->msg_done)) {
+        r->src_waiting = false;
+        http_body_resume(r->ex);
+    }
+    if (!r->msg_done && r->body.len - r->body_off >= PROXY_BUFFER)
+        set_read(r, false);
+}
+
+static void on_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct preq *r = arg;
+    uint8_t buf[READ_CHUNK];
+    r->in_io++;
+    ssize_t n = recv(r->fd, buf, sizeof(buf), 0);
+    if (n > 0) {
+        arm_timer(r);
+        handle_input(r, buf, (size_t)n, false);
+    } else if (n == 0) {
+        handle_input(r, NULL, 0, true);
+    } else if (errno != EAGAIN && errno != EINTR) {
+        backend_failed(r, false, strerror(errno));
+    }
+    r->in_io--;
+    if (r->dead && !r->in_io)
+        preq_free(r);
+}
+
+static void on_write(evutil_socket_t fd, short what, void *arg)
+{
+    struct preq *r = arg;
+    r->in_io++;
+    while (r->out_off < r->out.len) {
+        ssize_t n = send(r->fd, r->out.data + r->out_off, r->out.len - r->out_off, MSG_NOSIGNAL);
+        if (n > 0) {
+            r->out_off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            break;
+        backend_failed(r, false, n < 0 ? strerror(errno) : "write failed");
+        goto out;
+    }
+    if (r->out_off == r->out.len) {
+        event_del(r->wev);
+        r->phase = PH_HEAD;
+        event_add(r->rev, NULL);
+    }
+    arm_timer(r);
+out:
+    r->in_io--;
+    if (r->dead && !r->in_io)
+        preq_free(r);
+}
+
+static void on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct preq *r = arg;
+    r->in_io++;
+    backend_failed(r, true, "timed out");
+    r->in_io--;
+    if (r->dead && !r->in_io)
+        preq_free(r);
+}
+
+/* (Re)start the exchange with the backend on an idle or new connection.
+ * @return 0, or -1 after nothing was started (the caller answers 502). */
+static int start_connection(struct preq *r)
+{
+    struct proxy *px = r->px;
+    if (r->rev)
+        event_free(r->rev);
+    if (r->wev)
+        event_free(r->wev);
+    r->rev = r->wev = NULL;
+    if (r->fd >= 0)
+        close(r->fd);
+    r->fd = -1;
+    r->out_off = 0;
+    r->got_bytes = false;
+    clear_headers(r);
+    dg_buf_free(&r->body);
+    r->body_off = 0;
+    http_parser_init(&r->rp, HTTP_RESPONSE);
+    r->rp.data = r;
+
+    int fd = r->retried ? -1 : idle_take(px);
+    r->reused = fd >= 0;
+    if (fd < 0) {
+        const struct dg_addr *a = &px->cfg->backend;
+        fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return -1;
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (connect(fd, (const struct sockaddr *)&a->ss, a->len) != 0 && errno != EINPROGRESS) {
+            close(fd);
+            return -1;
+        }
+        px->stats.connects++;
+    } else {
+        px->stats.reused++;
+    }
+    r->fd = fd;
+    r->rev = event_new(px->base, fd, EV_READ | EV_PERSIST, on_read, r);
+    r->wev = event_new(px->base, fd, EV_WRITE | EV_PERSIST, on_write, r);
+    if (!r->rev || !r->wev || event_add(r->wev, NULL) != 0)
+        return -1;
+    r->phase = PH_SEND;
+    arm_timer(r);
+    return 0;
+}
+
+void proxy_handle(struct proxy *px, struct http_exchange *ex)
+{
+    px->stats.requests++;
+    struct preq *r = calloc(1, sizeof(*r));
+    if (!r) {
+        http_respond_text(ex, 503, "out of memory", NULL, 0);
+        return;
+    }
+    r->px = px;
+    r->ex = ex;
+    r->fd = -1;
+    r->head_method = strcmp(ex->req.method, "HEAD") == 0;
+    r->timer = evtimer_new(px->base, on_timeout, r);
+    if (!r->timer || build_request(r, &ex->req) != 0) {
+        preq_free(r);
+        http_respond_text(ex, 503, "out of memory", NULL, 0);
+        return;
+    }
+    if (start_connection(r) != 0) {
+        r->ex = NULL;
+        preq_free(r);
+        px->stats.errors_502++;
+        http_respond_text(ex, 502, "bad gateway: cannot connect to the site's backend", NULL, 0);
+        return;
+    }
+    http_set_pending(ex, on_cancel, r);
+}
+
+struct proxy *proxy_new(struct event_base *base, const struct config *cfg)
+{
+    struct proxy *px = calloc(1, sizeof(*px));
+    if (!px)
+        return NULL;
+    px->base = base;
+    px->cfg = cfg;
+    return px;
+}
+
+void proxy_free(struct proxy *px)
+{
+    if (!px)
+        return;
+    while (px->idle) {
+        close(px->idle->fd);
+        idle_remove(px->idle);
+    }
+    free(px);
+}
+
+const struct proxy_stats *proxy_get_stats(const struct proxy *px)
+{
+    return &px->stats;
+}

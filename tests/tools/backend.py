@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""A small HTTP/1.1 backend for the reverse-proxy tests (keep-alive, as real apps are).
+
+  backend.py PORT [LOGFILE]
+
+GET /echo     -> JSON of the method, path and request headers the backend received
+POST /echo    -> JSON with the same plus the body's length and SHA-256
+GET /chunked  -> a body sent with Transfer-Encoding: chunked (no length)
+GET /big?n=N  -> N bytes (Content-Length), pattern bytes
+GET /slow?s=S -> answers after S seconds
+anything else -> 404 from the backend (with a marker header)
+Each request line is appended to LOGFILE when given.
+"""
+import hashlib
+import json
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+LOG = sys.argv[2] if len(sys.argv) > 2 else None
+
+
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        if LOG:
+            with open(LOG, "a") as f:
+                f.write("%s %s\n" % (self.command, self.path))
+
+    def _send(self, code, body, ctype="application/json", extra=()):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Backend", "yes")
+        for k, v in extra:
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _echo(self, body=b""):
+        d = {"method": self.command, "path": self.path,
+             "headers": {k.lower(): v for k, v in self.headers.items()},
+             "body_len": len(body), "body_sha256": hashlib.sha256(body).hexdigest()}
+        self._send(200, json.dumps(d).encode())
+
+    def do_GET(self):
+        u = urlsplit(self.path)
+        q = parse_qs(u.query)
+        if u.path == "/echo":
+            self._echo()
+        elif u.path == "/chunked":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(10):
+                chunk = ("line %d\n" % i).encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+        elif u.path == "/big":
+            n = int(q.get("n", ["1000000"])[0])
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            block = bytes(range(256)) * 256
+            left = n
+            while left > 0:
+                k = min(left, len(block))
+                self.wfile.write(block[:k])
+                left -= k
+        elif u.path == "/slow":
+            time.sleep(float(q.get("s", ["5"])[0]))
+            self._send(200, b"slow\n", "text/plain")
+        else:
+            self._send(404, b"backend: not found\n", "text/plain")
+
+    do_HEAD = do_GET
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(n) if n else b""
+        if urlsplit(self.path).path == "/echo":
+            self._echo(body)
+        else:
+            self._send(404, b"backend: not found\n", "text/plain")
+
+
+if __name__ == "__main__":
+    ThreadingHTTPServer.daemon_threads = True
+    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()

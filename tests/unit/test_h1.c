@@ -1,0 +1,409 @@
+/*
+ * HTTP/1.1 session tests (h1.c) without sockets: raw request bytes go into h1_session_recv(),
+ * the response bytes come out of h1_session_send(). Requests run the real router; the site is the
+ * built-in landing page ("/" 200, other paths 404) and DoH requests that fail before the
+ * resolver (415, 400) show that bodies reach the handler. No resolver is needed.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "dohgate/config.h"
+#include "dohgate/h1.h"
+#include "dohgate/http.h"
+#include "dohgate/log.h"
+#include "dohgate/util.h"
+
+struct fixture {
+    struct config *cfg;
+    struct handler_ctx hctx;
+    struct h1_session *s;
+    struct dg_buf out;
+    int wakes;
+};
+
+static void on_wake(void *owner)
+{
+    ((struct fixture *)owner)->wakes++;
+}
+
+static int setup_with(void **state, const char *const *opts)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    char err[256];
+    assert_non_null(f);
+    f->cfg = config_new();
+    assert_non_null(f->cfg);
+    assert_int_equal(config_set(f->cfg, "upstream", "127.0.0.1:9", "t", 0, err, sizeof(err)), 0);
+    for (size_t i = 0; opts && opts[i]; i += 2)
+        assert_int_equal(config_set(f->cfg, opts[i], opts[i + 1], "t", 0, err, sizeof(err)), 0);
+    assert_int_equal(config_finish(f->cfg, err, sizeof(err)), 0);
+    f->hctx = (struct handler_ctx){.cfg = f->cfg};
+    const struct h1_settings st = {.https = true, .peer = "192.0.2.7"};
+    f->s = h1_session_new(&st, &f->hctx, on_wake, f);
+    assert_non_null(f->s);
+    *state = f;
+    return 0;
+}
+
+static int setup(void **state)
+{
+    dg_log_set_level(DG_LOG_ERR);
+    return setup_with(state, NULL);
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    h1_session_free(f->s);
+    dg_buf_free(&f->out);
+    config_free(f->cfg);
+    free(f);
+    return 0;
+}
+
+/* Feed @p req, then collect everything the session has to send, as a C string. */
+static const char *roundtrip(struct fixture *f, const char *req, size_t len)
+{
+    assert_int_equal(h1_session_recv(f->s, (const uint8_t *)req, len), 0);
+    assert_int_equal(h1_session_send(f->s, &f->out, 1 << 20), 0);
+    assert_int_equal(dg_buf_append(&f->out, "", 1), 0);
+    f->out.len--; /* keep it NUL-terminated but not counted */
+    return (const char *)f->out.data;
+}
+
+#define RT(f, s) roundtrip((f), (s), strlen(s))
+
+static int count(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    return n;
+}
+
+static void test_get_keepalive(void **state)
+{
+    struct fixture *f = *state;
+    const char *o = RT(f, "GET / HTTP/1.1\r\nHost: doh.example\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 200 OK\r\n"));
+    assert_non_null(strstr(o, "content-type: text/html"));
+    assert_non_null(strstr(o, "content-length: "));
+    assert_non_null(strstr(o, "strict-transport-security: max-age=31536000\r\n"));
+    assert_null(strstr(o, "connection: close"));
+    /* the page names the DoH URL from the request's Host */
+    assert_non_null(strstr(o, "https://doh.example/dns-query"));
+    assert_false(h1_session_done(f->s));
+    assert_false(h1_session_busy(f->s));
+    assert_true(f->wakes > 0);
+}
+
+static void test_pipelined(void **state)
+{
+    struct fixture *f = *state;
+    const char *o = RT(f, "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"
+                          "HEAD /b HTTP/1.1\r\nHost: x\r\n\r\n");
+    const char *first = strstr(o, "HTTP/1.1 404");
+    const char *second = strstr(o, "HTTP/1.1 200");
+    const char *third = second ? strstr(second + 1, "HTTP/1.1 404") : NULL;
+    assert_non_null(first);
+    assert_non_null(second);
+    assert_non_null(third);
+    assert_true(first < second);
+    assert_int_equal(count(o, "HTTP/1.1 "), 3);
+    /* HEAD: the length of the body it would have had, and no body */
+    assert_non_null(strstr(third, "content-length: 10\r\n"));
+    assert_string_equal(strstr(third, "\r\n\r\n"), "\r\n\r\n");
+    assert_false(h1_session_done(f->s));
+}
+
+static void test_split_bytes(void **state)
+{
+    /* One byte at a time: the parser keeps state across reads. */
+    struct fixture *f = *state;
+    const char *req = "GET / HTTP/1.1\r\nHost: split\r\nX-Long: aaaaaaaaaaaaaaaa\r\n\r\n";
+    for (size_t i = 0; req[i]; i++)
+        assert_int_equal(h1_session_recv(f->s, (const uint8_t *)req + i, 1), 0);
+    const char *o = RT(f, "");
+    assert_non_null(strstr(o, "HTTP/1.1 200 OK"));
+}
+
+static void test_http10_close(void **state)
+{
+    struct fixture *f = *state;
+    const char *o = RT(f, "GET / HTTP/1.0\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 200 OK"));
+    assert_non_null(strstr(o, "connection: close\r\n"));
+    assert_true(h1_session_done(f->s));
+}
+
+static void test_connection_close(void **state)
+{
+    struct fixture *f = *state;
+    const char *o =
+        RT(f, "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n"
+              "Host: a\r\n\r\n");
+    assert_int_equal(count(o, "HTTP/1.1 "), 1); /* the second request is not served */
+    assert_non_null(strstr(o, "connection: close"));
+    assert_true(h1_session_done(f->s));
+}
+
+static void test_no_host(void **state)
+{
+    struct fixture *f = *state;
+    const char *o = RT(f, "GET / HTTP/1.1\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 400 Bad Request"));
+    assert_non_null(strstr(o, "connection: close"));
+    assert_true(h1_session_done(f->s));
+}
+
+static void test_uri_too_long(void **state)
+{
+    struct fixture *f = *state;
+    char req[6000];
+    int n = snprintf(req, sizeof(req), "GET /%05000d HTTP/1.1\r\nHost: a\r\n\r\n", 1);
+    const char *o = roundtrip(f, req, (size_t)n);
+    assert_non_null(strstr(o, "HTTP/1.1 414 URI Too Long"));
+    assert_true(h1_session_done(f->s));
+}
+
+static void test_headers_too_large(void **state)
+{
+    struct fixture *f = *state;
+    struct dg_buf b = {0};
+    assert_int_equal(dg_buf_append(&b, "GET / HTTP/1.1\r\nHost: a\r\n", 25), 0);
+    for (int i = 0; i < 40; i++) {
+        char line[600];
+        int n = snprintf(line, sizeof(line), "X-H%d: %0500d\r\n", i, 0);
+        assert_int_equal(dg_buf_append(&b, line, (size_t)n), 0);
+    }
+    assert_int_equal(dg_buf_append(&b, "\r\n", 2), 0);
+    const char *o = roundtrip(f, (const char *)b.data, b.len);
+    assert_non_null(strstr(o, "HTTP/1.1 431 "));
+    assert_true(h1_session_done(f->s));
+    dg_buf_free(&b);
+}
+
+static void test_too_many_fields(void **state)
+{
+    struct fixture *f = *state;
+    struct dg_buf b = {0};
+    assert_int_equal(dg_buf_append(&b, "GET / HTTP/1.1\r\nHost: a\r\n", 25), 0);
+    for (int i = 0; i < 150; i++) {
+        char line[32];
+        int n = snprintf(line, sizeof(line), "X-%d: 1\r\n", i);
+        assert_int_equal(dg_buf_append(&b, line, (size_t)n), 0);
+    }
+    assert_int_equal(dg_buf_append(&b, "\r\n", 2), 0);
+    const char *o = roundtrip(f, (const char *)b.data, b.len);
+    assert_non_null(strstr(o, "HTTP/1.1 431 "));
+    dg_buf_free(&b);
+}
+
+static void test_body_too_large_announced(void **state)
+{
+    /* DoH bodies are capped at 65535: refused from Content-Length, before any body byte. */
+    struct fixture *f = *state;
+    const char *o = RT(f, "POST /dns-query HTTP/1.1\r\nHost: a\r\nContent-Type: "
+                          "application/dns-message\r\nContent-Length: 70000\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 413 "));
+    assert_true(h1_session_done(f->s));
+}
+
+static void test_chunked_body_too_large(void **state)
+{
+    struct fixture *f = *state;
+    struct dg_buf b = {0};
+    const char *h = "POST /dns-query HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+    assert_int_equal(dg_buf_append(&b, h, strlen(h)), 0);
+    static char chunk[8192 + 16];
+    for (int i = 0; i < 10; i++) {
+        int n = snprintf(chunk, sizeof(chunk), "2000\r\n");
+        memset(chunk + n, 'a', 8192);
+        memcpy(chunk + n + 8192, "\r\n", 2);
+        assert_int_equal(dg_buf_append(&b, chunk, (size_t)n + 8194), 0);
+    }
+    const char *o = roundtrip(f, (const char *)b.data, b.len);
+    assert_non_null(strstr(o, "HTTP/1.1 413 "));
+    dg_buf_free(&b);
+}
+
+static void test_body_reaches_handler(void **state)
+{
+    /* A chunked body: the DoH handler sees it and finds it is not a DNS message (400). */
+    struct fixture *f = *state;
+    const char *o = RT(f, "POST /dns-query HTTP/1.1\r\nHost: a\r\nContent-Type: "
+                          "application/dns-message\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          "3\r\nabc\r\n0\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 400 "));
+    assert_false(h1_session_done(f->s)); /* a handler's 400 keeps the connection */
+    dg_buf_free(&f->out);
+    o = RT(f, "POST /dns-query HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\n"
+              "Content-Length: 3\r\n\r\nabc");
+    assert_non_null(strstr(o, "HTTP/1.1 415 "));
+}
+
+static void test_smuggling_refused(void **state)
+{
+    struct fixture *f = *state;
+    const char *o = RT(f, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: "
+                          "chunked\r\n\r\n0\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 400 "));
+    assert_int_equal(count(o, "HTTP/1.1 "), 1);
+    assert_true(h1_session_done(f->s));
+}
+
+static void test_expect_continue(void **state)
+{
+    struct fixture *f = *state;
+    const char *o = RT(f, "POST /dns-query HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\n"
+                          "Content-Length: 3\r\nExpect: 100-continue\r\n\r\n");
+    assert_string_equal(o, "HTTP/1.1 100 Continue\r\n\r\n");
+    assert_true(h1_session_busy(f->s));
+    o = RT(f, "abc");
+    assert_non_null(strstr(o, "HTTP/1.1 415 "));
+    dg_buf_free(&f->out);
+    o = RT(f, "GET / HTTP/1.1\r\nHost: a\r\nExpect: something\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 417 "));
+}
+
+static void test_garbage(void **state)
+{
+    struct fixture *f = *state;
+    const char *o = RT(f, "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 garbage\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 400 "));
+    assert_true(h1_session_done(f->s));
+}
+
+static void test_connect_refused(void **state)
+{
+    struct fixture *f = *state;
+    const char *o = RT(f, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 405 "));
+}
+
+static void test_absolute_form(void **state)
+{
+    struct fixture *f = *state;
+    const char *o = RT(f, "GET https://abs.example:8443/ HTTP/1.1\r\nHost: other\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 200 OK"));
+    /* the authority of the target wins over Host (RFC 9112 3.2.2) */
+    assert_non_null(strstr(o, "https://abs.example:8443/dns-query"));
+}
+
+static void test_timeout(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(h1_session_request_started(f->s), 0);
+    const char *o = RT(f, "GET / HTTP/1.1\r\nHost: a\r\n");
+    assert_string_equal(o, "");
+    assert_true(h1_session_request_started(f->s) > 0);
+    h1_session_timeout(f->s);
+    o = RT(f, "");
+    assert_non_null(strstr(o, "HTTP/1.1 408 "));
+    assert_true(h1_session_done(f->s));
+}
+
+static void test_shutdown_idle_and_busy(void **state)
+{
+    struct fixture *f = *state;
+    const char *o = RT(f, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_non_null(strstr(o, "200 OK"));
+    h1_session_shutdown(f->s);
+    assert_true(h1_session_done(f->s));
+
+    /* Shut down with a request half-read: it is answered with connection: close. */
+    struct fixture *g;
+    setup_with((void **)&g, NULL);
+    RT(g, "GET / HTTP/1.1\r\nHost: a\r\n");
+    h1_session_shutdown(g->s);
+    assert_false(h1_session_done(g->s));
+    o = RT(g, "\r\n");
+    assert_non_null(strstr(o, "200 OK"));
+    assert_non_null(strstr(o, "connection: close"));
+    assert_true(h1_session_done(g->s));
+    teardown((void **)&g);
+}
+
+static void test_config_headers(void **state)
+{
+    struct fixture *g;
+    const char *const opts[] = {"hsts-max-age",  "0",       "header", "Alt-Svc: clear",
+                                "server-header", "dohgate", NULL};
+    setup_with((void **)&g, opts);
+    const char *o = RT(g, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_null(strstr(o, "strict-transport-security"));
+    assert_non_null(strstr(o, "alt-svc: clear\r\n"));
+    assert_non_null(strstr(o, "server: dohgate\r\n"));
+    teardown((void **)&g);
+}
+
+static void test_plain_listener(void **state)
+{
+    /* The port-80 session: no HSTS, everything redirected to https. */
+    struct fixture *f = *state;
+    h1_session_free(f->s);
+    const struct h1_settings st = {.https = false, .peer = "192.0.2.7"};
+    f->s = h1_session_new(&st, &f->hctx, on_wake, f);
+    const char *o = RT(f, "GET /dns-query?dns=AAAB HTTP/1.1\r\nHost: doh.example\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 301 "));
+    assert_non_null(strstr(o, "location: https://doh.example/dns-query?dns=AAAB\r\n"));
+    assert_null(strstr(o, "strict-transport-security"));
+}
+
+static void test_pending_input_bounded(void **state)
+{
+    /* While a response waits to be pulled, pipelined input is held; past 64 KiB the session
+     * asks the connection to stop reading. Then it is parsed in turn (a 70 KB header: 431). */
+    struct fixture *f = *state;
+    const char *req = "POST /dns-query HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+                      "Content-Type: text/plain\r\n\r\nabc";
+    assert_int_equal(h1_session_recv(f->s, (const uint8_t *)req, strlen(req)), 0);
+    assert_int_equal(h1_session_recv(f->s, (const uint8_t *)"GET / HTTP/1.1\r\n", 16), 0);
+    assert_true(h1_session_want_read(f->s));
+    static char junk[70000];
+    memset(junk, 'a', sizeof(junk));
+    assert_int_equal(h1_session_recv(f->s, (const uint8_t *)junk, sizeof(junk)), 0);
+    assert_false(h1_session_want_read(f->s));
+    const char *o = RT(f, "");
+    const char *first = strstr(o, "HTTP/1.1 415 ");
+    assert_non_null(first);
+    assert_non_null(strstr(first, "HTTP/1.1 431 "));
+    assert_true(h1_session_done(f->s));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_get_keepalive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pipelined, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_split_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_http10_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connection_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_host, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uri_too_long, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_headers_too_large, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_too_many_fields, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_body_too_large_announced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chunked_body_too_large, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_body_reaches_handler, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_smuggling_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expect_continue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_garbage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_absolute_form, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shutdown_idle_and_busy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_config_headers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_plain_listener, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pending_input_bounded, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
