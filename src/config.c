@@ -167,15 +167,28 @@ static const struct option_def options[] = {
      .metavar = "PATH",
      .help = "URL path that answers DoH requests, starting with '/' (repeatable)"},
     {.name = "cert",
-     .type = OPT_STRING,
+     .type = OPT_PATHS,
      .off = FIELD(cert_file),
+     .count_off = FIELD(n_cert),
      .metavar = "FILE",
-     .help = "TLS certificate chain (PEM); without cert and key a self-signed one is generated"},
+     .help = "TLS certificate chain (PEM), repeatable: the n-th cert goes with the n-th key, the "
+             "first is the default, the others are chosen by SNI; without cert and key a "
+             "self-signed one is generated"},
     {.name = "key",
-     .type = OPT_STRING,
+     .type = OPT_PATHS,
      .off = FIELD(key_file),
+     .count_off = FIELD(n_key),
      .metavar = "FILE",
-     .help = "private key of cert (PEM); required with cert"},
+     .help = "private key of the cert at the same position (PEM), repeatable"},
+    {.name = "cert-check-interval",
+     .type = OPT_UINT,
+     .off = FIELD(cert_check_interval_s),
+     .dflt = "5",
+     .min = 0,
+     .max = 3600,
+     .metavar = "SECONDS",
+     .help = "how often the cert and key files are checked for changes, which are loaded "
+             "without a restart; 0 = only on SIGHUP"},
     {.name = "server-name",
      .type = OPT_STRING,
      .off = FIELD(server_name),
@@ -1054,10 +1067,14 @@ int config_finish(struct config *cfg, char *err, size_t errlen)
         }
     }
 
-    if (cfg->cert_file != NULL && cfg->key_file == NULL)
+    if (cfg->n_cert > 0 && cfg->n_key == 0)
         return fail_plain(err, errlen, "cert is given without key: give both or neither");
-    if (cfg->key_file != NULL && cfg->cert_file == NULL)
+    if (cfg->n_key > 0 && cfg->n_cert == 0)
         return fail_plain(err, errlen, "key is given without cert: give both or neither");
+    if (cfg->n_cert != cfg->n_key)
+        return fail_plain(err, errlen,
+                          "%zu cert but %zu key entries: they pair up in order, one key per cert",
+                          cfg->n_cert, cfg->n_key);
     if (cfg->site_root != NULL && cfg->site_backend != NULL)
         return fail_plain(err, errlen, "site-root and site-backend are both given: choose one");
     if (cfg->site_backend != NULL) {

@@ -449,7 +449,7 @@ int conn_accept(struct conn_set *set, int fd, bool tls)
             memmove(c->peer, c->peer + 7, strlen(c->peer + 7) + 1);
     }
     if (tls)
-        c->ssl = SSL_new(set->ssl_ctx);
+        c->ssl = tls_store_ssl_new(set->tls);
     c->rev = event_new(set->base, fd, EV_READ | EV_PERSIST, on_readable, c);
     c->wev = event_new(set->base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
     c->timer = evtimer_new(set->base, on_timer, c);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dohgate/cache.h"
@@ -40,6 +41,32 @@ static unsigned cpu_count(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (unsigned)n : 1;
+}
+
+static void log_cert(const struct tls_cert_info *ci, void *arg)
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    char when[32] = "?";
+    if (gmtime_r(&ci->not_after, &tm))
+        strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
+    long days = (long)((ci->not_after - now) / 86400);
+    bool expired = ci->not_after <= now;
+    /* An expired certificate is served (clients decide), but said loudly. */
+    dg_log(expired ? DG_LOG_ERR : DG_LOG_INFO,
+           "%s %s: %s, names %s, %s, serial %s, expires %s (%s %ld days)", (const char *)arg,
+           ci->file, ci->subject, ci->names, ci->key_type, ci->serial, when,
+           expired ? "EXPIRED" : "in", expired ? -days : days);
+}
+
+static void report_reload(struct tls_store *tls, enum tls_reload r, const char *err)
+{
+    if (r == TLS_RELOAD_DONE) {
+        log_info("certificates reloaded; new connections use them, open ones keep theirs");
+        tls_store_each_cert(tls, log_cert, "certificate");
+    } else if (r == TLS_RELOAD_FAILED) {
+        log_err("certificate reload failed, still serving the previous certificates: %s", err);
+    }
 }
 
 static unsigned addr_port(const struct dg_addr *a)
@@ -111,8 +138,8 @@ int main(int argc, char **argv)
     }
 
     char fp[128];
-    SSL_CTX *ssl_ctx = tls_ctx_new(cfg, fp, err, sizeof(err));
-    if (!ssl_ctx) {
+    struct tls_store *tls = tls_store_new(cfg, fp, err, sizeof(err));
+    if (!tls) {
         log_err("TLS: %s", err);
         config_free(cfg);
         return 1;
@@ -138,7 +165,7 @@ int main(int argc, char **argv)
             log_err("cannot create a cache of %zu bytes (too small for its shards, or out of "
                     "memory); raise cache-size or set it to 0",
                     cfg->cache_size);
-            SSL_CTX_free(ssl_ctx);
+            tls_store_free(tls);
             config_free(cfg);
             return 1;
         }
@@ -148,7 +175,7 @@ int main(int argc, char **argv)
     if (site_open(&site, cfg, err, sizeof(err)) != 0) {
         log_err("%s", err);
         cache_free(cache);
-        SSL_CTX_free(ssl_ctx);
+        tls_store_free(tls);
         config_free(cfg);
         return 1;
     }
@@ -173,7 +200,7 @@ int main(int argc, char **argv)
                 goto out;
             }
         }
-        workers[w] = worker_new(w, cfg, ssl_ctx, cache, &site, fds, n, cfg->n_listen);
+        workers[w] = worker_new(w, cfg, tls, cache, &site, fds, n, cfg->n_listen);
         if (!workers[w])
             goto out;
     }
@@ -196,6 +223,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < cfg->n_upstream; i++)
         log_info("upstream %s", cfg->upstream[i].text);
     log_info("%u worker%s", nworkers, nworkers == 1 ? "" : "s");
+    tls_store_each_cert(tls, log_cert, "certificate");
     if (fp[0]) {
         unsigned port = addr_port(&cfg->listen[0]);
         char portpart[16] = "";
@@ -208,16 +236,27 @@ int main(int argc, char **argv)
         log_warn("DoH URL: https://%s%s%s", cfg->server_name, portpart, cfg->doh_path[0]);
     }
 
+    /* The main thread waits for signals, and checks the certificate files between them. */
+    bool poll_certs = cfg->n_cert > 0 && cfg->cert_check_interval_s > 0;
+    struct timespec poll_every = {.tv_sec = cfg->cert_check_interval_s};
     for (;;) {
-        int sig = 0;
-        if (sigwait(&sigs, &sig) != 0)
+        int sig = poll_certs ? sigtimedwait(&sigs, NULL, &poll_every) : sigwaitinfo(&sigs, NULL);
+        if (sig < 0) {
+            if (errno == EAGAIN)
+                report_reload(tls, tls_store_poll(tls, err, sizeof(err)), err);
             continue;
+        }
         if (sig == SIGTERM || sig == SIGINT) {
             log_info("signal %d: stopping (up to %u ms for open requests)", sig, STOP_GRACE_MS);
             break;
         }
-        if (sig == SIGHUP)
-            log_info("SIGHUP: configuration reload is not implemented yet; ignored");
+        if (sig == SIGHUP) {
+            /* Certificates only: the rest of the configuration needs a restart for now. */
+            enum tls_reload r = tls_store_reload(tls, err, sizeof(err));
+            if (r == TLS_RELOAD_NONE)
+                log_info("SIGHUP: no certificate files to reload (self-signed certificate)");
+            report_reload(tls, r, err);
+        }
         if (sig == SIGUSR1) {
             if (cfg->cache_size) {
                 struct cache_stats cs;
@@ -247,7 +286,7 @@ out:
     }
     cache_free(cache);
     site_close(&site);
-    SSL_CTX_free(ssl_ctx);
+    tls_store_free(tls);
     config_free(cfg);
     if (rc == 0)
         log_info("stopped");

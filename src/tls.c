@@ -1,11 +1,17 @@
 #include "dohgate/tls.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "dohgate/config.h"
 #include "dohgate/log.h"
@@ -132,10 +138,103 @@ out:
     return rc;
 }
 
-SSL_CTX *tls_ctx_new(const struct config *cfg, char *fingerprint, char *err, size_t errlen)
+/* ---- one generation ------------------------------------------------------------------------ */
+
+#define MAX_NAMES_PER_CERT 100
+
+struct sni_entry {
+    char *name;   /* lower-case; "*.example.net" for a wildcard */
+    SSL_CTX *ctx; /* the group's context (not a reference of its own) */
+};
+
+/* Everything a generation owns besides its default SSL_CTX. Hung on the default SSL_CTX as
+ * ex_data, so it is freed with it: after the last connection of the generation closes. */
+struct tls_gen {
+    SSL_CTX *extra[DG_CONFIG_MAX_LIST]; /* contexts of groups 2..n, one reference each */
+    size_t n_extra;
+    struct sni_entry *names;
+    size_t n_names;
+    struct tls_cert_info certs[DG_CONFIG_MAX_LIST];
+    size_t n_certs;
+};
+
+static int gen_index = -1;
+static pthread_once_t gen_index_once = PTHREAD_ONCE_INIT;
+
+static void gen_free(struct tls_gen *g)
 {
-    fingerprint[0] = '\0';
-    ERR_clear_error();
+    if (!g)
+        return;
+    for (size_t i = 0; i < g->n_extra; i++)
+        SSL_CTX_free(g->extra[i]);
+    for (size_t i = 0; i < g->n_names; i++)
+        free(g->names[i].name);
+    free(g->names);
+    free(g);
+}
+
+static void gen_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    gen_free(ptr);
+}
+
+static void gen_index_init(void)
+{
+    gen_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, gen_ex_free);
+}
+
+bool tls_name_matches(const char *pattern, const char *name)
+{
+    if (pattern[0] == '*' && pattern[1] == '.') {
+        /* RFC 6125 §6.4.3: the wildcard covers exactly one left-most label */
+        const char *dot = strchr(name, '.');
+        return dot && dot != name && strcmp(dot + 1, pattern + 2) == 0;
+    }
+    return strcmp(pattern, name) == 0;
+}
+
+/* Runs inside SSL_do_handshake on a worker thread, once per ClientHello. */
+static int on_servername(SSL *ssl, int *alert, void *arg)
+{
+    (void)alert;
+    const struct tls_gen *g = arg;
+    const char *sn = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (!sn)
+        return SSL_TLSEXT_ERR_OK; /* no SNI (an IP address URL): the default certificate */
+    char name[256];
+    size_t len = strlen(sn);
+    if (len >= sizeof(name))
+        return SSL_TLSEXT_ERR_OK;
+    for (size_t i = 0; i <= len; i++)
+        name[i] = (char)tolower((unsigned char)sn[i]);
+    if (len > 0 && name[len - 1] == '.')
+        name[len - 1] = '\0';
+    SSL_CTX *pick = NULL;
+    for (size_t i = 0; i < g->n_names && !pick; i++)
+        if (g->names[i].name[0] != '*' && strcmp(g->names[i].name, name) == 0)
+            pick = g->names[i].ctx;
+    for (size_t i = 0; i < g->n_names && !pick; i++)
+        if (g->names[i].name[0] == '*' && tls_name_matches(g->names[i].name, name))
+            pick = g->names[i].ctx;
+    /* An unknown name gets the default certificate, as nginx and Caddy do; the client decides. */
+    if (pick && pick != SSL_get_SSL_CTX(ssl) && !SSL_set_SSL_CTX(ssl, pick))
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* Encrypted keys are not supported: without this, OpenSSL would ask for a passphrase on the
+ * terminal and block the reload (or the start) forever. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf, (void)size, (void)rwflag, (void)u;
+    return -1;
+}
+
+/* The settings every context of ours shares. ALPN is per context because a handshake moved to
+ * another group's context by SNI selects ALPN with that context's callback. */
+static SSL_CTX *ctx_base(char *err, size_t errlen)
+{
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
         ssl_err_to(err, errlen, "SSL_CTX_new");
@@ -149,38 +248,437 @@ SSL_CTX *tls_ctx_new(const struct config *cfg, char *fingerprint, char *err, siz
     if (SSL_CTX_set_cipher_list(ctx, tls12_ciphers) != 1 ||
         SSL_CTX_set1_groups_list(ctx, tls_groups) != 1) {
         ssl_err_to(err, errlen, "setting ciphers/groups");
-        goto fail;
+        SSL_CTX_free(ctx);
+        return NULL;
     }
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn_select, NULL);
+    SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"dohgate", 7);
-
-    if (cfg->cert_file) {
-        if (SSL_CTX_use_certificate_chain_file(ctx, cfg->cert_file) != 1) {
-            char what[600];
-            snprintf(what, sizeof(what), "cannot load certificate chain %s", cfg->cert_file);
-            ssl_err_to(err, errlen, what);
-            goto fail;
-        }
-        if (SSL_CTX_use_PrivateKey_file(ctx, cfg->key_file, SSL_FILETYPE_PEM) != 1) {
-            char what[600];
-            snprintf(what, sizeof(what), "cannot load private key %s", cfg->key_file);
-            ssl_err_to(err, errlen, what);
-            goto fail;
-        }
-        if (SSL_CTX_check_private_key(ctx) != 1) {
-            char what[1200];
-            snprintf(what, sizeof(what), "key %s does not match certificate %s", cfg->key_file,
-                     cfg->cert_file);
-            ssl_err_to(err, errlen, what);
-            goto fail;
-        }
-    } else if (make_self_signed(ctx, cfg->server_name ? cfg->server_name : "localhost", fingerprint,
-                                err, errlen) != 0) {
-        goto fail;
-    }
     return ctx;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The certificate's DNS names (its CN when it has none), lower-cased and sorted. */
+static size_t cert_names(X509 *x, char *out[MAX_NAMES_PER_CERT])
+{
+    size_t n = 0;
+    GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans) && n < MAX_NAMES_PER_CERT; i++) {
+        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, i);
+        if (gn->type != GEN_DNS)
+            continue;
+        const unsigned char *d = ASN1_STRING_get0_data(gn->d.dNSName);
+        int len = ASN1_STRING_length(gn->d.dNSName);
+        if (len <= 0 || len > 253 || memchr(d, '\0', (size_t)len))
+            continue;
+        char *s = strndup((const char *)d, (size_t)len);
+        if (!s)
+            break;
+        for (char *p = s; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        out[n++] = s;
+    }
+    GENERAL_NAMES_free(sans);
+    if (n == 0) {
+        char cn[256];
+        if (X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof(cn)) >
+                0 &&
+            (out[0] = strdup(cn)) != NULL) {
+            for (char *p = out[0]; *p; p++)
+                *p = (char)tolower((unsigned char)*p);
+            n = 1;
+        }
+    }
+    qsort(out, n, sizeof(out[0]), cmp_str);
+    return n;
+}
+
+static void cert_info(X509 *x, const char *file, struct tls_cert_info *ci)
+{
+    memset(ci, 0, sizeof(*ci));
+    ci->file = file;
+    BIO *b = BIO_new(BIO_s_mem());
+    if (b) {
+        X509_NAME_print_ex(b, X509_get_subject_name(x), 0, XN_FLAG_RFC2253);
+        int n = BIO_read(b, ci->subject, sizeof(ci->subject) - 1);
+        ci->subject[n > 0 ? n : 0] = '\0';
+        BIO_free(b);
+    }
+    char *names[MAX_NAMES_PER_CERT];
+    size_t nn = cert_names(x, names);
+    size_t used = 0;
+    for (size_t i = 0; i < nn; i++) {
+        if (used < sizeof(ci->names)) {
+            int w = snprintf(ci->names + used, sizeof(ci->names) - used, "%s%s", i ? "," : "",
+                             names[i]);
+            used += w > 0 ? (size_t)w : 0;
+        }
+        free(names[i]);
+    }
+    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+    char *hex = bn ? BN_bn2hex(bn) : NULL;
+    snprintf(ci->serial, sizeof(ci->serial), "%s", hex ? hex : "?");
+    OPENSSL_free(hex);
+    BN_free(bn);
+    EVP_PKEY *pk = X509_get0_pubkey(x);
+    int id = pk ? EVP_PKEY_get_base_id(pk) : 0;
+    snprintf(ci->key_type, sizeof(ci->key_type), "%s %d",
+             id == EVP_PKEY_RSA  ? "RSA"
+             : id == EVP_PKEY_EC ? "ECDSA"
+                                 : (pk ? OBJ_nid2sn(id) : "?"),
+             pk ? EVP_PKEY_get_bits(pk) : 0);
+    struct tm tm;
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1)
+        ci->not_after = timegm(&tm);
+}
+
+static X509 *read_cert(const char *file)
+{
+    BIO *b = BIO_new_file(file, "r");
+    X509 *x = b ? PEM_read_bio_X509(b, NULL, no_passphrase, NULL) : NULL;
+    BIO_free(b);
+    return x;
+}
+
+static bool key_readable(const char *file)
+{
+    BIO *b = BIO_new_file(file, "r");
+    EVP_PKEY *k = b ? PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL) : NULL;
+    BIO_free(b);
+    EVP_PKEY_free(k);
+    return k != NULL;
+}
+
+/* A group: pairs with the same names, at most one per key type. */
+struct group {
+    SSL_CTX *ctx;
+    char *names[MAX_NAMES_PER_CERT];
+    size_t n_names;
+    int key_types[DG_CONFIG_MAX_LIST];
+    size_t n_keys;
+    size_t first_pair;
+};
+
+static bool same_names(const struct group *g, char *const *names, size_t n)
+{
+    if (g->n_names != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(g->names[i], names[i]) != 0)
+            return false;
+    return true;
+}
+
+static int add_sni(struct tls_gen *g, const char *name, SSL_CTX *ctx)
+{
+    for (size_t i = 0; i < g->n_names; i++)
+        if (strcmp(g->names[i].name, name) == 0)
+            return 0; /* the first pair naming it wins */
+    struct sni_entry *n = realloc(g->names, (g->n_names + 1) * sizeof(*n));
+    if (!n)
+        return -1;
+    g->names = n;
+    if (!(n[g->n_names].name = strdup(name)))
+        return -1;
+    n[g->n_names++].ctx = ctx;
+    return 0;
+}
+
+/* Load every pair of cfg into a new generation; returns its default SSL_CTX. */
+static SSL_CTX *gen_build(const struct config *cfg, char *fingerprint, char *err, size_t errlen)
+{
+    struct group groups[DG_CONFIG_MAX_LIST];
+    size_t ngroups = 0;
+    SSL_CTX *dflt = NULL;
+    struct tls_gen *g = calloc(1, sizeof(*g));
+    if (!g) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    fingerprint[0] = '\0';
+    ERR_clear_error();
+    pthread_once(&gen_index_once, gen_index_init);
+    if (gen_index < 0) {
+        ssl_err_to(err, errlen, "SSL_CTX_get_ex_new_index");
+        free(g);
+        return NULL;
+    }
+
+    if (cfg->n_cert == 0) {
+        if (!(dflt = ctx_base(err, errlen)))
+            goto fail;
+        if (make_self_signed(dflt, cfg->server_name ? cfg->server_name : "localhost", fingerprint,
+                             err, errlen) != 0)
+            goto fail;
+        cert_info(SSL_CTX_get0_certificate(dflt), "self-signed", &g->certs[g->n_certs++]);
+        goto done;
+    }
+
+    for (size_t i = 0; i < cfg->n_cert; i++) {
+        const char *cf = cfg->cert_file[i], *kf = cfg->key_file[i];
+        char what[1200];
+        X509 *x = read_cert(cf);
+        if (!x) {
+            snprintf(what, sizeof(what), "cannot load certificate chain %s", cf);
+            ssl_err_to(err, errlen, what);
+            goto fail;
+        }
+        char *names[MAX_NAMES_PER_CERT];
+        size_t nn = cert_names(x, names);
+        EVP_PKEY *pk = X509_get0_pubkey(x);
+        int kt = pk ? EVP_PKEY_get_base_id(pk) : 0;
+        X509_free(x);
+        struct group *grp = NULL;
+        for (size_t k = 0; k < ngroups && !grp; k++)
+            if (same_names(&groups[k], names, nn))
+                grp = &groups[k];
+        if (grp) {
+            for (size_t k = 0; k < grp->n_keys; k++) {
+                if (grp->key_types[k] == kt) {
+                    snprintf(err, errlen,
+                             "certificate %s has the same names and key type as %s: one of "
+                             "them would never be used",
+                             cf, cfg->cert_file[grp->first_pair]);
+                    for (size_t m = 0; m < nn; m++)
+                        free(names[m]);
+                    goto fail;
+                }
+            }
+            for (size_t m = 0; m < nn; m++)
+                free(names[m]);
+        } else {
+            grp = &groups[ngroups];
+            memset(grp, 0, sizeof(*grp));
+            memcpy(grp->names, names, nn * sizeof(names[0]));
+            grp->n_names = nn;
+            grp->first_pair = i;
+            if (!(grp->ctx = ctx_base(err, errlen))) {
+                for (size_t m = 0; m < nn; m++)
+                    free(names[m]);
+                goto fail;
+            }
+            ngroups++;
+        }
+        grp->key_types[grp->n_keys++] = kt;
+        /* The file is read again here: what is served is what this loads, chain included. */
+        if (SSL_CTX_use_certificate_chain_file(grp->ctx, cf) != 1) {
+            snprintf(what, sizeof(what), "cannot load certificate chain %s", cf);
+            ssl_err_to(err, errlen, what);
+            goto fail;
+        }
+        /* OpenSSL checks the key against the certificate of its type while loading it, so a
+         * mismatch shows up here as a load error: say which it was. */
+        if (SSL_CTX_use_PrivateKey_file(grp->ctx, kf, SSL_FILETYPE_PEM) != 1) {
+            if (key_readable(kf))
+                snprintf(what, sizeof(what), "key %s does not match certificate %s", kf, cf);
+            else
+                snprintf(what, sizeof(what), "cannot load private key %s (PEM, not encrypted)", kf);
+            ssl_err_to(err, errlen, what);
+            goto fail;
+        }
+        if (SSL_CTX_check_private_key(grp->ctx) != 1) {
+            snprintf(what, sizeof(what), "key %s does not match certificate %s", kf, cf);
+            ssl_err_to(err, errlen, what);
+            goto fail;
+        }
+        cert_info(SSL_CTX_get0_certificate(grp->ctx), cf, &g->certs[g->n_certs++]);
+    }
+    for (size_t k = 0; k < ngroups; k++)
+        for (size_t m = 0; m < groups[k].n_names; m++)
+            if (add_sni(g, groups[k].names[m], groups[k].ctx) != 0) {
+                snprintf(err, errlen, "out of memory");
+                goto fail;
+            }
+    dflt = groups[0].ctx;
+    groups[0].ctx = NULL;
+    for (size_t k = 1; k < ngroups; k++) {
+        g->extra[g->n_extra++] = groups[k].ctx;
+        groups[k].ctx = NULL;
+    }
+    if (ngroups > 1 || g->n_names > 0)
+        SSL_CTX_set_tlsext_servername_callback(dflt, on_servername);
+    SSL_CTX_set_tlsext_servername_arg(dflt, g);
+
+done:
+    for (size_t k = 0; k < ngroups; k++)
+        for (size_t m = 0; m < groups[k].n_names; m++)
+            free(groups[k].names[m]);
+    if (!SSL_CTX_set_ex_data(dflt, gen_index, g)) {
+        snprintf(err, errlen, "out of memory");
+        gen_free(g);
+        SSL_CTX_free(dflt);
+        return NULL;
+    }
+    return dflt;
 fail:
-    SSL_CTX_free(ctx);
+    for (size_t k = 0; k < ngroups; k++) {
+        SSL_CTX_free(groups[k].ctx);
+        for (size_t m = 0; m < groups[k].n_names; m++)
+            free(groups[k].names[m]);
+    }
+    SSL_CTX_free(dflt);
+    gen_free(g);
     return NULL;
+}
+
+/* ---- the store ----------------------------------------------------------------------------- */
+
+/* What stat(2) says of one file, through symlinks: a certbot renewal changes the link target,
+ * so the inode changes even if the size and time happen to match. */
+struct file_sig {
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtim, ctim;
+    int err;
+};
+
+struct tls_store {
+    pthread_mutex_t mu;
+    SSL_CTX *cur; /* the current generation's default context (one reference) */
+    const struct config *cfg;
+    size_t nfiles;
+    struct file_sig loaded[2 * DG_CONFIG_MAX_LIST];  /* as last loaded */
+    struct file_sig pending[2 * DG_CONFIG_MAX_LIST]; /* a change seen, waiting to settle */
+    struct file_sig failed[2 * DG_CONFIG_MAX_LIST];  /* a change that did not load */
+    bool have_pending, have_failed;
+};
+
+static void sig_take(const struct tls_store *ts, struct file_sig *out)
+{
+    for (size_t i = 0; i < ts->nfiles; i++) {
+        const char *f =
+            i < ts->cfg->n_cert ? ts->cfg->cert_file[i] : ts->cfg->key_file[i - ts->cfg->n_cert];
+        struct stat st;
+        memset(&out[i], 0, sizeof(out[i]));
+        if (stat(f, &st) != 0) {
+            out[i].err = errno;
+            continue;
+        }
+        out[i].dev = st.st_dev;
+        out[i].ino = st.st_ino;
+        out[i].size = st.st_size;
+        out[i].mtim = st.st_mtim;
+        out[i].ctim = st.st_ctim;
+    }
+}
+
+static bool sig_equal(const struct tls_store *ts, const struct file_sig *a,
+                      const struct file_sig *b)
+{
+    for (size_t i = 0; i < ts->nfiles; i++)
+        if (a[i].err != b[i].err || a[i].dev != b[i].dev || a[i].ino != b[i].ino ||
+            a[i].size != b[i].size || a[i].mtim.tv_sec != b[i].mtim.tv_sec ||
+            a[i].mtim.tv_nsec != b[i].mtim.tv_nsec || a[i].ctim.tv_sec != b[i].ctim.tv_sec ||
+            a[i].ctim.tv_nsec != b[i].ctim.tv_nsec)
+            return false;
+    return true;
+}
+
+struct tls_store *tls_store_new(const struct config *cfg, char *fingerprint, char *err,
+                                size_t errlen)
+{
+    struct tls_store *ts = calloc(1, sizeof(*ts));
+    if (!ts) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    ts->cfg = cfg;
+    ts->nfiles = 2 * cfg->n_cert;
+    sig_take(ts, ts->loaded);
+    if (pthread_mutex_init(&ts->mu, NULL) != 0 ||
+        !(ts->cur = gen_build(cfg, fingerprint, err, errlen))) {
+        free(ts);
+        return NULL;
+    }
+    return ts;
+}
+
+void tls_store_free(struct tls_store *ts)
+{
+    if (!ts)
+        return;
+    SSL_CTX_free(ts->cur);
+    pthread_mutex_destroy(&ts->mu);
+    free(ts);
+}
+
+SSL *tls_store_ssl_new(struct tls_store *ts)
+{
+    pthread_mutex_lock(&ts->mu);
+    SSL *ssl = SSL_new(ts->cur); /* takes its own reference on the context */
+    pthread_mutex_unlock(&ts->mu);
+    return ssl;
+}
+
+static enum tls_reload reload_with(struct tls_store *ts, const struct file_sig *now, char *err,
+                                   size_t errlen)
+{
+    char fp[128];
+    SSL_CTX *fresh = gen_build(ts->cfg, fp, err, errlen);
+    if (!fresh) {
+        memcpy(ts->failed, now, ts->nfiles * sizeof(*now));
+        ts->have_failed = true;
+        return TLS_RELOAD_FAILED;
+    }
+    /* Same ticket keys: tickets issued before the reload still resume after it. */
+    unsigned char keys[80];
+    if (SSL_CTX_get_tlsext_ticket_keys(ts->cur, keys, sizeof(keys)) == 1)
+        SSL_CTX_set_tlsext_ticket_keys(fresh, keys, sizeof(keys));
+    OPENSSL_cleanse(keys, sizeof(keys));
+    pthread_mutex_lock(&ts->mu);
+    SSL_CTX *old = ts->cur;
+    ts->cur = fresh;
+    pthread_mutex_unlock(&ts->mu);
+    SSL_CTX_free(old); /* lives on while connections of its generation do */
+    memcpy(ts->loaded, now, ts->nfiles * sizeof(*now));
+    ts->have_pending = ts->have_failed = false;
+    return TLS_RELOAD_DONE;
+}
+
+enum tls_reload tls_store_reload(struct tls_store *ts, char *err, size_t errlen)
+{
+    if (ts->nfiles == 0)
+        return TLS_RELOAD_NONE;
+    struct file_sig now[2 * DG_CONFIG_MAX_LIST];
+    sig_take(ts, now); /* before reading, so a change made meanwhile is seen next time */
+    return reload_with(ts, now, err, errlen);
+}
+
+enum tls_reload tls_store_poll(struct tls_store *ts, char *err, size_t errlen)
+{
+    if (ts->nfiles == 0)
+        return TLS_RELOAD_NONE;
+    struct file_sig now[2 * DG_CONFIG_MAX_LIST];
+    sig_take(ts, now);
+    if (sig_equal(ts, now, ts->loaded)) {
+        ts->have_pending = false;
+        return TLS_RELOAD_NONE;
+    }
+    if (ts->have_failed && sig_equal(ts, now, ts->failed))
+        return TLS_RELOAD_NONE; /* reported once already */
+    if (!ts->have_pending || !sig_equal(ts, now, ts->pending)) {
+        memcpy(ts->pending, now, ts->nfiles * sizeof(*now));
+        ts->have_pending = true;
+        return TLS_RELOAD_NONE; /* let it settle for one interval */
+    }
+    return reload_with(ts, now, err, errlen);
+}
+
+void tls_store_each_cert(struct tls_store *ts,
+                         void (*fn)(const struct tls_cert_info *ci, void *arg), void *arg)
+{
+    pthread_mutex_lock(&ts->mu);
+    SSL_CTX *ctx = ts->cur;
+    SSL_CTX_up_ref(ctx);
+    pthread_mutex_unlock(&ts->mu);
+    const struct tls_gen *g = SSL_CTX_get_ex_data(ctx, gen_index);
+    for (size_t i = 0; g && i < g->n_certs; i++)
+        fn(&g->certs[i], arg);
+    SSL_CTX_free(ctx);
 }

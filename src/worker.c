@@ -213,7 +213,7 @@ static void on_stats(evutil_socket_t fd, short what, void *arg)
              (unsigned long long)us->tcp_fallbacks, (unsigned long long)us->dropped_mismatch);
 }
 
-struct worker *worker_new(unsigned id, const struct config *cfg, SSL_CTX *ssl_ctx,
+struct worker *worker_new(unsigned id, const struct config *cfg, struct tls_store *tls,
                           struct cache *cache, const struct site *site, const int *fds, size_t nfds,
                           size_t ntls)
 {
@@ -266,7 +266,7 @@ struct worker *worker_new(unsigned id, const struct config *cfg, SSL_CTX *ssl_ct
         (struct handler_ctx){.cfg = cfg, .resolver = w->resolver, .site = site, .proxy = w->proxy};
     w->conns = (struct conn_set){
         .base = w->base,
-        .ssl_ctx = ssl_ctx,
+        .tls = tls,
         .cfg = cfg,
         .hctx = &w->hctx,
         .on_closed = on_conn_closed,

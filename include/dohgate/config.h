@@ -42,8 +42,11 @@ struct config {
     /* doh-path PATH (repeatable, must start with '/'). Default: "/dns-query". */
     char *doh_path[DG_CONFIG_MAX_LIST];
     size_t n_doh_path;
-    char *cert_file;   /**< cert FILE (PEM chain); NULL: ephemeral self-signed */
-    char *key_file;    /**< key FILE (PEM); required with cert */
+    char *cert_file[DG_CONFIG_MAX_LIST]; /**< cert FILE (PEM chain); none: ephemeral self-signed */
+    size_t n_cert;
+    char *key_file[DG_CONFIG_MAX_LIST]; /**< key FILE (PEM), paired with cert_file by position */
+    size_t n_key;
+    unsigned cert_check_interval_s; /**< cert-check-interval s: poll files for changes; 0 = off */
     char *server_name; /**< server-name NAME: CN/SAN of the self-signed cert and the printed
                             URL. Default "localhost". */
     unsigned workers;  /**< workers N; 0 (default) = number of CPUs; max 256 */

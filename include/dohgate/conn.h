@@ -22,10 +22,11 @@ struct event_base;
 struct config;
 struct handler_ctx;
 struct conn;
+struct tls_store;
 
 struct conn_set {
     struct event_base *base;
-    SSL_CTX *ssl_ctx;
+    struct tls_store *tls; /**< shared by the workers; outlives them */
     const struct config *cfg;
     const struct handler_ctx *hctx;
     struct conn *head;

@@ -1,29 +1,84 @@
 /**
  * @file tls.h
- * Builds the server's SSL_CTX from the configuration: TLS 1.2 and 1.3 only, TLS 1.2 limited to
- * ECDHE with AEAD ciphers, X25519 first, ALPN "h2" preferred over "http/1.1", certificate and key
- * from files or an ephemeral self-signed ECDSA P-256 certificate made at start. Knows nothing of
- * HTTP. The SSL_CTX is shared by all workers (OpenSSL makes that thread-safe), which also shares
- * the session-ticket keys between them.
+ * The server's TLS contexts: TLS 1.2 and 1.3 only, TLS 1.2 limited to ECDHE with AEAD ciphers,
+ * X25519 first, ALPN "h2" preferred over "http/1.1". Certificates come from cert/key file pairs,
+ * or an ephemeral self-signed ECDSA P-256 certificate is made at start. Knows nothing of HTTP.
+ *
+ * A struct tls_store holds the current generation: one SSL_CTX per group of pairs that share
+ * their names (an ECDSA and an RSA certificate for the same names go in one SSL_CTX, and
+ * OpenSSL picks by the client's signature algorithms). The first group's SSL_CTX is the
+ * default; the SNI callback switches a handshake to another group's SSL_CTX by name.
+ *
+ * Reload: tls_store_reload() builds a whole new generation from the files and swaps it in only
+ * if every pair loads and every key matches its certificate; otherwise the old one stays.
+ * Connections hold their own reference (SSL_new takes one on the SSL_CTX, and the SNI table is
+ * owned by the default SSL_CTX), so open connections keep their generation until they close.
+ * Session-ticket keys are carried over to the new generation, so tickets stay valid.
+ *
+ * Threads: tls_store_ssl_new() is called by every worker; reload/poll by the main thread
+ * only. A mutex guards the current pointer (held for one SSL_new).
  */
 #ifndef DOHGATE_TLS_H
 #define DOHGATE_TLS_H
 
 #include <openssl/ssl.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 
 struct config;
+struct tls_store;
 
 /** Which application protocol the handshake chose. */
 enum tls_alpn { TLS_ALPN_NONE = 0, TLS_ALPN_H2, TLS_ALPN_HTTP11 };
 
 /**
- * Build the context. With cfg->cert_file NULL, generate a self-signed certificate for
+ * Build the first generation. With no cert in @p cfg, generate a self-signed certificate for
  * cfg->server_name (and localhost, 127.0.0.1, ::1); @p fingerprint then receives its SHA-256
- * fingerprint as colon-separated hex (needs 96 bytes), else an empty string.
- * @return the context, or NULL with a message in @p err (unreadable file, key mismatch, ...).
+ * fingerprint as colon-separated hex (needs 96 bytes), else an empty string. @p cfg must
+ * outlive the store.
+ * @return the store, or NULL with a message in @p err (unreadable file, key mismatch, ...).
  */
-SSL_CTX *tls_ctx_new(const struct config *cfg, char *fingerprint, char *err, size_t errlen);
+struct tls_store *tls_store_new(const struct config *cfg, char *fingerprint, char *err,
+                                size_t errlen);
+void tls_store_free(struct tls_store *ts);
+
+/** A server-side SSL on the current generation (thread-safe). NULL when out of memory. */
+SSL *tls_store_ssl_new(struct tls_store *ts);
+
+/** Results of reload and poll. */
+enum tls_reload { TLS_RELOAD_NONE = 0, TLS_RELOAD_DONE, TLS_RELOAD_FAILED };
+
+/**
+ * Load every pair again now (SIGHUP). DONE: swapped in; FAILED: @p err says why and the old
+ * generation stays; NONE: nothing to load (self-signed).
+ */
+enum tls_reload tls_store_reload(struct tls_store *ts, char *err, size_t errlen);
+
+/**
+ * Check the files (stat, which follows symlinks, so certbot's link swaps count). A change is
+ * loaded once the files have looked the same on two calls in a row, so a half-written renewal
+ * (new cert, old key) is not tried; a set of files that failed once is not retried until it
+ * changes again. Call it every cert-check-interval.
+ */
+enum tls_reload tls_store_poll(struct tls_store *ts, char *err, size_t errlen);
+
+/** One loaded certificate, for logs and metrics. */
+struct tls_cert_info {
+    const char *file;  /**< the cert file ("self-signed" for the generated one) */
+    char subject[256]; /**< one line, e.g. "CN=doh.example.net" */
+    char names[256];   /**< DNS names, comma-separated (CN when there are none) */
+    char serial[80];   /**< hex */
+    char key_type[16]; /**< "ECDSA P-256", "RSA 2048", ... */
+    time_t not_after;  /**< expiry, seconds since the epoch */
+};
+
+/** Call @p fn for each certificate of the current generation, in configuration order. */
+void tls_store_each_cert(struct tls_store *ts,
+                         void (*fn)(const struct tls_cert_info *ci, void *arg), void *arg);
+
+/** Whether @p name (lower-case) is matched by certificate name @p pattern ("*.x" wildcards). */
+bool tls_name_matches(const char *pattern, const char *name);
 
 /** The ALPN result of a finished handshake. */
 enum tls_alpn tls_alpn_get(const SSL *ssl);

@@ -5,15 +5,15 @@
  * sockets. Nothing on its hot path is shared with other workers.
  *
  * Lifetime: worker_new() (main thread) → worker_start() → ... → worker_stop() (any thread) →
- * worker_join() → worker_free(). The config and SSL_CTX must outlive the worker.
+ * worker_join() → worker_free(). The config and the TLS store must outlive the worker.
  */
 #ifndef DOHGATE_WORKER_H
 #define DOHGATE_WORKER_H
 
-#include <openssl/ssl.h>
 #include <stddef.h>
 
 struct cache;
+struct tls_store;
 struct site;
 struct config;
 struct dg_addr;
@@ -31,7 +31,7 @@ int worker_listen_socket(const struct dg_addr *addr, char *err, size_t errlen);
  * @p cache and @p site (shared by all workers, may be NULL) must outlive the worker.
  * @return NULL on failure (logged).
  */
-struct worker *worker_new(unsigned id, const struct config *cfg, SSL_CTX *ssl_ctx,
+struct worker *worker_new(unsigned id, const struct config *cfg, struct tls_store *tls,
                           struct cache *cache, const struct site *site, const int *fds, size_t nfds,
                           size_t ntls);
 /** Log this worker's counters from its own thread (thread-safe request, returns at once). */

@@ -181,8 +181,8 @@ static void test_defaults_new(void **state)
     assert_int_equal(cfg->n_upstream, 0);
     assert_int_equal(cfg->n_doh_path, 0);
     assert_string_equal(cfg->resolv_conf, "/etc/resolv.conf");
-    assert_null(cfg->cert_file);
-    assert_null(cfg->key_file);
+    assert_int_equal(cfg->n_cert, 0);
+    assert_int_equal(cfg->n_key, 0);
     assert_string_equal(cfg->server_name, "localhost");
     assert_int_equal(cfg->workers, 0);
     assert_int_equal(cfg->max_concurrent_streams, 100);
@@ -280,8 +280,10 @@ static void test_file_all_options(void **state)
     assert_int_equal(cfg->n_doh_path, 2);
     assert_string_equal(cfg->doh_path[0], "/dns-query");
     assert_string_equal(cfg->doh_path[1], "/resolve");
-    assert_string_equal(cfg->cert_file, "/etc/dohgate/cert.pem");
-    assert_string_equal(cfg->key_file, "/etc/dohgate/key.pem");
+    assert_int_equal(cfg->n_cert, 1);
+    assert_int_equal(cfg->n_key, 1);
+    assert_string_equal(cfg->cert_file[0], "/etc/dohgate/cert.pem");
+    assert_string_equal(cfg->key_file[0], "/etc/dohgate/key.pem");
     assert_string_equal(cfg->server_name, "doh.example.net");
     assert_int_equal(cfg->workers, 4);
     assert_int_equal(cfg->max_concurrent_streams, 50);
@@ -687,7 +689,7 @@ static void test_args_errors(void **state)
     /* a forgotten value does not swallow the next option */
     assert_int_equal(run_args(cfg, err, "--cert", "--key", "k.pem", (char *)NULL), -EINVAL);
     assert_string_equal(err, "command line: --cert: needs a value");
-    assert_null(cfg->cert_file);
+    assert_int_equal(cfg->n_cert, 0);
     assert_int_equal(run_args(cfg, err, "stray", (char *)NULL), -EINVAL);
     assert_string_equal(err, "command line: unexpected argument 'stray'");
     assert_int_equal(run_args(cfg, err, "--", (char *)NULL), -EINVAL);
@@ -960,6 +962,25 @@ static void test_finish_cert_key(void **state)
     assert_int_equal(config_finish(cfg, err, ERRLEN), -EINVAL);
     assert_string_equal(err, "key is given without cert: give both or neither");
     config_free(cfg);
+
+    /* several pairs (SNI): counts must match, order pairs them */
+    cfg = new_with_upstream();
+    assert_int_equal(config_set(cfg, "cert", "/a.crt", "t", 0, err, ERRLEN), 0);
+    assert_int_equal(config_set(cfg, "key", "/a.key", "t", 0, err, ERRLEN), 0);
+    assert_int_equal(config_set(cfg, "cert", "/b.crt", "t", 0, err, ERRLEN), 0);
+    assert_int_equal(config_finish(cfg, err, ERRLEN), -EINVAL);
+    assert_string_equal(err, "2 cert but 1 key entries: they pair up in order, one key per cert");
+    assert_int_equal(config_set(cfg, "key", "/b.key", "t", 0, err, ERRLEN), 0);
+    assert_int_equal(config_finish(cfg, err, ERRLEN), 0);
+    assert_int_equal(cfg->n_cert, 2);
+    assert_string_equal(cfg->cert_file[1], "/b.crt");
+    assert_string_equal(cfg->key_file[1], "/b.key");
+    assert_int_equal(cfg->cert_check_interval_s, 5);
+    assert_int_equal(config_set(cfg, "cert-check-interval", "0", "t", 0, err, ERRLEN), 0);
+    assert_int_equal(cfg->cert_check_interval_s, 0);
+    assert_int_equal(config_set(cfg, "cert-check-interval", "3601", "t", 0, err, ERRLEN),
+                     -EINVAL);
+    config_free(cfg);
 }
 
 static void test_finish_timeouts(void **state)
@@ -1054,7 +1075,7 @@ static void test_help(void **state)
 
     char names[64][64];
     size_t n = help_option_names(names, 64);
-    assert_int_equal(n, 35);
+    assert_int_equal(n, 36);
     /* every option in --help is accepted by config_set */
     struct config *cfg = config_new();
     assert_non_null(cfg);
@@ -1129,7 +1150,7 @@ static void test_sample_conf(void **state)
      * the default where there is one */
     char names[64][64];
     size_t n = help_option_names(names, 64);
-    assert_int_equal(n, 35);
+    assert_int_equal(n, 36);
     for (size_t i = 0; i < n; i++) {
         char needle[80];
         snprintf(needle, sizeof(needle), "\n#%s ", names[i]);
