@@ -80,6 +80,17 @@ static const char *validate_server_name(const char *v)
     return NULL;
 }
 
+static const char *validate_account(const char *v)
+{
+    /* A user or group name as useradd(8) accepts it; looked up at start-up, not here. */
+    if (!*v || strlen(v) > 32)
+        return "must be 1..32 characters";
+    for (const char *p = v; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("._-", *p))
+            return "must be a user or group name (letters, digits, '.', '_', '-')";
+    return NULL;
+}
+
 static const char *validate_header(const char *v)
 {
     /* "Name: value": a token name (RFC 9110 tchar), a colon, a value of visible ASCII. */
@@ -398,6 +409,27 @@ static const struct option_def options[] = {
      .validate = validate_server_header,
      .metavar = "TEXT",
      .help = "value of the Server header; default: no Server header"},
+    {.name = "user",
+     .type = OPT_STRING,
+     .off = FIELD(user),
+     .validate = validate_account,
+     .metavar = "NAME",
+     .help = "after binding the ports as root, run as this user (and its group); "
+             "default: stay as started"},
+    {.name = "group",
+     .type = OPT_STRING,
+     .off = FIELD(group),
+     .validate = validate_account,
+     .metavar = "NAME",
+     .help = "with user: run with this group instead of the user's own"},
+    {.name = "shutdown-timeout",
+     .type = OPT_UINT,
+     .off = FIELD(shutdown_timeout_s),
+     .dflt = "5",
+     .min = 1,
+     .max = 300,
+     .metavar = "SECONDS",
+     .help = "on SIGTERM, how long open requests may take to finish before dohgate exits"},
     {.name = "request-timeout",
      .type = OPT_UINT,
      .off = FIELD(request_timeout_s),
@@ -1075,6 +1107,8 @@ int config_finish(struct config *cfg, char *err, size_t errlen)
         return fail_plain(err, errlen,
                           "%zu cert but %zu key entries: they pair up in order, one key per cert",
                           cfg->n_cert, cfg->n_key);
+    if (cfg->group != NULL && cfg->user == NULL)
+        return fail_plain(err, errlen, "group is given without user: give user too");
     if (cfg->site_root != NULL && cfg->site_backend != NULL)
         return fail_plain(err, errlen, "site-root and site-backend are both given: choose one");
     if (cfg->site_backend != NULL) {

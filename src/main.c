@@ -1,9 +1,11 @@
 /* dohgate: start-up order, signals, shutdown. Everything else lives in the core library. */
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/thread.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,11 +16,12 @@
 #include "dohgate/site.h"
 #include "dohgate/config.h"
 #include "dohgate/log.h"
+#include "dohgate/privs.h"
+#include "dohgate/sysd.h"
 #include "dohgate/tls.h"
 #include "dohgate/worker.h"
 
-#define EXIT_CONFIG   2
-#define STOP_GRACE_MS 5000
+#define EXIT_CONFIG 2
 
 static void usage(FILE *out)
 {
@@ -67,6 +70,13 @@ static void report_reload(struct tls_store *tls, enum tls_reload r, const char *
     } else if (r == TLS_RELOAD_FAILED) {
         log_err("certificate reload failed, still serving the previous certificates: %s", err);
     }
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static unsigned addr_port(const struct dg_addr *a)
@@ -184,12 +194,32 @@ int main(int argc, char **argv)
     struct worker **workers = calloc(nworkers, sizeof(*workers));
     int rc = 1;
     unsigned started = 0;
+    struct sysd_sockets act;
+    int nact = sysd_listen_fds(&act, err, sizeof(err));
+    if (nact < 0) {
+        log_err("%s", err);
+        goto out;
+    }
     if (!workers)
         goto out;
+    if (nact > 0 && act.ntls > 0)
+        site.https_port = (unsigned)atoi(strrchr(act.text[0], ':') + 1);
     for (unsigned w = 0; w < nworkers; w++) {
         int fds[2 * DG_CONFIG_MAX_LIST];
-        size_t n = 0;
-        for (; n < cfg->n_listen + cfg->n_http_listen; n++) {
+        size_t n = 0, ntls = cfg->n_listen;
+        /* Socket activation: every worker gets its own descriptor of each socket (they share
+         * the accept queue), and listen/http-listen are not used. */
+        for (; nact > 0 && n < act.n; n++) {
+            if ((fds[n] = fcntl(act.fd[n], F_DUPFD_CLOEXEC, 3)) < 0) {
+                log_err("dup of a systemd socket: %s", strerror(errno));
+                while (n > 0)
+                    close(fds[--n]);
+                goto out;
+            }
+        }
+        if (nact > 0)
+            ntls = act.ntls;
+        for (; nact == 0 && n < cfg->n_listen + cfg->n_http_listen; n++) {
             const struct dg_addr *a =
                 n < cfg->n_listen ? &cfg->listen[n] : &cfg->http_listen[n - cfg->n_listen];
             fds[n] = worker_listen_socket(a, err, sizeof(err));
@@ -200,9 +230,29 @@ int main(int argc, char **argv)
                 goto out;
             }
         }
-        workers[w] = worker_new(w, cfg, tls, cache, &site, fds, n, cfg->n_listen);
+        workers[w] = worker_new(w, cfg, tls, cache, &site, fds, n, ntls);
         if (!workers[w])
             goto out;
+    }
+    /* Everything that needs root is done: ports bound, files opened. */
+    if (cfg->user) {
+        if (privs_drop(cfg->user, cfg->group, err, sizeof(err)) != 0) {
+            log_err("%s", err);
+            goto out;
+        }
+        log_info("running as user %s (uid %u, gid %u)", cfg->user, (unsigned)getuid(),
+                 (unsigned)getgid());
+        /* Reloads read the files as this user: say now, not at the first renewal. */
+        for (size_t i = 0; i < 2 * cfg->n_cert; i++) {
+            const char *f = i < cfg->n_cert ? cfg->cert_file[i] : cfg->key_file[i - cfg->n_cert];
+            if (access(f, R_OK) != 0)
+                log_warn("%s is not readable by user %s (%s): certificate reloads will fail; "
+                         "make it readable by that user or group (see contrib/dohgate-cert-hook)",
+                         f, cfg->user, strerror(errno));
+        }
+    } else if (geteuid() == 0) {
+        log_warn("running as root: set 'user' (e.g. user dohgate) to drop privileges after "
+                 "binding the ports");
     }
     for (; started < nworkers; started++) {
         if (worker_start(workers[started]) != 0) {
@@ -211,15 +261,28 @@ int main(int argc, char **argv)
         }
     }
 
-    for (size_t i = 0; i < cfg->n_listen; i++)
-        log_info("listening on %s (TLS; HTTP/2 and HTTP/1.1), DoH path %s; site: %s",
-                 cfg->listen[i].text, cfg->doh_path[0],
-                 cfg->site_root      ? cfg->site_root
-                 : cfg->site_backend ? cfg->site_backend
-                                     : "built-in landing page");
-    for (size_t i = 0; i < cfg->n_http_listen; i++)
-        log_info("listening on %s (plain HTTP: redirects to https%s)", cfg->http_listen[i].text,
-                 cfg->acme_webroot ? ", ACME challenges" : "");
+    const char *site_desc = cfg->site_root      ? cfg->site_root
+                            : cfg->site_backend ? cfg->site_backend
+                                                : "built-in landing page";
+    for (size_t i = 0; i < (nact > 0 ? act.n : cfg->n_listen + cfg->n_http_listen); i++) {
+        bool plain = nact > 0 ? i >= act.ntls : i >= cfg->n_listen;
+        const char *where = nact > 0            ? act.text[i]
+                            : i < cfg->n_listen ? cfg->listen[i].text
+                                                : cfg->http_listen[i - cfg->n_listen].text;
+        if (plain)
+            log_info("listening on %s%s (plain HTTP: redirects to https%s)", where,
+                     nact > 0 ? " from systemd" : "", cfg->acme_webroot ? ", ACME challenges" : "");
+        else
+            log_info("listening on %s%s (TLS; HTTP/2 and HTTP/1.1), DoH path %s; site: %s", where,
+                     nact > 0 ? " from systemd" : "", cfg->doh_path[0], site_desc);
+    }
+    if (nact > 0) {
+        for (size_t i = 0; i < act.n; i++)
+            close(act.fd[i]); /* the workers hold their own copies */
+        log_info("socket activation: %zu socket%s from systemd; listen and http-listen are not "
+                 "used",
+                 act.n, act.n == 1 ? "" : "s");
+    }
     for (size_t i = 0; i < cfg->n_upstream; i++)
         log_info("upstream %s", cfg->upstream[i].text);
     log_info("%u worker%s", nworkers, nworkers == 1 ? "" : "s");
@@ -236,26 +299,44 @@ int main(int argc, char **argv)
         log_warn("DoH URL: https://%s%s%s", cfg->server_name, portpart, cfg->doh_path[0]);
     }
 
-    /* The main thread waits for signals, and checks the certificate files between them. */
+    sysd_notify("READY=1");
+
+    /* The main thread waits for signals, and checks the certificate files between them, on a
+     * fixed schedule (a stream of signals must not postpone the checks). */
     bool poll_certs = cfg->n_cert > 0 && cfg->cert_check_interval_s > 0;
-    struct timespec poll_every = {.tv_sec = cfg->cert_check_interval_s};
+    uint64_t every_ms = (uint64_t)cfg->cert_check_interval_s * 1000u;
+    uint64_t next_poll = now_ms() + every_ms;
     for (;;) {
-        int sig = poll_certs ? sigtimedwait(&sigs, NULL, &poll_every) : sigwaitinfo(&sigs, NULL);
-        if (sig < 0) {
-            if (errno == EAGAIN)
+        int sig;
+        if (poll_certs) {
+            uint64_t now = now_ms();
+            if (now >= next_poll) {
                 report_reload(tls, tls_store_poll(tls, err, sizeof(err)), err);
-            continue;
+                next_poll = now + every_ms;
+            }
+            uint64_t wait = next_poll - now_ms() > every_ms ? every_ms : next_poll - now_ms();
+            struct timespec ts = {.tv_sec = (time_t)(wait / 1000),
+                                  .tv_nsec = (long)(wait % 1000) * 1000000L};
+            sig = sigtimedwait(&sigs, NULL, &ts);
+        } else {
+            sig = sigwaitinfo(&sigs, NULL);
         }
+        if (sig < 0)
+            continue; /* timeout (the check runs at the top) or EINTR */
         if (sig == SIGTERM || sig == SIGINT) {
-            log_info("signal %d: stopping (up to %u ms for open requests)", sig, STOP_GRACE_MS);
+            sysd_notify("STOPPING=1");
+            log_info("signal %d: stopping (up to %u s for open requests)", sig,
+                     cfg->shutdown_timeout_s);
             break;
         }
         if (sig == SIGHUP) {
             /* Certificates only: the rest of the configuration needs a restart for now. */
+            sysd_notify("RELOADING=1");
             enum tls_reload r = tls_store_reload(tls, err, sizeof(err));
             if (r == TLS_RELOAD_NONE)
                 log_info("SIGHUP: no certificate files to reload (self-signed certificate)");
             report_reload(tls, r, err);
+            sysd_notify("READY=1");
         }
         if (sig == SIGUSR1) {
             if (cfg->cache_size) {
@@ -275,7 +356,7 @@ int main(int argc, char **argv)
     rc = 0;
 stop:
     for (unsigned w = 0; w < started; w++)
-        worker_stop(workers[w], STOP_GRACE_MS);
+        worker_stop(workers[w], cfg->shutdown_timeout_s * 1000u);
     for (unsigned w = 0; w < started; w++)
         worker_join(workers[w]);
 out:

@@ -22,6 +22,13 @@ int site_open(struct site *site, const struct config *cfg, char *err, size_t err
 {
     site->root.fd = -1;
     site->acme.fd = -1;
+    site->https_port = 443;
+    if (cfg->n_listen > 0) {
+        const struct sockaddr *sa = (const struct sockaddr *)&cfg->listen[0].ss;
+        site->https_port = sa->sa_family == AF_INET6
+                               ? ntohs(((const struct sockaddr_in6 *)sa)->sin6_port)
+                               : ntohs(((const struct sockaddr_in *)sa)->sin_port);
+    }
     char why[256];
     if (cfg->site_root && static_root_open(&site->root, cfg->site_root, why, sizeof(why)) != 0) {
         snprintf(err, errlen, "site-root: %s", why);
@@ -310,19 +317,13 @@ void site_handle_plain(struct http_exchange *ex)
         serve_static(ex, &ctx->site->acme);
         return;
     }
-    /* Everything else moves to https on the same host. A non-default HTTPS port is taken
-     * from the first listen address. */
+    /* Everything else moves to https on the same host, at the first TLS listener's port. */
     char host[260];
     unsigned port;
     const struct config *cfg = ctx->cfg;
     authority_split(r->authority ? r->authority : http_request_header(r, "host"), cfg->server_name,
                     host, sizeof(host), &port);
-    unsigned tls_port = 443;
-    if (cfg->n_listen > 0) {
-        const struct sockaddr *sa = (const struct sockaddr *)&cfg->listen[0].ss;
-        tls_port = sa->sa_family == AF_INET6 ? ntohs(((const struct sockaddr_in6 *)sa)->sin6_port)
-                                             : ntohs(((const struct sockaddr_in *)sa)->sin_port);
-    }
+    unsigned tls_port = ctx->site ? ctx->site->https_port : 443;
     bool v6 = strchr(host, ':') != NULL;
     size_t need = strlen(host) + strlen(r->path) + 32;
     char *loc = malloc(need);

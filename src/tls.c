@@ -197,7 +197,6 @@ bool tls_name_matches(const char *pattern, const char *name)
 /* Runs inside SSL_do_handshake on a worker thread, once per ClientHello. */
 static int on_servername(SSL *ssl, int *alert, void *arg)
 {
-    (void)alert;
     const struct tls_gen *g = arg;
     const char *sn = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
     if (!sn)
@@ -218,8 +217,10 @@ static int on_servername(SSL *ssl, int *alert, void *arg)
         if (g->names[i].name[0] == '*' && tls_name_matches(g->names[i].name, name))
             pick = g->names[i].ctx;
     /* An unknown name gets the default certificate, as nginx and Caddy do; the client decides. */
-    if (pick && pick != SSL_get_SSL_CTX(ssl) && !SSL_set_SSL_CTX(ssl, pick))
+    if (pick && pick != SSL_get_SSL_CTX(ssl) && !SSL_set_SSL_CTX(ssl, pick)) {
+        *alert = SSL_AD_INTERNAL_ERROR;
         return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
     return SSL_TLSEXT_ERR_OK;
 }
 
@@ -281,6 +282,8 @@ static size_t cert_names(X509 *x, char *out[MAX_NAMES_PER_CERT])
             break;
         for (char *p = s; *p; p++)
             *p = (char)tolower((unsigned char)*p);
+        if (len > 1 && s[len - 1] == '.')
+            s[len - 1] = '\0'; /* SNI is compared without the root's dot */
         out[n++] = s;
     }
     GENERAL_NAMES_free(sans);
@@ -337,21 +340,65 @@ static void cert_info(X509 *x, const char *file, struct tls_cert_info *ci)
         ci->not_after = timegm(&tm);
 }
 
-static X509 *read_cert(const char *file)
+/* A cert file (leaf, then its chain) and its key, read once: what is checked is what is
+ * served, even if the files change meanwhile. */
+struct pair {
+    X509 *x;
+    STACK_OF(X509) * chain;
+    EVP_PKEY *pk;
+};
+
+static void pair_free(struct pair *p)
 {
-    BIO *b = BIO_new_file(file, "r");
-    X509 *x = b ? PEM_read_bio_X509(b, NULL, no_passphrase, NULL) : NULL;
-    BIO_free(b);
-    return x;
+    X509_free(p->x);
+    sk_X509_pop_free(p->chain, X509_free);
+    EVP_PKEY_free(p->pk);
 }
 
-static bool key_readable(const char *file)
+static int pair_read(struct pair *p, const char *cf, const char *kf, char *err, size_t errlen)
 {
-    BIO *b = BIO_new_file(file, "r");
-    EVP_PKEY *k = b ? PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL) : NULL;
+    char what[1200];
+    memset(p, 0, sizeof(*p));
+    BIO *b = BIO_new_file(cf, "r");
+    if (b)
+        p->x = PEM_read_bio_X509_AUX(b, NULL, no_passphrase, NULL);
+    if (p->x && (p->chain = sk_X509_new_null()) != NULL) {
+        X509 *ca;
+        while ((ca = PEM_read_bio_X509(b, NULL, no_passphrase, NULL)) != NULL)
+            if (!sk_X509_push(p->chain, ca)) {
+                X509_free(ca);
+                break;
+            }
+        /* the loop ends on "no start line" at the end of the file; anything else is an error */
+        unsigned long e = ERR_peek_last_error();
+        if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)
+            ERR_clear_error();
+    }
     BIO_free(b);
-    EVP_PKEY_free(k);
-    return k != NULL;
+    if (!p->x || !p->chain || ERR_peek_error()) {
+        snprintf(what, sizeof(what), "cannot load certificate chain %s", cf);
+        ssl_err_to(err, errlen, what);
+        pair_free(p);
+        return -1;
+    }
+    b = BIO_new_file(kf, "r");
+    p->pk = b ? PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL) : NULL;
+    BIO_free(b);
+    if (!p->pk) {
+        snprintf(what, sizeof(what), "cannot load private key %s (PEM, not encrypted)", kf);
+        ssl_err_to(err, errlen, what);
+        pair_free(p);
+        return -1;
+    }
+    /* Checked here against this certificate: OpenSSL alone would check the key against
+     * whichever certificate of the context has the key's type. */
+    if (X509_check_private_key(p->x, p->pk) != 1) {
+        snprintf(what, sizeof(what), "key %s does not match certificate %s", kf, cf);
+        ssl_err_to(err, errlen, what);
+        pair_free(p);
+        return -1;
+    }
+    return 0;
 }
 
 /* A group: pairs with the same names, at most one per key type. */
@@ -361,7 +408,6 @@ struct group {
     size_t n_names;
     int key_types[DG_CONFIG_MAX_LIST];
     size_t n_keys;
-    size_t first_pair;
 };
 
 static bool same_names(const struct group *g, char *const *names, size_t n)
@@ -421,72 +467,54 @@ static SSL_CTX *gen_build(const struct config *cfg, char *fingerprint, char *err
 
     for (size_t i = 0; i < cfg->n_cert; i++) {
         const char *cf = cfg->cert_file[i], *kf = cfg->key_file[i];
-        char what[1200];
-        X509 *x = read_cert(cf);
-        if (!x) {
-            snprintf(what, sizeof(what), "cannot load certificate chain %s", cf);
-            ssl_err_to(err, errlen, what);
+        struct pair pr;
+        if (pair_read(&pr, cf, kf, err, errlen) != 0)
             goto fail;
-        }
         char *names[MAX_NAMES_PER_CERT];
-        size_t nn = cert_names(x, names);
-        EVP_PKEY *pk = X509_get0_pubkey(x);
-        int kt = pk ? EVP_PKEY_get_base_id(pk) : 0;
-        X509_free(x);
+        size_t nn = cert_names(pr.x, names);
+        int kt = EVP_PKEY_get_base_id(pr.pk);
+        const char *why = NULL;
+        if (nn == 0 && i > 0)
+            why = "has no DNS name, so SNI can never choose it (only the first pair, the "
+                  "default, may have none)";
         struct group *grp = NULL;
-        for (size_t k = 0; k < ngroups && !grp; k++)
+        for (size_t k = 0; k < ngroups && !grp && !why; k++)
             if (same_names(&groups[k], names, nn))
                 grp = &groups[k];
-        if (grp) {
-            for (size_t k = 0; k < grp->n_keys; k++) {
-                if (grp->key_types[k] == kt) {
-                    snprintf(err, errlen,
-                             "certificate %s has the same names and key type as %s: one of "
-                             "them would never be used",
-                             cf, cfg->cert_file[grp->first_pair]);
-                    for (size_t m = 0; m < nn; m++)
-                        free(names[m]);
-                    goto fail;
-                }
-            }
-            for (size_t m = 0; m < nn; m++)
-                free(names[m]);
-        } else {
+        for (size_t k = 0; grp && k < grp->n_keys && !why; k++)
+            if (grp->key_types[k] == kt)
+                why = "has the same names and key type as an earlier cert: one of them would "
+                      "never be used";
+        if (!why && !grp) {
             grp = &groups[ngroups];
             memset(grp, 0, sizeof(*grp));
             memcpy(grp->names, names, nn * sizeof(names[0]));
             grp->n_names = nn;
-            grp->first_pair = i;
-            if (!(grp->ctx = ctx_base(err, errlen))) {
-                for (size_t m = 0; m < nn; m++)
-                    free(names[m]);
-                goto fail;
-            }
-            ngroups++;
-        }
-        grp->key_types[grp->n_keys++] = kt;
-        /* The file is read again here: what is served is what this loads, chain included. */
-        if (SSL_CTX_use_certificate_chain_file(grp->ctx, cf) != 1) {
-            snprintf(what, sizeof(what), "cannot load certificate chain %s", cf);
-            ssl_err_to(err, errlen, what);
-            goto fail;
-        }
-        /* OpenSSL checks the key against the certificate of its type while loading it, so a
-         * mismatch shows up here as a load error: say which it was. */
-        if (SSL_CTX_use_PrivateKey_file(grp->ctx, kf, SSL_FILETYPE_PEM) != 1) {
-            if (key_readable(kf))
-                snprintf(what, sizeof(what), "key %s does not match certificate %s", kf, cf);
+            nn = 0; /* owned by the group now */
+            if (!(grp->ctx = ctx_base(err, errlen)))
+                why = "";
             else
-                snprintf(what, sizeof(what), "cannot load private key %s (PEM, not encrypted)", kf);
-            ssl_err_to(err, errlen, what);
-            goto fail;
+                ngroups++;
         }
-        if (SSL_CTX_check_private_key(grp->ctx) != 1) {
-            snprintf(what, sizeof(what), "key %s does not match certificate %s", kf, cf);
-            ssl_err_to(err, errlen, what);
-            goto fail;
+        for (size_t m = 0; m < nn; m++)
+            free(names[m]);
+        if (!why) {
+            grp->key_types[grp->n_keys++] = kt;
+            /* One slot per key type; "override" is moot as same-type pairs were refused. */
+            if (SSL_CTX_use_cert_and_key(grp->ctx, pr.x, pr.pk, pr.chain, 1) != 1) {
+                char what[600];
+                snprintf(what, sizeof(what), "cannot use certificate %s", cf);
+                ssl_err_to(err, errlen, what);
+                why = "";
+            }
+        } else if (why[0]) {
+            snprintf(err, errlen, "certificate %s %s", cf, why);
         }
-        cert_info(SSL_CTX_get0_certificate(grp->ctx), cf, &g->certs[g->n_certs++]);
+        if (!why)
+            cert_info(pr.x, cf, &g->certs[g->n_certs++]);
+        pair_free(&pr);
+        if (why)
+            goto fail;
     }
     for (size_t k = 0; k < ngroups; k++)
         for (size_t m = 0; m < groups[k].n_names; m++)

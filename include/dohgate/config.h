@@ -46,6 +46,9 @@ struct config {
     size_t n_cert;
     char *key_file[DG_CONFIG_MAX_LIST]; /**< key FILE (PEM), paired with cert_file by position */
     size_t n_key;
+    char *user;                     /**< user NAME: drop to it after binding; NULL: stay */
+    char *group;                    /**< group NAME: instead of the user's primary group */
+    unsigned shutdown_timeout_s;    /**< shutdown-timeout s: drain bound on SIGTERM, default 5 */
     unsigned cert_check_interval_s; /**< cert-check-interval s: poll files for changes; 0 = off */
     char *server_name; /**< server-name NAME: CN/SAN of the self-signed cert and the printed
                             URL. Default "localhost". */

@@ -24,6 +24,7 @@ struct http_exchange;
 struct site {
     struct static_root root; /**< site-root, fd -1 when not configured */
     struct static_root acme; /**< acme-webroot, fd -1 when not configured */
+    unsigned https_port;     /**< port-80 redirects go here: the first TLS listener's port */
 };
 
 /** The URL path of the landing page's Apple DNS profile. */

@@ -218,6 +218,45 @@ make_certs() {
     ) || { cat "$CERTS/openssl.err"; die "could not make the test certificates"; }
 }
 
+# issue_cert NAME SERIAL ec|rsa OUT SANS: OUT.key, OUT.pem (signed by the test CA, made by
+# make_certs) and OUT.full.pem (leaf + CA, like certbot's fullchain.pem)
+issue_cert() {
+    local name=$1 serial=$2 kt=$3 out=$4 sans=$5 key=$4.key
+    [ -n "${CERTS:-}" ] || make_certs
+    if [ "$kt" = rsa ]; then
+        openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$key" 2>>"$T/issue.err"
+    else
+        openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$key" 2>>"$T/issue.err"
+    fi
+    openssl req -new -key "$key" -subj "/CN=$name" -out "$out.csr" 2>>"$T/issue.err" &&
+        printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' \
+            "$sans" >"$out.ext" &&
+        openssl x509 -req -in "$out.csr" -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.key" \
+            -set_serial "$serial" -days 30 -extfile "$out.ext" -out "$out.pem" 2>>"$T/issue.err" ||
+        die "issue $name: $(cat "$T/issue.err")"
+    # certbot's fullchain.pem: leaf then CA (the chain must load too)
+    cat "$out.pem" "$CERTS/ca.pem" >"$out.full.pem"
+}
+
+# served_serial [SNI [s_client args...]]: the serial of the certificate dohgate presents now
+served_serial() {
+    local sni=${1:-doh.dohgate.test}
+    shift 2>/dev/null
+    openssl s_client -connect "127.0.0.1:$DG_PORT" -servername "$sni" "$@" </dev/null 2>/dev/null |
+        openssl x509 -noout -serial 2>/dev/null | sed 's/^serial=//'
+}
+# wait_serial WANT SECONDS: until the presented serial is WANT; prints the last one seen
+wait_serial() {
+    local got n=$(($2 * 5))
+    while [ "$n" -gt 0 ]; do
+        got=$(served_serial)
+        [ "$got" = "$1" ] && break
+        sleep 0.2
+        n=$((n - 1))
+    done
+    echo "$got"
+}
+
 # start_nsd: NSD, authoritative for dohgate.test (zone/test.zone) on 127.0.0.1:$NSD_PORT
 start_nsd() {
     local d=$T/nsd i

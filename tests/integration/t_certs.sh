@@ -13,29 +13,8 @@ make_certs
 C=$T/pki
 mkdir -p "$C/archive" "$C/live"
 
-# issue NAME SERIAL KEYTYPE OUT SANS [KEYFILE]: OUT.pem / OUT.key signed by the test CA
-issue() {
-    local name=$1 serial=$2 kt=$3 out=$4 sans=$5 key=${6:-}
-    if [ -z "$key" ]; then
-        key=$out.key
-        if [ "$kt" = rsa ]; then
-            openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$key" 2>>"$C/err"
-        else
-            openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$key" 2>>"$C/err"
-        fi
-    fi
-    openssl req -new -key "$key" -subj "/CN=$name" -out "$out.csr" 2>>"$C/err" &&
-        printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' \
-            "$sans" >"$out.ext" &&
-        openssl x509 -req -in "$out.csr" -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.key" \
-            -set_serial "$serial" -days 30 -extfile "$out.ext" -out "$out.pem" 2>>"$C/err" ||
-        die "issue $name: $(cat "$C/err")"
-    # certbot's fullchain.pem: leaf then CA (the chain must load too)
-    cat "$out.pem" "$CERTS/ca.pem" >"$out.full.pem"
-}
-
 SANS="DNS:doh.dohgate.test,DNS:localhost,IP:127.0.0.1"
-for n in 1 2 3; do issue doh.dohgate.test "0x100$n" ec "$C/archive/c$n" "$SANS"; done
+for n in 1 2 3; do issue_cert doh.dohgate.test "0x100$n" ec "$C/archive/c$n" "$SANS"; done
 
 # link_to N: point live/ at archive generation N the way certbot does (new links, rename over)
 link_to() {
@@ -43,24 +22,6 @@ link_to() {
     ln -sfn "../archive/c$1.key" "$C/live/.key.tmp" && mv -fT "$C/live/.key.tmp" "$C/live/key.pem"
 }
 
-# serial [SNI [s_client args...]]: the serial of the certificate dohgate presents now
-serial() {
-    local sni=${1:-doh.dohgate.test}
-    shift 2>/dev/null
-    openssl s_client -connect "127.0.0.1:$DG_PORT" -servername "$sni" "$@" </dev/null 2>/dev/null |
-        openssl x509 -noout -serial 2>/dev/null | sed 's/^serial=//'
-}
-# wait_serial WANT SECONDS: until the presented serial is WANT; prints the last one seen
-wait_serial() {
-    local got n=$(($2 * 5))
-    while [ "$n" -gt 0 ]; do
-        got=$(serial)
-        [ "$got" = "$1" ] && break
-        sleep 0.2
-        n=$((n - 1))
-    done
-    echo "$got"
-}
 count() { grep -cE "$1" "$DG_LOG"; }
 
 link_to 1
@@ -69,7 +30,7 @@ DG_NO_CERT=1 start_dohgate --cert "$C/live/cert.pem" --key "$C/live/key.pem" \
 TRUST=(--cacert "$CERTS/ca.pem" --resolve "doh.dohgate.test:$DG_PORT:127.0.0.1")
 URL="https://doh.dohgate.test:$DG_PORT/dns-query?dns=$(dnsmsg query "www.$ZONE" A --b64)"
 
-assert_eq 1001 "$(serial)" "start: the configured certificate is served"
+assert_eq 1001 "$(served_serial)" "start: the configured certificate is served"
 assert_file_match "$DG_LOG" "certificate $C/live/cert.pem: CN=doh.dohgate.test, names doh.dohgate.test,localhost, ECDSA 256, serial 1001, expires 20[0-9-]+ [0-9:]+ UTC \(in (29|30) days\)" \
     "start-up log: subject, names, key, serial, expiry of the certificate"
 
@@ -118,24 +79,24 @@ sleep 3.5
 assert_eq 1 "$(count 'certificate reload failed')" "a broken cert file: one error line, not one per check"
 assert_file_match "$DG_LOG" "certificate reload failed, still serving the previous certificates: cannot load certificate chain $C/live/cert.pem" \
     "the error names the file"
-assert_eq 1003 "$(serial)" "a broken cert file: the previous certificate is still served"
+assert_eq 1003 "$(served_serial)" "a broken cert file: the previous certificate is still served"
 q_code=$(curl -s --http2 "${TRUST[@]}" -o /dev/null -w '%{http_code}' "$URL")
 assert_eq 200 "$q_code" "a broken cert file: DoH still answers"
 kill -HUP "$DG_PID"
 sleep 0.5
 assert_eq 2 "$(count 'certificate reload failed')" "SIGHUP with the broken file: reported again"
 
-issue doh.dohgate.test 0x1004 ec "$C/archive/c4" "$SANS"
+issue_cert doh.dohgate.test 0x1004 ec "$C/archive/c4" "$SANS"
 ln -sfn ../archive/c4.full.pem "$C/live/cert.pem" # c4's cert with c3's key
 kill -HUP "$DG_PID"
 sleep 0.5
 assert_file_match "$DG_LOG" "reload failed.*key $C/live/key.pem does not match certificate $C/live/cert.pem" \
     "a key that does not match: refused, and the error says so"
-assert_eq 1003 "$(serial)" "a mismatched key: the previous certificate is still served"
+assert_eq 1003 "$(served_serial)" "a mismatched key: the previous certificate is still served"
 
 # ---- a renewal written in two steps (cert first, key 0.3 s later) is not tried half-way
 fails=$(count 'certificate reload failed')
-issue doh.dohgate.test 0x1005 ec "$C/archive/c5" "$SANS"
+issue_cert doh.dohgate.test 0x1005 ec "$C/archive/c5" "$SANS"
 link_to 3 # back to a good state first, then let it settle
 sleep 2.5
 ln -sfn ../archive/c5.full.pem "$C/live/cert.pem"
@@ -147,23 +108,23 @@ assert_eq "$fails" "$(count 'certificate reload failed')" "two-step renewal: no 
 stop_dohgate
 
 # ---- SNI and key types: three pairs, two of them for the same names
-issue other.dohgate.test 0x2001 ec "$C/other" "DNS:other.example,DNS:*.wild.example"
-issue doh.dohgate.test 0x3001 rsa "$C/rsa" "$SANS"
+issue_cert other.dohgate.test 0x2001 ec "$C/other" "DNS:other.example,DNS:*.wild.example"
+issue_cert doh.dohgate.test 0x3001 rsa "$C/rsa" "$SANS"
 DG_NO_CERT=1 start_dohgate --cert "$C/archive/c1.full.pem" --key "$C/archive/c1.key" \
     --cert "$C/other.full.pem" --key "$C/other.key" --cert "$C/rsa.full.pem" --key "$C/rsa.key"
-assert_eq 1001 "$(serial doh.dohgate.test)" "SNI doh.dohgate.test: its certificate"
-assert_eq 2001 "$(serial other.example)" "SNI other.example: the second pair"
-assert_eq 2001 "$(serial OTHER.Example)" "SNI is matched without regard to case"
-assert_eq 2001 "$(serial a.wild.example)" "SNI a.wild.example: the wildcard *.wild.example"
-assert_eq 1001 "$(serial a.b.wild.example)" "SNI a.b.wild.example: a wildcard covers one label only, default"
-assert_eq 1001 "$(serial unknown.example)" "an unknown name gets the default certificate"
+assert_eq 1001 "$(served_serial doh.dohgate.test)" "SNI doh.dohgate.test: its certificate"
+assert_eq 2001 "$(served_serial other.example)" "SNI other.example: the second pair"
+assert_eq 2001 "$(served_serial OTHER.Example)" "SNI is matched without regard to case"
+assert_eq 2001 "$(served_serial a.wild.example)" "SNI a.wild.example: the wildcard *.wild.example"
+assert_eq 1001 "$(served_serial a.b.wild.example)" "SNI a.b.wild.example: a wildcard covers one label only, default"
+assert_eq 1001 "$(served_serial unknown.example)" "an unknown name gets the default certificate"
 out=$(openssl s_client -connect "127.0.0.1:$DG_PORT" -noservername </dev/null 2>/dev/null | openssl x509 -noout -serial)
 assert_eq serial=1001 "$out" "no SNI at all: the default certificate"
-assert_eq 3001 "$(serial doh.dohgate.test -sigalgs 'rsa_pss_rsae_sha256:rsa_pkcs1_sha256')" \
+assert_eq 3001 "$(served_serial doh.dohgate.test -sigalgs 'rsa_pss_rsae_sha256:rsa_pkcs1_sha256')" \
     "a client that signs only with RSA gets the RSA certificate (TLS 1.3)"
-assert_eq 1001 "$(serial doh.dohgate.test -sigalgs 'ecdsa_secp256r1_sha256')" \
+assert_eq 1001 "$(served_serial doh.dohgate.test -sigalgs 'ecdsa_secp256r1_sha256')" \
     "a client that signs only with ECDSA gets the ECDSA certificate (TLS 1.3)"
-assert_eq 3001 "$(serial doh.dohgate.test -tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256)" \
+assert_eq 3001 "$(served_serial doh.dohgate.test -tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256)" \
     "a TLS 1.2 client with only RSA suites gets the RSA certificate"
 out=$(curl -s --http2 --cacert "$CERTS/ca.pem" --resolve "x.wild.example:$DG_PORT:127.0.0.1" \
     -o "$T/sni.bin" -w '%{http_code} %{http_version}' \
@@ -180,10 +141,15 @@ out=$("$DOHGATE" --listen 127.0.0.1:1 --upstream 127.0.0.1:53 --cert "$C/archive
 assert_match 'key .*c3.key does not match certificate .*c4.full.pem' "$out" "start-up: a mismatched pair is an error"
 out=$("$DOHGATE" --listen 127.0.0.1:1 --upstream 127.0.0.1:53 --cert "$C/archive/c1.full.pem" \
     --key "$C/archive/c1.key" --cert "$C/archive/c2.full.pem" --key "$C/archive/c2.key" 2>&1)
-assert_match 'c2.full.pem has the same names and key type as .*c1.full.pem' "$out" \
+assert_match 'certificate .*c2.full.pem has the same names and key type as an earlier cert' "$out" \
     "start-up: two pairs that could never both be used are an error"
 
-issue doh.dohgate.test 0x4001 ec "$C/enc" "$SANS"
+out=$("$DOHGATE" --listen 127.0.0.1:1 --upstream 127.0.0.1:53 --cert "$C/rsa.full.pem" \
+    --key "$C/rsa.key" --cert "$C/other.full.pem" --key "$C/rsa.key" 2>&1)
+assert_match 'key .*rsa.key does not match certificate .*other.full.pem' "$out" \
+    "start-up: a key is checked against its own certificate, not one of its type in the same set"
+
+issue_cert doh.dohgate.test 0x4001 ec "$C/enc" "$SANS"
 openssl pkey -in "$C/enc.key" -aes256 -passout pass:x -out "$C/enc.aes.key" 2>/dev/null
 out=$(timeout 10 "$DOHGATE" --listen 127.0.0.1:1 --upstream 127.0.0.1:53 --cert "$C/enc.pem" \
     --key "$C/enc.aes.key" 2>&1 </dev/null)

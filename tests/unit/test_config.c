@@ -978,8 +978,23 @@ static void test_finish_cert_key(void **state)
     assert_int_equal(cfg->cert_check_interval_s, 5);
     assert_int_equal(config_set(cfg, "cert-check-interval", "0", "t", 0, err, ERRLEN), 0);
     assert_int_equal(cfg->cert_check_interval_s, 0);
-    assert_int_equal(config_set(cfg, "cert-check-interval", "3601", "t", 0, err, ERRLEN),
-                     -EINVAL);
+    assert_int_equal(config_set(cfg, "cert-check-interval", "3601", "t", 0, err, ERRLEN), -EINVAL);
+    config_free(cfg);
+}
+
+static void test_user_group(void **state)
+{
+    char err[ERRLEN];
+    struct config *cfg = new_with_upstream();
+    assert_int_equal(config_set(cfg, "user", "root;rm", "t", 0, err, ERRLEN), -EINVAL);
+    assert_int_equal(config_set(cfg, "group", "dohgate", "t", 0, err, ERRLEN), 0);
+    assert_int_equal(config_finish(cfg, err, ERRLEN), -EINVAL);
+    assert_string_equal(err, "group is given without user: give user too");
+    assert_int_equal(config_set(cfg, "user", "dohgate", "t", 0, err, ERRLEN), 0);
+    assert_int_equal(config_finish(cfg, err, ERRLEN), 0);
+    assert_string_equal(cfg->user, "dohgate");
+    assert_int_equal(cfg->shutdown_timeout_s, 5);
+    assert_int_equal(config_set(cfg, "shutdown-timeout", "0", "t", 0, err, ERRLEN), -EINVAL);
     config_free(cfg);
 }
 
@@ -1044,7 +1059,8 @@ static void test_dump_round_trip(void **state)
     cfg = config_new();
     assert_non_null(cfg);
     d1 = dump_str(cfg);
-    assert_non_null(strstr(d1, "\n# cert (not set)\n"));
+    assert_non_null(strstr(d1, "\n# user (not set)\n"));
+    assert_non_null(strstr(d1, "\n# cert (none)\n"));
     assert_non_null(strstr(d1, "\n# upstream (none)\n"));
     free(d1);
     config_free(cfg);
@@ -1075,7 +1091,7 @@ static void test_help(void **state)
 
     char names[64][64];
     size_t n = help_option_names(names, 64);
-    assert_int_equal(n, 36);
+    assert_int_equal(n, 39);
     /* every option in --help is accepted by config_set */
     struct config *cfg = config_new();
     assert_non_null(cfg);
@@ -1150,7 +1166,7 @@ static void test_sample_conf(void **state)
      * the default where there is one */
     char names[64][64];
     size_t n = help_option_names(names, 64);
-    assert_int_equal(n, 36);
+    assert_int_equal(n, 39);
     for (size_t i = 0; i < n; i++) {
         char needle[80];
         snprintf(needle, sizeof(needle), "\n#%s ", names[i]);
@@ -1238,6 +1254,7 @@ int main(void)
         cmocka_unit_test(test_site_options),
         cmocka_unit_test(test_finish_no_upstream),
         cmocka_unit_test(test_finish_cert_key),
+        cmocka_unit_test(test_user_group),
         cmocka_unit_test(test_finish_timeouts),
         cmocka_unit_test(test_dump_round_trip),
         cmocka_unit_test(test_dump_write_error),

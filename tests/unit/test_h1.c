@@ -19,6 +19,7 @@
 #include "dohgate/h1.h"
 #include "dohgate/http.h"
 #include "dohgate/log.h"
+#include "dohgate/site.h"
 #include "dohgate/util.h"
 
 struct fixture {
@@ -351,11 +352,18 @@ static void test_plain_listener(void **state)
     struct fixture *f = *state;
     h1_session_free(f->s);
     const struct h1_settings st = {.https = false, .peer = "192.0.2.7"};
+    struct site site = {.root.fd = -1, .acme.fd = -1, .https_port = 443};
+    f->hctx.site = &site;
     f->s = h1_session_new(&st, &f->hctx, on_wake, f);
     const char *o = RT(f, "GET /dns-query?dns=AAAB HTTP/1.1\r\nHost: doh.example\r\n\r\n");
     assert_non_null(strstr(o, "HTTP/1.1 301 "));
     assert_non_null(strstr(o, "location: https://doh.example/dns-query?dns=AAAB\r\n"));
     assert_null(strstr(o, "strict-transport-security"));
+    /* the TLS listener on another port (or a socket from systemd): the redirect says so */
+    site.https_port = 8443;
+    o = RT(f, "GET /x HTTP/1.1\r\nHost: doh.example:80\r\n\r\n");
+    assert_non_null(strstr(o, "location: https://doh.example:8443/x\r\n"));
+    f->hctx.site = NULL;
 }
 
 static void test_pending_input_bounded(void **state)

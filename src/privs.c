@@ -1,0 +1,52 @@
+#include "dohgate/privs.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+int privs_drop(const char *user, const char *group, char *err, size_t errlen)
+{
+    errno = 0;
+    struct passwd *pw = getpwnam(user);
+    if (!pw) {
+        snprintf(err, errlen, "user '%s' does not exist%s%s", user, errno ? ": " : "",
+                 errno ? strerror(errno) : "");
+        return -1;
+    }
+    uid_t uid = pw->pw_uid;
+    gid_t gid = pw->pw_gid;
+    if (group) {
+        errno = 0;
+        struct group *gr = getgrnam(group);
+        if (!gr) {
+            snprintf(err, errlen, "group '%s' does not exist%s%s", group, errno ? ": " : "",
+                     errno ? strerror(errno) : "");
+            return -1;
+        }
+        gid = gr->gr_gid;
+    }
+    if (geteuid() == uid && getegid() == gid)
+        return 0; /* started as that user already (e.g. systemd User= with capabilities) */
+    if (geteuid() != 0) {
+        snprintf(err, errlen,
+                 "user %s: only root can switch users (started as uid %u); start as root or "
+                 "drop the user option",
+                 user, (unsigned)geteuid());
+        return -1;
+    }
+    /* Groups first: after setuid there is no right left to change them. */
+    if (initgroups(user, gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
+        snprintf(err, errlen, "switching to user %s: %s", user, strerror(errno));
+        return -1;
+    }
+    /* The way back must be closed (CERT POS37-C). */
+    if (uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
+        snprintf(err, errlen, "switching to user %s: root could be regained", user);
+        return -1;
+    }
+    return 0;
+}
