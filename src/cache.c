@@ -865,9 +865,11 @@ static bool entry_serve(const struct cache *c, const struct entry *e, const uint
 }
 
 enum cache_result cache_lookup(struct cache *c, const struct cache_key *k, const uint8_t *query,
-                               size_t qlen, uint64_t now_ms, bool allow_stale, struct dg_buf *out,
+                               size_t qlen, uint64_t now_ms, unsigned flags, struct dg_buf *out,
                                struct cache_hit_info *info)
 {
+    bool allow_stale = flags & CACHE_ALLOW_STALE;
+    uint64_t counted = !(flags & CACHE_UNCOUNTED);
     struct cache_hit_info dummy;
     if (!info)
         info = &dummy;
@@ -898,17 +900,17 @@ enum cache_result cache_lookup(struct cache *c, const struct cache_key *k, const
         goto miss;
 
     if (stale) {
-        s->stale_hits++;
+        s->stale_hits += counted;
         res = CACHE_STALE;
     } else {
-        s->hits++;
+        s->hits += counted;
         res = CACHE_HIT;
         unsigned pct = c->cfg.prefetch_percent;
         uint64_t age_ms = now_ms > e->stored_ms ? now_ms - e->stored_ms : 0;
         /* An entry served in the millisecond it was stored (the answer to the clients that
          * waited for it) never needs a refresh, whatever the percentage. */
-        if (pct > 0 && !e->prefetch_sent && e->lifetime_s >= PREFETCH_MIN_LIFETIME &&
-            age_ms > 0 && age_ms * 100 >= (uint64_t)e->lifetime_s * 1000 * (100 - pct)) {
+        if (pct > 0 && !e->prefetch_sent && e->lifetime_s >= PREFETCH_MIN_LIFETIME && age_ms > 0 &&
+            age_ms * 100 >= (uint64_t)e->lifetime_s * 1000 * (100 - pct)) {
             e->prefetch_sent = true;
             info->prefetch = true;
         }
@@ -919,7 +921,7 @@ enum cache_result cache_lookup(struct cache *c, const struct cache_key *k, const
     }
     goto out;
 miss:
-    s->misses++;
+    s->misses += counted;
 out:
     pthread_mutex_unlock(&s->lock);
     free_list(freelist);

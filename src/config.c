@@ -191,6 +191,23 @@ static const struct option_def options[] = {
      .count_off = FIELD(n_key),
      .metavar = "FILE",
      .help = "private key of the cert at the same position (PEM), repeatable"},
+    {.name = "ticket-key-file",
+     .type = OPT_PATHS,
+     .off = FIELD(ticket_key_file),
+     .count_off = FIELD(n_ticket_key_file),
+     .metavar = "FILE",
+     .help = "session-ticket key shared by several servers behind one name: 80 random bytes "
+             "(openssl rand 80 > FILE), repeatable, the first encrypts, the others still "
+             "decrypt; reloaded with the certificates. Default: random keys in memory"},
+    {.name = "ticket-key-rotation",
+     .type = OPT_UINT,
+     .off = FIELD(ticket_key_rotation_s),
+     .dflt = "3600",
+     .min = 0,
+     .max = 604800,
+     .metavar = "SECONDS",
+     .help = "replace the in-memory session-ticket key this often (the two before it still "
+             "decrypt); 0 = never. Not used with ticket-key-file"},
     {.name = "cert-check-interval",
      .type = OPT_UINT,
      .off = FIELD(cert_check_interval_s),
@@ -382,6 +399,13 @@ static const struct option_def options[] = {
      .metavar = "ADDR:PORT",
      .help = "plain-HTTP listener (e.g. [::]:80): 301 to https, and ACME challenges "
              "(repeatable; default: none)"},
+    {.name = "metrics-listen",
+     .type = OPT_ADDRS,
+     .off = FIELD(metrics_listen),
+     .count_off = FIELD(n_metrics_listen),
+     .metavar = "ADDR:PORT",
+     .help = "plain-HTTP listener for Prometheus (/metrics) and health checks (/healthz), e.g. "
+             "127.0.0.1:9153 (repeatable; default: none)"},
     {.name = "acme-webroot",
      .type = OPT_STRING,
      .off = FIELD(acme_webroot),

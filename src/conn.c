@@ -15,6 +15,7 @@
 #include "dohgate/h2.h"
 #include "dohgate/http.h"
 #include "dohgate/log.h"
+#include "dohgate/metrics.h"
 #include "dohgate/tls.h"
 #include "dohgate/util.h"
 
@@ -37,7 +38,8 @@ struct conn {
     struct conn_set *set;
     struct conn *prev, *next;
     int fd;
-    SSL *ssl; /* NULL on the plain-HTTP listener */
+    SSL *ssl; /* NULL on the plain-HTTP and metrics listeners */
+    enum met_conn_kind kind;
     enum conn_state state;
     struct event *rev, *wev, *timer, *flush_ev;
     struct h2_session *h2;
@@ -62,6 +64,11 @@ static void conn_free(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     set->count--;
+    if (set->wm) {
+        ctr_add(&set->wm->conn_closed[c->kind], 1);
+        if (c->ssl && c->state == CS_HANDSHAKE)
+            ctr_add(&set->wm->tls_failed, 1); /* failed, timed out, or the client left */
+    }
     /* The h2 session goes first: it cancels the streams' pending upstream queries. */
     h2_session_free(c->h2);
     h1_session_free(c->h1);
@@ -98,16 +105,22 @@ static int io_read(struct conn *c, uint8_t *buf, size_t n)
 {
     if (!c->ssl) {
         ssize_t r = recv(c->fd, buf, n, 0);
-        if (r > 0)
+        if (r > 0) {
+            if (c->set->wm)
+                ctr_add(&c->set->wm->bytes_in, (uint64_t)r);
             return (int)r;
+        }
         if (r == 0)
             return IO_EOF;
         return errno == EAGAIN || errno == EINTR ? IO_WANT_READ : IO_ERR;
     }
     ERR_clear_error();
     int r = SSL_read(c->ssl, buf, (int)n);
-    if (r > 0)
+    if (r > 0) {
+        if (c->set->wm)
+            ctr_add(&c->set->wm->bytes_in, (uint64_t)r);
         return r;
+    }
     int err = SSL_get_error(c->ssl, r);
     if (err == SSL_ERROR_WANT_READ)
         return IO_WANT_READ;
@@ -125,14 +138,20 @@ static int io_write(struct conn *c, const uint8_t *buf, size_t n)
 {
     if (!c->ssl) {
         ssize_t r = send(c->fd, buf, n, MSG_NOSIGNAL);
-        if (r >= 0)
+        if (r >= 0) {
+            if (c->set->wm)
+                ctr_add(&c->set->wm->bytes_out, (uint64_t)r);
             return (int)r;
+        }
         return errno == EAGAIN || errno == EINTR ? IO_WANT_WRITE : IO_ERR;
     }
     ERR_clear_error();
     int r = SSL_write(c->ssl, buf, (int)n);
-    if (r > 0)
+    if (r > 0) {
+        if (c->set->wm)
+            ctr_add(&c->set->wm->bytes_out, (uint64_t)r);
         return r;
+    }
     int err = SSL_get_error(c->ssl, r);
     if (err == SSL_ERROR_WANT_WRITE)
         return IO_WANT_WRITE;
@@ -232,7 +251,8 @@ static int conn_flush(struct conn *c)
 
 static int start_h1(struct conn *c)
 {
-    const struct h1_settings st = {.https = c->ssl != NULL, .peer = c->peer};
+    const struct h1_settings st = {
+        .https = c->ssl != NULL, .metrics = c->kind == MET_CONN_METRICS, .peer = c->peer};
     c->h1 = h1_session_new(&st, c->set->hctx, on_wake, c);
     if (!c->h1)
         return -1;
@@ -247,6 +267,7 @@ static int handshake_done(struct conn *c)
     struct conn_set *set = c->set;
     c->last_active = dg_now_ms();
     arm_timer(c, set->cfg->idle_timeout_s);
+    metrics_tls(set->wm, SSL_version(c->ssl) == TLS1_3_VERSION, SSL_session_reused(c->ssl) == 1);
     if (tls_alpn_get(c->ssl) == TLS_ALPN_H2) {
         struct h2_settings st = {.max_concurrent_streams = set->cfg->max_concurrent_streams,
                                  .peer = c->peer};
@@ -426,8 +447,9 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     conn_free(c);
 }
 
-int conn_accept(struct conn_set *set, int fd, bool tls)
+int conn_accept(struct conn_set *set, int fd, enum met_conn_kind kind)
 {
+    bool tls = kind == MET_CONN_TLS;
     struct conn *c = calloc(1, sizeof(*c));
     if (!c) {
         close(fd);
@@ -435,6 +457,7 @@ int conn_accept(struct conn_set *set, int fd, bool tls)
     }
     c->set = set;
     c->fd = fd;
+    c->kind = kind;
     c->last_active = dg_now_ms();
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
@@ -460,6 +483,8 @@ int conn_accept(struct conn_set *set, int fd, bool tls)
         set->head->prev = c;
     set->head = c;
     set->count++;
+    if (set->wm)
+        ctr_add(&set->wm->conn_accepted[kind], 1);
     if ((tls && (!c->ssl || SSL_set_fd(c->ssl, fd) != 1)) || !c->rev || !c->wev || !c->timer ||
         !c->flush_ev || event_priority_set(c->flush_ev, CONN_FLUSH_PRIORITY) != 0 ||
         event_add(c->rev, NULL) != 0) {

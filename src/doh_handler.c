@@ -25,6 +25,8 @@ static void respond_dns(struct http_exchange *ex, struct dg_buf *msg, uint32_t t
         {"content-type", DOH_CONTENT_TYPE},
         {"cache-control", cc},
     };
+    if (msg->len >= 4)
+        metrics_rcode(ex->ctx->wm, msg->data[3] & 0x0f);
     if (http_respond(ex, 200, hdrs, 2, msg) != 0)
         http_respond_text(ex, 503, "out of memory", NULL, 0);
 }

@@ -35,6 +35,7 @@ struct h1_session {
     h1_wake_cb wake;
     void *owner;
     bool https;
+    bool metrics;
     char peer[64];
     enum h1_state state;
     uint64_t req_started;
@@ -250,6 +251,9 @@ static void ex_resume(struct http_exchange *ex)
  * be trusted to be in step with the framing). */
 static void error_response(struct h1_session *s, int status)
 {
+    /* No exchange exists for a request that failed to parse: counted here, as HTTP/1.1. */
+    if (!s->metrics)
+        metrics_http(s->hctx->wm, 11, NULL, status);
     static const char *const texts[][2] = {
         {"400", "bad request"},
         {"405", "method not allowed"},
@@ -545,6 +549,7 @@ static void dispatch(struct h1_session *s)
         .body_len = s->body.len,
         .version = s->version,
         .https = s->https,
+        .metrics = s->metrics,
         .headers = s->hdrs,
         .nheaders = s->nhdrs,
         .peer = s->peer,
@@ -593,6 +598,7 @@ struct h1_session *h1_session_new(const struct h1_settings *st, const struct han
     s->wake = wake;
     s->owner = owner;
     s->https = st->https;
+    s->metrics = st->metrics;
     snprintf(s->peer, sizeof(s->peer), "%s", st->peer ? st->peer : "");
     request_reset(s);
     return s;

@@ -16,6 +16,7 @@
 #include "dohgate/site.h"
 #include "dohgate/config.h"
 #include "dohgate/log.h"
+#include "dohgate/metrics.h"
 #include "dohgate/privs.h"
 #include "dohgate/sysd.h"
 #include "dohgate/tls.h"
@@ -194,6 +195,7 @@ int main(int argc, char **argv)
     struct worker **workers = calloc(nworkers, sizeof(*workers));
     int rc = 1;
     unsigned started = 0;
+    struct metrics *metrics = NULL;
     struct sysd_sockets act;
     int nact = sysd_listen_fds(&act, err, sizeof(err));
     if (nact < 0) {
@@ -204,9 +206,14 @@ int main(int argc, char **argv)
         goto out;
     if (nact > 0 && act.ntls > 0)
         site.https_port = (unsigned)atoi(strrchr(act.text[0], ':') + 1);
+    /* Counters exist only when someone can read them: no cost otherwise. */
+    if (cfg->n_metrics_listen > 0 && !(metrics = metrics_new(nworkers, cfg, cache, tls))) {
+        log_err("out of memory for the metrics");
+        goto out;
+    }
     for (unsigned w = 0; w < nworkers; w++) {
-        int fds[2 * DG_CONFIG_MAX_LIST];
-        size_t n = 0, ntls = cfg->n_listen;
+        int fds[3 * DG_CONFIG_MAX_LIST];
+        size_t n = 0, ntls = cfg->n_listen, nmet = 0;
         /* Socket activation: every worker gets its own descriptor of each socket (they share
          * the accept queue), and listen/http-listen are not used. */
         for (; nact > 0 && n < act.n; n++) {
@@ -230,7 +237,17 @@ int main(int argc, char **argv)
                 goto out;
             }
         }
-        workers[w] = worker_new(w, cfg, tls, cache, &site, fds, n, ntls);
+        /* The metrics listeners belong to worker 0 alone: scrapes are rare and small. */
+        for (; w == 0 && nmet < cfg->n_metrics_listen; nmet++, n++) {
+            fds[n] = worker_listen_socket(&cfg->metrics_listen[nmet], err, sizeof(err));
+            if (fds[n] < 0) {
+                log_err("metrics-listen: %s", err);
+                while (n > 0)
+                    close(fds[--n]);
+                goto out;
+            }
+        }
+        workers[w] = worker_new(w, cfg, tls, cache, &site, metrics, fds, n, ntls, nmet);
         if (!workers[w])
             goto out;
     }
@@ -283,6 +300,9 @@ int main(int argc, char **argv)
                  "used",
                  act.n, act.n == 1 ? "" : "s");
     }
+    for (size_t i = 0; i < cfg->n_metrics_listen; i++)
+        log_info("listening on %s (plain HTTP: Prometheus /metrics, /healthz)",
+                 cfg->metrics_listen[i].text);
     for (size_t i = 0; i < cfg->n_upstream; i++)
         log_info("upstream %s", cfg->upstream[i].text);
     log_info("%u worker%s", nworkers, nworkers == 1 ? "" : "s");
@@ -301,28 +321,21 @@ int main(int argc, char **argv)
 
     sysd_notify("READY=1");
 
-    /* The main thread waits for signals, and checks the certificate files between them, on a
-     * fixed schedule (a stream of signals must not postpone the checks). */
-    bool poll_certs = cfg->n_cert > 0 && cfg->cert_check_interval_s > 0;
-    uint64_t every_ms = (uint64_t)cfg->cert_check_interval_s * 1000u;
-    uint64_t next_poll = now_ms() + every_ms;
+    /* The main thread waits for signals, and between them runs the TLS store's schedule (file
+     * checks, ticket-key rotation), which is kept on absolute times: a stream of signals does
+     * not postpone it. */
+    bool ticking = tls_store_needs_tick(tls);
     for (;;) {
         int sig;
-        if (poll_certs) {
-            uint64_t now = now_ms();
-            if (now >= next_poll) {
-                report_reload(tls, tls_store_poll(tls, err, sizeof(err)), err);
-                next_poll = now + every_ms;
-            }
-            uint64_t wait = next_poll - now_ms() > every_ms ? every_ms : next_poll - now_ms();
-            struct timespec ts = {.tv_sec = (time_t)(wait / 1000),
-                                  .tv_nsec = (long)(wait % 1000) * 1000000L};
-            sig = sigtimedwait(&sigs, NULL, &ts);
+        if (ticking) {
+            report_reload(tls, tls_store_tick(tls, now_ms(), err, sizeof(err)), err);
+            struct timespec second = {.tv_sec = 1};
+            sig = sigtimedwait(&sigs, NULL, &second);
         } else {
             sig = sigwaitinfo(&sigs, NULL);
         }
         if (sig < 0)
-            continue; /* timeout (the check runs at the top) or EINTR */
+            continue; /* the second passed, or EINTR */
         if (sig == SIGTERM || sig == SIGINT) {
             sysd_notify("STOPPING=1");
             log_info("signal %d: stopping (up to %u s for open requests)", sig,
@@ -365,6 +378,7 @@ out:
             worker_free(workers[w]);
         free(workers);
     }
+    metrics_free(metrics);
     cache_free(cache);
     site_close(&site);
     tls_store_free(tls);

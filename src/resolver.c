@@ -157,14 +157,14 @@ static void deliver_failure(struct resolver *r, struct resolver_waiter *w,
     if (r->cache && r->cfg->serve_stale) {
         struct cache_hit_info info;
         enum cache_result cr =
-            cache_lookup(r->cache, k, w->query, w->qlen, dg_now_ms(), true, b, &info);
+            cache_lookup(r->cache, k, w->query, w->qlen, dg_now_ms(), CACHE_ALLOW_STALE, b, &info);
         if (cr != CACHE_MISS) {
-            r->stats.stale_hits += cr == CACHE_STALE;
+            ctr_add(&r->stats.stale_hits, cr == CACHE_STALE);
             deliver(w, b->data, b->len, info.ttl);
             return;
         }
     }
-    r->stats.servfails++;
+    ctr_add(&r->stats.servfails, 1);
     if (dns_make_error_answer(w->query, w->qlen, DNS_RCODE_SERVFAIL, b) != 0) {
         /* Not even a SERVFAIL fits in memory: the bare header (ID, QR, SERVFAIL) does. */
         uint8_t hdr[DNS_HEADER_LEN] = {w->query[0], w->query[1], 0x81, 0x82};
@@ -189,8 +189,8 @@ static void on_upstream_done(void *arg, int status, const uint8_t *ans, size_t l
         struct dg_buf probe = {0};
         struct cache_hit_info info;
         const uint8_t *q0 = inf->waiters ? inf->waiters->query : NULL;
-        if (q0 && cache_lookup(r->cache, &inf->key, q0, inf->waiters->qlen, dg_now_ms(), true,
-                               &probe, &info) != CACHE_MISS)
+        if (q0 && cache_lookup(r->cache, &inf->key, q0, inf->waiters->qlen, dg_now_ms(),
+                               CACHE_ALLOW_STALE | CACHE_UNCOUNTED, &probe, &info) != CACHE_MISS)
             failed = true;
         dg_buf_free(&probe);
     }
@@ -213,8 +213,8 @@ static void on_upstream_done(void *arg, int status, const uint8_t *ans, size_t l
             /* Served from the entry just stored, the first clients see the same clamped TTLs
              * and max-age as every later one. */
             struct cache_hit_info info;
-            if (stored && cache_lookup(r->cache, &inf->key, w->query, w->qlen, now, false, b,
-                                       &info) == CACHE_HIT) {
+            if (stored && cache_lookup(r->cache, &inf->key, w->query, w->qlen, now, CACHE_UNCOUNTED,
+                                       b, &info) == CACHE_HIT) {
                 deliver(w, b->data, b->len, info.ttl);
                 continue;
             }
@@ -258,7 +258,7 @@ static struct inflight *inflight_start(struct resolver *r, const struct cache_ke
 int resolver_resolve(struct resolver *r, const uint8_t *query, size_t len, struct dg_buf *out,
                      uint32_t *ttl, resolver_done_cb cb, void *arg, struct resolver_waiter **wp)
 {
-    r->stats.queries++;
+    ctr_add(&r->stats.queries, 1);
     struct resolver_waiter *w = malloc(sizeof(*w) + len);
     if (!w)
         return -ENOMEM;
@@ -275,29 +275,29 @@ int resolver_resolve(struct resolver *r, const uint8_t *query, size_t len, struc
     }
     if (r->cache) {
         struct cache_hit_info info;
-        if (cache_lookup(r->cache, &k, w->query, w->qlen, dg_now_ms(), false, out, &info) ==
+        if (cache_lookup(r->cache, &k, w->query, w->qlen, dg_now_ms(), 0, out, &info) ==
             CACHE_HIT) {
-            r->stats.hits++;
+            ctr_add(&r->stats.hits, 1);
             *ttl = info.ttl;
             if (info.prefetch && !table_find(r, &k) && inflight_start(r, &k, w->query, w->qlen))
-                r->stats.prefetches++;
+                ctr_add(&r->stats.prefetches, 1);
             free(w);
             return RESOLVER_ANSWERED;
         }
     }
-    r->stats.misses++;
+    ctr_add(&r->stats.misses, 1);
     struct inflight *inf = table_find(r, &k);
     if (inf) {
         if (inf->nwaiters >= RESOLVER_MAX_WAITERS) {
-            r->stats.rejected++;
+            ctr_add(&r->stats.rejected, 1);
             free(w);
             return -EBUSY;
         }
-        r->stats.coalesced++;
+        ctr_add(&r->stats.coalesced, 1);
     } else {
         inf = inflight_start(r, &k, w->query, w->qlen);
         if (!inf) {
-            r->stats.rejected++;
+            ctr_add(&r->stats.rejected, 1);
             free(w);
             return -EBUSY;
         }

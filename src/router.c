@@ -3,6 +3,7 @@
 #include "dohgate/doh.h"
 #include "dohgate/doh_handler.h"
 #include "dohgate/http.h"
+#include "dohgate/metrics.h"
 #include "dohgate/router.h"
 #include "dohgate/site.h"
 
@@ -20,6 +21,10 @@ size_t router_max_body(const struct handler_ctx *ctx, const char *path)
 void router_dispatch(struct http_exchange *ex)
 {
     const struct config *cfg = ex->ctx->cfg;
+    if (ex->req.metrics) {
+        metrics_handle(ex);
+        return;
+    }
     if (!ex->req.https) {
         /* The plain-HTTP listener never answers DNS: queries in clear text are what DoH is
          * for avoiding, so /dns-query redirects like everything else. */

@@ -15,6 +15,7 @@
 
 #include "dohgate/config.h"
 #include "dohgate/log.h"
+#include "dohgate/tickets.h"
 
 /* TLS 1.2: forward secrecy and AEAD only. TLS 1.3 suites are all AEAD; OpenSSL's default order
  * (AES-GCM first, which has hardware support here) is kept. */
@@ -234,7 +235,7 @@ static int no_passphrase(char *buf, int size, int rwflag, void *u)
 
 /* The settings every context of ours shares. ALPN is per context because a handshake moved to
  * another group's context by SNI selects ALPN with that context's callback. */
-static SSL_CTX *ctx_base(char *err, size_t errlen)
+static SSL_CTX *ctx_base(struct ticket_ring *ring, char *err, size_t errlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
@@ -256,6 +257,13 @@ static SSL_CTX *ctx_base(char *err, size_t errlen)
     SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"dohgate", 7);
+    /* On every context: OpenSSL takes the callback from the handshake's first context, the
+     * callback finds the ring on the one SNI may have switched to. */
+    if (ticket_ring_install(ctx, ring) != 0) {
+        ssl_err_to(err, errlen, "setting up session tickets");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
     return ctx;
 }
 
@@ -436,7 +444,8 @@ static int add_sni(struct tls_gen *g, const char *name, SSL_CTX *ctx)
 }
 
 /* Load every pair of cfg into a new generation; returns its default SSL_CTX. */
-static SSL_CTX *gen_build(const struct config *cfg, char *fingerprint, char *err, size_t errlen)
+static SSL_CTX *gen_build(const struct config *cfg, struct ticket_ring *ring, char *fingerprint,
+                          char *err, size_t errlen)
 {
     struct group groups[DG_CONFIG_MAX_LIST];
     size_t ngroups = 0;
@@ -456,7 +465,7 @@ static SSL_CTX *gen_build(const struct config *cfg, char *fingerprint, char *err
     }
 
     if (cfg->n_cert == 0) {
-        if (!(dflt = ctx_base(err, errlen)))
+        if (!(dflt = ctx_base(ring, err, errlen)))
             goto fail;
         if (make_self_signed(dflt, cfg->server_name ? cfg->server_name : "localhost", fingerprint,
                              err, errlen) != 0)
@@ -491,7 +500,7 @@ static SSL_CTX *gen_build(const struct config *cfg, char *fingerprint, char *err
             memcpy(grp->names, names, nn * sizeof(names[0]));
             grp->n_names = nn;
             nn = 0; /* owned by the group now */
-            if (!(grp->ctx = ctx_base(err, errlen)))
+            if (!(grp->ctx = ctx_base(ring, err, errlen)))
                 why = "";
             else
                 ngroups++;
@@ -571,17 +580,22 @@ struct tls_store {
     SSL_CTX *cur; /* the current generation's default context (one reference) */
     const struct config *cfg;
     size_t nfiles;
-    struct file_sig loaded[2 * DG_CONFIG_MAX_LIST];  /* as last loaded */
-    struct file_sig pending[2 * DG_CONFIG_MAX_LIST]; /* a change seen, waiting to settle */
-    struct file_sig failed[2 * DG_CONFIG_MAX_LIST];  /* a change that did not load */
+    /* cert files, key files, ticket-key files */
+    struct file_sig loaded[3 * DG_CONFIG_MAX_LIST];  /* as last loaded */
+    struct file_sig pending[3 * DG_CONFIG_MAX_LIST]; /* a change seen, waiting to settle */
+    struct file_sig failed[3 * DG_CONFIG_MAX_LIST];  /* a change that did not load */
     bool have_pending, have_failed;
+    struct ticket_ring *ring;
+    uint64_t next_poll_ms, next_rotation_ms; /* tls_store_tick's schedule */
 };
 
 static void sig_take(const struct tls_store *ts, struct file_sig *out)
 {
     for (size_t i = 0; i < ts->nfiles; i++) {
-        const char *f =
-            i < ts->cfg->n_cert ? ts->cfg->cert_file[i] : ts->cfg->key_file[i - ts->cfg->n_cert];
+        const struct config *c = ts->cfg;
+        const char *f = i < c->n_cert       ? c->cert_file[i]
+                        : i < 2 * c->n_cert ? c->key_file[i - c->n_cert]
+                                            : c->ticket_key_file[i - 2 * c->n_cert];
         struct stat st;
         memset(&out[i], 0, sizeof(out[i]));
         if (stat(f, &st) != 0) {
@@ -617,11 +631,32 @@ struct tls_store *tls_store_new(const struct config *cfg, char *fingerprint, cha
         return NULL;
     }
     ts->cfg = cfg;
-    ts->nfiles = 2 * cfg->n_cert;
+    ts->nfiles = 2 * cfg->n_cert + cfg->n_ticket_key_file;
     sig_take(ts, ts->loaded);
-    if (pthread_mutex_init(&ts->mu, NULL) != 0 ||
-        !(ts->cur = gen_build(cfg, fingerprint, err, errlen))) {
+    if (pthread_mutex_init(&ts->mu, NULL) != 0) {
+        snprintf(err, errlen, "pthread_mutex_init failed");
         free(ts);
+        return NULL;
+    }
+    ts->ring = ticket_ring_new();
+    if (!ts->ring) {
+        snprintf(err, errlen, "out of memory (session-ticket keys)");
+        tls_store_free(ts);
+        return NULL;
+    }
+    if (cfg->n_ticket_key_file > 0) {
+        struct ticket_key keys[TICKET_KEYS_MAX];
+        int rc = ticket_keys_read(cfg->ticket_key_file, cfg->n_ticket_key_file, keys, err, errlen);
+        if (rc == 0)
+            ticket_ring_set(ts->ring, keys, cfg->n_ticket_key_file);
+        OPENSSL_cleanse(keys, sizeof(keys));
+        if (rc != 0) {
+            tls_store_free(ts);
+            return NULL;
+        }
+    }
+    if (!(ts->cur = gen_build(cfg, ts->ring, fingerprint, err, errlen))) {
+        tls_store_free(ts);
         return NULL;
     }
     return ts;
@@ -632,6 +667,7 @@ void tls_store_free(struct tls_store *ts)
     if (!ts)
         return;
     SSL_CTX_free(ts->cur);
+    ticket_ring_free(ts->ring);
     pthread_mutex_destroy(&ts->mu);
     free(ts);
 }
@@ -647,23 +683,30 @@ SSL *tls_store_ssl_new(struct tls_store *ts)
 static enum tls_reload reload_with(struct tls_store *ts, const struct file_sig *now, char *err,
                                    size_t errlen)
 {
+    const struct config *cfg = ts->cfg;
     char fp[128];
-    SSL_CTX *fresh = gen_build(ts->cfg, fp, err, errlen);
-    if (!fresh) {
+    struct ticket_key keys[TICKET_KEYS_MAX];
+    SSL_CTX *fresh = NULL;
+    /* All or nothing: ticket keys and certificates are both read before either is used. The
+     * ring is shared, not rebuilt: tickets issued before a certificate reload still resume. */
+    if ((cfg->n_ticket_key_file > 0 &&
+         ticket_keys_read(cfg->ticket_key_file, cfg->n_ticket_key_file, keys, err, errlen) != 0) ||
+        (cfg->n_cert > 0 && !(fresh = gen_build(cfg, ts->ring, fp, err, errlen)))) {
+        OPENSSL_cleanse(keys, sizeof(keys));
         memcpy(ts->failed, now, ts->nfiles * sizeof(*now));
         ts->have_failed = true;
         return TLS_RELOAD_FAILED;
     }
-    /* Same ticket keys: tickets issued before the reload still resume after it. */
-    unsigned char keys[80];
-    if (SSL_CTX_get_tlsext_ticket_keys(ts->cur, keys, sizeof(keys)) == 1)
-        SSL_CTX_set_tlsext_ticket_keys(fresh, keys, sizeof(keys));
+    if (cfg->n_ticket_key_file > 0)
+        ticket_ring_set(ts->ring, keys, cfg->n_ticket_key_file);
     OPENSSL_cleanse(keys, sizeof(keys));
-    pthread_mutex_lock(&ts->mu);
-    SSL_CTX *old = ts->cur;
-    ts->cur = fresh;
-    pthread_mutex_unlock(&ts->mu);
-    SSL_CTX_free(old); /* lives on while connections of its generation do */
+    if (fresh) {
+        pthread_mutex_lock(&ts->mu);
+        SSL_CTX *old = ts->cur;
+        ts->cur = fresh;
+        pthread_mutex_unlock(&ts->mu);
+        SSL_CTX_free(old); /* lives on while connections of its generation do */
+    }
     memcpy(ts->loaded, now, ts->nfiles * sizeof(*now));
     ts->have_pending = ts->have_failed = false;
     return TLS_RELOAD_DONE;
@@ -673,7 +716,7 @@ enum tls_reload tls_store_reload(struct tls_store *ts, char *err, size_t errlen)
 {
     if (ts->nfiles == 0)
         return TLS_RELOAD_NONE;
-    struct file_sig now[2 * DG_CONFIG_MAX_LIST];
+    struct file_sig now[3 * DG_CONFIG_MAX_LIST];
     sig_take(ts, now); /* before reading, so a change made meanwhile is seen next time */
     return reload_with(ts, now, err, errlen);
 }
@@ -682,7 +725,7 @@ enum tls_reload tls_store_poll(struct tls_store *ts, char *err, size_t errlen)
 {
     if (ts->nfiles == 0)
         return TLS_RELOAD_NONE;
-    struct file_sig now[2 * DG_CONFIG_MAX_LIST];
+    struct file_sig now[3 * DG_CONFIG_MAX_LIST];
     sig_take(ts, now);
     if (sig_equal(ts, now, ts->loaded)) {
         ts->have_pending = false;
@@ -709,4 +752,39 @@ void tls_store_each_cert(struct tls_store *ts,
     for (size_t i = 0; g && i < g->n_certs; i++)
         fn(&g->certs[i], arg);
     SSL_CTX_free(ctx);
+}
+
+bool tls_store_needs_tick(const struct tls_store *ts)
+{
+    const struct config *cfg = ts->cfg;
+    bool rotate = cfg->n_ticket_key_file == 0 && cfg->ticket_key_rotation_s > 0;
+    bool poll = ts->nfiles > 0 && cfg->cert_check_interval_s > 0;
+    return rotate || poll;
+}
+
+enum tls_reload tls_store_tick(struct tls_store *ts, uint64_t now_ms, char *err, size_t errlen)
+{
+    const struct config *cfg = ts->cfg;
+    if (cfg->n_ticket_key_file == 0 && cfg->ticket_key_rotation_s > 0) {
+        uint64_t every = (uint64_t)cfg->ticket_key_rotation_s * 1000u;
+        if (ts->next_rotation_ms == 0) {
+            ts->next_rotation_ms = now_ms + every;
+        } else if (now_ms >= ts->next_rotation_ms) {
+            ts->next_rotation_ms = now_ms + every;
+            if (ticket_ring_rotate(ts->ring) != 0)
+                log_warn("session-ticket key rotation failed (no randomness?); keeping the key");
+            else
+                log_debug("session-ticket key rotated");
+        }
+    }
+    if (ts->nfiles > 0 && cfg->cert_check_interval_s > 0) {
+        uint64_t every = (uint64_t)cfg->cert_check_interval_s * 1000u;
+        if (ts->next_poll_ms == 0) {
+            ts->next_poll_ms = now_ms + every;
+        } else if (now_ms >= ts->next_poll_ms) {
+            ts->next_poll_ms = now_ms + every;
+            return tls_store_poll(ts, err, errlen);
+        }
+    }
+    return TLS_RELOAD_NONE;
 }

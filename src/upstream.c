@@ -70,6 +70,7 @@
 #include "dohgate/config.h"
 #include "dohgate/dns.h"
 #include "dohgate/log.h"
+#include "dohgate/metrics.h"
 #include "dohgate/util.h"
 
 /* Pipelining depth per TCP connection; unbound and Knot use similar bounds. */
@@ -131,6 +132,7 @@ struct upstream_query {
     struct up_tcp *tcp;
     struct upstream_query *tcp_prev, *tcp_next;
     struct upstream_query *prev, *next; /* upstream.queries */
+    uint64_t try_start_us;              /* for the latency metric (only with metrics) */
 };
 
 struct upstream {
@@ -145,7 +147,29 @@ struct upstream {
     uint16_t ids[UP_ID_POOL];
     size_t n_ids;
     uint8_t *rbuf; /* UDP receive buffer, UP_RBUF_LEN bytes */
+    struct worker_metrics *wm;
 };
+
+/* This server's metrics, or NULL (no metrics, or no server). */
+static struct upstream_metrics *up_met(const struct upstream *u, const struct up_server *s)
+{
+    return u->wm && s ? &u->wm->up[s - u->srv] : NULL;
+}
+
+/* A try went out to @p s. */
+static void try_started(struct upstream_query *q, struct up_server *s)
+{
+    struct upstream_metrics *m = up_met(q->u, s);
+    if (m) {
+        ctr_add(&m->queries, 1);
+        q->try_start_us = metrics_now_us();
+    }
+}
+
+void upstream_set_metrics(struct upstream *u, struct worker_metrics *wm)
+{
+    u->wm = wm;
+}
 
 static void on_query_timer(evutil_socket_t fd, short what, void *arg);
 static void on_udp_read(evutil_socket_t fd, short what, void *arg);
@@ -372,6 +396,9 @@ static void query_finish(struct upstream_query *q, int status, const uint8_t *an
 /* @p ans is writable scratch (UDP buffer or TCP input buffer) owned by this module. */
 static void query_answer(struct upstream_query *q, uint8_t *ans, size_t len)
 {
+    if (up_met(q->u, q->srv))
+        metrics_upstream_answer(q->u->wm, (size_t)(q->srv - q->u->srv),
+                                metrics_now_us() - q->try_start_us);
     dg_put16(ans, q->orig_id);
     query_finish(q, 0, ans, len);
 }
@@ -384,6 +411,8 @@ static void query_try_failed(struct upstream_query *q, int err)
         log_debug("upstream %s: try failed (%d)", q->srv->addr->text, -err);
     query_end_try(q);
     u->stats.errors++;
+    if (up_met(u, q->srv))
+        ctr_add(&up_met(u, q->srv)->errors, 1);
     if (err == -ECONNREFUSED)
         q->n_refused++;
     query_timer_set(q, 0);
@@ -422,6 +451,7 @@ static int try_udp(struct upstream_query *q, struct up_server *s)
     q->udp_ev = ev;
     q->srv = s;
     q->state = TRY_UDP;
+    try_started(q, s);
     return 0;
 fail:
     event_free(ev);
@@ -466,6 +496,7 @@ static int try_tcp(struct upstream_query *q, struct up_server *s)
     event_del(c->idle);
     q->srv = s;
     q->state = TRY_TCP;
+    try_started(q, s);
     return 0;
 }
 
@@ -494,6 +525,8 @@ static void on_query_timer(evutil_socket_t fd, short what, void *arg)
     struct upstream_query *q = arg;
     if (q->state != TRY_NONE) {
         q->u->stats.timeouts++;
+        if (up_met(q->u, q->srv))
+            ctr_add(&up_met(q->u, q->srv)->timeouts, 1);
         query_end_try(q);
     }
     query_next_try(q);
@@ -707,8 +740,8 @@ struct upstream_query *upstream_query_start(struct upstream *u, const uint8_t *q
     /* Enough tries to use the whole budget (a slow upstream gets another chance while time is
      * left), and every upstream at least twice; the cap bounds the work when every upstream
      * refuses at once. */
-    unsigned by_budget = (u->cfg->query_timeout_ms + u->cfg->upstream_timeout_ms - 1) /
-                         u->cfg->upstream_timeout_ms;
+    unsigned by_budget =
+        (u->cfg->query_timeout_ms + u->cfg->upstream_timeout_ms - 1) / u->cfg->upstream_timeout_ms;
     unsigned by_servers = u->n_srv * 2 > 2 ? (unsigned)(u->n_srv * 2) : 2;
     q->max_tries = by_budget > by_servers ? by_budget : by_servers;
     if (q->max_tries > 32)

@@ -38,7 +38,8 @@ struct worker {
     int *fds;
     struct event **lev;
     size_t nfds;
-    size_t ntls; /* fds[0..ntls) are TLS listeners, the rest plain HTTP */
+    size_t ntls;     /* fds[0..ntls) are TLS listeners, then plain HTTP ones, */
+    size_t nmetrics; /* and the last nmetrics are metrics listeners */
     struct event *stop_ev, *deadline_ev, *resume_ev, *stats_ev;
     unsigned grace_ms;
     bool stopping;
@@ -124,9 +125,12 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
 {
     struct worker *w = arg;
-    bool tls = false;
-    for (size_t k = 0; k < w->ntls; k++)
-        tls = tls || w->fds[k] == lfd;
+    enum met_conn_kind kind = MET_CONN_PLAIN;
+    for (size_t k = 0; k < w->nfds; k++)
+        if (w->fds[k] == lfd)
+            kind = k < w->ntls                  ? MET_CONN_TLS
+                   : k >= w->nfds - w->nmetrics ? MET_CONN_METRICS
+                                                : MET_CONN_PLAIN;
     for (int i = 0; i < ACCEPTS_PER_EV; i++) {
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
@@ -149,7 +153,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        conn_accept(&w->conns, fd, tls);
+        conn_accept(&w->conns, fd, kind);
     }
 }
 
@@ -214,8 +218,8 @@ static void on_stats(evutil_socket_t fd, short what, void *arg)
 }
 
 struct worker *worker_new(unsigned id, const struct config *cfg, struct tls_store *tls,
-                          struct cache *cache, const struct site *site, const int *fds, size_t nfds,
-                          size_t ntls)
+                          struct cache *cache, const struct site *site, struct metrics *metrics,
+                          const int *fds, size_t nfds, size_t ntls, size_t nmetrics)
 {
     struct worker *w = calloc(1, sizeof(*w));
     if (!w)
@@ -228,6 +232,7 @@ struct worker *worker_new(unsigned id, const struct config *cfg, struct tls_stor
         goto fail;
     w->nfds = nfds;
     w->ntls = ntls;
+    w->nmetrics = nmetrics;
     for (size_t i = 0; i < nfds; i++)
         w->fds[i] = fds[i];
     nfds = 0; /* owned by w from here */
@@ -251,22 +256,31 @@ struct worker *worker_new(unsigned id, const struct config *cfg, struct tls_stor
         if (!w->lev[i])
             goto fail;
     }
+    struct worker_metrics *wm = metrics ? &metrics->w[id] : NULL;
     w->upstream = upstream_new(w->base, cfg);
     if (!w->upstream)
         goto fail;
+    upstream_set_metrics(w->upstream, wm);
     w->resolver = resolver_new(w->upstream, cache, cfg);
     if (!w->resolver)
         goto fail;
+    if (metrics)
+        metrics->rs[id] = resolver_get_stats(w->resolver);
     if (cfg->site_backend) {
         w->proxy = proxy_new(w->base, cfg);
         if (!w->proxy)
             goto fail;
     }
-    w->hctx =
-        (struct handler_ctx){.cfg = cfg, .resolver = w->resolver, .site = site, .proxy = w->proxy};
+    w->hctx = (struct handler_ctx){.cfg = cfg,
+                                   .resolver = w->resolver,
+                                   .site = site,
+                                   .proxy = w->proxy,
+                                   .wm = wm,
+                                   .metrics = metrics};
     w->conns = (struct conn_set){
         .base = w->base,
         .tls = tls,
+        .wm = wm,
         .cfg = cfg,
         .hctx = &w->hctx,
         .on_closed = on_conn_closed,

@@ -86,14 +86,19 @@ struct cache_hit_info {
 };
 
 /**
- * Look up @p k. On HIT (fresh) or STALE (expired, within stale_max_s, and @p allow_stale) the
- * answer is appended to @p out with the ID and question name taken from @p query.
+ * Look up @p k. On HIT (fresh) or STALE (expired, within stale_max_s, and CACHE_ALLOW_STALE in
+ * @p flags) the answer is appended to @p out with the ID and question name taken from @p query.
  * @param now_ms  a monotonic clock in milliseconds (dg_now_ms()); tests pass their own.
+ * @param flags   CACHE_ALLOW_STALE; CACHE_UNCOUNTED for lookups that are not a client's
+ *                question (serving waiters from the entry just stored, probes): the hit and
+ *                miss counters then stay as they are.
  * @return CACHE_MISS (out untouched), CACHE_HIT or CACHE_STALE; CACHE_MISS also on OOM.
  */
 enum cache_result cache_lookup(struct cache *c, const struct cache_key *k, const uint8_t *query,
-                               size_t qlen, uint64_t now_ms, bool allow_stale, struct dg_buf *out,
+                               size_t qlen, uint64_t now_ms, unsigned flags, struct dg_buf *out,
                                struct cache_hit_info *info);
+#define CACHE_ALLOW_STALE 1u /* true, for callers that pass a bool */
+#define CACHE_UNCOUNTED   2u
 
 /**
  * Store an upstream answer (already matched to the query) under @p k, replacing an older entry.

@@ -46,10 +46,16 @@ struct config {
     size_t n_cert;
     char *key_file[DG_CONFIG_MAX_LIST]; /**< key FILE (PEM), paired with cert_file by position */
     size_t n_key;
-    char *user;                     /**< user NAME: drop to it after binding; NULL: stay */
-    char *group;                    /**< group NAME: instead of the user's primary group */
-    unsigned shutdown_timeout_s;    /**< shutdown-timeout s: drain bound on SIGTERM, default 5 */
-    unsigned cert_check_interval_s; /**< cert-check-interval s: poll files for changes; 0 = off */
+    char *user;                  /**< user NAME: drop to it after binding; NULL: stay */
+    char *group;                 /**< group NAME: instead of the user's primary group */
+    unsigned shutdown_timeout_s; /**< shutdown-timeout s: drain bound on SIGTERM, default 5 */
+    unsigned cert_check_interval_s;
+    char *ticket_key_file[DG_CONFIG_MAX_LIST]; /**< ticket-key-file FILE (80 bytes each) */
+    size_t n_ticket_key_file;
+    unsigned ticket_key_rotation_s;
+        /**< ticket-key-rotation s: random key lifetime, 0 = never */ /**< cert-check-interval s:
+                                                                         poll files for changes; 0 =
+                                                                         off */
     char *server_name; /**< server-name NAME: CN/SAN of the self-signed cert and the printed
                             URL. Default "localhost". */
     unsigned workers;  /**< workers N; 0 (default) = number of CPUs; max 256 */
@@ -82,6 +88,8 @@ struct config {
     unsigned backend_timeout_s; /**< backend-timeout s: connect and each read, default 60 */
     struct dg_addr http_listen[DG_CONFIG_MAX_LIST]; /**< http-listen ADDR:PORT (port 80) */
     size_t n_http_listen;
+    struct dg_addr metrics_listen[DG_CONFIG_MAX_LIST]; /**< metrics-listen ADDR:PORT */
+    size_t n_metrics_listen;
     char *acme_webroot;    /**< acme-webroot DIR: serves /.well-known/acme-challenge/ on port 80 */
     unsigned hsts_max_age; /**< hsts-max-age s, default 31536000; 0 = no HSTS header */
     char *hsts_value;      /**< the full HSTS header value (config_finish), NULL when off */

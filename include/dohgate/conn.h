@@ -18,6 +18,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "dohgate/metrics.h"
+
 struct event_base;
 struct config;
 struct handler_ctx;
@@ -26,7 +28,8 @@ struct tls_store;
 
 struct conn_set {
     struct event_base *base;
-    struct tls_store *tls; /**< shared by the workers; outlives them */
+    struct tls_store *tls;     /**< shared by the workers; outlives them */
+    struct worker_metrics *wm; /**< this worker's counters; may be NULL */
     const struct config *cfg;
     const struct handler_ctx *hctx;
     struct conn *head;
@@ -43,11 +46,11 @@ struct conn_set {
 #define CONN_FLUSH_PRIORITY 2
 
 /**
- * Take over an accepted, non-blocking socket: start the TLS handshake (@p tls), or serve plain
- * HTTP/1.1 at once (the port-80 listener).
+ * Take over an accepted, non-blocking socket: start the TLS handshake (MET_CONN_TLS), or serve
+ * plain HTTP/1.1 at once (the port-80 listener, or the metrics listener).
  * @return 0, or -ENOMEM (the socket is closed: ownership passes in every case).
  */
-int conn_accept(struct conn_set *set, int fd, bool tls);
+int conn_accept(struct conn_set *set, int fd, enum met_conn_kind kind);
 
 /** Graceful stop: GOAWAY to every HTTP/2 connection; each closes when its streams are done. */
 void conn_set_shutdown(struct conn_set *set);

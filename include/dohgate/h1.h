@@ -35,6 +35,7 @@ typedef void (*h1_wake_cb)(void *owner);
 
 struct h1_settings {
     bool https;       /**< false on the plain-HTTP listener */
+    bool metrics;     /**< the metrics listener (implies !https) */
     const char *peer; /**< client address (copied); may be NULL */
 };
 

@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dohgate/metrics.h"
 #include "dohgate/util.h"
 
 struct config;
@@ -60,8 +61,9 @@ struct http_request {
     const char *content_type;
     const uint8_t *body;
     size_t body_len;
-    int version; /**< 20 for HTTP/2, 11 or 10 for HTTP/1.x */
-    bool https;  /**< false on the plain-HTTP listener (port 80) */
+    int version;  /**< 20 for HTTP/2, 11 or 10 for HTTP/1.x */
+    bool https;   /**< false on the plain-HTTP listener (port 80) */
+    bool metrics; /**< on the metrics listener */
     /** Every request header except pseudo-headers and cookie joins, names lower-case, in order. */
     const struct http_header *headers;
     size_t nheaders;
@@ -75,8 +77,10 @@ const char *http_request_header(const struct http_request *r, const char *name);
 struct handler_ctx {
     const struct config *cfg;
     struct resolver *resolver;
-    const struct site *site; /**< shared, read-only; may be NULL (tests) */
-    struct proxy *proxy;     /**< this worker's backend pool; NULL unless site-backend */
+    const struct site *site;       /**< shared, read-only; may be NULL (tests) */
+    struct proxy *proxy;           /**< this worker's backend pool; NULL unless site-backend */
+    struct worker_metrics *wm;     /**< this worker's counters; may be NULL (tests) */
+    const struct metrics *metrics; /**< all of them, for the metrics page; may be NULL */
 };
 
 struct http_exchange;
@@ -110,6 +114,10 @@ struct http_exchange {
 static inline int http_respond(struct http_exchange *ex, int status, const struct http_header *hdrs,
                                size_t nhdrs, struct dg_buf *body)
 {
+    /* Counted first: the transport may be done with the exchange when this returns. Scrapes
+     * of the metrics listener are not traffic. */
+    if (!ex->req.metrics)
+        metrics_http(ex->ctx->wm, ex->req.version, ex->req.method, status);
     return ex->ops->respond(ex, status, hdrs, nhdrs, body);
 }
 
@@ -124,6 +132,8 @@ static inline int http_respond_stream(struct http_exchange *ex, int status,
                                       const struct http_header *hdrs, size_t nhdrs,
                                       long long length, const struct http_body_source *src)
 {
+    if (!ex->req.metrics)
+        metrics_http(ex->ctx->wm, ex->req.version, ex->req.method, status);
     return ex->ops->respond_stream(ex, status, hdrs, nhdrs, length, src);
 }
 

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dohgate/metrics.h"
 #include "dohgate/util.h"
 
 struct event_base;
@@ -43,8 +44,9 @@ enum resolver_status { RESOLVER_ANSWERED = 0, RESOLVER_PENDING = 1 };
  */
 typedef void (*resolver_done_cb)(void *arg, const uint8_t *ans, size_t len, uint32_t ttl);
 
+/** Written by the resolver's worker only (ctr_add), readable from any thread (ctr_get). */
 struct resolver_stats {
-    uint64_t queries, hits, stale_hits, misses, coalesced, prefetches, servfails, rejected;
+    dg_counter queries, hits, stale_hits, misses, coalesced, prefetches, servfails, rejected;
 };
 
 /**

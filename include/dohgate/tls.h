@@ -13,7 +13,8 @@
  * if every pair loads and every key matches its certificate; otherwise the old one stays.
  * Connections hold their own reference (SSL_new takes one on the SSL_CTX, and the SNI table is
  * owned by the default SSL_CTX), so open connections keep their generation until they close.
- * Session-ticket keys are carried over to the new generation, so tickets stay valid.
+ * Session-ticket keys (tickets.h) belong to the store, not to a generation: tickets stay valid
+ * across reloads.
  *
  * Threads: tls_store_ssl_new() is called by every worker; reload/poll by the main thread
  * only. A mutex guards the current pointer (held for one SSL_new).
@@ -24,6 +25,7 @@
 #include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
 struct config;
@@ -62,6 +64,16 @@ enum tls_reload tls_store_reload(struct tls_store *ts, char *err, size_t errlen)
  * changes again. Call it every cert-check-interval.
  */
 enum tls_reload tls_store_poll(struct tls_store *ts, char *err, size_t errlen);
+
+/**
+ * Periodic work, on the main thread: the file check every cert-check-interval (as
+ * tls_store_poll(), whose result it returns), and the session-ticket key rotation every
+ * ticket-key-rotation (random keys only). Call it about once a second, and after signals;
+ * @p now_ms is a monotonic clock. The first call only sets the schedule.
+ */
+enum tls_reload tls_store_tick(struct tls_store *ts, uint64_t now_ms, char *err, size_t errlen);
+/** Whether tls_store_tick() has anything to do (else the main thread can sleep). */
+bool tls_store_needs_tick(const struct tls_store *ts);
 
 /** One loaded certificate, for logs and metrics. */
 struct tls_cert_info {

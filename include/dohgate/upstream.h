@@ -68,6 +68,9 @@ struct upstream_query *upstream_query_start(struct upstream *u, const uint8_t *q
 void upstream_query_cancel(struct upstream_query *q);
 
 const struct upstream_stats *upstream_get_stats(const struct upstream *u);
+struct worker_metrics;
+/** Count per-upstream tries, answers, latency, timeouts and errors in @p wm (may be NULL). */
+void upstream_set_metrics(struct upstream *u, struct worker_metrics *wm);
 /** Queries in flight (for tests and shutdown). */
 size_t upstream_pending(const struct upstream *u);
 

@@ -14,6 +14,7 @@
 
 struct cache;
 struct tls_store;
+struct metrics;
 struct site;
 struct config;
 struct dg_addr;
@@ -27,13 +28,14 @@ int worker_listen_socket(const struct dg_addr *addr, char *err, size_t errlen);
 
 /**
  * Create a worker. Takes ownership of the @p nfds listening sockets in @p fds (closed by
- * worker_free(), or here on failure): the first @p ntls serve TLS, the others plain HTTP.
- * @p cache and @p site (shared by all workers, may be NULL) must outlive the worker.
+ * worker_free(), or here on failure): the first @p ntls serve TLS, the last @p nmetrics are
+ * metrics listeners, the others plain HTTP. @p cache, @p site and @p metrics (shared by all
+ * workers; may be NULL) must outlive the worker, which writes metrics->w[id].
  * @return NULL on failure (logged).
  */
 struct worker *worker_new(unsigned id, const struct config *cfg, struct tls_store *tls,
-                          struct cache *cache, const struct site *site, const int *fds, size_t nfds,
-                          size_t ntls);
+                          struct cache *cache, const struct site *site, struct metrics *metrics,
+                          const int *fds, size_t nfds, size_t ntls, size_t nmetrics);
 /** Log this worker's counters from its own thread (thread-safe request, returns at once). */
 void worker_log_stats(struct worker *w);
 /** Start the thread. @return 0 or -errno. */

@@ -1,0 +1,104 @@
+/**
+ * @file metrics.h
+ * Counters for the Prometheus endpoint (metrics-listen). Each worker owns one struct
+ * worker_metrics and is its only writer; the page is rendered on whichever worker serves the
+ * metrics listener, reading every worker's counters. So counters are C11 atomics written with
+ * relaxed load+store (a plain increment on x86, no locked instruction: there is one writer)
+ * and read with relaxed loads: a scrape may see a counter a few increments late, never torn.
+ *
+ * Every metrics_* recording call accepts a NULL @p wm (unit tests and fuzzers run without).
+ */
+#ifndef DOHGATE_METRICS_H
+#define DOHGATE_METRICS_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dohgate/config.h"
+
+typedef _Atomic uint64_t dg_counter;
+
+/** Single-writer increment: see the file comment. */
+static inline void ctr_add(dg_counter *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+static inline uint64_t ctr_get(const dg_counter *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+enum { MET_V10, MET_V11, MET_V2, MET_NVER };
+enum { MET_GET, MET_POST, MET_HEAD, MET_OTHER, MET_NMETHOD };
+#define MET_NSTATUS     24 /* the statuses this server sends, and "other" */
+#define MET_LAT_BUCKETS 12 /* upstream latency: 0.5 ms .. 2.5 s, then +Inf */
+
+enum met_conn_kind { MET_CONN_TLS, MET_CONN_PLAIN, MET_CONN_METRICS, MET_NCONN };
+
+struct upstream_metrics {
+    dg_counter queries;  /**< tries sent to this server (UDP, or TCP after truncation) */
+    dg_counter answers;  /**< accepted answers */
+    dg_counter timeouts; /**< tries that got no answer in time */
+    dg_counter errors;   /**< tries that failed at once (refused, unreachable, reset) */
+    dg_counter lat[MET_LAT_BUCKETS + 1]; /**< answers by latency bucket (not cumulative) */
+    dg_counter lat_sum_us;
+};
+
+struct worker_metrics {
+    dg_counter http[MET_NVER][MET_NMETHOD][MET_NSTATUS];
+    dg_counter rcode[16];
+    dg_counter conn_accepted[MET_NCONN];
+    dg_counter conn_closed[MET_NCONN];
+    dg_counter tls_handshakes[2][2]; /**< [TLS 1.2, 1.3][full, resumed] */
+    dg_counter tls_failed;           /**< handshakes that failed or timed out */
+    dg_counter bytes_in, bytes_out;  /**< HTTP bytes on client connections (inside TLS) */
+    struct upstream_metrics up[DG_CONFIG_MAX_LIST]; /**< by cfg->upstream index */
+};
+
+struct cache;
+struct tls_store;
+struct resolver_stats;
+
+/** Everything a scrape reads. Made by main, shared read-only by the workers. */
+struct metrics {
+    struct worker_metrics *w;         /**< nworkers of them */
+    const struct resolver_stats **rs; /**< each worker's resolver counters (set by worker_new) */
+    unsigned nworkers;
+    const struct config *cfg;
+    struct cache *cache;
+    struct tls_store *tls;
+    uint64_t start_time; /**< seconds since the epoch */
+};
+
+/** @return NULL on OOM. @p cache and @p tls may be NULL; all must outlive the result. */
+struct metrics *metrics_new(unsigned nworkers, const struct config *cfg, struct cache *cache,
+                            struct tls_store *tls);
+void metrics_free(struct metrics *m);
+
+/** A response was sent (called from http_respond*()); @p version 10, 11 or 20. */
+void metrics_http(struct worker_metrics *wm, int version, const char *method, int status);
+/** A DoH answer with this rcode (the low 4 bits) was sent. */
+void metrics_rcode(struct worker_metrics *wm, unsigned rcode);
+/** A TLS handshake completed: @p tls13 and @p resumed as the SSL says. */
+void metrics_tls(struct worker_metrics *wm, bool tls13, bool resumed);
+/** An upstream answer from server @p idx after @p usec. */
+void metrics_upstream_answer(struct worker_metrics *wm, size_t idx, uint64_t usec);
+
+/** Microseconds of a monotonic clock (upstream latency). */
+uint64_t metrics_now_us(void);
+
+/**
+ * Append the Prometheus text exposition (format 0.0.4) of everything to @p out.
+ * @return 0 or -ENOMEM.
+ */
+struct dg_buf;
+int metrics_render(const struct metrics *m, struct dg_buf *out);
+
+struct http_exchange;
+/** The metrics listener's handler: GET /metrics, GET /healthz, else 404 (405 for methods). */
+void metrics_handle(struct http_exchange *ex);
+
+#endif

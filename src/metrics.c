@@ -1,0 +1,374 @@
+/* Prometheus text exposition of dohgate's counters; see metrics.h for the threading rules. */
+#include "dohgate/metrics.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dohgate/cache.h"
+#include "dohgate/http.h"
+#include "dohgate/resolver.h"
+#include "dohgate/tls.h"
+#include "dohgate/util.h"
+
+static const int status_codes[MET_NSTATUS - 1] = {200, 204, 206, 301, 304, 400, 403, 404,
+                                                  405, 408, 411, 413, 414, 415, 416, 417,
+                                                  421, 429, 431, 500, 502, 503, 504};
+static const char *const version_names[MET_NVER] = {"1.0", "1.1", "2"};
+static const char *const method_names[MET_NMETHOD] = {"GET", "POST", "HEAD", "other"};
+static const char *const conn_names[MET_NCONN] = {"https", "http", "metrics"};
+static const char *const rcode_names[16] = {
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP",  "REFUSED", "YXDOMAIN", "YXRRSET",
+    "NXRRSET", "NOTAUTH", "NOTZONE",  "RCODE11",  "RCODE12", "RCODE13", "RCODE14",  "RCODE15"};
+/* upper bounds in microseconds; the last bucket is +Inf */
+static const uint64_t lat_bounds_us[MET_LAT_BUCKETS] = {
+    500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000};
+
+struct metrics *metrics_new(unsigned nworkers, const struct config *cfg, struct cache *cache,
+                            struct tls_store *tls)
+{
+    struct metrics *m = calloc(1, sizeof(*m));
+    if (!m)
+        return NULL;
+    m->w = calloc(nworkers ? nworkers : 1, sizeof(*m->w));
+    m->rs = calloc(nworkers ? nworkers : 1, sizeof(*m->rs));
+    if (!m->w || !m->rs) {
+        free(m->w);
+        free(m->rs);
+        free(m);
+        return NULL;
+    }
+    m->nworkers = nworkers;
+    m->cfg = cfg;
+    m->cache = cache;
+    m->tls = tls;
+    m->start_time = (uint64_t)time(NULL);
+    return m;
+}
+
+void metrics_free(struct metrics *m)
+{
+    if (!m)
+        return;
+    free(m->w);
+    free(m->rs);
+    free(m);
+}
+
+void metrics_http(struct worker_metrics *wm, int version, const char *method, int status)
+{
+    if (!wm)
+        return;
+    int v = version >= 20 ? MET_V2 : version == 10 ? MET_V10 : MET_V11;
+    int me = MET_OTHER;
+    if (method && strcmp(method, "GET") == 0)
+        me = MET_GET;
+    else if (method && strcmp(method, "POST") == 0)
+        me = MET_POST;
+    else if (method && strcmp(method, "HEAD") == 0)
+        me = MET_HEAD;
+    int s = MET_NSTATUS - 1;
+    for (int i = 0; i < MET_NSTATUS - 1; i++)
+        if (status_codes[i] == status)
+            s = i;
+    ctr_add(&wm->http[v][me][s], 1);
+}
+
+void metrics_rcode(struct worker_metrics *wm, unsigned rcode)
+{
+    if (wm)
+        ctr_add(&wm->rcode[rcode & 15], 1);
+}
+
+void metrics_tls(struct worker_metrics *wm, bool tls13, bool resumed)
+{
+    if (wm)
+        ctr_add(&wm->tls_handshakes[tls13][resumed], 1);
+}
+
+void metrics_upstream_answer(struct worker_metrics *wm, size_t idx, uint64_t usec)
+{
+    if (!wm || idx >= DG_CONFIG_MAX_LIST)
+        return;
+    struct upstream_metrics *u = &wm->up[idx];
+    ctr_add(&u->answers, 1);
+    size_t b = 0;
+    while (b < MET_LAT_BUCKETS && usec > lat_bounds_us[b])
+        b++;
+    ctr_add(&u->lat[b], 1);
+    ctr_add(&u->lat_sum_us, usec);
+}
+
+uint64_t metrics_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* ---- rendering ----------------------------------------------------------------------------- */
+
+struct out {
+    struct dg_buf *b;
+    int err;
+};
+
+__attribute__((format(printf, 2, 3))) static void put(struct out *o, const char *fmt, ...)
+{
+    if (o->err)
+        return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(line) || dg_buf_append(o->b, line, (size_t)n) != 0)
+        o->err = -ENOMEM; /* every line is far below 1 KiB: only OOM gets here */
+}
+
+static void head(struct out *o, const char *name, const char *type, const char *help)
+{
+    put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A label value with \, " and newline escaped, cut to fit @p cap. */
+static const char *esc(const char *s, char *buf, size_t cap)
+{
+    size_t j = 0;
+    for (; *s && j + 3 < cap; s++) {
+        if (*s == '\\' || *s == '"') {
+            buf[j++] = '\\';
+            buf[j++] = *s;
+        } else if (*s == '\n') {
+            buf[j++] = '\\';
+            buf[j++] = 'n';
+        } else {
+            buf[j++] = *s;
+        }
+    }
+    buf[j] = '\0';
+    return buf;
+}
+
+/* A counter summed over the workers: @p first is the counter in worker 0's struct, the same
+ * field of the others lies a struct's size further each. */
+static uint64_t sum(const struct metrics *m, const dg_counter *first)
+{
+    size_t off = (size_t)((const char *)first - (const char *)&m->w[0]);
+    uint64_t s = 0;
+    for (unsigned i = 0; i < m->nworkers; i++)
+        s += ctr_get((const dg_counter *)((const char *)&m->w[i] + off));
+    return s;
+}
+#define SUM(field) sum(m, &m->w[0].field)
+
+static void cert_line(const struct tls_cert_info *ci, void *arg)
+{
+    struct out *o = arg;
+    char f[300], s[300], se[100];
+    put(o,
+        "dohgate_certificate_expiry_timestamp_seconds{file=\"%s\",subject=\"%s\",serial=\"%s\"} "
+        "%lld\n",
+        esc(ci->file, f, sizeof(f)), esc(ci->subject, s, sizeof(s)),
+        esc(ci->serial, se, sizeof(se)), (long long)ci->not_after);
+}
+
+int metrics_render(const struct metrics *m, struct dg_buf *out)
+{
+    struct out o = {.b = out};
+    const struct config *cfg = m->cfg;
+
+    head(&o, "dohgate_build_info", "gauge", "Version of the running dohgate.");
+    put(&o, "dohgate_build_info{version=\"%s\"} 1\n", DOHGATE_VERSION);
+    head(&o, "dohgate_start_time_seconds", "gauge", "Start time, seconds since the epoch.");
+    put(&o, "dohgate_start_time_seconds %llu\n", (unsigned long long)m->start_time);
+    head(&o, "dohgate_workers", "gauge", "Worker threads.");
+    put(&o, "dohgate_workers %u\n", m->nworkers);
+
+    /* Client questions by outcome, from the resolvers: the cache's own lookup counters also
+     * see internal lookups. */
+    uint64_t rq[6] = {0};
+    for (unsigned i = 0; i < m->nworkers; i++) {
+        const struct resolver_stats *r = m->rs[i];
+        if (!r)
+            continue;
+        rq[0] += ctr_get(&r->hits);
+        rq[1] += ctr_get(&r->stale_hits);
+        rq[2] += ctr_get(&r->misses);
+        rq[3] += ctr_get(&r->coalesced);
+        rq[4] += ctr_get(&r->prefetches);
+        rq[5] += ctr_get(&r->servfails);
+    }
+    head(&o, "dohgate_http_requests_total", "counter",
+         "HTTP responses sent, by protocol version, method and status.");
+    for (int v = 0; v < MET_NVER; v++)
+        for (int me = 0; me < MET_NMETHOD; me++)
+            for (int s = 0; s < MET_NSTATUS; s++) {
+                uint64_t n = SUM(http[v][me][s]);
+                if (!n)
+                    continue; /* sparse: only what happened */
+                char st[8];
+                if (s < MET_NSTATUS - 1)
+                    snprintf(st, sizeof(st), "%d", status_codes[s]);
+                else
+                    snprintf(st, sizeof(st), "other");
+                put(&o,
+                    "dohgate_http_requests_total{version=\"%s\",method=\"%s\",status=\"%s\"} "
+                    "%llu\n",
+                    version_names[v], method_names[me], st, (unsigned long long)n);
+            }
+
+    head(&o, "dohgate_upstream_failures_total", "counter",
+         "Questions no upstream answered in time and no stale entry could serve (SERVFAIL).");
+    put(&o, "dohgate_upstream_failures_total %llu\n", (unsigned long long)rq[5]);
+    head(&o, "dohgate_dns_answers_total", "counter", "DoH answers sent, by DNS rcode.");
+    for (int r = 0; r < 16; r++) {
+        uint64_t n = SUM(rcode[r]);
+        if (n || r <= 5)
+            put(&o, "dohgate_dns_answers_total{rcode=\"%s\"} %llu\n", rcode_names[r],
+                (unsigned long long)n);
+    }
+
+    if (m->cache && cfg->cache_size) {
+        struct cache_stats cs;
+        cache_get_stats(m->cache, &cs);
+        const struct {
+            const char *name, *type, *help;
+            uint64_t v;
+        } c[] = {
+            {"dohgate_cache_hits_total", "counter", "Questions answered from the cache.", rq[0]},
+            {"dohgate_cache_stale_hits_total", "counter",
+             "Expired answers served because every upstream failed (RFC 8767).", rq[1]},
+            {"dohgate_cache_misses_total", "counter", "Questions the cache could not answer.",
+             rq[2]},
+            {"dohgate_coalesced_total", "counter",
+             "Questions that waited for an identical question already sent upstream.", rq[3]},
+            {"dohgate_prefetches_total", "counter",
+             "Background refreshes of entries near the end of their TTL.", rq[4]},
+            {"dohgate_cache_inserts_total", "counter", "Answers stored.", cs.inserts},
+            {"dohgate_cache_evictions_total", "counter", "Entries evicted to stay in bounds.",
+             cs.evictions},
+            {"dohgate_cache_entries", "gauge", "Entries in the cache.", cs.entries},
+            {"dohgate_cache_bytes", "gauge", "Bytes the cache uses (bounded by cache-size).",
+             cs.bytes},
+            {"dohgate_cache_max_bytes", "gauge", "The cache-size bound.", cfg->cache_size},
+        };
+        for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+            head(&o, c[i].name, c[i].type, c[i].help);
+            put(&o, "%s %llu\n", c[i].name, (unsigned long long)c[i].v);
+        }
+    }
+
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } upc[] = {
+        {"dohgate_upstream_queries_total", "Tries sent to the upstream (UDP, or TCP after TC=1).",
+         offsetof(struct upstream_metrics, queries)},
+        {"dohgate_upstream_answers_total", "Answers accepted from the upstream.",
+         offsetof(struct upstream_metrics, answers)},
+        {"dohgate_upstream_timeouts_total", "Tries the upstream did not answer in time.",
+         offsetof(struct upstream_metrics, timeouts)},
+        {"dohgate_upstream_errors_total",
+         "Tries that failed at once (refused, unreachable, connection reset).",
+         offsetof(struct upstream_metrics, errors)},
+    };
+    for (size_t k = 0; k < sizeof(upc) / sizeof(upc[0]); k++) {
+        head(&o, upc[k].name, "counter", upc[k].help);
+        for (size_t u = 0; u < cfg->n_upstream; u++) {
+            char a[100];
+            uint64_t n = sum(m, (const dg_counter *)((const char *)&m->w[0].up[u] + upc[k].off));
+            put(&o, "%s{upstream=\"%s\"} %llu\n", upc[k].name,
+                esc(cfg->upstream[u].text, a, sizeof(a)), (unsigned long long)n);
+        }
+    }
+    head(&o, "dohgate_upstream_latency_seconds", "histogram",
+         "Time from sending a try to accepting its answer.");
+    for (size_t u = 0; u < cfg->n_upstream; u++) {
+        char a[100];
+        esc(cfg->upstream[u].text, a, sizeof(a));
+        uint64_t cum = 0;
+        for (int b = 0; b <= MET_LAT_BUCKETS; b++) {
+            cum += SUM(up[u].lat[b]);
+            if (b < MET_LAT_BUCKETS)
+                put(&o, "dohgate_upstream_latency_seconds_bucket{upstream=\"%s\",le=\"%g\"} %llu\n",
+                    a, (double)lat_bounds_us[b] / 1e6, (unsigned long long)cum);
+            else
+                put(&o,
+                    "dohgate_upstream_latency_seconds_bucket{upstream=\"%s\",le=\"+Inf\"} %llu\n",
+                    a, (unsigned long long)cum);
+        }
+        put(&o, "dohgate_upstream_latency_seconds_sum{upstream=\"%s\"} %.6f\n", a,
+            (double)SUM(up[u].lat_sum_us) / 1e6);
+        put(&o, "dohgate_upstream_latency_seconds_count{upstream=\"%s\"} %llu\n", a,
+            (unsigned long long)cum);
+    }
+
+    head(&o, "dohgate_connections_accepted_total", "counter", "Connections accepted, by listener.");
+    for (int k = 0; k < MET_NCONN; k++)
+        put(&o, "dohgate_connections_accepted_total{listener=\"%s\"} %llu\n", conn_names[k],
+            (unsigned long long)SUM(conn_accepted[k]));
+    head(&o, "dohgate_connections_open", "gauge", "Connections open now, by listener.");
+    for (int k = 0; k < MET_NCONN; k++) {
+        /* each worker's closed count never passes its accepted count; read closed first */
+        uint64_t closed = SUM(conn_closed[k]), acc = SUM(conn_accepted[k]);
+        put(&o, "dohgate_connections_open{listener=\"%s\"} %llu\n", conn_names[k],
+            (unsigned long long)(acc >= closed ? acc - closed : 0));
+    }
+    head(&o, "dohgate_tls_handshakes_total", "counter",
+         "Completed TLS handshakes, by version and session resumption.");
+    for (int v = 0; v < 2; v++)
+        for (int r = 0; r < 2; r++)
+            put(&o, "dohgate_tls_handshakes_total{version=\"%s\",resumed=\"%s\"} %llu\n",
+                v ? "TLSv1.3" : "TLSv1.2", r ? "true" : "false",
+                (unsigned long long)SUM(tls_handshakes[v][r]));
+    head(&o, "dohgate_tls_handshake_failures_total", "counter",
+         "TLS handshakes that failed or timed out.");
+    put(&o, "dohgate_tls_handshake_failures_total %llu\n", (unsigned long long)SUM(tls_failed));
+    head(&o, "dohgate_received_bytes_total", "counter", "Bytes read from client connections.");
+    put(&o, "dohgate_received_bytes_total %llu\n", (unsigned long long)SUM(bytes_in));
+    head(&o, "dohgate_sent_bytes_total", "counter", "Bytes written to client connections.");
+    put(&o, "dohgate_sent_bytes_total %llu\n", (unsigned long long)SUM(bytes_out));
+
+    if (m->tls) {
+        head(&o, "dohgate_certificate_expiry_timestamp_seconds", "gauge",
+             "notAfter of each certificate in use, seconds since the epoch.");
+        tls_store_each_cert(m->tls, cert_line, &o);
+    }
+    return o.err;
+}
+
+void metrics_handle(struct http_exchange *ex)
+{
+    const struct metrics *m = ex->ctx->metrics;
+    const char *path = ex->req.path;
+    size_t plen = strcspn(path, "?");
+    bool is_metrics = plen == 8 && strncmp(path, "/metrics", 8) == 0;
+    bool is_health = plen == 8 && strncmp(path, "/healthz", 8) == 0;
+    if (!is_metrics && !is_health) {
+        http_respond_text(ex, 404, "not found: try /metrics or /healthz", NULL, 0);
+        return;
+    }
+    if (strcmp(ex->req.method, "GET") != 0 && strcmp(ex->req.method, "HEAD") != 0) {
+        const struct http_header allow = {"allow", "GET, HEAD"};
+        http_respond_text(ex, 405, "method not allowed", &allow, 1);
+        return;
+    }
+    if (is_health || !m) {
+        http_respond_text(ex, 200, "ok", NULL, 0);
+        return;
+    }
+    struct dg_buf body = {0};
+    if (metrics_render(m, &body) != 0) {
+        dg_buf_free(&body);
+        http_respond_text(ex, 503, "out of memory", NULL, 0);
+        return;
+    }
+    const struct http_header h[] = {{"content-type", "text/plain; version=0.0.4; charset=utf-8"},
+                                    {"cache-control", "no-store"}};
+    http_respond(ex, 200, h, 2, &body);
+    dg_buf_free(&body);
+}
