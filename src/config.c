@@ -91,6 +91,18 @@ static const char *validate_account(const char *v)
     return NULL;
 }
 
+static const char *validate_log_target(const char *v)
+{
+    return strcmp(v, "stderr") == 0 || strcmp(v, "syslog") == 0 ? NULL : "must be stderr or syslog";
+}
+
+static const char *validate_query_log_client(const char *v)
+{
+    return strcmp(v, "truncate") == 0 || strcmp(v, "full") == 0 || strcmp(v, "none") == 0
+               ? NULL
+               : "must be truncate, full or none";
+}
+
 static const char *validate_header(const char *v)
 {
     /* "Name: value": a token name (RFC 9110 tchar), a colon, a value of visible ASCII. */
@@ -286,6 +298,27 @@ static const struct option_def options[] = {
      .dflt = "info",
      .metavar = "LEVEL",
      .help = "error, warn, info or debug"},
+    {.name = "log-target",
+     .type = OPT_STRING,
+     .off = FIELD(log_target),
+     .dflt = "stderr",
+     .validate = validate_log_target,
+     .metavar = "stderr|syslog",
+     .help = "where log lines go: stderr (journald under systemd) or syslog (facility daemon)"},
+    {.name = "query-log",
+     .type = OPT_BOOL,
+     .off = FIELD(query_log),
+     .dflt = "no",
+     .metavar = "yes|no",
+     .help = "log one line per DoH answer: client, name, type, rcode, HTTP version. Off by "
+             "default: no query data is logged otherwise"},
+    {.name = "query-log-client",
+     .type = OPT_STRING,
+     .off = FIELD(query_log_client),
+     .dflt = "truncate",
+     .validate = validate_query_log_client,
+     .metavar = "truncate|full|none",
+     .help = "client address in the query log: truncate (IPv4 /24, IPv6 /48), full, or none"},
     {.name = "cache-size",
      .type = OPT_SIZE,
      .off = FIELD(cache_size),

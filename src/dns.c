@@ -23,6 +23,8 @@
 #include "dohgate/dns.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <ldns/ldns.h>
@@ -630,4 +632,28 @@ int dns_query_strip_ecs(uint8_t *msg, size_t *len)
     }
     *len = n;
     return stripped;
+}
+
+int dns_summary(const uint8_t *msg, size_t len, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "?");
+    size_t pos = 12;
+    ldns_rdf *name = NULL;
+    if (len < 12 || ldns_wire2dname(&name, msg, len, &pos) != LDNS_STATUS_OK)
+        return -1;
+    int rc = -1;
+    char *text = ldns_rdf2str(name);
+    if (text && pos + 4 <= len) {
+        ldns_rr_type type = (ldns_rr_type)((msg[pos] << 8) | msg[pos + 1]);
+        char *tname = ldns_rr_type2str(type);
+        const ldns_lookup_table *rcode = ldns_lookup_by_id(ldns_rcodes, msg[3] & 0x0f);
+        if (tname) {
+            snprintf(out, outlen, "%s %s %s", text, tname, rcode ? rcode->name : "?");
+            rc = 0;
+        }
+        free(tname);
+    }
+    free(text);
+    ldns_rdf_deep_free(name);
+    return rc;
 }

@@ -1,9 +1,12 @@
 #include "dohgate/doh_handler.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "dohgate/config.h"
 #include "dohgate/dns.h"
 #include "dohgate/doh.h"
 #include "dohgate/http.h"
@@ -17,6 +20,40 @@ struct doh_op {
     struct resolver_waiter *w;
 };
 
+/* The client as the query log shows it: full, truncated (IPv4 /24, IPv6 /48, as Unbound's
+ * and PowerDNS's anonymizing options do), or not at all. */
+static void log_client(const struct config *cfg, const char *peer, char *out, size_t outlen)
+{
+    if (strcmp(cfg->query_log_client, "none") == 0 || !peer || !peer[0]) {
+        snprintf(out, outlen, "-");
+        return;
+    }
+    snprintf(out, outlen, "%s", peer);
+    if (strcmp(cfg->query_log_client, "full") == 0)
+        return;
+    unsigned char a[16];
+    if (inet_pton(AF_INET, peer, a) == 1) {
+        a[3] = 0;
+        inet_ntop(AF_INET, a, out, (socklen_t)outlen);
+    } else if (inet_pton(AF_INET6, peer, a) == 1) {
+        memset(a + 6, 0, 10);
+        inet_ntop(AF_INET6, a, out, (socklen_t)outlen);
+    } else {
+        snprintf(out, outlen, "?");
+    }
+}
+
+static void log_query(const struct http_exchange *ex, const struct dg_buf *msg)
+{
+    char client[64], what[512];
+    log_client(ex->ctx->cfg, ex->req.peer, client, sizeof(client));
+    dns_summary(msg->data, msg->len, what, sizeof(what));
+    dg_log_query("query: %s %s %s HTTP/%s", client, what, ex->req.method,
+                 ex->req.version >= 20   ? "2"
+                 : ex->req.version == 10 ? "1.0"
+                                         : "1.1");
+}
+
 static void respond_dns(struct http_exchange *ex, struct dg_buf *msg, uint32_t ttl)
 {
     char cc[32];
@@ -27,6 +64,8 @@ static void respond_dns(struct http_exchange *ex, struct dg_buf *msg, uint32_t t
     };
     if (msg->len >= 4)
         metrics_rcode(ex->ctx->wm, msg->data[3] & 0x0f);
+    if (ex->ctx->cfg->query_log)
+        log_query(ex, msg);
     if (http_respond(ex, 200, hdrs, 2, msg) != 0)
         http_respond_text(ex, 503, "out of memory", NULL, 0);
 }

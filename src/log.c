@@ -5,11 +5,14 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdbool.h>
 #include <string.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
 static _Atomic int log_level = DG_LOG_INFO;
+static bool to_syslog; /* set once before the workers start */
 
 void dg_log_set_level(enum dg_log_level lvl)
 {
@@ -33,11 +36,24 @@ int dg_log_level_parse(const char *s, enum dg_log_level *out)
     return -EINVAL;
 }
 
+void dg_log_use_syslog(void)
+{
+    /* LOG_NDELAY: connect now, while the files of a chroot or sandbox are still reachable. */
+    openlog("dohgate", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+    to_syslog = true;
+}
+
 __attribute__((format(printf, 2, 0))) static void log_vwrite(enum dg_log_level lvl, const char *fmt,
                                                              va_list ap)
 {
     static const char *const tags[] = {"error", "warn", "info", "debug"};
     char line[1024];
+    if (to_syslog) {
+        static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
+        vsnprintf(line, sizeof(line), fmt, ap);
+        syslog(prio[lvl], "%s", line); /* syslog adds the time, name and pid */
+        return;
+    }
     struct timespec ts;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -56,6 +72,14 @@ __attribute__((format(printf, 2, 0))) static void log_vwrite(enum dg_log_level l
     /* One write per line: lines from several threads never interleave. */
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
+}
+
+void dg_log_query(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_vwrite(DG_LOG_INFO, fmt, ap);
+    va_end(ap);
 }
 
 void dg_log(enum dg_log_level lvl, const char *fmt, ...)

@@ -131,6 +131,8 @@ int main(int argc, char **argv)
         return 0;
     }
     dg_log_set_level((enum dg_log_level)cfg->log_level);
+    if (strcmp(cfg->log_target, "syslog") == 0)
+        dg_log_use_syslog();
 
     /* Signals are taken by sigwait() in this thread only; workers never see them. A write to a
      * reset socket must be an error return, not a process kill. */

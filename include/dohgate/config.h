@@ -46,6 +46,9 @@ struct config {
     size_t n_cert;
     char *key_file[DG_CONFIG_MAX_LIST]; /**< key FILE (PEM), paired with cert_file by position */
     size_t n_key;
+    char *log_target;            /**< log-target: "stderr" or "syslog" */
+    bool query_log;              /**< query-log yes: one line per DoH answer */
+    char *query_log_client;      /**< query-log-client: "truncate", "full" or "none" */
     char *user;                  /**< user NAME: drop to it after binding; NULL: stay */
     char *group;                 /**< group NAME: instead of the user's primary group */
     unsigned shutdown_timeout_s; /**< shutdown-timeout s: drain bound on SIGTERM, default 5 */
@@ -53,9 +56,9 @@ struct config {
     char *ticket_key_file[DG_CONFIG_MAX_LIST]; /**< ticket-key-file FILE (80 bytes each) */
     size_t n_ticket_key_file;
     unsigned ticket_key_rotation_s;
-        /**< ticket-key-rotation s: random key lifetime, 0 = never */ /**< cert-check-interval s:
-                                                                         poll files for changes; 0 =
-                                                                         off */
+    /**< ticket-key-rotation s: random key lifetime, 0 = never */ /**< cert-check-interval s:
+                                                                     poll files for changes; 0 =
+                                                                     off */
     char *server_name; /**< server-name NAME: CN/SAN of the self-signed cert and the printed
                             URL. Default "localhost". */
     unsigned workers;  /**< workers N; 0 (default) = number of CPUs; max 256 */

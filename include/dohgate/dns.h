@@ -90,4 +90,10 @@ bool dns_rdata_each_name(const uint8_t *msg, size_t len, uint16_t type, size_t p
 
 /** Byte offset just past the question section (12 + qname + 4), or 0 if it does not parse. */
 size_t dns_question_end(const uint8_t *msg, size_t len);
+
+/**
+ * "www.example.com. A NOERROR": the question and rcode of @p msg in presentation form (ldns),
+ * for the query log. @return 0, or -1 (does not parse, or OOM) with "?" in @p out.
+ */
+int dns_summary(const uint8_t *msg, size_t len, char *out, size_t outlen);
 #endif

@@ -1,8 +1,9 @@
 /**
  * @file log.h
  * Leveled logging to stderr (one line per call, written with one write(2) so lines from several
- * workers never interleave). Query data (names, types, client addresses) must never be passed
- * here unless a query log was asked for; callers are responsible for that rule.
+ * workers never interleave; journald reads it under systemd) or to syslog (log-target syslog).
+ * Query data (names, types, client addresses) must never be passed here unless a query log was
+ * asked for; callers are responsible for that rule.
  */
 #ifndef DOHGATE_LOG_H
 #define DOHGATE_LOG_H
@@ -16,6 +17,12 @@ enum dg_log_level dg_log_get_level(void);
 int dg_log_level_parse(const char *s, enum dg_log_level *out);
 
 void dg_log(enum dg_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/** From now on, log through syslog(3) (facility daemon) instead of stderr. Call once at start. */
+void dg_log_use_syslog(void);
+
+/** A query-log line: written whatever the level (the query log has its own switch). */
+void dg_log_query(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /** Log the OpenSSL error queue as one line prefixed by @p what, then clear it. */
 void dg_log_ssl_errors(enum dg_log_level lvl, const char *what);

@@ -2,9 +2,10 @@
 # t_systemd: socket activation (LISTEN_FDS via systemd-socket-activate: a socket named "http" is
 # the plain port-80 listener, others serve TLS; listen/http-listen are then unused) and the
 # Type=notify protocol (READY=1 at start, RELOADING=1 and READY=1 around SIGHUP, STOPPING=1 on
-# SIGTERM, read from a NOTIFY_SOCKET of our own).
+# SIGTERM, read from a NOTIFY_SOCKET of our own); contrib/systemd/ units pass systemd-analyze
+# verify with no complaint.
 . "$(dirname "$0")/lib.sh"
-need_tools nsd curl python3 systemd-socket-activate
+need_tools nsd curl python3 systemd-socket-activate systemd-analyze
 
 start_nsd
 make_certs
@@ -63,5 +64,17 @@ assert_eq "READY=1 RELOADING=1 READY=1" "$(head -3 "$T/notify.log" | tr '\n' ' '
     "SIGHUP: RELOADING=1, then READY=1 when the certificates are loaded"
 stop_dohgate
 assert_eq "STOPPING=1" "$(sed -n 4p "$T/notify.log")" "SIGTERM: STOPPING=1"
+
+# ---- the units: no unknown keys or bad values (systemd-analyze prints any complaint)
+mkdir "$T/units"
+sed "s|^ExecStart=/usr/local/bin/dohgate|ExecStart=$DOHGATE|" "$SRC_DIR/contrib/systemd/dohgate.service" \
+    >"$T/units/dohgate.service"
+cp "$SRC_DIR"/contrib/systemd/*.socket "$T/units/"
+out=$(cd "$T/units" && systemd-analyze verify --man=no ./dohgate.service ./dohgate.socket ./dohgate-http.socket 2>&1)
+assert_eq "0:" "$?:$out" "systemd-analyze verify: the service and socket units are clean"
+for k in 'Type=notify' 'NoNewPrivileges=yes' 'ProtectSystem=strict' 'AmbientCapabilities=CAP_NET_BIND_SERVICE' \
+    'CapabilityBoundingSet=CAP_NET_BIND_SERVICE' 'ExecReload=/bin/kill -HUP $MAINPID' 'SystemCallFilter=@system-service'; do
+    assert_file_match "$SRC_DIR/contrib/systemd/dohgate.service" "^$(printf '%s' "$k" | sed 's/[$]/[$]/g')\$" "dohgate.service has $k"
+done
 
 finish

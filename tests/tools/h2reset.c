@@ -10,6 +10,10 @@
  *       the "rapid reset" pattern (CVE-2023-44487): N times HEADERS immediately followed by
  *       RST_STREAM(CANCEL), all in one flight; then read for up to 2 s (the server may send
  *       GOAWAY) and close.
+ *   h2reset [--path P] PORT idle NAME SECONDS
+ *       one GET query, then nothing: read for up to SECONDS and print what the server did with
+ *       the idle connection: "idle: response 200; GOAWAY NO_ERROR (last stream 1) after T ms;
+ *       EOF after T ms" (or "no GOAWAY" / "no EOF").
  *   h2reset [--path P] PORT query NAME [TYPE]
  *       one GET query; prints "HTTP-STATUS RCODE" (e.g. "200 NOERROR") and exits 0 when a
  *       complete response came.
@@ -52,12 +56,14 @@ struct client {
     size_t body_len;
     int done;
     /* counters */
-    unsigned responses; /* HEADERS with :status received */
-    unsigned closed;    /* streams closed */
+    unsigned responses;    /* HEADERS with :status received */
+    unsigned closed;       /* streams closed */
     unsigned sent_headers; /* HEADERS frames written */
     unsigned sent_rst;     /* RST_STREAM frames written */
     int goaway;
     uint32_t goaway_code;
+    int32_t goaway_last_stream;
+    uint64_t goaway_at; /* ms (now_ms) when GOAWAY arrived */
     int eof;
 };
 
@@ -178,7 +184,8 @@ static int pump(struct client *c, unsigned ms)
         if (r > 0) {
             ssize_t used = nghttp2_session_mem_recv(c->session, buf, (size_t)r);
             if (used < 0) {
-                fprintf(stderr, "h2reset: nghttp2_session_mem_recv: %s\n", nghttp2_strerror((int)used));
+                fprintf(stderr, "h2reset: nghttp2_session_mem_recv: %s\n",
+                        nghttp2_strerror((int)used));
                 return -1;
             }
             continue;
@@ -242,6 +249,8 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     if (frame->hd.type == NGHTTP2_GOAWAY) {
         c->goaway = 1;
         c->goaway_code = frame->goaway.error_code;
+        c->goaway_last_stream = frame->goaway.last_stream_id;
+        c->goaway_at = now_ms();
     }
     return 0;
 }
@@ -361,7 +370,8 @@ static int32_t submit_get(struct client *c, const char *name, uint16_t qtype)
         nghttp2_nv hdrs[] = {NV(":method", "GET"), NV(":scheme", "https"),
                              NV(":authority", c->authority), NV(":path", path),
                              NV("accept", "application/dns-message")};
-        id = nghttp2_submit_request(c->session, NULL, hdrs, sizeof hdrs / sizeof hdrs[0], NULL, NULL);
+        id = nghttp2_submit_request(c->session, NULL, hdrs, sizeof hdrs / sizeof hdrs[0], NULL,
+                                    NULL);
     }
     if (id < 0) {
         fprintf(stderr, "h2reset: nghttp2_submit_request: %s\n", nghttp2_strerror(id));
@@ -428,7 +438,8 @@ static int mode_rapid(struct client *c, unsigned n, const char *name)
 
 static const char *rcode_name(unsigned rc)
 {
-    static const char *names[] = {"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"};
+    static const char *names[] = {"NOERROR",  "FORMERR", "SERVFAIL",
+                                  "NXDOMAIN", "NOTIMP",  "REFUSED"};
     static char buf[16];
     if (rc < 6)
         return names[rc];
@@ -457,11 +468,38 @@ static int mode_query(struct client *c, const char *name, uint16_t qtype)
     return 0;
 }
 
+static int mode_idle(struct client *c, const char *name, unsigned seconds)
+{
+    c->query_stream = submit_get(c, name, 1);
+    if (pump(c, 10000) != 0 || !c->done) {
+        fprintf(stderr, "h2reset: no response to the first query\n");
+        return 1;
+    }
+    uint64_t t0 = now_ms();
+    c->done = 0; /* pump until EOF or the deadline */
+    if (pump(c, seconds * 1000u) != 0)
+        return 1;
+    uint64_t t1 = now_ms();
+    printf("idle: response %d; ", c->status);
+    if (c->goaway)
+        printf("GOAWAY %s (last stream %d) after %llu ms; ", nghttp2_http2_strerror(c->goaway_code),
+               (int)c->goaway_last_stream, (unsigned long long)(c->goaway_at - t0));
+    else
+        printf("no GOAWAY; ");
+    if (c->eof)
+        printf("EOF after %llu ms\n", (unsigned long long)(t1 - t0));
+    else
+        printf("no EOF\n");
+    client_close(c, 0);
+    return 0;
+}
+
 static void usage(void)
 {
     fprintf(stderr, "usage: h2reset [--path P] [--delay MS] PORT reset N NAME\n"
                     "       h2reset [--path P] PORT rapid N NAME\n"
-                    "       h2reset [--path P] PORT query NAME [TYPE-NUMBER]\n");
+                    "       h2reset [--path P] PORT query NAME [TYPE-NUMBER]\n"
+                    "       h2reset [--path P] PORT idle NAME SECONDS\n");
     exit(2);
 }
 
@@ -499,6 +537,11 @@ int main(int argc, char **argv)
         client_connect(&c, port);
         rc = mode[0] == 'r' && mode[1] == 'e' ? mode_reset(&c, (unsigned)n, argv[i + 3], delay_ms)
                                               : mode_rapid(&c, (unsigned)n, argv[i + 3]);
+    } else if (strcmp(mode, "idle") == 0) {
+        if (argc - i < 4)
+            usage();
+        client_connect(&c, port);
+        rc = mode_idle(&c, argv[i + 2], (unsigned)atoi(argv[i + 3]));
     } else if (strcmp(mode, "query") == 0) {
         uint16_t qtype = argc - i > 3 ? (uint16_t)atoi(argv[i + 3]) : 1;
         client_connect(&c, port);
