@@ -56,11 +56,14 @@ static void log_cert(const struct tls_cert_info *ci, void *arg)
         strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
     long days = (long)((ci->not_after - now) / 86400);
     bool expired = ci->not_after <= now;
+    char staple[64] = "";
+    if (ci->ocsp_next_update && gmtime_r(&ci->ocsp_next_update, &tm))
+        strftime(staple, sizeof(staple), "; OCSP stapled, next update %Y-%m-%d %H:%M UTC", &tm);
     /* An expired certificate is served (clients decide), but said loudly. */
     dg_log(expired ? DG_LOG_ERR : DG_LOG_INFO,
-           "%s %s: %s, names %s, %s, serial %s, expires %s (%s %ld days)", (const char *)arg,
+           "%s %s: %s, names %s, %s, serial %s, expires %s (%s %ld days)%s", (const char *)arg,
            ci->file, ci->subject, ci->names, ci->key_type, ci->serial, when,
-           expired ? "EXPIRED" : "in", expired ? -days : days);
+           expired ? "EXPIRED" : "in", expired ? -days : days, staple);
 }
 
 static void report_reload(struct tls_store *tls, enum tls_reload r, const char *err)

@@ -176,6 +176,15 @@ static void cert_line(const struct tls_cert_info *ci, void *arg)
         esc(ci->serial, se, sizeof(se)), (long long)ci->not_after);
 }
 
+static void ocsp_line(const struct tls_cert_info *ci, void *arg)
+{
+    struct out *o = arg;
+    char f[300];
+    if (ci->ocsp_next_update)
+        put(o, "dohgate_certificate_ocsp_next_update_timestamp_seconds{file=\"%s\"} %lld\n",
+            esc(ci->file, f, sizeof(f)), (long long)ci->ocsp_next_update);
+}
+
 int metrics_render(const struct metrics *m, struct dg_buf *out)
 {
     struct out o = {.b = out};
@@ -337,6 +346,9 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
         head(&o, "dohgate_certificate_expiry_timestamp_seconds", "gauge",
              "notAfter of each certificate in use, seconds since the epoch.");
         tls_store_each_cert(m->tls, cert_line, &o);
+        head(&o, "dohgate_certificate_ocsp_next_update_timestamp_seconds", "gauge",
+             "nextUpdate of the stapled OCSP response, per certificate that has one.");
+        tls_store_each_cert(m->tls, ocsp_line, &o);
     }
     return o.err;
 }

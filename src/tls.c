@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/ocsp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
@@ -157,6 +158,11 @@ struct tls_gen {
     size_t n_names;
     struct tls_cert_info certs[DG_CONFIG_MAX_LIST];
     size_t n_certs;
+    /* OCSP staples by certificate: leaf[i] is the X509 its context serves (the context holds
+     * the reference), ocsp[i] a DER response or NULL */
+    const X509 *leaf[DG_CONFIG_MAX_LIST];
+    unsigned char *ocsp[DG_CONFIG_MAX_LIST];
+    size_t ocsp_len[DG_CONFIG_MAX_LIST];
 };
 
 static int gen_index = -1;
@@ -170,6 +176,8 @@ static void gen_free(struct tls_gen *g)
         SSL_CTX_free(g->extra[i]);
     for (size_t i = 0; i < g->n_names; i++)
         free(g->names[i].name);
+    for (size_t i = 0; i < g->n_certs; i++)
+        OPENSSL_free(g->ocsp[i]);
     free(g->names);
     free(g);
 }
@@ -409,6 +417,81 @@ static int pair_read(struct pair *p, const char *cf, const char *kf, char *err, 
     return 0;
 }
 
+/*
+ * The OCSP response stapled for certificate file @p cf is "<cf>.ocsp" (DER), as HAProxy does: a
+ * cron job or the deploy hook fetches it (openssl ocsp -respout). No file: no stapling. A file
+ * that is not a successful response for this certificate, or is out of date, is logged and not
+ * stapled; it never stops the certificate from loading. Runs on the main thread.
+ */
+static void ocsp_load(const char *cf, X509 *leaf, STACK_OF(X509) * chain, unsigned char **der,
+                      size_t *der_len, time_t *next_update)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s.ocsp", cf);
+    *der = NULL;
+    *der_len = 0;
+    *next_update = 0;
+    BIO *b = BIO_new_file(path, "rb");
+    if (!b) {
+        ERR_clear_error();
+        return;
+    }
+    OCSP_RESPONSE *resp = d2i_OCSP_RESPONSE_bio(b, NULL);
+    BIO_free(b);
+    OCSP_BASICRESP *basic = resp ? OCSP_response_get1_basic(resp) : NULL;
+    X509 *issuer = sk_X509_num(chain) > 0 ? sk_X509_value(chain, 0) : NULL;
+    OCSP_CERTID *id = issuer ? OCSP_cert_to_id(NULL, leaf, issuer) : NULL;
+    int status = -1, reason = 0;
+    ASN1_GENERALIZEDTIME *rev = NULL, *thisupd = NULL, *nextupd = NULL;
+    const char *why = NULL;
+    if (!resp || OCSP_response_status(resp) != OCSP_RESPONSE_STATUS_SUCCESSFUL || !basic)
+        why = "not a successful DER OCSP response";
+    else if (!issuer)
+        why = "the certificate file has no issuer certificate after the leaf";
+    else if (!id ||
+             OCSP_resp_find_status(basic, id, &status, &reason, &rev, &thisupd, &nextupd) != 1)
+        why = "not a response for this certificate";
+    else if (OCSP_check_validity(thisupd, nextupd, 300, -1) != 1)
+        why = "out of date (or not yet valid)";
+    if (why) {
+        log_warn("OCSP %s: %s; not stapled", path, why);
+    } else {
+        unsigned char *p = NULL;
+        int n = i2d_OCSP_RESPONSE(resp, &p);
+        if (n > 0) {
+            *der = p;
+            *der_len = (size_t)n;
+            struct tm tm;
+            if (nextupd && ASN1_TIME_to_tm(nextupd, &tm) == 1)
+                *next_update = timegm(&tm);
+        }
+        if (status == V_OCSP_CERTSTATUS_REVOKED)
+            log_err("OCSP %s says the certificate is REVOKED; stapled as it is", path);
+    }
+    OCSP_CERTID_free(id);
+    OCSP_BASICRESP_free(basic);
+    OCSP_RESPONSE_free(resp);
+    ERR_clear_error();
+}
+
+/* OpenSSL's status callback (a client asked for OCSP), on a worker thread during the
+ * handshake: staple the response of the certificate chosen for this handshake. */
+static int on_status(SSL *ssl, void *arg)
+{
+    const struct tls_gen *g = arg;
+    const X509 *x = SSL_get_certificate(ssl);
+    for (size_t i = 0; i < g->n_certs; i++) {
+        if (g->leaf[i] != x || !g->ocsp[i])
+            continue;
+        unsigned char *copy = OPENSSL_memdup(g->ocsp[i], g->ocsp_len[i]);
+        if (copy && SSL_set_tlsext_status_ocsp_resp(ssl, copy, (long)g->ocsp_len[i]) == 1)
+            return SSL_TLSEXT_ERR_OK; /* the SSL owns the copy now */
+        OPENSSL_free(copy);
+        return SSL_TLSEXT_ERR_NOACK;
+    }
+    return SSL_TLSEXT_ERR_NOACK;
+}
+
 /* A group: pairs with the same names, at most one per key type. */
 struct group {
     SSL_CTX *ctx;
@@ -519,8 +602,13 @@ static SSL_CTX *gen_build(const struct config *cfg, struct ticket_ring *ring, ch
         } else if (why[0]) {
             snprintf(err, errlen, "certificate %s %s", cf, why);
         }
-        if (!why)
-            cert_info(pr.x, cf, &g->certs[g->n_certs++]);
+        if (!why) {
+            size_t c = g->n_certs++;
+            cert_info(pr.x, cf, &g->certs[c]);
+            g->leaf[c] = pr.x; /* the context holds a reference from here on */
+            ocsp_load(cf, pr.x, pr.chain, &g->ocsp[c], &g->ocsp_len[c],
+                      &g->certs[c].ocsp_next_update);
+        }
         pair_free(&pr);
         if (why)
             goto fail;
@@ -540,6 +628,12 @@ static SSL_CTX *gen_build(const struct config *cfg, struct ticket_ring *ring, ch
     if (ngroups > 1 || g->n_names > 0)
         SSL_CTX_set_tlsext_servername_callback(dflt, on_servername);
     SSL_CTX_set_tlsext_servername_arg(dflt, g);
+    /* on every context: OpenSSL asks the one SNI chose */
+    for (size_t k = 0; k <= g->n_extra; k++) {
+        SSL_CTX *ctx = k == 0 ? dflt : g->extra[k - 1];
+        SSL_CTX_set_tlsext_status_cb(ctx, on_status);
+        SSL_CTX_set_tlsext_status_arg(ctx, g);
+    }
 
 done:
     for (size_t k = 0; k < ngroups; k++)
@@ -575,15 +669,17 @@ struct file_sig {
     int err;
 };
 
+#define MAX_FILES (4 * DG_CONFIG_MAX_LIST)
+
 struct tls_store {
     pthread_mutex_t mu;
     SSL_CTX *cur; /* the current generation's default context (one reference) */
     const struct config *cfg;
     size_t nfiles;
-    /* cert files, key files, ticket-key files */
-    struct file_sig loaded[3 * DG_CONFIG_MAX_LIST];  /* as last loaded */
-    struct file_sig pending[3 * DG_CONFIG_MAX_LIST]; /* a change seen, waiting to settle */
-    struct file_sig failed[3 * DG_CONFIG_MAX_LIST];  /* a change that did not load */
+    /* cert files, key files, OCSP files, ticket-key files */
+    struct file_sig loaded[MAX_FILES];  /* as last loaded */
+    struct file_sig pending[MAX_FILES]; /* a change seen, waiting to settle */
+    struct file_sig failed[MAX_FILES];  /* a change that did not load */
     bool have_pending, have_failed;
     struct ticket_ring *ring;
     uint64_t next_poll_ms, next_rotation_ms; /* tls_store_tick's schedule */
@@ -591,11 +687,20 @@ struct tls_store {
 
 static void sig_take(const struct tls_store *ts, struct file_sig *out)
 {
+    const struct config *c = ts->cfg;
     for (size_t i = 0; i < ts->nfiles; i++) {
-        const struct config *c = ts->cfg;
-        const char *f = i < c->n_cert       ? c->cert_file[i]
-                        : i < 2 * c->n_cert ? c->key_file[i - c->n_cert]
-                                            : c->ticket_key_file[i - 2 * c->n_cert];
+        /* cert files, key files, their "<cert>.ocsp" staples, ticket-key files */
+        char ocsp[4200];
+        const char *f;
+        if (i < c->n_cert)
+            f = c->cert_file[i];
+        else if (i < 2 * c->n_cert)
+            f = c->key_file[i - c->n_cert];
+        else if (i < 3 * c->n_cert) {
+            snprintf(ocsp, sizeof(ocsp), "%s.ocsp", c->cert_file[i - 2 * c->n_cert]);
+            f = ocsp;
+        } else
+            f = c->ticket_key_file[i - 3 * c->n_cert];
         struct stat st;
         memset(&out[i], 0, sizeof(out[i]));
         if (stat(f, &st) != 0) {
@@ -631,7 +736,7 @@ struct tls_store *tls_store_new(const struct config *cfg, char *fingerprint, cha
         return NULL;
     }
     ts->cfg = cfg;
-    ts->nfiles = 2 * cfg->n_cert + cfg->n_ticket_key_file;
+    ts->nfiles = 3 * cfg->n_cert + cfg->n_ticket_key_file;
     sig_take(ts, ts->loaded);
     if (pthread_mutex_init(&ts->mu, NULL) != 0) {
         snprintf(err, errlen, "pthread_mutex_init failed");
@@ -716,7 +821,7 @@ enum tls_reload tls_store_reload(struct tls_store *ts, char *err, size_t errlen)
 {
     if (ts->nfiles == 0)
         return TLS_RELOAD_NONE;
-    struct file_sig now[3 * DG_CONFIG_MAX_LIST];
+    struct file_sig now[MAX_FILES];
     sig_take(ts, now); /* before reading, so a change made meanwhile is seen next time */
     return reload_with(ts, now, err, errlen);
 }
@@ -725,7 +830,7 @@ enum tls_reload tls_store_poll(struct tls_store *ts, char *err, size_t errlen)
 {
     if (ts->nfiles == 0)
         return TLS_RELOAD_NONE;
-    struct file_sig now[3 * DG_CONFIG_MAX_LIST];
+    struct file_sig now[MAX_FILES];
     sig_take(ts, now);
     if (sig_equal(ts, now, ts->loaded)) {
         ts->have_pending = false;

@@ -77,12 +77,13 @@ bool tls_store_needs_tick(const struct tls_store *ts);
 
 /** One loaded certificate, for logs and metrics. */
 struct tls_cert_info {
-    const char *file;  /**< the cert file ("self-signed" for the generated one) */
-    char subject[256]; /**< one line, e.g. "CN=doh.example.net" */
-    char names[256];   /**< DNS names, comma-separated (CN when there are none) */
-    char serial[80];   /**< hex */
-    char key_type[16]; /**< "ECDSA P-256", "RSA 2048", ... */
-    time_t not_after;  /**< expiry, seconds since the epoch */
+    const char *file;        /**< the cert file ("self-signed" for the generated one) */
+    char subject[256];       /**< one line, e.g. "CN=doh.example.net" */
+    char names[256];         /**< DNS names, comma-separated (CN when there are none) */
+    char serial[80];         /**< hex */
+    char key_type[16];       /**< "ECDSA P-256", "RSA 2048", ... */
+    time_t not_after;        /**< expiry, seconds since the epoch */
+    time_t ocsp_next_update; /**< the stapled OCSP response's nextUpdate; 0: none stapled */
 };
 
 /** Call @p fn for each certificate of the current generation, in configuration order. */
