@@ -106,7 +106,7 @@ static int io_read(struct conn *c, uint8_t *buf, size_t n)
     if (!c->ssl) {
         ssize_t r = recv(c->fd, buf, n, 0);
         if (r > 0) {
-            if (c->set->wm)
+            if (c->set->wm && c->kind != MET_CONN_METRICS)
                 ctr_add(&c->set->wm->bytes_in, (uint64_t)r);
             return (int)r;
         }
@@ -139,7 +139,7 @@ static int io_write(struct conn *c, const uint8_t *buf, size_t n)
     if (!c->ssl) {
         ssize_t r = send(c->fd, buf, n, MSG_NOSIGNAL);
         if (r >= 0) {
-            if (c->set->wm)
+            if (c->set->wm && c->kind != MET_CONN_METRICS)
                 ctr_add(&c->set->wm->bytes_out, (uint64_t)r);
             return (int)r;
         }

@@ -62,12 +62,15 @@ static void respond_dns(struct http_exchange *ex, struct dg_buf *msg, uint32_t t
         {"content-type", DOH_CONTENT_TYPE},
         {"cache-control", cc},
     };
-    if (msg->len >= 4)
-        metrics_rcode(ex->ctx->wm, msg->data[3] & 0x0f);
+    /* taken now: on success the body moves into the exchange, which may then be gone */
+    struct worker_metrics *wm = ex->ctx->wm;
+    int rcode = msg->len >= 4 ? msg->data[3] & 0x0f : -1;
     if (ex->ctx->cfg->query_log)
         log_query(ex, msg);
     if (http_respond(ex, 200, hdrs, 2, msg) != 0)
         http_respond_text(ex, 503, "out of memory", NULL, 0);
+    else if (rcode >= 0)
+        metrics_rcode(wm, (unsigned)rcode);
 }
 
 static void respond_dns_error(struct http_exchange *ex, const uint8_t *q, size_t len, int rcode)

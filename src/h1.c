@@ -251,9 +251,6 @@ static void ex_resume(struct http_exchange *ex)
  * be trusted to be in step with the framing). */
 static void error_response(struct h1_session *s, int status)
 {
-    /* No exchange exists for a request that failed to parse: counted here, as HTTP/1.1. */
-    if (!s->metrics)
-        metrics_http(s->hctx->wm, 11, NULL, status);
     static const char *const texts[][2] = {
         {"400", "bad request"},
         {"405", "method not allowed"},
@@ -276,6 +273,9 @@ static void error_response(struct h1_session *s, int status)
     s->close_after = true;
     s->continue_pending = false;
     dg_buf_free(&s->pending_in);
+    /* The request never parsed whole: what the response's metrics need of it. */
+    s->ex.req.version = s->ex.req.version ? s->ex.req.version : 11;
+    s->ex.req.metrics = s->metrics;
     if (status == 405) {
         const struct http_header allow = {"allow", "GET, HEAD, POST"};
         http_respond_text(&s->ex, status, text, &allow, 1);

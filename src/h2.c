@@ -255,6 +255,9 @@ static void stream_dispatch(struct h2_stream *st)
         return;
     st->state = ST_DISPATCHED;
     if (st->refuse_status) {
+        /* what is known of the request, for the response's metrics */
+        st->ex.req = (struct http_request){
+            .method = st->method ? st->method : "", .version = 20, .https = true};
         http_respond_text(&st->ex, st->refuse_status,
                           st->refuse_status == 414   ? "URI too long"
                           : st->refuse_status == 413 ? "request body too large"

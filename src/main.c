@@ -83,12 +83,6 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static unsigned addr_port(const struct dg_addr *a)
-{
-    const char *p = strrchr(a->text, ':');
-    return p ? (unsigned)atoi(p + 1) : 443;
-}
-
 int main(int argc, char **argv)
 {
     const char *conf_file = NULL;
@@ -265,16 +259,22 @@ int main(int argc, char **argv)
         log_info("running as user %s (uid %u, gid %u)", cfg->user, (unsigned)getuid(),
                  (unsigned)getgid());
         /* Reloads read the files as this user: say now, not at the first renewal. */
-        for (size_t i = 0; i < 2 * cfg->n_cert; i++) {
-            const char *f = i < cfg->n_cert ? cfg->cert_file[i] : cfg->key_file[i - cfg->n_cert];
+        for (size_t i = 0; i < 2 * cfg->n_cert + cfg->n_ticket_key_file; i++) {
+            const char *f = i < cfg->n_cert       ? cfg->cert_file[i]
+                            : i < 2 * cfg->n_cert ? cfg->key_file[i - cfg->n_cert]
+                                                  : cfg->ticket_key_file[i - 2 * cfg->n_cert];
             if (access(f, R_OK) != 0)
-                log_warn("%s is not readable by user %s (%s): certificate reloads will fail; "
-                         "make it readable by that user or group (see contrib/dohgate-cert-hook)",
+                log_warn("%s is not readable by user %s (%s): reloads will fail; make it "
+                         "readable by that user or group (see contrib/dohgate-cert-hook)",
                          f, cfg->user, strerror(errno));
         }
     } else if (geteuid() == 0) {
         log_warn("running as root: set 'user' (e.g. user dohgate) to drop privileges after "
                  "binding the ports");
+    }
+    if (privs_drop_caps(err, sizeof(err)) != 0) {
+        log_err("%s", err);
+        goto out;
     }
     for (; started < nworkers; started++) {
         if (worker_start(workers[started]) != 0) {
@@ -313,7 +313,7 @@ int main(int argc, char **argv)
     log_info("%u worker%s", nworkers, nworkers == 1 ? "" : "s");
     tls_store_each_cert(tls, log_cert, "certificate");
     if (fp[0]) {
-        unsigned port = addr_port(&cfg->listen[0]);
+        unsigned port = site.https_port;
         char portpart[16] = "";
         if (port != 443)
             snprintf(portpart, sizeof(portpart), ":%u", port);

@@ -58,23 +58,30 @@ void metrics_free(struct metrics *m)
     free(m);
 }
 
-void metrics_http(struct worker_metrics *wm, int version, const char *method, int status)
+struct met_req metrics_req(struct worker_metrics *wm, const struct http_request *req)
 {
-    if (!wm)
+    struct met_req mr = {.wm = req->metrics ? NULL : wm};
+    if (!mr.wm)
+        return mr;
+    mr.ver = req->version >= 20 ? MET_V2 : req->version == 10 ? MET_V10 : MET_V11;
+    const char *m = req->method;
+    mr.method = !m                       ? MET_OTHER
+                : strcmp(m, "GET") == 0  ? MET_GET
+                : strcmp(m, "POST") == 0 ? MET_POST
+                : strcmp(m, "HEAD") == 0 ? MET_HEAD
+                                         : MET_OTHER;
+    return mr;
+}
+
+void metrics_http(const struct met_req *mr, int status)
+{
+    if (!mr->wm)
         return;
-    int v = version >= 20 ? MET_V2 : version == 10 ? MET_V10 : MET_V11;
-    int me = MET_OTHER;
-    if (method && strcmp(method, "GET") == 0)
-        me = MET_GET;
-    else if (method && strcmp(method, "POST") == 0)
-        me = MET_POST;
-    else if (method && strcmp(method, "HEAD") == 0)
-        me = MET_HEAD;
     int s = MET_NSTATUS - 1;
     for (int i = 0; i < MET_NSTATUS - 1; i++)
         if (status_codes[i] == status)
             s = i;
-    ctr_add(&wm->http[v][me][s], 1);
+    ctr_add(&mr->wm->http[mr->ver][mr->method][s], 1);
 }
 
 void metrics_rcode(struct worker_metrics *wm, unsigned rcode)
@@ -199,7 +206,7 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
 
     /* Client questions by outcome, from the resolvers: the cache's own lookup counters also
      * see internal lookups. */
-    uint64_t rq[6] = {0};
+    uint64_t rq[7] = {0};
     for (unsigned i = 0; i < m->nworkers; i++) {
         const struct resolver_stats *r = m->rs[i];
         if (!r)
@@ -210,6 +217,7 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
         rq[3] += ctr_get(&r->coalesced);
         rq[4] += ctr_get(&r->prefetches);
         rq[5] += ctr_get(&r->servfails);
+        rq[6] += ctr_get(&r->rejected);
     }
     head(&o, "dohgate_http_requests_total", "counter",
          "HTTP responses sent, by protocol version, method and status.");
@@ -230,6 +238,15 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
                     version_names[v], method_names[me], st, (unsigned long long)n);
             }
 
+    head(&o, "dohgate_coalesced_total", "counter",
+         "Questions that waited for an identical question already sent upstream.");
+    put(&o, "dohgate_coalesced_total %llu\n", (unsigned long long)rq[3]);
+    head(&o, "dohgate_prefetches_total", "counter",
+         "Background refreshes of entries near the end of their TTL.");
+    put(&o, "dohgate_prefetches_total %llu\n", (unsigned long long)rq[4]);
+    head(&o, "dohgate_rejected_total", "counter",
+         "Questions refused with SERVFAIL because too many were in flight.");
+    put(&o, "dohgate_rejected_total %llu\n", (unsigned long long)rq[6]);
     head(&o, "dohgate_upstream_failures_total", "counter",
          "Questions no upstream answered in time and no stale entry could serve (SERVFAIL).");
     put(&o, "dohgate_upstream_failures_total %llu\n", (unsigned long long)rq[5]);
@@ -253,10 +270,7 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
              "Expired answers served because every upstream failed (RFC 8767).", rq[1]},
             {"dohgate_cache_misses_total", "counter", "Questions the cache could not answer.",
              rq[2]},
-            {"dohgate_coalesced_total", "counter",
-             "Questions that waited for an identical question already sent upstream.", rq[3]},
-            {"dohgate_prefetches_total", "counter",
-             "Background refreshes of entries near the end of their TTL.", rq[4]},
+
             {"dohgate_cache_inserts_total", "counter", "Answers stored.", cs.inserts},
             {"dohgate_cache_evictions_total", "counter", "Entries evicted to stay in bounds.",
              cs.evictions},

@@ -5,6 +5,8 @@
 #include <pwd.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/capability.h>
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -46,6 +48,26 @@ int privs_drop(const char *user, const char *group, char *err, size_t errlen)
     /* The way back must be closed (CERT POS37-C). */
     if (uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
         snprintf(err, errlen, "switching to user %s: root could be regained", user);
+        return -1;
+    }
+    return 0;
+}
+
+int privs_drop_caps(char *err, size_t errlen)
+{
+    if (geteuid() == 0)
+        return 0;
+    /* Ambient first (it would survive in the permitted set otherwise), then everything. */
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL) {
+        snprintf(err, errlen, "clearing ambient capabilities: %s", strerror(errno));
+        return -1;
+    }
+    cap_t none = cap_init(); /* an empty set */
+    int rc = none ? cap_set_proc(none) : -1;
+    int e = errno;
+    cap_free(none);
+    if (rc != 0) {
+        snprintf(err, errlen, "dropping capabilities: %s", strerror(e));
         return -1;
     }
     return 0;

@@ -46,7 +46,7 @@ static int take(struct sysd_sockets *out, int i, const char *name, bool plain, c
                 size_t errlen)
 {
     int fd = SD_LISTEN_FDS_START + i;
-    if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
+    if (sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0) <= 0) {
         snprintf(err, errlen,
                  "systemd socket %d (%s) is not a listening TCP socket: use ListenStream=", i,
                  name);

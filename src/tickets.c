@@ -1,3 +1,7 @@
+/* pthread_rwlockattr_setkind_np() */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include "dohgate/tickets.h"
 
 #include <errno.h>
@@ -35,7 +39,13 @@ struct ticket_ring *ticket_ring_new(void)
     struct ticket_ring *r = calloc(1, sizeof(*r));
     if (!r)
         return NULL;
-    if (pthread_rwlock_init(&r->lock, NULL) != 0) {
+    /* Writer first: a stream of handshakes must not hold off a rotation for long. */
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    int rc = pthread_rwlock_init(&r->lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    if (rc != 0) {
         free(r);
         return NULL;
     }
@@ -85,6 +95,8 @@ int ticket_keys_read(char *const *files, size_t n, struct ticket_key *keys, char
             snprintf(err, errlen, "ticket-key-file %s: %s", files[i], strerror(errno));
             return -1;
         }
+        /* unbuffered: no copy of the key is left in a stdio buffer freed without wiping */
+        setvbuf(f, NULL, _IONBF, 0);
         unsigned char buf[TICKET_KEY_LEN + 1];
         size_t got = fread(buf, 1, sizeof(buf), f);
         fclose(f);

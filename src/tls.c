@@ -526,6 +526,15 @@ static int add_sni(struct tls_gen *g, const char *name, SSL_CTX *ctx)
     return 0;
 }
 
+/* A ticket must not promise more life than its key has: with rotating keys, two rotations
+ * (OpenSSL's default is 7200 s). */
+static void session_lifetime(const struct config *cfg, SSL_CTX *ctx)
+{
+    long rot = (long)cfg->ticket_key_rotation_s;
+    if (cfg->n_ticket_key_file == 0 && rot > 0 && 2 * rot < SSL_CTX_get_timeout(ctx))
+        SSL_CTX_set_timeout(ctx, 2 * rot);
+}
+
 /* Load every pair of cfg into a new generation; returns its default SSL_CTX. */
 static SSL_CTX *gen_build(const struct config *cfg, struct ticket_ring *ring, char *fingerprint,
                           char *err, size_t errlen)
@@ -636,6 +645,7 @@ static SSL_CTX *gen_build(const struct config *cfg, struct ticket_ring *ring, ch
     }
 
 done:
+    session_lifetime(cfg, dflt);
     for (size_t k = 0; k < ngroups; k++)
         for (size_t m = 0; m < groups[k].n_names; m++)
             free(groups[k].names[m]);

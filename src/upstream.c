@@ -409,10 +409,15 @@ static void query_try_failed(struct upstream_query *q, int err)
     struct upstream *u = q->u;
     if (q->srv)
         log_debug("upstream %s: try failed (%d)", q->srv->addr->text, -err);
+    /* A try that failed before it was sent (socket, connect) still counts as one, so that
+     * errors never exceed queries. */
+    struct upstream_metrics *m = up_met(u, q->srv);
+    if (m && q->state == TRY_NONE)
+        ctr_add(&m->queries, 1);
     query_end_try(q);
     u->stats.errors++;
-    if (up_met(u, q->srv))
-        ctr_add(&up_met(u, q->srv)->errors, 1);
+    if (m)
+        ctr_add(&m->errors, 1);
     if (err == -ECONNREFUSED)
         q->n_refused++;
     query_timer_set(q, 0);

@@ -114,11 +114,13 @@ struct http_exchange {
 static inline int http_respond(struct http_exchange *ex, int status, const struct http_header *hdrs,
                                size_t nhdrs, struct dg_buf *body)
 {
-    /* Counted first: the transport may be done with the exchange when this returns. Scrapes
-     * of the metrics listener are not traffic. */
-    if (!ex->req.metrics)
-        metrics_http(ex->ctx->wm, ex->req.version, ex->req.method, status);
-    return ex->ops->respond(ex, status, hdrs, nhdrs, body);
+    /* What the count needs is taken first: the transport may be done with the exchange when
+     * this returns. Scrapes of the metrics listener are not traffic. */
+    struct met_req mr = metrics_req(ex->ctx->wm, &ex->req);
+    int rc = ex->ops->respond(ex, status, hdrs, nhdrs, body);
+    if (rc == 0)
+        metrics_http(&mr, status);
+    return rc;
 }
 
 /**
@@ -132,9 +134,11 @@ static inline int http_respond_stream(struct http_exchange *ex, int status,
                                       const struct http_header *hdrs, size_t nhdrs,
                                       long long length, const struct http_body_source *src)
 {
-    if (!ex->req.metrics)
-        metrics_http(ex->ctx->wm, ex->req.version, ex->req.method, status);
-    return ex->ops->respond_stream(ex, status, hdrs, nhdrs, length, src);
+    struct met_req mr = metrics_req(ex->ctx->wm, &ex->req);
+    int rc = ex->ops->respond_stream(ex, status, hdrs, nhdrs, length, src);
+    if (rc == 0)
+        metrics_http(&mr, status);
+    return rc;
 }
 
 /** A source that returned HTTP_BODY_AGAIN has bytes (or its end) ready. May be called from any

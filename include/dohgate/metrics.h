@@ -78,8 +78,16 @@ struct metrics *metrics_new(unsigned nworkers, const struct config *cfg, struct 
                             struct tls_store *tls);
 void metrics_free(struct metrics *m);
 
-/** A response was sent (called from http_respond*()); @p version 10, 11 or 20. */
-void metrics_http(struct worker_metrics *wm, int version, const char *method, int status);
+/** What counting a response needs of its request, taken before the response is handed over. */
+struct met_req {
+    struct worker_metrics *wm; /**< NULL: not counted (no metrics, or a scrape) */
+    unsigned char ver, method;
+};
+struct http_request;
+/** Take what metrics_http() needs from @p req (version 10, 11 or 20, method, listener). */
+struct met_req metrics_req(struct worker_metrics *wm, const struct http_request *req);
+/** A response with @p status was sent (called from http_respond*()). */
+void metrics_http(const struct met_req *mr, int status);
 /** A DoH answer with this rcode (the low 4 bits) was sent. */
 void metrics_rcode(struct worker_metrics *wm, unsigned rcode);
 /** A TLS handshake completed: @p tls13 and @p resumed as the SSL says. */

@@ -16,4 +16,12 @@
  */
 int privs_drop(const char *user, const char *group, char *err, size_t errlen);
 
+/**
+ * Once the ports are bound, give up every capability (permitted, effective, inheritable and
+ * ambient): a process started unprivileged with CAP_NET_BIND_SERVICE (systemd's
+ * AmbientCapabilities, setcap) needs it no more. Does nothing for root, whose rights are its
+ * uid (set "user" to leave root). @return 0 or -1 with @p err.
+ */
+int privs_drop_caps(char *err, size_t errlen);
+
 #endif

@@ -41,6 +41,14 @@ assert_match 'status: NOERROR' "$(cat "$T/kdig.out")" "traffic: kdig POST over H
 sleep 1 | openssl s_client -connect "127.0.0.1:$DG_PORT" -servername localhost -tls1_2 -sess_out "$T/s12" >/dev/null 2>&1
 out=$(openssl s_client -connect "127.0.0.1:$DG_PORT" -servername localhost -tls1_2 -sess_in "$T/s12" </dev/null 2>&1)
 assert_match 'Reused, TLSv1.2' "$out" "traffic: a resumed TLS 1.2 handshake"
+long=$(printf 'a%.0s' $(seq 1 5000))
+code=$(curl -s --http2 --cacert "$CERTS/ca.pem" -o /dev/null -w '%{http_code}' "$(dohgate_url "/$long")")
+assert_eq 414 "$code" "traffic: an HTTP/2 request with a 5000-byte path is 414"
+printf 'GARBAGE\r\n\r\n' | openssl s_client -connect "127.0.0.1:$DG_PORT" -quiet -alpn http/1.1 >/dev/null 2>&1
+printf 'GARBAGE\r\n\r\n' | timeout 5 python3 -c '
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(sys.stdin.buffer.read()); s.recv(4096)' "$M_PORT" 2>/dev/null
 out=$(curl -s --http2 --cacert "$CERTS/ca.pem" "$(dohgate_url /metrics)")
 assert_nomatch 'dohgate_build_info' "$out" "the public HTTPS port does not serve the metrics"
 
@@ -54,6 +62,10 @@ assert_eq 1 "$(delta 'dohgate_http_requests_total{method="GET",status="200",vers
     "http_requests_total: 1 HTTP/1.1 GET with 200"
 assert_eq 1 "$(delta 'dohgate_http_requests_total{method="other",status="405",version="2"}')" \
     "http_requests_total: the PUT as method=other status=405"
+assert_eq 1 "$(delta 'dohgate_http_requests_total{method="GET",status="414",version="2"}')" \
+    "http_requests_total: the HTTP/2 414, with its version and method"
+assert_eq 1 "$(delta 'dohgate_http_requests_total{method="other",status="400",version="1.1"}')" \
+    "http_requests_total: garbage on the HTTP/1.1 port counted once; garbage to the metrics port not at all"
 assert_eq 1 "$(delta 'dohgate_http_requests_total{method="POST",status="200",version="2"}')" \
     "http_requests_total: kdig's POST"
 assert_eq 6 "$(delta 'dohgate_dns_answers_total{rcode="NOERROR"}')" "dns_answers_total NOERROR: 5 + kdig"

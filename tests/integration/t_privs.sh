@@ -74,8 +74,41 @@ stop_dohgate
 DG_PORT=$(free_port)
 launch_dohgate --listen "127.0.0.1:$DG_PORT" --upstream "127.0.0.1:$NSD_PORT" \
     --cert "$T/tls/cert.pem" --key "$T/tls/key.pem" --user nobody
-assert_file_match "$DG_LOG" "$T/tls/key.pem is not readable by user nobody .*certificate reloads will fail" \
+assert_file_match "$DG_LOG" "$T/tls/key.pem is not readable by user nobody .*reloads will fail" \
     "start-up with a key only root can read: a warning names the file"
+stop_dohgate
+
+# ---- started unprivileged with CAP_NET_BIND_SERVICE (as systemd's AmbientCapabilities does):
+# the port is bound, then every capability is given up
+if command -v setpriv >/dev/null; then
+    chgrp "$NOGROUP" "$T/tls/b.key" && chmod 640 "$T/tls/b.key" # it reads them as nobody
+    DG_PORT=$PRIV_PORT
+    echo "# setpriv ... $DOHGATE" >>"$DG_LOG"
+    setpriv --reuid=nobody --regid="$NOGROUP" --clear-groups --inh-caps=+net_bind_service \
+        --ambient-caps=+net_bind_service "$DOHGATE" --listen "127.0.0.1:$PRIV_PORT" \
+        --upstream "127.0.0.1:$NSD_PORT" --cert "$T/tls/b.full.pem" --key "$T/tls/b.key" \
+        >>"$DG_LOG" 2>&1 </dev/null &
+    DG_PID=$!
+    track "$DG_PID"
+    wait_dohgate
+    st=$(cat /proc/"$DG_PID"/status)
+    assert_match "CapEff:[[:space:]]+0+
+" "$st" "unprivileged start with an ambient capability: none effective after binding"
+    assert_match "CapPrm:[[:space:]]+0+
+" "$st" "... none permitted"
+    assert_match "CapAmb:[[:space:]]+0+
+" "$st" "... none ambient"
+    stop_dohgate
+fi
+
+# ---- ticket-key files are read on reload too: warned about like the certificates
+head -c 80 /dev/urandom >"$T/tls/ticket.key"
+chmod 600 "$T/tls/ticket.key"
+DG_PORT=$(free_port)
+launch_dohgate --listen "127.0.0.1:$DG_PORT" --upstream "127.0.0.1:$NSD_PORT" \
+    --cert "$T/tls/a.full.pem" --key "$T/tls/a.key" --ticket-key-file "$T/tls/ticket.key" --user nobody
+assert_file_match "$DG_LOG" "$T/tls/ticket.key is not readable by user nobody .*reloads will fail" \
+    "start-up with a ticket-key file only root can read: warned"
 stop_dohgate
 
 # ---- unknown user / group: no start

@@ -32,6 +32,9 @@ start_dohgate --ticket-key-rotation 3 --cert-check-interval 0
 t0=$(now_ms)
 new_session "$T/s13"
 new_session "$T/s12" -tls1_2
+hint=$(sleep 1 | openssl s_client -connect "127.0.0.1:$DG_PORT" -servername localhost -tls1_2 2>/dev/null |
+    sed -n 's/.*lifetime hint: \([0-9]*\).*/\1/p' | head -1)
+assert_eq 6 "$hint" "a ticket promises no more than two rotations of life (lifetime hint 6 s)"
 assert_eq Reused "$(resumed "$T/s13")" "TLS 1.3: a fresh ticket resumes"
 assert_eq Reused "$(resumed "$T/s12" -tls1_2)" "TLS 1.2: a fresh session ticket resumes"
 sleep_until 4500
