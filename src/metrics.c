@@ -141,6 +141,13 @@ static void head(struct out *o, const char *name, const char *type, const char *
     put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* A family of one unlabelled sample. */
+static void scalar(struct out *o, const char *name, const char *type, const char *help, uint64_t v)
+{
+    head(o, name, type, help);
+    put(o, "%s %llu\n", name, (unsigned long long)v);
+}
+
 /* A label value with \, " and newline escaped, cut to fit @p cap. */
 static const char *esc(const char *s, char *buf, size_t cap)
 {
@@ -199,10 +206,9 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
 
     head(&o, "dohgate_build_info", "gauge", "Version of the running dohgate.");
     put(&o, "dohgate_build_info{version=\"%s\"} 1\n", DOHGATE_VERSION);
-    head(&o, "dohgate_start_time_seconds", "gauge", "Start time, seconds since the epoch.");
-    put(&o, "dohgate_start_time_seconds %llu\n", (unsigned long long)m->start_time);
-    head(&o, "dohgate_workers", "gauge", "Worker threads.");
-    put(&o, "dohgate_workers %u\n", m->nworkers);
+    scalar(&o, "dohgate_start_time_seconds", "gauge", "Start time, seconds since the epoch.",
+           m->start_time);
+    scalar(&o, "dohgate_workers", "gauge", "Worker threads.", m->nworkers);
 
     /* Client questions by outcome, from the resolvers: the cache's own lookup counters also
      * see internal lookups. */
@@ -238,18 +244,15 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
                     version_names[v], method_names[me], st, (unsigned long long)n);
             }
 
-    head(&o, "dohgate_coalesced_total", "counter",
-         "Questions that waited for an identical question already sent upstream.");
-    put(&o, "dohgate_coalesced_total %llu\n", (unsigned long long)rq[3]);
-    head(&o, "dohgate_prefetches_total", "counter",
-         "Background refreshes of entries near the end of their TTL.");
-    put(&o, "dohgate_prefetches_total %llu\n", (unsigned long long)rq[4]);
-    head(&o, "dohgate_rejected_total", "counter",
-         "Questions refused with SERVFAIL because too many were in flight.");
-    put(&o, "dohgate_rejected_total %llu\n", (unsigned long long)rq[6]);
-    head(&o, "dohgate_upstream_failures_total", "counter",
-         "Questions no upstream answered in time and no stale entry could serve (SERVFAIL).");
-    put(&o, "dohgate_upstream_failures_total %llu\n", (unsigned long long)rq[5]);
+    scalar(&o, "dohgate_coalesced_total", "counter",
+           "Questions that waited for an identical question already sent upstream.", rq[3]);
+    scalar(&o, "dohgate_prefetches_total", "counter",
+           "Background refreshes of entries near the end of their TTL.", rq[4]);
+    scalar(&o, "dohgate_rejected_total", "counter",
+           "Questions refused with SERVFAIL because too many were in flight.", rq[6]);
+    scalar(&o, "dohgate_upstream_failures_total", "counter",
+           "Questions no upstream answered in time and no stale entry could serve (SERVFAIL).",
+           rq[5]);
     head(&o, "dohgate_dns_answers_total", "counter", "DoH answers sent, by DNS rcode.");
     for (int r = 0; r < 16; r++) {
         uint64_t n = SUM(rcode[r]);
@@ -279,10 +282,8 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
              cs.bytes},
             {"dohgate_cache_max_bytes", "gauge", "The cache-size bound.", cfg->cache_size},
         };
-        for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
-            head(&o, c[i].name, c[i].type, c[i].help);
-            put(&o, "%s %llu\n", c[i].name, (unsigned long long)c[i].v);
-        }
+        for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++)
+            scalar(&o, c[i].name, c[i].type, c[i].help, c[i].v);
     }
 
     static const struct {
@@ -348,13 +349,12 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
             put(&o, "dohgate_tls_handshakes_total{version=\"%s\",resumed=\"%s\"} %llu\n",
                 v ? "TLSv1.3" : "TLSv1.2", r ? "true" : "false",
                 (unsigned long long)SUM(tls_handshakes[v][r]));
-    head(&o, "dohgate_tls_handshake_failures_total", "counter",
-         "TLS handshakes that failed or timed out.");
-    put(&o, "dohgate_tls_handshake_failures_total %llu\n", (unsigned long long)SUM(tls_failed));
-    head(&o, "dohgate_received_bytes_total", "counter", "Bytes read from client connections.");
-    put(&o, "dohgate_received_bytes_total %llu\n", (unsigned long long)SUM(bytes_in));
-    head(&o, "dohgate_sent_bytes_total", "counter", "Bytes written to client connections.");
-    put(&o, "dohgate_sent_bytes_total %llu\n", (unsigned long long)SUM(bytes_out));
+    scalar(&o, "dohgate_tls_handshake_failures_total", "counter",
+           "TLS handshakes that failed or timed out.", SUM(tls_failed));
+    scalar(&o, "dohgate_received_bytes_total", "counter",
+           "HTTP bytes read from client connections.", SUM(bytes_in));
+    scalar(&o, "dohgate_sent_bytes_total", "counter", "HTTP bytes written to client connections.",
+           SUM(bytes_out));
 
     if (m->tls) {
         head(&o, "dohgate_certificate_expiry_timestamp_seconds", "gauge",

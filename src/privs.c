@@ -10,25 +10,27 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+/* getpwnam/getgrnam found nothing: errno says whether the lookup itself failed. */
+static int not_found(char *err, size_t errlen, const char *what, const char *name)
+{
+    snprintf(err, errlen, "%s '%s' does not exist%s%s", what, name, errno ? ": " : "",
+             errno ? strerror(errno) : "");
+    return -1;
+}
+
 int privs_drop(const char *user, const char *group, char *err, size_t errlen)
 {
     errno = 0;
     struct passwd *pw = getpwnam(user);
-    if (!pw) {
-        snprintf(err, errlen, "user '%s' does not exist%s%s", user, errno ? ": " : "",
-                 errno ? strerror(errno) : "");
-        return -1;
-    }
+    if (!pw)
+        return not_found(err, errlen, "user", user);
     uid_t uid = pw->pw_uid;
     gid_t gid = pw->pw_gid;
     if (group) {
         errno = 0;
         struct group *gr = getgrnam(group);
-        if (!gr) {
-            snprintf(err, errlen, "group '%s' does not exist%s%s", group, errno ? ": " : "",
-                     errno ? strerror(errno) : "");
-            return -1;
-        }
+        if (!gr)
+            return not_found(err, errlen, "group", group);
         gid = gr->gr_gid;
     }
     if (geteuid() == uid && getegid() == gid)
