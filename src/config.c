@@ -7,6 +7,8 @@
  * the struct config it is given.
  */
 #include "dohgate/config.h"
+
+#include "dohgate/acl.h"
 #include "dohgate/log.h"
 
 #include <arpa/inet.h>
@@ -101,6 +103,19 @@ static const char *validate_query_log_client(const char *v)
     return strcmp(v, "truncate") == 0 || strcmp(v, "full") == 0 || strcmp(v, "none") == 0
                ? NULL
                : "must be truncate, full or none";
+}
+
+static const char *validate_cidr(const char *v)
+{
+    struct acl_entry e;
+    return acl_parse(v, true, &e) == 0
+               ? NULL
+               : "is not an address or network (192.0.2.0/24, 2001:db8::/32)";
+}
+
+static const char *validate_acl_scope(const char *v)
+{
+    return strcmp(v, "doh") == 0 || strcmp(v, "all") == 0 ? NULL : "must be doh or all";
 }
 
 static const char *validate_header(const char *v)
@@ -292,6 +307,72 @@ static const struct option_def options[] = {
      .max = 1000000,
      .metavar = "N",
      .help = "open client connections per worker; more are refused"},
+    {.name = "max-connections-per-client",
+     .type = OPT_UINT,
+     .off = FIELD(max_conns_per_client),
+     .dflt = "256",
+     .min = 0,
+     .max = 1000000,
+     .metavar = "N",
+     .help = "open connections per client address (IPv6: per /64); more are refused at once. "
+             "Generous for NATs; 0 = no limit"},
+    {.name = "connection-rate-limit",
+     .type = OPT_UINT,
+     .off = FIELD(conn_rate),
+     .dflt = "100",
+     .min = 0,
+     .max = 1000000,
+     .metavar = "N",
+     .help = "new connections per second per client (TLS handshakes are the costliest work); "
+             "more are refused at once; 0 = no limit"},
+    {.name = "connection-rate-burst",
+     .type = OPT_UINT,
+     .off = FIELD(conn_burst),
+     .dflt = "0",
+     .min = 0,
+     .max = 1000000,
+     .metavar = "N",
+     .help = "new connections a client may open at once before connection-rate-limit applies; "
+             "0 = twice the rate"},
+    {.name = "rate-limit",
+     .type = OPT_UINT,
+     .off = FIELD(query_rate),
+     .dflt = "0",
+     .min = 0,
+     .max = 10000000,
+     .metavar = "N",
+     .help = "DoH queries per second per client; more get HTTP 429 with Retry-After; 0 = no "
+             "limit"},
+    {.name = "rate-limit-burst",
+     .type = OPT_UINT,
+     .off = FIELD(query_burst),
+     .dflt = "0",
+     .min = 0,
+     .max = 10000000,
+     .metavar = "N",
+     .help = "queries a client may send at once before rate-limit applies; 0 = twice the rate"},
+    {.name = "allow-client",
+     .type = OPT_PATHS,
+     .off = FIELD(allow_client),
+     .count_off = FIELD(n_allow_client),
+     .validate = validate_cidr,
+     .metavar = "CIDR",
+     .help = "client network allowed to use DoH (repeatable); with any, others are refused"},
+    {.name = "deny-client",
+     .type = OPT_PATHS,
+     .off = FIELD(deny_client),
+     .count_off = FIELD(n_deny_client),
+     .validate = validate_cidr,
+     .metavar = "CIDR",
+     .help = "client network refused (repeatable); the longest matching prefix decides"},
+    {.name = "acl-scope",
+     .type = OPT_STRING,
+     .off = FIELD(acl_scope),
+     .dflt = "doh",
+     .validate = validate_acl_scope,
+     .metavar = "doh|all",
+     .help = "what allow-client/deny-client guard: doh (refused queries get 403, the website "
+             "stays public) or all (refused clients' connections are closed at once)"},
     {.name = "log-level",
      .type = OPT_LOGLEVEL,
      .off = FIELD(log_level),

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dohgate/clients.h"
 #include "dohgate/config.h"
 #include "dohgate/h1.h"
 #include "dohgate/h2.h"
@@ -40,6 +41,8 @@ struct conn {
     int fd;
     SSL *ssl; /* NULL on the plain-HTTP and metrics listeners */
     enum met_conn_kind kind;
+    bool client_tracked; /* counted in set->clients: uncount on close */
+    struct client_key client;
     enum conn_state state;
     struct event *rev, *wev, *timer, *flush_ev;
     struct h2_session *h2;
@@ -64,6 +67,8 @@ static void conn_free(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     set->count--;
+    if (c->client_tracked)
+        clients_conn_close(set->clients, &c->client);
     if (set->wm) {
         ctr_add(&set->wm->conn_closed[c->kind], 1);
         if (c->ssl && c->state == CS_HANDSHAKE)
@@ -447,17 +452,24 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     conn_free(c);
 }
 
-int conn_accept(struct conn_set *set, int fd, enum met_conn_kind kind)
+int conn_accept(struct conn_set *set, int fd, enum met_conn_kind kind,
+                const struct client_key *client)
 {
     bool tls = kind == MET_CONN_TLS;
     struct conn *c = calloc(1, sizeof(*c));
     if (!c) {
+        if (client)
+            clients_conn_close(set->clients, client);
         close(fd);
         return -ENOMEM;
     }
     c->set = set;
     c->fd = fd;
     c->kind = kind;
+    if (client) {
+        c->client = *client;
+        c->client_tracked = true;
+    }
     c->last_active = dg_now_ms();
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);

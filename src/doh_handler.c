@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dohgate/acl.h"
+#include "dohgate/clients.h"
 #include "dohgate/config.h"
 #include "dohgate/dns.h"
 #include "dohgate/doh.h"
@@ -120,6 +122,21 @@ void doh_handle(struct http_exchange *ex)
     const char *why = NULL;
     struct dg_buf query = {0}, ans = {0};
     struct doh_op *op = NULL;
+    /* Who may ask, and how often: before any decoding work. */
+    if (acl_active(ex->ctx->acl) && !acl_allows(ex->ctx->acl, r->peer ? r->peer : "")) {
+        http_respond_text(ex, 403, "this resolver does not serve your network", NULL, 0);
+        return;
+    }
+    struct client_key key;
+    unsigned wait;
+    if (ex->ctx->clients && r->peer && client_key_from_string(r->peer, &key) == 0 &&
+        (wait = clients_query(ex->ctx->clients, &key, dg_now_ms())) > 0) {
+        char secs[16];
+        snprintf(secs, sizeof(secs), "%u", wait);
+        const struct http_header retry = {"retry-after", secs};
+        http_respond_text(ex, 429, "too many queries from your address: slow down", &retry, 1);
+        return;
+    }
     int st = doh_decode(&dr, &query, &why);
     if (st != 0) {
         const struct http_header allow = {"allow", DOH_ALLOW};

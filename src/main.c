@@ -12,7 +12,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dohgate/acl.h"
 #include "dohgate/cache.h"
+#include "dohgate/clients.h"
 #include "dohgate/site.h"
 #include "dohgate/config.h"
 #include "dohgate/log.h"
@@ -195,6 +197,29 @@ int main(int argc, char **argv)
     int rc = 1;
     unsigned started = 0;
     struct metrics *metrics = NULL;
+    struct clients *clients = NULL;
+    static struct acl acl; /* read-only once built; static: ACL_MAX entries are 1.3 KB */
+    if (acl_build(&acl, cfg->allow_client, cfg->n_allow_client, cfg->deny_client,
+                  cfg->n_deny_client) != 0) {
+        log_err("allow-client and deny-client: at most %d entries together", ACL_MAX);
+        goto out;
+    }
+    if (cfg->max_conns_per_client || cfg->conn_rate || cfg->query_rate) {
+        /* every open connection can keep its client's entry: room for all of them, and more */
+        size_t total = (size_t)nworkers * cfg->max_connections;
+        struct clients_config cc = {
+            .max_conns = cfg->max_conns_per_client,
+            .conn_rate = cfg->conn_rate,
+            .conn_burst = cfg->conn_burst ? cfg->conn_burst : 2 * cfg->conn_rate,
+            .query_rate = cfg->query_rate,
+            .query_burst = cfg->query_burst ? cfg->query_burst : 2 * cfg->query_rate,
+            .max_entries = total > 32768 ? 2 * total : 65536,
+        };
+        if (!(clients = clients_new(&cc))) {
+            log_err("out of memory for the per-client table");
+            goto out;
+        }
+    }
     struct sysd_sockets act;
     int nact = sysd_listen_fds(&act, err, sizeof(err));
     if (nact < 0) {
@@ -246,7 +271,13 @@ int main(int argc, char **argv)
                 goto out;
             }
         }
-        workers[w] = worker_new(w, cfg, tls, cache, &site, metrics, fds, n, ntls, nmet);
+        const struct worker_shared sh = {.tls = tls,
+                                         .cache = cache,
+                                         .site = &site,
+                                         .metrics = metrics,
+                                         .clients = clients,
+                                         .acl = &acl};
+        workers[w] = worker_new(w, cfg, &sh, fds, n, ntls, nmet);
         if (!workers[w])
             goto out;
     }
@@ -384,6 +415,7 @@ out:
         free(workers);
     }
     metrics_free(metrics);
+    clients_free(clients);
     cache_free(cache);
     site_close(&site);
     tls_store_free(tls);

@@ -335,6 +335,13 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
     for (int k = 0; k < MET_NCONN; k++)
         put(&o, "dohgate_connections_accepted_total{listener=\"%s\"} %llu\n", conn_names[k],
             (unsigned long long)SUM(conn_accepted[k]));
+    head(&o, "dohgate_connections_refused_total", "counter",
+         "Connections closed at accept, by the limit that refused them.");
+    static const char *const refusal_names[MET_NREFUSE] = {"max-connections", "per-client", "rate",
+                                                           "acl"};
+    for (int k = 0; k < MET_NREFUSE; k++)
+        put(&o, "dohgate_connections_refused_total{reason=\"%s\"} %llu\n", refusal_names[k],
+            (unsigned long long)SUM(conn_refused[k]));
     head(&o, "dohgate_connections_open", "gauge", "Connections open now, by listener.");
     for (int k = 0; k < MET_NCONN; k++) {
         /* each worker's closed count never passes its accepted count; read closed first */

@@ -19,6 +19,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "dohgate/acl.h"
+#include "dohgate/clients.h"
 #include "dohgate/config.h"
 #include "dohgate/conn.h"
 #include "dohgate/http.h"
@@ -40,6 +42,7 @@ struct worker {
     size_t nfds;
     size_t ntls;     /* fds[0..ntls) are TLS listeners, then plain HTTP ones, */
     size_t nmetrics; /* and the last nmetrics are metrics listeners */
+    bool acl_all;    /* acl-scope all: refused clients' connections are closed at accept */
     struct event *stop_ev, *deadline_ev, *resume_ev, *stats_ev;
     unsigned grace_ms;
     bool stopping;
@@ -131,8 +134,11 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
             kind = k < w->ntls                  ? MET_CONN_TLS
                    : k >= w->nfds - w->nmetrics ? MET_CONN_METRICS
                                                 : MET_CONN_PLAIN;
+    struct worker_metrics *wm = w->conns.wm;
     for (int i = 0; i < ACCEPTS_PER_EV; i++) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
                 return;
@@ -147,13 +153,33 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
             log_warn("accept: %s", strerror(errno));
             return;
         }
+        /* Refusals close at once, before any TLS work: the cheapest answer to a flood. */
+        enum met_refusal why = MET_NREFUSE;
+        struct client_key key;
+        bool tracked = false;
         if (w->conns.count >= w->cfg->max_connections) {
+            why = MET_REFUSE_MAX_CONNS;
+        } else if (kind != MET_CONN_METRICS) {
+            if (w->acl_all && !acl_allows_sockaddr(w->hctx.acl, (struct sockaddr *)&ss)) {
+                why = MET_REFUSE_ACL;
+            } else if (w->conns.clients &&
+                       client_key_from_sockaddr((struct sockaddr *)&ss, &key) == 0) {
+                enum client_verdict v = clients_conn_open(w->conns.clients, &key, dg_now_ms());
+                why = v == CLIENT_TOO_MANY_CONNS ? MET_REFUSE_PER_CLIENT
+                      : v == CLIENT_CONN_RATE    ? MET_REFUSE_RATE
+                                                 : MET_NREFUSE;
+                tracked = v == CLIENT_OK;
+            }
+        }
+        if (why != MET_NREFUSE) {
+            if (wm)
+                ctr_add(&wm->conn_refused[why], 1);
             close(fd);
             continue;
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        conn_accept(&w->conns, fd, kind);
+        conn_accept(&w->conns, fd, kind, tracked ? &key : NULL);
     }
 }
 
@@ -217,10 +243,10 @@ static void on_stats(evutil_socket_t fd, short what, void *arg)
              (unsigned long long)us->tcp_fallbacks, (unsigned long long)us->dropped_mismatch);
 }
 
-struct worker *worker_new(unsigned id, const struct config *cfg, struct tls_store *tls,
-                          struct cache *cache, const struct site *site, struct metrics *metrics,
+struct worker *worker_new(unsigned id, const struct config *cfg, const struct worker_shared *sh,
                           const int *fds, size_t nfds, size_t ntls, size_t nmetrics)
 {
+    struct metrics *metrics = sh->metrics;
     struct worker *w = calloc(1, sizeof(*w));
     if (!w)
         goto fail_fds;
@@ -233,6 +259,7 @@ struct worker *worker_new(unsigned id, const struct config *cfg, struct tls_stor
     w->nfds = nfds;
     w->ntls = ntls;
     w->nmetrics = nmetrics;
+    w->acl_all = acl_active(sh->acl) && strcmp(cfg->acl_scope, "all") == 0;
     for (size_t i = 0; i < nfds; i++)
         w->fds[i] = fds[i];
     nfds = 0; /* owned by w from here */
@@ -261,7 +288,7 @@ struct worker *worker_new(unsigned id, const struct config *cfg, struct tls_stor
     if (!w->upstream)
         goto fail;
     upstream_set_metrics(w->upstream, wm);
-    w->resolver = resolver_new(w->upstream, cache, cfg);
+    w->resolver = resolver_new(w->upstream, sh->cache, cfg);
     if (!w->resolver)
         goto fail;
     if (metrics)
@@ -273,13 +300,16 @@ struct worker *worker_new(unsigned id, const struct config *cfg, struct tls_stor
     }
     w->hctx = (struct handler_ctx){.cfg = cfg,
                                    .resolver = w->resolver,
-                                   .site = site,
+                                   .site = sh->site,
+                                   .clients = sh->clients,
+                                   .acl = sh->acl,
                                    .proxy = w->proxy,
                                    .wm = wm,
                                    .metrics = metrics};
     w->conns = (struct conn_set){
         .base = w->base,
-        .tls = tls,
+        .tls = sh->tls,
+        .clients = sh->clients,
         .wm = wm,
         .cfg = cfg,
         .hctx = &w->hctx,

@@ -25,11 +25,13 @@ struct config;
 struct handler_ctx;
 struct conn;
 struct tls_store;
+struct client_key;
 
 struct conn_set {
     struct event_base *base;
     struct tls_store *tls;     /**< shared by the workers; outlives them */
     struct worker_metrics *wm; /**< this worker's counters; may be NULL */
+    struct clients *clients;   /**< per-client connection counts; may be NULL */
     const struct config *cfg;
     const struct handler_ctx *hctx;
     struct conn *head;
@@ -47,10 +49,13 @@ struct conn_set {
 
 /**
  * Take over an accepted, non-blocking socket: start the TLS handshake (MET_CONN_TLS), or serve
- * plain HTTP/1.1 at once (the port-80 listener, or the metrics listener).
+ * plain HTTP/1.1 at once (the port-80 listener, or the metrics listener). @p client: the
+ * client it was counted for in set->clients (uncounted when the connection closes, and on
+ * failure here too), or NULL.
  * @return 0, or -ENOMEM (the socket is closed: ownership passes in every case).
  */
-int conn_accept(struct conn_set *set, int fd, enum met_conn_kind kind);
+int conn_accept(struct conn_set *set, int fd, enum met_conn_kind kind,
+                const struct client_key *client);
 
 /** Graceful stop: GOAWAY to every HTTP/2 connection; each closes when its streams are done. */
 void conn_set_shutdown(struct conn_set *set);

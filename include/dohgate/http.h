@@ -26,6 +26,8 @@
 #include "dohgate/metrics.h"
 #include "dohgate/util.h"
 
+struct acl;
+struct clients;
 struct config;
 struct proxy;
 struct resolver;
@@ -80,6 +82,8 @@ struct handler_ctx {
     const struct site *site;       /**< shared, read-only; may be NULL (tests) */
     struct proxy *proxy;           /**< this worker's backend pool; NULL unless site-backend */
     struct worker_metrics *wm;     /**< this worker's counters; may be NULL (tests) */
+    struct clients *clients;       /**< per-client rate limits; may be NULL */
+    const struct acl *acl;         /**< allow-client/deny-client; may be NULL */
     const struct metrics *metrics; /**< all of them, for the metrics page; may be NULL */
 };
 

@@ -37,6 +37,14 @@ enum { MET_GET, MET_POST, MET_HEAD, MET_OTHER, MET_NMETHOD };
 #define MET_LAT_BUCKETS 12 /* upstream latency: 0.5 ms .. 2.5 s, then +Inf */
 
 enum met_conn_kind { MET_CONN_TLS, MET_CONN_PLAIN, MET_CONN_METRICS, MET_NCONN };
+/** Why a connection was closed at accept. */
+enum met_refusal {
+    MET_REFUSE_MAX_CONNS,  /**< max-connections (per worker) */
+    MET_REFUSE_PER_CLIENT, /**< max-connections-per-client */
+    MET_REFUSE_RATE,       /**< connection-rate-limit */
+    MET_REFUSE_ACL,        /**< deny-client / allow-client with acl-scope all */
+    MET_NREFUSE
+};
 
 struct upstream_metrics {
     dg_counter queries;  /**< tries sent to this server (UDP, or TCP after truncation) */
@@ -52,6 +60,7 @@ struct worker_metrics {
     dg_counter rcode[16];
     dg_counter conn_accepted[MET_NCONN];
     dg_counter conn_closed[MET_NCONN];
+    dg_counter conn_refused[MET_NREFUSE];
     dg_counter tls_handshakes[2][2]; /**< [TLS 1.2, 1.3][full, resumed] */
     dg_counter tls_failed;           /**< handshakes that failed or timed out */
     dg_counter bytes_in, bytes_out;  /**< HTTP bytes on client connections (inside TLS) */

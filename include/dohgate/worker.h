@@ -15,6 +15,8 @@
 struct cache;
 struct tls_store;
 struct metrics;
+struct clients;
+struct acl;
 struct site;
 struct config;
 struct dg_addr;
@@ -26,15 +28,23 @@ struct worker;
  */
 int worker_listen_socket(const struct dg_addr *addr, char *err, size_t errlen);
 
+/** What all workers share; made by main, outlives the workers. Members may be NULL but tls. */
+struct worker_shared {
+    struct tls_store *tls;
+    struct cache *cache;
+    const struct site *site;
+    struct metrics *metrics; /**< the worker writes metrics->w[id] */
+    struct clients *clients; /**< per-client limits */
+    const struct acl *acl;   /**< allow-client / deny-client */
+};
+
 /**
  * Create a worker. Takes ownership of the @p nfds listening sockets in @p fds (closed by
  * worker_free(), or here on failure): the first @p ntls serve TLS, the last @p nmetrics are
- * metrics listeners, the others plain HTTP. @p cache, @p site and @p metrics (shared by all
- * workers; may be NULL) must outlive the worker, which writes metrics->w[id].
+ * metrics listeners, the others plain HTTP. @p sh is copied.
  * @return NULL on failure (logged).
  */
-struct worker *worker_new(unsigned id, const struct config *cfg, struct tls_store *tls,
-                          struct cache *cache, const struct site *site, struct metrics *metrics,
+struct worker *worker_new(unsigned id, const struct config *cfg, const struct worker_shared *sh,
                           const int *fds, size_t nfds, size_t ntls, size_t nmetrics);
 /** Log this worker's counters from its own thread (thread-safe request, returns at once). */
 void worker_log_stats(struct worker *w);

@@ -17,7 +17,7 @@ cmake --build "$ROOT/build-bench" -j"$(nproc)" --target dohgate >/dev/null
 BIN=$ROOT/build-bench/dohgate
 export PEERS=${PEERS-unbound dnsdist}
 export BENCH_TESTS=${BENCH_TESTS-cached h2load miss}
-export EXTRA="dohgate:exec $BIN --listen 127.0.0.1:\$PORT --cert \$LAB_CERTS/server.pem --key \$LAB_CERTS/server.key --upstream \$UPSTREAM --workers 1 --log-level warn"
+export EXTRA="dohgate:exec $BIN --listen 127.0.0.1:\$PORT --cert \$LAB_CERTS/server.pem --key \$LAB_CERTS/server.key --upstream \$UPSTREAM --workers 1 --log-level warn --max-connections-per-client 0 --connection-rate-limit 0"
 export OUT=${OUT:-/tmp/dohgate-lab/results/dohgate-$(date -u +%Y%m%dT%H%M%SZ)}
 "$LAB/bench/run-all.sh" "${1:-1}"
 echo

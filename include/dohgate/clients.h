@@ -1,0 +1,71 @@
+/**
+ * @file clients.h
+ * Per-client state shared by all workers: open connections, a token bucket for new
+ * connections (handshakes cost the most CPU) and one for DoH queries. A client is an IPv4
+ * address, or an IPv6 /64 (one host usually holds a whole /64, so counting single IPv6
+ * addresses would limit nothing); IPv4-mapped IPv6 addresses count as IPv4.
+ *
+ * The table is sharded (a mutex per shard, taken for a few hundred nanoseconds per connection
+ * or query) and bounded: at most max_entries clients; a new client replaces the least recently
+ * seen one that has no open connection. If every entry has connections (more clients than the
+ * bound allows), the newcomer is not tracked: it is let through and its connection not counted,
+ * so a full table never locks anybody out and never grows.
+ *
+ * Threads: every function is thread-safe.
+ */
+#ifndef DOHGATE_CLIENTS_H
+#define DOHGATE_CLIENTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/** A client: the address (IPv4), or the /64 prefix (IPv6). */
+struct client_key {
+    uint8_t b[16];
+    uint8_t len; /**< 4 or 8 bytes used */
+};
+
+/** Fill @p k from a socket address. @return 0, or -1 for other families. */
+int client_key_from_sockaddr(const struct sockaddr *sa, struct client_key *k);
+/** Fill @p k from a numeric address string ("192.0.2.1", "2001:db8::1"). @return 0 or -1. */
+int client_key_from_string(const char *s, struct client_key *k);
+
+struct clients_config {
+    unsigned max_conns;   /**< open connections per client; 0 = no limit */
+    unsigned conn_rate;   /**< new connections per second per client; 0 = no limit */
+    unsigned conn_burst;  /**< bucket size for conn_rate */
+    unsigned query_rate;  /**< DoH queries per second per client; 0 = no limit */
+    unsigned query_burst; /**< bucket size for query_rate */
+    size_t max_entries;   /**< clients tracked at once */
+};
+
+struct clients;
+
+/** @return NULL on OOM. */
+struct clients *clients_new(const struct clients_config *cfg);
+void clients_free(struct clients *c);
+
+enum client_verdict {
+    CLIENT_OK = 0,
+    CLIENT_UNTRACKED,      /**< let through, not counted (table full): no clients_conn_close() */
+    CLIENT_TOO_MANY_CONNS, /**< refuse: max_conns open already */
+    CLIENT_CONN_RATE,      /**< refuse: new connections too fast */
+};
+
+/** A connection from @p k wants in. On CLIENT_OK it is counted: call clients_conn_close(). */
+enum client_verdict clients_conn_open(struct clients *c, const struct client_key *k,
+                                      uint64_t now_ms);
+void clients_conn_close(struct clients *c, const struct client_key *k);
+
+/**
+ * A DoH query from @p k. @return 0 when allowed, else the whole seconds until a query would
+ * be (for Retry-After, at least 1).
+ */
+unsigned clients_query(struct clients *c, const struct client_key *k, uint64_t now_ms);
+
+/** Clients tracked now (tests, metrics). */
+size_t clients_count(struct clients *c);
+
+#endif
