@@ -299,6 +299,9 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
         {"dohgate_upstream_errors_total",
          "Tries that failed at once (refused, unreachable, connection reset).",
          offsetof(struct upstream_metrics, errors)},
+        {"dohgate_upstream_marked_down_total",
+         "Times a worker stopped using the upstream after failures in a row.",
+         offsetof(struct upstream_metrics, marked_down)},
     };
     for (size_t k = 0; k < sizeof(upc) / sizeof(upc[0]); k++) {
         head(&o, upc[k].name, "counter", upc[k].help);
@@ -308,6 +311,30 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
             put(&o, "%s{upstream=\"%s\"} %llu\n", upc[k].name,
                 esc(cfg->upstream[u].text, a, sizeof(a)), (unsigned long long)n);
         }
+    }
+    /* health gauges: each worker has its own view */
+    head(&o, "dohgate_upstream_up", "gauge",
+         "1 when no worker has the upstream marked down, else 0.");
+    for (size_t u = 0; u < cfg->n_upstream; u++) {
+        char a[100];
+        uint64_t down = 0;
+        for (unsigned i = 0; i < m->nworkers; i++)
+            down += ctr_get(&m->w[i].up[u].down);
+        put(&o, "dohgate_upstream_up{upstream=\"%s\"} %d\n",
+            esc(cfg->upstream[u].text, a, sizeof(a)), down == 0);
+    }
+    head(&o, "dohgate_upstream_srtt_seconds", "gauge",
+         "Smoothed answer time of the upstream, mean over the workers that measured it.");
+    for (size_t u = 0; u < cfg->n_upstream; u++) {
+        char a[100];
+        uint64_t sum_us = 0, n = 0;
+        for (unsigned i = 0; i < m->nworkers; i++) {
+            uint64_t v = ctr_get(&m->w[i].up[u].srtt_us);
+            sum_us += v;
+            n += v != 0;
+        }
+        put(&o, "dohgate_upstream_srtt_seconds{upstream=\"%s\"} %.6f\n",
+            esc(cfg->upstream[u].text, a, sizeof(a)), n ? (double)sum_us / (double)n / 1e6 : 0.0);
     }
     head(&o, "dohgate_upstream_latency_seconds", "histogram",
          "Time from sending a try to accepting its answer.");

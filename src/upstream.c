@@ -100,6 +100,12 @@ struct up_server {
     const struct dg_addr *addr;
     struct up_tcp *conns; /* doubly linked via up_tcp.prev/next */
     size_t n_conns;
+    /* health, this worker's view (see "choosing an upstream") */
+    uint64_t srtt_us;       /* smoothed answer time; 0 = not measured yet */
+    unsigned fails;         /* failed tries in a row */
+    uint64_t down_until_ms; /* 0: up; else down, and probed once this time has passed */
+    unsigned backoff_ms;    /* the current down period; doubles while probes fail */
+    bool probing;           /* a try is out to this down server */
 };
 
 struct up_tcp {
@@ -123,7 +129,9 @@ struct upstream_query {
     enum up_try_state state;
     bool use_tcp; /* set after a TC=1 answer: the answer is large whoever sends it */
     unsigned tries, max_tries, n_refused;
-    size_t first;          /* round-robin start: try i goes to server (first + i) % n */
+    uint32_t tried;        /* servers tried for this query (bit i: srv[i]) */
+    bool probe;            /* the current try probes a down server */
+    bool saw_bad;          /* the current UDP try received answers that did not match */
     struct up_server *srv; /* server of the current try (when state != TRY_NONE) */
     uint64_t deadline_ms;
     struct event *timer;
@@ -132,7 +140,7 @@ struct upstream_query {
     struct up_tcp *tcp;
     struct upstream_query *tcp_prev, *tcp_next;
     struct upstream_query *prev, *next; /* upstream.queries */
-    uint64_t try_start_us;              /* for the latency metric (only with metrics) */
+    uint64_t try_start_us;              /* for the SRTT and the latency metric */
 };
 
 struct upstream {
@@ -160,10 +168,10 @@ static struct upstream_metrics *up_met(const struct upstream *u, const struct up
 static void try_started(struct upstream_query *q, struct up_server *s)
 {
     struct upstream_metrics *m = up_met(q->u, s);
-    if (m) {
+    if (m)
         ctr_add(&m->queries, 1);
-        q->try_start_us = metrics_now_us();
-    }
+    q->try_start_us = metrics_now_us();
+    q->saw_bad = false;
 }
 
 void upstream_set_metrics(struct upstream *u, struct worker_metrics *wm)
@@ -348,11 +356,133 @@ static void tcp_detach(struct upstream_query *q)
     }
 }
 
+/* ---------------------------------------------------------------- choosing an upstream */
+
+/*
+ * Each worker keeps, per upstream, a smoothed answer time (SRTT, as TCP: 7/8 old + 1/8 new) and
+ * the failed tries in a row. HEALTH_FAILS failures in a row mark a server down for a backoff
+ * (1 s, doubling up to 60 s); when it has passed, one query probes it: an answer brings it
+ * back, a failure doubles the backoff. A try goes to the fastest server this query has not
+ * tried, counting SRTTs in 2 ms steps so that servers about as fast share the load in turn;
+ * one first try in EXPLORE goes to the next server in turn, so that slow or unmeasured
+ * servers get measured again. Down servers are used only when every other one was tried.
+ */
+#define HEALTH_FAILS       3
+#define HEALTH_BACKOFF_MIN 1000
+#define HEALTH_BACKOFF_MAX 60000
+#define SRTT_STEP_US       2000
+#define EXPLORE            64
+
+/* The gauges /metrics shows for this worker's view of @p s. */
+static void health_publish(const struct up_server *s)
+{
+    if (!s->u->wm)
+        return;
+    struct upstream_metrics *m = &s->u->wm->up[s - s->u->srv];
+    atomic_store_explicit(&m->srtt_us, s->srtt_us, memory_order_relaxed);
+    atomic_store_explicit(&m->down, s->down_until_ms != 0, memory_order_relaxed);
+}
+
+static void health_success(struct up_server *s, uint64_t rtt_us)
+{
+    if (!s)
+        return;
+    s->srtt_us = s->srtt_us ? (7 * s->srtt_us + rtt_us) / 8 : rtt_us;
+    if (s->down_until_ms)
+        log_info("upstream %s answers again: back in use", s->addr->text);
+    s->fails = 0;
+    s->down_until_ms = 0;
+    s->backoff_ms = 0;
+    s->probing = false;
+    health_publish(s);
+}
+
+/* A try failed: refused at once (@p waited_us 0) or no answer in @p waited_us; @p lying: only
+ * answers that did not match came back (from the queried address and port: the connected socket
+ * drops any other source), a broken server that is marked down at once. An off-path spoofer
+ * could only add to a try that failed anyway. */
+static void health_failure(struct up_server *s, uint64_t waited_us, bool lying)
+{
+    if (!s)
+        return;
+    /* a server that does not answer is at least as slow as the time we waited */
+    if (waited_us > s->srtt_us)
+        s->srtt_us = waited_us;
+    s->fails = lying && s->fails < HEALTH_FAILS ? HEALTH_FAILS : s->fails + 1;
+    bool was_probe = s->probing;
+    s->probing = false;
+    if (s->fails < HEALTH_FAILS && !was_probe) {
+        health_publish(s);
+        return;
+    }
+    s->backoff_ms = !s->backoff_ms                            ? HEALTH_BACKOFF_MIN
+                    : s->backoff_ms >= HEALTH_BACKOFF_MAX / 2 ? HEALTH_BACKOFF_MAX
+                                                              : 2 * s->backoff_ms;
+    if (!s->down_until_ms)
+        log_warn("upstream %s: %u failed tries in a row, not used for %u s (then probed)",
+                 s->addr->text, s->fails, s->backoff_ms / 1000);
+    s->down_until_ms = dg_now_ms() + s->backoff_ms;
+    if (s->u->wm) {
+        struct upstream_metrics *m = &s->u->wm->up[s - s->u->srv];
+        ctr_add(&m->marked_down, 1);
+    }
+    health_publish(s);
+}
+
+static bool health_up(const struct up_server *s)
+{
+    return s->down_until_ms == 0;
+}
+
+static struct up_server *pick(struct upstream_query *q, uint64_t now)
+{
+    struct upstream *u = q->u;
+    size_t n = u->n_srv;
+    uint32_t all = n >= 32 ? UINT32_MAX : (1u << n) - 1;
+    if ((q->tried & all) == all)
+        q->tried = 0; /* every server had its try: go round again */
+    size_t start = u->rr++ % n;
+    struct up_server *best = NULL, *probe = NULL, *fallback = NULL;
+    uint64_t best_score = UINT64_MAX;
+    for (size_t k = 0; k < n; k++) {
+        struct up_server *s = &u->srv[(start + k) % n];
+        if (q->tried & (1u << (s - u->srv)))
+            continue;
+        if (!health_up(s)) {
+            if (now >= s->down_until_ms && !s->probing && !probe)
+                probe = s;
+            if (!fallback || s->down_until_ms < fallback->down_until_ms)
+                fallback = s;
+            continue;
+        }
+        uint64_t score = s->srtt_us / SRTT_STEP_US;
+        if (score < best_score) {
+            best = s;
+            best_score = score;
+        }
+    }
+    /* One query probes a down server whose time has come, if it leaves a try to spare. */
+    struct up_server *s = probe && q->tries + 1 < q->max_tries ? probe : best;
+    if (!s)
+        s = fallback ? fallback : &u->srv[start];
+    else if (s == best && q->tries == 0 && u->rr % EXPLORE == 0 && health_up(&u->srv[start]))
+        s = &u->srv[start];
+    q->probe = s == probe;
+    if (q->probe)
+        s->probing = true;
+    q->tried |= 1u << (s - u->srv);
+    return s;
+}
+
 /* ---------------------------------------------------------------- query lifecycle */
 
 /* Undo the current try, whatever it is. Idempotent. */
 static void query_end_try(struct upstream_query *q)
 {
+    /* a probe that ends without a verdict (the client left) must not block the next one */
+    if (q->probe && q->srv)
+        q->srv->probing = false;
+    q->probe = false;
     if (q->state == TRY_UDP) {
         event_free(q->udp_ev);
         close(q->udp_fd);
@@ -396,9 +526,10 @@ static void query_finish(struct upstream_query *q, int status, const uint8_t *an
 /* @p ans is writable scratch (UDP buffer or TCP input buffer) owned by this module. */
 static void query_answer(struct upstream_query *q, uint8_t *ans, size_t len)
 {
+    uint64_t rtt = metrics_now_us() - q->try_start_us;
+    health_success(q->srv, rtt);
     if (up_met(q->u, q->srv))
-        metrics_upstream_answer(q->u->wm, (size_t)(q->srv - q->u->srv),
-                                metrics_now_us() - q->try_start_us);
+        metrics_upstream_answer(q->u->wm, (size_t)(q->srv - q->u->srv), rtt);
     dg_put16(ans, q->orig_id);
     query_finish(q, 0, ans, len);
 }
@@ -418,6 +549,7 @@ static void query_try_failed(struct upstream_query *q, int err)
     u->stats.errors++;
     if (m)
         ctr_add(&m->errors, 1);
+    health_failure(q->srv, 0, false);
     if (err == -ECONNREFUSED)
         q->n_refused++;
     query_timer_set(q, 0);
@@ -507,14 +639,13 @@ static int try_tcp(struct upstream_query *q, struct up_server *s)
 
 static void query_next_try(struct upstream_query *q)
 {
-    struct upstream *u = q->u;
     uint64_t now = dg_now_ms();
     if (q->tries >= q->max_tries || now >= q->deadline_ms) {
         bool refused = q->tries > 0 && q->n_refused == q->tries;
         query_finish(q, refused ? -ECONNREFUSED : -ETIMEDOUT, NULL, 0);
         return;
     }
-    struct up_server *s = &u->srv[(q->first + q->tries) % u->n_srv];
+    struct up_server *s = pick(q, now);
     q->tries++;
     int rc = q->use_tcp ? try_tcp(q, s) : try_udp(q, s);
     if (rc < 0) {
@@ -532,6 +663,7 @@ static void on_query_timer(evutil_socket_t fd, short what, void *arg)
         q->u->stats.timeouts++;
         if (up_met(q->u, q->srv))
             ctr_add(&up_met(q->u, q->srv)->timeouts, 1);
+        health_failure(q->srv, metrics_now_us() - q->try_start_us, q->saw_bad);
         query_end_try(q);
     }
     query_next_try(q);
@@ -558,6 +690,7 @@ static void on_udp_read(evutil_socket_t fd, short what, void *arg)
         if (!up_addr_equal(&from, fromlen, q->srv->addr) ||
             !dns_answer_matches(q->msg, q->len, u->rbuf, len)) {
             u->stats.dropped_mismatch++;
+            q->saw_bad = true;
             continue;
         }
         if (dns_is_truncated(u->rbuf, len)) {
@@ -751,14 +884,13 @@ struct upstream_query *upstream_query_start(struct upstream *u, const uint8_t *q
     q->max_tries = by_budget > by_servers ? by_budget : by_servers;
     if (q->max_tries > 32)
         q->max_tries = 32;
-    q->first = u->rr++ % u->n_srv;
     uint64_t now = dg_now_ms();
     q->deadline_ms = now + u->cfg->query_timeout_ms;
     u->stats.queries++;
 
     /* First try inline, to save a loop iteration; a failure here goes through the zero timer
      * like any other, so the callback never runs from this call. */
-    struct up_server *s = &u->srv[q->first];
+    struct up_server *s = pick(q, now);
     q->tries = 1;
     int rc = try_udp(q, s);
     if (rc < 0) {

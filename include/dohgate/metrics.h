@@ -47,10 +47,13 @@ enum met_refusal {
 };
 
 struct upstream_metrics {
-    dg_counter queries;  /**< tries sent to this server (UDP, or TCP after truncation) */
-    dg_counter answers;  /**< accepted answers */
-    dg_counter timeouts; /**< tries that got no answer in time */
-    dg_counter errors;   /**< tries that failed at once (refused, unreachable, reset) */
+    dg_counter queries;     /**< tries sent to this server (UDP, or TCP after truncation) */
+    dg_counter answers;     /**< accepted answers */
+    dg_counter timeouts;    /**< tries that got no answer in time */
+    dg_counter errors;      /**< tries that failed at once (refused, unreachable, reset) */
+    dg_counter marked_down; /**< times this worker stopped using the server */
+    dg_counter srtt_us;     /**< gauge: this worker's smoothed answer time, 0 = unknown */
+    dg_counter down;        /**< gauge: 1 while this worker does not use the server */
     dg_counter lat[MET_LAT_BUCKETS + 1]; /**< answers by latency bucket (not cumulative) */
     dg_counter lat_sum_us;
 };

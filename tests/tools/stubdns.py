@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Fault-injecting DNS stub upstream for dohgate's integration tests (python3 stdlib only).
 
-  stubdns.py PORT LOGFILE [ADDR]      (ADDR default 127.0.0.1; UDP and TCP on the same port)
+  stubdns.py PORT LOGFILE [ADDR [MODE]]  (ADDR default 127.0.0.1; UDP and TCP on the same port)
+
+MODE makes every query behave as if its first label were MODE (e.g. "garbage", "wrongid",
+"silent", "slow-300"): a whole upstream that is broken in one way, for upstream-health tests.
 
 It appends one line per received query to LOGFILE, "udp NAME" or "tcp NAME" (NAME lower-cased,
 with the trailing dot), so that a test can count the queries that reached the upstream. When the
@@ -36,6 +39,7 @@ ZONE_SOA_OWNER = b"\x04stub\x04test\x00"
 log_lock = threading.Lock()
 log_file = None
 once_seen = set()  # once-N names already answered (guarded by log_lock)
+forced_mode = None  # MODE: the behaviour of every query
 
 
 def log(transport, name):
@@ -140,7 +144,7 @@ def responses(transport, msg):
         return []
     qid, qflags, qname, question = q
     log(transport, qname + (" ecs" if has_ecs(msg) else ""))
-    first = qname.split(".", 1)[0]
+    first = forced_mode or qname.split(".", 1)[0]
     if first == "silent":
         return []
     if first == "garbage":
@@ -243,13 +247,14 @@ def serve_tcp(lsock):
 
 
 def main():
-    global log_file
+    global log_file, forced_mode
     if len(sys.argv) < 3:
         sys.stderr.write(__doc__)
         return 2
     port = int(sys.argv[1])
     addr = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
     log_file = open(sys.argv[2], "a")
+    forced_mode = sys.argv[4] if len(sys.argv) > 4 else None
     fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
     u = socket.socket(fam, socket.SOCK_DGRAM)
     u.bind((addr, port))

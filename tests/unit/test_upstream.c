@@ -751,6 +751,41 @@ static void test_all_refused(void **state)
     assert_int_equal(upstream_get_stats(t->u)->errors, 4); /* 2 tries per upstream */
 }
 
+/* A server that refuses every try is marked down after 3 failures in a row; later queries go
+ * straight to the healthy one, and the refusing one is probed again after its backoff. */
+static void test_health_down_and_probe(void **state)
+{
+    struct tctx *t = *state;
+    cfg_add_upstream(t->cfg, closed_port());
+    struct fake *f = add_fake(t, 1, UDP_ANSWER, TCP_ANSWER);
+    t->cfg->upstream_timeout_ms = 3000;
+    make_upstream(t);
+    for (int i = 0; i < 8; i++) {
+        memset(&t->res[0], 0, sizeof(t->res[0]));
+        start(t, 0, (uint16_t)(100 + i), "example.com");
+        assert_true(run_until(t, r0_done, 5000));
+        assert_answer(&t->res[0], (uint16_t)(100 + i), "example.com");
+    }
+    assert_int_equal(f->udp_queries, 8);
+    /* the refusing one was tried while its three failures accumulated, then no more */
+    assert_int_equal(upstream_get_stats(t->u)->errors, 3);
+
+    /* after the 1 s backoff one query probes it (and fails over to the good one) */
+    uint64_t until = dg_now_ms() + 1100;
+    while (dg_now_ms() < until)
+        event_base_loop(t->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    memset(&t->res[0], 0, sizeof(t->res[0]));
+    start(t, 0, 200, "example.com");
+    assert_true(run_until(t, r0_done, 5000));
+    assert_answer(&t->res[0], 200, "example.com");
+    assert_int_equal(upstream_get_stats(t->u)->errors, 4);
+    /* the failed probe doubled the backoff: the next query does not probe */
+    memset(&t->res[0], 0, sizeof(t->res[0]));
+    start(t, 0, 201, "example.com");
+    assert_true(run_until(t, r0_done, 5000));
+    assert_int_equal(upstream_get_stats(t->u)->errors, 4);
+}
+
 static bool f0_has_udp(struct tctx *t)
 {
     return t->fake[0]->udp_queries > 0;
@@ -887,6 +922,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tcp_pipelined_out_of_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_icmp_refused_failover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_all_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_health_down_and_probe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_udp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_tcp_then_answer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_with_pending, setup, teardown),
