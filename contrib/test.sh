@@ -2,9 +2,10 @@
 # One command from a fresh Debian 12 checkout to every test passed: installs the dependencies,
 # then
 #   1. builds with -Werror and runs the whole ctest suite (unit + integration with NSD, the stub
-#      upstream and real clients),
+#      upstream and real clients), then the stress tests in their short mode (tests/stress),
 #   2. builds with ASan+UBSan and runs the whole suite again,
-#   3. builds the libFuzzer targets with clang and runs each for FUZZ_SECONDS (default 30).
+#   3. runs the integration suite with dohgate under valgrind memcheck (DG_VALGRIND=1),
+#   4. builds the libFuzzer targets with clang and runs each for FUZZ_SECONDS (default 30).
 #   sudo contrib/test.sh [--quick]     --quick: step 1 only
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,11 +24,20 @@ ctest --test-dir build --output-on-failure -j"$JOBS"
 
 [ $quick -eq 1 ] && exit 0
 
+step "stress tests (short)"
+DOHGATE=$PWD/build/dohgate tests/stress/run.sh --short
+
 step "ASan+UBSan build and test"
 cmake -S . -B build-asan -DENABLE_WERROR=ON -DENABLE_ASAN=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-asan -j"$JOBS"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j"$JOBS"
+
+step "integration suite under valgrind memcheck"
+# The plain build's binary; valgrind is ~20x slower, so the start/stop budgets grow. Errors or
+# definite leaks make dohgate exit 99 and show in the test's output.
+DG_VALGRIND=1 DG_START_TIMEOUT=60 DG_STOP_TIMEOUT=60 \
+  ctest --test-dir build --output-on-failure -j"$JOBS" -R integration --timeout 900
 
 step "fuzzers, ${FUZZ_SECONDS}s each"
 CC=clang cmake -S . -B build-fuzz -DENABLE_FUZZING=ON -DENABLE_WERROR=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null

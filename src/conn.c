@@ -53,6 +53,7 @@ struct conn {
     bool tls_failed;      /* fatal TLS/socket error: no close_notify */
     bool want_write;      /* wev armed */
     bool read_paused;     /* backpressure: rev disarmed */
+    bool lingering;       /* goodbye sent and FIN too: dropping what still comes, then close */
     uint64_t last_active; /* ms: last byte read or written, for the idle and stall timers */
     uint64_t req_armed;   /* h1: start time of the request the timer was last set for */
 };
@@ -215,6 +216,50 @@ static void on_wake(void *arg)
         event_active(c->flush_ev, EV_TIMEOUT, 0);
 }
 
+/*
+ * The goodbye (GOAWAY, the last response before "Connection: close", an error) has left:
+ * close_notify, then our FIN, then read and drop whatever the client still sends, for up to
+ * LINGER_MS, before closing. Closing at once with unread requests in the socket makes the
+ * kernel answer with a reset, which destroys the goodbye in the client's buffers before it
+ * reads it (nginx's lingering close). The protocol sessions are freed now.
+ */
+#define LINGER_MS 2000
+static void linger_start(struct conn *c)
+{
+    if (c->lingering)
+        return;
+    c->lingering = true;
+    if (c->ssl && c->state != CS_HANDSHAKE && !c->tls_failed) {
+        ERR_clear_error();
+        SSL_set_quiet_shutdown(c->ssl, 0);
+        SSL_shutdown(c->ssl); /* close_notify, written straight to the socket */
+        ERR_clear_error();
+    }
+    c->tls_failed = true; /* conn_free: no second close_notify */
+    shutdown(c->fd, SHUT_WR);
+    h2_session_free(c->h2);
+    h1_session_free(c->h1);
+    c->h2 = NULL;
+    c->h1 = NULL;
+    set_write_interest(c, false);
+    set_read_paused(c, false);
+    struct timeval tv = {.tv_sec = LINGER_MS / 1000, .tv_usec = (LINGER_MS % 1000) * 1000};
+    event_add(c->timer, &tv);
+}
+
+/* Lingering: drop what arrives; @return -1 once the client closed too (or failed). */
+static int linger_drain(struct conn *c)
+{
+    char buf[4096];
+    for (int i = 0; i < 16; i++) {
+        ssize_t r = recv(c->fd, buf, sizeof(buf), 0);
+        if (r > 0)
+            continue;
+        return r < 0 && (errno == EAGAIN || errno == EINTR) ? 0 : -1;
+    }
+    return 0;
+}
+
 /* Gather protocol output and write it. @return -1 when the connection must be closed now. */
 static int conn_flush(struct conn *c)
 {
@@ -245,12 +290,9 @@ static int conn_flush(struct conn *c)
     }
     set_write_interest(c, false);
     set_read_paused(c, c->h1 && !h1_session_want_read(c->h1));
-    if (c->close_after_flush)
-        return -1;
-    if (c->h2 && h2_session_done(c->h2))
-        return -1;
-    if (c->h1 && h1_session_done(c->h1))
-        return -1;
+    if (c->close_after_flush || (c->h2 && h2_session_done(c->h2)) ||
+        (c->h1 && h1_session_done(c->h1)))
+        linger_start(c);
     return 0;
 }
 
@@ -334,6 +376,11 @@ static int conn_read(struct conn *c)
 
 static void conn_io(struct conn *c)
 {
+    if (c->lingering) {
+        if (linger_drain(c) != 0)
+            conn_free(c);
+        return;
+    }
     if (c->state == CS_HANDSHAKE) {
         ERR_clear_error();
         int r = SSL_do_handshake(c->ssl);
@@ -376,7 +423,7 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
 static void on_flush_ev(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
-    if (c->state == CS_HANDSHAKE)
+    if (c->state == CS_HANDSHAKE || c->lingering)
         return;
     if (io_pending(c) && !c->read_paused) {
         conn_io(c);
@@ -404,6 +451,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
     const struct config *cfg = c->set->cfg;
+    if (c->lingering) {
+        conn_free(c); /* the client did not close within LINGER_MS */
+        return;
+    }
     if (c->state == CS_HANDSHAKE) {
         log_debug("TLS handshake timed out");
         conn_free(c);

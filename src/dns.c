@@ -657,3 +657,49 @@ int dns_summary(const uint8_t *msg, size_t len, char *out, size_t outlen)
     ldns_rdf_deep_free(name);
     return rc;
 }
+
+uint16_t dns_qtype(const uint8_t *q, size_t qlen)
+{
+    size_t qend = dns_question_end(q, qlen);
+    return qend ? dg_get16(q + qend - 4) : 0;
+}
+
+int dns_make_any_answer(const uint8_t *q, size_t qlen, uint32_t ttl, struct dg_buf *out)
+{
+    size_t qend = dns_question_end(q, qlen);
+    if (!qend || !out)
+        return -EINVAL;
+    size_t start = out->len;
+    int rc = dns_make_error_answer(q, qlen, DNS_RCODE_NOERROR, out);
+    if (rc != 0)
+        return rc;
+    /* The record goes between the question and the OPT (if any): name = pointer to the
+     * question's name, HINFO, the question's class, TTL, rdata "RFC8482" and "". */
+    uint8_t rr[12 + 9];
+    size_t n = 0;
+    rr[n++] = 0xc0;
+    rr[n++] = DNS_HEADER_LEN;
+    dg_put16(rr + n, 13); /* HINFO */
+    n += 2;
+    memcpy(rr + n, q + qend - 2, 2); /* class */
+    n += 2;
+    dg_put16(rr + n, (uint16_t)(ttl >> 16));
+    dg_put16(rr + n + 2, (uint16_t)ttl);
+    n += 4;
+    dg_put16(rr + n, 9);
+    n += 2;
+    memcpy(rr + n, "\x07RFC8482\x00", 9);
+    n += 9;
+    if (dg_buf_reserve(out, n) != 0) {
+        out->len = start;
+        return -ENOMEM;
+    }
+    uint8_t *m = out->data + start;
+    size_t at = qend; /* the answer copies the question at the same offset */
+    size_t len = out->len - start;
+    memmove(m + at + n, m + at, len - at);
+    memcpy(m + at, rr, n);
+    out->len += n;
+    dg_put16(m + 6, 1); /* ANCOUNT */
+    return 0;
+}

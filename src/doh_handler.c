@@ -159,6 +159,13 @@ void doh_handle(struct http_exchange *ex)
         respond_dns_error(ex, query.data, query.len, DNS_RCODE_REFUSED);
         goto done;
     }
+    if (ex->ctx->cfg->minimal_any && dns_qtype(query.data, query.len) == 255) {
+        if (dns_make_any_answer(query.data, query.len, 3600, &ans) == 0)
+            respond_dns(ex, &ans, 3600);
+        else
+            http_respond_text(ex, 503, "out of memory", NULL, 0);
+        goto done;
+    }
     op = calloc(1, sizeof(*op));
     if (!op) {
         http_respond_text(ex, 503, "out of memory", NULL, 0);

@@ -21,7 +21,9 @@
 /* A :path longer than this is answered 414 without being stored in full. */
 #define H2_MAX_PATH   (DOH_MAX_URI + 1)
 #define H2_MAX_HEADER 1024 /* other header values we keep */
-#define H2_MAX_BODY   DOH_MAX_BODY
+#define H2_MAX_HEADER_LIST                                                                         \
+    16384 /* a request's fields, 32 bytes each counted in (as HTTP/1.1's 16 KiB) */
+#define H2_MAX_BODY DOH_MAX_BODY
 
 enum stream_state { ST_HEADERS = 0, ST_DISPATCHED, ST_RESPONDED };
 
@@ -31,7 +33,8 @@ struct h2_stream {
     struct h2_stream *prev, *next;
     int32_t id;
     enum stream_state state;
-    int refuse_status; /* 413/414 found while receiving; answered at dispatch */
+    int refuse_status; /* 413/414/431 found while receiving; answered at dispatch */
+    size_t hdr_bytes;  /* the header list so far, RFC 9113 §6.5.2 size */
     bool req_done;     /* END_STREAM received from the client */
     char *method, *path, *authority, *ctype;
     struct http_header *hdrs; /* every regular request header, strings owned */
@@ -261,6 +264,7 @@ static void stream_dispatch(struct h2_stream *st)
         http_respond_text(&st->ex, st->refuse_status,
                           st->refuse_status == 414   ? "URI too long"
                           : st->refuse_status == 413 ? "request body too large"
+                          : st->refuse_status == 431 ? "header fields too large"
                                                      : "out of memory",
                           NULL, 0);
         return;
@@ -352,6 +356,13 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
     if (!st)
         return 0;
     int rc = 0;
+    /* nghttp2 only advertises SETTINGS_MAX_HEADER_LIST_SIZE; the bound is kept here (RFC 9113
+     * §6.5.2 counts 32 bytes per field), with 431 past it and nothing more stored. */
+    st->hdr_bytes += namelen + valuelen + 32;
+    if (st->hdr_bytes > H2_MAX_HEADER_LIST) {
+        st->refuse_status = 431;
+        return 0;
+    }
     if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
         if (valuelen > H2_MAX_PATH)
             st->refuse_status = 414;
@@ -482,7 +493,7 @@ struct h2_session *h2_session_new(const struct h2_settings *cfg, const struct ha
     opt = NULL;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->max_concurrent_streams},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 16384},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2_MAX_HEADER_LIST},
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
     };
     if (nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0)

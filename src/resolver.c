@@ -234,7 +234,7 @@ static void on_upstream_done(void *arg, int status, const uint8_t *ans, size_t l
 static struct inflight *inflight_start(struct resolver *r, const struct cache_key *k,
                                        const uint8_t *q, size_t qlen)
 {
-    if (r->ninflight >= RESOLVER_MAX_INFLIGHT)
+    if (r->ninflight >= r->cfg->max_upstream_queries)
         return NULL;
     struct inflight *inf = calloc(1, sizeof(*inf));
     if (!inf)

@@ -46,6 +46,7 @@ struct config {
     size_t n_cert;
     char *key_file[DG_CONFIG_MAX_LIST]; /**< key FILE (PEM), paired with cert_file by position */
     size_t n_key;
+    unsigned max_upstream_queries;          /**< max-upstream-queries per worker, 10000 */
     unsigned max_conns_per_client;          /**< max-connections-per-client, 256 */
     unsigned conn_rate, conn_burst;         /**< connection-rate-limit/-burst per client */
     unsigned query_rate, query_burst;       /**< rate-limit/-burst: DoH queries/s per client */
@@ -54,6 +55,7 @@ struct config {
     char *deny_client[DG_CONFIG_MAX_LIST]; /**< deny-client CIDR */
     size_t n_deny_client;
     char *acl_scope;             /**< acl-scope: "doh" or "all" */
+    bool minimal_any;            /**< minimal-any: RFC 8482 answers to ANY */
     char *log_target;            /**< log-target: "stderr" or "syslog" */
     bool query_log;              /**< query-log yes: one line per DoH answer */
     char *query_log_client;      /**< query-log-client: "truncate", "full" or "none" */

@@ -91,6 +91,16 @@ bool dns_rdata_each_name(const uint8_t *msg, size_t len, uint16_t type, size_t p
 /** Byte offset just past the question section (12 + qname + 4), or 0 if it does not parse. */
 size_t dns_question_end(const uint8_t *msg, size_t len);
 
+/** The question's type of a query that passed dns_query_check() (0 if it has none). */
+uint16_t dns_qtype(const uint8_t *q, size_t qlen);
+
+/**
+ * RFC 8482 §4.2: the answer to an ANY query without asking anybody: NOERROR with one synthesized
+ * HINFO record ("RFC8482", "") for the name, TTL @p ttl; ID, RD, CD and OPT as in
+ * dns_make_error_answer(). Appends to @p out. @return 0, -EINVAL, -ENOMEM.
+ */
+int dns_make_any_answer(const uint8_t *q, size_t qlen, uint32_t ttl, struct dg_buf *out);
+
 /**
  * "www.example.com. A NOERROR": the question and rcode of @p msg in presentation form (ldns),
  * for the query log. @return 0, or -1 (does not parse, or OOM) with "?" in @p out.

@@ -12,7 +12,7 @@
  * Lifetimes: the resolver owns in-flight entries and their waiters. A caller holds a waiter
  * handle; resolver_cancel() removes it synchronously (its callback never runs afterwards). When
  * the last waiter of an in-flight query leaves, the upstream query goes on, so that its answer
- * still fills the cache (bounded by RESOLVER_MAX_INFLIGHT per worker).
+ * still fills the cache (bounded by max-upstream-queries per worker).
  */
 #ifndef DOHGATE_RESOLVER_H
 #define DOHGATE_RESOLVER_H
@@ -30,8 +30,7 @@ struct config;
 struct resolver;
 struct resolver_waiter;
 
-#define RESOLVER_MAX_INFLIGHT 10000 /**< distinct queries forwarded at once, per worker */
-#define RESOLVER_MAX_WAITERS  4096  /**< clients waiting on one forwarded query */
+#define RESOLVER_MAX_WAITERS 4096 /**< clients waiting on one forwarded query */
 
 enum resolver_status { RESOLVER_ANSWERED = 0, RESOLVER_PENDING = 1 };
 

@@ -6,7 +6,7 @@
 # garbage instead of the HTTP/2 preface get a close, not a hang. The server keeps answering
 # afterwards.
 . "$(dirname "$0")/lib.sh"
-need_tools nsd dig curl openssl python3
+need_tools nsd dig kdig curl openssl python3
 
 # ---- pre
 start_nsd
@@ -104,6 +104,10 @@ post_bytes "$T/big.bin";        check_error "POST of a 70000-byte body" 413
 # ---- 414: :path over 4096 bytes
 long=$(head -c 5000 /dev/zero | tr '\0' 'A')
 dcurl "$URL?dns=$long";         check_error "GET with a 5000-byte :path" 414
+big=$(head -c 20000 /dev/zero | tr '\0' 'B')
+dcurl -H "x-big: $big" "$URL?dns=$Q"; check_error "HTTP/2 header list over 16 KiB" 431
+dcurl -H "x-big: ${big:0:8000}" "$URL?dns=$Q"
+assert_eq 200 "$HTTP_CODE" "an 8 KB header field is fine"
 
 # ---- DNS-level refusals: 200 with an rcode
 doh_get "www.$ZONE" A --opcode 2
@@ -113,6 +117,11 @@ doh_get "$ZONE" AXFR --id 77
 assert_eq 200 "$HTTP_CODE" "AXFR: HTTP 200"
 assert_eq REFUSED "$(rcode)" "AXFR: rcode REFUSED"
 assert_eq 77 "$(dns_id)" "AXFR: the ID comes back"
+out=$(kdig @127.0.0.1 -p "$DG_PORT" +https +tls-ca="$CERTS/ca.pem" +tls-hostname=localhost "www.$ZONE" ANY 2>&1)
+assert_match 'status: NOERROR' "$out" "ANY: NOERROR"
+assert_match 'www\.dohgate\.test\.[[:space:]]+3600[[:space:]]+IN[[:space:]]+HINFO[[:space:]]+"RFC8482" ""' "$out" \
+    "ANY: one synthesized HINFO \"RFC8482\" (RFC 8482), not the records"
+assert_nomatch '192\.0\.2\.10' "$out" "ANY: the A record is not in it (never forwarded)"
 
 # ---- a client offering only http/1.1: DoH over HTTP/1.1, refusals as over HTTP/2
 t0=$(now_ms)

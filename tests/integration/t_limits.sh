@@ -5,7 +5,7 @@
 # (403, the website stays open) and for everything (connection closed). Refusals are counted
 # in /metrics.
 . "$(dirname "$0")/lib.sh"
-need_tools nsd curl h2load python3
+need_tools nsd curl h2load python3 dig
 
 start_nsd
 M_PORT=$(free_port)
@@ -92,6 +92,25 @@ site=$(curl -s --max-time 5 --cacert "$CERTS/ca.pem" --interface 127.0.0.2 -o /d
 assert_eq 000 "$site" "... for the website too"
 assert_eq 200 "$(code --interface 127.0.0.3)" "127.0.0.3 (allowed by the /8, no deny) is served"
 assert_range 2 10 "$(refused acl)" "metrics: refused{reason=acl}"
+stop_dohgate
+
+# ---- upstream queries in flight: past max-upstream-queries, SERVFAIL at once
+start_stub
+start_dohgate --workers 1 --max-upstream-queries 2 --upstream "127.0.0.1:$STUB_PORT" \
+    --upstream-timeout 3000 --query-timeout 3000 --metrics-listen "127.0.0.1:$M_PORT"
+for i in 1 2; do
+    curl -s --max-time 10 --http2 --cacert "$CERTS/ca.pem" -o /dev/null \
+        "$(dohgate_url)?dns=$(dnsmsg query "silent.hold$i.$STUBZONE" A --b64)" &
+    track $!
+done
+for i in $(seq 1 40); do [ "$(grep -c 'silent.hold' "$STUB_LOG")" -ge 2 ] && break; sleep 0.05; done
+t0=$(now_ms)
+doh_get "third.$STUBZONE" A >/dev/null
+dt=$(($(now_ms) - t0))
+assert_eq SERVFAIL "$(rcode)" "with 2 queries in flight and max-upstream-queries 2, a third gets SERVFAIL"
+assert_range 0 1500 "$dt" "... at once, not after a timeout ($dt ms)"
+rej=$(curl -s "http://127.0.0.1:$M_PORT/metrics" | sed -n 's/^dohgate_rejected_total //p')
+assert_eq 1 "$rej" "metrics: dohgate_rejected_total counts it"
 stop_dohgate
 
 finish

@@ -417,6 +417,42 @@ static void test_error_answer_edns(void **state)
     dg_buf_free(&out);
 }
 
+static void test_any_answer(void **state)
+{
+    uint8_t q[QBUF];
+    struct dg_buf out = {0};
+    size_t n = make_query(q, 0x0a0b, F2_RD, 0, "Example.COM", 255, 1, 0x8000);
+    assert_int_equal(dns_qtype(q, n), 255);
+    assert_int_equal(dns_make_any_answer(q, n, 3600, &out), 0);
+    /* ldns reads it back: NOERROR, the question, one HINFO "RFC8482" "", the OPT with DO */
+    ldns_pkt *p = NULL;
+    assert_int_equal(ldns_wire2pkt(&p, out.data, out.len), LDNS_STATUS_OK);
+    assert_int_equal(ldns_pkt_id(p), 0x0a0b);
+    assert_true(ldns_pkt_qr(p));
+    assert_true(ldns_pkt_rd(p));
+    assert_int_equal(ldns_pkt_get_rcode(p), LDNS_RCODE_NOERROR);
+    assert_int_equal(ldns_pkt_ancount(p), 1);
+    ldns_rr *rr = ldns_rr_list_rr(ldns_pkt_answer(p), 0);
+    assert_int_equal(ldns_rr_get_type(rr), LDNS_RR_TYPE_HINFO);
+    assert_int_equal(ldns_rr_ttl(rr), 3600);
+    char *owner = ldns_rdf2str(ldns_rr_owner(rr));
+    assert_string_equal(owner, "Example.COM.");
+    free(owner);
+    char *cpu = ldns_rdf2str(ldns_rr_rdf(rr, 0));
+    assert_string_equal(cpu, "\"RFC8482\"");
+    free(cpu);
+    assert_true(ldns_pkt_edns(p));
+    assert_true(ldns_pkt_edns_do(p));
+    ldns_pkt_free(p);
+    assert_true(dns_answer_matches(q, n, out.data, out.len));
+    dg_buf_free(&out);
+    /* without EDNS: no OPT */
+    n = make_query(q, 1, 0, 0, "example.com", 255, 1, -1);
+    assert_int_equal(dns_make_any_answer(q, n, 60, &out), 0);
+    assert_int_equal(out.data[10] | out.data[11], 0); /* ARCOUNT 0 */
+    dg_buf_free(&out);
+}
+
 static void test_error_answer_no_question(void **state)
 {
     uint8_t q[QBUF];
@@ -828,6 +864,7 @@ int main(void)
         cmocka_unit_test(test_query_several_tsig),
         cmocka_unit_test(test_error_answer_layout),
         cmocka_unit_test(test_error_answer_edns),
+        cmocka_unit_test(test_any_answer),
         cmocka_unit_test(test_error_answer_no_question),
         cmocka_unit_test(test_error_answer_errors),
         cmocka_unit_test(test_answer_matches),
