@@ -41,6 +41,8 @@
 
 #include <xxhash.h>
 
+#include "dohgate/list.h"
+
 #include "dohgate/dns.h"
 
 #define TYPE_SOA 6
@@ -79,8 +81,8 @@ _Static_assert(CACHE_KEY_MAX >= 255 + KEY_TAIL, "cache key too short for the lon
 enum entry_kind { KIND_POSITIVE = 0, KIND_NEGATIVE, KIND_SERVFAIL };
 
 struct entry {
-    struct entry *hnext;               /* hash chain; also the free list after removal */
-    struct entry *lru_prev, *lru_next; /* lru_prev towards the most recently used end */
+    struct entry *hnext; /* hash chain; also the free list after removal */
+    struct dg_lnode lru; /* the shard's LRU order, most recently used first */
     uint64_t hash;
     uint64_t stored_ms;
     uint64_t expire_ms; /* fresh before this */
@@ -100,7 +102,7 @@ struct shard {
     _Alignas(CACHE_LINE) pthread_mutex_t lock; /* a shard per cache line: no false sharing */
     struct entry **table;
     size_t nbuckets;
-    struct entry *lru_head, *lru_tail;
+    struct dg_list lru;
     size_t bytes; /* table + entries */
     uint64_t hits, stale_hits, misses, inserts, evictions, entries;
 };
@@ -521,26 +523,12 @@ static struct entry **chain_find(struct shard *s, const struct cache_key *k)
 
 static void lru_unlink(struct shard *s, struct entry *e)
 {
-    if (e->lru_prev)
-        e->lru_prev->lru_next = e->lru_next;
-    else
-        s->lru_head = e->lru_next;
-    if (e->lru_next)
-        e->lru_next->lru_prev = e->lru_prev;
-    else
-        s->lru_tail = e->lru_prev;
-    e->lru_prev = e->lru_next = NULL;
+    dg_list_unlink(&s->lru, &e->lru);
 }
 
 static void lru_push_front(struct shard *s, struct entry *e)
 {
-    e->lru_prev = NULL;
-    e->lru_next = s->lru_head;
-    if (s->lru_head)
-        s->lru_head->lru_prev = e;
-    else
-        s->lru_tail = e;
-    s->lru_head = e;
+    dg_list_push_front(&s->lru, &e->lru);
 }
 
 /* Unlink the entry *pp points at from the table and the LRU and push it on *freelist. */
@@ -694,11 +682,9 @@ void cache_free(struct cache *c)
         return;
     for (unsigned i = 0; i < c->nshards; i++) {
         struct shard *s = &c->shards[i];
-        struct entry *e = s->lru_head;
-        while (e) {
-            struct entry *next = e->lru_next;
-            free(e);
-            e = next;
+        for (struct dg_lnode *n = s->lru.head, *next; n; n = next) {
+            next = n->next;
+            free(dg_list_entry(n, struct entry, lru));
         }
         free(s->table);
         pthread_mutex_destroy(&s->lock);
@@ -803,8 +789,8 @@ int cache_insert(struct cache *c, const struct cache_key *k, const uint8_t *ans,
         shard_remove(s, pp, &freelist);
     }
     shard_maybe_grow(c, s);
-    while (s->bytes + size > c->budget && s->lru_tail) {
-        shard_remove_entry(s, s->lru_tail, &freelist);
+    while (s->bytes + size > c->budget && s->lru.tail) {
+        shard_remove_entry(s, dg_list_entry(s->lru.tail, struct entry, lru), &freelist);
         s->evictions++;
     }
     /* The -E2BIG check above guarantees an empty shard has room. */
@@ -915,7 +901,7 @@ enum cache_result cache_lookup(struct cache *c, const struct cache_key *k, const
             info->prefetch = true;
         }
     }
-    if (s->lru_head != e) {
+    if (s->lru.head != &e->lru) {
         lru_unlink(s, e);
         lru_push_front(s, e);
     }

@@ -9,12 +9,14 @@
 #include <sys/random.h>
 #include <xxhash.h>
 
+#include "dohgate/list.h"
+
 #define SHARDS 64
 
 struct entry {
     struct client_key key;
-    struct entry *hnext;         /* hash chain */
-    struct entry *lprev, *lnext; /* LRU list, most recent first */
+    struct entry *hnext; /* hash chain */
+    struct dg_lnode lru; /* the shard's LRU order, most recent first */
     uint32_t conns;
     /* token buckets in thousandths of a token, refilled lazily */
     int64_t conn_tokens, query_tokens;
@@ -25,7 +27,7 @@ struct shard {
     pthread_mutex_t mu;
     struct entry **buckets;
     size_t nbuckets; /* a power of two */
-    struct entry *lru_head, *lru_tail;
+    struct dg_list lru;
     size_t n, max;
 };
 
@@ -103,37 +105,14 @@ void clients_free(struct clients *c)
         struct shard *s = &c->shards[i];
         if (!s->buckets)
             continue;
-        for (struct entry *e = s->lru_head, *next; e; e = next) {
-            next = e->lnext;
-            free(e);
+        for (struct dg_lnode *n = s->lru.head, *next; n; n = next) {
+            next = n->next;
+            free(dg_list_entry(n, struct entry, lru));
         }
         free(s->buckets);
         pthread_mutex_destroy(&s->mu);
     }
     free(c);
-}
-
-static void lru_unlink(struct shard *s, struct entry *e)
-{
-    if (e->lprev)
-        e->lprev->lnext = e->lnext;
-    else
-        s->lru_head = e->lnext;
-    if (e->lnext)
-        e->lnext->lprev = e->lprev;
-    else
-        s->lru_tail = e->lprev;
-    e->lprev = e->lnext = NULL;
-}
-
-static void lru_push(struct shard *s, struct entry *e)
-{
-    e->lnext = s->lru_head;
-    if (s->lru_head)
-        s->lru_head->lprev = e;
-    s->lru_head = e;
-    if (!s->lru_tail)
-        s->lru_tail = e;
 }
 
 static bool key_eq(const struct client_key *a, const struct client_key *b)
@@ -163,15 +142,19 @@ static struct entry *get(struct clients *c, struct shard *s, const struct client
     struct entry **pp = chain_of(s, h);
     for (struct entry *e = *pp; e; e = e->hnext) {
         if (key_eq(&e->key, k)) {
-            lru_unlink(s, e);
-            lru_push(s, e);
+            dg_list_unlink(&s->lru, &e->lru);
+            dg_list_push_front(&s->lru, &e->lru);
             return e;
         }
     }
     struct entry *e = NULL;
     if (s->n >= s->max) {
-        for (e = s->lru_tail; e && e->conns > 0; e = e->lprev)
-            ;
+        for (struct dg_lnode *n = s->lru.tail; n; n = n->prev) {
+            e = dg_list_entry(n, struct entry, lru);
+            if (e->conns == 0)
+                break;
+            e = NULL;
+        }
         if (!e)
             return NULL;
         uint64_t eh = XXH3_64bits_withSeed(e->key.b, e->key.len, c->seed);
@@ -181,7 +164,7 @@ static struct entry *get(struct clients *c, struct shard *s, const struct client
                 break;
             }
         }
-        lru_unlink(s, e);
+        dg_list_unlink(&s->lru, &e->lru);
     } else {
         e = malloc(sizeof(*e));
         if (!e)
@@ -195,7 +178,7 @@ static struct entry *get(struct clients *c, struct shard *s, const struct client
     e->conn_ts = e->query_ts = now;
     e->hnext = *pp;
     *pp = e;
-    lru_push(s, e);
+    dg_list_push_front(&s->lru, &e->lru);
     return e;
 }
 
