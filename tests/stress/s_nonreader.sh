@@ -41,7 +41,8 @@ time.sleep(8)
 PY
 P=$!
 track "$P"
-for i in $(seq 1 300); do grep -q '^sent' "$T/nr.out" && break; sleep 0.1; done
+# each connection takes about a second to fill (the kernel's buffers, then a 0.5 s send timeout)
+for i in $(seq 1 $((N * 20 + 300))); do grep -q '^sent' "$T/nr.out" && break; sleep 0.1; done
 sleep 1
 rss1=$(rss_kib "$DG_PID")
 sent=$(sed -n 's/^sent \([0-9]*\) .*/\1/p' "$T/nr.out")
