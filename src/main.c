@@ -5,6 +5,7 @@
 #include <openssl/ssl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,6 +77,29 @@ static void report_reload(struct tls_store *tls, enum tls_reload r, const char *
     } else if (r == TLS_RELOAD_FAILED) {
         log_err("certificate reload failed, still serving the previous certificates: %s", err);
     }
+}
+
+/* Each connection is a descriptor (plus a few for upstreams): Debian's soft limit of 1024 would
+ * cap dohgate far below max-connections. Raise the soft limit up to the hard one, and say so
+ * when even that is short (then accept() fails with EMFILE and new connections wait). */
+static void raise_fd_limit(uint64_t connections)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    uint64_t want = connections + connections / 8 + 256;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+        rlim_t old = rl.rlim_cur;
+        rl.rlim_cur =
+            rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? (rlim_t)want : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != old)
+            log_info("open-file limit raised from %llu to %llu", (unsigned long long)old,
+                     (unsigned long long)rl.rlim_cur);
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want)
+        log_warn("the open-file limit (%llu) is below what workers x max-connections need "
+                 "(%llu): raise it (systemd: LimitNOFILE=; shell: ulimit -Hn)",
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)want);
 }
 
 static uint64_t now_ms(void)
@@ -193,6 +217,7 @@ int main(int argc, char **argv)
     }
 
     unsigned nworkers = cfg->workers ? cfg->workers : cpu_count();
+    raise_fd_limit((uint64_t)nworkers * cfg->max_connections);
     struct worker **workers = calloc(nworkers, sizeof(*workers));
     int rc = 1;
     unsigned started = 0;

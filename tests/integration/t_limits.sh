@@ -94,6 +94,18 @@ assert_eq 200 "$(code --interface 127.0.0.3)" "127.0.0.3 (allowed by the /8, no 
 assert_range 2 10 "$(refused acl)" "metrics: refused{reason=acl}"
 stop_dohgate
 
+# ---- the open-file limit follows workers x max-connections (Debian's soft limit is 1024)
+hard=$(ulimit -Hn)
+if [ "$hard" = unlimited ] || [ "$hard" -ge 4000 ]; then
+    ulimit -Sn 1024
+    start_dohgate --workers 1 --max-connections 3000
+    soft=$(awk '/^Max open files/ {print $4}' /proc/"$DG_PID"/limits)
+    assert_eq 3631 "$soft" "soft open-file limit raised to 3000 + 1/8 + 256 for max-connections 3000"
+    assert_file_match "$DG_LOG" "open-file limit raised from 1024 to 3631" "the log says so"
+    stop_dohgate
+    ulimit -Sn "$hard"
+fi
+
 # ---- upstream queries in flight: past max-upstream-queries, SERVFAIL at once
 start_stub
 start_dohgate --workers 1 --max-upstream-queries 2 --upstream "127.0.0.1:$STUB_PORT" \
