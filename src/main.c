@@ -79,15 +79,15 @@ static void report_reload(struct tls_store *tls, enum tls_reload r, const char *
     }
 }
 
-/* Each connection is a descriptor (plus a few for upstreams): Debian's soft limit of 1024 would
+/* Each connection and each upstream try is a descriptor: Debian's soft limit of 1024 would
  * cap dohgate far below max-connections. Raise the soft limit up to the hard one, and say so
  * when even that is short (then accept() fails with EMFILE and new connections wait). */
-static void raise_fd_limit(uint64_t connections)
+static void raise_fd_limit(uint64_t fds)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
         return;
-    uint64_t want = connections + connections / 8 + 256;
+    uint64_t want = fds + fds / 8 + 256;
     if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
         rlim_t old = rl.rlim_cur;
         rl.rlim_cur =
@@ -97,8 +97,9 @@ static void raise_fd_limit(uint64_t connections)
                      (unsigned long long)rl.rlim_cur);
     }
     if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want)
-        log_warn("the open-file limit (%llu) is below what workers x max-connections need "
-                 "(%llu): raise it (systemd: LimitNOFILE=; shell: ulimit -Hn)",
+        log_warn("the open-file limit (%llu) is below what workers x (max-connections + "
+                 "max-upstream-queries) need (%llu): raise it (systemd: LimitNOFILE=; shell: "
+                 "ulimit -Hn)",
                  (unsigned long long)rl.rlim_cur, (unsigned long long)want);
 }
 
@@ -217,7 +218,8 @@ int main(int argc, char **argv)
     }
 
     unsigned nworkers = cfg->workers ? cfg->workers : cpu_count();
-    raise_fd_limit((uint64_t)nworkers * cfg->max_connections);
+    /* a descriptor per connection and per upstream try in flight (a UDP socket each) */
+    raise_fd_limit((uint64_t)nworkers * (cfg->max_connections + cfg->max_upstream_queries));
     struct worker **workers = calloc(nworkers, sizeof(*workers));
     int rc = 1;
     unsigned started = 0;

@@ -156,6 +156,7 @@ struct upstream {
     size_t n_ids;
     uint8_t *rbuf; /* UDP receive buffer, UP_RBUF_LEN bytes */
     struct worker_metrics *wm;
+    size_t explore; /* first tries counted for the 1-in-EXPLORE re-measuring */
 };
 
 /* This server's metrics, or NULL (no metrics, or no server). */
@@ -388,8 +389,10 @@ static void health_success(struct up_server *s, uint64_t rtt_us)
     if (!s)
         return;
     s->srtt_us = s->srtt_us ? (7 * s->srtt_us + rtt_us) / 8 : rtt_us;
-    if (s->down_until_ms)
+    if (s->down_until_ms) {
         log_info("upstream %s answers again: back in use", s->addr->text);
+        s->srtt_us = rtt_us; /* its old SRTT holds the timeouts that marked it down */
+    }
     s->fails = 0;
     s->down_until_ms = 0;
     s->backoff_ms = 0;
@@ -401,7 +404,7 @@ static void health_success(struct up_server *s, uint64_t rtt_us)
  * answers that did not match came back (from the queried address and port: the connected socket
  * drops any other source), a broken server that is marked down at once. An off-path spoofer
  * could only add to a try that failed anyway. */
-static void health_failure(struct up_server *s, uint64_t waited_us, bool lying)
+static void health_failure(struct up_server *s, uint64_t waited_us, bool lying, bool probe)
 {
     if (!s)
         return;
@@ -409,22 +412,21 @@ static void health_failure(struct up_server *s, uint64_t waited_us, bool lying)
     if (waited_us > s->srtt_us)
         s->srtt_us = waited_us;
     s->fails = lying && s->fails < HEALTH_FAILS ? HEALTH_FAILS : s->fails + 1;
-    bool was_probe = s->probing;
-    s->probing = false;
-    if (s->fails < HEALTH_FAILS && !was_probe) {
-        health_publish(s);
-        return;
-    }
-    s->backoff_ms = !s->backoff_ms                            ? HEALTH_BACKOFF_MIN
-                    : s->backoff_ms >= HEALTH_BACKOFF_MAX / 2 ? HEALTH_BACKOFF_MAX
-                                                              : 2 * s->backoff_ms;
-    if (!s->down_until_ms)
+    if (s->down_until_ms) {
+        /* Down already: only the probe's verdict moves the schedule (the tries that were in
+         * flight when it went down fail too, and must not push it out further). */
+        if (probe) {
+            s->backoff_ms =
+                s->backoff_ms >= HEALTH_BACKOFF_MAX / 2 ? HEALTH_BACKOFF_MAX : 2 * s->backoff_ms;
+            s->down_until_ms = dg_now_ms() + s->backoff_ms;
+        }
+    } else if (s->fails >= HEALTH_FAILS) {
+        s->backoff_ms = HEALTH_BACKOFF_MIN;
+        s->down_until_ms = dg_now_ms() + s->backoff_ms;
         log_warn("upstream %s: %u failed tries in a row, not used for %u s (then probed)",
                  s->addr->text, s->fails, s->backoff_ms / 1000);
-    s->down_until_ms = dg_now_ms() + s->backoff_ms;
-    if (s->u->wm) {
-        struct upstream_metrics *m = &s->u->wm->up[s - s->u->srv];
-        ctr_add(&m->marked_down, 1);
+        if (s->u->wm)
+            ctr_add(&s->u->wm->up[s - s->u->srv].marked_down, 1);
     }
     health_publish(s);
 }
@@ -465,8 +467,12 @@ static struct up_server *pick(struct upstream_query *q, uint64_t now)
     struct up_server *s = probe && q->tries + 1 < q->max_tries ? probe : best;
     if (!s)
         s = fallback ? fallback : &u->srv[start];
-    else if (s == best && q->tries == 0 && u->rr % EXPLORE == 0 && health_up(&u->srv[start]))
-        s = &u->srv[start];
+    else if (s == best && q->tries == 0 && ++u->explore % EXPLORE == 0) {
+        /* its own turn, so that every server gets re-measured, not the same one */
+        struct up_server *x = &u->srv[(u->explore / EXPLORE) % n];
+        if (health_up(x))
+            s = x;
+    }
     q->probe = s == probe;
     if (q->probe)
         s->probing = true;
@@ -545,11 +551,15 @@ static void query_try_failed(struct upstream_query *q, int err)
     struct upstream_metrics *m = up_met(u, q->srv);
     if (m && q->state == TRY_NONE)
         ctr_add(&m->queries, 1);
+    /* Our own shortage (descriptors, memory, a full TCP pool) says nothing of the server. */
+    bool local =
+        err == -EMFILE || err == -ENFILE || err == -ENOMEM || err == -ENOBUFS || err == -EAGAIN;
+    if (!local)
+        health_failure(q->srv, 0, false, q->probe); /* before query_end_try clears q->probe */
     query_end_try(q);
     u->stats.errors++;
     if (m)
         ctr_add(&m->errors, 1);
-    health_failure(q->srv, 0, false);
     if (err == -ECONNREFUSED)
         q->n_refused++;
     query_timer_set(q, 0);
@@ -663,7 +673,7 @@ static void on_query_timer(evutil_socket_t fd, short what, void *arg)
         q->u->stats.timeouts++;
         if (up_met(q->u, q->srv))
             ctr_add(&up_met(q->u, q->srv)->timeouts, 1);
-        health_failure(q->srv, metrics_now_us() - q->try_start_us, q->saw_bad);
+        health_failure(q->srv, metrics_now_us() - q->try_start_us, q->saw_bad, q->probe);
         query_end_try(q);
     }
     query_next_try(q);

@@ -96,12 +96,12 @@ stop_dohgate
 
 # ---- the open-file limit follows workers x max-connections (Debian's soft limit is 1024)
 hard=$(ulimit -Hn)
-if [ "$hard" = unlimited ] || [ "$hard" -ge 4000 ]; then
+if [ "$hard" = unlimited ] || [ "$hard" -ge 4200 ]; then
     ulimit -Sn 1024
-    start_dohgate --workers 1 --max-connections 3000
+    start_dohgate --workers 1 --max-connections 3000 --max-upstream-queries 500
     soft=$(awk '/^Max open files/ {print $4}' /proc/"$DG_PID"/limits)
-    assert_eq 3631 "$soft" "soft open-file limit raised to 3000 + 1/8 + 256 for max-connections 3000"
-    assert_file_match "$DG_LOG" "open-file limit raised from 1024 to 3631" "the log says so"
+    assert_eq 4193 "$soft" "soft open-file limit raised to (3000 + 500) x 9/8 + 256"
+    assert_file_match "$DG_LOG" "open-file limit raised from 1024 to 4193" "the log says so"
     stop_dohgate
     ulimit -Sn "$hard"
 fi
