@@ -96,7 +96,8 @@ stop_dohgate
 
 # ---- the open-file limit follows workers x max-connections (Debian's soft limit is 1024)
 hard=$(ulimit -Hn)
-if [ "$hard" = unlimited ] || [ "$hard" -ge 4200 ]; then
+# (not under valgrind, which keeps the descriptor limit to itself)
+if [ "${DG_VALGRIND:-0}" != 1 ] && { [ "$hard" = unlimited ] || [ "$hard" -ge 4200 ]; }; then
     ulimit -Sn 1024
     start_dohgate --workers 1 --max-connections 3000 --max-upstream-queries 500
     soft=$(awk '/^Max open files/ {print $4}' /proc/"$DG_PID"/limits)
