@@ -129,7 +129,10 @@ void doh_handle(struct http_exchange *ex)
     }
     struct client_key key;
     unsigned wait;
-    if (ex->ctx->clients && r->peer && client_key_from_string(r->peer, &key) == 0 &&
+    /* The table exists for the connection limits too: only a configured rate limit costs a
+     * query the address parse and the clock read. */
+    if (ex->ctx->cfg->query_rate && ex->ctx->clients && r->peer &&
+        client_key_from_string(r->peer, &key) == 0 &&
         (wait = clients_query(ex->ctx->clients, &key, dg_now_ms())) > 0) {
         char secs[16];
         snprintf(secs, sizeof(secs), "%u", wait);
