@@ -14,6 +14,7 @@
 #include "dohgate/http.h"
 #include "dohgate/log.h"
 #include "dohgate/resolver.h"
+#include "dohgate/util.h"
 
 /* A query waiting for the resolver. Owned by itself: freed either in on_resolved() or in
  * op_cancel(), never both (whichever runs first unregisters the other path). */
@@ -58,8 +59,8 @@ static void log_query(const struct http_exchange *ex, const struct dg_buf *msg)
 
 static void respond_dns(struct http_exchange *ex, struct dg_buf *msg, uint32_t ttl)
 {
-    char cc[32];
-    snprintf(cc, sizeof(cc), "max-age=%u", (unsigned)ttl);
+    char cc[32] = "max-age=";
+    dg_fmt_u64(cc + 8, ttl);
     const struct http_header hdrs[] = {
         {"content-type", DOH_CONTENT_TYPE},
         {"cache-control", cc},

@@ -17,6 +17,7 @@
 #include "dohgate/http.h"
 #include "dohgate/log.h"
 #include "dohgate/router.h"
+#include "dohgate/util.h"
 
 /* A :path longer than this is answered 414 without being stored in full. */
 #define H2_MAX_PATH   (DOH_MAX_URI + 1)
@@ -165,14 +166,16 @@ static int submit(struct h2_stream *st, int status, const struct http_header *hd
     enum { COMMON = 4 + DG_CONFIG_MAX_LIST };
     struct http_header common[COMMON];
     size_t ncommon = http_common_headers(s->hctx->cfg, true, common, 0, COMMON);
-    nghttp2_nv *nv = malloc((nhdrs + ncommon + 2) * sizeof(*nv));
+    /* DoH answers have a handful of headers: no allocation for them. */
+    nghttp2_nv nv_local[16];
+    size_t nv_need = nhdrs + ncommon + 2;
+    nghttp2_nv *nv = nv_need <= 16 ? nv_local : malloc(nv_need * sizeof(*nv));
     if (!nv)
         return -ENOMEM;
     size_t n = 0;
-    char sbuf[8], lbuf[24];
-    snprintf(sbuf, sizeof(sbuf), "%d", status);
-    nv[n++] =
-        (nghttp2_nv){(uint8_t *)":status", (uint8_t *)sbuf, 7, strlen(sbuf), NGHTTP2_NV_FLAG_NONE};
+    char sbuf[24], lbuf[24];
+    size_t slen = dg_fmt_u64(sbuf, status > 0 ? (uint64_t)status : 0);
+    nv[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)sbuf, 7, slen, NGHTTP2_NV_FLAG_NONE};
     for (int pass = 0; pass < 2; pass++) {
         const struct http_header *h = pass ? common : hdrs;
         size_t cnt = pass ? ncommon : nhdrs;
@@ -181,12 +184,13 @@ static int submit(struct h2_stream *st, int status, const struct http_header *hd
                                    strlen(h[i].value), NGHTTP2_NV_FLAG_NONE};
     }
     if (length >= 0) {
-        snprintf(lbuf, sizeof(lbuf), "%lld", length);
-        nv[n++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)lbuf, 14, strlen(lbuf),
+        size_t llen = dg_fmt_u64(lbuf, (uint64_t)length);
+        nv[n++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)lbuf, 14, llen,
                                NGHTTP2_NV_FLAG_NONE};
     }
     int rc = nghttp2_submit_response(s->ng, st->id, nv, n, prd);
-    free(nv);
+    if (nv != nv_local)
+        free(nv);
     if (rc != 0)
         return rc == NGHTTP2_ERR_NOMEM ? -ENOMEM : -EINVAL;
     st->state = ST_RESPONDED;

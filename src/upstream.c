@@ -4,19 +4,27 @@
  * Structure (one tree per worker; nothing here is shared between threads):
  *
  *   struct upstream              one per worker event_base. Owns the server array, the list of
- *    │                           pending queries, the UDP receive scratch buffer and the ID pool.
- *    ├─ struct up_server [n]     one per configured upstream address. Owns its TCP connections.
+ *    │                           pending queries, the UDP receive buffers (recvmmsg), the ID
+ *    │                           pool and the table of UDP queries in flight by ID.
+ *    ├─ struct up_server [n]     one per configured upstream address. Owns its UDP sockets and
+ *    │   │                       TCP connections.
+ *    │   ├─ struct up_udp        one connected UDP socket (UP_UDP_SOCKS per server, taken in
+ *    │   │                       turn, each renewed after UP_UDP_SOCK_USES queries or
+ *    │   │                       UP_UDP_SOCK_MS, so source ports keep changing). Links the
+ *    │   │                       queries sent on it; a retired socket stays open, reading,
+ *    │   │                       until its last query ends.
  *    │   └─ struct up_tcp        one kept-open TCP connection (RFC 7766 pipelining): its fd, read,
  *    │                           write and idle events, and its in/out byte buffers. It does NOT
  *    │                           own the queries waiting on it; it links them (in-flight list) so
  *    │                           that it can find an answer's query by ID and fail them all over
  *    │                           to their next try when the connection dies.
  *    └─ struct upstream_query    one per upstream_query_start(). Owns its copy of the message
- *                                (the ID field holds the current try's random ID), its timer,
- *                                and during a UDP try its own socket and read event. During a
- *                                TCP try it sits in exactly one connection's in-flight list.
+ *                                (the ID field holds the current try's random ID) and its timer.
+ *                                During a UDP try it sits in one socket's in-flight list and in
+ *                                the ID table (IDs are unique among a worker's UDP queries);
+ *                                during a TCP try in exactly one connection's in-flight list.
  *
- * A query is in one of three try states: TRY_UDP (socket open), TRY_TCP (linked on a
+ * A query is in one of three try states: TRY_UDP (linked on a socket), TRY_TCP (linked on a
  * connection) or TRY_NONE (between tries). Its timer is pending for its whole life: during a
  * try it is the try timeout (upstream-timeout, clipped to what is left of query-timeout);
  * between tries it is a zero timeout. That zero-timeout hop is how every "this try failed now"
@@ -32,8 +40,10 @@
  *  - A query is freed in exactly one place, query_free(): on completion (before the callback
  *    runs, so the callback sees a dead handle, as upstream.h says), on
  *    upstream_query_cancel(), and in upstream_free(). query_free() undoes the current try
- *    (closes the UDP socket or unlinks from the TCP connection) and frees the timer, so
+ *    (unlinks from the UDP socket or the TCP connection) and frees the timer, so
  *    event_del happens exactly once, inside event_free().
+ *  - A UDP socket is freed when retired and its last query ends, but never while
+ *    on_udp_read() walks it (user callbacks run from there): then on_udp_read() frees it.
  *  - A TCP connection is freed only from its own event callbacks (EOF/error, idle timer) or
  *    from upstream_free(); never as a side effect of starting or cancelling a query. So a user
  *    callback invoked from on_tcp_read() can start or cancel queries without pulling the
@@ -48,9 +58,17 @@
  * otherwise (errors: refused, socket errors, TCP connection lost), TC=1 fallbacks to TCP, and
  * received messages dropped (wrong source, ID or question, garbage, late TCP answers).
  *
- * Left out for later: RTT-based server choice and health tracking, DoT, EDNS/TC-based
- * downgrade heuristics, retrying on SERVFAIL/REFUSED rcodes (the answer is delivered as-is).
+ * Source ports: a socket per query (what unbound does) cost ~8 syscalls per query; the pool
+ * costs one send() per query and one recvmmsg() per batch of answers. The price: an off-path
+ * spoofer faces at most UP_UDP_SOCKS open ports per server at any time instead of one per
+ * query in flight (16-bit ID plus one of 8 random ports, renewed every 1024 queries / 30 s).
+ *
+ * Left out for later: DoT, EDNS/TC-based downgrade heuristics, retrying on SERVFAIL/REFUSED
+ * rcodes (the answer is delivered as-is), sendmmsg() batching of the queries of one loop turn.
  */
+/* recvmmsg() */
+#define _GNU_SOURCE
+
 #include "dohgate/upstream.h"
 
 #include <assert.h>
@@ -84,22 +102,62 @@
 #define UP_TCP_MAX_OUT (256 * 1024)
 /* recv() size for TCP; the input buffer holds at most one partial frame plus this. */
 #define UP_TCP_READ_CHUNK 16384
-/* Datagrams read per readable event, so a flood of junk cannot starve the loop. */
-#define UP_UDP_MAX_READS 32
+/* Connected UDP sockets per upstream per worker, each bound by the kernel to its own random
+ * port; queries take them in turn. */
+#define UP_UDP_SOCKS 8
+/* A socket is retired (a fresh one, with a new random port, takes its place) after this many
+ * queries or this long, whichever comes first: the source port an off-path spoofer has to find
+ * changes all the time, as with a socket per query, at a fraction of the cost. */
+#define UP_UDP_SOCK_USES 1024
+#define UP_UDP_SOCK_MS   30000
+/* Datagrams per recvmmsg() call, and calls per readable event, so that a flood of junk cannot
+ * starve the loop. */
+#define UP_UDP_BATCH     16
+#define UP_UDP_MAX_CALLS 4
+/* IDs of timed-out tries remembered per socket, so that their late answers are not taken for
+ * forgeries. */
+#define UP_UDP_LATE 16
 /* Random IDs fetched per arc4random_buf() call (glibc 2.36 does one getrandom per call). */
 #define UP_ID_POOL 64
-/* Largest UDP payload. */
+/* Largest UDP payload: one receive buffer of this size per batch slot (untouched pages cost
+ * no memory). */
 #define UP_RBUF_LEN 65536
+/* Query IDs are unique among a worker's UDP queries in flight: an answer finds its query by
+ * ID in a 65536-entry table. */
+#define UP_IDS 65536
 
 enum up_try_state { TRY_NONE = 0, TRY_UDP, TRY_TCP };
 
 struct up_tcp;
+
+/* One connected UDP socket; queries sent on it link themselves on its in-flight list. */
+struct up_udp {
+    struct up_server *srv;
+    int fd;
+    struct event *ev;
+    unsigned uses; /* queries sent on it */
+    uint64_t created_ms;
+    struct upstream_query *inflight; /* via upstream_query.udp_prev/udp_next */
+    size_t n_inflight;
+    /* Datagrams that matched no query in flight on this socket, late answers excepted. The
+     * socket is connected, so they came from the server's address and port: a try that saw
+     * this move and got no answer was lied to (see health_failure()). */
+    uint64_t bad;
+    uint16_t late[UP_UDP_LATE]; /* IDs of the last tries that timed out here */
+    unsigned n_late;
+    bool retired;        /* out of s->udp[]: takes no query, freed when its last one ends */
+    bool reading;        /* on_udp_read() is walking it: not freed before it returns */
+    struct up_udp *next; /* on s->retired */
+};
 
 struct up_server {
     struct upstream *u;
     const struct dg_addr *addr;
     struct up_tcp *conns; /* doubly linked via up_tcp.prev/next */
     size_t n_conns;
+    struct up_udp *udp[UP_UDP_SOCKS]; /* NULL slots are filled on demand */
+    size_t udp_rr;
+    struct up_udp *retired; /* singly linked via up_udp.next */
     /* health, this worker's view (see "choosing an upstream") */
     uint64_t srtt_us;       /* smoothed answer time; 0 = not measured yet */
     unsigned fails;         /* failed tries in a row */
@@ -132,15 +190,17 @@ struct upstream_query {
     uint32_t tried;        /* servers tried for this query (bit i: srv[i]) */
     bool probe;            /* the current try probes a down server */
     bool saw_bad;          /* the current UDP try received answers that did not match */
+    uint64_t bad_mark;     /* its socket's bad count when the try started */
     struct up_server *srv; /* server of the current try (when state != TRY_NONE) */
     uint64_t deadline_ms;
     struct event *timer;
-    int udp_fd;
-    struct event *udp_ev;
+    struct up_udp *udp;
+    struct upstream_query *udp_prev, *udp_next;
     struct up_tcp *tcp;
     struct upstream_query *tcp_prev, *tcp_next;
     struct upstream_query *prev, *next; /* upstream.queries */
     uint64_t try_start_us;              /* for the SRTT and the latency metric */
+    uint8_t msgbuf[];                   /* msg points here */
 };
 
 struct upstream {
@@ -154,7 +214,11 @@ struct upstream {
     struct upstream_stats stats;
     uint16_t ids[UP_ID_POOL];
     size_t n_ids;
-    uint8_t *rbuf; /* UDP receive buffer, UP_RBUF_LEN bytes */
+    uint8_t *rbuf; /* UDP receive buffers, UP_UDP_BATCH x UP_RBUF_LEN bytes */
+    struct mmsghdr mm[UP_UDP_BATCH];
+    struct iovec iov[UP_UDP_BATCH];
+    struct upstream_query **by_id; /* UP_IDS entries: UDP queries in flight by current ID */
+    const struct timeval *try_tv;  /* upstream-timeout as a libevent common timeout */
     struct worker_metrics *wm;
     size_t explore; /* first tries counted for the 1-in-EXPLORE re-measuring */
 };
@@ -182,6 +246,7 @@ void upstream_set_metrics(struct upstream *u, struct worker_metrics *wm)
 
 static void on_query_timer(evutil_socket_t fd, short what, void *arg);
 static void on_udp_read(evutil_socket_t fd, short what, void *arg);
+static void query_try_failed(struct upstream_query *q, int err);
 static void on_tcp_read(evutil_socket_t fd, short what, void *arg);
 static void on_tcp_write(evutil_socket_t fd, short what, void *arg);
 static void on_tcp_idle(evutil_socket_t fd, short what, void *arg);
@@ -199,31 +264,15 @@ static uint16_t up_random_id(struct upstream *u)
     return u->ids[--u->n_ids];
 }
 
-static bool up_addr_equal(const struct sockaddr_storage *a, socklen_t alen, const struct dg_addr *b)
-{
-    if (a->ss_family != b->ss.ss_family)
-        return false;
-    if (a->ss_family == AF_INET && alen >= (socklen_t)sizeof(struct sockaddr_in)) {
-        const struct sockaddr_in *x = (const struct sockaddr_in *)a;
-        const struct sockaddr_in *y = (const struct sockaddr_in *)&b->ss;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    if (a->ss_family == AF_INET6 && alen >= (socklen_t)sizeof(struct sockaddr_in6)) {
-        const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a;
-        const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)&b->ss;
-        return x->sin6_port == y->sin6_port &&
-               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
-    }
-    return false;
-}
-
 /* A timer that cannot be added would leave the query hanging forever. event_active() does not
  * allocate, so fall back to it: the query then sees an immediate timeout, which still makes
  * progress and still never runs the callback synchronously. */
 static void query_timer_set(struct upstream_query *q, uint64_t ms)
 {
     struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-    if (evtimer_add(q->timer, &tv) < 0) {
+    const struct timeval *t =
+        ms == q->u->cfg->upstream_timeout_ms && q->u->try_tv ? q->u->try_tv : &tv;
+    if (evtimer_add(q->timer, t) < 0) {
         log_err("upstream: cannot arm a query timer");
         event_active(q->timer, EV_TIMEOUT, 1);
     }
@@ -355,6 +404,112 @@ static void tcp_detach(struct upstream_query *q)
         if (evtimer_add(c->idle, &tv) < 0)
             log_warn("upstream: cannot arm a TCP idle timer");
     }
+}
+
+/* ---------------------------------------------------------------- UDP sockets */
+
+static void udp_free(struct up_udp *k)
+{
+    assert(k->inflight == NULL && k->n_inflight == 0);
+    struct up_server *s = k->srv;
+    if (k->retired) {
+        struct up_udp **pp = &s->retired;
+        while (*pp != k)
+            pp = &(*pp)->next;
+        *pp = k->next;
+    } else {
+        for (size_t i = 0; i < UP_UDP_SOCKS; i++)
+            if (s->udp[i] == k)
+                s->udp[i] = NULL;
+    }
+    if (k->ev)
+        event_free(k->ev);
+    if (k->fd >= 0)
+        close(k->fd);
+    free(k);
+}
+
+/* Take @p k out of use: its place is refilled by a fresh socket; it stays open, reading, for
+ * the answers of its queries still in flight. */
+static void udp_retire(struct up_udp *k)
+{
+    struct up_server *s = k->srv;
+    for (size_t i = 0; i < UP_UDP_SOCKS; i++)
+        if (s->udp[i] == k)
+            s->udp[i] = NULL;
+    k->retired = true;
+    k->next = s->retired;
+    s->retired = k;
+    if (k->n_inflight == 0 && !k->reading)
+        udp_free(k);
+}
+
+static struct up_udp *udp_new(struct up_server *s, int *err)
+{
+    struct up_udp *k = calloc(1, sizeof(*k));
+    if (!k) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    k->srv = s;
+    k->created_ms = dg_now_ms();
+    /* The kernel picks a random source port at connect(); connect() also makes the socket
+     * drop datagrams from any other source and report ICMP errors to us. */
+    k->fd = socket(s->addr->ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (k->fd < 0) {
+        *err = -errno;
+        free(k);
+        return NULL;
+    }
+    if (connect(k->fd, (const struct sockaddr *)&s->addr->ss, s->addr->len) < 0) {
+        *err = -errno;
+        goto fail;
+    }
+    k->ev = event_new(s->u->base, k->fd, EV_READ | EV_PERSIST, on_udp_read, k);
+    if (!k->ev || event_add(k->ev, NULL) < 0) {
+        *err = -ENOMEM;
+        goto fail;
+    }
+    return k;
+fail:
+    if (k->ev)
+        event_free(k->ev);
+    close(k->fd);
+    free(k);
+    return NULL;
+}
+
+/* The next socket in turn for @p s, opened (or renewed, when old) on demand. */
+static struct up_udp *udp_get(struct up_server *s, int *err)
+{
+    size_t slot = s->udp_rr++ % UP_UDP_SOCKS;
+    struct up_udp *k = s->udp[slot];
+    if (k && dg_now_ms() - k->created_ms >= UP_UDP_SOCK_MS) {
+        udp_retire(k);
+        k = NULL;
+    }
+    if (!k) {
+        k = udp_new(s, err);
+        s->udp[slot] = k;
+    }
+    return k;
+}
+
+static void udp_detach(struct upstream_query *q)
+{
+    struct up_udp *k = q->udp;
+    if (q->udp_prev)
+        q->udp_prev->udp_next = q->udp_next;
+    else
+        k->inflight = q->udp_next;
+    if (q->udp_next)
+        q->udp_next->udp_prev = q->udp_prev;
+    q->udp_prev = q->udp_next = NULL;
+    q->udp = NULL;
+    q->u->by_id[dg_get16(q->msg)] = NULL;
+    k->n_inflight--;
+    if (k->retired && k->n_inflight == 0 && !k->reading)
+        udp_free(k);
 }
 
 /* ---------------------------------------------------------------- choosing an upstream */
@@ -490,10 +645,7 @@ static void query_end_try(struct upstream_query *q)
         q->srv->probing = false;
     q->probe = false;
     if (q->state == TRY_UDP) {
-        event_free(q->udp_ev);
-        close(q->udp_fd);
-        q->udp_ev = NULL;
-        q->udp_fd = -1;
+        udp_detach(q);
     } else if (q->state == TRY_TCP) {
         tcp_detach(q);
     }
@@ -514,7 +666,6 @@ static void query_free(struct upstream_query *q)
     u->pending--;
     if (q->timer)
         event_free(q->timer);
-    free(q->msg);
     free(q);
 }
 
@@ -568,42 +719,35 @@ static void query_try_failed(struct upstream_query *q, int err)
 static int try_udp(struct upstream_query *q, struct up_server *s)
 {
     struct upstream *u = q->u;
-    int err;
-    /* A fresh socket per try: the kernel picks a random source port for it, and connect()
-     * makes it drop datagrams from any other source and report ICMP errors to us. */
-    int fd = socket(s->addr->ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    if (connect(fd, (const struct sockaddr *)&s->addr->ss, s->addr->len) < 0) {
-        err = -errno;
-        close(fd);
+    int err = 0;
+    struct up_udp *k = udp_get(s, &err);
+    if (!k)
         return err;
-    }
-    struct event *ev = event_new(u->base, fd, EV_READ | EV_PERSIST, on_udp_read, q);
-    if (!ev) {
-        close(fd);
-        return -ENOMEM;
-    }
-    if (event_add(ev, NULL) < 0) {
-        err = -ENOMEM;
-        goto fail;
-    }
-    dg_put16(q->msg, up_random_id(u));
-    ssize_t n = send(fd, q->msg, q->len, 0);
-    if (n < 0 || (size_t)n != q->len) {
-        err = n < 0 ? -errno : -EIO;
-        goto fail;
-    }
-    q->udp_fd = fd;
-    q->udp_ev = ev;
+    /* IDs unique among this worker's UDP queries: at most max-upstream-queries of 65536 are
+     * taken, so this ends fast. */
+    uint16_t id;
+    do
+        id = up_random_id(u);
+    while (u->by_id[id]);
+    dg_put16(q->msg, id);
+    ssize_t n = send(k->fd, q->msg, q->len, 0);
+    if (n < 0 || (size_t)n != q->len)
+        return n < 0 ? -errno : -EIO; /* ECONNREFUSED here is an earlier ICMP error: same server */
+    u->by_id[id] = q;
+    q->udp = k;
+    q->udp_prev = NULL;
+    q->udp_next = k->inflight;
+    if (k->inflight)
+        k->inflight->udp_prev = q;
+    k->inflight = q;
+    k->n_inflight++;
+    q->bad_mark = k->bad;
+    if (++k->uses >= UP_UDP_SOCK_USES)
+        udp_retire(k);
     q->srv = s;
     q->state = TRY_UDP;
     try_started(q, s);
     return 0;
-fail:
-    event_free(ev);
-    close(fd);
-    return err;
 }
 
 static int try_tcp(struct upstream_query *q, struct up_server *s)
@@ -673,53 +817,94 @@ static void on_query_timer(evutil_socket_t fd, short what, void *arg)
         q->u->stats.timeouts++;
         if (up_met(q->u, q->srv))
             ctr_add(&up_met(q->u, q->srv)->timeouts, 1);
-        health_failure(q->srv, metrics_now_us() - q->try_start_us, q->saw_bad, q->probe);
+        bool lied = q->saw_bad;
+        if (q->state == TRY_UDP) {
+            struct up_udp *k = q->udp;
+            lied = lied || k->bad != q->bad_mark;
+            k->late[k->n_late++ % UP_UDP_LATE] = dg_get16(q->msg);
+        }
+        health_failure(q->srv, metrics_now_us() - q->try_start_us, lied, q->probe);
         query_end_try(q);
     }
     query_next_try(q);
 }
 
-static void on_udp_read(evutil_socket_t fd, short what, void *arg)
+/* One datagram from @p k's server. @p ans is scratch owned by this module. */
+static void udp_handle(struct up_udp *k, uint8_t *ans, size_t len)
 {
-    struct upstream_query *q = arg;
-    struct upstream *u = q->u;
-    for (int i = 0; i < UP_UDP_MAX_READS; i++) {
-        struct sockaddr_storage from;
-        socklen_t fromlen = sizeof(from);
-        ssize_t n = recvfrom(fd, u->rbuf, UP_RBUF_LEN, 0, (struct sockaddr *)&from, &fromlen);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-                return;
-            /* ECONNREFUSED is the ICMP port unreachable: nobody listens there, waiting for
-             * the timer would only burn the budget. */
-            query_try_failed(q, -errno);
-            return;
-        }
-        size_t len = (size_t)n;
-        /* The connected socket already filters sources; the check costs nothing. */
-        if (!up_addr_equal(&from, fromlen, q->srv->addr) ||
-            !dns_answer_matches(q->msg, q->len, u->rbuf, len)) {
-            u->stats.dropped_mismatch++;
-            q->saw_bad = true;
-            continue;
-        }
-        if (dns_is_truncated(u->rbuf, len)) {
-            struct up_server *s = q->srv;
-            u->stats.tcp_fallbacks++;
-            query_end_try(q); /* frees this event: return right after */
-            q->use_tcp = true;
-            int rc = try_tcp(q, s);
-            if (rc < 0) {
-                q->srv = s;
-                query_try_failed(q, rc);
-            } else {
-                query_timer_set(q, query_try_ms(q, dg_now_ms()));
-            }
-            return;
-        }
-        query_answer(q, u->rbuf, len);
+    struct upstream *u = k->srv->u;
+    struct upstream_query *q = len >= DNS_HEADER_LEN ? u->by_id[dg_get16(ans)] : NULL;
+    /* No query by that ID on this socket: late (its try timed out), or a lie. */
+    if (!q || q->udp != k) {
+        u->stats.dropped_mismatch++;
+        bool late = false;
+        for (unsigned i = 0; len >= 2 && i < UP_UDP_LATE && i < k->n_late; i++)
+            late = late || k->late[i] == dg_get16(ans);
+        if (!late)
+            k->bad++;
         return;
     }
+    if (!dns_answer_matches(q->msg, q->len, ans, len)) {
+        u->stats.dropped_mismatch++;
+        q->saw_bad = true;
+        k->bad++;
+        return;
+    }
+    if (dns_is_truncated(ans, len)) {
+        struct up_server *s = q->srv;
+        u->stats.tcp_fallbacks++;
+        query_end_try(q);
+        q->use_tcp = true;
+        int rc = try_tcp(q, s);
+        if (rc < 0) {
+            q->srv = s;
+            query_try_failed(q, rc);
+        } else {
+            query_timer_set(q, query_try_ms(q, dg_now_ms()));
+        }
+        return;
+    }
+    query_answer(q, ans, len);
+}
+
+static void on_udp_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct up_udp *k = arg;
+    struct upstream *u = k->srv->u;
+    /* User callbacks run from udp_handle(); they may start and end queries on k, but k itself
+     * is freed only here (or by udp_detach() when nobody reads it). */
+    k->reading = true;
+    for (int call = 0; call < UP_UDP_MAX_CALLS; call++) {
+        for (size_t i = 0; i < UP_UDP_BATCH; i++) {
+            u->iov[i] = (struct iovec){u->rbuf + i * UP_RBUF_LEN, UP_RBUF_LEN};
+            u->mm[i].msg_hdr = (struct msghdr){.msg_iov = &u->iov[i], .msg_iovlen = 1};
+        }
+        int n = recvmmsg(fd, u->mm, UP_UDP_BATCH, MSG_DONTWAIT, NULL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                break;
+            /* ECONNREFUSED is an ICMP port unreachable for one of k's queries: nobody listens
+             * there, for any of them. Waiting for the timers would only burn the budget.
+             * query_try_failed() only unlinks and arms a zero timer. */
+            int err = -errno;
+            while (k->inflight)
+                query_try_failed(k->inflight, err);
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            /* A datagram larger than the buffer cannot be a DNS message (max 65535). */
+            if (u->mm[i].msg_hdr.msg_flags & MSG_TRUNC) {
+                u->stats.dropped_mismatch++;
+                continue;
+            }
+            udp_handle(k, u->rbuf + (size_t)i * UP_RBUF_LEN, u->mm[i].msg_len);
+        }
+        if (n < UP_UDP_BATCH)
+            break;
+    }
+    k->reading = false;
+    if (k->retired && k->n_inflight == 0)
+        udp_free(k);
 }
 
 /* Fail every query on the connection over to its next try, then close it. */
@@ -828,9 +1013,15 @@ struct upstream *upstream_new(struct event_base *base, const struct config *cfg)
     u->cfg = cfg;
     u->n_srv = cfg->n_upstream < DG_CONFIG_MAX_LIST ? cfg->n_upstream : DG_CONFIG_MAX_LIST;
     u->srv = calloc(u->n_srv ? u->n_srv : 1, sizeof(*u->srv));
-    u->rbuf = malloc(UP_RBUF_LEN);
-    if (!u->srv || !u->rbuf)
+    u->rbuf = malloc((size_t)UP_UDP_BATCH * UP_RBUF_LEN);
+    u->by_id = calloc(UP_IDS, sizeof(*u->by_id));
+    if (!u->srv || !u->rbuf || !u->by_id)
         goto oom;
+    /* Most try timers have this one duration: a common timeout keeps them in a queue (O(1))
+     * instead of the heap. NULL (no memory) falls back to plain timers. */
+    struct timeval ttv = {.tv_sec = (time_t)(cfg->upstream_timeout_ms / 1000),
+                          .tv_usec = (suseconds_t)(cfg->upstream_timeout_ms % 1000) * 1000};
+    u->try_tv = event_base_init_common_timeout(base, &ttv);
     for (size_t i = 0; i < u->n_srv; i++) {
         u->srv[i].u = u;
         u->srv[i].addr = &cfg->upstream[i];
@@ -849,11 +1040,19 @@ void upstream_free(struct upstream *u)
     /* Queries first: they unlink themselves from the connections. */
     while (u->queries)
         query_free(u->queries);
-    for (size_t i = 0; u->srv && i < u->n_srv; i++)
-        while (u->srv[i].conns)
-            tcp_free(u->srv[i].conns);
+    for (size_t i = 0; u->srv && i < u->n_srv; i++) {
+        struct up_server *s = &u->srv[i];
+        while (s->conns)
+            tcp_free(s->conns);
+        while (s->retired)
+            udp_free(s->retired);
+        for (size_t k = 0; k < UP_UDP_SOCKS; k++)
+            if (s->udp[k])
+                udp_free(s->udp[k]);
+    }
     free(u->srv);
     free(u->rbuf);
+    free(u->by_id);
     free(u);
 }
 
@@ -862,13 +1061,14 @@ struct upstream_query *upstream_query_start(struct upstream *u, const uint8_t *q
 {
     if (!u || !query || !cb || len < DNS_HEADER_LEN || len > DNS_MAX_MSG || u->n_srv == 0)
         return NULL;
-    struct upstream_query *q = calloc(1, sizeof(*q));
+    /* One allocation: the query and its copy of the message. */
+    struct upstream_query *q = calloc(1, sizeof(*q) + len);
     if (!q)
         return NULL;
     q->u = u;
     q->cb = cb;
     q->arg = arg;
-    q->udp_fd = -1;
+    q->msg = q->msgbuf;
     /* Linked at once so that query_free() is the one cleanup path. */
     q->next = u->queries;
     if (u->queries)
@@ -876,9 +1076,8 @@ struct upstream_query *upstream_query_start(struct upstream *u, const uint8_t *q
     u->queries = q;
     u->pending++;
 
-    q->msg = malloc(len);
     q->timer = evtimer_new(u->base, on_query_timer, q);
-    if (!q->msg || !q->timer) {
+    if (!q->timer) {
         query_free(q);
         return NULL;
     }

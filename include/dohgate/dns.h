@@ -49,9 +49,18 @@ int dns_make_error_answer(const uint8_t *q, size_t qlen, int rcode, struct dg_bu
 
 /**
  * Is @p ans an acceptable answer to @p query? QR=1, same ID, same question (name compared
- * case-insensitively, type and class equal), and the whole message parses.
+ * case-insensitively, type and class equal), and the whole message is well formed
+ * (dns_wire_check()).
  */
 bool dns_answer_matches(const uint8_t *query, size_t qlen, const uint8_t *ans, size_t alen);
+
+/**
+ * Is @p wire structurally sound without parsing rdata fields? Every record the header counts
+ * is there: names well formed (compression pointers within the message and at most
+ * 128 hops, names in rdata of the types that carry them included), fixed fields
+ * and RDLENGTH within the message. Trailing bytes are allowed, as in ldns. No allocation.
+ */
+bool dns_wire_check(const uint8_t *wire, size_t len);
 
 /** TC bit of a message of at least 12 bytes. */
 bool dns_is_truncated(const uint8_t *msg, size_t len);
