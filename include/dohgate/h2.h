@@ -27,6 +27,10 @@ struct handler_ctx;
  * flush, never write or free anything. */
 typedef void (*h2_wake_cb)(void *owner);
 
+/** What nghttp2 allocates per session for its frame buffer (9-byte header + 1 + 16 KiB payload):
+ * the block size of handler_ctx.h2_pool. */
+#define H2_FRAMEBUF_BYTES (9 + 1 + 16384)
+
 struct h2_settings {
     unsigned max_concurrent_streams;
     const char *peer; /**< client address for handlers (copied); may be NULL */

@@ -85,6 +85,8 @@ struct handler_ctx {
     struct clients *clients;       /**< per-client rate limits; may be NULL */
     const struct acl *acl;         /**< allow-client/deny-client; may be NULL */
     const struct metrics *metrics; /**< all of them, for the metrics page; may be NULL */
+    /** this worker's blocks for HTTP/2 frame buffers (h2.c); may be NULL (plain malloc) */
+    struct pagepool *h2_pool;
 };
 
 struct http_exchange;
