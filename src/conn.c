@@ -169,9 +169,11 @@ static int io_write(struct conn *c, const uint8_t *buf, size_t n)
     return IO_ERR;
 }
 
+/* Bytes inside OpenSSL that no socket event will announce: decrypted ones, and with
+ * read-ahead (tls.c) whole records read from the socket but not processed yet. */
 static bool io_pending(const struct conn *c)
 {
-    return c->ssl && SSL_pending(c->ssl) > 0;
+    return c->ssl && SSL_has_pending(c->ssl);
 }
 
 static void set_write_interest(struct conn *c, bool on)
