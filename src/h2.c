@@ -29,6 +29,9 @@
 
 enum stream_state { ST_HEADERS = 0, ST_DISPATCHED, ST_RESPONDED };
 
+#define STREAM_ARENA      512
+#define STREAM_LOCAL_HDRS 8
+
 struct h2_stream {
     struct http_exchange ex; /* first member: the handler sees &stream->ex */
     struct h2_session *sess;
@@ -41,6 +44,11 @@ struct h2_stream {
     char *method, *path, *authority, *ctype;
     struct http_header *hdrs; /* every regular request header, strings owned */
     size_t nhdrs, hdrs_cap;
+    /* The request's strings and first headers live here while they fit, so that a typical
+     * request costs no allocation for them (stream_dup()); larger ones are malloc'd. */
+    struct http_header hdrs_local[STREAM_LOCAL_HDRS];
+    size_t arena_used;
+    char arena[STREAM_ARENA];
     size_t max_body; /* by route, known once :path is */
     struct dg_buf body;
     struct dg_buf resp;
@@ -83,6 +91,33 @@ static void stream_close_source(struct h2_stream *st)
     }
 }
 
+/* Copies of @p a (and @p b, when given) as "a\0b\0", in the stream's arena while it has room. */
+static char *stream_dup(struct h2_stream *st, const void *a, size_t alen, const void *b,
+                        size_t blen)
+{
+    size_t need = alen + 1 + (b ? blen + 1 : 0);
+    char *p;
+    if (need <= STREAM_ARENA - st->arena_used) {
+        p = st->arena + st->arena_used;
+        st->arena_used += need;
+    } else if (!(p = malloc(need))) {
+        return NULL;
+    }
+    memcpy(p, a, alen);
+    p[alen] = '\0';
+    if (b) {
+        memcpy(p + alen + 1, b, blen);
+        p[alen + 1 + blen] = '\0';
+    }
+    return p;
+}
+
+static void stream_str_free(struct h2_stream *st, char *p)
+{
+    if (p && !(p >= st->arena && p < st->arena + STREAM_ARENA))
+        free(p);
+}
+
 static void stream_free(struct h2_stream *st)
 {
     struct h2_session *s = st->sess;
@@ -96,27 +131,18 @@ static void stream_free(struct h2_stream *st)
     if (st->next)
         st->next->prev = st->prev;
     s->nstreams--;
-    free(st->method);
-    free(st->path);
-    free(st->authority);
-    free(st->ctype);
+    stream_str_free(st, st->method);
+    stream_str_free(st, st->path);
+    stream_str_free(st, st->authority);
+    stream_str_free(st, st->ctype);
     for (size_t i = 0; i < st->nhdrs; i++) {
-        free((char *)st->hdrs[i].name); /* one block: name\0value */
+        stream_str_free(st, (char *)st->hdrs[i].name); /* one block: name\0value */
     }
-    free(st->hdrs);
+    if (st->hdrs != st->hdrs_local)
+        free(st->hdrs);
     dg_buf_free(&st->body);
     dg_buf_free(&st->resp);
     free(st);
-}
-
-static char *dupn(const uint8_t *v, size_t len)
-{
-    char *p = malloc(len + 1);
-    if (p) {
-        memcpy(p, v, len);
-        p[len] = '\0';
-    }
-    return p;
 }
 
 static ssize_t on_read_body(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, size_t length,
@@ -314,14 +340,15 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
     return 0;
 }
 
-static int set_field(char **field, const uint8_t *value, size_t len, size_t max)
+static int set_field(struct h2_stream *st, char **field, const uint8_t *value, size_t len,
+                     size_t max)
 {
     if (len > max)
         return -1;
-    char *v = dupn(value, len);
+    char *v = stream_dup(st, value, len, NULL, 0);
     if (!v)
         return -ENOMEM;
-    free(*field);
+    stream_str_free(st, *field);
     *field = v;
     return 0;
 }
@@ -331,21 +358,24 @@ static int set_field(char **field, const uint8_t *value, size_t len, size_t max)
 static int add_header(struct h2_stream *st, const uint8_t *name, size_t namelen,
                       const uint8_t *value, size_t valuelen)
 {
+    if (!st->hdrs) {
+        st->hdrs = st->hdrs_local;
+        st->hdrs_cap = STREAM_LOCAL_HDRS;
+    }
     if (st->nhdrs == st->hdrs_cap) {
-        size_t cap = st->hdrs_cap ? st->hdrs_cap * 2 : 8;
-        struct http_header *h = realloc(st->hdrs, cap * sizeof(*h));
+        size_t cap = st->hdrs_cap * 2;
+        struct http_header *h = st->hdrs == st->hdrs_local ? malloc(cap * sizeof(*h))
+                                                           : realloc(st->hdrs, cap * sizeof(*h));
         if (!h)
             return -ENOMEM;
+        if (st->hdrs == st->hdrs_local)
+            memcpy(h, st->hdrs_local, sizeof(st->hdrs_local));
         st->hdrs = h;
         st->hdrs_cap = cap;
     }
-    char *b = malloc(namelen + valuelen + 2);
+    char *b = stream_dup(st, name, namelen, value, valuelen);
     if (!b)
         return -ENOMEM;
-    memcpy(b, name, namelen);
-    b[namelen] = '\0';
-    memcpy(b + namelen + 1, value, valuelen);
-    b[namelen + 1 + valuelen] = '\0';
     st->hdrs[st->nhdrs++] = (struct http_header){b, b + namelen + 1};
     return 0;
 }
@@ -372,15 +402,15 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
         if (valuelen > H2_MAX_PATH)
             st->refuse_status = 414;
         else
-            rc = set_field(&st->path, value, valuelen, H2_MAX_PATH);
+            rc = set_field(st, &st->path, value, valuelen, H2_MAX_PATH);
         if (rc == 0 && st->path)
             st->max_body = router_max_body(s->hctx, st->path);
     } else if (namelen == 7 && memcmp(name, ":method", 7) == 0) {
-        rc = set_field(&st->method, value, valuelen, H2_MAX_HEADER);
+        rc = set_field(st, &st->method, value, valuelen, H2_MAX_HEADER);
     } else if (namelen == 10 && memcmp(name, ":authority", 10) == 0) {
-        rc = set_field(&st->authority, value, valuelen, H2_MAX_HEADER);
+        rc = set_field(st, &st->authority, value, valuelen, H2_MAX_HEADER);
     } else if (namelen == 12 && memcmp(name, "content-type", 12) == 0) {
-        rc = set_field(&st->ctype, value, valuelen, H2_MAX_HEADER);
+        rc = set_field(st, &st->ctype, value, valuelen, H2_MAX_HEADER);
         if (rc == 0)
             rc = add_header(st, name, namelen, value, valuelen);
     } else if (namelen == 14 && memcmp(name, "content-length", 14) == 0) {
