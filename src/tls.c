@@ -272,7 +272,10 @@ static SSL_CTX *ctx_base(struct ticket_ring *ring, char *err, size_t errlen)
     }
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn_select, NULL);
     SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    /* Resumption is by tickets only (tickets.c: stateless, shared by workers and reloads).
+     * OpenSSL's own session cache would keep up to 20,480 TLS 1.2 sessions per context behind
+     * a lock and walk them every 255 handshakes, for clients that resume by session ID only. */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"dohgate", 7);
     /* On every context: OpenSSL takes the callback from the handshake's first context, the
      * callback finds the ring on the one SNI may have switched to. */
