@@ -9,6 +9,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -26,6 +27,7 @@
 #include "dohgate/http.h"
 #include "dohgate/h2.h"
 #include "dohgate/log.h"
+#include "dohgate/metrics.h"
 #include "dohgate/pagepool.h"
 #include "dohgate/proxy.h"
 #include "dohgate/resolver.h"
@@ -45,7 +47,8 @@ struct worker {
     size_t ntls;     /* fds[0..ntls) are TLS listeners, then plain HTTP ones, */
     size_t nmetrics; /* and the last nmetrics are metrics listeners */
     bool acl_all;    /* acl-scope all: refused clients' connections are closed at accept */
-    struct event *stop_ev, *deadline_ev, *resume_ev, *stats_ev;
+    struct event *stop_ev, *deadline_ev, *resume_ev, *stats_ev, *trim_ev;
+    size_t conn_peak; /* most connections open since the last trim check */
     unsigned grace_ms;
     bool stopping;
     struct upstream *upstream;
@@ -183,7 +186,32 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         conn_accept(&w->conns, fd, kind, tracked ? &key : NULL);
+        if (w->conns.count > w->conn_peak)
+            w->conn_peak = w->conns.count;
     }
+}
+
+/*
+ * After a wave of connections has gone, hand the heap's free pages back to the kernel. glibc
+ * keeps them otherwise: 1,000 connections opened at once and closed left the process at 46 MB
+ * instead of 14 MB (malloc_trim measured by hand). Checked every TRIM_CHECK_S; trims only when
+ * at least TRIM_CONNS connections closed since the peak, so a steady load never pays for it
+ * (malloc_trim walks every arena's free chunks under that arena's lock).
+ */
+#define TRIM_CHECK_S 10
+#define TRIM_CONNS   512
+
+static void on_trim(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    if (w->conn_peak >= w->conns.count + TRIM_CONNS) {
+        uint64_t t0 = metrics_now_us();
+        malloc_trim(0);
+        log_debug("worker %u: %zu connections closed since the peak: heap trimmed in %llu us",
+                  w->id, w->conn_peak - w->conns.count,
+                  (unsigned long long)(metrics_now_us() - t0));
+    }
+    w->conn_peak = w->conns.count;
 }
 
 static void maybe_finish(struct worker *w)
@@ -279,7 +307,10 @@ struct worker *worker_new(unsigned id, const struct config *cfg, const struct wo
     w->deadline_ev = evtimer_new(w->base, on_deadline, w);
     w->resume_ev = evtimer_new(w->base, on_resume, w);
     w->stats_ev = event_new(w->base, -1, 0, on_stats, w);
-    if (!w->stop_ev || !w->deadline_ev || !w->resume_ev || !w->stats_ev)
+    w->trim_ev = event_new(w->base, -1, EV_PERSIST, on_trim, w);
+    struct timeval trim_tv = {TRIM_CHECK_S, 0};
+    if (!w->stop_ev || !w->deadline_ev || !w->resume_ev || !w->stats_ev || !w->trim_ev ||
+        event_add(w->trim_ev, &trim_tv) != 0)
         goto fail;
     for (size_t i = 0; i < w->nfds; i++) {
         w->lev[i] = event_new(w->base, w->fds[i], EV_READ | EV_PERSIST, on_accept, w);
@@ -396,6 +427,8 @@ void worker_free(struct worker *w)
         event_free(w->resume_ev);
     if (w->stats_ev)
         event_free(w->stats_ev);
+    if (w->trim_ev)
+        event_free(w->trim_ev);
     if (w->base)
         event_base_free(w->base);
     free(w->fds);
