@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <event2/event.h>
 #include <openssl/err.h>
@@ -371,8 +372,13 @@ static int conn_read(struct conn *c)
         }
         return -1; /* EOF, close_notify, reset */
     }
-    if (!c->read_paused && io_pending(c))
-        on_wake(c); /* more decrypted bytes wait: come back in this turn's flush pass */
+    /* Read limit reached. Bytes left in the socket wake us on the next poll; bytes that OpenSSL
+     * already read ahead do not, so come back in this turn's flush pass for those, but only
+     * when the socket is empty: otherwise a client that keeps sending would hold the loop in
+     * flush passes that never return to epoll. */
+    int queued = 0;
+    if (!c->read_paused && io_pending(c) && (ioctl(c->fd, FIONREAD, &queued) != 0 || queued == 0))
+        on_wake(c);
     return 0;
 }
 

@@ -258,7 +258,9 @@ static SSL_CTX *ctx_base(struct ticket_ring *ring, char *err, size_t errlen)
                               SSL_MODE_RELEASE_BUFFERS);
     /* One TLS 1.3 ticket per full handshake, not OpenSSL's default two: our tickets are
      * stateless and may be used more than once, so a second one buys a client nothing, and
-     * each costs a session encoding, an encryption and a MAC during the handshake. */
+     * each costs a session encoding, an encryption and a MAC during the handshake. The price:
+     * a client that uses each ticket once (browsers) resumes only one of several connections
+     * it opens at the same moment; a DoH client keeps one HTTP/2 connection. */
     SSL_CTX_set_num_tickets(ctx, 1);
     /* Read whole socket buffers, not a 5-byte record header and then its body: 15 read(2)
      * calls per new connection became 4 (strace, h2load -c 100 -n 100 -m 1). conn.c asks

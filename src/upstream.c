@@ -56,7 +56,8 @@
  *
  * Stats: queries started, answers delivered, tries that timed out (timeouts), tries that failed
  * otherwise (errors: refused, socket errors, TCP connection lost), TC=1 fallbacks to TCP, and
- * received messages dropped (wrong source, ID or question, garbage, late TCP answers).
+ * received messages dropped (wrong source, ID or question, garbage, late answers: on UDP they
+ * now reach the shared socket instead of a closed one).
  *
  * Source ports: a socket per query (what unbound does) cost ~8 syscalls per query; the pool
  * costs one sendmmsg() per loop turn and socket (up to UP_UDP_BATCH queries) and one recvmmsg()
@@ -116,8 +117,12 @@
 #define UP_UDP_BATCH     32
 #define UP_UDP_MAX_CALLS 4
 /* IDs of timed-out tries remembered per socket, so that their late answers are not taken for
- * forgeries. */
-#define UP_UDP_LATE 16
+ * forgeries (a late answer beyond these counts as one: after 64 timeouts in a row on one socket
+ * the server is failing anyway). */
+#define UP_UDP_LATE 64
+/* Draws of a random ID before a query gives up (the table is nearly full: max-upstream-queries
+ * close to 65,536 UDP queries in flight in one worker); the try then fails as a local error. */
+#define UP_ID_DRAWS 64
 /* Random IDs fetched per arc4random_buf() call (glibc 2.36 does one getrandom per call: 64 IDs
  * per call made it ~1,000 syscalls per second at 70k misses/s). */
 #define UP_ID_POOL 1024
@@ -557,6 +562,7 @@ static void udp_flush(struct up_udp *k)
     }
     /* out of the queue first: failing a query detaches it */
     k->n_send = 0;
+    bool outer = k->reading; /* on_udp_read() may be below us (a callback started a query) */
     k->reading = true;
     unsigned sent = 0;
     while (sent < n) {
@@ -572,8 +578,8 @@ static void udp_flush(struct up_udp *k)
         query_try_failed(batch[sent], r < 0 ? -errno : -EIO);
         sent++;
     }
-    k->reading = false;
-    if (k->retired && k->n_inflight == 0)
+    k->reading = outer;
+    if (!outer && k->retired && k->n_inflight == 0)
         udp_free(k);
 }
 
@@ -817,9 +823,12 @@ static int try_udp(struct upstream_query *q, struct up_server *s)
     /* IDs unique among this worker's UDP queries: at most max-upstream-queries of 65536 are
      * taken, so this ends fast. */
     uint16_t id;
-    do
+    unsigned draws = 0;
+    do {
+        if (++draws > UP_ID_DRAWS)
+            return -EAGAIN;
         id = up_random_id(u);
-    while (u->by_id[id]);
+    } while (u->by_id[id]);
     dg_put16(q->msg, id);
     /* Queued for this turn's sendmmsg(); sent at once only when every batch is full or the
      * flush event is missing. */
