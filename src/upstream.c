@@ -89,6 +89,7 @@
 
 #include "dohgate/config.h"
 #include "dohgate/dns.h"
+#include "dohgate/list.h"
 #include "dohgate/log.h"
 #include "dohgate/metrics.h"
 #include "dohgate/util.h"
@@ -144,7 +145,7 @@ struct up_udp {
     struct event *ev;
     unsigned uses; /* queries sent on it */
     uint64_t created_ms;
-    struct upstream_query *inflight; /* via upstream_query.udp_prev/udp_next */
+    struct dg_list inflight; /* its queries, via upstream_query.try_node */
     size_t n_inflight;
     /* Datagrams that matched no query in flight on this socket, late answers excepted. The
      * socket is connected, so they came from the server's address and port: a try that saw
@@ -185,7 +186,7 @@ struct up_tcp {
     bool connected;
     struct event *rd, *wr, *idle;
     struct dg_buf in, out;
-    struct upstream_query *inflight; /* via upstream_query.tcp_prev/tcp_next */
+    struct dg_list inflight; /* its queries, via upstream_query.try_node */
     size_t n_inflight;
     struct up_tcp *prev, *next;
 };
@@ -209,13 +210,19 @@ struct upstream_query {
     uint64_t deadline_ms;
     struct event *timer;
     struct up_udp *udp;
-    struct upstream_query *udp_prev, *udp_next;
+    /* on the in-flight list of its UDP socket or TCP connection: a query is on one at most */
+    struct dg_lnode try_node;
     struct up_tcp *tcp;
-    struct upstream_query *tcp_prev, *tcp_next;
     struct upstream_query *prev, *next; /* upstream.queries */
     uint64_t try_start_us;              /* for the SRTT and the latency metric */
     uint8_t msgbuf[];                   /* msg points here */
 };
+
+/* The query whose try_node is @p n. */
+static struct upstream_query *try_query(struct dg_lnode *n)
+{
+    return dg_list_entry(n, struct upstream_query, try_node);
+}
 
 struct upstream {
     struct event_base *base;
@@ -309,7 +316,7 @@ static uint64_t query_try_ms(const struct upstream_query *q, uint64_t now)
 static void tcp_free(struct up_tcp *c)
 {
     struct up_server *s = c->srv;
-    assert(c->inflight == NULL && c->n_inflight == 0);
+    assert(c->inflight.head == NULL && c->n_inflight == 0);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -397,22 +404,18 @@ static struct up_tcp *tcp_get(struct up_server *s, bool *created, int *err)
 
 static struct upstream_query *tcp_find(const struct up_tcp *c, uint16_t id)
 {
-    for (struct upstream_query *q = c->inflight; q; q = q->tcp_next)
+    for (struct dg_lnode *n = c->inflight.head; n; n = n->next) {
+        struct upstream_query *q = try_query(n);
         if (dg_get16(q->msg) == id)
             return q;
+    }
     return NULL;
 }
 
 static void tcp_detach(struct upstream_query *q)
 {
     struct up_tcp *c = q->tcp;
-    if (q->tcp_prev)
-        q->tcp_prev->tcp_next = q->tcp_next;
-    else
-        c->inflight = q->tcp_next;
-    if (q->tcp_next)
-        q->tcp_next->tcp_prev = q->tcp_prev;
-    q->tcp_prev = q->tcp_next = NULL;
+    dg_list_unlink(&c->inflight, &q->try_node);
     q->tcp = NULL;
     c->n_inflight--;
     if (c->n_inflight == 0) {
@@ -428,7 +431,7 @@ static void tcp_detach(struct upstream_query *q)
 
 static void udp_free(struct up_udp *k)
 {
-    assert(k->inflight == NULL && k->n_inflight == 0);
+    assert(k->inflight.head == NULL && k->n_inflight == 0);
     struct up_server *s = k->srv;
     if (k->retired) {
         struct up_udp **pp = &s->retired;
@@ -524,13 +527,7 @@ static struct up_udp *udp_get(struct up_server *s, int *err)
 static void udp_detach(struct upstream_query *q)
 {
     struct up_udp *k = q->udp;
-    if (q->udp_prev)
-        q->udp_prev->udp_next = q->udp_next;
-    else
-        k->inflight = q->udp_next;
-    if (q->udp_next)
-        q->udp_next->udp_prev = q->udp_prev;
-    q->udp_prev = q->udp_next = NULL;
+    dg_list_unlink(&k->inflight, &q->try_node);
     q->udp = NULL;
     q->u->by_id[dg_get16(q->msg)] = NULL;
     if (q->send_pending) {
@@ -840,11 +837,7 @@ static int try_udp(struct upstream_query *q, struct up_server *s)
     }
     u->by_id[id] = q;
     q->udp = k;
-    q->udp_prev = NULL;
-    q->udp_next = k->inflight;
-    if (k->inflight)
-        k->inflight->udp_prev = q;
-    k->inflight = q;
+    dg_list_push_front(&k->inflight, &q->try_node);
     k->n_inflight++;
     q->bad_mark = k->bad;
     if (queue) {
@@ -893,11 +886,7 @@ static int try_tcp(struct upstream_query *q, struct up_server *s)
     (void)dg_buf_append(&c->out, q->msg, q->len);
 
     q->tcp = c;
-    q->tcp_prev = NULL;
-    q->tcp_next = c->inflight;
-    if (c->inflight)
-        c->inflight->tcp_prev = q;
-    c->inflight = q;
+    dg_list_push_front(&c->inflight, &q->try_node);
     c->n_inflight++;
     event_del(c->idle);
     q->srv = s;
@@ -1002,8 +991,8 @@ static void on_udp_read(evutil_socket_t fd, short what, void *arg)
              * there, for any of them. Waiting for the timers would only burn the budget.
              * query_try_failed() only unlinks and arms a zero timer. */
             int err = -errno;
-            while (k->inflight)
-                query_try_failed(k->inflight, err);
+            while (k->inflight.head)
+                query_try_failed(try_query(k->inflight.head), err);
             break;
         }
         for (int i = 0; i < n; i++) {
@@ -1027,8 +1016,8 @@ static void tcp_fail(struct up_tcp *c, int err)
 {
     log_debug("upstream %s: TCP connection closed (%d)", c->srv->addr->text, -err);
     /* query_try_failed() only unlinks and arms a zero timer: no user code runs in this loop. */
-    while (c->inflight)
-        query_try_failed(c->inflight, err);
+    while (c->inflight.head)
+        query_try_failed(try_query(c->inflight.head), err);
     tcp_free(c);
 }
 
