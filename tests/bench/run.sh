@@ -3,7 +3,7 @@
 # build-bench/, then runs the lab harness (../shared/lab/bench/run-all.sh: h2load, servers pinned
 # to CPU 1, one worker each, same NSD upstream) with dohgate as an EXTRA server, and prints
 # tests/bench/table.py's comparison (also saved as OUT/table.md).
-#   tests/bench/run.sh [ROUNDS]                  default 1 round: ~20 min (4 peers + dohgate), 2: ~35 min
+#   tests/bench/run.sh [ROUNDS]                  default 1 round: ~9 min (4 peers + dohgate), 2: ~17 min
 # Environment:
 #   PEERS        default "unbound dnsdist kresd bind" (all four); "" for dohgate alone
 #   BENCH_TESTS  default "cached h2load miss idle handshake latency" (all six); "" also runs the
