@@ -38,7 +38,7 @@ enum { IO_EOF = 0, IO_WANT_READ = -1, IO_WANT_WRITE = -2, IO_ERR = -3 };
 
 struct conn {
     struct conn_set *set;
-    struct conn *prev, *next;
+    struct dg_lnode node; /* on set->conns */
     int fd;
     SSL *ssl; /* NULL on the plain-HTTP and metrics listeners */
     enum met_conn_kind kind;
@@ -62,12 +62,7 @@ struct conn {
 static void conn_free(struct conn *c)
 {
     struct conn_set *set = c->set;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        set->head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    dg_list_unlink(&set->conns, &c->node);
     set->count--;
     if (c->client_tracked)
         clients_conn_close(set->clients, &c->client);
@@ -549,10 +544,7 @@ int conn_accept(struct conn_set *set, int fd, enum met_conn_kind kind,
     c->timer = evtimer_new(set->base, on_timer, c);
     c->flush_ev = event_new(set->base, -1, 0, on_flush_ev, c);
     /* Link first so that conn_free() can undo everything from here on. */
-    c->next = set->head;
-    if (set->head)
-        set->head->prev = c;
-    set->head = c;
+    dg_list_push_front(&set->conns, &c->node);
     set->count++;
     if (set->wm)
         ctr_add(&set->wm->conn_accepted[kind], 1);
@@ -577,7 +569,8 @@ int conn_accept(struct conn_set *set, int fd, enum met_conn_kind kind,
 void conn_set_shutdown(struct conn_set *set)
 {
     set->shutting_down = true;
-    for (struct conn *c = set->head; c; c = c->next) {
+    for (struct dg_lnode *n = set->conns.head; n; n = n->next) {
+        struct conn *c = dg_list_entry(n, struct conn, node);
         if (c->h2) {
             h2_session_shutdown(c->h2);
             on_wake(c);
@@ -590,6 +583,6 @@ void conn_set_shutdown(struct conn_set *set)
 
 void conn_set_close_all(struct conn_set *set)
 {
-    while (set->head)
-        conn_free(set->head);
+    while (set->conns.head)
+        conn_free(dg_list_entry(set->conns.head, struct conn, node));
 }

@@ -15,6 +15,7 @@
 #include "dohgate/config.h"
 #include "dohgate/doh.h"
 #include "dohgate/http.h"
+#include "dohgate/list.h"
 #include "dohgate/log.h"
 #include "dohgate/pagepool.h"
 #include "dohgate/router.h"
@@ -35,7 +36,7 @@ enum stream_state { ST_HEADERS = 0, ST_DISPATCHED, ST_RESPONDED };
 struct h2_stream {
     struct http_exchange ex; /* first member: the handler sees &stream->ex */
     struct h2_session *sess;
-    struct h2_stream *prev, *next;
+    struct dg_lnode node; /* on sess->streams */
     int32_t id;
     enum stream_state state;
     int refuse_status; /* 413/414/431 found while receiving; answered at dispatch */
@@ -65,7 +66,7 @@ struct h2_session {
     h2_wake_cb wake;
     void *owner;
     char peer[64];
-    struct h2_stream *streams;
+    struct dg_list streams;
     size_t nstreams;
     int32_t goaway_last_id; /* after h2_session_shutdown(): streams above it are not served */
     bool shutting_down;
@@ -124,12 +125,7 @@ static void stream_free(struct h2_stream *st)
     /* Rule: cancel the pending operation before the memory it points at goes away. */
     http_exchange_abort(&st->ex);
     stream_close_source(st);
-    if (st->prev)
-        st->prev->next = st->next;
-    else
-        s->streams = st->next;
-    if (st->next)
-        st->next->prev = st->prev;
+    dg_list_unlink(&s->streams, &st->node);
     s->nstreams--;
     stream_str_free(st, st->method);
     stream_str_free(st, st->path);
@@ -331,10 +327,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
     st->max_body = H2_MAX_BODY;
     st->sess = s;
     st->id = frame->hd.stream_id;
-    st->next = s->streams;
-    if (s->streams)
-        s->streams->prev = st;
-    s->streams = st;
+    dg_list_push_front(&s->streams, &st->node);
     s->nstreams++;
     nghttp2_session_set_stream_user_data(ng, st->id, st);
     return 0;
@@ -603,8 +596,8 @@ void h2_session_free(struct h2_session *s)
 {
     if (!s)
         return;
-    while (s->streams) {
-        struct h2_stream *st = s->streams;
+    while (s->streams.head) {
+        struct h2_stream *st = dg_list_entry(s->streams.head, struct h2_stream, node);
         nghttp2_session_set_stream_user_data(s->ng, st->id, NULL);
         stream_free(st);
     }

@@ -24,6 +24,7 @@
 
 #include "dohgate/config.h"
 #include "dohgate/http.h"
+#include "dohgate/list.h"
 #include "dohgate/log.h"
 
 #define READ_CHUNK      16384
@@ -32,7 +33,7 @@
 
 struct idle_conn {
     struct proxy *px;
-    struct idle_conn *prev, *next;
+    struct dg_lnode node; /* on px->idle */
     int fd;
     struct event *ev; /* readable (EOF, stray bytes) or idle timeout: close */
 };
@@ -40,7 +41,7 @@ struct idle_conn {
 struct proxy {
     struct event_base *base;
     const struct config *cfg;
-    struct idle_conn *idle;
+    struct dg_list idle; /* most recently parked first */
     size_t nidle;
     struct proxy_stats stats;
 };
@@ -85,12 +86,7 @@ static void preq_free(struct preq *r);
 static void idle_remove(struct idle_conn *ic)
 {
     struct proxy *px = ic->px;
-    if (ic->prev)
-        ic->prev->next = ic->next;
-    else
-        px->idle = ic->next;
-    if (ic->next)
-        ic->next->prev = ic->prev;
+    dg_list_unlink(&px->idle, &ic->node);
     px->nidle--;
     event_free(ic->ev);
     free(ic);
@@ -119,10 +115,7 @@ static void idle_put(struct proxy *px, int fd)
         free(ic);
         goto drop;
     }
-    ic->next = px->idle;
-    if (px->idle)
-        px->idle->prev = ic;
-    px->idle = ic;
+    dg_list_push_front(&px->idle, &ic->node);
     px->nidle++;
     return;
 drop:
@@ -131,7 +124,7 @@ drop:
 
 static int idle_take(struct proxy *px)
 {
-    struct idle_conn *ic = px->idle;
+    struct idle_conn *ic = dg_list_entry(px->idle.head, struct idle_conn, node);
     if (!ic)
         return -1;
     int fd = ic->fd;
@@ -698,9 +691,10 @@ void proxy_free(struct proxy *px)
 {
     if (!px)
         return;
-    while (px->idle) {
-        close(px->idle->fd);
-        idle_remove(px->idle);
+    while (px->idle.head) {
+        struct idle_conn *ic = dg_list_entry(px->idle.head, struct idle_conn, node);
+        close(ic->fd);
+        idle_remove(ic);
     }
     free(px);
 }

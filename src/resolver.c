@@ -15,6 +15,7 @@
 #include "dohgate/cache.h"
 #include "dohgate/config.h"
 #include "dohgate/dns.h"
+#include "dohgate/list.h"
 #include "dohgate/log.h"
 #include "dohgate/upstream.h"
 
@@ -22,7 +23,7 @@ struct inflight;
 
 struct resolver_waiter {
     struct inflight *inf;
-    struct resolver_waiter *prev, *next;
+    struct dg_lnode node; /* on inf->waiters */
     resolver_done_cb cb;
     void *arg;
     size_t qlen;
@@ -33,7 +34,7 @@ struct inflight {
     struct resolver *r;
     struct inflight *hnext;
     struct upstream_query *uq;
-    struct resolver_waiter *waiters;
+    struct dg_list waiters; /* newest first */
     size_t nwaiters;
     struct cache_key key;
 };
@@ -68,15 +69,16 @@ struct resolver *resolver_new(struct upstream *up, struct cache *cache, const st
     return r;
 }
 
+/* The newest waiter of @p inf, or NULL. */
+static struct resolver_waiter *first_waiter(const struct inflight *inf)
+{
+    return dg_list_entry(inf->waiters.head, struct resolver_waiter, node);
+}
+
 static void waiter_unlink(struct resolver_waiter *w)
 {
     struct inflight *inf = w->inf;
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        inf->waiters = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
+    dg_list_unlink(&inf->waiters, &w->node);
     inf->nwaiters--;
     w->inf = NULL;
 }
@@ -188,15 +190,15 @@ static void on_upstream_done(void *arg, int status, const uint8_t *ans, size_t l
          * replace it with the SERVFAIL. */
         struct dg_buf probe = {0};
         struct cache_hit_info info;
-        const uint8_t *q0 = inf->waiters ? inf->waiters->query : NULL;
-        if (q0 && cache_lookup(r->cache, &inf->key, q0, inf->waiters->qlen, dg_now_ms(),
+        const struct resolver_waiter *w0 = first_waiter(inf);
+        if (w0 && cache_lookup(r->cache, &inf->key, w0->query, w0->qlen, dg_now_ms(),
                                CACHE_ALLOW_STALE | CACHE_UNCOUNTED, &probe, &info) != CACHE_MISS)
             failed = true;
         dg_buf_free(&probe);
     }
     if (failed) {
-        while (inf->waiters) {
-            struct resolver_waiter *w = inf->waiters;
+        while (inf->waiters.head) {
+            struct resolver_waiter *w = first_waiter(inf);
             waiter_unlink(w);
             deliver_failure(r, w, &inf->key);
         }
@@ -205,8 +207,8 @@ static void on_upstream_done(void *arg, int status, const uint8_t *ans, size_t l
         bool stored = cache_insert(r->cache, &inf->key, ans, len, now) == 0;
         long t = stored ? 0 : dns_answer_cache_ttl(ans, len);
         uint32_t ttl = t > 0 ? (uint32_t)t : 0;
-        while (inf->waiters) {
-            struct resolver_waiter *w = inf->waiters;
+        while (inf->waiters.head) {
+            struct resolver_waiter *w = first_waiter(inf);
             waiter_unlink(w);
             struct dg_buf *b = &r->scratch;
             b->len = 0;
@@ -305,11 +307,7 @@ int resolver_resolve(struct resolver *r, const uint8_t *query, size_t len, struc
     w->cb = cb;
     w->arg = arg;
     w->inf = inf;
-    w->prev = NULL;
-    w->next = inf->waiters;
-    if (inf->waiters)
-        inf->waiters->prev = w;
-    inf->waiters = w;
+    dg_list_push_front(&inf->waiters, &w->node);
     inf->nwaiters++;
     *wp = w;
     return RESOLVER_PENDING;
@@ -331,8 +329,8 @@ void resolver_free(struct resolver *r)
             struct inflight *inf = r->table[i];
             r->table[i] = inf->hnext;
             upstream_query_cancel(inf->uq);
-            while (inf->waiters) {
-                struct resolver_waiter *w = inf->waiters;
+            while (inf->waiters.head) {
+                struct resolver_waiter *w = first_waiter(inf);
                 waiter_unlink(w);
                 free(w);
             }

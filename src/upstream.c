@@ -159,19 +159,19 @@ struct up_udp {
      * are in flight already (linked, ID taken). */
     struct upstream_query *sendq[UP_UDP_BATCH];
     unsigned n_send;
-    bool dirty; /* on u->dirty */
-    struct up_udp *dirty_next;
-    struct up_udp *next; /* on s->retired */
+    bool dirty;                   /* on u->dirty */
+    struct dg_lnode dirty_node;   /* on u->dirty */
+    struct dg_lnode retired_node; /* on srv->retired */
 };
 
 struct up_server {
     struct upstream *u;
     const struct dg_addr *addr;
-    struct up_tcp *conns; /* doubly linked via up_tcp.prev/next */
+    struct dg_list conns; /* its TCP connections, via up_tcp.node */
     size_t n_conns;
     struct up_udp *udp[UP_UDP_SOCKS]; /* NULL slots are filled on demand */
     size_t udp_rr;
-    struct up_udp *retired; /* singly linked via up_udp.next */
+    struct dg_list retired; /* via up_udp.retired_node */
     /* health, this worker's view (see "choosing an upstream") */
     uint64_t srtt_us;       /* smoothed answer time; 0 = not measured yet */
     unsigned fails;         /* failed tries in a row */
@@ -188,7 +188,7 @@ struct up_tcp {
     struct dg_buf in, out;
     struct dg_list inflight; /* its queries, via upstream_query.try_node */
     size_t n_inflight;
-    struct up_tcp *prev, *next;
+    struct dg_lnode node; /* on srv->conns */
 };
 
 struct upstream_query {
@@ -213,9 +213,9 @@ struct upstream_query {
     /* on the in-flight list of its UDP socket or TCP connection: a query is on one at most */
     struct dg_lnode try_node;
     struct up_tcp *tcp;
-    struct upstream_query *prev, *next; /* upstream.queries */
-    uint64_t try_start_us;              /* for the SRTT and the latency metric */
-    uint8_t msgbuf[];                   /* msg points here */
+    struct dg_lnode node;  /* on upstream.queries */
+    uint64_t try_start_us; /* for the SRTT and the latency metric */
+    uint8_t msgbuf[];      /* msg points here */
 };
 
 /* The query whose try_node is @p n. */
@@ -230,7 +230,7 @@ struct upstream {
     struct up_server *srv;
     size_t n_srv;
     size_t rr;
-    struct upstream_query *queries;
+    struct dg_list queries; /* every query, via upstream_query.node */
     size_t pending;
     struct upstream_stats stats;
     uint16_t ids[UP_ID_POOL];
@@ -241,7 +241,7 @@ struct upstream {
     struct upstream_query **by_id;    /* UP_IDS entries: UDP queries in flight by current ID */
     struct mmsghdr smm[UP_UDP_BATCH]; /* sendmmsg() scratch (not mm: a flush can run while */
     struct iovec siov[UP_UDP_BATCH];  /* on_udp_read() is using that) */
-    struct up_udp *dirty;             /* sockets with queries to send, via dirty_next */
+    struct dg_list dirty;             /* sockets with queries to send, via dirty_node */
     struct event *flush_ev;           /* activated when the first one is queued */
     const struct timeval *try_tv;     /* upstream-timeout as a libevent common timeout */
     struct worker_metrics *wm;
@@ -317,12 +317,7 @@ static void tcp_free(struct up_tcp *c)
 {
     struct up_server *s = c->srv;
     assert(c->inflight.head == NULL && c->n_inflight == 0);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    dg_list_unlink(&s->conns, &c->node);
     s->n_conns--;
     if (c->rd)
         event_free(c->rd);
@@ -348,10 +343,7 @@ static struct up_tcp *tcp_new(struct up_server *s, int *err)
     c->srv = s;
     c->fd = -1;
     /* Link first so that tcp_free() is the one cleanup path for partial state too. */
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
+    dg_list_push_front(&s->conns, &c->node);
     s->n_conns++;
 
     c->fd = socket(s->addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -390,9 +382,11 @@ fail:
 static struct up_tcp *tcp_get(struct up_server *s, bool *created, int *err)
 {
     *created = false;
-    for (struct up_tcp *c = s->conns; c; c = c->next)
+    for (struct dg_lnode *n = s->conns.head; n; n = n->next) {
+        struct up_tcp *c = dg_list_entry(n, struct up_tcp, node);
         if (c->n_inflight < UP_TCP_MAX_INFLIGHT && c->out.len < UP_TCP_MAX_OUT)
             return c;
+    }
     if (s->n_conns >= UP_TCP_MAX_CONNS) {
         *err = -EAGAIN;
         return NULL;
@@ -434,21 +428,14 @@ static void udp_free(struct up_udp *k)
     assert(k->inflight.head == NULL && k->n_inflight == 0);
     struct up_server *s = k->srv;
     if (k->retired) {
-        struct up_udp **pp = &s->retired;
-        while (*pp != k)
-            pp = &(*pp)->next;
-        *pp = k->next;
+        dg_list_unlink(&s->retired, &k->retired_node);
     } else {
         for (size_t i = 0; i < UP_UDP_SOCKS; i++)
             if (s->udp[i] == k)
                 s->udp[i] = NULL;
     }
-    if (k->dirty) {
-        struct up_udp **pp = &s->u->dirty;
-        while (*pp != k)
-            pp = &(*pp)->dirty_next;
-        *pp = k->dirty_next;
-    }
+    if (k->dirty)
+        dg_list_unlink(&s->u->dirty, &k->dirty_node);
     if (k->ev)
         event_free(k->ev);
     if (k->fd >= 0)
@@ -465,8 +452,7 @@ static void udp_retire(struct up_udp *k)
         if (s->udp[i] == k)
             s->udp[i] = NULL;
     k->retired = true;
-    k->next = s->retired;
-    s->retired = k;
+    dg_list_push_front(&s->retired, &k->retired_node);
     if (k->n_inflight == 0 && !k->reading)
         udp_free(k);
 }
@@ -585,11 +571,10 @@ static void udp_flush(struct up_udp *k)
 static void on_flush(evutil_socket_t fd, short what, void *arg)
 {
     struct upstream *u = arg;
-    while (u->dirty) {
-        struct up_udp *k = u->dirty;
-        u->dirty = k->dirty_next;
+    while (u->dirty.head) {
+        struct up_udp *k = dg_list_entry(u->dirty.head, struct up_udp, dirty_node);
+        dg_list_unlink(&u->dirty, &k->dirty_node);
         k->dirty = false;
-        k->dirty_next = NULL;
         if (!k->retired)
             k->srv->udp_rr++;
         udp_flush(k);
@@ -741,12 +726,7 @@ static void query_free(struct upstream_query *q)
 {
     struct upstream *u = q->u;
     query_end_try(q);
-    if (q->prev)
-        q->prev->next = q->next;
-    else
-        u->queries = q->next;
-    if (q->next)
-        q->next->prev = q->prev;
+    dg_list_unlink(&u->queries, &q->node);
     u->pending--;
     if (q->timer)
         event_free(q->timer);
@@ -845,8 +825,7 @@ static int try_udp(struct upstream_query *q, struct up_server *s)
         q->send_pending = true;
         if (!k->dirty) {
             k->dirty = true;
-            k->dirty_next = u->dirty;
-            u->dirty = k;
+            dg_list_push_front(&u->dirty, &k->dirty_node);
             event_active(u->flush_ev, EV_WRITE, 1); /* runs later in this loop turn */
         }
     }
@@ -1144,14 +1123,14 @@ void upstream_free(struct upstream *u)
     if (!u)
         return;
     /* Queries first: they unlink themselves from the connections. */
-    while (u->queries)
-        query_free(u->queries);
+    while (u->queries.head)
+        query_free(dg_list_entry(u->queries.head, struct upstream_query, node));
     for (size_t i = 0; u->srv && i < u->n_srv; i++) {
         struct up_server *s = &u->srv[i];
-        while (s->conns)
-            tcp_free(s->conns);
-        while (s->retired)
-            udp_free(s->retired);
+        while (s->conns.head)
+            tcp_free(dg_list_entry(s->conns.head, struct up_tcp, node));
+        while (s->retired.head)
+            udp_free(dg_list_entry(s->retired.head, struct up_udp, retired_node));
         for (size_t k = 0; k < UP_UDP_SOCKS; k++)
             if (s->udp[k])
                 udp_free(s->udp[k]);
@@ -1178,10 +1157,7 @@ struct upstream_query *upstream_query_start(struct upstream *u, const uint8_t *q
     q->arg = arg;
     q->msg = q->msgbuf;
     /* Linked at once so that query_free() is the one cleanup path. */
-    q->next = u->queries;
-    if (u->queries)
-        u->queries->prev = q;
-    u->queries = q;
+    dg_list_push_front(&u->queries, &q->node);
     u->pending++;
 
     q->timer = evtimer_new(u->base, on_query_timer, q);

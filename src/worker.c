@@ -54,8 +54,7 @@ struct worker {
     struct upstream *upstream;
     struct resolver *resolver;
     struct proxy *proxy;
-    struct handler_ctx hctx;
-    struct pagepool *h2_pool;
+    struct handler_ctx hctx; /* owns hctx.h2_pool */
     struct conn_set conns;
 };
 
@@ -336,16 +335,16 @@ struct worker *worker_new(unsigned id, const struct config *cfg, const struct wo
      * one), at most one session per connection; when the pool is out of blocks or cannot be
      * reserved, h2.c uses malloc. Address space: 2 x 20 KiB x max-connections (400 MB for
      * 10,000), memory only for the pages written. */
-    w->h2_pool = pagepool_new(H2_FRAMEBUF_BYTES, 2 * ((size_t)cfg->max_connections + 32));
-    w->hctx = (struct handler_ctx){.cfg = cfg,
-                                   .h2_pool = w->h2_pool,
-                                   .resolver = w->resolver,
-                                   .site = sh->site,
-                                   .clients = sh->clients,
-                                   .acl = sh->acl,
-                                   .proxy = w->proxy,
-                                   .wm = wm,
-                                   .metrics = metrics};
+    w->hctx = (struct handler_ctx){
+        .cfg = cfg,
+        .h2_pool = pagepool_new(H2_FRAMEBUF_BYTES, 2 * ((size_t)cfg->max_connections + 32)),
+        .resolver = w->resolver,
+        .site = sh->site,
+        .clients = sh->clients,
+        .acl = sh->acl,
+        .proxy = w->proxy,
+        .wm = wm,
+        .metrics = metrics};
     w->conns = (struct conn_set){
         .base = w->base,
         .tls = sh->tls,
@@ -412,7 +411,7 @@ void worker_free(struct worker *w)
     proxy_free(w->proxy);
     resolver_free(w->resolver);
     upstream_free(w->upstream);
-    pagepool_free(w->h2_pool); /* after the connections: their sessions hold blocks */
+    pagepool_free(w->hctx.h2_pool); /* after the connections: their sessions hold blocks */
     for (size_t i = 0; i < w->nfds; i++) {
         if (w->lev && w->lev[i])
             event_free(w->lev[i]);

@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "dohgate/list.h"
 #include "dohgate/metrics.h"
 
 struct event_base;
@@ -34,7 +35,7 @@ struct conn_set {
     struct clients *clients;   /**< per-client connection counts; may be NULL */
     const struct config *cfg;
     const struct handler_ctx *hctx;
-    struct conn *head;
+    struct dg_list conns; /**< open connections, newest first (struct conn.node) */
     size_t count;
     bool shutting_down;
     /** Called after a connection was freed (count already decremented). May be NULL. */
