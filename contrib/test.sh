@@ -1,12 +1,20 @@
 #!/bin/bash
 # One command from a fresh Debian 12 checkout to every test passed: installs the dependencies,
 # then
-#   1. builds with -Werror and runs the whole ctest suite (unit + integration with NSD, the stub
-#      upstream and real clients), then the stress tests in their short mode (tests/stress),
-#   2. builds with ASan+UBSan and runs the whole suite again,
+#   1. builds with -Werror (build-test/) and runs the whole ctest suite (unit, integration with
+#      NSD, the stub upstream and real clients, the include-graph and README checks), then the
+#      stress tests in their short mode (tests/stress),
+#   2. builds with ASan+UBSan (build-test-asan/) and runs the whole suite again,
 #   3. runs the integration suite with dohgate under valgrind memcheck (DG_VALGRIND=1),
-#   4. builds the libFuzzer targets with clang and runs each for FUZZ_SECONDS (default 30).
-#   sudo contrib/test.sh [--quick]     --quick: step 1 only
+#   4. builds the libFuzzer targets with clang (build-test-fuzz/) and runs each for FUZZ_SECONDS
+#      (default 30).
+#   contrib/test.sh [--quick]     as root, or with sudo; --quick: step 1 only
+#
+# It cannot pass by accident: its build directories are its own (contrib/run.sh's build/ never
+# leaks in) and configured with every option stated; a run that finds fewer tests than the tree
+# has, no test at all, a skipped test, or a fuzzer that did not run fails. The one skip accepted is
+# integration.t_privs when the script does not run as root (it binds a port below 1024 and
+# switches users), and the script says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 contrib/deps.sh --test
@@ -16,47 +24,118 @@ quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 
 step() { printf '\n===== %s =====\n' "$*"; }
+die() { printf '\ntest.sh: FAILED: %s\n' "$*" >&2; exit 1; }
+
+# Tests a skip is accepted for on this machine, with the reason (printed when it happens).
+ALLOWED_SKIPS=()
+if [ "$(id -u)" -ne 0 ]; then
+    ALLOWED_SKIPS+=("integration.t_privs")
+    echo "note: not root, so integration.t_privs (port below 1024, user switch) will be skipped;" \
+         "run as root or with sudo to run it"
+fi
+
+n_files() { find "$1" -maxdepth 1 -name "$2" | wc -l; }
+N_UNIT=$(n_files tests/unit 'test_*.c')
+N_INTEG=$(n_files tests/integration 't_*.sh')
+N_FUZZ=$(n_files tests/fuzz 'fuzz_*.c')
+
+# configure DIR [cmake options]: every option that matters stated, whatever the cache holds
+configure() {
+    local dir=$1
+    shift
+    cmake -S . -B "$dir" -DENABLE_WERROR=ON -DBUILD_TESTING=ON "$@" >/dev/null
+    cmake --build "$dir" -j"$JOBS"
+}
+
+# run_ctest DIR EXPECTED_INTEGRATION [ctest args]: runs ctest, then fails on a failure, on a
+# skipped ctest test or cmocka test case, on no test, and when a unit or integration test of the
+# tree is missing from the run (EXPECTED_INTEGRATION: how many integration tests must run).
+run_ctest() {
+    local dir=$1 want_integ=$2
+    shift 2
+    local out=$dir/ctest.out rc=0
+    local want_unit=$N_UNIT
+    case " $* " in *" -R integration "*) want_unit=0 ;; esac
+    local have_unit have_integ
+    have_unit=$(ctest --test-dir "$dir" -N "$@" | grep -c ' unit\.test_' || true)
+    have_integ=$(ctest --test-dir "$dir" -N "$@" | grep -c ' integration\.t_' || true)
+    [ "$have_unit" -eq "$want_unit" ] ||
+        die "$dir: ctest lists $have_unit unit tests, the tree has $want_unit (BUILD_TESTING off?)"
+    [ "$have_integ" -eq "$want_integ" ] ||
+        die "$dir: ctest lists $have_integ integration tests, the tree has $want_integ"
+    ctest --test-dir "$dir" --no-tests=error --output-on-failure -j"$JOBS" "$@" 2>&1 | tee "$out" ||
+        rc=$?
+    [ "$rc" -eq 0 ] || die "ctest in $dir: a test failed (see above)"
+    local skipped allowed s bad=()
+    skipped=$(sed -n 's/^[[:space:]]*[0-9]* - \([^ ]*\) (\(Skipped\|Not Run\|Disabled\))$/\1/p' "$out")
+    for s in $skipped; do
+        allowed=0
+        for a in "${ALLOWED_SKIPS[@]+"${ALLOWED_SKIPS[@]}"}"; do [ "$s" = "$a" ] && allowed=1; done
+        if [ $allowed -eq 1 ]; then echo "note: $s skipped (not root, see above)"; else bad+=("$s"); fi
+    done
+    [ ${#bad[@]} -eq 0 ] || die "skipped tests count as failures: ${bad[*]}"
+    # cmocka prints skipped cases only in the test's own output, which ctest keeps in LastTest.log
+    if grep -E '^\[  SKIPPED \]' "$dir/Testing/Temporary/LastTest.log"; then
+        die "cmocka test cases were skipped (listed above)"
+    fi
+    grep -Eq '^100% tests passed, 0 tests failed out of [1-9]' "$out" || die "ctest in $dir: no passing summary"
+}
 
 step "build (-Werror) and test"
-cmake -S . -B build -DENABLE_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$JOBS"
-ctest --test-dir build --output-on-failure -j"$JOBS"
+configure build-test -DENABLE_ASAN=OFF -DENABLE_FUZZING=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+run_ctest build-test "$N_INTEG"
 
-[ $quick -eq 1 ] && exit 0
+[ $quick -eq 1 ] && { echo "quick: step 1 passed"; exit 0; }
 
 step "stress tests (short)"
-DOHGATE=$PWD/build/dohgate tests/stress/run.sh --short
+DOHGATE=$PWD/build-test/dohgate TOOLS_DIR=$PWD/build-test/tests tests/stress/run.sh --short
 
 step "ASan+UBSan build and test"
-cmake -S . -B build-asan -DENABLE_WERROR=ON -DENABLE_ASAN=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
-cmake --build build-asan -j"$JOBS"
+configure build-test-asan -DENABLE_ASAN=ON -DENABLE_FUZZING=OFF -DCMAKE_BUILD_TYPE=Debug
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build-asan --output-on-failure -j"$JOBS"
+    run_ctest build-test-asan "$N_INTEG"
 
 step "integration suite under valgrind memcheck"
 # The plain build's binary; valgrind is ~20x slower, so the start/stop budgets grow. Errors or
 # definite leaks make dohgate exit 99 and show in the test's output.
 DG_VALGRIND=1 DG_START_TIMEOUT=60 DG_STOP_TIMEOUT=60 \
-  ctest --test-dir build --output-on-failure -j"$JOBS" -R integration --timeout 900
+    run_ctest build-test "$N_INTEG" -R integration --timeout 900
 
 step "fuzzers, ${FUZZ_SECONDS}s each"
-CC=clang cmake -S . -B build-fuzz -DENABLE_FUZZING=ON -DENABLE_WERROR=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
-cmake --build build-fuzz -j"$JOBS"
-fpass=0; ffail=0
-for f in build-fuzz/tests/fuzz/fuzz_*; do
-  [ -x "$f" ] || continue
-  name=$(basename "$f"); target=${name#fuzz_}
-  corpus=tests/fuzz/corpus/$target
-  work=$(mktemp -d)
-  [ -d "$corpus" ] && cp -r "$corpus/." "$work/"
-  if "$f" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -print_final_stats=1 "$work" \
-       > "build-fuzz/$name.log" 2>&1; then
-    echo "fuzz $name: ok ($(grep -m1 -o 'stat::number_of_executed_units: *[0-9]*' "build-fuzz/$name.log" | grep -o '[0-9]*$') runs)"
-    fpass=$((fpass + 1))
-  else
-    echo "fuzz $name: FAILED"; tail -n 40 "build-fuzz/$name.log"; ffail=$((ffail + 1))
-  fi
-  rm -rf "$work"
+CC=clang configure build-test-fuzz -DENABLE_FUZZING=ON -DENABLE_ASAN=OFF -DCMAKE_BUILD_TYPE=Debug
+fpass=0
+ffail=0
+artifacts=$PWD/build-test-fuzz/artifacts
+mkdir -p "$artifacts"
+for src in tests/fuzz/fuzz_*.c; do
+    name=$(basename "$src" .c)
+    target=${name#fuzz_}
+    f=build-test-fuzz/tests/fuzz/$name
+    if [ ! -x "$f" ]; then
+        echo "fuzz $name: FAILED (not built: $f)"
+        ffail=$((ffail + 1))
+        continue
+    fi
+    corpus=tests/fuzz/corpus/$target
+    work=$(mktemp -d)
+    [ -d "$corpus" ] && cp -r "$corpus/." "$work/"
+    log=build-test-fuzz/$name.log
+    runs=0
+    if "$f" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -print_final_stats=1 \
+        -artifact_prefix="$artifacts/$name-" "$work" >"$log" 2>&1; then
+        runs=$(grep -m1 -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
+    fi
+    if [ "${runs:-0}" -gt 0 ]; then
+        echo "fuzz $name: ok ($runs runs)"
+        fpass=$((fpass + 1))
+    else
+        echo "fuzz $name: FAILED (crashed, or ran no input)"
+        tail -n 40 "$log"
+        ffail=$((ffail + 1))
+    fi
+    rm -rf "$work"
 done
 echo "fuzz: $fpass passed, $ffail failed"
-[ $ffail -eq 0 ]
+[ $ffail -eq 0 ] || die "$ffail fuzzer(s) failed"
+[ $fpass -eq "$N_FUZZ" ] || die "$fpass fuzzers ran, tests/fuzz has $N_FUZZ"
+echo "all steps passed"

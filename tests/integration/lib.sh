@@ -12,7 +12,7 @@
 #                        it exit 99 (so "post: exits 0" fails) and is shown from its log
 #
 # A test is pre / test / post (like unbound's .tdir):
-#   need_tools nsd curl ...     skip (exit 77) when a tool is missing
+#   need_tools nsd curl ...     fail when a tool is missing (an install bug: contrib/deps.sh --test)
 #   start_nsd; start_stub       the upstreams (NSD with zone/test.zone, the fault-injecting stub)
 #   start_dohgate [FLAGS...]    dohgate on a free port with the test certificate; waits until it
 #                               answers a DoH query (adds --upstream NSD when FLAGS name none)
@@ -148,7 +148,8 @@ die() {
     finish
 }
 
-# skip WHY: exit 77 (ctest: skipped)
+# skip WHY: exit 77 (ctest: skipped). Only for a condition that is legitimate on some machine
+# (t_privs run by a user without root); contrib/test.sh fails on any other skipped test.
 skip() {
     echo "SKIP: $*"
     FINISHED=1
@@ -158,7 +159,8 @@ skip() {
 need_tools() {
     local t
     for t in "$@"; do
-        command -v "$t" >/dev/null 2>&1 || skip "$t is not installed (needed by $TESTNAME)"
+        command -v "$t" >/dev/null 2>&1 ||
+            die "$t is not installed (needed by $TESTNAME; contrib/deps.sh --test installs it)"
     done
 }
 

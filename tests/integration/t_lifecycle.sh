@@ -6,7 +6,7 @@
 . "$(dirname "$0")/lib.sh"
 need_tools curl python3
 H2RESET=$TOOLS_DIR/h2reset
-[ -x "$H2RESET" ] || skip "h2reset not built ($H2RESET)"
+[ -x "$H2RESET" ] || die "h2reset not built ($H2RESET)"
 
 start_stub
 S=$STUBZONE

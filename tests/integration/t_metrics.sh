@@ -7,7 +7,7 @@
 # port does not serve the metrics.
 . "$(dirname "$0")/lib.sh"
 need_tools nsd curl openssl kdig /usr/bin/python3
-/usr/bin/python3 -c 'import prometheus_client' 2>/dev/null || skip "python3-prometheus-client missing"
+/usr/bin/python3 -c 'import prometheus_client' 2>/dev/null || die "python3-prometheus-client missing (contrib/deps.sh --test installs it)"
 
 start_nsd
 M_PORT=$(free_port)

@@ -7,7 +7,7 @@
 need_tools nsd openssl curl python3 ps
 
 [ "$(id -u)" = 0 ] || skip "needs root (binds a port below 1024, switches users)"
-getent passwd nobody >/dev/null || skip "no user 'nobody'"
+getent passwd nobody >/dev/null || die "no user 'nobody'"
 NOGROUP=$(id -gn nobody)
 
 start_nsd
@@ -31,7 +31,7 @@ for p in range(990, 900, -1):
         s.bind(("127.0.0.1", p)); print(p); break
     except OSError: pass
     finally: s.close()')
-[ -n "$PRIV_PORT" ] || skip "no free port below 1024"
+[ -n "$PRIV_PORT" ] || die "no free port below 1024"
 
 DG_PORT=$PRIV_PORT
 launch_dohgate --listen "127.0.0.1:$PRIV_PORT" --upstream "127.0.0.1:$NSD_PORT" \

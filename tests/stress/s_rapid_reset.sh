@@ -8,7 +8,7 @@
 . "$(dirname "$0")/lib.sh"
 need_tools curl python3
 H2RESET=$TOOLS_DIR/h2reset
-[ -x "$H2RESET" ] || skip "h2reset not built"
+[ -x "$H2RESET" ] || die "h2reset not built"
 C=$(by_mode 8 32)
 N=4000 # h2reset's most
 

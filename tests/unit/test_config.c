@@ -1070,10 +1070,7 @@ static void test_dump_write_error(void **state)
 {
     struct config *cfg = new_with_upstream();
     FILE *f = fopen("/dev/full", "w");
-    if (f == NULL) {
-        config_free(cfg);
-        skip();
-    }
+    assert_non_null(f); /* /dev/full is on every Linux machine */
     assert_int_equal(config_dump(cfg, f), -EIO);
     fclose(f);
     config_free(cfg);
@@ -1141,10 +1138,8 @@ static void test_sample_conf(void **state)
 {
     char path[1024];
     FILE *f = open_sample(path, sizeof(path));
-    if (f == NULL) {
-        print_message("conf/dohgate.conf not found (set SRC_DIR to the source tree); skipped\n");
-        skip();
-    }
+    if (f == NULL)
+        fail_msg("conf/dohgate.conf not found (ctest sets SRC_DIR to the source tree)");
     char text[32768];
     size_t len = fread(text, 1, sizeof(text) - 1, f);
     fclose(f);

@@ -521,10 +521,8 @@ static void plist_check(const struct landing_info *li, const char *addr)
 
 static void test_mc_plistlib(void **state)
 {
-    if (system("command -v python3 >/dev/null 2>&1") != 0) {
-        print_message("python3 not found, plistlib check skipped\n");
-        skip();
-    }
+    if (system("command -v python3 >/dev/null 2>&1") != 0)
+        fail_msg("python3 not found (contrib/deps.sh --test installs it)");
     struct landing_info li = DEFAULT_INFO;
     plist_check(&li, "");
     struct landing_info li4 = {"192.0.2.1", 8443, "/q", "/p.mobileconfig"};

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/capability.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <time.h>
@@ -499,12 +500,28 @@ static void test_special_files(void **state)
 static void test_unreadable(void **state)
 {
     struct fixture *f = *state;
+    /* Root reads mode-000 files through CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH: as root (CI),
+     * those two leave the effective set for the check, as they do for a dohgate that dropped to
+     * its user, and come back after it (they stay in the permitted set). */
+    cap_t saved = NULL;
     if (geteuid() == 0) {
-        skip(); /* root reads mode-000 files */
-        return;
+        saved = cap_get_proc();
+        assert_non_null(saved);
+        cap_t dropped = cap_dup(saved);
+        assert_non_null(dropped);
+        const cap_value_t dac[] = {CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH};
+        assert_int_equal(cap_set_flag(dropped, CAP_EFFECTIVE, 2, dac, CAP_CLEAR), 0);
+        assert_int_equal(cap_set_proc(dropped), 0);
+        cap_free(dropped);
     }
-    assert_int_equal(status_of(f, &f->root, "GET", "/secret.txt"), 403);
-    assert_int_equal(status_of(f, &f->root, "HEAD", "/secret.txt"), 403);
+    int st_get = status_of(f, &f->root, "GET", "/secret.txt");
+    int st_head = status_of(f, &f->root, "HEAD", "/secret.txt");
+    if (saved) {
+        assert_int_equal(cap_set_proc(saved), 0);
+        cap_free(saved);
+    }
+    assert_int_equal(st_get, 403);
+    assert_int_equal(st_head, 403);
 }
 
 /* ---- confinement ------------------------------------------------------------------------- */
@@ -586,10 +603,12 @@ static void test_escapes_refused(void **state)
 static void test_symlinks_inside(void **state)
 {
     struct fixture *f = *state;
-    if (!f->root.beneath) {
-        skip();
-        return;
-    }
+    /* Debian 12's kernel has openat2 (5.6+); without it (older kernel, or a seccomp profile that
+     * predates it) the fallback walk refuses every symlink, which test_fallback_walk covers. This
+     * test is about RESOLVE_BENEATH, so on such a machine it fails rather than pass unseen. */
+    if (!f->root.beneath)
+        fail_msg("openat2(RESOLVE_BENEATH) unavailable on this machine: kernel older than 5.6 or a "
+                 "seccomp profile without it; the symlink-inside rules cannot be tested here");
     struct static_result r;
     resolve(f, "GET", "/link.txt", &r);
     assert_int_equal(r.status, 200);
