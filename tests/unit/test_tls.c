@@ -1,7 +1,9 @@
-/* tls: SNI name matching, and the store with the self-signed certificate (file pairs, reload
- * and SNI are driven end to end with real certificates in tests/integration/t_certs.sh). */
+/* tls: SNI name matching, the store with the self-signed certificate, and a file pair built
+ * under failing allocations (file pairs, reload and SNI are driven end to end with real
+ * certificates in tests/integration/t_certs.sh). */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
