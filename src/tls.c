@@ -601,15 +601,15 @@ static SSL_CTX *gen_build(const struct config *cfg, struct ticket_ring *ring, ch
                 why = "has the same names and key type as an earlier cert: one of them would "
                       "never be used";
         if (!why && !grp) {
-            grp = &groups[ngroups];
+            /* Counted before its context is made: the names are the group's now, and the
+             * fail path frees them with it even when ctx_base() fails. */
+            grp = &groups[ngroups++];
             memset(grp, 0, sizeof(*grp));
             memcpy(grp->names, names, nn * sizeof(names[0]));
             grp->n_names = nn;
-            nn = 0; /* owned by the group now */
+            nn = 0;
             if (!(grp->ctx = ctx_base(ring, err, errlen)))
                 why = "";
-            else
-                ngroups++;
         }
         for (size_t m = 0; m < nn; m++)
             free(names[m]);

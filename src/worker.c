@@ -283,16 +283,20 @@ struct worker *worker_new(unsigned id, const struct config *cfg, const struct wo
     w->id = id;
     w->cfg = cfg;
     w->fds = calloc(nfds, sizeof(int));
-    w->lev = calloc(nfds, sizeof(struct event *));
-    if (!w->fds || !w->lev)
-        goto fail;
+    if (!w->fds) {
+        free(w);
+        goto fail_fds;
+    }
+    /* Owned by w from here: worker_free() closes them. */
+    for (size_t i = 0; i < nfds; i++)
+        w->fds[i] = fds[i];
     w->nfds = nfds;
     w->ntls = ntls;
     w->nmetrics = nmetrics;
+    w->lev = calloc(nfds, sizeof(struct event *));
+    if (!w->lev)
+        goto fail;
     w->acl_all = acl_active(sh->acl) && strcmp(cfg->acl_scope, "all") == 0;
-    for (size_t i = 0; i < nfds; i++)
-        w->fds[i] = fds[i];
-    nfds = 0; /* owned by w from here */
     struct event_config *ec = event_config_new();
     if (!ec)
         goto fail;
@@ -362,6 +366,7 @@ fail:
     worker_free(w);
     return NULL;
 fail_fds:
+    log_err("worker %u: out of memory at start-up", id);
     for (size_t i = 0; i < nfds; i++)
         close(fds[i]);
     return NULL;
@@ -415,7 +420,7 @@ void worker_free(struct worker *w)
     for (size_t i = 0; i < w->nfds; i++) {
         if (w->lev && w->lev[i])
             event_free(w->lev[i]);
-        if (w->fds && w->fds[i] >= 0)
+        if (w->fds[i] >= 0)
             close(w->fds[i]);
     }
     if (w->stop_ev)

@@ -1,13 +1,21 @@
-/* tls: SNI name matching, and the store with the self-signed certificate (file pairs, reload
- * and SNI are driven end to end with real certificates in tests/integration/t_certs.sh). */
+/* tls: SNI name matching, the store with the self-signed certificate, and a file pair built
+ * under failing allocations (file pairs, reload and SNI are driven end to end with real
+ * certificates in tests/integration/t_certs.sh). */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
 
 #include "dohgate/config.h"
 #include "dohgate/tls.h"
@@ -87,12 +95,190 @@ static void test_missing_files(void **state)
     config_free(cfg);
 }
 
+/*
+ * Allocation hooks. OpenSSL's allocations go through ossl_*() (installed first thing in main)
+ * and can be failed one at a time. The C library allocations of the core library (tls.c's
+ * names, tables, the store) are counted: this test is linked with -Wl,--wrap for malloc, calloc,
+ * realloc, strdup, strndup and free (tests/CMakeLists.txt), so its own and dohgatecore's calls
+ * come here, while OpenSSL's (a shared library) and ours on its behalf do not.
+ */
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t n);
+char *__real_strdup(const char *s);
+char *__real_strndup(const char *s, size_t n);
+void __real_free(void *p);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_realloc(void *p, size_t n);
+char *__wrap_strdup(const char *s);
+char *__wrap_strndup(const char *s, size_t n);
+void __wrap_free(void *p);
+
+static long libc_blocks; /* blocks allocated and not freed yet */
+
+static void *counted(void *p)
+{
+    if (p)
+        libc_blocks++;
+    return p;
+}
+
+void *__wrap_malloc(size_t n)
+{
+    return counted(__real_malloc(n));
+}
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+    return counted(__real_calloc(n, size));
+}
+
+void *__wrap_realloc(void *p, size_t n)
+{
+    void *q = __real_realloc(p, n);
+    if (!p && q)
+        libc_blocks++;
+    return q;
+}
+
+char *__wrap_strdup(const char *s)
+{
+    return counted(__real_strdup(s));
+}
+
+char *__wrap_strndup(const char *s, size_t n)
+{
+    return counted(__real_strndup(s, n));
+}
+
+void __wrap_free(void *p)
+{
+    if (p)
+        libc_blocks--;
+    __real_free(p);
+}
+
+static unsigned long ossl_fail_at; /* 0: never fail */
+static unsigned long ossl_calls;
+
+static void *ossl_malloc(size_t n, const char *file, int line)
+{
+    (void)file, (void)line;
+    if (ossl_fail_at && ++ossl_calls == ossl_fail_at)
+        return NULL;
+    return __real_malloc(n);
+}
+
+static void *ossl_realloc(void *p, size_t n, const char *file, int line)
+{
+    (void)file, (void)line;
+    if (ossl_fail_at && ++ossl_calls == ossl_fail_at)
+        return NULL;
+    return __real_realloc(p, n);
+}
+
+static void ossl_free(void *p, const char *file, int line)
+{
+    (void)file, (void)line;
+    __real_free(p);
+}
+
+/* A self-signed ECDSA certificate with several DNS names, and its key, as PEM files. */
+static void write_pair(const char *cf, const char *kf)
+{
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    assert_non_null(key);
+    assert_non_null(x);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+    X509_set_pubkey(x, key);
+    X509_NAME *xn = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(xn, "CN", MBSTRING_ASC, (const unsigned char *)"a.example", -1, -1,
+                               0);
+    X509_set_issuer_name(x, xn);
+    X509V3_CTX ctx;
+    X509V3_set_ctx_nodb(&ctx);
+    X509V3_set_ctx(&ctx, x, x, NULL, NULL, 0);
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(
+        NULL, &ctx, NID_subject_alt_name,
+        "DNS:a.example,DNS:b.example,DNS:c.example,DNS:d.example,DNS:e.example");
+    assert_non_null(ext);
+    assert_int_equal(X509_add_ext(x, ext, -1), 1);
+    X509_EXTENSION_free(ext);
+    assert_true(X509_sign(x, key, EVP_sha256()) > 0);
+    FILE *f = fopen(cf, "w");
+    assert_non_null(f);
+    assert_int_equal(PEM_write_X509(f, x), 1);
+    fclose(f);
+    f = fopen(kf, "w");
+    assert_non_null(f);
+    assert_int_equal(PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL), 1);
+    fclose(f);
+    X509_free(x);
+    EVP_PKEY_free(key);
+}
+
+/* Build a store with every OpenSSL allocation failed in turn (the first N for which nothing
+ * fails ends the loop): whichever step fails, the context of an SNI group included (whose names
+ * once leaked), nothing tls.c allocated may stay behind. @return the failed builds. */
+static size_t failing_builds(const struct config *cfg)
+{
+    char err[512], fp[128];
+    size_t failures = 0;
+    for (unsigned long n = 1;; n++) {
+        long blocks = libc_blocks;
+        ossl_calls = 0;
+        ossl_fail_at = n;
+        struct tls_store *ts = tls_store_new(cfg, fp, err, sizeof(err));
+        ossl_fail_at = 0;
+        ERR_clear_error();
+        bool injected = ossl_calls >= n;
+        if (ts)
+            tls_store_free(ts);
+        else
+            failures++;
+        if (libc_blocks != blocks)
+            fail_msg("OpenSSL allocation #%lu failed (%s): %ld blocks left behind", n,
+                     ts ? "store built" : err, libc_blocks - blocks);
+        if (!injected)
+            break;
+    }
+    return failures;
+}
+
+static void test_failed_allocations_leak_nothing(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/dohgate-tls-XXXXXX", cf[64], kf[64], err[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(cf, sizeof(cf), "%s/cert.pem", dir);
+    snprintf(kf, sizeof(kf), "%s/key.pem", dir);
+    write_pair(cf, kf);
+    struct config *cfg = config_new();
+    assert_non_null(cfg);
+    assert_int_equal(config_set(cfg, "cert", cf, "t", 0, err, sizeof(err)), 0);
+    assert_int_equal(config_set(cfg, "key", kf, "t", 0, err, sizeof(err)), 0);
+    assert_true(failing_builds(cfg) > 0);
+    config_free(cfg);
+    unlink(cf);
+    unlink(kf);
+    rmdir(dir);
+}
+
 int main(void)
 {
+    /* before anything allocates through OpenSSL */
+    if (!CRYPTO_set_mem_functions(ossl_malloc, ossl_realloc, ossl_free))
+        return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_name_matches),
         cmocka_unit_test(test_self_signed_store),
         cmocka_unit_test(test_missing_files),
+        cmocka_unit_test(test_failed_allocations_leak_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
