@@ -15,10 +15,10 @@
  * larger than the rest of the share is refused with -E2BIG before anything is evicted. Malloc's
  * own per-allocation overhead is not counted.
  *
- * Entries. An answer is walked at insert time by a bounded record walker (a compression pointer
- * ends a name where it sits; every length is checked against the message). The walk records the
- * offset of every TTL (OPT excluded, its "TTL" holds EDNS flags) and computes the lifetime. The
- * stored TTLs are rewritten into the same bounds as the lifetime (clamps, and RFC 2308 §3 min(SOA
+ * Entries. dnswire_answer_lifetime() judges an answer at insert time (kind, lifetime, how many
+ * TTLs, where the last record ends); a walk with the dnswire iterator then records the offset of
+ * every TTL (OPT excluded, its "TTL" holds EDNS flags). The stored TTLs are rewritten by
+ * dnswire_record_ttl() into the same bounds as the lifetime (clamps, and RFC 2308 §3 min(SOA
  * TTL, SOA MINIMUM) for the SOA of a negative answer), so that what a client is told agrees with
  * how long we keep the entry: with min_ttl = 60 an answer with TTL 5 is served with TTL 60 − age
  * rather than 0 for most of its life. A hit then only copies the bytes and patches ID, question
@@ -44,22 +44,13 @@
 #include "dohgate/list.h"
 
 #include "dohgate/dns.h"
+#include "dohgate/dnswire.h"
 
-#define TYPE_SOA 6
-#define TYPE_OPT 41
-
-#define F2_QR     0x80u
-#define F2_OPCODE 0x78u
-#define F2_TC     0x02u
-#define F3_CD     0x10u
-#define F3_RCODE  0x0fu
+#define F3_CD 0x10u
 
 #define EDNS_DO 0x8000u
 
-#define TTL_MAX               0x7fffffffu /* RFC 2181 §8: a TTL with the top bit set means 0 */
-#define SERVFAIL_TTL_MAX      30u /* RFC 2308 §7.1: at most five minutes; we stay far below */
 #define PREFETCH_MIN_LIFETIME 10u /* prefetching a TTL shorter than this is pointless churn */
-#define MAX_PTR_HOPS          128 /* as dns.c: a name has at most 127 labels */
 
 /* Key layout: name (wire, lower-cased) | qtype (2) | qclass (2) | flags (1). */
 #define KEY_TAIL   5
@@ -109,6 +100,7 @@ struct shard {
 
 struct cache {
     struct cache_config cfg;
+    struct dnswire_ttl_policy ttl; /* from cfg */
     struct shard *shards;
     unsigned nshards;
     size_t budget;      /* per shard */
@@ -132,116 +124,10 @@ static void put32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)v;
 }
 
-static uint32_t sane_ttl(uint32_t t)
-{
-    return t > TTL_MAX ? 0 : t;
-}
-
 /* Monotonic clocks do not wrap, but a caller's now_ms is only an input: never overflow. */
 static uint64_t add_sat(uint64_t a, uint64_t b)
 {
     return a > UINT64_MAX - b ? UINT64_MAX : a + b;
-}
-
-static uint32_t clamp_u32(uint32_t v, uint32_t lo, uint32_t hi)
-{
-    if (v < lo)
-        v = lo;
-    return v > hi ? hi : v;
-}
-
-/*
- * Offset just past the name at @p off as it sits in the message (a compression pointer ends
- * it; pointers are skipped, not followed, so the walk is linear), or 0 if malformed or beyond
- * @p end.
- */
-static size_t name_skip(const uint8_t *msg, size_t end, size_t off)
-{
-    size_t wire_len = 0;
-    for (;;) {
-        if (off >= end)
-            return 0;
-        uint8_t lab = msg[off];
-        if ((lab & 0xc0u) == 0xc0u) {
-            if (end - off < 2)
-                return 0;
-            return off + 2;
-        }
-        if (lab & 0xc0u)
-            return 0; /* obsolete extended label types */
-        wire_len += (size_t)lab + 1;
-        if (wire_len > 255)
-            return 0;
-        off += (size_t)lab + 1;
-        if (lab == 0)
-            return off;
-    }
-}
-
-/* One resource record as the walker sees it. */
-struct rr_view {
-    int sec; /* 1 answer, 2 authority, 3 additional */
-    size_t owner;
-    uint16_t type;
-    size_t ttl_off;
-    size_t rdata;
-    size_t rdlen;
-};
-
-struct rr_iter {
-    const uint8_t *msg;
-    size_t len;
-    size_t pos;
-    int sec;
-    unsigned left;
-};
-
-/* Start after the question (@p pos), at the answer section. */
-static void rr_iter_init(struct rr_iter *it, const uint8_t *msg, size_t len, size_t pos)
-{
-    it->msg = msg;
-    it->len = len;
-    it->pos = pos;
-    it->sec = 1;
-    it->left = dg_get16(msg + 6);
-}
-
-/* @return 1 a record in *rr, 0 no more records, -1 malformed. */
-static int rr_iter_next(struct rr_iter *it, struct rr_view *rr)
-{
-    while (it->left == 0) {
-        if (it->sec == 3)
-            return 0;
-        it->sec++;
-        it->left = dg_get16(it->msg + 4 + 2 * it->sec);
-    }
-    size_t p = name_skip(it->msg, it->len, it->pos);
-    if (p == 0 || it->len - p < 10)
-        return -1;
-    rr->owner = it->pos;
-    rr->sec = it->sec;
-    rr->type = dg_get16(it->msg + p);
-    rr->ttl_off = p + 4;
-    rr->rdlen = dg_get16(it->msg + p + 8);
-    rr->rdata = p + 10;
-    if (rr->rdlen > it->len - rr->rdata)
-        return -1;
-    it->pos = rr->rdata + rr->rdlen;
-    it->left--;
-    return 1;
-}
-
-/* SOA MINIMUM, the last of the five numbers after MNAME and RNAME. @return 0 or -1. */
-static int soa_minimum(const uint8_t *msg, const struct rr_view *rr, uint32_t *out)
-{
-    size_t end = rr->rdata + rr->rdlen;
-    size_t p = name_skip(msg, end, rr->rdata);
-    if (p)
-        p = name_skip(msg, end, p);
-    if (p == 0 || end - p < 20)
-        return -1;
-    *out = sane_ttl(dg_get32(msg + p + 16));
-    return 0;
 }
 
 /*
@@ -284,7 +170,7 @@ static bool name_stable(const uint8_t *msg, size_t len, size_t off, const struct
             return false;
         uint8_t lab = msg[off];
         if ((lab & 0xc0u) == 0xc0u) {
-            if (len - off < 2 || is_rewritten(rw, off, off + 2) || ++hops > MAX_PTR_HOPS)
+            if (len - off < 2 || is_rewritten(rw, off, off + 2) || ++hops > DNSWIRE_MAX_PTR_HOPS)
                 return false;
             off = ((size_t)(lab & 0x3fu) << 8) | msg[off + 1];
             continue;
@@ -307,11 +193,10 @@ static bool name_stable_cb(const uint8_t *msg, size_t len, size_t off, void *arg
 }
 
 /* The names in one record's rdata (dns_rdata_each_name() finds them as ldns lays them out). */
-static bool rdata_names_stable(const uint8_t *msg, size_t len, const struct rr_view *rr,
+static bool rdata_names_stable(const uint8_t *msg, size_t len, const struct dnswire_rr *rr,
                                const struct rewritten *rw)
 {
-    return dns_rdata_each_name(msg, len, rr->type, rr->rdata, rr->rdata + rr->rdlen, name_stable_cb,
-                               (void *)rw);
+    return dnswire_rdata_each_name(msg, len, rr, name_stable_cb, (void *)rw);
 }
 
 /* ---- keys --------------------------------------------------------------------------------- */
@@ -336,12 +221,12 @@ int cache_key_make(const struct cache *c, const uint8_t *query, size_t len, stru
         return -EINVAL;
 
     uint8_t flags = (query[3] & F3_CD) ? KEY_F_CD : 0;
-    struct rr_iter it;
-    struct rr_view rr;
+    struct dnswire_iter it;
+    struct dnswire_rr rr;
     int r;
-    rr_iter_init(&it, query, len, qend);
-    while ((r = rr_iter_next(&it, &rr)) == 1) {
-        if (rr.sec == 3 && rr.type == TYPE_OPT) {
+    dnswire_iter_init_answer(&it, query, len, 0, qend);
+    while ((r = dnswire_iter_next(&it, &rr)) == 1) {
+        if (rr.sec == DNSWIRE_AR && rr.type == DNSWIRE_TYPE_OPT) {
             flags |= KEY_F_EDNS;
             if (dg_get32(query + rr.ttl_off) & EDNS_DO)
                 flags |= KEY_F_DO;
@@ -375,122 +260,23 @@ static bool question_is_key(const uint8_t *msg, size_t len, const struct cache_k
 
 /* ---- answer analysis ---------------------------------------------------------------------- */
 
-struct answer_plan {
-    enum entry_kind kind;
-    uint32_t lifetime;
-    size_t nttl, ncount;
-    size_t stored_len;
-};
-
-/* The value a TTL is stored as (see the file comment). */
-static uint32_t stored_ttl(const struct cache_config *cfg, enum entry_kind kind, const uint8_t *msg,
-                           const struct rr_view *rr)
+static enum entry_kind kind_of(enum dnswire_answer_kind k)
 {
-    uint32_t t = sane_ttl(dg_get32(msg + rr->ttl_off));
-    uint32_t soamin;
-    switch (kind) {
-    case KIND_POSITIVE:
-        return clamp_u32(t, cfg->min_ttl, cfg->max_ttl);
-    case KIND_NEGATIVE:
-        /* Nothing in a negative answer outlives max_negative_ttl; the SOA says how long the
-         * negative answer itself lives (RFC 2308 §3). */
-        if (rr->sec == 2 && rr->type == TYPE_SOA && soa_minimum(msg, rr, &soamin) == 0 &&
-            soamin < t)
-            t = soamin;
-        return clamp_u32(t, cfg->min_ttl, cfg->max_negative_ttl);
-    case KIND_SERVFAIL:
-    default:
-        return t;
-    }
+    return k == DNSWIRE_POSITIVE   ? KIND_POSITIVE
+           : k == DNSWIRE_NEGATIVE ? KIND_NEGATIVE
+                                   : KIND_SERVFAIL;
 }
 
-/*
- * Decide whether @p ans can be stored under @p k and how: kind, lifetime, how many TTLs, how
- * many bytes. @return 0 cacheable, 1 not.
- */
-static int answer_plan_make(const struct cache_config *cfg, const struct cache_key *k,
-                            const uint8_t *ans, size_t len, struct answer_plan *plan)
+static enum dnswire_answer_kind dnswire_kind_of(enum entry_kind k)
 {
-    if (!ans || len < DNS_HEADER_LEN || len > DNS_MAX_MSG)
-        return 1;
-    if (!(ans[2] & F2_QR) || (ans[2] & F2_OPCODE) || (ans[2] & F2_TC))
-        return 1;
-    if (!question_is_key(ans, len, k))
-        return 1;
+    return k == KIND_POSITIVE   ? DNSWIRE_POSITIVE
+           : k == KIND_NEGATIVE ? DNSWIRE_NEGATIVE
+                                : DNSWIRE_SERVFAIL;
+}
 
-    unsigned rcode = ans[3] & F3_RCODE;
-    unsigned ancount = dg_get16(ans + 6);
-    if (rcode == DNS_RCODE_SERVFAIL)
-        plan->kind = KIND_SERVFAIL;
-    else if (rcode == DNS_RCODE_NXDOMAIN || (rcode == DNS_RCODE_NOERROR && ancount == 0))
-        plan->kind = KIND_NEGATIVE;
-    else if (rcode == DNS_RCODE_NOERROR)
-        plan->kind = KIND_POSITIVE;
-    else
-        return 1;
-
-    uint32_t min_count = UINT32_MAX; /* smallest TTL of answer + authority */
-    uint32_t soa = UINT32_MAX;       /* negative: smallest min(SOA TTL, MINIMUM) */
-    size_t nttl = 0, ncount = 0, nopt = 0;
-    struct rr_iter it;
-    struct rr_view rr;
-    int r;
-    rr_iter_init(&it, ans, len, DNS_HEADER_LEN + (k->len - KEY_TAIL) + 4);
-    while ((r = rr_iter_next(&it, &rr)) == 1) {
-        if (rr.type == TYPE_OPT) {
-            /* OPT only in the additional section, at most once (RFC 6891 §6.1.1); an
-             * extended rcode (BADVERS, BADCOOKIE...) is not an answer to keep. */
-            if (rr.sec != 3 || ++nopt > 1 || (dg_get32(ans + rr.ttl_off) >> 24) != 0)
-                return 1;
-            continue;
-        }
-        if (rr.type == TYPE_SOA && rr.sec == 2 && plan->kind == KIND_NEGATIVE) {
-            uint32_t m;
-            if (soa_minimum(ans, &rr, &m) != 0)
-                return 1;
-            uint32_t t = sane_ttl(dg_get32(ans + rr.ttl_off));
-            if (m < t)
-                t = m;
-            if (t < soa)
-                soa = t;
-        }
-        nttl++;
-        if (rr.sec <= 2) {
-            ncount++;
-            uint32_t t = sane_ttl(dg_get32(ans + rr.ttl_off));
-            if (t < min_count)
-                min_count = t;
-        }
-    }
-    if (r < 0)
-        return 1;
-
-    uint32_t life;
-    switch (plan->kind) {
-    case KIND_POSITIVE:
-        if (ncount == 0)
-            return 1;
-        life = clamp_u32(min_count, cfg->min_ttl, cfg->max_ttl);
-        break;
-    case KIND_NEGATIVE:
-        /* An NXDOMAIN at the end of a CNAME chain must not outlive the CNAMEs either. */
-        life = soa != UINT32_MAX ? soa : cfg->nosoa_negative_ttl;
-        if (min_count < life)
-            life = min_count;
-        life = clamp_u32(life, cfg->min_ttl, cfg->max_negative_ttl);
-        break;
-    case KIND_SERVFAIL:
-    default:
-        life = cfg->servfail_ttl < SERVFAIL_TTL_MAX ? cfg->servfail_ttl : SERVFAIL_TTL_MAX;
-        break;
-    }
-    if (life == 0)
-        return 1;
-    plan->lifetime = life;
-    plan->nttl = nttl;
-    plan->ncount = ncount;
-    plan->stored_len = it.pos;
-    return 0;
+uint32_t cache_answer_lifetime(const struct cache *c, const uint8_t *ans, size_t len)
+{
+    return c ? dnswire_answer_lifetime(ans, len, 0, &c->ttl, NULL) : 0;
 }
 
 /* ---- shards ------------------------------------------------------------------------------- */
@@ -607,6 +393,15 @@ void cache_config_defaults(struct cache_config *cc)
     cc->prefetch_percent = 10;
 }
 
+static void cache_ttl_policy(struct cache *c)
+{
+    c->ttl.min_ttl = c->cfg.min_ttl;
+    c->ttl.max_ttl = c->cfg.max_ttl;
+    c->ttl.max_negative_ttl = c->cfg.max_negative_ttl;
+    c->ttl.nosoa_negative_ttl = c->cfg.nosoa_negative_ttl;
+    c->ttl.servfail_ttl = c->cfg.servfail_ttl;
+}
+
 struct cache *cache_new(const struct cache_config *cc)
 {
     if (!cc)
@@ -622,6 +417,7 @@ struct cache *cache_new(const struct cache_config *cc)
         if (!c)
             return NULL;
         c->cfg = *cc;
+        cache_ttl_policy(c);
         arc4random_buf(c->secret, sizeof(c->secret));
         return c;
     }
@@ -634,6 +430,7 @@ struct cache *cache_new(const struct cache_config *cc)
         return NULL;
     c->cfg = *cc;
     c->cfg.nshards = nshards;
+    cache_ttl_policy(c);
     if (c->cfg.prefetch_percent > 100)
         c->cfg.prefetch_percent = 100;
     c->nshards = nshards;
@@ -704,27 +501,28 @@ static struct shard *shard_of(struct cache *c, uint64_t hash)
  * Fill a new entry's TTL offsets and rewrite its stored TTLs (the walk repeats the plan's).
  * @return false when a name of the answer would change under rewriting (see name_stable()).
  */
-static bool entry_fill_ttls(const struct cache_config *cfg, struct entry *e)
+static bool entry_fill_ttls(const struct cache *c, struct entry *e)
 {
     uint8_t *msg = entry_answer(e);
     size_t start = DNS_HEADER_LEN + (e->keylen - KEY_TAIL) + 4;
-    struct rr_iter it;
-    struct rr_view rr;
+    enum dnswire_answer_kind kind = dnswire_kind_of((enum entry_kind)e->kind);
+    struct dnswire_iter it;
+    struct dnswire_rr rr;
     size_t n = 0;
-    rr_iter_init(&it, msg, e->anslen, start);
-    while (rr_iter_next(&it, &rr) == 1) {
-        if (rr.type == TYPE_OPT)
+    dnswire_iter_init_answer(&it, msg, e->anslen, 0, start);
+    while (dnswire_iter_next(&it, &rr) == 1) {
+        if (rr.type == DNSWIRE_TYPE_OPT)
             continue;
         assert(n < e->nttl);
-        put32(msg + rr.ttl_off, stored_ttl(cfg, (enum entry_kind)e->kind, msg, &rr));
+        put32(msg + rr.ttl_off, dnswire_record_ttl(msg, &rr, kind, &c->ttl));
         e->ttl_off[n++] = (uint16_t)rr.ttl_off;
     }
     assert(n == e->nttl);
 
     const struct rewritten rw = {e->ttl_off, e->nttl};
-    rr_iter_init(&it, msg, e->anslen, start);
-    while (rr_iter_next(&it, &rr) == 1) {
-        if (!name_stable(msg, e->anslen, rr.owner, &rw) ||
+    dnswire_iter_init_answer(&it, msg, e->anslen, 0, start);
+    while (dnswire_iter_next(&it, &rr) == 1) {
+        if (!name_stable(msg, e->anslen, rr.name_off, &rw) ||
             !rdata_names_stable(msg, e->anslen, &rr, &rw))
             return false;
     }
@@ -736,11 +534,15 @@ int cache_insert(struct cache *c, const struct cache_key *k, const uint8_t *ans,
 {
     if (!c || c->nshards == 0 || !key_valid(k))
         return 1;
-    struct answer_plan plan;
-    if (answer_plan_make(&c->cfg, k, ans, len, &plan) != 0)
+    if (!ans || !question_is_key(ans, len, k))
         return 1;
+    struct dnswire_answer_info plan;
+    uint32_t lifetime = dnswire_answer_lifetime(ans, len, 0, &c->ttl, &plan);
+    if (lifetime == 0)
+        return 1;
+    enum entry_kind kind = kind_of(plan.kind);
 
-    size_t size = sizeof(struct entry) + plan.nttl * sizeof(uint16_t) + k->len + plan.stored_len;
+    size_t size = sizeof(struct entry) + plan.nttl * sizeof(uint16_t) + k->len + plan.end;
     /* What is left of a shard's share once its table has grown to the cap. */
     size_t room = c->budget - c->max_buckets * sizeof(struct entry *);
     if (size > room)
@@ -752,21 +554,21 @@ int cache_insert(struct cache *c, const struct cache_key *k, const uint8_t *ans,
     memset(e, 0, sizeof(*e));
     e->hash = k->hash;
     e->size = size;
-    e->kind = (uint8_t)plan.kind;
-    e->lifetime_s = plan.lifetime;
+    e->kind = (uint8_t)kind;
+    e->lifetime_s = lifetime;
     e->stored_ms = now_ms;
-    e->expire_ms = add_sat(now_ms, (uint64_t)plan.lifetime * 1000);
+    e->expire_ms = add_sat(now_ms, (uint64_t)lifetime * 1000);
     /* A SERVFAIL is never "stale data": it dies when it expires. */
-    e->dead_ms = add_sat(e->expire_ms, c->cfg.serve_stale && plan.kind != KIND_SERVFAIL
+    e->dead_ms = add_sat(e->expire_ms, c->cfg.serve_stale && kind != KIND_SERVFAIL
                                            ? (uint64_t)c->cfg.stale_max_s * 1000
                                            : 0);
-    e->anslen = (uint32_t)plan.stored_len;
+    e->anslen = (uint32_t)plan.end;
     e->keylen = (uint16_t)k->len;
     e->nttl = (uint16_t)plan.nttl;
     e->ncount = (uint16_t)plan.ncount;
     memcpy((uint8_t *)(e->ttl_off + e->nttl), k->data, k->len);
-    memcpy(entry_answer(e), ans, plan.stored_len);
-    if (!entry_fill_ttls(&c->cfg, e)) {
+    memcpy(entry_answer(e), ans, plan.end);
+    if (!entry_fill_ttls(c, e)) {
         free(e);
         return 1;
     }
@@ -780,7 +582,7 @@ int cache_insert(struct cache *c, const struct cache_key *k, const uint8_t *ans,
         struct entry *old = *pp;
         /* A SERVFAIL does not push out real data that can still be served (fresh, or stale
          * within stale_max_s): serving that is what serve-stale is for (RFC 8767). */
-        if (plan.kind == KIND_SERVFAIL && old->kind != KIND_SERVFAIL && now_ms < old->dead_ms) {
+        if (kind == KIND_SERVFAIL && old->kind != KIND_SERVFAIL && now_ms < old->dead_ms) {
             rc = 1;
             freelist = e;
             e->hnext = NULL;

@@ -205,8 +205,10 @@ static void on_upstream_done(void *arg, int status, const uint8_t *ans, size_t l
     } else {
         uint64_t now = dg_now_ms();
         bool stored = cache_insert(r->cache, &inf->key, ans, len, now) == 0;
-        long t = stored ? 0 : dns_answer_cache_ttl(ans, len);
-        uint32_t ttl = t > 0 ? (uint32_t)t : 0;
+        /* Not served from the cache (caching off, not kept, OOM): the max-age the cache would
+         * have given it, one rule for both paths; computed once, on first need. */
+        bool have_ttl = false;
+        uint32_t ttl = 0;
         while (inf->waiters.head) {
             struct resolver_waiter *w = first_waiter(inf);
             waiter_unlink(w);
@@ -226,6 +228,10 @@ static void on_upstream_done(void *arg, int status, const uint8_t *ans, size_t l
                 continue;
             }
             personalize(b->data, b->len, w->query, w->qlen);
+            if (!have_ttl) {
+                ttl = cache_answer_lifetime(r->cache, ans, len);
+                have_ttl = true;
+            }
             deliver(w, b->data, b->len, ttl);
         }
     }

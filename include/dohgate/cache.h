@@ -13,12 +13,15 @@
  * client's ID and the client's spelling of the question name, and rewrites every TTL as
  * (stored TTL − age): no parsing on the hit path.
  *
- * Lifetime rules (RFC 2308, RFC 8767, clamps):
+ * Lifetime rules: dnswire_answer_lifetime() (dnswire.h) under the TTL knobs below, the same
+ * function that gives the Cache-Control max-age of an answer the cache does not keep
+ * (cache_answer_lifetime()), so that both paths give one number:
  *  - positive answers: min TTL of answer + authority records, clamped to [min_ttl, max_ttl];
  *  - NXDOMAIN / NODATA: min(SOA TTL, SOA MINIMUM), clamped to [min_ttl, max_negative_ttl];
  *    without a SOA: nosoa_negative_ttl;
  *  - SERVFAIL: servfail_ttl (0 = not cached; at most 30);
- *  - TC=1, malformed, or other rcodes (REFUSED, NOTIMP, FORMERR...): never cached.
+ *  - TC=1, malformed, or other rcodes (REFUSED, NOTIMP, FORMERR...): never cached; a lifetime
+ *    of 0 after clamps is not cached either.
  *  - after expiry an entry stays, usable only as stale data, for stale_max_s more seconds
  *    (serve_stale on); stale answers carry TTL stale_answer_ttl.
  * The stored TTLs are brought into the same bounds (clamped; the SOA of a negative answer set
@@ -108,6 +111,14 @@ enum cache_result cache_lookup(struct cache *c, const struct cache_key *k, const
  */
 int cache_insert(struct cache *c, const struct cache_key *k, const uint8_t *ans, size_t len,
                  uint64_t now_ms);
+
+/**
+ * The lifetime in seconds cache_insert() gives @p ans (0: it would not keep it), computed under
+ * this cache's TTL knobs whether or not it stores anything (max_bytes 0 included): the
+ * Cache-Control max-age of an answer served without going through the cache, equal to the
+ * max-age a hit on the freshly stored entry reports. No lock taken. @p c may be NULL (0).
+ */
+uint32_t cache_answer_lifetime(const struct cache *c, const uint8_t *ans, size_t len);
 
 /** Lookups count as they happen: besides client cache hits, hits include the answers to the
  * clients that waited for an upstream answer (served from the entry just stored) and lookups

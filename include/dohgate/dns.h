@@ -1,8 +1,9 @@
 /**
  * @file dns.h
- * DNS wire-format helpers on top of ldns: query validation, upstream answer checks, TTL minimum
- * for Cache-Control (RFC 8484 §5.1, RFC 2308 for negative answers), synthesized error answers.
- * No I/O, no HTTP, no global state: safe from any thread.
+ * DNS message helpers: query validation, upstream answer checks, ECS removal, synthesized error
+ * answers, the query log's summary. Records are walked with the iterator of dnswire.h; how long
+ * an answer lives (Cache-Control, cache) is dnswire_answer_lifetime()'s rule, via
+ * cache_answer_lifetime(). No I/O, no HTTP, no global state: safe from any thread.
  */
 #ifndef DOHGATE_DNS_H
 #define DOHGATE_DNS_H
@@ -57,8 +58,9 @@ bool dns_answer_matches(const uint8_t *query, size_t qlen, const uint8_t *ans, s
 /**
  * Is @p wire structurally sound without parsing rdata fields? Every record the header counts
  * is there: names well formed (compression pointers within the message and at most
- * 128 hops, names in rdata of the types that carry them included), fixed fields
- * and RDLENGTH within the message. Trailing bytes are allowed, as in ldns. No allocation.
+ * DNSWIRE_MAX_PTR_HOPS hops, names in rdata of the types that carry them included), fixed
+ * fields and RDLENGTH within the message: a dnswire_iter walk with DNSWIRE_CHECK that ends
+ * without error. Trailing bytes are allowed, as in ldns. No allocation.
  */
 bool dns_wire_check(const uint8_t *wire, size_t len);
 
@@ -68,34 +70,12 @@ bool dns_is_truncated(const uint8_t *msg, size_t len);
 int dns_rcode(const uint8_t *msg, size_t len);
 
 /**
- * TTL for HTTP Cache-Control of an answer: the smallest TTL of the answer and authority
- * sections' records (OPT excluded). For a negative answer (NXDOMAIN, or NOERROR with no answer
- * records) the SOA in the authority section gives min(SOA TTL, SOA MINIMUM), per RFC 2308.
- * @return the TTL in seconds, or -1 when no TTL applies (no records, unparseable): the caller
- *         then sends no max-age (or max-age=0).
- */
-long dns_answer_cache_ttl(const uint8_t *ans, size_t len);
-
-/**
  * Remove every EDNS Client Subnet option (RFC 7871) from the OPT record of a query, in place:
  * ECS reveals the client's network to the upstream and would split the cache.
  * @return 1 if something was removed (*len updated), 0 if nothing was, -EINVAL if the message
  *         does not parse (left unchanged or partly edited: do not forward it then).
  */
 int dns_query_strip_ecs(uint8_t *msg, size_t *len);
-
-/** Called for a domain-name field of rdata at offset @p off; return false to stop and fail. */
-typedef bool (*dns_name_cb)(const uint8_t *msg, size_t len, size_t off, void *arg);
-
-/**
- * Call @p cb for every domain-name field in the rdata [pos, end) of a record of @p type, found
- * with ldns's rdata descriptor and the field sizes ldns_wire2rdf() uses. Anything odd (unknown
- * type, a field running past end) ends the walk successfully: the message's validity is ldns's
- * verdict, this walk only finds names.
- * @return false as soon as @p cb returns false, else true.
- */
-bool dns_rdata_each_name(const uint8_t *msg, size_t len, uint16_t type, size_t pos, size_t end,
-                         dns_name_cb cb, void *arg);
 
 /** Byte offset just past the question section (12 + qname + 4), or 0 if it does not parse. */
 size_t dns_question_end(const uint8_t *msg, size_t len);

@@ -5,7 +5,8 @@
  * eviction runs), then looked up at several times with and without stale data. Invariants:
  * the byte bound, a just-stored entry is a hit, every hit has the stored length, the client's
  * ID and question bytes, TTLs within the configured bounds, and what ldns accepted as an answer
- * before caching it still accepts after TTL rewriting; a SERVFAIL does not replace it. Copies
+ * before caching it still accepts after TTL rewriting, the first hit's max-age equal to
+ * cache_answer_lifetime() (the max-age with caching off); a SERVFAIL does not replace it. Copies
  * with other qtypes fill the cache further (table growth, eviction). The input is also tried as
  * a query key.
  */
@@ -17,6 +18,7 @@
 
 #include "dohgate/cache.h"
 #include "dohgate/dns.h"
+#include "dohgate/dnswire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -187,10 +189,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 if (info.ttl > last_ttl)
                     abort(); /* TTLs only go down */
                 last_ttl = info.ttl;
-                /* for a positive answer ldns finds the same smallest TTL we report */
-                long lt = dns_answer_cache_ttl(out.data, out.len);
-                if (dns_rcode(out.data, out.len) == DNS_RCODE_NOERROR && dg_get16(out.data + 6) &&
-                    lt >= 0 && lt != (long)info.ttl)
+                /* for a positive answer the smallest TTL of the served records (no clamps:
+                 * the stored TTLs are clamped already) is what we report */
+                static const struct dnswire_ttl_policy raw = {0, 0x7fffffffu, 0x7fffffffu, 0, 0};
+                struct dnswire_answer_info ai;
+                uint32_t lt = dnswire_answer_lifetime(out.data, out.len, DNSWIRE_CHECK, &raw, &ai);
+                if (ai.kind == DNSWIRE_POSITIVE && lt != info.ttl)
+                    abort();
+                /* one max-age rule: the first hit on a fresh entry reports the lifetime the
+                 * cache gives the answer when it does not store it (caching off) */
+                if (t == 0 && j == 0 && info.ttl != cache_answer_lifetime(c, data, size))
                     abort();
             }
         }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "dohgate/dns.h"
+#include "dohgate/dnswire.h"
 #include "dohgate/doh.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -66,8 +67,13 @@ static void check_dns(const uint8_t *q, size_t len)
     /* the answer we synthesize must pass our own upstream-answer check */
     if (qend && !dns_answer_matches(q, len, out.data, out.len))
         abort();
-    if (dns_answer_cache_ttl(out.data, out.len) != -1)
-        abort(); /* an error answer carries no TTL */
+    /* an error answer carries no TTL (SERVFAIL: cache-servfail-ttl, kept that long) */
+    static const struct dnswire_ttl_policy pol = {0, 86400, 3600, 30, 5};
+    struct dnswire_answer_info info;
+    uint32_t life = dnswire_answer_lifetime(out.data, out.len, DNSWIRE_CHECK, &pol, &info);
+    if (rcode == DNS_RCODE_SERVFAIL ? (info.kind != DNSWIRE_SERVFAIL || life != 5)
+                                    : (info.kind != DNSWIRE_UNCACHEABLE || life != 0))
+        abort();
     dg_buf_free(&out);
 }
 

@@ -1104,6 +1104,98 @@ struct th_arg {
     unsigned seed;
 };
 
+/* One max-age rule: for every kind of answer and every clamp, the first hit's TTL (what the
+ * client's Cache-Control says when the cache served it) equals cache_answer_lifetime() of the
+ * answer, and a cache of size 0 with the same knobs (caching off) gives the same number. */
+static void set_off_min_60(struct cache_config *cc)
+{
+    set_off(cc);
+    set_min_60(cc);
+}
+
+static void set_off_max_1000(struct cache_config *cc)
+{
+    set_off(cc);
+    set_max_1000(cc);
+}
+
+static void set_off_maxneg_100(struct cache_config *cc)
+{
+    set_off(cc);
+    set_maxneg_100(cc);
+}
+
+static void test_lifetime_cached_uncached_agree(void **state)
+{
+    static const char *const a300[] = {"www.example.com. 300 IN A 192.0.2.1", NULL};
+    static const char *const a5[] = {"www.example.com. 5 IN A 192.0.2.1", NULL};
+    static const char *const a_day[] = {"www.example.com. 86400 IN A 192.0.2.1", NULL};
+    static const char *const soa[] = {
+        "example.com. 3600 IN SOA ns.example.com. h.example.com. 1 7200 900 1209600 300", NULL};
+    static const char *const ns[] = {"example.com. 20 IN NS ns.example.com.", NULL};
+    const struct answer_spec specs[] = {
+        {.qname = "www.example.com.", .qtype = LDNS_RR_TYPE_A, .an = a300},
+        {.qname = "www.example.com.", .qtype = LDNS_RR_TYPE_A, .an = a5},
+        {.qname = "www.example.com.", .qtype = LDNS_RR_TYPE_A, .an = a_day},
+        {.rcode = LDNS_RCODE_NXDOMAIN,
+         .qname = "www.example.com.",
+         .qtype = LDNS_RR_TYPE_A,
+         .ns = soa},
+        {.rcode = LDNS_RCODE_NOERROR,
+         .qname = "www.example.com.",
+         .qtype = LDNS_RR_TYPE_A,
+         .ns = soa},
+        {.rcode = LDNS_RCODE_NXDOMAIN, .qname = "www.example.com.", .qtype = LDNS_RR_TYPE_A},
+        {.rcode = LDNS_RCODE_NOERROR,
+         .qname = "www.example.com.",
+         .qtype = LDNS_RR_TYPE_A,
+         .ns = ns},
+        {.rcode = LDNS_RCODE_SERVFAIL, .qname = "www.example.com.", .qtype = LDNS_RR_TYPE_A},
+        {.rcode = LDNS_RCODE_REFUSED, .qname = "www.example.com.", .qtype = LDNS_RR_TYPE_A},
+    };
+    void (*on[])(struct cache_config *) = {NULL, set_min_60, set_max_1000, set_maxneg_100};
+    void (*off[])(struct cache_config *) = {set_off, set_off_min_60, set_off_max_1000,
+                                            set_off_maxneg_100};
+    unsigned cached = 0;
+    for (size_t k = 0; k < sizeof(on) / sizeof(on[0]); k++) {
+        for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {
+            struct fx f;
+            fx_init(&f, new_cache(on[k]), "www.example.com", -1, &specs[i]);
+            struct cache *c_off = new_cache(off[k]);
+            uint32_t life = cache_answer_lifetime(f.c, f.ans, f.alen);
+            assert_int_equal(cache_answer_lifetime(c_off, f.ans, f.alen), life);
+            int rc = fx_insert(&f, T0);
+            struct cache_hit_info info;
+            if (life == 0) {
+                assert_int_equal(rc, 1);
+                assert_int_equal(fx_lookup(&f, T0, false, NULL, NULL), CACHE_MISS);
+            } else {
+                assert_int_equal(rc, 0);
+                assert_int_equal(fx_lookup(&f, T0, false, NULL, &info), CACHE_HIT);
+                assert_int_equal(info.ttl, life);
+                cached++;
+            }
+            /* the cache that is off stores nothing, but knows the number */
+            assert_int_equal(cache_insert(c_off, &f.k, f.ans, f.alen, T0), 1);
+            cache_free(c_off);
+            fx_deinit(&f);
+        }
+    }
+    assert_int_equal(cached, 4 * 8); /* all but REFUSED */
+    assert_int_equal(cache_answer_lifetime(NULL, NULL, 0), 0);
+
+    /* the numbers themselves, defaults: nosoa 30 (bounded by the NS's 20), SERVFAIL 5 */
+    struct cache *c = new_cache(set_off);
+    uint32_t want[] = {300, 5, 86400, 300, 300, 30, 20, 5, 0};
+    for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {
+        size_t len = 0;
+        uint8_t *w = build_answer(&specs[i], &len);
+        assert_int_equal(cache_answer_lifetime(c, w, len), want[i]);
+        free(w);
+    }
+    cache_free(c);
+}
+
 static void *th_main(void *p)
 {
     struct th_arg *a = p;
@@ -1220,6 +1312,7 @@ int main(void)
         cmocka_unit_test(test_replace),
         cmocka_unit_test(test_too_big_and_config),
         cmocka_unit_test(test_off_rd_servfail_not_stale),
+        cmocka_unit_test(test_lifetime_cached_uncached_agree),
         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

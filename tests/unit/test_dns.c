@@ -16,6 +16,7 @@
 #include <ldns/ldns.h>
 
 #include "dohgate/dns.h"
+#include "dohgate/dnswire.h"
 
 #define QBUF 512
 
@@ -139,11 +140,37 @@ static uint8_t *build_answer(const struct answer_spec *s, size_t *len)
     return wire;
 }
 
+/* The lifetime rule without clamps (what the RFCs alone say), nosoa 30 s, SERVFAIL 5 s. */
+static const struct dnswire_ttl_policy raw_policy = {
+    .min_ttl = 0,
+    .max_ttl = DNSWIRE_TTL_MAX,
+    .max_negative_ttl = DNSWIRE_TTL_MAX,
+    .nosoa_negative_ttl = 30,
+    .servfail_ttl = 5,
+};
+
+/* dnswire_answer_lifetime() of an unchecked message: -1 when uncacheable. */
+static long lifetime_pol(const uint8_t *wire, size_t len, const struct dnswire_ttl_policy *p)
+{
+    struct dnswire_answer_info info;
+    uint32_t life = dnswire_answer_lifetime(wire, len, DNSWIRE_CHECK, p, &info);
+    if (info.kind == DNSWIRE_UNCACHEABLE) {
+        assert_int_equal(life, 0);
+        return -1;
+    }
+    return (long)life;
+}
+
+static long lifetime_of(const uint8_t *wire, size_t len)
+{
+    return lifetime_pol(wire, len, &raw_policy);
+}
+
 static long ttl_of(const struct answer_spec *s)
 {
     size_t len = 0;
     uint8_t *wire = build_answer(s, &len);
-    long ttl = dns_answer_cache_ttl(wire, len);
+    long ttl = lifetime_of(wire, len);
     free(wire);
     return ttl;
 }
@@ -618,10 +645,10 @@ static void test_answer_record_bounds(void **state)
     /* a CNAME target running past RDLENGTH into the next record */
     size_t n = answer_with_rdata(a, 5, 2, "\3foo\0", 5);
     assert_false(dns_answer_matches(q, qn, a, n));
-    assert_int_equal(dns_answer_cache_ttl(a, n), -1);
+    assert_int_equal(lifetime_of(a, n), -1);
     n = answer_with_rdata(a, 5, 5, "\3foo\0", 5);
     assert_true(dns_answer_matches(q, qn, a, n));
-    assert_int_equal(dns_answer_cache_ttl(a, n), 60);
+    assert_int_equal(lifetime_of(a, n), 60);
 
     /* an A record with 6 bytes of rdata: ldns reads 4; the next record is found from RDLENGTH,
      * not from where ldns stopped */
@@ -636,10 +663,10 @@ static void test_answer_record_bounds(void **state)
     memcpy(a + n, "\xc0\x00\x02\x02", 4);
     n += 4;
     assert_true(dns_answer_matches(q, qn, a, n));
-    assert_int_equal(dns_answer_cache_ttl(a, n), 7);
+    assert_int_equal(lifetime_of(a, n), 7);
 }
 
-/* ---- dns_answer_cache_ttl ----------------------------------------------------------------- */
+/* ---- dnswire_answer_lifetime -------------------------------------------------------------- */
 
 static const char *const soa_300_900[] = {
     "example.com. 300 IN SOA ns.example.com. h.example.com. 1 3600 600 86400 900", NULL};
@@ -714,19 +741,29 @@ static void test_ttl_negative(void **state)
 
 static void test_ttl_none(void **state)
 {
-    /* negative without SOA: not cacheable (RFC 2308 §5) */
+    /* negative without SOA: RFC 2308 §5 says "should not be cached"; one rule for the cache
+     * and for max-age: nosoa_negative_ttl (30 here), never more than the records' TTLs */
     struct answer_spec s = {
         .rcode = LDNS_RCODE_NXDOMAIN, .qname = "nx.example.com.", .qtype = LDNS_RR_TYPE_A};
-    assert_int_equal(ttl_of(&s), -1);
+    assert_int_equal(ttl_of(&s), 30);
     static const char *const ns[] = {"example.com. 300 IN NS ns.example.com.", NULL};
     s.rcode = LDNS_RCODE_NOERROR;
     s.ns = ns; /* a referral: NOERROR, no answer, NS but no SOA */
-    assert_int_equal(ttl_of(&s), -1);
+    assert_int_equal(ttl_of(&s), 30);
+    static const char *const ns10[] = {"example.com. 10 IN NS ns.example.com.", NULL};
+    s.ns = ns10;
+    assert_int_equal(ttl_of(&s), 10);
+    struct dnswire_ttl_policy nosoa_off = raw_policy;
+    nosoa_off.nosoa_negative_ttl = 0;
+    size_t len = 0;
+    uint8_t *w = build_answer(&s, &len);
+    assert_int_equal(lifetime_pol(w, len, &nosoa_off), 0); /* cache-nosoa-ttl 0: not kept */
+    free(w);
 
-    /* SERVFAIL, REFUSED: never a TTL, even with records */
+    /* SERVFAIL: servfail_ttl; REFUSED: never a TTL, even with records */
     s.rcode = LDNS_RCODE_SERVFAIL;
     s.ns = NULL;
-    assert_int_equal(ttl_of(&s), -1);
+    assert_int_equal(ttl_of(&s), 5);
     s.rcode = LDNS_RCODE_REFUSED;
     s.an = an_a;
     assert_int_equal(ttl_of(&s), -1);
@@ -745,12 +782,12 @@ static void test_ttl_garbage(void **state)
     struct answer_spec s = {.qname = "www.example.com.", .qtype = LDNS_RR_TYPE_A, .an = an_a};
     size_t len = 0;
     uint8_t *a = build_answer(&s, &len);
-    assert_int_equal(dns_answer_cache_ttl(a, len), 300);
+    assert_int_equal(lifetime_of(a, len), 300);
     for (size_t cut = 0; cut < len; cut++)
-        assert_int_equal(dns_answer_cache_ttl(a, cut), -1);
+        assert_int_equal(lifetime_of(a, cut), -1);
     free(a);
 
-    assert_int_equal(dns_answer_cache_ttl(NULL, 0), -1);
+    assert_int_equal(lifetime_of(NULL, 0), -1);
     uint8_t junk[200];
     uint32_t x = 0x9e3779b9u;
     for (size_t i = 0; i < sizeof(junk); i++) {
@@ -760,7 +797,355 @@ static void test_ttl_garbage(void **state)
         junk[i] = (uint8_t)x;
     }
     junk[4] = 0xff; /* QDCOUNT far beyond what fits */
-    assert_int_equal(dns_answer_cache_ttl(junk, sizeof(junk)), -1);
+    assert_int_equal(lifetime_of(junk, sizeof(junk)), -1);
+}
+
+/* ---- dnswire iterator --------------------------------------------------------------------- */
+
+/* Walk @p len bytes copied to a buffer of exactly that size (ASan sees any overread). @return
+ * the last dnswire_iter_next() result; *n receives the records returned. */
+static int walk_exact(const uint8_t *msg, size_t len, unsigned flags, size_t *n)
+{
+    uint8_t *copy = malloc(len ? len : 1);
+    assert_non_null(copy);
+    if (len)
+        memcpy(copy, msg, len);
+    struct dnswire_iter it;
+    struct dnswire_rr rr;
+    int r;
+    size_t count = 0;
+    dnswire_iter_init(&it, copy, len, flags);
+    while ((r = dnswire_iter_next(&it, &rr)) == 1) {
+        assert_true(rr.name_off + rr.name_len <= len);
+        assert_true(rr.rdata_off + rr.rdlen <= len);
+        count++;
+        assert_true(count <= 4 * 65535);
+    }
+    /* the end, or the error, stays */
+    assert_int_equal(dnswire_iter_next(&it, &rr), r);
+    free(copy);
+    if (n)
+        *n = count;
+    return r;
+}
+
+static void test_iter_normal(void **state)
+{
+    static const char *const an[] = {"www.example.com. 300 IN CNAME web.example.com.",
+                                     "web.example.com. 60 IN A 192.0.2.1", NULL};
+    static const char *const ar[] = {"ns.example.com. 7 IN A 192.0.2.53", NULL};
+    struct answer_spec s = {.qname = "www.example.com.",
+                            .qtype = LDNS_RR_TYPE_A,
+                            .an = an,
+                            .ns = soa_300_900,
+                            .ar = ar,
+                            .edns_udp = 1232};
+    size_t len = 0;
+    uint8_t *a = build_answer(&s, &len);
+    static const struct {
+        enum dnswire_section sec;
+        uint16_t type, rclass;
+        uint32_t ttl;
+        size_t rdlen;
+    } want[] = {
+        {DNSWIRE_QD, 1, 1, 0, 0},   {DNSWIRE_AN, 5, 1, 300, 6}, {DNSWIRE_AN, 1, 1, 60, 4},
+        {DNSWIRE_NS, 6, 1, 300, 0}, {DNSWIRE_AR, 1, 1, 7, 4},   {DNSWIRE_AR, 41, 1232, 0, 0},
+    };
+    for (unsigned flags = 0; flags <= DNSWIRE_CHECK; flags++) {
+        struct dnswire_iter it;
+        struct dnswire_rr rr;
+        size_t i = 0, prev_end = DNS_HEADER_LEN;
+        dnswire_iter_init(&it, a, len, flags);
+        assert_int_equal(dnswire_iter_offset(&it), DNS_HEADER_LEN);
+        while (dnswire_iter_next(&it, &rr) == 1) {
+            assert_true(i < sizeof(want) / sizeof(want[0]));
+            assert_int_equal(rr.sec, want[i].sec);
+            assert_int_equal(rr.type, want[i].type);
+            assert_int_equal(rr.rclass, want[i].rclass);
+            assert_int_equal(rr.name_off, prev_end); /* records follow each other */
+            if (rr.sec == DNSWIRE_QD) {
+                assert_int_equal(rr.name_len, 17); /* www.example.com, uncompressed */
+                assert_int_equal(rr.ttl_off, 0);
+                assert_int_equal(rr.rdlen, 0);
+                prev_end = rr.name_off + rr.name_len + 4;
+            } else {
+                assert_int_equal(rr.ttl_off, rr.name_off + rr.name_len + 4);
+                assert_int_equal(rr.rdata_off, rr.ttl_off + 6);
+                if (rr.type != 6)
+                    assert_int_equal(rr.rdlen, want[i].rdlen);
+                if (rr.type != 41)
+                    assert_int_equal(dg_get32(a + rr.ttl_off), want[i].ttl);
+                prev_end = rr.rdata_off + rr.rdlen;
+            }
+            if (rr.type == 1 && rr.sec == DNSWIRE_AN)
+                assert_memory_equal(a + rr.rdata_off, "\xc0\x00\x02\x01", 4);
+            if (rr.sec == DNSWIRE_AN && rr.type == 5)
+                assert_int_equal(rr.name_len, 2); /* ldns compressed it: one pointer */
+            assert_int_equal(dnswire_iter_offset(&it), prev_end);
+            i++;
+        }
+        assert_int_equal(i, sizeof(want) / sizeof(want[0]));
+        assert_int_equal(dnswire_iter_offset(&it), len);
+        assert_int_equal(dnswire_iter_next(&it, &rr), 0);
+    }
+
+    /* starting at the answer section */
+    struct dnswire_iter it;
+    struct dnswire_rr rr;
+    dnswire_iter_init_answer(&it, a, len, DNSWIRE_CHECK, dns_question_end(a, len));
+    assert_int_equal(dnswire_iter_next(&it, &rr), 1);
+    assert_int_equal(rr.sec, DNSWIRE_AN);
+    assert_int_equal(rr.type, 5);
+    dnswire_iter_init_answer(&it, a, len, 0, len + 1);
+    assert_int_equal(dnswire_iter_next(&it, &rr), -EBADMSG);
+    free(a);
+
+    /* a header alone, too short, too long, NULL */
+    uint8_t hdr[DNS_HEADER_LEN] = {0};
+    size_t n = 99;
+    assert_int_equal(walk_exact(hdr, sizeof(hdr), 0, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(walk_exact(hdr, 11, 0, NULL), -EBADMSG);
+    dnswire_iter_init(&it, hdr, DNSWIRE_MAX_MSG + 1, 0);
+    assert_int_equal(dnswire_iter_next(&it, &rr), -EBADMSG);
+    dnswire_iter_init(&it, NULL, 100, 0);
+    assert_int_equal(dnswire_iter_next(&it, &rr), -EBADMSG);
+}
+
+static void test_iter_pointer_loops(void **state)
+{
+    uint8_t a[QBUF];
+    /* an answer record whose owner points at itself (offset 29) */
+    size_t n = answer_with_rdata(a, 1, 4, "\xc0\x00\x02\x01", 4);
+    put16(a, 29, 0xc000 | 29);
+    size_t count = 0;
+    assert_int_equal(walk_exact(a, n, DNSWIRE_CHECK, &count), -EBADMSG);
+    assert_int_equal(count, 1); /* the question came out, then the error */
+    /* without DNSWIRE_CHECK a pointer ends a name where it sits: never followed, no loop */
+    assert_int_equal(walk_exact(a, n, 0, &count), 0);
+    assert_int_equal(count, 2);
+    assert_false(dns_wire_check(a, n));
+    assert_int_equal(lifetime_of(a, n), -1);
+
+    /* two pointers pointing at each other: owner at 29 → 41 (the rdata) → 29 */
+    n = answer_with_rdata(a, 0xff00, 2, "\xc0\x1d", 2);
+    put16(a, 29, 0xc000 | 41);
+    assert_int_equal(walk_exact(a, n, DNSWIRE_CHECK, NULL), -EBADMSG);
+    assert_int_equal(walk_exact(a, n, 0, NULL), 0);
+
+    /* a pointer past the end of the message */
+    n = answer_with_rdata(a, 1, 4, "\xc0\x00\x02\x01", 4);
+    put16(a, 29, 0xc000 | 0x3fff);
+    assert_int_equal(walk_exact(a, n, DNSWIRE_CHECK, NULL), -EBADMSG);
+
+    /* a name inside rdata (CNAME target) that loops */
+    n = answer_with_rdata(a, 5, 2, "\xc0\x29", 2); /* points at itself, offset 41 */
+    assert_int_equal(walk_exact(a, n, DNSWIRE_CHECK, NULL), -EBADMSG);
+    assert_int_equal(walk_exact(a, n, 0, NULL), 0);
+    /* the same CNAME pointing at the question name is fine */
+    n = answer_with_rdata(a, 5, 2, "\xc0\x0c", 2);
+    assert_int_equal(walk_exact(a, n, DNSWIRE_CHECK, NULL), 0);
+
+    /* hop limit: a chain of DNSWIRE_MAX_PTR_HOPS pointers is followed, one more is refused */
+    uint8_t q[1024];
+    n = make_chain_query(q, sizeof(q), DNSWIRE_MAX_PTR_HOPS);
+    assert_int_equal(walk_exact(q, n, DNSWIRE_CHECK, NULL), 0);
+    n = make_chain_query(q, sizeof(q), DNSWIRE_MAX_PTR_HOPS + 1);
+    assert_int_equal(walk_exact(q, n, DNSWIRE_CHECK, NULL), -EBADMSG);
+    assert_int_equal(walk_exact(q, n, 0, NULL), 0);
+    size_t end = 0;
+    assert_true(dnswire_name_check(q, n, DNS_HEADER_LEN, &end));
+    assert_int_equal(end, DNS_HEADER_LEN + 3); /* "a" */
+}
+
+static void test_iter_lying_counts(void **state)
+{
+    struct answer_spec s = {.qname = "www.example.com.", .qtype = LDNS_RR_TYPE_A, .an = an_a};
+    size_t len = 0;
+    uint8_t *a = build_answer(&s, &len);
+    size_t n = 0;
+    for (int sec = 0; sec < 4; sec++) {
+        /* one more record than there is, in each section, then 65535 of them */
+        static const uint16_t extra[] = {1, 0xffff};
+        for (size_t e = 0; e < 2; e++) {
+            uint8_t saved[2] = {a[4 + 2 * sec], a[5 + 2 * sec]};
+            put16(a, (size_t)(4 + 2 * sec),
+                  (uint16_t)(e ? extra[e] : dg_get16(a + 4 + 2 * sec) + extra[e]));
+            for (unsigned flags = 0; flags <= DNSWIRE_CHECK; flags++)
+                assert_int_equal(walk_exact(a, len, flags, NULL), -EBADMSG);
+            assert_false(dns_wire_check(a, len));
+            assert_int_equal(lifetime_of(a, len), -1);
+            a[4 + 2 * sec] = saved[0];
+            a[5 + 2 * sec] = saved[1];
+        }
+    }
+    /* fewer than there are: the rest is trailing bytes, not looked at */
+    put16(a, 6, 0);
+    assert_int_equal(walk_exact(a, len, DNSWIRE_CHECK, &n), 0);
+    assert_int_equal(n, 1);
+    free(a);
+}
+
+static void test_iter_truncated(void **state)
+{
+    static const char *const an[] = {"www.example.com. 300 IN CNAME web.example.com.",
+                                     "web.example.com. 60 IN MX 10 mail.example.com.", NULL};
+    struct answer_spec s = {.qname = "www.example.com.",
+                            .qtype = LDNS_RR_TYPE_A,
+                            .an = an,
+                            .ns = soa_300_900,
+                            .edns_udp = 1232};
+    size_t len = 0;
+    uint8_t *a = build_answer(&s, &len);
+    size_t full = 0;
+    assert_int_equal(walk_exact(a, len, DNSWIRE_CHECK, &full), 0);
+    assert_int_equal(full, 5);
+    /* every cut ends in an error, never in a short "success", never an overread (ASan) */
+    for (size_t cut = 0; cut < len; cut++) {
+        for (unsigned flags = 0; flags <= DNSWIRE_CHECK; flags++) {
+            size_t got = 0;
+            assert_int_equal(walk_exact(a, cut, flags, &got), -EBADMSG);
+            assert_true(got < full);
+        }
+        assert_int_equal(lifetime_of(a, cut), -1);
+    }
+    /* an RDLENGTH reaching past the end */
+    uint8_t b[QBUF];
+    size_t n = answer_with_rdata(b, 1, 5, "\xc0\x00\x02\x01", 4);
+    assert_int_equal(walk_exact(b, n, 0, NULL), -EBADMSG);
+    free(a);
+}
+
+/* ---- the lifetime rule with the cache's knobs --------------------------------------------- */
+
+static long lifetime_spec(const struct answer_spec *s, const struct dnswire_ttl_policy *p)
+{
+    size_t len = 0;
+    uint8_t *wire = build_answer(s, &len);
+    long t = lifetime_pol(wire, len, p);
+    free(wire);
+    return t;
+}
+
+static void test_lifetime_clamps(void **state)
+{
+    struct dnswire_ttl_policy p = {.min_ttl = 60,
+                                   .max_ttl = 3600,
+                                   .max_negative_ttl = 600,
+                                   .nosoa_negative_ttl = 30,
+                                   .servfail_ttl = 5};
+    static const char *const an5[] = {"www.example.com. 5 IN A 192.0.2.1", NULL};
+    static const char *const an_day[] = {"www.example.com. 86400 IN A 192.0.2.1", NULL};
+    struct answer_spec s = {.qname = "www.example.com.", .qtype = LDNS_RR_TYPE_A, .an = an5};
+    assert_int_equal(lifetime_spec(&s, &p), 60); /* raised to min_ttl */
+    s.an = an_day;
+    assert_int_equal(lifetime_spec(&s, &p), 3600); /* cut to max_ttl */
+    s.an = an_a;
+    assert_int_equal(lifetime_spec(&s, &p), 300);
+
+    /* negative: the SOA's min(TTL, MINIMUM), within [min_ttl, max_negative_ttl] */
+    struct answer_spec nx = {.rcode = LDNS_RCODE_NXDOMAIN,
+                             .qname = "nx.example.com.",
+                             .qtype = LDNS_RR_TYPE_A,
+                             .ns = soa_3600_600};
+    assert_int_equal(lifetime_spec(&nx, &p), 600);
+    nx.ns = soa_300_900;
+    assert_int_equal(lifetime_spec(&nx, &p), 300);
+    p.max_negative_ttl = 100;
+    assert_int_equal(lifetime_spec(&nx, &p), 100);
+    nx.ns = soa_900_60; /* MINIMUM 60 = min_ttl */
+    p.min_ttl = 90;
+    assert_int_equal(lifetime_spec(&nx, &p), 90);
+    /* NODATA the same way */
+    nx.rcode = LDNS_RCODE_NOERROR;
+    assert_int_equal(lifetime_spec(&nx, &p), 90);
+    /* without SOA: nosoa, clamped too */
+    nx.ns = NULL;
+    assert_int_equal(lifetime_spec(&nx, &p), 90);
+    p.min_ttl = 0;
+    assert_int_equal(lifetime_spec(&nx, &p), 30);
+    p.max_negative_ttl = 10;
+    assert_int_equal(lifetime_spec(&nx, &p), 10);
+
+    /* SERVFAIL: servfail_ttl, at most 30 s; 0 is "not kept" */
+    nx.rcode = LDNS_RCODE_SERVFAIL;
+    assert_int_equal(lifetime_spec(&nx, &p), 5);
+    p.servfail_ttl = 300;
+    assert_int_equal(lifetime_spec(&nx, &p), DNSWIRE_SERVFAIL_TTL_MAX);
+    p.servfail_ttl = 0;
+    size_t len = 0;
+    uint8_t *w = build_answer(&nx, &len);
+    struct dnswire_answer_info info;
+    assert_int_equal(dnswire_answer_lifetime(w, len, 0, &p, &info), 0);
+    assert_int_equal(info.kind, DNSWIRE_SERVFAIL);
+    free(w);
+
+    /* what the cache needs besides: records with TTLs, how many bound max-age, the end */
+    static const char *const ar[] = {"ns.example.com. 5 IN A 192.0.2.53", NULL};
+    s.an = an_a;
+    s.ns = soa_300_900;
+    s.ar = ar;
+    s.edns_udp = 1232;
+    w = build_answer(&s, &len);
+    assert_int_equal(dnswire_answer_lifetime(w, len + 0, 0, &raw_policy, &info), 300);
+    assert_int_equal(info.kind, DNSWIRE_POSITIVE);
+    assert_int_equal(info.nttl, 3);
+    assert_int_equal(info.ncount, 2);
+    assert_int_equal(info.end, len);
+    /* TC, QR clear, an opcode: not an answer to keep */
+    w[2] |= 0x02;
+    assert_int_equal(lifetime_of(w, len), -1);
+    w[2] &= (uint8_t)~0x02;
+    w[2] &= (uint8_t)~0x80;
+    assert_int_equal(lifetime_of(w, len), -1);
+    w[2] |= 0x80 | (2 << 3);
+    assert_int_equal(lifetime_of(w, len), -1);
+    free(w);
+}
+
+static void test_lifetime_opt_rules(void **state)
+{
+    /* an OPT in the answer section, or two OPTs: uncacheable */
+    uint8_t a[QBUF];
+    size_t n = answer_with_rdata(a, 1, 4, "\xc0\x00\x02\x01", 4);
+    assert_int_equal(lifetime_of(a, n), 60);
+    size_t two = put_opt(a, n, 1232, 0);
+    put16(a, 10, 1);
+    assert_int_equal(lifetime_of(a, two), 60);
+    two = put_opt(a, two, 1232, 0);
+    put16(a, 10, 2);
+    assert_int_equal(lifetime_of(a, two), -1);
+    n = answer_with_rdata(a, 41, 0, "", 0); /* the one answer record is an OPT */
+    assert_int_equal(lifetime_of(a, n), -1);
+}
+
+static void test_record_ttl(void **state)
+{
+    struct dnswire_ttl_policy p = {.min_ttl = 10,
+                                   .max_ttl = 100,
+                                   .max_negative_ttl = 50,
+                                   .nosoa_negative_ttl = 30,
+                                   .servfail_ttl = 5};
+    struct answer_spec s = {.rcode = LDNS_RCODE_NXDOMAIN,
+                            .qname = "nx.example.com.",
+                            .qtype = LDNS_RR_TYPE_A,
+                            .ns = soa_900_60};
+    size_t len = 0;
+    uint8_t *w = build_answer(&s, &len);
+    struct dnswire_iter it;
+    struct dnswire_rr rr;
+    dnswire_iter_init_answer(&it, w, len, 0, dns_question_end(w, len));
+    assert_int_equal(dnswire_iter_next(&it, &rr), 1);
+    assert_int_equal(rr.type, 6);
+    /* SOA 900, MINIMUM 60: 60, then max_negative_ttl 50 */
+    assert_int_equal(dnswire_record_ttl(w, &rr, DNSWIRE_NEGATIVE, &p), 50);
+    p.max_negative_ttl = 3600;
+    assert_int_equal(dnswire_record_ttl(w, &rr, DNSWIRE_NEGATIVE, &p), 60);
+    assert_int_equal(dnswire_record_ttl(w, &rr, DNSWIRE_POSITIVE, &p), 100);
+    assert_int_equal(dnswire_record_ttl(w, &rr, DNSWIRE_SERVFAIL, &p), 900);
+    /* the lifetime agrees with the smallest record TTL */
+    assert_int_equal(dnswire_answer_lifetime(w, len, 0, &p, NULL), 60);
+    free(w);
 }
 
 /* ---- dns_question_end, dns_is_truncated, dns_rcode ---------------------------------------- */
@@ -876,6 +1261,13 @@ int main(void)
         cmocka_unit_test(test_ttl_negative),
         cmocka_unit_test(test_ttl_none),
         cmocka_unit_test(test_ttl_garbage),
+        cmocka_unit_test(test_iter_normal),
+        cmocka_unit_test(test_iter_pointer_loops),
+        cmocka_unit_test(test_iter_lying_counts),
+        cmocka_unit_test(test_iter_truncated),
+        cmocka_unit_test(test_lifetime_clamps),
+        cmocka_unit_test(test_lifetime_opt_rules),
+        cmocka_unit_test(test_record_ttl),
         cmocka_unit_test(test_question_end),
         cmocka_unit_test(test_question_end_pointers),
         cmocka_unit_test(test_question_end_name_length),

@@ -169,7 +169,7 @@ static uint32_t first_ttl(const uint8_t *m, size_t len)
 
 /* ------------------------------------------------------------ fake upstream server */
 
-enum fake_mode { FAKE_ANSWER, FAKE_SILENT, FAKE_SERVFAIL };
+enum fake_mode { FAKE_ANSWER, FAKE_SILENT, FAKE_SERVFAIL, FAKE_NXDOMAIN };
 
 struct fake;
 
@@ -236,7 +236,7 @@ static unsigned fake_count(const struct fake *f, const char *name)
 }
 
 /* The question echoed, QR RA, RD and CD copied; one A (or AAAA) record with f->ttl, or
- * SERVFAIL with no records; an OPT echoing DO when the query had one. */
+ * SERVFAIL or NXDOMAIN (without SOA) with no records; an OPT echoing DO when the query had one. */
 static size_t fake_make_answer(const struct fake *f, const uint8_t *q, size_t qlen, uint8_t *out)
 {
     size_t qe = dns_question_end(q, qlen);
@@ -248,6 +248,8 @@ static size_t fake_make_answer(const struct fake *f, const uint8_t *q, size_t ql
     size_t p = qe;
     if (f->mode == FAKE_SERVFAIL) {
         out[3] |= DNS_RCODE_SERVFAIL;
+    } else if (f->mode == FAKE_NXDOMAIN) {
+        out[3] |= DNS_RCODE_NXDOMAIN;
     } else {
         bool v6 = dg_get16(q + qe - 4) == TYPE_AAAA;
         dg_put16(out + 6, 1);
@@ -1042,6 +1044,64 @@ static void test_no_cache(void **state)
     assert_int_equal(resolver_get_stats(t->r)->hits, 0);
 }
 
+/* 12. One max-age rule: the answer a client gets through the cache and the same answer with
+ * caching off (cache-size 0) carry the same Cache-Control TTL, for a positive answer, a
+ * negative one without SOA (cache-nosoa-ttl) and an upstream SERVFAIL (cache-servfail-ttl). */
+static void test_max_age_cached_uncached_agree(void **state)
+{
+    struct tctx *t = *state;
+    env_start(t, true, 0);
+    struct cache_config cc;
+    cache_config_defaults(&cc);
+    cc.max_bytes = 0;
+    cc.stale_answer_ttl = 30;
+    struct cache *off = cache_new(&cc);
+    assert_non_null(off);
+    t->r2 = resolver_new(t->up, off, t->cfg);
+    assert_non_null(t->r2);
+
+    static const struct {
+        enum fake_mode mode;
+        uint32_t ttl; /* of the fake's record */
+        const char *name;
+        uint32_t want;
+    } cases[] = {
+        {FAKE_ANSWER, 300, "pos.example", 300},
+        {FAKE_NXDOMAIN, 300, "nosoa.example", 30}, /* cache_config_defaults(): nosoa 30 */
+        {FAKE_SERVFAIL, 300, "fail.example", 5},   /* servfail 5 */
+    };
+    size_t slot = 0;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        t->f->mode = cases[i].mode;
+        t->f->ttl = cases[i].ttl;
+        struct resolver *rs[2] = {t->r, t->r2};
+        for (size_t j = 0; j < 2; j++) {
+            struct msg q = mkq((uint16_t)(0x900 + slot), cases[i].name, Q_A);
+            resolve_pending(t, rs[j], slot, &q);
+            t->nexpect = slot + 1;
+            assert_true(run_until(t, all_done, 2000));
+            assert_int_equal(t->res[slot].called, 1);
+            assert_int_equal(rcode_of(t->res[slot].ans),
+                             cases[i].mode == FAKE_ANSWER     ? DNS_RCODE_NOERROR
+                             : cases[i].mode == FAKE_NXDOMAIN ? DNS_RCODE_NXDOMAIN
+                                                              : DNS_RCODE_SERVFAIL);
+            slot++;
+        }
+        /* cached, then uncached: the same number */
+        assert_int_equal(t->res[slot - 2].ttl, cases[i].want);
+        assert_int_equal(t->res[slot - 1].ttl, cases[i].want);
+    }
+    /* the cached path did store them (a second query is a hit), the other did not */
+    struct cache_stats st;
+    cache_get_stats(t->cache, &st);
+    assert_int_equal(st.inserts, 3);
+    cache_get_stats(off, &st);
+    assert_int_equal(st.inserts, 0);
+    resolver_free(t->r2);
+    t->r2 = NULL;
+    cache_free(off);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1057,6 +1117,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prefetch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_with_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_cache, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_max_age_cached_uncached_agree, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
