@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dohgate/client.h"
+
 /* A numeric address into 4 or 16 bytes; IPv4-mapped IPv6 becomes IPv4. @return the length or 0 */
 static size_t addr_bytes(const char *s, uint8_t out[16])
 {
@@ -96,24 +98,10 @@ static bool allows_bytes(const struct acl *acl, const uint8_t *a, size_t len)
     return acl->n_allow == 0;
 }
 
-bool acl_allows(const struct acl *acl, const char *addr)
+bool acl_allows_client(const struct acl *acl, const struct client_id *id)
 {
     if (!acl_active(acl))
         return true;
-    uint8_t a[16];
-    size_t len = addr_bytes(addr, a);
-    return len && allows_bytes(acl, a, len); /* not an address we can judge: no */
-}
-
-bool acl_allows_sockaddr(const struct acl *acl, const struct sockaddr *sa)
-{
-    if (!acl_active(acl))
-        return true;
-    if (sa->sa_family == AF_INET)
-        return allows_bytes(acl, (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr, 4);
-    if (sa->sa_family != AF_INET6)
-        return false;
-    const uint8_t *a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
-    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    return memcmp(a, mapped, 12) == 0 ? allows_bytes(acl, a + 12, 4) : allows_bytes(acl, a, 16);
+    /* not an address we can judge: no */
+    return client_id_known(id) && allows_bytes(acl, id->addr, id->len);
 }

@@ -1,8 +1,6 @@
 /* Per-client connection counts and token buckets, sharded and bounded: see clients.h. */
 #include "dohgate/clients.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,39 +34,6 @@ struct clients {
     uint64_t seed;
     struct shard shards[SHARDS];
 };
-
-int client_key_from_sockaddr(const struct sockaddr *sa, struct client_key *k)
-{
-    memset(k, 0, sizeof(*k));
-    if (sa->sa_family == AF_INET) {
-        memcpy(k->b, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-        k->len = 4;
-        return 0;
-    }
-    if (sa->sa_family != AF_INET6)
-        return -1;
-    const uint8_t *a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
-    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (memcmp(a, mapped, 12) == 0) {
-        memcpy(k->b, a + 12, 4);
-        k->len = 4;
-    } else {
-        memcpy(k->b, a, 8); /* the /64 */
-        k->len = 8;
-    }
-    return 0;
-}
-
-int client_key_from_string(const char *s, struct client_key *k)
-{
-    struct sockaddr_in v4 = {.sin_family = AF_INET};
-    struct sockaddr_in6 v6 = {.sin6_family = AF_INET6};
-    if (inet_pton(AF_INET, s, &v4.sin_addr) == 1)
-        return client_key_from_sockaddr((const struct sockaddr *)&v4, k);
-    if (inet_pton(AF_INET6, s, &v6.sin6_addr) == 1)
-        return client_key_from_sockaddr((const struct sockaddr *)&v6, k);
-    return -1;
-}
 
 struct clients *clients_new(const struct clients_config *cfg)
 {
@@ -246,6 +211,11 @@ unsigned clients_query(struct clients *c, const struct client_key *k, uint64_t n
         e ? take(&e->query_tokens, &e->query_ts, c->cfg.query_rate, c->cfg.query_burst, now_ms) : 0;
     pthread_mutex_unlock(&s->mu);
     return wait ? (unsigned)((wait + 999) / 1000) : 0;
+}
+
+bool clients_limit_queries(const struct clients *c)
+{
+    return c && c->cfg.query_rate != 0;
 }
 
 size_t clients_count(struct clients *c)

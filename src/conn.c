@@ -1,6 +1,5 @@
 #include "dohgate/conn.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
@@ -11,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dohgate/client.h"
 #include "dohgate/clients.h"
 #include "dohgate/config.h"
 #include "dohgate/h1.h"
@@ -43,13 +43,13 @@ struct conn {
     SSL *ssl; /* NULL on the plain-HTTP and metrics listeners */
     enum met_conn_kind kind;
     bool client_tracked; /* counted in set->clients: uncount on close */
-    struct client_key client;
+    /* who, filled once at accept; the sessions and every request point here */
+    struct client_id client;
     enum conn_state state;
     struct event *rev, *wev, *timer, *flush_ev;
     struct h2_session *h2;
     struct h1_session *h1;
     struct dg_buf out;
-    char peer[64];
     bool close_after_flush;
     bool tls_failed;      /* fatal TLS/socket error: no close_notify */
     bool want_write;      /* wev armed */
@@ -65,7 +65,7 @@ static void conn_free(struct conn *c)
     dg_list_unlink(&set->conns, &c->node);
     set->count--;
     if (c->client_tracked)
-        clients_conn_close(set->clients, &c->client);
+        clients_conn_close(set->clients, &c->client.key);
     if (set->wm) {
         ctr_add(&set->wm->conn_closed[c->kind], 1);
         if (c->ssl && c->state == CS_HANDSHAKE)
@@ -297,7 +297,7 @@ static int conn_flush(struct conn *c)
 static int start_h1(struct conn *c)
 {
     const struct h1_settings st = {
-        .https = c->ssl != NULL, .metrics = c->kind == MET_CONN_METRICS, .peer = c->peer};
+        .https = c->ssl != NULL, .metrics = c->kind == MET_CONN_METRICS, .client = &c->client};
     c->h1 = h1_session_new(&st, c->set->hctx, on_wake, c);
     if (!c->h1)
         return -1;
@@ -315,7 +315,7 @@ static int handshake_done(struct conn *c)
     metrics_tls(set->wm, SSL_version(c->ssl) == TLS1_3_VERSION, SSL_session_reused(c->ssl) == 1);
     if (tls_alpn_get(c->ssl) == TLS_ALPN_H2) {
         struct h2_settings st = {.max_concurrent_streams = set->cfg->max_concurrent_streams,
-                                 .peer = c->peer};
+                                 .client = &c->client};
         c->h2 = h2_session_new(&st, set->hctx, on_wake, c);
         if (!c->h2)
             return -1;
@@ -507,36 +507,23 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 }
 
 int conn_accept(struct conn_set *set, int fd, enum met_conn_kind kind,
-                const struct client_key *client)
+                const struct client_id *client, bool counted)
 {
     bool tls = kind == MET_CONN_TLS;
     struct conn *c = calloc(1, sizeof(*c));
     if (!c) {
-        if (client)
-            clients_conn_close(set->clients, client);
+        if (counted)
+            clients_conn_close(set->clients, &client->key);
         close(fd);
         return -ENOMEM;
     }
     c->set = set;
     c->fd = fd;
     c->kind = kind;
-    if (client) {
-        c->client = *client;
-        c->client_tracked = true;
-    }
+    if (client)
+        c->client = *client; /* else: calloc made it the unknown client */
+    c->client_tracked = counted;
     c->last_active = dg_now_ms();
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        const void *a = ss.ss_family == AF_INET6
-                            ? (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr
-                            : (const void *)&((struct sockaddr_in *)&ss)->sin_addr;
-        if (!inet_ntop(ss.ss_family, a, c->peer, sizeof(c->peer)))
-            c->peer[0] = '\0';
-        /* "::ffff:192.0.2.1" from the dual-stack listener reads better as the IPv4 address */
-        if (strncmp(c->peer, "::ffff:", 7) == 0 && strchr(c->peer + 7, '.'))
-            memmove(c->peer, c->peer + 7, strlen(c->peer + 7) + 1);
-    }
     if (tls)
         c->ssl = tls_store_ssl_new(set->tls);
     c->rev = event_new(set->base, fd, EV_READ | EV_PERSIST, on_readable, c);

@@ -1,13 +1,11 @@
 #include "dohgate/doh_handler.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "dohgate/acl.h"
-#include "dohgate/clients.h"
+#include "dohgate/client.h"
 #include "dohgate/config.h"
 #include "dohgate/dns.h"
 #include "dohgate/doh.h"
@@ -25,31 +23,21 @@ struct doh_op {
 
 /* The client as the query log shows it: full, truncated (IPv4 /24, IPv6 /48, as Unbound's
  * and PowerDNS's anonymizing options do), or not at all. */
-static void log_client(const struct config *cfg, const char *peer, char *out, size_t outlen)
+static void log_client(const struct config *cfg, const struct client_id *id, char *out,
+                       size_t outlen)
 {
-    if (strcmp(cfg->query_log_client, "none") == 0 || !peer || !peer[0]) {
+    if (strcmp(cfg->query_log_client, "none") == 0 || !client_id_known(id))
         snprintf(out, outlen, "-");
-        return;
-    }
-    snprintf(out, outlen, "%s", peer);
-    if (strcmp(cfg->query_log_client, "full") == 0)
-        return;
-    unsigned char a[16];
-    if (inet_pton(AF_INET, peer, a) == 1) {
-        a[3] = 0;
-        inet_ntop(AF_INET, a, out, (socklen_t)outlen);
-    } else if (inet_pton(AF_INET6, peer, a) == 1) {
-        memset(a + 6, 0, 10);
-        inet_ntop(AF_INET6, a, out, (socklen_t)outlen);
-    } else {
-        snprintf(out, outlen, "?");
-    }
+    else if (strcmp(cfg->query_log_client, "full") == 0)
+        snprintf(out, outlen, "%s", id->text);
+    else
+        client_id_text_truncated(id, out, outlen); /* from the binary address: no parse */
 }
 
 static void log_query(const struct http_exchange *ex, const struct dg_buf *msg)
 {
     char client[64], what[512];
-    log_client(ex->ctx->cfg, ex->req.peer, client, sizeof(client));
+    log_client(ex->ctx->cfg, ex->req.client, client, sizeof(client));
     dns_summary(msg->data, msg->len, what, sizeof(what));
     dg_log_query("query: %s %s %s HTTP/%s", client, what, ex->req.method,
                  ex->req.version >= 20   ? "2"
@@ -123,24 +111,8 @@ void doh_handle(struct http_exchange *ex)
     const char *why = NULL;
     struct dg_buf query = {0}, ans = {0};
     struct doh_op *op = NULL;
-    /* Who may ask, and how often: before any decoding work. */
-    if (acl_active(ex->ctx->acl) && !acl_allows(ex->ctx->acl, r->peer ? r->peer : "")) {
-        http_respond_text(ex, 403, "this resolver does not serve your network", NULL, 0);
-        return;
-    }
-    struct client_key key;
-    unsigned wait;
-    /* The table exists for the connection limits too: only a configured rate limit costs a
-     * query the address parse and the clock read. */
-    if (ex->ctx->cfg->query_rate && ex->ctx->clients && r->peer &&
-        client_key_from_string(r->peer, &key) == 0 &&
-        (wait = clients_query(ex->ctx->clients, &key, dg_now_ms())) > 0) {
-        char secs[16];
-        snprintf(secs, sizeof(secs), "%u", wait);
-        const struct http_header retry = {"retry-after", secs};
-        http_respond_text(ex, 429, "too many queries from your address: slow down", &retry, 1);
-        return;
-    }
+    /* Who may ask, and how often, was decided before: the router admits the request first
+     * (admission.h). */
     int st = doh_decode(&dr, &query, &why);
     if (st != 0) {
         const struct http_header allow = {"allow", DOH_ALLOW};

@@ -36,7 +36,7 @@ struct h1_session {
     void *owner;
     bool https;
     bool metrics;
-    char peer[64];
+    const struct client_id *client; /* the connection's; outlives the session */
     enum h1_state state;
     uint64_t req_started;
 
@@ -552,7 +552,7 @@ static void dispatch(struct h1_session *s)
         .metrics = s->metrics,
         .headers = s->hdrs,
         .nheaders = s->nhdrs,
-        .peer = s->peer,
+        .client = s->client,
     };
     router_dispatch(&s->ex);
 }
@@ -599,7 +599,7 @@ struct h1_session *h1_session_new(const struct h1_settings *st, const struct han
     s->owner = owner;
     s->https = st->https;
     s->metrics = st->metrics;
-    snprintf(s->peer, sizeof(s->peer), "%s", st->peer ? st->peer : "");
+    s->client = st->client;
     request_reset(s);
     return s;
 }

@@ -65,7 +65,7 @@ struct h2_session {
     const struct handler_ctx *hctx;
     h2_wake_cb wake;
     void *owner;
-    char peer[64];
+    const struct client_id *client; /* the connection's; outlives the session */
     struct dg_list streams;
     size_t nstreams;
     int32_t goaway_last_id; /* after h2_session_shutdown(): streams above it are not served */
@@ -307,7 +307,7 @@ static void stream_dispatch(struct h2_stream *st)
         .https = true,
         .headers = st->hdrs,
         .nheaders = st->nhdrs,
-        .peer = st->sess->peer,
+        .client = st->sess->client,
     };
     router_dispatch(&st->ex);
 }
@@ -547,7 +547,7 @@ struct h2_session *h2_session_new(const struct h2_settings *cfg, const struct ha
     nghttp2_option *opt = NULL;
     if (!s)
         return NULL;
-    snprintf(s->peer, sizeof(s->peer), "%s", cfg->peer ? cfg->peer : "");
+    s->client = cfg->client;
     s->hctx = hctx;
     s->wake = wake;
     s->owner = owner;

@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "dohgate/client.h"
 #include "dohgate/config.h"
 #include "dohgate/http.h"
 #include "dohgate/list.h"
@@ -209,9 +210,10 @@ static int build_request(struct preq *r, const struct http_request *q)
     const char *xff = http_request_header(q, "x-forwarded-for");
     char fwd[512];
     if (xff && strlen(xff) < sizeof(fwd) - 70)
-        snprintf(fwd, sizeof(fwd), "%s, %s", xff, q->peer ? q->peer : "unknown");
+        snprintf(fwd, sizeof(fwd), "%s, %s", xff,
+                 client_id_known(q->client) ? q->client->text : "unknown");
     else
-        snprintf(fwd, sizeof(fwd), "%s", q->peer && *q->peer ? q->peer : "unknown");
+        snprintf(fwd, sizeof(fwd), "%s", client_id_known(q->client) ? q->client->text : "unknown");
     if (add_line(b, "x-forwarded-for", fwd) ||
         add_line(b, "x-forwarded-proto", q->https ? "https" : "http") ||
         (q->authority && add_line(b, "x-forwarded-host", q->authority)))

@@ -1,4 +1,6 @@
-/* Routing by exact path: DoH endpoints go to the DNS pipeline, everything else to the site. */
+/* Routing by exact path: DoH endpoints go to the DNS pipeline (once admitted), everything else to
+ * the site. */
+#include "dohgate/admission.h"
 #include "dohgate/config.h"
 #include "dohgate/doh.h"
 #include "dohgate/doh_handler.h"
@@ -8,6 +10,7 @@
 #include "dohgate/site.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 size_t router_max_body(const struct handler_ctx *ctx, const char *path)
@@ -16,6 +19,29 @@ size_t router_max_body(const struct handler_ctx *ctx, const char *path)
     if (doh_path_match(path, cfg->doh_path, cfg->n_doh_path))
         return DOH_MAX_BODY;
     return cfg->site_max_body;
+}
+
+/* Who may ask, and how often, before any decoding work: the admission verdict in HTTP terms.
+ * @return whether the request goes on to its handler (else it was answered here). */
+static bool admitted(struct http_exchange *ex)
+{
+    const struct admission_policy policy = {.acl = ex->ctx->acl, .clients = ex->ctx->clients};
+    struct admission_verdict v = admission_check(&policy, ex->req.client);
+    switch (v.outcome) {
+    case ADMISSION_ALLOW:
+        return true;
+    case ADMISSION_REFUSE:
+        http_respond_text(ex, 403, admission_reason_text(v.reason), NULL, 0);
+        return false;
+    case ADMISSION_RATE_LIMITED: {
+        char secs[16];
+        snprintf(secs, sizeof(secs), "%u", v.wait_s);
+        const struct http_header retry = {"retry-after", secs};
+        http_respond_text(ex, 429, "too many queries from your address: slow down", &retry, 1);
+        return false;
+    }
+    }
+    return true;
 }
 
 void router_dispatch(struct http_exchange *ex)
@@ -32,7 +58,9 @@ void router_dispatch(struct http_exchange *ex)
         return;
     }
     if (doh_path_match(ex->req.path, cfg->doh_path, cfg->n_doh_path)) {
-        doh_handle(ex);
+        /* Only DNS is admission-checked: with acl-scope doh the website stays public. */
+        if (admitted(ex))
+            doh_handle(ex);
         return;
     }
     site_handle(ex);

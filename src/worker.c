@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "dohgate/acl.h"
+#include "dohgate/client.h"
 #include "dohgate/clients.h"
 #include "dohgate/config.h"
 #include "dohgate/conn.h"
@@ -160,16 +161,18 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
         }
         /* Refusals close at once, before any TLS work: the cheapest answer to a flood. */
         enum met_refusal why = MET_NREFUSE;
-        struct client_key key;
         bool tracked = false;
+        /* Who it is, once for the connection's life: the checks here and every request's
+         * admission, limits and log read this (client.h). */
+        struct client_id id;
+        client_id_from_sockaddr(&id, (struct sockaddr *)&ss);
         if (w->conns.count >= w->cfg->max_connections) {
             why = MET_REFUSE_MAX_CONNS;
         } else if (kind != MET_CONN_METRICS) {
-            if (w->acl_all && !acl_allows_sockaddr(w->hctx.acl, (struct sockaddr *)&ss)) {
+            if (w->acl_all && !acl_allows_client(w->hctx.acl, &id)) {
                 why = MET_REFUSE_ACL;
-            } else if (w->conns.clients &&
-                       client_key_from_sockaddr((struct sockaddr *)&ss, &key) == 0) {
-                enum client_verdict v = clients_conn_open(w->conns.clients, &key, dg_now_ms());
+            } else if (w->conns.clients && client_id_known(&id)) {
+                enum client_verdict v = clients_conn_open(w->conns.clients, &id.key, dg_now_ms());
                 why = v == CLIENT_TOO_MANY_CONNS ? MET_REFUSE_PER_CLIENT
                       : v == CLIENT_CONN_RATE    ? MET_REFUSE_RATE
                                                  : MET_NREFUSE;
@@ -184,7 +187,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        conn_accept(&w->conns, fd, kind, tracked ? &key : NULL);
+        conn_accept(&w->conns, fd, kind, &id, tracked);
         if (w->conns.count > w->conn_peak)
             w->conn_peak = w->conns.count;
     }

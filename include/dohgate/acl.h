@@ -3,7 +3,8 @@
  * Client access lists: allowed and denied networks (CIDR). The longest matching prefix decides
  * (a deny wins a tie); an address no entry matches is allowed only when there is no allow entry
  * (so "allow-client 10.0.0.0/8" alone means "only 10/8", and "deny-client" alone means
- * "everybody but"). IPv4-mapped IPv6 addresses are matched as IPv4. Read-only once built, so
+ * "everybody but"). IPv4-mapped IPv6 addresses are matched as IPv4 (entries here, clients in
+ * client_id_from_sockaddr()). Read-only once built, so
  * shared by all workers without locks.
  */
 #ifndef DOHGATE_ACL_H
@@ -34,12 +35,13 @@ int acl_parse(const char *s, bool allow, struct acl_entry *out);
 int acl_build(struct acl *acl, char *const *allow, size_t n_allow, char *const *deny,
               size_t n_deny);
 
-/** Whether the client at @p addr (numeric string) may use what the list guards. */
-bool acl_allows(const struct acl *acl, const char *addr);
-
-struct sockaddr;
-/** The same for a connection's peer address (AF_INET or AF_INET6; others are refused). */
-bool acl_allows_sockaddr(const struct acl *acl, const struct sockaddr *sa);
+struct client_id;
+/**
+ * Whether client @p id may use what the list guards. Reads the binary address filled at accept
+ * (client.h): no parsing per call. An unknown client (not IPv4 or IPv6, or NULL) is refused by
+ * any list with entries. A NULL or empty list allows everybody.
+ */
+bool acl_allows_client(const struct acl *acl, const struct client_id *id);
 
 /** Whether the list has any entry at all (no list: everybody). */
 static inline bool acl_active(const struct acl *acl)

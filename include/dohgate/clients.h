@@ -19,18 +19,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/socket.h>
 
-/** A client: the address (IPv4), or the /64 prefix (IPv6). */
-struct client_key {
-    uint8_t b[16];
-    uint8_t len; /**< 4 or 8 bytes used */
-};
-
-/** Fill @p k from a socket address. @return 0, or -1 for other families. */
-int client_key_from_sockaddr(const struct sockaddr *sa, struct client_key *k);
-/** Fill @p k from a numeric address string ("192.0.2.1", "2001:db8::1"). @return 0 or -1. */
-int client_key_from_string(const char *s, struct client_key *k);
+#include "dohgate/client.h" /* struct client_key: filled once per connection, in its client_id */
 
 struct clients_config {
     unsigned max_conns;   /**< open connections per client; 0 = no limit */
@@ -64,6 +54,10 @@ void clients_conn_close(struct clients *c, const struct client_key *k);
  * be (for Retry-After, at least 1).
  */
 unsigned clients_query(struct clients *c, const struct client_key *k, uint64_t now_ms);
+
+/** Whether clients_query() limits anything (a query rate is configured); NULL: no. Lets callers
+ * skip the clock read when it does not. */
+bool clients_limit_queries(const struct clients *c);
 
 /** Clients tracked now (tests, metrics). */
 size_t clients_count(struct clients *c);

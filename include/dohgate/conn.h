@@ -26,7 +26,7 @@ struct config;
 struct handler_ctx;
 struct conn;
 struct tls_store;
-struct client_key;
+struct client_id;
 
 struct conn_set {
     struct event_base *base;
@@ -50,13 +50,14 @@ struct conn_set {
 
 /**
  * Take over an accepted, non-blocking socket: start the TLS handshake (MET_CONN_TLS), or serve
- * plain HTTP/1.1 at once (the port-80 listener, or the metrics listener). @p client: the
- * client it was counted for in set->clients (uncounted when the connection closes, and on
- * failure here too), or NULL.
+ * plain HTTP/1.1 at once (the port-80 listener, or the metrics listener). @p client: who
+ * connected, as accept() reported it (copied into the connection, whose sessions and requests
+ * point to the copy; NULL: unknown). @p counted: the connection was counted for client->key in
+ * set->clients (then it is uncounted when the connection closes, and on failure here too).
  * @return 0, or -ENOMEM (the socket is closed: ownership passes in every case).
  */
 int conn_accept(struct conn_set *set, int fd, enum met_conn_kind kind,
-                const struct client_key *client);
+                const struct client_id *client, bool counted);
 
 /** Graceful stop: GOAWAY to every HTTP/2 connection; each closes when its streams are done. */
 void conn_set_shutdown(struct conn_set *set);

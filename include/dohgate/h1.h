@@ -29,14 +29,16 @@
 
 struct h1_session;
 struct handler_ctx;
+struct client_id;
 
 /** Same contract as h2_wake_cb: only schedule a flush, may run inside h1_session_recv(). */
 typedef void (*h1_wake_cb)(void *owner);
 
 struct h1_settings {
-    bool https;       /**< false on the plain-HTTP listener */
-    bool metrics;     /**< the metrics listener (implies !https) */
-    const char *peer; /**< client address (copied); may be NULL */
+    bool https;   /**< false on the plain-HTTP listener */
+    bool metrics; /**< the metrics listener (implies !https) */
+    /** who (client.h); must outlive the session; may be NULL */
+    const struct client_id *client;
 };
 
 /** @return NULL on OOM. */

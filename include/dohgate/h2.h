@@ -21,6 +21,7 @@
 
 struct h2_session;
 struct handler_ctx;
+struct client_id;
 
 /** Called when the session has new output to send, e.g. a response submitted by an upstream
  * callback. May be called synchronously from inside h2_session_recv(); it must only schedule a
@@ -33,7 +34,7 @@ typedef void (*h2_wake_cb)(void *owner);
 
 struct h2_settings {
     unsigned max_concurrent_streams;
-    const char *peer; /**< client address for handlers (copied); may be NULL */
+    const struct client_id *client; /**< who (client.h); must outlive the session; may be NULL */
 };
 
 /**

@@ -27,6 +27,7 @@
 #include "dohgate/util.h"
 
 struct acl;
+struct client_id;
 struct clients;
 struct config;
 struct proxy;
@@ -69,7 +70,8 @@ struct http_request {
     /** Every request header except pseudo-headers and cookie joins, names lower-case, in order. */
     const struct http_header *headers;
     size_t nheaders;
-    const char *peer; /**< client address, numeric ("192.0.2.1", "2001:db8::1") */
+    /** who asks (client.h): parsed once at accept, owned by the connection; may be NULL */
+    const struct client_id *client;
 };
 
 /** The first value of request header @p name (lower-case), or NULL. */

@@ -3,6 +3,10 @@
  * Picks the handler of a complete request by path: the configured DoH path(s) (exact match,
  * query string ignored) go to doh_handler, everything else to the site (site.h). Requests from
  * the plain-HTTP listener all go to site_handle_plain().
+ *
+ * DoH requests pass admission first (admission.h, with the request's client_id): a refused
+ * client gets 403 with the refusal's reason, a rate-limited one 429 with Retry-After, and the
+ * handler never sees them. Site pages and the metrics listener are not admission-checked.
  */
 #ifndef DOHGATE_ROUTER_H
 #define DOHGATE_ROUTER_H

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "dohgate/cache.h"
+#include "dohgate/client.h"
 #include "dohgate/config.h"
 #include "dohgate/h1.h"
 #include "dohgate/http.h"
@@ -23,6 +24,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+static const struct client_id peer = {
+    .addr = {192, 0, 2, 1}, .len = 4, .key = {.b = {192, 0, 2, 1}, .len = 4}, .text = "192.0.2.1"};
 static struct event_base *base;
 static struct config *cfg;
 static struct upstream *up;
@@ -74,7 +77,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool https = data[0] & 64u;
     data++;
     size--;
-    const struct h1_settings st = {.https = https, .peer = "192.0.2.1"};
+    const struct h1_settings st = {.https = https, .client = &peer};
     struct h1_session *s = h1_session_new(&st, &hctx, on_wake, NULL);
     if (!s)
         return 0;

@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "dohgate/client.h"
 #include "dohgate/config.h"
 #include "dohgate/http.h"
 #include "dohgate/log.h"
@@ -22,6 +23,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+static const struct client_id peer = {
+    .addr = {192, 0, 2, 1}, .len = 4, .key = {.b = {192, 0, 2, 1}, .len = 4}, .text = "192.0.2.1"};
 static struct event_base *base;
 static struct config *cfg;
 static int lfd = -1;
@@ -110,7 +113,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                      .https = true,
                                      .headers = hdrs,
                                      .nheaders = 3,
-                                     .peer = "192.0.2.1"};
+                                     .client = &peer};
     proxy_handle(px, &f.ex);
     /* The proxy connects at once on loopback; never block on accept() if it did not. */
     struct pollfd pfd = {.fd = lfd, .events = POLLIN};

@@ -1,13 +1,29 @@
-/* acl: CIDR parsing, longest-prefix decisions, allow-only and deny-only lists, IPv4-mapped. */
+/* acl: CIDR parsing, longest-prefix decisions, allow-only and deny-only lists, IPv4-mapped,
+ * clients as accept() reports them. */
 #include <setjmp.h>
+#include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
 #include <cmocka.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
 #include "dohgate/acl.h"
+#include "dohgate/client.h"
+
+/* The decision for a client written as text ("garbage": the unknown client). */
+static bool allows(const struct acl *acl, const char *addr)
+{
+    struct client_id id;
+    client_id_from_string(&id, addr);
+    return acl_allows_client(acl, &id);
+}
 
 static void test_parse(void **state)
 {
@@ -49,35 +65,63 @@ static void test_decide(void **state)
     char *allow[] = {"10.0.0.0/8", "2001:db8::/32"};
     char *deny[] = {"10.9.0.0/16", "10.9.9.9"};
     assert_int_equal(acl_build(&acl, allow, 2, deny, 2), 0);
-    assert_true(acl_allows(&acl, "10.1.2.3"));
-    assert_false(acl_allows(&acl, "10.9.1.1")); /* the longer deny wins */
-    assert_false(acl_allows(&acl, "10.9.9.9"));
-    assert_false(acl_allows(&acl, "192.0.2.1")); /* allow list: others are out */
-    assert_true(acl_allows(&acl, "2001:db8:5::1"));
-    assert_false(acl_allows(&acl, "2001:db9::1"));
-    assert_true(acl_allows(&acl, "::ffff:10.1.2.3")); /* mapped = IPv4 */
-    assert_false(acl_allows(&acl, "::ffff:10.9.1.1"));
-    assert_false(acl_allows(&acl, "garbage"));
+    assert_true(allows(&acl, "10.1.2.3"));
+    assert_false(allows(&acl, "10.9.1.1")); /* the longer deny wins */
+    assert_false(allows(&acl, "10.9.9.9"));
+    assert_false(allows(&acl, "192.0.2.1")); /* allow list: others are out */
+    assert_true(allows(&acl, "2001:db8:5::1"));
+    assert_false(allows(&acl, "2001:db9::1"));
+    assert_true(allows(&acl, "::ffff:10.1.2.3")); /* mapped = IPv4 */
+    assert_false(allows(&acl, "::ffff:10.9.1.1"));
+    assert_false(allows(&acl, "garbage"));
 
     /* deny only: everybody else is in */
     char *d2[] = {"192.0.2.0/24"};
     assert_int_equal(acl_build(&acl, NULL, 0, d2, 1), 0);
-    assert_false(acl_allows(&acl, "192.0.2.200"));
-    assert_true(acl_allows(&acl, "198.51.100.1"));
-    assert_true(acl_allows(&acl, "::1"));
+    assert_false(allows(&acl, "192.0.2.200"));
+    assert_true(allows(&acl, "198.51.100.1"));
+    assert_true(allows(&acl, "::1"));
 
     /* a tie: deny wins; a more specific allow inside a deny: allowed */
     char *a3[] = {"192.0.2.0/24", "192.0.2.128/25"};
     char *d3[] = {"192.0.2.0/24"};
     assert_int_equal(acl_build(&acl, a3, 2, d3, 1), 0);
-    assert_false(acl_allows(&acl, "192.0.2.1"));
-    assert_true(acl_allows(&acl, "192.0.2.200"));
+    assert_false(allows(&acl, "192.0.2.1"));
+    assert_true(allows(&acl, "192.0.2.200"));
 
     /* no list at all */
     assert_int_equal(acl_build(&acl, NULL, 0, NULL, 0), 0);
     assert_false(acl_active(&acl));
-    assert_true(acl_allows(&acl, "203.0.113.1"));
-    assert_true(acl_allows(NULL, "203.0.113.1"));
+    assert_true(allows(&acl, "203.0.113.1"));
+    assert_true(allows(NULL, "203.0.113.1"));
+}
+
+/* Clients filled from sockaddrs, as at accept: mapped IPv6 is IPv4, other families are refused
+ * by a list with entries (and let through by none). */
+static void test_sockaddr_clients(void **state)
+{
+    (void)state;
+    struct acl acl;
+    char *allow[] = {"10.0.0.0/8"};
+    assert_int_equal(acl_build(&acl, allow, 1, NULL, 0), 0);
+    struct client_id id;
+    struct sockaddr_in v4 = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x0a010203)};
+    assert_int_equal(client_id_from_sockaddr(&id, (struct sockaddr *)&v4), 0);
+    assert_true(acl_allows_client(&acl, &id));
+    struct sockaddr_in6 m = {
+        .sin6_family = AF_INET6,
+        .sin6_addr.s6_addr = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3}};
+    assert_int_equal(client_id_from_sockaddr(&id, (struct sockaddr *)&m), 0);
+    assert_true(acl_allows_client(&acl, &id));
+    m.sin6_addr.s6_addr[12] = 11;
+    assert_int_equal(client_id_from_sockaddr(&id, (struct sockaddr *)&m), 0);
+    assert_false(acl_allows_client(&acl, &id));
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    assert_int_equal(client_id_from_sockaddr(&id, (struct sockaddr *)&un), -EAFNOSUPPORT);
+    assert_false(acl_allows_client(&acl, &id));
+    assert_false(acl_allows_client(&acl, NULL));
+    assert_int_equal(acl_build(&acl, NULL, 0, NULL, 0), 0);
+    assert_true(acl_allows_client(&acl, &id)); /* no list: everybody, known or not */
 }
 
 int main(void)
@@ -85,6 +129,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse),
         cmocka_unit_test(test_decide),
+        cmocka_unit_test(test_sockaddr_clients),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,12 +15,16 @@
 
 #include <cmocka.h>
 
+#include "dohgate/client.h"
 #include "dohgate/config.h"
 #include "dohgate/h1.h"
 #include "dohgate/http.h"
 #include "dohgate/log.h"
 #include "dohgate/site.h"
 #include "dohgate/util.h"
+
+static const struct client_id peer = {
+    .addr = {192, 0, 2, 7}, .len = 4, .key = {.b = {192, 0, 2, 7}, .len = 4}, .text = "192.0.2.7"};
 
 struct fixture {
     struct config *cfg;
@@ -47,7 +51,7 @@ static int setup_with(void **state, const char *const *opts)
         assert_int_equal(config_set(f->cfg, opts[i], opts[i + 1], "t", 0, err, sizeof(err)), 0);
     assert_int_equal(config_finish(f->cfg, err, sizeof(err)), 0);
     f->hctx = (struct handler_ctx){.cfg = f->cfg};
-    const struct h1_settings st = {.https = true, .peer = "192.0.2.7"};
+    const struct h1_settings st = {.https = true, .client = &peer};
     f->s = h1_session_new(&st, &f->hctx, on_wake, f);
     assert_non_null(f->s);
     *state = f;
@@ -351,7 +355,7 @@ static void test_plain_listener(void **state)
     /* The port-80 session: no HSTS, everything redirected to https. */
     struct fixture *f = *state;
     h1_session_free(f->s);
-    const struct h1_settings st = {.https = false, .peer = "192.0.2.7"};
+    const struct h1_settings st = {.https = false, .client = &peer};
     struct site site = {.root.fd = -1, .acme.fd = -1, .https_port = 443};
     f->hctx.site = &site;
     f->s = h1_session_new(&st, &f->hctx, on_wake, f);
