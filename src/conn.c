@@ -17,7 +17,7 @@
 #include "dohgate/h2.h"
 #include "dohgate/http.h"
 #include "dohgate/log.h"
-#include "dohgate/metrics.h"
+#include "dohgate/observer.h"
 #include "dohgate/tls.h"
 #include "dohgate/util.h"
 
@@ -41,7 +41,7 @@ struct conn {
     struct dg_lnode node; /* on set->conns */
     int fd;
     SSL *ssl; /* NULL on the plain-HTTP and metrics listeners */
-    enum met_conn_kind kind;
+    enum dg_listener kind;
     bool client_tracked; /* counted in set->clients: uncount on close */
     struct client_key client;
     enum conn_state state;
@@ -66,11 +66,9 @@ static void conn_free(struct conn *c)
     set->count--;
     if (c->client_tracked)
         clients_conn_close(set->clients, &c->client);
-    if (set->wm) {
-        ctr_add(&set->wm->conn_closed[c->kind], 1);
-        if (c->ssl && c->state == CS_HANDSHAKE)
-            ctr_add(&set->wm->tls_failed, 1); /* failed, timed out, or the client left */
-    }
+    dg_observe(set->obs, DG_EV_CONN_CLOSED, c->kind, 1);
+    if (c->ssl && c->state == CS_HANDSHAKE) /* failed, timed out, or the client left */
+        dg_observe(set->obs, DG_EV_TLS_FAILED, 0, 1);
     /* The h2 session goes first: it cancels the streams' pending upstream queries. */
     h2_session_free(c->h2);
     h1_session_free(c->h1);
@@ -108,8 +106,8 @@ static int io_read(struct conn *c, uint8_t *buf, size_t n)
     if (!c->ssl) {
         ssize_t r = recv(c->fd, buf, n, 0);
         if (r > 0) {
-            if (c->set->wm && c->kind != MET_CONN_METRICS)
-                ctr_add(&c->set->wm->bytes_in, (uint64_t)r);
+            if (c->kind != DG_LISTENER_METRICS) /* scrapes are not traffic */
+                dg_observe(c->set->obs, DG_EV_BYTES_IN, 0, (uint64_t)r);
             return (int)r;
         }
         if (r == 0)
@@ -119,8 +117,7 @@ static int io_read(struct conn *c, uint8_t *buf, size_t n)
     ERR_clear_error();
     int r = SSL_read(c->ssl, buf, (int)n);
     if (r > 0) {
-        if (c->set->wm)
-            ctr_add(&c->set->wm->bytes_in, (uint64_t)r);
+        dg_observe(c->set->obs, DG_EV_BYTES_IN, 0, (uint64_t)r);
         return r;
     }
     int err = SSL_get_error(c->ssl, r);
@@ -141,8 +138,8 @@ static int io_write(struct conn *c, const uint8_t *buf, size_t n)
     if (!c->ssl) {
         ssize_t r = send(c->fd, buf, n, MSG_NOSIGNAL);
         if (r >= 0) {
-            if (c->set->wm && c->kind != MET_CONN_METRICS)
-                ctr_add(&c->set->wm->bytes_out, (uint64_t)r);
+            if (c->kind != DG_LISTENER_METRICS)
+                dg_observe(c->set->obs, DG_EV_BYTES_OUT, 0, (uint64_t)r);
             return (int)r;
         }
         return errno == EAGAIN || errno == EINTR ? IO_WANT_WRITE : IO_ERR;
@@ -150,8 +147,7 @@ static int io_write(struct conn *c, const uint8_t *buf, size_t n)
     ERR_clear_error();
     int r = SSL_write(c->ssl, buf, (int)n);
     if (r > 0) {
-        if (c->set->wm)
-            ctr_add(&c->set->wm->bytes_out, (uint64_t)r);
+        dg_observe(c->set->obs, DG_EV_BYTES_OUT, 0, (uint64_t)r);
         return r;
     }
     int err = SSL_get_error(c->ssl, r);
@@ -297,7 +293,7 @@ static int conn_flush(struct conn *c)
 static int start_h1(struct conn *c)
 {
     const struct h1_settings st = {
-        .https = c->ssl != NULL, .metrics = c->kind == MET_CONN_METRICS, .peer = c->peer};
+        .https = c->ssl != NULL, .metrics = c->kind == DG_LISTENER_METRICS, .peer = c->peer};
     c->h1 = h1_session_new(&st, c->set->hctx, on_wake, c);
     if (!c->h1)
         return -1;
@@ -312,7 +308,10 @@ static int handshake_done(struct conn *c)
     struct conn_set *set = c->set;
     c->last_active = dg_now_ms();
     arm_timer(c, set->cfg->idle_timeout_s);
-    metrics_tls(set->wm, SSL_version(c->ssl) == TLS1_3_VERSION, SSL_session_reused(c->ssl) == 1);
+    dg_observe(set->obs, DG_EV_TLS_HANDSHAKE,
+               (SSL_version(c->ssl) == TLS1_3_VERSION ? DG_TLS_13 : 0) |
+                   (SSL_session_reused(c->ssl) == 1 ? DG_TLS_RESUMED : 0),
+               1);
     if (tls_alpn_get(c->ssl) == TLS_ALPN_H2) {
         struct h2_settings st = {.max_concurrent_streams = set->cfg->max_concurrent_streams,
                                  .peer = c->peer};
@@ -506,10 +505,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     conn_free(c);
 }
 
-int conn_accept(struct conn_set *set, int fd, enum met_conn_kind kind,
+int conn_accept(struct conn_set *set, int fd, enum dg_listener kind,
                 const struct client_key *client)
 {
-    bool tls = kind == MET_CONN_TLS;
+    bool tls = kind == DG_LISTENER_TLS;
     struct conn *c = calloc(1, sizeof(*c));
     if (!c) {
         if (client)
@@ -546,8 +545,7 @@ int conn_accept(struct conn_set *set, int fd, enum met_conn_kind kind,
     /* Link first so that conn_free() can undo everything from here on. */
     dg_list_push_front(&set->conns, &c->node);
     set->count++;
-    if (set->wm)
-        ctr_add(&set->wm->conn_accepted[kind], 1);
+    dg_observe(set->obs, DG_EV_CONN_ACCEPTED, kind, 1);
     if ((tls && (!c->ssl || SSL_set_fd(c->ssl, fd) != 1)) || !c->rev || !c->wev || !c->timer ||
         !c->flush_ev || event_priority_set(c->flush_ev, CONN_FLUSH_PRIORITY) != 0 ||
         event_add(c->rev, NULL) != 0) {

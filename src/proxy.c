@@ -443,7 +443,7 @@ static void fail_before_head(struct preq *r, int status, const char *why)
     r->msg_done = false;
     r->dead = true;
     if (ex) {
-        http_clear_pending(ex);
+        /* responding releases our registration; if it fails the exchange still answers */
         http_respond_text(ex, status,
                           status == 504 ? "gateway timeout: the site's backend did "
                                           "not answer in time"
@@ -501,13 +501,11 @@ static void answer_head(struct preq *r)
             continue;
         out[n++] = r->hdrs[i];
     }
-    long long len = r->resp_len;
-    if (r->rp.status_code == 204 || r->rp.status_code == 304)
-        len = -1;
-    http_clear_pending(ex);
+    /* the exchange applies the body rules (HEAD, 204, 304) and releases our registration; on
+     * failure it closes the source (src_close) and answers 500/503 or resets by itself */
     const struct http_body_source src = {src_read, src_close, r};
     r->in_io++; /* src_close may run synchronously from here */
-    http_respond_stream(ex, (int)r->rp.status_code, out, n, len, &src);
+    http_respond_stream(ex, (int)r->rp.status_code, out, n, r->resp_len, &src);
     r->in_io--;
     free(out);
 }
@@ -660,7 +658,7 @@ void proxy_handle(struct proxy *px, struct http_exchange *ex)
     r->px = px;
     r->ex = ex;
     r->fd = -1;
-    r->head_method = strcmp(ex->req.method, "HEAD") == 0;
+    r->head_method = http_method_kind(ex->req.method) == HTTP_M_HEAD;
     r->timer = evtimer_new(px->base, on_timeout, r);
     if (!r->timer || build_request(r, &ex->req) != 0) {
         preq_free(r);

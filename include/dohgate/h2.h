@@ -7,7 +7,7 @@
  * Ownership: the connection owns the session; the session owns its streams; a stream owns its
  * request strings/body and its response bytes, and embeds the struct http_exchange that handlers
  * see. A stream is freed only in nghttp2's on_stream_close callback or by h2_session_free(),
- * and in both cases any pending handler operation is cancelled first (http_exchange_abort).
+ * and in both cases any pending handler operation is cancelled first (http_exchange_end).
  * No DNS knowledge here.
  */
 #ifndef DOHGATE_H2_H
