@@ -59,6 +59,7 @@ struct preq {
     size_t out_off;
     http_parser rp;
     bool head_method;
+    bool idempotent; /* may be sent again after a reused connection failed (RFC 9110 §9.2.2) */
     /* response head being parsed */
     struct dg_buf field, value;
     bool in_value;
@@ -455,8 +456,10 @@ static void fail_before_head(struct preq *r, int status, const char *why)
 
 static int start_connection(struct preq *r);
 
-/* The backend failed. Before any response byte on a reused connection: one retry on a new one.
- * Before the head: 502/504. After it: the source reports the failure. */
+/* The backend failed. Before any response byte on a reused connection: one retry on a new one,
+ * for idempotent methods only: the backend may have acted on the request before it closed (a
+ * POST sent twice could charge twice; nginx does not retry those either). Before the head:
+ * 502/504. After it: the source reports the failure. */
 static void backend_failed(struct preq *r, bool timeout, const char *why)
 {
     if (r->responded) {
@@ -473,7 +476,7 @@ static void backend_failed(struct preq *r, bool timeout, const char *why)
         }
         return;
     }
-    if (r->reused && !r->got_bytes && !r->retried && !timeout) {
+    if (r->reused && !r->got_bytes && !r->retried && !timeout && r->idempotent) {
         r->retried = true;
         r->px->stats.retries++;
         if (start_connection(r) == 0)
@@ -658,7 +661,9 @@ void proxy_handle(struct proxy *px, struct http_exchange *ex)
     r->px = px;
     r->ex = ex;
     r->fd = -1;
-    r->head_method = http_method_kind(ex->req.method) == HTTP_M_HEAD;
+    enum http_method_kind m = http_method_kind(ex->req.method);
+    r->head_method = m == HTTP_M_HEAD;
+    r->idempotent = http_method_idempotent(m);
     r->timer = evtimer_new(px->base, on_timeout, r);
     if (!r->timer || build_request(r, &ex->req) != 0) {
         preq_free(r);
