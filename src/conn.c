@@ -100,6 +100,19 @@ static void conn_free(struct conn *c)
 static void on_wake(void *arg);
 static void rearm(struct conn *c, uint64_t left_ms);
 
+/* The last words are queued (GOAWAY, a 408, the GOAWAY after a protocol error): close once they
+ * have left, and within GOODBYE_MS whatever the client does, so that one that does not read
+ * cannot hold the connection until the idle timeout. Armed once: later input must not push it
+ * out. */
+#define GOODBYE_MS 2000
+static void goodbye(struct conn *c)
+{
+    if (c->close_after_flush)
+        return;
+    c->close_after_flush = true;
+    rearm(c, GOODBYE_MS);
+}
+
 /* One read from TLS or the plain socket. @return bytes (> 0) or an IO_* code. */
 static int io_read(struct conn *c, uint8_t *buf, size_t n)
 {
@@ -266,6 +279,11 @@ static int conn_flush(struct conn *c)
                 rc = h1_session_send(c->h1, &c->out, OUT_GATHER);
             if (rc != 0)
                 return -1;
+            /* A protocol error makes nghttp2 queue a GOAWAY and go on (mem_recv succeeds):
+             * once that GOAWAY is in our buffer the session is over, whether or not the
+             * client reads it. */
+            if (c->h2 && !h2_session_want_read(c->h2))
+                goodbye(c);
         }
         if (c->out.len == 0)
             break;
@@ -338,7 +356,7 @@ static int conn_read(struct conn *c)
             if (c->h2) {
                 if (h2_session_recv(c->h2, buf, (size_t)n) != 0) {
                     /* nghttp2 queued a GOAWAY; send it, then close. */
-                    c->close_after_flush = true;
+                    goodbye(c);
                     return 0;
                 }
             } else {
@@ -472,8 +490,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     uint64_t started = c->h1 ? h1_session_request_started(c->h1) : 0;
     if (started && now - started >= req_ms) {
         h1_session_timeout(c->h1); /* 408, then close */
-        c->close_after_flush = true;
-        rearm(c, 2000);
+        goodbye(c);
         if (conn_flush(c) != 0)
             conn_free(c);
         return;
@@ -496,8 +513,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     /* Idle: say goodbye with GOAWAY rather than a bare close, so pooling clients know. */
     if (c->h2 && !busy) {
         h2_session_shutdown(c->h2);
-        c->close_after_flush = true;
-        rearm(c, 2000); /* if the client does not read, give up soon */
+        goodbye(c); /* if the client does not read, give up soon */
         if (conn_flush(c) != 0)
             conn_free(c);
         return;

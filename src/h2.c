@@ -594,6 +594,11 @@ bool h2_session_done(const struct h2_session *s)
     return !nghttp2_session_want_read(s->ng) && !nghttp2_session_want_write(s->ng);
 }
 
+bool h2_session_want_read(const struct h2_session *s)
+{
+    return nghttp2_session_want_read(s->ng) != 0;
+}
+
 bool h2_session_want_write(const struct h2_session *s)
 {
     return nghttp2_session_want_write(s->ng) != 0;
