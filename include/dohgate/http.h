@@ -59,13 +59,15 @@ struct http_header {
 /** A response body produced piecewise (a file, a proxied backend response). */
 struct http_body_source {
     /**
-     * Copy up to @p max bytes into @p buf. Called by the transport, never re-entered.
+     * Copy up to @p max bytes into @p buf. Called through http_body_pull() as the transport
+     * has room, never re-entered, never asked for bytes past the announced length.
      * @return bytes copied (> 0), 0 at the end of the body, HTTP_BODY_AGAIN, or another negative
      *         errno on failure (the transport aborts the response: RST_STREAM, or a close on
      *         HTTP/1.1, never a silently short body).
      */
     long (*read)(void *arg, uint8_t *buf, size_t max);
-    /** The transport is done with the source (any reason). Called exactly once; free it here. */
+    /** The exchange is done with the source (any reason). Called exactly once; free it here.
+     * May run synchronously from http_respond_stream() (HEAD, 204, 304, a failure). */
     void (*close)(void *arg);
     void *arg;
 };
