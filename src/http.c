@@ -293,6 +293,7 @@ int http_respond_stream(struct http_exchange *ex, int status, const struct http_
 
 long http_body_pull(struct http_exchange *ex, uint8_t *buf, size_t max, bool *eof)
 {
+    EX_EXPECT(ex, HTTP_EX_RESPONDED); /* a body flows only after its head was accepted */
     *eof = false;
     if (!ex->src_open)
         return -EIO;
