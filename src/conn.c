@@ -17,7 +17,7 @@
 #include "dohgate/h2.h"
 #include "dohgate/http.h"
 #include "dohgate/log.h"
-#include "dohgate/metrics.h"
+#include "dohgate/observer.h"
 #include "dohgate/tls.h"
 #include "dohgate/util.h"
 
@@ -41,7 +41,7 @@ struct conn {
     struct dg_lnode node; /* on set->conns */
     int fd;
     SSL *ssl; /* NULL on the plain-HTTP and metrics listeners */
-    enum met_conn_kind kind;
+    enum dg_listener kind;
     bool client_tracked; /* counted in set->clients: uncount on close */
     /* who, filled once at accept; the sessions and every request point here */
     struct client_id client;
@@ -66,11 +66,9 @@ static void conn_free(struct conn *c)
     set->count--;
     if (c->client_tracked)
         clients_conn_close(set->clients, &c->client.key);
-    if (set->wm) {
-        ctr_add(&set->wm->conn_closed[c->kind], 1);
-        if (c->ssl && c->state == CS_HANDSHAKE)
-            ctr_add(&set->wm->tls_failed, 1); /* failed, timed out, or the client left */
-    }
+    dg_observe(set->obs, DG_EV_CONN_CLOSED, c->kind, 1);
+    if (c->ssl && c->state == CS_HANDSHAKE) /* failed, timed out, or the client left */
+        dg_observe(set->obs, DG_EV_TLS_FAILED, 0, 1);
     /* The h2 session goes first: it cancels the streams' pending upstream queries. */
     h2_session_free(c->h2);
     h1_session_free(c->h1);
@@ -102,14 +100,27 @@ static void conn_free(struct conn *c)
 static void on_wake(void *arg);
 static void rearm(struct conn *c, uint64_t left_ms);
 
+/* The last words are queued (GOAWAY, a 408, the GOAWAY after a protocol error): close once they
+ * have left, and within GOODBYE_MS whatever the client does, so that one that does not read
+ * cannot hold the connection until the idle timeout. Armed once: later input must not push it
+ * out. */
+#define GOODBYE_MS 2000
+static void goodbye(struct conn *c)
+{
+    if (c->close_after_flush)
+        return;
+    c->close_after_flush = true;
+    rearm(c, GOODBYE_MS);
+}
+
 /* One read from TLS or the plain socket. @return bytes (> 0) or an IO_* code. */
 static int io_read(struct conn *c, uint8_t *buf, size_t n)
 {
     if (!c->ssl) {
         ssize_t r = recv(c->fd, buf, n, 0);
         if (r > 0) {
-            if (c->set->wm && c->kind != MET_CONN_METRICS)
-                ctr_add(&c->set->wm->bytes_in, (uint64_t)r);
+            if (c->kind != DG_LISTENER_METRICS) /* scrapes are not traffic */
+                dg_observe(c->set->obs, DG_EV_BYTES_IN, 0, (uint64_t)r);
             return (int)r;
         }
         if (r == 0)
@@ -119,8 +130,7 @@ static int io_read(struct conn *c, uint8_t *buf, size_t n)
     ERR_clear_error();
     int r = SSL_read(c->ssl, buf, (int)n);
     if (r > 0) {
-        if (c->set->wm)
-            ctr_add(&c->set->wm->bytes_in, (uint64_t)r);
+        dg_observe(c->set->obs, DG_EV_BYTES_IN, 0, (uint64_t)r);
         return r;
     }
     int err = SSL_get_error(c->ssl, r);
@@ -141,8 +151,8 @@ static int io_write(struct conn *c, const uint8_t *buf, size_t n)
     if (!c->ssl) {
         ssize_t r = send(c->fd, buf, n, MSG_NOSIGNAL);
         if (r >= 0) {
-            if (c->set->wm && c->kind != MET_CONN_METRICS)
-                ctr_add(&c->set->wm->bytes_out, (uint64_t)r);
+            if (c->kind != DG_LISTENER_METRICS)
+                dg_observe(c->set->obs, DG_EV_BYTES_OUT, 0, (uint64_t)r);
             return (int)r;
         }
         return errno == EAGAIN || errno == EINTR ? IO_WANT_WRITE : IO_ERR;
@@ -150,8 +160,7 @@ static int io_write(struct conn *c, const uint8_t *buf, size_t n)
     ERR_clear_error();
     int r = SSL_write(c->ssl, buf, (int)n);
     if (r > 0) {
-        if (c->set->wm)
-            ctr_add(&c->set->wm->bytes_out, (uint64_t)r);
+        dg_observe(c->set->obs, DG_EV_BYTES_OUT, 0, (uint64_t)r);
         return r;
     }
     int err = SSL_get_error(c->ssl, r);
@@ -270,6 +279,11 @@ static int conn_flush(struct conn *c)
                 rc = h1_session_send(c->h1, &c->out, OUT_GATHER);
             if (rc != 0)
                 return -1;
+            /* A protocol error makes nghttp2 queue a GOAWAY and go on (mem_recv succeeds):
+             * once that GOAWAY is in our buffer the session is over, whether or not the
+             * client reads it. */
+            if (c->h2 && !h2_session_want_read(c->h2))
+                goodbye(c);
         }
         if (c->out.len == 0)
             break;
@@ -297,7 +311,7 @@ static int conn_flush(struct conn *c)
 static int start_h1(struct conn *c)
 {
     const struct h1_settings st = {
-        .https = c->ssl != NULL, .metrics = c->kind == MET_CONN_METRICS, .client = &c->client};
+        .https = c->ssl != NULL, .metrics = c->kind == DG_LISTENER_METRICS, .client = &c->client};
     c->h1 = h1_session_new(&st, c->set->hctx, on_wake, c);
     if (!c->h1)
         return -1;
@@ -312,7 +326,10 @@ static int handshake_done(struct conn *c)
     struct conn_set *set = c->set;
     c->last_active = dg_now_ms();
     arm_timer(c, set->cfg->idle_timeout_s);
-    metrics_tls(set->wm, SSL_version(c->ssl) == TLS1_3_VERSION, SSL_session_reused(c->ssl) == 1);
+    dg_observe(set->obs, DG_EV_TLS_HANDSHAKE,
+               (SSL_version(c->ssl) == TLS1_3_VERSION ? DG_TLS_13 : 0) |
+                   (SSL_session_reused(c->ssl) == 1 ? DG_TLS_RESUMED : 0),
+               1);
     if (tls_alpn_get(c->ssl) == TLS_ALPN_H2) {
         struct h2_settings st = {.max_concurrent_streams = set->cfg->max_concurrent_streams,
                                  .client = &c->client};
@@ -339,7 +356,7 @@ static int conn_read(struct conn *c)
             if (c->h2) {
                 if (h2_session_recv(c->h2, buf, (size_t)n) != 0) {
                     /* nghttp2 queued a GOAWAY; send it, then close. */
-                    c->close_after_flush = true;
+                    goodbye(c);
                     return 0;
                 }
             } else {
@@ -473,8 +490,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     uint64_t started = c->h1 ? h1_session_request_started(c->h1) : 0;
     if (started && now - started >= req_ms) {
         h1_session_timeout(c->h1); /* 408, then close */
-        c->close_after_flush = true;
-        rearm(c, 2000);
+        goodbye(c);
         if (conn_flush(c) != 0)
             conn_free(c);
         return;
@@ -497,8 +513,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     /* Idle: say goodbye with GOAWAY rather than a bare close, so pooling clients know. */
     if (c->h2 && !busy) {
         h2_session_shutdown(c->h2);
-        c->close_after_flush = true;
-        rearm(c, 2000); /* if the client does not read, give up soon */
+        goodbye(c); /* if the client does not read, give up soon */
         if (conn_flush(c) != 0)
             conn_free(c);
         return;
@@ -506,10 +521,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     conn_free(c);
 }
 
-int conn_accept(struct conn_set *set, int fd, enum met_conn_kind kind,
+int conn_accept(struct conn_set *set, int fd, enum dg_listener kind,
                 const struct client_id *client, bool counted)
 {
-    bool tls = kind == MET_CONN_TLS;
+    bool tls = kind == DG_LISTENER_TLS;
     struct conn *c = calloc(1, sizeof(*c));
     if (!c) {
         if (counted)
@@ -533,8 +548,7 @@ int conn_accept(struct conn_set *set, int fd, enum met_conn_kind kind,
     /* Link first so that conn_free() can undo everything from here on. */
     dg_list_push_front(&set->conns, &c->node);
     set->count++;
-    if (set->wm)
-        ctr_add(&set->wm->conn_accepted[kind], 1);
+    dg_observe(set->obs, DG_EV_CONN_ACCEPTED, kind, 1);
     if ((tls && (!c->ssl || SSL_set_fd(c->ssl, fd) != 1)) || !c->rev || !c->wev || !c->timer ||
         !c->flush_ev || event_priority_set(c->flush_ev, CONN_FLUSH_PRIORITY) != 0 ||
         event_add(c->rev, NULL) != 0) {

@@ -11,6 +11,7 @@
 #include "dohgate/doh.h"
 #include "dohgate/http.h"
 #include "dohgate/log.h"
+#include "dohgate/observer.h"
 #include "dohgate/resolver.h"
 #include "dohgate/util.h"
 
@@ -53,15 +54,14 @@ static void respond_dns(struct http_exchange *ex, struct dg_buf *msg, uint32_t t
         {"content-type", DOH_CONTENT_TYPE},
         {"cache-control", cc},
     };
-    /* taken now: on success the body moves into the exchange, which may then be gone */
-    struct worker_metrics *wm = ex->ctx->wm;
+    /* taken now: on success the body moves into the exchange */
+    const struct dg_observer *obs = ex->ctx->obs;
     int rcode = msg->len >= 4 ? msg->data[3] & 0x0f : -1;
     if (ex->ctx->cfg->query_log)
         log_query(ex, msg);
-    if (http_respond(ex, 200, hdrs, 2, msg) != 0)
-        http_respond_text(ex, 503, "out of memory", NULL, 0);
-    else if (rcode >= 0)
-        metrics_rcode(wm, (unsigned)rcode);
+    /* On failure the exchange answers 503 (or resets) by itself: no DNS answer was sent. */
+    if (http_respond(ex, 200, hdrs, 2, msg) == 0 && rcode >= 0)
+        dg_observe(obs, DG_EV_DNS_ANSWER, (unsigned)rcode, 0);
 }
 
 static void respond_dns_error(struct http_exchange *ex, const uint8_t *q, size_t len, int rcode)
@@ -80,8 +80,7 @@ static void on_resolved(void *arg, const uint8_t *ans, size_t len, uint32_t ttl)
 {
     struct doh_op *op = arg;
     struct http_exchange *ex = op->ex;
-    /* Detach first: answering may end the exchange. */
-    http_clear_pending(ex);
+    /* Answering releases the exchange's registration of @p op. */
     free(op);
     struct dg_buf msg = {0};
     if (dg_buf_append(&msg, ans, len) == 0)

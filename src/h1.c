@@ -53,7 +53,6 @@ struct h1_session {
     int error_status; /* found by a parser callback: answer it and close */
     bool msg_complete;
     bool keep_alive;
-    bool is_head;
     int version;
 
     /* the response */
@@ -61,10 +60,7 @@ struct h1_session {
     bool continue_pending; /* "100 Continue" to send */
     struct dg_buf resp_body;
     size_t resp_off;
-    struct http_body_source src;
-    bool src_open;
     bool chunked;
-    long long src_len, src_sent;
     bool close_after; /* this response ends the connection */
     bool done;        /* nothing more will be sent: close once the output is written */
     bool shutting_down;
@@ -72,28 +68,21 @@ struct h1_session {
     struct dg_buf pending_in;
 };
 
-static int ex_respond(struct http_exchange *ex, int status, const struct http_header *hdrs,
-                      size_t nhdrs, struct dg_buf *body);
-static int ex_respond_stream(struct http_exchange *ex, int status, const struct http_header *hdrs,
-                             size_t nhdrs, long long length, const struct http_body_source *src);
+static int ex_respond(struct http_exchange *ex, const struct http_response *resp,
+                      struct dg_buf *body);
+static int ex_respond_stream(struct http_exchange *ex, const struct http_response *resp);
 static void ex_resume(struct http_exchange *ex);
+static void ex_reset(struct http_exchange *ex);
 static const struct http_exchange_ops h1_ops = {
     .respond = ex_respond,
     .respond_stream = ex_respond_stream,
     .resume = ex_resume,
+    .reset = ex_reset,
 };
 
 static int parse(struct h1_session *s, const uint8_t *data, size_t len);
 
 /* ---- request state ----------------------------------------------------------------------- */
-
-static void close_source(struct h1_session *s)
-{
-    if (s->src_open) {
-        s->src_open = false;
-        s->src.close(s->src.arg);
-    }
-}
 
 static void request_reset(struct h1_session *s)
 {
@@ -115,15 +104,13 @@ static void request_reset(struct h1_session *s)
     s->error_status = 0;
     s->msg_complete = false;
     s->keep_alive = false;
-    s->is_head = false;
     s->continue_pending = false;
     dg_buf_free(&s->resp_body);
     s->resp_off = 0;
-    close_source(s);
     s->chunked = false;
-    s->src_len = s->src_sent = 0;
-    s->ex.req = (struct http_request){0};
-    http_clear_pending(&s->ex);
+    /* ends the previous exchange (cancelling what it still had pending), starts the next */
+    http_exchange_end(&s->ex);
+    http_exchange_init(&s->ex, &h1_ops, s->hctx);
     s->req_started = 0;
     s->state = H1_IDLE;
     http_parser_init(&s->parser, HTTP_REQUEST);
@@ -147,10 +134,13 @@ static int head_add(struct dg_buf *b, const char *name, const char *value)
     return 0;
 }
 
-/* Serialise the status line and headers. @p length < 0: unknown (chunked or close). */
-static int build_head(struct h1_session *s, int status, const struct http_header *hdrs,
-                      size_t nhdrs, long long length)
+/* Serialise the status line and headers. resp->length < 0: unknown (chunked or close). */
+static int build_head(struct h1_session *s, const struct http_response *resp)
 {
+    int status = resp->status;
+    const struct http_header *hdrs = resp->hdrs;
+    size_t nhdrs = resp->nhdrs;
+    long long length = resp->length;
     struct dg_buf *b = &s->out_head;
     char line[64];
     int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, http_reason(status));
@@ -166,12 +156,11 @@ static int build_head(struct h1_session *s, int status, const struct http_header
         if (head_add(b, common[i].name, common[i].value) != 0)
             return -ENOMEM;
     }
-    bool bodyless_status = status == 304 || status == 204 || status < 200;
-    if (length >= 0 && !bodyless_status) {
+    if (length >= 0) {
         snprintf(line, sizeof(line), "%lld", length);
         if (head_add(b, "content-length", line) != 0)
             return -ENOMEM;
-    } else if (length < 0 && !bodyless_status && !s->is_head) {
+    } else if (!resp->no_body) {
         if (s->version >= 11) {
             s->chunked = true;
             if (head_add(b, "transfer-encoding", "chunked") != 0)
@@ -192,19 +181,18 @@ static int build_head(struct h1_session *s, int status, const struct http_header
     return dg_buf_append(b, "\r\n", 2);
 }
 
-static int ex_respond(struct http_exchange *ex, int status, const struct http_header *hdrs,
-                      size_t nhdrs, struct dg_buf *body)
+static int ex_respond(struct http_exchange *ex, const struct http_response *resp,
+                      struct dg_buf *body)
 {
     struct h1_session *s = (struct h1_session *)ex;
     if (s->state != H1_DISPATCHED)
         return -EALREADY;
-    size_t blen = body ? body->len : 0;
     dg_buf_free(&s->out_head);
-    if (build_head(s, status, hdrs, nhdrs, status == 304 ? -1 : (long long)blen) != 0) {
+    if (build_head(s, resp) != 0) {
         dg_buf_free(&s->out_head);
         return -ENOMEM;
     }
-    if (blen && !s->is_head && status != 304 && status != 204) {
+    if (body) {
         dg_buf_free(&s->resp_body);
         s->resp_body = *body;
         s->resp_off = 0;
@@ -215,26 +203,16 @@ static int ex_respond(struct http_exchange *ex, int status, const struct http_he
     return 0;
 }
 
-static int ex_respond_stream(struct http_exchange *ex, int status, const struct http_header *hdrs,
-                             size_t nhdrs, long long length, const struct http_body_source *src)
+static int ex_respond_stream(struct http_exchange *ex, const struct http_response *resp)
 {
     struct h1_session *s = (struct h1_session *)ex;
-    if (s->state != H1_DISPATCHED) {
-        src->close(src->arg);
+    if (s->state != H1_DISPATCHED)
         return -EALREADY;
-    }
     dg_buf_free(&s->out_head);
-    if (build_head(s, status, hdrs, nhdrs, status == 304 ? -1 : length) != 0) {
+    if (build_head(s, resp) != 0) {
         dg_buf_free(&s->out_head);
-        src->close(src->arg);
         return -ENOMEM;
     }
-    s->src = *src;
-    s->src_open = true;
-    s->src_len = length;
-    s->src_sent = 0;
-    if (s->is_head || length == 0 || status == 304 || status == 204)
-        close_source(s);
     s->state = H1_RESPONDING;
     s->wake(s->owner);
     return 0;
@@ -243,32 +221,28 @@ static int ex_respond_stream(struct http_exchange *ex, int status, const struct 
 static void ex_resume(struct http_exchange *ex)
 {
     struct h1_session *s = (struct h1_session *)ex;
-    if (s->src_open)
-        s->wake(s->owner);
+    s->wake(s->owner);
+}
+
+/* No response can be sent: the framing cannot say so on HTTP/1.1, the connection ends (after
+ * what is queued already). */
+static void ex_reset(struct http_exchange *ex)
+{
+    struct h1_session *s = (struct h1_session *)ex;
+    dg_buf_free(&s->out_head);
+    dg_buf_free(&s->pending_in);
+    s->keep_alive = false;
+    s->close_after = true;
+    s->done = true;
+    s->wake(s->owner);
 }
 
 /* An error found while reading a request: answer it, then close (the rest of the input cannot
  * be trusted to be in step with the framing). */
 static void error_response(struct h1_session *s, int status)
 {
-    static const char *const texts[][2] = {
-        {"400", "bad request"},
-        {"405", "method not allowed"},
-        {"408", "request timeout"},
-        {"413", "request body too large"},
-        {"414", "URI too long"},
-        {"417", "expectation not supported"},
-        {"431", "header fields too large"},
-        {"503", "out of memory"},
-    };
-    const char *text = "bad request";
-    char code[8];
-    snprintf(code, sizeof(code), "%d", status);
-    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
-        if (strcmp(texts[i][0], code) == 0)
-            text = texts[i][1];
-    }
     s->state = H1_DISPATCHED;
+    http_exchange_begin(&s->ex);
     s->keep_alive = false;
     s->close_after = true;
     s->continue_pending = false;
@@ -276,14 +250,9 @@ static void error_response(struct h1_session *s, int status)
     /* The request never parsed whole: what the response's metrics need of it. */
     s->ex.req.version = s->ex.req.version ? s->ex.req.version : 11;
     s->ex.req.metrics = s->metrics;
-    if (status == 405) {
-        const struct http_header allow = {"allow", "GET, HEAD, POST"};
-        http_respond_text(&s->ex, status, text, &allow, 1);
-    } else {
-        http_respond_text(&s->ex, status, text, NULL, 0);
-    }
-    if (s->state != H1_RESPONDING)
-        s->done = true; /* no memory for even the error: just close */
+    const struct http_header allow = {"allow", "GET, HEAD, POST"};
+    http_respond_status(&s->ex, status, &allow, status == 405);
+    /* no memory for even the error: the exchange reset, which closes */
 }
 
 /* ---- parser callbacks -------------------------------------------------------------------- */
@@ -478,7 +447,6 @@ static int on_headers_complete(http_parser *p)
         }
     }
     s->ctype = find_header(s, "content-type");
-    s->is_head = p->method == HTTP_HEAD;
     s->max_body = router_max_body(s->hctx, s->path);
     bool has_body = (p->flags & (F_CHUNKED | F_CONTENTLENGTH)) &&
                     !((p->flags & F_CONTENTLENGTH) && p->content_length == 0);
@@ -554,7 +522,7 @@ static void dispatch(struct h1_session *s)
         .nheaders = s->nhdrs,
         .client = s->client,
     };
-    router_dispatch(&s->ex);
+    http_exchange_dispatch(&s->ex, router_dispatch);
 }
 
 static int parse(struct h1_session *s, const uint8_t *data, size_t len)
@@ -592,8 +560,6 @@ struct h1_session *h1_session_new(const struct h1_settings *st, const struct han
     struct h1_session *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
-    s->ex.ops = &h1_ops;
-    s->ex.ctx = hctx;
     s->hctx = hctx;
     s->wake = wake;
     s->owner = owner;
@@ -608,8 +574,7 @@ void h1_session_free(struct h1_session *s)
 {
     if (!s)
         return;
-    http_exchange_abort(&s->ex);
-    request_reset(s);
+    request_reset(s); /* ends the exchange: pending work cancelled, body source closed */
     free(s->hdrs);
     dg_buf_free(&s->out_head);
     dg_buf_free(&s->pending_in);
@@ -630,7 +595,6 @@ int h1_session_recv(struct h1_session *s, const uint8_t *data, size_t len)
 /* The response is complete: close, or start on the next request. */
 static int response_done(struct h1_session *s)
 {
-    close_source(s);
     if (s->close_after) {
         s->done = true;
         return 0;
@@ -656,16 +620,15 @@ static int pull_source(struct h1_session *s, struct dg_buf *out, size_t limit)
 {
     while (out->len < limit) {
         size_t want = H1_BODY_CHUNK;
-        if (s->src_len >= 0 && (long long)want > s->src_len - s->src_sent)
-            want = (size_t)(s->src_len - s->src_sent);
         size_t pre = s->chunked ? 10 : 0; /* "%08zx\r\n" */
         if (dg_buf_reserve(out, pre + want + 2) != 0)
             return -ENOMEM;
-        long n = want ? s->src.read(s->src.arg, out->data + out->len + pre, want) : 0;
+        bool eof;
+        long n = http_body_pull(&s->ex, out->data + out->len + pre, want, &eof);
         if (n == HTTP_BODY_AGAIN)
             return 0;
-        if (n < 0 || (n == 0 && s->src_len >= 0 && s->src_sent != s->src_len))
-            return n < 0 ? (int)n : -EIO;
+        if (n < 0)
+            return (int)n; /* failed or short: the source is closed, the connection must go */
         if (n == 0) {
             if (s->chunked && dg_buf_append(out, "0\r\n\r\n", 5) != 0)
                 return -ENOMEM;
@@ -681,8 +644,7 @@ static int pull_source(struct h1_session *s, struct dg_buf *out, size_t limit)
         } else {
             out->len += (size_t)n;
         }
-        s->src_sent += n;
-        if (s->src_len >= 0 && s->src_sent == s->src_len) {
+        if (eof) {
             if (s->chunked && dg_buf_append(out, "0\r\n\r\n", 5) != 0)
                 return -ENOMEM;
             return 1;
@@ -717,11 +679,10 @@ int h1_session_send(struct h1_session *s, struct dg_buf *out, size_t limit)
                 return -ENOMEM;
             s->resp_off += n;
             rc = s->resp_off == s->resp_body.len;
-        } else if (s->src_open) {
+        } else if (s->ex.src_open) {
             rc = pull_source(s, out, limit);
             if (rc < 0) {
                 log_debug("h1: response body failed: %s", strerror(-rc));
-                close_source(s);
                 s->done = true;
                 return rc;
             }

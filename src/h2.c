@@ -28,8 +28,6 @@
     16384 /* a request's fields, 32 bytes each counted in (as HTTP/1.1's 16 KiB) */
 #define H2_MAX_BODY DOH_MAX_BODY
 
-enum stream_state { ST_HEADERS = 0, ST_DISPATCHED, ST_RESPONDED };
-
 #define STREAM_ARENA      512
 #define STREAM_LOCAL_HDRS 8
 
@@ -38,7 +36,6 @@ struct h2_stream {
     struct h2_session *sess;
     struct dg_lnode node; /* on sess->streams */
     int32_t id;
-    enum stream_state state;
     int refuse_status; /* 413/414/431 found while receiving; answered at dispatch */
     size_t hdr_bytes;  /* the header list so far, RFC 9113 §6.5.2 size */
     bool req_done;     /* END_STREAM received from the client */
@@ -54,10 +51,6 @@ struct h2_stream {
     struct dg_buf body;
     struct dg_buf resp;
     size_t resp_off;
-    struct http_body_source src; /* streamed response body, while src_open */
-    bool src_open;
-    long long src_len; /* -1 unknown */
-    long long src_sent;
 };
 
 struct h2_session {
@@ -70,27 +63,20 @@ struct h2_session {
     size_t nstreams;
     int32_t goaway_last_id; /* after h2_session_shutdown(): streams above it are not served */
     bool shutting_down;
+    bool fatal; /* a stream could not even be reset: close the connection */
 };
 
-static int stream_respond(struct http_exchange *ex, int status, const struct http_header *hdrs,
-                          size_t nhdrs, struct dg_buf *body);
-static int stream_respond_stream(struct http_exchange *ex, int status,
-                                 const struct http_header *hdrs, size_t nhdrs, long long length,
-                                 const struct http_body_source *src);
+static int stream_respond(struct http_exchange *ex, const struct http_response *resp,
+                          struct dg_buf *body);
+static int stream_respond_stream(struct http_exchange *ex, const struct http_response *resp);
 static void stream_resume(struct http_exchange *ex);
+static void stream_reset(struct http_exchange *ex);
 static const struct http_exchange_ops h2_exchange_ops = {
     .respond = stream_respond,
     .respond_stream = stream_respond_stream,
     .resume = stream_resume,
+    .reset = stream_reset,
 };
-
-static void stream_close_source(struct h2_stream *st)
-{
-    if (st->src_open) {
-        st->src_open = false;
-        st->src.close(st->src.arg);
-    }
-}
 
 /* Copies of @p a (and @p b, when given) as "a\0b\0", in the stream's arena while it has room. */
 static char *stream_dup(struct h2_stream *st, const void *a, size_t alen, const void *b,
@@ -122,9 +108,9 @@ static void stream_str_free(struct h2_stream *st, char *p)
 static void stream_free(struct h2_stream *st)
 {
     struct h2_session *s = st->sess;
-    /* Rule: cancel the pending operation before the memory it points at goes away. */
-    http_exchange_abort(&st->ex);
-    stream_close_source(st);
+    /* Rule: cancel the pending operation (and close the body source) before the memory they
+     * point at goes away. */
+    http_exchange_end(&st->ex);
     dg_list_unlink(&s->streams, &st->node);
     s->nstreams--;
     stream_str_free(st, st->method);
@@ -158,34 +144,28 @@ static ssize_t on_read_source(nghttp2_session *ng, int32_t stream_id, uint8_t *b
                               uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
 {
     struct h2_stream *st = source->ptr;
-    if (!st->src_open)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    if (st->src_len >= 0 && (long long)length > st->src_len - st->src_sent)
-        length = (size_t)(st->src_len - st->src_sent);
-    long n = length ? st->src.read(st->src.arg, buf, length) : 0;
+    bool eof;
+    long n = http_body_pull(&st->ex, buf, length, &eof);
     if (n == HTTP_BODY_AGAIN)
         return NGHTTP2_ERR_DEFERRED;
-    /* A failing source, or one that ends before its announced length, must not look like a
-     * complete body: nghttp2 resets the stream (INTERNAL_ERROR). */
-    if (n < 0 || (n == 0 && st->src_len >= 0 && st->src_sent != st->src_len)) {
-        stream_close_source(st);
+    /* A broken body (failed, or short of its content-length) must not look complete: nghttp2
+     * resets the stream (INTERNAL_ERROR). */
+    if (n < 0)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    }
-    st->src_sent += n;
-    if (n == 0 || (st->src_len >= 0 && st->src_sent == st->src_len)) {
+    if (eof)
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-        stream_close_source(st); /* free the file/backend now, not at stream close */
-    }
     return n;
 }
 
 /* Submit the response HEADERS (+ data provider). @p length < 0: no content-length. */
-static int submit(struct h2_stream *st, int status, const struct http_header *hdrs, size_t nhdrs,
-                  long long length, nghttp2_data_provider *prd)
+static int submit(struct h2_stream *st, const struct http_response *resp,
+                  nghttp2_data_provider *prd)
 {
     struct h2_session *s = st->sess;
-    if (st->state == ST_RESPONDED)
-        return -EALREADY;
+    int status = resp->status;
+    const struct http_header *hdrs = resp->hdrs;
+    size_t nhdrs = resp->nhdrs;
+    long long length = resp->length;
     enum { COMMON = 4 + DG_CONFIG_MAX_LIST };
     struct http_header common[COMMON];
     size_t ncommon = http_common_headers(s->hctx->cfg, true, common, 0, COMMON);
@@ -216,30 +196,19 @@ static int submit(struct h2_stream *st, int status, const struct http_header *hd
         free(nv);
     if (rc != 0)
         return rc == NGHTTP2_ERR_NOMEM ? -ENOMEM : -EINVAL;
-    st->state = ST_RESPONDED;
     s->wake(s->owner);
     return 0;
 }
 
-static bool is_head(const struct h2_stream *st)
-{
-    return st->method && strcmp(st->method, "HEAD") == 0;
-}
-
-static int stream_respond(struct http_exchange *ex, int status, const struct http_header *hdrs,
-                          size_t nhdrs, struct dg_buf *body)
+static int stream_respond(struct http_exchange *ex, const struct http_response *resp,
+                          struct dg_buf *body)
 {
     struct h2_stream *st = (struct h2_stream *)ex;
-    size_t blen = body ? body->len : 0;
     nghttp2_data_provider prd = {.source.ptr = st, .read_callback = on_read_body};
-    /* A HEAD response carries the length of the body it would have had, but no body. 304 has
-     * neither body nor length. */
-    bool nobody = is_head(st) || status == 304 || status == 204;
-    int rc = submit(st, status, hdrs, nhdrs, status == 304 ? -1 : (long long)blen,
-                    blen && !nobody ? &prd : NULL);
+    int rc = submit(st, resp, body ? &prd : NULL);
     if (rc != 0)
         return rc;
-    if (blen && !nobody) {
+    if (body) {
         /* The stream now owns the bytes until the data provider reaches EOF or it closes. */
         dg_buf_free(&st->resp);
         st->resp = *body;
@@ -249,51 +218,40 @@ static int stream_respond(struct http_exchange *ex, int status, const struct htt
     return 0;
 }
 
-static int stream_respond_stream(struct http_exchange *ex, int status,
-                                 const struct http_header *hdrs, size_t nhdrs, long long length,
-                                 const struct http_body_source *src)
+static int stream_respond_stream(struct http_exchange *ex, const struct http_response *resp)
 {
     struct h2_stream *st = (struct h2_stream *)ex;
-    if (st->state == ST_RESPONDED) {
-        src->close(src->arg);
-        return -EALREADY;
-    }
-    bool nobody = is_head(st) || length == 0 || status == 304 || status == 204;
-    st->src = *src;
-    st->src_open = true;
-    st->src_len = length;
-    st->src_sent = 0;
     nghttp2_data_provider prd = {.source.ptr = st, .read_callback = on_read_source};
-    int rc = submit(st, status, hdrs, nhdrs, status == 304 ? -1 : length, nobody ? NULL : &prd);
-    if (rc != 0 || nobody)
-        stream_close_source(st);
-    return rc;
+    return submit(st, resp, resp->no_body ? NULL : &prd);
 }
 
 static void stream_resume(struct http_exchange *ex)
 {
     struct h2_stream *st = (struct h2_stream *)ex;
-    if (!st->src_open)
-        return;
     nghttp2_session_resume_data(st->sess->ng, st->id);
     st->sess->wake(st->sess->owner);
 }
 
+static void stream_reset(struct http_exchange *ex)
+{
+    struct h2_stream *st = (struct h2_stream *)ex;
+    struct h2_session *s = st->sess;
+    /* nghttp2 closes the stream (on_stream_close) when the frame leaves, never from here. */
+    if (nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR) != 0)
+        s->fatal = true; /* no memory even for that: the connection goes */
+    s->wake(s->owner);
+}
+
 static void stream_dispatch(struct h2_stream *st)
 {
-    if (st->state != ST_HEADERS)
+    if (st->ex.state != HTTP_EX_READING)
         return;
-    st->state = ST_DISPATCHED;
     if (st->refuse_status) {
         /* what is known of the request, for the response's metrics */
         st->ex.req = (struct http_request){
             .method = st->method ? st->method : "", .version = 20, .https = true};
-        http_respond_text(&st->ex, st->refuse_status,
-                          st->refuse_status == 414   ? "URI too long"
-                          : st->refuse_status == 413 ? "request body too large"
-                          : st->refuse_status == 431 ? "header fields too large"
-                                                     : "out of memory",
-                          NULL, 0);
+        http_exchange_begin(&st->ex);
+        http_respond_status(&st->ex, st->refuse_status, NULL, 0);
         return;
     }
     st->ex.req = (struct http_request){
@@ -309,7 +267,7 @@ static void stream_dispatch(struct h2_stream *st)
         .nheaders = st->nhdrs,
         .client = st->sess->client,
     };
-    router_dispatch(&st->ex);
+    http_exchange_dispatch(&st->ex, router_dispatch);
 }
 
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
@@ -322,8 +280,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
         /* Refuse this stream only (nghttp2 resets it); the connection lives on. */
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
-    st->ex.ops = &h2_exchange_ops;
-    st->ex.ctx = s->hctx;
+    http_exchange_init(&st->ex, &h2_exchange_ops, s->hctx);
     st->max_body = H2_MAX_BODY;
     st->sess = s;
     st->id = frame->hd.stream_id;
@@ -432,7 +389,7 @@ static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t stream
                               const uint8_t *data, size_t len, void *user_data)
 {
     struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, stream_id);
-    if (!st || st->state != ST_HEADERS || st->refuse_status)
+    if (!st || st->ex.state != HTTP_EX_READING || st->refuse_status)
         return 0;
     if (st->body.len + len > st->max_body) {
         /* Answer now and stop storing: the rest of the body is discarded. */
@@ -617,6 +574,8 @@ int h2_session_recv(struct h2_session *s, const uint8_t *data, size_t len)
 
 int h2_session_send(struct h2_session *s, struct dg_buf *out, size_t limit)
 {
+    if (s->fatal)
+        return -ENOMEM;
     while (out->len < limit) {
         const uint8_t *p;
         ssize_t n = nghttp2_session_mem_send(s->ng, &p);
@@ -633,6 +592,11 @@ int h2_session_send(struct h2_session *s, struct dg_buf *out, size_t limit)
 bool h2_session_done(const struct h2_session *s)
 {
     return !nghttp2_session_want_read(s->ng) && !nghttp2_session_want_write(s->ng);
+}
+
+bool h2_session_want_read(const struct h2_session *s)
+{
+    return nghttp2_session_want_read(s->ng) != 0;
 }
 
 bool h2_session_want_write(const struct h2_session *s)

@@ -1,10 +1,13 @@
-/* Transport-neutral helpers of the exchange API (see http.h). */
+/* The HTTP exchange state machine and the framing-independent HTTP rules (see http.h). */
 #include "dohgate/http.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <string.h>
 
 #include "dohgate/config.h"
+#include "dohgate/log.h"
+#include "dohgate/observer.h"
 
 const char *http_request_header(const struct http_request *r, const char *name)
 {
@@ -69,6 +72,8 @@ const char *http_reason(int status)
         return "Range Not Satisfiable";
     case 417:
         return "Expectation Failed";
+    case 421:
+        return "Misdirected Request";
     case 429:
         return "Too Many Requests";
     case 431:
@@ -90,8 +95,238 @@ const char *http_reason(int status)
     }
 }
 
-int http_respond_text(struct http_exchange *ex, int status, const char *text,
-                      const struct http_header *extra, size_t nextra)
+bool http_no_body(const char *method, int status)
+{
+    return status < 200 || status == 204 || status == 304 ||
+           (method && strcmp(method, "HEAD") == 0);
+}
+
+/* RFC 9110 §8.6: no content-length in 1xx and 204. For 304 it would have to be the selected
+ * representation's length, which the handlers do not all know: none. */
+static bool no_length(int status)
+{
+    return status < 200 || status == 204 || status == 304;
+}
+
+enum http_method_kind http_method_kind(const char *m)
+{
+    if (!m)
+        return HTTP_M_OTHER;
+    static const struct {
+        const char *name;
+        enum http_method_kind m;
+    } tab[] = {{"GET", HTTP_M_GET},    {"POST", HTTP_M_POST},     {"HEAD", HTTP_M_HEAD},
+               {"PUT", HTTP_M_PUT},    {"DELETE", HTTP_M_DELETE}, {"OPTIONS", HTTP_M_OPTIONS},
+               {"TRACE", HTTP_M_TRACE}};
+    for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
+        if (strcmp(m, tab[i].name) == 0)
+            return tab[i].m;
+    }
+    return HTTP_M_OTHER;
+}
+
+bool http_method_idempotent(enum http_method_kind m)
+{
+    return m != HTTP_M_POST && m != HTTP_M_OTHER;
+}
+
+/* ---- the exchange state machine ---------------------------------------------------------- */
+
+/* Debug builds check the state on entry; release builds fall back on the run-time checks
+ * that keep a misuse harmless (a second response is refused with -EALREADY). */
+#define EX_EXPECT(ex, st) assert((ex)->state == (st))
+
+void http_exchange_init(struct http_exchange *ex, const struct http_exchange_ops *ops,
+                        const struct handler_ctx *ctx)
+{
+    *ex = (struct http_exchange){.ops = ops, .ctx = ctx, .state = HTTP_EX_READING};
+}
+
+static void src_close(struct http_exchange *ex)
+{
+    if (ex->src_open) {
+        ex->src_open = false;
+        ex->src.close(ex->src.arg);
+    }
+}
+
+void http_exchange_begin(struct http_exchange *ex)
+{
+    EX_EXPECT(ex, HTTP_EX_READING);
+    ex->state = HTTP_EX_DISPATCHED;
+}
+
+void http_exchange_dispatch(struct http_exchange *ex, void (*handler)(struct http_exchange *ex))
+{
+    http_exchange_begin(ex);
+    handler(ex);
+    /* The transports never free an exchange from inside a handler's call (ops contract), so
+     * it is still ours to look at. */
+    if (ex->state == HTTP_EX_DISPATCHED && !ex->cancel) {
+        log_err("http: %s %s left without a response: answering 500", ex->req.method,
+                ex->req.path ? ex->req.path : "");
+        http_respond_text(ex, 500, "internal server error", NULL, 0);
+    }
+}
+
+void http_exchange_end(struct http_exchange *ex)
+{
+    /* DONE first: a cancel function that tried to answer would trip the state check. */
+    ex->state = HTTP_EX_DONE;
+    if (ex->cancel) {
+        http_cancel_cb cb = ex->cancel;
+        void *op = ex->pending;
+        ex->cancel = NULL;
+        ex->pending = NULL;
+        cb(op);
+    }
+    src_close(ex);
+}
+
+void http_set_pending(struct http_exchange *ex, http_cancel_cb cancel, void *op)
+{
+    EX_EXPECT(ex, HTTP_EX_DISPATCHED);
+    assert(!ex->cancel);
+    ex->cancel = cancel;
+    ex->pending = op;
+}
+
+/* Entering a respond call: only once, from DISPATCHED; the pending operation is released
+ * (its owner is the one answering, or it gave up the exchange). */
+static bool respond_enter(struct http_exchange *ex)
+{
+    EX_EXPECT(ex, HTTP_EX_DISPATCHED);
+    if (ex->state != HTTP_EX_DISPATCHED)
+        return false;
+    ex->cancel = NULL;
+    ex->pending = NULL;
+    return true;
+}
+
+static void responded(struct http_exchange *ex, int status)
+{
+    ex->state = HTTP_EX_RESPONDED;
+    /* Scrapes of the metrics listener are not traffic. */
+    if (ex->ctx && !ex->req.metrics)
+        dg_observe(ex->ctx->obs, DG_EV_HTTP_RESPONSE, (unsigned)status,
+                   DG_HTTP_KEY(ex->req.version, http_method_kind(ex->req.method)));
+}
+
+static int respond_text(struct http_exchange *ex, int status, const char *text,
+                        const struct http_header *extra, size_t nextra, bool fallback);
+
+/* A response could not be queued (@p rc): answer 503 (memory) or 500 instead, or, when that
+ * was the fallback already or fails too, reset. The exchange is in DISPATCHED still: a failing
+ * transport op took nothing. */
+static int respond_failed(struct http_exchange *ex, int status, int rc, bool fallback)
+{
+    log_debug("http: a %d response could not be queued: %s", status, strerror(-rc));
+    if (!fallback) {
+        int fb = rc == -ENOMEM ? 503 : 500;
+        if (respond_text(ex, fb, fb == 503 ? "out of memory" : "internal server error", NULL, 0,
+                         true) == 0)
+            return rc;
+    }
+    if (ex->state == HTTP_EX_DISPATCHED) {
+        ex->state = HTTP_EX_DONE; /* nothing more is sent; the transport ends it later */
+        ex->ops->reset(ex);
+    }
+    return rc;
+}
+
+static int respond_buf(struct http_exchange *ex, int status, const struct http_header *hdrs,
+                       size_t nhdrs, struct dg_buf *body, bool fallback)
+{
+    size_t blen = body ? body->len : 0;
+    const struct http_response resp = {
+        .status = status,
+        .hdrs = hdrs,
+        .nhdrs = nhdrs,
+        .length = no_length(status) ? -1 : (long long)blen,
+        .no_body = http_no_body(ex->req.method, status),
+    };
+    int rc = ex->ops->respond(ex, &resp, resp.no_body || !blen ? NULL : body);
+    if (rc != 0)
+        return respond_failed(ex, status, rc, fallback);
+    if (body)
+        dg_buf_free(body); /* moved, or not sent (no body): either way not the caller's now */
+    responded(ex, status);
+    return 0;
+}
+
+int http_respond(struct http_exchange *ex, int status, const struct http_header *hdrs, size_t nhdrs,
+                 struct dg_buf *body)
+{
+    if (!respond_enter(ex))
+        return -EALREADY;
+    return respond_buf(ex, status, hdrs, nhdrs, body, false);
+}
+
+int http_respond_stream(struct http_exchange *ex, int status, const struct http_header *hdrs,
+                        size_t nhdrs, long long length, const struct http_body_source *src)
+{
+    if (!respond_enter(ex)) {
+        src->close(src->arg);
+        return -EALREADY;
+    }
+    const struct http_response resp = {
+        .status = status,
+        .hdrs = hdrs,
+        .nhdrs = nhdrs,
+        .length = no_length(status) ? -1 : length,
+        .no_body = http_no_body(ex->req.method, status) || length == 0,
+    };
+    ex->src = *src;
+    ex->src_open = true;
+    ex->src_len = length;
+    ex->src_sent = 0;
+    if (resp.no_body)
+        src_close(ex); /* nothing to send: free the file/backend now */
+    int rc = ex->ops->respond_stream(ex, &resp);
+    if (rc != 0) {
+        src_close(ex);
+        return respond_failed(ex, status, rc, false);
+    }
+    responded(ex, status);
+    return 0;
+}
+
+long http_body_pull(struct http_exchange *ex, uint8_t *buf, size_t max, bool *eof)
+{
+    EX_EXPECT(ex, HTTP_EX_RESPONDED); /* a body flows only after its head was accepted */
+    *eof = false;
+    if (!ex->src_open)
+        return -EIO;
+    if (ex->src_len >= 0 && (long long)max > ex->src_len - ex->src_sent)
+        max = (size_t)(ex->src_len - ex->src_sent);
+    if (max == 0)
+        return HTTP_BODY_AGAIN; /* the transport has no room now */
+    long n = ex->src.read(ex->src.arg, buf, max);
+    if (n == HTTP_BODY_AGAIN)
+        return n;
+    /* A failing source, or one that ends before its announced length, must not look like a
+     * complete body: the transport aborts the response. */
+    if (n < 0 || (size_t)n > max || (n == 0 && ex->src_len >= 0)) {
+        src_close(ex);
+        return n < 0 ? n : -EIO;
+    }
+    ex->src_sent += n;
+    if (n == 0 || (ex->src_len >= 0 && ex->src_sent == ex->src_len)) {
+        *eof = true;
+        src_close(ex); /* free the file/backend now, not when the exchange ends */
+    }
+    return n;
+}
+
+void http_body_resume(struct http_exchange *ex)
+{
+    EX_EXPECT(ex, HTTP_EX_RESPONDED);
+    if (ex->src_open)
+        ex->ops->resume(ex);
+}
+
+static int respond_text(struct http_exchange *ex, int status, const char *text,
+                        const struct http_header *extra, size_t nextra, bool fallback)
 {
     struct http_header hdrs[8];
     size_t n = 0;
@@ -99,11 +334,26 @@ int http_respond_text(struct http_exchange *ex, int status, const char *text,
     for (size_t i = 0; i < nextra && n < sizeof(hdrs) / sizeof(hdrs[0]); i++)
         hdrs[n++] = extra[i];
     struct dg_buf body = {0};
-    if (dg_buf_append(&body, text, strlen(text)) || dg_buf_append(&body, "\n", 1)) {
-        dg_buf_free(&body);
-        return -ENOMEM;
-    }
-    int rc = http_respond(ex, status, hdrs, n, &body);
+    int rc;
+    if (dg_buf_append(&body, text, strlen(text)) || dg_buf_append(&body, "\n", 1))
+        rc = respond_failed(ex, status, -ENOMEM, fallback);
+    else
+        rc = respond_buf(ex, status, hdrs, n, &body, fallback);
     dg_buf_free(&body);
     return rc;
+}
+
+int http_respond_text(struct http_exchange *ex, int status, const char *text,
+                      const struct http_header *extra, size_t nextra)
+{
+    if (!respond_enter(ex))
+        return -EALREADY;
+    return respond_text(ex, status, text, extra, nextra, false);
+}
+
+int http_respond_status(struct http_exchange *ex, int status, const struct http_header *extra,
+                        size_t nextra)
+{
+    const char *text = http_reason(status);
+    return http_respond_text(ex, status, text[0] ? text : "Error", extra, nextra);
 }

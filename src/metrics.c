@@ -10,7 +10,6 @@
 
 #include "dohgate/cache.h"
 #include "dohgate/http.h"
-#include "dohgate/resolver.h"
 #include "dohgate/tls.h"
 #include "dohgate/util.h"
 
@@ -19,7 +18,7 @@ static const int status_codes[MET_NSTATUS - 1] = {200, 204, 206, 301, 304, 400, 
                                                   421, 429, 431, 500, 502, 503, 504};
 static const char *const version_names[MET_NVER] = {"1.0", "1.1", "2"};
 static const char *const method_names[MET_NMETHOD] = {"GET", "POST", "HEAD", "other"};
-static const char *const conn_names[MET_NCONN] = {"https", "http", "metrics"};
+static const char *const conn_names[DG_NLISTENER] = {"https", "http", "metrics"};
 static const char *const rcode_names[16] = {
     "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP",  "REFUSED", "YXDOMAIN", "YXRRSET",
     "NXRRSET", "NOTAUTH", "NOTZONE",  "RCODE11",  "RCODE12", "RCODE13", "RCODE14",  "RCODE15"};
@@ -34,10 +33,7 @@ struct metrics *metrics_new(unsigned nworkers, const struct config *cfg, struct 
     if (!m)
         return NULL;
     m->w = calloc(nworkers ? nworkers : 1, sizeof(*m->w));
-    m->rs = calloc(nworkers ? nworkers : 1, sizeof(*m->rs));
-    if (!m->w || !m->rs) {
-        free(m->w);
-        free(m->rs);
+    if (!m->w) {
         free(m);
         return NULL;
     }
@@ -54,66 +50,146 @@ void metrics_free(struct metrics *m)
     if (!m)
         return;
     free(m->w);
-    free(m->rs);
     free(m);
 }
 
-struct met_req metrics_req(struct worker_metrics *wm, const struct http_request *req)
-{
-    struct met_req mr = {.wm = req->metrics ? NULL : wm};
-    if (!mr.wm)
-        return mr;
-    mr.ver = req->version >= 20 ? MET_V2 : req->version == 10 ? MET_V10 : MET_V11;
-    const char *m = req->method;
-    mr.method = !m                       ? MET_OTHER
-                : strcmp(m, "GET") == 0  ? MET_GET
-                : strcmp(m, "POST") == 0 ? MET_POST
-                : strcmp(m, "HEAD") == 0 ? MET_HEAD
-                                         : MET_OTHER;
-    return mr;
-}
+/* ---- counting: the observer of one worker ---------------------------------------------- */
 
-void metrics_http(const struct met_req *mr, int status)
+static void count_http(struct worker_metrics *wm, unsigned status, uint64_t key)
 {
-    if (!mr->wm)
-        return;
+    unsigned v = DG_HTTP_KEY_VERSION(key);
+    int ver = v >= 20 ? MET_V2 : v == 10 ? MET_V10 : MET_V11;
+    int method;
+    switch ((enum http_method_kind)DG_HTTP_KEY_METHOD(key)) {
+    case HTTP_M_GET:
+        method = MET_GET;
+        break;
+    case HTTP_M_POST:
+        method = MET_POST;
+        break;
+    case HTTP_M_HEAD:
+        method = MET_HEAD;
+        break;
+    default:
+        method = MET_OTHER;
+        break;
+    }
     int s = MET_NSTATUS - 1;
     for (int i = 0; i < MET_NSTATUS - 1; i++)
-        if (status_codes[i] == status)
+        if (status_codes[i] == (int)status)
             s = i;
-    ctr_add(&mr->wm->http[mr->ver][mr->method][s], 1);
+    ctr_add(&wm->http[ver][method][s], 1);
 }
 
-void metrics_rcode(struct worker_metrics *wm, unsigned rcode)
+static void count_upstream(struct worker_metrics *wm, enum dg_event ev, unsigned idx,
+                           uint64_t value)
 {
-    if (wm)
-        ctr_add(&wm->rcode[rcode & 15], 1);
-}
-
-void metrics_tls(struct worker_metrics *wm, bool tls13, bool resumed)
-{
-    if (wm)
-        ctr_add(&wm->tls_handshakes[tls13][resumed], 1);
-}
-
-void metrics_upstream_answer(struct worker_metrics *wm, size_t idx, uint64_t usec)
-{
-    if (!wm || idx >= DG_CONFIG_MAX_LIST)
+    if (idx >= DG_CONFIG_MAX_LIST)
         return;
     struct upstream_metrics *u = &wm->up[idx];
-    ctr_add(&u->answers, 1);
-    size_t b = 0;
-    while (b < MET_LAT_BUCKETS && usec > lat_bounds_us[b])
-        b++;
-    ctr_add(&u->lat[b], 1);
-    ctr_add(&u->lat_sum_us, usec);
+    switch (ev) {
+    case DG_EV_UP_QUERY:
+        ctr_add(&u->queries, 1);
+        break;
+    case DG_EV_UP_ANSWER: {
+        ctr_add(&u->answers, 1);
+        size_t b = 0;
+        while (b < MET_LAT_BUCKETS && value > lat_bounds_us[b])
+            b++;
+        ctr_add(&u->lat[b], 1);
+        ctr_add(&u->lat_sum_us, value);
+        break;
+    }
+    case DG_EV_UP_TIMEOUT:
+        ctr_add(&u->timeouts, 1);
+        break;
+    case DG_EV_UP_ERROR:
+        ctr_add(&u->errors, 1);
+        break;
+    case DG_EV_UP_MARKED_DOWN:
+        ctr_add(&u->marked_down, 1);
+        break;
+    case DG_EV_UP_HEALTH:
+        /* gauges: this worker's view, replaced */
+        atomic_store_explicit(&u->srtt_us, DG_UP_HEALTH_SRTT(value), memory_order_relaxed);
+        atomic_store_explicit(&u->down, DG_UP_HEALTH_DOWN(value), memory_order_relaxed);
+        break;
+    default:
+        break;
+    }
 }
 
-uint64_t metrics_now_us(void)
+static void on_event(void *arg, enum dg_event ev, unsigned idx, uint64_t value)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    struct worker_metrics *wm = arg;
+    if (!wm)
+        return;
+    switch (ev) {
+    case DG_EV_CONN_ACCEPTED:
+        if (idx < DG_NLISTENER)
+            ctr_add(&wm->conn_accepted[idx], 1);
+        break;
+    case DG_EV_CONN_CLOSED:
+        if (idx < DG_NLISTENER)
+            ctr_add(&wm->conn_closed[idx], 1);
+        break;
+    case DG_EV_CONN_REFUSED:
+        if (idx < DG_NREFUSE)
+            ctr_add(&wm->conn_refused[idx], 1);
+        break;
+    case DG_EV_TLS_HANDSHAKE:
+        ctr_add(&wm->tls_handshakes[(idx & DG_TLS_13) != 0][(idx & DG_TLS_RESUMED) != 0], 1);
+        break;
+    case DG_EV_TLS_FAILED:
+        ctr_add(&wm->tls_failed, 1);
+        break;
+    case DG_EV_BYTES_IN:
+        ctr_add(&wm->bytes_in, value);
+        break;
+    case DG_EV_BYTES_OUT:
+        ctr_add(&wm->bytes_out, value);
+        break;
+    case DG_EV_HTTP_RESPONSE:
+        count_http(wm, idx, value);
+        break;
+    case DG_EV_DNS_ANSWER:
+        ctr_add(&wm->rcode[idx & 15], 1);
+        break;
+    case DG_EV_RES_HIT:
+        ctr_add(&wm->res_hits, 1);
+        break;
+    case DG_EV_RES_STALE_HIT:
+        ctr_add(&wm->res_stale_hits, 1);
+        break;
+    case DG_EV_RES_MISS:
+        ctr_add(&wm->res_misses, 1);
+        break;
+    case DG_EV_RES_COALESCED:
+        ctr_add(&wm->res_coalesced, 1);
+        break;
+    case DG_EV_RES_PREFETCH:
+        ctr_add(&wm->res_prefetches, 1);
+        break;
+    case DG_EV_RES_SERVFAIL:
+        ctr_add(&wm->res_servfails, 1);
+        break;
+    case DG_EV_RES_REJECTED:
+        ctr_add(&wm->res_rejected, 1);
+        break;
+    case DG_EV_UP_QUERY:
+    case DG_EV_UP_ANSWER:
+    case DG_EV_UP_TIMEOUT:
+    case DG_EV_UP_ERROR:
+    case DG_EV_UP_MARKED_DOWN:
+    case DG_EV_UP_HEALTH:
+        count_upstream(wm, ev, idx, value);
+        break;
+    }
+}
+
+void metrics_observer_init(struct dg_observer *obs, struct worker_metrics *wm)
+{
+    *obs = (struct dg_observer){.event = on_event, .arg = wm};
 }
 
 /* ---- rendering ----------------------------------------------------------------------------- */
@@ -210,21 +286,11 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
            m->start_time);
     scalar(&o, "dohgate_workers", "gauge", "Worker threads.", m->nworkers);
 
-    /* Client questions by outcome, from the resolvers: the cache's own lookup counters also
-     * see internal lookups. */
-    uint64_t rq[7] = {0};
-    for (unsigned i = 0; i < m->nworkers; i++) {
-        const struct resolver_stats *r = m->rs[i];
-        if (!r)
-            continue;
-        rq[0] += ctr_get(&r->hits);
-        rq[1] += ctr_get(&r->stale_hits);
-        rq[2] += ctr_get(&r->misses);
-        rq[3] += ctr_get(&r->coalesced);
-        rq[4] += ctr_get(&r->prefetches);
-        rq[5] += ctr_get(&r->servfails);
-        rq[6] += ctr_get(&r->rejected);
-    }
+    /* Client questions by outcome, as the resolvers report them: the cache's own lookup
+     * counters also see internal lookups. */
+    const uint64_t rq[7] = {SUM(res_hits),      SUM(res_stale_hits), SUM(res_misses),
+                            SUM(res_coalesced), SUM(res_prefetches), SUM(res_servfails),
+                            SUM(res_rejected)};
     head(&o, "dohgate_http_requests_total", "counter",
          "HTTP responses sent, by protocol version, method and status.");
     for (int v = 0; v < MET_NVER; v++)
@@ -359,18 +425,18 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
     }
 
     head(&o, "dohgate_connections_accepted_total", "counter", "Connections accepted, by listener.");
-    for (int k = 0; k < MET_NCONN; k++)
+    for (int k = 0; k < DG_NLISTENER; k++)
         put(&o, "dohgate_connections_accepted_total{listener=\"%s\"} %llu\n", conn_names[k],
             (unsigned long long)SUM(conn_accepted[k]));
     head(&o, "dohgate_connections_refused_total", "counter",
          "Connections closed at accept, by the limit that refused them.");
-    static const char *const refusal_names[MET_NREFUSE] = {"max-connections", "per-client", "rate",
-                                                           "acl"};
-    for (int k = 0; k < MET_NREFUSE; k++)
+    static const char *const refusal_names[DG_NREFUSE] = {"max-connections", "per-client", "rate",
+                                                          "acl"};
+    for (int k = 0; k < DG_NREFUSE; k++)
         put(&o, "dohgate_connections_refused_total{reason=\"%s\"} %llu\n", refusal_names[k],
             (unsigned long long)SUM(conn_refused[k]));
     head(&o, "dohgate_connections_open", "gauge", "Connections open now, by listener.");
-    for (int k = 0; k < MET_NCONN; k++) {
+    for (int k = 0; k < DG_NLISTENER; k++) {
         /* each worker's closed count never passes its accepted count; read closed first */
         uint64_t closed = SUM(conn_closed[k]), acc = SUM(conn_accepted[k]);
         put(&o, "dohgate_connections_open{listener=\"%s\"} %llu\n", conn_names[k],
@@ -414,7 +480,7 @@ void metrics_handle(struct http_exchange *ex)
     }
     if (strcmp(ex->req.method, "GET") != 0 && strcmp(ex->req.method, "HEAD") != 0) {
         const struct http_header allow = {"allow", "GET, HEAD"};
-        http_respond_text(ex, 405, "method not allowed", &allow, 1);
+        http_respond_status(ex, 405, &allow, 1);
         return;
     }
     if (is_health || !m) {
@@ -429,6 +495,6 @@ void metrics_handle(struct http_exchange *ex)
     }
     const struct http_header h[] = {{"content-type", "text/plain; version=0.0.4; charset=utf-8"},
                                     {"cache-control", "no-store"}};
-    http_respond(ex, 200, h, 2, &body);
+    http_respond(ex, 200, h, 2, &body); /* on failure: 503 or reset (http.h) */
     dg_buf_free(&body);
 }

@@ -60,6 +60,7 @@ struct preq {
     size_t out_off;
     http_parser rp;
     bool head_method;
+    bool idempotent; /* may be sent again after a reused connection failed (RFC 9110 §9.2.2) */
     /* response head being parsed */
     struct dg_buf field, value;
     bool in_value;
@@ -445,7 +446,7 @@ static void fail_before_head(struct preq *r, int status, const char *why)
     r->msg_done = false;
     r->dead = true;
     if (ex) {
-        http_clear_pending(ex);
+        /* responding releases our registration; if it fails the exchange still answers */
         http_respond_text(ex, status,
                           status == 504 ? "gateway timeout: the site's backend did "
                                           "not answer in time"
@@ -457,8 +458,10 @@ static void fail_before_head(struct preq *r, int status, const char *why)
 
 static int start_connection(struct preq *r);
 
-/* The backend failed. Before any response byte on a reused connection: one retry on a new one.
- * Before the head: 502/504. After it: the source reports the failure. */
+/* The backend failed. Before any response byte on a reused connection: one retry on a new one,
+ * for idempotent methods only: the backend may have acted on the request before it closed (a
+ * POST sent twice could charge twice; nginx does not retry those either). Before the head:
+ * 502/504. After it: the source reports the failure. */
 static void backend_failed(struct preq *r, bool timeout, const char *why)
 {
     if (r->responded) {
@@ -475,7 +478,7 @@ static void backend_failed(struct preq *r, bool timeout, const char *why)
         }
         return;
     }
-    if (r->reused && !r->got_bytes && !r->retried && !timeout) {
+    if (r->reused && !r->got_bytes && !r->retried && !timeout && r->idempotent) {
         r->retried = true;
         r->px->stats.retries++;
         if (start_connection(r) == 0)
@@ -503,13 +506,11 @@ static void answer_head(struct preq *r)
             continue;
         out[n++] = r->hdrs[i];
     }
-    long long len = r->resp_len;
-    if (r->rp.status_code == 204 || r->rp.status_code == 304)
-        len = -1;
-    http_clear_pending(ex);
+    /* the exchange applies the body rules (HEAD, 204, 304) and releases our registration; on
+     * failure it closes the source (src_close) and answers 500/503 or resets by itself */
     const struct http_body_source src = {src_read, src_close, r};
     r->in_io++; /* src_close may run synchronously from here */
-    http_respond_stream(ex, (int)r->rp.status_code, out, n, len, &src);
+    http_respond_stream(ex, (int)r->rp.status_code, out, n, r->resp_len, &src);
     r->in_io--;
     free(out);
 }
@@ -662,7 +663,9 @@ void proxy_handle(struct proxy *px, struct http_exchange *ex)
     r->px = px;
     r->ex = ex;
     r->fd = -1;
-    r->head_method = strcmp(ex->req.method, "HEAD") == 0;
+    enum http_method_kind m = http_method_kind(ex->req.method);
+    r->head_method = m == HTTP_M_HEAD;
+    r->idempotent = http_method_idempotent(m);
     r->timer = evtimer_new(px->base, on_timeout, r);
     if (!r->timer || build_request(r, &ex->req) != 0) {
         preq_free(r);

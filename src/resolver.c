@@ -17,6 +17,7 @@
 #include "dohgate/dns.h"
 #include "dohgate/list.h"
 #include "dohgate/log.h"
+#include "dohgate/observer.h"
 #include "dohgate/upstream.h"
 
 struct inflight;
@@ -48,7 +49,11 @@ struct resolver {
     size_t ninflight;
     struct dg_buf scratch; /* one answer at a time, per worker: never kept across calls */
     struct resolver_stats stats;
+    const struct dg_observer *obs;
 };
+
+/* A question's outcome: in our own counters (tests, the SIGUSR1 log) and to the observer. */
+#define RES_COUNT(r, field, ev) ((r)->stats.field++, dg_observe((r)->obs, (ev), 0, 1))
 
 struct resolver *resolver_new(struct upstream *up, struct cache *cache, const struct config *cfg)
 {
@@ -161,12 +166,13 @@ static void deliver_failure(struct resolver *r, struct resolver_waiter *w,
         enum cache_result cr =
             cache_lookup(r->cache, k, w->query, w->qlen, dg_now_ms(), CACHE_ALLOW_STALE, b, &info);
         if (cr != CACHE_MISS) {
-            ctr_add(&r->stats.stale_hits, cr == CACHE_STALE);
+            if (cr == CACHE_STALE)
+                RES_COUNT(r, stale_hits, DG_EV_RES_STALE_HIT);
             deliver(w, b->data, b->len, info.ttl);
             return;
         }
     }
-    ctr_add(&r->stats.servfails, 1);
+    RES_COUNT(r, servfails, DG_EV_RES_SERVFAIL);
     if (dns_make_error_answer(w->query, w->qlen, DNS_RCODE_SERVFAIL, b) != 0) {
         /* Not even a SERVFAIL fits in memory: the bare header (ID, QR, SERVFAIL) does. */
         uint8_t hdr[DNS_HEADER_LEN] = {w->query[0], w->query[1], 0x81, 0x82};
@@ -266,7 +272,7 @@ static struct inflight *inflight_start(struct resolver *r, const struct cache_ke
 int resolver_resolve(struct resolver *r, const uint8_t *query, size_t len, struct dg_buf *out,
                      uint32_t *ttl, resolver_done_cb cb, void *arg, struct resolver_waiter **wp)
 {
-    ctr_add(&r->stats.queries, 1);
+    r->stats.queries++;
     struct resolver_waiter *w = malloc(sizeof(*w) + len);
     if (!w)
         return -ENOMEM;
@@ -285,27 +291,27 @@ int resolver_resolve(struct resolver *r, const uint8_t *query, size_t len, struc
         struct cache_hit_info info;
         if (cache_lookup(r->cache, &k, w->query, w->qlen, dg_now_ms(), 0, out, &info) ==
             CACHE_HIT) {
-            ctr_add(&r->stats.hits, 1);
+            RES_COUNT(r, hits, DG_EV_RES_HIT);
             *ttl = info.ttl;
             if (info.prefetch && !table_find(r, &k) && inflight_start(r, &k, w->query, w->qlen))
-                ctr_add(&r->stats.prefetches, 1);
+                RES_COUNT(r, prefetches, DG_EV_RES_PREFETCH);
             free(w);
             return RESOLVER_ANSWERED;
         }
     }
-    ctr_add(&r->stats.misses, 1);
+    RES_COUNT(r, misses, DG_EV_RES_MISS);
     struct inflight *inf = table_find(r, &k);
     if (inf) {
         if (inf->nwaiters >= RESOLVER_MAX_WAITERS) {
-            ctr_add(&r->stats.rejected, 1);
+            RES_COUNT(r, rejected, DG_EV_RES_REJECTED);
             free(w);
             return -EBUSY;
         }
-        ctr_add(&r->stats.coalesced, 1);
+        RES_COUNT(r, coalesced, DG_EV_RES_COALESCED);
     } else {
         inf = inflight_start(r, &k, w->query, w->qlen);
         if (!inf) {
-            ctr_add(&r->stats.rejected, 1);
+            RES_COUNT(r, rejected, DG_EV_RES_REJECTED);
             free(w);
             return -EBUSY;
         }
@@ -346,6 +352,11 @@ void resolver_free(struct resolver *r)
     free(r->table);
     dg_buf_free(&r->scratch);
     free(r);
+}
+
+void resolver_set_observer(struct resolver *r, const struct dg_observer *obs)
+{
+    r->obs = obs;
 }
 
 const struct resolver_stats *resolver_get_stats(const struct resolver *r)

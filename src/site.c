@@ -95,28 +95,6 @@ static void null_close(void *arg)
 {
 }
 
-static const char *status_text(int status)
-{
-    switch (status) {
-    case 400:
-        return "bad request";
-    case 403:
-        return "forbidden";
-    case 404:
-        return "not found";
-    case 405:
-        return "method not allowed";
-    case 414:
-        return "URI too long";
-    case 416:
-        return "range not satisfiable";
-    case 503:
-        return "server busy, try again";
-    default:
-        return "internal server error";
-    }
-}
-
 static void serve_static(struct http_exchange *ex, const struct static_root *root)
 {
     const struct http_request *r = &ex->req;
@@ -130,7 +108,7 @@ static void serve_static(struct http_exchange *ex, const struct static_root *roo
     };
     struct static_result res;
     if (static_resolve(root, &rq, &res) != 0) {
-        http_respond_text(ex, 500, "internal server error", NULL, 0);
+        http_respond_status(ex, 500, NULL, 0);
         return;
     }
     struct http_header h[8];
@@ -151,23 +129,17 @@ static void serve_static(struct http_exchange *ex, const struct static_root *roo
             h[n++] = (struct http_header){"accept-ranges", "bytes"};
         if (res.content_range[0])
             h[n++] = (struct http_header){"content-range", res.content_range};
-        if (res.status == 304 || res.fd < 0) {
-            /* 304, or HEAD: headers only; the transport sends no body for either. */
-            struct dg_buf none = {0};
-            if (res.status == 304) {
-                http_respond(ex, 304, h, n, &none);
-            } else {
-                /* HEAD: announce the length of the body a GET would get; the transport
-                 * closes this empty source at once. */
-                const struct http_body_source src = {null_read, null_close, NULL};
-                http_respond_stream(ex, res.status, h, n, (long long)res.length, &src);
-            }
+        if (res.fd < 0) {
+            /* 304, or HEAD: headers only. HEAD announces the length a GET would get; the
+             * exchange closes this empty source at once (http_no_body()). */
+            const struct http_body_source src = {null_read, null_close, NULL};
+            http_respond_stream(ex, res.status, h, n, (long long)res.length, &src);
             break;
         }
         {
             struct file_source *fs = calloc(1, sizeof(*fs));
             if (!fs) {
-                http_respond_text(ex, 503, "server busy, try again", NULL, 0);
+                http_respond_status(ex, 503, NULL, 0);
                 break;
             }
             fs->fd = res.fd;
@@ -185,14 +157,14 @@ static void serve_static(struct http_exchange *ex, const struct static_root *roo
     }
     case 405:
         h[n++] = (struct http_header){"allow", res.allow ? res.allow : "GET, HEAD"};
-        http_respond_text(ex, 405, status_text(405), h, n);
+        http_respond_status(ex, 405, h, n);
         break;
     case 416:
         h[n++] = (struct http_header){"content-range", res.content_range};
-        http_respond_text(ex, 416, status_text(416), h, n);
+        http_respond_status(ex, 416, h, n);
         break;
     default:
-        http_respond_text(ex, res.status, status_text(res.status), NULL, 0);
+        http_respond_status(ex, res.status, NULL, 0);
         break;
     }
     static_result_deinit(&res);
@@ -255,12 +227,12 @@ static void serve_landing(struct http_exchange *ex)
     bool profile =
         plen == strlen(SITE_PROFILE_PATH) && memcmp(r->path, SITE_PROFILE_PATH, plen) == 0;
     if (!root && !profile) {
-        http_respond_text(ex, 404, "not found", NULL, 0);
+        http_respond_status(ex, 404, NULL, 0);
         return;
     }
     if (!get && !head) {
         const struct http_header allow = {"allow", "GET, HEAD"};
-        http_respond_text(ex, 405, "method not allowed", &allow, 1);
+        http_respond_status(ex, 405, &allow, 1);
         return;
     }
     char host[260];
@@ -290,8 +262,7 @@ static void serve_landing(struct http_exchange *ex)
         {"content-disposition", "attachment; filename=\"dohgate.mobileconfig\""},
         {"cache-control", "no-cache"},
     };
-    if (http_respond(ex, 200, root ? page : prof, 3, &body) != 0)
-        http_respond_text(ex, 503, "out of memory", NULL, 0);
+    http_respond(ex, 200, root ? page : prof, 3, &body); /* on failure: 503 or reset (http.h) */
     dg_buf_free(&body);
 }
 

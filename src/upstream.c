@@ -91,7 +91,7 @@
 #include "dohgate/dns.h"
 #include "dohgate/list.h"
 #include "dohgate/log.h"
-#include "dohgate/metrics.h"
+#include "dohgate/observer.h"
 #include "dohgate/util.h"
 
 /* Pipelining depth per TCP connection; unbound and Knot use similar bounds. */
@@ -244,29 +244,29 @@ struct upstream {
     struct dg_list dirty;             /* sockets with queries to send, via dirty_node */
     struct event *flush_ev;           /* activated when the first one is queued */
     const struct timeval *try_tv;     /* upstream-timeout as a libevent common timeout */
-    struct worker_metrics *wm;
-    size_t explore; /* first tries counted for the 1-in-EXPLORE re-measuring */
+    const struct dg_observer *obs;    /* event counting (metrics); may be NULL */
+    size_t explore;                   /* first tries counted for the 1-in-EXPLORE re-measuring */
 };
 
-/* This server's metrics, or NULL (no metrics, or no server). */
-static struct upstream_metrics *up_met(const struct upstream *u, const struct up_server *s)
+/* Report @p ev of server @p s (none: not reported) to the observer. */
+static void up_event(const struct upstream *u, const struct up_server *s, enum dg_event ev,
+                     uint64_t value)
 {
-    return u->wm && s ? &u->wm->up[s - u->srv] : NULL;
+    if (s)
+        dg_observe(u->obs, ev, (unsigned)(s - u->srv), value);
 }
 
 /* A try went out to @p s. */
 static void try_started(struct upstream_query *q, struct up_server *s)
 {
-    struct upstream_metrics *m = up_met(q->u, s);
-    if (m)
-        ctr_add(&m->queries, 1);
-    q->try_start_us = metrics_now_us();
+    up_event(q->u, s, DG_EV_UP_QUERY, 1);
+    q->try_start_us = dg_now_us();
     q->saw_bad = false;
 }
 
-void upstream_set_metrics(struct upstream *u, struct worker_metrics *wm)
+void upstream_set_observer(struct upstream *u, const struct dg_observer *obs)
 {
-    u->wm = wm;
+    u->obs = obs;
 }
 
 static void on_query_timer(evutil_socket_t fd, short what, void *arg);
@@ -598,14 +598,10 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 #define SRTT_STEP_US       2000
 #define EXPLORE            64
 
-/* The gauges /metrics shows for this worker's view of @p s. */
+/* This worker's view of @p s changed (the SRTT and up/down gauges of /metrics). */
 static void health_publish(const struct up_server *s)
 {
-    if (!s->u->wm)
-        return;
-    struct upstream_metrics *m = &s->u->wm->up[s - s->u->srv];
-    atomic_store_explicit(&m->srtt_us, s->srtt_us, memory_order_relaxed);
-    atomic_store_explicit(&m->down, s->down_until_ms != 0, memory_order_relaxed);
+    up_event(s->u, s, DG_EV_UP_HEALTH, DG_UP_HEALTH(s->srtt_us, s->down_until_ms != 0));
 }
 
 static void health_success(struct up_server *s, uint64_t rtt_us)
@@ -649,8 +645,7 @@ static void health_failure(struct up_server *s, uint64_t waited_us, bool lying, 
         s->down_until_ms = dg_now_ms() + s->backoff_ms;
         log_warn("upstream %s: %u failed tries in a row, not used for %u s (then probed)",
                  s->addr->text, s->fails, s->backoff_ms / 1000);
-        if (s->u->wm)
-            ctr_add(&s->u->wm->up[s - s->u->srv].marked_down, 1);
+        up_event(s->u, s, DG_EV_UP_MARKED_DOWN, 1);
     }
     health_publish(s);
 }
@@ -747,10 +742,9 @@ static void query_finish(struct upstream_query *q, int status, const uint8_t *an
 /* @p ans is writable scratch (UDP buffer or TCP input buffer) owned by this module. */
 static void query_answer(struct upstream_query *q, uint8_t *ans, size_t len)
 {
-    uint64_t rtt = metrics_now_us() - q->try_start_us;
+    uint64_t rtt = dg_now_us() - q->try_start_us;
     health_success(q->srv, rtt);
-    if (up_met(q->u, q->srv))
-        metrics_upstream_answer(q->u->wm, (size_t)(q->srv - q->u->srv), rtt);
+    up_event(q->u, q->srv, DG_EV_UP_ANSWER, rtt);
     dg_put16(ans, q->orig_id);
     query_finish(q, 0, ans, len);
 }
@@ -763,9 +757,8 @@ static void query_try_failed(struct upstream_query *q, int err)
         log_debug("upstream %s: try failed (%d)", q->srv->addr->text, -err);
     /* A try that failed before it was sent (socket, connect) still counts as one, so that
      * errors never exceed queries. */
-    struct upstream_metrics *m = up_met(u, q->srv);
-    if (m && q->state == TRY_NONE)
-        ctr_add(&m->queries, 1);
+    if (q->state == TRY_NONE)
+        up_event(u, q->srv, DG_EV_UP_QUERY, 1);
     /* Our own shortage (descriptors, memory, a full TCP pool) says nothing of the server. */
     bool local =
         err == -EMFILE || err == -ENFILE || err == -ENOMEM || err == -ENOBUFS || err == -EAGAIN;
@@ -773,8 +766,7 @@ static void query_try_failed(struct upstream_query *q, int err)
         health_failure(q->srv, 0, false, q->probe); /* before query_end_try clears q->probe */
     query_end_try(q);
     u->stats.errors++;
-    if (m)
-        ctr_add(&m->errors, 1);
+    up_event(u, q->srv, DG_EV_UP_ERROR, 1);
     if (err == -ECONNREFUSED)
         q->n_refused++;
     query_timer_set(q, 0);
@@ -898,15 +890,14 @@ static void on_query_timer(evutil_socket_t fd, short what, void *arg)
     struct upstream_query *q = arg;
     if (q->state != TRY_NONE) {
         q->u->stats.timeouts++;
-        if (up_met(q->u, q->srv))
-            ctr_add(&up_met(q->u, q->srv)->timeouts, 1);
+        up_event(q->u, q->srv, DG_EV_UP_TIMEOUT, 1);
         bool lied = q->saw_bad;
         if (q->state == TRY_UDP) {
             struct up_udp *k = q->udp;
             lied = lied || k->bad != q->bad_mark;
             k->late[k->n_late++ % UP_UDP_LATE] = dg_get16(q->msg);
         }
-        health_failure(q->srv, metrics_now_us() - q->try_start_us, lied, q->probe);
+        health_failure(q->srv, dg_now_us() - q->try_start_us, lied, q->probe);
         query_end_try(q);
     }
     query_next_try(q);

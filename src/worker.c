@@ -29,6 +29,7 @@
 #include "dohgate/h2.h"
 #include "dohgate/log.h"
 #include "dohgate/metrics.h"
+#include "dohgate/observer.h"
 #include "dohgate/pagepool.h"
 #include "dohgate/proxy.h"
 #include "dohgate/resolver.h"
@@ -57,6 +58,7 @@ struct worker {
     struct proxy *proxy;
     struct handler_ctx hctx; /* owns hctx.h2_pool */
     struct conn_set conns;
+    struct dg_observer obs; /* counts this worker's events in its metrics (when enabled) */
 };
 
 int worker_listen_socket(const struct dg_addr *addr, char *err, size_t errlen)
@@ -134,13 +136,12 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
 {
     struct worker *w = arg;
-    enum met_conn_kind kind = MET_CONN_PLAIN;
+    enum dg_listener kind = DG_LISTENER_PLAIN;
     for (size_t k = 0; k < w->nfds; k++)
         if (w->fds[k] == lfd)
-            kind = k < w->ntls                  ? MET_CONN_TLS
-                   : k >= w->nfds - w->nmetrics ? MET_CONN_METRICS
-                                                : MET_CONN_PLAIN;
-    struct worker_metrics *wm = w->conns.wm;
+            kind = k < w->ntls                  ? DG_LISTENER_TLS
+                   : k >= w->nfds - w->nmetrics ? DG_LISTENER_METRICS
+                                                : DG_LISTENER_PLAIN;
     for (int i = 0; i < ACCEPTS_PER_EV; i++) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
@@ -160,28 +161,27 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
             return;
         }
         /* Refusals close at once, before any TLS work: the cheapest answer to a flood. */
-        enum met_refusal why = MET_NREFUSE;
+        enum dg_refusal why = DG_NREFUSE;
         bool tracked = false;
         /* Who it is, once for the connection's life: the checks here and every request's
          * admission, limits and log read this (client.h). */
         struct client_id id;
         client_id_from_sockaddr(&id, (struct sockaddr *)&ss);
         if (w->conns.count >= w->cfg->max_connections) {
-            why = MET_REFUSE_MAX_CONNS;
-        } else if (kind != MET_CONN_METRICS) {
+            why = DG_REFUSE_MAX_CONNS;
+        } else if (kind != DG_LISTENER_METRICS) {
             if (w->acl_all && !acl_allows_client(w->hctx.acl, &id)) {
-                why = MET_REFUSE_ACL;
+                why = DG_REFUSE_ACL;
             } else if (w->conns.clients && client_id_known(&id)) {
                 enum client_verdict v = clients_conn_open(w->conns.clients, &id.key, dg_now_ms());
-                why = v == CLIENT_TOO_MANY_CONNS ? MET_REFUSE_PER_CLIENT
-                      : v == CLIENT_CONN_RATE    ? MET_REFUSE_RATE
-                                                 : MET_NREFUSE;
+                why = v == CLIENT_TOO_MANY_CONNS ? DG_REFUSE_PER_CLIENT
+                      : v == CLIENT_CONN_RATE    ? DG_REFUSE_RATE
+                                                 : DG_NREFUSE;
                 tracked = v == CLIENT_OK;
             }
         }
-        if (why != MET_NREFUSE) {
-            if (wm)
-                ctr_add(&wm->conn_refused[why], 1);
+        if (why != DG_NREFUSE) {
+            dg_observe(w->conns.obs, DG_EV_CONN_REFUSED, why, 1);
             close(fd);
             continue;
         }
@@ -207,11 +207,10 @@ static void on_trim(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
     if (w->conn_peak >= w->conns.count + TRIM_CONNS) {
-        uint64_t t0 = metrics_now_us();
+        uint64_t t0 = dg_now_us();
         malloc_trim(0);
         log_debug("worker %u: %zu connections closed since the peak: heap trimmed in %llu us",
-                  w->id, w->conn_peak - w->conns.count,
-                  (unsigned long long)(metrics_now_us() - t0));
+                  w->id, w->conn_peak - w->conns.count, (unsigned long long)(dg_now_us() - t0));
     }
     w->conn_peak = w->conns.count;
 }
@@ -323,16 +322,20 @@ struct worker *worker_new(unsigned id, const struct config *cfg, const struct wo
         if (!w->lev[i])
             goto fail;
     }
-    struct worker_metrics *wm = metrics ? &metrics->w[id] : NULL;
+    /* The modules report events; this worker's counters in the metrics count them. */
+    const struct dg_observer *obs = NULL;
+    if (metrics) {
+        metrics_observer_init(&w->obs, &metrics->w[id]);
+        obs = &w->obs;
+    }
     w->upstream = upstream_new(w->base, cfg);
     if (!w->upstream)
         goto fail;
-    upstream_set_metrics(w->upstream, wm);
+    upstream_set_observer(w->upstream, obs);
     w->resolver = resolver_new(w->upstream, sh->cache, cfg);
     if (!w->resolver)
         goto fail;
-    if (metrics)
-        metrics->rs[id] = resolver_get_stats(w->resolver);
+    resolver_set_observer(w->resolver, obs);
     if (cfg->site_backend) {
         w->proxy = proxy_new(w->base, cfg);
         if (!w->proxy)
@@ -350,13 +353,13 @@ struct worker *worker_new(unsigned id, const struct config *cfg, const struct wo
         .clients = sh->clients,
         .acl = sh->acl,
         .proxy = w->proxy,
-        .wm = wm,
+        .obs = obs,
         .metrics = metrics};
     w->conns = (struct conn_set){
         .base = w->base,
         .tls = sh->tls,
         .clients = sh->clients,
-        .wm = wm,
+        .obs = obs,
         .cfg = cfg,
         .hctx = &w->hctx,
         .on_closed = on_conn_closed,

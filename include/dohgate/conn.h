@@ -19,7 +19,7 @@
 #include <stddef.h>
 
 #include "dohgate/list.h"
-#include "dohgate/metrics.h"
+#include "dohgate/observer.h"
 
 struct event_base;
 struct config;
@@ -30,9 +30,9 @@ struct client_id;
 
 struct conn_set {
     struct event_base *base;
-    struct tls_store *tls;     /**< shared by the workers; outlives them */
-    struct worker_metrics *wm; /**< this worker's counters; may be NULL */
-    struct clients *clients;   /**< per-client connection counts; may be NULL */
+    struct tls_store *tls;         /**< shared by the workers; outlives them */
+    const struct dg_observer *obs; /**< counts connections, handshakes, bytes; may be NULL */
+    struct clients *clients;       /**< per-client connection counts; may be NULL */
     const struct config *cfg;
     const struct handler_ctx *hctx;
     struct dg_list conns; /**< open connections, newest first (struct conn.node) */
@@ -49,14 +49,14 @@ struct conn_set {
 #define CONN_FLUSH_PRIORITY 2
 
 /**
- * Take over an accepted, non-blocking socket: start the TLS handshake (MET_CONN_TLS), or serve
+ * Take over an accepted, non-blocking socket: start the TLS handshake (DG_LISTENER_TLS), or serve
  * plain HTTP/1.1 at once (the port-80 listener, or the metrics listener). @p client: who
  * connected, as accept() reported it (copied into the connection, whose sessions and requests
  * point to the copy; NULL: unknown). @p counted: the connection was counted for client->key in
  * set->clients (then it is uncounted when the connection closes, and on failure here too).
  * @return 0, or -ENOMEM (the socket is closed: ownership passes in every case).
  */
-int conn_accept(struct conn_set *set, int fd, enum met_conn_kind kind,
+int conn_accept(struct conn_set *set, int fd, enum dg_listener kind,
                 const struct client_id *client, bool counted);
 
 /** Graceful stop: GOAWAY to every HTTP/2 connection; each closes when its streams are done. */

@@ -7,7 +7,7 @@
  * Ownership: the connection owns the session; the session owns its streams; a stream owns its
  * request strings/body and its response bytes, and embeds the struct http_exchange that handlers
  * see. A stream is freed only in nghttp2's on_stream_close callback or by h2_session_free(),
- * and in both cases any pending handler operation is cancelled first (http_exchange_abort).
+ * and in both cases any pending handler operation is cancelled first (http_exchange_end).
  * No DNS knowledge here.
  */
 #ifndef DOHGATE_H2_H
@@ -63,6 +63,9 @@ int h2_session_send(struct h2_session *s, struct dg_buf *out, size_t limit);
 bool h2_session_done(const struct h2_session *s);
 /** Whether nghttp2 still has output queued. */
 bool h2_session_want_write(const struct h2_session *s);
+/** False once the session reads nothing more: a GOAWAY that ends it left nghttp2 (after a
+ * protocol error, or the last stream after a graceful one); what is left is to flush. */
+bool h2_session_want_read(const struct h2_session *s);
 /** Streams currently open. */
 size_t h2_session_streams(const struct h2_session *s);
 /** Graceful GOAWAY (last stream id = last seen): no new streams, open ones finish. */

@@ -1,20 +1,35 @@
 /**
  * @file http.h
- * The transport-neutral request/response exchange between the HTTP framing modules (h2, later
- * h1) and the handlers (router, doh). A transport embeds one struct http_exchange per request
- * (the h2 stream owns it); the handler answers through http_respond(), now or later.
+ * The transport-neutral request/response exchange between the HTTP framing modules (h1, h2) and
+ * the handlers (router, doh, site, proxy, metrics). A transport embeds one struct http_exchange
+ * per request (the h2 stream, the h1 session) and drives it through one state machine, kept here
+ * once for both transports:
  *
- * Lifetimes: the exchange lives until the transport closes it (stream reset, connection closed,
- * response fully sent). A handler that answers later must register its pending operation with
- * http_set_pending(); when the transport closes the exchange first, it calls the registered
- * cancel function exactly once, synchronously, and the handler must forget the exchange there.
- * A handler that completes must call http_clear_pending() before http_respond().
+ *   READING --http_exchange_dispatch()--> DISPATCHED --http_respond*()--> RESPONDED
+ *        \                                  |  (failed: 500/503 text, else transport reset)
+ *         `---------- http_exchange_end() (stream closed, connection gone) ----------> DONE
  *
- * Streamed bodies: http_respond_stream() hands the transport a body source that it pulls from
- * as the client's window and socket allow (so memory stays bounded whatever the body's size).
- * The transport owns the source from then on and calls its close() exactly once: after the last
- * byte, on a failure, or when the exchange dies first. The exchange stays valid until then, so a
- * producer that returned HTTP_BODY_AGAIN may call http_body_resume() on it until close() ran.
+ * - DISPATCHED: the handler owns the answer. It answers now or later; to answer later it
+ *   registers its pending operation with http_set_pending(). When the transport ends the
+ *   exchange first, the registered cancel function runs exactly once, synchronously, and the
+ *   handler must forget the exchange there.
+ * - Responding (http_respond, http_respond_stream, http_respond_text) detaches the pending
+ *   operation itself before the transport sees the response: no handler clears it by hand.
+ * - A response that cannot be handed over (memory, a transport error) is never left hanging:
+ *   the exchange answers with a 503 (no memory) or 500 text instead, and when even that fails
+ *   it asks the transport to reset (HTTP/2: RST_STREAM INTERNAL_ERROR; HTTP/1.1: the connection
+ *   closes). So after http_exchange_dispatch() returns, every exchange has a response, a reset,
+ *   or pending work (a handler that leaves none gets a 500).
+ * - The HTTP rules that do not depend on the framing live here: reason phrases, which responses
+ *   have no body and what content-length means for them (HEAD, 1xx, 204, 304), and the length
+ *   checks of a streamed body (a source that ends before its length aborts the response; one
+ *   with more is never asked for more than the length).
+ * Debug builds (no NDEBUG) assert the state on entry to each call.
+ *
+ * Lifetimes: the exchange lives until the transport ends it; a streamed body source belongs to
+ * the exchange from http_respond_stream() on and is closed exactly once (after the last byte, on
+ * a failure, or at http_exchange_end()). The exchange stays valid until then, so a producer
+ * that returned HTTP_BODY_AGAIN may call http_body_resume() on it until close() ran.
  */
 #ifndef DOHGATE_HTTP_H
 #define DOHGATE_HTTP_H
@@ -23,11 +38,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dohgate/metrics.h"
 #include "dohgate/util.h"
 
 struct acl;
 struct client_id;
+struct dg_observer;
 struct clients;
 struct config;
 struct proxy;
@@ -45,13 +60,15 @@ struct http_header {
 /** A response body produced piecewise (a file, a proxied backend response). */
 struct http_body_source {
     /**
-     * Copy up to @p max bytes into @p buf. Called by the transport, never re-entered.
+     * Copy up to @p max bytes into @p buf. Called through http_body_pull() as the transport
+     * has room, never re-entered, never asked for bytes past the announced length.
      * @return bytes copied (> 0), 0 at the end of the body, HTTP_BODY_AGAIN, or another negative
      *         errno on failure (the transport aborts the response: RST_STREAM, or a close on
      *         HTTP/1.1, never a silently short body).
      */
     long (*read)(void *arg, uint8_t *buf, size_t max);
-    /** The transport is done with the source (any reason). Called exactly once; free it here. */
+    /** The exchange is done with the source (any reason). Called exactly once; free it here.
+     * May run synchronously from http_respond_stream() (HEAD, 204, 304, a failure). */
     void (*close)(void *arg);
     void *arg;
 };
@@ -83,7 +100,7 @@ struct handler_ctx {
     struct resolver *resolver;
     const struct site *site;       /**< shared, read-only; may be NULL (tests) */
     struct proxy *proxy;           /**< this worker's backend pool; NULL unless site-backend */
-    struct worker_metrics *wm;     /**< this worker's counters; may be NULL (tests) */
+    const struct dg_observer *obs; /**< this worker's event counting; may be NULL (tests) */
     struct clients *clients;       /**< per-client rate limits; may be NULL */
     const struct acl *acl;         /**< allow-client/deny-client; may be NULL */
     const struct metrics *metrics; /**< all of them, for the metrics page; may be NULL */
@@ -91,70 +108,138 @@ struct handler_ctx {
     struct pagepool *h2_pool;
 };
 
+/** Method classes the HTTP rules need (HEAD has no body, idempotency for retries). */
+enum http_method_kind {
+    HTTP_M_GET,
+    HTTP_M_POST,
+    HTTP_M_HEAD,
+    HTTP_M_PUT,
+    HTTP_M_DELETE,
+    HTTP_M_OPTIONS,
+    HTTP_M_TRACE,
+    HTTP_M_OTHER /**< CONNECT, PATCH, extension methods */
+};
+
+/** The class of a method token (case-sensitive, RFC 9110 §9.1); NULL gives HTTP_M_OTHER. */
+enum http_method_kind http_method_kind(const char *method);
+
+/** RFC 9110 §9.2.2: a request that may be sent twice with the effect of once (safe methods, PUT,
+ * DELETE). Only these are retried on another backend connection. */
+bool http_method_idempotent(enum http_method_kind m);
+
 struct http_exchange;
 typedef void (*http_cancel_cb)(void *op);
 
+enum http_exchange_state {
+    HTTP_EX_READING,    /**< the transport is still reading the request; no handler has it */
+    HTTP_EX_DISPATCHED, /**< a handler owns the answer (now, or later with pending work) */
+    HTTP_EX_RESPONDED,  /**< the response is with the transport; a body may still be flowing */
+    HTTP_EX_DONE,       /**< the transport ended the exchange: nothing more happens on it */
+};
+
+/** A response as the exchange hands it to a transport, with the body rules applied. */
+struct http_response {
+    int status;
+    const struct http_header *hdrs; /**< the handler's, copied by the transport */
+    size_t nhdrs;
+    /** content-length to send; -1: none (HTTP/1.1 then frames the body with chunked coding, or
+     * with the connection's end for HTTP/1.0, unless no_body) */
+    long long length;
+    bool no_body; /**< HEAD, 1xx, 204, 304: headers only, whatever length says */
+};
+
+/** What a transport implements. None of them calls back into the handler synchronously. */
 struct http_exchange_ops {
-    /** See http_respond(). */
-    int (*respond)(struct http_exchange *ex, int status, const struct http_header *hdrs,
-                   size_t nhdrs, struct dg_buf *body);
-    /** See http_respond_stream(). */
-    int (*respond_stream)(struct http_exchange *ex, int status, const struct http_header *hdrs,
-                          size_t nhdrs, long long length, const struct http_body_source *src);
-    /** See http_body_resume(). */
+    /** Queue @p resp with the bytes of @p body (NULL when resp->no_body). On success take the
+     * bytes (leave @p body empty). @return 0, -ENOMEM or another negative errno; on failure
+     * nothing was queued. */
+    int (*respond)(struct http_exchange *ex, const struct http_response *resp, struct dg_buf *body);
+    /** Queue @p resp's head; unless resp->no_body, the body follows from http_body_pull()
+     * as the client takes it. @return 0 or a negative errno (nothing queued). */
+    int (*respond_stream)(struct http_exchange *ex, const struct http_response *resp);
+    /** The body source has bytes again: pull when the client's window and socket allow. */
     void (*resume)(struct http_exchange *ex);
+    /** End this exchange without (more of) a response: HTTP/2 RST_STREAM INTERNAL_ERROR,
+     * HTTP/1.1 closes the connection once queued output has left. Cannot fail (a transport
+     * that cannot queue the reset closes the connection). Never frees the exchange
+     * synchronously. */
+    void (*reset)(struct http_exchange *ex);
 };
 
 struct http_exchange {
     const struct http_exchange_ops *ops;
     struct http_request req;
     const struct handler_ctx *ctx;
+    enum http_exchange_state state;
     http_cancel_cb cancel; /**< set while a handler operation is pending */
     void *pending;
+    struct http_body_source src; /**< the streamed body, while src_open */
+    bool src_open;
+    long long src_len; /**< the announced length, -1 unknown */
+    long long src_sent;
 };
+
+/** Transport: make @p ex ready for a request (state READING). @p ctx: the worker's. */
+void http_exchange_init(struct http_exchange *ex, const struct http_exchange_ops *ops,
+                        const struct handler_ctx *ctx);
+
+/**
+ * Transport: the request in ex->req is complete; hand it to @p handler (READING -> DISPATCHED).
+ * When the handler returns without a response and without pending work, the exchange answers
+ * 500 itself. The transport must not free the exchange from inside any http_* call.
+ */
+void http_exchange_dispatch(struct http_exchange *ex, void (*handler)(struct http_exchange *ex));
+
+/**
+ * Transport: take the exchange to DISPATCHED without a handler, for an error response that the
+ * transport itself sends (a malformed request, 413, 414, 431). READING -> DISPATCHED.
+ */
+void http_exchange_begin(struct http_exchange *ex);
+
+/**
+ * Transport: the exchange dies (stream closed, connection gone, next request on HTTP/1.1):
+ * cancels the pending operation (exactly once, synchronously) and closes the body source.
+ * Any state -> DONE; calling it again does nothing.
+ */
+void http_exchange_end(struct http_exchange *ex);
+
+/**
+ * Transport: the next chunk of the streamed body, at most @p max bytes, never past the
+ * announced length.
+ * @param eof set when this was the last chunk (the source is closed already).
+ * @return bytes (> 0), 0 at the end (with *eof), HTTP_BODY_AGAIN (wait for ops->resume), or a
+ *         negative errno: the source failed, ended before its length, or none is open. The
+ *         source is closed then, and the transport must abort the response, never end it
+ *         as if complete.
+ */
+long http_body_pull(struct http_exchange *ex, uint8_t *buf, size_t max, bool *eof);
 
 /**
  * Send the response. Header names and values are copied. On success the body's bytes are moved
- * into the exchange (@p body is left empty); on failure the caller still owns them.
- * The transport adds content-length. Can be called once per exchange.
- * @return 0, -ENOMEM, -EALREADY (already answered).
+ * into the exchange (@p body is left empty); otherwise the caller still owns them. The exchange
+ * adds content-length (HEAD: the length of @p body, which is not sent; 304, 204, 1xx: none).
+ * Must be called in state DISPATCHED (debug builds assert it); releases the pending operation.
+ * @return 0; or a negative errno when this response could not be queued, in which case the
+ *         exchange answered with a 503/500 or reset (it is never left unanswered).
  */
-static inline int http_respond(struct http_exchange *ex, int status, const struct http_header *hdrs,
-                               size_t nhdrs, struct dg_buf *body)
-{
-    /* What the count needs is taken first: the transport may be done with the exchange when
-     * this returns. Scrapes of the metrics listener are not traffic. */
-    struct met_req mr = metrics_req(ex->ctx->wm, &ex->req);
-    int rc = ex->ops->respond(ex, status, hdrs, nhdrs, body);
-    if (rc == 0)
-        metrics_http(&mr, status);
-    return rc;
-}
+int http_respond(struct http_exchange *ex, int status, const struct http_header *hdrs, size_t nhdrs,
+                 struct dg_buf *body);
 
 /**
  * Send the response headers now and the body from @p src. @p length is the body's size when known
- * (sent as content-length; a source that ends early or runs over aborts the response), or -1
- * (HTTP/2: no content-length; HTTP/1.1: chunked). For HEAD requests the source is closed at once.
- * Whatever the outcome, @p src belongs to the transport afterwards (closed on failure too).
- * @return 0, -ENOMEM, -EALREADY.
+ * (sent as content-length; a source that ends early aborts the response, and is never asked for
+ * bytes past it), or -1 (HTTP/2: no content-length; HTTP/1.1: chunked). For HEAD, 1xx, 204 and
+ * 304 the source is closed at once. Whatever the outcome, @p src belongs to the exchange
+ * afterwards (closed on failure too). Same states and failure outcome as http_respond().
+ * @return 0 or a negative errno (see http_respond()).
  */
-static inline int http_respond_stream(struct http_exchange *ex, int status,
-                                      const struct http_header *hdrs, size_t nhdrs,
-                                      long long length, const struct http_body_source *src)
-{
-    struct met_req mr = metrics_req(ex->ctx->wm, &ex->req);
-    int rc = ex->ops->respond_stream(ex, status, hdrs, nhdrs, length, src);
-    if (rc == 0)
-        metrics_http(&mr, status);
-    return rc;
-}
+int http_respond_stream(struct http_exchange *ex, int status, const struct http_header *hdrs,
+                        size_t nhdrs, long long length, const struct http_body_source *src);
 
 /** A source that returned HTTP_BODY_AGAIN has bytes (or its end) ready. May be called from any
- * callback of the worker's loop; never re-enters the source synchronously. */
-static inline void http_body_resume(struct http_exchange *ex)
-{
-    ex->ops->resume(ex);
-}
+ * callback of the worker's loop until the source's close() ran; never re-enters the source
+ * synchronously. */
+void http_body_resume(struct http_exchange *ex);
 
 /**
  * Headers every response of this server carries, chosen from the configuration: HSTS on HTTPS,
@@ -167,31 +252,25 @@ size_t http_common_headers(const struct config *cfg, bool https, struct http_hea
 /** The reason phrase of a status code ("Not Found"), "" when unknown. */
 const char *http_reason(int status);
 
-/** Answer with a one-line text/plain body ("text\n"), plus optional extra headers. */
+/** Whether a response with @p status to a request with @p method carries no body (RFC 9110
+ * §6.4.1: HEAD, 1xx, 204, 304). */
+bool http_no_body(const char *method, int status);
+
+/** Answer with a one-line text/plain body ("text\n"), plus optional extra headers (at most 7).
+ * Same contract as http_respond(). */
 int http_respond_text(struct http_exchange *ex, int status, const char *text,
                       const struct http_header *extra, size_t nextra);
 
-static inline void http_set_pending(struct http_exchange *ex, http_cancel_cb cancel, void *op)
-{
-    ex->cancel = cancel;
-    ex->pending = op;
-}
+/** Answer with the status's reason phrase as the one-line body (http_reason(); "Error" when it
+ * has none), plus optional extra headers. Same contract as http_respond(). */
+int http_respond_status(struct http_exchange *ex, int status, const struct http_header *extra,
+                        size_t nextra);
 
-static inline void http_clear_pending(struct http_exchange *ex)
-{
-    ex->cancel = NULL;
-    ex->pending = NULL;
-}
-
-/** Called by the transport when the exchange dies: cancels the pending operation, if any. */
-static inline void http_exchange_abort(struct http_exchange *ex)
-{
-    if (ex->cancel) {
-        http_cancel_cb cb = ex->cancel;
-        void *op = ex->pending;
-        http_clear_pending(ex);
-        cb(op);
-    }
-}
+/**
+ * Register the operation that will answer later. @p cancel(@p op) runs exactly once if the
+ * exchange ends first (synchronously, from http_exchange_end()); responding releases the
+ * registration without calling it. State DISPATCHED, at most one operation at a time.
+ */
+void http_set_pending(struct http_exchange *ex, http_cancel_cb cancel, void *op);
 
 #endif

@@ -6,7 +6,9 @@
  * relaxed load+store (a plain increment on x86, no locked instruction: there is one writer)
  * and read with relaxed loads: a scrape may see a counter a few increments late, never torn.
  *
- * Every metrics_* recording call accepts a NULL @p wm (unit tests and fuzzers run without).
+ * The modules do not write these counters: they report events (observer.h), and the observer
+ * that metrics_observer_init() makes counts them here. So the Prometheus layout is known to
+ * this module only, and no module below it includes this header.
  */
 #ifndef DOHGATE_METRICS_H
 #define DOHGATE_METRICS_H
@@ -17,6 +19,7 @@
 #include <stdint.h>
 
 #include "dohgate/config.h"
+#include "dohgate/observer.h"
 
 typedef _Atomic uint64_t dg_counter;
 
@@ -36,16 +39,6 @@ enum { MET_GET, MET_POST, MET_HEAD, MET_OTHER, MET_NMETHOD };
 #define MET_NSTATUS     24 /* the statuses this server sends, and "other" */
 #define MET_LAT_BUCKETS 12 /* upstream latency: 0.5 ms .. 2.5 s, then +Inf */
 
-enum met_conn_kind { MET_CONN_TLS, MET_CONN_PLAIN, MET_CONN_METRICS, MET_NCONN };
-/** Why a connection was closed at accept. */
-enum met_refusal {
-    MET_REFUSE_MAX_CONNS,  /**< max-connections (per worker) */
-    MET_REFUSE_PER_CLIENT, /**< max-connections-per-client */
-    MET_REFUSE_RATE,       /**< connection-rate-limit */
-    MET_REFUSE_ACL,        /**< deny-client / allow-client with acl-scope all */
-    MET_NREFUSE
-};
-
 struct upstream_metrics {
     dg_counter queries;     /**< tries sent to this server (UDP, or TCP after truncation) */
     dg_counter answers;     /**< accepted answers */
@@ -61,23 +54,24 @@ struct upstream_metrics {
 struct worker_metrics {
     dg_counter http[MET_NVER][MET_NMETHOD][MET_NSTATUS];
     dg_counter rcode[16];
-    dg_counter conn_accepted[MET_NCONN];
-    dg_counter conn_closed[MET_NCONN];
-    dg_counter conn_refused[MET_NREFUSE];
+    dg_counter conn_accepted[DG_NLISTENER];
+    dg_counter conn_closed[DG_NLISTENER];
+    dg_counter conn_refused[DG_NREFUSE];
     dg_counter tls_handshakes[2][2]; /**< [TLS 1.2, 1.3][full, resumed] */
     dg_counter tls_failed;           /**< handshakes that failed or timed out */
     dg_counter bytes_in, bytes_out;  /**< HTTP bytes on client connections (inside TLS) */
     struct upstream_metrics up[DG_CONFIG_MAX_LIST]; /**< by cfg->upstream index */
+    /** client questions by outcome (DG_EV_RES_*) */
+    dg_counter res_hits, res_stale_hits, res_misses, res_coalesced, res_prefetches, res_servfails,
+        res_rejected;
 };
 
 struct cache;
 struct tls_store;
-struct resolver_stats;
 
 /** Everything a scrape reads. Made by main, shared read-only by the workers. */
 struct metrics {
-    struct worker_metrics *w;         /**< nworkers of them */
-    const struct resolver_stats **rs; /**< each worker's resolver counters (set by worker_new) */
+    struct worker_metrics *w; /**< nworkers of them */
     unsigned nworkers;
     const struct config *cfg;
     struct cache *cache;
@@ -90,25 +84,11 @@ struct metrics *metrics_new(unsigned nworkers, const struct config *cfg, struct 
                             struct tls_store *tls);
 void metrics_free(struct metrics *m);
 
-/** What counting a response needs of its request, taken before the response is handed over. */
-struct met_req {
-    struct worker_metrics *wm; /**< NULL: not counted (no metrics, or a scrape) */
-    unsigned char ver, method;
-};
-struct http_request;
-/** Take what metrics_http() needs from @p req (version 10, 11 or 20, method, listener). */
-struct met_req metrics_req(struct worker_metrics *wm, const struct http_request *req);
-/** A response with @p status was sent (called from http_respond*()). */
-void metrics_http(const struct met_req *mr, int status);
-/** A DoH answer with this rcode (the low 4 bits) was sent. */
-void metrics_rcode(struct worker_metrics *wm, unsigned rcode);
-/** A TLS handshake completed: @p tls13 and @p resumed as the SSL says. */
-void metrics_tls(struct worker_metrics *wm, bool tls13, bool resumed);
-/** An upstream answer from server @p idx after @p usec. */
-void metrics_upstream_answer(struct worker_metrics *wm, size_t idx, uint64_t usec);
-
-/** Microseconds of a monotonic clock (upstream latency). */
-uint64_t metrics_now_us(void);
+/**
+ * Make @p obs count the events of one worker into @p wm (its only writer). @p wm NULL: @p obs
+ * counts nothing. @p wm must outlive every use of @p obs.
+ */
+void metrics_observer_init(struct dg_observer *obs, struct worker_metrics *wm);
 
 /**
  * Append the Prometheus text exposition (format 0.0.4) of everything to @p out.

@@ -20,7 +20,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dohgate/metrics.h"
 #include "dohgate/util.h"
 
 struct event_base;
@@ -43,9 +42,10 @@ enum resolver_status { RESOLVER_ANSWERED = 0, RESOLVER_PENDING = 1 };
  */
 typedef void (*resolver_done_cb)(void *arg, const uint8_t *ans, size_t len, uint32_t ttl);
 
-/** Written by the resolver's worker only (ctr_add), readable from any thread (ctr_get). */
+/** The resolver's own counts, for its worker's thread (tests, the SIGUSR1 log). The metrics
+ * page counts the same outcomes through the observer (resolver_set_observer()). */
 struct resolver_stats {
-    dg_counter queries, hits, stale_hits, misses, coalesced, prefetches, servfails, rejected;
+    uint64_t queries, hits, stale_hits, misses, coalesced, prefetches, servfails, rejected;
 };
 
 /**
@@ -71,6 +71,9 @@ int resolver_resolve(struct resolver *r, const uint8_t *query, size_t len, struc
 void resolver_cancel(struct resolver_waiter *w);
 
 const struct resolver_stats *resolver_get_stats(const struct resolver *r);
+struct dg_observer;
+/** Report question outcomes (DG_EV_RES_*) to @p obs (may be NULL; must outlive @p r). */
+void resolver_set_observer(struct resolver *r, const struct dg_observer *obs);
 /** Distinct queries in flight (tests, shutdown). */
 size_t resolver_inflight(const struct resolver *r);
 

@@ -68,9 +68,11 @@ struct upstream_query *upstream_query_start(struct upstream *u, const uint8_t *q
 void upstream_query_cancel(struct upstream_query *q);
 
 const struct upstream_stats *upstream_get_stats(const struct upstream *u);
-struct worker_metrics;
-/** Count per-upstream tries, answers, latency, timeouts and errors in @p wm (may be NULL). */
-void upstream_set_metrics(struct upstream *u, struct worker_metrics *wm);
+struct dg_observer;
+/** Report per-upstream tries, answers (with latency), timeouts, errors, marking down and
+ * health (DG_EV_UP_*, idx = the server's index in cfg->upstream) to @p obs (may be NULL; must
+ * outlive @p u). */
+void upstream_set_observer(struct upstream *u, const struct dg_observer *obs);
 /** Queries in flight (for tests and shutdown). */
 size_t upstream_pending(const struct upstream *u);
 

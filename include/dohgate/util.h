@@ -53,6 +53,8 @@ static inline size_t dg_b64url_encoded_len(size_t n)
 
 /** Milliseconds on CLOCK_MONOTONIC. */
 uint64_t dg_now_ms(void);
+/** Microseconds on CLOCK_MONOTONIC (latencies). */
+uint64_t dg_now_us(void);
 
 /** Read a 16-bit big-endian value. */
 static inline uint16_t dg_get16(const uint8_t *p)

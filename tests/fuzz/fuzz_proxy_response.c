@@ -25,6 +25,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const struct client_id peer = {
     .addr = {192, 0, 2, 1}, .len = 4, .key = {.b = {192, 0, 2, 1}, .len = 4}, .text = "192.0.2.1"};
+static struct proxy *cur_px;
+static void on_request(struct http_exchange *ex)
+{
+    proxy_handle(cur_px, ex);
+}
+
 static struct event_base *base;
 static struct config *cfg;
 static int lfd = -1;
@@ -33,35 +39,31 @@ static struct handler_ctx hctx;
 struct fake {
     struct http_exchange ex;
     int status;
-    bool answered, src_open, resumed;
-    struct http_body_source src;
+    bool answered, resumed, reset;
 };
 
-static int f_respond(struct http_exchange *ex, int status, const struct http_header *h, size_t n,
+static int f_respond(struct http_exchange *ex, const struct http_response *resp,
                      struct dg_buf *body)
 {
     struct fake *f = (struct fake *)ex;
     if (f->answered)
         abort(); /* answered twice */
     f->answered = true;
-    f->status = status;
+    f->status = resp->status;
     return 0;
 }
 
-static int f_respond_stream(struct http_exchange *ex, int status, const struct http_header *h,
-                            size_t n, long long len, const struct http_body_source *src)
+static int f_respond_stream(struct http_exchange *ex, const struct http_response *resp)
 {
     struct fake *f = (struct fake *)ex;
     if (f->answered)
         abort();
     f->answered = true;
-    f->status = status;
-    for (size_t i = 0; i < n; i++) {
-        if (!h[i].name || !h[i].value || strchr(h[i].value, '\n'))
+    f->status = resp->status;
+    for (size_t i = 0; i < resp->nhdrs; i++) {
+        if (!resp->hdrs[i].name || !resp->hdrs[i].value || strchr(resp->hdrs[i].value, '\n'))
             abort();
     }
-    f->src = *src;
-    f->src_open = true;
     return 0;
 }
 
@@ -70,7 +72,12 @@ static void f_resume(struct http_exchange *ex)
     ((struct fake *)ex)->resumed = true;
 }
 
-static const struct http_exchange_ops ops = {f_respond, f_respond_stream, f_resume};
+static void f_reset(struct http_exchange *ex)
+{
+    ((struct fake *)ex)->reset = true;
+}
+
+static const struct http_exchange_ops ops = {f_respond, f_respond_stream, f_resume, f_reset};
 
 static void setup(void)
 {
@@ -103,9 +110,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct proxy *px = proxy_new(base, cfg);
     if (!px)
         abort();
+    cur_px = px;
     bool head = size > 0 && data[0] == 'H'; /* some inputs exercise the HEAD rules */
     const struct http_header hdrs[] = {{"accept", "*/*"}, {"cookie", "a=1"}, {"cookie", "b=2"}};
-    struct fake f = {.ex = {.ops = &ops, .ctx = &hctx}};
+    struct fake f = {0};
+    http_exchange_init(&f.ex, &ops, &hctx);
     f.ex.req = (struct http_request){.method = head ? "HEAD" : "GET",
                                      .path = "/x?y",
                                      .authority = "site.example",
@@ -114,7 +123,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                      .headers = hdrs,
                                      .nheaders = 3,
                                      .client = &peer};
-    proxy_handle(px, &f.ex);
+    http_exchange_dispatch(&f.ex, on_request);
     /* The proxy connects at once on loopback; never block on accept() if it did not. */
     struct pollfd pfd = {.fd = lfd, .events = POLLIN};
     if (poll(&pfd, 1, 2000) != 1) {
@@ -136,26 +145,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     shutdown(bfd, SHUT_WR);
     uint8_t buf[8192];
-    for (int i = 0; i < 2000 && !(f.answered && !f.src_open); i++) {
+    for (int i = 0; i < 2000 && !(f.answered && !f.ex.src_open); i++) {
         event_base_loop(base, EVLOOP_NONBLOCK);
-        while (f.src_open) {
-            long n = f.src.read(f.src.arg, buf, sizeof(buf));
-            if (n == HTTP_BODY_AGAIN)
-                break;
-            if (n <= 0) {
-                f.src_open = false;
-                f.src.close(f.src.arg);
-            }
+        while (f.ex.src_open) {
+            bool eof;
+            long n = http_body_pull(&f.ex, buf, sizeof(buf), &eof);
+            if (n == HTTP_BODY_AGAIN || n <= 0)
+                break; /* on failure or at the end the exchange closed the source */
         }
     }
-    if (f.src_open) {
-        f.src_open = false;
-        f.src.close(f.src.arg);
-    }
-    if (!f.answered)
-        http_exchange_abort(&f.ex); /* e.g. an incomplete head: the client gives up */
-    else if (f.ex.cancel)
+    if (f.answered && f.ex.cancel)
         abort(); /* answered but still registered */
+    /* the client goes (e.g. after an incomplete head): cancels or closes what is left */
+    http_exchange_end(&f.ex);
     close(bfd);
     proxy_free(px);
     return 0;

@@ -8,6 +8,10 @@ POST /echo    -> JSON with the same plus the body's length and SHA-256
 GET /chunked  -> a body sent with Transfer-Encoding: chunked (no length)
 GET /big?n=N  -> N bytes (Content-Length), pattern bytes
 GET /slow?s=S -> answers after S seconds
+GET /drop-reused?on=1 (or 0) -> from now on, a request that arrives on a kept-alive connection
+                 that already served one is not answered: the connection is closed (the race of a
+                 backend closing an idle connection just as the proxy reuses it); logged as
+                 "DROPPED METHOD PATH"
 anything else -> 404 from the backend (with a marker header)
 Each request line is appended to LOGFILE when given.
 """
@@ -19,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 LOG = sys.argv[2] if len(sys.argv) > 2 else None
+DROP_REUSED = False
 
 
 class H(BaseHTTPRequestHandler):
@@ -40,6 +45,18 @@ class H(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _dropped(self):
+        """True when this request is to be dropped with its connection (see /drop-reused)."""
+        served = getattr(self, "served", 0)  # one handler object per connection
+        self.served = served + 1
+        if not (DROP_REUSED and served > 0):
+            return False
+        if LOG:
+            with open(LOG, "a") as f:
+                f.write("DROPPED %s %s\n" % (self.command, self.path))
+        self.close_connection = True
+        return True
+
     def _echo(self, body=b""):
         d = {"method": self.command, "path": self.path,
              "headers": {k.lower(): v for k, v in self.headers.items()},
@@ -47,8 +64,16 @@ class H(BaseHTTPRequestHandler):
         self._send(200, json.dumps(d).encode())
 
     def do_GET(self):
+        global DROP_REUSED
         u = urlsplit(self.path)
         q = parse_qs(u.query)
+        if u.path == "/drop-reused":
+            DROP_REUSED = q.get("on", ["1"])[0] == "1"
+            self.served = getattr(self, "served", 0) + 1  # never dropped itself, but counts
+            self._send(200, b"ok\n", "text/plain")
+            return
+        if self._dropped():
+            return
         if u.path == "/echo":
             self._echo()
         elif u.path == "/chunked":
@@ -81,12 +106,26 @@ class H(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def do_POST(self):
+        if self._dropped():
+            return
         n = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(n) if n else b""
         if urlsplit(self.path).path == "/echo":
             self._echo(body)
         else:
             self._send(404, b"backend: not found\n", "text/plain")
+
+
+    def do_PUT(self):
+        if self._dropped():
+            return
+        n = int(self.headers.get("Content-Length", "0"))
+        self._echo(self.rfile.read(n) if n else b"")
+
+    def do_DELETE(self):
+        if self._dropped():
+            return
+        self._echo()
 
 
 if __name__ == "__main__":

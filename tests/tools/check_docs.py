@@ -8,13 +8,9 @@ histogram itself); the README must name each. The README may group names with br
 `dohgate_cache_{hits,misses}_total`: a brace group right after `_` is expanded, a brace group
 after a name (`dohgate_x_total{upstream}`) is its label list.
 
-With --layers, check instead the include graph against the `layers` block of docs/design.md
-(one line per layer, lowest first): every module (file stem of src/*.c and include/dohgate/*.h)
-must be in exactly one layer, and a file may include "dohgate/X.h" only for X in its own layer or
-a lower one. Not registered in ctest yet: today http.h, resolver.h and upstream.c include
-metrics.h from below (issue 13 removes them).
+The include graph against docs/design.md's layers is checked by check_includes.py.
 
-Usage: check_docs.py [--layers] [SOURCE_DIR]   (default: the repository holding this script)
+Usage: check_docs.py [SOURCE_DIR]   (default: the repository holding this script)
 Exit status 0 when nothing is wrong, 1 with one line per problem otherwise.
 """
 import glob
@@ -67,48 +63,9 @@ def readme_metrics(readme):
     return found
 
 
-def check_layers(src):
-    design = open(os.path.join(src, "docs", "design.md"), encoding="utf-8").read()
-    blocks = re.findall(r"^```layers\n(.*?)^```", design, re.S | re.M)
-    if len(blocks) != 1:
-        return [f"docs/design.md: {len(blocks)} layers blocks, want exactly 1"]
-    problems = []
-    layer = {}
-    for i, line in enumerate(blocks[0].split("\n")):
-        for mod in line.split():
-            if mod in layer:
-                problems.append(f"docs/design.md: {mod} is in two layers")
-            layer[mod] = i
-    files = sorted(glob.glob(os.path.join(src, "src", "*.c")))
-    files += sorted(glob.glob(os.path.join(src, "include", "dohgate", "*.h")))
-    for path in files:
-        mod = os.path.basename(path).rsplit(".", 1)[0]
-        rel = os.path.relpath(path, src)
-        if mod not in layer:
-            problems.append(f"{rel}: module {mod} is in no layer of docs/design.md")
-            continue
-        text = open(path, encoding="utf-8").read()
-        for inc in re.findall(r'^\s*#\s*include\s+"dohgate/([a-z0-9_]+)\.h"', text, re.M):
-            if inc not in layer:
-                problems.append(f"{rel}: includes dohgate/{inc}.h, a module in no layer")
-            elif layer[inc] > layer[mod]:
-                problems.append(
-                    f"{rel}: includes dohgate/{inc}.h, a higher layer ({inc}: {layer[inc]}, "
-                    f"{mod}: {layer[mod]})"
-                )
-    return problems
-
-
 def main():
     args = sys.argv[1:]
-    layers = "--layers" in args
-    args = [a for a in args if a != "--layers"]
     src = args[0] if args else os.path.join(os.path.dirname(__file__), "..", "..")
-    if layers:
-        problems = check_layers(src)
-        for line in problems:
-            print(line)
-        return 1 if problems else 0
     readme = open(os.path.join(src, "README.md"), encoding="utf-8").read()
     missing = []
     for name in options(src):

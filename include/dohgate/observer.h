@@ -1,0 +1,88 @@
+/**
+ * @file observer.h
+ * Events that the modules report for counting: connections and bytes (conn, worker), HTTP
+ * responses (http), DoH answers (doh_handler), questions (resolver) and upstream tries
+ * (upstream). A module holds a `const struct dg_observer *` (NULL: nobody listens, as in unit
+ * tests and fuzzers) and calls dg_observe(); the metrics module implements the observer
+ * (metrics_observer_init()) and is the only one that knows how events become Prometheus series.
+ * So no module below metrics includes metrics.h, and the counters' layout stays in metrics.c.
+ *
+ * This header sits in the lowest layer (beside util.h): it names events, it knows no module.
+ * The callback runs synchronously on the reporting thread (each worker has its own observer,
+ * whose counters only that worker writes) and must not call back into the reporter.
+ */
+#ifndef DOHGATE_OBSERVER_H
+#define DOHGATE_OBSERVER_H
+
+#include <stdint.h>
+
+/** What @p idx and @p value of dg_observe() mean is given for each event. */
+enum dg_event {
+    /* connections (conn, worker); idx: enum dg_listener */
+    DG_EV_CONN_ACCEPTED,
+    DG_EV_CONN_CLOSED,
+    DG_EV_CONN_REFUSED,  /**< closed at accept; idx: enum dg_refusal (not a listener) */
+    DG_EV_TLS_HANDSHAKE, /**< idx: DG_TLS_13 and DG_TLS_RESUMED bits */
+    DG_EV_TLS_FAILED,    /**< a handshake failed, timed out or the client left during it */
+    DG_EV_BYTES_IN,      /**< value: HTTP bytes read on a client connection */
+    DG_EV_BYTES_OUT,     /**< value: HTTP bytes written */
+    /* HTTP (http.c): idx: the status sent; value: DG_HTTP_KEY(version, method) */
+    DG_EV_HTTP_RESPONSE,
+    /* DoH (doh_handler.c): idx: the DNS rcode of an answer sent (low 4 bits) */
+    DG_EV_DNS_ANSWER,
+    /* client questions (resolver.c); idx unused */
+    DG_EV_RES_HIT,       /**< answered from the cache */
+    DG_EV_RES_STALE_HIT, /**< answered from an expired entry after upstream failure */
+    DG_EV_RES_MISS,
+    DG_EV_RES_COALESCED, /**< waited for an identical question already sent */
+    DG_EV_RES_PREFETCH,  /**< a background refresh started */
+    DG_EV_RES_SERVFAIL,  /**< no upstream answered and nothing stale: SERVFAIL */
+    DG_EV_RES_REJECTED,  /**< too many in flight: SERVFAIL */
+    /* upstream tries (upstream.c); idx: the server's index in cfg->upstream */
+    DG_EV_UP_QUERY,       /**< a try was sent (or failed before it could be) */
+    DG_EV_UP_ANSWER,      /**< value: microseconds from the try to its accepted answer */
+    DG_EV_UP_TIMEOUT,     /**< a try got no answer in time */
+    DG_EV_UP_ERROR,       /**< a try failed at once (refused, unreachable, reset) */
+    DG_EV_UP_MARKED_DOWN, /**< the worker stopped using the server */
+    DG_EV_UP_HEALTH,      /**< value: DG_UP_HEALTH(srtt_us, down): this worker's view now */
+};
+
+/** The listener a connection came from (idx of the DG_EV_CONN_* events). */
+enum dg_listener { DG_LISTENER_TLS, DG_LISTENER_PLAIN, DG_LISTENER_METRICS, DG_NLISTENER };
+
+/** Why a connection was closed at accept (idx of DG_EV_CONN_REFUSED). */
+enum dg_refusal {
+    DG_REFUSE_MAX_CONNS,  /**< max-connections (per worker) */
+    DG_REFUSE_PER_CLIENT, /**< max-connections-per-client */
+    DG_REFUSE_RATE,       /**< connection-rate-limit */
+    DG_REFUSE_ACL,        /**< deny-client / allow-client with acl-scope all */
+    DG_NREFUSE
+};
+
+#define DG_TLS_13      1u
+#define DG_TLS_RESUMED 2u
+
+/** HTTP version (10, 11, 20) and method class (enum http_method_kind of http.h) in one value. */
+#define DG_HTTP_KEY(version, method) (((uint64_t)(version) << 8) | (uint64_t)(method))
+#define DG_HTTP_KEY_VERSION(key)     ((unsigned)((key) >> 8))
+#define DG_HTTP_KEY_METHOD(key)      ((unsigned)((key)&0xff))
+
+/** An upstream's smoothed answer time (µs, 0 = unknown) and down flag in one value. */
+#define DG_UP_HEALTH(srtt_us, down) (((uint64_t)(srtt_us) << 1) | ((down) ? 1u : 0u))
+#define DG_UP_HEALTH_SRTT(v)        ((v) >> 1)
+#define DG_UP_HEALTH_DOWN(v)        ((v)&1u)
+
+struct dg_observer {
+    void (*event)(void *arg, enum dg_event ev, unsigned idx, uint64_t value);
+    void *arg;
+};
+
+/** Report an event; @p obs may be NULL. */
+static inline void dg_observe(const struct dg_observer *obs, enum dg_event ev, unsigned idx,
+                              uint64_t value)
+{
+    if (obs)
+        obs->event(obs->arg, ev, idx, value);
+}
+
+#endif

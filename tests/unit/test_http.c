@@ -1,0 +1,461 @@
+/*
+ * The HTTP exchange state machine (http.c) through a fake transport: responding releases the
+ * pending operation, the end cancels it exactly once, a response that cannot be queued falls
+ * back to 503/500 and then to a reset, the body rules (HEAD, 204, 304) and the streamed-body
+ * length checks, and the events the observer sees.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "dohgate/config.h"
+#include "dohgate/http.h"
+#include "dohgate/log.h"
+#include "dohgate/observer.h"
+
+/* A transport that records what it was asked, and fails the next N responses on demand. */
+struct fake {
+    struct http_exchange ex;
+    int fail_next; /* respond calls to fail with fail_rc */
+    int fail_rc;
+    int nresp, nreset, nresume;
+    struct http_response last;
+    bool last_had_body;
+    size_t body_len;
+    bool streamed;
+};
+
+static int f_respond(struct http_exchange *ex, const struct http_response *resp,
+                     struct dg_buf *body)
+{
+    struct fake *f = (struct fake *)ex;
+    if (f->fail_next > 0) {
+        f->fail_next--;
+        return f->fail_rc;
+    }
+    f->nresp++;
+    f->last = *resp;
+    f->last_had_body = body != NULL;
+    f->body_len = body ? body->len : 0;
+    f->streamed = false;
+    if (body)
+        dg_buf_free(body); /* taken */
+    return 0;
+}
+
+static int f_respond_stream(struct http_exchange *ex, const struct http_response *resp)
+{
+    struct fake *f = (struct fake *)ex;
+    if (f->fail_next > 0) {
+        f->fail_next--;
+        return f->fail_rc;
+    }
+    f->nresp++;
+    f->last = *resp;
+    f->streamed = true;
+    return 0;
+}
+
+static void f_resume(struct http_exchange *ex)
+{
+    ((struct fake *)ex)->nresume++;
+}
+
+static void f_reset(struct http_exchange *ex)
+{
+    ((struct fake *)ex)->nreset++;
+}
+
+static const struct http_exchange_ops fake_ops = {f_respond, f_respond_stream, f_resume, f_reset};
+
+struct seen {
+    int n;
+    enum dg_event ev;
+    unsigned idx;
+    uint64_t value;
+};
+
+static void on_event(void *arg, enum dg_event ev, unsigned idx, uint64_t value)
+{
+    struct seen *s = arg;
+    s->n++;
+    s->ev = ev;
+    s->idx = idx;
+    s->value = value;
+}
+
+static struct config *cfg;
+static struct seen seen;
+static struct dg_observer obs = {on_event, &seen};
+static struct handler_ctx hctx;
+
+static void start(struct fake *f, const char *method)
+{
+    memset(f, 0, sizeof(*f));
+    memset(&seen, 0, sizeof(seen));
+    http_exchange_init(&f->ex, &fake_ops, &hctx);
+    f->ex.req = (struct http_request){.method = method, .path = "/x", .version = 20, .https = true};
+}
+
+/* A pending operation that counts its cancels. */
+static int cancels;
+static void op_cancel(void *op)
+{
+    (void)op;
+    cancels++;
+}
+
+static void no_answer(struct http_exchange *ex)
+{
+    (void)ex;
+}
+
+static void answer_later(struct http_exchange *ex)
+{
+    http_set_pending(ex, op_cancel, ex);
+}
+
+static void answer_now(struct http_exchange *ex)
+{
+    http_respond_text(ex, 404, "not here", NULL, 0);
+}
+
+static void test_dispatch_states(void **state)
+{
+    struct fake f;
+    start(&f, "GET");
+    assert_int_equal(f.ex.state, HTTP_EX_READING);
+    http_exchange_dispatch(&f.ex, answer_now);
+    assert_int_equal(f.ex.state, HTTP_EX_RESPONDED);
+    assert_int_equal(f.nresp, 1);
+    assert_int_equal(f.last.status, 404);
+    http_exchange_end(&f.ex);
+    assert_int_equal(f.ex.state, HTTP_EX_DONE);
+    http_exchange_end(&f.ex); /* again: nothing */
+    assert_int_equal(f.ex.state, HTTP_EX_DONE);
+}
+
+static void test_unanswered_gets_500(void **state)
+{
+    struct fake f;
+    start(&f, "GET");
+    http_exchange_dispatch(&f.ex, no_answer);
+    assert_int_equal(f.nresp, 1);
+    assert_int_equal(f.last.status, 500);
+    assert_int_equal(f.ex.state, HTTP_EX_RESPONDED);
+}
+
+static void test_respond_releases_pending(void **state)
+{
+    struct fake f;
+    start(&f, "GET");
+    cancels = 0;
+    http_exchange_dispatch(&f.ex, answer_later);
+    assert_int_equal(f.nresp, 0); /* pending work: no 500 */
+    assert_non_null(f.ex.cancel);
+    /* the operation completes and answers without clearing anything by hand */
+    struct dg_buf body = {0};
+    assert_int_equal(dg_buf_append(&body, "abc", 3), 0);
+    assert_int_equal(http_respond(&f.ex, 200, NULL, 0, &body), 0);
+    assert_null(f.ex.cancel);
+    assert_null(f.ex.pending);
+    assert_int_equal(body.len, 0); /* moved */
+    http_exchange_end(&f.ex);
+    assert_int_equal(cancels, 0); /* answered: never cancelled */
+}
+
+static void test_end_cancels_once(void **state)
+{
+    struct fake f;
+    start(&f, "GET");
+    cancels = 0;
+    http_exchange_dispatch(&f.ex, answer_later);
+    http_exchange_end(&f.ex);
+    assert_int_equal(cancels, 1);
+    http_exchange_end(&f.ex);
+    assert_int_equal(cancels, 1);
+    assert_int_equal(f.nresp, 0);
+}
+
+static void test_failed_respond_falls_back(void **state)
+{
+    struct fake f;
+    /* out of memory: 503 instead */
+    start(&f, "GET");
+    http_exchange_dispatch(&f.ex, answer_later);
+    f.fail_next = 1;
+    f.fail_rc = -ENOMEM;
+    struct dg_buf body = {0};
+    assert_int_equal(dg_buf_append(&body, "abc", 3), 0);
+    assert_int_equal(http_respond(&f.ex, 200, NULL, 0, &body), -ENOMEM);
+    dg_buf_free(&body); /* still the caller's on failure */
+    assert_int_equal(f.nresp, 1);
+    assert_int_equal(f.last.status, 503);
+    assert_int_equal(f.nreset, 0);
+    assert_int_equal(f.ex.state, HTTP_EX_RESPONDED);
+    assert_null(f.ex.cancel);
+    /* another error: 500 */
+    start(&f, "GET");
+    http_exchange_begin(&f.ex);
+    f.fail_next = 1;
+    f.fail_rc = -EINVAL;
+    assert_int_equal(http_respond_text(&f.ex, 404, "no", NULL, 0), -EINVAL);
+    assert_int_equal(f.last.status, 500);
+    assert_int_equal(f.nreset, 0);
+}
+
+static void test_failed_fallback_resets(void **state)
+{
+    struct fake f;
+    start(&f, "GET");
+    cancels = 0;
+    http_exchange_dispatch(&f.ex, answer_later);
+    f.fail_next = 2; /* the response and its fallback */
+    f.fail_rc = -ENOMEM;
+    assert_int_equal(http_respond_text(&f.ex, 200, "ok", NULL, 0), -ENOMEM);
+    assert_int_equal(f.nresp, 0);
+    assert_int_equal(f.nreset, 1);
+    assert_int_equal(f.ex.state, HTTP_EX_DONE);
+    http_exchange_end(&f.ex);
+    assert_int_equal(cancels, 0);
+    assert_int_equal(f.nreset, 1);
+    /* a handler's own 503 that fails once: the fallback (its own 503 text) goes out */
+    start(&f, "GET");
+    http_exchange_begin(&f.ex);
+    f.fail_next = 1;
+    f.fail_rc = -ENOMEM;
+    http_respond_text(&f.ex, 503, "busy", NULL, 0);
+    assert_int_equal(f.nresp, 1);
+    assert_int_equal(f.last.status, 503);
+    assert_int_equal(f.nreset, 0);
+}
+
+/* A body source over a fixed buffer that can be told to hold more than it announces. */
+struct src {
+    const char *data;
+    size_t len, off;
+    size_t asked_max;
+    int closes;
+    bool again;
+};
+
+static long s_read(void *arg, uint8_t *buf, size_t max)
+{
+    struct src *s = arg;
+    if (s->again)
+        return HTTP_BODY_AGAIN;
+    if (max > s->asked_max)
+        s->asked_max = max;
+    size_t n = s->len - s->off < max ? s->len - s->off : max;
+    memcpy(buf, s->data + s->off, n);
+    s->off += n;
+    return (long)n;
+}
+
+static void s_close(void *arg)
+{
+    ((struct src *)arg)->closes++;
+}
+
+static void test_stream_failure_closes_source(void **state)
+{
+    struct fake f;
+    struct src s = {.data = "hello", .len = 5};
+    const struct http_body_source bs = {s_read, s_close, &s};
+    start(&f, "GET");
+    http_exchange_begin(&f.ex);
+    f.fail_next = 1;
+    f.fail_rc = -ENOMEM;
+    assert_int_equal(http_respond_stream(&f.ex, 200, NULL, 0, 5, &bs), -ENOMEM);
+    assert_int_equal(s.closes, 1);
+    assert_int_equal(f.last.status, 503);
+    assert_false(f.streamed);
+    http_exchange_end(&f.ex);
+    assert_int_equal(s.closes, 1);
+}
+
+static void test_body_rules(void **state)
+{
+    struct fake f;
+    struct dg_buf body = {0};
+    /* HEAD: the length of the body it would get, no body */
+    start(&f, "HEAD");
+    http_exchange_begin(&f.ex);
+    assert_int_equal(dg_buf_append(&body, "12345", 5), 0);
+    assert_int_equal(http_respond(&f.ex, 200, NULL, 0, &body), 0);
+    assert_true(f.last.no_body);
+    assert_int_equal(f.last.length, 5);
+    assert_false(f.last_had_body);
+    assert_int_equal(body.len, 0);
+    /* 304 and 204: no body, no length */
+    static const int bodyless[] = {204, 304};
+    for (size_t i = 0; i < 2; i++) {
+        start(&f, "GET");
+        http_exchange_begin(&f.ex);
+        assert_int_equal(dg_buf_append(&body, "12345", 5), 0);
+        assert_int_equal(http_respond(&f.ex, bodyless[i], NULL, 0, &body), 0);
+        assert_true(f.last.no_body);
+        assert_int_equal(f.last.length, -1);
+        assert_false(f.last_had_body);
+    }
+    /* a GET 200: the body and its length */
+    start(&f, "GET");
+    http_exchange_begin(&f.ex);
+    assert_int_equal(dg_buf_append(&body, "12345", 5), 0);
+    assert_int_equal(http_respond(&f.ex, 200, NULL, 0, &body), 0);
+    assert_false(f.last.no_body);
+    assert_int_equal(f.last.length, 5);
+    assert_int_equal(f.body_len, 5);
+    /* streamed HEAD and 304: the source is closed at once, HEAD keeps the length */
+    struct src s = {.data = "hello", .len = 5};
+    const struct http_body_source bs = {s_read, s_close, &s};
+    start(&f, "HEAD");
+    http_exchange_begin(&f.ex);
+    assert_int_equal(http_respond_stream(&f.ex, 200, NULL, 0, 5, &bs), 0);
+    assert_int_equal(s.closes, 1);
+    assert_true(f.last.no_body);
+    assert_int_equal(f.last.length, 5);
+    assert_int_equal(s.off, 0);
+    start(&f, "GET");
+    http_exchange_begin(&f.ex);
+    assert_int_equal(http_respond_stream(&f.ex, 304, NULL, 0, 5, &bs), 0);
+    assert_int_equal(s.closes, 2);
+    assert_int_equal(f.last.length, -1);
+    assert_true(http_no_body("GET", 100));
+    assert_false(http_no_body("POST", 200));
+}
+
+static void test_stream_length_checks(void **state)
+{
+    struct fake f;
+    uint8_t buf[64];
+    bool eof;
+    /* a source with more than its length is never asked for more */
+    struct src s = {.data = "0123456789", .len = 10};
+    const struct http_body_source bs = {s_read, s_close, &s};
+    start(&f, "GET");
+    http_exchange_begin(&f.ex);
+    assert_int_equal(http_respond_stream(&f.ex, 200, NULL, 0, 4, &bs), 0);
+    assert_int_equal(http_body_pull(&f.ex, buf, sizeof(buf), &eof), 4);
+    assert_true(eof);
+    assert_int_equal(s.asked_max, 4);
+    assert_int_equal(s.closes, 1);
+    assert_int_equal(http_body_pull(&f.ex, buf, sizeof(buf), &eof), -EIO); /* closed */
+    /* a source that ends early: an error, never a short complete body */
+    struct src s2 = {.data = "abc", .len = 3};
+    const struct http_body_source bs2 = {s_read, s_close, &s2};
+    start(&f, "GET");
+    http_exchange_begin(&f.ex);
+    assert_int_equal(http_respond_stream(&f.ex, 200, NULL, 0, 8, &bs2), 0);
+    assert_int_equal(http_body_pull(&f.ex, buf, sizeof(buf), &eof), 3);
+    assert_false(eof);
+    assert_true(http_body_pull(&f.ex, buf, sizeof(buf), &eof) < 0);
+    assert_int_equal(s2.closes, 1);
+    /* unknown length: its end is the end; AGAIN waits, resume reaches the transport */
+    struct src s3 = {.data = "xyz", .len = 3, .again = true};
+    const struct http_body_source bs3 = {s_read, s_close, &s3};
+    start(&f, "GET");
+    http_exchange_begin(&f.ex);
+    assert_int_equal(http_respond_stream(&f.ex, 200, NULL, 0, -1, &bs3), 0);
+    assert_int_equal(f.last.length, -1);
+    assert_false(f.last.no_body);
+    assert_int_equal(http_body_pull(&f.ex, buf, sizeof(buf), &eof), HTTP_BODY_AGAIN);
+    s3.again = false;
+    http_body_resume(&f.ex);
+    assert_int_equal(f.nresume, 1);
+    assert_int_equal(http_body_pull(&f.ex, buf, sizeof(buf), &eof), 3);
+    assert_false(eof);
+    assert_int_equal(http_body_pull(&f.ex, buf, sizeof(buf), &eof), 0);
+    assert_true(eof);
+    assert_int_equal(s3.closes, 1);
+    /* the exchange ends mid-body: closed exactly once */
+    struct src s4 = {.data = "0123456789", .len = 10};
+    const struct http_body_source bs4 = {s_read, s_close, &s4};
+    start(&f, "GET");
+    http_exchange_begin(&f.ex);
+    assert_int_equal(http_respond_stream(&f.ex, 200, NULL, 0, 10, &bs4), 0);
+    assert_int_equal(http_body_pull(&f.ex, buf, 3, &eof), 3);
+    http_exchange_end(&f.ex);
+    http_exchange_end(&f.ex);
+    assert_int_equal(s4.closes, 1);
+}
+
+static void test_observed(void **state)
+{
+    struct fake f;
+    start(&f, "POST");
+    f.ex.req.version = 11;
+    http_exchange_dispatch(&f.ex, answer_now);
+    assert_int_equal(seen.n, 1);
+    assert_int_equal(seen.ev, DG_EV_HTTP_RESPONSE);
+    assert_int_equal(seen.idx, 404);
+    assert_int_equal(DG_HTTP_KEY_VERSION(seen.value), 11);
+    assert_int_equal(DG_HTTP_KEY_METHOD(seen.value), HTTP_M_POST);
+    /* the fallback is what was sent, and is what counts */
+    start(&f, "GET");
+    http_exchange_begin(&f.ex);
+    f.fail_next = 1;
+    f.fail_rc = -ENOMEM;
+    http_respond_text(&f.ex, 200, "ok", NULL, 0);
+    assert_int_equal(seen.n, 1);
+    assert_int_equal(seen.idx, 503);
+    /* a reset is not a response */
+    start(&f, "GET");
+    http_exchange_begin(&f.ex);
+    f.fail_next = 2;
+    f.fail_rc = -ENOMEM;
+    http_respond_text(&f.ex, 200, "ok", NULL, 0);
+    assert_int_equal(seen.n, 0);
+    /* scrapes of the metrics listener are not traffic */
+    start(&f, "GET");
+    f.ex.req.metrics = true;
+    http_exchange_dispatch(&f.ex, answer_now);
+    assert_int_equal(seen.n, 0);
+}
+
+static void test_methods(void **state)
+{
+    static const char *const idem[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
+    for (size_t i = 0; i < sizeof(idem) / sizeof(idem[0]); i++)
+        assert_true(http_method_idempotent(http_method_kind(idem[i])));
+    static const char *const not_idem[] = {"POST", "PATCH", "CONNECT", "get", "FOO", ""};
+    for (size_t i = 0; i < sizeof(not_idem) / sizeof(not_idem[0]); i++)
+        assert_false(http_method_idempotent(http_method_kind(not_idem[i])));
+    assert_int_equal(http_method_kind(NULL), HTTP_M_OTHER);
+    assert_string_equal(http_reason(404), "Not Found");
+    assert_string_equal(http_reason(299), "");
+}
+
+int main(void)
+{
+    char err[256];
+    dg_log_set_level(DG_LOG_ERR);
+    cfg = config_new();
+    if (!cfg || config_set(cfg, "upstream", "127.0.0.1:9", "t", 0, err, sizeof(err)) != 0 ||
+        config_finish(cfg, err, sizeof(err)) != 0)
+        return 1;
+    hctx = (struct handler_ctx){.cfg = cfg, .obs = &obs};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dispatch_states),
+        cmocka_unit_test(test_unanswered_gets_500),
+        cmocka_unit_test(test_respond_releases_pending),
+        cmocka_unit_test(test_end_cancels_once),
+        cmocka_unit_test(test_failed_respond_falls_back),
+        cmocka_unit_test(test_failed_fallback_resets),
+        cmocka_unit_test(test_stream_failure_closes_source),
+        cmocka_unit_test(test_body_rules),
+        cmocka_unit_test(test_stream_length_checks),
+        cmocka_unit_test(test_observed),
+        cmocka_unit_test(test_methods),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    config_free(cfg);
+    return rc;
+}
