@@ -33,9 +33,9 @@ enum opt_type {
     OPT_STRING,   /* char *, strdup'd */
     OPT_ADDRS,    /* struct dg_addr[DG_CONFIG_MAX_LIST] + size_t count */
     OPT_PATHS,    /* char *[DG_CONFIG_MAX_LIST] + size_t count */
-    OPT_LOGLEVEL, /* int, enum dg_log_level */
     OPT_BOOL,     /* bool, yes|no */
     OPT_SIZE,     /* size_t, bytes with optional K/M/G suffix (powers of 1024), min..max in MiB */
+    OPT_ENUM,     /* int: the index of the value in the row's NULL-terminated names[] */
 };
 
 /* Extra check for a string value. @return NULL when valid, else why not (static text). */
@@ -51,6 +51,7 @@ struct option_def {
     unsigned max;
     unsigned port; /* OPT_ADDRS: default port; 0 = the port must be given */
     opt_validate_cb validate;
+    const char *const *names; /* OPT_ENUM: the allowed values, NULL-terminated; index = value */
     const char *metavar;
     const char *help;
 };
@@ -93,29 +94,12 @@ static const char *validate_account(const char *v)
     return NULL;
 }
 
-static const char *validate_log_target(const char *v)
-{
-    return strcmp(v, "stderr") == 0 || strcmp(v, "syslog") == 0 ? NULL : "must be stderr or syslog";
-}
-
-static const char *validate_query_log_client(const char *v)
-{
-    return strcmp(v, "truncate") == 0 || strcmp(v, "full") == 0 || strcmp(v, "none") == 0
-               ? NULL
-               : "must be truncate, full or none";
-}
-
 static const char *validate_cidr(const char *v)
 {
     struct acl_entry e;
     return acl_parse(v, true, &e) == 0
                ? NULL
                : "is not an address or network (192.0.2.0/24, 2001:db8::/32)";
-}
-
-static const char *validate_acl_scope(const char *v)
-{
-    return strcmp(v, "doh") == 0 || strcmp(v, "all") == 0 ? NULL : "must be doh or all";
 }
 
 static const char *validate_header(const char *v)
@@ -173,6 +157,12 @@ static const char *validate_server_header(const char *v)
 }
 
 #define FIELD(f) offsetof(struct config, f)
+
+/* OPT_ENUM value lists: the order is the enum's in config.h (log.h for log-level). */
+static const char *const acl_scope_names[] = {"doh", "all", NULL};
+static const char *const log_target_names[] = {"stderr", "syslog", NULL};
+static const char *const query_log_client_names[] = {"truncate", "full", "none", NULL};
+static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
 
 static const struct option_def options[] = {
     {.name = "listen",
@@ -382,24 +372,25 @@ static const struct option_def options[] = {
      .metavar = "CIDR",
      .help = "client network refused (repeatable); the longest matching prefix decides"},
     {.name = "acl-scope",
-     .type = OPT_STRING,
+     .type = OPT_ENUM,
      .off = FIELD(acl_scope),
      .dflt = "doh",
-     .validate = validate_acl_scope,
+     .names = acl_scope_names,
      .metavar = "doh|all",
      .help = "what allow-client/deny-client guard: doh (refused queries get 403, the website "
              "stays public) or all (refused clients' connections are closed at once)"},
     {.name = "log-level",
-     .type = OPT_LOGLEVEL,
+     .type = OPT_ENUM,
+     .names = log_level_names,
      .off = FIELD(log_level),
      .dflt = "info",
      .metavar = "LEVEL",
      .help = "error, warn, info or debug"},
     {.name = "log-target",
-     .type = OPT_STRING,
+     .type = OPT_ENUM,
      .off = FIELD(log_target),
      .dflt = "stderr",
-     .validate = validate_log_target,
+     .names = log_target_names,
      .metavar = "stderr|syslog",
      .help = "where log lines go: stderr (journald under systemd) or syslog (facility daemon)"},
     {.name = "query-log",
@@ -410,10 +401,10 @@ static const struct option_def options[] = {
      .help = "log one line per DoH answer: client, name, type, rcode, HTTP version. Off by "
              "default: no query data is logged otherwise"},
     {.name = "query-log-client",
-     .type = OPT_STRING,
+     .type = OPT_ENUM,
      .off = FIELD(query_log_client),
      .dflt = "truncate",
-     .validate = validate_query_log_client,
+     .names = query_log_client_names,
      .metavar = "truncate|full|none",
      .help = "client address in the query log: truncate (IPv4 /24, IPv6 /48), full, or none"},
     {.name = "cache-size",
@@ -595,8 +586,6 @@ static const struct option_def options[] = {
 };
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
-
-static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
 
 /* Where a value came from, for error messages. */
 struct origin {
@@ -913,13 +902,17 @@ static int set_value(struct config *cfg, const struct option_def *o, const char 
         *(size_t *)opt_field(cfg, o) = (size_t)v << shift;
         return 0;
     }
-    case OPT_LOGLEVEL: {
-        enum dg_log_level lvl;
-        if (dg_log_level_parse(value, &lvl) != 0)
-            return opt_fail(org, o->name, err, errlen,
-                            "'%s' is not one of error, warn, info, debug", value);
-        *(int *)opt_field(cfg, o) = (int)lvl;
-        return 0;
+    case OPT_ENUM: {
+        char list[160] = "";
+        for (int k = 0; o->names[k]; k++) {
+            if (strcmp(value, o->names[k]) == 0) {
+                *(int *)opt_field(cfg, o) = k;
+                return 0;
+            }
+            size_t l = strlen(list);
+            snprintf(list + l, sizeof(list) - l, "%s%s", k ? ", " : "", o->names[k]);
+        }
+        return opt_fail(org, o->name, err, errlen, "'%s' is not one of %s", value, list);
     }
     case OPT_STRING: {
         const char *why = o->validate != NULL ? o->validate(value) : NULL;
@@ -1427,11 +1420,12 @@ int config_dump(const struct config *cfg, FILE *out)
                 r = fprintf(out, "%s %zu\n", o->name, v);
             break;
         }
-        case OPT_LOGLEVEL: {
-            int lvl = *(const int *)f;
-            if (lvl < 0 || lvl > DG_LOG_DEBUG)
-                lvl = DG_LOG_INFO;
-            r = fprintf(out, "%s %s\n", o->name, log_level_names[lvl]);
+        case OPT_ENUM: {
+            int v = *(const int *)f, k = 0;
+            while (o->names[k] && k != v)
+                k++;
+            r = o->names[k] ? fprintf(out, "%s %s\n", o->name, o->names[k])
+                            : fprintf(out, "# %s (invalid value %d)\n", o->name, v);
             break;
         }
         case OPT_STRING: {

@@ -27,12 +27,12 @@ struct doh_op {
  * and PowerDNS's anonymizing options do), or not at all. */
 static void log_client(const struct config *cfg, const char *peer, char *out, size_t outlen)
 {
-    if (strcmp(cfg->query_log_client, "none") == 0 || !peer || !peer[0]) {
+    if (cfg->query_log_client == QLOG_CLIENT_NONE || !peer || !peer[0]) {
         snprintf(out, outlen, "-");
         return;
     }
     snprintf(out, outlen, "%s", peer);
-    if (strcmp(cfg->query_log_client, "full") == 0)
+    if (cfg->query_log_client == QLOG_CLIENT_FULL)
         return;
     unsigned char a[16];
     if (inet_pton(AF_INET, peer, a) == 1) {

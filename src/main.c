@@ -155,7 +155,7 @@ int main(int argc, char **argv)
         return 0;
     }
     dg_log_set_level((enum dg_log_level)cfg->log_level);
-    if (strcmp(cfg->log_target, "syslog") == 0)
+    if (cfg->log_target == LOG_TARGET_SYSLOG)
         dg_log_use_syslog();
 
     /* Signals are taken by sigwait() in this thread only; workers never see them. A write to a

@@ -289,7 +289,7 @@ struct worker *worker_new(unsigned id, const struct config *cfg, const struct wo
     w->nfds = nfds;
     w->ntls = ntls;
     w->nmetrics = nmetrics;
-    w->acl_all = acl_active(sh->acl) && strcmp(cfg->acl_scope, "all") == 0;
+    w->acl_all = acl_active(sh->acl) && cfg->acl_scope == ACL_SCOPE_ALL;
     for (size_t i = 0; i < nfds; i++)
         w->fds[i] = fds[i];
     nfds = 0; /* owned by w from here */

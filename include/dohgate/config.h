@@ -30,6 +30,11 @@ struct dg_addr {
     char text[64]; /**< as written by the user, normalised ("127.0.0.1:443", "[::1]:443") */
 };
 
+/* OPT_ENUM options: the values are the positions of the names in the option table. */
+enum acl_scope { ACL_SCOPE_DOH = 0, ACL_SCOPE_ALL };
+enum log_target { LOG_TARGET_STDERR = 0, LOG_TARGET_SYSLOG };
+enum query_log_client { QLOG_CLIENT_TRUNCATE = 0, QLOG_CLIENT_FULL, QLOG_CLIENT_NONE };
+
 struct config {
     /* listen ADDR:PORT (repeatable). Default: "[::]:443" (dual stack). */
     struct dg_addr listen[DG_CONFIG_MAX_LIST];
@@ -54,11 +59,11 @@ struct config {
     size_t n_allow_client;
     char *deny_client[DG_CONFIG_MAX_LIST]; /**< deny-client CIDR */
     size_t n_deny_client;
-    char *acl_scope;             /**< acl-scope: "doh" or "all" */
+    int acl_scope;               /**< acl-scope doh|all: enum acl_scope */
     bool minimal_any;            /**< minimal-any: RFC 8482 answers to ANY */
-    char *log_target;            /**< log-target: "stderr" or "syslog" */
+    int log_target;              /**< log-target stderr|syslog: enum log_target */
     bool query_log;              /**< query-log yes: one line per DoH answer */
-    char *query_log_client;      /**< query-log-client: "truncate", "full" or "none" */
+    int query_log_client;        /**< query-log-client truncate|full|none: enum */
     char *user;                  /**< user NAME: drop to it after binding; NULL: stay */
     char *group;                 /**< group NAME: instead of the user's primary group */
     unsigned shutdown_timeout_s; /**< shutdown-timeout s: drain bound on SIGTERM, default 5 */
@@ -79,7 +84,7 @@ struct config {
     unsigned idle_timeout_s;         /**< idle-timeout s, default 60, 1..86400 */
     unsigned handshake_timeout_s;    /**< handshake-timeout s, default 10, 1..300 */
     unsigned max_connections;        /**< max-connections per worker, default 10000 */
-    int log_level;                   /**< log-level error|warn|info|debug, default info */
+    int log_level; /**< log-level error|warn|info|debug: enum dg_log_level, default info */
 
     /* Answer cache (see cache.h). */
     size_t cache_size;               /**< cache-size BYTES (K/M/G suffixes), default 64M; 0 = off */
