@@ -47,7 +47,8 @@ struct resolver {
     size_t nbuckets; /* power of two */
     size_t ninflight;
     struct dg_buf scratch; /* one answer at a time, per worker: never kept across calls */
-    struct resolver_stats stats;
+    struct resolver_stats own_stats;
+    struct resolver_stats *stats; /* own_stats, or the worker's (resolver_share_stats) */
 };
 
 struct resolver *resolver_new(struct upstream *up, struct cache *cache, const struct config *cfg)
@@ -66,6 +67,7 @@ struct resolver *resolver_new(struct upstream *up, struct cache *cache, const st
     r->up = up;
     r->cache = cache;
     r->cfg = cfg;
+    r->stats = &r->own_stats;
     return r;
 }
 
@@ -161,12 +163,12 @@ static void deliver_failure(struct resolver *r, struct resolver_waiter *w,
         enum cache_result cr =
             cache_lookup(r->cache, k, w->query, w->qlen, dg_now_ms(), CACHE_ALLOW_STALE, b, &info);
         if (cr != CACHE_MISS) {
-            ctr_add(&r->stats.stale_hits, cr == CACHE_STALE);
+            ctr_add(&r->stats->stale_hits, cr == CACHE_STALE);
             deliver(w, b->data, b->len, info.ttl);
             return;
         }
     }
-    ctr_add(&r->stats.servfails, 1);
+    ctr_add(&r->stats->servfails, 1);
     if (dns_make_error_answer(w->query, w->qlen, DNS_RCODE_SERVFAIL, b) != 0) {
         /* Not even a SERVFAIL fits in memory: the bare header (ID, QR, SERVFAIL) does. */
         uint8_t hdr[DNS_HEADER_LEN] = {w->query[0], w->query[1], 0x81, 0x82};
@@ -260,7 +262,7 @@ static struct inflight *inflight_start(struct resolver *r, const struct cache_ke
 int resolver_resolve(struct resolver *r, const uint8_t *query, size_t len, struct dg_buf *out,
                      uint32_t *ttl, resolver_done_cb cb, void *arg, struct resolver_waiter **wp)
 {
-    ctr_add(&r->stats.queries, 1);
+    ctr_add(&r->stats->queries, 1);
     struct resolver_waiter *w = malloc(sizeof(*w) + len);
     if (!w)
         return -ENOMEM;
@@ -279,27 +281,27 @@ int resolver_resolve(struct resolver *r, const uint8_t *query, size_t len, struc
         struct cache_hit_info info;
         if (cache_lookup(r->cache, &k, w->query, w->qlen, dg_now_ms(), 0, out, &info) ==
             CACHE_HIT) {
-            ctr_add(&r->stats.hits, 1);
+            ctr_add(&r->stats->hits, 1);
             *ttl = info.ttl;
             if (info.prefetch && !table_find(r, &k) && inflight_start(r, &k, w->query, w->qlen))
-                ctr_add(&r->stats.prefetches, 1);
+                ctr_add(&r->stats->prefetches, 1);
             free(w);
             return RESOLVER_ANSWERED;
         }
     }
-    ctr_add(&r->stats.misses, 1);
+    ctr_add(&r->stats->misses, 1);
     struct inflight *inf = table_find(r, &k);
     if (inf) {
         if (inf->nwaiters >= RESOLVER_MAX_WAITERS) {
-            ctr_add(&r->stats.rejected, 1);
+            ctr_add(&r->stats->rejected, 1);
             free(w);
             return -EBUSY;
         }
-        ctr_add(&r->stats.coalesced, 1);
+        ctr_add(&r->stats->coalesced, 1);
     } else {
         inf = inflight_start(r, &k, w->query, w->qlen);
         if (!inf) {
-            ctr_add(&r->stats.rejected, 1);
+            ctr_add(&r->stats->rejected, 1);
             free(w);
             return -EBUSY;
         }
@@ -342,9 +344,14 @@ void resolver_free(struct resolver *r)
     free(r);
 }
 
+void resolver_share_stats(struct resolver *r, struct resolver_stats *stats)
+{
+    r->stats = stats;
+}
+
 const struct resolver_stats *resolver_get_stats(const struct resolver *r)
 {
-    return &r->stats;
+    return r->stats;
 }
 
 size_t resolver_inflight(const struct resolver *r)

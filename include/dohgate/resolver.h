@@ -71,6 +71,11 @@ int resolver_resolve(struct resolver *r, const uint8_t *query, size_t len, struc
 void resolver_cancel(struct resolver_waiter *w);
 
 const struct resolver_stats *resolver_get_stats(const struct resolver *r);
+/**
+ * Count into @p stats (same thread, must outlive @p r) instead of the resolver's own counters:
+ * a worker's successive resolvers (one per configuration) keep one running total.
+ */
+void resolver_share_stats(struct resolver *r, struct resolver_stats *stats);
 /** Distinct queries in flight (tests, shutdown). */
 size_t resolver_inflight(const struct resolver *r);
 
