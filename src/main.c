@@ -21,6 +21,7 @@
 #include "dohgate/log.h"
 #include "dohgate/metrics.h"
 #include "dohgate/privs.h"
+#include "dohgate/reload.h"
 #include "dohgate/sysd.h"
 #include "dohgate/tls.h"
 #include "dohgate/worker.h"
@@ -110,174 +111,46 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static void cache_free_cb(void *p)
-{
-    cache_free(p);
-}
-
-static void clients_free_cb(void *p)
-{
-    clients_free(p);
-}
-
 /*
- * Build and check what @p cfg needs beyond parsing (ACL, site directories, cache, per-client
- * table) into @p s. With @p prev (a reload), the cache is shared when cache-size is unchanged
- * (its TTL knobs are applied at commit), and so is the client table when its limits are.
- * @return NULL, or the option to blame with the reason in @p err (what was built is freed by
- * the snapshot's last snapshot_unref()).
- */
-static const char *snapshot_fill(struct snapshot *s, struct config *cfg,
-                                 const struct snapshot *prev, unsigned nworkers, char *err,
-                                 size_t errlen)
-{
-    s->cfg = config_ref(cfg);
-    if (acl_build(&s->acl, cfg->allow_client, cfg->n_allow_client, cfg->deny_client,
-                  cfg->n_deny_client) != 0) {
-        snprintf(err, errlen, "allow-client and deny-client: at most %d entries together",
-                 ACL_MAX);
-        return cfg->n_deny_client ? "deny-client" : "allow-client";
-    }
-    if (site_open(&s->site, cfg, err, errlen) != 0)
-        return strncmp(err, "site-root", 9) == 0 ? "site-root" : "acme-webroot";
-    s->site_open = true;
-    if (prev)
-        s->site.https_port = prev->site.https_port; /* listen cannot change; systemd's port */
-
-    struct cache_config *cc = &s->cache_cfg;
-    cache_config_defaults(cc);
-    cc->max_bytes = cfg->cache_size;
-    cc->min_ttl = cfg->cache_min_ttl;
-    cc->max_ttl = cfg->cache_max_ttl;
-    cc->max_negative_ttl = cfg->cache_max_negative_ttl;
-    cc->nosoa_negative_ttl = cfg->cache_nosoa_ttl;
-    cc->servfail_ttl = cfg->cache_servfail_ttl;
-    cc->serve_stale = cfg->serve_stale;
-    cc->stale_max_s = cfg->stale_max_age;
-    cc->stale_answer_ttl = cfg->stale_answer_ttl;
-    cc->prefetch_percent = cfg->prefetch;
-    if (prev && prev->cfg->cache_size == cfg->cache_size) {
-        s->cache = shared_obj_ref(prev->cache);
-    } else {
-        /* Always made: with cache-size 0 it stores nothing but still keys the in-flight
-         * table. */
-        struct cache *c = cache_new(cc);
-        if (!c || !(s->cache = shared_obj_new(c, cache_free_cb))) {
-            cache_free(c);
-            snprintf(err, errlen,
-                     "cannot create a cache of %zu bytes (too small for its shards, or out of "
-                     "memory); raise cache-size or set it to 0",
-                     cfg->cache_size);
-            return "cache-size";
-        }
-    }
-
-    if (cfg->max_conns_per_client || cfg->conn_rate || cfg->query_rate) {
-        /* every open connection can keep its client's entry: room for all of them, and more */
-        size_t total = (size_t)nworkers * cfg->max_connections;
-        struct clients_config *kc = &s->clients_cfg; /* zeroed by snapshot_new: memcmp-able */
-        kc->max_conns = cfg->max_conns_per_client;
-        kc->conn_rate = cfg->conn_rate;
-        kc->conn_burst = cfg->conn_burst ? cfg->conn_burst : 2 * cfg->conn_rate;
-        kc->query_rate = cfg->query_rate;
-        kc->query_burst = cfg->query_burst ? cfg->query_burst : 2 * cfg->query_rate;
-        kc->max_entries = total > 32768 ? 2 * total : 65536;
-        if (prev && prev->clients && memcmp(&prev->clients_cfg, kc, sizeof(*kc)) == 0) {
-            s->clients = shared_obj_ref(prev->clients);
-        } else {
-            /* New limits, a new table; open connections stay counted in the old one. */
-            struct clients *t = clients_new(kc);
-            if (!t || !(s->clients = shared_obj_new(t, clients_free_cb))) {
-                clients_free(t);
-                snprintf(err, errlen, "out of memory for the per-client table");
-                return "max-connections-per-client";
-            }
-        }
-    }
-    return NULL;
-}
-
-/*
- * SIGHUP: read the file and the start-up flags again into a new configuration, check all of it
- * (parse, cross-option rules, ACL, site directories, cache, certificates and ticket keys), and
- * only then hand it to the workers. A configuration that fails any check is refused with one
- * error line and the running one stays. @return the snapshot now current (its reference
- * replaces @p cur's).
+ * SIGHUP: the whole configuration is read and checked again (reload.h); a configuration that
+ * fails any check is refused with one error line and the running one stays; a valid one goes
+ * to every worker, which uses it for the connections it accepts from then on.
+ * @return the snapshot now current (its reference replaces @p cur's).
  */
 static struct snapshot *reload_config(struct snapshot *cur, const char *conf_file, int argc,
                                       char **argv, struct worker **workers, unsigned nworkers)
 {
-    char err[1024] = "", where[700], restart[256] = "", fp[128];
-    const char *opt = NULL;
-    struct snapshot *s = NULL;
-    struct config *cfg = config_new();
-    if (!cfg) {
-        log_err("reload refused: out of memory; the running configuration stays");
+    char err[1200];
+    struct reload_plan plan;
+    if (reload_prepare(cur, conf_file, argc, argv, nworkers, &plan, err, sizeof(err)) != 0) {
+        log_err("reload refused: %s; the running configuration stays", err);
         return cur;
     }
-    if ((conf_file && config_load_file(cfg, conf_file, err, sizeof(err)) != 0) ||
-        config_load_args(cfg, argc, argv, err, sizeof(err)) != 0) {
-        log_err("reload refused: %s; the running configuration stays", err); /* file:line */
-        goto out;
-    }
-    if (config_finish(cfg, err, sizeof(err)) != 0)
-        goto refuse; /* a cross-option rule: no one line to blame, the file is named */
-    int nrestart = config_keep_restart_options(cfg, cur->cfg, restart, sizeof(restart));
-    if (nrestart < 0 || !(s = snapshot_new())) {
-        snprintf(err, sizeof(err), "out of memory");
-        goto refuse;
-    }
-    s->tls = cur->tls;
-    s->metrics = cur->metrics;
-    if ((opt = snapshot_fill(s, cfg, cur, nworkers, err, sizeof(err))) != NULL)
-        goto refuse;
-    char tls_err[900];
-    struct tls_staged *staged = tls_store_prepare(cur->tls, cfg, fp, tls_err, sizeof(tls_err));
-    if (!staged) {
-        opt = strstr(tls_err, "ticket-key-file") ? "ticket-key-file" : "cert";
-        snprintf(err, sizeof(err),
-                 "certificate reload failed, still serving the previous certificates: %s",
-                 tls_err);
-        goto refuse;
-    }
-
-    /* Valid: nothing below can fail. */
-    if (nrestart > 0)
+    if (plan.nrestart > 0)
         log_warn("reload: %s cannot change without a restart; the running value%s stay%s",
-                 restart, nrestart == 1 ? "" : "s", nrestart == 1 ? "s" : "");
-    tls_store_commit(cur->tls, staged);
-    if (s->cache == cur->cache)
-        cache_set_policy(s->cache->p, &s->cache_cfg);
-    dg_log_set_level((enum dg_log_level)cfg->log_level);
+                 plan.restart, plan.nrestart == 1 ? "" : "s", plan.nrestart == 1 ? "s" : "");
+    reload_commit(cur, &plan);
+    struct snapshot *s = snapshot_ref(plan.snap);
+    const struct config *cfg = s->cfg;
     for (unsigned w = 0; w < nworkers; w++)
         worker_set_snapshot(workers[w], s);
     log_info("configuration reloaded%s%s: new connections use it, open ones finish on the "
              "previous one%s",
              conf_file ? " from " : "", conf_file ? conf_file : "",
-             s->cache == cur->cache ? "" : "; cache-size changed: a new, empty cache");
+             plan.cache_shared ? "" : "; cache-size changed: a new, empty cache");
     for (size_t i = 0; i < cfg->n_upstream; i++)
         log_info("upstream %s", cfg->upstream[i].text);
     if (cfg->n_cert || cfg->n_ticket_key_file)
-        report_reload(cur->tls, TLS_RELOAD_DONE, NULL);
+        report_reload(s->tls, TLS_RELOAD_DONE, NULL);
     else
         log_info("no certificate files to reload (self-signed certificate)");
-    if (fp[0])
+    if (plan.fingerprint[0])
         log_warn("no certificate configured any more: EPHEMERAL SELF-SIGNED certificate, "
                  "SHA-256 fingerprint %s",
-                 fp);
+                 plan.fingerprint);
+    reload_plan_free(&plan);
     snapshot_unref(cur);
-    config_unref(cfg);
     return s;
-refuse:
-    if (opt)
-        config_origin(cfg, opt, where, sizeof(where));
-    else
-        snprintf(where, sizeof(where), "%s", conf_file ? conf_file : "command line");
-    log_err("reload refused: %s: %s; the running configuration stays", where, err);
-out:
-    snapshot_unref(s);
-    config_unref(cfg);
-    return cur;
 }
 
 int main(int argc, char **argv)
