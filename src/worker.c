@@ -614,13 +614,16 @@ void worker_free(struct worker *w)
 {
     if (!w)
         return;
-    view_free(w->cur);
+    /* Each view leaves the worker before it is freed: closing its connections calls
+     * on_conn_closed, which walks the views still there. */
+    struct worker_view *cur = w->cur;
+    w->cur = NULL;
+    view_free(cur);
     while (w->retired.head) {
         struct worker_view *v = dg_list_entry(w->retired.head, struct worker_view, node);
         dg_list_unlink(&w->retired, &v->node);
         view_free(v);
     }
-    w->cur = NULL;
     snapshot_unref(w->pending);
     pagepool_free(w->h2_pool); /* after the connections: their sessions hold blocks */
     for (size_t i = 0; i < w->nfds; i++) {

@@ -121,6 +121,46 @@ write_conf "127.0.0.1:$STUB_PORT" 2
 hup
 assert_eq "200 NOERROR 192.0.2.1" "$(doh "back.$STUBZONE")" "ACL removed again: DoH answers"
 
+# ---- reloads while upstream queries are in flight: 600 names the stub answers after 150 ms,
+# asked over 4 connections that span two reloads (the retired views keep their upstream sets
+# until their connections close)
+for i in $(seq 1 600); do
+    echo "$(dohgate_url)?dns=$(dnsmsg query "slow-150.r$i.$STUBZONE" A --b64)"
+done >"$T/slow.urls"
+h2load -i "$T/slow.urls" -n 1800 -c 4 -m 10 >"$T/h2load2.out" 2>&1 &
+LOAD=$!
+track "$LOAD"
+sleep 1
+write_conf "127.0.0.1:$STUB_PORT" 5
+hup
+write_conf "127.0.0.1:$STUB_PORT" 2
+hup
+assert_eq yes "$(proc_alive "$LOAD" && echo yes || echo no)" "slow queries: h2load still running after two reloads"
+wait "$LOAD"
+untrack "$LOAD"
+sed 's/^/       | /' "$T/h2load2.out" | grep -E 'requests:|status codes:|finished in'
+assert_match 'requests: 1800 total, 1800 started, 1800 done, 1800 succeeded, 0 failed, 0 errored, 0 timeout' \
+    "$(cat "$T/h2load2.out")" "slow queries across two reloads: every request done, none failed"
+assert_match 'status codes: 1800 2xx, 0 3xx, 0 4xx, 0 5xx' "$(cat "$T/h2load2.out")" \
+    "slow queries across two reloads: 2xx only"
+assert_range 400 2000 "$(grep -c 'slow-150\.r' "$STUB_LOG")" "slow queries: the names reached the stub"
+
+# ---- rapid reloads while clients give up mid-query: retired views are freed with upstream
+# queries still in flight (ASan builds check that nothing freed is read)
+gone=()
+for i in $(seq 1 20); do
+    curl -s --http2 --cacert "$CERTS/ca.pem" --max-time 0.3 -o /dev/null \
+        "$(dohgate_url)?dns=$(dnsmsg query "slow-800.gone$i.$STUBZONE" A --b64)" &
+    gone+=($!)
+done
+for i in 1 2 3 4 5; do
+    kill -HUP "$DG_PID"
+    sleep 0.15
+done
+wait "${gone[@]}"
+sleep 1.2 # the stub's late answers arrive after the views are gone
+assert_eq "200 NOERROR 192.0.2.1" "$(doh "rapid.$STUBZONE")" "rapid reloads with abandoned queries: still answering"
+
 # ---- broken files: one error line each, with FILE:LINE; the running settings stay
 e0=$(errors)
 write_conf "127.0.0.1:$NSD_PORT" 3 "cache-min-ttl soon"
