@@ -44,11 +44,12 @@ hup() {
     sleep 0.3 # the workers switch between two events: give them a moment
 }
 
-# doh NAME: "HTTP-CODE RCODE FIRST-A" of a GET for NAME/A on a new connection
+# doh NAME: "HTTP-CODE RCODE FIRST-A" of a GET for NAME/A on a new connection (response
+# headers in $T/doh.h)
 doh() {
     local q code
     q=$(dnsmsg query "$1" A --b64)
-    code=$(curl -s --http2 --cacert "$CERTS/ca.pem" -o "$T/doh.bin" -w '%{http_code}' \
+    code=$(curl -s --http2 --cacert "$CERTS/ca.pem" -o "$T/doh.bin" -D "$T/doh.h" -w '%{http_code}' \
         "$(dohgate_url)?dns=$q")
     if [ "$code" = 200 ]; then
         echo "$code $(dnsmsg show "$T/doh.bin" | awk '/^hdr/{for(i=1;i<=NF;i++) if($i ~ /^rcode=/) r=substr($i,7)} $1=="an" && $4=="A"{if(!a)a=$5} END{print r, a}')"
@@ -120,6 +121,20 @@ assert_eq 2 "$(xtest)" "ACL reload: the website stays public (acl-scope doh)"
 write_conf "127.0.0.1:$STUB_PORT" 2
 hup
 assert_eq "200 NOERROR 192.0.2.1" "$(doh "back.$STUBZONE")" "ACL removed again: DoH answers"
+
+# ---- cache knobs: a new cache-min-ttl applies to the running cache; a new cache-size starts an
+# empty one (www.dohgate.test, cached from NSD, then comes from the stub)
+max_age() { doh "$1" >/dev/null; tr -d '\r' <"$T/doh.h" | sed -n 's/^cache-control: max-age=//Ip'; }
+assert_eq 5 "$(max_age "ttl-5.a.$STUBZONE")" "cache knobs: a TTL of 5 gives max-age=5"
+write_conf "127.0.0.1:$STUB_PORT" 2 "cache-min-ttl 50"
+hup
+assert_eq 50 "$(max_age "ttl-5.b.$STUBZONE")" "cache-min-ttl 50 after a reload: max-age=50"
+assert_eq "200 NOERROR 192.0.2.10" "$(doh "www.$ZONE")" "same cache-size: the cached answer from NSD is still served"
+write_conf "127.0.0.1:$STUB_PORT" 2 "cache-size 32M"
+hup
+assert_file_match "$DG_LOG" "cache-size changed: a new, empty cache" "cache-size changed: logged"
+assert_eq "200 NOERROR 192.0.2.1" "$(doh "www.$ZONE")" "new cache-size: a new cache, www.dohgate.test now from the stub"
+assert_eq 5 "$(max_age "ttl-5.c.$STUBZONE")" "cache-min-ttl gone again: max-age=5"
 
 # ---- reloads while upstream queries are in flight: 600 names the stub answers after 150 ms,
 # asked over 4 connections that span two reloads (the retired views keep their upstream sets
