@@ -29,13 +29,13 @@
 #define DEFAULT_RESOLV_CONF "/etc/resolv.conf"
 
 enum opt_type {
-    OPT_UINT,     /* unsigned, decimal, min..max */
-    OPT_STRING,   /* char *, strdup'd */
-    OPT_ADDRS,    /* struct dg_addr[DG_CONFIG_MAX_LIST] + size_t count */
-    OPT_PATHS,    /* char *[DG_CONFIG_MAX_LIST] + size_t count */
-    OPT_BOOL,     /* bool, yes|no */
-    OPT_SIZE,     /* size_t, bytes with optional K/M/G suffix (powers of 1024), min..max in MiB */
-    OPT_ENUM,     /* int: the index of the value in the row's NULL-terminated names[] */
+    OPT_UINT,   /* unsigned, decimal, min..max */
+    OPT_STRING, /* char *, strdup'd */
+    OPT_ADDRS,  /* struct dg_addr[DG_CONFIG_MAX_LIST] + size_t count */
+    OPT_PATHS,  /* char *[DG_CONFIG_MAX_LIST] + size_t count */
+    OPT_BOOL,   /* bool, yes|no */
+    OPT_SIZE,   /* size_t, bytes with optional K/M/G suffix (powers of 1024), min..max in MiB */
+    OPT_ENUM,   /* int: the index of the value in the row's NULL-terminated names[] */
 };
 
 /* Extra check for a string value. @return NULL when valid, else why not (static text). */

@@ -254,8 +254,7 @@ int main(int argc, char **argv)
     if (nact > 0 && act.ntls > 0)
         site->https_port = (unsigned)atoi(strrchr(act.text[0], ':') + 1);
     /* Counters exist only when someone can read them: no cost otherwise. */
-    if (cfg->n_metrics_listen > 0 &&
-        !(metrics = metrics_new(nworkers, cfg, snap->cache->p, tls))) {
+    if (cfg->n_metrics_listen > 0 && !(metrics = metrics_new(nworkers, cfg, snap->cache->p, tls))) {
         log_err("out of memory for the metrics");
         goto out;
     }

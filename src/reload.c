@@ -33,8 +33,7 @@ const char *snapshot_fill(struct snapshot *s, struct config *cfg, const struct s
     s->cfg = config_ref(cfg);
     if (acl_build(&s->acl, cfg->allow_client, cfg->n_allow_client, cfg->deny_client,
                   cfg->n_deny_client) != 0) {
-        snprintf(err, errlen, "allow-client and deny-client: at most %d entries together",
-                 ACL_MAX);
+        snprintf(err, errlen, "allow-client and deny-client: at most %d entries together", ACL_MAX);
         return cfg->n_deny_client ? "deny-client" : "allow-client";
     }
     if (site_open(&s->site, cfg, err, errlen) != 0)
@@ -130,8 +129,7 @@ int reload_prepare(const struct snapshot *cur, const char *conf_file, int argc, 
     if (!plan->tls) {
         opt = strstr(tls_err, "ticket-key-file") ? "ticket-key-file" : "cert";
         snprintf(why, sizeof(why),
-                 "certificate reload failed, still serving the previous certificates: %s",
-                 tls_err);
+                 "certificate reload failed, still serving the previous certificates: %s", tls_err);
         goto refuse;
     }
     config_unref(cfg); /* the snapshot holds it */

@@ -946,8 +946,8 @@ struct tls_staged *tls_store_prepare(struct tls_store *ts, const struct config *
     st->nfiles = 3 * cfg->n_cert + cfg->n_ticket_key_file;
     sig_take_cfg(cfg, st->nfiles, st->sig); /* before reading, as tls_store_reload() */
     if (cfg->n_ticket_key_file > 0) {
-        if (ticket_keys_read(cfg->ticket_key_file, cfg->n_ticket_key_file, st->keys, err,
-                             errlen) != 0)
+        if (ticket_keys_read(cfg->ticket_key_file, cfg->n_ticket_key_file, st->keys, err, errlen) !=
+            0)
             goto fail;
         st->nkeys = cfg->n_ticket_key_file;
     }

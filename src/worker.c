@@ -73,11 +73,11 @@ struct worker {
     bool stopping;
     struct metrics *metrics;
     struct worker_metrics *wm;
-    struct pagepool *h2_pool;      /* HTTP/2 frame buffers, for every view's sessions */
-    struct resolver_stats rstats;  /* every view's resolver counts here (metrics->rs[id]) */
-    struct worker_view *cur;       /* new connections go here */
-    struct dg_list retired;        /* older views with connections still open */
-    pthread_mutex_t mu;            /* guards pending, set by worker_set_snapshot() */
+    struct pagepool *h2_pool;     /* HTTP/2 frame buffers, for every view's sessions */
+    struct resolver_stats rstats; /* every view's resolver counts here (metrics->rs[id]) */
+    struct worker_view *cur;      /* new connections go here */
+    struct dg_list retired;       /* older views with connections still open */
+    pthread_mutex_t mu;           /* guards pending, set by worker_set_snapshot() */
     struct snapshot *pending;
 };
 
@@ -294,8 +294,7 @@ static void on_trim(evutil_socket_t fd, short what, void *arg)
         uint64_t t0 = metrics_now_us();
         malloc_trim(0);
         log_debug("worker %u: %zu connections closed since the peak: heap trimmed in %llu us",
-                  w->id, w->conn_peak - nconns,
-                  (unsigned long long)(metrics_now_us() - t0));
+                  w->id, w->conn_peak - nconns, (unsigned long long)(metrics_now_us() - t0));
     }
     w->conn_peak = nconns;
 }
@@ -632,7 +631,7 @@ void worker_free(struct worker *w)
         if (w->fds && w->fds[i] >= 0)
             close(w->fds[i]);
     }
-    struct event *evs[] = {w->stop_ev,  w->deadline_ev, w->resume_ev, w->stats_ev,
+    struct event *evs[] = {w->stop_ev, w->deadline_ev, w->resume_ev, w->stats_ev,
                            w->trim_ev, w->swap_ev,     w->reap_ev};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])

@@ -31,12 +31,12 @@ const char *snapshot_fill(struct snapshot *s, struct config *cfg, const struct s
 
 /** A validated reload, waiting for reload_commit() or reload_plan_free(). */
 struct reload_plan {
-    struct snapshot *snap;     /**< the new snapshot (one reference) */
-    struct tls_staged *tls;    /**< certificates and ticket keys, read */
-    char restart[256];         /**< restart-only options that differ, comma-separated */
-    int nrestart;              /**< how many (their old values were kept) */
-    bool cache_shared;         /**< same cache-size: the running cache goes on */
-    char fingerprint[128];     /**< a new self-signed certificate's fingerprint, or "" */
+    struct snapshot *snap;  /**< the new snapshot (one reference) */
+    struct tls_staged *tls; /**< certificates and ticket keys, read */
+    char restart[256];      /**< restart-only options that differ, comma-separated */
+    int nrestart;           /**< how many (their old values were kept) */
+    bool cache_shared;      /**< same cache-size: the running cache goes on */
+    char fingerprint[128];  /**< a new self-signed certificate's fingerprint, or "" */
 };
 
 /**

@@ -57,11 +57,11 @@ void shared_obj_unref(struct shared_obj *o);
  */
 struct snapshot {
     _Atomic unsigned refs;
-    struct config *cfg;           /**< a reference */
-    struct tls_store *tls;        /**< not owned: one store, reloaded in place (tls.h) */
-    struct metrics *metrics;      /**< not owned; may be NULL */
-    struct shared_obj *cache;     /**< struct cache; shared while cache-size stays the same */
-    struct shared_obj *clients;   /**< struct clients, or NULL (no per-client limits) */
+    struct config *cfg;                /**< a reference */
+    struct tls_store *tls;             /**< not owned: one store, reloaded in place (tls.h) */
+    struct metrics *metrics;           /**< not owned; may be NULL */
+    struct shared_obj *cache;          /**< struct cache; shared while cache-size stays the same */
+    struct shared_obj *clients;        /**< struct clients, or NULL (no per-client limits) */
     struct cache_config cache_cfg;     /**< what the cache was made or re-tuned with */
     struct clients_config clients_cfg; /**< what the client table was made with */
     struct site site;

@@ -596,8 +596,7 @@ static void test_enum_options(void **state)
     free(buf);
     config_free(cfg);
     expect_file_error("acl-scope some\n", "1: 'acl-scope': 'some' is not one of doh, all");
-    expect_file_error("log-target file\n",
-                      "1: 'log-target': 'file' is not one of stderr, syslog");
+    expect_file_error("log-target file\n", "1: 'log-target': 'file' is not one of stderr, syslog");
     expect_file_error("query-log-client Full\n",
                       "1: 'query-log-client': 'Full' is not one of truncate, full, none");
 }

@@ -265,10 +265,8 @@ int main(void)
     dg_log_set_level(DG_LOG_ERR);
     evthread_use_pthreads();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_config_refcount),
-        cmocka_unit_test(test_prepare_refuses),
-        cmocka_unit_test(test_prepare_and_commit),
-        cmocka_unit_test(test_prepare_reapplies_flags),
+        cmocka_unit_test(test_config_refcount),    cmocka_unit_test(test_prepare_refuses),
+        cmocka_unit_test(test_prepare_and_commit), cmocka_unit_test(test_prepare_reapplies_flags),
         cmocka_unit_test(test_worker_swap),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
