@@ -986,10 +986,15 @@ void tls_store_commit(struct tls_store *ts, struct tls_staged *st)
         SSL_CTX_free(old); /* lives on while connections of its generation do */
         st->fresh = NULL;
     }
+    /* A new interval starts a new schedule; an unchanged one keeps it, so that a stream of
+     * reloads does not postpone the rotation. */
+    if (st->cfg->cert_check_interval_s != ts->cfg->cert_check_interval_s)
+        ts->next_poll_ms = 0;
+    if (st->cfg->ticket_key_rotation_s != ts->cfg->ticket_key_rotation_s)
+        ts->next_rotation_ms = 0;
     ts->cfg = st->cfg;
     ts->nfiles = st->nfiles;
     memcpy(ts->loaded, st->sig, st->nfiles * sizeof(st->sig[0]));
     ts->have_pending = ts->have_failed = false;
-    ts->next_poll_ms = ts->next_rotation_ms = 0; /* the intervals may have changed */
     tls_staged_free(st);
 }

@@ -175,7 +175,7 @@ static void test_prepare_and_commit(void **state)
     struct reload_plan plan;
 
     write_conf("upstream 127.0.0.1:5301\nheader \"X-Test: 2\"\ncache-min-ttl 7\nworkers 3\n"
-               "deny-client 127.0.0.0/8\nlog-level debug\n");
+               "deny-client 127.0.0.0/8\nlog-level debug\nticket-key-rotation 0\n");
     assert_int_equal(reload_prepare(r.snap, conf_path, 0, NULL, 1, &plan, err, ERRLEN), 0);
     const struct config *nc = plan.snap->cfg;
     assert_ptr_not_equal(nc, r.snap->cfg);
@@ -193,8 +193,10 @@ static void test_prepare_and_commit(void **state)
     assert_int_equal(refs(&plan.snap->cfg->refs), 1); /* the snapshot's alone */
     assert_int_equal(plan.snap->cache_cfg.min_ttl, 7);
 
+    assert_true(tls_store_needs_tick(r.tls)); /* rotating random ticket keys */
     reload_commit(r.snap, &plan);
     assert_null(plan.tls);
+    assert_false(tls_store_needs_tick(r.tls)); /* the store reads the new config: no rotation */
     assert_int_equal(dg_log_get_level(), DG_LOG_DEBUG);
     dg_log_set_level(DG_LOG_ERR);
     /* swap as main does: the new snapshot becomes the running one */
