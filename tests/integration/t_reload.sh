@@ -34,10 +34,10 @@ write_conf() {
 # hup WHAT: SIGHUP, then wait until the log has one more "configuration reloaded" or
 # "reload refused" line than before (5 s at most)
 hup() {
-    local before n
+    local before
     before=$(grep -cE 'configuration reloaded|reload refused' "$DG_LOG")
     kill -HUP "$DG_PID"
-    for n in $(seq 1 50); do
+    for _ in $(seq 1 50); do
         [ "$(grep -cE 'configuration reloaded|reload refused' "$DG_LOG")" -gt "$before" ] && break
         sleep 0.1
     done
