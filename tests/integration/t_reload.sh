@@ -13,9 +13,10 @@ start_stub
 make_certs
 CONF=$T/dohgate.conf
 DG_PORT=$(free_port)
+MET_PORT=$(free_port)
 
 # write_conf UPSTREAM HEADER_VALUE [EXTRA LINES...]: the config file, one option a line; the
-# line numbers of the first six lines are fixed (the broken-file checks name them)
+# line numbers of the first seven lines are fixed (the broken-file checks name them)
 write_conf() {
     local up=$1 hv=$2
     shift 2
@@ -26,12 +27,13 @@ write_conf() {
         echo "upstream $up"
         echo "header \"X-Test: $hv\""
         echo "workers 2"
+        echo "metrics-listen 127.0.0.1:$MET_PORT"
         printf '%s\n' "$@"
     } >"$CONF.new"
     mv -f "$CONF.new" "$CONF" # whole, as an editor or a config manager replaces it
 }
 
-# hup WHAT: SIGHUP, then wait until the log has one more "configuration reloaded" or
+# hup: SIGHUP, then wait until the log has one more "configuration reloaded" or
 # "reload refused" line than before (5 s at most)
 hup() {
     local before
@@ -139,6 +141,10 @@ hup
 assert_file_match "$DG_LOG" "cache-size changed: a new, empty cache" "cache-size changed: logged"
 assert_eq "200 NOERROR 192.0.2.1" "$(doh "www.$ZONE")" "new cache-size: a new cache, www.dohgate.test now from the stub"
 assert_eq 5 "$(max_age "ttl-5.c.$STUBZONE")" "cache-min-ttl gone again: max-age=5"
+metrics() { curl -s "http://127.0.0.1:$MET_PORT/metrics"; }
+assert_match 'dohgate_cache_max_bytes 33554432' "$(metrics)" "metrics: the new cache-size and its cache"
+assert_match "dohgate_upstream_up\\{upstream=\"127.0.0.1:$STUB_PORT\"\\} 1" "$(metrics)" \
+    "metrics: upstreams labelled by the configuration in force"
 
 # ---- reloads while upstream queries are in flight: 600 names the stub answers after 150 ms,
 # asked over 4 connections that span two reloads (the retired views keep their upstream sets
@@ -186,8 +192,8 @@ e0=$(errors)
 write_conf "127.0.0.1:$NSD_PORT" 3 "cache-min-ttl soon"
 hup
 assert_eq $((e0 + 1)) "$(errors)" "bad value: exactly one error line"
-assert_file_match "$DG_LOG" "error: reload refused: $CONF:7: 'cache-min-ttl': 'soon' is not a decimal number" \
-    "bad value: the error names $CONF:7"
+assert_file_match "$DG_LOG" "error: reload refused: $CONF:8: 'cache-min-ttl': 'soon' is not a decimal number" \
+    "bad value: the error names $CONF:8"
 assert_eq 2 "$(xtest)" "bad value refused: X-Test stays 2"
 assert_eq "200 NOERROR 192.0.2.1" "$(doh "refused1.$STUBZONE")" "bad value refused: the stub stays the upstream"
 
@@ -195,8 +201,8 @@ e0=$(errors)
 write_conf "127.0.0.1:$NSD_PORT" 3 "site-root $T/no-such-dir"
 hup
 assert_eq $((e0 + 1)) "$(errors)" "missing site-root: exactly one error line"
-assert_file_match "$DG_LOG" "error: reload refused: $CONF:7: site-root: .*no-such-dir" \
-    "missing site-root: refused after parsing, the error names $CONF:7"
+assert_file_match "$DG_LOG" "error: reload refused: $CONF:8: site-root: .*no-such-dir" \
+    "missing site-root: refused after parsing, the error names $CONF:8"
 assert_eq 2 "$(xtest)" "missing site-root refused: X-Test stays 2"
 
 e0=$(errors)
