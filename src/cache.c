@@ -737,3 +737,23 @@ void cache_get_stats(struct cache *c, struct cache_stats *out)
         pthread_mutex_unlock(&s->lock);
     }
 }
+
+void cache_set_policy(struct cache *c, const struct cache_config *cc)
+{
+    /* Each knob is one aligned word that readers load without a lock (a query racing the
+     * reload sees the old or the new value of each); the shard locks order the stores against
+     * inserts in progress. The size and the shard count stay: they shape the table. */
+    for (unsigned i = 0; i < c->nshards; i++)
+        pthread_mutex_lock(&c->shards[i].lock);
+    c->cfg.min_ttl = cc->min_ttl;
+    c->cfg.max_ttl = cc->max_ttl;
+    c->cfg.max_negative_ttl = cc->max_negative_ttl;
+    c->cfg.nosoa_negative_ttl = cc->nosoa_negative_ttl;
+    c->cfg.servfail_ttl = cc->servfail_ttl;
+    c->cfg.serve_stale = cc->serve_stale;
+    c->cfg.stale_max_s = cc->stale_max_s;
+    c->cfg.stale_answer_ttl = cc->stale_answer_ttl;
+    c->cfg.prefetch_percent = cc->prefetch_percent > 100 ? 100 : cc->prefetch_percent;
+    for (unsigned i = c->nshards; i > 0; i--)
+        pthread_mutex_unlock(&c->shards[i - 1].lock);
+}

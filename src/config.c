@@ -29,13 +29,13 @@
 #define DEFAULT_RESOLV_CONF "/etc/resolv.conf"
 
 enum opt_type {
-    OPT_UINT,     /* unsigned, decimal, min..max */
-    OPT_STRING,   /* char *, strdup'd */
-    OPT_ADDRS,    /* struct dg_addr[DG_CONFIG_MAX_LIST] + size_t count */
-    OPT_PATHS,    /* char *[DG_CONFIG_MAX_LIST] + size_t count */
-    OPT_LOGLEVEL, /* int, enum dg_log_level */
-    OPT_BOOL,     /* bool, yes|no */
-    OPT_SIZE,     /* size_t, bytes with optional K/M/G suffix (powers of 1024), min..max in MiB */
+    OPT_UINT,   /* unsigned, decimal, min..max */
+    OPT_STRING, /* char *, strdup'd */
+    OPT_ADDRS,  /* struct dg_addr[DG_CONFIG_MAX_LIST] + size_t count */
+    OPT_PATHS,  /* char *[DG_CONFIG_MAX_LIST] + size_t count */
+    OPT_BOOL,   /* bool, yes|no */
+    OPT_SIZE,   /* size_t, bytes with optional K/M/G suffix (powers of 1024), min..max in MiB */
+    OPT_ENUM,   /* int: the index of the value in the row's NULL-terminated names[] */
 };
 
 /* Extra check for a string value. @return NULL when valid, else why not (static text). */
@@ -51,6 +51,8 @@ struct option_def {
     unsigned max;
     unsigned port; /* OPT_ADDRS: default port; 0 = the port must be given */
     opt_validate_cb validate;
+    const char *const *names; /* OPT_ENUM: the allowed values, NULL-terminated; index = value */
+    bool restart;             /* a reload cannot change it (sockets, threads, privileges) */
     const char *metavar;
     const char *help;
 };
@@ -93,29 +95,12 @@ static const char *validate_account(const char *v)
     return NULL;
 }
 
-static const char *validate_log_target(const char *v)
-{
-    return strcmp(v, "stderr") == 0 || strcmp(v, "syslog") == 0 ? NULL : "must be stderr or syslog";
-}
-
-static const char *validate_query_log_client(const char *v)
-{
-    return strcmp(v, "truncate") == 0 || strcmp(v, "full") == 0 || strcmp(v, "none") == 0
-               ? NULL
-               : "must be truncate, full or none";
-}
-
 static const char *validate_cidr(const char *v)
 {
     struct acl_entry e;
     return acl_parse(v, true, &e) == 0
                ? NULL
                : "is not an address or network (192.0.2.0/24, 2001:db8::/32)";
-}
-
-static const char *validate_acl_scope(const char *v)
-{
-    return strcmp(v, "doh") == 0 || strcmp(v, "all") == 0 ? NULL : "must be doh or all";
 }
 
 static const char *validate_header(const char *v)
@@ -174,8 +159,15 @@ static const char *validate_server_header(const char *v)
 
 #define FIELD(f) offsetof(struct config, f)
 
+/* OPT_ENUM value lists: the order is the enum's in config.h (log.h for log-level). */
+static const char *const acl_scope_names[] = {"doh", "all", NULL};
+static const char *const log_target_names[] = {"stderr", "syslog", NULL};
+static const char *const query_log_client_names[] = {"truncate", "full", "none", NULL};
+static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
+
 static const struct option_def options[] = {
     {.name = "listen",
+     .restart = true,
      .type = OPT_ADDRS,
      .off = FIELD(listen),
      .count_off = FIELD(n_listen),
@@ -252,6 +244,7 @@ static const struct option_def options[] = {
      .metavar = "NAME",
      .help = "host name of the self-signed certificate and the printed URL"},
     {.name = "workers",
+     .restart = true,
      .type = OPT_UINT,
      .off = FIELD(workers),
      .dflt = "0",
@@ -382,24 +375,26 @@ static const struct option_def options[] = {
      .metavar = "CIDR",
      .help = "client network refused (repeatable); the longest matching prefix decides"},
     {.name = "acl-scope",
-     .type = OPT_STRING,
+     .type = OPT_ENUM,
      .off = FIELD(acl_scope),
      .dflt = "doh",
-     .validate = validate_acl_scope,
+     .names = acl_scope_names,
      .metavar = "doh|all",
      .help = "what allow-client/deny-client guard: doh (refused queries get 403, the website "
              "stays public) or all (refused clients' connections are closed at once)"},
     {.name = "log-level",
-     .type = OPT_LOGLEVEL,
+     .type = OPT_ENUM,
+     .names = log_level_names,
      .off = FIELD(log_level),
      .dflt = "info",
      .metavar = "LEVEL",
      .help = "error, warn, info or debug"},
     {.name = "log-target",
-     .type = OPT_STRING,
+     .restart = true,
+     .type = OPT_ENUM,
      .off = FIELD(log_target),
      .dflt = "stderr",
-     .validate = validate_log_target,
+     .names = log_target_names,
      .metavar = "stderr|syslog",
      .help = "where log lines go: stderr (journald under systemd) or syslog (facility daemon)"},
     {.name = "query-log",
@@ -410,10 +405,10 @@ static const struct option_def options[] = {
      .help = "log one line per DoH answer: client, name, type, rcode, HTTP version. Off by "
              "default: no query data is logged otherwise"},
     {.name = "query-log-client",
-     .type = OPT_STRING,
+     .type = OPT_ENUM,
      .off = FIELD(query_log_client),
      .dflt = "truncate",
-     .validate = validate_query_log_client,
+     .names = query_log_client_names,
      .metavar = "truncate|full|none",
      .help = "client address in the query log: truncate (IPv4 /24, IPv6 /48), full, or none"},
     {.name = "cache-size",
@@ -523,6 +518,7 @@ static const struct option_def options[] = {
      .metavar = "SECONDS",
      .help = "site-backend: connect timeout and longest wait for each read (then 504)"},
     {.name = "http-listen",
+     .restart = true,
      .type = OPT_ADDRS,
      .off = FIELD(http_listen),
      .count_off = FIELD(n_http_listen),
@@ -530,6 +526,7 @@ static const struct option_def options[] = {
      .help = "plain-HTTP listener (e.g. [::]:80): 301 to https, and ACME challenges "
              "(repeatable; default: none)"},
     {.name = "metrics-listen",
+     .restart = true,
      .type = OPT_ADDRS,
      .off = FIELD(metrics_listen),
      .count_off = FIELD(n_metrics_listen),
@@ -564,6 +561,7 @@ static const struct option_def options[] = {
      .metavar = "TEXT",
      .help = "value of the Server header; default: no Server header"},
     {.name = "user",
+     .restart = true,
      .type = OPT_STRING,
      .off = FIELD(user),
      .validate = validate_account,
@@ -571,6 +569,7 @@ static const struct option_def options[] = {
      .help = "after binding the ports as root, run as this user (and its group); "
              "default: stay as started"},
     {.name = "group",
+     .restart = true,
      .type = OPT_STRING,
      .off = FIELD(group),
      .validate = validate_account,
@@ -595,8 +594,10 @@ static const struct option_def options[] = {
 };
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+_Static_assert(N_OPTIONS <= DG_CONFIG_MAX_OPTIONS, "raise DG_CONFIG_MAX_OPTIONS");
 
-static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
+/* opt_line value of an option set on the command line (a file line is never this large). */
+#define CONFIG_LINE_CLI UINT32_MAX
 
 /* Where a value came from, for error messages. */
 struct origin {
@@ -847,8 +848,21 @@ static void list_clear(struct config *cfg, const struct option_def *o)
     *n = 0;
 }
 
+static int set_value_at(struct config *cfg, const struct option_def *o, const char *value,
+                        const struct origin *org, char *err, size_t errlen);
+
+/* Parse and store one value, and remember where it came from (config_origin()). */
 static int set_value(struct config *cfg, const struct option_def *o, const char *value,
                      const struct origin *org, char *err, size_t errlen)
+{
+    int r = set_value_at(cfg, o, value, org, err, errlen);
+    if (r == 0)
+        cfg->opt_line[o - options] = org->cli ? CONFIG_LINE_CLI : org->line;
+    return r;
+}
+
+static int set_value_at(struct config *cfg, const struct option_def *o, const char *value,
+                        const struct origin *org, char *err, size_t errlen)
 {
     if (value == NULL || value[0] == '\0') {
         if (org->cli)
@@ -913,13 +927,17 @@ static int set_value(struct config *cfg, const struct option_def *o, const char 
         *(size_t *)opt_field(cfg, o) = (size_t)v << shift;
         return 0;
     }
-    case OPT_LOGLEVEL: {
-        enum dg_log_level lvl;
-        if (dg_log_level_parse(value, &lvl) != 0)
-            return opt_fail(org, o->name, err, errlen,
-                            "'%s' is not one of error, warn, info, debug", value);
-        *(int *)opt_field(cfg, o) = (int)lvl;
-        return 0;
+    case OPT_ENUM: {
+        char list[160] = "";
+        for (int k = 0; o->names[k]; k++) {
+            if (strcmp(value, o->names[k]) == 0) {
+                *(int *)opt_field(cfg, o) = k;
+                return 0;
+            }
+            size_t l = strlen(list);
+            snprintf(list + l, sizeof(list) - l, "%s%s", k ? ", " : "", o->names[k]);
+        }
+        return opt_fail(org, o->name, err, errlen, "'%s' is not one of %s", value, list);
     }
     case OPT_STRING: {
         const char *why = o->validate != NULL ? o->validate(value) : NULL;
@@ -985,6 +1003,7 @@ struct config *config_new(void)
     struct config *cfg = calloc(1, sizeof(*cfg));
     if (cfg == NULL)
         return NULL;
+    atomic_init(&cfg->refs, 1);
     /* Scalar defaults go through the same parser as user values, so a bad table row shows up
      * in the first unit test instead of as a silently odd default. */
     struct origin org = {"defaults", 0, false};
@@ -1002,9 +1021,23 @@ fail:
     return NULL;
 }
 
+struct config *config_ref(struct config *cfg)
+{
+    atomic_fetch_add_explicit(&cfg->refs, 1, memory_order_relaxed);
+    return cfg;
+}
+
+void config_unref(struct config *cfg)
+{
+    config_free(cfg);
+}
+
 void config_free(struct config *cfg)
 {
     if (cfg == NULL)
+        return;
+    /* acq_rel: the last holder must see every other holder's reads done before it frees. */
+    if (atomic_fetch_sub_explicit(&cfg->refs, 1, memory_order_acq_rel) != 1)
         return;
     for (size_t i = 0; i < N_OPTIONS; i++) {
         const struct option_def *o = &options[i];
@@ -1427,11 +1460,12 @@ int config_dump(const struct config *cfg, FILE *out)
                 r = fprintf(out, "%s %zu\n", o->name, v);
             break;
         }
-        case OPT_LOGLEVEL: {
-            int lvl = *(const int *)f;
-            if (lvl < 0 || lvl > DG_LOG_DEBUG)
-                lvl = DG_LOG_INFO;
-            r = fprintf(out, "%s %s\n", o->name, log_level_names[lvl]);
+        case OPT_ENUM: {
+            int v = *(const int *)f, k = 0;
+            while (o->names[k] && k != v)
+                k++;
+            r = o->names[k] ? fprintf(out, "%s %s\n", o->name, o->names[k])
+                            : fprintf(out, "# %s (invalid value %d)\n", o->name, v);
             break;
         }
         case OPT_STRING: {
@@ -1480,4 +1514,121 @@ void config_print_help(FILE *out)
         else if (o->dflt != NULL)
             fprintf(out, "  %-36s default: %s\n", "", o->dflt);
     }
+}
+
+/* ---- reload ------------------------------------------------------------------------------ */
+
+void config_origin(const struct config *cfg, const char *name, char *buf, size_t len)
+{
+    const struct option_def *o = find_option(name, strlen(name));
+    unsigned line = o ? cfg->opt_line[o - options] : 0;
+    const char *file = cfg->config_file ? cfg->config_file : "configuration";
+    if (line == CONFIG_LINE_CLI)
+        snprintf(buf, len, "command line: --%s", name);
+    else if (line > 0)
+        snprintf(buf, len, "%s:%u", file, line);
+    else
+        snprintf(buf, len, "%s", file);
+}
+
+static bool opt_equal(const struct config *a, const struct config *b, const struct option_def *o)
+{
+    const void *fa = opt_cfield(a, o), *fb = opt_cfield(b, o);
+    switch (o->type) {
+    case OPT_UINT:
+        return *(const unsigned *)fa == *(const unsigned *)fb;
+    case OPT_ENUM:
+        return *(const int *)fa == *(const int *)fb;
+    case OPT_BOOL:
+        return *(const bool *)fa == *(const bool *)fb;
+    case OPT_SIZE:
+        return *(const size_t *)fa == *(const size_t *)fb;
+    case OPT_STRING: {
+        const char *sa = *(char *const *)fa, *sb = *(char *const *)fb;
+        return sa == sb || (sa && sb && strcmp(sa, sb) == 0);
+    }
+    case OPT_ADDRS:
+    case OPT_PATHS:
+        break;
+    }
+    size_t n = opt_ccount(a, o);
+    if (n != opt_ccount(b, o))
+        return false;
+    for (size_t k = 0; k < n; k++) {
+        if (o->type == OPT_ADDRS &&
+            strcmp(((const struct dg_addr *)fa)[k].text, ((const struct dg_addr *)fb)[k].text) != 0)
+            return false;
+        if (o->type == OPT_PATHS && strcmp(((char *const *)fa)[k], ((char *const *)fb)[k]) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* Make @p dst's value of @p o a copy of @p src's. @return 0 or -ENOMEM (dst unchanged). */
+static int opt_copy(struct config *dst, const struct config *src, const struct option_def *o)
+{
+    void *fd = opt_field(dst, o);
+    const void *fs = opt_cfield(src, o);
+    switch (o->type) {
+    case OPT_UINT:
+    case OPT_ENUM:
+        memcpy(fd, fs, sizeof(unsigned));
+        return 0;
+    case OPT_BOOL:
+        memcpy(fd, fs, sizeof(bool));
+        return 0;
+    case OPT_SIZE:
+        memcpy(fd, fs, sizeof(size_t));
+        return 0;
+    case OPT_STRING: {
+        const char *v = *(char *const *)fs;
+        char *dup = v ? strdup(v) : NULL;
+        if (v && !dup)
+            return -ENOMEM;
+        free(*(char **)fd);
+        *(char **)fd = dup;
+        return 0;
+    }
+    case OPT_ADDRS:
+        memcpy(fd, fs, sizeof(struct dg_addr) * DG_CONFIG_MAX_LIST);
+        *opt_count(dst, o) = opt_ccount(src, o);
+        return 0;
+    case OPT_PATHS: {
+        char *dup[DG_CONFIG_MAX_LIST];
+        size_t n = opt_ccount(src, o);
+        for (size_t k = 0; k < n; k++) {
+            if (!(dup[k] = strdup(((char *const *)fs)[k]))) {
+                while (k > 0)
+                    free(dup[--k]);
+                return -ENOMEM;
+            }
+        }
+        list_clear(dst, o);
+        memcpy(fd, dup, n * sizeof(char *));
+        *opt_count(dst, o) = n;
+        return 0;
+    }
+    }
+    return 0;
+}
+
+int config_keep_restart_options(struct config *fresh, const struct config *old, char *names,
+                                size_t len)
+{
+    int n = 0;
+    if (len > 0)
+        names[0] = '\0';
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const struct option_def *o = &options[i];
+        if (!o->restart || opt_equal(fresh, old, o))
+            continue;
+        if (opt_copy(fresh, old, o) != 0)
+            return -ENOMEM;
+        fresh->opt_line[i] = old->opt_line[i];
+        size_t l = strnlen(names, len);
+        if (l < len)
+            snprintf(names + l, len - l, "%s%s", n ? ", " : "", o->name);
+        n++;
+    }
+    return n;
 }

@@ -27,9 +27,9 @@ struct doh_op {
 static void log_client(const struct config *cfg, const struct client_id *id, char *out,
                        size_t outlen)
 {
-    if (strcmp(cfg->query_log_client, "none") == 0 || !client_id_known(id))
+    if (cfg->query_log_client == QLOG_CLIENT_NONE || !client_id_known(id))
         snprintf(out, outlen, "-");
-    else if (strcmp(cfg->query_log_client, "full") == 0)
+    else if (cfg->query_log_client == QLOG_CLIENT_FULL)
         snprintf(out, outlen, "%s", id->text);
     else
         client_id_text_truncated(id, out, outlen); /* from the binary address: no parse */

@@ -21,6 +21,7 @@
 #include "dohgate/log.h"
 #include "dohgate/metrics.h"
 #include "dohgate/privs.h"
+#include "dohgate/reload.h"
 #include "dohgate/sysd.h"
 #include "dohgate/tls.h"
 #include "dohgate/worker.h"
@@ -110,6 +111,48 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/*
+ * SIGHUP: the whole configuration is read and checked again (reload.h); a configuration that
+ * fails any check is refused with one error line and the running one stays; a valid one goes
+ * to every worker, which uses it for the connections it accepts from then on.
+ * @return the snapshot now current (its reference replaces @p cur's).
+ */
+static struct snapshot *reload_config(struct snapshot *cur, const char *conf_file, int argc,
+                                      char **argv, struct worker **workers, unsigned nworkers)
+{
+    char err[1200];
+    struct reload_plan plan;
+    if (reload_prepare(cur, conf_file, argc, argv, nworkers, &plan, err, sizeof(err)) != 0) {
+        log_err("reload refused: %s; the running configuration stays", err);
+        return cur;
+    }
+    if (plan.nrestart > 0)
+        log_warn("reload: %s cannot change without a restart; the running value%s stay%s",
+                 plan.restart, plan.nrestart == 1 ? "" : "s", plan.nrestart == 1 ? "s" : "");
+    reload_commit(cur, &plan);
+    struct snapshot *s = snapshot_ref(plan.snap);
+    const struct config *cfg = s->cfg;
+    for (unsigned w = 0; w < nworkers; w++)
+        worker_set_snapshot(workers[w], s);
+    log_info("configuration reloaded%s%s: new connections use it, open ones finish on the "
+             "previous one%s",
+             conf_file ? " from " : "", conf_file ? conf_file : "",
+             plan.cache_shared ? "" : "; cache-size changed: a new, empty cache");
+    for (size_t i = 0; i < cfg->n_upstream; i++)
+        log_info("upstream %s", cfg->upstream[i].text);
+    if (cfg->n_cert || cfg->n_ticket_key_file)
+        report_reload(s->tls, TLS_RELOAD_DONE, NULL);
+    else
+        log_info("no certificate files to reload (self-signed certificate)");
+    if (plan.fingerprint[0])
+        log_warn("no certificate configured any more: EPHEMERAL SELF-SIGNED certificate, "
+                 "SHA-256 fingerprint %s",
+                 plan.fingerprint);
+    reload_plan_free(&plan);
+    snapshot_unref(cur);
+    return s;
+}
+
 int main(int argc, char **argv)
 {
     const char *conf_file = NULL;
@@ -155,7 +198,7 @@ int main(int argc, char **argv)
         return 0;
     }
     dg_log_set_level((enum dg_log_level)cfg->log_level);
-    if (strcmp(cfg->log_target, "syslog") == 0)
+    if (cfg->log_target == LOG_TARGET_SYSLOG)
         dg_log_use_syslog();
 
     /* Signals are taken by sigwait() in this thread only; workers never see them. A write to a
@@ -182,41 +225,6 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    /* Always made: with cache-size 0 it stores nothing but still keys the in-flight table. */
-    struct cache *cache = NULL;
-    {
-        struct cache_config cc;
-        cache_config_defaults(&cc);
-        cc.max_bytes = cfg->cache_size;
-        cc.min_ttl = cfg->cache_min_ttl;
-        cc.max_ttl = cfg->cache_max_ttl;
-        cc.max_negative_ttl = cfg->cache_max_negative_ttl;
-        cc.nosoa_negative_ttl = cfg->cache_nosoa_ttl;
-        cc.servfail_ttl = cfg->cache_servfail_ttl;
-        cc.serve_stale = cfg->serve_stale;
-        cc.stale_max_s = cfg->stale_max_age;
-        cc.stale_answer_ttl = cfg->stale_answer_ttl;
-        cc.prefetch_percent = cfg->prefetch;
-        cache = cache_new(&cc);
-        if (!cache) {
-            log_err("cannot create a cache of %zu bytes (too small for its shards, or out of "
-                    "memory); raise cache-size or set it to 0",
-                    cfg->cache_size);
-            tls_store_free(tls);
-            config_free(cfg);
-            return 1;
-        }
-    }
-
-    struct site site;
-    if (site_open(&site, cfg, err, sizeof(err)) != 0) {
-        log_err("%s", err);
-        cache_free(cache);
-        tls_store_free(tls);
-        config_free(cfg);
-        return 1;
-    }
-
     unsigned nworkers = cfg->workers ? cfg->workers : cpu_count();
     /* a descriptor per connection and per upstream try in flight (a UDP socket each) */
     raise_fd_limit((uint64_t)nworkers * (cfg->max_connections + cfg->max_upstream_queries));
@@ -224,29 +232,17 @@ int main(int argc, char **argv)
     int rc = 1;
     unsigned started = 0;
     struct metrics *metrics = NULL;
-    struct clients *clients = NULL;
-    static struct acl acl; /* read-only once built; static: ACL_MAX entries are 1.3 KB */
-    if (acl_build(&acl, cfg->allow_client, cfg->n_allow_client, cfg->deny_client,
-                  cfg->n_deny_client) != 0) {
-        log_err("allow-client and deny-client: at most %d entries together", ACL_MAX);
+    struct snapshot *snap = snapshot_new();
+    if (!snap) {
+        log_err("out of memory");
         goto out;
     }
-    if (cfg->max_conns_per_client || cfg->conn_rate || cfg->query_rate) {
-        /* every open connection can keep its client's entry: room for all of them, and more */
-        size_t total = (size_t)nworkers * cfg->max_connections;
-        struct clients_config cc = {
-            .max_conns = cfg->max_conns_per_client,
-            .conn_rate = cfg->conn_rate,
-            .conn_burst = cfg->conn_burst ? cfg->conn_burst : 2 * cfg->conn_rate,
-            .query_rate = cfg->query_rate,
-            .query_burst = cfg->query_burst ? cfg->query_burst : 2 * cfg->query_rate,
-            .max_entries = total > 32768 ? 2 * total : 65536,
-        };
-        if (!(clients = clients_new(&cc))) {
-            log_err("out of memory for the per-client table");
-            goto out;
-        }
+    snap->tls = tls;
+    if (snapshot_fill(snap, cfg, NULL, nworkers, err, sizeof(err)) != NULL) {
+        log_err("%s", err);
+        goto out;
     }
+    struct site *site = &snap->site;
     struct sysd_sockets act;
     int nact = sysd_listen_fds(&act, err, sizeof(err));
     if (nact < 0) {
@@ -256,12 +252,13 @@ int main(int argc, char **argv)
     if (!workers)
         goto out;
     if (nact > 0 && act.ntls > 0)
-        site.https_port = (unsigned)atoi(strrchr(act.text[0], ':') + 1);
+        site->https_port = (unsigned)atoi(strrchr(act.text[0], ':') + 1);
     /* Counters exist only when someone can read them: no cost otherwise. */
-    if (cfg->n_metrics_listen > 0 && !(metrics = metrics_new(nworkers, cfg, cache, tls))) {
+    if (cfg->n_metrics_listen > 0 && !(metrics = metrics_new(nworkers, cfg, snap->cache->p, tls))) {
         log_err("out of memory for the metrics");
         goto out;
     }
+    snap->metrics = metrics;
     for (unsigned w = 0; w < nworkers; w++) {
         int fds[3 * DG_CONFIG_MAX_LIST];
         size_t n = 0, ntls = cfg->n_listen, nmet = 0;
@@ -298,13 +295,7 @@ int main(int argc, char **argv)
                 goto out;
             }
         }
-        const struct worker_shared sh = {.tls = tls,
-                                         .cache = cache,
-                                         .site = &site,
-                                         .metrics = metrics,
-                                         .clients = clients,
-                                         .acl = &acl};
-        workers[w] = worker_new(w, cfg, &sh, fds, n, ntls, nmet);
+        workers[w] = worker_new(w, snap, fds, n, ntls, nmet);
         if (!workers[w])
             goto out;
     }
@@ -371,7 +362,7 @@ int main(int argc, char **argv)
     log_info("%u worker%s", nworkers, nworkers == 1 ? "" : "s");
     tls_store_each_cert(tls, log_cert, "certificate");
     if (fp[0]) {
-        unsigned port = site.https_port;
+        unsigned port = site->https_port;
         char portpart[16] = "";
         if (port != 443)
             snprintf(portpart, sizeof(portpart), ":%u", port);
@@ -402,26 +393,24 @@ int main(int argc, char **argv)
         if (sig == SIGTERM || sig == SIGINT) {
             sysd_notify("STOPPING=1");
             log_info("signal %d: stopping (up to %u s for open requests)", sig,
-                     cfg->shutdown_timeout_s);
+                     snap->cfg->shutdown_timeout_s);
             break;
         }
         if (sig == SIGHUP) {
-            /* Certificates only: the rest of the configuration needs a restart for now. */
+            /* The whole configuration, certificates and ticket keys included. */
             sysd_notify("RELOADING=1");
-            enum tls_reload r = tls_store_reload(tls, err, sizeof(err));
-            if (r == TLS_RELOAD_NONE)
-                log_info("SIGHUP: no certificate files to reload (self-signed certificate)");
-            report_reload(tls, r, err);
+            snap = reload_config(snap, conf_file, argc, argv, workers, started);
+            ticking = tls_store_needs_tick(tls);
             sysd_notify("READY=1");
         }
         if (sig == SIGUSR1) {
-            if (cfg->cache_size) {
+            if (snap->cfg->cache_size) {
                 struct cache_stats cs;
-                cache_get_stats(cache, &cs);
+                cache_get_stats(snap->cache->p, &cs);
                 log_info("cache: %llu entries, %llu bytes of %zu; hits %llu, stale hits %llu, "
                          "misses %llu, inserts %llu, evictions %llu",
                          (unsigned long long)cs.entries, (unsigned long long)cs.bytes,
-                         cfg->cache_size, (unsigned long long)cs.hits,
+                         snap->cfg->cache_size, (unsigned long long)cs.hits,
                          (unsigned long long)cs.stale_hits, (unsigned long long)cs.misses,
                          (unsigned long long)cs.inserts, (unsigned long long)cs.evictions);
             }
@@ -432,7 +421,7 @@ int main(int argc, char **argv)
     rc = 0;
 stop:
     for (unsigned w = 0; w < started; w++)
-        worker_stop(workers[w], cfg->shutdown_timeout_s * 1000u);
+        worker_stop(workers[w], snap->cfg->shutdown_timeout_s * 1000u);
     for (unsigned w = 0; w < started; w++)
         worker_join(workers[w]);
 out:
@@ -442,9 +431,7 @@ out:
         free(workers);
     }
     metrics_free(metrics);
-    clients_free(clients);
-    cache_free(cache);
-    site_close(&site);
+    snapshot_unref(snap); /* the last reference: the workers have dropped theirs */
     tls_store_free(tls);
     config_free(cfg);
     if (rc == 0)

@@ -709,10 +709,9 @@ struct tls_store {
     uint64_t next_poll_ms, next_rotation_ms; /* tls_store_tick's schedule */
 };
 
-static void sig_take(const struct tls_store *ts, struct file_sig *out)
+static void sig_take_cfg(const struct config *c, size_t nfiles, struct file_sig *out)
 {
-    const struct config *c = ts->cfg;
-    for (size_t i = 0; i < ts->nfiles; i++) {
+    for (size_t i = 0; i < nfiles; i++) {
         /* cert files, key files, their "<cert>.ocsp" staples, ticket-key files */
         char ocsp[4200];
         const char *f;
@@ -737,6 +736,11 @@ static void sig_take(const struct tls_store *ts, struct file_sig *out)
         out[i].mtim = st.st_mtim;
         out[i].ctim = st.st_ctim;
     }
+}
+
+static void sig_take(const struct tls_store *ts, struct file_sig *out)
+{
+    sig_take_cfg(ts->cfg, ts->nfiles, out);
 }
 
 static bool sig_equal(const struct tls_store *ts, const struct file_sig *a,
@@ -916,4 +920,81 @@ enum tls_reload tls_store_tick(struct tls_store *ts, uint64_t now_ms, char *err,
         }
     }
     return TLS_RELOAD_NONE;
+}
+
+/* ---- full configuration reload ------------------------------------------------------------ */
+
+struct tls_staged {
+    const struct config *cfg;
+    SSL_CTX *fresh; /* NULL: keep the current generation (self-signed before and after) */
+    struct ticket_key keys[TICKET_KEYS_MAX];
+    size_t nkeys;
+    size_t nfiles;
+    struct file_sig sig[MAX_FILES];
+};
+
+struct tls_staged *tls_store_prepare(struct tls_store *ts, const struct config *cfg,
+                                     char *fingerprint, char *err, size_t errlen)
+{
+    struct tls_staged *st = calloc(1, sizeof(*st));
+    if (!st) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    fingerprint[0] = '\0';
+    st->cfg = cfg;
+    st->nfiles = 3 * cfg->n_cert + cfg->n_ticket_key_file;
+    sig_take_cfg(cfg, st->nfiles, st->sig); /* before reading, as tls_store_reload() */
+    if (cfg->n_ticket_key_file > 0) {
+        if (ticket_keys_read(cfg->ticket_key_file, cfg->n_ticket_key_file, st->keys, err, errlen) !=
+            0)
+            goto fail;
+        st->nkeys = cfg->n_ticket_key_file;
+    }
+    /* Without certificates before and after, the self-signed one stays: a new one on every
+     * reload would change the fingerprint users pinned. */
+    if ((cfg->n_cert > 0 || ts->cfg->n_cert > 0) &&
+        !(st->fresh = gen_build(cfg, ts->ring, fingerprint, err, errlen)))
+        goto fail;
+    return st;
+fail:
+    tls_staged_free(st);
+    return NULL;
+}
+
+void tls_staged_free(struct tls_staged *st)
+{
+    if (!st)
+        return;
+    SSL_CTX_free(st->fresh);
+    OPENSSL_cleanse(st->keys, sizeof(st->keys));
+    free(st);
+}
+
+void tls_store_commit(struct tls_store *ts, struct tls_staged *st)
+{
+    bool had_files = ts->cfg->n_ticket_key_file > 0;
+    if (st->nkeys > 0)
+        ticket_ring_set(ts->ring, st->keys, st->nkeys);
+    else if (had_files && ticket_ring_rotate(ts->ring) != 0)
+        log_warn("session-ticket key: no randomness for a new key; the file keys stay");
+    if (st->fresh) {
+        pthread_mutex_lock(&ts->mu);
+        SSL_CTX *old = ts->cur;
+        ts->cur = st->fresh;
+        pthread_mutex_unlock(&ts->mu);
+        SSL_CTX_free(old); /* lives on while connections of its generation do */
+        st->fresh = NULL;
+    }
+    /* A new interval starts a new schedule; an unchanged one keeps it, so that a stream of
+     * reloads does not postpone the rotation. */
+    if (st->cfg->cert_check_interval_s != ts->cfg->cert_check_interval_s)
+        ts->next_poll_ms = 0;
+    if (st->cfg->ticket_key_rotation_s != ts->cfg->ticket_key_rotation_s)
+        ts->next_rotation_ms = 0;
+    ts->cfg = st->cfg;
+    ts->nfiles = st->nfiles;
+    memcpy(ts->loaded, st->sig, st->nfiles * sizeof(st->sig[0]));
+    ts->have_pending = ts->have_failed = false;
+    tls_staged_free(st);
 }

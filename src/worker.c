@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,7 @@
 #include "dohgate/config.h"
 #include "dohgate/conn.h"
 #include "dohgate/http.h"
+#include "dohgate/list.h"
 #include "dohgate/h2.h"
 #include "dohgate/log.h"
 #include "dohgate/metrics.h"
@@ -37,9 +39,28 @@
 
 #define ACCEPTS_PER_EV 64
 
+/*
+ * A worker's view of one snapshot: what its connections use. The current view takes the new
+ * connections; a retired view (after a reload) stays on w->retired until its last connection
+ * closed, then on_reap frees it. Every pointer a connection, a stream or an exchange holds into
+ * the configuration (set->cfg, hctx, the resolver, the proxy) points into its own view, which
+ * therefore outlives them all; views are only freed from on_swap, on_reap and worker_free,
+ * never from inside a connection callback.
+ */
+struct worker_view {
+    struct worker *w;
+    struct dg_lnode node; /* on w->retired */
+    struct snapshot *snap;
+    struct upstream *upstream;
+    struct resolver *resolver;
+    struct proxy *proxy;
+    bool acl_all; /* acl-scope all: refused clients' connections are closed at accept */
+    struct handler_ctx hctx;
+    struct conn_set conns;
+};
+
 struct worker {
     unsigned id;
-    const struct config *cfg;
     pthread_t thread;
     bool started;
     struct event_base *base;
@@ -48,18 +69,72 @@ struct worker {
     size_t nfds;
     size_t ntls;     /* fds[0..ntls) are TLS listeners, then plain HTTP ones, */
     size_t nmetrics; /* and the last nmetrics are metrics listeners */
-    bool acl_all;    /* acl-scope all: refused clients' connections are closed at accept */
-    struct event *stop_ev, *deadline_ev, *resume_ev, *stats_ev, *trim_ev;
+    struct event *stop_ev, *deadline_ev, *resume_ev, *stats_ev, *trim_ev, *swap_ev, *reap_ev;
     size_t conn_peak; /* most connections open since the last trim check */
     unsigned grace_ms;
     bool stopping;
-    struct upstream *upstream;
-    struct resolver *resolver;
-    struct proxy *proxy;
-    struct handler_ctx hctx; /* owns hctx.h2_pool */
-    struct conn_set conns;
-    struct dg_observer obs; /* counts this worker's events in its metrics (when enabled) */
+    struct metrics *metrics;
+    struct dg_observer obs;       /* counts this worker's events in its metrics (when enabled) */
+    const struct dg_observer *op; /* &obs, or NULL without metrics */
+    struct pagepool *h2_pool;     /* HTTP/2 frame buffers, for every view's sessions */
+    struct worker_view *cur;      /* new connections go here */
+    struct dg_list retired;       /* older views with connections still open */
+    pthread_mutex_t mu;           /* guards pending, set by worker_set_snapshot() */
+    struct snapshot *pending;
 };
+
+/* ---- snapshots --------------------------------------------------------------------------- */
+
+struct shared_obj *shared_obj_new(void *p, void (*free_fn)(void *p))
+{
+    struct shared_obj *o = calloc(1, sizeof(*o));
+    if (!o)
+        return NULL;
+    atomic_init(&o->refs, 1);
+    o->p = p;
+    o->free_fn = free_fn;
+    return o;
+}
+
+struct shared_obj *shared_obj_ref(struct shared_obj *o)
+{
+    atomic_fetch_add_explicit(&o->refs, 1, memory_order_relaxed);
+    return o;
+}
+
+void shared_obj_unref(struct shared_obj *o)
+{
+    if (!o || atomic_fetch_sub_explicit(&o->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    o->free_fn(o->p);
+    free(o);
+}
+
+struct snapshot *snapshot_new(void)
+{
+    struct snapshot *s = calloc(1, sizeof(*s));
+    if (s)
+        atomic_init(&s->refs, 1);
+    return s;
+}
+
+struct snapshot *snapshot_ref(struct snapshot *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    return s;
+}
+
+void snapshot_unref(struct snapshot *s)
+{
+    if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (s->site_open)
+        site_close(&s->site);
+    shared_obj_unref(s->clients);
+    shared_obj_unref(s->cache);
+    config_unref(s->cfg);
+    free(s);
+}
 
 int worker_listen_socket(const struct dg_addr *addr, char *err, size_t errlen)
 {
@@ -133,6 +208,15 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
         listeners_enable(w, true);
 }
 
+/* Open connections over all views. */
+static size_t worker_conns(const struct worker *w)
+{
+    size_t n = w->cur ? w->cur->conns.count : 0;
+    for (const struct dg_lnode *l = w->retired.head; l; l = l->next)
+        n += dg_list_entry(l, const struct worker_view, node)->conns.count;
+    return n;
+}
+
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
 {
     struct worker *w = arg;
@@ -167,29 +251,30 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
          * admission, limits and log read this (client.h). */
         struct client_id id;
         client_id_from_sockaddr(&id, (struct sockaddr *)&ss);
-        if (w->conns.count >= w->cfg->max_connections) {
+        struct worker_view *v = w->cur; /* read per connection: a swap cannot run meanwhile */
+        if (worker_conns(w) >= v->snap->cfg->max_connections) {
             why = DG_REFUSE_MAX_CONNS;
         } else if (kind != DG_LISTENER_METRICS) {
-            if (w->acl_all && !acl_allows_client(w->hctx.acl, &id)) {
+            if (v->acl_all && !acl_allows_client(v->hctx.acl, &id)) {
                 why = DG_REFUSE_ACL;
-            } else if (w->conns.clients && client_id_known(&id)) {
-                enum client_verdict v = clients_conn_open(w->conns.clients, &id.key, dg_now_ms());
-                why = v == CLIENT_TOO_MANY_CONNS ? DG_REFUSE_PER_CLIENT
-                      : v == CLIENT_CONN_RATE    ? DG_REFUSE_RATE
-                                                 : DG_NREFUSE;
-                tracked = v == CLIENT_OK;
+            } else if (v->conns.clients && client_id_known(&id)) {
+                enum client_verdict cv = clients_conn_open(v->conns.clients, &id.key, dg_now_ms());
+                why = cv == CLIENT_TOO_MANY_CONNS ? DG_REFUSE_PER_CLIENT
+                      : cv == CLIENT_CONN_RATE    ? DG_REFUSE_RATE
+                                                  : DG_NREFUSE;
+                tracked = cv == CLIENT_OK;
             }
         }
         if (why != DG_NREFUSE) {
-            dg_observe(w->conns.obs, DG_EV_CONN_REFUSED, why, 1);
+            dg_observe(w->op, DG_EV_CONN_REFUSED, why, 1);
             close(fd);
             continue;
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        conn_accept(&w->conns, fd, kind, &id, tracked);
-        if (w->conns.count > w->conn_peak)
-            w->conn_peak = w->conns.count;
+        conn_accept(&v->conns, fd, kind, &id, tracked);
+        if (worker_conns(w) > w->conn_peak)
+            w->conn_peak = worker_conns(w);
     }
 }
 
@@ -206,33 +291,50 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
 static void on_trim(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
-    if (w->conn_peak >= w->conns.count + TRIM_CONNS) {
+    size_t nconns = worker_conns(w);
+    if (w->conn_peak >= nconns + TRIM_CONNS) {
         uint64_t t0 = dg_now_us();
         malloc_trim(0);
         log_debug("worker %u: %zu connections closed since the peak: heap trimmed in %llu us",
-                  w->id, w->conn_peak - w->conns.count, (unsigned long long)(dg_now_us() - t0));
+                  w->id, w->conn_peak - nconns, (unsigned long long)(dg_now_us() - t0));
     }
-    w->conn_peak = w->conns.count;
+    w->conn_peak = nconns;
 }
 
 static void maybe_finish(struct worker *w)
 {
-    if (w->stopping && w->conns.count == 0)
+    if (w->stopping && worker_conns(w) == 0)
         event_base_loopbreak(w->base);
 }
 
+/* Runs inside conn_free(): frees nothing itself (the caller may still walk its set), it only
+ * wakes on_reap for a retired view that has just emptied. */
 static void on_conn_closed(struct conn_set *set, void *arg)
 {
-    maybe_finish(arg);
+    struct worker_view *v = arg;
+    struct worker *w = v->w;
+    if (v != w->cur && set->count == 0)
+        event_active(w->reap_ev, EV_TIMEOUT, 0);
+    maybe_finish(w);
+}
+
+/* Apply @p fn to every view's connections, the current view's first. It may close
+ * connections; views are freed only by on_reap, on_swap and worker_free, never meanwhile. */
+static void for_each_set(struct worker *w, void (*fn)(struct conn_set *set))
+{
+    if (w->cur)
+        fn(&w->cur->conns);
+    for (struct dg_lnode *l = w->retired.head; l; l = l->next)
+        fn(&dg_list_entry(l, struct worker_view, node)->conns);
 }
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
-    if (w->conns.count)
+    if (worker_conns(w))
         log_info("worker %u: stop deadline reached, closing %zu connections", w->id,
-                 w->conns.count);
-    conn_set_close_all(&w->conns);
+                 worker_conns(w));
+    for_each_set(w, conn_set_close_all);
     event_base_loopbreak(w->base);
 }
 
@@ -250,7 +352,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
         close(w->fds[i]);
         w->fds[i] = -1;
     }
-    conn_set_shutdown(&w->conns);
+    for_each_set(w, conn_set_shutdown);
     struct timeval tv = {.tv_sec = w->grace_ms / 1000, .tv_usec = (w->grace_ms % 1000) * 1000};
     event_add(w->deadline_ev, &tv);
     maybe_finish(w);
@@ -260,13 +362,14 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
 static void on_stats(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
-    const struct resolver_stats *rs = resolver_get_stats(w->resolver);
-    const struct upstream_stats *us = upstream_get_stats(w->upstream);
+    /* this configuration's (the metrics page has the totals since start) */
+    const struct resolver_stats *rs = resolver_get_stats(w->cur->resolver);
+    const struct upstream_stats *us = upstream_get_stats(w->cur->upstream);
     log_info("worker %u: %zu connections; queries %llu: cache hits %llu, stale %llu, misses %llu, "
              "coalesced %llu, prefetches %llu, servfail %llu, rejected %llu; upstream queries "
              "%llu, answers %llu, try timeouts %llu, errors %llu, tcp fallbacks %llu, dropped "
              "%llu",
-             w->id, w->conns.count, (unsigned long long)rs->queries, (unsigned long long)rs->hits,
+             w->id, worker_conns(w), (unsigned long long)rs->queries, (unsigned long long)rs->hits,
              (unsigned long long)rs->stale_hits, (unsigned long long)rs->misses,
              (unsigned long long)rs->coalesced, (unsigned long long)rs->prefetches,
              (unsigned long long)rs->servfails, (unsigned long long)rs->rejected,
@@ -275,15 +378,147 @@ static void on_stats(evutil_socket_t fd, short what, void *arg)
              (unsigned long long)us->tcp_fallbacks, (unsigned long long)us->dropped_mismatch);
 }
 
-struct worker *worker_new(unsigned id, const struct config *cfg, const struct worker_shared *sh,
-                          const int *fds, size_t nfds, size_t ntls, size_t nmetrics)
+static void view_free(struct worker_view *v)
 {
-    struct metrics *metrics = sh->metrics;
+    if (!v)
+        return;
+    /* Connections first: their streams cancel their resolver waiters; then the resolver
+     * cancels its upstream queries; then the upstream set goes. */
+    conn_set_close_all(&v->conns);
+    proxy_free(v->proxy);
+    resolver_free(v->resolver);
+    upstream_free(v->upstream);
+    snapshot_unref(v->snap);
+    free(v);
+}
+
+/* This worker's view of @p snap. NULL on OOM. */
+static struct worker_view *view_new(struct worker *w, struct snapshot *snap)
+{
+    const struct config *cfg = snap->cfg;
+    struct worker_view *v = calloc(1, sizeof(*v));
+    if (!v)
+        return NULL;
+    v->w = w;
+    v->snap = snapshot_ref(snap);
+    /* A new upstream set per configuration: queries in flight finish on the old set, which
+     * goes with the old view; server health starts afresh. */
+    if (!(v->upstream = upstream_new(w->base, cfg)))
+        goto fail;
+    upstream_set_observer(v->upstream, w->op);
+    if (!(v->resolver = resolver_new(v->upstream, snap->cache->p, cfg)))
+        goto fail;
+    resolver_set_observer(v->resolver, w->op);
+    if (cfg->site_backend && !(v->proxy = proxy_new(w->base, cfg)))
+        goto fail;
+    struct clients *clients = snap->clients ? snap->clients->p : NULL;
+    v->acl_all = acl_active(&snap->acl) && cfg->acl_scope == ACL_SCOPE_ALL;
+    v->hctx = (struct handler_ctx){.cfg = cfg,
+                                   .h2_pool = w->h2_pool,
+                                   .resolver = v->resolver,
+                                   .site = &snap->site,
+                                   .clients = clients,
+                                   .acl = &snap->acl,
+                                   .proxy = v->proxy,
+                                   .obs = w->op,
+                                   .metrics = snap->metrics};
+    v->conns = (struct conn_set){
+        .base = w->base,
+        .tls = snap->tls,
+        .clients = clients,
+        .obs = w->op,
+        .cfg = cfg,
+        .hctx = &v->hctx,
+        .on_closed = on_conn_closed,
+        .on_closed_arg = v,
+    };
+    return v;
+fail:
+    view_free(v);
+    return NULL;
+}
+
+/* Retired views whose last connection closed. */
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    struct dg_lnode *l = w->retired.head;
+    while (l) {
+        struct worker_view *v = dg_list_entry(l, struct worker_view, node);
+        l = l->next;
+        if (v->conns.count == 0) {
+            dg_list_unlink(&w->retired, &v->node);
+            view_free(v);
+        }
+    }
+    maybe_finish(w);
+}
+
+/* A new snapshot from worker_set_snapshot(): between events, so no connection callback is on
+ * the stack and new connections from here on get the new view. */
+static void on_swap(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    pthread_mutex_lock(&w->mu);
+    struct snapshot *snap = w->pending;
+    w->pending = NULL;
+    pthread_mutex_unlock(&w->mu);
+    if (!snap)
+        return;
+    struct worker_view *nv = w->stopping ? NULL : view_new(w, snap);
+    snapshot_unref(snap); /* the view holds its own */
+    if (!nv) {
+        if (!w->stopping)
+            log_err("worker %u: out of memory for the new configuration; this worker keeps "
+                    "the previous one",
+                    w->id);
+        return;
+    }
+    struct worker_view *old = w->cur;
+    w->cur = nv;
+    if (w->metrics && w->id == 0) {
+        /* Scrapes run on worker 0's thread (it alone has the metrics listeners). */
+        w->metrics->cfg = nv->snap->cfg;
+        w->metrics->cache = nv->snap->cache->p;
+    }
+    if (old->conns.count == 0)
+        view_free(old);
+    else
+        dg_list_push_front(&w->retired, &old->node);
+}
+
+void worker_set_snapshot(struct worker *w, struct snapshot *snap)
+{
+    snapshot_ref(snap);
+    pthread_mutex_lock(&w->mu);
+    struct snapshot *skipped = w->pending; /* two reloads before one swap: the newer wins */
+    w->pending = snap;
+    pthread_mutex_unlock(&w->mu);
+    snapshot_unref(skipped);
+    event_active(w->swap_ev, EV_TIMEOUT, 0);
+}
+
+size_t worker_views(const struct worker *w)
+{
+    size_t n = w->cur != NULL;
+    for (const struct dg_lnode *l = w->retired.head; l; l = l->next)
+        n++;
+    return n;
+}
+
+struct worker *worker_new(unsigned id, struct snapshot *snap, const int *fds, size_t nfds,
+                          size_t ntls, size_t nmetrics)
+{
+    const struct config *cfg = snap->cfg;
+    struct metrics *metrics = snap->metrics;
     struct worker *w = calloc(1, sizeof(*w));
     if (!w)
         goto fail_fds;
     w->id = id;
-    w->cfg = cfg;
+    if (pthread_mutex_init(&w->mu, NULL) != 0) {
+        free(w);
+        goto fail_fds;
+    }
     w->fds = calloc(nfds, sizeof(int));
     if (!w->fds) {
         free(w);
@@ -298,7 +533,6 @@ struct worker *worker_new(unsigned id, const struct config *cfg, const struct wo
     w->lev = calloc(nfds, sizeof(struct event *));
     if (!w->lev)
         goto fail;
-    w->acl_all = acl_active(sh->acl) && strcmp(cfg->acl_scope, "all") == 0;
     struct event_config *ec = event_config_new();
     if (!ec)
         goto fail;
@@ -313,58 +547,31 @@ struct worker *worker_new(unsigned id, const struct config *cfg, const struct wo
     w->resume_ev = evtimer_new(w->base, on_resume, w);
     w->stats_ev = event_new(w->base, -1, 0, on_stats, w);
     w->trim_ev = event_new(w->base, -1, EV_PERSIST, on_trim, w);
+    w->swap_ev = event_new(w->base, -1, 0, on_swap, w);
+    w->reap_ev = event_new(w->base, -1, 0, on_reap, w);
     struct timeval trim_tv = {TRIM_CHECK_S, 0};
     if (!w->stop_ev || !w->deadline_ev || !w->resume_ev || !w->stats_ev || !w->trim_ev ||
-        event_add(w->trim_ev, &trim_tv) != 0)
+        !w->swap_ev || !w->reap_ev || event_add(w->trim_ev, &trim_tv) != 0)
         goto fail;
     for (size_t i = 0; i < w->nfds; i++) {
         w->lev[i] = event_new(w->base, w->fds[i], EV_READ | EV_PERSIST, on_accept, w);
         if (!w->lev[i])
             goto fail;
     }
+    w->metrics = metrics;
     /* The modules report events; this worker's counters in the metrics count them. */
-    const struct dg_observer *obs = NULL;
     if (metrics) {
         metrics_observer_init(&w->obs, &metrics->w[id]);
-        obs = &w->obs;
-    }
-    w->upstream = upstream_new(w->base, cfg);
-    if (!w->upstream)
-        goto fail;
-    upstream_set_observer(w->upstream, obs);
-    w->resolver = resolver_new(w->upstream, sh->cache, cfg);
-    if (!w->resolver)
-        goto fail;
-    resolver_set_observer(w->resolver, obs);
-    if (cfg->site_backend) {
-        w->proxy = proxy_new(w->base, cfg);
-        if (!w->proxy)
-            goto fail;
+        w->op = &w->obs;
     }
     /* HTTP/2 frame buffers, two per session (nghttp2's outbound frame buffer and its inbound
      * one), at most one session per connection; when the pool is out of blocks or cannot be
      * reserved, h2.c uses malloc. Address space: 2 x 20 KiB x max-connections (400 MB for
-     * 10,000), memory only for the pages written. */
-    w->hctx = (struct handler_ctx){
-        .cfg = cfg,
-        .h2_pool = pagepool_new(H2_FRAMEBUF_BYTES, 2 * ((size_t)cfg->max_connections + 32)),
-        .resolver = w->resolver,
-        .site = sh->site,
-        .clients = sh->clients,
-        .acl = sh->acl,
-        .proxy = w->proxy,
-        .obs = obs,
-        .metrics = metrics};
-    w->conns = (struct conn_set){
-        .base = w->base,
-        .tls = sh->tls,
-        .clients = sh->clients,
-        .obs = obs,
-        .cfg = cfg,
-        .hctx = &w->hctx,
-        .on_closed = on_conn_closed,
-        .on_closed_arg = w,
-    };
+     * 10,000), memory only for the pages written. Sized at start: a reload that raises
+     * max-connections gets malloc for the difference. */
+    w->h2_pool = pagepool_new(H2_FRAMEBUF_BYTES, 2 * ((size_t)cfg->max_connections + 32));
+    if (!(w->cur = view_new(w, snap)))
+        goto fail;
     listeners_enable(w, true);
     return w;
 fail:
@@ -416,31 +623,32 @@ void worker_free(struct worker *w)
 {
     if (!w)
         return;
-    /* Connections first: their streams cancel their resolver waiters; then the resolver
-     * cancels its upstream queries; then the upstream module goes. */
-    conn_set_close_all(&w->conns);
-    proxy_free(w->proxy);
-    resolver_free(w->resolver);
-    upstream_free(w->upstream);
-    pagepool_free(w->hctx.h2_pool); /* after the connections: their sessions hold blocks */
+    /* Each view leaves the worker before it is freed: closing its connections calls
+     * on_conn_closed, which walks the views still there. */
+    struct worker_view *cur = w->cur;
+    w->cur = NULL;
+    view_free(cur);
+    while (w->retired.head) {
+        struct worker_view *v = dg_list_entry(w->retired.head, struct worker_view, node);
+        dg_list_unlink(&w->retired, &v->node);
+        view_free(v);
+    }
+    snapshot_unref(w->pending);
+    pagepool_free(w->h2_pool); /* after the connections: their sessions hold blocks */
     for (size_t i = 0; i < w->nfds; i++) {
         if (w->lev && w->lev[i])
             event_free(w->lev[i]);
         if (w->fds[i] >= 0)
             close(w->fds[i]);
     }
-    if (w->stop_ev)
-        event_free(w->stop_ev);
-    if (w->deadline_ev)
-        event_free(w->deadline_ev);
-    if (w->resume_ev)
-        event_free(w->resume_ev);
-    if (w->stats_ev)
-        event_free(w->stats_ev);
-    if (w->trim_ev)
-        event_free(w->trim_ev);
+    struct event *evs[] = {w->stop_ev, w->deadline_ev, w->resume_ev, w->stats_ev,
+                           w->trim_ev, w->swap_ev,     w->reap_ev};
+    for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+        if (evs[i])
+            event_free(evs[i]);
     if (w->base)
         event_base_free(w->base);
+    pthread_mutex_destroy(&w->mu);
     free(w->fds);
     free(w->lev);
     free(w);

@@ -72,6 +72,11 @@ struct cache_key {
 /** @return NULL on OOM or invalid config (max_bytes too small for the shards' bookkeeping). */
 struct cache *cache_new(const struct cache_config *cc);
 void cache_free(struct cache *c);
+/**
+ * Reload: take @p cc's TTL and stale/prefetch knobs (not max_bytes, not nshards) for the answers
+ * stored and served from now on. Thread-safe; entries already stored keep their lifetimes.
+ */
+void cache_set_policy(struct cache *c, const struct cache_config *cc);
 
 /**
  * Build the key of a query that passed dns_query_check().

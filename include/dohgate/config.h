@@ -11,17 +11,22 @@
  * buffer; nothing here exits or logs.
  *
  * Lifetime: config_new() → config_load_*() → config_finish() → read-only, shared by all threads
- * → config_free() after the workers stopped.
+ * through references (config_ref()); the last config_unref() (or config_free(), the same) frees
+ * it. A reload (SIGHUP) builds a new config the same way and swaps it in; holders of the old one
+ * keep it until they drop their reference.
  */
 #ifndef DOHGATE_CONFIG_H
 #define DOHGATE_CONFIG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <sys/socket.h>
 
 #define DG_CONFIG_MAX_LIST 16
+/** Rows the option table may have (config.c checks it at compile time). */
+#define DG_CONFIG_MAX_OPTIONS 96
 
 /** A parsed socket address (listen or upstream). */
 struct dg_addr {
@@ -29,6 +34,11 @@ struct dg_addr {
     socklen_t len;
     char text[64]; /**< as written by the user, normalised ("127.0.0.1:443", "[::1]:443") */
 };
+
+/* OPT_ENUM options: the values are the positions of the names in the option table. */
+enum acl_scope { ACL_SCOPE_DOH = 0, ACL_SCOPE_ALL };
+enum log_target { LOG_TARGET_STDERR = 0, LOG_TARGET_SYSLOG };
+enum query_log_client { QLOG_CLIENT_TRUNCATE = 0, QLOG_CLIENT_FULL, QLOG_CLIENT_NONE };
 
 struct config {
     /* listen ADDR:PORT (repeatable). Default: "[::]:443" (dual stack). */
@@ -54,11 +64,11 @@ struct config {
     size_t n_allow_client;
     char *deny_client[DG_CONFIG_MAX_LIST]; /**< deny-client CIDR */
     size_t n_deny_client;
-    char *acl_scope;             /**< acl-scope: "doh" or "all" */
+    int acl_scope;               /**< acl-scope doh|all: enum acl_scope */
     bool minimal_any;            /**< minimal-any: RFC 8482 answers to ANY */
-    char *log_target;            /**< log-target: "stderr" or "syslog" */
+    int log_target;              /**< log-target stderr|syslog: enum log_target */
     bool query_log;              /**< query-log yes: one line per DoH answer */
-    char *query_log_client;      /**< query-log-client: "truncate", "full" or "none" */
+    int query_log_client;        /**< query-log-client truncate|full|none: enum */
     char *user;                  /**< user NAME: drop to it after binding; NULL: stay */
     char *group;                 /**< group NAME: instead of the user's primary group */
     unsigned shutdown_timeout_s; /**< shutdown-timeout s: drain bound on SIGTERM, default 5 */
@@ -79,7 +89,7 @@ struct config {
     unsigned idle_timeout_s;         /**< idle-timeout s, default 60, 1..86400 */
     unsigned handshake_timeout_s;    /**< handshake-timeout s, default 10, 1..300 */
     unsigned max_connections;        /**< max-connections per worker, default 10000 */
-    int log_level;                   /**< log-level error|warn|info|debug, default info */
+    int log_level; /**< log-level error|warn|info|debug: enum dg_log_level, default info */
 
     /* Answer cache (see cache.h). */
     size_t cache_size;               /**< cache-size BYTES (K/M/G suffixes), default 64M; 0 = off */
@@ -115,11 +125,36 @@ struct config {
 
     /* Where the file came from, for messages. NULL when no file was read. */
     char *config_file;
+    /* Where each option was last set, by table row (config_origin()). */
+    unsigned opt_line[DG_CONFIG_MAX_OPTIONS];
+    /* References (config_ref/config_unref): 1 after config_new(). A reload shares one config
+     * between the main thread, the workers' snapshots and their connections. */
+    _Atomic unsigned refs;
 };
 
 /** Allocate a config holding the defaults (lists empty until config_finish()). NULL on OOM. */
 struct config *config_new(void);
+/** Take one more reference (thread-safe). @return @p cfg. */
+struct config *config_ref(struct config *cfg);
+/** Drop one reference (thread-safe); the last one frees. NULL is ignored. */
+void config_unref(struct config *cfg);
+/** The same as config_unref(): with a single owner, frees at once. */
 void config_free(struct config *cfg);
+
+/**
+ * Where option @p name got its value, for messages about it: "FILE:LINE" when the file set it,
+ * "command line: --NAME", or the file name (or "configuration") when it holds its default.
+ */
+void config_origin(const struct config *cfg, const char *name, char *buf, size_t len);
+
+/**
+ * For a reload: give @p fresh the old values of the options a running server cannot change
+ * (listen, http-listen, metrics-listen, workers, user, group, log-target) where they differ,
+ * and name those options, comma-separated, in @p names.
+ * @return how many differed (0: none), or -ENOMEM (@p fresh partly updated: free it).
+ */
+int config_keep_restart_options(struct config *fresh, const struct config *old, char *names,
+                                size_t len);
 
 /**
  * Read a config file. Unknown names, bad values, out-of-range numbers, too many list entries give

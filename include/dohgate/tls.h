@@ -30,6 +30,7 @@
 
 struct config;
 struct tls_store;
+struct tls_staged;
 
 /** Which application protocol the handshake chose. */
 enum tls_alpn { TLS_ALPN_NONE = 0, TLS_ALPN_H2, TLS_ALPN_HTTP11 };
@@ -74,6 +75,24 @@ enum tls_reload tls_store_poll(struct tls_store *ts, char *err, size_t errlen);
 enum tls_reload tls_store_tick(struct tls_store *ts, uint64_t now_ms, char *err, size_t errlen);
 /** Whether tls_store_tick() has anything to do (else the main thread can sleep). */
 bool tls_store_needs_tick(const struct tls_store *ts);
+
+/**
+ * Full reload, step 1 (main thread): read the ticket-key files and build a new generation from
+ * @p cfg's certificates, without using them yet. With no certificate before and after, the
+ * self-signed generation is kept. @p fingerprint (96 bytes) receives the fingerprint of a new
+ * self-signed certificate (certificates removed), else "".
+ * @return the staged state for tls_store_commit() or tls_staged_free(), or NULL with @p err set.
+ */
+struct tls_staged *tls_store_prepare(struct tls_store *ts, const struct config *cfg,
+                                     char *fingerprint, char *err, size_t errlen);
+/**
+ * Full reload, step 2 (main thread, cannot fail): install what tls_store_prepare() read; new
+ * connections use it, open ones keep their generation. From here the store reads the staged
+ * config (file list, intervals), which must outlive the store or the next commit. Frees @p st.
+ */
+void tls_store_commit(struct tls_store *ts, struct tls_staged *st);
+/** Drop a staged reload that will not be committed. NULL is ignored. */
+void tls_staged_free(struct tls_staged *st);
 
 /** One loaded certificate, for logs and metrics. */
 struct tls_cert_info {

@@ -5,19 +5,22 @@
  * sockets. Nothing on its hot path is shared with other workers.
  *
  * Lifetime: worker_new() (main thread) → worker_start() → ... → worker_stop() (any thread) →
- * worker_join() → worker_free(). The config and the TLS store must outlive the worker.
+ * worker_join() → worker_free(). The TLS store and the metrics must outlive the worker; the
+ * configuration comes in reference-counted snapshots (struct snapshot).
  */
 #ifndef DOHGATE_WORKER_H
 #define DOHGATE_WORKER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
-struct cache;
+#include "dohgate/acl.h"
+#include "dohgate/cache.h"
+#include "dohgate/clients.h"
+#include "dohgate/site.h"
+
 struct tls_store;
 struct metrics;
-struct clients;
-struct acl;
-struct site;
 struct config;
 struct dg_addr;
 struct worker;
@@ -28,24 +31,69 @@ struct worker;
  */
 int worker_listen_socket(const struct dg_addr *addr, char *err, size_t errlen);
 
-/** What all workers share; made by main, outlives the workers. Members may be NULL but tls. */
-struct worker_shared {
-    struct tls_store *tls;
-    struct cache *cache;
-    const struct site *site;
-    struct metrics *metrics; /**< the worker writes metrics->w[id] */
-    struct clients *clients; /**< per-client limits */
-    const struct acl *acl;   /**< allow-client / deny-client */
+/**
+ * A value shared by snapshots (the cache, the per-client table): freed with the last snapshot
+ * that holds it. Reference counts are atomic: snapshots die on any thread.
+ */
+struct shared_obj {
+    _Atomic unsigned refs;
+    void *p;
+    void (*free_fn)(void *p);
 };
+/** @return a holder with one reference, or NULL on OOM (then @p p is not freed). */
+struct shared_obj *shared_obj_new(void *p, void (*free_fn)(void *p));
+struct shared_obj *shared_obj_ref(struct shared_obj *o);
+/** Drop a reference; the last one calls free_fn. NULL is ignored. */
+void shared_obj_unref(struct shared_obj *o);
 
 /**
- * Create a worker. Takes ownership of the @p nfds listening sockets in @p fds (closed by
- * worker_free(), or here on failure): the first @p ntls serve TLS, the last @p nmetrics are
- * metrics listeners, the others plain HTTP. @p sh is copied.
+ * One configuration and what is built from it, shared by all workers: immutable once
+ * published, reference counted (snapshot_ref/unref, thread-safe). main builds and validates a
+ * snapshot, then hands it to each worker (worker_set_snapshot()). A worker makes its own view of
+ * it (upstream set, resolver, backend pool, handler context) that every new connection uses;
+ * a connection keeps the view it was accepted on, so the view, and with it the snapshot, lives
+ * until its last connection closed. The last snapshot_unref() (any thread) frees the site, the
+ * ACL and the config, and drops the cache and client table.
+ */
+struct snapshot {
+    _Atomic unsigned refs;
+    struct config *cfg;                /**< a reference */
+    struct tls_store *tls;             /**< not owned: one store, reloaded in place (tls.h) */
+    struct metrics *metrics;           /**< not owned; may be NULL */
+    struct shared_obj *cache;          /**< struct cache; shared while cache-size stays the same */
+    struct shared_obj *clients;        /**< struct clients, or NULL (no per-client limits) */
+    struct cache_config cache_cfg;     /**< what the cache was made or re-tuned with */
+    struct clients_config clients_cfg; /**< what the client table was made with */
+    struct site site;
+    bool site_open;
+    struct acl acl;
+};
+
+/** @return a zeroed snapshot with one reference, or NULL on OOM. */
+struct snapshot *snapshot_new(void);
+struct snapshot *snapshot_ref(struct snapshot *s);
+/** Drop a reference; the last one frees (see struct snapshot). NULL is ignored. */
+void snapshot_unref(struct snapshot *s);
+
+/**
+ * Create a worker on snapshot @p snap (a reference is taken). Takes ownership of the @p nfds
+ * listening sockets in @p fds (closed by worker_free(), or here on failure): the first @p ntls
+ * serve TLS, the last @p nmetrics are metrics listeners, the others plain HTTP.
  * @return NULL on failure (logged).
  */
-struct worker *worker_new(unsigned id, const struct config *cfg, const struct worker_shared *sh,
-                          const int *fds, size_t nfds, size_t ntls, size_t nmetrics);
+struct worker *worker_new(unsigned id, struct snapshot *snap, const int *fds, size_t nfds,
+                          size_t ntls, size_t nmetrics);
+/**
+ * Use @p snap for the connections accepted from now on (thread-safe, returns at once; a
+ * reference is taken). The worker switches between two events; open connections finish on the
+ * view they started with. Worker 0 also points the metrics at the new config and cache, from
+ * its own thread, where scrapes run. If the worker cannot build its view (out of memory) it
+ * logs that and keeps the previous one.
+ */
+void worker_set_snapshot(struct worker *w, struct snapshot *snap);
+/** Views (configurations) the worker still holds: the current one + retired ones with open
+ * connections. For tests and logs; only exact on the worker's thread or after worker_join(). */
+size_t worker_views(const struct worker *w);
 /** Log this worker's counters from its own thread (thread-safe request, returns at once). */
 void worker_log_stats(struct worker *w);
 /** Start the thread. @return 0 or -errno. */

@@ -563,6 +563,44 @@ static void test_file_error_values(void **state)
                       "1: 'log-level': 'verbose' is not one of error, warn, info, debug");
 }
 
+/* OPT_ENUM rows: the names map to the enums of config.h, anything else is refused with the
+ * list of allowed names, and the dump writes the names back. */
+static void test_enum_options(void **state)
+{
+    struct config *cfg = config_new();
+    assert_non_null(cfg);
+    assert_int_equal(cfg->acl_scope, ACL_SCOPE_DOH);
+    assert_int_equal(cfg->log_target, LOG_TARGET_STDERR);
+    assert_int_equal(cfg->query_log_client, QLOG_CLIENT_TRUNCATE);
+    char err[ERRLEN], path[256];
+    assert_int_equal(load_str(cfg,
+                              "acl-scope all\nlog-target syslog\nquery-log-client none\n"
+                              "log-level warn\n",
+                              path, err),
+                     0);
+    assert_int_equal(cfg->acl_scope, ACL_SCOPE_ALL);
+    assert_int_equal(cfg->log_target, LOG_TARGET_SYSLOG);
+    assert_int_equal(cfg->query_log_client, QLOG_CLIENT_NONE);
+    assert_int_equal(cfg->log_level, DG_LOG_WARN);
+    assert_int_equal(config_set(cfg, "query-log-client", "full", "t", 0, err, ERRLEN), 0);
+    assert_int_equal(cfg->query_log_client, QLOG_CLIENT_FULL);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&buf, &len);
+    assert_non_null(out);
+    assert_int_equal(config_dump(cfg, out), 0);
+    fclose(out);
+    assert_non_null(strstr(buf, "\nacl-scope all\n"));
+    assert_non_null(strstr(buf, "\nlog-target syslog\n"));
+    assert_non_null(strstr(buf, "\nquery-log-client full\n"));
+    free(buf);
+    config_free(cfg);
+    expect_file_error("acl-scope some\n", "1: 'acl-scope': 'some' is not one of doh, all");
+    expect_file_error("log-target file\n", "1: 'log-target': 'file' is not one of stderr, syslog");
+    expect_file_error("query-log-client Full\n",
+                      "1: 'query-log-client': 'Full' is not one of truncate, full, none");
+}
+
 static void test_file_open_errors(void **state)
 {
     struct config *cfg = config_new();
@@ -1254,6 +1292,7 @@ int main(void)
         cmocka_unit_test(test_dump_round_trip),
         cmocka_unit_test(test_dump_write_error),
         cmocka_unit_test(test_help),
+        cmocka_unit_test(test_enum_options),
         cmocka_unit_test(test_sample_conf),
         cmocka_unit_test(test_size_and_bool),
     };

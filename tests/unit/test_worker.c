@@ -18,8 +18,8 @@
 
 #include <cmocka.h>
 
-#include "dohgate/cache.h"
 #include "dohgate/config.h"
+#include "dohgate/reload.h"
 #include "dohgate/tls.h"
 #include "dohgate/worker.h"
 
@@ -51,14 +51,13 @@ static void test_new_owns_fds_on_failure(void **state)
     assert_non_null(cfg);
     assert_int_equal(config_set(cfg, "upstream", "127.0.0.1:53", "t", 0, err, sizeof(err)), 0);
     assert_int_equal(config_finish(cfg, err, sizeof(err)), 0);
-    struct cache_config cc;
-    cache_config_defaults(&cc);
-    cc.max_bytes = 1 << 20;
-    struct cache *cache = cache_new(&cc);
-    assert_non_null(cache);
     struct tls_store *tls = tls_store_new(cfg, fp, err, sizeof(err));
     assert_non_null(tls);
-    struct worker_shared sh = {.tls = tls, .cache = cache};
+    struct snapshot *snap = snapshot_new();
+    assert_non_null(snap);
+    snap->tls = tls;
+    assert_null(snapshot_fill(snap, cfg, NULL, 1, err, sizeof(err)));
+    config_unref(cfg); /* the snapshot holds it from here */
 
     unsigned long failures = 0;
     for (unsigned long n = 1;; n++) {
@@ -71,7 +70,7 @@ static void test_new_owns_fds_on_failure(void **state)
         }
         calls = 0;
         fail_at = n;
-        struct worker *w = worker_new(0, cfg, &sh, fds, NFDS, 1, 1);
+        struct worker *w = worker_new(0, snap, fds, NFDS, 1, 1);
         fail_at = 0;
         bool injected = calls >= n;
         if (w) {
@@ -91,9 +90,8 @@ static void test_new_owns_fds_on_failure(void **state)
     }
     /* the worker itself, its descriptor array and its event array at least */
     assert_true(failures >= 3);
+    snapshot_unref(snap);
     tls_store_free(tls);
-    cache_free(cache);
-    config_free(cfg);
 }
 
 int main(void)

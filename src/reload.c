@@ -1,0 +1,165 @@
+/* Configuration snapshots and the full reload: see reload.h. */
+#include "dohgate/reload.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dohgate/acl.h"
+#include "dohgate/cache.h"
+#include "dohgate/clients.h"
+#include "dohgate/config.h"
+#include "dohgate/log.h"
+#include "dohgate/site.h"
+#include "dohgate/tls.h"
+#include "dohgate/worker.h"
+
+static void cache_free_cb(void *p)
+{
+    cache_free(p);
+}
+
+static void clients_free_cb(void *p)
+{
+    clients_free(p);
+}
+
+/* See reload.h. A shared cache gets its new TTL knobs at commit, not here: validation must
+ * leave the running configuration untouched. */
+const char *snapshot_fill(struct snapshot *s, struct config *cfg, const struct snapshot *prev,
+                          unsigned nworkers, char *err, size_t errlen)
+{
+    s->cfg = config_ref(cfg);
+    if (acl_build(&s->acl, cfg->allow_client, cfg->n_allow_client, cfg->deny_client,
+                  cfg->n_deny_client) != 0) {
+        snprintf(err, errlen, "allow-client and deny-client: at most %d entries together", ACL_MAX);
+        return cfg->n_deny_client ? "deny-client" : "allow-client";
+    }
+    if (site_open(&s->site, cfg, err, errlen) != 0)
+        return strncmp(err, "site-root", 9) == 0 ? "site-root" : "acme-webroot";
+    s->site_open = true;
+    if (prev)
+        s->site.https_port = prev->site.https_port; /* listen cannot change; systemd's port */
+
+    struct cache_config *cc = &s->cache_cfg;
+    cache_config_defaults(cc);
+    cc->max_bytes = cfg->cache_size;
+    cc->min_ttl = cfg->cache_min_ttl;
+    cc->max_ttl = cfg->cache_max_ttl;
+    cc->max_negative_ttl = cfg->cache_max_negative_ttl;
+    cc->nosoa_negative_ttl = cfg->cache_nosoa_ttl;
+    cc->servfail_ttl = cfg->cache_servfail_ttl;
+    cc->serve_stale = cfg->serve_stale;
+    cc->stale_max_s = cfg->stale_max_age;
+    cc->stale_answer_ttl = cfg->stale_answer_ttl;
+    cc->prefetch_percent = cfg->prefetch;
+    if (prev && prev->cfg->cache_size == cfg->cache_size) {
+        s->cache = shared_obj_ref(prev->cache);
+    } else {
+        /* Always made: with cache-size 0 it stores nothing but still keys the in-flight
+         * table. */
+        struct cache *c = cache_new(cc);
+        if (!c || !(s->cache = shared_obj_new(c, cache_free_cb))) {
+            cache_free(c);
+            snprintf(err, errlen,
+                     "cannot create a cache of %zu bytes (too small for its shards, or out of "
+                     "memory); raise cache-size or set it to 0",
+                     cfg->cache_size);
+            return "cache-size";
+        }
+    }
+
+    if (cfg->max_conns_per_client || cfg->conn_rate || cfg->query_rate) {
+        /* every open connection can keep its client's entry: room for all of them, and more */
+        size_t total = (size_t)nworkers * cfg->max_connections;
+        struct clients_config *kc = &s->clients_cfg; /* zeroed by snapshot_new: memcmp-able */
+        kc->max_conns = cfg->max_conns_per_client;
+        kc->conn_rate = cfg->conn_rate;
+        kc->conn_burst = cfg->conn_burst ? cfg->conn_burst : 2 * cfg->conn_rate;
+        kc->query_rate = cfg->query_rate;
+        kc->query_burst = cfg->query_burst ? cfg->query_burst : 2 * cfg->query_rate;
+        kc->max_entries = total > 32768 ? 2 * total : 65536;
+        if (prev && prev->clients && memcmp(&prev->clients_cfg, kc, sizeof(*kc)) == 0) {
+            s->clients = shared_obj_ref(prev->clients);
+        } else {
+            /* New limits, a new table; open connections stay counted in the old one. */
+            struct clients *t = clients_new(kc);
+            if (!t || !(s->clients = shared_obj_new(t, clients_free_cb))) {
+                clients_free(t);
+                snprintf(err, errlen, "out of memory for the per-client table");
+                return "max-connections-per-client";
+            }
+        }
+    }
+    return NULL;
+}
+
+int reload_prepare(const struct snapshot *cur, const char *conf_file, int argc, char **argv,
+                   unsigned nworkers, struct reload_plan *plan, char *err, size_t errlen)
+{
+    char why[1024] = "";
+    const char *opt = NULL;
+    int rc = -EINVAL;
+    memset(plan, 0, sizeof(*plan));
+    struct config *cfg = config_new();
+    if (!cfg) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    if ((conf_file && config_load_file(cfg, conf_file, err, errlen) != 0) ||
+        config_load_args(cfg, argc, argv, err, errlen) != 0)
+        goto out; /* the message has its FILE:LINE already */
+    if (config_finish(cfg, why, sizeof(why)) != 0)
+        goto refuse; /* a cross-option rule: no one line to blame, the file is named */
+    plan->nrestart =
+        config_keep_restart_options(cfg, cur->cfg, plan->restart, sizeof(plan->restart));
+    if (plan->nrestart < 0 || !(plan->snap = snapshot_new())) {
+        snprintf(why, sizeof(why), "out of memory");
+        rc = -ENOMEM;
+        goto refuse;
+    }
+    plan->snap->tls = cur->tls;
+    plan->snap->metrics = cur->metrics;
+    if ((opt = snapshot_fill(plan->snap, cfg, cur, nworkers, why, sizeof(why))) != NULL)
+        goto refuse;
+    plan->cache_shared = plan->snap->cache == cur->cache;
+    char tls_err[900];
+    plan->tls = tls_store_prepare(cur->tls, cfg, plan->fingerprint, tls_err, sizeof(tls_err));
+    if (!plan->tls) {
+        opt = strstr(tls_err, "ticket-key-file") ? "ticket-key-file" : "cert";
+        snprintf(why, sizeof(why),
+                 "certificate reload failed, still serving the previous certificates: %s", tls_err);
+        goto refuse;
+    }
+    config_unref(cfg); /* the snapshot holds it */
+    return 0;
+refuse:;
+    char where[700];
+    if (opt)
+        config_origin(cfg, opt, where, sizeof(where));
+    else
+        snprintf(where, sizeof(where), "%s", conf_file ? conf_file : "command line");
+    snprintf(err, errlen, "%s: %s", where, why);
+out:
+    reload_plan_free(plan);
+    config_unref(cfg);
+    return rc;
+}
+
+void reload_commit(struct snapshot *cur, struct reload_plan *plan)
+{
+    tls_store_commit(cur->tls, plan->tls);
+    plan->tls = NULL;
+    if (plan->cache_shared)
+        cache_set_policy(plan->snap->cache->p, &plan->snap->cache_cfg);
+    dg_log_set_level((enum dg_log_level)plan->snap->cfg->log_level);
+}
+
+void reload_plan_free(struct reload_plan *plan)
+{
+    tls_staged_free(plan->tls);
+    plan->tls = NULL;
+    snapshot_unref(plan->snap);
+    plan->snap = NULL;
+}
