@@ -322,6 +322,48 @@ static void dns_msg_deinit(struct dns_msg *m)
 }
 
 /*
+ * ldns_wire2rr() as ldns 1.8.3 has it, except that the record's allocation is checked: ldns
+ * writes into the NULL ldns_rr_new() returns when memory runs out (a crash on any query or
+ * answer under memory pressure; found by tests/unit/test_failmalloc.c). The record end was
+ * bounds-checked by record_end() before this runs.
+ */
+static ldns_status wire2rr(ldns_rr **out, const uint8_t *wire, size_t max, size_t *pos, int sec)
+{
+    ldns_rdf *owner = NULL;
+    ldns_rr *rr = ldns_rr_new();
+    if (!rr)
+        return LDNS_STATUS_MEM_ERR;
+    ldns_status st = ldns_wire2dname(&owner, wire, max, pos);
+    if (st != LDNS_STATUS_OK)
+        goto fail;
+    ldns_rr_set_owner(rr, owner);
+    if (*pos + 4 > max) {
+        st = LDNS_STATUS_PACKET_OVERFLOW;
+        goto fail;
+    }
+    ldns_rr_set_type(rr, (ldns_rr_type)dg_get16(wire + *pos));
+    ldns_rr_set_class(rr, (ldns_rr_class)dg_get16(wire + *pos + 2));
+    *pos += 4;
+    if (sec != DNS_SEC_QD) {
+        if (*pos + 4 > max) {
+            st = LDNS_STATUS_PACKET_OVERFLOW;
+            goto fail;
+        }
+        ldns_rr_set_ttl(rr, ldns_read_uint32(wire + *pos));
+        *pos += 4;
+        st = ldns_wire2rdf(rr, wire, max, pos);
+        if (st != LDNS_STATUS_OK)
+            goto fail;
+    }
+    ldns_rr_set_question(rr, sec == DNS_SEC_QD);
+    *out = rr;
+    return LDNS_STATUS_OK;
+fail:
+    ldns_rr_free(rr);
+    return st;
+}
+
+/*
  * Parse every record of @p wire with ldns. Trailing bytes after the last counted record are
  * ignored, as ldns_wire2pkt() and most resolvers do.
  * @return 0, -EBADMSG (does not parse), -ENOMEM. On error nothing is left allocated.
@@ -347,7 +389,7 @@ static int dns_msg_parse(struct dns_msg *m, const uint8_t *wire, size_t len)
                 goto fail;
             }
             ldns_rr *rr = NULL;
-            rc = map_ldns_status(ldns_wire2rr(&rr, wire, len, &pos, (ldns_pkt_section)s));
+            rc = map_ldns_status(wire2rr(&rr, wire, len, &pos, s));
             if (rc)
                 goto fail;
             if (!ldns_rr_list_push_rr(m->sec[s], rr)) {
