@@ -23,6 +23,8 @@ void *aligned_alloc(size_t align, size_t size);
 void *memalign(size_t align, size_t size);
 void *valloc(size_t size);
 void *pvalloc(size_t size);
+char *strdup(const char *s);
+char *strndup(const char *s, size_t n);
 
 static void *(*real_malloc)(size_t);
 static void *(*real_calloc)(size_t, size_t);
@@ -98,7 +100,7 @@ static int injected;
 static uintptr_t slots[SLOTS];
 static unsigned long slot_seq[SLOTS];
 static const void *slot_caller[SLOTS];
-    /* the code that asked for the block */ /* which allocation of the run (fm_dump_live()) */
+/* the code that asked for the block */ /* which allocation of the run (fm_dump_live()) */
 static size_t live;
 static unsigned long seq;       /* allocations of the run, paused ones included */
 static unsigned long trace_seq; /* FM_TRACE_SEQ: print where this allocation is made */
@@ -163,9 +165,16 @@ static void forget(void *p)
 }
 
 static int want_fail_trace;
+static int want_fail_stack;
+static void *fail_stack[48]; /* where the first injected failure of the run happened */
+static int fail_depth;
 
 static void fail_traced(void)
 {
+    if (want_fail_stack) {
+        want_fail_stack = 0;
+        fail_depth = backtrace(fail_stack, 48);
+    }
     if (!want_fail_trace)
         return;
     want_fail_trace = 0;
@@ -183,6 +192,8 @@ static int should_fail(void)
     if (fail_at && (counted == fail_at || (fail_persistent && counted > fail_at))) {
         if (!injected && getenv("FM_TRACE_FAIL"))
             want_fail_trace = 1;
+        if (!injected)
+            want_fail_stack = 1;
         injected = 1;
         return 1;
     }
@@ -370,17 +381,38 @@ void *pvalloc(size_t size)
     return aligned(real_memalign, pg, (size + pg - 1) & ~(pg - 1), __builtin_return_address(0));
 }
 
+/* Defined here too so that they allocate through malloc above in the ASan build as well,
+ * where ASan's own strdup interceptor would bypass it (glibc's call malloc anyway). */
+char *strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = malloc(n);
+    if (p)
+        memcpy(p, s, n);
+    return p;
+}
+
+char *strndup(const char *s, size_t max)
+{
+    size_t n = strnlen(s, max);
+    char *p = malloc(n + 1);
+    if (p) {
+        memcpy(p, s, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
 /* ------------------------------------------------------------ control */
 
 void fm_start(unsigned long n, bool persistent)
 {
     resolve();
     const char *t = getenv("FM_TRACE_SEQ");
-    if (t || getenv("FM_TRACE_FAIL")) {
-        void *bt[4];
-        (void)backtrace(bt, 4); /* loads libgcc_s now, not inside a run */
-    }
+    void *bt[4];
+    (void)backtrace(bt, 4); /* loads libgcc_s now (once), not inside a run */
     take();
+    fail_depth = 0;
     trace_seq = t ? strtoul(t, NULL, 10) : 0;
     if (live) {
         /* what a failed run left: start from an empty table */
@@ -438,6 +470,18 @@ void fm_dump_live(void)
                     "(FM_TRACE_SEQ)\n",
                     (void *)(slots[i] ^ ADDR_MASK), caller_name(slot_caller[i]), slot_seq[i]);
     }
+}
+
+bool fm_fail_stack_has(const char *const *names)
+{
+    for (int i = 0; i < fail_depth; i++) {
+        const char *fn = caller_name(fail_stack[i]);
+        for (size_t k = 0; names[k]; k++) {
+            if (strcmp(fn, names[k]) == 0)
+                return true;
+        }
+    }
+    return false;
 }
 
 size_t fm_live_except(const char *const *sites, size_t *excused)

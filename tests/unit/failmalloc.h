@@ -18,8 +18,9 @@
  * them) is made.
  *
  * Single-threaded use only (the tests run one event loop; nothing here spawns a thread).
- * Allocations that bypass the symbols (ASan's own strdup interceptor) are neither counted nor
- * remembered.
+ * strdup and strndup are defined too (on top of malloc), so that ASan's interceptors for them
+ * do not bypass the hook. Allocations that still bypass the symbols (other ASan interceptors
+ * that allocate, such as realpath) are neither counted nor remembered.
  */
 #ifndef DOHGATE_TEST_FAILMALLOC_H
 #define DOHGATE_TEST_FAILMALLOC_H
@@ -44,6 +45,9 @@ void fm_dump_live(void);
  * exported symbol names, found with dladdr()); @p excused receives the others' count.
  */
 size_t fm_live_except(const char *const *sites, size_t *excused);
+/** Whether the injected failure of this run happened inside a function named in @p names
+ * (NULL-terminated; exported symbols only, found with dladdr()). */
+bool fm_fail_stack_has(const char *const *names);
 /** Scaffolding: allocations in between are not counted or failed (still remembered). Nests. */
 void fm_pause(void);
 void fm_resume(void);
