@@ -696,7 +696,7 @@ static void h1_request(struct world *w, const char *req, size_t len, uint16_t qi
             break;
         }
         if (w->out.len == 0 && stuck(w, h1_session_busy(w->h1))) {
-            stuck_end(w, req);
+            stuck_end(w, "HTTP/1.1 request");
             break;
         }
         CHECK(w, dg_now_ms() < end, "%.20s: no answer, connection open (hang)", req);
