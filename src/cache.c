@@ -754,6 +754,7 @@ void cache_set_policy(struct cache *c, const struct cache_config *cc)
     c->cfg.stale_max_s = cc->stale_max_s;
     c->cfg.stale_answer_ttl = cc->stale_answer_ttl;
     c->cfg.prefetch_percent = cc->prefetch_percent > 100 ? 100 : cc->prefetch_percent;
+    cache_ttl_policy(c); /* the lifetime rule reads this copy of the knobs */
     for (unsigned i = c->nshards; i > 0; i--)
         pthread_mutex_unlock(&c->shards[i - 1].lock);
 }

@@ -674,6 +674,30 @@ static void set_maxneg_100(struct cache_config *cc)
     cc->max_negative_ttl = 100;
 }
 
+/* A reload re-tunes a surviving cache (cache_set_policy): the next insert and the lifetime of
+ * an uncached answer follow the new knobs, entries already stored keep theirs. */
+static void test_set_policy(void **state)
+{
+    struct fx f;
+    struct cache_hit_info info;
+    const char *an5[] = {"www.example.com. 5 IN A 192.0.2.1", NULL};
+    struct answer_spec s = {.qname = "www.example.com.", .qtype = LDNS_RR_TYPE_A, .an = an5};
+    fx_init(&f, new_cache(NULL), "www.example.com", -1, &s);
+    assert_int_equal(cache_answer_lifetime(f.c, f.ans, f.alen), 5);
+    assert_int_equal(fx_insert(&f, T0), 0);
+    struct cache_config cc;
+    cache_config_defaults(&cc);
+    set_min_60(&cc);
+    cache_set_policy(f.c, &cc);
+    assert_int_equal(cache_answer_lifetime(f.c, f.ans, f.alen), 60);
+    assert_int_equal(fx_lookup(&f, T0 + 1 * SEC, false, NULL, &info), CACHE_HIT);
+    assert_int_equal(info.ttl, 4); /* stored before the change: its own lifetime */
+    assert_int_equal(fx_insert(&f, T0 + 10 * SEC), 0);
+    assert_int_equal(fx_lookup(&f, T0 + 20 * SEC, false, NULL, &info), CACHE_HIT);
+    assert_int_equal(info.ttl, 50);
+    fx_deinit(&f);
+}
+
 static void test_clamps(void **state)
 {
     struct fx f;
@@ -1306,6 +1330,7 @@ int main(void)
         cmocka_unit_test(test_never_cached),
         cmocka_unit_test(test_pointer_into_rewritten_bytes),
         cmocka_unit_test(test_clamps),
+        cmocka_unit_test(test_set_policy),
         cmocka_unit_test(test_stale),
         cmocka_unit_test(test_prefetch_once),
         cmocka_unit_test(test_eviction_bound_and_lru),
