@@ -337,15 +337,8 @@ static void stuck_end(struct world *w, const char *what)
 static int32_t h2_submit(struct world *w, const char *method, const char *path, const char *ctype,
                          const uint8_t *body, size_t blen, int want, uint16_t qid)
 {
-    nghttp2_nv hdrs[6];
-    size_t nh = 0;
-    hdrs[nh++] = dt_nv(":method", method);
-    hdrs[nh++] = dt_nv(":scheme", "https");
-    hdrs[nh++] = dt_nv(":authority", "doh.test");
-    hdrs[nh++] = dt_nv(":path", path);
-    hdrs[nh++] = dt_nv("accept", DOH_CONTENT_TYPE);
-    if (ctype)
-        hdrs[nh++] = dt_nv("content-type", ctype);
+    nghttp2_nv hdrs[DT_DOH_HEADERS_MAX];
+    size_t nh = dt_doh_headers(hdrs, method, path, ctype);
     struct rec *r = rec_of(w, (int32_t)nghttp2_session_get_next_stream_id(w->cli));
     CHECK(w, blen <= sizeof(r->req_body), "request body too large");
     if (body)

@@ -313,15 +313,8 @@ static int teardown(void **state)
 static int32_t submit_cl(struct t *t, const char *method, const char *path, const char *ctype,
                          const char *clen, struct dt_body *body)
 {
-    nghttp2_nv hdrs[7];
-    size_t n = 0;
-    hdrs[n++] = dt_nv(":method", method);
-    hdrs[n++] = dt_nv(":scheme", "https");
-    hdrs[n++] = dt_nv(":authority", "doh.test");
-    hdrs[n++] = dt_nv(":path", path);
-    hdrs[n++] = dt_nv("accept", DOH_CONTENT_TYPE);
-    if (ctype)
-        hdrs[n++] = dt_nv("content-type", ctype);
+    nghttp2_nv hdrs[DT_DOH_HEADERS_MAX + 1];
+    size_t n = dt_doh_headers(hdrs, method, path, ctype);
     if (clen)
         hdrs[n++] = dt_nv("content-length", clen);
     nghttp2_data_provider prd = {.source.ptr = body, .read_callback = dt_read_body};

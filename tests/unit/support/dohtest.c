@@ -12,7 +12,9 @@
 
 #include <cmocka.h>
 
+#include "dohgate/config.h"
 #include "dohgate/dns.h"
+#include "dohgate/doh.h"
 #include "dohgate/h2.h"
 #include "dohgate/util.h"
 
@@ -56,6 +58,23 @@ size_t dt_build_answer(const uint8_t *q, size_t qlen, uint8_t *out, size_t cap)
     dg_put16(out + 10, 0);
     memcpy(out + qe, rr, sizeof(rr));
     return qe + sizeof(rr);
+}
+
+/* ------------------------------------------------------------ configuration */
+
+struct config *dt_config_new(const char *const *opts)
+{
+    char err[256] = "";
+    struct config *cfg = config_new();
+    assert_non_null(cfg);
+    assert_int_equal(config_set(cfg, "upstream", "127.0.0.1:9", "t", 0, err, sizeof(err)), 0);
+    for (size_t i = 0; opts && opts[i]; i += 2) {
+        if (config_set(cfg, opts[i], opts[i + 1], "t", 0, err, sizeof(err)) != 0)
+            fail_msg("config_set(%s, %s): %s", opts[i], opts[i + 1], err);
+    }
+    if (config_finish(cfg, err, sizeof(err)) != 0)
+        fail_msg("config_finish: %s", err);
+    return cfg;
 }
 
 /* ------------------------------------------------------------ fake upstream (UDP only) */
@@ -188,6 +207,19 @@ nghttp2_nv dt_nv(const char *name, const char *value)
 {
     return (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, strlen(name), strlen(value),
                         NGHTTP2_NV_FLAG_NONE};
+}
+
+size_t dt_doh_headers(nghttp2_nv *hdrs, const char *method, const char *path, const char *ctype)
+{
+    size_t n = 0;
+    hdrs[n++] = dt_nv(":method", method);
+    hdrs[n++] = dt_nv(":scheme", "https");
+    hdrs[n++] = dt_nv(":authority", "doh.test");
+    hdrs[n++] = dt_nv(":path", path);
+    hdrs[n++] = dt_nv("accept", DOH_CONTENT_TYPE);
+    if (ctype)
+        hdrs[n++] = dt_nv("content-type", ctype);
+    return n;
 }
 
 enum dt_pump_end dt_pump(nghttp2_session *cli, struct h2_session *srv, bool end_when_done)

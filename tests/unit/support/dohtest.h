@@ -23,6 +23,7 @@
 #include <event2/event.h>
 #include <nghttp2/nghttp2.h>
 
+struct config;
 struct h2_session;
 
 #define DT_A_RR_TTL 3600 /* TTL of the fake upstream's one A record */
@@ -37,6 +38,13 @@ size_t dt_build_query(uint8_t *out, size_t cap, uint16_t id, const char *name);
 /* The answer a resolver would give: header and question of @p q, QR RA, one A record
  * (192.0.2.7, TTL DT_A_RR_TTL). @return its length. */
 size_t dt_build_answer(const uint8_t *q, size_t qlen, uint8_t *out, size_t cap);
+
+/* ------------------------------------------------------------ configuration */
+
+/* A new finished config whose upstream is 127.0.0.1:9 (discard: for tests whose requests never
+ * reach an upstream) plus @p opts, name/value pairs ended by NULL (NULL: none). Any error fails
+ * the test. The caller frees it (config_free()). */
+struct config *dt_config_new(const char *const *opts);
 
 /* ------------------------------------------------------------ fake upstream (UDP only) */
 
@@ -106,6 +114,12 @@ ssize_t dt_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t lengt
 
 /* A header for nghttp2_submit_request(); @p name and @p value must outlive the call. */
 nghttp2_nv dt_nv(const char *name, const char *value);
+
+/* The headers of a DoH request into @p hdrs (room for DT_DOH_HEADERS_MAX): :method, :scheme
+ * https, :authority doh.test, :path, accept: application/dns-message, and content-type when
+ * @p ctype is not NULL. @return how many. */
+#define DT_DOH_HEADERS_MAX 6
+size_t dt_doh_headers(nghttp2_nv *hdrs, const char *method, const char *path, const char *ctype);
 
 enum dt_pump_end {
     DT_PUMP_QUIET,         /* neither side has anything left */
