@@ -32,19 +32,29 @@ struct fake {
     bool streamed;
 };
 
-static int f_respond(struct http_exchange *ex, const struct http_response *resp,
-                     struct dg_buf *body)
+/* A response reaching the fake transport: it fails while fail_next lasts (the caller keeps its
+ * body then), else it is counted and kept in last. */
+static int f_take(struct fake *f, const struct http_response *resp, bool streamed)
 {
-    struct fake *f = (struct fake *)ex;
     if (f->fail_next > 0) {
         f->fail_next--;
         return f->fail_rc;
     }
     f->nresp++;
     f->last = *resp;
+    f->streamed = streamed;
+    return 0;
+}
+
+static int f_respond(struct http_exchange *ex, const struct http_response *resp,
+                     struct dg_buf *body)
+{
+    struct fake *f = (struct fake *)ex;
+    int rc = f_take(f, resp, false);
+    if (rc)
+        return rc;
     f->last_had_body = body != NULL;
     f->body_len = body ? body->len : 0;
-    f->streamed = false;
     if (body)
         dg_buf_free(body); /* taken */
     return 0;
@@ -52,15 +62,7 @@ static int f_respond(struct http_exchange *ex, const struct http_response *resp,
 
 static int f_respond_stream(struct http_exchange *ex, const struct http_response *resp)
 {
-    struct fake *f = (struct fake *)ex;
-    if (f->fail_next > 0) {
-        f->fail_next--;
-        return f->fail_rc;
-    }
-    f->nresp++;
-    f->last = *resp;
-    f->streamed = true;
-    return 0;
+    return f_take((struct fake *)ex, resp, true);
 }
 
 static void f_resume(struct http_exchange *ex)
