@@ -25,6 +25,8 @@
 #include "dohgate/log.h"
 #include "dohgate/util.h"
 
+#include "dohtest.h"
+
 static struct client_id id_of(const char *s)
 {
     struct client_id id;
@@ -146,12 +148,8 @@ static int setup(void **state)
 {
     dg_log_set_level(DG_LOG_ERR);
     struct fixture *f = calloc(1, sizeof(*f));
-    char err[256];
     assert_non_null(f);
-    f->cfg = config_new();
-    assert_non_null(f->cfg);
-    assert_int_equal(config_set(f->cfg, "upstream", "127.0.0.1:9", "t", 0, err, sizeof(err)), 0);
-    assert_int_equal(config_finish(f->cfg, err, sizeof(err)), 0);
+    f->cfg = dt_config_new(NULL);
     char *deny[] = {"192.0.2.0/24"};
     assert_int_equal(acl_build(&f->acl, NULL, 0, deny, 1), 0);
     struct clients_config cc = {.query_rate = 1, .query_burst = 1, .max_entries = 100};

@@ -11,7 +11,8 @@
  *    hanging (each request has a deadline) and never answered with a status that would blame
  *    the client (a 400 for a valid query because memory ran out).
  * A run builds the same world as the component tests: the HTTP/2 path as in test_h2.c (an
- * in-process nghttp2 client through memory, a fake UDP upstream on 127.0.0.1), HTTP/1.1 as in
+ * in-process nghttp2 client through memory, a fake UDP upstream on 127.0.0.1: the scaffolding
+ * of support/dohtest.c, which allocates only in infra_new(), paused), HTTP/1.1 as in
  * test_h1.c, the DNS helpers and the cache directly, and the configuration parser on the
  * sample file plus a file that sets most options.
  *
@@ -64,13 +65,12 @@
 #include "dohgate/upstream.h"
 #include "dohgate/util.h"
 
+#include "dohtest.h"
 #include "failmalloc.h"
 
 #define MAX_REC     8
-#define BODY_CAP    4096
 #define TICK_MS     2
 #define REQ_WAIT_MS 2000 /* a request not ended by then is a hang (query-timeout is 60 ms) */
-#define A_RR_TTL    3600
 #define CACHE_BYTES (1u << 20)
 
 static unsigned long max_n = 0; /* FM_MAX_N; 0: no bound */
@@ -90,75 +90,16 @@ static const struct client_id peer_h1 = {
         }                                                                                          \
     } while (0)
 
-/* ------------------------------------------------------------ DNS messages */
-
-static size_t build_query(uint8_t *out, size_t cap, uint16_t id, const char *name)
-{
-    assert_true(cap >= DNS_HEADER_LEN + strlen(name) + 6);
-    memset(out, 0, DNS_HEADER_LEN);
-    dg_put16(out, id);
-    out[2] = 0x01;
-    dg_put16(out + 4, 1);
-    size_t o = DNS_HEADER_LEN;
-    for (const char *l = name; *l;) {
-        size_t n = strcspn(l, ".");
-        out[o++] = (uint8_t)n;
-        memcpy(out + o, l, n);
-        o += n;
-        l += n;
-        if (*l == '.')
-            l++;
-    }
-    out[o++] = 0;
-    dg_put16(out + o, 1);
-    dg_put16(out + o + 2, 1);
-    return o + 4;
-}
-
-/* Header and question of @p q, QR RA, one A record. */
-static size_t build_answer(const uint8_t *q, size_t qlen, uint8_t *out, size_t cap)
-{
-    static const uint8_t rr[] = {0xc0, 0x0c, 0,   1, 0, 1, 0, 0, A_RR_TTL >> 8, A_RR_TTL & 0xff,
-                                 0,    4,    192, 0, 2, 7};
-    size_t qe = dns_question_end(q, qlen);
-    assert_true(qe > 0 && qe + sizeof(rr) <= cap);
-    memcpy(out, q, qe);
-    out[2] = (uint8_t)(0x80 | (q[2] & 0x01));
-    out[3] = 0x80;
-    dg_put16(out + 6, 1);
-    dg_put16(out + 8, 0);
-    dg_put16(out + 10, 0);
-    memcpy(out + qe, rr, sizeof(rr));
-    return qe + sizeof(rr);
-}
-
 /* ------------------------------------------------------------ the world of one run */
-
-struct fake {
-    bool silent; /* never answers */
-    int fd;
-    struct event *ev;
-    struct sockaddr_in addr;
-};
-
-struct body_src {
-    const uint8_t *p;
-    size_t len, off;
-};
 
 struct rec {
     bool used, checked;
     int want;
     char what[64];
     uint8_t req_body[256];
-    struct body_src src;
+    struct dt_body src;
     uint16_t qid;
-    int status;
-    char ctype[64], content_length[16];
-    uint8_t body[BODY_CAP];
-    size_t body_len;
-    bool closed;
-    uint32_t close_code;
+    struct dt_resp resp;
 };
 
 struct world {
@@ -166,7 +107,7 @@ struct world {
     unsigned long n;
     struct event_base *base;
     struct event *tick;
-    struct fake fake;
+    struct dt_fake fake;
     struct config *cfg;
     struct upstream *up;
     struct cache *cache;
@@ -188,23 +129,6 @@ struct world {
     unsigned cache_hits; /* the resolver's, read before teardown */
 };
 
-static void on_fake_readable(evutil_socket_t fd, short what, void *arg)
-{
-    struct fake *f = arg;
-    for (;;) {
-        uint8_t q[512], a[600];
-        struct sockaddr_in from;
-        socklen_t fl = sizeof(from);
-        ssize_t n = recvfrom(fd, q, sizeof(q), 0, (struct sockaddr *)&from, &fl);
-        if (n <= 0)
-            return;
-        if (f->silent)
-            continue;
-        size_t alen = build_answer(q, (size_t)n, a, sizeof(a));
-        (void)sendto(f->fd, a, alen, 0, (const struct sockaddr *)&from, sizeof(from));
-    }
-}
-
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 }
@@ -223,24 +147,13 @@ static void infra_new(struct world *w)
     assert_non_null(w->tick);
     struct timeval tv = {.tv_sec = 0, .tv_usec = TICK_MS * 1000};
     assert_int_equal(event_add(w->tick, &tv), 0);
-    struct fake *f = &w->fake;
-    f->addr.sin_family = AF_INET;
-    f->addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    f->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    assert_true(f->fd >= 0);
-    assert_int_equal(bind(f->fd, (struct sockaddr *)&f->addr, sizeof(f->addr)), 0);
-    socklen_t sl = sizeof(f->addr);
-    assert_int_equal(getsockname(f->fd, (struct sockaddr *)&f->addr, &sl), 0);
-    f->ev = event_new(w->base, f->fd, EV_READ | EV_PERSIST, on_fake_readable, f);
-    assert_non_null(f->ev);
-    assert_int_equal(event_add(f->ev, NULL), 0);
+    dt_fake_open(&w->fake, w->base);
     fm_resume();
 }
 
 static void infra_free(struct world *w)
 {
-    event_free(w->fake.ev);
-    close(w->fake.fd);
+    dt_fake_close(&w->fake);
     event_free(w->tick);
     event_base_free(w->base);
 }
@@ -320,57 +233,29 @@ static struct rec *rec_of(struct world *w, int32_t id)
     return &w->rec[i];
 }
 
-static void copy_field(char *dst, size_t cap, const uint8_t *v, size_t len)
-{
-    size_t n = len < cap - 1 ? len : cap - 1;
-    memcpy(dst, v, n);
-    dst[n] = '\0';
-}
-
 static int cli_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
                          size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                          void *ud)
 {
     if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
-    struct rec *r = rec_of(ud, frame->hd.stream_id);
-    if (namelen == 7 && memcmp(name, ":status", 7) == 0)
-        r->status = atoi((const char *)value);
-    else if (namelen == 12 && memcmp(name, "content-type", 12) == 0)
-        copy_field(r->ctype, sizeof(r->ctype), value, valuelen);
-    else if (namelen == 14 && memcmp(name, "content-length", 14) == 0)
-        copy_field(r->content_length, sizeof(r->content_length), value, valuelen);
+    dt_resp_header(&rec_of(ud, frame->hd.stream_id)->resp, name, namelen, value, valuelen);
     return 0;
 }
 
 static int cli_on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
                        size_t len, void *ud)
 {
-    struct rec *r = rec_of(ud, id);
-    CHECK((struct world *)ud, r->body_len + len <= sizeof(r->body), "body too large");
-    memcpy(r->body + r->body_len, data, len);
-    r->body_len += len;
+    CHECK((struct world *)ud, dt_resp_data(&rec_of(ud, id)->resp, data, len), "body too large");
     return 0;
 }
 
 static int cli_on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void *ud)
 {
     struct rec *r = rec_of(ud, id);
-    r->closed = true;
-    r->close_code = code;
+    r->resp.closed = true;
+    r->resp.close_code = code;
     return 0;
-}
-
-static ssize_t cli_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
-                             uint32_t *flags, nghttp2_data_source *source, void *ud)
-{
-    struct body_src *b = source->ptr;
-    size_t n = b->len - b->off < length ? b->len - b->off : length;
-    memcpy(buf, b->p + b->off, n);
-    b->off += n;
-    if (b->off == b->len)
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-    return (ssize_t)n;
 }
 
 /* The client's nghttp2 session takes the real allocator: N walks the server only. */
@@ -419,37 +304,14 @@ static void conn_close(struct world *w)
 
 static void h2_pump(struct world *w)
 {
-    for (int round = 0; round < 1000 && w->h2; round++) {
-        bool moved = false, recv_failed = false;
-        const uint8_t *p;
-        ssize_t n;
-        while (!recv_failed && (n = nghttp2_session_mem_send(w->cli, &p)) > 0) {
-            moved = true;
-            if (h2_session_recv(w->h2, p, (size_t)n) != 0)
-                recv_failed = true;
-        }
-        struct dg_buf out = {0};
-        int rc = h2_session_send(w->h2, &out, SIZE_MAX);
-        if (out.len > 0) {
-            moved = true;
-            ssize_t r = nghttp2_session_mem_recv(w->cli, out.data, out.len);
-            CHECK(w, r == (ssize_t)out.len, "the client rejected the server's output: %zd", r);
-        }
-        dg_buf_free(&out);
-        if (rc != 0 || recv_failed || h2_session_done(w->h2)) {
-            conn_close(w);
-            return;
-        }
-        if (!moved)
-            return;
-    }
-    CHECK(w, !w->h2, "the sessions never went quiet");
-}
-
-static nghttp2_nv nv(const char *name, const char *value)
-{
-    return (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, strlen(name), strlen(value),
-                        NGHTTP2_NV_FLAG_NONE};
+    if (!w->h2)
+        return;
+    enum dt_pump_end e = dt_pump(w->cli, w->h2, true);
+    CHECK(w, e != DT_PUMP_CLIENT_REJECTED, "the client rejected the server's output");
+    CHECK(w, e != DT_PUMP_CLIENT_FAILED, "the client's nghttp2_session_mem_send() failed");
+    CHECK(w, e != DT_PUMP_BUSY, "the sessions never went quiet");
+    if (e == DT_PUMP_SERVER_END)
+        conn_close(w);
 }
 
 /*
@@ -475,21 +337,14 @@ static void stuck_end(struct world *w, const char *what)
 static int32_t h2_submit(struct world *w, const char *method, const char *path, const char *ctype,
                          const uint8_t *body, size_t blen, int want, uint16_t qid)
 {
-    nghttp2_nv hdrs[6];
-    size_t nh = 0;
-    hdrs[nh++] = nv(":method", method);
-    hdrs[nh++] = nv(":scheme", "https");
-    hdrs[nh++] = nv(":authority", "doh.test");
-    hdrs[nh++] = nv(":path", path);
-    hdrs[nh++] = nv("accept", DOH_CONTENT_TYPE);
-    if (ctype)
-        hdrs[nh++] = nv("content-type", ctype);
+    nghttp2_nv hdrs[DT_DOH_HEADERS_MAX];
+    size_t nh = dt_doh_headers(hdrs, method, path, ctype);
     struct rec *r = rec_of(w, (int32_t)nghttp2_session_get_next_stream_id(w->cli));
     CHECK(w, blen <= sizeof(r->req_body), "request body too large");
     if (body)
         memcpy(r->req_body, body, blen);
-    r->src = (struct body_src){.p = r->req_body, .len = blen};
-    nghttp2_data_provider prd = {.source.ptr = &r->src, .read_callback = cli_read_body};
+    r->src = (struct dt_body){.p = r->req_body, .len = blen};
+    nghttp2_data_provider prd = {.source.ptr = &r->src, .read_callback = dt_read_body};
     int32_t id = nghttp2_submit_request(w->cli, NULL, hdrs, nh, body ? &prd : NULL, NULL);
     CHECK(w, id > 0 && rec_of(w, id) == r, "submit: %d", id);
     r->used = true;
@@ -505,7 +360,7 @@ static int32_t h2_submit_dns(struct world *w, bool post, uint16_t qid, const cha
 {
     uint8_t q[128];
     char path[512] = "/dns-query?dns=";
-    size_t qlen = build_query(q, sizeof(q), qid, name);
+    size_t qlen = dt_build_query(q, sizeof(q), qid, name);
     dg_put16(q + qlen - 4, qtype);
     if (post)
         return h2_submit(w, "POST", "/dns-query", DOH_CONTENT_TYPE, q, qlen, 200, qid);
@@ -517,7 +372,7 @@ static int32_t h2_submit_dns(struct world *w, bool post, uint16_t qid, const cha
 static bool h2_all_closed(const struct world *w)
 {
     for (size_t i = 0; i < MAX_REC; i++) {
-        if (w->rec[i].used && !w->rec[i].closed)
+        if (w->rec[i].used && !w->rec[i].resp.closed)
             return false;
     }
     return true;
@@ -543,26 +398,27 @@ static void h2_finish(struct world *w)
         if (!r->used || r->checked)
             continue;
         r->checked = true;
-        if (!r->closed) {
+        if (!r->resp.closed) {
             w->closed_conns++;
             continue;
         }
-        if (r->close_code != NGHTTP2_NO_ERROR) {
+        if (r->resp.close_code != NGHTTP2_NO_ERROR) {
             w->resets++;
             continue;
         }
-        CHECK(w, r->status != 0, "%s: stream ended without a response", r->what);
-        CHECK(w, r->status == r->want || r->status == 500 || r->status == 503, "%s: status %d",
-              r->what, r->status);
+        CHECK(w, r->resp.status != 0, "%s: stream ended without a response", r->what);
+        CHECK(w, r->resp.status == r->want || r->resp.status == 500 || r->resp.status == 503,
+              "%s: status %d", r->what, r->resp.status);
         char cl[16];
-        snprintf(cl, sizeof(cl), "%zu", r->body_len);
-        CHECK(w, strcmp(r->content_length, cl) == 0, "%s: content-length %s, body %zu", r->what,
-              r->content_length, r->body_len);
-        if (r->status == 200 && r->qid) {
-            CHECK(w, strcmp(r->ctype, DOH_CONTENT_TYPE) == 0, "content-type %s", r->ctype);
+        snprintf(cl, sizeof(cl), "%zu", r->resp.body_len);
+        CHECK(w, strcmp(r->resp.content_length, cl) == 0, "%s: content-length %s, body %zu",
+              r->what, r->resp.content_length, r->resp.body_len);
+        if (r->resp.status == 200 && r->qid) {
+            CHECK(w, strcmp(r->resp.ctype, DOH_CONTENT_TYPE) == 0, "content-type %s",
+                  r->resp.ctype);
             CHECK(w,
-                  r->body_len >= DNS_HEADER_LEN && dg_get16(r->body) == r->qid &&
-                      (r->body[2] & 0x80),
+                  r->resp.body_len >= DNS_HEADER_LEN && dg_get16(r->resp.body) == r->qid &&
+                      (r->resp.body[2] & 0x80),
                   "%s: not the answer to the query", r->what);
         }
         w->answered++;
@@ -621,8 +477,8 @@ static void h2_concurrent(struct world *w)
     h2_submit_dns(w, true, 0x1103, "other.example.com", 1);
     h2_submit_dns(w, false, 0x1104, "any.example.com", 255);
     uint8_t q[160];
-    size_t qlen = build_query(q, sizeof(q), 0x1105, "formerr.example.com");
-    size_t alen = build_answer(q, qlen, q, sizeof(q)); /* an answer record in a query */
+    size_t qlen = dt_build_query(q, sizeof(q), 0x1105, "formerr.example.com");
+    size_t alen = dt_build_answer(q, qlen, q, sizeof(q)); /* an answer record in a query */
     q[2] = 0x01;
     q[3] = 0;
     h2_submit(w, "POST", "/dns-query", DOH_CONTENT_TYPE, q, alen, 200, 0x1105);
@@ -648,7 +504,7 @@ static void h2_silent(struct world *w)
 
 static void run_h2_silent(struct world *w)
 {
-    w->fake.silent = true;
+    w->fake.mode = DT_FAKE_SILENT;
     h2_run_world(w, h2_silent);
 }
 
@@ -725,7 +581,7 @@ static void run_h1(struct world *w)
         if (w->h1) {
             uint8_t q[128];
             char req[1024];
-            size_t qlen = build_query(q, sizeof(q), 0x2001, "h1.example.com");
+            size_t qlen = dt_build_query(q, sizeof(q), 0x2001, "h1.example.com");
             char b64[256];
             b64[dg_b64url_encode(q, qlen, b64)] = '\0';
             int n = snprintf(req, sizeof(req),
@@ -734,7 +590,7 @@ static void run_h1(struct world *w)
             if (!w->conn_closed)
                 h1_request(w, req, (size_t)n, 0x2001, 200);
             if (!w->conn_closed) {
-                qlen = build_query(q, sizeof(q), 0x2002, "h1post.example.com");
+                qlen = dt_build_query(q, sizeof(q), 0x2002, "h1post.example.com");
                 n = snprintf(req, sizeof(req),
                              "POST /dns-query HTTP/1.1\r\nHost: doh.test\r\nContent-Type: "
                              "application/dns-message\r\nContent-Length: %zu\r\n\r\n",
@@ -766,11 +622,11 @@ static void run_h1(struct world *w)
 static void run_dns(struct world *w)
 {
     uint8_t q[128], a[600];
-    size_t qlen = build_query(q, sizeof(q), 0x3001, "Cache.Example.com");
-    size_t alen = build_answer(q, qlen, a, sizeof(a));
+    size_t qlen = dt_build_query(q, sizeof(q), 0x3001, "Cache.Example.com");
+    size_t alen = dt_build_answer(q, qlen, a, sizeof(a));
     /* a query with an OPT record (DO set): the error answer parses it with ldns */
     uint8_t qo[160];
-    size_t qolen = build_query(qo, sizeof(qo), 0x3002, "opt.example.com");
+    size_t qolen = dt_build_query(qo, sizeof(qo), 0x3002, "opt.example.com");
     static const uint8_t opt[] = {0, 0, 41, 0x10, 0, 0, 0, 0x80, 0, 0, 0};
     memcpy(qo + qolen, opt, sizeof(opt));
     qolen += sizeof(opt);
@@ -803,7 +659,7 @@ static void run_dns(struct world *w)
     }
     /* the lifetime rule walks the wire: it allocates nothing, so it cannot fail */
     uint32_t ttl = cache_answer_lifetime(c, a, alen);
-    CHECK(w, ttl == A_RR_TTL, "cache lifetime %u", (unsigned)ttl);
+    CHECK(w, ttl == DT_A_RR_TTL, "cache lifetime %u", (unsigned)ttl);
     struct cache_key k;
     CHECK(w, cache_key_make(c, q, qlen, &k) == 0, "cache key");
     uint64_t now = 1000000;
@@ -811,7 +667,7 @@ static void run_dns(struct world *w)
     CHECK(w, ins == 0 || ins == -ENOMEM, "cache insert: %d", ins);
     /* the same question asked in another spelling and with another ID */
     uint8_t q2[128];
-    size_t q2len = build_query(q2, sizeof(q2), 0x3003, "cache.example.COM");
+    size_t q2len = dt_build_query(q2, sizeof(q2), 0x3003, "cache.example.COM");
     struct cache_key k2;
     CHECK(w, cache_key_make(c, q2, q2len, &k2) == 0, "cache key 2");
     struct dg_buf out = {0};
@@ -826,7 +682,7 @@ static void run_dns(struct world *w)
                   memcmp(out.data + DNS_HEADER_LEN, q2 + DNS_HEADER_LEN, q2len - DNS_HEADER_LEN) ==
                       0,
                   "the hit does not carry the client's spelling");
-            CHECK(w, info.ttl == A_RR_TTL - 5, "hit ttl %u", info.ttl);
+            CHECK(w, info.ttl == DT_A_RR_TTL - 5, "hit ttl %u", info.ttl);
             w->answered++;
         }
     } else {
@@ -912,8 +768,9 @@ static void run_config(struct world *w)
 /* ------------------------------------------------------------ the ladder */
 
 /* For LeakSanitizer (ASan build), which checks at exit: the dynamic loader's dependency list
- * made when backtrace() (failmalloc.c) loads libgcc_s: LSan tells the loader's own allocations by their caller, which is our malloc
- * here, and the loader keeps the list where LSan does not look. */
+ * made when backtrace() (failmalloc.c) loads libgcc_s: LSan tells the loader's own allocations by
+ * their caller, which is our malloc here, and the loader keeps the list where LSan does not look.
+ */
 const char *__lsan_default_suppressions(void);
 const char *__lsan_default_suppressions(void)
 {

@@ -23,6 +23,8 @@
 #include "dohgate/site.h"
 #include "dohgate/util.h"
 
+#include "dohtest.h"
+
 static const struct client_id peer = {
     .addr = {192, 0, 2, 7}, .len = 4, .key = {.b = {192, 0, 2, 7}, .len = 4}, .text = "192.0.2.7"};
 
@@ -42,14 +44,8 @@ static void on_wake(void *owner)
 static int setup_with(void **state, const char *const *opts)
 {
     struct fixture *f = calloc(1, sizeof(*f));
-    char err[256];
     assert_non_null(f);
-    f->cfg = config_new();
-    assert_non_null(f->cfg);
-    assert_int_equal(config_set(f->cfg, "upstream", "127.0.0.1:9", "t", 0, err, sizeof(err)), 0);
-    for (size_t i = 0; opts && opts[i]; i += 2)
-        assert_int_equal(config_set(f->cfg, opts[i], opts[i + 1], "t", 0, err, sizeof(err)), 0);
-    assert_int_equal(config_finish(f->cfg, err, sizeof(err)), 0);
+    f->cfg = dt_config_new(opts);
     f->hctx = (struct handler_ctx){.cfg = f->cfg};
     const struct h1_settings st = {.https = true, .client = &peer};
     f->s = h1_session_new(&st, &f->hctx, on_wake, f);

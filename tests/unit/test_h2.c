@@ -2,8 +2,9 @@
  * Component tests of the HTTP/2 layer without HTTP sockets: an in-process nghttp2 *client*
  * session talks to our server session (h2.c) through memory, and requests run the real path:
  * h2 → router → doh handler → resolver (with a cache, as in production) → upstream module → a
- * fake UDP DNS server made here on 127.0.0.1 (its readiness callback on the same event_base
- * answers at once, holds queries until the test releases them, or stays silent). Each query of
+ * fake UDP DNS server on 127.0.0.1 (support/dohtest.c, shared with test_failmalloc.c: its
+ * readiness callback on the same event_base answers at once, holds queries until the test
+ * releases them, or stays silent). Each query of
  * a test asks for its own name unless the test is about the same name, so that no cache hit or
  * coalescing changes the flow by accident.
  *
@@ -51,17 +52,16 @@
 #include "dohgate/upstream.h"
 #include "dohgate/util.h"
 
-#define MAX_REC  64 /* client stream records, index (stream_id - 1) / 2 */
-#define MAX_HELD 32 /* queries the fake server can hold */
-#define BODY_CAP 4096
-#define TICK_MS  5
-#define N_DROP   20 /* streams pending when the connection drops */
+#include "dohtest.h"
+
+#define MAX_REC 64 /* client stream records, index (stream_id - 1) / 2 */
+#define TICK_MS 5
+#define N_DROP  20 /* streams pending when the connection drops */
 /* The queries of one loop turn share an upstream UDP socket (one sendmmsg): the first N_DROP / 2
  * answers arrive on at least one socket, maybe two. */
 #define DROP_SOCKETS 1
 #define BIG_BODY     70000
-#define SLACK_MS     25 /* libevent's coarse clock may fire timers a little early */
-#define A_RR_TTL     3600
+#define SLACK_MS     25   /* libevent's coarse clock may fire timers a little early */
 #define MAX_WAIT     2000 /* ms; generous bound for things that take a few ms */
 #define LATE_WAIT    40   /* ms to let late answers come in and be (not) processed */
 #define ERR_TEXT     256
@@ -69,156 +69,12 @@
 #define PATH_MAX_T   512
 #define CACHE_BYTES  (4u << 20)
 
-/* ------------------------------------------------------------ DNS messages */
-
-/* A query with ID @p id for @p name (dotted), type A, class IN, RD set. */
-static size_t build_query(uint8_t *out, size_t cap, uint16_t id, const char *name)
-{
-    assert_true(cap >= DNS_HEADER_LEN + strlen(name) + 6);
-    memset(out, 0, DNS_HEADER_LEN);
-    dg_put16(out, id);
-    out[2] = 0x01;
-    dg_put16(out + 4, 1);
-    size_t o = DNS_HEADER_LEN;
-    for (const char *l = name; *l;) {
-        size_t n = strcspn(l, ".");
-        assert_true(n > 0 && n < 64);
-        out[o++] = (uint8_t)n;
-        memcpy(out + o, l, n);
-        o += n;
-        l += n;
-        if (*l == '.')
-            l++;
-    }
-    out[o++] = 0;
-    dg_put16(out + o, 1);
-    dg_put16(out + o + 2, 1);
-    return o + 4;
-}
-
-/* The answer a resolver would give: header and question of @p q, QR RA, one A record. */
-static size_t build_answer(const uint8_t *q, size_t qlen, uint8_t *out, size_t cap)
-{
-    static const uint8_t rr[] = {0xc0, 0x0c, 0,   1, 0, 1, 0, 0, A_RR_TTL >> 8, A_RR_TTL & 0xff,
-                                 0,    4,    192, 0, 2, 7};
-    size_t qe = dns_question_end(q, qlen);
-    assert_true(qe > 0 && qe + sizeof(rr) <= cap);
-    memcpy(out, q, qe);
-    out[2] = (uint8_t)(0x80 | (q[2] & 0x01));
-    out[3] = 0x80;
-    dg_put16(out + 6, 1);
-    dg_put16(out + 8, 0);
-    dg_put16(out + 10, 0);
-    memcpy(out + qe, rr, sizeof(rr));
-    return qe + sizeof(rr);
-}
-
-/* ------------------------------------------------------------ fake upstream (UDP only) */
-
-enum fake_mode { FAKE_ANSWER, FAKE_HOLD, FAKE_SILENT };
-
-struct held_query {
-    struct sockaddr_in from;
-    uint8_t msg[512];
-    size_t len;
-};
-
-struct fake {
-    int fd;
-    struct event *ev;
-    struct sockaddr_in addr;
-    enum fake_mode mode;
-    unsigned queries;
-    struct held_query held[MAX_HELD];
-    size_t n_held;
-};
-
-static void fake_reply(struct fake *f, const struct held_query *h)
-{
-    uint8_t a[600];
-    size_t n = build_answer(h->msg, h->len, a, sizeof(a));
-    ssize_t w = sendto(f->fd, a, n, 0, (const struct sockaddr *)&h->from, sizeof(h->from));
-    assert_int_equal(w, (ssize_t)n);
-}
-
-static void on_fake_readable(evutil_socket_t fd, short what, void *arg)
-{
-    struct fake *f = arg;
-    for (;;) {
-        struct held_query h = {0};
-        socklen_t fl = sizeof(h.from);
-        ssize_t n = recvfrom(fd, h.msg, sizeof(h.msg), 0, (struct sockaddr *)&h.from, &fl);
-        if (n <= 0)
-            return;
-        h.len = (size_t)n;
-        f->queries++;
-        if (f->mode == FAKE_ANSWER) {
-            fake_reply(f, &h);
-        } else if (f->mode == FAKE_HOLD) {
-            assert_true(f->n_held < MAX_HELD);
-            f->held[f->n_held++] = h;
-        }
-    }
-}
-
-/* Answer held queries [from, to) now. */
-static void fake_release(struct fake *f, size_t from, size_t to)
-{
-    assert_true(to <= f->n_held);
-    for (size_t i = from; i < to; i++)
-        fake_reply(f, &f->held[i]);
-}
-
-static struct fake *fake_new(struct event_base *base)
-{
-    struct fake *f = calloc(1, sizeof(*f));
-    assert_non_null(f);
-    f->addr.sin_family = AF_INET;
-    f->addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    f->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    assert_true(f->fd >= 0);
-    assert_int_equal(bind(f->fd, (struct sockaddr *)&f->addr, sizeof(f->addr)), 0);
-    socklen_t sl = sizeof(f->addr);
-    assert_int_equal(getsockname(f->fd, (struct sockaddr *)&f->addr, &sl), 0);
-    f->ev = event_new(base, f->fd, EV_READ | EV_PERSIST, on_fake_readable, f);
-    assert_non_null(f->ev);
-    assert_int_equal(event_add(f->ev, NULL), 0);
-    return f;
-}
-
-static void fake_free(struct fake *f)
-{
-    if (!f)
-        return;
-    event_free(f->ev);
-    close(f->fd);
-    free(f);
-}
-
 /* ------------------------------------------------------------ client side records */
-
-struct rec {
-    int status; /* :status; 0 = no response headers */
-    unsigned header_blocks;
-    char ctype[64], allow[64], cache_control[64], content_length[16];
-    uint8_t body[BODY_CAP];
-    size_t body_len;
-    bool body_overflow;
-    bool closed;
-    uint32_t close_code;
-    unsigned data_frames_sent;
-};
-
-/* A request body the client streams out of memory. */
-struct body_src {
-    const uint8_t *p;
-    size_t len, off;
-};
 
 struct t {
     struct event_base *base;
     struct event *tick;
-    struct fake *fake;
+    struct dt_fake *fake;
     struct config *cfg;
     struct upstream *up;
     struct cache *cache;
@@ -230,26 +86,19 @@ struct t {
     bool goaway;
     int32_t goaway_last_id;
     uint32_t goaway_code;
-    struct rec rec[MAX_REC];
-    struct body_src body[4];
+    struct dt_resp rec[MAX_REC];
+    struct dt_body body[4];
     size_t pending_at_drop;
     unsigned wakes_at_drop;
     int active_at_drop;
 };
 
-static struct rec *rec_of(struct t *t, int32_t id)
+static struct dt_resp *rec_of(struct t *t, int32_t id)
 {
     assert_true(id > 0 && (id & 1) == 1);
     size_t i = (size_t)(id - 1) / 2;
     assert_true(i < MAX_REC);
     return &t->rec[i];
-}
-
-static void copy_field(char *dst, size_t cap, const uint8_t *v, size_t len)
-{
-    size_t n = len < cap - 1 ? len : cap - 1;
-    memcpy(dst, v, n);
-    dst[n] = '\0';
 }
 
 static int cli_on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
@@ -265,36 +114,21 @@ static int cli_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const 
 {
     if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
-    struct rec *r = rec_of(ud, frame->hd.stream_id);
-    if (namelen == 7 && memcmp(name, ":status", 7) == 0)
-        r->status = atoi((const char *)value);
-    else if (namelen == 12 && memcmp(name, "content-type", 12) == 0)
-        copy_field(r->ctype, sizeof(r->ctype), value, valuelen);
-    else if (namelen == 5 && memcmp(name, "allow", 5) == 0)
-        copy_field(r->allow, sizeof(r->allow), value, valuelen);
-    else if (namelen == 13 && memcmp(name, "cache-control", 13) == 0)
-        copy_field(r->cache_control, sizeof(r->cache_control), value, valuelen);
-    else if (namelen == 14 && memcmp(name, "content-length", 14) == 0)
-        copy_field(r->content_length, sizeof(r->content_length), value, valuelen);
+    dt_resp_header(rec_of(ud, frame->hd.stream_id), name, namelen, value, valuelen);
     return 0;
 }
 
 static int cli_on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
                        size_t len, void *ud)
 {
-    struct rec *r = rec_of(ud, id);
-    if (r->body_len + len > sizeof(r->body)) {
-        r->body_overflow = true;
-        return 0;
-    }
-    memcpy(r->body + r->body_len, data, len);
-    r->body_len += len;
+    /* an overflow is recorded (body_overflow) for the test to assert */
+    (void)dt_resp_data(rec_of(ud, id), data, len);
     return 0;
 }
 
 static int cli_on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void *ud)
 {
-    struct rec *r = rec_of(ud, id);
+    struct dt_resp *r = rec_of(ud, id);
     assert_false(r->closed);
     r->closed = true;
     r->close_code = code;
@@ -319,18 +153,6 @@ static int cli_on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, vo
     return 0;
 }
 
-static ssize_t cli_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
-                             uint32_t *flags, nghttp2_data_source *source, void *ud)
-{
-    struct body_src *b = source->ptr;
-    size_t n = b->len - b->off < length ? b->len - b->off : length;
-    memcpy(buf, b->p + b->off, n);
-    b->off += n;
-    if (b->off == b->len)
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-    return (ssize_t)n;
-}
-
 /* ------------------------------------------------------------ driving both sides */
 
 static void on_wake(void *owner)
@@ -346,30 +168,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 /* Move bytes both ways until both sides are quiet. */
 static void pump(struct t *t)
 {
-    for (int round = 0; round < 1000; round++) {
-        bool moved = false;
-        const uint8_t *p;
-        ssize_t n;
-        while ((n = nghttp2_session_mem_send(t->cli, &p)) > 0) {
-            moved = true;
-            if (t->srv)
-                assert_int_equal(h2_session_recv(t->srv, p, (size_t)n), 0);
-        }
-        assert_int_equal(n, 0);
-        if (t->srv) {
-            struct dg_buf out = {0};
-            assert_int_equal(h2_session_send(t->srv, &out, SIZE_MAX), 0);
-            if (out.len > 0) {
-                moved = true;
-                ssize_t r = nghttp2_session_mem_recv(t->cli, out.data, out.len);
-                assert_int_equal(r, (ssize_t)out.len);
-            }
-            dg_buf_free(&out);
-        }
-        if (!moved)
-            return;
-    }
-    fail_msg("pump: the sessions never went quiet");
+    enum dt_pump_end e = dt_pump(t->cli, t->srv, false);
+    if (e != DT_PUMP_QUIET)
+        fail_msg("pump: %s", e == DT_PUMP_BUSY ? "the sessions never went quiet" : "a side failed");
 }
 
 typedef bool (*pred_fn)(struct t *t, long arg);
@@ -484,7 +285,7 @@ static int setup(void **state)
     assert_non_null(t->tick);
     struct timeval tv = {.tv_sec = 0, .tv_usec = TICK_MS * 1000};
     assert_int_equal(event_add(t->tick, &tv), 0);
-    t->fake = fake_new(t->base);
+    t->fake = dt_fake_new(t->base);
     *state = t;
     return 0;
 }
@@ -499,7 +300,7 @@ static int teardown(void **state)
     cache_free(t->cache);
     upstream_free(t->up);
     config_free(t->cfg);
-    fake_free(t->fake);
+    dt_fake_free(t->fake);
     event_free(t->tick);
     event_base_free(t->base);
     free(t);
@@ -508,35 +309,22 @@ static int teardown(void **state)
 
 /* ------------------------------------------------------------ requests */
 
-static nghttp2_nv nv(const char *name, const char *value)
-{
-    return (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, strlen(name), strlen(value),
-                        NGHTTP2_NV_FLAG_NONE};
-}
-
 /* @p clen: a content-length header to send, or NULL for none (nghttp2 adds none itself). */
 static int32_t submit_cl(struct t *t, const char *method, const char *path, const char *ctype,
-                         const char *clen, struct body_src *body)
+                         const char *clen, struct dt_body *body)
 {
-    nghttp2_nv hdrs[7];
-    size_t n = 0;
-    hdrs[n++] = nv(":method", method);
-    hdrs[n++] = nv(":scheme", "https");
-    hdrs[n++] = nv(":authority", "doh.test");
-    hdrs[n++] = nv(":path", path);
-    hdrs[n++] = nv("accept", DOH_CONTENT_TYPE);
-    if (ctype)
-        hdrs[n++] = nv("content-type", ctype);
+    nghttp2_nv hdrs[DT_DOH_HEADERS_MAX + 1];
+    size_t n = dt_doh_headers(hdrs, method, path, ctype);
     if (clen)
-        hdrs[n++] = nv("content-length", clen);
-    nghttp2_data_provider prd = {.source.ptr = body, .read_callback = cli_read_body};
+        hdrs[n++] = dt_nv("content-length", clen);
+    nghttp2_data_provider prd = {.source.ptr = body, .read_callback = dt_read_body};
     int32_t id = nghttp2_submit_request(t->cli, NULL, hdrs, n, body ? &prd : NULL, NULL);
     assert_true(id > 0);
     return id;
 }
 
 static int32_t submit(struct t *t, const char *method, const char *path, const char *ctype,
-                      struct body_src *body)
+                      struct dt_body *body)
 {
     return submit_cl(t, method, path, ctype, NULL, body);
 }
@@ -546,7 +334,7 @@ static int32_t submit_dns_get(struct t *t, uint16_t qid, const char *name)
 {
     uint8_t q[128];
     char path[PATH_MAX_T];
-    size_t len = build_query(q, sizeof(q), qid, name);
+    size_t len = dt_build_query(q, sizeof(q), qid, name);
     int off = snprintf(path, sizeof(path), "/dns-query?dns=");
     assert_true(off > 0 && (size_t)off + dg_b64url_encoded_len(len) < sizeof(path));
     path[(size_t)off + dg_b64url_encode(q, len, path + off)] = '\0';
@@ -561,7 +349,7 @@ static void rst(struct t *t, int32_t id)
 /* A complete 200 DoH answer with ID @p qid and rcode @p rcode on stream @p id. */
 static void assert_dns_response(struct t *t, int32_t id, uint16_t qid, int rcode)
 {
-    struct rec *r = rec_of(t, id);
+    struct dt_resp *r = rec_of(t, id);
     assert_true(r->closed);
     assert_int_equal(r->close_code, NGHTTP2_NO_ERROR);
     assert_int_equal(r->status, 200);
@@ -579,7 +367,7 @@ static void assert_dns_response(struct t *t, int32_t id, uint16_t qid, int rcode
 /* Stream @p id saw no response at all and ended with RST_STREAM(@p code). */
 static void assert_no_response(struct t *t, int32_t id, uint32_t code)
 {
-    struct rec *r = rec_of(t, id);
+    struct dt_resp *r = rec_of(t, id);
     assert_true(r->closed);
     assert_int_equal(r->close_code, code);
     assert_int_equal(r->status, 0);
@@ -597,10 +385,10 @@ static void test_get_answered(void **state)
     int32_t id = submit_dns_get(t, 0xbeef, "www.example.com");
     assert_true(run_until(t, p_closed, id, MAX_WAIT));
     assert_dns_response(t, id, 0xbeef, DNS_RCODE_NOERROR);
-    struct rec *r = rec_of(t, id);
+    struct dt_resp *r = rec_of(t, id);
     assert_int_equal(dg_get16(r->body + 6), 1); /* the fake's one A record */
     char cc[32];
-    snprintf(cc, sizeof(cc), "max-age=%d", A_RR_TTL);
+    snprintf(cc, sizeof(cc), "max-age=%d", DT_A_RR_TTL);
     assert_string_equal(r->cache_control, cc);
     /* The answer came from the loop, after h2_session_recv() had returned: only the wake
      * callback could make the connection flush it. */
@@ -610,8 +398,8 @@ static void test_get_answered(void **state)
 
     /* POST with the same pipeline. */
     uint8_t q[128];
-    size_t qlen = build_query(q, sizeof(q), 0x0102, "post.example.com");
-    t->body[0] = (struct body_src){.p = q, .len = qlen};
+    size_t qlen = dt_build_query(q, sizeof(q), 0x0102, "post.example.com");
+    t->body[0] = (struct dt_body){.p = q, .len = qlen};
     int32_t id2 = submit(t, "POST", "/dns-query", DOH_CONTENT_TYPE, &t->body[0]);
     assert_true(run_until(t, p_closed, id2, MAX_WAIT));
     assert_dns_response(t, id2, 0x0102, DNS_RCODE_NOERROR);
@@ -626,7 +414,7 @@ static void test_rst_while_pending(void **state)
 {
     struct t *t = *state;
     start(t, 1500, 4000);
-    t->fake->mode = FAKE_HOLD;
+    t->fake->mode = DT_FAKE_HOLD;
     int32_t id = submit_dns_get(t, 0x1111, "reset.example.com");
     assert_true(run_until(t, p_held, 1, MAX_WAIT));
     assert_int_equal(h2_session_streams(t->srv), 1);
@@ -641,7 +429,7 @@ static void test_rst_while_pending(void **state)
     assert_int_equal(upstream_pending(t->up), 1);
 
     /* The upstream answers late, to a query nobody waits for any more. */
-    fake_release(t->fake, 0, 1);
+    dt_fake_release(t->fake, 0, 1);
     run_for(t, LATE_WAIT);
     assert_no_response(t, id, NGHTTP2_CANCEL);
     assert_int_equal(t->wakes, w0);
@@ -649,7 +437,7 @@ static void test_rst_while_pending(void **state)
     assert_idle(t);
 
     /* The connection is fine: the next query is answered. */
-    t->fake->mode = FAKE_ANSWER;
+    t->fake->mode = DT_FAKE_ANSWER;
     int32_t id2 = submit_dns_get(t, 0x2222, "after-reset.example.com");
     assert_true(run_until(t, p_closed, id2, MAX_WAIT));
     assert_dns_response(t, id2, 0x2222, DNS_RCODE_NOERROR);
@@ -662,7 +450,7 @@ static void test_rst_while_pending(void **state)
  * queries share one). */
 struct fd_scan {
     int skip;
-    struct pollfd pfd[MAX_HELD];
+    struct pollfd pfd[DT_MAX_HELD];
     nfds_t n;
 };
 
@@ -670,7 +458,7 @@ static int collect_read_fd(const struct event_base *base, const struct event *ev
 {
     struct fd_scan *sc = arg;
     int fd = event_get_fd(ev);
-    if (fd >= 0 && fd != sc->skip && (event_get_events(ev) & EV_READ) && sc->n < MAX_HELD)
+    if (fd >= 0 && fd != sc->skip && (event_get_events(ev) & EV_READ) && sc->n < DT_MAX_HELD)
         sc->pfd[sc->n++] = (struct pollfd){.fd = fd, .events = POLLIN};
     return 0;
 }
@@ -706,7 +494,7 @@ static void test_conn_drop_with_pending(void **state)
 {
     struct t *t = *state;
     start(t, 1500, 4000);
-    t->fake->mode = FAKE_HOLD;
+    t->fake->mode = DT_FAKE_HOLD;
     int32_t ids[N_DROP];
     for (int i = 0; i < N_DROP; i++) {
         char name[QNAME_MAX];
@@ -721,7 +509,7 @@ static void test_conn_drop_with_pending(void **state)
     /* Half of the answers are already in the upstream sockets' receive queues when the
      * connection goes: the drop runs at a higher priority in the very iteration in which those
      * sockets are reported readable, as when a TLS error and upstream answers come together. */
-    fake_release(t->fake, 0, N_DROP / 2);
+    dt_fake_release(t->fake, 0, N_DROP / 2);
     wait_upstream_readable(t, DROP_SOCKETS);
     usleep(20000); /* the rest of the released answers, where loopback delivery lags */
     struct event *drop = event_new(t->base, -1, 0, on_drop, t);
@@ -738,7 +526,7 @@ static void test_conn_drop_with_pending(void **state)
     assert_int_equal(t->wakes_at_drop, w0);
 
     /* The rest answer late too. No answer reaches a stream. */
-    fake_release(t->fake, N_DROP / 2, N_DROP);
+    dt_fake_release(t->fake, N_DROP / 2, N_DROP);
     run_for(t, LATE_WAIT);
     assert_int_equal(t->wakes, w0);
     assert_idle(t);
@@ -754,12 +542,12 @@ static void test_answer_after_close(void **state)
 {
     struct t *t = *state;
     start(t, 1500, 4000);
-    t->fake->mode = FAKE_HOLD;
+    t->fake->mode = DT_FAKE_HOLD;
 
     /* (a) The answer sits in the upstream socket when the reset is processed. */
     int32_t a = submit_dns_get(t, 0x4444, "a.late.example.com");
     assert_true(run_until(t, p_held, 1, MAX_WAIT));
-    fake_release(t->fake, 0, 1);
+    dt_fake_release(t->fake, 0, 1);
     rst(t, a);
     unsigned w0 = t->wakes;
     pump(t);
@@ -774,7 +562,7 @@ static void test_answer_after_close(void **state)
      * arrives: the stream and its response bytes go, nothing is written for it. */
     int32_t b = submit_dns_get(t, 0x5555, "b.late.example.com");
     assert_true(run_until(t, p_held, 2, MAX_WAIT));
-    fake_release(t->fake, 1, 2);
+    dt_fake_release(t->fake, 1, 2);
     loop_until_answers(t, 1); /* no pump: the response stays queued in the server session */
     assert_true(t->wakes > w0);
     assert_true(h2_session_want_write(t->srv));
@@ -790,7 +578,7 @@ static void test_answer_after_close(void **state)
 
     /* (c) The response is already written (and the server stream closed with it) when the
      * client, which has not read it yet, resets the stream. */
-    t->fake->mode = FAKE_ANSWER;
+    t->fake->mode = DT_FAKE_ANSWER;
     int32_t c = submit_dns_get(t, 0x6666, "c.late.example.com");
     while ((n = nghttp2_session_mem_send(t->cli, &p)) > 0)
         assert_int_equal(h2_session_recv(t->srv, p, (size_t)n), 0);
@@ -821,7 +609,7 @@ static void test_same_name_one_cancelled(void **state)
 {
     struct t *t = *state;
     start(t, 1500, 4000);
-    t->fake->mode = FAKE_HOLD;
+    t->fake->mode = DT_FAKE_HOLD;
     int32_t a = submit_dns_get(t, 0x7a7a, "same.example.com");
     int32_t b = submit_dns_get(t, 0x7b7b, "same.example.com");
     /* Both queries reach the upstream, or one does if identical queries get coalesced. */
@@ -837,7 +625,7 @@ static void test_same_name_one_cancelled(void **state)
     /* Whatever was sent upstream runs on: B waits for it, or for its own query. */
     assert_int_equal(upstream_pending(t->up), held);
 
-    fake_release(t->fake, 0, held);
+    dt_fake_release(t->fake, 0, held);
     assert_true(run_until(t, p_closed, b, MAX_WAIT));
     assert_dns_response(t, b, 0x7b7b, DNS_RCODE_NOERROR);
     assert_no_response(t, a, NGHTTP2_CANCEL);
@@ -855,7 +643,7 @@ static void test_same_name_one_cancelled(void **state)
     rst(t, d);
     pump(t);
     assert_int_equal(upstream_pending(t->up), held);
-    fake_release(t->fake, 0, held);
+    dt_fake_release(t->fake, 0, held);
     assert_true(run_until(t, p_closed, c, MAX_WAIT));
     assert_dns_response(t, c, 0x7c7c, DNS_RCODE_NOERROR);
     assert_no_response(t, d, NGHTTP2_CANCEL);
@@ -866,7 +654,7 @@ static void test_same_name_one_cancelled(void **state)
 
 static void assert_text_status(struct t *t, int32_t id, int status)
 {
-    struct rec *r = rec_of(t, id);
+    struct dt_resp *r = rec_of(t, id);
     assert_true(r->closed);
     assert_int_equal(r->status, status);
     assert_string_equal(r->ctype, "text/plain; charset=utf-8");
@@ -878,7 +666,7 @@ static void test_error_statuses(void **state)
     struct t *t = *state;
     start(t, 1500, 4000);
     uint8_t q[128];
-    size_t qlen = build_query(q, sizeof(q), 0x0a0a, "err.example.com");
+    size_t qlen = dt_build_query(q, sizeof(q), 0x0a0a, "err.example.com");
     uint8_t *big = calloc(1, BIG_BODY);
     assert_non_null(big);
 
@@ -886,14 +674,14 @@ static void test_error_statuses(void **state)
     int32_t put = submit(t, "PUT", "/dns-query?dns=AAAA", NULL, NULL);
     int32_t bad = submit(t, "GET", "/dns-query?dns=%%%not-base64", NULL, NULL);
     int32_t missing = submit(t, "GET", "/dns-query?name=x", NULL, NULL);
-    t->body[0] = (struct body_src){.p = big, .len = BIG_BODY};
+    t->body[0] = (struct dt_body){.p = big, .len = BIG_BODY};
     int32_t too_big = submit(t, "POST", "/dns-query", DOH_CONTENT_TYPE, &t->body[0]);
-    t->body[1] = (struct body_src){.p = big, .len = DOH_MAX_BODY};
+    t->body[1] = (struct dt_body){.p = big, .len = DOH_MAX_BODY};
     int32_t at_limit = submit(t, "POST", "/dns-query", DOH_CONTENT_TYPE, &t->body[1]);
-    t->body[2] = (struct body_src){.p = q, .len = qlen};
+    t->body[2] = (struct dt_body){.p = q, .len = qlen};
     int32_t text = submit(t, "POST", "/dns-query", "text/plain", &t->body[2]);
     /* Announced too large: refused from the content-length header, the body is not stored. */
-    t->body[3] = (struct body_src){.p = big, .len = BIG_BODY};
+    t->body[3] = (struct dt_body){.p = big, .len = BIG_BODY};
     int32_t announced = submit_cl(t, "POST", "/dns-query", DOH_CONTENT_TYPE, "70000", &t->body[3]);
     /* A :path longer than DOH_MAX_URI. */
     char *long_path = malloc(DOH_MAX_URI + 64);
@@ -940,7 +728,7 @@ static void test_silent_upstream_servfail(void **state)
 {
     struct t *t = *state;
     start(t, 50, 120);
-    t->fake->mode = FAKE_SILENT;
+    t->fake->mode = DT_FAKE_SILENT;
     uint64_t t0 = dg_now_ms();
     int32_t id = submit_dns_get(t, 0x5e5e, "silent.example.com");
     assert_true(run_until(t, p_closed, id, MAX_WAIT));
@@ -966,7 +754,7 @@ static void test_goaway_pending_finishes(void **state)
 {
     struct t *t = *state;
     start(t, 1500, 4000);
-    t->fake->mode = FAKE_HOLD;
+    t->fake->mode = DT_FAKE_HOLD;
     int32_t id = submit_dns_get(t, 0x9090, "goaway.example.com");
     assert_true(run_until(t, p_held, 1, MAX_WAIT));
 
@@ -998,7 +786,7 @@ static void test_goaway_pending_finishes(void **state)
     assert_true(t->fake->queries >= 1 && t->fake->queries <= 2);
 
     /* Answer everything held: the late query's answer goes to a closed socket. */
-    fake_release(t->fake, 0, t->fake->n_held);
+    dt_fake_release(t->fake, 0, t->fake->n_held);
     assert_true(run_until(t, p_closed, id, MAX_WAIT));
     assert_dns_response(t, id, 0x9090, DNS_RCODE_NOERROR);
     assert_int_equal(h2_session_streams(t->srv), 0);

@@ -32,19 +32,29 @@ struct fake {
     bool streamed;
 };
 
-static int f_respond(struct http_exchange *ex, const struct http_response *resp,
-                     struct dg_buf *body)
+/* A response reaching the fake transport: it fails while fail_next lasts (the caller keeps its
+ * body then), else it is counted and kept in last. */
+static int f_take(struct fake *f, const struct http_response *resp, bool streamed)
 {
-    struct fake *f = (struct fake *)ex;
     if (f->fail_next > 0) {
         f->fail_next--;
         return f->fail_rc;
     }
     f->nresp++;
     f->last = *resp;
+    f->streamed = streamed;
+    return 0;
+}
+
+static int f_respond(struct http_exchange *ex, const struct http_response *resp,
+                     struct dg_buf *body)
+{
+    struct fake *f = (struct fake *)ex;
+    int rc = f_take(f, resp, false);
+    if (rc)
+        return rc;
     f->last_had_body = body != NULL;
     f->body_len = body ? body->len : 0;
-    f->streamed = false;
     if (body)
         dg_buf_free(body); /* taken */
     return 0;
@@ -52,15 +62,7 @@ static int f_respond(struct http_exchange *ex, const struct http_response *resp,
 
 static int f_respond_stream(struct http_exchange *ex, const struct http_response *resp)
 {
-    struct fake *f = (struct fake *)ex;
-    if (f->fail_next > 0) {
-        f->fail_next--;
-        return f->fail_rc;
-    }
-    f->nresp++;
-    f->last = *resp;
-    f->streamed = true;
-    return 0;
+    return f_take((struct fake *)ex, resp, true);
 }
 
 static void f_resume(struct http_exchange *ex)
@@ -102,6 +104,15 @@ static void start(struct fake *f, const char *method)
     memset(&seen, 0, sizeof(seen));
     http_exchange_init(&f->ex, &fake_ops, &hctx);
     f->ex.req = (struct http_request){.method = method, .path = "/x", .version = 20, .https = true};
+}
+
+/* A GET exchange begun, whose transport fails its next @p n responses with @p rc. */
+static void start_failing(struct fake *f, int n, int rc)
+{
+    start(f, "GET");
+    http_exchange_begin(&f->ex);
+    f->fail_next = n;
+    f->fail_rc = rc;
 }
 
 /* A pending operation that counts its cancels. */
@@ -202,10 +213,7 @@ static void test_failed_respond_falls_back(void **state)
     assert_int_equal(f.ex.state, HTTP_EX_RESPONDED);
     assert_null(f.ex.cancel);
     /* another error: 500 */
-    start(&f, "GET");
-    http_exchange_begin(&f.ex);
-    f.fail_next = 1;
-    f.fail_rc = -EINVAL;
+    start_failing(&f, 1, -EINVAL);
     assert_int_equal(http_respond_text(&f.ex, 404, "no", NULL, 0), -EINVAL);
     assert_int_equal(f.last.status, 500);
     assert_int_equal(f.nreset, 0);
@@ -227,10 +235,7 @@ static void test_failed_fallback_resets(void **state)
     assert_int_equal(cancels, 0);
     assert_int_equal(f.nreset, 1);
     /* a handler's own 503 that fails once: the fallback (its own 503 text) goes out */
-    start(&f, "GET");
-    http_exchange_begin(&f.ex);
-    f.fail_next = 1;
-    f.fail_rc = -ENOMEM;
+    start_failing(&f, 1, -ENOMEM);
     http_respond_text(&f.ex, 503, "busy", NULL, 0);
     assert_int_equal(f.nresp, 1);
     assert_int_equal(f.last.status, 503);
@@ -269,10 +274,7 @@ static void test_stream_failure_closes_source(void **state)
     struct fake f;
     struct src s = {.data = "hello", .len = 5};
     const struct http_body_source bs = {s_read, s_close, &s};
-    start(&f, "GET");
-    http_exchange_begin(&f.ex);
-    f.fail_next = 1;
-    f.fail_rc = -ENOMEM;
+    start_failing(&f, 1, -ENOMEM);
     assert_int_equal(http_respond_stream(&f.ex, 200, NULL, 0, 5, &bs), -ENOMEM);
     assert_int_equal(s.closes, 1);
     assert_int_equal(f.last.status, 503);
@@ -399,18 +401,12 @@ static void test_observed(void **state)
     assert_int_equal(DG_HTTP_KEY_VERSION(seen.value), 11);
     assert_int_equal(DG_HTTP_KEY_METHOD(seen.value), HTTP_M_POST);
     /* the fallback is what was sent, and is what counts */
-    start(&f, "GET");
-    http_exchange_begin(&f.ex);
-    f.fail_next = 1;
-    f.fail_rc = -ENOMEM;
+    start_failing(&f, 1, -ENOMEM);
     http_respond_text(&f.ex, 200, "ok", NULL, 0);
     assert_int_equal(seen.n, 1);
     assert_int_equal(seen.idx, 503);
     /* a reset is not a response */
-    start(&f, "GET");
-    http_exchange_begin(&f.ex);
-    f.fail_next = 2;
-    f.fail_rc = -ENOMEM;
+    start_failing(&f, 2, -ENOMEM);
     http_respond_text(&f.ex, 200, "ok", NULL, 0);
     assert_int_equal(seen.n, 0);
     /* scrapes of the metrics listener are not traffic */
