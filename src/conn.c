@@ -521,8 +521,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     conn_free(c);
 }
 
-int conn_accept(struct conn_set *set, int fd, enum dg_listener kind,
-                const struct client_id *client, bool counted)
+int conn_accept(struct conn_set *set, int fd, enum dg_listener kind, const struct client_id *client,
+                bool counted)
 {
     bool tls = kind == DG_LISTENER_TLS;
     struct conn *c = calloc(1, sizeof(*c));

@@ -56,8 +56,8 @@ struct conn_set {
  * set->clients (then it is uncounted when the connection closes, and on failure here too).
  * @return 0, or -ENOMEM (the socket is closed: ownership passes in every case).
  */
-int conn_accept(struct conn_set *set, int fd, enum dg_listener kind,
-                const struct client_id *client, bool counted);
+int conn_accept(struct conn_set *set, int fd, enum dg_listener kind, const struct client_id *client,
+                bool counted);
 
 /** Graceful stop: GOAWAY to every HTTP/2 connection; each closes when its streams are done. */
 void conn_set_shutdown(struct conn_set *set);

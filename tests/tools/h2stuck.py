@@ -15,6 +15,7 @@ until dohgate_connections_open{listener="https"} is 0 is measured.
 Prints "stuck GRANTED SENT" and then "closed SECONDS" or "open after S s"; exits 0 when closed.
 """
 import argparse
+import os
 import re
 import socket
 import ssl
@@ -23,20 +24,10 @@ import sys
 import time
 import urllib.request
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from h2conns import PREFACE, frame, literal  # noqa: E402  (the one HTTP/2 frame writer of the tools)
+
 CHUNK = 16384
-
-
-def frame(ftype, flags, stream, payload=b""):
-    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", stream) + payload
-
-
-def literal(name, value):
-    # HPACK literal header field without indexing, new name, no Huffman (RFC 7541 §6.2.2)
-    def s(b):
-        assert len(b) < 127
-        return bytes([len(b)]) + b
-    return b"\x00" + s(name) + s(value)
 
 
 def metric(mport, name):

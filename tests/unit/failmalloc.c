@@ -223,6 +223,29 @@ static void track(void *p, const void *caller)
     }
 }
 
+/* Whether this allocation is the one to fail (reported and traced as such). */
+static bool inject(void)
+{
+    take();
+    bool fail = should_fail();
+    give();
+    if (fail)
+        fail_traced();
+    return fail;
+}
+
+/* Record a block the real allocator returned (@p old: the block realloc() replaced). */
+static void *adopt(void *p, void *old, const void *caller)
+{
+    take();
+    if (old)
+        forget(old);
+    track(p, caller);
+    give();
+    traced();
+    return p;
+}
+
 /* ------------------------------------------------------------ the interposed symbols */
 
 void *malloc(size_t size)
@@ -230,20 +253,11 @@ void *malloc(size_t size)
     if (resolving)
         return boot_alloc(size);
     resolve();
-    take();
-    if (should_fail()) {
-        give();
-        fail_traced();
+    if (inject()) {
         errno = ENOMEM;
         return NULL;
     }
-    give();
-    void *p = real_malloc(size);
-    take();
-    track(p, __builtin_return_address(0));
-    give();
-    traced();
-    return p;
+    return adopt(real_malloc(size), NULL, __builtin_return_address(0));
 }
 
 void *calloc(size_t n, size_t size)
@@ -254,20 +268,11 @@ void *calloc(size_t n, size_t size)
         return boot_alloc(n * size); /* static storage: zeroed */
     }
     resolve();
-    take();
-    if (should_fail()) {
-        give();
-        fail_traced();
+    if (inject()) {
         errno = ENOMEM;
         return NULL;
     }
-    give();
-    void *p = real_calloc(n, size);
-    take();
-    track(p, __builtin_return_address(0));
-    give();
-    traced();
-    return p;
+    return adopt(real_calloc(n, size), NULL, __builtin_return_address(0));
 }
 
 void *realloc(void *old, size_t size)
@@ -286,24 +291,12 @@ void *realloc(void *old, size_t size)
         free(old);
         return NULL;
     }
-    take();
-    if (should_fail()) {
-        give();
-        fail_traced();
+    if (inject()) {
         errno = ENOMEM;
         return NULL; /* the old block stays valid */
     }
-    give();
     void *p = real_realloc(old, size);
-    if (p) {
-        take();
-        if (old)
-            forget(old);
-        track(p, __builtin_return_address(0));
-        give();
-        traced();
-    }
-    return p;
+    return p ? adopt(p, old, __builtin_return_address(0)) : NULL;
 }
 
 void free(void *p)
@@ -320,40 +313,22 @@ void free(void *p)
 int posix_memalign(void **out, size_t align, size_t size)
 {
     resolve();
-    take();
-    if (should_fail()) {
-        give();
-        fail_traced();
+    if (inject())
         return ENOMEM;
-    }
-    give();
     int rc = real_posix_memalign(out, align, size);
-    if (rc == 0) {
-        take();
-        track(*out, __builtin_return_address(0));
-        give();
-        traced();
-    }
+    if (rc == 0)
+        adopt(*out, NULL, __builtin_return_address(0));
     return rc;
 }
 
 static void *aligned(void *(*fn)(size_t, size_t), size_t align, size_t size, const void *caller)
 {
     resolve();
-    take();
-    if (should_fail()) {
-        give();
-        fail_traced();
+    if (inject()) {
         errno = ENOMEM;
         return NULL;
     }
-    give();
-    void *p = fn(align, size);
-    take();
-    track(p, caller);
-    give();
-    traced();
-    return p;
+    return adopt(fn(align, size), NULL, caller);
 }
 
 void *aligned_alloc(size_t align, size_t size)
