@@ -16,6 +16,7 @@ struct entry {
     struct entry *hnext; /* hash chain */
     struct dg_lnode lru; /* the shard's LRU order, most recent first */
     uint32_t conns;
+    size_t held[CLIENTS_NHOLD]; /* budget.h units held by this client's requests */
     /* token buckets in thousandths of a token, refilled lazily */
     int64_t conn_tokens, query_tokens;
     uint64_t conn_ts, query_ts;
@@ -116,7 +117,7 @@ static struct entry *get(struct clients *c, struct shard *s, const struct client
     if (s->n >= s->max) {
         for (struct dg_lnode *n = s->lru.tail; n; n = n->prev) {
             e = dg_list_entry(n, struct entry, lru);
-            if (e->conns == 0)
+            if (e->conns == 0 && !e->held[0] && !e->held[1])
                 break;
             e = NULL;
         }
@@ -211,6 +212,41 @@ unsigned clients_query(struct clients *c, const struct client_key *k, uint64_t n
         e ? take(&e->query_tokens, &e->query_ts, c->cfg.query_rate, c->cfg.query_burst, now_ms) : 0;
     pthread_mutex_unlock(&s->mu);
     return wait ? (unsigned)((wait + 999) / 1000) : 0;
+}
+
+bool clients_hold(struct clients *c, const struct client_key *k, unsigned kind, size_t n,
+                  size_t limit)
+{
+    if (kind >= CLIENTS_NHOLD)
+        return true;
+    uint64_t h;
+    struct shard *s = lock_shard(c, k, &h);
+    struct entry *e = get(c, s, k, h, 0);
+    bool ok = true;
+    if (e) {
+        if (limit && e->held[kind] + n > limit)
+            ok = false;
+        else
+            e->held[kind] += n;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return ok;
+}
+
+void clients_unhold(struct clients *c, const struct client_key *k, unsigned kind, size_t n)
+{
+    if (kind >= CLIENTS_NHOLD)
+        return;
+    uint64_t h;
+    struct shard *s = lock_shard(c, k, &h);
+    for (struct entry *e = *chain_of(s, h); e; e = e->hnext) {
+        if (key_eq(&e->key, k)) {
+            /* An entry that could not be made at hold time never got the units: clamp. */
+            e->held[kind] = e->held[kind] > n ? e->held[kind] - n : 0;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
 }
 
 bool clients_limit_queries(const struct clients *c)

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dohgate/budget.h"
 #include "dohgate/client.h"
 #include "dohgate/clients.h"
 #include "dohgate/config.h"
@@ -45,6 +46,8 @@ struct conn {
     bool client_tracked; /* counted in set->clients: uncount on close */
     /* who, filled once at accept; the sessions and every request point here */
     struct client_id client;
+    /* what requests on it hold (budget.h); the sessions and requests point here */
+    struct budget_scope budget;
     enum conn_state state;
     struct event *rev, *wev, *timer, *flush_ev;
     struct h2_session *h2;
@@ -72,6 +75,7 @@ static void conn_free(struct conn *c)
     /* The h2 session goes first: it cancels the streams' pending upstream queries. */
     h2_session_free(c->h2);
     h1_session_free(c->h1);
+    budget_scope_fini(&c->budget); /* the sessions gave everything back */
     if (c->rev)
         event_free(c->rev);
     if (c->wev)
@@ -310,8 +314,10 @@ static int conn_flush(struct conn *c)
 
 static int start_h1(struct conn *c)
 {
-    const struct h1_settings st = {
-        .https = c->ssl != NULL, .metrics = c->kind == DG_LISTENER_METRICS, .client = &c->client};
+    const struct h1_settings st = {.https = c->ssl != NULL,
+                                   .metrics = c->kind == DG_LISTENER_METRICS,
+                                   .client = &c->client,
+                                   .budget = &c->budget};
     c->h1 = h1_session_new(&st, c->set->hctx, on_wake, c);
     if (!c->h1)
         return -1;
@@ -332,7 +338,8 @@ static int handshake_done(struct conn *c)
                1);
     if (tls_alpn_get(c->ssl) == TLS_ALPN_H2) {
         struct h2_settings st = {.max_concurrent_streams = set->cfg->max_concurrent_streams,
-                                 .client = &c->client};
+                                 .client = &c->client,
+                                 .budget = &c->budget};
         c->h2 = h2_session_new(&st, set->hctx, on_wake, c);
         if (!c->h2)
             return -1;
@@ -538,6 +545,7 @@ int conn_accept(struct conn_set *set, int fd, enum dg_listener kind, const struc
     if (client)
         c->client = *client; /* else: calloc made it the unknown client */
     c->client_tracked = counted;
+    budget_scope_init(&c->budget, set->clients, &c->client, set->obs);
     c->last_active = dg_now_ms();
     if (tls)
         c->ssl = tls_store_ssl_new(set->tls);

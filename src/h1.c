@@ -37,6 +37,7 @@ struct h1_session {
     bool https;
     bool metrics;
     const struct client_id *client; /* the connection's; outlives the session */
+    struct budget_scope *budget;    /* the connection's; outlives the session */
     enum h1_state state;
     uint64_t req_started;
 
@@ -521,6 +522,7 @@ static void dispatch(struct h1_session *s)
         .headers = s->hdrs,
         .nheaders = s->nhdrs,
         .client = s->client,
+        .budget = s->budget,
     };
     http_exchange_dispatch(&s->ex, router_dispatch);
 }
@@ -566,6 +568,7 @@ struct h1_session *h1_session_new(const struct h1_settings *st, const struct han
     s->https = st->https;
     s->metrics = st->metrics;
     s->client = st->client;
+    s->budget = st->budget;
     request_reset(s);
     return s;
 }

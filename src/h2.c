@@ -59,6 +59,7 @@ struct h2_session {
     h2_wake_cb wake;
     void *owner;
     const struct client_id *client; /* the connection's; outlives the session */
+    struct budget_scope *budget;    /* the connection's; outlives the session */
     struct dg_list streams;
     size_t nstreams;
     int32_t goaway_last_id; /* after h2_session_shutdown(): streams above it are not served */
@@ -266,6 +267,7 @@ static void stream_dispatch(struct h2_stream *st)
         .headers = st->hdrs,
         .nheaders = st->nhdrs,
         .client = st->sess->client,
+        .budget = st->sess->budget,
     };
     http_exchange_dispatch(&st->ex, router_dispatch);
 }
@@ -505,6 +507,7 @@ struct h2_session *h2_session_new(const struct h2_settings *cfg, const struct ha
     if (!s)
         return NULL;
     s->client = cfg->client;
+    s->budget = cfg->budget;
     s->hctx = hctx;
     s->wake = wake;
     s->owner = owner;

@@ -143,6 +143,14 @@ static void on_event(void *arg, enum dg_event ev, unsigned idx, uint64_t value)
     case DG_EV_TLS_FAILED:
         ctr_add(&wm->tls_failed, 1);
         break;
+    case DG_EV_BUDGET_REFUSED:
+        if (idx < BUDGET_NKIND * BUDGET_NLEVEL)
+            ctr_add(&wm->budget_refused[idx], 1);
+        break;
+    case DG_EV_STALLED:
+        if (idx < DG_NSTALL)
+            ctr_add(&wm->stalled[idx], 1);
+        break;
     case DG_EV_BYTES_IN:
         ctr_add(&wm->bytes_in, value);
         break;
@@ -435,6 +443,29 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
     for (int k = 0; k < DG_NREFUSE; k++)
         put(&o, "dohgate_connections_refused_total{reason=\"%s\"} %llu\n", refusal_names[k],
             (unsigned long long)SUM(conn_refused[k]));
+    head(&o, "dohgate_budget_refused_total", "counter",
+         "Work refused because a client, its connection or the process held too much, by "
+         "resource and the scope whose budget was spent.");
+    static const char *const budget_kinds[BUDGET_NKIND] = {"sources", "body"};
+    static const char *const budget_levels[BUDGET_NLEVEL] = {"", "connection", "client", "process",
+                                                             "descriptors"};
+    for (int k = 0; k < BUDGET_NKIND; k++)
+        for (int l = BUDGET_AT_CONN; l < BUDGET_NLEVEL; l++)
+            if (k == BUDGET_SOURCES || l != BUDGET_AT_DESCRIPTORS)
+                put(&o, "dohgate_budget_refused_total{resource=\"%s\",scope=\"%s\"} %llu\n",
+                    budget_kinds[k], budget_levels[l],
+                    (unsigned long long)SUM(budget_refused[BUDGET_EVENT_IDX(k, l)]));
+    head(&o, "dohgate_budget_in_use", "gauge",
+         "What clients make the process hold now: open response sources, buffered body bytes.");
+    for (int k = 0; k < BUDGET_NKIND; k++)
+        put(&o, "dohgate_budget_in_use{resource=\"%s\"} %llu\n", budget_kinds[k],
+            (unsigned long long)budget_process_used((enum budget_kind)k));
+    head(&o, "dohgate_stalled_total", "counter",
+         "Connections closed and streams reset by send-timeout for making no progress.");
+    static const char *const stall_names[DG_NSTALL] = {"connection", "stream"};
+    for (int k = 0; k < DG_NSTALL; k++)
+        put(&o, "dohgate_stalled_total{what=\"%s\"} %llu\n", stall_names[k],
+            (unsigned long long)SUM(stalled[k]));
     head(&o, "dohgate_connections_open", "gauge", "Connections open now, by listener.");
     for (int k = 0; k < DG_NLISTENER; k++) {
         /* each worker's closed count never passes its accepted count; read closed first */

@@ -70,7 +70,8 @@ const char *snapshot_fill(struct snapshot *s, struct config *cfg, const struct s
         }
     }
 
-    if (cfg->max_conns_per_client || cfg->conn_rate || cfg->query_rate) {
+    if (cfg->max_conns_per_client || cfg->conn_rate || cfg->query_rate ||
+        cfg->max_sources_per_client || cfg->body_buffer_per_client) {
         /* every open connection can keep its client's entry: room for all of them, and more */
         size_t total = (size_t)nworkers * cfg->max_connections;
         struct clients_config *kc = &s->clients_cfg; /* zeroed by snapshot_new: memcmp-able */

@@ -55,6 +55,20 @@ void clients_conn_close(struct clients *c, const struct client_key *k);
  */
 unsigned clients_query(struct clients *c, const struct client_key *k, uint64_t now_ms);
 
+/** Kinds of units a client can hold (budget.h's enum budget_kind, by value). */
+#define CLIENTS_NHOLD 2
+
+/**
+ * Count @p n more units of @p kind held by @p k's requests, unless that would pass @p limit
+ * (0: no limit). An entry holding units is not evicted. A client the table cannot track is let
+ * through uncounted. @return whether the units were granted.
+ */
+bool clients_hold(struct clients *c, const struct client_key *k, unsigned kind, size_t n,
+                  size_t limit);
+
+/** Give back units granted by clients_hold() (never below zero). */
+void clients_unhold(struct clients *c, const struct client_key *k, unsigned kind, size_t n);
+
 /** Whether clients_query() limits anything (a query rate is configured); NULL: no. Lets callers
  * skip the clock read when it does not. */
 bool clients_limit_queries(const struct clients *c);

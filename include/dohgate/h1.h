@@ -29,6 +29,7 @@
 
 struct h1_session;
 struct handler_ctx;
+struct budget_scope;
 struct client_id;
 
 /** Same contract as h2_wake_cb: only schedule a flush, may run inside h1_session_recv(). */
@@ -39,6 +40,8 @@ struct h1_settings {
     bool metrics; /**< the metrics listener (implies !https) */
     /** who (client.h); must outlive the session; may be NULL */
     const struct client_id *client;
+    /** what the connection holds (budget.h); must outlive the session; may be NULL */
+    struct budget_scope *budget;
 };
 
 /** @return NULL on OOM. */

@@ -21,6 +21,7 @@
 
 struct h2_session;
 struct handler_ctx;
+struct budget_scope;
 struct client_id;
 
 /** Called when the session has new output to send, e.g. a response submitted by an upstream
@@ -35,6 +36,8 @@ typedef void (*h2_wake_cb)(void *owner);
 struct h2_settings {
     unsigned max_concurrent_streams;
     const struct client_id *client; /**< who (client.h); must outlive the session; may be NULL */
+    /** what the connection holds (budget.h); must outlive the session; may be NULL */
+    struct budget_scope *budget;
 };
 
 /**

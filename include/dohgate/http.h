@@ -41,6 +41,7 @@
 #include "dohgate/util.h"
 
 struct acl;
+struct budget_scope;
 struct client_id;
 struct dg_observer;
 struct clients;
@@ -89,6 +90,8 @@ struct http_request {
     size_t nheaders;
     /** who asks (client.h): parsed once at accept, owned by the connection; may be NULL */
     const struct client_id *client;
+    /** what the connection holds (budget.h): owned by the connection; may be NULL */
+    struct budget_scope *budget;
 };
 
 /** The first value of request header @p name (lower-case), or NULL. */

@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dohgate/budget.h"
 #include "dohgate/config.h"
 #include "dohgate/observer.h"
 
@@ -57,9 +58,11 @@ struct worker_metrics {
     dg_counter conn_accepted[DG_NLISTENER];
     dg_counter conn_closed[DG_NLISTENER];
     dg_counter conn_refused[DG_NREFUSE];
-    dg_counter tls_handshakes[2][2]; /**< [TLS 1.2, 1.3][full, resumed] */
-    dg_counter tls_failed;           /**< handshakes that failed or timed out */
-    dg_counter bytes_in, bytes_out;  /**< HTTP bytes on client connections (inside TLS) */
+    dg_counter budget_refused[BUDGET_NKIND * BUDGET_NLEVEL]; /**< BUDGET_EVENT_IDX */
+    dg_counter stalled[DG_NSTALL];                           /**< send-timeout, by what */
+    dg_counter tls_handshakes[2][2];                         /**< [TLS 1.2, 1.3][full, resumed] */
+    dg_counter tls_failed;          /**< handshakes that failed or timed out */
+    dg_counter bytes_in, bytes_out; /**< HTTP bytes on client connections (inside TLS) */
     struct upstream_metrics up[DG_CONFIG_MAX_LIST]; /**< by cfg->upstream index */
     /** client questions by outcome (DG_EV_RES_*) */
     dg_counter res_hits, res_stale_hits, res_misses, res_coalesced, res_prefetches, res_servfails,

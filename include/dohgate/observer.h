@@ -45,6 +45,9 @@ enum dg_event {
     DG_EV_UP_ERROR,       /**< a try failed at once (refused, unreachable, reset) */
     DG_EV_UP_MARKED_DOWN, /**< the worker stopped using the server */
     DG_EV_UP_HEALTH,      /**< value: DG_UP_HEALTH(srtt_us, down): this worker's view now */
+    /* budgets (budget.c) and progress timeouts (conn, h1, h2) */
+    DG_EV_BUDGET_REFUSED, /**< idx: BUDGET_EVENT_IDX(kind, level) of budget.h */
+    DG_EV_STALLED,        /**< idx: enum dg_stall: closed or reset for making no progress */
 };
 
 /** The listener a connection came from (idx of the DG_EV_CONN_* events). */
@@ -57,6 +60,13 @@ enum dg_refusal {
     DG_REFUSE_RATE,       /**< connection-rate-limit */
     DG_REFUSE_ACL,        /**< deny-client / allow-client with acl-scope all */
     DG_NREFUSE
+};
+
+/** What send-timeout ended (idx of DG_EV_STALLED). */
+enum dg_stall {
+    DG_STALL_CONNECTION, /**< response data waiting, none accepted: the connection closed */
+    DG_STALL_STREAM,     /**< a stream holding a resource made no progress: reset */
+    DG_NSTALL
 };
 
 #define DG_TLS_13      1u
