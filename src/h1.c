@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "dohgate/budget.h"
 #include "dohgate/config.h"
 #include "dohgate/http.h"
 #include "dohgate/log.h"
@@ -50,6 +51,7 @@ struct h1_session {
     char *path, *authority; /* NUL-terminated, owned */
     const char *ctype;
     struct dg_buf body;
+    size_t body_held; /* bytes of body taken under the connection's body budget */
     size_t max_body;
     int error_status; /* found by a parser callback: answer it and close */
     bool msg_complete;
@@ -85,6 +87,15 @@ static int parse(struct h1_session *s, const uint8_t *data, size_t len);
 
 /* ---- request state ----------------------------------------------------------------------- */
 
+/* The body buffer and its budget go together: every byte in it was taken with budget_take(),
+ * and is given back here, exactly once, when the buffer goes. */
+static void body_release(struct h1_session *s)
+{
+    dg_buf_free(&s->body);
+    budget_put(s->budget, BUDGET_BODY, s->body_held);
+    s->body_held = 0;
+}
+
 static void request_reset(struct h1_session *s)
 {
     dg_buf_free(&s->url);
@@ -100,7 +111,7 @@ static void request_reset(struct h1_session *s)
     free(s->path);
     s->path = NULL;
     s->ctype = NULL;
-    dg_buf_free(&s->body);
+    body_release(s);
     s->max_body = 0; /* set at headers-complete, from the route */
     s->error_status = 0;
     s->msg_complete = false;
@@ -248,6 +259,7 @@ static void error_response(struct h1_session *s, int status)
     s->close_after = true;
     s->continue_pending = false;
     dg_buf_free(&s->pending_in);
+    body_release(s); /* no handler will read it */
     /* The request never parsed whole: what the response's metrics need of it. */
     s->ex.req.version = s->ex.req.version ? s->ex.req.version : 11;
     s->ex.req.metrics = s->metrics;
@@ -448,7 +460,7 @@ static int on_headers_complete(http_parser *p)
         }
     }
     s->ctype = find_header(s, "content-type");
-    s->max_body = router_max_body(s->hctx, s->path);
+    s->max_body = router_max_body(s->hctx, s->path, s->https, s->metrics);
     bool has_body = (p->flags & (F_CHUNKED | F_CONTENTLENGTH)) &&
                     !((p->flags & F_CONTENTLENGTH) && p->content_length == 0);
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > s->max_body) {
@@ -477,6 +489,13 @@ static int on_body(http_parser *p, const char *at, size_t len)
         s->error_status = 413;
         return 1;
     }
+    /* Past the body budget (connection, client, process): 503 and close; HTTP/1.1 cannot make
+     * the client wait for one request without stalling the connection anyway. */
+    if (budget_take(s->budget, s->hctx->cfg, BUDGET_BODY, len) != BUDGET_OK) {
+        s->error_status = 503;
+        return 1;
+    }
+    s->body_held += len;
     if (dg_buf_append(&s->body, at, len) != 0) {
         s->error_status = 503;
         return 1;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dohgate/budget.h"
 #include "dohgate/config.h"
 #include "dohgate/doh.h"
 #include "dohgate/http.h"
@@ -39,6 +40,7 @@ struct h2_stream {
     int refuse_status; /* 413/414/431 found while receiving; answered at dispatch */
     size_t hdr_bytes;  /* the header list so far, RFC 9113 §6.5.2 size */
     bool req_done;     /* END_STREAM received from the client */
+    bool refused;      /* RST_STREAM REFUSED_STREAM queued: never dispatched, DATA discarded */
     char *method, *path, *authority, *ctype;
     struct http_header *hdrs; /* every regular request header, strings owned */
     size_t nhdrs, hdrs_cap;
@@ -49,6 +51,7 @@ struct h2_stream {
     char arena[STREAM_ARENA];
     size_t max_body; /* by route, known once :path is */
     struct dg_buf body;
+    size_t body_held; /* bytes of body taken under the connection's body budget */
     struct dg_buf resp;
     size_t resp_off;
 };
@@ -106,6 +109,15 @@ static void stream_str_free(struct h2_stream *st, char *p)
         free(p);
 }
 
+/* The body buffer and its budget go together: every byte in it was taken with budget_take(),
+ * and is given back here, exactly once, when the buffer goes. */
+static void body_release(struct h2_stream *st)
+{
+    dg_buf_free(&st->body);
+    budget_put(st->sess->budget, BUDGET_BODY, st->body_held);
+    st->body_held = 0;
+}
+
 static void stream_free(struct h2_stream *st)
 {
     struct h2_session *s = st->sess;
@@ -123,7 +135,7 @@ static void stream_free(struct h2_stream *st)
     }
     if (st->hdrs != st->hdrs_local)
         free(st->hdrs);
-    dg_buf_free(&st->body);
+    body_release(st);
     dg_buf_free(&st->resp);
     free(st);
 }
@@ -245,7 +257,7 @@ static void stream_reset(struct http_exchange *ex)
 
 static void stream_dispatch(struct h2_stream *st)
 {
-    if (st->ex.state != HTTP_EX_READING)
+    if (st->ex.state != HTTP_EX_READING || st->refused)
         return;
     if (st->refuse_status) {
         /* what is known of the request, for the response's metrics */
@@ -356,7 +368,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
         else
             rc = set_field(st, &st->path, value, valuelen, H2_MAX_PATH);
         if (rc == 0 && st->path)
-            st->max_body = router_max_body(s->hctx, st->path);
+            st->max_body = router_max_body(s->hctx, st->path, true, false);
     } else if (namelen == 7 && memcmp(name, ":method", 7) == 0) {
         rc = set_field(st, &st->method, value, valuelen, H2_MAX_HEADER);
     } else if (namelen == 10 && memcmp(name, ":authority", 10) == 0) {
@@ -387,26 +399,81 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
     return 0;
 }
 
+/*
+ * Flow control (issue 14): nghttp2 sends no WINDOW_UPDATE by itself
+ * (nghttp2_option_set_no_auto_window_update); a DATA byte opens the windows again only once it
+ * is dealt with here: taken under the body budget and stored, or discarded (the stream was
+ * answered or refused already, or is answered now). The client can therefore never have more
+ * than the windows (65535 bytes per connection) sent ahead of what the budget took, and a body
+ * the server does not want never gets the windows opened for more of it than it already sent.
+ * The refused stream's bytes still count towards the connection window: they are released at
+ * the connection level, or the other streams would starve.
+ */
+static void consume(struct h2_stream *st, nghttp2_session *ng, int32_t stream_id, size_t len,
+                    bool stream_too)
+{
+    int rc = stream_too ? nghttp2_session_consume(ng, stream_id, len)
+                        : nghttp2_session_consume_connection(ng, len);
+    if (rc != 0 && st)
+        st->sess->fatal = true; /* no memory for a WINDOW_UPDATE: the connection would stall */
+}
+
+/* Refuse the body of @p st as it arrives, after the budget said no: RST_STREAM REFUSED_STREAM
+ * when none of it was taken yet (nothing was processed: RFC 9113 §8.7 lets the client retry),
+ * else 503. */
+static void refuse_body(struct h2_stream *st)
+{
+    struct h2_session *s = st->sess;
+    if (st->body_held == 0) {
+        st->refused = true;
+        if (nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM) !=
+            0)
+            s->fatal = true;
+        s->wake(s->owner);
+        return;
+    }
+    st->refuse_status = 503;
+    body_release(st);
+    stream_dispatch(st);
+}
+
 static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t stream_id,
                               const uint8_t *data, size_t len, void *user_data)
 {
+    struct h2_session *s = user_data;
     struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, stream_id);
-    if (!st || st->ex.state != HTTP_EX_READING || st->refuse_status)
+    if (!st || st->refused) {
+        consume(st, ng, stream_id, len, false);
         return 0;
+    }
+    if (st->ex.state != HTTP_EX_READING || st->refuse_status) {
+        /* Answered already (413 at HEADERS, ...): discarded. The stream window opens too, so
+         * that a client that goes on uploading after the early response is not stuck. */
+        consume(st, ng, stream_id, len, true);
+        return 0;
+    }
     if (st->body.len + len > st->max_body) {
         /* Answer now and stop storing: the rest of the body is discarded. */
         st->refuse_status = 413;
-        dg_buf_free(&st->body);
+        body_release(st);
         stream_dispatch(st);
+        consume(st, ng, stream_id, len, true);
         return 0;
     }
+    if (budget_take(s->budget, s->hctx->cfg, BUDGET_BODY, len) != BUDGET_OK) {
+        refuse_body(st);
+        consume(st, ng, stream_id, len, !st->refused);
+        return 0;
+    }
+    st->body_held += len;
     if (dg_buf_append(&st->body, data, len) != 0) {
         /* Returning an error here would be ignored for DATA (nghttp2 goes on and the stream
          * would be dispatched with a truncated body): refuse it instead. */
         st->refuse_status = 503;
-        dg_buf_free(&st->body);
+        body_release(st);
         stream_dispatch(st);
     }
+    consume(st, ng, stream_id, len, true);
     return 0;
 }
 
@@ -525,6 +592,8 @@ struct h2_session *h2_session_new(const struct h2_settings *cfg, const struct ha
     nghttp2_option_set_max_continuations(opt, 8);
     nghttp2_option_set_max_outbound_ack(opt, 1000);
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
+    /* Request-body windows open only for bytes on_data_chunk_recv() dealt with (consume()). */
+    nghttp2_option_set_no_auto_window_update(opt, 1);
     /* nghttp2 copies the nghttp2_mem it is given */
     nghttp2_mem mem = {hctx ? hctx->h2_pool : NULL, h2m_malloc, h2m_free, h2m_calloc, h2m_realloc};
     int rc = mem.mem_user_data ? nghttp2_session_server_new3(&s->ng, cbs, s, opt, &mem)

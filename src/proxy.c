@@ -56,8 +56,8 @@ struct preq {
     bool reused, retried;
     enum preq_phase phase;
     struct event *rev, *wev, *timer;
-    struct dg_buf out; /* the request bytes */
-    size_t out_off;
+    struct dg_buf out; /* the request head */
+    size_t out_off;    /* sent of the head and then of the body (r->ex->req.body) */
     http_parser rp;
     bool head_method;
     bool idempotent; /* may be sent again after a reused connection failed (RFC 9110 §9.2.2) */
@@ -225,11 +225,9 @@ static int build_request(struct preq *r, const struct http_request *q)
     snprintf(len, sizeof(len), "%zu", q->body_len);
     if (send_len && add_line(b, "content-length", len))
         return -ENOMEM;
-    if (dg_buf_append(b, "\r\n", 2))
-        return -ENOMEM;
-    if (q->body_len && dg_buf_append(b, q->body, q->body_len))
-        return -ENOMEM;
-    return 0;
+    /* The body is not copied: on_write() sends it from the exchange's buffer (taken under the
+     * body budget by the transport), which lives as long as r->ex is set. */
+    return dg_buf_append(b, "\r\n", 2) ? -ENOMEM : 0;
 }
 
 /* ---- response parsing -------------------------------------------------------------------- */
@@ -567,12 +565,21 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         preq_free(r);
 }
 
+/* The request's bytes: the head, then the body the exchange holds (none once it is gone). */
+static size_t req_len(const struct preq *r)
+{
+    return r->out.len + (r->ex ? r->ex->req.body_len : 0);
+}
+
 static void on_write(evutil_socket_t fd, short what, void *arg)
 {
     struct preq *r = arg;
     r->in_io++;
-    while (r->out_off < r->out.len) {
-        ssize_t n = send(r->fd, r->out.data + r->out_off, r->out.len - r->out_off, MSG_NOSIGNAL);
+    while (r->out_off < req_len(r)) {
+        const uint8_t *p = r->out_off < r->out.len ? r->out.data + r->out_off
+                                                   : r->ex->req.body + (r->out_off - r->out.len);
+        size_t left = r->out_off < r->out.len ? r->out.len - r->out_off : req_len(r) - r->out_off;
+        ssize_t n = send(r->fd, p, left, MSG_NOSIGNAL);
         if (n > 0) {
             r->out_off += (size_t)n;
             continue;
@@ -582,7 +589,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
         backend_failed(r, false, n < 0 ? strerror(errno) : "write failed");
         goto out;
     }
-    if (r->out_off == r->out.len) {
+    if (r->out_off >= req_len(r)) {
         event_del(r->wev);
         r->phase = PH_HEAD;
         event_add(r->rev, NULL);

@@ -13,12 +13,17 @@
 #include <stdio.h>
 #include <string.h>
 
-size_t router_max_body(const struct handler_ctx *ctx, const char *path)
+size_t router_max_body(const struct handler_ctx *ctx, const char *path, bool https, bool metrics)
 {
     const struct config *cfg = ctx->cfg;
+    /* The metrics listener and the port-80 redirects read no body, and neither do static files
+     * nor the landing page: a body there would only be memory held for nothing (issue 14). */
+    if (metrics || !https)
+        return 0;
     if (doh_path_match(path, cfg->doh_path, cfg->n_doh_path))
         return DOH_MAX_BODY;
-    return cfg->site_max_body;
+    bool proxied = ctx->proxy && !(ctx->site && ctx->site->root.fd >= 0); /* as site_handle() */
+    return proxied ? cfg->site_max_body : 0;
 }
 
 /* Who may ask, and how often, before any decoding work: the admission verdict in HTTP terms.

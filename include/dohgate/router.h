@@ -11,6 +11,7 @@
 #ifndef DOHGATE_ROUTER_H
 #define DOHGATE_ROUTER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct http_exchange;
@@ -22,7 +23,12 @@ struct http_exchange;
 void router_dispatch(struct http_exchange *ex);
 
 struct handler_ctx;
-/** The largest request body the handler of @p path accepts (413 above). */
-size_t router_max_body(const struct handler_ctx *ctx, const char *path);
+/**
+ * The largest request body the handler of @p path accepts (413 above): 65535 on a DoH path,
+ * site-max-body when the site is a reverse proxy (site-backend without site-root), and 0
+ * everywhere else: static files, the landing page, the plain-HTTP listener (@p https false) and
+ * the metrics listener (@p metrics) take no body at all.
+ */
+size_t router_max_body(const struct handler_ctx *ctx, const char *path, bool https, bool metrics);
 
 #endif

@@ -41,6 +41,7 @@
 #include <event2/event.h>
 #include <nghttp2/nghttp2.h>
 
+#include "dohgate/budget.h"
 #include "dohgate/cache.h"
 #include "dohgate/config.h"
 #include "dohgate/dns.h"
@@ -91,6 +92,8 @@ struct t {
     size_t pending_at_drop;
     unsigned wakes_at_drop;
     int active_at_drop;
+    const char *const *opts;     /* extra options for start(), name/value pairs, NULL-ended */
+    struct budget_scope *budget; /* the connection's scope for start(); NULL: none */
 };
 
 static struct dt_resp *rec_of(struct t *t, int32_t id)
@@ -239,6 +242,10 @@ static void start(struct t *t, unsigned up_ms, unsigned q_ms)
     assert_int_equal(config_set(t->cfg, "upstream-timeout", v, "test", 0, err, sizeof(err)), 0);
     snprintf(v, sizeof(v), "%u", q_ms);
     assert_int_equal(config_set(t->cfg, "query-timeout", v, "test", 0, err, sizeof(err)), 0);
+    for (size_t i = 0; t->opts && t->opts[i]; i += 2) {
+        if (config_set(t->cfg, t->opts[i], t->opts[i + 1], "test", 0, err, sizeof(err)) != 0)
+            fail_msg("config_set(%s): %s", t->opts[i], err);
+    }
     if (config_finish(t->cfg, err, sizeof(err)) != 0)
         fail_msg("config_finish: %s", err);
 
@@ -252,7 +259,8 @@ static void start(struct t *t, unsigned up_ms, unsigned q_ms)
     t->res = resolver_new(t->up, t->cache, t->cfg);
     assert_non_null(t->res);
     t->hctx = (struct handler_ctx){.cfg = t->cfg, .resolver = t->res};
-    const struct h2_settings st = {.max_concurrent_streams = t->cfg->max_concurrent_streams};
+    const struct h2_settings st = {.max_concurrent_streams = t->cfg->max_concurrent_streams,
+                                   .budget = t->budget};
     t->srv = h2_session_new(&st, &t->hctx, on_wake, t);
     assert_non_null(t->srv);
 
@@ -794,6 +802,143 @@ static void test_goaway_pending_finishes(void **state)
     assert_idle(t);
 }
 
+/* ------------------------------------------------------------ 9. request bodies (issue 14) */
+
+/* A request body the client hands out a part at a time: DATA up to `allowed`, then DEFERRED
+ * until the test allows more (held_more()); END_STREAM only when `end` and all of it went. */
+struct held_body {
+    size_t allowed, off;
+    bool end;
+};
+
+static ssize_t held_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
+                         uint32_t *flags, nghttp2_data_source *source, void *ud)
+{
+    struct held_body *b = source->ptr;
+    size_t n = b->allowed - b->off < length ? b->allowed - b->off : length;
+    if (n == 0 && !b->end)
+        return NGHTTP2_ERR_DEFERRED;
+    memset(buf, 'x', n);
+    b->off += n;
+    if (b->end && b->off == b->allowed)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+static int32_t submit_held(struct t *t, const char *path, const char *ctype, const char *clen,
+                           struct held_body *b)
+{
+    nghttp2_nv hdrs[DT_DOH_HEADERS_MAX + 1];
+    size_t n = dt_doh_headers(hdrs, "POST", path, ctype);
+    if (clen)
+        hdrs[n++] = dt_nv("content-length", clen);
+    nghttp2_data_provider prd = {.source.ptr = b, .read_callback = held_read};
+    int32_t id = nghttp2_submit_request(t->cli, NULL, hdrs, n, &prd, NULL);
+    assert_true(id > 0);
+    return id;
+}
+
+static void held_more(struct t *t, int32_t id, struct held_body *b, size_t allowed, bool end)
+{
+    b->allowed = allowed;
+    b->end = end;
+    assert_int_equal(nghttp2_session_resume_data(t->cli, id), 0);
+}
+
+static bool p_status(struct t *t, long id)
+{
+    return rec_of(t, (int32_t)id)->status != 0;
+}
+
+/* Outside the DoH path the site is the landing page here (no site-root, no backend): it takes
+ * no body. A body is refused at the HEADERS frame from its content-length (or at its first DATA
+ * byte without one), while the client is still sending, and never stored; its bytes still open
+ * the connection window, so the connection goes on working. */
+static void test_body_unwanted_refused(void **state)
+{
+    struct t *t = *state;
+    start(t, 1500, 4000);
+    size_t base = budget_process_used(BUDGET_BODY);
+    struct held_body announced = {0}, unannounced = {.allowed = 100}, empty = {.end = true};
+    int32_t a = submit_held(t, "/other", NULL, "100000", &announced);
+    int32_t u = submit_held(t, "/", NULL, NULL, &unannounced);
+    int32_t e = submit_held(t, "/", NULL, "0", &empty);
+    assert_true(run_until(t, p_status, a, MAX_WAIT));
+    assert_true(run_until(t, p_status, u, MAX_WAIT));
+    assert_true(run_until(t, p_closed, e, MAX_WAIT));
+    assert_int_equal(rec_of(t, a)->status, 413);
+    assert_int_equal(rec_of(t, u)->status, 413);
+    assert_int_equal(rec_of(t, e)->status, 405); /* no body: the landing page's own answer */
+    assert_int_equal(budget_process_used(BUDGET_BODY), base);
+
+    /* The client goes on sending more than a connection window of the refused body: discarded,
+     * and the windows open again, so a DoH POST on the same connection still gets through. */
+    held_more(t, a, &announced, 100000, false);
+    run_for(t, 20);
+    assert_int_equal(announced.off, 100000);
+    uint8_t q[128];
+    size_t qlen = dt_build_query(q, sizeof(q), 0x4b4b, "after-refused.example.com");
+    t->body[0] = (struct dt_body){.p = q, .len = qlen};
+    int32_t doh = submit(t, "POST", "/dns-query", DOH_CONTENT_TYPE, &t->body[0]);
+    assert_true(run_until(t, p_closed, doh, MAX_WAIT));
+    assert_dns_response(t, doh, 0x4b4b, DNS_RCODE_NOERROR);
+    assert_int_equal(budget_process_used(BUDGET_BODY), base);
+
+    rst(t, a);
+    rst(t, u);
+    assert_true(run_until(t, p_closed, u, MAX_WAIT));
+    assert_true(run_until(t, p_closed, a, MAX_WAIT));
+    assert_int_equal(h2_session_streams(t->srv), 0);
+}
+
+/* Every stored body byte is taken under the connection's body budget and given back when the
+ * stream goes. Past the budget: RST_STREAM REFUSED_STREAM for a stream none of whose body was
+ * taken yet (the client may retry it), 503 for one that had some taken. */
+static void test_body_budget(void **state)
+{
+    struct t *t = *state;
+    static const char *const opts[] = {"max-body-buffer-per-connection", "4K", NULL};
+    struct budget_scope scope;
+    budget_scope_init(&scope, NULL, NULL, NULL);
+    t->opts = opts;
+    t->budget = &scope;
+    start(t, 1500, 4000);
+    size_t base = budget_process_used(BUDGET_BODY);
+
+    struct held_body first = {.allowed = 3000}, second = {.allowed = 2000};
+    int32_t a = submit_held(t, "/dns-query", DOH_CONTENT_TYPE, NULL, &first);
+    run_for(t, 10);
+    assert_int_equal(scope.used[BUDGET_BODY], 3000);
+    assert_int_equal(budget_process_used(BUDGET_BODY), base + 3000);
+    assert_int_equal(rec_of(t, a)->status, 0); /* still being received */
+
+    int32_t b = submit_held(t, "/dns-query", DOH_CONTENT_TYPE, NULL, &second);
+    assert_true(run_until(t, p_closed, b, MAX_WAIT));
+    assert_no_response(t, b, NGHTTP2_REFUSED_STREAM);
+    assert_int_equal(scope.used[BUDGET_BODY], 3000);
+
+    held_more(t, a, &first, 5000, false); /* 2000 more: over 4 KiB, with 3000 taken */
+    assert_true(run_until(t, p_status, a, MAX_WAIT));
+    assert_int_equal(rec_of(t, a)->status, 503);
+    assert_int_equal(scope.used[BUDGET_BODY], 0);
+    assert_int_equal(budget_process_used(BUDGET_BODY), base);
+
+    /* The budget is free again: a DoH POST is answered, and gives its bytes back. */
+    uint8_t q[128];
+    size_t qlen = dt_build_query(q, sizeof(q), 0x4c4c, "budget.example.com");
+    t->body[0] = (struct dt_body){.p = q, .len = qlen};
+    int32_t doh = submit(t, "POST", "/dns-query", DOH_CONTENT_TYPE, &t->body[0]);
+    assert_true(run_until(t, p_closed, doh, MAX_WAIT));
+    assert_dns_response(t, doh, 0x4c4c, DNS_RCODE_NOERROR);
+
+    rst(t, a);
+    assert_true(run_until(t, p_closed, a, MAX_WAIT));
+    assert_int_equal(h2_session_streams(t->srv), 0);
+    assert_int_equal(scope.used[BUDGET_BODY], 0);
+    assert_int_equal(budget_process_used(BUDGET_BODY), base);
+    budget_scope_fini(&scope);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -805,6 +950,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_error_statuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_silent_upstream_servfail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_goaway_pending_finishes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_body_unwanted_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_body_budget, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
