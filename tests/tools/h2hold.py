@@ -35,8 +35,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from h2conns import PREFACE, frame, literal  # noqa: E402  (the one HTTP/2 frame writer of the tools)
 
 DATA, HEADERS, RST, SETTINGS, PING, GOAWAY, WINUP = 0, 1, 3, 4, 6, 7, 8
-STATUS_INDEX = {0x88: "200", 0x89: "204", 0x8a: "206", 0x8b: "304", 0x8c: "400", 0x8d: "404",
-                0x8e: "500"}
 
 
 def header_block(method, path, authority, length=None):
@@ -49,16 +47,66 @@ def header_block(method, path, authority, length=None):
     return block
 
 
-def status_of(block):
-    """The :status of a response header block: indexed (static table) or literal."""
-    if not block:
-        return "?"
-    if block[0] in STATUS_INDEX:
-        return STATUS_INDEX[block[0]]
-    # literal with indexed name :status (index 8..14), 3-digit value, no Huffman
-    if block[0] & 0xf0 in (0x00, 0x10, 0x40) and len(block) >= 5 and block[1] == 3:
-        return block[2:5].decode(errors="replace")
-    return "?"
+def hpack_int(block, i, bits):
+    """RFC 7541 §5.1 integer with a @bits-bit prefix at block[i]: (value, next index)."""
+    mask = (1 << bits) - 1
+    v = block[i] & mask
+    i += 1
+    if v < mask:
+        return v, i
+    m = 0
+    while True:
+        b = block[i]
+        i += 1
+        v += (b & 0x7f) << m
+        m += 7
+        if not b & 0x80:
+            return v, i
+
+
+def hpack_str(block, i):
+    """A string literal: (bytes, or None when Huffman-coded, next index)."""
+    huff = block[i] & 0x80
+    n, i = hpack_int(block, i, 7)
+    return (None if huff else bytes(block[i:i + n])), i + n
+
+
+def status_of(block, table):
+    """The :status of a response header block. @table: the connection's HPACK dynamic table
+    as a list of (name, value) (value None when Huffman-coded), newest first; kept up to date
+    here (only entry counts matter for indices: the tool's runs stay far below its size)."""
+    status, i = "?", 0
+    try:
+        while i < len(block):
+            b = block[i]
+            if b & 0x80:  # indexed field
+                idx, i = hpack_int(block, i, 7)
+                if 8 <= idx <= 14:
+                    status = ["200", "204", "206", "304", "400", "404", "500"][idx - 8]
+                elif idx > 61 and idx - 62 < len(table) and table[idx - 62][0] == b":status":
+                    status = (table[idx - 62][1] or b"?").decode(errors="replace")
+                continue
+            if b & 0xe0 == 0x20:  # dynamic table size update
+                _, i = hpack_int(block, i, 5)
+                continue
+            indexing = b & 0xc0 == 0x40
+            idx, i = hpack_int(block, i, 6 if indexing else 4)
+            if idx == 0:
+                name, i = hpack_str(block, i)
+            elif 8 <= idx <= 14:
+                name = b":status"
+            elif idx > 61 and idx - 62 < len(table):
+                name = table[idx - 62][0]
+            else:
+                name = b"?"
+            value, i = hpack_str(block, i)
+            if name == b":status":
+                status = (value or b"?").decode(errors="replace")
+            if indexing:
+                table.insert(0, (name, value))
+    except IndexError:
+        pass
+    return status
 
 
 class Conn:
@@ -69,6 +117,7 @@ class Conn:
         self.stream_window = {}
         self.sent = {}
         self.writer = None
+        self.hpack = []  # the server's HPACK dynamic table, as status_of() tracks it
 
     async def open(self, ctx):
         a = self.args
@@ -136,7 +185,11 @@ class Conn:
                         self.stream_window[sid] = self.stream_window.get(sid, self.peer_initial) + inc
                     self.send_body()
                 elif ftype == HEADERS:
-                    st = status_of(payload)
+                    if flags & 0x8:  # PADDED
+                        payload = payload[1:len(payload) - payload[0]]
+                    if flags & 0x20:  # PRIORITY
+                        payload = payload[5:]
+                    st = status_of(payload, self.hpack)
                     s["statuses"][st] = s["statuses"].get(st, 0) + 1
                     self.sent.pop(sid, None)
                 elif ftype == RST:
