@@ -8,7 +8,9 @@
  * One request at a time: after a complete request the parser stops; bytes of pipelined requests
  * wait (bounded) until the response has been written, then parsing goes on. Limits: request
  * target 4096 bytes → 414; the whole header section 16 KiB or 100 fields → 431; a body over the
- * route's limit (router_max_body) → 413, from Content-Length before reading it; Expect:
+ * route's limit (router_max_body: 0 where no handler takes a body) → 413, from Content-Length
+ * before reading it, a chunked one at the byte past the limit; body bytes are taken under the
+ * connection's body budget (budget.h) while stored, past it 503 and close; Expect:
  * 100-continue is answered "100 Continue" when the body is acceptable; other Expect values 417;
  * CONNECT 405; a malformed request 400; HTTP/1.1 without Host 400. Every error response closes the
  * connection. Responses carry content-length, or use chunked coding when the length is unknown

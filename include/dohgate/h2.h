@@ -8,6 +8,10 @@
  * request strings/body and its response bytes, and embeds the struct http_exchange that handlers
  * see. A stream is freed only in nghttp2's on_stream_close callback or by h2_session_free(),
  * and in both cases any pending handler operation is cancelled first (http_exchange_end).
+ * Request bodies: refused at HEADERS (413) where the route takes none (router_max_body), stored
+ * under the connection's body budget (budget.h; past it RST_STREAM REFUSED_STREAM, or 503 once
+ * some was stored), and the flow-control windows open only for bytes stored or discarded: no
+ * automatic WINDOW_UPDATE.
  * No DNS knowledge here.
  */
 #ifndef DOHGATE_H2_H
