@@ -12,7 +12,7 @@
 #      Meanwhile a normal 1 MiB POST reaches the backend whole (length and SHA-256), over
 #      HTTP/2 and HTTP/1.1, and DoH queries (GET, POST, kdig) are answered.
 . "$(dirname "$0")/lib.sh"
-need_tools nsd curl kdig python3
+need_tools nsd curl kdig python3 h2load openssl
 
 # Under ASan, freed blocks wait in a quarantine (256 MB by default) before their memory is
 # reused: the attack's take-and-free churn would measure the quarantine, not dohgate. A small
@@ -70,6 +70,26 @@ doh_meanwhile() {
         +tls-hostname=localhost +timeout=5 "www.$ZONE" A 2>&1)" "$1: kdig +https is answered meanwhile"
 }
 
+# doh_clients WHAT: DoH POST from more clients (their request bodies go through the same windows
+# and budgets): h2load (4 connections x 10 streams), a 65535-byte body (the DoH maximum: it
+# arrives whole, then is found not to be DNS: 400), curl --doh-url
+doh_clients() {
+    local out q
+    dnsmsg query "www.$ZONE" A --out "$T/h2load-q.bin"
+    timeout 60 h2load -n 400 -c 4 -m 10 -d "$T/h2load-q.bin" -H 'content-type: application/dns-message' \
+        "$(dohgate_url)" >"$T/h2load.out" 2>&1
+    assert_match 'status codes: 400 2xx, 0 3xx, 0 4xx, 0 5xx' "$(cat "$T/h2load.out")" \
+        "$1: h2load, 400 DoH POSTs on 4 connections: all 200"
+    head -c 65535 /dev/zero >"$T/max.bin"
+    out=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 --http2 --cacert "$CERTS/ca.pem" \
+        -H 'content-type: application/dns-message' --data-binary "@$T/max.bin" "$(dohgate_url)")
+    assert_eq 400 "$out" "$1: a 65535-byte DoH POST body is taken whole (then 400: not DNS)"
+    q=$(dnsmsg query "www.$ZONE" A --b64)
+    out=$(curl -s --http2 --max-time 10 --cacert "$CERTS/ca.pem" --doh-url "$(dohgate_url)" \
+        -o /dev/null -w '%{remote_ip} %{http_code}' "https://loop.$ZONE:$DG_PORT/dns-query?dns=$q" 2>&1)
+    assert_eq "127.0.0.1 200" "$out" "$1: curl --doh-url resolves through dohgate (POST) and fetches"
+}
+
 # raw11 REQUEST-TEXT: send it over TLS (HTTP/1.1), print the first response line
 raw11() {
     printf '%b' "$1" >"$T/raw.in"
@@ -99,6 +119,7 @@ for mode in landing static; do
     rss1=$(rss_kb)
     doh_meanwhile "$mode"
     hold_end "$mode"
+    [ "$mode" = landing ] && doh_clients "$mode"
     J=$T/hold-$mode.json
     assert_eq 200 "$(jq_py "$J" 'd.get("statuses", {}).get("413", 0)')" \
         "$mode: all 200 streams get 413 at their HEADERS, while the body is still coming"
@@ -153,6 +174,7 @@ for v in 2 1.1; do
         "proxy: a 1 MiB POST over HTTP/$v reaches the backend whole meanwhile"
 done
 doh_meanwhile proxy
+doh_clients proxy
 hold_end proxy
 J=$T/hold-proxy.json
 echo "# proxy: VmRSS ${rss0} kB before, ${rss1} kB during the attack"
