@@ -53,7 +53,8 @@ struct h1_session {
     struct dg_buf body;
     size_t body_held; /* bytes of body taken under the connection's body budget */
     size_t max_body;
-    int error_status; /* found by a parser callback: answer it and close */
+    int error_status;        /* found by a parser callback: answer it and close */
+    const char *error_allow; /* the allow header of a 405 error_status */
     bool msg_complete;
     bool keep_alive;
     int version;
@@ -114,6 +115,7 @@ static void request_reset(struct h1_session *s)
     body_release(s);
     s->max_body = 0; /* set at headers-complete, from the route */
     s->error_status = 0;
+    s->error_allow = NULL;
     s->msg_complete = false;
     s->keep_alive = false;
     s->continue_pending = false;
@@ -263,7 +265,7 @@ static void error_response(struct h1_session *s, int status)
     /* The request never parsed whole: what the response's metrics need of it. */
     s->ex.req.version = s->ex.req.version ? s->ex.req.version : 11;
     s->ex.req.metrics = s->metrics;
-    const struct http_header allow = {"allow", "GET, HEAD, POST"};
+    const struct http_header allow = {"allow", s->error_allow ? s->error_allow : "GET, HEAD, POST"};
     http_respond_status(&s->ex, status, &allow, status == 405);
     /* no memory for even the error: the exchange reset, which closes */
 }
@@ -426,6 +428,14 @@ static int set_target(struct h1_session *s)
     return s->authority ? 0 : 503;
 }
 
+/* A body over the route's limit: 413, or 405 where the route takes none for this method. */
+static void body_refused(struct h1_session *s)
+{
+    s->error_status =
+        router_body_refusal(s->max_body, http_method_str((enum http_method)s->parser.method));
+    s->error_allow = ROUTER_NO_BODY_ALLOW;
+}
+
 static int on_headers_complete(http_parser *p)
 {
     struct h1_session *s = p->data;
@@ -464,7 +474,7 @@ static int on_headers_complete(http_parser *p)
     bool has_body = (p->flags & (F_CHUNKED | F_CONTENTLENGTH)) &&
                     !((p->flags & F_CONTENTLENGTH) && p->content_length == 0);
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > s->max_body) {
-        s->error_status = 413;
+        body_refused(s);
         return -1;
     }
     const char *expect = find_header(s, "expect");
@@ -486,7 +496,7 @@ static int on_body(http_parser *p, const char *at, size_t len)
     struct h1_session *s = p->data;
     s->continue_pending = false; /* the client did not wait for it */
     if (s->body.len + len > s->max_body) {
-        s->error_status = 413;
+        body_refused(s);
         return 1;
     }
     /* Past the body budget (connection, client, process): 503 and close; HTTP/1.1 cannot make

@@ -264,7 +264,8 @@ static void stream_dispatch(struct h2_stream *st)
         st->ex.req = (struct http_request){
             .method = st->method ? st->method : "", .version = 20, .https = true};
         http_exchange_begin(&st->ex);
-        http_respond_status(&st->ex, st->refuse_status, NULL, 0);
+        const struct http_header allow = {"allow", ROUTER_NO_BODY_ALLOW};
+        http_respond_status(&st->ex, st->refuse_status, &allow, st->refuse_status == 405);
         return;
     }
     st->ex.req = (struct http_request){
@@ -386,7 +387,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
             memcpy(num, value, valuelen);
             num[valuelen] = '\0';
             if (strtoull(num, NULL, 10) > st->max_body)
-                st->refuse_status = 413;
+                st->refuse_status = router_body_refusal(st->max_body, st->method);
         }
         rc = add_header(st, name, namelen, value, valuelen);
     } else if (namelen > 0 && name[0] != ':') {
@@ -454,7 +455,7 @@ static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t stream
     }
     if (st->body.len + len > st->max_body) {
         /* Answer now and stop storing: the rest of the body is discarded. */
-        st->refuse_status = 413;
+        st->refuse_status = router_body_refusal(st->max_body, st->method);
         body_release(st);
         stream_dispatch(st);
         consume(st, ng, stream_id, len, true);

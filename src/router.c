@@ -26,6 +26,13 @@ size_t router_max_body(const struct handler_ctx *ctx, const char *path, bool htt
     return proxied ? cfg->site_max_body : 0;
 }
 
+int router_body_refusal(size_t max_body, const char *method)
+{
+    if (max_body == 0 && method && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+        return 405;
+    return 413;
+}
+
 /* Who may ask, and how often, before any decoding work: the admission verdict in HTTP terms.
  * @return whether the request goes on to its handler (else it was answered here). */
 static bool admitted(struct http_exchange *ex)

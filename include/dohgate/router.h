@@ -31,4 +31,15 @@ struct handler_ctx;
  */
 size_t router_max_body(const struct handler_ctx *ctx, const char *path, bool https, bool metrics);
 
+/** The Allow value of a 405 from router_body_refusal(): what the routes without a body take. */
+#define ROUTER_NO_BODY_ALLOW "GET, HEAD"
+
+/**
+ * The status for a request body over its route's limit @p max_body (router_max_body()): 405
+ * (with allow: ROUTER_NO_BODY_ALLOW) when the route takes no body and @p method is not GET or
+ * HEAD, since such a route would refuse the method anyway; else 413. Transports answer it at
+ * the request head when the length is announced, else at the first byte past the limit.
+ */
+int router_body_refusal(size_t max_body, const char *method);
+
 #endif

@@ -825,11 +825,11 @@ static ssize_t held_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
     return (ssize_t)n;
 }
 
-static int32_t submit_held(struct t *t, const char *path, const char *ctype, const char *clen,
-                           struct held_body *b)
+static int32_t submit_held(struct t *t, const char *method, const char *path, const char *ctype,
+                           const char *clen, struct held_body *b)
 {
     nghttp2_nv hdrs[DT_DOH_HEADERS_MAX + 1];
-    size_t n = dt_doh_headers(hdrs, "POST", path, ctype);
+    size_t n = dt_doh_headers(hdrs, method, path, ctype);
     if (clen)
         hdrs[n++] = dt_nv("content-length", clen);
     nghttp2_data_provider prd = {.source.ptr = b, .read_callback = held_read};
@@ -852,21 +852,23 @@ static bool p_status(struct t *t, long id)
 
 /* Outside the DoH path the site is the landing page here (no site-root, no backend): it takes
  * no body. A body is refused at the HEADERS frame from its content-length (or at its first DATA
- * byte without one), while the client is still sending, and never stored; its bytes still open
- * the connection window, so the connection goes on working. */
+ * byte without one), while the client is still sending, and never stored: 405 for a method
+ * other than GET/HEAD, else 413. Its bytes still open the connection window, so the connection
+ * goes on working. */
 static void test_body_unwanted_refused(void **state)
 {
     struct t *t = *state;
     start(t, 1500, 4000);
     size_t base = budget_process_used(BUDGET_BODY);
     struct held_body announced = {0}, unannounced = {.allowed = 100}, empty = {.end = true};
-    int32_t a = submit_held(t, "/other", NULL, "100000", &announced);
-    int32_t u = submit_held(t, "/", NULL, NULL, &unannounced);
-    int32_t e = submit_held(t, "/", NULL, "0", &empty);
+    int32_t a = submit_held(t, "POST", "/other", NULL, "100000", &announced);
+    int32_t u = submit_held(t, "GET", "/", NULL, NULL, &unannounced);
+    int32_t e = submit_held(t, "POST", "/", NULL, "0", &empty);
     assert_true(run_until(t, p_status, a, MAX_WAIT));
     assert_true(run_until(t, p_status, u, MAX_WAIT));
     assert_true(run_until(t, p_closed, e, MAX_WAIT));
-    assert_int_equal(rec_of(t, a)->status, 413);
+    assert_int_equal(rec_of(t, a)->status, 405);
+    assert_string_equal(rec_of(t, a)->allow, "GET, HEAD");
     assert_int_equal(rec_of(t, u)->status, 413);
     assert_int_equal(rec_of(t, e)->status, 405); /* no body: the landing page's own answer */
     assert_int_equal(budget_process_used(BUDGET_BODY), base);
@@ -906,13 +908,13 @@ static void test_body_budget(void **state)
     size_t base = budget_process_used(BUDGET_BODY);
 
     struct held_body first = {.allowed = 3000}, second = {.allowed = 2000};
-    int32_t a = submit_held(t, "/dns-query", DOH_CONTENT_TYPE, NULL, &first);
+    int32_t a = submit_held(t, "POST", "/dns-query", DOH_CONTENT_TYPE, NULL, &first);
     run_for(t, 10);
     assert_int_equal(scope.used[BUDGET_BODY], 3000);
     assert_int_equal(budget_process_used(BUDGET_BODY), base + 3000);
     assert_int_equal(rec_of(t, a)->status, 0); /* still being received */
 
-    int32_t b = submit_held(t, "/dns-query", DOH_CONTENT_TYPE, NULL, &second);
+    int32_t b = submit_held(t, "POST", "/dns-query", DOH_CONTENT_TYPE, NULL, &second);
     assert_true(run_until(t, p_closed, b, MAX_WAIT));
     assert_no_response(t, b, NGHTTP2_REFUSED_STREAM);
     assert_int_equal(scope.used[BUDGET_BODY], 3000);
