@@ -410,13 +410,12 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
  * The refused stream's bytes still count towards the connection window: they are released at
  * the connection level, or the other streams would starve.
  */
-static void consume(struct h2_stream *st, nghttp2_session *ng, int32_t stream_id, size_t len,
-                    bool stream_too)
+static void consume(struct h2_session *s, int32_t stream_id, size_t len, bool stream_too)
 {
-    int rc = stream_too ? nghttp2_session_consume(ng, stream_id, len)
-                        : nghttp2_session_consume_connection(ng, len);
-    if (rc != 0 && st)
-        st->sess->fatal = true; /* no memory for a WINDOW_UPDATE: the connection would stall */
+    int rc = stream_too ? nghttp2_session_consume(s->ng, stream_id, len)
+                        : nghttp2_session_consume_connection(s->ng, len);
+    if (rc != 0)
+        s->fatal = true; /* no memory for a WINDOW_UPDATE: the connection would stall */
 }
 
 /* Refuse the body of @p st as it arrives, after the budget said no: RST_STREAM REFUSED_STREAM
@@ -444,13 +443,13 @@ static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t stream
     struct h2_session *s = user_data;
     struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, stream_id);
     if (!st || st->refused) {
-        consume(st, ng, stream_id, len, false);
+        consume(s, stream_id, len, false);
         return 0;
     }
     if (st->ex.state != HTTP_EX_READING || st->refuse_status) {
         /* Answered already (413 at HEADERS, ...): discarded. The stream window opens too, so
          * that a client that goes on uploading after the early response is not stuck. */
-        consume(st, ng, stream_id, len, true);
+        consume(s, stream_id, len, true);
         return 0;
     }
     if (st->body.len + len > st->max_body) {
@@ -458,12 +457,12 @@ static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t stream
         st->refuse_status = router_body_refusal(st->max_body, st->method);
         body_release(st);
         stream_dispatch(st);
-        consume(st, ng, stream_id, len, true);
+        consume(s, stream_id, len, true);
         return 0;
     }
     if (budget_take(s->budget, s->hctx->cfg, BUDGET_BODY, len) != BUDGET_OK) {
         refuse_body(st);
-        consume(st, ng, stream_id, len, !st->refused);
+        consume(s, stream_id, len, !st->refused);
         return 0;
     }
     st->body_held += len;
@@ -474,7 +473,7 @@ static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t stream
         body_release(st);
         stream_dispatch(st);
     }
-    consume(st, ng, stream_id, len, true);
+    consume(s, stream_id, len, true);
     return 0;
 }
 
