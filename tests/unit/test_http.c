@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +20,7 @@
 #include "dohgate/http.h"
 #include "dohgate/log.h"
 #include "dohgate/observer.h"
+#include "dohgate/site.h"
 
 /* A transport that records what it was asked, and fails the next N responses on demand. */
 struct fake {
@@ -30,6 +32,7 @@ struct fake {
     bool last_had_body;
     size_t body_len;
     bool streamed;
+    char location[256]; /* the last response's location header, copied */
 };
 
 /* A response reaching the fake transport: it fails while fail_next lasts (the caller keeps its
@@ -43,6 +46,11 @@ static int f_take(struct fake *f, const struct http_response *resp, bool streame
     f->nresp++;
     f->last = *resp;
     f->streamed = streamed;
+    f->location[0] = '\0';
+    for (size_t i = 0; i < resp->nhdrs; i++) {
+        if (strcmp(resp->hdrs[i].name, "location") == 0)
+            snprintf(f->location, sizeof(f->location), "%s", resp->hdrs[i].value);
+    }
     return 0;
 }
 
@@ -629,6 +637,42 @@ static void test_dispatch_checks_authority(void **state)
     assert_int_equal(handled, 1);
 }
 
+static void test_redirect_never_from_invalid_host(void **state)
+{
+    /* The port-80 redirect called directly (without the dispatch check): an invalid authority
+     * or host field never makes the Location, server-name does. */
+    static const char *const bad[] = {"[evil]", "evil.example:+80", "user@evil.example",
+                                      "evil.example/x", "[::1]x"};
+    struct site site = {.root.fd = -1, .acme.fd = -1, .https_port = 443};
+    struct handler_ctx ctx = hctx;
+    ctx.site = &site;
+    struct fake f;
+    for (size_t i = 0; i < 2 * sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *h = bad[i / 2];
+        const struct http_header host = {"host", h};
+        start(&f, "GET");
+        f.ex.ctx = &ctx;
+        f.ex.req.https = false;
+        if (i % 2) {
+            f.ex.req.headers = &host;
+            f.ex.req.nheaders = 1;
+        } else {
+            f.ex.req.authority = h;
+        }
+        http_exchange_begin(&f.ex);
+        site_handle_plain(&f.ex);
+        assert_int_equal(f.last.status, 301);
+        if (strcmp(f.location, "https://localhost/x") != 0)
+            fail_msg("redirect for [%s]: location [%s]", h, f.location);
+    }
+    start(&f, "GET");
+    f.ex.ctx = &ctx;
+    f.ex.req.authority = "[2001:db8::1]:80";
+    http_exchange_begin(&f.ex);
+    site_handle_plain(&f.ex);
+    assert_string_equal(f.location, "https://[2001:db8::1]/x");
+}
+
 int main(void)
 {
     char err[256];
@@ -654,6 +698,7 @@ int main(void)
         cmocka_unit_test(test_authority),
         cmocka_unit_test(test_head_scan),
         cmocka_unit_test(test_dispatch_checks_authority),
+        cmocka_unit_test(test_redirect_never_from_invalid_host),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     config_free(cfg);
