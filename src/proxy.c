@@ -66,12 +66,13 @@ struct preq {
     bool in_value;
     struct http_header *hdrs;
     size_t nhdrs, hdrs_cap, head_bytes;
-    bool head_ready;    /* final head parsed, not yet answered */
-    const char *bad;    /* why the response head was refused (502), for the log */
-    long long resp_len; /* the response's Content-Length, -1 when it has none */
-    bool responded;     /* the exchange has our source */
-    bool got_bytes;     /* any response byte arrived */
-    bool msg_done;      /* the response was read whole */
+    bool head_ready;            /* final head parsed, not yet answered */
+    const char *bad;            /* why the response head was refused (502), for the log */
+    struct http_head_scan scan; /* of the response head being read (parse_response()) */
+    long long resp_len;         /* the response's Content-Length, -1 when it has none */
+    bool responded;             /* the exchange has our source */
+    bool got_bytes;             /* any response byte arrived */
+    bool msg_done;              /* the response was read whole */
     bool keep_alive;
     bool failed;      /* backend failed after the head: the source reports it */
     bool src_waiting; /* the source said AGAIN: resume the exchange when bytes come */
@@ -370,6 +371,7 @@ static int on_resp_headers_complete(http_parser *p)
     if (p->status_code < 200) {
         /* 100 Continue and other interim answers: not forwarded, wait for the final one. */
         clear_headers(r);
+        r->scan = (struct http_head_scan){0}; /* the final head is scanned too */
         return 0;
     }
     r->head_ready = true;
@@ -582,17 +584,46 @@ static void answer_head(struct preq *r)
     free(out);
 }
 
+/* Parse response bytes. A head's bytes pass http_head_scan() before the parser sees them, one
+ * head at a time (an interim 1xx answer restarts the scan, on_resp_headers_complete()): an
+ * obs-fold would be joined into the previous field without its space, a bare CR taken as a line
+ * end (RFC 9112 §5.2 allows a gateway to answer 502 instead of repairing them).
+ * @return the bytes consumed, or -1 with r->bad set. */
+static long parse_response(struct preq *r, const uint8_t *data, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        size_t n = len - off;
+        if (!http_head_scan_done(&r->scan)) {
+            long h = http_head_scan(&r->scan, data + off, n);
+            if (h < 0) {
+                r->bad = "obs-fold or a bare CR in the response head";
+                return -1;
+            }
+            n = (size_t)h;
+        }
+        size_t done = http_parser_execute(&r->rp, &resp_settings, (const char *)data + off, n);
+        off += done;
+        if (done < n || HTTP_PARSER_ERRNO(&r->rp) != HPE_OK)
+            break;
+    }
+    return (long)off;
+}
+
 static void handle_input(struct preq *r, const uint8_t *data, size_t len, bool eof)
 {
+    if (!r->got_bytes)
+        r->scan = (struct http_head_scan){0}; /* the first bytes on this (new) connection */
     if (len)
         r->got_bytes = true;
-    size_t done = http_parser_execute(&r->rp, &resp_settings, (const char *)data, eof ? 0 : len);
+    long done = eof ? (long)http_parser_execute(&r->rp, &resp_settings, (const char *)data, 0)
+                    : parse_response(r, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&r->rp);
-    if (e != HPE_OK && e != HPE_PAUSED) {
+    if (done < 0 || (e != HPE_OK && e != HPE_PAUSED)) {
         backend_failed(r, false, r->bad ? r->bad : http_errno_description(e));
         return;
     }
-    if (e == HPE_PAUSED && done < len)
+    if (e == HPE_PAUSED && (size_t)done < len)
         r->keep_alive = false; /* bytes after the response: do not trust this connection */
     if (r->head_ready && r->ex)
         answer_head(r);

@@ -10,8 +10,9 @@
 #      by dohgate's own fields (HTTP/1.1 and HTTP/2); HTTP/1.0 without Host gets Host: server-name
 #      and no X-Forwarded-Host; trailers of a chunked body are not forwarded as fields; HTTP/2
 #      with an invalid :authority is 400
-#   3. backend status codes outside 100..599 (99, 600), 101, malformed status lines and response
-#      field names with whitespace: 502 (HTTP/1.1 and HTTP/2)
+#   3. backend status codes outside 100..599 (99, 600), 101, malformed status lines, response
+#      field names with whitespace, obs-fold or a bare CR in a response head: 502 (HTTP/1.1 and
+#      HTTP/2)
 #   4. the plain-HTTP listener: an invalid Host is 400, never a Location built from it
 . "$(dirname "$0")/lib.sh"
 need_tools nsd curl openssl python3
@@ -193,6 +194,12 @@ backend_bad "status 2000" 'code=2000'
 backend_bad "status abc" 'code=abc'
 backend_bad "field 'Transfer-Encoding : chunked'" 'code=200&line=Transfer-Encoding%20:%20chunked'
 backend_bad "field 'X-A : b'" 'code=200&line=X-A%20:%20b'
+backend_bad "obs-fold" 'code=200&line=X-A:%20a%0D%0A%20b'
+backend_bad "bare CR" 'code=200&line=X-A:%20a%0DX-B:%20b'
+backend_bad "obs-fold after a 100 Continue" 'code=100&line=%0D%0AHTTP/1.1%20200%20OK%0D%0AX-A:%20a%0D%0A%20b'
+code=$(curl -sS --http2 --cacert "$CERTS/ca.pem" -o /dev/null -w '%{http_code}' \
+    "https://127.0.0.1:$DG_PORT/status?code=100&line=%0D%0AHTTP/1.1%20201%20Made%0D%0AX-A:%20a" 2>"$T/curl.err")
+assert_eq 201 "$code" "backend 100 then 201 (a clean interim answer): 201 passed through"
 code=$(curl -sS --http1.1 --cacert "$CERTS/ca.pem" -o /dev/null -w '%{http_code}' \
     "https://127.0.0.1:$DG_PORT/status?code=599" 2>"$T/curl.err")
 assert_eq 599 "$code" "backend status 599 (the top of the range) is passed through"
