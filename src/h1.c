@@ -45,6 +45,8 @@ struct h1_session {
     /* the request being read */
     struct dg_buf url, field, value;
     bool in_value;
+    struct http_head_scan scan; /* obs-fold and bare CR, which the parser lets through */
+    bool head_done;             /* fields from now on are chunked trailers: dropped */
     struct http_header *hdrs;
     size_t nhdrs, hdrs_cap;
     size_t head_bytes;
@@ -103,6 +105,8 @@ static void request_reset(struct h1_session *s)
     dg_buf_free(&s->field);
     dg_buf_free(&s->value);
     s->in_value = false;
+    s->scan = (struct http_head_scan){0};
+    s->head_done = false;
     for (size_t i = 0; i < s->nhdrs; i++)
         free((char *)s->hdrs[i].name); /* one block "name\0value" */
     s->nhdrs = 0;
@@ -319,6 +323,12 @@ static int finish_field(struct h1_session *s)
      * whitespace is removed here (RFC 9112 §5). */
     while (vl > 0 && (s->value.data[vl - 1] == ' ' || s->value.data[vl - 1] == '\t'))
         vl--;
+    /* the parser refuses controls in values already; what is stored is what proxy.c may
+     * forward, so it is checked against the one definition */
+    if (!http_field_value_valid((const char *)s->value.data, vl)) {
+        s->error_status = 400;
+        return -1;
+    }
     char *b = malloc(nl + vl + 2);
     if (!b) {
         s->error_status = 503;
@@ -341,6 +351,23 @@ static int finish_field(struct h1_session *s)
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct h1_session *s = p->data;
+    /* The parser's non-strict mode lets whitespace into a field name and then matches
+     * "Transfer-Encoding " as Transfer-Encoding: a name is a token, with nothing between it and
+     * the colon (RFC 9112 §5.1: 400). Checked piece by piece, before the parser acts on it. */
+    if (len && !http_token_valid(at, len)) {
+        s->error_status = 400;
+        return 1;
+    }
+    if (s->head_done) {
+        /* A trailer of a chunked body: counted, never stored, so that it can neither pass for
+         * a header field here nor reach the backend (RFC 9110 §6.5.1 lets it be discarded). */
+        s->head_bytes += len;
+        if (s->head_bytes > H1_MAX_HEAD) {
+            s->error_status = 431;
+            return 1;
+        }
+        return 0;
+    }
     if (finish_field(s) != 0)
         return 1;
     s->head_bytes += len;
@@ -358,12 +385,14 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     struct h1_session *s = p->data;
-    s->in_value = true;
     s->head_bytes += len;
     if (s->head_bytes > H1_MAX_HEAD) {
         s->error_status = 431;
         return 1;
     }
+    if (s->head_done)
+        return 0; /* a trailer's value (see on_header_field) */
+    s->in_value = true;
     if (dg_buf_append(&s->value, at, len) != 0) {
         s->error_status = 503;
         return 1;
@@ -404,8 +433,10 @@ static int set_target(struct h1_session *s)
     /* absolute-form (RFC 9112 §3.2.2): its authority replaces Host */
     struct http_parser_url pu;
     http_parser_url_init(&pu);
+    /* userinfo: RFC 9110 §4.2.4 deprecates it in http(s) URIs and asks that it be treated as
+     * an error (it is what phishing URLs hide a host behind) */
     if (http_parser_parse_url(u, n, 0, &pu) != 0 || !(pu.field_set & (1 << UF_HOST)) ||
-        !(pu.field_set & (1 << UF_SCHEMA)))
+        !(pu.field_set & (1 << UF_SCHEMA)) || (pu.field_set & (1 << UF_USERINFO)))
         return 400;
     const char *path = (pu.field_set & (1 << UF_PATH)) ? u + pu.field_data[UF_PATH].off : "/";
     size_t plen = (pu.field_set & (1 << UF_PATH)) ? pu.field_data[UF_PATH].len : 1;
@@ -441,6 +472,7 @@ static int on_headers_complete(http_parser *p)
     struct h1_session *s = p->data;
     if (finish_field(s) != 0)
         return -1; /* -1, not 1: 1 would mean "skip the body" */
+    s->head_done = true;
     s->version = p->http_major == 1 && p->http_minor == 0 ? 10 : 11;
     if (p->http_major != 1) {
         s->error_status = 400;
@@ -455,12 +487,24 @@ static int on_headers_complete(http_parser *p)
         s->error_status = st;
         return -1;
     }
-    const char *host = find_header(s, "host");
-    if (!s->authority) {
-        if (!host && s->version >= 11) {
-            s->error_status = 400; /* RFC 9112 §3.2: a 1.1 request without Host */
+    /* RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host, for more than one Host field
+     * line and for a Host that is no valid authority, whatever the target's form. */
+    const char *host = NULL;
+    for (size_t i = 0; i < s->nhdrs; i++) {
+        if (strcmp(s->hdrs[i].name, "host") != 0)
+            continue;
+        if (host) {
+            s->error_status = 400;
             return -1;
         }
+        host = s->hdrs[i].value;
+    }
+    if ((!host && s->version >= 11) || (host && !http_authority_valid(host)) ||
+        (s->authority && !http_authority_valid(s->authority))) {
+        s->error_status = 400;
+        return -1;
+    }
+    if (!s->authority) {
         if (host) {
             s->authority = dup_range(host, strlen(host));
             if (!s->authority) {
@@ -563,6 +607,14 @@ static int parse(struct h1_session *s, const uint8_t *data, size_t len)
     if (s->state == H1_IDLE) {
         s->state = H1_READING;
         s->req_started = dg_now_ms();
+    }
+    /* The raw bytes of the head first: the scanner and the parser agree on where it ends (the
+     * first empty line; bare CRs, where they would not, are refused), so no obs-fold reaches the
+     * parser, which would join it into the previous field. */
+    if (!http_head_scan_done(&s->scan) && http_head_scan(&s->scan, data, len) < 0) {
+        log_debug("h1: obs-fold or bare CR in a request head");
+        error_response(s, 400);
+        return 0;
     }
     size_t n = http_parser_execute(&s->parser, &parser_settings, (const char *)data, len);
     if (s->error_status) {

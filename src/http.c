@@ -1,13 +1,156 @@
 /* The HTTP exchange state machine and the framing-independent HTTP rules (see http.h). */
 #include "dohgate/http.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <string.h>
 
 #include "dohgate/config.h"
 #include "dohgate/log.h"
 #include "dohgate/observer.h"
+
+/* ---- field syntax ------------------------------------------------------------------------ */
+
+/* RFC 9110 §5.6.2 tchar */
+static bool tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return true;
+    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+bool http_token_valid(const char *s, size_t len)
+{
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (!tchar((unsigned char)s[i]))
+            return false;
+    }
+    return true;
+}
+
+bool http_field_value_valid(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        bool ws = c == ' ' || c == '\t';
+        if ((c < 0x20 && !ws) || c == 0x7f)
+            return false;
+        if (ws && (i == 0 || i == len - 1))
+            return false; /* not trimmed: a sender's bug, or a field joined to hide another */
+    }
+    return true;
+}
+
+static bool hexdig(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+bool http_authority_valid(const char *s)
+{
+    if (!s)
+        return false;
+    const char *p = s;
+    if (*p == '[') {
+        /* IP-literal: an IPv6 address only (no IPvFuture, no RFC 6874 zone) */
+        const char *end = strchr(p, ']');
+        char v6[INET6_ADDRSTRLEN];
+        struct in6_addr a;
+        if (!end || (size_t)(end - p - 1) >= sizeof(v6))
+            return false;
+        memcpy(v6, p + 1, (size_t)(end - p - 1));
+        v6[end - p - 1] = '\0';
+        if (inet_pton(AF_INET6, v6, &a) != 1)
+            return false;
+        p = end + 1;
+    } else {
+        /* reg-name (an IPv4 address is one too): unreserved / pct-encoded / sub-delims */
+        size_t n = 0;
+        for (; *p && *p != ':'; p++, n++) {
+            unsigned char c = (unsigned char)*p;
+            if (c == '%') {
+                if (!hexdig((unsigned char)p[1]) || !hexdig((unsigned char)p[2]))
+                    return false;
+                p += 2;
+                n += 2;
+            } else if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                         (c >= '0' && c <= '9') || strchr("-._~!$&'()*+,;=", c))) {
+                return false;
+            }
+        }
+        if (n == 0 || n > 255)
+            return false;
+    }
+    if (*p == '\0')
+        return true;
+    if (*p++ != ':')
+        return false;
+    unsigned long port = 0;
+    size_t digits = 0;
+    for (; *p >= '0' && *p <= '9'; p++, digits++)
+        port = port * 10 + (unsigned long)(*p - '0');
+    return *p == '\0' && digits >= 1 && digits <= 5 && port <= 65535;
+}
+
+enum { HS_START, HS_LINE, HS_LINE_CR, HS_BOL, HS_BOL_CR, HS_DONE };
+
+long http_head_scan(struct http_head_scan *sc, const uint8_t *p, size_t len)
+{
+    size_t i = 0;
+    for (; i < len && sc->state != HS_DONE; i++) {
+        uint8_t c = p[i];
+        switch (sc->state) {
+        case HS_START: /* empty lines before the start line are skipped (RFC 9112 §2.2) */
+            if (c != '\r' && c != '\n')
+                sc->state = HS_LINE;
+            break;
+        case HS_LINE:
+            if (c == '\r')
+                sc->state = HS_LINE_CR;
+            else if (c == '\n')
+                sc->state = HS_BOL;
+            break;
+        case HS_LINE_CR:
+        case HS_BOL_CR:
+            if (c != '\n')
+                return -EBADMSG; /* bare CR */
+            sc->state = sc->state == HS_LINE_CR ? HS_BOL : HS_DONE;
+            break;
+        case HS_BOL:
+            if (c == ' ' || c == '\t')
+                return -EBADMSG; /* obs-fold, or whitespace before the first field */
+            if (c == '\r')
+                sc->state = HS_BOL_CR;
+            else if (c == '\n')
+                sc->state = HS_DONE;
+            else
+                sc->state = HS_LINE;
+            break;
+        }
+    }
+    return (long)i;
+}
+
+bool http_head_scan_done(const struct http_head_scan *sc)
+{
+    return sc->state == HS_DONE;
+}
+
+/* The checks of http_exchange_dispatch() (see http.h). */
+static bool request_valid(const struct http_request *r)
+{
+    if (r->authority && !http_authority_valid(r->authority))
+        return false;
+    for (size_t i = 0; i < r->nheaders; i++) {
+        if (strcmp(r->headers[i].name, "host") == 0 && !http_authority_valid(r->headers[i].value))
+            return false;
+    }
+    return true;
+}
 
 const char *http_request_header(const struct http_request *r, const char *name)
 {
@@ -159,6 +302,11 @@ void http_exchange_begin(struct http_exchange *ex)
 void http_exchange_dispatch(struct http_exchange *ex, void (*handler)(struct http_exchange *ex))
 {
     http_exchange_begin(ex);
+    if (!request_valid(&ex->req)) {
+        log_debug("http: invalid authority or host field: answering 400");
+        http_respond_status(ex, 400, NULL, 0);
+        return;
+    }
     handler(ex);
     /* The transports never free an exchange from inside a handler's call (ops contract), so
      * it is still ours to look at. */

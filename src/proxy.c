@@ -66,11 +66,13 @@ struct preq {
     bool in_value;
     struct http_header *hdrs;
     size_t nhdrs, hdrs_cap, head_bytes;
-    bool head_ready;    /* final head parsed, not yet answered */
-    long long resp_len; /* the response's Content-Length, -1 when it has none */
-    bool responded;     /* the exchange has our source */
-    bool got_bytes;     /* any response byte arrived */
-    bool msg_done;      /* the response was read whole */
+    bool head_ready;            /* final head parsed, not yet answered */
+    const char *bad;            /* why the response head was refused (502), for the log */
+    struct http_head_scan scan; /* of the response head being read (parse_response()) */
+    long long resp_len;         /* the response's Content-Length, -1 when it has none */
+    bool responded;             /* the exchange has our source */
+    bool got_bytes;             /* any response byte arrived */
+    bool msg_done;              /* the response was read whole */
     bool keep_alive;
     bool failed;      /* backend failed after the head: the source reports it */
     bool src_waiting; /* the source said AGAIN: resume the exchange when bytes come */
@@ -136,7 +138,11 @@ static int idle_take(struct proxy *px)
 
 /* ---- request building -------------------------------------------------------------------- */
 
-static bool hop_by_hop(const char *name, const char *connection)
+/* Fields that never cross this hop, in either direction: connection management and framing
+ * (RFC 9110 §7.6.1; this hop sets its own), host and length (regenerated), the forwarding fields
+ * (dohgate's own replace them) and cookie (joined into one line by build_request()). Compared
+ * without case: the names were checked to be tokens, so there is no whitespace to trim. */
+static bool hop_by_hop(const char *name)
 {
     static const char *const hop[] = {"connection",
                                       "keep-alive",
@@ -154,13 +160,30 @@ static bool hop_by_hop(const char *name, const char *connection)
                                       "x-forwarded-host",
                                       "cookie"};
     for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++) {
-        if (strcmp(name, hop[i]) == 0)
+        if (strcasecmp(name, hop[i]) == 0)
             return true;
     }
-    /* Fields named by Connection are hop-by-hop too (RFC 9110 §7.6.1). */
-    if (connection) {
-        size_t nl = strlen(name);
-        for (const char *p = connection; *p;) {
+    return false;
+}
+
+/* A client's forwarding fields are not passed on: without a list of trusted proxies in front of
+ * dohgate, they say whatever the client wants the backend to believe (its address, scheme,
+ * host). X-Forwarded-* (any of them), Forwarded (RFC 7239) and X-Real-IP. */
+static bool forwarding_field(const char *name)
+{
+    return strncasecmp(name, "x-forwarded-", 12) == 0 || strcasecmp(name, "forwarded") == 0 ||
+           strcasecmp(name, "x-real-ip") == 0;
+}
+
+/* Fields named by a Connection field are hop-by-hop too (RFC 9110 §7.6.1); every Connection
+ * field line of the request counts, not only the first. */
+static bool named_by_connection(const char *name, const struct http_request *q)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < q->nheaders; i++) {
+        if (strcasecmp(q->headers[i].name, "connection") != 0)
+            continue;
+        for (const char *p = q->headers[i].value; *p;) {
             while (*p == ' ' || *p == ',' || *p == '\t')
                 p++;
             size_t tl = strcspn(p, ", \t");
@@ -172,6 +195,18 @@ static bool hop_by_hop(const char *name, const char *connection)
     return false;
 }
 
+/* A request target as it may stand in the request line: no SP, no controls, not empty. */
+static bool target_valid(const char *t)
+{
+    if (!*t)
+        return false;
+    for (; *t; t++) {
+        if ((unsigned char)*t <= 0x20 || (unsigned char)*t == 0x7f)
+            return false;
+    }
+    return true;
+}
+
 static int add_line(struct dg_buf *b, const char *name, const char *value)
 {
     if (dg_buf_append(b, name, strlen(name)) || dg_buf_append(b, ": ", 2) ||
@@ -180,20 +215,40 @@ static int add_line(struct dg_buf *b, const char *name, const char *value)
     return 0;
 }
 
-static int build_request(struct preq *r, const struct http_request *q)
+/* The request as the backend gets it: only what passed the transports' checks is passed on, and
+ * it is checked again here against the same definitions (http.h), so that no transport's lapse
+ * can put a second request into the bytes. @return 0, -ENOMEM, or -EBADMSG for a request that
+ * cannot be forwarded as it is (400). */
+static int build_request(struct preq *r, const struct http_request *q, const char *server_name)
 {
     struct dg_buf *b = &r->out;
-    const char *connection = http_request_header(q, "connection");
+    /* An HTTP/2 request may carry a host field instead of :authority (RFC 9113 §8.3.1). */
+    const char *auth = q->authority ? q->authority : http_request_header(q, "host");
+    if (!http_token_valid(q->method, strlen(q->method)) || !target_valid(q->path) ||
+        (auth && !http_authority_valid(auth)))
+        return -EBADMSG;
+    for (size_t i = 0; i < q->nheaders; i++) {
+        const struct http_header *h = &q->headers[i];
+        if (!http_token_valid(h->name, strlen(h->name)) ||
+            !http_field_value_valid(h->value, strlen(h->value)))
+            return -EBADMSG;
+    }
     if (dg_buf_append(b, q->method, strlen(q->method)) || dg_buf_append(b, " ", 1) ||
         dg_buf_append(b, q->path, strlen(q->path)) || dg_buf_append(b, " HTTP/1.1\r\n", 11))
         return -ENOMEM;
-    if (q->authority && add_line(b, "host", q->authority))
+    /* HTTP/1.1 requires a Host (RFC 9112 §3.2); an HTTP/1.0 client need not send one. Then the
+     * backend gets server-name: the name the site is published under, so that it picks the
+     * same virtual host and builds the same absolute URLs as for a client that named it.
+     * nginx's default, the backend's own address, would leak an internal address into the
+     * redirects a backend makes from Host. X-Forwarded-Host is left out then: the client named
+     * no host. */
+    if (add_line(b, "host", auth ? auth : server_name))
         return -ENOMEM;
     /* Cookies arrive as several fields over HTTP/2; HTTP/1.1 wants one line (RFC 9113 8.2.3). */
     bool first_cookie = true;
     for (size_t i = 0; i < q->nheaders; i++) {
         const struct http_header *h = &q->headers[i];
-        if (strcmp(h->name, "cookie") == 0) {
+        if (strcasecmp(h->name, "cookie") == 0) {
             if ((first_cookie ? dg_buf_append(b, "cookie: ", 8) : dg_buf_append(b, "; ", 2)) ||
                 dg_buf_append(b, h->value, strlen(h->value)))
                 return -ENOMEM;
@@ -204,20 +259,16 @@ static int build_request(struct preq *r, const struct http_request *q)
         return -ENOMEM;
     for (size_t i = 0; i < q->nheaders; i++) {
         const struct http_header *h = &q->headers[i];
-        if (!hop_by_hop(h->name, connection) && add_line(b, h->name, h->value))
+        if (hop_by_hop(h->name) || forwarding_field(h->name) || named_by_connection(h->name, q))
+            continue;
+        if (add_line(b, h->name, h->value))
             return -ENOMEM;
     }
-    /* X-Forwarded-For: what earlier proxies said, then the address we saw. */
-    const char *xff = http_request_header(q, "x-forwarded-for");
-    char fwd[512];
-    if (xff && strlen(xff) < sizeof(fwd) - 70)
-        snprintf(fwd, sizeof(fwd), "%s, %s", xff,
-                 client_id_known(q->client) ? q->client->text : "unknown");
-    else
-        snprintf(fwd, sizeof(fwd), "%s", client_id_known(q->client) ? q->client->text : "unknown");
-    if (add_line(b, "x-forwarded-for", fwd) ||
+    /* dohgate's own forwarding fields, replacing the client's (forwarding_field()): the
+     * address it saw, the scheme and the authority the client asked for. */
+    if (add_line(b, "x-forwarded-for", client_id_known(q->client) ? q->client->text : "unknown") ||
         add_line(b, "x-forwarded-proto", q->https ? "https" : "http") ||
-        (q->authority && add_line(b, "x-forwarded-host", q->authority)))
+        (auth && add_line(b, "x-forwarded-host", auth)))
         return -ENOMEM;
     char len[24];
     bool send_len = q->body_len > 0 || strcmp(q->method, "POST") == 0 ||
@@ -250,6 +301,10 @@ static int finish_field(struct preq *r)
     size_t nl = r->field.len, vl = r->value.len;
     while (vl > 0 && (r->value.data[vl - 1] == ' ' || r->value.data[vl - 1] == '\t'))
         vl--;
+    if (!http_field_value_valid((const char *)r->value.data, vl)) {
+        r->bad = "an invalid response field value";
+        return -1;
+    }
     char *blk = malloc(nl + vl + 2);
     if (!blk)
         return -1;
@@ -279,6 +334,12 @@ static void clear_headers(struct preq *r)
 static int on_hfield(http_parser *p, const char *at, size_t len)
 {
     struct preq *r = p->data;
+    /* Same rule as for requests (h1.c): "Transfer-Encoding :" would be taken as framing by the
+     * parser and then passed on under a name the client's side reads differently. */
+    if (len && !http_token_valid(at, len)) {
+        r->bad = "a response field name that is not a token";
+        return 1;
+    }
     if (finish_field(r) != 0)
         return 1;
     r->head_bytes += len;
@@ -298,9 +359,17 @@ static int on_resp_headers_complete(http_parser *p)
     struct preq *r = p->data;
     if (finish_field(r) != 0)
         return -1;
+    /* RFC 9110 §15: a status code is 100..599. The parser takes any one to three digits. 101
+     * cannot answer a request that asked for no upgrade (Upgrade is never forwarded): the
+     * connection would be the backend's other protocol from here on. All: 502. */
+    if (p->status_code < 100 || p->status_code > 599 || p->status_code == 101) {
+        r->bad = "a response status code outside 100..599, or 101";
+        return -1;
+    }
     if (p->status_code < 200) {
         /* 100 Continue and other interim answers: not forwarded, wait for the final one. */
         clear_headers(r);
+        r->scan = (struct http_head_scan){0}; /* the final head is scanned too */
         return 0;
     }
     r->head_ready = true;
@@ -499,7 +568,7 @@ static void answer_head(struct preq *r)
     for (size_t i = 0; i < r->nhdrs; i++) {
         const char *name = r->hdrs[i].name;
         /* Framing is the client transport's; HSTS/server are ours (http_common_headers). */
-        if (hop_by_hop(name, NULL) || strcmp(name, "strict-transport-security") == 0 ||
+        if (hop_by_hop(name) || strcmp(name, "strict-transport-security") == 0 ||
             strcmp(name, "server") == 0 || strcmp(name, "date") == 0)
             continue;
         out[n++] = r->hdrs[i];
@@ -513,17 +582,46 @@ static void answer_head(struct preq *r)
     free(out);
 }
 
+/* Parse response bytes. A head's bytes pass http_head_scan() before the parser sees them, one
+ * head at a time (an interim 1xx answer restarts the scan, on_resp_headers_complete()): an
+ * obs-fold would be joined into the previous field without its space, a bare CR taken as a line
+ * end (RFC 9112 §5.2 allows a gateway to answer 502 instead of repairing them).
+ * @return the bytes consumed, or -1 with r->bad set. */
+static long parse_response(struct preq *r, const uint8_t *data, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        size_t n = len - off;
+        if (!http_head_scan_done(&r->scan)) {
+            long h = http_head_scan(&r->scan, data + off, n);
+            if (h < 0) {
+                r->bad = "obs-fold or a bare CR in the response head";
+                return -1;
+            }
+            n = (size_t)h;
+        }
+        size_t done = http_parser_execute(&r->rp, &resp_settings, (const char *)data + off, n);
+        off += done;
+        if (done < n || HTTP_PARSER_ERRNO(&r->rp) != HPE_OK)
+            break;
+    }
+    return (long)off;
+}
+
 static void handle_input(struct preq *r, const uint8_t *data, size_t len, bool eof)
 {
+    if (!r->got_bytes)
+        r->scan = (struct http_head_scan){0}; /* the first bytes on this (new) connection */
     if (len)
         r->got_bytes = true;
-    size_t done = http_parser_execute(&r->rp, &resp_settings, (const char *)data, eof ? 0 : len);
+    long done = eof ? (long)http_parser_execute(&r->rp, &resp_settings, (const char *)data, 0)
+                    : parse_response(r, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&r->rp);
-    if (e != HPE_OK && e != HPE_PAUSED) {
-        backend_failed(r, false, http_errno_description(e));
+    if (done < 0 || (e != HPE_OK && e != HPE_PAUSED)) {
+        backend_failed(r, false, r->bad ? r->bad : http_errno_description(e));
         return;
     }
-    if (e == HPE_PAUSED && done < len)
+    if (e == HPE_PAUSED && (size_t)done < len)
         r->keep_alive = false; /* bytes after the response: do not trust this connection */
     if (r->head_ready && r->ex)
         answer_head(r);
@@ -674,9 +772,13 @@ void proxy_handle(struct proxy *px, struct http_exchange *ex)
     r->head_method = m == HTTP_M_HEAD;
     r->idempotent = http_method_idempotent(m);
     r->timer = evtimer_new(px->base, on_timeout, r);
-    if (!r->timer || build_request(r, &ex->req) != 0) {
+    int brc = r->timer ? build_request(r, &ex->req, px->cfg->server_name) : -ENOMEM;
+    if (brc != 0) {
         preq_free(r);
-        http_respond_text(ex, 503, "out of memory", NULL, 0);
+        if (brc == -EBADMSG)
+            http_respond_status(ex, 400, NULL, 0);
+        else
+            http_respond_text(ex, 503, "out of memory", NULL, 0);
         return;
     }
     if (start_connection(r) != 0) {

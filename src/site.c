@@ -180,7 +180,10 @@ static void authority_split(const char *auth, const char *fallback, char *host, 
 {
     *port = 443;
     snprintf(host, hlen, "%s", fallback);
-    if (!auth || !*auth || strlen(auth) >= hlen)
+    /* The transports refuse an invalid Host/:authority with 400 before any handler runs
+     * (http_exchange_dispatch()); checked again here so that a redirect's Location or the
+     * landing page is never built from one, whatever the caller: server-name then. */
+    if (!auth || !*auth || strlen(auth) >= hlen || !http_authority_valid(auth))
         return;
     const char *end;
     char tmp[256];

@@ -12,8 +12,11 @@
  * before reading it, a chunked one at the byte past the limit; body bytes are taken under the
  * connection's body budget (budget.h) while stored, past it 503 and close; Expect:
  * 100-continue is answered "100 Continue" when the body is acceptable; other Expect values 417;
- * CONNECT 405; a malformed request 400; HTTP/1.1 without Host 400. Every error response closes the
- * connection. Responses carry content-length, or use chunked coding when the length is unknown
+ * CONNECT 405; a malformed request 400; HTTP/1.1 without Host 400. Stricter than the parser's
+ * non-strict mode, also 400: a field name that is not a token (whitespace before the colon),
+ * obs-fold or a bare CR in the head, more than one Host, a Host (or absolute-form authority) that
+ * is not http_authority_valid(), userinfo in an absolute-form target. Trailers of a chunked body
+ * are checked and dropped. Every error response closes the connection. Responses carry content-length, or use chunked coding when the length is unknown
  * (close-delimited for HTTP/1.0 clients).
  *
  * Ownership: the connection owns the session; the session owns the current request (headers,

@@ -97,6 +97,47 @@ struct http_request {
 /** The first value of request header @p name (lower-case), or NULL. */
 const char *http_request_header(const struct http_request *r, const char *name);
 
+/* ---- field syntax (RFC 9110 §5, RFC 9112 §5, RFC 3986 §3.2), shared by h1, h2 and proxy ----- */
+
+/** RFC 9110 §5.6.2: @p s[0..@p len) is a token (1*tchar): what a field name or a method must be.
+ * Whitespace, ':' and controls are not tchars, so "Transfer-Encoding " is not a field name. */
+bool http_token_valid(const char *s, size_t len);
+
+/** RFC 9110 §5.5: a field value as it is sent (trimmed): VCHAR and obs-text, with SP/HTAB only
+ * between them; never NUL, CR, LF or another control. The empty value is valid. */
+bool http_field_value_valid(const char *s, size_t len);
+
+/**
+ * Whether @p s is an authority as a Host field or :authority may carry it (RFC 9110 §7.2,
+ * RFC 3986 §3.2.2-3): host [":" port], host = reg-name (unreserved, pct-encoded, sub-delims;
+ * 1..255 characters, which an IPv4 address is too) or "[" IPv6 address "]"; port = 1..5 digits,
+ * at most 65535. No userinfo, no empty host, no IPvFuture or zone identifier: nothing that a
+ * backend's Host, a redirect's Location or the landing page could take another way.
+ */
+bool http_authority_valid(const char *s);
+
+/**
+ * A byte scanner of a message head (request or status line and the field lines), for what
+ * libhttp-parser's callbacks cannot show: obs-fold (a field line that starts with SP or HTAB,
+ * RFC 9112 §5.2; the parser folds it silently) and a bare CR (§2.2; the parser's non-strict mode
+ * takes it, and the byte after it, as a line end). Empty lines before the start line are
+ * skipped, as the parser does. Zero-initialise it for each message.
+ */
+struct http_head_scan {
+    int state;
+};
+
+/**
+ * Scan the next @p len bytes of a message.
+ * @return the bytes of @p p that belong to the head (all of them, or up to and including the
+ *         empty line that ends it, after which http_head_scan_done() is true and further calls
+ *         return 0), or -EBADMSG at an obs-fold or a bare CR.
+ */
+long http_head_scan(struct http_head_scan *sc, const uint8_t *p, size_t len);
+
+/** The empty line that ends the head has been scanned. */
+bool http_head_scan_done(const struct http_head_scan *sc);
+
 /** What handlers need from the worker that runs them. Owned by the worker. */
 struct handler_ctx {
     const struct config *cfg;
@@ -188,6 +229,9 @@ void http_exchange_init(struct http_exchange *ex, const struct http_exchange_ops
 
 /**
  * Transport: the request in ex->req is complete; hand it to @p handler (READING -> DISPATCHED).
+ * A request whose authority (ex->req.authority, or a host field) is not http_authority_valid()
+ * is answered 400 here and never reaches the handler: the one check for HTTP/2's :authority,
+ * a second one for HTTP/1.1's Host (h1.c refuses it while parsing).
  * When the handler returns without a response and without pending work, the exchange answers
  * 500 itself. The transport must not free the exchange from inside any http_* call.
  */

@@ -12,8 +12,13 @@ GET /drop-reused?on=1 (or 0) -> from now on, a request that arrives on a kept-al
                  that already served one is not answered: the connection is closed (the race of a
                  backend closing an idle connection just as the proxy reuses it); logged as
                  "DROPPED METHOD PATH"
+GET /status?code=TEXT[&line=FIELD-LINE] -> a response whose status line is "HTTP/1.1 TEXT Test"
+                 as given (99, 600, 2000, abc...), with FIELD-LINE (raw, e.g. "X-A : b") among
+                 its fields; the connection is closed after it
 anything else -> 404 from the backend (with a marker header)
-Each request line is appended to LOGFILE when given.
+Each request line is appended to LOGFILE when given ("METHOD PATH"), after the request's head as
+it arrived, byte for byte, one line each: "> " + the line without its CRLF, control characters
+and backslashes escaped (\\r, \\t, \\x01, \\\\), then ">" for the empty line that ends it.
 """
 import hashlib
 import json
@@ -26,8 +31,58 @@ LOG = sys.argv[2] if len(sys.argv) > 2 else None
 DROP_REUSED = False
 
 
+class TeeReader:
+    """The connection's input, keeping the lines read with readline(): the request line and the
+    field lines, which is how http.server reads a head (bodies are read with read())."""
+
+    def __init__(self, f):
+        self.f = f
+        self.lines = []
+
+    def readline(self, *a):
+        line = self.f.readline(*a)
+        self.lines.append(line)
+        return line
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def escape(line):
+    out = []
+    for ch in line.decode("latin-1"):
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7f:
+            out.append("\\x%02x" % ord(ch))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+
+    def setup(self):
+        super().setup()
+        self.rfile = TeeReader(self.rfile)
+
+    def parse_request(self):
+        ok = super().parse_request()
+        lines, self.rfile.lines = self.rfile.lines, []
+        if LOG and lines:
+            with open(LOG, "a") as f:
+                for line in lines:
+                    if line.endswith(b"\n"):
+                        line = line[:-1]
+                    if line.endswith(b"\r"):
+                        line = line[:-1]
+                    f.write("> %s\n" % escape(line) if line else ">\n")
+        return ok
 
     def log_message(self, fmt, *args):
         if LOG:
@@ -76,6 +131,15 @@ class H(BaseHTTPRequestHandler):
             return
         if u.path == "/echo":
             self._echo()
+        elif u.path == "/status":
+            code = q.get("code", ["200"])[0]
+            head = "HTTP/1.1 %s Test\r\n" % code
+            for line in q.get("line", []):
+                head += line + "\r\n"
+            head += "Content-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\n"
+            self.log_request()
+            self.wfile.write(head.encode("latin-1") + b"ok\n")
+            self.close_connection = True
         elif u.path == "/chunked":
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")

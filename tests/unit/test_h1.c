@@ -484,6 +484,115 @@ static void test_body_budget(void **state)
     h1_session_free(f->s);
     f->s = NULL;
     budget_scope_fini(&scope);
+/* A request that must be refused with 400 and the connection closed, each on a new session. */
+static void expect_400(const char *req, size_t len, bool bytewise)
+{
+    struct fixture *g;
+    setup_with((void **)&g, NULL);
+    const char *o;
+    if (bytewise) {
+        for (size_t i = 0; i < len; i++)
+            assert_int_equal(h1_session_recv(g->s, (const uint8_t *)req + i, 1), 0);
+        o = roundtrip(g, "", 0);
+    } else {
+        o = roundtrip(g, req, len);
+    }
+    if (!strstr(o, "HTTP/1.1 400 ") || count(o, "HTTP/1.1 ") != 1 || !h1_session_done(g->s))
+        fail_msg("not a lone 400 and close for [%s]: got [%s]", req, o);
+    teardown((void **)&g);
+}
+
+static void test_field_name_syntax(void **state)
+{
+    /* RFC 9112 §5.1: nothing between the name and the colon; a name is a token. The parser's
+     * non-strict mode took "Transfer-Encoding :" as Transfer-Encoding. */
+    (void)state;
+    static const char *const bad[] = {
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding\t: chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length : 3\r\n\r\nabc",
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Host : evil.example\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX Y: z\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX(Y): z\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\n: z\r\n\r\n",
+        " GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        expect_400(bad[i], strlen(bad[i]), false);
+        expect_400(bad[i], strlen(bad[i]), true);
+    }
+}
+
+static void test_obs_fold_and_bare_cr(void **state)
+{
+    /* RFC 9112 §5.2 (obs-fold: 400) and §2.2 (a bare CR: invalid). Byte by byte as well: the
+     * line end and the fold's SP arrive in different reads. */
+    (void)state;
+    static const char *const bad[] = {
+        "GET / HTTP/1.1\r\nHost: a\r\nX-A: one\r\n two\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX-A: one\r\n\ttwo\r\n\r\n",
+        "GET / HTTP/1.1\nHost: a\nX-A: one\n two\n\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nX-A: x\r\n Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "GET / HTTP/1.1\r\n Host: a\r\n\r\n", /* whitespace before the first field */
+        "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\rTransfer-Encoding: chunked\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\n\rX\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX-A: \x01\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        expect_400(bad[i], strlen(bad[i]), false);
+        expect_400(bad[i], strlen(bad[i]), true);
+    }
+}
+
+static void test_host_rules(void **state)
+{
+    /* RFC 9112 §3.2: one Host, a valid authority, required on 1.1 (absolute-form too) */
+    struct fixture *f = *state;
+    static const char *const bad[] = {
+        "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n",
+        "GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: user@evil.example\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: evil.example/x\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a:b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a:65536\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a:\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: [zz]\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: ::1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost:\r\n\r\n",
+        "GET / HTTP/1.0\r\nHost: <script>\r\n\r\n",
+        "GET http://abs.example/ HTTP/1.1\r\n\r\n",
+        "GET http://user@abs.example/ HTTP/1.1\r\nHost: a\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        expect_400(bad[i], strlen(bad[i]), false);
+    /* and the valid shapes still pass */
+    const char *o = RT(f, "GET / HTTP/1.1\r\nHost: [2001:db8::1]:8443\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 200 OK"));
+    assert_non_null(strstr(o, "https://[2001:db8::1]:8443/dns-query"));
+    dg_buf_free(&f->out);
+    o = RT(f, "GET / HTTP/1.1\r\nHost: 192.0.2.1:443\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 200 OK"));
+    dg_buf_free(&f->out);
+    o = RT(f, "GET / HTTP/1.1\r\nHost: Doh.Example\r\nX-A: b\tc\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 200 OK"));
+    assert_false(h1_session_done(f->s));
+}
+
+static void test_trailers_dropped(void **state)
+{
+    /* Trailers of a chunked body are checked (a bad name is 400) but never become fields. */
+    struct fixture *f = *state;
+    const char *o = RT(f, "POST /dns-query HTTP/1.1\r\nHost: a\r\nContent-Type: "
+                          "application/dns-message\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          "3\r\nabc\r\n0\r\nContent-Type: text/plain\r\nX-T: 1\r\n\r\n");
+    /* still the DoH handler's 400 (not a DNS message), not the 415 of a text/plain body */
+    assert_non_null(strstr(o, "HTTP/1.1 400 "));
+    assert_false(h1_session_done(f->s));
+    const char *bad = "POST /dns-query HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "3\r\nabc\r\n0\r\nX T: 1\r\n\r\n";
+    expect_400(bad, strlen(bad), false);
 }
 
 int main(void)
@@ -513,6 +622,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pending_input_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_unwanted_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_budget, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_field_name_syntax, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_obs_fold_and_bare_cr, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_host_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_trailers_dropped, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

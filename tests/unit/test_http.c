@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +20,7 @@
 #include "dohgate/http.h"
 #include "dohgate/log.h"
 #include "dohgate/observer.h"
+#include "dohgate/site.h"
 
 /* A transport that records what it was asked, and fails the next N responses on demand. */
 struct fake {
@@ -30,6 +32,7 @@ struct fake {
     bool last_had_body;
     size_t body_len;
     bool streamed;
+    char location[256]; /* the last response's location header, copied */
 };
 
 /* A response reaching the fake transport: it fails while fail_next lasts (the caller keeps its
@@ -43,6 +46,11 @@ static int f_take(struct fake *f, const struct http_response *resp, bool streame
     f->nresp++;
     f->last = *resp;
     f->streamed = streamed;
+    f->location[0] = '\0';
+    for (size_t i = 0; i < resp->nhdrs; i++) {
+        if (strcmp(resp->hdrs[i].name, "location") == 0)
+            snprintf(f->location, sizeof(f->location), "%s", resp->hdrs[i].value);
+    }
     return 0;
 }
 
@@ -429,6 +437,242 @@ static void test_methods(void **state)
     assert_string_equal(http_reason(299), "");
 }
 
+static void test_token_and_value(void **state)
+{
+    static const char *const tokens[] = {"host", "Transfer-Encoding", "x-a_b.c~d",
+                                         "!#$%&'*+-.^_`|~", "A9"};
+    for (size_t i = 0; i < sizeof(tokens) / sizeof(tokens[0]); i++)
+        assert_true(http_token_valid(tokens[i], strlen(tokens[i])));
+    static const char *const not_tokens[] = {
+        "",    "transfer-encoding ", " host", "a b", "a\tb", "a:b", "a(b)", "a\"b", "a/b", "a@b",
+        "a\r", "\xc3\xa9",           "a{b}",  "a,b", "a;b",  "a=b"};
+    for (size_t i = 0; i < sizeof(not_tokens) / sizeof(not_tokens[0]); i++) {
+        if (http_token_valid(not_tokens[i], strlen(not_tokens[i])))
+            fail_msg("token: [%s] accepted", not_tokens[i]);
+    }
+    assert_false(http_token_valid("ab\0c", 4)); /* a NUL inside */
+
+    static const char *const values[] = {"", "a", "a b\tc", "text/html; charset=\"x\"",
+                                         "\x80\xff obs-text"};
+    for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++)
+        assert_true(http_field_value_valid(values[i], strlen(values[i])));
+    static const char *const not_values[] = {" a",   "a ",    "\ta",   "a\r\nb", "a\nb",
+                                             "a\rb", "a\x01", "a\x7f", "a\x1f b"};
+    for (size_t i = 0; i < sizeof(not_values) / sizeof(not_values[0]); i++) {
+        if (http_field_value_valid(not_values[i], strlen(not_values[i])))
+            fail_msg("value: [%s] accepted", not_values[i]);
+    }
+    assert_false(http_field_value_valid("a\0b", 3));
+}
+
+static void test_authority(void **state)
+{
+    static const char *const good[] = {
+        "a",
+        "doh.example",
+        "Doh.Example:8443",
+        "192.0.2.1",
+        "192.0.2.1:443",
+        "[::1]",
+        "[2001:db8::1]:65535",
+        "[::ffff:192.0.2.1]",
+        "xn--bcher-kva.example",
+        "under_score.example",
+        "a%2Eb",
+        "sub!$&'()*+,;=delims",
+        "host:0",
+        "h:00443",
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        if (!http_authority_valid(good[i]))
+            fail_msg("authority: [%s] refused", good[i]);
+    }
+    char longest[256 + 6];
+    memset(longest, 'a', 255);
+    memcpy(longest + 255, ":8443", 6);
+    assert_true(http_authority_valid(longest));
+    char too_long[257];
+    memset(too_long, 'a', 256);
+    too_long[256] = '\0';
+    static const char *const bad[] = {
+        "",
+        ":443",
+        "a:",
+        "a:b",
+        "a:-1",
+        "a:65536",
+        "a:123456",
+        "a:+80",
+        "a: 80",
+        "a b",
+        "a\tb",
+        "a/b",
+        "a?b",
+        "a#b",
+        "user@a",
+        "a@b:80",
+        "a\\b",
+        "a\"b",
+        "<a>",
+        "a%2",
+        "a%zz",
+        "::1",
+        "[::1",
+        "[::1]x",
+        "[::1]:",
+        "[zz]",
+        "[]",
+        "[1.2.3.4]",
+        "[fe80::1%25eth0]",
+        "[v1.x]",
+        "a:80:80",
+        "a\r\nb",
+        "\xc3\xa9.example",
+        "a.example.",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        /* "a.example." is a valid reg-name (a fully qualified name) */
+        bool expect = strcmp(bad[i], "a.example.") == 0;
+        if (http_authority_valid(bad[i]) != expect)
+            fail_msg("authority: [%s] %s", bad[i], expect ? "refused" : "accepted");
+    }
+    assert_false(http_authority_valid(too_long));
+    assert_false(http_authority_valid(NULL));
+}
+
+/* Scan @p msg in pieces of @p step bytes: the scanner's verdict and where it says the head
+ * ended (offset past the empty line, or -1). */
+static long scan(const char *msg, size_t step, long *head_end)
+{
+    struct http_head_scan sc = {0};
+    size_t len = strlen(msg), off = 0;
+    *head_end = -1;
+    while (off < len) {
+        size_t n = len - off < step ? len - off : step;
+        long r = http_head_scan(&sc, (const uint8_t *)msg + off, n);
+        if (r < 0)
+            return r;
+        if (http_head_scan_done(&sc) && *head_end < 0)
+            *head_end = (long)(off + (size_t)r);
+        off += n;
+    }
+    return 0;
+}
+
+static void test_head_scan(void **state)
+{
+    static const struct {
+        const char *msg;
+        long verdict;
+        long head_end;
+    } cases[] = {
+        {"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody \r\n x", 0, 27},
+        {"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", 0, 31},
+        {"GET / HTTP/1.1\nHost: a\n\n\n x", 0, 24},
+        {"GET / HTTP/1.1\r\nHost: a\r\n", 0, -1},
+        {"GET / HTTP/1.1\r\nHost: a\r\n b\r\n\r\n", -EBADMSG, -1},
+        {"GET / HTTP/1.1\r\nHost: a\r\n\tb\r\n\r\n", -EBADMSG, -1},
+        {"GET / HTTP/1.1\r\n Host: a\r\n\r\n", -EBADMSG, -1},
+        {"GET / HTTP/1.1\r\nA: b\rC: d\r\n\r\n", -EBADMSG, -1},
+        {"GET / HTTP/1.1\r\nA: b\r\n\rX", -EBADMSG, -1},
+        {"GET /\r HTTP/1.1\r\n\r\n", -EBADMSG, -1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        for (size_t step = 1; step <= 64; step += 63) { /* byte by byte, and whole */
+            long end;
+            long v = scan(cases[i].msg, step, &end);
+            if (v != cases[i].verdict || (v == 0 && end != cases[i].head_end))
+                fail_msg("head scan case %zu step %zu: verdict %ld end %ld", i, step, v, end);
+        }
+    }
+    /* once done, nothing more is head */
+    struct http_head_scan sc = {0};
+    assert_int_equal(http_head_scan(&sc, (const uint8_t *)"A\r\n\r\n", 5), 5);
+    assert_true(http_head_scan_done(&sc));
+    assert_int_equal(http_head_scan(&sc, (const uint8_t *)" x", 2), 0);
+}
+
+static int handled;
+static void count_and_answer(struct http_exchange *ex)
+{
+    handled++;
+    http_respond_text(ex, 200, "ok", NULL, 0);
+}
+
+static void test_dispatch_checks_authority(void **state)
+{
+    /* HTTP/2's :authority (and a host field) reach the handlers only when valid: 400 else */
+    static const char *const bad[] = {"user@a.example", "a.example:x", "[zz]", "a b", ""};
+    struct fake f;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        start(&f, "GET");
+        handled = 0;
+        f.ex.req.authority = bad[i];
+        http_exchange_dispatch(&f.ex, count_and_answer);
+        assert_int_equal(handled, 0);
+        assert_int_equal(f.last.status, 400);
+        assert_int_equal(f.ex.state, HTTP_EX_RESPONDED);
+    }
+    const struct http_header host_bad[] = {{"accept", "*/*"}, {"host", "a/b"}};
+    start(&f, "GET");
+    handled = 0;
+    f.ex.req.headers = host_bad;
+    f.ex.req.nheaders = 2;
+    http_exchange_dispatch(&f.ex, count_and_answer);
+    assert_int_equal(handled, 0);
+    assert_int_equal(f.last.status, 400);
+
+    const struct http_header host_ok[] = {{"host", "doh.example:443"}};
+    start(&f, "GET");
+    handled = 0;
+    f.ex.req.authority = "[2001:db8::1]:8443";
+    f.ex.req.headers = host_ok;
+    f.ex.req.nheaders = 1;
+    http_exchange_dispatch(&f.ex, count_and_answer);
+    assert_int_equal(handled, 1);
+    assert_int_equal(f.last.status, 200);
+    start(&f, "GET"); /* no authority at all: the handler decides (HTTP/1.0) */
+    handled = 0;
+    http_exchange_dispatch(&f.ex, count_and_answer);
+    assert_int_equal(handled, 1);
+}
+
+static void test_redirect_never_from_invalid_host(void **state)
+{
+    /* The port-80 redirect called directly (without the dispatch check): an invalid authority
+     * or host field never makes the Location, server-name does. */
+    static const char *const bad[] = {"[evil]", "evil.example:+80", "user@evil.example",
+                                      "evil.example/x", "[::1]x"};
+    struct site site = {.root.fd = -1, .acme.fd = -1, .https_port = 443};
+    struct handler_ctx ctx = hctx;
+    ctx.site = &site;
+    struct fake f;
+    for (size_t i = 0; i < 2 * sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *h = bad[i / 2];
+        const struct http_header host = {"host", h};
+        start(&f, "GET");
+        f.ex.ctx = &ctx;
+        f.ex.req.https = false;
+        if (i % 2) {
+            f.ex.req.headers = &host;
+            f.ex.req.nheaders = 1;
+        } else {
+            f.ex.req.authority = h;
+        }
+        http_exchange_begin(&f.ex);
+        site_handle_plain(&f.ex);
+        assert_int_equal(f.last.status, 301);
+        if (strcmp(f.location, "https://localhost/x") != 0)
+            fail_msg("redirect for [%s]: location [%s]", h, f.location);
+    }
+    start(&f, "GET");
+    f.ex.ctx = &ctx;
+    f.ex.req.authority = "[2001:db8::1]:80";
+    http_exchange_begin(&f.ex);
+    site_handle_plain(&f.ex);
+    assert_string_equal(f.location, "https://[2001:db8::1]/x");
+}
+
 int main(void)
 {
     char err[256];
@@ -450,6 +694,11 @@ int main(void)
         cmocka_unit_test(test_stream_length_checks),
         cmocka_unit_test(test_observed),
         cmocka_unit_test(test_methods),
+        cmocka_unit_test(test_token_and_value),
+        cmocka_unit_test(test_authority),
+        cmocka_unit_test(test_head_scan),
+        cmocka_unit_test(test_dispatch_checks_authority),
+        cmocka_unit_test(test_redirect_never_from_invalid_host),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     config_free(cfg);
