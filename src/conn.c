@@ -302,6 +302,7 @@ static int conn_flush(struct conn *c)
         if (n == IO_WANT_WRITE || n == IO_WANT_READ) {
             if (!c->out_since)
                 c->out_since = dg_now_ms();
+            set_write_interest(c, true);
             set_read_paused(c, c->out.len > OUT_HIGH_WATER);
             return 0;
         }

@@ -12,11 +12,14 @@
 # - body-hold (100 POSTs whose bodies stop short, PINGs): every stream ends (a response or a
 #   reset) within --send-timeout + a margin, the resets are RST_STREAM CANCEL (8) and counted in
 #   dohgate_stalled_total{what="stream"}.
+# - descriptors: with RLIMIT_NOFILE lowered (prlimit), website work stops at
+#   --descriptor-reserve (503, scope="descriptors") while DoH is answered; a table filled with
+#   idle connections makes accept() fail: no busy loop, and DoH answers again once they close.
 # - HTTP/1.1: a client that reads none of its response is closed after --send-timeout, and its
 #   file given back; clients that read slowly but steadily (curl --limit-rate, HTTP/2 and 1.1)
 #   get the whole file although it takes longer than --send-timeout: progress resets the clock.
 . "$(dirname "$0")/lib.sh"
-need_tools nsd kdig curl python3
+need_tools nsd kdig curl python3 prlimit
 
 H2HOLD=$SRC_DIR/tests/tools/h2hold.py
 BACKEND_PY=$SRC_DIR/tests/tools/backend.py
@@ -217,5 +220,69 @@ start_dohgate --workers 1 --site-backend "http://127.0.0.1:$BP" --send-timeout "
     --metrics-listen "127.0.0.1:$M_PORT"
 zero_window backend "/big?n=50000000"
 assert_eq 0 "$(in_use)" "no sources in use at the end of part B"
+stop_dohgate
+
+# ============================================================================================
+# C: a nearly full descriptor table (prlimit lowers dohgate's RLIMIT_NOFILE to 60 above what it
+# uses idle): website work stops at --descriptor-reserve 30, DoH goes on; then the table is
+# filled with idle TCP connections: accept() gets EMFILE, dohgate does not spin, and answers
+# again as soon as descriptors are free.
+M_PORT=$(free_port)
+start_dohgate --workers 1 --site-root "$W" --send-timeout "$SEND_TIMEOUT" --descriptor-reserve 30 \
+    --metrics-listen "127.0.0.1:$M_PORT"
+base=$(fds)
+LIMIT=$((base + 60))
+prlimit --pid "$DG_PID" --nofile="$LIMIT:$LIMIT" || die "prlimit failed"
+out=$T/hold.reserve.out
+"${GUARD[@]}" python3 "$H2HOLD" --port "$DG_PORT" --mode zero-window --path /big.bin \
+    --conns 2 --streams 100 --hold 6 >"$out" 2>&1 &
+HP=$!
+track "$HP"
+wait_for "$out" "^up " 30 || die "reserve: h2hold.py did not come up: $(snip "$out")"
+sleep 1
+held=$(in_use)
+during=$(fds)
+assert_range 20 $((64 - 1)) "$held" "reserve: files stop short of 2 x 32 ($held open)"
+# (the descriptor a refused file had is closed at once; the sample may catch it in between)
+assert_range 0 $((LIMIT - 30 + 1)) "$during" "reserve: the last 30 descriptors stay free ($during of $LIMIT in use)"
+assert_range 1 1000 "$(metric 'dohgate_budget_refused_total{resource="sources",scope="descriptors"}')" \
+    "reserve: refusals counted at scope=\"descriptors\""
+doh_check "reserve, website work at the reserve"
+wait "$HP"
+untrack "$HP"
+took=$(wait_value in_use 0 5)
+assert_ne timeout "$took" "reserve: the files are given back"
+
+# fill the table with idle TCP connections until accept() fails
+python3 - "$DG_PORT" 200 >"$T/hog.out" 2>&1 <<'PYEOF' &
+import socket, sys, time
+socks = []
+for i in range(int(sys.argv[2])):
+    try:
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
+        s.sendall(b"\x16\x03\x01")  # a ClientHello begins: accepted (TCP_DEFER_ACCEPT), then waits
+        socks.append(s)
+    except OSError:
+        break
+print("open %d" % len(socks), flush=True)
+time.sleep(60)
+PYEOF
+HOG=$!
+track "$HOG"
+wait_for "$T/hog.out" "^open " 20 || die "hog did not start"
+sleep 1
+# (numbers, not counts, are limited: one opened before prlimit may lie above)
+assert_range $((LIMIT - 1)) $((LIMIT + 2)) "$(fds)" "EMFILE: dohgate's table is full ($(fds) of $LIMIT)"
+cpu() { awk '{print $14 + $15}' "/proc/$DG_PID/stat"; }
+c0=$(cpu)
+sleep 2
+c1=$(cpu)
+assert_range 0 20 $((c1 - c0)) "EMFILE: no busy loop ($((c1 - c0)) ticks of CPU in 2 s)"
+assert_eq 1 "$(grep -c "pausing new connections" "$DG_LOG")" "EMFILE: accepting paused, said once (not per retry)"
+kill "$HOG" 2>/dev/null
+wait "$HOG" 2>/dev/null
+untrack "$HOG"
+sleep 0.5
+doh_check "EMFILE: descriptors free again"
 
 finish
