@@ -74,6 +74,7 @@ struct h2_session {
     /* the clock of the current recv/send call (one read of it per call, not per frame) and
      * the last time any response DATA left nghttp2 */
     uint64_t now, data_sent_ms;
+    bool in_recv; /* inside h2_session_recv(): now is current */
 };
 
 static int stream_respond(struct http_exchange *ex, const struct http_response *resp,
@@ -137,6 +138,15 @@ static void stream_free(struct h2_stream *st)
     free(st);
 }
 
+/* nghttp2 asks a data callback for bytes only within the client's windows, and sends what it
+ * returns in the next DATA frame: response bytes taken, the stream's progress (send-timeout).
+ * That the socket takes them too is the connection's own check (conn.c). No stream lookup, no
+ * clock read: the clock of the current h2_session_send() call. */
+static void stream_sent(struct h2_stream *st)
+{
+    st->progress_ms = st->sent_ms = st->sess->data_sent_ms = st->sess->now;
+}
+
 static ssize_t on_read_body(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, size_t length,
                             uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
 {
@@ -147,6 +157,8 @@ static ssize_t on_read_body(nghttp2_session *ng, int32_t stream_id, uint8_t *buf
     size_t n = left < length ? left : length;
     memcpy(buf, st->resp.data + st->resp_off, n);
     st->resp_off += n;
+    if (n)
+        stream_sent(st);
     if (st->resp_off == st->resp.len)
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
     return (ssize_t)n;
@@ -168,6 +180,8 @@ static ssize_t on_read_source(nghttp2_session *ng, int32_t stream_id, uint8_t *b
      * resets the stream (INTERNAL_ERROR). */
     if (n < 0)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (n > 0)
+        stream_sent(st);
     if (eof)
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
     return n;
@@ -212,9 +226,10 @@ static int submit(struct h2_stream *st, const struct http_response *resp,
         free(nv);
     if (rc != 0)
         return rc == NGHTTP2_ERR_NOMEM ? -ENOMEM : -EINVAL;
-    /* The client's clock starts when it has something to take (a handler may answer from an
-     * upstream callback, long after the last recv/send call set s->now). */
-    st->progress_ms = st->sent_ms = dg_now_ms();
+    /* The client's clock starts when it has something to take. Inside h2_session_recv() (a
+     * cache hit, an error status) s->now is the time; a handler answering from an upstream or
+     * backend callback may come long after the last recv/send call set it: read the clock. */
+    st->progress_ms = st->sent_ms = s->in_recv ? s->now : dg_now_ms();
     s->wake(s->owner);
     return 0;
 }
@@ -463,21 +478,6 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
     return 0;
 }
 
-/* Response DATA left nghttp2 (into the connection's output, within the client's windows): the
- * stream's progress. When the socket does not take it, the connection's own send-timeout
- * check (conn.c) sees the output waiting. */
-static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
-{
-    struct h2_session *s = user_data;
-    if (frame->hd.type != NGHTTP2_DATA || frame->hd.length == 0)
-        return 0;
-    s->data_sent_ms = s->now;
-    struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
-    if (st)
-        st->progress_ms = st->sent_ms = s->now;
-    return 0;
-}
-
 static int on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t error_code,
                            void *user_data)
 {
@@ -562,7 +562,6 @@ struct h2_session *h2_session_new(const struct h2_settings *cfg, const struct ha
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk_recv);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
-    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     /* Flood limits (CVE-2023-44487 rapid reset, SETTINGS/CONTINUATION/ACK floods). The values are
      * nghttp2's own defaults from 1.57+, set explicitly so that they hold on every build. */
     nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
@@ -613,7 +612,9 @@ void h2_session_free(struct h2_session *s)
 int h2_session_recv(struct h2_session *s, const uint8_t *data, size_t len)
 {
     s->now = dg_now_ms();
+    s->in_recv = true;
     ssize_t rc = nghttp2_session_mem_recv(s->ng, data, len);
+    s->in_recv = false;
     if (rc < 0) {
         log_debug("h2: closing connection: %s", nghttp2_strerror((int)rc));
         return -EPROTO;

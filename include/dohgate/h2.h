@@ -84,7 +84,8 @@ struct h2_sweep {
 /**
  * Find what made no progress (send-timeout, issue 14), called by the connection's timer, so
  * that nothing per request needs a timer of its own: the streams record the time of their
- * progress as frames pass (a stored clock value, no syscall).
+ * progress as frames pass (the clock value the current recv/send call read once; no syscall,
+ * no stream lookup: DATA received in on_frame_recv, DATA sent in the data callbacks).
  * - Connection: response DATA is waiting (deferred by flow control, or not taken) and none
  *   left for send_ms: sw->stalled is set and nothing else is done (the caller closes).
  * - Streams: one that holds something (an incomplete request, response data to send, or,
