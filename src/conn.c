@@ -59,6 +59,7 @@ struct conn {
     bool read_paused;     /* backpressure: rev disarmed */
     bool lingering;       /* goodbye sent and FIN too: dropping what still comes, then close */
     uint64_t last_active; /* ms: last byte read or written, for the idle and stall timers */
+    uint64_t out_since;   /* ms: output waiting and none of it taken since (0: none waits) */
     uint64_t req_armed;   /* h1: start time of the request the timer was last set for */
 };
 
@@ -295,15 +296,19 @@ static int conn_flush(struct conn *c)
         if (n > 0) {
             dg_buf_consume(&c->out, (size_t)n);
             c->last_active = dg_now_ms();
+            c->out_since = c->last_active; /* taken: send-timeout counts from here */
             continue;
         }
         if (n == IO_WANT_WRITE || n == IO_WANT_READ) {
+            if (!c->out_since)
+                c->out_since = dg_now_ms();
             set_write_interest(c, true);
             set_read_paused(c, c->out.len > OUT_HIGH_WATER);
             return 0;
         }
         return -1;
     }
+    c->out_since = 0;
     set_write_interest(c, false);
     set_read_paused(c, c->h1 && !h1_session_want_read(c->h1));
     if (c->close_after_flush || (c->h2 && h2_session_done(c->h2)) ||
@@ -331,7 +336,7 @@ static int handshake_done(struct conn *c)
 {
     struct conn_set *set = c->set;
     c->last_active = dg_now_ms();
-    arm_timer(c, set->cfg->idle_timeout_s);
+    rearm(c, (uint64_t)set->cfg->idle_timeout_s * 1000u);
     dg_observe(set->obs, DG_EV_TLS_HANDSHAKE,
                (SSL_version(c->ssl) == TLS1_3_VERSION ? DG_TLS_13 : 0) |
                    (SSL_session_reused(c->ssl) == 1 ? DG_TLS_RESUMED : 0),
@@ -462,6 +467,12 @@ static void on_flush_ev(evutil_socket_t fd, short what, void *arg)
 
 static void rearm(struct conn *c, uint64_t left_ms)
 {
+    /* Never later than send-timeout (the handshake timer is armed with arm_timer()):
+     * on_timer() then looks at work that started after this arming (a new stream, output that
+     * waits) in time. */
+    uint64_t cap = (uint64_t)c->set->cfg->send_timeout_s * 1000u;
+    if (left_ms > cap)
+        left_ms = cap;
     struct timeval tv = {.tv_sec = (time_t)(left_ms / 1000),
                          .tv_usec = (suseconds_t)(left_ms % 1000) * 1000};
     event_add(c->timer, &tv);
@@ -470,10 +481,29 @@ static void rearm(struct conn *c, uint64_t left_ms)
 /*
  * One timer per connection covers: the handshake timeout; HTTP/1.1's request timeout (a request
  * must arrive whole within request-timeout: slowloris); the idle timeout (no request in progress);
- * and the stall limit: a connection with requests in progress on which no byte has moved either
- * way for max(idle-timeout, backend-timeout + 5 s) is closed, so a client that opens streams and
- * goes silent, or stops reading its responses, cannot hold memory forever.
+ * and send-timeout (issue 14), which only progress resets, never a PING or a bare read:
+ * - output waiting in our buffer that the socket took none of for send-timeout: closed (a
+ *   client that does not read; HTTP/1.1 and HTTP/2 alike);
+ * - HTTP/2: h2_session_sweep() closes a connection whose response DATA waits (flow control) and
+ *   none left for send-timeout, and resets the streams that hold something and made no
+ *   progress. The sweep runs from this timer: no timer per stream, no syscall per request (the
+ *   streams store the clock value of the current recv/send call); it costs one wakeup per
+ *   connection at most every send-timeout, and a walk over its streams (at most
+ *   max-concurrent-streams) when it fires.
+ * - HTTP/1.1 with a request in the handler's hands: closed when no byte moved either way for
+ *   max(idle-timeout, backend-timeout + 5 s), the backstop behind the handlers' own timers.
  */
+#define SWEEP_SLACK_MS 100
+
+static uint64_t pending_backstop_ms(const struct config *cfg)
+{
+    uint64_t idle_ms = (uint64_t)cfg->idle_timeout_s * 1000u;
+    uint64_t stall_ms = (uint64_t)cfg->backend_timeout_s * 1000u + 5000u;
+    uint64_t query_ms = (uint64_t)cfg->query_timeout_ms + 5000u;
+    uint64_t ms = stall_ms > idle_ms ? stall_ms : idle_ms;
+    return query_ms > ms ? query_ms : ms;
+}
+
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
@@ -493,6 +523,44 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         conn_free(c);
         return;
     }
+    uint64_t send_ms = (uint64_t)cfg->send_timeout_s * 1000u;
+    if (c->out.len && c->out_since && now - c->out_since >= send_ms) {
+        log_debug("closing a connection that took none of its output for %llu ms",
+                  (unsigned long long)(now - c->out_since));
+        dg_observe(c->set->obs, DG_EV_STALLED, DG_STALL_CONNECTION, 1);
+        conn_free(c);
+        return;
+    }
+    /* the earliest moment something could have to be done; capped at send-timeout so that
+     * work that starts after this arming (a new stream, output) is looked at in time */
+    uint64_t left = send_ms;
+    if (c->out.len && c->out_since)
+        left = c->out_since + send_ms - now;
+    if (c->h2 && h2_session_streams(c->h2) > 0) {
+        struct h2_sweep sw = {
+            .now = now, .send_ms = send_ms, .pending_ms = pending_backstop_ms(cfg)};
+        h2_session_sweep(c->h2, &sw);
+        if (sw.stalled) {
+            log_debug("closing an HTTP/2 connection whose response data waited %llu ms",
+                      (unsigned long long)send_ms);
+            dg_observe(c->set->obs, DG_EV_STALLED, DG_STALL_CONNECTION, 1);
+            conn_free(c);
+            return;
+        }
+        if (sw.reset) {
+            log_debug("reset %u HTTP/2 streams that made no progress", sw.reset);
+            for (unsigned i = 0; i < sw.reset; i++) /* the metric counts events, not values */
+                dg_observe(c->set->obs, DG_EV_STALLED, DG_STALL_STREAM, 1);
+        }
+        /* Streams opened within a few ms of each other stall within a few ms too: a little
+         * slack lets one sweep reset them together instead of one wakeup each. */
+        if (sw.next && sw.next + SWEEP_SLACK_MS - now < left)
+            left = sw.next + SWEEP_SLACK_MS - now;
+        if (h2_session_streams(c->h2) > 0) {
+            rearm(c, left);
+            return;
+        }
+    }
     uint64_t req_ms = (uint64_t)cfg->request_timeout_s * 1000u;
     uint64_t started = c->h1 ? h1_session_request_started(c->h1) : 0;
     if (started && now - started >= req_ms) {
@@ -502,13 +570,13 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
             conn_free(c);
         return;
     }
-    bool busy = (c->h2 && h2_session_streams(c->h2) > 0) || (c->h1 && h1_session_busy(c->h1));
+    bool busy = c->h1 && h1_session_busy(c->h1);
     uint64_t idle_ms = (uint64_t)cfg->idle_timeout_s * 1000u;
-    uint64_t stall_ms = (uint64_t)cfg->backend_timeout_s * 1000u + 5000u;
-    uint64_t limit = busy ? (stall_ms > idle_ms ? stall_ms : idle_ms) : idle_ms;
+    uint64_t limit = busy ? pending_backstop_ms(cfg) : idle_ms;
     uint64_t quiet = now - c->last_active;
     if (quiet < limit) {
-        uint64_t left = limit - quiet;
+        if (limit - quiet < left)
+            left = limit - quiet;
         if (started && req_ms - (now - started) < left)
             left = req_ms - (now - started);
         rearm(c, left);
@@ -518,7 +586,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         log_debug("closing a connection on which nothing moved for %llu ms",
                   (unsigned long long)quiet);
     /* Idle: say goodbye with GOAWAY rather than a bare close, so pooling clients know. */
-    if (c->h2 && !busy) {
+    if (c->h2) {
         h2_session_shutdown(c->h2);
         goodbye(c); /* if the client does not read, give up soon */
         if (conn_flush(c) != 0)
@@ -570,7 +638,7 @@ int conn_accept(struct conn_set *set, int fd, enum dg_listener kind, const struc
         conn_free(c);
         return -ENOMEM;
     } else {
-        arm_timer(c, set->cfg->idle_timeout_s);
+        rearm(c, (uint64_t)set->cfg->idle_timeout_s * 1000u);
     }
     return 0;
 }

@@ -54,6 +54,12 @@ struct h2_stream {
     size_t body_held; /* bytes of body taken under the connection's body budget */
     struct dg_buf resp;
     size_t resp_off;
+    /* send-timeout (h2_session_sweep): ms of the last progress of this stream (a request byte
+     * received, a response byte sent, or the server handing it something to send) and of the
+     * last response byte sent (or the response queued). */
+    uint64_t progress_ms, sent_ms;
+    bool src_again; /* the body source said AGAIN: the server is the one waiting */
+    bool stalled;   /* reset for making no progress; waiting for the RST_STREAM to leave */
 };
 
 struct h2_session {
@@ -68,6 +74,10 @@ struct h2_session {
     int32_t goaway_last_id; /* after h2_session_shutdown(): streams above it are not served */
     bool shutting_down;
     bool fatal; /* a stream could not even be reset: close the connection */
+    /* the clock of the current recv/send call (one read of it per call, not per frame) and
+     * the last time any response DATA left nghttp2 */
+    uint64_t now, data_sent_ms;
+    bool in_recv; /* inside h2_session_recv(): now is current */
 };
 
 static int stream_respond(struct http_exchange *ex, const struct http_response *resp,
@@ -140,14 +150,27 @@ static void stream_free(struct h2_stream *st)
     free(st);
 }
 
+/* nghttp2 asks a data callback for bytes only within the client's windows, and sends what it
+ * returns in the next DATA frame: response bytes taken, the stream's progress (send-timeout).
+ * That the socket takes them too is the connection's own check (conn.c). No stream lookup, no
+ * clock read: the clock of the current h2_session_send() call. */
+static void stream_sent(struct h2_stream *st)
+{
+    st->progress_ms = st->sent_ms = st->sess->data_sent_ms = st->sess->now;
+}
+
 static ssize_t on_read_body(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, size_t length,
                             uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
 {
     struct h2_stream *st = source->ptr;
+    if (st->stalled)
+        return NGHTTP2_ERR_DEFERRED; /* the RST_STREAM is queued; nothing more is sent */
     size_t left = st->resp.len - st->resp_off;
     size_t n = left < length ? left : length;
     memcpy(buf, st->resp.data + st->resp_off, n);
     st->resp_off += n;
+    if (n)
+        stream_sent(st);
     if (st->resp_off == st->resp.len)
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
     return (ssize_t)n;
@@ -157,14 +180,20 @@ static ssize_t on_read_source(nghttp2_session *ng, int32_t stream_id, uint8_t *b
                               uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
 {
     struct h2_stream *st = source->ptr;
+    if (st->stalled)
+        return NGHTTP2_ERR_DEFERRED; /* the exchange ended with the reset: no source to pull */
     bool eof;
     long n = http_body_pull(&st->ex, buf, length, &eof);
-    if (n == HTTP_BODY_AGAIN)
+    if (n == HTTP_BODY_AGAIN) {
+        st->src_again = true;
         return NGHTTP2_ERR_DEFERRED;
+    }
     /* A broken body (failed, or short of its content-length) must not look complete: nghttp2
      * resets the stream (INTERNAL_ERROR). */
     if (n < 0)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (n > 0)
+        stream_sent(st);
     if (eof)
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
     return n;
@@ -209,6 +238,10 @@ static int submit(struct h2_stream *st, const struct http_response *resp,
         free(nv);
     if (rc != 0)
         return rc == NGHTTP2_ERR_NOMEM ? -ENOMEM : -EINVAL;
+    /* The client's clock starts when it has something to take. Inside h2_session_recv() (a
+     * cache hit, an error status) s->now is the time; a handler answering from an upstream or
+     * backend callback may come long after the last recv/send call set it: read the clock. */
+    st->progress_ms = st->sent_ms = s->in_recv ? s->now : dg_now_ms();
     s->wake(s->owner);
     return 0;
 }
@@ -241,6 +274,11 @@ static int stream_respond_stream(struct http_exchange *ex, const struct http_res
 static void stream_resume(struct http_exchange *ex)
 {
     struct h2_stream *st = (struct h2_stream *)ex;
+    if (st->src_again) {
+        /* The source waited (a slow backend): the client's send-timeout starts again now. */
+        st->src_again = false;
+        st->progress_ms = st->sent_ms = dg_now_ms();
+    }
     nghttp2_session_resume_data(st->sess->ng, st->id);
     st->sess->wake(st->sess->owner);
 }
@@ -299,6 +337,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
     st->max_body = H2_MAX_BODY;
     st->sess = s;
     st->id = frame->hd.stream_id;
+    st->progress_ms = st->sent_ms = s->now;
     dg_list_push_front(&s->streams, &st->node);
     s->nstreams++;
     nghttp2_session_set_stream_user_data(ng, st->id, st);
@@ -485,6 +524,10 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
     struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
     if (!st)
         return 0;
+    /* Request bytes of this stream are its progress (send-timeout); PING, SETTINGS and
+     * WINDOW_UPDATE never reach here, an empty DATA frame carries nothing. */
+    if (frame->hd.length > 0)
+        st->progress_ms = s->now;
     /* A stream opened after our GOAWAY was queued (but before it left) is not served: the
      * GOAWAY tells the client to retry it elsewhere, and nghttp2 refuses it. */
     if (s->shutting_down && st->id > s->goaway_last_id)
@@ -578,6 +621,7 @@ struct h2_session *h2_session_new(const struct h2_settings *cfg, const struct ha
     s->hctx = hctx;
     s->wake = wake;
     s->owner = owner;
+    s->now = dg_now_ms();
     if (nghttp2_session_callbacks_new(&cbs) != 0 || nghttp2_option_new(&opt) != 0)
         goto fail;
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
@@ -636,7 +680,10 @@ void h2_session_free(struct h2_session *s)
 
 int h2_session_recv(struct h2_session *s, const uint8_t *data, size_t len)
 {
+    s->now = dg_now_ms();
+    s->in_recv = true;
     ssize_t rc = nghttp2_session_mem_recv(s->ng, data, len);
+    s->in_recv = false;
     if (rc < 0) {
         log_debug("h2: closing connection: %s", nghttp2_strerror((int)rc));
         return -EPROTO;
@@ -648,6 +695,7 @@ int h2_session_send(struct h2_session *s, struct dg_buf *out, size_t limit)
 {
     if (s->fatal)
         return -ENOMEM;
+    s->now = dg_now_ms();
     while (out->len < limit) {
         const uint8_t *p;
         ssize_t n = nghttp2_session_mem_send(s->ng, &p);
@@ -689,4 +737,69 @@ void h2_session_shutdown(struct h2_session *s)
     s->shutting_down = true;
     s->goaway_last_id = nghttp2_session_get_last_proc_stream_id(s->ng);
     nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE, s->goaway_last_id, NGHTTP2_NO_ERROR, NULL, 0);
+}
+
+/* What a stream waits for, for the sweep. */
+static bool stream_resp_waiting(const struct h2_stream *st)
+{
+    return st->ex.state == HTTP_EX_RESPONDED &&
+           (st->ex.src_open || (st->resp.data && st->resp_off < st->resp.len));
+}
+
+void h2_session_sweep(struct h2_session *s, struct h2_sweep *sw)
+{
+    uint64_t now = sw->now;
+    sw->next = 0;
+    sw->reset = 0;
+    sw->stalled = false;
+    /* First the connection: response data waiting (not for a slow source), none of it taken
+     * for send-timeout, counted from the last DATA that left or from when the data came. */
+    bool waiting = false;
+    uint64_t latest = s->data_sent_ms;
+    for (struct dg_lnode *n = s->streams.head; n; n = n->next) {
+        const struct h2_stream *st = dg_list_entry(n, const struct h2_stream, node);
+        if (st->stalled || st->src_again || !stream_resp_waiting(st))
+            continue;
+        waiting = true;
+        if (st->sent_ms > latest)
+            latest = st->sent_ms;
+    }
+    if (waiting && now - latest >= sw->send_ms) {
+        sw->stalled = true;
+        return;
+    }
+    if (waiting)
+        sw->next = latest + sw->send_ms;
+    /* Then each stream that holds something and made no progress. */
+    for (struct dg_lnode *n = s->streams.head; n; n = n->next) {
+        struct h2_stream *st = dg_list_entry(n, struct h2_stream, node);
+        if (st->stalled || st->ex.state == HTTP_EX_DONE)
+            continue;
+        bool resp = stream_resp_waiting(st) && !st->src_again;
+        bool reading = !st->req_done;
+        bool server_wait = (st->ex.state == HTTP_EX_DISPATCHED && st->ex.cancel) ||
+                           (st->src_again && st->ex.src_open);
+        if (!resp && !reading && !server_wait)
+            continue; /* nothing held: the stream closes as soon as its last frame leaves */
+        /* A wait on the server side (a query, a backend) has its own timer that answers
+         * first (504, SERVFAIL); pending_ms is only the backstop. */
+        uint64_t limit = resp || reading ? sw->send_ms : sw->pending_ms;
+        uint64_t deadline = st->progress_ms + limit;
+        if (now < deadline) {
+            if (!sw->next || deadline < sw->next)
+                sw->next = deadline;
+            continue;
+        }
+        /* CANCEL, not INTERNAL_ERROR: nothing broke on our side, the stream is no longer
+         * worth its resources, and clients and operators can tell a timeout (8) from a broken
+         * body (2). The resource goes now, not when the RST_STREAM leaves: a client that
+         * does not read would otherwise keep it (and then the connection check closes it). */
+        st->stalled = true;
+        sw->reset++;
+        if (nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL) != 0)
+            s->fatal = true;
+        http_exchange_end(&st->ex);
+    }
+    if (sw->reset)
+        s->wake(s->owner);
 }

@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "dohgate/budget.h"
 #include "dohgate/client.h"
 #include "dohgate/config.h"
 #include "dohgate/http.h"
@@ -81,6 +82,11 @@ struct preq {
     bool dead; /* closed while in_io: free on the way out */
     struct dg_buf body;
     size_t body_off;
+    /* the connection's (outlives the request: the exchange ends, and with it this request,
+     * before the connection goes); one BUDGET_SOURCES unit while `holds` */
+    struct budget_scope *budget;
+    bool holds;
+    enum budget_scope_level refused; /* why start_connection() failed, BUDGET_OK: not a budget */
 };
 
 static void preq_free(struct preq *r);
@@ -480,6 +486,8 @@ static void preq_free(struct preq *r)
         else
             close(r->fd);
     }
+    if (r->holds) /* the backend connection is closed or back in the pool */
+        budget_put(r->budget, BUDGET_SOURCES, 1);
     clear_headers(r);
     free(r->hdrs);
     dg_buf_free(&r->field);
@@ -525,6 +533,27 @@ static void fail_before_head(struct preq *r, int status, const char *why)
 
 static int start_connection(struct preq *r);
 
+/* 503: the budgets (budget.h) refused the backend connection; which limit, and when to retry. */
+static void fail_refused(struct preq *r)
+{
+    static const char *const text[BUDGET_NLEVEL] = {
+        [BUDGET_AT_CONN] = "too many open responses on this connection "
+                           "(max-sources-per-connection)",
+        [BUDGET_AT_CLIENT] = "too many open responses for this client (max-sources-per-client)",
+        [BUDGET_AT_PROCESS] = "too many open responses on this server",
+        [BUDGET_AT_DESCRIPTORS] = "the server is short of descriptors (descriptor-reserve)",
+    };
+    struct http_exchange *ex = r->ex;
+    const char *t = text[r->refused];
+    r->ex = NULL;
+    r->msg_done = false;
+    r->dead = true;
+    if (ex) {
+        const struct http_header ra = {"retry-after", "1"};
+        http_respond_text(ex, 503, t ? t : "service unavailable", &ra, 1);
+    }
+}
+
 /* The backend failed. Before any response byte on a reused connection: one retry on a new one,
  * for idempotent methods only: the backend may have acted on the request before it closed (a
  * POST sent twice could charge twice; nginx does not retry those either). Before the head:
@@ -551,7 +580,10 @@ static void backend_failed(struct preq *r, bool timeout, const char *why)
         if (start_connection(r) == 0)
             return;
     }
-    fail_before_head(r, timeout ? 504 : 502, why);
+    if (r->refused != BUDGET_OK)
+        fail_refused(r);
+    else
+        fail_before_head(r, timeout ? 504 : 502, why);
 }
 
 static void answer_head(struct preq *r)
@@ -730,6 +762,14 @@ static int start_connection(struct preq *r)
     http_parser_init(&r->rp, HTTP_RESPONSE);
     r->rp.data = r;
 
+    /* One unit for the request's backend connection, taken once: a retry reuses it. */
+    r->refused = BUDGET_OK;
+    if (!r->holds) {
+        r->refused = budget_take(r->budget, px->cfg, BUDGET_SOURCES, 1);
+        if (r->refused != BUDGET_OK)
+            return -1;
+        r->holds = true;
+    }
     int fd = r->retried ? -1 : idle_take(px);
     r->reused = fd >= 0;
     if (fd < 0) {
@@ -737,6 +777,11 @@ static int start_connection(struct preq *r)
         fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)
             return -1;
+        if (!budget_fd_ok(r->budget, px->cfg, fd)) {
+            close(fd);
+            r->refused = BUDGET_AT_DESCRIPTORS;
+            return -1;
+        }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         if (connect(fd, (const struct sockaddr *)&a->ss, a->len) != 0 && errno != EINPROGRESS) {
@@ -768,6 +813,7 @@ void proxy_handle(struct proxy *px, struct http_exchange *ex)
     r->px = px;
     r->ex = ex;
     r->fd = -1;
+    r->budget = ex->req.budget;
     enum http_method_kind m = http_method_kind(ex->req.method);
     r->head_method = m == HTTP_M_HEAD;
     r->idempotent = http_method_idempotent(m);
@@ -782,6 +828,11 @@ void proxy_handle(struct proxy *px, struct http_exchange *ex)
         return;
     }
     if (start_connection(r) != 0) {
+        if (r->refused != BUDGET_OK) {
+            fail_refused(r);
+            preq_free(r);
+            return;
+        }
         r->ex = NULL;
         preq_free(r);
         px->stats.errors_502++;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dohgate/budget.h"
 #include "dohgate/config.h"
 #include "dohgate/http.h"
 #include "dohgate/landing.h"
@@ -58,6 +59,8 @@ struct file_source {
     int fd;
     off_t off;
     off_t left;
+    struct budget_scope
+        *budget; /* the connection's: one BUDGET_SOURCES unit, given back at close */
 };
 
 static long file_read(void *arg, uint8_t *buf, size_t max)
@@ -83,6 +86,7 @@ static void file_close(void *arg)
 {
     struct file_source *fs = arg;
     close(fs->fd);
+    budget_put(fs->budget, BUDGET_SOURCES, 1);
     free(fs);
 }
 
@@ -95,9 +99,31 @@ static void null_close(void *arg)
 {
 }
 
+/* 503 for a source the budgets refused (budget.h): which limit, and when to come back. */
+static void refuse_source(struct http_exchange *ex, enum budget_scope_level why)
+{
+    static const char *const text[BUDGET_NLEVEL] = {
+        [BUDGET_AT_CONN] = "too many open responses on this connection "
+                           "(max-sources-per-connection)",
+        [BUDGET_AT_CLIENT] = "too many open responses for this client (max-sources-per-client)",
+        [BUDGET_AT_PROCESS] = "too many open responses on this server",
+        [BUDGET_AT_DESCRIPTORS] = "the server is short of descriptors (descriptor-reserve)",
+    };
+    const struct http_header ra = {"retry-after", "1"};
+    http_respond_text(ex, 503, text[why] ? text[why] : "service unavailable", &ra, 1);
+}
+
 static void serve_static(struct http_exchange *ex, const struct static_root *root)
 {
     const struct http_request *r = &ex->req;
+    const struct config *cfg = ex->ctx->cfg;
+    /* static_resolve() opens the file (for every method, to stat it): the unit is taken
+     * before, and given back at once unless a body source keeps the descriptor. */
+    enum budget_scope_level why = budget_take(r->budget, cfg, BUDGET_SOURCES, 1);
+    if (why != BUDGET_OK) {
+        refuse_source(ex, why);
+        return;
+    }
     const struct static_request rq = {
         .method = r->method,
         .target = r->path,
@@ -108,7 +134,16 @@ static void serve_static(struct http_exchange *ex, const struct static_root *roo
     };
     struct static_result res;
     if (static_resolve(root, &rq, &res) != 0) {
+        budget_put(r->budget, BUDGET_SOURCES, 1);
         http_respond_status(ex, 500, NULL, 0);
+        return;
+    }
+    if (res.fd < 0) {
+        budget_put(r->budget, BUDGET_SOURCES, 1);
+    } else if (!budget_fd_ok(r->budget, cfg, res.fd)) {
+        static_result_deinit(&res);
+        budget_put(r->budget, BUDGET_SOURCES, 1);
+        refuse_source(ex, BUDGET_AT_DESCRIPTORS);
         return;
     }
     struct http_header h[8];
@@ -142,6 +177,7 @@ static void serve_static(struct http_exchange *ex, const struct static_root *roo
                 http_respond_status(ex, 503, NULL, 0);
                 break;
             }
+            fs->budget = r->budget;
             fs->fd = res.fd;
             fs->off = res.offset;
             fs->left = res.length;
@@ -167,6 +203,8 @@ static void serve_static(struct http_exchange *ex, const struct static_root *roo
         http_respond_status(ex, res.status, NULL, 0);
         break;
     }
+    if (res.fd >= 0) /* not handed to a source: closed here, and its unit goes back */
+        budget_put(r->budget, BUDGET_SOURCES, 1);
     static_result_deinit(&res);
 }
 

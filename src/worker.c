@@ -38,6 +38,8 @@
 #include "dohgate/upstream.h"
 
 #define ACCEPTS_PER_EV 64
+/* Accepting paused for lack of descriptors: retried after this long at the latest. */
+#define ACCEPT_PAUSE_MS 250
 
 /*
  * A worker's view of one snapshot: what its connections use. The current view takes the new
@@ -70,7 +72,9 @@ struct worker {
     size_t ntls;     /* fds[0..ntls) are TLS listeners, then plain HTTP ones, */
     size_t nmetrics; /* and the last nmetrics are metrics listeners */
     struct event *stop_ev, *deadline_ev, *resume_ev, *stats_ev, *trim_ev, *swap_ev, *reap_ev;
-    size_t conn_peak; /* most connections open since the last trim check */
+    size_t conn_peak;       /* most connections open since the last trim check */
+    bool accept_paused;     /* out of descriptors: listeners off until one closes or the timer */
+    uint64_t emfile_log_ms; /* last "out of descriptors" warning (one per 10 s at most) */
     unsigned grace_ms;
     bool stopping;
     struct metrics *metrics;
@@ -204,6 +208,7 @@ static void listeners_enable(struct worker *w, bool on)
 static void on_resume(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
+    w->accept_paused = false;
     if (!w->stopping)
         listeners_enable(w, true);
 }
@@ -234,10 +239,22 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
                 return;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* Out of descriptors: pause accepting for a moment instead of spinning. */
-                log_warn("accept: %s; pausing new connections for 1 s", strerror(errno));
+                /* Out of descriptors (or memory): a level-triggered listener would fire again
+                 * at once, so stop watching it, as nginx and HAProxy do, and come back when
+                 * one of our connections closes (a descriptor is free again: see
+                 * on_conn_closed) or after ACCEPT_PAUSE_MS, whichever is first; the waiting
+                 * clients stay in the listen backlog meanwhile. The descriptor reserve
+                 * (budget.h) keeps website work from taking the last descriptors, so this
+                 * is for connections themselves outgrowing the limit. */
+                uint64_t now = dg_now_ms();
+                if (!w->emfile_log_ms || now - w->emfile_log_ms >= 10000) {
+                    w->emfile_log_ms = now;
+                    log_warn("accept: %s; pausing new connections until a descriptor is free",
+                             strerror(errno));
+                }
                 listeners_enable(w, false);
-                struct timeval tv = {1, 0};
+                w->accept_paused = true;
+                struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
                 event_add(w->resume_ev, &tv);
                 return;
             }
@@ -315,6 +332,11 @@ static void on_conn_closed(struct conn_set *set, void *arg)
     struct worker *w = v->w;
     if (v != w->cur && set->count == 0)
         event_active(w->reap_ev, EV_TIMEOUT, 0);
+    if (w->accept_paused) {
+        /* its descriptor is free again: accept at once rather than at the timer */
+        event_del(w->resume_ev);
+        event_active(w->resume_ev, EV_TIMEOUT, 0);
+    }
     maybe_finish(w);
 }
 

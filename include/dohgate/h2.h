@@ -75,6 +75,33 @@ bool h2_session_want_write(const struct h2_session *s);
 bool h2_session_want_read(const struct h2_session *s);
 /** Streams currently open. */
 size_t h2_session_streams(const struct h2_session *s);
+/** send-timeout for one connection's session (h2_session_sweep()). */
+struct h2_sweep {
+    uint64_t now;        /**< ms, dg_now_ms() */
+    uint64_t send_ms;    /**< send-timeout: what a client gets to make progress */
+    uint64_t pending_ms; /**< backstop for a stream waiting on the server (query, backend) */
+    uint64_t next;       /**< out: when the next stream could stall (ms), 0: none can */
+    unsigned reset;      /**< out: streams reset (RST_STREAM CANCEL) by this sweep */
+    bool stalled;        /**< out: the connection took no response data for send_ms */
+};
+
+/**
+ * Find what made no progress (send-timeout, issue 14), called by the connection's timer, so
+ * that nothing per request needs a timer of its own: the streams record the time of their
+ * progress as frames pass (the clock value the current recv/send call read once; no syscall,
+ * no stream lookup: DATA received in on_frame_recv, DATA sent in the data callbacks).
+ * - Connection: response DATA is waiting (deferred by flow control, or not taken) and none
+ *   left for send_ms: sw->stalled is set and nothing else is done (the caller closes).
+ * - Streams: one that holds something (an incomplete request, response data to send, or,
+ *   after pending_ms, a pending handler operation or a source that waits) and made no
+ *   progress (a request byte received, a response byte sent) for that long is reset with
+ *   RST_STREAM CANCEL, its exchange ended now (its source, its pending operation and what they
+ *   hold are released synchronously).
+ * PING, SETTINGS and WINDOW_UPDATE are never progress. Calls the wake callback when it reset
+ * something. Never frees a stream.
+ */
+void h2_session_sweep(struct h2_session *s, struct h2_sweep *sw);
+
 /** Graceful GOAWAY (last stream id = last seen): no new streams, open ones finish. */
 void h2_session_shutdown(struct h2_session *s);
 

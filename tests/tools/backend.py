@@ -194,4 +194,6 @@ class H(BaseHTTPRequestHandler):
 
 if __name__ == "__main__":
     ThreadingHTTPServer.daemon_threads = True
+    # a listen backlog for a hundred connections at once (t_hold.sh), not socketserver's 5
+    ThreadingHTTPServer.request_queue_size = 256
     ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()

@@ -1,0 +1,290 @@
+#!/bin/bash
+# t_hold: hostile HTTP/2 clients hold nothing past --send-timeout (issue 14, defect 2), and the
+# response-source budgets bound what they hold meanwhile.
+# - zero-window (h2hold.py: SETTINGS_INITIAL_WINDOW_SIZE=0, 100 GETs of a large file per
+#   connection, a PING every second) on 3 connections of one address, against site-root and then
+#   against site-backend (backend.py /big): at most max-sources-per-connection (32) open files /
+#   backend connections per connection, the other streams get 503 (counted in
+#   dohgate_budget_refused_total); the server closes the connections about --send-timeout (3 s)
+#   after the responses were queued (dohgate_stalled_total{what="connection"}), and its
+#   descriptors and dohgate_budget_in_use{resource="sources"} are back at the baseline; a DoH
+#   query (kdig +https) is answered at normal latency meanwhile.
+# - body-hold (100 POSTs whose bodies stop short, PINGs): every stream ends (a response or a
+#   reset) within --send-timeout + a margin, the resets are RST_STREAM CANCEL (8) and counted in
+#   dohgate_stalled_total{what="stream"}.
+# - descriptors: with RLIMIT_NOFILE lowered (prlimit), website work stops at
+#   --descriptor-reserve (503, scope="descriptors") while DoH is answered; a table filled with
+#   idle connections makes accept() fail: no busy loop, and DoH answers again once they close.
+# - HTTP/1.1: a client that reads none of its response is closed after --send-timeout, and its
+#   file given back; clients that read slowly but steadily (curl --limit-rate, HTTP/2 and 1.1)
+#   get the whole file although it takes longer than --send-timeout: progress resets the clock.
+. "$(dirname "$0")/lib.sh"
+need_tools nsd kdig curl python3 prlimit
+
+H2HOLD=$SRC_DIR/tests/tools/h2hold.py
+BACKEND_PY=$SRC_DIR/tests/tools/backend.py
+SEND_TIMEOUT=3
+start_nsd
+
+# metric NAME{LABELS}: its value in /metrics (0 when absent)
+metric() {
+    local v
+    v=$(curl -s --max-time 5 "http://127.0.0.1:$M_PORT/metrics" | grep -F "$1 " | head -1 | sed 's/.* //')
+    echo "${v:-0}"
+}
+fds() { find "/proc/$DG_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+in_use() { metric 'dohgate_budget_in_use{resource="sources"}'; }
+# jq_py FILE EXPR: a Python expression over d = the JSON in FILE
+jq_py() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2" 2>&1; }
+# wait_for FILE PATTERN SECONDS
+wait_for() {
+    local n=$(($3 * 10))
+    while [ "$n" -gt 0 ]; do
+        grep -q "$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+        n=$((n - 1))
+    done
+    return 1
+}
+# wait_value CMD WANT SECONDS: until CMD prints WANT; prints the ms it took (or "timeout")
+wait_value() {
+    local t0 n=$(($3 * 10))
+    t0=$(now_ms)
+    while [ "$n" -gt 0 ]; do
+        [ "$($1)" = "$2" ] && { echo $(($(now_ms) - t0)); return 0; }
+        sleep 0.1
+        n=$((n - 1))
+    done
+    echo timeout
+    return 1
+}
+# doh_check LABEL: a DoH query over a new connection answers NOERROR within 1.5 s
+doh_check() {
+    local t0 out dt
+    t0=$(now_ms)
+    out=$(kdig @127.0.0.1 -p "$DG_PORT" +https +tls-ca="$CERTS/ca.pem" +tls-hostname=localhost \
+        +timeout=5 +retry=0 +noall +header "www.$ZONE" A 2>&1)
+    dt=$(($(now_ms) - t0))
+    assert_match "status: NOERROR" "$out" "$1: kdig +https answered (NOERROR)"
+    assert_range 0 1500 "$dt" "$1: ... at normal latency (took $dt ms)"
+}
+
+# zero_window LABEL PATH: the zero-window attack on PATH, 3 connections x 100 streams
+zero_window() {
+    local label=$1 path=$2 base out
+    base=$(fds)
+    assert_eq 0 "$(in_use)" "$label: no sources in use before"
+    local refused0 stalled0
+    refused0=$(metric 'dohgate_budget_refused_total{resource="sources",scope="connection"}')
+    stalled0=$(metric 'dohgate_stalled_total{what="connection"}')
+    out=$T/hold.$label.out
+    "${GUARD[@]}" python3 "$H2HOLD" --port "$DG_PORT" --mode zero-window --path "$path" \
+        --conns 3 --streams 100 --hold 12 >"$out" 2>&1 &
+    local hp=$!
+    track "$hp"
+    wait_for "$out" "^up " 30 || die "$label: h2hold.py did not come up: $(snip "$out")"
+    local t_up
+    t_up=$(now_ms)
+    assert_eq "up 3" "$(head -1 "$out")" "$label: 3 attacking connections are up"
+    sleep 1
+    # while held: each connection holds at most max-sources-per-connection (32) sources
+    local held during
+    held=$(in_use)
+    during=$(fds)
+    assert_eq 96 "$held" "$label: 3 x 32 sources held (max-sources-per-connection), no more"
+    assert_range $((base + 96)) $((base + 110)) "$during" \
+        "$label: dohgate's descriptors bounded while held ($base before, $during now)"
+    assert_eq $((refused0 + 3 * 68)) \
+        "$(metric 'dohgate_budget_refused_total{resource="sources",scope="connection"}')" \
+        "$label: the other 3 x 68 streams were refused (dohgate_budget_refused_total)"
+    doh_check "$label, during the attack"
+    # released within send-timeout + a margin of the responses being queued
+    local took
+    took=$(wait_value in_use 0 $((SEND_TIMEOUT + 5)))
+    assert_ne timeout "$took" "$label: dohgate_budget_in_use{sources} back to 0 (after $took ms more)"
+    local after=$(($(now_ms) - t_up))
+    assert_range 0 $(((SEND_TIMEOUT + 3) * 1000)) "$after" \
+        "$label: ... within send-timeout + 3 s of the attack ($after ms)"
+    local n=0 now_fds
+    while [ "$n" -lt 30 ]; do
+        now_fds=$(fds)
+        [ "$now_fds" -le $((base + 2)) ] && break
+        sleep 0.1
+        n=$((n + 1))
+    done
+    assert_range 0 $((base + 2)) "$now_fds" "$label: descriptors back to the baseline ($base before, $now_fds now)"
+    doh_check "$label, after"
+    wait "$hp"
+    untrack "$hp"
+    local js
+    js=$(tail -1 "$out")
+    echo "# $label: $js"
+    echo "$js" >"$out.json"
+    assert_eq 3 "$(jq_py "$out.json" 'd["closed"]')" "$label: the server closed the 3 connections"
+    assert_eq True "$(jq_py "$out.json" 'd["close_s"][-1] < '$((SEND_TIMEOUT + 3)))" \
+        "$label: ... within send-timeout + 3 s (close_s $(jq_py "$out.json" 'd["close_s"]'))"
+    assert_eq 300 "$(jq_py "$out.json" 'sum(d["statuses"].values())')" \
+        "$label: every stream got its response head (200 or 503)"
+    assert_eq 96 "$(jq_py "$out.json" 'd["statuses"].get("200", 0)')" \
+        "$label: ... 96 of them 200"
+    assert_eq 0 "$(jq_py "$out.json" 'd["window_granted"]')" "$label: (no window was granted)"
+    assert_range $((stalled0 + 3)) $((stalled0 + 3)) "$(metric 'dohgate_stalled_total{what="connection"}')" \
+        "$label: dohgate_stalled_total{what=\"connection\"} counts the 3 closes"
+}
+
+# ============================================================================================
+# A: site-root with a large file
+W=$T/www
+mkdir -p "$W"
+head -c $((8 << 20)) /dev/zero >"$W/big.bin"
+M_PORT=$(free_port)
+start_dohgate --workers 1 --site-root "$W" --send-timeout "$SEND_TIMEOUT" \
+    --metrics-listen "127.0.0.1:$M_PORT"
+
+zero_window static /big.bin
+
+# ---- body-hold: bodies that stop short, kept alive by PINGs
+stalled_s0=$(metric 'dohgate_stalled_total{what="stream"}')
+out=$T/bodyhold.out
+"${GUARD[@]}" python3 "$H2HOLD" --port "$DG_PORT" --mode body-hold --path /upload --conns 3 \
+    --streams 100 --body 1000000 --hold $((SEND_TIMEOUT + 5)) >"$out" 2>&1
+js=$(tail -1 "$out")
+echo "# body-hold: $js"
+echo "$js" >"$out.json"
+assert_eq "up 3" "$(head -1 "$out")" "body-hold: 3 attacking connections were up"
+ended=$(jq_py "$out.json" 'sum(d["statuses"].values()) + d["resets"]')
+assert_range 300 600 "$ended" "body-hold: all 300 streams ended by the server (responses + resets: $ended)"
+resets=$(jq_py "$out.json" 'd["resets"]')
+assert_eq "$resets" "$(jq_py "$out.json" 'd["rst_codes"].get("8", 0)')" \
+    "body-hold: the resets are RST_STREAM CANCEL (8) ($(jq_py "$out.json" 'd["rst_codes"]'))"
+stalled_s=$(metric 'dohgate_stalled_total{what="stream"}')
+assert_range $((stalled_s0 + 1)) 100000 "$stalled_s" "body-hold: dohgate_stalled_total{what=\"stream\"} counts resets ($stalled_s0 -> $stalled_s)"
+assert_eq "$((stalled_s - stalled_s0))" "$resets" "body-hold: ... one per stream reset"
+doh_check "after body-hold"
+
+# ---- HTTP/1.1: a client that reads none of its response
+stalled0=$(metric 'dohgate_stalled_total{what="connection"}')
+python3 - "$DG_PORT" "$CERTS/ca.pem" >"$T/h1.out" 2>&1 <<'PYEOF' &
+# GET /big.bin over HTTP/1.1 and never read; wait until the server closes the connection
+import socket, ssl, sys, time
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+ctx.check_hostname = False
+ctx.set_alpn_protocols(["http/1.1"])
+raw = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s = ctx.wrap_socket(raw, server_hostname="localhost")
+s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")
+print("sent", flush=True)
+time.sleep(12)
+PYEOF
+H1=$!
+track "$H1"
+wait_for "$T/h1.out" sent 10 || die "the HTTP/1.1 client did not start: $(snip "$T/h1.out")"
+sleep 1
+assert_eq 1 "$(in_use)" "HTTP/1.1, not reading: its file is open"
+took=$(wait_value in_use 0 $((SEND_TIMEOUT + 5)))
+assert_ne timeout "$took" "HTTP/1.1, not reading: the file is given back within send-timeout + a margin ($took ms more)"
+assert_eq $((stalled0 + 1)) "$(metric 'dohgate_stalled_total{what="connection"}')" \
+    "HTTP/1.1, not reading: the connection was closed for it (dohgate_stalled_total)"
+kill "$H1" 2>/dev/null
+wait "$H1" 2>/dev/null
+untrack "$H1"
+
+# ---- slow but steady readers are not cut (12 MiB at 2 MiB/s: 6 s > send-timeout 3 s; more than
+# the socket buffers hold, so the server must resume writing when the client reads again)
+head -c $((12 << 20)) /dev/urandom >"$W/two.bin"
+for v in --http2 --http1.1; do
+    t0=$(now_ms)
+    curl -s --max-time 30 "$v" --cacert "$CERTS/ca.pem" --limit-rate 2M -o "$T/two.got" \
+        -w '%{http_code}' "https://localhost:$DG_PORT/two.bin" --resolve "localhost:$DG_PORT:127.0.0.1" \
+        >"$T/two.code" 2>/dev/null
+    dt=$(($(now_ms) - t0))
+    assert_eq 200 "$(cat "$T/two.code")" "curl $v --limit-rate 2M: 200"
+    assert_eq "$(sha256sum <"$W/two.bin")" "$(sha256sum <"$T/two.got")" \
+        "curl $v --limit-rate 2M: the whole file in $dt ms"
+    assert_range $((SEND_TIMEOUT * 1000)) 30000 "$dt" "curl $v --limit-rate 2M: ... which took longer than send-timeout: progress counts"
+done
+assert_eq 0 "$(in_use)" "no sources in use at the end of part A"
+stop_dohgate
+
+# ============================================================================================
+# B: site-backend (backend.py /big)
+BP=$(free_port)
+"${GUARD[@]}" python3 "$BACKEND_PY" "$BP" >>"$T/backend.out" 2>&1 </dev/null &
+BE_PID=$!
+track "$BE_PID"
+for i in $(seq 1 50); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$BP/echo")" = 200 ] && break
+    sleep 0.1
+done
+M_PORT=$(free_port)
+start_dohgate --workers 1 --site-backend "http://127.0.0.1:$BP" --send-timeout "$SEND_TIMEOUT" \
+    --metrics-listen "127.0.0.1:$M_PORT"
+zero_window backend "/big?n=50000000"
+assert_eq 0 "$(in_use)" "no sources in use at the end of part B"
+stop_dohgate
+
+# ============================================================================================
+# C: a nearly full descriptor table (prlimit lowers dohgate's RLIMIT_NOFILE to 60 above what it
+# uses idle): website work stops at --descriptor-reserve 30, DoH goes on; then the table is
+# filled with idle TCP connections: accept() gets EMFILE, dohgate does not spin, and answers
+# again as soon as descriptors are free.
+M_PORT=$(free_port)
+start_dohgate --workers 1 --site-root "$W" --send-timeout "$SEND_TIMEOUT" --descriptor-reserve 30 \
+    --metrics-listen "127.0.0.1:$M_PORT"
+base=$(fds)
+LIMIT=$((base + 60))
+prlimit --pid "$DG_PID" --nofile="$LIMIT:$LIMIT" || die "prlimit failed"
+out=$T/hold.reserve.out
+"${GUARD[@]}" python3 "$H2HOLD" --port "$DG_PORT" --mode zero-window --path /big.bin \
+    --conns 2 --streams 100 --hold 6 >"$out" 2>&1 &
+HP=$!
+track "$HP"
+wait_for "$out" "^up " 30 || die "reserve: h2hold.py did not come up: $(snip "$out")"
+sleep 1
+held=$(in_use)
+during=$(fds)
+assert_range 20 $((64 - 1)) "$held" "reserve: files stop short of 2 x 32 ($held open)"
+# (the descriptor a refused file had is closed at once; the sample may catch it in between)
+assert_range 0 $((LIMIT - 30 + 1)) "$during" "reserve: the last 30 descriptors stay free ($during of $LIMIT in use)"
+assert_range 1 1000 "$(metric 'dohgate_budget_refused_total{resource="sources",scope="descriptors"}')" \
+    "reserve: refusals counted at scope=\"descriptors\""
+doh_check "reserve, website work at the reserve"
+wait "$HP"
+untrack "$HP"
+took=$(wait_value in_use 0 5)
+assert_ne timeout "$took" "reserve: the files are given back"
+
+# fill the table with idle TCP connections until accept() fails
+python3 - "$DG_PORT" 200 >"$T/hog.out" 2>&1 <<'PYEOF' &
+import socket, sys, time
+socks = []
+for i in range(int(sys.argv[2])):
+    try:
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
+        s.sendall(b"\x16\x03\x01")  # a ClientHello begins: accepted (TCP_DEFER_ACCEPT), then waits
+        socks.append(s)
+    except OSError:
+        break
+print("open %d" % len(socks), flush=True)
+time.sleep(60)
+PYEOF
+HOG=$!
+track "$HOG"
+wait_for "$T/hog.out" "^open " 20 || die "hog did not start"
+sleep 1
+# (numbers, not counts, are limited: one opened before prlimit may lie above)
+assert_range $((LIMIT - 1)) $((LIMIT + 2)) "$(fds)" "EMFILE: dohgate's table is full ($(fds) of $LIMIT)"
+cpu() { awk '{print $14 + $15}' "/proc/$DG_PID/stat"; }
+c0=$(cpu)
+sleep 2
+c1=$(cpu)
+assert_range 0 20 $((c1 - c0)) "EMFILE: no busy loop ($((c1 - c0)) ticks of CPU in 2 s)"
+assert_eq 1 "$(grep -c "pausing new connections" "$DG_LOG")" "EMFILE: accepting paused, said once (not per retry)"
+kill "$HOG" 2>/dev/null
+wait "$HOG" 2>/dev/null
+untrack "$HOG"
+sleep 0.5
+doh_check "EMFILE: descriptors free again"
+
+finish
