@@ -198,7 +198,8 @@ static void test_window_is_progress(void **state)
     assert_int_equal(sw.next, 0);
 }
 
-/* A request without END_STREAM whose body never comes: reset with CANCEL after SEND_MS, not
+/* A request without END_STREAM whose body never comes (a DoH POST: the site here takes no
+ * body, so its routes would refuse it at HEADERS): reset with CANCEL after SEND_MS, not
  * before, PINGs or not; the other stream (answered) is untouched. */
 static ssize_t never(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
                      nghttp2_data_source *source, void *ud)
@@ -211,7 +212,7 @@ static void test_unfinished_request_reset(void **state)
     struct t *t = *state;
     settings(t, 65535);
     nghttp2_nv hdrs[DT_DOH_HEADERS_MAX + 1];
-    size_t n = dt_doh_headers(hdrs, "POST", "/upload", "application/octet-stream");
+    size_t n = dt_doh_headers(hdrs, "POST", "/dns-query", "application/dns-message");
     hdrs[n++] = dt_nv("content-length", "1000");
     nghttp2_data_provider prd = {.read_callback = never};
     int32_t id = nghttp2_submit_request(t->cli, NULL, hdrs, n, &prd, NULL);
@@ -260,7 +261,7 @@ static void test_request_bytes_are_progress(void **state)
     settings(t, 65535);
     struct trickle tr = {0};
     nghttp2_nv hdrs[DT_DOH_HEADERS_MAX + 1];
-    size_t n = dt_doh_headers(hdrs, "POST", "/upload", "application/octet-stream");
+    size_t n = dt_doh_headers(hdrs, "POST", "/dns-query", "application/dns-message");
     hdrs[n++] = dt_nv("content-length", "1000");
     nghttp2_data_provider prd = {.source.ptr = &tr, .read_callback = trickle_read};
     int32_t id = nghttp2_submit_request(t->cli, NULL, hdrs, n, &prd, NULL);
