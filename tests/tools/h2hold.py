@@ -4,22 +4,29 @@ the body-hold attacks of issue 14, from many connections and many source address
 
   h2hold.py --port P --mode zero-window|body-hold --path PATH [--conns N] [--streams S]
             [--sources K] [--source-prefix 127.0.1.] [--body BYTES] [--hold SECONDS]
-            [--ping 1.0] [--authority localhost]
+            [--ping 1.0] [--authority localhost] [--connect-timeout 30] [--withhold 0]
 
 Each of N connections (spread over K source addresses PREFIX1 .. PREFIXK, so per-client limits
-see K clients): TLS with ALPN h2, the preface, SETTINGS, then S streams on PATH:
+see K clients; past 254 they go on in the next /24s: with 127.0.1., the 255th is 127.0.2.1, so
+--sources 300 spans 127.0.1.1 .. 127.0.2.46): TLS with ALPN h2, the preface, SETTINGS, then S streams on PATH:
 - zero-window: SETTINGS_INITIAL_WINDOW_SIZE=0, so no response byte may be sent; S GETs
   (END_STREAM); the windows are never opened.
 - body-hold: S POSTs with content-length BYTES, whose body is sent as far as the server's
-  flow-control windows allow, never with END_STREAM.
+  flow-control windows allow, never with END_STREAM; --withhold N keeps its last N bytes back
+  even when the windows allow them (a server that streams bodies to a backend then holds the
+  backend connection waiting for them).
 Every connection then sends a PING every --ping seconds (what kept such connections "active"),
 acknowledges SETTINGS and PINGs, and records what the server does: HEADERS (:status), RST_STREAM
 (by error code), GOAWAY, and the time from the start of the hold until the connection was closed.
 
-Prints "up N" (connections that completed TLS and sent their streams) once all have tried, then
+Prints "up N" (connections that completed TLS and sent their streams within --connect-timeout
+seconds; a server out of descriptors leaves the rest waiting) once all have tried, then
 after --hold seconds one line of JSON:
   {"conns": N, "closed": C, "close_s": [first, median, last], "resets": R,
-   "rst_codes": {"7": ...}, "statuses": {"503": ...}, "goaways": G, "window_granted": W}
+   "rst_codes": {"7": ...}, "statuses": {"503": ...}, "goaways": G, "window_granted": W,
+   "streams": S*N, "open_streams": O}
+(open_streams: streams of connections still open at the end that the server had neither ended
+nor reset: what it still held for us)
 and exits 0. Lines on stdout only, so that a test can wait for them.
 """
 import argparse
@@ -49,15 +56,62 @@ def header_block(method, path, authority, length=None):
     return block
 
 
+def source_address(prefix, k):
+    """The k-th (0-based) client address: PREFIX1 .. PREFIX254, then on into the next /24s
+    (hosts .1 .. .254 of each, never .0 or .255), so that hundreds of clients fit in 127/8."""
+    parts = prefix.rstrip(".").split(".")
+    if len(parts) != 3:
+        raise ValueError("--source-prefix must be three octets and a dot, e.g. 127.0.1.")
+    a, b, c = (int(x) for x in parts)
+    n = (b << 8 | c) + k // 254
+    if n > 0xffff:
+        raise ValueError("too many sources for prefix %s" % prefix)
+    return "%d.%d.%d.%d" % (a, n >> 8, n & 0xff, 1 + k % 254)
+
+
+# HPACK Huffman codes of the digits (RFC 7541 Appendix B): enough for a :status value
+HUFF_DIGITS = {(0b00000, 5): "0", (0b00001, 5): "1", (0b00010, 5): "2", (0b011001, 6): "3",
+               (0b011010, 6): "4", (0b011011, 6): "5", (0b011100, 6): "6", (0b011101, 6): "7",
+               (0b011110, 6): "8", (0b011111, 6): "9"}
+
+# SETTINGS_HEADER_TABLE_SIZE = 0: the server's HPACK encoder may not use a dynamic table, so
+# every :status is a static index or a literal that status_of() can read without a full decoder
+NO_DYNAMIC_TABLE = struct.pack(">HI", 1, 0)
+
+
+def huffman_digits(data):
+    """Decode a Huffman-coded string of digits ("?" for anything else); the padding is the
+    most significant bits of EOS, all ones, shorter than 8 bits."""
+    out, code, n = "", 0, 0
+    for byte in data:
+        for bit in range(7, -1, -1):
+            code, n = code << 1 | (byte >> bit) & 1, n + 1
+            if (code, n) in HUFF_DIGITS:
+                out, code, n = out + HUFF_DIGITS[(code, n)], 0, 0
+            elif n > 7:  # no digit code is longer than 6 bits, padding than 7
+                return "?"
+    return out if n < 8 and code == (1 << n) - 1 else "?"
+
+
 def status_of(block):
-    """The :status of a response header block: indexed (static table) or literal."""
+    """The :status of a response header block sent under NO_DYNAMIC_TABLE: a static index or a
+    literal with the indexed name :status (plain or Huffman value)."""
+    i = 0
+    while i < len(block) and block[i] & 0xe0 == 0x20:  # dynamic table size updates
+        i += 1
+    block = block[i:]
     if not block:
         return "?"
     if block[0] in STATUS_INDEX:
         return STATUS_INDEX[block[0]]
-    # literal with indexed name :status (index 8..14), 3-digit value, no Huffman
-    if block[0] & 0xf0 in (0x00, 0x10, 0x40) and len(block) >= 5 and block[1] == 3:
-        return block[2:5].decode(errors="replace")
+    # literal (with, without or never indexing) whose name is a static :status entry (8..14)
+    index = block[0] & 0x3f if block[0] & 0xc0 == 0x40 else block[0] & 0x0f if block[0] < 0x20 else 0
+    if 8 <= index <= 14 and len(block) >= 2:
+        if block[1] & 0x80:
+            n = block[1] & 0x7f
+            return huffman_digits(block[2:2 + n]) if n else "?"
+        if block[1] == 3 and len(block) >= 5:
+            return block[2:5].decode(errors="replace")
     return "?"
 
 
@@ -68,20 +122,22 @@ class Conn:
         self.conn_window = 65535
         self.stream_window = {}
         self.sent = {}
+        self.live = set()  # streams neither ended by the server (END_STREAM) nor reset
         self.writer = None
 
     async def open(self, ctx):
         a = self.args
-        src = "%s%d" % (a.source_prefix, 1 + self.i % a.sources)
+        src = source_address(a.source_prefix, self.i % a.sources)
         self.reader, self.writer = await asyncio.wait_for(
             asyncio.open_connection("127.0.0.1", a.port, ssl=ctx, server_hostname="localhost",
-                                    local_addr=(src, 0)), 30)
-        settings = b""
+                                    local_addr=(src, 0)), a.connect_timeout)
+        settings = NO_DYNAMIC_TABLE
         if a.mode == "zero-window":
-            settings = struct.pack(">HI", 4, 0)  # SETTINGS_INITIAL_WINDOW_SIZE = 0
+            settings += struct.pack(">HI", 4, 0)  # SETTINGS_INITIAL_WINDOW_SIZE = 0
         out = PREFACE + frame(SETTINGS, 0, 0, settings)
         for k in range(a.streams):
             sid = 1 + 2 * k
+            self.live.add(sid)
             if a.mode == "zero-window":
                 out += frame(HEADERS, 0x5, sid, header_block(b"GET", a.path, a.authority))
             else:
@@ -96,7 +152,7 @@ class Conn:
             return
         out = b""
         for sid in sorted(self.sent):
-            left = self.args.body - self.sent[sid]
+            left = self.args.body - self.args.withhold - self.sent[sid]
             win = min(self.conn_window, self.stream_window.get(sid, self.peer_initial), left, 16384)
             while win > 0 and left > 0:
                 out += frame(DATA, 0, sid, b"x" * win)
@@ -136,6 +192,8 @@ class Conn:
                         self.stream_window[sid] = self.stream_window.get(sid, self.peer_initial) + inc
                     self.send_body()
                 elif ftype == HEADERS:
+                    if flags & 1:
+                        self.live.discard(sid)
                     st = status_of(payload)
                     s["statuses"][st] = s["statuses"].get(st, 0) + 1
                     self.sent.pop(sid, None)
@@ -144,6 +202,9 @@ class Conn:
                     s["rst_codes"][code] = s["rst_codes"].get(code, 0) + 1
                     s["resets"] += 1
                     self.sent.pop(sid, None)
+                    self.live.discard(sid)
+                elif ftype == DATA and flags & 1:
+                    self.live.discard(sid)
                 elif ftype == GOAWAY:
                     s["goaways"] += 1
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, OSError):
@@ -175,6 +236,8 @@ async def main():
     ap.add_argument("--hold", type=float, default=10)
     ap.add_argument("--ping", type=float, default=1.0)
     ap.add_argument("--authority", default="localhost")
+    ap.add_argument("--connect-timeout", type=float, default=30)
+    ap.add_argument("--withhold", type=int, default=0)
     args = ap.parse_args()
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
@@ -202,6 +265,8 @@ async def main():
         t.cancel()
     closes = sorted(c.closed_at for c in conns if c.closed_at is not None)
     stats["closed"] = len(closes)
+    stats["streams"] = args.streams * len(conns)
+    stats["open_streams"] = sum(len(c.live) for c in conns if c.closed_at is None)
     stats["close_s"] = ([round(closes[0], 2), round(closes[len(closes) // 2], 2),
                          round(closes[-1], 2)] if closes else [])
     print(json.dumps(stats, sort_keys=True), flush=True)
