@@ -35,7 +35,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dnsmsg import b64url, build_query, show  # noqa: E402
-from h2hold import NO_DYNAMIC_TABLE, status_of  # noqa: E402
+from h2hold import status_of  # noqa: E402
 from h2conns import PREFACE, frame, literal  # noqa: E402
 
 DATA, HEADERS, RST, SETTINGS, PING, GOAWAY = 0, 1, 3, 4, 6, 7
@@ -67,7 +67,7 @@ async def one(args, ctx, kind, query):
     try:
         if writer.get_extra_info("ssl_object").selected_alpn_protocol() != "h2":
             raise Failed("alpn: no h2")
-        out = PREFACE + frame(SETTINGS, 0, 0, NO_DYNAMIC_TABLE)
+        out = PREFACE + frame(SETTINGS, 0, 0)
         if kind == "get":
             out += frame(HEADERS, 0x5, 1, headers(b"GET", "/dns-query?dns=" + b64url(query),
                                                   [(b"accept", b"application/dns-message")]))
@@ -80,7 +80,7 @@ async def one(args, ctx, kind, query):
         else:
             out += frame(HEADERS, 0x5, 1, headers(b"GET", args.site_path))
         writer.write(out)
-        status, body = None, b""
+        status, body, hpack = None, b"", []
         while True:
             try:
                 hdr = await reader.readexactly(9)
@@ -97,8 +97,13 @@ async def one(args, ctx, kind, query):
             elif sid == 1 and ftype == RST:
                 raise Failed("rst_stream %d" % struct.unpack(">I", payload[:4])[0])
             elif sid == 1 and ftype == HEADERS:
+                if flags & 0x8:  # PADDED
+                    payload = payload[1:len(payload) - payload[0]]
+                if flags & 0x20:  # PRIORITY
+                    payload = payload[5:]
+                st = status_of(payload, hpack)
                 if status is None:
-                    status = status_of(payload)
+                    status = st
             elif sid == 1 and ftype == DATA:
                 body += payload
             if sid == 1 and ftype in (HEADERS, DATA) and flags & 1:

@@ -42,8 +42,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from h2conns import PREFACE, frame, literal  # noqa: E402  (the one HTTP/2 frame writer of the tools)
 
 DATA, HEADERS, RST, SETTINGS, PING, GOAWAY, WINUP = 0, 1, 3, 4, 6, 7, 8
-STATUS_INDEX = {0x88: "200", 0x89: "204", 0x8a: "206", 0x8b: "304", 0x8c: "400", 0x8d: "404",
-                0x8e: "500"}
 
 
 def header_block(method, path, authority, length=None):
@@ -56,74 +54,78 @@ def header_block(method, path, authority, length=None):
     return block
 
 
-def source_address(prefix, k):
-    """The k-th (0-based) client address: PREFIX1 .. PREFIX254, then on into the next /24s
-    (hosts .1 .. .254 of each, never .0 or .255), so that hundreds of clients fit in 127/8."""
-    parts = prefix.rstrip(".").split(".")
-    if len(parts) != 3:
-        raise ValueError("--source-prefix must be three octets and a dot, e.g. 127.0.1.")
-    a, b, c = (int(x) for x in parts)
-    n = (b << 8 | c) + k // 254
-    if n > 0xffff:
-        raise ValueError("too many sources for prefix %s" % prefix)
-    return "%d.%d.%d.%d" % (a, n >> 8, n & 0xff, 1 + k % 254)
-
-
-# HPACK Huffman codes of the digits (RFC 7541 Appendix B): enough for a :status value
-HUFF_DIGITS = {(0b00000, 5): "0", (0b00001, 5): "1", (0b00010, 5): "2", (0b011001, 6): "3",
-               (0b011010, 6): "4", (0b011011, 6): "5", (0b011100, 6): "6", (0b011101, 6): "7",
-               (0b011110, 6): "8", (0b011111, 6): "9"}
-
-# SETTINGS_HEADER_TABLE_SIZE = 0: the server's HPACK encoder may not use a dynamic table, so
-# every :status is a static index or a literal that status_of() can read without a full decoder
-NO_DYNAMIC_TABLE = struct.pack(">HI", 1, 0)
-
-
-def huffman_digits(data):
-    """Decode a Huffman-coded string of digits ("?" for anything else); the padding is the
-    most significant bits of EOS, all ones, shorter than 8 bits."""
-    out, code, n = "", 0, 0
-    for byte in data:
-        for bit in range(7, -1, -1):
-            code, n = code << 1 | (byte >> bit) & 1, n + 1
-            if (code, n) in HUFF_DIGITS:
-                out, code, n = out + HUFF_DIGITS[(code, n)], 0, 0
-            elif n > 7:  # no digit code is longer than 6 bits, padding than 7
-                return "?"
-    return out if n < 8 and code == (1 << n) - 1 else "?"
-
-
-def status_of(block):
-    """The :status of a response header block sent under NO_DYNAMIC_TABLE: a static index or a
-    literal with the indexed name :status (plain or Huffman value)."""
-    i = 0
-    while i < len(block) and block[i] & 0xe0 == 0x20:  # dynamic table size updates
+def hpack_int(block, i, bits):
+    """RFC 7541 §5.1 integer with a @bits-bit prefix at block[i]: (value, next index)."""
+    mask = (1 << bits) - 1
+    v = block[i] & mask
+    i += 1
+    if v < mask:
+        return v, i
+    m = 0
+    while True:
+        b = block[i]
         i += 1
-    block = block[i:]
-    if not block:
-        return "?"
-    if block[0] in STATUS_INDEX:
-        return STATUS_INDEX[block[0]]
-    # literal (with, without or never indexing) whose name is a static :status entry (8..14)
-    index = block[0] & 0x3f if block[0] & 0xc0 == 0x40 else block[0] & 0x0f if block[0] < 0x20 else 0
-    if 8 <= index <= 14 and len(block) >= 2:
-        if block[1] & 0x80:
-            n = block[1] & 0x7f
-            return huffman_digits(block[2:2 + n]) if n else "?"
-        if block[1] == 3 and len(block) >= 5:
-            return block[2:5].decode(errors="replace")
-    return "?"
+        v += (b & 0x7f) << m
+        m += 7
+        if not b & 0x80:
+            return v, i
+
+
+def hpack_str(block, i):
+    """A string literal: (bytes, or None when Huffman-coded, next index)."""
+    huff = block[i] & 0x80
+    n, i = hpack_int(block, i, 7)
+    return (None if huff else bytes(block[i:i + n])), i + n
+
+
+def status_of(block, table):
+    """The :status of a response header block. @table: the connection's HPACK dynamic table
+    as a list of (name, value) (value None when Huffman-coded), newest first; kept up to date
+    here (only entry counts matter for indices: the tool's runs stay far below its size)."""
+    status, i = "?", 0
+    try:
+        while i < len(block):
+            b = block[i]
+            if b & 0x80:  # indexed field
+                idx, i = hpack_int(block, i, 7)
+                if 8 <= idx <= 14:
+                    status = ["200", "204", "206", "304", "400", "404", "500"][idx - 8]
+                elif idx > 61 and idx - 62 < len(table) and table[idx - 62][0] == b":status":
+                    status = (table[idx - 62][1] or b"?").decode(errors="replace")
+                continue
+            if b & 0xe0 == 0x20:  # dynamic table size update
+                _, i = hpack_int(block, i, 5)
+                continue
+            indexing = b & 0xc0 == 0x40
+            idx, i = hpack_int(block, i, 6 if indexing else 4)
+            if idx == 0:
+                name, i = hpack_str(block, i)
+            elif 8 <= idx <= 14:
+                name = b":status"
+            elif idx > 61 and idx - 62 < len(table):
+                name = table[idx - 62][0]
+            else:
+                name = b"?"
+            value, i = hpack_str(block, i)
+            if name == b":status":
+                status = (value or b"?").decode(errors="replace")
+            if indexing:
+                table.insert(0, (name, value))
+    except IndexError:
+        pass
+    return status
 
 
 class Conn:
     def __init__(self, i, args, stats):
         self.i, self.args, self.stats = i, args, stats
         self.closed_at = None
+        self.live = set()  # streams neither ended by the server (END_STREAM) nor reset
         self.conn_window = 65535
         self.stream_window = {}
         self.sent = {}
-        self.live = set()  # streams neither ended by the server (END_STREAM) nor reset
         self.writer = None
+        self.hpack = []  # the server's HPACK dynamic table, as status_of() tracks it
 
     async def open(self, ctx):
         a = self.args
@@ -131,9 +133,9 @@ class Conn:
         self.reader, self.writer = await asyncio.wait_for(
             asyncio.open_connection("127.0.0.1", a.port, ssl=ctx, server_hostname="localhost",
                                     local_addr=(src, 0)), a.connect_timeout)
-        settings = NO_DYNAMIC_TABLE
+        settings = b""
         if a.mode == "zero-window":
-            settings += struct.pack(">HI", 4, 0)  # SETTINGS_INITIAL_WINDOW_SIZE = 0
+            settings = struct.pack(">HI", 4, 0)  # SETTINGS_INITIAL_WINDOW_SIZE = 0
         out = PREFACE + frame(SETTINGS, 0, 0, settings)
         for k in range(a.streams):
             sid = 1 + 2 * k
@@ -174,6 +176,8 @@ class Conn:
                 length = int.from_bytes(hdr[:3], "big")
                 ftype, flags, sid = hdr[3], hdr[4], struct.unpack(">I", hdr[5:9])[0] & 0x7fffffff
                 payload = await self.reader.readexactly(length)
+                if ftype in (HEADERS, DATA) and flags & 1 or ftype == RST:  # END_STREAM
+                    self.live.discard(sid)
                 if ftype == SETTINGS and not flags & 1:
                     for off in range(0, len(payload) - 5, 6):
                         ident, val = struct.unpack(">HI", payload[off:off + 6])
@@ -192,9 +196,11 @@ class Conn:
                         self.stream_window[sid] = self.stream_window.get(sid, self.peer_initial) + inc
                     self.send_body()
                 elif ftype == HEADERS:
-                    if flags & 1:
-                        self.live.discard(sid)
-                    st = status_of(payload)
+                    if flags & 0x8:  # PADDED
+                        payload = payload[1:len(payload) - payload[0]]
+                    if flags & 0x20:  # PRIORITY
+                        payload = payload[5:]
+                    st = status_of(payload, self.hpack)
                     s["statuses"][st] = s["statuses"].get(st, 0) + 1
                     self.sent.pop(sid, None)
                 elif ftype == RST:
@@ -202,9 +208,6 @@ class Conn:
                     s["rst_codes"][code] = s["rst_codes"].get(code, 0) + 1
                     s["resets"] += 1
                     self.sent.pop(sid, None)
-                    self.live.discard(sid)
-                elif ftype == DATA and flags & 1:
-                    self.live.discard(sid)
                 elif ftype == GOAWAY:
                     s["goaways"] += 1
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, OSError):
@@ -221,6 +224,19 @@ class Conn:
                 self.writer.write(frame(PING, 0, 0, struct.pack(">Q", n)))
             except Exception:
                 return
+
+
+def source_address(prefix, k):
+    """The k-th (0-based) client address: PREFIX1 .. PREFIX254, then on into the next /24s
+    (hosts .1 .. .254 of each, never .0 or .255), so that hundreds of clients fit in 127/8."""
+    parts = prefix.rstrip(".").split(".")
+    if len(parts) != 3:
+        raise ValueError("--source-prefix must be three octets and a dot, e.g. 127.0.1.")
+    a, b, c = (int(x) for x in parts)
+    n = (b << 8 | c) + k // 254
+    if n > 0xffff:
+        raise ValueError("too many sources for prefix %s" % prefix)
+    return "%d.%d.%d.%d" % (a, n >> 8, n & 0xff, 1 + k % 254)
 
 
 async def main():
