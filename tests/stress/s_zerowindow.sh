@@ -39,22 +39,23 @@ python3 "$DOHPROBE" --port "$DG_PORT" --cafile "$CERTS/ca.pem" --kinds get,post,
 
 min() { local m=$1 x; for x in "$@"; do [ "$x" -lt "$m" ] && m=$x; done; echo "$m"; }
 # open files at once: per connection x connections, per client x addresses, and only below
-# (open-file limit - reserve) at all; zero-window holds no body and little memory: 128 KiB a
-# connection (TLS and HTTP/2 state with streams open: twice s_idle's idle bound; today's code
-# takes about 60 KiB with 100 streams) plus 16 MiB for the rest
-RSS_WHY="128 KiB a connection + 16 MiB"
+# (open-file limit - reserve) at all; zero-window holds no body: what memory it takes is TLS and
+# HTTP/2 state, up to 100 streams a connection with their responses (503s past the budgets)
+# queued behind the closed window: 256 KiB a connection (measured: about 60 KiB today, about
+# 175 KiB with the source budgets refusing 97 of the 100 streams) plus 16 MiB for the rest
+RSS_WHY="256 KiB a connection + 16 MiB"
 
 # A: many connections, one address
 FD_BOUND=$(($(min $((CONNS_A * PER_CONN)) "$PER_CLIENT" $((NOFILE - RESERVE))) + 32))
 FD_WHY="open files <= min($CONNS_A x $PER_CONN per connection, $PER_CLIENT per client, $NOFILE - $RESERVE reserve) + 32"
-RSS_BOUND_KIB=$((CONNS_A * 128 + 16384))
+RSS_BOUND_KIB=$((CONNS_A * 256 + 16384))
 hold_attack one_address --mode zero-window --path /big.bin --conns "$CONNS_A" --streams 100 \
     --sources 1 --source-prefix 127.0.4.
 
 # B: one connection from each of many addresses
 FD_BOUND=$(($(min $((ADDRS_B * PER_CONN)) $((ADDRS_B * PER_CLIENT)) $((NOFILE - RESERVE))) + 32))
 FD_WHY="open files <= min($ADDRS_B x $PER_CONN per connection, $ADDRS_B x $PER_CLIENT per client, $NOFILE - $RESERVE reserve) + 32"
-RSS_BOUND_KIB=$((ADDRS_B * 128 + 16384))
+RSS_BOUND_KIB=$((ADDRS_B * 256 + 16384))
 hold_attack many_addresses --mode zero-window --path /big.bin --conns "$ADDRS_B" --streams 100 \
     --sources "$ADDRS_B" --source-prefix 127.0.8.
 finish
