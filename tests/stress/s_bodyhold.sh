@@ -1,10 +1,11 @@
 #!/bin/bash
 # s_bodyhold: the body-hold attack of issue 14 at scale. HTTP/2 connections open streams that
 # POST a large body (content-length given), send it as far as the server's flow-control windows
-# allow but its last byte, never end it, and PING every second (tests/tools/h2hold.py): today every stream buffers
-# up to site-max-body before dispatch, for as long as the attacker stays. Two site modes, each hit
-# by two waves: A, many connections of one address (16; long: 128); B, one connection from each
-# of many addresses (300 over two /24s, 64 in proxy mode; long: 1000 and 256):
+# allow but its last byte, never end it, and PING every second (tests/tools/h2hold.py): today
+# every stream buffers up to site-max-body before dispatch, for as long as the attacker stays.
+# Two site modes, each hit by two waves: A, many connections of one address (16; long: 64);
+# B, one connection from each of many addresses (300 over two /24s, 64 in proxy mode; long:
+# 1000 and 256):
 #   static  (--site-root): no handler takes a body, the request must be refused at its HEADERS;
 #   proxy   (--site-backend tests/tools/backend.py, POST /echo): the body goes to the backend
 #           with back-pressure, each stream holding a backend connection (a source).
@@ -18,15 +19,15 @@ need_tools nsd curl python3
 SEND_TIMEOUT=$(by_mode 3 10)
 MARGIN=2
 HOLD=$((SEND_TIMEOUT + MARGIN + 2))
-NOFILE=$(by_mode 2048 8192)
-RESERVE=$(by_mode 768 1024)
+NOFILE=$(by_mode 2048 16384)
+RESERVE=$(by_mode 768 4096)
 PER_CONN=$(by_mode 8 32)
 PER_CLIENT=$(by_mode 32 256)
 BODY_CONN=$((256 * 1024))
 BODY_CLIENT=$((1024 * 1024))
 BODY_TOTAL=$(by_mode $((16 * 1024 * 1024)) $((64 * 1024 * 1024)))
 MAX_BODY=$((256 * 1024))
-CONNS_A=$(by_mode 16 128)
+CONNS_A=$(by_mode 16 64)
 ADDRS_B=$(by_mode 300 1000)
 ADDRS_PROXY_B=$(by_mode 64 256)
 ulimit -n "$NOFILE" || die "cannot set the open-file limit to $NOFILE"

@@ -7,9 +7,9 @@
 #     42 s TTL name, so that the upstreams are asked again and again (2/s), website GETs (4/s);
 #   - every attack of tests/stress in rotation, 10 s each with 5 s between them: zero-window,
 #     body-hold, slowloris, dripped TLS handshakes, rapid reset, 300 idle connections, a rate-
-#     limited query flood (h2load); (the never-reading HTTP/1.1 clients of s_nonreader are not
-#     in it: that test's client is inline);
-#     (handshake-timeout 3 and request-timeout 5, so that the slow ones are closed within their 10 s);
+#     limited query flood (h2load); handshake-timeout 3 and request-timeout 5, so that the slow
+#     ones are closed within their 10 s (the never-reading HTTP/1.1 clients of s_nonreader are
+#     not in it: that test has its client inline);
 #   - every 15 s in turn: a configuration reload (the file rewritten, SIGHUP) or a certificate
 #     reload (a new certificate and key with a new serial written over the files; dohgate polls
 #     them every second: cert-check-interval 1), the new serial checked on a new connection;
