@@ -4,22 +4,29 @@ the body-hold attacks of issue 14, from many connections and many source address
 
   h2hold.py --port P --mode zero-window|body-hold --path PATH [--conns N] [--streams S]
             [--sources K] [--source-prefix 127.0.1.] [--body BYTES] [--hold SECONDS]
-            [--ping 1.0] [--authority localhost]
+            [--ping 1.0] [--authority localhost] [--connect-timeout 30] [--withhold 0]
 
 Each of N connections (spread over K source addresses PREFIX1 .. PREFIXK, so per-client limits
-see K clients): TLS with ALPN h2, the preface, SETTINGS, then S streams on PATH:
+see K clients; past 254 they go on in the next /24s: with 127.0.1., the 255th is 127.0.2.1, so
+--sources 300 spans 127.0.1.1 .. 127.0.2.46): TLS with ALPN h2, the preface, SETTINGS, then S streams on PATH:
 - zero-window: SETTINGS_INITIAL_WINDOW_SIZE=0, so no response byte may be sent; S GETs
   (END_STREAM); the windows are never opened.
 - body-hold: S POSTs with content-length BYTES, whose body is sent as far as the server's
-  flow-control windows allow, never with END_STREAM.
+  flow-control windows allow, never with END_STREAM; --withhold N keeps its last N bytes back
+  even when the windows allow them (a server that streams bodies to a backend then holds the
+  backend connection waiting for them).
 Every connection then sends a PING every --ping seconds (what kept such connections "active"),
 acknowledges SETTINGS and PINGs, and records what the server does: HEADERS (:status), RST_STREAM
 (by error code), GOAWAY, and the time from the start of the hold until the connection was closed.
 
-Prints "up N" (connections that completed TLS and sent their streams) once all have tried, then
+Prints "up N" (connections that completed TLS and sent their streams within --connect-timeout
+seconds; a server out of descriptors leaves the rest waiting) once all have tried, then
 after --hold seconds one line of JSON:
   {"conns": N, "closed": C, "close_s": [first, median, last], "resets": R,
-   "rst_codes": {"7": ...}, "statuses": {"503": ...}, "goaways": G, "window_granted": W}
+   "rst_codes": {"7": ...}, "statuses": {"503": ...}, "goaways": G, "window_granted": W,
+   "streams": S*N, "open_streams": O}
+(open_streams: streams of connections still open at the end that the server had neither ended
+nor reset: what it still held for us)
 and exits 0. Lines on stdout only, so that a test can wait for them.
 """
 import argparse
@@ -113,6 +120,7 @@ class Conn:
     def __init__(self, i, args, stats):
         self.i, self.args, self.stats = i, args, stats
         self.closed_at = None
+        self.live = set()  # streams neither ended by the server (END_STREAM) nor reset
         self.conn_window = 65535
         self.stream_window = {}
         self.sent = {}
@@ -121,16 +129,17 @@ class Conn:
 
     async def open(self, ctx):
         a = self.args
-        src = "%s%d" % (a.source_prefix, 1 + self.i % a.sources)
+        src = source_address(a.source_prefix, self.i % a.sources)
         self.reader, self.writer = await asyncio.wait_for(
             asyncio.open_connection("127.0.0.1", a.port, ssl=ctx, server_hostname="localhost",
-                                    local_addr=(src, 0)), 30)
+                                    local_addr=(src, 0)), a.connect_timeout)
         settings = b""
         if a.mode == "zero-window":
             settings = struct.pack(">HI", 4, 0)  # SETTINGS_INITIAL_WINDOW_SIZE = 0
         out = PREFACE + frame(SETTINGS, 0, 0, settings)
         for k in range(a.streams):
             sid = 1 + 2 * k
+            self.live.add(sid)
             if a.mode == "zero-window":
                 out += frame(HEADERS, 0x5, sid, header_block(b"GET", a.path, a.authority))
             else:
@@ -145,7 +154,7 @@ class Conn:
             return
         out = b""
         for sid in sorted(self.sent):
-            left = self.args.body - self.sent[sid]
+            left = self.args.body - self.args.withhold - self.sent[sid]
             win = min(self.conn_window, self.stream_window.get(sid, self.peer_initial), left, 16384)
             while win > 0 and left > 0:
                 out += frame(DATA, 0, sid, b"x" * win)
@@ -167,6 +176,8 @@ class Conn:
                 length = int.from_bytes(hdr[:3], "big")
                 ftype, flags, sid = hdr[3], hdr[4], struct.unpack(">I", hdr[5:9])[0] & 0x7fffffff
                 payload = await self.reader.readexactly(length)
+                if ftype in (HEADERS, DATA) and flags & 1 or ftype == RST:  # END_STREAM
+                    self.live.discard(sid)
                 if ftype == SETTINGS and not flags & 1:
                     for off in range(0, len(payload) - 5, 6):
                         ident, val = struct.unpack(">HI", payload[off:off + 6])
@@ -215,6 +226,19 @@ class Conn:
                 return
 
 
+def source_address(prefix, k):
+    """The k-th (0-based) client address: PREFIX1 .. PREFIX254, then on into the next /24s
+    (hosts .1 .. .254 of each, never .0 or .255), so that hundreds of clients fit in 127/8."""
+    parts = prefix.rstrip(".").split(".")
+    if len(parts) != 3:
+        raise ValueError("--source-prefix must be three octets and a dot, e.g. 127.0.1.")
+    a, b, c = (int(x) for x in parts)
+    n = (b << 8 | c) + k // 254
+    if n > 0xffff:
+        raise ValueError("too many sources for prefix %s" % prefix)
+    return "%d.%d.%d.%d" % (a, n >> 8, n & 0xff, 1 + k % 254)
+
+
 async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
@@ -228,6 +252,8 @@ async def main():
     ap.add_argument("--hold", type=float, default=10)
     ap.add_argument("--ping", type=float, default=1.0)
     ap.add_argument("--authority", default="localhost")
+    ap.add_argument("--connect-timeout", type=float, default=30)
+    ap.add_argument("--withhold", type=int, default=0)
     args = ap.parse_args()
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
@@ -255,6 +281,8 @@ async def main():
         t.cancel()
     closes = sorted(c.closed_at for c in conns if c.closed_at is not None)
     stats["closed"] = len(closes)
+    stats["streams"] = args.streams * len(conns)
+    stats["open_streams"] = sum(len(c.live) for c in conns if c.closed_at is None)
     stats["close_s"] = ([round(closes[0], 2), round(closes[len(closes) // 2], 2),
                          round(closes[-1], 2)] if closes else [])
     print(json.dumps(stats, sort_keys=True), flush=True)
