@@ -484,6 +484,8 @@ static void test_body_budget(void **state)
     h1_session_free(f->s);
     f->s = NULL;
     budget_scope_fini(&scope);
+}
+
 /* A request that must be refused with 400 and the connection closed, each on a new session. */
 static void expect_400(const char *req, size_t len, bool bytewise)
 {
