@@ -649,31 +649,39 @@ static void body_error(struct h1_session *s)
     http_req_body_failed(&s->ex);
 }
 
-/* Feed body bytes of a streamed request to the parser while the window has room; the rest waits
- * in pending_in (bounded by h1_session_want_read(), then by the socket: back-pressure). */
-static int parse_body(struct h1_session *s, const uint8_t *data, size_t len)
+/* Feed body bytes of a streamed request to the parser while the window has room.
+ * @return the bytes consumed (what is left waits in pending_in). */
+static size_t feed_body(struct h1_session *s, const uint8_t *data, size_t len)
 {
-    bool got = false;
+    size_t done = 0;
     while (len > 0 && !s->msg_complete && !s->body_err) {
         size_t room = s->body.len < H1_BODY_WINDOW ? H1_BODY_WINDOW - s->body.len : 0;
         if (room == 0)
             break;
         size_t feed = len < room ? len : room;
         size_t n = http_parser_execute(&s->parser, &parser_settings, (const char *)data, feed);
-        got = true;
         if (s->error_status || (!s->msg_complete && HTTP_PARSER_ERRNO(&s->parser) != HPE_OK)) {
             if (!s->error_status)
                 s->error_status = 400;
-            body_error(s);
-            return 0;
+            body_error(s); /* wakes the reader */
+            return done + len;
         }
         data += n;
         len -= n;
+        done += n;
     }
-    if (len && !s->body_err && dg_buf_append(&s->pending_in, data, len) != 0)
-        return -ENOMEM;
-    if (got)
+    if (done)
         http_req_body_ready(&s->ex);
+    return done;
+}
+
+/* Feed received bytes; the rest waits in pending_in (bounded by h1_session_want_read(), then by
+ * the socket: back-pressure). */
+static int parse_body(struct h1_session *s, const uint8_t *data, size_t len)
+{
+    size_t n = feed_body(s, data, len);
+    if (n < len && !s->body_err && dg_buf_append(&s->pending_in, data + n, len - n) != 0)
+        return -ENOMEM;
     return 0;
 }
 
@@ -698,8 +706,6 @@ static long ex_body_read(struct http_exchange *ex, uint8_t *buf, size_t max, boo
     dg_buf_consume(&s->body, n);
     budget_put(s->budget, BUDGET_BODY, n);
     s->body_held -= n;
-    if (s->body.len == 0)
-        dg_buf_free(&s->body);
     /* room again: h1_session_send() parses what waits (never from inside this call) */
     if (body_flowing(s) && s->pending_in.len)
         s->wake(s->owner);
@@ -875,12 +881,11 @@ int h1_session_send(struct h1_session *s, struct dg_buf *out, size_t limit)
 {
     if (body_flowing(s) && s->pending_in.len && s->body.len < H1_BODY_WINDOW / 2) {
         /* the handler took bytes: parse what waited (wakes it from here, not its read) */
-        struct dg_buf in = s->pending_in;
-        s->pending_in = (struct dg_buf){0};
-        int rc = parse_body(s, in.data, in.len);
-        dg_buf_free(&in);
-        if (rc != 0)
-            return rc;
+        size_t n = feed_body(s, s->pending_in.data, s->pending_in.len);
+        if (s->body_err)
+            dg_buf_free(&s->pending_in);
+        else
+            dg_buf_consume(&s->pending_in, n);
     }
     while (out->len < limit) {
         if (s->continue_pending && (s->state == H1_READING || body_flowing(s))) {

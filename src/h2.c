@@ -522,8 +522,6 @@ static long stream_body_read(struct http_exchange *ex, uint8_t *buf, size_t max,
     dg_buf_consume(&st->body, n);
     budget_put(s->budget, BUDGET_BODY, n);
     st->body_held -= n;
-    if (st->body.len == 0 && !st->req_done)
-        dg_buf_free(&st->body); /* an idle upload holds no buffer */
     /* as many more bytes as were taken: the WINDOW_UPDATE leaves with the next write */
     if (nghttp2_session_consume_stream(s->ng, st->id, n) != 0)
         s->fatal = true;

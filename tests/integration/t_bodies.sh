@@ -18,8 +18,8 @@ need_tools nsd curl kdig python3 h2load openssl
 
 # Under ASan, freed blocks wait in a quarantine (256 MB by default) before their memory is
 # reused: the attack's take-and-free churn would measure the quarantine, not dohgate. A small
-# one keeps the RSS bounds meaningful there (no effect on other builds).
-export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=8
+# one (1 MB) keeps the RSS bounds meaningful there (no effect on other builds).
+export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=1
 
 HOLD_PY=$SRC_DIR/tests/tools/h2hold.py
 BACKEND_PY=$SRC_DIR/tests/tools/backend.py
