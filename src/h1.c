@@ -639,7 +639,7 @@ static void dispatch(struct h1_session *s)
 static void body_error(struct h1_session *s)
 {
     int st = s->error_status;
-    s->body_err = st == 413 ? -EMSGSIZE : st == 503 ? -ENOBUFS : -EBADMSG;
+    s->body_err = st == 413 ? -EMSGSIZE : st == 503 ? -ENOBUFS : st == 408 ? -ETIMEDOUT : -EBADMSG;
     s->error_status = 0;
     s->keep_alive = false;
     s->close_after = true;
@@ -946,11 +946,22 @@ bool h1_session_busy(const struct h1_session *s)
 
 uint64_t h1_session_request_started(const struct h1_session *s)
 {
-    return s->state == H1_READING ? s->req_started : 0;
+    /* a streamed body too: the head and the body must arrive within request-timeout, as when
+     * the body was read whole before dispatch */
+    return s->state == H1_READING || body_flowing(s) ? s->req_started : 0;
 }
 
 void h1_session_timeout(struct h1_session *s)
 {
+    if (body_flowing(s)) {
+        /* The handler has the request: take it back (its pending work is cancelled) and answer
+         * 408 now, as for a body read whole; the connection closes after it. */
+        s->error_status = 408;
+        body_error(s);
+        if (http_exchange_take_back(&s->ex))
+            http_respond_status(&s->ex, 408, NULL, 0);
+        return;
+    }
     if (s->state == H1_READING)
         error_response(s, 408);
     else if (s->state == H1_IDLE)

@@ -339,6 +339,24 @@ void http_exchange_end(struct http_exchange *ex)
     src_close(ex);
 }
 
+bool http_exchange_take_back(struct http_exchange *ex)
+{
+    if (ex->state != HTTP_EX_DISPATCHED)
+        return false;
+    ex->body_closed = true;
+    ex->body_waiting = false;
+    ex->body_cb = NULL;
+    ex->body_arg = NULL;
+    if (ex->cancel) {
+        http_cancel_cb cb = ex->cancel;
+        void *op = ex->pending;
+        ex->cancel = NULL;
+        ex->pending = NULL;
+        cb(op);
+    }
+    return ex->state == HTTP_EX_DISPATCHED;
+}
+
 void http_set_pending(struct http_exchange *ex, http_cancel_cb cancel, void *op)
 {
     EX_EXPECT(ex, HTTP_EX_DISPATCHED);

@@ -756,6 +756,8 @@ static void body_failed(struct preq *r, int err)
     log_debug("site-backend: request body failed: %s", strerror(-err));
     if (err == -EMSGSIZE)
         http_respond_status(ex, 413, NULL, 0);
+    else if (err == -EBADMSG) /* a malformed chunked body */
+        http_respond_status(ex, 400, NULL, 0);
     else
         http_respond_text(ex, 503, "server busy: try again later", NULL, 0);
 }

@@ -266,6 +266,14 @@ void http_exchange_dispatch(struct http_exchange *ex, void (*handler)(struct htt
 void http_exchange_begin(struct http_exchange *ex);
 
 /**
+ * Transport: take the answer back from the handler while none was given (HTTP/1.1's
+ * request-timeout expiring during a streamed body): the pending operation is cancelled exactly
+ * once, synchronously, and the body's reader forgotten.
+ * @return true when the exchange is still DISPATCHED and the transport may answer it itself.
+ */
+bool http_exchange_take_back(struct http_exchange *ex);
+
+/**
  * Transport: the exchange dies (stream closed, connection gone, next request on HTTP/1.1):
  * cancels the pending operation (exactly once, synchronously) and closes the body source.
  * Any state -> DONE; calling it again does nothing.

@@ -12,7 +12,8 @@
 #      nothing is held (dohgate_budget_in_use{resource="body"} 0).
 #   C  site-max-body still bounds the total: a 2 MiB body over --site-max-body 1M gets 413, over
 #      HTTP/2 and HTTP/1.1; a backend's early answer (404 to POST /nothere before it read the
-#      body) reaches the client; DoH POST is answered as before.
+#      body) reaches the client; an HTTP/1.1 body that stalls gets 408 at request-timeout, as
+#      before; DoH POST is answered as before.
 . "$(dirname "$0")/lib.sh"
 need_tools nsd curl python3 openssl
 
@@ -95,7 +96,7 @@ stop_dohgate
 # ============================================================================================
 # C: limits, early answers, DoH
 start_dohgate --workers 1 --metrics-listen "127.0.0.1:$M_PORT" --site-backend "http://127.0.0.1:$BP" \
-    --site-max-body 1M
+    --site-max-body 1M --request-timeout 2
 head -c $((2 * MIB)) /dev/urandom >"$T/2m.bin"
 for v in 2 1.1; do
     code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 20 --http"$v" --cacert "$CERTS/ca.pem" \
@@ -108,6 +109,28 @@ for v in 2 1.1; do
         --data-binary "@$T/small.bin" "$(dohgate_url /nothere)")
     assert_eq 404 "$code" "C: the backend's early 404 to a POST over HTTP/$v reaches the client"
 done
+# HTTP/1.1: head and body must still arrive within request-timeout (2 s here), streamed or not
+cat >"$T/stall.py" <<'PYEOF'
+import socket, ssl, sys, time
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+ctx.set_alpn_protocols(["http/1.1"])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))), server_hostname="localhost")
+s.sendall(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n" + b"z" * 1000)
+t0, data = time.time(), b""
+s.settimeout(8)
+try:
+    while b"\r\n" not in data:
+        b = s.recv(4096)
+        if not b:
+            break
+        data += b
+except OSError:
+    pass
+line = data.split(b"\r\n")[0].decode("latin-1").split()
+print("%s %.1f" % (line[1] if len(line) > 1 else "-", time.time() - t0))
+PYEOF
+read -r code secs <<<"$(python3 "$T/stall.py" "$DG_PORT" "$CERTS/ca.pem" 2>&1)"
+assert_eq 408 "$code" "C: an HTTP/1.1 body that stalls past request-timeout: 408 ($secs s)"
 doh_post "www.$ZONE" A
 assert_eq "200 NOERROR" "$HTTP_CODE $(rcode)" "C: a DoH POST is answered"
 sleep 0.5

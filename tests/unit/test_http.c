@@ -564,6 +564,29 @@ static void test_req_body_failure(void **state)
     http_exchange_end(&f.ex);
 }
 
+/* The transport takes an exchange back from its handler (HTTP/1.1 request-timeout during a
+ * streamed body): the pending operation is cancelled once, the reader is forgotten, and the
+ * transport answers; the end cancels nothing more. Once answered, nothing can be taken back. */
+static void test_take_back(void **state)
+{
+    struct fake f;
+    start_streamed(&f, 100);
+    cancels = 0;
+    http_exchange_dispatch(&f.ex, read_later);
+    uint8_t buf[4];
+    bool eof;
+    assert_int_equal(http_req_body_read(&f.ex, buf, sizeof(buf), &eof), HTTP_BODY_AGAIN);
+    assert_true(http_exchange_take_back(&f.ex));
+    assert_int_equal(cancels, 1);
+    feed(&f, "ab", false);
+    assert_int_equal(reader_calls, 0);
+    assert_int_equal(http_respond_status(&f.ex, 408, NULL, 0), 0);
+    assert_int_equal(f.last.status, 408);
+    assert_false(http_exchange_take_back(&f.ex));
+    http_exchange_end(&f.ex);
+    assert_int_equal(cancels, 1);
+}
+
 /* A body the transport buffered whole reads through the same calls, in pieces, then its end. */
 static void test_req_body_buffered(void **state)
 {
@@ -884,6 +907,7 @@ int main(void)
         cmocka_unit_test(test_req_body_abandon),
         cmocka_unit_test(test_req_body_failure),
         cmocka_unit_test(test_req_body_buffered),
+        cmocka_unit_test(test_take_back),
         cmocka_unit_test(test_methods),
         cmocka_unit_test(test_token_and_value),
         cmocka_unit_test(test_authority),
