@@ -9,11 +9,11 @@
 #   B  a backend that reads nothing for 4 s (POST /echo?wait=4, SO_RCVBUF 64K): an HTTP/2
 #      client (tests/tools/h2hold.py, one stream of 16 MiB) is granted flow-control window for
 #      little more than what the sockets in between hold, not for its whole body; afterwards
-#      nothing is held (dohgate_budget_in_use{resource="body"} 0).
+#      nothing is held (dohgate_budget_in_use{resource="body"} 0). A backend that answers 413
+#      before reading any of an 8 MiB body (POST /early): the client gets it while uploading.
 #   C  site-max-body still bounds the total: a 2 MiB body over --site-max-body 1M gets 413, over
-#      HTTP/2 and HTTP/1.1; a backend's early answer (404 to POST /nothere before it read the
-#      body) reaches the client; an HTTP/1.1 body that stalls gets 408 at request-timeout, as
-#      before; DoH POST is answered as before.
+#      HTTP/2 and HTTP/1.1; the backend's 404 to a POST reaches the client; an HTTP/1.1 body
+#      that stalls gets 408 at request-timeout, as before; DoH POST is answered as before.
 . "$(dirname "$0")/lib.sh"
 need_tools nsd curl python3 openssl
 
@@ -91,6 +91,16 @@ assert_eq 0 "$(metric 'dohgate_budget_in_use{resource="body"}')" "B: no body byt
 # the connection and the backend still work
 out=$(curl -s --max-time 20 --http2 --cacert "$CERTS/ca.pem" --data-binary "@$T/small.bin" "$(dohgate_url /echo)")
 assert_eq "100000 $(sha256sum "$T/small.bin" | cut -d' ' -f1)" "$(echo_of "$out")" "B: a POST after it reaches the backend whole"
+# a backend that answers 413 before reading anything (POST /early): the answer reaches the client
+# while it is uploading 8 MiB; the old code sent the answer only after buffering the whole body
+head -c $((8 * MIB)) /dev/zero >"$T/8m.bin"
+for v in 2 1.1; do
+    code=$(curl -s -o "$T/early.out" -w '%{http_code}' --max-time 20 --http"$v" --cacert "$CERTS/ca.pem" \
+        --data-binary "@$T/8m.bin" "$(dohgate_url /early)")
+    assert_eq "413 backend: too large" "$code $(cat "$T/early.out")" \
+        "B: a backend's 413 before it read the body reaches an HTTP/$v client uploading 8 MiB"
+done
+
 stop_dohgate
 
 # ============================================================================================
@@ -107,7 +117,7 @@ for v in 2 1.1; do
     [ "$v" = 2 ] || assert_eq 413 "$code" "C: a 2 MiB chunked POST over HTTP/1.1 with site-max-body 1M: 413"
     code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 20 --http"$v" --cacert "$CERTS/ca.pem" \
         --data-binary "@$T/small.bin" "$(dohgate_url /nothere)")
-    assert_eq 404 "$code" "C: the backend's early 404 to a POST over HTTP/$v reaches the client"
+    assert_eq 404 "$code" "C: the backend's 404 to a POST over HTTP/$v reaches the client"
 done
 # HTTP/1.1: head and body must still arrive within request-timeout (2 s here), streamed or not
 cat >"$T/stall.py" <<'PYEOF'

@@ -10,6 +10,7 @@ POST /echo?wait=S&rate=B -> the same, but a slow reader: the body is read only a
                  then at B bytes per second (16 KiB at a time; 0: at once), which is what a
                  proxy's back-pressure must absorb. With the environment BACKEND_RCVBUF=N the
                  listening socket's SO_RCVBUF is N, so the kernel buffers little in front of it.
+POST /early   -> 413 at once, without reading the body (a backend's early answer)
 GET /chunked  -> a body sent with Transfer-Encoding: chunked (no length)
 GET /big?n=N  -> N bytes (Content-Length), pattern bytes
 GET /slow?s=S -> answers after S seconds
@@ -210,11 +211,34 @@ class H(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length", "0"))
         return take(n) if n else b""
 
+    def _early(self):
+        """POST /early: 413 before reading any of the body, then the connection ends: the
+        write side at once, the read side once the proxy closed (or after 5 s), so that the
+        unread body does not turn the close into a reset that could lose the answer."""
+        body = b"backend: too large\n"
+        self.wfile.write(b"HTTP/1.1 413 Too Large\r\nContent-Type: text/plain\r\n"
+                         b"Content-Length: %d\r\nConnection: close\r\nX-Backend: early\r\n\r\n%s"
+                         % (len(body), body))
+        self.wfile.flush()
+        self.log_request(413)
+        self.close_connection = True
+        sock = self.connection
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(5)
+            while sock.recv(65536):
+                pass
+        except OSError:
+            pass
+
     def do_POST(self):
         if self._dropped():
             return
         u = urlsplit(self.path)
         q = parse_qs(u.query)
+        if u.path == "/early":
+            self._early()
+            return
         self.chunked = False
         body = self._read_body(float(q.get("wait", ["0"])[0]), int(q.get("rate", ["0"])[0]))
         if u.path == "/echo":
