@@ -748,11 +748,15 @@ static int body_fill(struct preq *r)
 static void body_failed(struct preq *r, int err)
 {
     struct http_exchange *ex = r->ex;
+    if (!ex || r->responded) {
+        /* (not reached: the body is abandoned when the head is answered, and the source owns
+         * the request from then on, so it is not freed here) */
+        event_del(r->wev);
+        return;
+    }
     r->ex = NULL;
     r->msg_done = false;
     r->dead = true;
-    if (!ex || r->responded)
-        return;
     log_debug("site-backend: request body failed: %s", strerror(-err));
     if (err == -EMSGSIZE)
         http_respond_status(ex, 413, NULL, 0);
@@ -800,7 +804,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
         } else if (r->bout_off < r->bout.len) {
             p = r->bout.data + r->bout_off;
             left = r->bout.len - r->bout_off;
-        } else if (r->stream_body && !r->body_eof && r->ex) {
+        } else if (r->stream_body && !r->body_eof && r->ex && r->phase == PH_SEND) {
             int rc = body_fill(r);
             if (rc < 0) {
                 body_failed(r, rc);
