@@ -25,6 +25,7 @@
 #define H1_MAX_FIELDS  100
 #define H1_MAX_PENDING 65536 /* pipelined input held while a response is under way */
 #define H1_BODY_CHUNK  16384
+#define H1_BODY_WINDOW 65536 /* of a streamed request body, held for the handler */
 #define COMMON_CAP     (4 + DG_CONFIG_MAX_LIST)
 
 enum h1_state { H1_IDLE, H1_READING, H1_DISPATCHED, H1_RESPONDING };
@@ -55,6 +56,14 @@ struct h1_session {
     struct dg_buf body;
     size_t body_held; /* bytes of body taken under the connection's body budget */
     size_t max_body;
+    /* A streamed body (router_body_streams(), http.h): dispatched at the end of the head;
+     * s->body holds what the handler has not read yet, and input is parsed only while it
+     * holds less than H1_BODY_WINDOW (the rest waits in pending_in, then in the socket). */
+    bool streams;   /* the route streams bodies and one follows */
+    bool streaming; /* dispatched with req.body_stream, body not complete or not read */
+    long long clen; /* Content-Length, -1 for chunked */
+    unsigned long long body_total;
+    int body_err;            /* the streamed body failed: -EMSGSIZE, -ENOBUFS, -EBADMSG */
     int error_status;        /* found by a parser callback: answer it and close */
     const char *error_allow; /* the allow header of a 405 error_status */
     bool msg_complete;
@@ -79,11 +88,15 @@ static int ex_respond(struct http_exchange *ex, const struct http_response *resp
 static int ex_respond_stream(struct http_exchange *ex, const struct http_response *resp);
 static void ex_resume(struct http_exchange *ex);
 static void ex_reset(struct http_exchange *ex);
+static long ex_body_read(struct http_exchange *ex, uint8_t *buf, size_t max, bool *eof);
+static void ex_body_abandon(struct http_exchange *ex);
 static const struct http_exchange_ops h1_ops = {
     .respond = ex_respond,
     .respond_stream = ex_respond_stream,
     .resume = ex_resume,
     .reset = ex_reset,
+    .body_read = ex_body_read,
+    .body_abandon = ex_body_abandon,
 };
 
 static int parse(struct h1_session *s, const uint8_t *data, size_t len);
@@ -117,6 +130,10 @@ static void request_reset(struct h1_session *s)
     s->path = NULL;
     s->ctype = NULL;
     body_release(s);
+    s->streams = s->streaming = false;
+    s->clen = -1;
+    s->body_total = 0;
+    s->body_err = 0;
     s->max_body = 0; /* set at headers-complete, from the route */
     s->error_status = 0;
     s->error_allow = NULL;
@@ -517,6 +534,9 @@ static int on_headers_complete(http_parser *p)
     s->max_body = router_max_body(s->hctx, s->path, s->https, s->metrics);
     bool has_body = (p->flags & (F_CHUNKED | F_CONTENTLENGTH)) &&
                     !((p->flags & F_CONTENTLENGTH) && p->content_length == 0);
+    /* dispatched by parse() once this callback returns; the body follows to the handler */
+    s->streams = has_body && router_body_streams(s->hctx, s->path, s->https, s->metrics);
+    s->clen = (p->flags & F_CHUNKED) ? -1 : (long long)p->content_length;
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > s->max_body) {
         body_refused(s);
         return -1;
@@ -539,7 +559,15 @@ static int on_body(http_parser *p, const char *at, size_t len)
 {
     struct h1_session *s = p->data;
     s->continue_pending = false; /* the client did not wait for it */
-    if (s->body.len + len > s->max_body) {
+    if (s->streams) {
+        /* Streamed: only the route's limit over the whole body; what is held is bounded by
+         * feeding the parser no more than the window's room (parse_body()). */
+        s->body_total += len;
+        if (s->body_total > s->max_body) {
+            body_refused(s);
+            return 1;
+        }
+    } else if (s->body.len + len > s->max_body) {
         body_refused(s);
         return 1;
     }
@@ -581,7 +609,8 @@ static const http_parser_settings parser_settings = {
 static void dispatch(struct h1_session *s)
 {
     s->state = H1_DISPATCHED;
-    s->continue_pending = false;
+    if (!s->streaming)
+        s->continue_pending = false; /* else the handler's reading asks for the body */
     s->ex.req = (struct http_request){
         .method = http_method_str((enum http_method)s->parser.method),
         .path = s->path,
@@ -596,8 +625,107 @@ static void dispatch(struct h1_session *s)
         .nheaders = s->nhdrs,
         .client = s->client,
         .budget = s->budget,
+        .body_stream = s->streaming,
+        .body_length = s->streaming ? s->clen : (long long)s->body.len,
     };
+    if (s->streaming)
+        s->ex.req.body = NULL, s->ex.req.body_len = 0;
     http_exchange_dispatch(&s->ex, router_dispatch);
+}
+
+/* The streamed body failed after dispatch (past the limit or the budget, a malformed chunk):
+ * the handler learns it from its next read (and is woken for it) and answers; the connection
+ * closes after that response, as the rest of the input is not read. */
+static void body_error(struct h1_session *s)
+{
+    int st = s->error_status;
+    s->body_err = st == 413 ? -EMSGSIZE : st == 503 ? -ENOBUFS : st == 408 ? -ETIMEDOUT : -EBADMSG;
+    s->error_status = 0;
+    s->keep_alive = false;
+    s->close_after = true;
+    s->continue_pending = false;
+    dg_buf_free(&s->pending_in);
+    body_release(s);
+    http_req_body_failed(&s->ex);
+}
+
+/* Feed body bytes of a streamed request to the parser while the window has room.
+ * @return the bytes consumed (what is left waits in pending_in). */
+static size_t feed_body(struct h1_session *s, const uint8_t *data, size_t len)
+{
+    size_t done = 0;
+    while (len > 0 && !s->msg_complete && !s->body_err) {
+        size_t room = s->body.len < H1_BODY_WINDOW ? H1_BODY_WINDOW - s->body.len : 0;
+        if (room == 0)
+            break;
+        size_t feed = len < room ? len : room;
+        size_t n = http_parser_execute(&s->parser, &parser_settings, (const char *)data, feed);
+        if (s->error_status || (!s->msg_complete && HTTP_PARSER_ERRNO(&s->parser) != HPE_OK)) {
+            if (!s->error_status)
+                s->error_status = 400;
+            body_error(s); /* wakes the reader */
+            return done + len;
+        }
+        data += n;
+        len -= n;
+        done += n;
+    }
+    if (done)
+        http_req_body_ready(&s->ex);
+    return done;
+}
+
+/* Feed received bytes; the rest waits in pending_in (bounded by h1_session_want_read(), then by
+ * the socket: back-pressure). */
+static int parse_body(struct h1_session *s, const uint8_t *data, size_t len)
+{
+    size_t n = feed_body(s, data, len);
+    if (n < len && !s->body_err && dg_buf_append(&s->pending_in, data + n, len - n) != 0)
+        return -ENOMEM;
+    return 0;
+}
+
+/* The body is being streamed to the handler: more input is body (or pipelined after it). */
+static bool body_flowing(const struct h1_session *s)
+{
+    return s->streaming && !s->msg_complete && !s->body_err;
+}
+
+static long ex_body_read(struct http_exchange *ex, uint8_t *buf, size_t max, bool *eof)
+{
+    struct h1_session *s = (struct h1_session *)ex;
+    *eof = false;
+    if (s->body_err)
+        return s->body_err;
+    size_t n = s->body.len < max ? s->body.len : max;
+    if (n == 0) {
+        *eof = s->msg_complete;
+        return s->msg_complete ? 0 : HTTP_BODY_AGAIN;
+    }
+    memcpy(buf, s->body.data, n);
+    dg_buf_consume(&s->body, n);
+    budget_put(s->budget, BUDGET_BODY, n);
+    s->body_held -= n;
+    /* room again: h1_session_send() parses what waits (never from inside this call) */
+    if (body_flowing(s) && s->pending_in.len)
+        s->wake(s->owner);
+    *eof = s->msg_complete && s->body.len == 0;
+    return (long)n;
+}
+
+/* The handler reads no more: nothing of the body is kept, and the connection ends after the
+ * response (the rest of the body is never read, so no next request can be found after it). */
+static void ex_body_abandon(struct http_exchange *ex)
+{
+    struct h1_session *s = (struct h1_session *)ex;
+    body_release(s);
+    s->continue_pending = false; /* the body is not wanted any more */
+    if (!s->msg_complete) {
+        s->keep_alive = false;
+        s->close_after = true;
+        s->body_err = -EIO;
+        dg_buf_free(&s->pending_in);
+    }
 }
 
 static int parse(struct h1_session *s, const uint8_t *data, size_t len)
@@ -622,6 +750,15 @@ static int parse(struct h1_session *s, const uint8_t *data, size_t len)
         return 0;
     }
     enum http_errno e = HTTP_PARSER_ERRNO(&s->parser);
+    if (s->streams && s->head_done && !s->msg_complete && e == HPE_OK) {
+        /* The head of a request whose body streams: dispatch now, the body follows. What
+         * of it came with the head is held already (at most one read, 16 KiB). */
+        s->streaming = true;
+        dispatch(s);
+        return n < len ? parse_body(s, data + n, len - n) : 0;
+    }
+    /* (A body that came whole with its head is dispatched whole, with its length, as a DoH
+     * body is: nothing is left to stream.) */
     if (s->msg_complete) {
         /* Paused at the message end (or stopped there by an ignored Upgrade). */
         if (n < len && dg_buf_append(&s->pending_in, data + n, len - n) != 0)
@@ -669,6 +806,8 @@ int h1_session_recv(struct h1_session *s, const uint8_t *data, size_t len)
 {
     if (s->done || s->close_after)
         return 0; /* the connection ends after the response under way; ignore the rest */
+    if (body_flowing(s) && s->pending_in.len == 0)
+        return parse_body(s, data, len);
     if (s->state == H1_DISPATCHED || s->state == H1_RESPONDING || s->pending_in.len) {
         /* Pipelined: keep it for after the response. want_read() bounds how much. */
         return dg_buf_append(&s->pending_in, data, len) == 0 ? 0 : -ENOMEM;
@@ -679,7 +818,8 @@ int h1_session_recv(struct h1_session *s, const uint8_t *data, size_t len)
 /* The response is complete: close, or start on the next request. */
 static int response_done(struct h1_session *s)
 {
-    if (s->close_after) {
+    if (s->close_after || (s->streaming && !s->msg_complete)) {
+        /* (a body still coming: its rest cannot be told from a next request) */
         s->done = true;
         return 0;
     }
@@ -739,8 +879,16 @@ static int pull_source(struct h1_session *s, struct dg_buf *out, size_t limit)
 
 int h1_session_send(struct h1_session *s, struct dg_buf *out, size_t limit)
 {
+    if (body_flowing(s) && s->pending_in.len && s->body.len < H1_BODY_WINDOW / 2) {
+        /* the handler took bytes: parse what waited (wakes it from here, not its read) */
+        size_t n = feed_body(s, s->pending_in.data, s->pending_in.len);
+        if (s->body_err)
+            dg_buf_free(&s->pending_in);
+        else
+            dg_buf_consume(&s->pending_in, n);
+    }
     while (out->len < limit) {
-        if (s->continue_pending && s->state == H1_READING) {
+        if (s->continue_pending && (s->state == H1_READING || body_flowing(s))) {
             s->continue_pending = false;
             static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
             if (dg_buf_append(out, cont, sizeof(cont) - 1) != 0)
@@ -798,11 +946,22 @@ bool h1_session_busy(const struct h1_session *s)
 
 uint64_t h1_session_request_started(const struct h1_session *s)
 {
-    return s->state == H1_READING ? s->req_started : 0;
+    /* a streamed body too: the head and the body must arrive within request-timeout, as when
+     * the body was read whole before dispatch */
+    return s->state == H1_READING || body_flowing(s) ? s->req_started : 0;
 }
 
 void h1_session_timeout(struct h1_session *s)
 {
+    if (body_flowing(s)) {
+        /* The handler has the request: take it back (its pending work is cancelled) and answer
+         * 408 now, as for a body read whole; the connection closes after it. */
+        s->error_status = 408;
+        body_error(s);
+        if (http_exchange_take_back(&s->ex))
+            http_respond_status(&s->ex, 408, NULL, 0);
+        return;
+    }
     if (s->state == H1_READING)
         error_response(s, 408);
     else if (s->state == H1_IDLE)

@@ -52,6 +52,13 @@ struct h2_stream {
     size_t max_body; /* by route, known once :path is */
     struct dg_buf body;
     size_t body_held; /* bytes of body taken under the connection's body budget */
+    /* A streamed body (router_body_streams(), http.h): dispatched at HEADERS, st->body holds
+     * what arrived and the handler has not read yet, at most the stream window (65535). */
+    bool streams;                  /* the route streams bodies (known once :path is) */
+    bool streaming;                /* dispatched with req.body_stream */
+    long long clen;                /* content-length, -1 when none */
+    unsigned long long body_total; /* bytes of body received, for the route's limit */
+    int body_err;                  /* the streamed body failed: -EMSGSIZE, -ENOBUFS, -ENOMEM */
     struct dg_buf resp;
     size_t resp_off;
     /* send-timeout (h2_session_sweep): ms of the last progress of this stream (a request byte
@@ -85,11 +92,15 @@ static int stream_respond(struct http_exchange *ex, const struct http_response *
 static int stream_respond_stream(struct http_exchange *ex, const struct http_response *resp);
 static void stream_resume(struct http_exchange *ex);
 static void stream_reset(struct http_exchange *ex);
+static long stream_body_read(struct http_exchange *ex, uint8_t *buf, size_t max, bool *eof);
+static void stream_body_abandon(struct http_exchange *ex);
 static const struct http_exchange_ops h2_exchange_ops = {
     .respond = stream_respond,
     .respond_stream = stream_respond_stream,
     .resume = stream_resume,
     .reset = stream_reset,
+    .body_read = stream_body_read,
+    .body_abandon = stream_body_abandon,
 };
 
 /* Copies of @p a (and @p b, when given) as "a\0b\0", in the stream's arena while it has room. */
@@ -319,6 +330,8 @@ static void stream_dispatch(struct h2_stream *st)
         .nheaders = st->nhdrs,
         .client = st->sess->client,
         .budget = st->sess->budget,
+        .body_stream = st->streaming,
+        .body_length = st->streaming ? st->clen : (long long)st->body.len,
     };
     http_exchange_dispatch(&st->ex, router_dispatch);
 }
@@ -335,6 +348,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
     }
     http_exchange_init(&st->ex, &h2_exchange_ops, s->hctx);
     st->max_body = H2_MAX_BODY;
+    st->clen = -1;
     st->sess = s;
     st->id = frame->hd.stream_id;
     st->progress_ms = st->sent_ms = s->now;
@@ -407,8 +421,10 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
             st->refuse_status = 414;
         else
             rc = set_field(st, &st->path, value, valuelen, H2_MAX_PATH);
-        if (rc == 0 && st->path)
+        if (rc == 0 && st->path) {
             st->max_body = router_max_body(s->hctx, st->path, true, false);
+            st->streams = router_body_streams(s->hctx, st->path, true, false);
+        }
     } else if (namelen == 7 && memcmp(name, ":method", 7) == 0) {
         rc = set_field(st, &st->method, value, valuelen, H2_MAX_HEADER);
     } else if (namelen == 10 && memcmp(name, ":authority", 10) == 0) {
@@ -425,7 +441,9 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
         } else {
             memcpy(num, value, valuelen);
             num[valuelen] = '\0';
-            if (strtoull(num, NULL, 10) > st->max_body)
+            unsigned long long cl = strtoull(num, NULL, 10);
+            st->clen = cl <= (unsigned long long)INT64_MAX ? (long long)cl : -1;
+            if (cl > st->max_body)
                 st->refuse_status = router_body_refusal(st->max_body, st->method);
         }
         rc = add_header(st, name, namelen, value, valuelen);
@@ -476,6 +494,86 @@ static void refuse_body(struct h2_stream *st)
     stream_dispatch(st);
 }
 
+/* The held bytes of a streamed body go without being read: their stream window opens (the
+ * connection window did at arrival), their budget goes back. */
+static void body_drop(struct h2_stream *st)
+{
+    if (st->body.len && nghttp2_session_consume_stream(st->sess->ng, st->id, st->body.len) != 0)
+        st->sess->fatal = true;
+    body_release(st);
+    st->sess->wake(st->sess->owner);
+}
+
+static void body_fail(struct h2_stream *st, int err)
+{
+    st->body_err = err;
+    body_drop(st);
+    http_req_body_failed(&st->ex);
+}
+
+/*
+ * DATA of a streamed body. The connection window opens at once, the stream window only as
+ * the handler reads (stream_body_read()): one stream holds at most its window (65535), and a
+ * reader that does not read stalls its own stream only, never the connection's others. What
+ * is held is still taken under the body budget (connection, client, process).
+ */
+static void stream_body_data(struct h2_stream *st, const uint8_t *data, size_t len)
+{
+    struct h2_session *s = st->sess;
+    if (st->body_err || http_req_body_closed(&st->ex)) {
+        consume(s, st->id, len, true); /* abandoned or failed: discarded as it comes */
+        return;
+    }
+    st->body_total += len;
+    if (st->body_total > st->max_body) {
+        consume(s, st->id, len, true);
+        body_fail(st, -EMSGSIZE);
+        return;
+    }
+    if (budget_take(s->budget, s->hctx->cfg, BUDGET_BODY, len) != BUDGET_OK) {
+        consume(s, st->id, len, true);
+        body_fail(st, -ENOBUFS);
+        return;
+    }
+    st->body_held += len;
+    if (dg_buf_append(&st->body, data, len) != 0) {
+        consume(s, st->id, len, true);
+        body_fail(st, -ENOMEM);
+        return;
+    }
+    consume(s, st->id, len, false);
+    http_req_body_ready(&st->ex);
+}
+
+static long stream_body_read(struct http_exchange *ex, uint8_t *buf, size_t max, bool *eof)
+{
+    struct h2_stream *st = (struct h2_stream *)ex;
+    struct h2_session *s = st->sess;
+    *eof = false;
+    if (st->body_err)
+        return st->body_err;
+    size_t n = st->body.len < max ? st->body.len : max;
+    if (n == 0) {
+        *eof = st->req_done;
+        return st->req_done ? 0 : HTTP_BODY_AGAIN;
+    }
+    memcpy(buf, st->body.data, n);
+    dg_buf_consume(&st->body, n);
+    budget_put(s->budget, BUDGET_BODY, n);
+    st->body_held -= n;
+    /* as many more bytes as were taken: the WINDOW_UPDATE leaves with the next write */
+    if (nghttp2_session_consume_stream(s->ng, st->id, n) != 0)
+        s->fatal = true;
+    s->wake(s->owner);
+    *eof = st->req_done && st->body.len == 0;
+    return (long)n;
+}
+
+static void stream_body_abandon(struct http_exchange *ex)
+{
+    body_drop((struct h2_stream *)ex);
+}
+
 static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t stream_id,
                               const uint8_t *data, size_t len, void *user_data)
 {
@@ -483,6 +581,10 @@ static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t stream
     struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, stream_id);
     if (!st || st->refused) {
         consume(s, stream_id, len, false);
+        return 0;
+    }
+    if (st->streaming) {
+        stream_body_data(st, data, len);
         return 0;
     }
     if (st->ex.state != HTTP_EX_READING || st->refuse_status) {
@@ -534,6 +636,14 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
         return 0;
     if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
         st->req_done = true;
+        stream_dispatch(st);
+        if (st->streaming)
+            http_req_body_ready(&st->ex); /* the end of the streamed body */
+    } else if (frame->hd.type == NGHTTP2_HEADERS && st->streams && !st->refuse_status &&
+               st->ex.state == HTTP_EX_READING && !st->refused) {
+        /* A body follows on a route that streams it: the handler gets the request now and
+         * the body as it comes (stream_body_data()). */
+        st->streaming = true;
         stream_dispatch(st);
     } else if (frame->hd.type == NGHTTP2_HEADERS && st->refuse_status) {
         /* An announced oversized body (content-length) or a too long :path: refuse now

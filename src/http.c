@@ -305,9 +305,13 @@ void http_exchange_dispatch(struct http_exchange *ex, void (*handler)(struct htt
     if (!request_valid(&ex->req)) {
         log_debug("http: invalid authority or host field: answering 400");
         http_respond_status(ex, 400, NULL, 0);
+        http_req_body_abandon(ex);
         return;
     }
     handler(ex);
+    /* Answered without a reader of the streamed body: nobody will read it. */
+    if (ex->state != HTTP_EX_DISPATCHED && !ex->body_cb)
+        http_req_body_abandon(ex);
     /* The transports never free an exchange from inside a handler's call (ops contract), so
      * it is still ours to look at. */
     if (ex->state == HTTP_EX_DISPATCHED && !ex->cancel) {
@@ -321,6 +325,10 @@ void http_exchange_end(struct http_exchange *ex)
 {
     /* DONE first: a cancel function that tried to answer would trip the state check. */
     ex->state = HTTP_EX_DONE;
+    ex->body_cb = NULL;
+    ex->body_arg = NULL;
+    ex->body_waiting = false;
+    ex->body_closed = true;
     if (ex->cancel) {
         http_cancel_cb cb = ex->cancel;
         void *op = ex->pending;
@@ -329,6 +337,24 @@ void http_exchange_end(struct http_exchange *ex)
         cb(op);
     }
     src_close(ex);
+}
+
+bool http_exchange_take_back(struct http_exchange *ex)
+{
+    if (ex->state != HTTP_EX_DISPATCHED)
+        return false;
+    ex->body_closed = true;
+    ex->body_waiting = false;
+    ex->body_cb = NULL;
+    ex->body_arg = NULL;
+    if (ex->cancel) {
+        http_cancel_cb cb = ex->cancel;
+        void *op = ex->pending;
+        ex->cancel = NULL;
+        ex->pending = NULL;
+        cb(op);
+    }
+    return ex->state == HTTP_EX_DISPATCHED;
 }
 
 void http_set_pending(struct http_exchange *ex, http_cancel_cb cancel, void *op)
@@ -504,4 +530,77 @@ int http_respond_status(struct http_exchange *ex, int status, const struct http_
 {
     const char *text = http_reason(status);
     return http_respond_text(ex, status, text[0] ? text : "Error", extra, nextra);
+}
+
+/* ---- request body ------------------------------------------------------------------------ */
+
+void http_req_body_set_reader(struct http_exchange *ex, void (*cb)(void *arg), void *arg)
+{
+    assert(ex->state == HTTP_EX_DISPATCHED || ex->state == HTTP_EX_RESPONDED);
+    ex->body_cb = cb;
+    ex->body_arg = arg;
+}
+
+static void body_close(struct http_exchange *ex)
+{
+    ex->body_closed = true;
+    ex->body_waiting = false;
+    ex->body_cb = NULL;
+    ex->body_arg = NULL;
+}
+
+long http_req_body_read(struct http_exchange *ex, uint8_t *buf, size_t max, bool *eof)
+{
+    *eof = false;
+    if (ex->body_closed || ex->state == HTTP_EX_DONE || ex->state == HTTP_EX_READING)
+        return -EIO;
+    long n;
+    if (!ex->req.body_stream) {
+        /* buffered whole by the transport: req.body, read from body_off */
+        size_t left = ex->req.body_len - ex->body_off;
+        n = (long)(left < max ? left : max);
+        if (n)
+            memcpy(buf, ex->req.body + ex->body_off, (size_t)n);
+        ex->body_off += (size_t)n;
+        *eof = ex->body_off == ex->req.body_len;
+    } else {
+        n = ex->ops->body_read(ex, buf, max, eof);
+    }
+    if (n == HTTP_BODY_AGAIN) {
+        ex->body_waiting = true;
+        return n;
+    }
+    if (n < 0 || *eof)
+        body_close(ex);
+    return n;
+}
+
+void http_req_body_abandon(struct http_exchange *ex)
+{
+    if (ex->body_closed)
+        return;
+    body_close(ex);
+    if (ex->req.body_stream && ex->state != HTTP_EX_DONE)
+        ex->ops->body_abandon(ex);
+}
+
+void http_req_body_ready(struct http_exchange *ex)
+{
+    if (!ex->body_waiting || ex->body_closed || !ex->body_cb)
+        return;
+    ex->body_waiting = false;
+    ex->body_cb(ex->body_arg);
+}
+
+void http_req_body_failed(struct http_exchange *ex)
+{
+    if (ex->body_closed || !ex->body_cb)
+        return;
+    ex->body_waiting = false;
+    ex->body_cb(ex->body_arg);
+}
+
+bool http_req_body_closed(const struct http_exchange *ex)
+{
+    return ex->body_closed;
 }

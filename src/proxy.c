@@ -30,6 +30,7 @@
 #include "dohgate/log.h"
 
 #define READ_CHUNK      16384
+#define BODY_CHUNK      16384 /* of a streamed request body, per send */
 #define MAX_RESP_HEAD   32768
 #define MAX_RESP_FIELDS 100
 
@@ -87,6 +88,15 @@ struct preq {
     struct budget_scope *budget;
     bool holds;
     enum budget_scope_level refused; /* why start_connection() failed, BUDGET_OK: not a budget */
+    /* a request body streamed from the client (req.body_stream): read from the exchange as the
+     * backend socket takes it, into bout, one chunk at a time */
+    bool stream_body;
+    bool chunked;    /* sent with chunked coding: the client announced no length */
+    bool body_eof;   /* the body's last bytes (and the chunked terminator) are in bout */
+    bool body_taken; /* a body byte left the exchange: the request cannot be sent again */
+    bool body_cut;   /* the response came before the body was sent whole: never reuse */
+    struct dg_buf bout;
+    size_t bout_off;
 };
 
 static void preq_free(struct preq *r);
@@ -277,6 +287,17 @@ static int build_request(struct preq *r, const struct http_request *q, const cha
         (auth && add_line(b, "x-forwarded-host", auth)))
         return -ENOMEM;
     char len[24];
+    if (q->body_stream) {
+        /* The client's length when it gave one; otherwise the backend learns where the body
+         * ends from chunked coding (HTTP/1.1 backends must read it, RFC 9112 §7.1). */
+        r->stream_body = true;
+        r->chunked = q->body_length < 0;
+        snprintf(len, sizeof(len), "%lld", q->body_length);
+        if (r->chunked ? add_line(b, "transfer-encoding", "chunked")
+                       : add_line(b, "content-length", len))
+            return -ENOMEM;
+        return dg_buf_append(b, "\r\n", 2) ? -ENOMEM : 0;
+    }
     bool send_len = q->body_len > 0 || strcmp(q->method, "POST") == 0 ||
                     strcmp(q->method, "PUT") == 0 || strcmp(q->method, "PATCH") == 0;
     snprintf(len, sizeof(len), "%zu", q->body_len);
@@ -481,7 +502,7 @@ static void preq_free(struct preq *r)
         /* Reusable only when the response was read whole, nothing else came, and the backend
          * keeps the connection. */
         if (r->msg_done && r->keep_alive && !r->failed && HTTP_PARSER_ERRNO(&r->rp) == HPE_PAUSED &&
-            r->body_off == r->body.len)
+            r->body_off == r->body.len && !r->body_cut)
             idle_put(r->px, r->fd);
         else
             close(r->fd);
@@ -494,6 +515,7 @@ static void preq_free(struct preq *r)
     dg_buf_free(&r->value);
     dg_buf_free(&r->out);
     dg_buf_free(&r->body);
+    dg_buf_free(&r->bout);
     free(r);
 }
 
@@ -521,6 +543,7 @@ static void fail_before_head(struct preq *r, int status, const char *why)
     r->msg_done = false;
     r->dead = true;
     if (ex) {
+        http_req_body_abandon(ex); /* the rest of a streamed body is discarded */
         /* responding releases our registration; if it fails the exchange still answers */
         http_respond_text(ex, status,
                           status == 504 ? "gateway timeout: the site's backend did "
@@ -574,7 +597,8 @@ static void backend_failed(struct preq *r, bool timeout, const char *why)
         }
         return;
     }
-    if (r->reused && !r->got_bytes && !r->retried && !timeout && r->idempotent) {
+    /* a streamed body is sent once: only while none of it was taken can it be sent again */
+    if (r->reused && !r->got_bytes && !r->retried && !timeout && r->idempotent && !r->body_taken) {
         r->retried = true;
         r->px->stats.retries++;
         if (start_connection(r) == 0)
@@ -655,6 +679,16 @@ static void handle_input(struct preq *r, const uint8_t *data, size_t len, bool e
     }
     if (e == HPE_PAUSED && (size_t)done < len)
         r->keep_alive = false; /* bytes after the response: do not trust this connection */
+    if (r->head_ready && r->stream_body && r->phase == PH_SEND) {
+        /* The backend answered before it had the whole body (an early 413, a redirect): stop
+         * sending, let the client's transport discard the rest, and close this connection
+         * afterwards (it is in the middle of a request). */
+        r->body_cut = true;
+        r->phase = PH_HEAD;
+        event_del(r->wev);
+        if (r->ex)
+            http_req_body_abandon(r->ex);
+    }
     if (r->head_ready && r->ex)
         answer_head(r);
     if (r->dead)
@@ -701,25 +735,136 @@ static size_t req_len(const struct preq *r)
     return r->out.len + (r->ex ? r->ex->req.body_len : 0);
 }
 
+/* The next piece of a streamed request body into bout (chunk-framed when r->chunked).
+ * @return 1 when bout has bytes (or the body ended), 0 when the client has sent nothing more yet
+ *         (http_req_body_ready() wakes on_body_ready()), or the negative errno of the read. */
+static int body_fill(struct preq *r)
+{
+    size_t pre = r->chunked ? 10 : 0; /* "%08zx\r\n" */
+    r->bout.len = 0;
+    r->bout_off = 0;
+    if (dg_buf_reserve(&r->bout, pre + BODY_CHUNK + 2 + 5) != 0)
+        return -ENOMEM;
+    bool eof;
+    long n = http_req_body_read(r->ex, r->bout.data + pre, BODY_CHUNK, &eof);
+    if (n == HTTP_BODY_AGAIN)
+        return 0;
+    if (n < 0)
+        return (int)n;
+    if (n > 0) {
+        r->body_taken = true;
+        if (r->chunked) {
+            char hex[24]; /* n <= BODY_CHUNK: always 8 digits */
+            snprintf(hex, sizeof(hex), "%08lx\r\n", (unsigned long)n & 0xfffffffful);
+            memcpy(r->bout.data, hex, 10);
+        }
+        r->bout.len = pre + (size_t)n;
+        if (r->chunked) {
+            memcpy(r->bout.data + r->bout.len, "\r\n", 2);
+            r->bout.len += 2;
+        }
+    }
+    if (eof) {
+        r->body_eof = true;
+        if (r->chunked) {
+            memcpy(r->bout.data + r->bout.len, "0\r\n\r\n", 5);
+            r->bout.len += 5;
+        }
+    }
+    return 1;
+}
+
+/* The streamed body could not be read whole (past site-max-body, past the body budget): answer
+ * it when no response began, else the client's transport already ends the exchange. The backend
+ * connection holds half a request: it is closed. */
+static void body_failed(struct preq *r, int err)
+{
+    struct http_exchange *ex = r->ex;
+    if (!ex || r->responded) {
+        /* (not reached: the body is abandoned when the head is answered, and the source owns
+         * the request from then on, so it is not freed here) */
+        event_del(r->wev);
+        return;
+    }
+    r->ex = NULL;
+    r->msg_done = false;
+    r->dead = true;
+    log_debug("site-backend: request body failed: %s", strerror(-err));
+    if (err == -EMSGSIZE)
+        http_respond_status(ex, 413, NULL, 0);
+    else if (err == -EBADMSG) /* a malformed chunked body */
+        http_respond_status(ex, 400, NULL, 0);
+    else
+        http_respond_text(ex, 503, "server busy: try again later", NULL, 0);
+}
+
+/* The exchange has more of the streamed body (or its end, or a failure): send on. */
+static void on_body_ready(void *arg)
+{
+    struct preq *r = arg;
+    if (r->phase != PH_SEND || !r->wev)
+        return;
+    event_add(r->wev, NULL);
+    arm_timer(r);
+}
+
+/* Send what the socket takes of @p data. @return bytes sent, 0 when it takes none now (EAGAIN),
+ * -1 after a failure (reported). */
+static ssize_t send_some(struct preq *r, const uint8_t *p, size_t len)
+{
+    ssize_t n = send(r->fd, p, len, MSG_NOSIGNAL);
+    if (n > 0)
+        return n;
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return 0;
+    backend_failed(r, false, n < 0 ? strerror(errno) : "write failed");
+    return -1;
+}
+
 static void on_write(evutil_socket_t fd, short what, void *arg)
 {
     struct preq *r = arg;
     r->in_io++;
-    while (r->out_off < req_len(r)) {
-        const uint8_t *p = r->out_off < r->out.len ? r->out.data + r->out_off
-                                                   : r->ex->req.body + (r->out_off - r->out.len);
-        size_t left = r->out_off < r->out.len ? r->out.len - r->out_off : req_len(r) - r->out_off;
-        ssize_t n = send(r->fd, p, left, MSG_NOSIGNAL);
-        if (n > 0) {
-            r->out_off += (size_t)n;
+    for (;;) {
+        const uint8_t *p;
+        size_t left;
+        if (r->out_off < req_len(r)) {
+            /* the head, then a body the exchange holds whole */
+            p = r->out_off < r->out.len ? r->out.data + r->out_off
+                                        : r->ex->req.body + (r->out_off - r->out.len);
+            left = r->out_off < r->out.len ? r->out.len - r->out_off : req_len(r) - r->out_off;
+        } else if (r->bout_off < r->bout.len) {
+            p = r->bout.data + r->bout_off;
+            left = r->bout.len - r->bout_off;
+        } else if (r->stream_body && !r->body_eof && r->ex && r->phase == PH_SEND) {
+            int rc = body_fill(r);
+            if (rc < 0) {
+                body_failed(r, rc);
+                goto out;
+            }
+            if (rc == 0) {
+                /* Waiting for the client, not for the backend: no backend timer meanwhile
+                 * (send-timeout and the connection's timeouts watch the client). */
+                event_del(r->wev);
+                event_del(r->timer);
+                goto out;
+            }
             continue;
+        } else {
+            break; /* all sent */
         }
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        ssize_t n = send_some(r, p, left);
+        if (n < 0)
+            goto out;
+        if (n == 0)
             break;
-        backend_failed(r, false, n < 0 ? strerror(errno) : "write failed");
-        goto out;
+        if (r->out_off < req_len(r))
+            r->out_off += (size_t)n;
+        else
+            r->bout_off += (size_t)n;
     }
-    if (r->out_off >= req_len(r)) {
+    if (r->out_off >= req_len(r) && r->bout_off >= r->bout.len &&
+        (!r->stream_body || r->body_eof)) {
         event_del(r->wev);
         r->phase = PH_HEAD;
         event_add(r->rev, NULL);
@@ -755,6 +900,7 @@ static int start_connection(struct preq *r)
         close(r->fd);
     r->fd = -1;
     r->out_off = 0;
+    r->bout_off = 0; /* a retry: nothing of the body was taken, at most its end is in bout */
     r->got_bytes = false;
     clear_headers(r);
     dg_buf_free(&r->body);
@@ -784,6 +930,11 @@ static int start_connection(struct preq *r)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        /* A streamed request body waits in dohgate (one window, under the body budget), not in
+         * a send buffer the kernel would grow to megabytes for a backend that does not read:
+         * what the client is let send stays near what the backend took. */
+        int sndbuf = PROXY_BUFFER;
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
         if (connect(fd, (const struct sockaddr *)&a->ss, a->len) != 0 && errno != EINPROGRESS) {
             close(fd);
             return -1;
@@ -796,6 +947,9 @@ static int start_connection(struct preq *r)
     r->rev = event_new(px->base, fd, EV_READ | EV_PERSIST, on_read, r);
     r->wev = event_new(px->base, fd, EV_WRITE | EV_PERSIST, on_write, r);
     if (!r->rev || !r->wev || event_add(r->wev, NULL) != 0)
+        return -1;
+    /* A streamed body can take long: an early response (413) is read while it is sent. */
+    if (r->stream_body && event_add(r->rev, NULL) != 0)
         return -1;
     r->phase = PH_SEND;
     arm_timer(r);
@@ -839,6 +993,8 @@ void proxy_handle(struct proxy *px, struct http_exchange *ex)
         http_respond_text(ex, 502, "bad gateway: cannot connect to the site's backend", NULL, 0);
         return;
     }
+    if (r->stream_body)
+        http_req_body_set_reader(ex, on_body_ready, r);
     http_set_pending(ex, on_cancel, r);
 }
 

@@ -26,6 +26,14 @@ size_t router_max_body(const struct handler_ctx *ctx, const char *path, bool htt
     return proxied ? cfg->site_max_body : 0;
 }
 
+bool router_body_streams(const struct handler_ctx *ctx, const char *path, bool https, bool metrics)
+{
+    const struct config *cfg = ctx->cfg;
+    if (metrics || !https || doh_path_match(path, cfg->doh_path, cfg->n_doh_path))
+        return false;
+    return ctx->proxy && !(ctx->site && ctx->site->root.fd >= 0); /* as site_handle() */
+}
+
 int router_body_refusal(size_t max_body, const char *method)
 {
     if (max_body == 0 && method && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)

@@ -92,6 +92,12 @@ struct http_request {
     const struct client_id *client;
     /** what the connection holds (budget.h): owned by the connection; may be NULL */
     struct budget_scope *budget;
+    /** The body was not read before dispatch: it follows, read it with http_req_body_read()
+     * (body/body_len are empty then). Only on routes router_body_streams() names. */
+    bool body_stream;
+    /** With body_stream: the body's announced length (content-length), -1 when unknown
+     * (HTTP/1.1 chunked, HTTP/2 without content-length). */
+    long long body_length;
 };
 
 /** The first value of request header @p name (lower-case), or NULL. */
@@ -208,6 +214,16 @@ struct http_exchange_ops {
      * that cannot queue the reset closes the connection). Never frees the exchange
      * synchronously. */
     void (*reset)(struct http_exchange *ex);
+    /** Streamed request body (req.body_stream): copy up to @p max of the bytes held into
+     * @p buf. The transport gives their budget back and lets the client send as many more
+     * (HTTP/2 WINDOW_UPDATE, HTTP/1.1 reads on); it never calls back into the handler from
+     * here. @return bytes (> 0); 0 with *eof at the end; HTTP_BODY_AGAIN when none is held
+     * yet (the transport calls http_req_body_ready() when that changes); or a negative errno:
+     * -EMSGSIZE past the route's limit, -ENOBUFS past the body budget, -EIO otherwise. */
+    long (*body_read)(struct http_exchange *ex, uint8_t *buf, size_t max, bool *eof);
+    /** The handler reads no more of the streamed body: drop what is held (its budget goes
+     * back) and discard the rest as it comes. Never calls back. */
+    void (*body_abandon)(struct http_exchange *ex);
 };
 
 struct http_exchange {
@@ -221,6 +237,12 @@ struct http_exchange {
     bool src_open;
     long long src_len; /**< the announced length, -1 unknown */
     long long src_sent;
+    /* the request body's reader (http_req_body_read()) */
+    void (*body_cb)(void *arg);
+    void *body_arg;
+    bool body_waiting; /**< a read returned HTTP_BODY_AGAIN: body_cb is owed a call */
+    bool body_closed;  /**< ended, failed or abandoned: nothing more to read or tell */
+    size_t body_off;   /**< read so far of a buffered req.body */
 };
 
 /** Transport: make @p ex ready for a request (state READING). @p ctx: the worker's. */
@@ -242,6 +264,14 @@ void http_exchange_dispatch(struct http_exchange *ex, void (*handler)(struct htt
  * transport itself sends (a malformed request, 413, 414, 431). READING -> DISPATCHED.
  */
 void http_exchange_begin(struct http_exchange *ex);
+
+/**
+ * Transport: take the answer back from the handler while none was given (HTTP/1.1's
+ * request-timeout expiring during a streamed body): the pending operation is cancelled exactly
+ * once, synchronously, and the body's reader forgotten.
+ * @return true when the exchange is still DISPATCHED and the transport may answer it itself.
+ */
+bool http_exchange_take_back(struct http_exchange *ex);
 
 /**
  * Transport: the exchange dies (stream closed, connection gone, next request on HTTP/1.1):
@@ -287,6 +317,49 @@ int http_respond_stream(struct http_exchange *ex, int status, const struct http_
  * callback of the worker's loop until the source's close() ran; never re-enters the source
  * synchronously. */
 void http_body_resume(struct http_exchange *ex);
+
+/* ---- request bodies streamed to the handler ------------------------------------------------
+ * A route that streams bodies (router_body_streams(): the reverse proxy) is dispatched at the
+ * end of the request head when a body follows (req.body_stream). The handler pulls the bytes with
+ * http_req_body_read(); the transport holds at most a small window of them per request (under
+ * the body budget) and lets the client send more only as the handler takes them, so a slow
+ * reader slows the client down instead of filling memory. The route's limit (site-max-body)
+ * bounds the total: past it the read fails with -EMSGSIZE.
+ * The reader is woken through the callback it registered, only after a read returned
+ * HTTP_BODY_AGAIN, and never synchronously from inside an http_req_body_* call: the transports
+ * call http_req_body_ready() from their receive path. Reading may go on after the response was
+ * sent (state RESPONDED) until the exchange ends; the callback is dropped then, and by
+ * http_req_body_abandon(). For a request that was not streamed (body_stream false) the same
+ * calls read req.body (buffered whole, DoH and HTTP/1.1) and never return HTTP_BODY_AGAIN. */
+
+/** Handler: who to wake (@p cb(@p arg)) after a read returned HTTP_BODY_AGAIN. Replaces the
+ * previous one; NULL forgets it. States DISPATCHED and RESPONDED. */
+void http_req_body_set_reader(struct http_exchange *ex, void (*cb)(void *arg), void *arg);
+
+/**
+ * Handler: up to @p max bytes of the request body into @p buf.
+ * @return bytes (> 0); 0 with *@p eof at the end; HTTP_BODY_AGAIN (wait for the callback); or a
+ *         negative errno (body_read in struct http_exchange_ops; -EIO after the exchange ended
+ *         or the body was abandoned). After 0 or an error, the body is closed.
+ */
+long http_req_body_read(struct http_exchange *ex, uint8_t *buf, size_t max, bool *eof);
+
+/** Handler: read no more of the body (an early response, a failure). The transport discards
+ * the rest. Idempotent; allowed in any state. */
+void http_req_body_abandon(struct http_exchange *ex);
+
+/** Transport: bytes, the end or a failure of the streamed body are there: wakes the reader
+ * when it is waiting. Call it only from the receive path, never from ops->body_read. */
+void http_req_body_ready(struct http_exchange *ex);
+
+/** Transport: the streamed body failed (past its limit or the budget): wakes the reader even
+ * when it is not waiting, so that it can answer now (413/503) instead of at its next read.
+ * Same calling rules as http_req_body_ready(). */
+void http_req_body_failed(struct http_exchange *ex);
+
+/** Whether the streamed body was closed (read to its end, failed, abandoned): the transport
+ * then discards what still comes. */
+bool http_req_body_closed(const struct http_exchange *ex);
 
 /**
  * Headers every response of this server carries, chosen from the configuration: HSTS on HTTPS,

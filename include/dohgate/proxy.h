@@ -2,16 +2,22 @@
  * @file proxy.h
  * Reverse proxy to the site's HTTP/1.1 backend (site-backend), one per worker, on the worker's
  * event loop. The request (method, target, headers without hop-by-hop fields, plus Host,
- * X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host) is sent with the body the transport
- * already holds (bounded by site-max-body, as nginx buffers request bodies by default). The
- * response is parsed with libhttp-parser and streamed to the client through an http_body_source:
+ * X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host) is sent at once. A streamed body
+ * (req.body_stream) follows as the backend socket takes it, pulled with http_req_body_read()
+ * and sent with the client's length or with chunked coding, so that a slow backend slows the
+ * client down (the transports let it send only as bytes are taken); a body the transport
+ * holds whole (HTTP/1.1 bodies that came with their head) is sent from req.body. A response
+ * head that comes before the body's end stops the sending (the rest is abandoned, the backend
+ * connection not reused). The response is parsed with libhttp-parser and streamed to the
+ * client through an http_body_source:
  * at most PROXY_BUFFER bytes are held per request; beyond that the backend is not read until the
  * client has taken them (backpressure both ways through the transports' flow control).
  *
  * Backend connections are kept alive and reused (at most PROXY_IDLE_MAX idle per worker, closed
  * after PROXY_IDLE_S or when the backend closes them). A request that fails on a reused
  * connection before any response byte arrives is retried once on a new connection (the
- * backend may have closed the idle connection while the request was on its way).
+ * backend may have closed the idle connection while the request was on its way): idempotent
+ * methods only, and only while no byte of a streamed body was taken.
  *
  * Errors before the response head: 502 (connection refused or reset, malformed response), 504
  * (no connection or no answer within backend-timeout). After the head, a failure aborts the

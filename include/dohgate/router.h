@@ -31,6 +31,13 @@ struct handler_ctx;
  */
 size_t router_max_body(const struct handler_ctx *ctx, const char *path, bool https, bool metrics);
 
+/**
+ * Whether the handler of @p path takes its request body streamed (http.h, req.body_stream): the
+ * reverse proxy does (site paths in site-backend mode), so a body there is dispatched at the
+ * end of the head and flows to the backend as it comes. DoH bodies stay buffered whole.
+ */
+bool router_body_streams(const struct handler_ctx *ctx, const char *path, bool https, bool metrics);
+
 /** The Allow value of a 405 from router_body_refusal(): what the routes without a body take. */
 #define ROUTER_NO_BODY_ALLOW "GET, HEAD"
 

@@ -4,7 +4,13 @@
   backend.py PORT [LOGFILE]
 
 GET /echo     -> JSON of the method, path and request headers the backend received
-POST /echo    -> JSON with the same plus the body's length and SHA-256
+POST /echo    -> JSON with the same plus the body's length and SHA-256 (a body with
+                 Content-Length or Transfer-Encoding: chunked; "chunked": true for the latter)
+POST /echo?wait=S&rate=B -> the same, but a slow reader: the body is read only after S seconds,
+                 then at B bytes per second (16 KiB at a time; 0: at once), which is what a
+                 proxy's back-pressure must absorb. With the environment BACKEND_RCVBUF=N the
+                 listening socket's SO_RCVBUF is N, so the kernel buffers little in front of it.
+POST /early   -> 413 at once, without reading the body (a backend's early answer)
 GET /chunked  -> a body sent with Transfer-Encoding: chunked (no length)
 GET /big?n=N  -> N bytes (Content-Length), pattern bytes
 GET /slow?s=S -> answers after S seconds
@@ -22,6 +28,8 @@ and backslashes escaped (\\r, \\t, \\x01, \\\\), then ">" for the empty line tha
 """
 import hashlib
 import json
+import os
+import socket
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -115,7 +123,8 @@ class H(BaseHTTPRequestHandler):
     def _echo(self, body=b""):
         d = {"method": self.command, "path": self.path,
              "headers": {k.lower(): v for k, v in self.headers.items()},
-             "body_len": len(body), "body_sha256": hashlib.sha256(body).hexdigest()}
+             "body_len": len(body), "body_sha256": hashlib.sha256(body).hexdigest(),
+             "chunked": getattr(self, "chunked", False)}
         self._send(200, json.dumps(d).encode())
 
     def do_GET(self):
@@ -169,12 +178,70 @@ class H(BaseHTTPRequestHandler):
 
     do_HEAD = do_GET
 
+    def _read_body(self, wait=0.0, rate=0):
+        """The request body (Content-Length or chunked), after WAIT seconds, at RATE bytes/s."""
+        if wait:
+            time.sleep(wait)
+        step = 16384
+
+        def take(n):
+            out = b""
+            while len(out) < n:
+                k = min(n - len(out), step) if rate else n - len(out)
+                got = self.rfile.read(k)
+                if not got:
+                    break
+                out += got
+                if rate:
+                    time.sleep(len(got) / rate)
+            return out
+
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.chunked = True
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    self.rfile.lines = []  # body lines are not the next request's head
+                    return body
+                body += take(size)
+                self.rfile.readline()  # the CRLF after the chunk
+        n = int(self.headers.get("Content-Length", "0"))
+        return take(n) if n else b""
+
+    def _early(self):
+        """POST /early: 413 before reading any of the body, then the connection ends: the
+        write side at once, the read side once the proxy closed (or after 5 s), so that the
+        unread body does not turn the close into a reset that could lose the answer."""
+        body = b"backend: too large\n"
+        self.wfile.write(b"HTTP/1.1 413 Too Large\r\nContent-Type: text/plain\r\n"
+                         b"Content-Length: %d\r\nConnection: close\r\nX-Backend: early\r\n\r\n%s"
+                         % (len(body), body))
+        self.wfile.flush()
+        self.log_request(413)
+        self.close_connection = True
+        sock = self.connection
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(5)
+            while sock.recv(65536):
+                pass
+        except OSError:
+            pass
+
     def do_POST(self):
         if self._dropped():
             return
-        n = int(self.headers.get("Content-Length", "0"))
-        body = self.rfile.read(n) if n else b""
-        if urlsplit(self.path).path == "/echo":
+        u = urlsplit(self.path)
+        q = parse_qs(u.query)
+        if u.path == "/early":
+            self._early()
+            return
+        self.chunked = False
+        body = self._read_body(float(q.get("wait", ["0"])[0]), int(q.get("rate", ["0"])[0]))
+        if u.path == "/echo":
             self._echo(body)
         else:
             self._send(404, b"backend: not found\n", "text/plain")
@@ -183,8 +250,8 @@ class H(BaseHTTPRequestHandler):
     def do_PUT(self):
         if self._dropped():
             return
-        n = int(self.headers.get("Content-Length", "0"))
-        self._echo(self.rfile.read(n) if n else b"")
+        self.chunked = False
+        self._echo(self._read_body())
 
     def do_DELETE(self):
         if self._dropped():
@@ -194,6 +261,14 @@ class H(BaseHTTPRequestHandler):
 
 if __name__ == "__main__":
     ThreadingHTTPServer.daemon_threads = True
-    # a listen backlog for a hundred connections at once (t_hold.sh), not socketserver's 5
-    ThreadingHTTPServer.request_queue_size = 256
-    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+    # hundreds of connections at once: a proxy that streams request bodies connects for each
+    # request at its head (t_bodies), and t_hold opens a hundred; socketserver's backlog is 5
+    ThreadingHTTPServer.request_queue_size = 1024
+    srv = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H, bind_and_activate=False)
+    srv.allow_reuse_address = True
+    if os.environ.get("BACKEND_RCVBUF"):
+        # before listen(): accepted sockets inherit it, and so does the window they announce
+        srv.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, int(os.environ["BACKEND_RCVBUF"]))
+    srv.server_bind()
+    srv.server_activate()
+    srv.serve_forever()

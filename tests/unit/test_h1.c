@@ -4,6 +4,10 @@
  * built-in landing page ("/" 200, other paths 404) and DoH requests that fail before the
  * resolver (415, 400) show that bodies reach the handler. No resolver is needed.
  */
+#define _GNU_SOURCE /* accept4, memmem */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -14,6 +18,9 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <event2/event.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "dohgate/budget.h"
 #include "dohgate/client.h"
@@ -21,6 +28,7 @@
 #include "dohgate/h1.h"
 #include "dohgate/http.h"
 #include "dohgate/log.h"
+#include "dohgate/proxy.h"
 #include "dohgate/router.h"
 #include "dohgate/site.h"
 #include "dohgate/util.h"
@@ -597,6 +605,135 @@ static void test_trailers_dropped(void **state)
     expect_400(bad, strlen(bad), false);
 }
 
+/* ---- a request body streamed to the site backend (issue 14) ---- */
+
+#define STREAMED 1000000
+
+/* memmem() that takes an empty buffer (NULL data) */
+static const void *find(const void *hay, size_t len, const char *needle, size_t nlen)
+{
+    return hay ? memmem(hay, len, needle, nlen) : NULL;
+}
+
+/* What the connection does between reads: the loop's events (the proxy), then its output. */
+static void turn(struct fixture *f, struct event_base *base)
+{
+    assert_true(event_base_loop(base, EVLOOP_NONBLOCK) >= 0);
+    assert_int_equal(h1_session_send(f->s, &f->out, 1 << 20), 0);
+}
+
+/* Feed body bytes as the connection would: only while the session wants to read.
+ * @return the bytes it took. */
+static size_t feed_body(struct fixture *f, size_t *sent, size_t total)
+{
+    static char chunk[16384];
+    memset(chunk, 'y', sizeof(chunk));
+    size_t took = 0;
+    while (*sent < total && h1_session_want_read(f->s)) {
+        size_t n = total - *sent < sizeof(chunk) ? total - *sent : sizeof(chunk);
+        assert_int_equal(h1_session_recv(f->s, (const uint8_t *)chunk, n), 0);
+        *sent += n;
+        took += n;
+    }
+    return took;
+}
+
+/* In reverse-proxy mode the request is dispatched at the end of its head and the body streams
+ * to the backend: the session takes no more input than one window plus what waits for it while
+ * the backend reads nothing (the old code read the whole body into memory before the backend
+ * heard of the request), the rest flows as the backend reads, and it arrives whole. */
+static void test_body_streamed(void **state)
+{
+    struct fixture *f = *state;
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(l >= 0);
+    int small = 4096;
+    assert_int_equal(setsockopt(l, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(l, 4), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)&a, &alen), 0);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u", ntohs(a.sin_port));
+    const char *opts[] = {"site-backend", url, "site-max-body", "4M", NULL};
+
+    h1_session_free(f->s);
+    config_free(f->cfg);
+    f->cfg = dt_config_new(opts);
+    struct event_base *base = event_base_new();
+    assert_non_null(base);
+    f->hctx = (struct handler_ctx){.cfg = f->cfg, .proxy = proxy_new(base, f->cfg)};
+    assert_non_null(f->hctx.proxy);
+    struct budget_scope scope;
+    budget_scope_init(&scope, NULL, &peer, NULL);
+    const struct h1_settings st = {.https = true, .client = &peer, .budget = &scope};
+    f->s = h1_session_new(&st, &f->hctx, on_wake, f);
+    assert_non_null(f->s);
+
+    const char *h = "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n";
+    assert_int_equal(h1_session_recv(f->s, (const uint8_t *)h, strlen(h)), 0);
+    struct pollfd pl = {.fd = l, .events = POLLIN};
+    for (int i = 0; i < 2000 && poll(&pl, 1, 1) == 0; i++)
+        turn(f, base);
+    assert_int_equal(poll(&pl, 1, 0), 1); /* the backend has the request before the body came */
+    int b = accept4(l, NULL, NULL, SOCK_NONBLOCK);
+    assert_true(b >= 0);
+
+    size_t sent = 0;
+    for (int i = 0; i < 50; i++) {
+        feed_body(f, &sent, STREAMED);
+        turn(f, base);
+        usleep(1000);
+    }
+    /* one window held, one waiting, the sockets' buffers: not the body */
+    assert_in_range(sent, 1, 400000);
+    assert_true(scope.used[BUDGET_BODY] <= 65536 + 16384);
+    assert_false(h1_session_want_read(f->s));
+
+    struct dg_buf in = {0};
+    uint8_t buf[65536];
+    for (int i = 0; i < 20000; i++) {
+        ssize_t n = recv(b, buf, sizeof(buf), 0);
+        if (n > 0)
+            assert_int_equal(dg_buf_append(&in, buf, (size_t)n), 0);
+        feed_body(f, &sent, STREAMED);
+        turn(f, base);
+        const uint8_t *e = find(in.data, in.len, "\r\n\r\n", 4);
+        if (e && in.len - (size_t)(e + 4 - in.data) == STREAMED)
+            break;
+        if (n <= 0)
+            usleep(200);
+    }
+    const uint8_t *e = find(in.data, in.len, "\r\n\r\n", 4);
+    assert_non_null(e);
+    size_t hl = (size_t)(e + 4 - in.data);
+    assert_non_null(find(in.data, hl, "content-length: 1000000\r\n", 25));
+    assert_int_equal(in.len - hl, STREAMED);
+    for (size_t i = hl; i < in.len; i++) {
+        if (in.data[i] != 'y')
+            fail_msg("body byte %zu is 0x%02x", i - hl, in.data[i]);
+    }
+    static const char ok[] = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    assert_int_equal(send(b, ok, sizeof(ok) - 1, 0), (ssize_t)sizeof(ok) - 1);
+    for (int i = 0; i < 2000 && !find(f->out.data, f->out.len, "\r\n\r\nok", 6); i++) {
+        turn(f, base);
+        usleep(500);
+    }
+    assert_non_null(find(f->out.data, f->out.len, "HTTP/1.1 200 OK\r\n", 17));
+    assert_false(h1_session_done(f->s)); /* keep-alive: the body was read whole */
+    assert_int_equal(scope.used[BUDGET_BODY], 0);
+
+    dg_buf_free(&in);
+    h1_session_free(f->s);
+    f->s = NULL;
+    proxy_free(f->hctx.proxy);
+    event_base_free(base);
+    budget_scope_fini(&scope);
+    close(b);
+    close(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -628,6 +765,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_obs_fold_and_bare_cr, setup, teardown),
         cmocka_unit_test_setup_teardown(test_host_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trailers_dropped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_body_streamed, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,6 +21,7 @@
  * stream shows up there; here they assert what is observable (no response, close codes,
  * wake calls, upstream_pending(), the upstream's counters).
  */
+#define _GNU_SOURCE /* accept4, memmem */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -49,6 +50,7 @@
 #include "dohgate/h2.h"
 #include "dohgate/http.h"
 #include "dohgate/log.h"
+#include "dohgate/proxy.h"
 #include "dohgate/resolver.h"
 #include "dohgate/upstream.h"
 #include "dohgate/util.h"
@@ -941,6 +943,161 @@ static void test_body_budget(void **state)
     budget_scope_fini(&scope);
 }
 
+/* ------------------------------------------------------------ 10. streamed bodies (issue 14) */
+
+/* A backend for the proxy: a listening socket with a small receive buffer, so that the kernel
+ * takes little of what the test does not read. */
+static int backend_listen(char *url, size_t cap)
+{
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(l >= 0);
+    int small = 4096;
+    assert_int_equal(setsockopt(l, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(l, 8), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)&a, &alen), 0);
+    snprintf(url, cap, "http://127.0.0.1:%u", ntohs(a.sin_port));
+    return l;
+}
+
+static bool p_readable(struct t *t, long fd)
+{
+    struct pollfd p = {.fd = (int)fd, .events = POLLIN};
+    return poll(&p, 1, 0) == 1;
+}
+
+static int backend_accept(struct t *t, int l)
+{
+    assert_true(run_until(t, p_readable, l, MAX_WAIT));
+    int fd = accept4(l, NULL, NULL, SOCK_NONBLOCK);
+    assert_true(fd >= 0);
+    return fd;
+}
+
+/* Run the loop, reading what the proxy sends on @p fd into @p in, until it holds @p want bytes
+ * (or the head's end when @p want is 0). */
+static void backend_read(struct t *t, int fd, struct dg_buf *in, size_t want)
+{
+    uint64_t end = dg_now_ms() + MAX_WAIT;
+    for (;;) {
+        uint8_t buf[65536];
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n > 0) {
+            assert_int_equal(dg_buf_append(in, buf, (size_t)n), 0);
+            continue;
+        }
+        if (want ? in->len >= want : (in->data && memmem(in->data, in->len, "\r\n\r\n", 4) != NULL))
+            return;
+        if (dg_now_ms() >= end)
+            fail_msg("backend_read: %zu of %zu bytes", in->len, want);
+        run_for(t, 2);
+    }
+}
+
+static size_t head_len(const struct dg_buf *in)
+{
+    const uint8_t *e = memmem(in->data, in->len, "\r\n\r\n", 4);
+    assert_non_null(e);
+    return (size_t)(e - in->data) + 4;
+}
+
+#define STREAMED 1000000
+
+/* memmem() that takes an empty buffer (NULL data) */
+static const void *find(const void *hay, size_t len, const char *needle, size_t nlen)
+{
+    return hay ? memmem(hay, len, needle, nlen) : NULL;
+}
+
+/* In reverse-proxy mode a body is dispatched at HEADERS and streams to the backend: the head
+ * reaches it before any body byte was sent; while the backend reads nothing the client gets no
+ * window beyond what the sockets in between hold (the old code took the whole body into
+ * memory first); as the backend reads, the rest flows, and it arrives whole. Then a backend
+ * that answers 413 without reading the body: the client gets the 413 while it is still
+ * sending, the rest of its body is discarded, and nothing stays held. */
+static void test_body_streamed_to_backend(void **state)
+{
+    struct t *t = *state;
+    char url[64];
+    int l = backend_listen(url, sizeof(url));
+    const char *opts[] = {"site-backend", url, "site-max-body", "4M", NULL};
+    struct budget_scope scope;
+    budget_scope_init(&scope, NULL, NULL, NULL);
+    t->opts = opts;
+    t->budget = &scope;
+    start(t, 1500, 4000);
+    t->hctx.proxy = proxy_new(t->base, t->cfg);
+    assert_non_null(t->hctx.proxy);
+    size_t base = budget_process_used(BUDGET_BODY);
+
+    struct held_body up = {0};
+    int32_t a = submit_held(t, "POST", "/up", "application/octet-stream", "1000000", &up);
+    int b = backend_accept(t, l);
+    struct dg_buf in = {0};
+    backend_read(t, b, &in, 0);
+    size_t hl = head_len(&in);
+    assert_int_equal(hl, in.len); /* no body byte yet: the client sent none */
+    assert_non_null(find(in.data, hl, "content-length: 1000000\r\n", 25));
+    assert_null(find(in.data, hl, "transfer-encoding", 17));
+
+    held_more(t, a, &up, STREAMED, true);
+    run_for(t, 50);
+    /* the stream window (65535), the proxy's socket buffer, the backend's: not the body */
+    assert_in_range(up.off, 1, 400000);
+    assert_true(scope.used[BUDGET_BODY] <= 65535);
+    assert_int_equal(rec_of(t, a)->status, 0);
+
+    backend_read(t, b, &in, hl + STREAMED);
+    assert_int_equal(in.len, hl + STREAMED);
+    assert_int_equal(up.off, STREAMED);
+    for (size_t i = hl; i < in.len; i++) {
+        if (in.data[i] != 'x')
+            fail_msg("body byte %zu is 0x%02x", i - hl, in.data[i]);
+    }
+    static const char ok[] = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+    assert_int_equal(send(b, ok, sizeof(ok) - 1, 0), (ssize_t)sizeof(ok) - 1);
+    assert_true(run_until(t, p_closed, a, MAX_WAIT));
+    assert_int_equal(rec_of(t, a)->status, 200);
+    assert_int_equal(scope.used[BUDGET_BODY], 0);
+    close(b);
+
+    /* an early answer */
+    struct held_body early = {.allowed = 100000};
+    int32_t e = submit_held(t, "POST", "/early", NULL, NULL, &early);
+    b = backend_accept(t, l);
+    in.len = 0;
+    backend_read(t, b, &in, 0);
+    assert_non_null(find(in.data, head_len(&in), "transfer-encoding: chunked\r\n", 28));
+    static const char too[] = "HTTP/1.1 413 Too Large\r\ncontent-length: 0\r\n\r\n";
+    assert_int_equal(send(b, too, sizeof(too) - 1, 0), (ssize_t)sizeof(too) - 1);
+    assert_true(run_until(t, p_status, e, MAX_WAIT));
+    assert_int_equal(rec_of(t, e)->status, 413);
+    held_more(t, e, &early, STREAMED, true); /* the client goes on: discarded */
+    assert_true(run_until(t, p_closed, e, MAX_WAIT));
+    assert_int_equal(early.off, STREAMED);
+    assert_int_equal(rec_of(t, e)->close_code, NGHTTP2_NO_ERROR);
+    assert_int_equal(scope.used[BUDGET_BODY], 0);
+    assert_int_equal(budget_process_used(BUDGET_BODY), base);
+    /* the backend connection was in the middle of a request: closed, never reused */
+    char c;
+    uint64_t end = dg_now_ms() + MAX_WAIT;
+    ssize_t n;
+    while ((n = recv(b, &c, 1, 0)) != 0) {
+        assert_true(n < 0 && dg_now_ms() < end);
+        run_for(t, 2);
+    }
+    close(b);
+
+    dg_buf_free(&in);
+    h2_session_free(t->srv);
+    t->srv = NULL;
+    proxy_free(t->hctx.proxy);
+    close(l);
+    budget_scope_fini(&scope);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -954,6 +1111,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_goaway_pending_finishes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_unwanted_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_budget, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_body_streamed_to_backend, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -33,6 +33,13 @@ struct fake {
     size_t body_len;
     bool streamed;
     char location[256]; /* the last response's location header, copied */
+    /* a streamed request body: bytes the transport holds, its end, a failure */
+    uint8_t held[64];
+    size_t nheld;
+    bool body_end;
+    int body_err;
+    int nabandon, nbody_read;
+    bool in_body_read; /* inside ops->body_read: the reader's callback must not run */
 };
 
 /* A response reaching the fake transport: it fails while fail_next lasts (the caller keeps its
@@ -83,7 +90,39 @@ static void f_reset(struct http_exchange *ex)
     ((struct fake *)ex)->nreset++;
 }
 
-static const struct http_exchange_ops fake_ops = {f_respond, f_respond_stream, f_resume, f_reset};
+static int reader_calls;
+static bool reader_reentered;
+
+static long f_body_read(struct http_exchange *ex, uint8_t *buf, size_t max, bool *eof)
+{
+    struct fake *f = (struct fake *)ex;
+    f->nbody_read++;
+    f->in_body_read = true;
+    long n;
+    *eof = false;
+    if (f->body_err) {
+        n = f->body_err;
+    } else if (f->nheld == 0) {
+        *eof = f->body_end;
+        n = f->body_end ? 0 : HTTP_BODY_AGAIN;
+    } else {
+        n = (long)(f->nheld < max ? f->nheld : max);
+        memcpy(buf, f->held, (size_t)n);
+        memmove(f->held, f->held + n, f->nheld - (size_t)n);
+        f->nheld -= (size_t)n;
+        *eof = f->body_end && f->nheld == 0;
+    }
+    f->in_body_read = false;
+    return n;
+}
+
+static void f_body_abandon(struct http_exchange *ex)
+{
+    ((struct fake *)ex)->nabandon++;
+}
+
+static const struct http_exchange_ops fake_ops = {f_respond, f_respond_stream, f_resume,
+                                                  f_reset,   f_body_read,      f_body_abandon};
 
 struct seen {
     int n;
@@ -397,6 +436,177 @@ static void test_stream_length_checks(void **state)
     assert_int_equal(s4.closes, 1);
 }
 
+/* ---- request bodies streamed to the handler ---- */
+
+static void on_reader(void *arg)
+{
+    struct fake *f = arg;
+    if (f->in_body_read)
+        reader_reentered = true;
+    reader_calls++;
+}
+
+static void read_later(struct http_exchange *ex)
+{
+    http_req_body_set_reader(ex, on_reader, ex);
+    http_set_pending(ex, op_cancel, ex);
+}
+
+static void start_streamed(struct fake *f, long long length)
+{
+    start(f, "POST");
+    f->ex.req.body_stream = true;
+    f->ex.req.body_length = length;
+    reader_calls = 0;
+    reader_reentered = false;
+}
+
+static void feed(struct fake *f, const char *bytes, bool end)
+{
+    size_t n = strlen(bytes);
+    assert_true(f->nheld + n <= sizeof(f->held));
+    memcpy(f->held + f->nheld, bytes, n);
+    f->nheld += n;
+    f->body_end = end;
+    http_req_body_ready(&f->ex);
+}
+
+/* Bytes flow as the transport gets them; the reader is woken once per HTTP_BODY_AGAIN, never
+ * from inside its own read, and the end closes the body. */
+static void test_req_body_flow(void **state)
+{
+    struct fake f;
+    uint8_t buf[16];
+    bool eof;
+    start_streamed(&f, 9);
+    http_exchange_dispatch(&f.ex, read_later);
+    assert_int_equal(f.nresp, 0);
+    assert_int_equal(f.nabandon, 0); /* a reader is registered: nothing discarded */
+    assert_int_equal(http_req_body_read(&f.ex, buf, sizeof(buf), &eof), HTTP_BODY_AGAIN);
+    assert_false(eof);
+    assert_int_equal(reader_calls, 0);
+    feed(&f, "abcd", false);
+    assert_int_equal(reader_calls, 1);
+    feed(&f, "ef", false); /* not waiting: no second call */
+    assert_int_equal(reader_calls, 1);
+    assert_int_equal(http_req_body_read(&f.ex, buf, 4, &eof), 4);
+    assert_memory_equal(buf, "abcd", 4);
+    assert_int_equal(http_req_body_read(&f.ex, buf, sizeof(buf), &eof), 2);
+    assert_false(eof);
+    assert_int_equal(http_req_body_read(&f.ex, buf, sizeof(buf), &eof), HTTP_BODY_AGAIN);
+    feed(&f, "ghi", true);
+    assert_int_equal(reader_calls, 2);
+    assert_int_equal(http_req_body_read(&f.ex, buf, sizeof(buf), &eof), 3);
+    assert_true(eof);
+    assert_true(http_req_body_closed(&f.ex));
+    int reads = f.nbody_read;
+    assert_int_equal(http_req_body_read(&f.ex, buf, sizeof(buf), &eof), -EIO);
+    assert_int_equal(f.nbody_read, reads); /* closed: the transport is not asked again */
+    http_req_body_ready(&f.ex);
+    assert_int_equal(reader_calls, 2);
+    assert_false(reader_reentered);
+    assert_int_equal(f.nabandon, 0);
+    http_exchange_end(&f.ex);
+}
+
+/* A response before the body is read (an early 413): abandoning reaches the transport once, the
+ * reader is never called again; a handler that answers without a reader gets the body abandoned
+ * for it; the end of the exchange forgets the reader. */
+static void test_req_body_abandon(void **state)
+{
+    struct fake f;
+    uint8_t buf[16];
+    bool eof;
+    start_streamed(&f, -1);
+    http_exchange_dispatch(&f.ex, read_later);
+    assert_int_equal(http_req_body_read(&f.ex, buf, sizeof(buf), &eof), HTTP_BODY_AGAIN);
+    http_req_body_abandon(&f.ex);
+    assert_int_equal(http_respond_status(&f.ex, 413, NULL, 0), 0);
+    http_req_body_abandon(&f.ex);
+    assert_int_equal(f.nabandon, 1);
+    feed(&f, "late", true);
+    assert_int_equal(reader_calls, 0);
+    assert_int_equal(http_req_body_read(&f.ex, buf, sizeof(buf), &eof), -EIO);
+    http_exchange_end(&f.ex);
+
+    start_streamed(&f, 5);
+    http_exchange_dispatch(&f.ex, answer_now);
+    assert_int_equal(f.last.status, 404);
+    assert_int_equal(f.nabandon, 1);
+
+    start_streamed(&f, 5);
+    http_exchange_dispatch(&f.ex, read_later);
+    assert_int_equal(http_req_body_read(&f.ex, buf, sizeof(buf), &eof), HTTP_BODY_AGAIN);
+    http_exchange_end(&f.ex);
+    feed(&f, "x", true);
+    assert_int_equal(reader_calls, 0);
+    assert_int_equal(f.nabandon, 0); /* the transport's end drops the body itself */
+}
+
+/* A failure wakes the reader even when it is not waiting (so that it answers 413 now); the read
+ * returns the error once and the body is closed. */
+static void test_req_body_failure(void **state)
+{
+    struct fake f;
+    uint8_t buf[16];
+    bool eof;
+    start_streamed(&f, -1);
+    http_exchange_dispatch(&f.ex, read_later);
+    feed(&f, "ab", false);
+    assert_int_equal(reader_calls, 0); /* not waiting yet */
+    f.body_err = -EMSGSIZE;
+    http_req_body_failed(&f.ex);
+    assert_int_equal(reader_calls, 1);
+    assert_int_equal(http_req_body_read(&f.ex, buf, sizeof(buf), &eof), -EMSGSIZE);
+    assert_true(http_req_body_closed(&f.ex));
+    http_req_body_failed(&f.ex);
+    assert_int_equal(reader_calls, 1);
+    http_exchange_end(&f.ex);
+}
+
+/* The transport takes an exchange back from its handler (HTTP/1.1 request-timeout during a
+ * streamed body): the pending operation is cancelled once, the reader is forgotten, and the
+ * transport answers; the end cancels nothing more. Once answered, nothing can be taken back. */
+static void test_take_back(void **state)
+{
+    struct fake f;
+    start_streamed(&f, 100);
+    cancels = 0;
+    http_exchange_dispatch(&f.ex, read_later);
+    uint8_t buf[4];
+    bool eof;
+    assert_int_equal(http_req_body_read(&f.ex, buf, sizeof(buf), &eof), HTTP_BODY_AGAIN);
+    assert_true(http_exchange_take_back(&f.ex));
+    assert_int_equal(cancels, 1);
+    feed(&f, "ab", false);
+    assert_int_equal(reader_calls, 0);
+    assert_int_equal(http_respond_status(&f.ex, 408, NULL, 0), 0);
+    assert_int_equal(f.last.status, 408);
+    assert_false(http_exchange_take_back(&f.ex));
+    http_exchange_end(&f.ex);
+    assert_int_equal(cancels, 1);
+}
+
+/* A body the transport buffered whole reads through the same calls, in pieces, then its end. */
+static void test_req_body_buffered(void **state)
+{
+    struct fake f;
+    uint8_t buf[4];
+    bool eof;
+    start(&f, "POST");
+    f.ex.req.body = (const uint8_t *)"hello";
+    f.ex.req.body_len = 5;
+    http_exchange_dispatch(&f.ex, answer_later);
+    assert_int_equal(http_req_body_read(&f.ex, buf, 4, &eof), 4);
+    assert_false(eof);
+    assert_int_equal(http_req_body_read(&f.ex, buf, 4, &eof), 1);
+    assert_true(eof);
+    assert_int_equal(buf[0], 'o');
+    assert_int_equal(f.nbody_read, 0);
+    assert_int_equal(http_req_body_read(&f.ex, buf, 4, &eof), -EIO);
+    http_exchange_end(&f.ex);
+}
+
 static void test_observed(void **state)
 {
     struct fake f;
@@ -693,6 +903,11 @@ int main(void)
         cmocka_unit_test(test_body_rules),
         cmocka_unit_test(test_stream_length_checks),
         cmocka_unit_test(test_observed),
+        cmocka_unit_test(test_req_body_flow),
+        cmocka_unit_test(test_req_body_abandon),
+        cmocka_unit_test(test_req_body_failure),
+        cmocka_unit_test(test_req_body_buffered),
+        cmocka_unit_test(test_take_back),
         cmocka_unit_test(test_methods),
         cmocka_unit_test(test_token_and_value),
         cmocka_unit_test(test_authority),
