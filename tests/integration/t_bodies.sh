@@ -165,7 +165,10 @@ for i in $(seq 1 50); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$BP/echo")" = 200 ] && break
     sleep 0.1
 done
-start_dohgate --workers 1 --metrics-listen "127.0.0.1:$M_PORT" --site-backend "http://127.0.0.1:$BP"
+# Source budgets as high as the streams: every stream opens its backend connection at HEADERS,
+# and what is tested here is the body budget, not max-sources-per-connection.
+start_dohgate --workers 1 --metrics-listen "127.0.0.1:$M_PORT" --site-backend "http://127.0.0.1:$BP" \
+    --max-sources-per-connection 100 --max-sources-per-client 1000
 sleep 0.3
 rss0=$(rss_kb)
 # The backend does not read these bodies (wait=120: it sleeps first): bodies stream to the
