@@ -64,13 +64,16 @@ enum budget_scope_level budget_take(struct budget_scope *s, const struct config 
         return refuse(s, kind, BUDGET_AT_PROCESS);
     }
     lim = client_limit(cfg, kind);
-    if (s && s->clients && s->client && lim &&
-        !clients_hold(s->clients, &s->client->key, kind, n, lim)) {
+    bool at_client = s && s->clients && s->client && lim;
+    if (at_client && !clients_hold(s->clients, &s->client->key, kind, n, lim)) {
         atomic_fetch_sub_explicit(&process_used[kind], n, memory_order_relaxed);
         return refuse(s, kind, BUDGET_AT_CLIENT);
     }
-    if (s)
+    if (s) {
         s->used[kind] += n;
+        if (at_client)
+            s->at_client[kind] += n;
+    }
     return BUDGET_OK;
 }
 
@@ -83,9 +86,12 @@ void budget_put(struct budget_scope *s, enum budget_kind kind, size_t n)
         return;
     assert(s->used[kind] >= n);
     s->used[kind] -= n;
-    /* clients_unhold() ignores units the entry never got (no limit then, or not tracked). */
-    if (s->clients && s->client)
-        clients_unhold(s->clients, &s->client->key, kind, n);
+    /* Only what the client's entry was given: units taken while no per-client limit was set
+     * (a reload may set one later) never reached it, and must not be taken from the others. */
+    size_t c = n < s->at_client[kind] ? n : s->at_client[kind];
+    s->at_client[kind] -= c;
+    if (c && s->clients && s->client)
+        clients_unhold(s->clients, &s->client->key, kind, c);
 }
 
 void budget_refresh_fd_limit(void)

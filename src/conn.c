@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <linux/sockios.h> /* SIOCOUTQ */
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <event2/event.h>
@@ -60,6 +61,7 @@ struct conn {
     bool lingering;       /* goodbye sent and FIN too: dropping what still comes, then close */
     uint64_t last_active; /* ms: last byte read or written, for the idle and stall timers */
     uint64_t out_since;   /* ms: output waiting and none of it taken since (0: none waits) */
+    int sendq;            /* the kernel's send queue (SIOCOUTQ) when out_since was last set */
     uint64_t req_armed;   /* h1: start time of the request the timer was last set for */
 };
 
@@ -103,6 +105,26 @@ static void conn_free(struct conn *c)
 }
 
 static void on_wake(void *arg);
+/* Bytes the kernel still holds for the client (SIOCOUTQ), -1 when unknown. Read only when the
+ * socket is full (a rare path) and when send-timeout is about to close a connection. */
+static int sendq_len(const struct conn *c)
+{
+    int q;
+    return ioctl(c->fd, SIOCOUTQ, &q) == 0 ? q : -1;
+}
+
+/* Whether a client whose socket stayed full still read: Linux reports a full socket writable
+ * only after about half of its send buffer (up to 4 MB) drained, so a slow reader (tens of
+ * KB/s) can go a whole send-timeout without one successful write of ours while it reads all
+ * along. The kernel's queue shrinking is that progress. Samples the queue again. */
+static bool sendq_drained(struct conn *c)
+{
+    int q = sendq_len(c);
+    bool drained = q >= 0 && c->sendq >= 0 && q < c->sendq;
+    c->sendq = q;
+    return drained;
+}
+
 static void rearm(struct conn *c, uint64_t left_ms);
 
 /* The last words are queued (GOAWAY, a 408, the GOAWAY after a protocol error): close once they
@@ -302,6 +324,7 @@ static int conn_flush(struct conn *c)
         if (n == IO_WANT_WRITE || n == IO_WANT_READ) {
             if (!c->out_since)
                 c->out_since = dg_now_ms();
+            c->sendq = sendq_len(c); /* full now: what the client reads from here on shows */
             set_write_interest(c, true);
             set_read_paused(c, c->out.len > OUT_HIGH_WATER);
             return 0;
@@ -524,9 +547,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         return;
     }
     uint64_t send_ms = (uint64_t)cfg->send_timeout_s * 1000u;
+    if (c->out.len && c->out_since && now - c->out_since >= send_ms && sendq_drained(c))
+        c->out_since = now; /* a slow reader, not a stalled one: count from here */
     if (c->out.len && c->out_since && now - c->out_since >= send_ms) {
-        log_debug("closing a connection that took none of its output for %llu ms",
-                  (unsigned long long)(now - c->out_since));
+        log_debug("closing a connection that took none of its output for %llu ms (send queue %d)",
+                  (unsigned long long)(now - c->out_since), c->sendq);
         dg_observe(c->set->obs, DG_EV_STALLED, DG_STALL_CONNECTION, 1);
         conn_free(c);
         return;
@@ -539,7 +564,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     if (c->h2 && h2_session_streams(c->h2) > 0) {
         struct h2_sweep sw = {
             .now = now, .send_ms = send_ms, .pending_ms = pending_backstop_ms(cfg)};
-        h2_session_sweep(c->h2, &sw);
+        /* While our output waits on a full socket, nghttp2 is not asked for frames, so no
+         * stream can make progress: the socket is the bottleneck, and the rule above (the
+         * kernel's send queue) judges the whole connection. A slow reader is not a stall. */
+        if (!(c->out.len && c->out_since))
+            h2_session_sweep(c->h2, &sw);
         if (sw.stalled) {
             log_debug("closing an HTTP/2 connection whose response data waited %llu ms",
                       (unsigned long long)send_ms);

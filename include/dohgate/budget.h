@@ -54,6 +54,8 @@ struct budget_scope {
     const struct client_id *client; /**< the connection's; NULL or unknown: no client scope */
     const struct dg_observer *obs;  /**< refusals are counted here; may be NULL */
     size_t used[BUDGET_NKIND];      /**< held by this connection now */
+    /** of used, the units counted in the client's entry (a per-client limit was set) */
+    size_t at_client[BUDGET_NKIND];
 };
 
 /** Make @p s an empty scope for a connection from @p client. */

@@ -87,5 +87,20 @@ assert_range 1 6 "$secs" "... about --idle-timeout 2 s after the last activity"
 doh_get "www.$ZONE" A
 assert_eq NOERROR "$(rcode)" "a normal query answers"
 
+# ---- a slow reader is not a stalled one (send-timeout counts progress, issue 14): a client
+# reading at 400 KB/s keeps a 6 MB download's socket full for its whole 15 s. Linux reports a full
+# socket writable only after about half of its (autotuned, megabytes) send buffer drained, so
+# no write of ours succeeds for seconds at a time; the kernel's send queue shrinking
+# (SIOCOUTQ) is the progress. With send-timeout 3 the old code closed both downloads midway.
+stop_dohgate
+mkdir -p "$T/www"
+head -c 6000000 /dev/urandom >"$T/www/six.bin"
+start_dohgate --workers 1 --site-root "$T/www" --send-timeout 3
+for v in --http1.1 --http2; do
+    out=$(curl -s "$v" --max-time 40 --cacert "$CERTS/ca.pem" --limit-rate 400K -o "$T/six.got" \
+        -w '%{http_code} %{size_download}' "$(dohgate_url /six.bin)")
+    assert_eq "200 6000000" "$out" "curl $v --limit-rate 400K: the whole 6 MB with send-timeout 3"
+done
+
 # ---- post
 finish

@@ -192,6 +192,36 @@ static void test_client_scope_shared(void **state)
     config_free(cfg);
 }
 
+/* Units taken while no per-client limit was set never reached the client's entry: giving them
+ * back after a limit appeared (a reload) must not lower what the client's other connections
+ * hold, or the client could pass its limit. */
+static void test_client_limit_set_later(void **state)
+{
+    (void)state;
+    struct config *cfg = cfg_new();
+    const struct clients_config ccfg = {.max_entries = 100};
+    struct clients *cl = clients_new(&ccfg);
+    assert_non_null(cl);
+    struct client_id id;
+    assert_int_equal(client_id_from_string(&id, "192.0.2.9"), 0);
+    struct budget_scope a, b;
+    budget_scope_init(&a, cl, &id, NULL);
+    budget_scope_init(&b, cl, &id, NULL);
+    assert_int_equal(budget_take(&a, cfg, BUDGET_SOURCES, 3), BUDGET_OK); /* no client limit */
+    cfg->max_sources_per_client = 5;
+    assert_int_equal(budget_take(&b, cfg, BUDGET_SOURCES, 5), BUDGET_OK);
+    budget_put(&a, BUDGET_SOURCES, 3);
+    /* the client still holds 5 through b: nothing more */
+    assert_int_equal(budget_take(&b, cfg, BUDGET_SOURCES, 1), BUDGET_AT_CLIENT);
+    budget_put(&b, BUDGET_SOURCES, 5);
+    assert_int_equal(budget_take(&b, cfg, BUDGET_SOURCES, 5), BUDGET_OK);
+    budget_put(&b, BUDGET_SOURCES, 5);
+    budget_scope_fini(&a);
+    budget_scope_fini(&b);
+    clients_free(cl);
+    config_free(cfg);
+}
+
 static void test_fd_reserve(void **state)
 {
     (void)state;
@@ -249,9 +279,8 @@ static void test_fd_reserve(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_connection_scope),
-        cmocka_unit_test(test_null_scope_and_process),
-        cmocka_unit_test(test_client_scope_shared),
+        cmocka_unit_test(test_connection_scope),    cmocka_unit_test(test_null_scope_and_process),
+        cmocka_unit_test(test_client_scope_shared), cmocka_unit_test(test_client_limit_set_later),
         cmocka_unit_test(test_fd_reserve),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
