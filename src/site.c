@@ -133,8 +133,8 @@ static void refuse_source(struct http_exchange *ex, enum budget_scope_level why)
         [BUDGET_AT_PROCESS] = "too many open responses on this server",
         [BUDGET_AT_DESCRIPTORS] = "the server is short of descriptors (descriptor-reserve)",
     };
-    const struct http_header ra = {"retry-after", "1"};
-    http_respond_text(ex, 503, text[why] ? text[why] : "service unavailable", &ra, 1);
+    /* HTTP/2: REFUSED_STREAM, which a browser retries (a 503 it shows as a broken image) */
+    http_refuse(ex, text[why] ? text[why] : "service unavailable");
 }
 
 static void serve_static(struct http_exchange *ex, const struct static_root *root)

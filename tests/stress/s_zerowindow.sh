@@ -42,7 +42,7 @@ python3 "$DOHPROBE" --port "$DG_PORT" --cafile "$CERTS/ca.pem" --kinds get,post,
 min() { local m=$1 x; for x in "$@"; do [ "$x" -lt "$m" ] && m=$x; done; echo "$m"; }
 # open files at once: per connection x connections, per client x addresses, and only below
 # (open-file limit - reserve) at all; zero-window holds no body: what memory it takes is TLS and
-# HTTP/2 state, up to 100 streams a connection with their responses (503s past the budgets)
+# HTTP/2 state, up to 100 streams a connection with their responses (REFUSED_STREAM past the budgets)
 # queued behind the closed window: 256 KiB a connection (measured: about 60 KiB today, about
 # 175 KiB with the source budgets refusing 97 of the 100 streams) plus 16 MiB for the rest
 RSS_WHY="256 KiB a connection + 16 MiB"
