@@ -19,8 +19,8 @@ MARGIN=2
 HOLD=$((SEND_TIMEOUT + MARGIN + 2))
 NOFILE=$(by_mode 2048 16384)
 RESERVE=$(by_mode 768 4096)
-PER_CONN=$(by_mode 8 32)
-PER_CLIENT=$(by_mode 32 256)
+PER_CONN=$(by_mode 8 100)
+PER_CLIENT=$(by_mode 32 1024)
 CONNS_A=$(by_mode 40 200)
 ADDRS_B=$(by_mode 300 1000)
 ulimit -n "$NOFILE" || die "cannot set the open-file limit to $NOFILE"
