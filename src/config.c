@@ -522,16 +522,18 @@ static const struct option_def options[] = {
     {.name = "max-sources-per-connection",
      .type = OPT_UINT,
      .off = FIELD(max_sources_per_conn),
-     .dflt = "32",
+     .dflt = "100",
      .min = 0,
      .max = 1000000,
      .metavar = "N",
-     .help = "open files and backend connections streaming responses on one connection; more "
-             "streams get 503 (retry-after: 1); 0 = no limit"},
+     .help = "open files (larger than 16 KiB) and backend connections streaming responses on "
+             "one connection; past it HTTP/2 refuses the stream (REFUSED_STREAM: clients retry), "
+             "HTTP/1.1 answers 503 (retry-after: 1); keep it at least max-concurrent-streams: "
+             "a browser opens that many requests at once; 0 = no limit"},
     {.name = "max-sources-per-client",
      .type = OPT_UINT,
      .off = FIELD(max_sources_per_client),
-     .dflt = "256",
+     .dflt = "1024",
      .min = 0,
      .max = 1000000,
      .metavar = "N",

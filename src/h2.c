@@ -92,6 +92,7 @@ static int stream_respond(struct http_exchange *ex, const struct http_response *
 static int stream_respond_stream(struct http_exchange *ex, const struct http_response *resp);
 static void stream_resume(struct http_exchange *ex);
 static void stream_reset(struct http_exchange *ex);
+static void stream_refuse(struct http_exchange *ex);
 static long stream_body_read(struct http_exchange *ex, uint8_t *buf, size_t max, bool *eof);
 static void stream_body_abandon(struct http_exchange *ex);
 static const struct http_exchange_ops h2_exchange_ops = {
@@ -99,6 +100,7 @@ static const struct http_exchange_ops h2_exchange_ops = {
     .respond_stream = stream_respond_stream,
     .resume = stream_resume,
     .reset = stream_reset,
+    .refuse = stream_refuse,
     .body_read = stream_body_read,
     .body_abandon = stream_body_abandon,
 };
@@ -301,6 +303,16 @@ static void stream_reset(struct http_exchange *ex)
     /* nghttp2 closes the stream (on_stream_close) when the frame leaves, never from here. */
     if (nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR) != 0)
         s->fatal = true; /* no memory even for that: the connection goes */
+    s->wake(s->owner);
+}
+
+/* http_refuse(): RST_STREAM REFUSED_STREAM, so that the client sends the request again. */
+static void stream_refuse(struct http_exchange *ex)
+{
+    struct h2_stream *st = (struct h2_stream *)ex;
+    struct h2_session *s = st->sess;
+    if (nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM) != 0)
+        s->fatal = true;
     s->wake(s->owner);
 }
 

@@ -377,6 +377,19 @@ static bool respond_enter(struct http_exchange *ex)
     return true;
 }
 
+int http_refuse(struct http_exchange *ex, const char *text)
+{
+    if (!ex->ops->refuse) {
+        const struct http_header ra = {"retry-after", "1"};
+        return http_respond_text(ex, 503, text, &ra, 1);
+    }
+    if (!respond_enter(ex))
+        return -EINVAL;
+    ex->state = HTTP_EX_DONE; /* nothing more is sent; the transport ends it later */
+    ex->ops->refuse(ex);
+    return 0;
+}
+
 static void responded(struct http_exchange *ex, int status)
 {
     ex->state = HTTP_EX_RESPONDED;

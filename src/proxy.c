@@ -556,8 +556,10 @@ static void fail_before_head(struct preq *r, int status, const char *why)
 
 static int start_connection(struct preq *r);
 
-/* 503: the budgets (budget.h) refused the backend connection; which limit, and when to retry. */
-static void fail_refused(struct preq *r)
+/* The budgets (budget.h) refused the backend connection: http_refuse() (HTTP/2 REFUSED_STREAM,
+ * else 503 naming the limit, with when to retry) while nothing of the request went to a backend
+ * (@p fresh); after a failed attempt (a retry) 503, as the backend may have seen it. */
+static void fail_refused(struct preq *r, bool fresh)
 {
     static const char *const text[BUDGET_NLEVEL] = {
         [BUDGET_AT_CONN] = "too many open responses on this connection "
@@ -571,7 +573,9 @@ static void fail_refused(struct preq *r)
     r->ex = NULL;
     r->msg_done = false;
     r->dead = true;
-    if (ex) {
+    if (ex && fresh) {
+        http_refuse(ex, t ? t : "service unavailable");
+    } else if (ex) {
         const struct http_header ra = {"retry-after", "1"};
         http_respond_text(ex, 503, t ? t : "service unavailable", &ra, 1);
     }
@@ -605,7 +609,7 @@ static void backend_failed(struct preq *r, bool timeout, const char *why)
             return;
     }
     if (r->refused != BUDGET_OK)
-        fail_refused(r);
+        fail_refused(r, false);
     else
         fail_before_head(r, timeout ? 504 : 502, why);
 }
@@ -983,7 +987,7 @@ void proxy_handle(struct proxy *px, struct http_exchange *ex)
     }
     if (start_connection(r) != 0) {
         if (r->refused != BUDGET_OK) {
-            fail_refused(r);
+            fail_refused(r, true);
             preq_free(r);
             return;
         }

@@ -125,8 +125,8 @@ struct config {
 
     /* What one client can make the server hold (see budget.h). */
     unsigned send_timeout_s;         /**< send-timeout s: no progress with work waiting, 30 */
-    unsigned max_sources_per_conn;   /**< max-sources-per-connection, 32; 0 = no limit */
-    unsigned max_sources_per_client; /**< max-sources-per-client, 256; 0 = no limit */
+    unsigned max_sources_per_conn;   /**< max-sources-per-connection, 100; 0 = no limit */
+    unsigned max_sources_per_client; /**< max-sources-per-client, 1024; 0 = no limit */
     size_t body_buffer_per_conn;     /**< max-body-buffer-per-connection BYTES, 2M */
     size_t body_buffer_per_client;   /**< max-body-buffer-per-client BYTES, 16M */
     size_t body_buffer_total;        /**< max-body-buffer BYTES, whole process, 256M */

@@ -224,6 +224,12 @@ struct http_exchange_ops {
     /** The handler reads no more of the streamed body: drop what is held (its budget goes
      * back) and discard the rest as it comes. Never calls back. */
     void (*body_abandon)(struct http_exchange *ex);
+    /** Optional (NULL: http_refuse() answers 503 with retry-after instead, as HTTP/1.1 does):
+     * end the exchange telling the client that nothing of the request was processed and that
+     * it may send it again (HTTP/2: RST_STREAM REFUSED_STREAM, RFC 9113 §8.7, which browsers
+     * retry, where they show a 503 for an image or a script as it is). Cannot fail, like
+     * reset; never frees the exchange synchronously. */
+    void (*refuse)(struct http_exchange *ex);
 };
 
 struct http_exchange {
@@ -385,6 +391,16 @@ int http_respond_text(struct http_exchange *ex, int status, const char *text,
  * has none), plus optional extra headers. Same contract as http_respond(). */
 int http_respond_status(struct http_exchange *ex, int status, const struct http_header *extra,
                         size_t nextra);
+
+/**
+ * Refuse the request for now (a budget, budget.h): nothing of it was processed, the client may
+ * send it again. With a transport that can say so (ops->refuse: HTTP/2 RST_STREAM
+ * REFUSED_STREAM) the exchange ends without a response (DISPATCHED -> DONE); otherwise it is
+ * answered 503 with "retry-after: 1" and @p text as the body. Releases the pending operation
+ * like a response. State DISPATCHED.
+ * @return 0, or what http_respond_text() returns for the 503.
+ */
+int http_refuse(struct http_exchange *ex, const char *text);
 
 /**
  * Register the operation that will answer later. @p cancel(@p op) runs exactly once if the

@@ -77,8 +77,8 @@ static void f_reset(struct http_exchange *ex)
     ((struct fake *)ex)->reset = true;
 }
 
-static const struct http_exchange_ops ops = {f_respond, f_respond_stream, f_resume, f_reset, NULL,
-                                             NULL};
+static const struct http_exchange_ops ops = {
+    f_respond, f_respond_stream, f_resume, f_reset, NULL, NULL, NULL};
 
 static void setup(void)
 {

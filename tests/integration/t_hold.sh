@@ -3,8 +3,9 @@
 # response-source budgets bound what they hold meanwhile.
 # - zero-window (h2hold.py: SETTINGS_INITIAL_WINDOW_SIZE=0, 100 GETs of a large file per
 #   connection, a PING every second) on 3 connections of one address, against site-root and then
-#   against site-backend (backend.py /big): at most max-sources-per-connection (32) open files /
-#   backend connections per connection, the other streams get 503 (counted in
+#   against site-backend (backend.py /big), with --max-sources-per-connection 32 (below its
+#   default, to see it refuse): at most 32 open files /
+#   backend connections per connection, the other streams get RST_STREAM REFUSED_STREAM (counted in
 #   dohgate_budget_refused_total); the server closes the connections about --send-timeout (3 s)
 #   after the responses were queued (dohgate_stalled_total{what="connection"}), and its
 #   descriptors and dohgate_budget_in_use{resource="sources"} are back at the baseline; a DoH
@@ -18,12 +19,20 @@
 # - HTTP/1.1: a client that reads none of its response is closed after --send-timeout, and its
 #   file given back; clients that read slowly but steadily (curl --limit-rate, HTTP/2 and 1.1)
 #   get the whole file although it takes longer than --send-timeout: progress resets the clock.
+# - a browser's page load with the default budgets: 60 and 100 concurrent GETs on one HTTP/2
+#   connection (h2load), and 8 such connections from one address, of a 3-byte file, a 200 KB
+#   file and a 200 KB backend response: all 2xx, no source refused; 100 concurrent GETs of a
+#   small file with max-sources-per-connection 32: all 2xx (small files hold no descriptor).
 . "$(dirname "$0")/lib.sh"
-need_tools nsd kdig curl python3 prlimit
+need_tools nsd kdig curl python3 prlimit h2load
 
 H2HOLD=$SRC_DIR/tests/tools/h2hold.py
 BACKEND_PY=$SRC_DIR/tests/tools/backend.py
 SEND_TIMEOUT=3
+# the zero-window parts lower max-sources-per-connection below the streams an attacker opens
+# (STREAMS) so that the refusals are seen too; the bounds below are computed from these
+PER_CONN=32
+STREAMS=100
 start_nsd
 
 # metric NAME{LABELS}: its value in /metrics (0 when absent)
@@ -69,6 +78,14 @@ doh_check() {
     assert_range 0 1500 "$dt" "$1: ... at normal latency (took $dt ms)"
 }
 
+# h2load_all LABEL CONNS STREAMS URL: CONNS connections x STREAMS concurrent GETs, all 2xx
+h2load_all() {
+    local n=$(($2 * $3))
+    timeout 60 h2load -c "$2" -m "$3" -n "$n" "$4" >"$T/h2load.$1.out" 2>&1
+    assert_match "status codes: $n 2xx, 0 3xx, 0 4xx, 0 5xx" "$(cat "$T/h2load.$1.out")" \
+        "$1: $2 connection(s) x $3 concurrent GETs: all 2xx"
+}
+
 # zero_window LABEL PATH: the zero-window attack on PATH, 3 connections x 100 streams
 zero_window() {
     local label=$1 path=$2 base out
@@ -79,7 +96,7 @@ zero_window() {
     stalled0=$(metric 'dohgate_stalled_total{what="connection"}')
     out=$T/hold.$label.out
     "${GUARD[@]}" python3 "$H2HOLD" --port "$DG_PORT" --mode zero-window --path "$path" \
-        --conns 3 --streams 100 --hold 12 >"$out" 2>&1 &
+        --conns 3 --streams "$STREAMS" --hold 12 >"$out" 2>&1 &
     local hp=$!
     track "$hp"
     wait_for "$out" "^up " 30 || die "$label: h2hold.py did not come up: $(snip "$out")"
@@ -87,16 +104,16 @@ zero_window() {
     t_up=$(now_ms)
     assert_eq "up 3" "$(head -1 "$out")" "$label: 3 attacking connections are up"
     sleep 1
-    # while held: each connection holds at most max-sources-per-connection (32) sources
+    # while held: each connection holds at most max-sources-per-connection (PER_CONN) sources
     local held during
     held=$(in_use)
     during=$(fds)
-    assert_eq 96 "$held" "$label: 3 x 32 sources held (max-sources-per-connection), no more"
-    assert_range $((base + 96)) $((base + 110)) "$during" \
+    assert_eq $((3 * PER_CONN)) "$held" "$label: 3 x $PER_CONN sources held (max-sources-per-connection), no more"
+    assert_range $((base + 3 * PER_CONN)) $((base + 3 * PER_CONN + 14)) "$during" \
         "$label: dohgate's descriptors bounded while held ($base before, $during now)"
-    assert_eq $((refused0 + 3 * 68)) \
+    assert_eq $((refused0 + 3 * (STREAMS - PER_CONN))) \
         "$(metric 'dohgate_budget_refused_total{resource="sources",scope="connection"}')" \
-        "$label: the other 3 x 68 streams were refused (dohgate_budget_refused_total)"
+        "$label: the other 3 x $((STREAMS - PER_CONN)) streams were refused (dohgate_budget_refused_total)"
     doh_check "$label, during the attack"
     # released within send-timeout + a margin of the responses being queued
     local took
@@ -123,8 +140,10 @@ zero_window() {
     assert_eq 3 "$(jq_py "$out.json" 'd["closed"]')" "$label: the server closed the 3 connections"
     assert_eq True "$(jq_py "$out.json" 'd["close_s"][-1] < '$((SEND_TIMEOUT + 3)))" \
         "$label: ... within send-timeout + 3 s (close_s $(jq_py "$out.json" 'd["close_s"]'))"
-    assert_eq 300 "$(jq_py "$out.json" 'sum(d["statuses"].values())')" \
-        "$label: every stream got its response head (200 or 503)"
+    assert_eq $((3 * PER_CONN)) "$(jq_py "$out.json" 'd["statuses"].get("200", 0)')" \
+        "$label: the streams within the budget got their response head (200)"
+    assert_eq $((3 * (STREAMS - PER_CONN))) "$(jq_py "$out.json" 'd["rst_codes"].get("7", 0)')" \
+        "$label: the others were refused with RST_STREAM REFUSED_STREAM (7), which a browser retries"
     assert_eq 96 "$(jq_py "$out.json" 'd["statuses"].get("200", 0)')" \
         "$label: ... 96 of them 200"
     assert_eq 0 "$(jq_py "$out.json" 'd["window_granted"]')" "$label: (no window was granted)"
@@ -137,11 +156,16 @@ zero_window() {
 W=$T/www
 mkdir -p "$W"
 head -c $((8 << 20)) /dev/zero >"$W/big.bin"
+printf 'hi\n' >"$W/small.txt"
 M_PORT=$(free_port)
 start_dohgate --workers 1 --site-root "$W" --send-timeout "$SEND_TIMEOUT" \
-    --metrics-listen "127.0.0.1:$M_PORT"
+    --max-sources-per-connection "$PER_CONN" --metrics-listen "127.0.0.1:$M_PORT"
 
 zero_window static /big.bin
+# small files are read whole and hold no source: more of them at once than
+# max-sources-per-connection are all answered
+h2load_all "small x$STREAMS, max-sources-per-connection $PER_CONN" 1 "$STREAMS" "$(dohgate_url /small.txt)"
+assert_eq 0 "$(in_use)" "small files: no sources in use"
 
 # ---- body-hold: bodies that stop short, kept alive by PINGs
 stalled_s0=$(metric 'dohgate_stalled_total{what="stream"}')
@@ -219,9 +243,45 @@ for i in $(seq 1 50); do
 done
 M_PORT=$(free_port)
 start_dohgate --workers 1 --site-backend "http://127.0.0.1:$BP" --send-timeout "$SEND_TIMEOUT" \
-    --metrics-listen "127.0.0.1:$M_PORT"
+    --max-sources-per-connection "$PER_CONN" --metrics-listen "127.0.0.1:$M_PORT"
 zero_window backend "/big?n=50000000"
 assert_eq 0 "$(in_use)" "no sources in use at the end of part B"
+stop_dohgate
+
+# ============================================================================================
+# D: a browser's page load with the default budgets (review of issue 14, finding 2): as many
+# requests at once as max-concurrent-streams allows on one HTTP/2 connection (60, then 100),
+# and several such connections from one address (a NAT), all answered 2xx, never 503 -- for a
+# 3-byte file (read whole, no source held), a 200 KB file (one source each while it streams)
+# and through the backend (one backend connection each). Browsers do not retry a 503.
+W2=$T/www2
+mkdir -p "$W2"
+printf 'hi\n' >"$W2/small.txt"
+head -c 200000 /dev/urandom >"$W2/mid.bin"
+refused_any() {
+    local s t=0
+    for s in connection client process descriptors; do
+        t=$((t + $(metric "dohgate_budget_refused_total{resource=\"sources\",scope=\"$s\"}")))
+    done
+    echo "$t"
+}
+M_PORT=$(free_port)
+start_dohgate --workers 1 --site-root "$W2" --metrics-listen "127.0.0.1:$M_PORT"
+for m in 60 100; do
+    h2load_all "small x$m" 1 "$m" "$(dohgate_url /small.txt)"
+    h2load_all "200 KB x$m" 1 "$m" "$(dohgate_url /mid.bin)"
+done
+h2load_all "200 KB, NAT" 8 100 "$(dohgate_url /mid.bin)"
+assert_eq 0 "$(refused_any)" "static: no source refused (dohgate_budget_refused_total)"
+assert_eq 0 "$(wait_value in_use 0 5 >/dev/null; in_use)" "static: no sources in use afterwards"
+stop_dohgate
+M_PORT=$(free_port)
+start_dohgate --workers 1 --site-backend "http://127.0.0.1:$BP" --metrics-listen "127.0.0.1:$M_PORT"
+for m in 60 100; do
+    h2load_all "backend 200 KB x$m" 1 "$m" "$(dohgate_url "/big?n=200000")"
+done
+assert_eq 0 "$(refused_any)" "backend: no source refused (dohgate_budget_refused_total)"
+assert_eq 0 "$(wait_value in_use 0 5 >/dev/null; in_use)" "backend: no sources in use afterwards"
 stop_dohgate
 
 # ============================================================================================
@@ -244,7 +304,7 @@ wait_for "$out" "^up " 30 || die "reserve: h2hold.py did not come up: $(snip "$o
 sleep 1
 held=$(in_use)
 during=$(fds)
-assert_range 20 $((64 - 1)) "$held" "reserve: files stop short of 2 x 32 ($held open)"
+assert_range 20 $((64 - 1)) "$held" "reserve: files stop at the reserve, far short of 2 x 100 streams ($held open)"
 # (the descriptor a refused file had is closed at once; the sample may catch it in between)
 assert_range 0 $((LIMIT - 30 + 1)) "$during" "reserve: the last 30 descriptors stay free ($during of $LIMIT in use)"
 assert_range 1 1000 "$(metric 'dohgate_budget_refused_total{resource="sources",scope="descriptors"}')" \

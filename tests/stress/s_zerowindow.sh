@@ -19,8 +19,8 @@ MARGIN=2
 HOLD=$((SEND_TIMEOUT + MARGIN + 2))
 NOFILE=$(by_mode 2048 16384)
 RESERVE=$(by_mode 768 4096)
-PER_CONN=$(by_mode 8 32)
-PER_CLIENT=$(by_mode 32 256)
+PER_CONN=$(by_mode 8 100)
+PER_CLIENT=$(by_mode 32 1024)
 CONNS_A=$(by_mode 40 200)
 ADDRS_B=$(by_mode 300 1000)
 ulimit -n "$NOFILE" || die "cannot set the open-file limit to $NOFILE"
@@ -42,7 +42,7 @@ python3 "$DOHPROBE" --port "$DG_PORT" --cafile "$CERTS/ca.pem" --kinds get,post,
 min() { local m=$1 x; for x in "$@"; do [ "$x" -lt "$m" ] && m=$x; done; echo "$m"; }
 # open files at once: per connection x connections, per client x addresses, and only below
 # (open-file limit - reserve) at all; zero-window holds no body: what memory it takes is TLS and
-# HTTP/2 state, up to 100 streams a connection with their responses (503s past the budgets)
+# HTTP/2 state, up to 100 streams a connection with their responses (REFUSED_STREAM past the budgets)
 # queued behind the closed window: 256 KiB a connection (measured: about 60 KiB today, about
 # 175 KiB with the source budgets refusing 97 of the 100 streams) plus 16 MiB for the rest
 RSS_WHY="256 KiB a connection + 16 MiB"

@@ -186,6 +186,11 @@ static void test_defaults_new(void **state)
     assert_string_equal(cfg->server_name, "localhost");
     assert_int_equal(cfg->workers, 0);
     assert_int_equal(cfg->max_concurrent_streams, 100);
+    /* a browser's parallel requests on one connection, many connections behind one NAT
+     * address: the source budgets must not refuse them */
+    assert_true(cfg->max_sources_per_conn >= cfg->max_concurrent_streams);
+    assert_int_equal(cfg->max_sources_per_conn, 100);
+    assert_int_equal(cfg->max_sources_per_client, 1024);
     assert_int_equal(cfg->upstream_timeout_ms, 1500);
     assert_int_equal(cfg->query_timeout_ms, 4000);
     assert_int_equal(cfg->idle_timeout_s, 60);

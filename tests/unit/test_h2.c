@@ -1098,6 +1098,50 @@ static void test_body_streamed_to_backend(void **state)
     budget_scope_fini(&scope);
 }
 
+/* A response source the budgets refuse (max-sources-per-connection 1, a second proxied GET
+ * while the first holds its backend connection) ends with RST_STREAM REFUSED_STREAM and no
+ * response head (http_refuse(): a browser retries it, a 503 it would show), and the first is
+ * answered as usual. */
+static void test_source_refused_stream(void **state)
+{
+    struct t *t = *state;
+    char url[64];
+    int l = backend_listen(url, sizeof(url));
+    const char *opts[] = {"site-backend", url, "max-sources-per-connection", "1", NULL};
+    struct budget_scope scope;
+    budget_scope_init(&scope, NULL, NULL, NULL);
+    t->opts = opts;
+    t->budget = &scope;
+    start(t, 1500, 4000);
+    t->hctx.proxy = proxy_new(t->base, t->cfg);
+    assert_non_null(t->hctx.proxy);
+
+    int32_t a = submit(t, "GET", "/a", NULL, NULL);
+    int b = backend_accept(t, l);
+    assert_int_equal(scope.used[BUDGET_SOURCES], 1);
+    int32_t r = submit(t, "GET", "/b", NULL, NULL);
+    assert_true(run_until(t, p_closed, r, MAX_WAIT));
+    assert_no_response(t, r, NGHTTP2_REFUSED_STREAM);
+    assert_int_equal(scope.used[BUDGET_SOURCES], 1);
+
+    struct dg_buf in = {0};
+    backend_read(t, b, &in, 0);
+    static const char ok[] = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+    assert_int_equal(send(b, ok, sizeof(ok) - 1, 0), (ssize_t)sizeof(ok) - 1);
+    assert_true(run_until(t, p_closed, a, MAX_WAIT));
+    assert_int_equal(rec_of(t, a)->status, 200);
+    assert_int_equal(rec_of(t, a)->close_code, NGHTTP2_NO_ERROR);
+    close(b);
+
+    dg_buf_free(&in);
+    h2_session_free(t->srv);
+    t->srv = NULL;
+    proxy_free(t->hctx.proxy);
+    close(l);
+    assert_int_equal(scope.used[BUDGET_SOURCES], 0);
+    budget_scope_fini(&scope);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1112,6 +1156,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_body_unwanted_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_streamed_to_backend, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_source_refused_stream, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

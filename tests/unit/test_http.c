@@ -32,7 +32,8 @@ struct fake {
     bool last_had_body;
     size_t body_len;
     bool streamed;
-    char location[256]; /* the last response's location header, copied */
+    char location[256];   /* the last response's location header, copied */
+    char retry_after[16]; /* and its retry-after */
     /* a streamed request body: bytes the transport holds, its end, a failure */
     uint8_t held[64];
     size_t nheld;
@@ -54,9 +55,12 @@ static int f_take(struct fake *f, const struct http_response *resp, bool streame
     f->last = *resp;
     f->streamed = streamed;
     f->location[0] = '\0';
+    f->retry_after[0] = '\0';
     for (size_t i = 0; i < resp->nhdrs; i++) {
         if (strcmp(resp->hdrs[i].name, "location") == 0)
             snprintf(f->location, sizeof(f->location), "%s", resp->hdrs[i].value);
+        if (strcmp(resp->hdrs[i].name, "retry-after") == 0)
+            snprintf(f->retry_after, sizeof(f->retry_after), "%s", resp->hdrs[i].value);
     }
     return 0;
 }
@@ -121,8 +125,18 @@ static void f_body_abandon(struct http_exchange *ex)
     ((struct fake *)ex)->nabandon++;
 }
 
-static const struct http_exchange_ops fake_ops = {f_respond, f_respond_stream, f_resume,
-                                                  f_reset,   f_body_read,      f_body_abandon};
+static int nrefuse;
+static void f_refuse(struct http_exchange *ex)
+{
+    (void)ex;
+    nrefuse++;
+}
+
+static const struct http_exchange_ops fake_ops = {f_respond,   f_respond_stream, f_resume, f_reset,
+                                                  f_body_read, f_body_abandon,   NULL};
+/* the same, with a transport that can refuse a stream (HTTP/2) */
+static const struct http_exchange_ops refusing_ops = {
+    f_respond, f_respond_stream, f_resume, f_reset, f_body_read, f_body_abandon, f_refuse};
 
 struct seen {
     int n;
@@ -227,6 +241,39 @@ static void test_respond_releases_pending(void **state)
     assert_int_equal(body.len, 0); /* moved */
     http_exchange_end(&f.ex);
     assert_int_equal(cancels, 0); /* answered: never cancelled */
+}
+
+/* http_refuse(): a transport that can refuse (HTTP/2 REFUSED_STREAM) ends the exchange with
+ * no response, releasing the pending operation; one that cannot (HTTP/1.1) answers 503 with
+ * retry-after and the text. */
+static void test_refuse(void **state)
+{
+    struct fake f;
+    start(&f, "GET");
+    f.ex.ops = &refusing_ops;
+    cancels = 0;
+    nrefuse = 0;
+    http_exchange_dispatch(&f.ex, answer_later);
+    assert_int_equal(http_refuse(&f.ex, "too many"), 0);
+    assert_int_equal(nrefuse, 1);
+    assert_int_equal(f.nresp, 0);
+    assert_int_equal(f.nreset, 0);
+    assert_int_equal(f.ex.state, HTTP_EX_DONE);
+    assert_null(f.ex.cancel);
+    http_exchange_end(&f.ex);
+    assert_int_equal(cancels, 0); /* the refusal released it: never cancelled */
+
+    start(&f, "GET");
+    http_exchange_dispatch(&f.ex, answer_later);
+    assert_int_equal(http_refuse(&f.ex, "too many"), 0);
+    assert_int_equal(nrefuse, 1);
+    assert_int_equal(f.nresp, 1);
+    assert_int_equal(f.last.status, 503);
+    assert_int_equal(f.body_len, strlen("too many\n"));
+    assert_string_equal(f.retry_after, "1");
+    assert_int_equal(f.ex.state, HTTP_EX_RESPONDED);
+    http_exchange_end(&f.ex);
+    assert_int_equal(cancels, 0);
 }
 
 static void test_end_cancels_once(void **state)
@@ -896,6 +943,7 @@ int main(void)
         cmocka_unit_test(test_dispatch_states),
         cmocka_unit_test(test_unanswered_gets_500),
         cmocka_unit_test(test_respond_releases_pending),
+        cmocka_unit_test(test_refuse),
         cmocka_unit_test(test_end_cancels_once),
         cmocka_unit_test(test_failed_respond_falls_back),
         cmocka_unit_test(test_failed_fallback_resets),
