@@ -333,6 +333,31 @@ static void test_waiting_turn_not_reset(void **state)
     assert_true(rec_of(t, b)->body_len > 0); /* B was served, not reset */
 }
 
+/* The other side of test_waiting_turn_not_reset: a stream whose own window the client keeps
+ * shut is stalled even while another stream of the connection moves (and so the connection
+ * check does not fire): B is reset with CANCEL, A goes on. */
+static void test_shut_stream_window_reset(void **state)
+{
+    struct t *t = *state;
+    settings(t, 0);
+    int32_t a = get(t, "/");
+    int32_t b = get(t, "/");
+    for (int i = 0; i < 3; i++) {
+        usleep(WAIT_MS * 1000 / 3);
+        assert_int_equal(nghttp2_submit_window_update(t->cli, NGHTTP2_FLAG_NONE, a, 10), 0);
+        pump(t);
+    }
+    assert_int_equal(rec_of(t, a)->body_len, 30);
+    assert_int_equal(rec_of(t, b)->body_len, 0);
+    struct h2_sweep sw = sweep(t, SEND_MS, LONG_MS);
+    assert_false(sw.stalled);
+    assert_int_equal(sw.reset, 1);
+    pump(t);
+    assert_true(rec_of(t, b)->closed);
+    assert_int_equal(rec_of(t, b)->close_code, NGHTTP2_CANCEL);
+    assert_false(rec_of(t, a)->closed);
+}
+
 /* Review finding 5: a stream reset by the sweep gives its buffered body (and its budget) back
  * at once, not when its RST_STREAM leaves (the client may not read). */
 static void test_sweep_releases_body(void **state)
@@ -413,6 +438,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unfinished_request_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_bytes_are_progress, setup, teardown),
         cmocka_unit_test_setup_teardown(test_waiting_turn_not_reset, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shut_stream_window_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sweep_releases_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_padding_is_not_progress, setup, teardown),
     };
