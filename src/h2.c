@@ -639,8 +639,11 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
     if (!st)
         return 0;
     /* Request bytes of this stream are its progress (send-timeout); PING, SETTINGS and
-     * WINDOW_UPDATE never reach here, an empty DATA frame carries nothing. */
-    if (frame->hd.length > 0)
+     * WINDOW_UPDATE never reach here. A HEADERS frame (trailers) ends the request. A DATA
+     * frame counts by its data only: an empty one carries nothing, and neither does padding
+     * (data.padlen includes the Pad Length byte), or a client could hold a stream with frames
+     * of padding alone. */
+    if (frame->hd.type == NGHTTP2_HEADERS || frame->hd.length > frame->data.padlen)
         st->progress_ms = s->now;
     /* A stream opened after our GOAWAY was queued (but before it left) is not served: the
      * GOAWAY tells the client to retry it elsewhere, and nghttp2 refuses it. */
@@ -901,6 +904,18 @@ void h2_session_sweep(struct h2_session *s, struct h2_sweep *sw)
         bool reading = !st->req_done;
         bool server_wait = (st->ex.state == HTTP_EX_DISPATCHED && st->ex.cancel) ||
                            (st->src_again && st->ex.src_open);
+        if (resp && nghttp2_session_get_stream_remote_window_size(s->ng, st->id) > 0) {
+            /* The client lets this stream have bytes; it is waiting its turn (nghttp2 serves a
+             * dependent or lower-priority stream after the others, browsers chain streams), not
+             * held back by the client. Whether the connection moves at all is the connection
+             * check above; only a stream whose own window the client keeps shut is this
+             * stream's stall. Its clock starts when that happens, not when it was queued. */
+            resp = false;
+            if (!reading) {
+                st->progress_ms = now;
+                continue;
+            }
+        }
         if (!resp && !reading && !server_wait)
             continue; /* nothing held: the stream closes as soon as its last frame leaves */
         /* A wait on the server side (a query, a backend) has its own timer that answers
@@ -921,6 +936,9 @@ void h2_session_sweep(struct h2_session *s, struct h2_sweep *sw)
         if (nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL) != 0)
             s->fatal = true;
         http_exchange_end(&st->ex);
+        /* and the buffered request body with its budget (the stream itself stays until its
+         * RST_STREAM leaves, which a client that does not read may delay) */
+        body_release(st);
     }
     if (sw->reset)
         s->wake(s->owner);

@@ -94,9 +94,12 @@ struct h2_sweep {
  *   left for send_ms: sw->stalled is set and nothing else is done (the caller closes).
  * - Streams: one that holds something (an incomplete request, response data to send, or,
  *   after pending_ms, a pending handler operation or a source that waits) and made no
- *   progress (a request byte received, a response byte sent) for that long is reset with
- *   RST_STREAM CANCEL, its exchange ended now (its source, its pending operation and what they
- *   hold are released synchronously).
+ *   progress (a request data byte received, padding not counted; a response byte sent) for
+ *   that long is reset with RST_STREAM CANCEL, its exchange ended and its buffered request body
+ *   (with its budget) released now (its source, its pending operation and what they hold are
+ *   released synchronously). A response whose stream window the client keeps open is waiting
+ *   its turn (dependent or lower-priority stream), not stalled: only the connection check
+ *   applies to it, and its own clock starts once that window is shut.
  * PING, SETTINGS and WINDOW_UPDATE are never progress. Calls the wake callback when it reset
  * something. Never frees a stream.
  */

@@ -228,6 +228,76 @@ for v in --http2 --http1.1; do
         "curl $v --limit-rate 2M: the whole file in $dt ms"
     assert_range $((SEND_TIMEOUT * 1000)) 30000 "$dt" "curl $v --limit-rate 2M: ... which took longer than send-timeout: progress counts"
 done
+
+# ---- a stream waiting its turn is not stalled (review finding 1): one connection, stream 1 =
+# two.bin (12 MiB), stream 3 = small.bin depending exclusively on stream 1, windows wide open,
+# read at 3 MB/s: nghttp2 sends stream 3 nothing until stream 1 is done, about 4 s > send-timeout,
+# while the connection moves steadily. Both must complete, stream 3 without RST_STREAM.
+head -c 200000 /dev/urandom >"$W/small.bin"
+"${GUARD[@]}" python3 - "$DG_PORT" /two.bin /small.bin >"$T/chain.out" 2>&1 <<'PYEOF'
+import json, socket, ssl, struct, sys, time
+port, p1, p3 = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+RATE = 3e6
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(["h2"])
+raw = socket.create_connection(("127.0.0.1", port))
+raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+s = ctx.wrap_socket(raw, server_hostname="localhost")
+def frame(t, f, sid, p=b""):
+    return struct.pack(">I", len(p))[1:] + bytes([t, f]) + struct.pack(">I", sid) + p
+def lit(n, v):  # literal header field without indexing, no Huffman
+    n, v = n.encode(), v.encode()
+    return b"\x00" + bytes([len(n)]) + n + bytes([len(v)]) + v
+def hdrs(path):
+    return lit(":method", "GET") + lit(":scheme", "https") + lit(":authority", "localhost") + lit(":path", path)
+WIN = 1 << 30
+s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, struct.pack(">HI", 4, WIN)) +
+          frame(8, 0, 0, struct.pack(">I", WIN)) + frame(1, 0x5, 1, hdrs(p1)) +
+          frame(1, 0x25, 3, struct.pack(">IB", 0x80000000 | 1, 15) + hdrs(p3)))
+t0 = time.monotonic()
+got, ended, rst, first = {1: 0, 3: 0}, {}, {}, {}
+buf, total, goaway = b"", 0, None
+while len(ended) + len(rst) < 2 and goaway is None and time.monotonic() - t0 < 30:
+    d = s.recv(16384)
+    if not d:
+        break
+    total += len(d)
+    buf += d
+    ahead = total / RATE - (time.monotonic() - t0)
+    if ahead > 0:
+        time.sleep(ahead)
+    while len(buf) >= 9:
+        n = int.from_bytes(buf[:3], "big")
+        if len(buf) < 9 + n:
+            break
+        t, f, sid, p = buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF, buf[9:9 + n]
+        buf = buf[9 + n:]
+        ms = int((time.monotonic() - t0) * 1000)
+        if t == 0 and sid in got:
+            if n and sid not in first:
+                first[sid] = ms
+            got[sid] += n
+            if f & 1:
+                ended[sid] = ms
+        elif t == 3:
+            rst[sid] = [int.from_bytes(p, "big"), ms]
+        elif t == 4 and not f & 1:
+            s.sendall(frame(4, 1, 0))
+        elif t == 7:
+            goaway = int.from_bytes(p[4:8], "big")
+print(json.dumps({"bytes": got, "ended": ended, "rst": rst, "first": first, "goaway": goaway}))
+PYEOF
+js=$(tail -1 "$T/chain.out")
+echo "# chained streams: $js"
+echo "$js" >"$T/chain.json"
+assert_eq "{}" "$(jq_py "$T/chain.json" 'd["rst"]')" "chained streams: no RST_STREAM"
+assert_eq "$(stat -c %s "$W/two.bin") 200000" "$(jq_py "$T/chain.json" 'str(d["bytes"]["1"]) + " " + str(d["bytes"]["3"])')" \
+    "chained streams: both files whole"
+assert_eq "True" "$(jq_py "$T/chain.json" '"1" in d["ended"] and "3" in d["ended"]')" "chained streams: both ended"
+assert_range $((SEND_TIMEOUT * 1000)) 30000 "$(jq_py "$T/chain.json" 'd["first"].get("3", 0)')" \
+    "chained streams: stream 3 waited longer than send-timeout for its first byte"
 assert_eq 0 "$(in_use)" "no sources in use at the end of part A"
 stop_dohgate
 

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 #include <nghttp2/nghttp2.h>
 
+#include "dohgate/budget.h"
 #include "dohgate/config.h"
 #include "dohgate/h2.h"
 #include "dohgate/http.h"
@@ -24,7 +25,7 @@
 
 #include "dohtest.h"
 
-#define MAX_REC 8
+#define MAX_REC 64 /* test_waiting_turn drains the connection window with landing pages */
 #define SEND_MS 40 /* the send-timeout the sweeps are given */
 #define WAIT_MS 60 /* slept so that what happened before is older than SEND_MS */
 #define LONG_MS 100000
@@ -285,6 +286,150 @@ static void test_request_bytes_are_progress(void **state)
     assert_int_equal(rec_of(t, id)->close_code, NGHTTP2_CANCEL);
 }
 
+/* Review finding 1: a stream waiting its turn is not stalled. The connection window is drained
+ * with landing pages the client does not give back, so that the last one (A) is cut short; B
+ * depends exclusively on A, so nghttp2 sends B nothing while A has data. The client then
+ * reads A slowly but steadily (10 bytes of connection window at a time): the connection makes
+ * progress and B's own window is open, so B is not reset however long it waits. */
+static void test_waiting_turn_not_reset(void **state)
+{
+    struct t *t = *state;
+    settings(t, 1 << 20); /* stream windows are never the limit here */
+    int32_t a;
+    do {
+        a = get(t, "/");
+    } while (rec_of(t, a)->closed);
+    int32_t got = nghttp2_session_get_stream_effective_recv_data_length(t->cli, a);
+    assert_true(got > 0);
+    nghttp2_nv hdrs[DT_DOH_HEADERS_MAX];
+    size_t n = dt_doh_headers(hdrs, "GET", "/", NULL);
+    nghttp2_priority_spec pri;
+    nghttp2_priority_spec_init(&pri, a, 16, 1);
+    int32_t b = nghttp2_submit_request(t->cli, &pri, hdrs, n, NULL, NULL);
+    assert_true(b > 0);
+    pump(t);
+    assert_int_equal(rec_of(t, b)->status, 200);
+    for (int i = 0; i < 3; i++) {
+        usleep(WAIT_MS * 1000 / 3);
+        assert_int_equal(nghttp2_submit_window_update(t->cli, NGHTTP2_FLAG_NONE, 0, 10), 0);
+        pump(t);
+        int32_t now_got = nghttp2_session_get_stream_effective_recv_data_length(t->cli, a);
+        assert_int_equal(now_got, got + 10); /* A moves */
+        got = now_got;
+    }
+    /* B was queued more than SEND_MS ago and got nothing: it waits its turn */
+    assert_int_equal(nghttp2_session_get_stream_effective_recv_data_length(t->cli, b), 0);
+    struct h2_sweep sw = sweep(t, SEND_MS, LONG_MS);
+    assert_false(sw.stalled);
+    assert_int_equal(sw.reset, 0);
+    assert_true(sw.next > 0); /* the connection check still runs */
+    /* and once the window opens, both finish */
+    assert_int_equal(nghttp2_submit_window_update(t->cli, NGHTTP2_FLAG_NONE, 0, 1 << 20), 0);
+    pump(t);
+    assert_true(rec_of(t, a)->closed);
+    assert_int_equal(rec_of(t, a)->close_code, NGHTTP2_NO_ERROR);
+    assert_true(rec_of(t, b)->closed);
+    assert_int_equal(rec_of(t, b)->close_code, NGHTTP2_NO_ERROR);
+    assert_true(rec_of(t, b)->body_len > 0); /* B was served, not reset */
+}
+
+/* The other side of test_waiting_turn_not_reset: a stream whose own window the client keeps
+ * shut is stalled even while another stream of the connection moves (and so the connection
+ * check does not fire): B is reset with CANCEL, A goes on. */
+static void test_shut_stream_window_reset(void **state)
+{
+    struct t *t = *state;
+    settings(t, 0);
+    int32_t a = get(t, "/");
+    int32_t b = get(t, "/");
+    for (int i = 0; i < 3; i++) {
+        usleep(WAIT_MS * 1000 / 3);
+        assert_int_equal(nghttp2_submit_window_update(t->cli, NGHTTP2_FLAG_NONE, a, 10), 0);
+        pump(t);
+    }
+    assert_int_equal(rec_of(t, a)->body_len, 30);
+    assert_int_equal(rec_of(t, b)->body_len, 0);
+    struct h2_sweep sw = sweep(t, SEND_MS, LONG_MS);
+    assert_false(sw.stalled);
+    assert_int_equal(sw.reset, 1);
+    pump(t);
+    assert_true(rec_of(t, b)->closed);
+    assert_int_equal(rec_of(t, b)->close_code, NGHTTP2_CANCEL);
+    assert_false(rec_of(t, a)->closed);
+}
+
+/* Review finding 5: a stream reset by the sweep gives its buffered body (and its budget) back
+ * at once, not when its RST_STREAM leaves (the client may not read). */
+static void test_sweep_releases_body(void **state)
+{
+    struct t *t = *state;
+    settings(t, 65535);
+    size_t base = budget_process_used(BUDGET_BODY);
+    struct trickle tr = {.allow = 10};
+    nghttp2_nv hdrs[DT_DOH_HEADERS_MAX + 1];
+    size_t n = dt_doh_headers(hdrs, "POST", "/dns-query", "application/dns-message");
+    hdrs[n++] = dt_nv("content-length", "1000");
+    nghttp2_data_provider prd = {.source.ptr = &tr, .read_callback = trickle_read};
+    int32_t id = nghttp2_submit_request(t->cli, NULL, hdrs, n, &prd, NULL);
+    assert_true(id > 0);
+    pump(t);
+    assert_int_equal(tr.allow, 0);
+    assert_int_equal(budget_process_used(BUDGET_BODY), base + 100);
+    usleep(WAIT_MS * 1000);
+    struct h2_sweep sw = sweep(t, SEND_MS, LONG_MS);
+    assert_int_equal(sw.reset, 1);
+    assert_int_equal(budget_process_used(BUDGET_BODY), base); /* before the RST_STREAM left */
+    assert_int_equal(h2_session_streams(t->srv), 1);
+    pump(t);
+    assert_int_equal(rec_of(t, id)->close_code, NGHTTP2_CANCEL);
+    assert_int_equal(h2_session_streams(t->srv), 0);
+    assert_int_equal(budget_process_used(BUDGET_BODY), base);
+}
+
+/* Review finding 6: padding is not progress. DATA frames of padding alone (written by hand:
+ * nghttp2's client would not send them) come every WAIT_MS / 2; the stream is reset once
+ * SEND_MS passed since its HEADERS. */
+static void send_padding(struct t *t, int32_t id)
+{
+    uint8_t f[9 + 1 + 50] = {0};
+    size_t len = sizeof(f) - 9;
+    f[0] = (uint8_t)(len >> 16);
+    f[1] = (uint8_t)(len >> 8);
+    f[2] = (uint8_t)len;
+    f[3] = NGHTTP2_DATA;
+    f[4] = NGHTTP2_FLAG_PADDED;
+    f[5] = (uint8_t)((uint32_t)id >> 24);
+    f[6] = (uint8_t)((uint32_t)id >> 16);
+    f[7] = (uint8_t)((uint32_t)id >> 8);
+    f[8] = (uint8_t)id;
+    f[9] = 50; /* Pad Length: the rest of the frame */
+    assert_int_equal(h2_session_recv(t->srv, f, sizeof(f)), 0);
+    pump(t);
+}
+
+static void test_padding_is_not_progress(void **state)
+{
+    struct t *t = *state;
+    settings(t, 65535);
+    nghttp2_nv hdrs[DT_DOH_HEADERS_MAX + 1];
+    size_t n = dt_doh_headers(hdrs, "POST", "/dns-query", "application/dns-message");
+    hdrs[n++] = dt_nv("content-length", "1000");
+    nghttp2_data_provider prd = {.read_callback = never};
+    int32_t id = nghttp2_submit_request(t->cli, NULL, hdrs, n, &prd, NULL);
+    assert_true(id > 0);
+    pump(t);
+    for (int i = 0; i < 3; i++) {
+        usleep(WAIT_MS * 1000 / 2);
+        send_padding(t, id);
+    }
+    assert_int_equal(h2_session_streams(t->srv), 1);
+    struct h2_sweep sw = sweep(t, SEND_MS, LONG_MS);
+    assert_int_equal(sw.reset, 1);
+    pump(t);
+    assert_true(rec_of(t, id)->closed);
+    assert_int_equal(rec_of(t, id)->close_code, NGHTTP2_CANCEL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -292,6 +437,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_window_is_progress, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unfinished_request_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_bytes_are_progress, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_waiting_turn_not_reset, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shut_stream_window_reset, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sweep_releases_body, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_padding_is_not_progress, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
