@@ -16,8 +16,9 @@
  * non-strict mode, also 400: a field name that is not a token (whitespace before the colon),
  * obs-fold or a bare CR in the head, more than one Host, a Host (or absolute-form authority) that
  * is not http_authority_valid(), userinfo in an absolute-form target. Trailers of a chunked body
- * are checked and dropped. Every error response closes the connection. Responses carry content-length, or use chunked coding when the length is unknown
- * (close-delimited for HTTP/1.0 clients).
+ * are checked and dropped. Every error response closes the connection. Responses carry
+ * content-length, or use chunked coding when the length is unknown (close-delimited for HTTP/1.0
+ * clients).
  *
  * Ownership: the connection owns the session; the session owns the current request (headers,
  * body) and embeds its struct http_exchange; a streamed body source is closed when the response
