@@ -697,20 +697,12 @@ static long ex_body_read(struct http_exchange *ex, uint8_t *buf, size_t max, boo
     *eof = false;
     if (s->body_err)
         return s->body_err;
-    size_t n = s->body.len < max ? s->body.len : max;
-    if (n == 0) {
-        *eof = s->msg_complete;
-        return s->msg_complete ? 0 : HTTP_BODY_AGAIN;
-    }
-    memcpy(buf, s->body.data, n);
-    dg_buf_consume(&s->body, n);
-    budget_put(s->budget, BUDGET_BODY, n);
-    s->body_held -= n;
+    long n =
+        http_body_take_held(&s->body, &s->body_held, s->budget, s->msg_complete, buf, max, eof);
     /* room again: h1_session_send() parses what waits (never from inside this call) */
-    if (body_flowing(s) && s->pending_in.len)
+    if (n > 0 && body_flowing(s) && s->pending_in.len)
         s->wake(s->owner);
-    *eof = s->msg_complete && s->body.len == 0;
-    return (long)n;
+    return n;
 }
 
 /* The handler reads no more: nothing of the body is kept, and the connection ends after the

@@ -564,21 +564,14 @@ static long stream_body_read(struct http_exchange *ex, uint8_t *buf, size_t max,
     *eof = false;
     if (st->body_err)
         return st->body_err;
-    size_t n = st->body.len < max ? st->body.len : max;
-    if (n == 0) {
-        *eof = st->req_done;
-        return st->req_done ? 0 : HTTP_BODY_AGAIN;
-    }
-    memcpy(buf, st->body.data, n);
-    dg_buf_consume(&st->body, n);
-    budget_put(s->budget, BUDGET_BODY, n);
-    st->body_held -= n;
+    long n = http_body_take_held(&st->body, &st->body_held, s->budget, st->req_done, buf, max, eof);
+    if (n <= 0)
+        return n;
     /* as many more bytes as were taken: the WINDOW_UPDATE leaves with the next write */
-    if (nghttp2_session_consume_stream(s->ng, st->id, n) != 0)
+    if (nghttp2_session_consume_stream(s->ng, st->id, (size_t)n) != 0)
         s->fatal = true;
     s->wake(s->owner);
-    *eof = st->req_done && st->body.len == 0;
-    return (long)n;
+    return n;
 }
 
 static void stream_body_abandon(struct http_exchange *ex)

@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <string.h>
 
+#include "dohgate/budget.h"
 #include "dohgate/config.h"
 #include "dohgate/log.h"
 #include "dohgate/observer.h"
@@ -321,10 +322,26 @@ void http_exchange_dispatch(struct http_exchange *ex, void (*handler)(struct htt
     }
 }
 
-void http_exchange_end(struct http_exchange *ex)
+long http_body_take_held(struct dg_buf *held, size_t *held_units, struct budget_scope *budget,
+                         bool complete, uint8_t *buf, size_t max, bool *eof)
 {
-    /* DONE first: a cancel function that tried to answer would trip the state check. */
-    ex->state = HTTP_EX_DONE;
+    size_t n = held->len < max ? held->len : max;
+    if (n == 0) {
+        *eof = complete;
+        return complete ? 0 : HTTP_BODY_AGAIN;
+    }
+    memcpy(buf, held->data, n);
+    dg_buf_consume(held, n);
+    budget_put(budget, BUDGET_BODY, n);
+    *held_units -= n;
+    *eof = complete && held->len == 0;
+    return (long)n;
+}
+
+/* The request body's reader and the pending operation go: the handler hears no more of this
+ * exchange (its cancel function runs, exactly once). */
+static void detach_handler(struct http_exchange *ex)
+{
     ex->body_cb = NULL;
     ex->body_arg = NULL;
     ex->body_waiting = false;
@@ -336,6 +353,13 @@ void http_exchange_end(struct http_exchange *ex)
         ex->pending = NULL;
         cb(op);
     }
+}
+
+void http_exchange_end(struct http_exchange *ex)
+{
+    /* DONE first: a cancel function that tried to answer would trip the state check. */
+    ex->state = HTTP_EX_DONE;
+    detach_handler(ex);
     src_close(ex);
 }
 
@@ -343,17 +367,7 @@ bool http_exchange_take_back(struct http_exchange *ex)
 {
     if (ex->state != HTTP_EX_DISPATCHED)
         return false;
-    ex->body_closed = true;
-    ex->body_waiting = false;
-    ex->body_cb = NULL;
-    ex->body_arg = NULL;
-    if (ex->cancel) {
-        http_cancel_cb cb = ex->cancel;
-        void *op = ex->pending;
-        ex->cancel = NULL;
-        ex->pending = NULL;
-        cb(op);
-    }
+    detach_handler(ex);
     return ex->state == HTTP_EX_DISPATCHED;
 }
 

@@ -100,6 +100,16 @@ struct http_request {
     long long body_length;
 };
 
+/**
+ * Transport helper for http_exchange_ops.body_read: move up to @p max bytes of a request body the
+ * transport holds in @p held (every byte taken under @p budget's BUDGET_BODY, *@p held_units of
+ * them) into @p buf, giving their budget back. @p complete: the body's last byte has arrived.
+ * @return bytes (> 0; *eof set when they were the last), 0 at the end (*eof set), or
+ *         HTTP_BODY_AGAIN when nothing is held yet.
+ */
+long http_body_take_held(struct dg_buf *held, size_t *held_units, struct budget_scope *budget,
+                         bool complete, uint8_t *buf, size_t max, bool *eof);
+
 /** The first value of request header @p name (lower-case), or NULL. */
 const char *http_request_header(const struct http_request *r, const char *name);
 
