@@ -118,6 +118,18 @@ bool budget_fd_ok(struct budget_scope *s, const struct config *cfg, int fd)
     return false;
 }
 
+const char *budget_source_refusal_text(enum budget_scope_level why)
+{
+    static const char *const text[BUDGET_NLEVEL] = {
+        [BUDGET_AT_CONN] = "too many open responses on this connection "
+                           "(max-sources-per-connection)",
+        [BUDGET_AT_CLIENT] = "too many open responses for this client (max-sources-per-client)",
+        [BUDGET_AT_PROCESS] = "too many open responses on this server",
+        [BUDGET_AT_DESCRIPTORS] = "the server is short of descriptors (descriptor-reserve)",
+    };
+    return why < BUDGET_NLEVEL && text[why] ? text[why] : "service unavailable";
+}
+
 size_t budget_process_used(enum budget_kind kind)
 {
     return atomic_load_explicit(&process_used[kind], memory_order_relaxed);

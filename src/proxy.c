@@ -561,23 +561,16 @@ static int start_connection(struct preq *r);
  * (@p fresh); after a failed attempt (a retry) 503, as the backend may have seen it. */
 static void fail_refused(struct preq *r, bool fresh)
 {
-    static const char *const text[BUDGET_NLEVEL] = {
-        [BUDGET_AT_CONN] = "too many open responses on this connection "
-                           "(max-sources-per-connection)",
-        [BUDGET_AT_CLIENT] = "too many open responses for this client (max-sources-per-client)",
-        [BUDGET_AT_PROCESS] = "too many open responses on this server",
-        [BUDGET_AT_DESCRIPTORS] = "the server is short of descriptors (descriptor-reserve)",
-    };
     struct http_exchange *ex = r->ex;
-    const char *t = text[r->refused];
+    const char *t = budget_source_refusal_text(r->refused);
     r->ex = NULL;
     r->msg_done = false;
     r->dead = true;
     if (ex && fresh) {
-        http_refuse(ex, t ? t : "service unavailable");
+        http_refuse(ex, t);
     } else if (ex) {
         const struct http_header ra = {"retry-after", "1"};
-        http_respond_text(ex, 503, t ? t : "service unavailable", &ra, 1);
+        http_respond_text(ex, 503, t, &ra, 1);
     }
 }
 

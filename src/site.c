@@ -126,15 +126,8 @@ static void null_close(void *arg)
 /* 503 for a source the budgets refused (budget.h): which limit, and when to come back. */
 static void refuse_source(struct http_exchange *ex, enum budget_scope_level why)
 {
-    static const char *const text[BUDGET_NLEVEL] = {
-        [BUDGET_AT_CONN] = "too many open responses on this connection "
-                           "(max-sources-per-connection)",
-        [BUDGET_AT_CLIENT] = "too many open responses for this client (max-sources-per-client)",
-        [BUDGET_AT_PROCESS] = "too many open responses on this server",
-        [BUDGET_AT_DESCRIPTORS] = "the server is short of descriptors (descriptor-reserve)",
-    };
     /* HTTP/2: REFUSED_STREAM, which a browser retries (a 503 it shows as a broken image) */
-    http_refuse(ex, text[why] ? text[why] : "service unavailable");
+    http_refuse(ex, budget_source_refusal_text(why));
 }
 
 static void serve_static(struct http_exchange *ex, const struct static_root *root)

@@ -85,6 +85,10 @@ void budget_put(struct budget_scope *s, enum budget_kind kind, size_t n);
  */
 bool budget_fd_ok(struct budget_scope *s, const struct config *cfg, int fd);
 
+/** What to tell a client whose response source @p why refused (one line, for a 503 body or a
+ * log): the limit by its option name. */
+const char *budget_source_refusal_text(enum budget_scope_level why);
+
 /** Units of @p kind held in the whole process now (metrics, tests). */
 size_t budget_process_used(enum budget_kind kind);
 
