@@ -202,6 +202,20 @@ for _ in range(50):
 EOF
 }
 
+# start_backend PORT [LOG]: tests/tools/backend.py on 127.0.0.1:PORT in the background (request
+# log in LOG if given; BACKEND_RCVBUF from the caller's environment), tracked, its pid in BE_PID;
+# returns once /echo answers 200 (or after 5 s: the test's own checks then fail).
+start_backend() {
+    "${GUARD[@]}" python3 "$SRC_DIR/tests/tools/backend.py" "$1" ${2:+"$2"} >>"$T/backend.out" 2>&1 </dev/null &
+    BE_PID=$!
+    track "$BE_PID"
+    local i
+    for i in $(seq 1 50); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$1/echo")" = 200 ] && break
+        sleep 0.1
+    done
+}
+
 # dnsmsg ARGS...: tests/tools/dnsmsg.py (build queries, parse answers)
 dnsmsg() { python3 "$DNSMSG_PY" "$@"; }
 

@@ -22,7 +22,6 @@ need_tools nsd curl kdig python3 h2load openssl
 export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=1
 
 HOLD_PY=$SRC_DIR/tests/tools/h2hold.py
-BACKEND_PY=$SRC_DIR/tests/tools/backend.py
 MIB=1048576
 
 # rss_kb: dohgate's resident set now (kB)
@@ -158,13 +157,7 @@ done
 # C: reverse proxy; bodies are taken within the budgets
 BP=$(free_port)
 # (SO_RCVBUF 64K: the kernel buffers little of what the backend does not read)
-BACKEND_RCVBUF=65536 "${GUARD[@]}" python3 "$BACKEND_PY" "$BP" "$T/backend.log" >>"$T/backend.out" 2>&1 </dev/null &
-BE_PID=$!
-track "$BE_PID"
-for i in $(seq 1 50); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$BP/echo")" = 200 ] && break
-    sleep 0.1
-done
+BACKEND_RCVBUF=65536 start_backend "$BP" "$T/backend.log"
 # Source budgets as high as the streams: every stream opens its backend connection at HEADERS,
 # and what is tested here is the body budget, not max-sources-per-connection.
 start_dohgate --workers 1 --metrics-listen "127.0.0.1:$M_PORT" --site-backend "http://127.0.0.1:$BP" \

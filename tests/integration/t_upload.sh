@@ -21,7 +21,6 @@ need_tools nsd curl python3 openssl
 # would measure it, not dohgate; a 1 MB one keeps it meaningful (no effect on other builds).
 export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=1
 
-BACKEND_PY=$SRC_DIR/tests/tools/backend.py
 HOLD_PY=$SRC_DIR/tests/tools/h2hold.py
 MIB=1048576
 
@@ -38,14 +37,7 @@ echo_of() {
 start_nsd
 M_PORT=$(free_port)
 BP=$(free_port)
-BACKEND_RCVBUF=65536 "${GUARD[@]}" python3 "$BACKEND_PY" "$BP" "$T/backend.log" \
-    >>"$T/backend.out" 2>&1 </dev/null &
-BE_PID=$!
-track "$BE_PID"
-for i in $(seq 1 50); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$BP/echo")" = 200 ] && break
-    sleep 0.1
-done
+BACKEND_RCVBUF=65536 start_backend "$BP" "$T/backend.log"
 head -c $((20 * MIB)) /dev/urandom >"$T/big.bin"
 BIG_SHA=$(sha256sum "$T/big.bin" | cut -d' ' -f1)
 
