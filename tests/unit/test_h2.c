@@ -1003,6 +1003,37 @@ static size_t head_len(const struct dg_buf *in)
     return (size_t)(e - in->data) + 4;
 }
 
+/* Start the session with @p opts (a site-backend among them) and the budgets of @p scope
+ * (initialised here, fini'd by the caller), and the proxy it dispatches to. */
+static void start_proxied(struct t *t, const char *const *opts, struct budget_scope *scope)
+{
+    budget_scope_init(scope, NULL, NULL, NULL);
+    t->opts = opts;
+    t->budget = scope;
+    start(t, 1500, 4000);
+    t->hctx.proxy = proxy_new(t->base, t->cfg);
+    assert_non_null(t->hctx.proxy);
+}
+
+/* Free the session, then the proxy it dispatched to, and close the backend's listening
+ * socket @p l. */
+static void stop_proxied(struct t *t, int l)
+{
+    h2_session_free(t->srv);
+    t->srv = NULL;
+    proxy_free(t->hctx.proxy);
+    close(l);
+}
+
+/* The backend on @p fd answers 200 "ok" and closes; stream @p sid ends with that 200. */
+static void backend_answer_ok(struct t *t, int fd, int32_t sid)
+{
+    static const char ok[] = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+    assert_int_equal(send(fd, ok, sizeof(ok) - 1, 0), (ssize_t)sizeof(ok) - 1);
+    assert_true(run_until(t, p_closed, sid, MAX_WAIT));
+    assert_int_equal(rec_of(t, sid)->status, 200);
+}
+
 #define STREAMED 1000000
 
 /* memmem() that takes an empty buffer (NULL data) */
@@ -1024,12 +1055,7 @@ static void test_body_streamed_to_backend(void **state)
     int l = backend_listen(url, sizeof(url));
     const char *opts[] = {"site-backend", url, "site-max-body", "4M", NULL};
     struct budget_scope scope;
-    budget_scope_init(&scope, NULL, NULL, NULL);
-    t->opts = opts;
-    t->budget = &scope;
-    start(t, 1500, 4000);
-    t->hctx.proxy = proxy_new(t->base, t->cfg);
-    assert_non_null(t->hctx.proxy);
+    start_proxied(t, opts, &scope);
     size_t base = budget_process_used(BUDGET_BODY);
 
     struct held_body up = {0};
@@ -1056,10 +1082,7 @@ static void test_body_streamed_to_backend(void **state)
         if (in.data[i] != 'x')
             fail_msg("body byte %zu is 0x%02x", i - hl, in.data[i]);
     }
-    static const char ok[] = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
-    assert_int_equal(send(b, ok, sizeof(ok) - 1, 0), (ssize_t)sizeof(ok) - 1);
-    assert_true(run_until(t, p_closed, a, MAX_WAIT));
-    assert_int_equal(rec_of(t, a)->status, 200);
+    backend_answer_ok(t, b, a);
     assert_int_equal(scope.used[BUDGET_BODY], 0);
     close(b);
 
@@ -1091,10 +1114,7 @@ static void test_body_streamed_to_backend(void **state)
     close(b);
 
     dg_buf_free(&in);
-    h2_session_free(t->srv);
-    t->srv = NULL;
-    proxy_free(t->hctx.proxy);
-    close(l);
+    stop_proxied(t, l);
     budget_scope_fini(&scope);
 }
 
@@ -1109,12 +1129,7 @@ static void test_source_refused_stream(void **state)
     int l = backend_listen(url, sizeof(url));
     const char *opts[] = {"site-backend", url, "max-sources-per-connection", "1", NULL};
     struct budget_scope scope;
-    budget_scope_init(&scope, NULL, NULL, NULL);
-    t->opts = opts;
-    t->budget = &scope;
-    start(t, 1500, 4000);
-    t->hctx.proxy = proxy_new(t->base, t->cfg);
-    assert_non_null(t->hctx.proxy);
+    start_proxied(t, opts, &scope);
 
     int32_t a = submit(t, "GET", "/a", NULL, NULL);
     int b = backend_accept(t, l);
@@ -1126,18 +1141,12 @@ static void test_source_refused_stream(void **state)
 
     struct dg_buf in = {0};
     backend_read(t, b, &in, 0);
-    static const char ok[] = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
-    assert_int_equal(send(b, ok, sizeof(ok) - 1, 0), (ssize_t)sizeof(ok) - 1);
-    assert_true(run_until(t, p_closed, a, MAX_WAIT));
-    assert_int_equal(rec_of(t, a)->status, 200);
+    backend_answer_ok(t, b, a);
     assert_int_equal(rec_of(t, a)->close_code, NGHTTP2_NO_ERROR);
     close(b);
 
     dg_buf_free(&in);
-    h2_session_free(t->srv);
-    t->srv = NULL;
-    proxy_free(t->hctx.proxy);
-    close(l);
+    stop_proxied(t, l);
     assert_int_equal(scope.used[BUDGET_SOURCES], 0);
     budget_scope_fini(&scope);
 }
