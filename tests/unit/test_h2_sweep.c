@@ -208,10 +208,9 @@ static ssize_t never(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t lengt
     return NGHTTP2_ERR_DEFERRED;
 }
 
-static void test_unfinished_request_reset(void **state)
+/* Submit a DoH POST announcing a 1000-byte body that never comes; its stream id. */
+static int32_t submit_unfinished_post(struct t *t)
 {
-    struct t *t = *state;
-    settings(t, 65535);
     nghttp2_nv hdrs[DT_DOH_HEADERS_MAX + 1];
     size_t n = dt_doh_headers(hdrs, "POST", "/dns-query", "application/dns-message");
     hdrs[n++] = dt_nv("content-length", "1000");
@@ -219,6 +218,14 @@ static void test_unfinished_request_reset(void **state)
     int32_t id = nghttp2_submit_request(t->cli, NULL, hdrs, n, &prd, NULL);
     assert_true(id > 0);
     pump(t);
+    return id;
+}
+
+static void test_unfinished_request_reset(void **state)
+{
+    struct t *t = *state;
+    settings(t, 65535);
+    int32_t id = submit_unfinished_post(t);
     int32_t done = get(t, "/");
     assert_true(rec_of(t, done)->closed);
     assert_int_equal(h2_session_streams(t->srv), 1);
@@ -411,13 +418,7 @@ static void test_padding_is_not_progress(void **state)
 {
     struct t *t = *state;
     settings(t, 65535);
-    nghttp2_nv hdrs[DT_DOH_HEADERS_MAX + 1];
-    size_t n = dt_doh_headers(hdrs, "POST", "/dns-query", "application/dns-message");
-    hdrs[n++] = dt_nv("content-length", "1000");
-    nghttp2_data_provider prd = {.read_callback = never};
-    int32_t id = nghttp2_submit_request(t->cli, NULL, hdrs, n, &prd, NULL);
-    assert_true(id > 0);
-    pump(t);
+    int32_t id = submit_unfinished_post(t);
     for (int i = 0; i < 3; i++) {
         usleep(WAIT_MS * 1000 / 2);
         send_padding(t, id);
