@@ -945,23 +945,6 @@ static void test_body_budget(void **state)
 
 /* ------------------------------------------------------------ 10. streamed bodies (issue 14) */
 
-/* A backend for the proxy: a listening socket with a small receive buffer, so that the kernel
- * takes little of what the test does not read. */
-static int backend_listen(char *url, size_t cap)
-{
-    int l = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(l >= 0);
-    int small = 4096;
-    assert_int_equal(setsockopt(l, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof(a);
-    assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(l, 8), 0);
-    assert_int_equal(getsockname(l, (struct sockaddr *)&a, &alen), 0);
-    snprintf(url, cap, "http://127.0.0.1:%u", ntohs(a.sin_port));
-    return l;
-}
-
 static bool p_readable(struct t *t, long fd)
 {
     struct pollfd p = {.fd = (int)fd, .events = POLLIN};
@@ -1052,7 +1035,7 @@ static void test_body_streamed_to_backend(void **state)
 {
     struct t *t = *state;
     char url[64];
-    int l = backend_listen(url, sizeof(url));
+    int l = dt_backend_listen(url, sizeof(url));
     const char *opts[] = {"site-backend", url, "site-max-body", "4M", NULL};
     struct budget_scope scope;
     start_proxied(t, opts, &scope);
@@ -1126,7 +1109,7 @@ static void test_source_refused_stream(void **state)
 {
     struct t *t = *state;
     char url[64];
-    int l = backend_listen(url, sizeof(url));
+    int l = dt_backend_listen(url, sizeof(url));
     const char *opts[] = {"site-backend", url, "max-sources-per-connection", "1", NULL};
     struct budget_scope scope;
     start_proxied(t, opts, &scope);
