@@ -319,18 +319,25 @@ static int teardown(void **state)
 
 /* ------------------------------------------------------------ requests */
 
-/* @p clen: a content-length header to send, or NULL for none (nghttp2 adds none itself). */
-static int32_t submit_cl(struct t *t, const char *method, const char *path, const char *ctype,
-                         const char *clen, struct dt_body *body)
+/* @p clen: a content-length header to send, or NULL for none (nghttp2 adds none itself);
+ * @p prd: the body, or NULL for none (END_STREAM on HEADERS). */
+static int32_t submit_prd(struct t *t, const char *method, const char *path, const char *ctype,
+                          const char *clen, const nghttp2_data_provider *prd)
 {
     nghttp2_nv hdrs[DT_DOH_HEADERS_MAX + 1];
     size_t n = dt_doh_headers(hdrs, method, path, ctype);
     if (clen)
         hdrs[n++] = dt_nv("content-length", clen);
-    nghttp2_data_provider prd = {.source.ptr = body, .read_callback = dt_read_body};
-    int32_t id = nghttp2_submit_request(t->cli, NULL, hdrs, n, body ? &prd : NULL, NULL);
+    int32_t id = nghttp2_submit_request(t->cli, NULL, hdrs, n, prd, NULL);
     assert_true(id > 0);
     return id;
+}
+
+static int32_t submit_cl(struct t *t, const char *method, const char *path, const char *ctype,
+                         const char *clen, struct dt_body *body)
+{
+    nghttp2_data_provider prd = {.source.ptr = body, .read_callback = dt_read_body};
+    return submit_prd(t, method, path, ctype, clen, body ? &prd : NULL);
 }
 
 static int32_t submit(struct t *t, const char *method, const char *path, const char *ctype,
@@ -830,14 +837,8 @@ static ssize_t held_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
 static int32_t submit_held(struct t *t, const char *method, const char *path, const char *ctype,
                            const char *clen, struct held_body *b)
 {
-    nghttp2_nv hdrs[DT_DOH_HEADERS_MAX + 1];
-    size_t n = dt_doh_headers(hdrs, method, path, ctype);
-    if (clen)
-        hdrs[n++] = dt_nv("content-length", clen);
     nghttp2_data_provider prd = {.source.ptr = b, .read_callback = held_read};
-    int32_t id = nghttp2_submit_request(t->cli, NULL, hdrs, n, &prd, NULL);
-    assert_true(id > 0);
-    return id;
+    return submit_prd(t, method, path, ctype, clen, &prd);
 }
 
 static void held_more(struct t *t, int32_t id, struct held_body *b, size_t allowed, bool end)
