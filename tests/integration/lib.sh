@@ -216,6 +216,13 @@ start_backend() {
     done
 }
 
+# metric_of LINE-PREFIX: the value of the first line of dohgate's /metrics (on $M_PORT) that
+# starts with LINE-PREFIX (empty when there is none)
+metric_of() {
+    curl -s --max-time 5 "http://127.0.0.1:$M_PORT/metrics" |
+        awk -v p="$1" 'index($0, p) == 1 { print $NF; exit }'
+}
+
 # dnsmsg ARGS...: tests/tools/dnsmsg.py (build queries, parse answers)
 dnsmsg() { python3 "$DNSMSG_PY" "$@"; }
 
