@@ -202,6 +202,27 @@ for _ in range(50):
 EOF
 }
 
+# start_backend PORT [LOG]: tests/tools/backend.py on 127.0.0.1:PORT in the background (request
+# log in LOG if given; BACKEND_RCVBUF from the caller's environment), tracked, its pid in BE_PID;
+# returns once /echo answers 200 (or after 5 s: the test's own checks then fail).
+start_backend() {
+    "${GUARD[@]}" python3 "$SRC_DIR/tests/tools/backend.py" "$1" ${2:+"$2"} >>"$T/backend.out" 2>&1 </dev/null &
+    BE_PID=$!
+    track "$BE_PID"
+    local i
+    for i in $(seq 1 50); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$1/echo")" = 200 ] && break
+        sleep 0.1
+    done
+}
+
+# metric_of LINE-PREFIX: the value of the first line of dohgate's /metrics (on $M_PORT) that
+# starts with LINE-PREFIX (empty when there is none)
+metric_of() {
+    curl -s --max-time 5 "http://127.0.0.1:$M_PORT/metrics" |
+        awk -v p="$1" 'index($0, p) == 1 { print $NF; exit }'
+}
+
 # dnsmsg ARGS...: tests/tools/dnsmsg.py (build queries, parse answers)
 dnsmsg() { python3 "$DNSMSG_PY" "$@"; }
 

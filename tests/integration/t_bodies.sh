@@ -22,16 +22,10 @@ need_tools nsd curl kdig python3 h2load openssl
 export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=1
 
 HOLD_PY=$SRC_DIR/tests/tools/h2hold.py
-BACKEND_PY=$SRC_DIR/tests/tools/backend.py
 MIB=1048576
 
 # rss_kb: dohgate's resident set now (kB)
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$DG_PID/status"; }
-# metric LINE-PREFIX: the value of the first metrics line starting with it
-metric() {
-    curl -s --max-time 5 "http://127.0.0.1:$M_PORT/metrics" |
-        awk -v p="$1" 'index($0, p) == 1 { print $NF; exit }'
-}
 # jq_py FILE EXPR: a Python expression over d = the JSON in FILE
 jq_py() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2" 2>&1; }
 
@@ -126,7 +120,7 @@ for mode in landing static; do
     assert_eq 200 "$(jq_py "$J" 'd.get("statuses", {}).get("405", 0)')" \
         "$mode: all 200 POST streams get 405 at their HEADERS, while the body is still coming"
     assert_eq 0 "$(jq_py "$J" 'd.get("resets", -1)')" "$mode: no stream reset"
-    assert_eq 200 "$(metric 'dohgate_http_requests_total{version="2",method="POST",status="405"}')" \
+    assert_eq 200 "$(metric_of 'dohgate_http_requests_total{version="2",method="POST",status="405"}')" \
         "$mode: dohgate counted the 200 responses 405"
     # only the windows of bytes the client had sent before the 413 arrived (at most the
     # initial connection window of each connection): the old code granted 40 MB per connection
@@ -134,7 +128,7 @@ for mode in landing static; do
         "$mode: window granted stays within the initial windows"
     echo "# $mode: VmRSS ${rss0} kB before, ${rss1} kB during the attack"
     assert_range 0 16384 "$((rss1 - rss0))" "$mode: RSS grows by less than 16 MB under the attack"
-    assert_eq 0 "$(metric 'dohgate_budget_in_use{resource="body"}')" "$mode: no body bytes held"
+    assert_eq 0 "$(metric_of 'dohgate_budget_in_use{resource="body"}')" "$mode: no body bytes held"
     # HTTP/1.1: refused from Content-Length before the body, a chunked body at its first byte
     assert_eq "HTTP/1.1 405 Method Not Allowed" \
         "$(raw11 'POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000\r\n\r\n')" \
@@ -158,13 +152,7 @@ done
 # C: reverse proxy; bodies are taken within the budgets
 BP=$(free_port)
 # (SO_RCVBUF 64K: the kernel buffers little of what the backend does not read)
-BACKEND_RCVBUF=65536 "${GUARD[@]}" python3 "$BACKEND_PY" "$BP" "$T/backend.log" >>"$T/backend.out" 2>&1 </dev/null &
-BE_PID=$!
-track "$BE_PID"
-for i in $(seq 1 50); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$BP/echo")" = 200 ] && break
-    sleep 0.1
-done
+BACKEND_RCVBUF=65536 start_backend "$BP" "$T/backend.log"
 # Source budgets as high as the streams: every stream opens its backend connection at HEADERS,
 # and what is tested here is the body budget, not max-sources-per-connection.
 start_dohgate --workers 1 --metrics-listen "127.0.0.1:$M_PORT" --site-backend "http://127.0.0.1:$BP" \
@@ -177,7 +165,7 @@ rss0=$(rss_kb)
 hold proxy '/upload?wait=120' 4 6
 sleep 3
 rss1=$(rss_kb)
-held=$(metric 'dohgate_budget_in_use{resource="body"}')
+held=$(metric_of 'dohgate_budget_in_use{resource="body"}')
 assert_range 1 $((4 * 2 * MIB)) "$held" "proxy: body bytes held under attack within 4 x max-body-buffer-per-connection ($held)"
 for v in 2 1.1; do
     out=$(curl -s --max-time 20 --http"$v" --cacert "$CERTS/ca.pem" -H 'content-type: application/octet-stream' \
@@ -197,10 +185,10 @@ assert_range 1 400 "$refused" "proxy: streams past the budget refused (503 or RS
 # No bound on the window granted here: streams refused with 503 give their bytes back and the
 # attacker may send more on other streams (bounded memory, its own bandwidth).
 echo "# proxy: window granted $(jq_py "$J" 'd.get("window_granted", -1)')"
-n=$(metric 'dohgate_budget_refused_total{resource="body",scope="connection"}')
+n=$(metric_of 'dohgate_budget_refused_total{resource="body",scope="connection"}')
 assert_range 1 1000000 "$n" "proxy: dohgate_budget_refused_total{resource=body,scope=connection} counts them ($n)"
 sleep 0.5
-assert_eq 0 "$(metric 'dohgate_budget_in_use{resource="body"}')" "proxy: every body byte given back after the attack"
+assert_eq 0 "$(metric_of 'dohgate_budget_in_use{resource="body"}')" "proxy: every body byte given back after the attack"
 assert_nomatch "$(cat "$T/backend.log" 2>/dev/null)" 'POST /upload' "proxy: no held body reached the backend"
 stop_dohgate
 

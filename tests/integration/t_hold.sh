@@ -27,7 +27,6 @@
 need_tools nsd kdig curl python3 prlimit h2load
 
 H2HOLD=$SRC_DIR/tests/tools/h2hold.py
-BACKEND_PY=$SRC_DIR/tests/tools/backend.py
 SEND_TIMEOUT=3
 # the zero-window parts lower max-sources-per-connection below the streams an attacker opens
 # (STREAMS) so that the refusals are seen too; the bounds below are computed from these
@@ -304,13 +303,7 @@ stop_dohgate
 # ============================================================================================
 # B: site-backend (backend.py /big)
 BP=$(free_port)
-"${GUARD[@]}" python3 "$BACKEND_PY" "$BP" >>"$T/backend.out" 2>&1 </dev/null &
-BE_PID=$!
-track "$BE_PID"
-for i in $(seq 1 50); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$BP/echo")" = 200 ] && break
-    sleep 0.1
-done
+start_backend "$BP"
 M_PORT=$(free_port)
 start_dohgate --workers 1 --site-backend "http://127.0.0.1:$BP" --send-timeout "$SEND_TIMEOUT" \
     --max-sources-per-connection "$PER_CONN" --metrics-listen "127.0.0.1:$M_PORT"

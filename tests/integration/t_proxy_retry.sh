@@ -7,19 +7,12 @@
 . "$(dirname "$0")/lib.sh"
 need_tools nsd curl python3
 
-BACKEND_PY=$SRC_DIR/tests/tools/backend.py
 
 # ---- pre
 start_nsd
 BP=$(free_port)
 BE_LOG=$T/backend.log
-"${GUARD[@]}" python3 "$BACKEND_PY" "$BP" "$BE_LOG" >>"$T/backend.out" 2>&1 </dev/null &
-BE_PID=$!
-track "$BE_PID"
-for i in $(seq 1 50); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$BP/echo")" = 200 ] && break
-    sleep 0.1
-done
+start_backend "$BP" "$BE_LOG"
 # one worker: one pool of idle backend connections
 start_dohgate --workers 1 --site-backend "http://127.0.0.1:$BP" --backend-timeout 5
 

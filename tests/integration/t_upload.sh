@@ -21,15 +21,10 @@ need_tools nsd curl python3 openssl
 # would measure it, not dohgate; a 1 MB one keeps it meaningful (no effect on other builds).
 export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=1
 
-BACKEND_PY=$SRC_DIR/tests/tools/backend.py
 HOLD_PY=$SRC_DIR/tests/tools/h2hold.py
 MIB=1048576
 
 hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$DG_PID/status"; }
-metric() {
-    curl -s --max-time 5 "http://127.0.0.1:$M_PORT/metrics" |
-        awk -v p="$1" 'index($0, p) == 1 { print $NF; exit }'
-}
 # echo_of JSON: "LEN SHA256" of a backend /echo answer
 echo_of() {
     python3 -c 'import json, sys; d = json.loads(sys.argv[1]); print(d["body_len"], d["body_sha256"])' "$1" 2>&1
@@ -38,14 +33,7 @@ echo_of() {
 start_nsd
 M_PORT=$(free_port)
 BP=$(free_port)
-BACKEND_RCVBUF=65536 "${GUARD[@]}" python3 "$BACKEND_PY" "$BP" "$T/backend.log" \
-    >>"$T/backend.out" 2>&1 </dev/null &
-BE_PID=$!
-track "$BE_PID"
-for i in $(seq 1 50); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$BP/echo")" = 200 ] && break
-    sleep 0.1
-done
+BACKEND_RCVBUF=65536 start_backend "$BP" "$T/backend.log"
 head -c $((20 * MIB)) /dev/urandom >"$T/big.bin"
 BIG_SHA=$(sha256sum "$T/big.bin" | cut -d' ' -f1)
 
@@ -75,7 +63,7 @@ assert_match '"chunked": true' "$out" "A: ... sent to the backend with chunked c
 hwm1=$(hwm_kb)
 echo "# A: VmHWM ${hwm0} kB before, ${hwm1} kB after three 20 MiB uploads"
 assert_range 0 6144 "$((hwm1 - hwm0))" "A: peak RSS grows by less than 6 MiB (not by the 20 MiB body)"
-assert_eq 0 "$(metric 'dohgate_budget_in_use{resource="body"}')" "A: no body bytes held afterwards"
+assert_eq 0 "$(metric_of 'dohgate_budget_in_use{resource="body"}')" "A: no body bytes held afterwards"
 
 # ============================================================================================
 # B: a backend that does not read: the client is not granted window for its whole body
@@ -87,7 +75,7 @@ granted=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["window_gr
 # The old code granted the whole body (conn + stream: 32 MiB) as it buffered it.
 assert_range 0 $((2 * MIB)) "$granted" "B: window granted to the client stays far below its 16 MiB body ($granted)"
 sleep 1
-assert_eq 0 "$(metric 'dohgate_budget_in_use{resource="body"}')" "B: no body bytes held after the client left"
+assert_eq 0 "$(metric_of 'dohgate_budget_in_use{resource="body"}')" "B: no body bytes held after the client left"
 # the connection and the backend still work
 out=$(curl -s --max-time 20 --http2 --cacert "$CERTS/ca.pem" --data-binary "@$T/small.bin" "$(dohgate_url /echo)")
 assert_eq "100000 $(sha256sum "$T/small.bin" | cut -d' ' -f1)" "$(echo_of "$out")" "B: a POST after it reaches the backend whole"
@@ -144,7 +132,7 @@ assert_eq 408 "$code" "C: an HTTP/1.1 body that stalls past request-timeout: 408
 doh_post "www.$ZONE" A
 assert_eq "200 NOERROR" "$HTTP_CODE $(rcode)" "C: a DoH POST is answered"
 sleep 0.5
-assert_eq 0 "$(metric 'dohgate_budget_in_use{resource="body"}')" "C: no body bytes held afterwards"
+assert_eq 0 "$(metric_of 'dohgate_budget_in_use{resource="body"}')" "C: no body bytes held afterwards"
 stop_dohgate
 
 finish

@@ -645,17 +645,8 @@ static size_t feed_body(struct fixture *f, size_t *sent, size_t total)
 static void test_body_streamed(void **state)
 {
     struct fixture *f = *state;
-    int l = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(l >= 0);
-    int small = 4096;
-    assert_int_equal(setsockopt(l, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof(a);
-    assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(l, 4), 0);
-    assert_int_equal(getsockname(l, (struct sockaddr *)&a, &alen), 0);
     char url[64];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%u", ntohs(a.sin_port));
+    int l = dt_backend_listen(url, sizeof(url));
     const char *opts[] = {"site-backend", url, "site-max-body", "4M", NULL};
 
     h1_session_free(f->s);

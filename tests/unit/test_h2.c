@@ -319,18 +319,25 @@ static int teardown(void **state)
 
 /* ------------------------------------------------------------ requests */
 
-/* @p clen: a content-length header to send, or NULL for none (nghttp2 adds none itself). */
-static int32_t submit_cl(struct t *t, const char *method, const char *path, const char *ctype,
-                         const char *clen, struct dt_body *body)
+/* @p clen: a content-length header to send, or NULL for none (nghttp2 adds none itself);
+ * @p prd: the body, or NULL for none (END_STREAM on HEADERS). */
+static int32_t submit_prd(struct t *t, const char *method, const char *path, const char *ctype,
+                          const char *clen, const nghttp2_data_provider *prd)
 {
     nghttp2_nv hdrs[DT_DOH_HEADERS_MAX + 1];
     size_t n = dt_doh_headers(hdrs, method, path, ctype);
     if (clen)
         hdrs[n++] = dt_nv("content-length", clen);
-    nghttp2_data_provider prd = {.source.ptr = body, .read_callback = dt_read_body};
-    int32_t id = nghttp2_submit_request(t->cli, NULL, hdrs, n, body ? &prd : NULL, NULL);
+    int32_t id = nghttp2_submit_request(t->cli, NULL, hdrs, n, prd, NULL);
     assert_true(id > 0);
     return id;
+}
+
+static int32_t submit_cl(struct t *t, const char *method, const char *path, const char *ctype,
+                         const char *clen, struct dt_body *body)
+{
+    nghttp2_data_provider prd = {.source.ptr = body, .read_callback = dt_read_body};
+    return submit_prd(t, method, path, ctype, clen, body ? &prd : NULL);
 }
 
 static int32_t submit(struct t *t, const char *method, const char *path, const char *ctype,
@@ -830,14 +837,8 @@ static ssize_t held_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
 static int32_t submit_held(struct t *t, const char *method, const char *path, const char *ctype,
                            const char *clen, struct held_body *b)
 {
-    nghttp2_nv hdrs[DT_DOH_HEADERS_MAX + 1];
-    size_t n = dt_doh_headers(hdrs, method, path, ctype);
-    if (clen)
-        hdrs[n++] = dt_nv("content-length", clen);
     nghttp2_data_provider prd = {.source.ptr = b, .read_callback = held_read};
-    int32_t id = nghttp2_submit_request(t->cli, NULL, hdrs, n, &prd, NULL);
-    assert_true(id > 0);
-    return id;
+    return submit_prd(t, method, path, ctype, clen, &prd);
 }
 
 static void held_more(struct t *t, int32_t id, struct held_body *b, size_t allowed, bool end)
@@ -945,23 +946,6 @@ static void test_body_budget(void **state)
 
 /* ------------------------------------------------------------ 10. streamed bodies (issue 14) */
 
-/* A backend for the proxy: a listening socket with a small receive buffer, so that the kernel
- * takes little of what the test does not read. */
-static int backend_listen(char *url, size_t cap)
-{
-    int l = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(l >= 0);
-    int small = 4096;
-    assert_int_equal(setsockopt(l, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof(a);
-    assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(l, 8), 0);
-    assert_int_equal(getsockname(l, (struct sockaddr *)&a, &alen), 0);
-    snprintf(url, cap, "http://127.0.0.1:%u", ntohs(a.sin_port));
-    return l;
-}
-
 static bool p_readable(struct t *t, long fd)
 {
     struct pollfd p = {.fd = (int)fd, .events = POLLIN};
@@ -1003,6 +987,37 @@ static size_t head_len(const struct dg_buf *in)
     return (size_t)(e - in->data) + 4;
 }
 
+/* Start the session with @p opts (a site-backend among them) and the budgets of @p scope
+ * (initialised here, fini'd by the caller), and the proxy it dispatches to. */
+static void start_proxied(struct t *t, const char *const *opts, struct budget_scope *scope)
+{
+    budget_scope_init(scope, NULL, NULL, NULL);
+    t->opts = opts;
+    t->budget = scope;
+    start(t, 1500, 4000);
+    t->hctx.proxy = proxy_new(t->base, t->cfg);
+    assert_non_null(t->hctx.proxy);
+}
+
+/* Free the session, then the proxy it dispatched to, and close the backend's listening
+ * socket @p l. */
+static void stop_proxied(struct t *t, int l)
+{
+    h2_session_free(t->srv);
+    t->srv = NULL;
+    proxy_free(t->hctx.proxy);
+    close(l);
+}
+
+/* The backend on @p fd answers 200 "ok" and closes; stream @p sid ends with that 200. */
+static void backend_answer_ok(struct t *t, int fd, int32_t sid)
+{
+    static const char ok[] = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+    assert_int_equal(send(fd, ok, sizeof(ok) - 1, 0), (ssize_t)sizeof(ok) - 1);
+    assert_true(run_until(t, p_closed, sid, MAX_WAIT));
+    assert_int_equal(rec_of(t, sid)->status, 200);
+}
+
 #define STREAMED 1000000
 
 /* memmem() that takes an empty buffer (NULL data) */
@@ -1021,15 +1036,10 @@ static void test_body_streamed_to_backend(void **state)
 {
     struct t *t = *state;
     char url[64];
-    int l = backend_listen(url, sizeof(url));
+    int l = dt_backend_listen(url, sizeof(url));
     const char *opts[] = {"site-backend", url, "site-max-body", "4M", NULL};
     struct budget_scope scope;
-    budget_scope_init(&scope, NULL, NULL, NULL);
-    t->opts = opts;
-    t->budget = &scope;
-    start(t, 1500, 4000);
-    t->hctx.proxy = proxy_new(t->base, t->cfg);
-    assert_non_null(t->hctx.proxy);
+    start_proxied(t, opts, &scope);
     size_t base = budget_process_used(BUDGET_BODY);
 
     struct held_body up = {0};
@@ -1056,10 +1066,7 @@ static void test_body_streamed_to_backend(void **state)
         if (in.data[i] != 'x')
             fail_msg("body byte %zu is 0x%02x", i - hl, in.data[i]);
     }
-    static const char ok[] = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
-    assert_int_equal(send(b, ok, sizeof(ok) - 1, 0), (ssize_t)sizeof(ok) - 1);
-    assert_true(run_until(t, p_closed, a, MAX_WAIT));
-    assert_int_equal(rec_of(t, a)->status, 200);
+    backend_answer_ok(t, b, a);
     assert_int_equal(scope.used[BUDGET_BODY], 0);
     close(b);
 
@@ -1091,10 +1098,7 @@ static void test_body_streamed_to_backend(void **state)
     close(b);
 
     dg_buf_free(&in);
-    h2_session_free(t->srv);
-    t->srv = NULL;
-    proxy_free(t->hctx.proxy);
-    close(l);
+    stop_proxied(t, l);
     budget_scope_fini(&scope);
 }
 
@@ -1106,15 +1110,10 @@ static void test_source_refused_stream(void **state)
 {
     struct t *t = *state;
     char url[64];
-    int l = backend_listen(url, sizeof(url));
+    int l = dt_backend_listen(url, sizeof(url));
     const char *opts[] = {"site-backend", url, "max-sources-per-connection", "1", NULL};
     struct budget_scope scope;
-    budget_scope_init(&scope, NULL, NULL, NULL);
-    t->opts = opts;
-    t->budget = &scope;
-    start(t, 1500, 4000);
-    t->hctx.proxy = proxy_new(t->base, t->cfg);
-    assert_non_null(t->hctx.proxy);
+    start_proxied(t, opts, &scope);
 
     int32_t a = submit(t, "GET", "/a", NULL, NULL);
     int b = backend_accept(t, l);
@@ -1126,18 +1125,12 @@ static void test_source_refused_stream(void **state)
 
     struct dg_buf in = {0};
     backend_read(t, b, &in, 0);
-    static const char ok[] = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
-    assert_int_equal(send(b, ok, sizeof(ok) - 1, 0), (ssize_t)sizeof(ok) - 1);
-    assert_true(run_until(t, p_closed, a, MAX_WAIT));
-    assert_int_equal(rec_of(t, a)->status, 200);
+    backend_answer_ok(t, b, a);
     assert_int_equal(rec_of(t, a)->close_code, NGHTTP2_NO_ERROR);
     close(b);
 
     dg_buf_free(&in);
-    h2_session_free(t->srv);
-    t->srv = NULL;
-    proxy_free(t->hctx.proxy);
-    close(l);
+    stop_proxied(t, l);
     assert_int_equal(scope.used[BUDGET_SOURCES], 0);
     budget_scope_fini(&scope);
 }

@@ -208,17 +208,25 @@ static ssize_t never(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t lengt
     return NGHTTP2_ERR_DEFERRED;
 }
 
+/* Submit a DoH POST announcing a 1000-byte body that @p read (over @p src) gives, and pump;
+ * its stream id. */
+static int32_t submit_post(struct t *t, nghttp2_data_source_read_callback read, void *src)
+{
+    nghttp2_nv hdrs[DT_DOH_HEADERS_MAX + 1];
+    size_t n = dt_doh_headers(hdrs, "POST", "/dns-query", "application/dns-message");
+    hdrs[n++] = dt_nv("content-length", "1000");
+    nghttp2_data_provider prd = {.source.ptr = src, .read_callback = read};
+    int32_t id = nghttp2_submit_request(t->cli, NULL, hdrs, n, &prd, NULL);
+    assert_true(id > 0);
+    pump(t);
+    return id;
+}
+
 static void test_unfinished_request_reset(void **state)
 {
     struct t *t = *state;
     settings(t, 65535);
-    nghttp2_nv hdrs[DT_DOH_HEADERS_MAX + 1];
-    size_t n = dt_doh_headers(hdrs, "POST", "/dns-query", "application/dns-message");
-    hdrs[n++] = dt_nv("content-length", "1000");
-    nghttp2_data_provider prd = {.read_callback = never};
-    int32_t id = nghttp2_submit_request(t->cli, NULL, hdrs, n, &prd, NULL);
-    assert_true(id > 0);
-    pump(t);
+    int32_t id = submit_post(t, never, NULL);
     int32_t done = get(t, "/");
     assert_true(rec_of(t, done)->closed);
     assert_int_equal(h2_session_streams(t->srv), 1);
@@ -261,13 +269,7 @@ static void test_request_bytes_are_progress(void **state)
     struct t *t = *state;
     settings(t, 65535);
     struct trickle tr = {0};
-    nghttp2_nv hdrs[DT_DOH_HEADERS_MAX + 1];
-    size_t n = dt_doh_headers(hdrs, "POST", "/dns-query", "application/dns-message");
-    hdrs[n++] = dt_nv("content-length", "1000");
-    nghttp2_data_provider prd = {.source.ptr = &tr, .read_callback = trickle_read};
-    int32_t id = nghttp2_submit_request(t->cli, NULL, hdrs, n, &prd, NULL);
-    assert_true(id > 0);
-    pump(t);
+    int32_t id = submit_post(t, trickle_read, &tr);
     /* 3 x 30 ms: longer than SEND_MS in all, never SEND_MS without a byte */
     for (int i = 0; i < 3; i++) {
         usleep(WAIT_MS * 1000 / 2);
@@ -366,13 +368,7 @@ static void test_sweep_releases_body(void **state)
     settings(t, 65535);
     size_t base = budget_process_used(BUDGET_BODY);
     struct trickle tr = {.allow = 10};
-    nghttp2_nv hdrs[DT_DOH_HEADERS_MAX + 1];
-    size_t n = dt_doh_headers(hdrs, "POST", "/dns-query", "application/dns-message");
-    hdrs[n++] = dt_nv("content-length", "1000");
-    nghttp2_data_provider prd = {.source.ptr = &tr, .read_callback = trickle_read};
-    int32_t id = nghttp2_submit_request(t->cli, NULL, hdrs, n, &prd, NULL);
-    assert_true(id > 0);
-    pump(t);
+    int32_t id = submit_post(t, trickle_read, &tr);
     assert_int_equal(tr.allow, 0);
     assert_int_equal(budget_process_used(BUDGET_BODY), base + 100);
     usleep(WAIT_MS * 1000);
@@ -411,13 +407,7 @@ static void test_padding_is_not_progress(void **state)
 {
     struct t *t = *state;
     settings(t, 65535);
-    nghttp2_nv hdrs[DT_DOH_HEADERS_MAX + 1];
-    size_t n = dt_doh_headers(hdrs, "POST", "/dns-query", "application/dns-message");
-    hdrs[n++] = dt_nv("content-length", "1000");
-    nghttp2_data_provider prd = {.read_callback = never};
-    int32_t id = nghttp2_submit_request(t->cli, NULL, hdrs, n, &prd, NULL);
-    assert_true(id > 0);
-    pump(t);
+    int32_t id = submit_post(t, never, NULL);
     for (int i = 0; i < 3; i++) {
         usleep(WAIT_MS * 1000 / 2);
         send_padding(t, id);

@@ -3,11 +3,13 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <cmocka.h>
@@ -257,4 +259,19 @@ enum dt_pump_end dt_pump(nghttp2_session *cli, struct h2_session *srv, bool end_
             return DT_PUMP_QUIET;
     }
     return DT_PUMP_BUSY;
+}
+
+int dt_backend_listen(char *url, size_t cap)
+{
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(l >= 0);
+    int small = 4096;
+    assert_int_equal(setsockopt(l, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(l, 8), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)&a, &alen), 0);
+    snprintf(url, cap, "http://127.0.0.1:%u", ntohs(a.sin_port));
+    return l;
 }

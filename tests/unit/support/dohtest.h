@@ -137,4 +137,10 @@ enum dt_pump_end {
  */
 enum dt_pump_end dt_pump(nghttp2_session *cli, struct h2_session *srv, bool end_when_done);
 
+/* A listening TCP socket on 127.0.0.1 (an ephemeral port) with a small (4 KiB) receive buffer,
+ * so that the kernel takes little of what the test does not read: a backend for the proxy.
+ * Writes "http://127.0.0.1:PORT" into @p url (@p cap bytes); returns the socket (the caller
+ * closes it). */
+int dt_backend_listen(char *url, size_t cap);
+
 #endif
