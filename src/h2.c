@@ -296,24 +296,26 @@ static void stream_resume(struct http_exchange *ex)
     st->sess->wake(st->sess->owner);
 }
 
+/* Queue RST_STREAM @p code for @p st and wake the connection to send it. nghttp2 closes the
+ * stream (on_stream_close) when the frame leaves, never from here. Without memory even for that
+ * frame the connection goes. */
+static void stream_rst(struct h2_stream *st, uint32_t code)
+{
+    struct h2_session *s = st->sess;
+    if (nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, code) != 0)
+        s->fatal = true;
+    s->wake(s->owner);
+}
+
 static void stream_reset(struct http_exchange *ex)
 {
-    struct h2_stream *st = (struct h2_stream *)ex;
-    struct h2_session *s = st->sess;
-    /* nghttp2 closes the stream (on_stream_close) when the frame leaves, never from here. */
-    if (nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR) != 0)
-        s->fatal = true; /* no memory even for that: the connection goes */
-    s->wake(s->owner);
+    stream_rst((struct h2_stream *)ex, NGHTTP2_INTERNAL_ERROR);
 }
 
 /* http_refuse(): RST_STREAM REFUSED_STREAM, so that the client sends the request again. */
 static void stream_refuse(struct http_exchange *ex)
 {
-    struct h2_stream *st = (struct h2_stream *)ex;
-    struct h2_session *s = st->sess;
-    if (nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM) != 0)
-        s->fatal = true;
-    s->wake(s->owner);
+    stream_rst((struct h2_stream *)ex, NGHTTP2_REFUSED_STREAM);
 }
 
 static void stream_dispatch(struct h2_stream *st)
@@ -492,13 +494,9 @@ static void consume(struct h2_session *s, int32_t stream_id, size_t len, bool st
  * else 503. */
 static void refuse_body(struct h2_stream *st)
 {
-    struct h2_session *s = st->sess;
     if (st->body_held == 0) {
         st->refused = true;
-        if (nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM) !=
-            0)
-            s->fatal = true;
-        s->wake(s->owner);
+        stream_rst(st, NGHTTP2_REFUSED_STREAM);
         return;
     }
     st->refuse_status = 503;
@@ -926,13 +924,10 @@ void h2_session_sweep(struct h2_session *s, struct h2_sweep *sw)
          * does not read would otherwise keep it (and then the connection check closes it). */
         st->stalled = true;
         sw->reset++;
-        if (nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL) != 0)
-            s->fatal = true;
+        stream_rst(st, NGHTTP2_CANCEL);
         http_exchange_end(&st->ex);
         /* and the buffered request body with its budget (the stream itself stays until its
          * RST_STREAM leaves, which a client that does not read may delay) */
         body_release(st);
     }
-    if (sw->reset)
-        s->wake(s->owner);
 }

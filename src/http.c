@@ -340,12 +340,11 @@ long http_body_take_held(struct dg_buf *held, size_t *held_units, struct budget_
 
 /* The request body's reader and the pending operation go: the handler hears no more of this
  * exchange (its cancel function runs, exactly once). */
+static void body_close(struct http_exchange *ex);
+
 static void detach_handler(struct http_exchange *ex)
 {
-    ex->body_cb = NULL;
-    ex->body_arg = NULL;
-    ex->body_waiting = false;
-    ex->body_closed = true;
+    body_close(ex);
     if (ex->cancel) {
         http_cancel_cb cb = ex->cancel;
         void *op = ex->pending;

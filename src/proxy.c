@@ -462,6 +462,10 @@ static long src_read(void *arg, uint8_t *buf, size_t max)
 static void src_close(void *arg)
 {
     struct preq *r = arg;
+    /* The request's reader of a streamed body (on_body_ready, with this preq) must not outlive
+     * it: a body still coming after the response is discarded by the transport. */
+    if (r->ex)
+        http_req_body_abandon(r->ex);
     r->ex = NULL;
     if (r->in_io)
         r->dead = true;

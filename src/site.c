@@ -101,14 +101,12 @@ static int small_file_read(int fd, off_t off, size_t len, struct dg_buf *out)
 {
     if (dg_buf_reserve(out, len ? len : 1) != 0)
         return -ENOMEM;
+    /* the streamed source's reader, run to the end at once (a file that shrank: -EIO) */
+    struct file_source fs = {.fd = fd, .off = off, .left = (off_t)len};
     while (out->len < len) {
-        ssize_t k = pread(fd, out->data + out->len, len - out->len, off + (off_t)out->len);
-        if (k < 0 && errno == EINTR)
-            continue;
+        long k = file_read(&fs, out->data + out->len, len - out->len);
         if (k < 0)
-            return -errno;
-        if (k == 0)
-            return -EIO;
+            return (int)k;
         out->len += (size_t)k;
     }
     return 0;
