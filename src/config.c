@@ -23,19 +23,22 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 /* Longest accepted config line, without its newline. */
 #define CONFIG_LINE_MAX 4096
 
 #define DEFAULT_RESOLV_CONF "/etc/resolv.conf"
 
 enum opt_type {
-    OPT_UINT,   /* unsigned, decimal, min..max */
-    OPT_STRING, /* char *, strdup'd */
-    OPT_ADDRS,  /* struct dg_addr[DG_CONFIG_MAX_LIST] + size_t count */
-    OPT_PATHS,  /* char *[DG_CONFIG_MAX_LIST] + size_t count */
-    OPT_BOOL,   /* bool, yes|no */
-    OPT_SIZE,   /* size_t, bytes with optional K/M/G suffix (powers of 1024), min..max in MiB */
-    OPT_ENUM,   /* int: the index of the value in the row's NULL-terminated names[] */
+    OPT_UINT,      /* unsigned, decimal, min..max */
+    OPT_STRING,    /* char *, strdup'd */
+    OPT_ADDRS,     /* struct dg_addr[DG_CONFIG_MAX_LIST] + size_t count */
+    OPT_UPSTREAMS, /* struct dg_upstream[DG_CONFIG_MAX_LIST] + size_t count */
+    OPT_PATHS,     /* char *[DG_CONFIG_MAX_LIST] + size_t count */
+    OPT_BOOL,      /* bool, yes|no */
+    OPT_SIZE,      /* size_t, bytes with optional K/M/G suffix (powers of 1024), min..max in MiB */
+    OPT_ENUM,      /* int: the index of the value in the row's NULL-terminated names[] */
 };
 
 /* Extra check for a string value. @return NULL when valid, else why not (static text). */
@@ -175,13 +178,26 @@ static const struct option_def options[] = {
      .metavar = "ADDR:PORT",
      .help = "address and port to accept DoH connections on (repeatable)"},
     {.name = "upstream",
-     .type = OPT_ADDRS,
+     .type = OPT_UPSTREAMS,
      .off = FIELD(upstream),
      .count_off = FIELD(n_upstream),
-     .port = 53,
-     .metavar = "ADDR[:PORT]",
-     .help = "DNS server to forward queries to, port 53 if omitted (repeatable); "
+     .metavar = "URL",
+     .help = "DNS server to forward queries to (repeatable): ADDR[:PORT] (plain DNS, port 53), "
+             "tls://ADDR[:PORT][#NAME] (DNS over TLS, 853), https://HOST[:PORT][/PATH] (DNS over "
+             "HTTPS, 443); then name=NAME, addr=ADDR[:PORT], pin-sha256=BASE64; "
              "default: the nameservers in resolv-conf"},
+    {.name = "upstream-ca",
+     .type = OPT_STRING,
+     .off = FIELD(upstream_ca),
+     .metavar = "FILE",
+     .help = "PEM file of the CAs that TLS and HTTPS upstreams' certificates must chain to; "
+             "default: the system's store"},
+    {.name = "pad-responses",
+     .type = OPT_BOOL,
+     .off = FIELD(pad_responses),
+     .dflt = "yes",
+     .metavar = "yes|no",
+     .help = "pad answers to 468-byte blocks when the query was padded (RFC 7830, RFC 8467)"},
     {.name = "resolv-conf",
      .type = OPT_STRING,
      .off = FIELD(resolv_conf),
@@ -692,7 +708,7 @@ static size_t opt_ccount(const struct config *cfg, const struct option_def *o)
 
 static bool opt_is_list(const struct option_def *o)
 {
-    return o->type == OPT_ADDRS || o->type == OPT_PATHS;
+    return o->type == OPT_ADDRS || o->type == OPT_PATHS || o->type == OPT_UPSTREAMS;
 }
 
 static const struct option_def *find_option(const char *name, size_t len)
@@ -897,6 +913,244 @@ int config_parse_addr(const char *s, unsigned default_port, struct dg_addr *out)
     return 0;
 }
 
+bool config_addr_is_loopback(const struct dg_addr *a)
+{
+    if (a->ss.ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)(const void *)&a->ss;
+        return (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (a->ss.ss_family != AF_INET6)
+        return false;
+    const struct in6_addr *v6 = &((const struct sockaddr_in6 *)(const void *)&a->ss)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(v6) || (IN6_IS_ADDR_V4MAPPED(v6) && v6->s6_addr[12] == 127);
+}
+
+/* ---- upstream values --------------------------------------------------------------------- */
+
+/* A DNS host name as certificates carry it: letters, digits, '-', labels of 1..63, at most 253
+ * in all (a trailing dot is dropped); not a number (that would be an address). */
+static bool host_name_valid(char *name)
+{
+    size_t len = strlen(name);
+    if (len > 0 && name[len - 1] == '.')
+        name[--len] = '\0';
+    if (len == 0 || len > 253)
+        return false;
+    size_t label = 0;
+    bool alpha = false;
+    for (const char *p = name; *p; p++) {
+        if (*p == '.') {
+            if (label == 0)
+                return false;
+            label = 0;
+            continue;
+        }
+        if (!isalnum((unsigned char)*p) && *p != '-')
+            return false;
+        alpha = alpha || !isdigit((unsigned char)*p);
+        if (++label > 63)
+            return false;
+    }
+    return label > 0 && alpha;
+}
+
+/* "HOST[:PORT]" of a tls:// or https:// URL: a numeric address (into @p addr) or a name (into
+ * @p name, port into @p port). @return 0, or -EINVAL. */
+static int parse_url_host(const char *hp, unsigned dport, struct dg_addr *addr, bool *numeric,
+                          char *name, size_t nlen, unsigned *port)
+{
+    *numeric = false;
+    *port = dport;
+    if (config_parse_addr(hp, dport, addr) == 0) {
+        *numeric = true;
+        *port = ntohs(addr->ss.ss_family == AF_INET
+                          ? ((const struct sockaddr_in *)(const void *)&addr->ss)->sin_port
+                          : ((const struct sockaddr_in6 *)(const void *)&addr->ss)->sin6_port);
+        return 0;
+    }
+    const char *colon = strrchr(hp, ':');
+    size_t hlen = colon ? (size_t)(colon - hp) : strlen(hp);
+    if (hp[0] == '[' || hlen == 0 || hlen >= nlen)
+        return -EINVAL;
+    if (colon && parse_port(colon + 1, port) != 0)
+        return -EINVAL;
+    memcpy(name, hp, hlen);
+    name[hlen] = '\0';
+    return host_name_valid(name) ? 0 : -EINVAL;
+}
+
+int config_parse_upstream(const char *s, struct dg_upstream *out, const char **why)
+{
+    const char *dummy;
+    if (!why)
+        why = &dummy;
+    memset(out, 0, sizeof(*out));
+    char buf[sizeof(out->spec)];
+    if (!s || strlen(s) >= sizeof(buf)) {
+        *why = "is too long";
+        return -EINVAL;
+    }
+    strcpy(buf, s);
+    char *save = NULL;
+    char *url = strtok_r(buf, " \t", &save);
+    if (!url) {
+        *why = "is empty";
+        return -EINVAL;
+    }
+    unsigned dport = 53;
+    char *rest = url;
+    if (strncasecmp(url, "udp://", 6) == 0) {
+        rest = url + 6;
+    } else if (strncasecmp(url, "tls://", 6) == 0) {
+        out->proto = DG_UP_TLS;
+        rest = url + 6;
+        dport = 853;
+    } else if (strncasecmp(url, "https://", 8) == 0) {
+        out->proto = DG_UP_HTTPS;
+        rest = url + 8;
+        dport = 443;
+    } else if (strstr(url, "://")) {
+        *why = "has an unknown scheme (plain ADDR, udp://, tls:// or https://)";
+        return -EINVAL;
+    }
+
+    if (out->proto == DG_UP_DNS) {
+        if (strtok_r(NULL, " \t", &save)) {
+            *why = "takes no parameters after a plain address (name=, addr= and pin-sha256= are "
+                   "for tls:// and https://)";
+            return -EINVAL;
+        }
+        if (config_parse_addr(rest, 53, &out->addr) != 0) {
+            *why = "is not a valid address (expected ADDR[:PORT] or [V6]:PORT)";
+            return -EINVAL;
+        }
+        snprintf(out->text, sizeof(out->text), "%s", out->addr.text);
+        snprintf(out->spec, sizeof(out->spec), "%s", out->addr.text);
+        return 0;
+    }
+
+    /* tls://HOST[:PORT][#NAME], https://HOST[:PORT][/PATH] */
+    char *hash = strchr(rest, '#');
+    char *slash = strchr(rest, '/');
+    char frag_name[254] = "";
+    if (hash) {
+        if (out->proto == DG_UP_HTTPS) {
+            *why = "takes no '#' (give the name to verify as name=NAME)";
+            return -EINVAL;
+        }
+        *hash = '\0';
+        if (strlen(hash + 1) >= sizeof(frag_name) ||
+            !host_name_valid(strcpy(frag_name, hash + 1))) {
+            *why = "has an invalid name after '#'";
+            return -EINVAL;
+        }
+    }
+    const char *path = "/dns-query";
+    char pathbuf[sizeof(out->path)];
+    if (slash) {
+        if (out->proto == DG_UP_TLS) {
+            *why = "takes no path (tls://ADDR[:PORT][#NAME])";
+            return -EINVAL;
+        }
+        if (strlen(slash) >= sizeof(pathbuf)) {
+            *why = "has a path longer than 255 characters";
+            return -EINVAL;
+        }
+        strcpy(pathbuf, slash);
+        *slash = '\0';
+        for (const char *p = pathbuf; *p; p++) {
+            if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || *p == '#') {
+                *why = "has a path with a space, '#' or a non-ASCII character";
+                return -EINVAL;
+            }
+        }
+        if (strcmp(pathbuf, "/") != 0)
+            path = pathbuf;
+    }
+    bool numeric;
+    unsigned port;
+    char host[254];
+    if (parse_url_host(rest, dport, &out->addr, &numeric, host, sizeof(host), &port) != 0) {
+        *why = "has an invalid host (a numeric address, [V6], or a name, then an optional :PORT)";
+        return -EINVAL;
+    }
+
+    bool have_addr = false;
+    char pins[DG_UP_MAX_PINS * 60] = "";
+    for (char *p; (p = strtok_r(NULL, " \t", &save));) {
+        if (strncmp(p, "name=", 5) == 0) {
+            if (strlen(p + 5) >= sizeof(frag_name) || !host_name_valid(strcpy(frag_name, p + 5))) {
+                *why = "has an invalid name= (a DNS name such as dns.quad9.net)";
+                return -EINVAL;
+            }
+        } else if (strncmp(p, "addr=", 5) == 0) {
+            if (numeric) {
+                *why = "takes addr= only when its host is a name (the address is given already)";
+                return -EINVAL;
+            }
+            if (config_parse_addr(p + 5, port, &out->addr) != 0) {
+                *why = "has an invalid addr= (ADDR[:PORT] or [V6]:PORT, numeric)";
+                return -EINVAL;
+            }
+            have_addr = true;
+        } else if (strncmp(p, "pin-sha256=", 11) == 0) {
+            /* base64 of 32 bytes: 44 characters, one '=' of padding */
+            const char *b64 = p + 11;
+            unsigned char pin[48];
+            if (out->n_pin >= DG_UP_MAX_PINS) {
+                *why = "has more than 4 pins";
+                return -EINVAL;
+            }
+            if (strlen(b64) != 44 || b64[43] != '=' || b64[42] == '=' ||
+                EVP_DecodeBlock(pin, (const unsigned char *)b64, 44) != 33) {
+                *why = "has an invalid pin-sha256= (base64 of a SHA-256 digest, 44 characters)";
+                return -EINVAL;
+            }
+            memcpy(out->pin[out->n_pin++], pin, 32);
+            size_t l = strlen(pins);
+            snprintf(pins + l, sizeof(pins) - l, " pin-sha256=%s", b64);
+        } else {
+            *why = "has an unknown parameter (name=, addr=, pin-sha256=)";
+            return -EINVAL;
+        }
+    }
+    if (!numeric && !have_addr) {
+        *why = "names its host: give addr=ADDR too (upstream names are not resolved, so that "
+               "dohgate does not depend on another resolver to start)";
+        return -EINVAL;
+    }
+    /* The name to verify: #NAME / name=, else the URL's host name; none for a numeric host
+     * without one (then the certificate must hold the address). */
+    snprintf(out->name, sizeof(out->name), "%s", frag_name[0] ? frag_name : numeric ? "" : host);
+
+    char hostport[262];
+    if (numeric) {
+        /* addr.text is "A:P" or "[V6]:P"; the URL's authority drops the default port */
+        snprintf(hostport, sizeof(hostport), "%s", out->addr.text);
+        if (port == dport)
+            *strrchr(hostport, ':') = '\0';
+    } else if (port == dport) {
+        snprintf(hostport, sizeof(hostport), "%s", host);
+    } else {
+        snprintf(hostport, sizeof(hostport), "%.253s:%u", host, port);
+    }
+    if (out->proto == DG_UP_TLS) {
+        /* tls://NAME addr=A reads back as tls://A#NAME: the same upstream */
+        snprintf(out->text, sizeof(out->text), "tls://%s%s%s", out->addr.text,
+                 out->name[0] ? "#" : "", out->name);
+        snprintf(out->spec, sizeof(out->spec), "%s%s", out->text, pins);
+    } else {
+        snprintf(out->authority, sizeof(out->authority), "%s", hostport);
+        snprintf(out->path, sizeof(out->path), "%s", path);
+        snprintf(out->text, sizeof(out->text), "https://%s%s", hostport, path);
+        bool name_differs = frag_name[0] && (numeric || strcmp(frag_name, host) != 0);
+        snprintf(out->spec, sizeof(out->spec), "%s%s%s%s%s%s", out->text,
+                 name_differs ? " name=" : "", name_differs ? frag_name : "",
+                 have_addr ? " addr=" : "", have_addr ? out->addr.text : "", pins);
+    }
+    return 0;
+}
+
 /* ---- setting values ---------------------------------------------------------------------- */
 
 static void list_clear(struct config *cfg, const struct option_def *o)
@@ -1017,6 +1271,7 @@ static int set_value_at(struct config *cfg, const struct option_def *o, const ch
     }
     case OPT_ADDRS:
     case OPT_PATHS:
+    case OPT_UPSTREAMS:
         break;
     }
 
@@ -1027,6 +1282,14 @@ static int set_value_at(struct config *cfg, const struct option_def *o, const ch
                         DG_CONFIG_MAX_LIST);
         return fail(org, err, errlen, "too many '%s' entries (max %d)", o->name,
                     DG_CONFIG_MAX_LIST);
+    }
+    if (o->type == OPT_UPSTREAMS) {
+        struct dg_upstream *arr = opt_field(cfg, o);
+        const char *why = NULL;
+        if (config_parse_upstream(value, &arr[*n], &why) != 0)
+            return opt_fail(org, o->name, err, errlen, "'%s' %s", value, why);
+        (*n)++;
+        return 0;
     }
     if (o->type == OPT_ADDRS) {
         struct dg_addr *arr = opt_field(cfg, o);
@@ -1315,7 +1578,12 @@ int config_read_resolv_conf(struct config *cfg, const char *path)
             family = AF_INET6;
         else
             continue;
-        addr_build(family, bin, 53, &cfg->upstream[cfg->n_upstream++]);
+        struct dg_upstream *up = &cfg->upstream[cfg->n_upstream++];
+        memset(up, 0, sizeof(*up));
+        addr_build(family, bin, 53, &up->addr);
+        up->proto = DG_UP_DNS;
+        memcpy(up->text, up->addr.text, sizeof(up->addr.text));
+        memcpy(up->spec, up->addr.text, sizeof(up->addr.text));
         added++;
     }
     free(line);
@@ -1555,6 +1823,15 @@ int config_dump(const struct config *cfg, FILE *out)
                 r = dump_value(out, o->name, arr[k]);
             break;
         }
+        case OPT_UPSTREAMS: {
+            const struct dg_upstream *arr = f;
+            size_t n = opt_ccount(cfg, o);
+            if (n == 0)
+                r = fprintf(out, "# %s (none)\n", o->name);
+            for (size_t k = 0; k < n && r >= 0; k++)
+                r = dump_value(out, o->name, arr[k].spec);
+            break;
+        }
         }
         if (r < 0)
             bad = 1;
@@ -1613,6 +1890,7 @@ static bool opt_equal(const struct config *a, const struct config *b, const stru
     }
     case OPT_ADDRS:
     case OPT_PATHS:
+    case OPT_UPSTREAMS:
         break;
     }
     size_t n = opt_ccount(a, o);
@@ -1623,6 +1901,9 @@ static bool opt_equal(const struct config *a, const struct config *b, const stru
             strcmp(((const struct dg_addr *)fa)[k].text, ((const struct dg_addr *)fb)[k].text) != 0)
             return false;
         if (o->type == OPT_PATHS && strcmp(((char *const *)fa)[k], ((char *const *)fb)[k]) != 0)
+            return false;
+        if (o->type == OPT_UPSTREAMS && strcmp(((const struct dg_upstream *)fa)[k].spec,
+                                               ((const struct dg_upstream *)fb)[k].spec) != 0)
             return false;
     }
     return true;
@@ -1655,6 +1936,10 @@ static int opt_copy(struct config *dst, const struct config *src, const struct o
     }
     case OPT_ADDRS:
         memcpy(fd, fs, sizeof(struct dg_addr) * DG_CONFIG_MAX_LIST);
+        *opt_count(dst, o) = opt_ccount(src, o);
+        return 0;
+    case OPT_UPSTREAMS:
+        memcpy(fd, fs, sizeof(struct dg_upstream) * DG_CONFIG_MAX_LIST);
         *opt_count(dst, o) = opt_ccount(src, o);
         return 0;
     case OPT_PATHS: {

@@ -28,6 +28,21 @@
 
 #define EXIT_CONFIG 2
 
+/* One line per upstream; a warning for each plain-DNS one that leaves the machine: its queries
+ * travel in clear text, whatever the client-side leg hides. */
+static void log_upstreams(const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_upstream; i++) {
+        const struct dg_upstream *up = &cfg->upstream[i];
+        static const char *const how[] = {"plain DNS", "DNS over TLS", "DNS over HTTPS"};
+        log_info("upstream %s (%s)", up->text, how[up->proto]);
+        if (up->proto == DG_UP_DNS && !config_addr_is_loopback(&up->addr))
+            log_warn("upstream %s is plain DNS to another machine: queries to it are not "
+                     "encrypted (use tls:// or https:// for privacy)",
+                     up->text);
+    }
+}
+
 static void usage(FILE *out)
 {
     fprintf(
@@ -138,8 +153,7 @@ static struct snapshot *reload_config(struct snapshot *cur, const char *conf_fil
              "previous one%s",
              conf_file ? " from " : "", conf_file ? conf_file : "",
              plan.cache_shared ? "" : "; cache-size changed: a new, empty cache");
-    for (size_t i = 0; i < cfg->n_upstream; i++)
-        log_info("upstream %s", cfg->upstream[i].text);
+    log_upstreams(cfg);
     if (cfg->n_cert || cfg->n_ticket_key_file)
         report_reload(s->tls, TLS_RELOAD_DONE, NULL);
     else
@@ -357,8 +371,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < cfg->n_metrics_listen; i++)
         log_info("listening on %s (plain HTTP: Prometheus /metrics, /healthz)",
                  cfg->metrics_listen[i].text);
-    for (size_t i = 0; i < cfg->n_upstream; i++)
-        log_info("upstream %s", cfg->upstream[i].text);
+    log_upstreams(cfg);
     log_info("%u worker%s", nworkers, nworkers == 1 ? "" : "s");
     tls_store_each_cert(tls, log_cert, "certificate");
     if (fp[0]) {

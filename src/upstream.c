@@ -1100,7 +1100,7 @@ struct upstream *upstream_new(struct event_base *base, const struct config *cfg)
     u->flush_ev = event_new(base, -1, 0, on_flush, u);
     for (size_t i = 0; i < u->n_srv; i++) {
         u->srv[i].u = u;
-        u->srv[i].addr = &cfg->upstream[i];
+        u->srv[i].addr = &cfg->upstream[i].addr;
     }
     return u;
 oom:

@@ -21,6 +21,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <sys/socket.h>
 
@@ -35,6 +36,30 @@ struct dg_addr {
     char text[64]; /**< as written by the user, normalised ("127.0.0.1:443", "[::1]:443") */
 };
 
+/** How an upstream is reached (`upstream` option; see config_parse_upstream()). */
+enum dg_up_proto {
+    DG_UP_DNS = 0, /**< plain DNS: UDP, TCP after a truncated answer (RFC 7766) */
+    DG_UP_TLS,     /**< DNS over TLS (RFC 7858), port 853 */
+    DG_UP_HTTPS,   /**< DNS over HTTPS (RFC 8484) over HTTP/2, port 443 */
+};
+#define DG_UP_MAX_PINS 4
+/** One `upstream` entry, parsed. */
+struct dg_upstream {
+    struct dg_addr addr; /**< where to connect (numeric: dohgate resolves no upstream names) */
+    int proto;           /**< enum dg_up_proto */
+    /** TLS/HTTPS: the name the certificate must hold, also sent as SNI; empty: the certificate
+     * must hold the address (an IP SAN) and no SNI is sent. */
+    char name[254];
+    char path[256];                  /**< HTTPS: the request path (":path"), default "/dns-query" */
+    char authority[262];             /**< HTTPS: ":authority", the URL's host[:port] */
+    uint8_t pin[DG_UP_MAX_PINS][32]; /**< pin-sha256: SHA-256 of a SubjectPublicKeyInfo */
+    size_t n_pin;
+    /** For logs and metric labels: the URL without pins ("tls://9.9.9.9:853#dns.quad9.net",
+     * "192.0.2.1:53", "https://dns.example/dns-query"). */
+    char text[400];
+    char spec[700]; /**< the whole value, normalised, as config_dump() writes it */
+};
+
 /* OPT_ENUM options: the values are the positions of the names in the option table. */
 enum acl_scope { ACL_SCOPE_DOH = 0, ACL_SCOPE_ALL };
 enum log_target { LOG_TARGET_STDERR = 0, LOG_TARGET_SYSLOG };
@@ -44,11 +69,13 @@ struct config {
     /* listen ADDR:PORT (repeatable). Default: "[::]:443" (dual stack). */
     struct dg_addr listen[DG_CONFIG_MAX_LIST];
     size_t n_listen;
-    /* upstream ADDR[:PORT] (repeatable; default port 53). Default: nameservers of
+    /* upstream SPEC (repeatable; config_parse_upstream()). Default: nameservers of
      * /etc/resolv.conf (resolv-conf option names the file, for tests). */
-    struct dg_addr upstream[DG_CONFIG_MAX_LIST];
+    struct dg_upstream upstream[DG_CONFIG_MAX_LIST];
     size_t n_upstream;
-    char *resolv_conf; /**< resolv-conf FILE, default /etc/resolv.conf */
+    char *upstream_ca;  /**< upstream-ca FILE: CAs for TLS upstreams; NULL: the system store */
+    bool pad_responses; /**< pad-responses: pad answers to padded queries (RFC 8467), yes */
+    char *resolv_conf;  /**< resolv-conf FILE, default /etc/resolv.conf */
     /* doh-path PATH (repeatable, must start with '/'). Default: "/dns-query". */
     char *doh_path[DG_CONFIG_MAX_LIST];
     size_t n_doh_path;
@@ -196,6 +223,22 @@ int config_finish(struct config *cfg, char *err, size_t errlen);
  * @return 0 or -EINVAL.
  */
 int config_parse_addr(const char *s, unsigned default_port, struct dg_addr *out);
+
+/**
+ * Parse one `upstream` value:
+ *   ADDR[:PORT] | udp://ADDR[:PORT]            plain DNS, port 53
+ *   tls://HOST[:PORT][#NAME]                   DNS over TLS, port 853
+ *   https://HOST[:PORT][/PATH]                 DNS over HTTPS, port 443, path /dns-query
+ * followed by space-separated parameters: `name=NAME` (the name to verify, as #NAME),
+ * `addr=ADDR[:PORT]` (where to connect when HOST is a name), `pin-sha256=BASE64` (up to
+ * DG_UP_MAX_PINS). HOST is a numeric address or, with addr=, a name; a numeric HOST without a
+ * name is verified as an IP address (IP SAN).
+ * @return 0, or -EINVAL with a static reason in @p why.
+ */
+int config_parse_upstream(const char *s, struct dg_upstream *out, const char **why);
+
+/** Whether @p a is a loopback address (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104). */
+bool config_addr_is_loopback(const struct dg_addr *a);
 
 /**
  * Read nameserver lines of a resolv.conf-format file into cfg->upstream (port 53).

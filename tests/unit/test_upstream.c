@@ -460,11 +460,13 @@ static void on_done(void *arg, int status, const uint8_t *ans, size_t len)
 
 static void cfg_add_upstream(struct config *cfg, struct sockaddr_in sa)
 {
-    struct dg_addr *a = &cfg->upstream[cfg->n_upstream++];
-    memset(a, 0, sizeof(*a));
+    struct dg_upstream *up = &cfg->upstream[cfg->n_upstream++];
+    memset(up, 0, sizeof(*up));
+    struct dg_addr *a = &up->addr;
     memcpy(&a->ss, &sa, sizeof(sa));
     a->len = sizeof(sa);
     snprintf(a->text, sizeof(a->text), "127.0.0.1:%u", ntohs(sa.sin_port));
+    memcpy(up->text, a->text, sizeof(a->text));
 }
 
 static int setup(void **state)
