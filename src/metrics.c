@@ -109,6 +109,22 @@ static void count_upstream(struct worker_metrics *wm, enum dg_event ev, unsigned
     case DG_EV_UP_MARKED_DOWN:
         ctr_add(&u->marked_down, 1);
         break;
+    case DG_EV_UP_CONNECT:
+        ctr_add(&u->connections, 1);
+        break;
+    case DG_EV_UP_HANDSHAKE:
+        ctr_add(&u->handshakes, 1);
+        if (value)
+            ctr_add(&u->resumed, 1);
+        break;
+    case DG_EV_UP_CONN_FAILED:
+        ctr_add(&u->conn_failures, 1);
+        if (value)
+            ctr_add(&u->verify_failures, 1);
+        break;
+    case DG_EV_UP_REUSED:
+        ctr_add(&u->reused, 1);
+        break;
     case DG_EV_UP_HEALTH:
         /* gauges: this worker's view, replaced */
         atomic_store_explicit(&u->srtt_us, DG_UP_HEALTH_SRTT(value), memory_order_relaxed);
@@ -190,6 +206,10 @@ static void on_event(void *arg, enum dg_event ev, unsigned idx, uint64_t value)
     case DG_EV_UP_ERROR:
     case DG_EV_UP_MARKED_DOWN:
     case DG_EV_UP_HEALTH:
+    case DG_EV_UP_CONNECT:
+    case DG_EV_UP_HANDSHAKE:
+    case DG_EV_UP_CONN_FAILED:
+    case DG_EV_UP_REUSED:
         count_upstream(wm, ev, idx, value);
         break;
     }
@@ -376,6 +396,21 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
         {"dohgate_upstream_marked_down_total",
          "Times a worker stopped using the upstream after failures in a row.",
          offsetof(struct upstream_metrics, marked_down)},
+        {"dohgate_upstream_connections_total",
+         "Connections opened to the upstream (TCP, TLS, HTTPS).",
+         offsetof(struct upstream_metrics, connections)},
+        {"dohgate_upstream_handshakes_total", "TLS handshakes completed with the upstream.",
+         offsetof(struct upstream_metrics, handshakes)},
+        {"dohgate_upstream_resumed_total", "TLS handshakes that resumed a session.",
+         offsetof(struct upstream_metrics, resumed)},
+        {"dohgate_upstream_connection_failures_total",
+         "Connections that failed before their TLS handshake was done.",
+         offsetof(struct upstream_metrics, conn_failures)},
+        {"dohgate_upstream_verify_failures_total",
+         "Connections refused for the upstream's certificate (verification or pin).",
+         offsetof(struct upstream_metrics, verify_failures)},
+        {"dohgate_upstream_reused_total", "Tries sent on a connection already open.",
+         offsetof(struct upstream_metrics, reused)},
     };
     for (size_t k = 0; k < sizeof(upc) / sizeof(upc[0]); k++) {
         head(&o, upc[k].name, "counter", upc[k].help);

@@ -10,6 +10,7 @@
 #include "dohgate/cache.h"
 #include "dohgate/clients.h"
 #include "dohgate/config.h"
+#include "dohgate/uptls.h"
 #include "dohgate/log.h"
 #include "dohgate/site.h"
 #include "dohgate/tls.h"
@@ -36,6 +37,12 @@ const char *snapshot_fill(struct snapshot *s, struct config *cfg, const struct s
         snprintf(err, errlen, "allow-client and deny-client: at most %d entries together", ACL_MAX);
         return cfg->n_deny_client ? "deny-client" : "allow-client";
     }
+    bool tls_up = false;
+    for (size_t i = 0; i < cfg->n_upstream; i++)
+        tls_up = tls_up || cfg->upstream[i].proto != DG_UP_DNS;
+    /* one context for every worker: the CA store is read once per configuration */
+    if (tls_up && !(s->uptls = uptls_ctx_new(cfg, err, errlen)))
+        return cfg->upstream_ca ? "upstream-ca" : "upstream";
     if (site_open(&s->site, cfg, err, errlen) != 0)
         return strncmp(err, "site-root", 9) == 0 ? "site-root" : "acme-webroot";
     s->site_open = true;

@@ -92,6 +92,7 @@
 #include "dohgate/list.h"
 #include "dohgate/log.h"
 #include "dohgate/observer.h"
+#include "dohgate/uptls.h"
 #include "dohgate/util.h"
 
 /* Pipelining depth per TCP connection; unbound and Knot use similar bounds. */
@@ -166,7 +167,17 @@ struct up_udp {
 
 struct up_server {
     struct upstream *u;
+    const struct dg_upstream *up;
     const struct dg_addr *addr;
+    /* TLS: the newest session the server issued, offered by the next connection (owned) */
+    SSL_SESSION *session;
+    /* Connections that failed before their handshake was done, in a row, and when the next
+     * may be tried (backoff: a server that refuses TLS is not hammered by every query). */
+    unsigned conn_fails;
+    uint64_t connect_after_ms;
+    /* The last connection failure logged, and when: one line per reason, not per query. */
+    char why[200];
+    uint64_t why_ms;
     struct dg_list conns; /* its TCP connections, via up_tcp.node */
     size_t n_conns;
     struct up_udp *udp[UP_UDP_SOCKS]; /* NULL slots are filled on demand */
@@ -184,6 +195,7 @@ struct up_tcp {
     struct up_server *srv;
     int fd;
     bool connected;
+    struct uptls_conn *tls; /* DoT: the TLS connection (fd, rd and wr unused) */
     struct event *rd, *wr, *idle;
     struct dg_buf in, out;
     struct dg_list inflight; /* its queries, via upstream_query.try_node */
@@ -245,6 +257,7 @@ struct upstream {
     struct event *flush_ev;           /* activated when the first one is queued */
     const struct timeval *try_tv;     /* upstream-timeout as a libevent common timeout */
     const struct dg_observer *obs;    /* event counting (metrics); may be NULL */
+    struct uptls_ctx *tls;            /* TLS client context (not owned); NULL: no TLS upstream */
     size_t explore;                   /* first tries counted for the 1-in-EXPLORE re-measuring */
 };
 
@@ -269,12 +282,19 @@ void upstream_set_observer(struct upstream *u, const struct dg_observer *obs)
     u->obs = obs;
 }
 
+void upstream_set_tls(struct upstream *u, struct uptls_ctx *tls)
+{
+    u->tls = tls;
+}
+
 static void on_query_timer(evutil_socket_t fd, short what, void *arg);
 static void on_udp_read(evutil_socket_t fd, short what, void *arg);
 static void query_try_failed(struct upstream_query *q, int err);
 static void on_tcp_read(evutil_socket_t fd, short what, void *arg);
 static void on_tcp_write(evutil_socket_t fd, short what, void *arg);
 static void on_tcp_idle(evutil_socket_t fd, short what, void *arg);
+static const struct uptls_cbs tcp_tls_cbs;
+static void health_failure(struct up_server *s, uint64_t waited_us, bool lying, bool probe);
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -325,6 +345,7 @@ static void tcp_free(struct up_tcp *c)
         event_free(c->wr);
     if (c->idle)
         event_free(c->idle);
+    uptls_conn_free(c->tls); /* safe inside its own callbacks */
     if (c->fd >= 0)
         close(c->fd);
     dg_buf_free(&c->in);
@@ -345,7 +366,22 @@ static struct up_tcp *tcp_new(struct up_server *s, int *err)
     /* Link first so that tcp_free() is the one cleanup path for partial state too. */
     dg_list_push_front(&s->conns, &c->node);
     s->n_conns++;
+    up_event(u, s, DG_EV_UP_CONNECT, 1);
 
+    if (s->up->proto == DG_UP_TLS) {
+        c->idle = evtimer_new(u->base, on_tcp_idle, c);
+        if (!u->tls || !c->idle) {
+            *err = -ENOMEM;
+            goto fail;
+        }
+        /* connect + handshake within one try's time: a server that stalls the handshake
+         * fails the queries waiting on it no later than their own timers would */
+        c->tls = uptls_conn_new(u->tls, u->base, s->up, NULL, &s->session,
+                                u->cfg->upstream_timeout_ms, &tcp_tls_cbs, c, err);
+        if (!c->tls)
+            goto fail;
+        return c;
+    }
     c->fd = socket(s->addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
         *err = -errno;
@@ -384,11 +420,20 @@ static struct up_tcp *tcp_get(struct up_server *s, bool *created, int *err)
     *created = false;
     for (struct dg_lnode *n = s->conns.head; n; n = n->next) {
         struct up_tcp *c = dg_list_entry(n, struct up_tcp, node);
-        if (c->n_inflight < UP_TCP_MAX_INFLIGHT && c->out.len < UP_TCP_MAX_OUT)
+        size_t out = c->tls ? uptls_conn_pending(c->tls) : c->out.len;
+        if (c->n_inflight < UP_TCP_MAX_INFLIGHT && out < UP_TCP_MAX_OUT) {
+            if (c->tls && uptls_conn_ready(c->tls))
+                up_event(s->u, s, DG_EV_UP_REUSED, 1);
             return c;
+        }
     }
     if (s->n_conns >= UP_TCP_MAX_CONNS) {
         *err = -EAGAIN;
+        return NULL;
+    }
+    if (s->connect_after_ms && dg_now_ms() < s->connect_after_ms) {
+        /* backing off after failed connections: this try fails at once, without a socket */
+        *err = -ENOTCONN;
         return NULL;
     }
     struct up_tcp *c = tcp_new(s, err);
@@ -610,7 +655,7 @@ static void health_success(struct up_server *s, uint64_t rtt_us)
         return;
     s->srtt_us = s->srtt_us ? (7 * s->srtt_us + rtt_us) / 8 : rtt_us;
     if (s->down_until_ms) {
-        log_info("upstream %s answers again: back in use", s->addr->text);
+        log_info("upstream %s answers again: back in use", s->up->text);
         s->srtt_us = rtt_us; /* its old SRTT holds the timeouts that marked it down */
     }
     s->fails = 0;
@@ -644,7 +689,7 @@ static void health_failure(struct up_server *s, uint64_t waited_us, bool lying, 
         s->backoff_ms = HEALTH_BACKOFF_MIN;
         s->down_until_ms = dg_now_ms() + s->backoff_ms;
         log_warn("upstream %s: %u failed tries in a row, not used for %u s (then probed)",
-                 s->addr->text, s->fails, s->backoff_ms / 1000);
+                 s->up->text, s->fails, s->backoff_ms / 1000);
         up_event(s->u, s, DG_EV_UP_MARKED_DOWN, 1);
     }
     health_publish(s);
@@ -754,7 +799,7 @@ static void query_try_failed(struct upstream_query *q, int err)
 {
     struct upstream *u = q->u;
     if (q->srv)
-        log_debug("upstream %s: try failed (%d)", q->srv->addr->text, -err);
+        log_debug("upstream %s: try failed (%d)", q->srv->up->text, -err);
     /* A try that failed before it was sent (socket, connect) still counts as one, so that
      * errors never exceed queries. */
     if (q->state == TRY_NONE)
@@ -836,6 +881,23 @@ static int try_tcp(struct upstream_query *q, struct up_server *s)
     struct up_tcp *c = tcp_get(s, &created, &err);
     if (!c)
         return err;
+    if (c->tls) {
+        /* IDs unique on the connection, as below */
+        uint16_t id;
+        do
+            id = up_random_id(q->u);
+        while (tcp_find(c, id));
+        dg_put16(q->msg, id);
+        uint8_t pfx[2];
+        dg_put16(pfx, (uint16_t)q->len);
+        /* queued (sent once the handshake is done, batched per loop turn) */
+        if (uptls_conn_write(c->tls, pfx, 2) < 0 || uptls_conn_write(c->tls, q->msg, q->len) < 0) {
+            if (created)
+                tcp_free(c);
+            return -ENOMEM;
+        }
+        goto linked;
+    }
     if (dg_buf_reserve(&c->out, 2 + q->len) < 0 || event_add(c->wr, NULL) < 0) {
         /* Only a connection made for this query goes: an existing one may be idle on purpose,
          * or in use by a read loop further up the stack. */
@@ -855,7 +917,7 @@ static int try_tcp(struct upstream_query *q, struct up_server *s)
     /* Cannot fail: reserved above. */
     (void)dg_buf_append(&c->out, pfx, 2);
     (void)dg_buf_append(&c->out, q->msg, q->len);
-
+linked:
     q->tcp = c;
     dg_list_push_front(&c->inflight, &q->try_node);
     c->n_inflight++;
@@ -864,6 +926,15 @@ static int try_tcp(struct upstream_query *q, struct up_server *s)
     q->state = TRY_TCP;
     try_started(q, s);
     return 0;
+}
+
+/* A try to @p s by its transport: DoT always over its connections; plain DNS over UDP
+ * until an answer came back truncated. */
+static int try_server(struct upstream_query *q, struct up_server *s)
+{
+    if (s->up->proto == DG_UP_TLS || q->use_tcp)
+        return try_tcp(q, s);
+    return try_udp(q, s);
 }
 
 static void query_next_try(struct upstream_query *q)
@@ -876,7 +947,7 @@ static void query_next_try(struct upstream_query *q)
     }
     struct up_server *s = pick(q, now);
     q->tries++;
-    int rc = q->use_tcp ? try_tcp(q, s) : try_udp(q, s);
+    int rc = try_server(q, s);
     if (rc < 0) {
         q->srv = s;
         query_try_failed(q, rc);
@@ -984,7 +1055,7 @@ static void on_udp_read(evutil_socket_t fd, short what, void *arg)
 /* Fail every query on the connection over to its next try, then close it. */
 static void tcp_fail(struct up_tcp *c, int err)
 {
-    log_debug("upstream %s: TCP connection closed (%d)", c->srv->addr->text, -err);
+    log_debug("upstream %s: TCP connection closed (%d)", c->srv->up->text, -err);
     /* query_try_failed() only unlinks and arms a zero timer: no user code runs in this loop. */
     while (c->inflight.head)
         query_try_failed(try_query(c->inflight.head), err);
@@ -1001,6 +1072,77 @@ static void tcp_handle_frame(struct up_tcp *c, uint8_t *ans, size_t len)
     }
     query_answer(q, ans, len);
 }
+
+/* Answer the whole frames of @p in (RFC 7766 / RFC 7858 framing) and consume them. User
+ * callbacks run in here; by the lifetime rules above they cannot free c. */
+static void tcp_frames(struct up_tcp *c, struct dg_buf *in)
+{
+    size_t off = 0;
+    while (in->len - off >= 2) {
+        size_t flen = dg_get16(in->data + off);
+        if (in->len - off - 2 < flen)
+            break;
+        tcp_handle_frame(c, in->data + off + 2, flen);
+        off += 2 + flen;
+    }
+    dg_buf_consume(in, off);
+}
+
+/* ---- DoT: the TLS connection's callbacks (uptls.h): only from its own events */
+
+static void on_tls_ready(void *arg)
+{
+    struct up_tcp *c = arg;
+    struct up_server *s = c->srv;
+    s->conn_fails = 0;
+    s->connect_after_ms = 0;
+    s->why[0] = '\0';
+    up_event(s->u, s, DG_EV_UP_HANDSHAKE, uptls_conn_resumed(c->tls));
+}
+
+static void on_tls_input(void *arg, struct dg_buf *in)
+{
+    tcp_frames(arg, in);
+}
+
+/* Log a connection failure once per reason (and again after a minute of it). */
+static void conn_failure_log(struct up_server *s, const char *why)
+{
+    uint64_t now = dg_now_ms();
+    if (strcmp(s->why, why) == 0 && now - s->why_ms < 60000) {
+        log_debug("upstream %s: %s", s->up->text, why);
+        return;
+    }
+    snprintf(s->why, sizeof(s->why), "%s", why);
+    s->why_ms = now;
+    log_warn("upstream %s: %s", s->up->text, why);
+}
+
+static void on_tls_closed(void *arg, int err)
+{
+    struct up_tcp *c = arg;
+    struct up_server *s = c->srv;
+    bool verify = uptls_conn_verify_failed(c->tls);
+    if (!uptls_conn_ready(c->tls) || verify) {
+        /* never got to answering: back off before the next connection (250 ms doubling to
+         * 30 s; a certificate that fails verification will not be fixed in a second) */
+        s->conn_fails++;
+        unsigned shift = s->conn_fails < 8 ? s->conn_fails - 1 : 7;
+        uint64_t wait = verify ? 30000 : (uint64_t)250 << shift;
+        s->connect_after_ms = dg_now_ms() + (wait < 30000 ? wait : 30000);
+        up_event(s->u, s, DG_EV_UP_CONN_FAILED, verify);
+        conn_failure_log(s, uptls_conn_why(c->tls));
+        if (verify) /* misconfigured, or someone in between: out of use at once */
+            health_failure(s, 0, true, false);
+    } else if (c->n_inflight) {
+        log_debug("upstream %s: connection closed with %zu queries in flight: %s", s->up->text,
+                  c->n_inflight, uptls_conn_why(c->tls));
+    }
+    tcp_fail(c, err);
+}
+
+static const struct uptls_cbs tcp_tls_cbs = {
+    .ready = on_tls_ready, .input = on_tls_input, .closed = on_tls_closed};
 
 static void on_tcp_read(evutil_socket_t fd, short what, void *arg)
 {
@@ -1022,17 +1164,8 @@ static void on_tcp_read(evutil_socket_t fd, short what, void *arg)
     } else {
         c->in.len += (size_t)n;
     }
-    /* Frames complete so far are answered even when the server closes right after them.
-     * User callbacks run in here; by the lifetime rules above they cannot free c. */
-    size_t off = 0;
-    while (c->in.len - off >= 2) {
-        size_t flen = dg_get16(c->in.data + off);
-        if (c->in.len - off - 2 < flen)
-            break;
-        tcp_handle_frame(c, c->in.data + off + 2, flen);
-        off += 2 + flen;
-    }
-    dg_buf_consume(&c->in, off);
+    /* Frames complete so far are answered even when the server closes right after them. */
+    tcp_frames(c, &c->in);
     if (eof)
         tcp_fail(c, err);
 }
@@ -1100,6 +1233,7 @@ struct upstream *upstream_new(struct event_base *base, const struct config *cfg)
     u->flush_ev = event_new(base, -1, 0, on_flush, u);
     for (size_t i = 0; i < u->n_srv; i++) {
         u->srv[i].u = u;
+        u->srv[i].up = &cfg->upstream[i];
         u->srv[i].addr = &cfg->upstream[i].addr;
     }
     return u;
@@ -1125,6 +1259,8 @@ void upstream_free(struct upstream *u)
         for (size_t k = 0; k < UP_UDP_SOCKS; k++)
             if (s->udp[k])
                 udp_free(s->udp[k]);
+        if (s->session)
+            SSL_SESSION_free(s->session);
     }
     if (u->flush_ev)
         event_free(u->flush_ev);
@@ -1176,7 +1312,7 @@ struct upstream_query *upstream_query_start(struct upstream *u, const uint8_t *q
      * like any other, so the callback never runs from this call. */
     struct up_server *s = pick(q, now);
     q->tries = 1;
-    int rc = try_udp(q, s);
+    int rc = try_server(q, s);
     if (rc < 0) {
         q->srv = s;
         query_try_failed(q, rc);

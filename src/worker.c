@@ -36,6 +36,7 @@
 #include "dohgate/proxy.h"
 #include "dohgate/resolver.h"
 #include "dohgate/upstream.h"
+#include "dohgate/uptls.h"
 
 #define ACCEPTS_PER_EV 64
 /* Accepting paused for lack of descriptors: retried after this long at the latest. */
@@ -136,6 +137,7 @@ void snapshot_unref(struct snapshot *s)
         site_close(&s->site);
     shared_obj_unref(s->clients);
     shared_obj_unref(s->cache);
+    uptls_ctx_free(s->uptls);
     config_unref(s->cfg);
     free(s);
 }
@@ -428,6 +430,7 @@ static struct worker_view *view_new(struct worker *w, struct snapshot *snap)
     if (!(v->upstream = upstream_new(w->base, cfg)))
         goto fail;
     upstream_set_observer(v->upstream, w->op);
+    upstream_set_tls(v->upstream, snap->uptls);
     if (!(v->resolver = resolver_new(v->upstream, snap->cache->p, cfg)))
         goto fail;
     resolver_set_observer(v->resolver, w->op);

@@ -41,13 +41,19 @@ enum { MET_GET, MET_POST, MET_HEAD, MET_OTHER, MET_NMETHOD };
 #define MET_LAT_BUCKETS 12 /* upstream latency: 0.5 ms .. 2.5 s, then +Inf */
 
 struct upstream_metrics {
-    dg_counter queries;     /**< tries sent to this server (UDP, or TCP after truncation) */
-    dg_counter answers;     /**< accepted answers */
-    dg_counter timeouts;    /**< tries that got no answer in time */
-    dg_counter errors;      /**< tries that failed at once (refused, unreachable, reset) */
-    dg_counter marked_down; /**< times this worker stopped using the server */
-    dg_counter srtt_us;     /**< gauge: this worker's smoothed answer time, 0 = unknown */
-    dg_counter down;        /**< gauge: 1 while this worker does not use the server */
+    dg_counter queries;         /**< tries sent to this server (UDP, or TCP after truncation) */
+    dg_counter answers;         /**< accepted answers */
+    dg_counter timeouts;        /**< tries that got no answer in time */
+    dg_counter errors;          /**< tries that failed at once (refused, unreachable, reset) */
+    dg_counter marked_down;     /**< times this worker stopped using the server */
+    dg_counter connections;     /**< connections opened (TCP, TLS, HTTPS) */
+    dg_counter handshakes;      /**< TLS handshakes completed */
+    dg_counter resumed;         /**< ... of which resumed a session */
+    dg_counter conn_failures;   /**< connections that failed before their handshake was done */
+    dg_counter verify_failures; /**< ... of which for a certificate (verification, pin) */
+    dg_counter reused;          /**< tries sent on a connection already open */
+    dg_counter srtt_us;         /**< gauge: this worker's smoothed answer time, 0 = unknown */
+    dg_counter down;            /**< gauge: 1 while this worker does not use the server */
     dg_counter lat[MET_LAT_BUCKETS + 1]; /**< answers by latency bucket (not cumulative) */
     dg_counter lat_sum_us;
 };

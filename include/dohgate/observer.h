@@ -45,6 +45,11 @@ enum dg_event {
     DG_EV_UP_ERROR,       /**< a try failed at once (refused, unreachable, reset) */
     DG_EV_UP_MARKED_DOWN, /**< the worker stopped using the server */
     DG_EV_UP_HEALTH,      /**< value: DG_UP_HEALTH(srtt_us, down): this worker's view now */
+    DG_EV_UP_CONNECT,     /**< a connection (TCP, TLS, HTTPS) to the server was opened */
+    DG_EV_UP_HANDSHAKE,   /**< a TLS handshake completed; value 1: it resumed a session */
+    DG_EV_UP_CONN_FAILED, /**< a connection failed before its handshake was done; value 1:
+                               its certificate failed verification or pinning */
+    DG_EV_UP_REUSED,      /**< a try went on a connection already open */
     /* budgets (budget.c) and progress timeouts (conn, h1, h2) */
     DG_EV_BUDGET_REFUSED, /**< idx: BUDGET_EVENT_IDX(kind, level) of budget.h */
     DG_EV_STALLED,        /**< idx: enum dg_stall: closed or reset for making no progress */

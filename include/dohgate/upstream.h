@@ -73,6 +73,10 @@ struct dg_observer;
  * health (DG_EV_UP_*, idx = the server's index in cfg->upstream) to @p obs (may be NULL; must
  * outlive @p u). */
 void upstream_set_observer(struct upstream *u, const struct dg_observer *obs);
+struct uptls_ctx;
+/** The TLS client context for DoT and DoH upstreams (uptls.h; not owned, must outlive @p u).
+ * Without it (NULL) tries to such upstreams fail. Set before the first query. */
+void upstream_set_tls(struct upstream *u, struct uptls_ctx *tls);
 /** Queries in flight (for tests and shutdown). */
 size_t upstream_pending(const struct upstream *u);
 

@@ -67,6 +67,7 @@ struct snapshot {
     struct site site;
     bool site_open;
     struct acl acl;
+    struct uptls_ctx *uptls; /**< owned: TLS client context of DoT/DoH upstreams, or NULL */
 };
 
 /** @return a zeroed snapshot with one reference, or NULL on OOM. */
