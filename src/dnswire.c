@@ -299,3 +299,17 @@ uint32_t dnswire_answer_lifetime(const uint8_t *ans, size_t len, unsigned flags,
     info->end = dnswire_iter_offset(&it);
     return life;
 }
+
+size_t dnswire_split_stream(uint8_t *buf, size_t len,
+                            void (*frame)(void *arg, uint8_t *msg, size_t mlen), void *arg)
+{
+    size_t off = 0;
+    while (len - off >= 2) {
+        size_t flen = ((size_t)buf[off] << 8) | buf[off + 1];
+        if (len - off - 2 < flen)
+            break;
+        frame(arg, buf + off + 2, flen);
+        off += 2 + flen;
+    }
+    return off;
+}

@@ -89,9 +89,11 @@
 
 #include "dohgate/config.h"
 #include "dohgate/dns.h"
+#include "dohgate/dnswire.h"
 #include "dohgate/list.h"
 #include "dohgate/log.h"
 #include "dohgate/observer.h"
+#include "dohgate/updoh.h"
 #include "dohgate/uptls.h"
 #include "dohgate/util.h"
 
@@ -196,6 +198,7 @@ struct up_tcp {
     int fd;
     bool connected;
     struct uptls_conn *tls; /* DoT: the TLS connection (fd, rd and wr unused) */
+    struct updoh_conn *h2;  /* DoH: the HTTP/2 connection (fd, rd, wr, in and out unused) */
     struct event *rd, *wr, *idle;
     struct dg_buf in, out;
     struct dg_list inflight; /* its queries, via upstream_query.try_node */
@@ -225,6 +228,7 @@ struct upstream_query {
     /* on the in-flight list of its UDP socket or TCP connection: a query is on one at most */
     struct dg_lnode try_node;
     struct up_tcp *tcp;
+    int32_t sid;           /* DoH: the try's stream on tcp->h2 (0: none open) */
     struct dg_lnode node;  /* on upstream.queries */
     uint64_t try_start_us; /* for the SRTT and the latency metric */
     uint8_t msgbuf[];      /* msg points here */
@@ -294,6 +298,8 @@ static void on_tcp_read(evutil_socket_t fd, short what, void *arg);
 static void on_tcp_write(evutil_socket_t fd, short what, void *arg);
 static void on_tcp_idle(evutil_socket_t fd, short what, void *arg);
 static const struct uptls_cbs tcp_tls_cbs;
+static const struct updoh_cbs tcp_doh_cbs;
+static void query_answer(struct upstream_query *q, uint8_t *ans, size_t len);
 static void health_failure(struct up_server *s, uint64_t waited_us, bool lying, bool probe);
 
 /* ---------------------------------------------------------------- helpers */
@@ -346,6 +352,7 @@ static void tcp_free(struct up_tcp *c)
     if (c->idle)
         event_free(c->idle);
     uptls_conn_free(c->tls); /* safe inside its own callbacks */
+    updoh_conn_free(c->h2);  /* safe inside its closed() */
     if (c->fd >= 0)
         close(c->fd);
     dg_buf_free(&c->in);
@@ -379,6 +386,18 @@ static struct up_tcp *tcp_new(struct up_server *s, int *err)
         c->tls = uptls_conn_new(u->tls, u->base, s->up, NULL, &s->session,
                                 u->cfg->upstream_timeout_ms, &tcp_tls_cbs, c, err);
         if (!c->tls)
+            goto fail;
+        return c;
+    }
+    if (s->up->proto == DG_UP_HTTPS) {
+        c->idle = evtimer_new(u->base, on_tcp_idle, c);
+        if (!u->tls || !c->idle) {
+            *err = -ENOMEM;
+            goto fail;
+        }
+        c->h2 = updoh_conn_new(u->tls, u->base, s->up, &s->session, u->cfg->upstream_timeout_ms,
+                               &tcp_doh_cbs, c, err);
+        if (!c->h2)
             goto fail;
         return c;
     }
@@ -420,9 +439,11 @@ static struct up_tcp *tcp_get(struct up_server *s, bool *created, int *err)
     *created = false;
     for (struct dg_lnode *n = s->conns.head; n; n = n->next) {
         struct up_tcp *c = dg_list_entry(n, struct up_tcp, node);
-        size_t out = c->tls ? uptls_conn_pending(c->tls) : c->out.len;
-        if (c->n_inflight < UP_TCP_MAX_INFLIGHT && out < UP_TCP_MAX_OUT) {
-            if (c->tls && uptls_conn_ready(c->tls))
+        struct uptls_conn *t = c->h2 ? updoh_tls(c->h2) : c->tls;
+        size_t out = t ? uptls_conn_pending(t) : c->out.len;
+        if (c->n_inflight < UP_TCP_MAX_INFLIGHT && out < UP_TCP_MAX_OUT &&
+            (!c->h2 || updoh_can_take(c->h2))) {
+            if (t && uptls_conn_ready(t))
                 up_event(s->u, s, DG_EV_UP_REUSED, 1);
             return c;
         }
@@ -454,6 +475,10 @@ static struct upstream_query *tcp_find(const struct up_tcp *c, uint16_t id)
 static void tcp_detach(struct upstream_query *q)
 {
     struct up_tcp *c = q->tcp;
+    if (c->h2 && q->sid) {
+        updoh_cancel(c->h2, q->sid); /* RST_STREAM: the server may stop working on it */
+        q->sid = 0;
+    }
     dg_list_unlink(&c->inflight, &q->try_node);
     q->tcp = NULL;
     c->n_inflight--;
@@ -881,6 +906,18 @@ static int try_tcp(struct upstream_query *q, struct up_server *s)
     struct up_tcp *c = tcp_get(s, &created, &err);
     if (!c)
         return err;
+    if (c->h2) {
+        /* RFC 8484 §4.1: ID 0 (the stream tells the answers apart) */
+        dg_put16(q->msg, 0);
+        int32_t sid = updoh_submit(c->h2, q->msg, q->len, q);
+        if (sid < 0) {
+            if (created)
+                tcp_free(c);
+            return sid;
+        }
+        q->sid = sid;
+        goto linked;
+    }
     if (c->tls) {
         /* IDs unique on the connection, as below */
         uint16_t id;
@@ -932,7 +969,7 @@ linked:
  * until an answer came back truncated. */
 static int try_server(struct upstream_query *q, struct up_server *s)
 {
-    if (s->up->proto == DG_UP_TLS || q->use_tcp)
+    if (s->up->proto != DG_UP_DNS || q->use_tcp)
         return try_tcp(q, s);
     return try_udp(q, s);
 }
@@ -1075,17 +1112,14 @@ static void tcp_handle_frame(struct up_tcp *c, uint8_t *ans, size_t len)
 
 /* Answer the whole frames of @p in (RFC 7766 / RFC 7858 framing) and consume them. User
  * callbacks run in here; by the lifetime rules above they cannot free c. */
+static void tcp_frame(void *arg, uint8_t *msg, size_t len)
+{
+    tcp_handle_frame(arg, msg, len);
+}
+
 static void tcp_frames(struct up_tcp *c, struct dg_buf *in)
 {
-    size_t off = 0;
-    while (in->len - off >= 2) {
-        size_t flen = dg_get16(in->data + off);
-        if (in->len - off - 2 < flen)
-            break;
-        tcp_handle_frame(c, in->data + off + 2, flen);
-        off += 2 + flen;
-    }
-    dg_buf_consume(in, off);
+    dg_buf_consume(in, dnswire_split_stream(in->data, in->len, tcp_frame, c));
 }
 
 /* ---- DoT: the TLS connection's callbacks (uptls.h): only from its own events */
@@ -1118,12 +1152,12 @@ static void conn_failure_log(struct up_server *s, const char *why)
     log_warn("upstream %s: %s", s->up->text, why);
 }
 
-static void on_tls_closed(void *arg, int err)
+/* A DoT or DoH connection is over (@p t its TLS connection, @p why in words). */
+static void stream_conn_closed(struct up_tcp *c, struct uptls_conn *t, const char *why, int err)
 {
-    struct up_tcp *c = arg;
     struct up_server *s = c->srv;
-    bool verify = uptls_conn_verify_failed(c->tls);
-    if (!uptls_conn_ready(c->tls) || verify) {
+    bool verify = uptls_conn_verify_failed(t);
+    if (!uptls_conn_ready(t) || verify) {
         /* never got to answering: back off before the next connection (250 ms doubling to
          * 30 s; a certificate that fails verification will not be fixed in a second) */
         s->conn_fails++;
@@ -1131,15 +1165,63 @@ static void on_tls_closed(void *arg, int err)
         uint64_t wait = verify ? 30000 : (uint64_t)250 << shift;
         s->connect_after_ms = dg_now_ms() + (wait < 30000 ? wait : 30000);
         up_event(s->u, s, DG_EV_UP_CONN_FAILED, verify);
-        conn_failure_log(s, uptls_conn_why(c->tls));
+        conn_failure_log(s, why);
         if (verify) /* misconfigured, or someone in between: out of use at once */
             health_failure(s, 0, true, false);
     } else if (c->n_inflight) {
         log_debug("upstream %s: connection closed with %zu queries in flight: %s", s->up->text,
-                  c->n_inflight, uptls_conn_why(c->tls));
+                  c->n_inflight, why);
     }
     tcp_fail(c, err);
 }
+
+static void on_tls_closed(void *arg, int err)
+{
+    struct up_tcp *c = arg;
+    stream_conn_closed(c, c->tls, uptls_conn_why(c->tls), err);
+}
+
+/* ---- DoH: the HTTP/2 connection's callbacks (updoh.h): only from its own events */
+
+static void on_doh_ready(void *arg)
+{
+    struct up_tcp *c = arg;
+    struct up_server *s = c->srv;
+    s->conn_fails = 0;
+    s->connect_after_ms = 0;
+    s->why[0] = '\0';
+    up_event(s->u, s, DG_EV_UP_HANDSHAKE, uptls_conn_resumed(updoh_tls(c->h2)));
+}
+
+static void on_doh_done(void *arg, void *tag, int err, uint8_t *msg, size_t len)
+{
+    struct up_tcp *c = arg;
+    struct upstream_query *q = tag;
+    q->sid = 0; /* the stream is over: nothing to cancel */
+    if (err == 0 && !dns_answer_matches(q->msg, q->len, msg, len)) {
+        c->srv->u->stats.dropped_mismatch++;
+        err = -EPROTO;
+    }
+    if (err == 0) {
+        query_answer(q, msg, len);
+        return;
+    }
+    if (err == -EPROTO)
+        conn_failure_log(c->srv, updoh_conn_why(c->h2)[0] ? updoh_conn_why(c->h2)
+                                                          : "answered no DNS message");
+    /* refused by a GOAWAY: never processed, the server is not to blame; the next try goes on
+     * another connection */
+    query_try_failed(q, err == -ENOTCONN ? -EAGAIN : err);
+}
+
+static void on_doh_closed(void *arg, int err)
+{
+    struct up_tcp *c = arg;
+    stream_conn_closed(c, updoh_tls(c->h2), updoh_conn_why(c->h2), err);
+}
+
+static const struct updoh_cbs tcp_doh_cbs = {
+    .ready = on_doh_ready, .done = on_doh_done, .closed = on_doh_closed};
 
 static const struct uptls_cbs tcp_tls_cbs = {
     .ready = on_tls_ready, .input = on_tls_input, .closed = on_tls_closed};

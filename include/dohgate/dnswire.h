@@ -309,4 +309,13 @@ uint32_t dnswire_answer_lifetime(const uint8_t *ans, size_t len, unsigned flags,
 uint32_t dnswire_record_ttl(const uint8_t *msg, const struct dnswire_rr *rr,
                             enum dnswire_answer_kind kind, const struct dnswire_ttl_policy *p);
 
+/**
+ * Split @p buf into 2-byte length-prefixed DNS messages (the TCP and TLS framing of RFC 1035
+ * §4.2.2, RFC 7766, RFC 7858): @p frame gets each whole one, in order (a zero-length frame
+ * too: the caller decides what it is worth). @return the bytes used; a partial message at the
+ * end is left for more input.
+ */
+size_t dnswire_split_stream(uint8_t *buf, size_t len,
+                            void (*frame)(void *arg, uint8_t *msg, size_t mlen), void *arg);
+
 #endif
