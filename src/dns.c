@@ -360,3 +360,151 @@ int dns_make_any_answer(const uint8_t *q, size_t qlen, uint32_t ttl, struct dg_b
     dg_put16(m + 6, 1); /* ANCOUNT */
     return 0;
 }
+/*
+ * EDNS padding (RFC 7830, RFC 8467). The three functions share one scan: a walk of the whole
+ * message with the bounded iterator (without DNSWIRE_CHECK: what they edit are lengths, and the
+ * walk is bounded either way) that also checks the option list of every OPT record of the
+ * additional section. Nothing is edited before the scan passed, so a malformed message comes
+ * back as it went in.
+ */
+struct opt_scan {
+    unsigned nopt;    /* OPT records in the additional section */
+    size_t rdata_off; /* rdata of the first one */
+    size_t rdlen;
+    size_t pad_bytes; /* Padding options, headers included, in all of them */
+};
+
+/* Every option (code, length, data) of the rdata at @p off within it; count the padding. */
+static int opt_options_check(const uint8_t *msg, size_t off, size_t rdlen, size_t *pad_bytes)
+{
+    size_t p = off, end = off + rdlen;
+    while (p < end) {
+        if (end - p < 4)
+            return -EBADMSG;
+        size_t olen = dg_get16(msg + p + 2);
+        if (end - p - 4 < olen)
+            return -EBADMSG;
+        if (dg_get16(msg + p) == DNS_EDNS_PADDING)
+            *pad_bytes += 4 + olen;
+        p += 4 + olen;
+    }
+    return 0;
+}
+
+static int opt_scan(const uint8_t *msg, size_t len, struct opt_scan *s)
+{
+    struct dnswire_iter it;
+    struct dnswire_rr rr;
+    int r;
+    memset(s, 0, sizeof(*s));
+    dnswire_iter_init(&it, msg, len, 0);
+    while ((r = dnswire_iter_next(&it, &rr)) == 1) {
+        if (rr.sec != DNSWIRE_AR || rr.type != DNS_TYPE_OPT)
+            continue;
+        if (s->nopt++ == 0) {
+            s->rdata_off = rr.rdata_off;
+            s->rdlen = rr.rdlen;
+        }
+        if (opt_options_check(msg, rr.rdata_off, rr.rdlen, &s->pad_bytes) != 0)
+            return -EBADMSG;
+    }
+    return r < 0 ? -EBADMSG : 0;
+}
+
+/*
+ * Remove the Padding options of the OPT whose rdata (checked by opt_scan()) sits at @p off,
+ * @p rdlen long: the rest of the message moves down, RDLENGTH is fixed. @return bytes removed.
+ */
+static size_t opt_remove_padding(uint8_t *msg, size_t *len, size_t off, size_t rdlen)
+{
+    size_t p = off, end = off + rdlen, n = *len, removed = 0;
+    while (p < end) {
+        size_t cut = 4 + (size_t)dg_get16(msg + p + 2);
+        if (dg_get16(msg + p) != DNS_EDNS_PADDING) {
+            p += cut;
+            continue;
+        }
+        memmove(msg + p, msg + p + cut, n - p - cut);
+        n -= cut;
+        end -= cut;
+        removed += cut;
+    }
+    dg_put16(msg + off - 2, (uint16_t)(rdlen - removed));
+    *len = n;
+    return removed;
+}
+
+bool dns_has_padding(const uint8_t *msg, size_t len)
+{
+    struct opt_scan s;
+    return opt_scan(msg, len, &s) == 0 && s.pad_bytes > 0;
+}
+
+int dns_strip_padding(uint8_t *msg, size_t *len)
+{
+    if (!msg || !len)
+        return -EINVAL;
+    struct opt_scan s;
+    if (opt_scan(msg, *len, &s) != 0)
+        return -EBADMSG;
+    if (s.pad_bytes == 0)
+        return 0;
+    /* Several OPT records are malformed (RFC 6891 §6.1.1), but an answer carrying them is still
+     * delivered: none of them keeps its padding. */
+    struct dnswire_iter it;
+    struct dnswire_rr rr;
+    size_t n = *len;
+    dnswire_iter_init(&it, msg, n, 0);
+    while (dnswire_iter_next(&it, &rr) == 1) {
+        if (rr.sec != DNSWIRE_AR || rr.type != DNS_TYPE_OPT)
+            continue;
+        size_t removed = opt_remove_padding(msg, &n, rr.rdata_off, rr.rdlen);
+        if (removed)
+            dnswire_iter_rdata_shrunk(&it, &rr, removed);
+    }
+    *len = n;
+    return 1;
+}
+
+int dns_pad(uint8_t *msg, size_t *len, size_t cap, unsigned block)
+{
+    if (!msg || !len || block == 0 || block > DNS_MAX_MSG || *len > cap)
+        return -EINVAL;
+    struct opt_scan s;
+    if (opt_scan(msg, *len, &s) != 0)
+        return -EBADMSG;
+    if (s.nopt == 0)
+        return -ENOENT;
+    if (s.nopt > 1)
+        return -EBADMSG; /* which one would the peer read? */
+    size_t limit = cap < DNS_MAX_MSG ? cap : DNS_MAX_MSG;
+    size_t base = *len - s.pad_bytes; /* the message without any padding */
+    /* Not even an empty option fits. Then no padding was there either: it took those bytes,
+     * and the scan accepted *len (at most DNS_MAX_MSG, at most cap). */
+    if (base + 4 > limit)
+        return 1;
+    int rc = 0;
+    size_t target = (base + 4 + block - 1) / block * block;
+    if (target > limit) {
+        /* RFC 8467 §4.1 asks for block multiples; as close as the room allows beats an
+         * answer that is not sent. */
+        target = limit;
+        rc = 1;
+    }
+    size_t n = *len;
+    size_t rdlen = s.rdlen;
+    if (s.pad_bytes)
+        rdlen -= opt_remove_padding(msg, &n, s.rdata_off, s.rdlen);
+    /* The new option goes last in the OPT rdata; whatever follows the OPT (records, trailing
+     * bytes) moves up. target <= limit <= cap, so it fits; the RDLENGTH fits 16 bits as the
+     * whole message does. */
+    size_t add = target - n;
+    size_t at = s.rdata_off + rdlen;
+    memmove(msg + at + add, msg + at, n - at);
+    memset(msg + at, 0, add);
+    dg_put16(msg + at, DNS_EDNS_PADDING);
+    dg_put16(msg + at + 2, (uint16_t)(add - 4));
+    dg_put16(msg + s.rdata_off - 2, (uint16_t)(rdlen + add));
+    *len = target;
+    return rc;
+}
