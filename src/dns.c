@@ -412,6 +412,72 @@ static int opt_scan(const uint8_t *msg, size_t len, struct opt_scan *s)
 }
 
 /*
+ * Does the name at @p off read no byte at or past @p limit that would not move with it? A name
+ * that sits at or past @p limit (in a record after the OPT) moves as a whole, so its own labels
+ * may be there; every byte reached through a compression pointer, and every byte of a name that
+ * sits before @p limit, must lie wholly before it. Bounded as dnswire_name_check() is (hops,
+ * 255 octets).
+ */
+static bool name_points_below(const uint8_t *msg, size_t len, size_t off, size_t limit)
+{
+    bool moves = off >= limit;
+    size_t wire_len = 0;
+    unsigned hops = 0;
+    for (;;) {
+        if (off >= len)
+            return false;
+        uint8_t lab = msg[off];
+        bool ptr = (lab & 0xc0u) == 0xc0u;
+        if (!moves && off + (ptr ? 2u : (size_t)lab + 1) > limit)
+            return false;
+        if (ptr) {
+            if (len - off < 2 || ++hops > DNSWIRE_MAX_PTR_HOPS)
+                return false;
+            off = ((size_t)(lab & 0x3fu) << 8) | msg[off + 1];
+            moves = false;
+            continue;
+        }
+        if (lab & 0xc0u)
+            return false;
+        wire_len += (size_t)lab + 1;
+        if (wire_len > DNS_MAX_NAME)
+            return false;
+        if (lab == 0)
+            return true;
+        off += (size_t)lab + 1;
+    }
+}
+
+static bool rdata_name_below(const uint8_t *msg, size_t len, size_t off, void *arg)
+{
+    return name_points_below(msg, len, off, *(const size_t *)arg);
+}
+
+/*
+ * May the bytes from @p edit on change (the first OPT's RDLENGTH, then its rdata) or move
+ * without changing a name? Every name, owner names and the names inside rdata, must reach through
+ * its compression pointers only bytes before it (name_points_below()): bytes that move would leave
+ * a pointer naming something else, or nothing. A sane encoder never points into an OPT or forward
+ * past it (RFC 1035 §4.1.4: pointers go to prior occurrences); a message that does is refused the
+ * edit. Only the editing functions pay for this walk.
+ */
+static bool edit_safe(const uint8_t *msg, size_t len, size_t edit)
+{
+    struct dnswire_iter it;
+    struct dnswire_rr rr;
+    int r;
+    dnswire_iter_init(&it, msg, len, 0);
+    while ((r = dnswire_iter_next(&it, &rr)) == 1) {
+        if (!name_points_below(msg, len, rr.name_off, edit))
+            return false;
+        if (rr.sec != DNSWIRE_QD &&
+            !dnswire_rdata_each_name(msg, len, &rr, rdata_name_below, &edit))
+            return false;
+    }
+    return r == 0;
+}
+
+/*
  * Remove the Padding options of the OPT whose rdata (checked by opt_scan()) sits at @p off,
  * @p rdlen long: the rest of the message moves down, RDLENGTH is fixed. @return bytes removed.
  */
@@ -449,6 +515,8 @@ int dns_strip_padding(uint8_t *msg, size_t *len)
         return -EBADMSG;
     if (s.pad_bytes == 0)
         return 0;
+    if (!edit_safe(msg, *len, s.rdata_off - 2))
+        return -EBADMSG;
     /* Several OPT records are malformed (RFC 6891 §6.1.1), but an answer carrying them is still
      * delivered: none of them keeps its padding. */
     struct dnswire_iter it;
@@ -477,6 +545,8 @@ int dns_pad(uint8_t *msg, size_t *len, size_t cap, unsigned block)
         return -ENOENT;
     if (s.nopt > 1)
         return -EBADMSG; /* which one would the peer read? */
+    if (!edit_safe(msg, *len, s.rdata_off - 2))
+        return -EBADMSG;
     size_t limit = cap < DNS_MAX_MSG ? cap : DNS_MAX_MSG;
     size_t base = *len - s.pad_bytes; /* the message without any padding */
     /* Not even an empty option fits. Then no padding was there either: it took those bytes,

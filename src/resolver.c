@@ -203,7 +203,9 @@ static void on_upstream_done(void *arg, int status, const uint8_t *ans, size_t l
             ans = unpadded.data;
             len = unpadded.len;
         } else {
-            failed = true; /* OOM: serve-stale or SERVFAIL, as for the per-waiter copy below */
+            /* OOM (as for the per-waiter copy below), or compression pointers into the OPT
+             * that make the edit unsafe (no sane encoder's): serve-stale or SERVFAIL. */
+            failed = true;
         }
     }
     if (!failed && dns_rcode(ans, len) == DNS_RCODE_SERVFAIL && r->cache && r->cfg->serve_stale) {

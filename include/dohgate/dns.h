@@ -91,20 +91,23 @@ int dns_query_strip_ecs(uint8_t *msg, size_t *len);
  * DNS_MAX_MSG, the message is padded up to that limit instead (or, with no room for even an
  * empty option, left as it is): padding never costs the answer. The walk is bounded (the
  * dnswire.h iterator; header counts are not trusted); nothing is edited unless the whole
- * message and its OPT options parse.
+ * message and its OPT options parse and no compression pointer points into the OPT's rdata or
+ * past it (moving those bytes would change the name such a pointer makes).
  * @param msg   the message, in a buffer of @p cap bytes.
  * @param len   in: its length (at most @p cap); out: the padded length.
  * @return 0 (length now a multiple of @p block), 1 (padded short of that, or not at all, for
  *         lack of room; *len updated), -ENOENT (no OPT record; unchanged), -EBADMSG (malformed
- *         message or OPT options, or more than one OPT: unchanged), -EINVAL (@p block 0 or over
+ *         message or OPT options, more than one OPT, a pointer at or past the OPT's rdata:
+ *         unchanged), -EINVAL (@p block 0 or over
  *         DNS_MAX_MSG, *len over @p cap, NULL arguments).
  */
 int dns_pad(uint8_t *msg, size_t *len, size_t cap, unsigned block);
 
 /**
  * Does the OPT record of @p msg carry a Padding option (code 12)? false for a malformed
- * message or malformed OPT options (the same checks dns_strip_padding() makes, so a true here
- * means it succeeds on the same bytes). Bounded walk, no allocation.
+ * message or malformed OPT options. Cheaper than the editing functions (names are not
+ * followed): a true here means dns_strip_padding() removes something unless it finds a
+ * compression pointer it cannot move past. Bounded walk, no allocation.
  */
 bool dns_has_padding(const uint8_t *msg, size_t len);
 
@@ -113,7 +116,8 @@ bool dns_has_padding(const uint8_t *msg, size_t len);
  * options as they were. Answers from upstreams that pad are stored unpadded: padding is for the
  * wire, the cache never holds it.
  * @return 1 (something removed; *len updated), 0 (nothing to remove), -EBADMSG (malformed
- *         message or OPT options: unchanged), -EINVAL (NULL arguments).
+ *         message or OPT options, or padding to remove behind a compression pointer that
+ *         points at or past the first OPT's rdata: unchanged), -EINVAL (NULL arguments).
  */
 int dns_strip_padding(uint8_t *msg, size_t *len);
 

@@ -1640,6 +1640,52 @@ static void test_strip_padding(void **state)
     assert_false(dns_has_padding(buf, len));
 }
 
+/* A compression pointer into the OPT's rdata (here at zero padding bytes: the root name) or
+ * past it: moving those bytes would change the name, so neither edit is made. */
+static void test_pad_forward_pointer(void **state)
+{
+    (void)state;
+    uint8_t buf[QBUF], orig[QBUF];
+    const struct edns_opt pad[] = {{DNS_EDNS_PADDING, 20, 0}};
+    size_t len = make_edns_msg(buf, "example.com", true, pad, 1, true);
+    size_t qend = dns_question_end(buf, len);
+    size_t opt_data = len - 16 - 20; /* the padding bytes, before the tail record */
+    /* The answer record's owner points at the padding bytes. */
+    put16(buf, qend, (uint16_t)(0xc000u | opt_data));
+    assert_true(dns_wire_check(buf, len));
+    memcpy(orig, buf, len);
+    size_t n = len;
+    assert_true(dns_has_padding(buf, n));
+    assert_int_equal(dns_strip_padding(buf, &n), -EBADMSG);
+    assert_int_equal(dns_pad(buf, &n, sizeof(buf), 128), -EBADMSG);
+    assert_int_equal(n, len);
+    assert_memory_equal(buf, orig, len);
+    /* The A record's owner points forward at the tail record's name (which points back at the
+     * question: a chain through bytes that would move). */
+    len = make_edns_msg(buf, "example.com", true, pad, 1, true);
+    put16(buf, qend, (uint16_t)(0xc000u | (len - 16)));
+    assert_true(dns_wire_check(buf, len));
+    n = len;
+    assert_int_equal(dns_strip_padding(buf, &n), -EBADMSG);
+    assert_int_equal(dns_pad(buf, &n, sizeof(buf), 128), -EBADMSG);
+    assert_int_equal(n, len);
+    /* The owner points at the OPT's RDLENGTH, whose high byte (0 below 256) reads as the root:
+     * padding rewrites that field too. */
+    len = make_edns_msg(buf, "example.com", true, pad, 1, true);
+    put16(buf, qend, (uint16_t)(0xc000u | (opt_data - 4 - 2)));
+    assert_true(dns_wire_check(buf, len));
+    n = len;
+    assert_int_equal(dns_strip_padding(buf, &n), -EBADMSG);
+    assert_int_equal(dns_pad(buf, &n, sizeof(buf), 468), -EBADMSG);
+    assert_int_equal(n, len);
+    /* A pointer back at the question from after the OPT is fine (the tail record's own). */
+    len = make_edns_msg(buf, "example.com", true, pad, 1, true);
+    n = len;
+    assert_int_equal(dns_pad(buf, &n, sizeof(buf), 128), 0);
+    assert_int_equal(dns_strip_padding(buf, &n), 1);
+    assert_int_equal(n, len - 24);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1684,6 +1730,7 @@ int main(void)
         cmocka_unit_test(test_pad_malformed),
         cmocka_unit_test(test_pad_cap),
         cmocka_unit_test(test_strip_padding),
+        cmocka_unit_test(test_pad_forward_pointer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
