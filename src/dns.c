@@ -360,3 +360,221 @@ int dns_make_any_answer(const uint8_t *q, size_t qlen, uint32_t ttl, struct dg_b
     dg_put16(m + 6, 1); /* ANCOUNT */
     return 0;
 }
+/*
+ * EDNS padding (RFC 7830, RFC 8467). The three functions share one scan: a walk of the whole
+ * message with the bounded iterator (without DNSWIRE_CHECK: what they edit are lengths, and the
+ * walk is bounded either way) that also checks the option list of every OPT record of the
+ * additional section. Nothing is edited before the scan passed, so a malformed message comes
+ * back as it went in.
+ */
+struct opt_scan {
+    unsigned nopt;    /* OPT records in the additional section */
+    size_t rdata_off; /* rdata of the first one */
+    size_t rdlen;
+    size_t pad_bytes; /* Padding options, headers included, in all of them */
+};
+
+/* Every option (code, length, data) of the rdata at @p off within it; count the padding. */
+static int opt_options_check(const uint8_t *msg, size_t off, size_t rdlen, size_t *pad_bytes)
+{
+    size_t p = off, end = off + rdlen;
+    while (p < end) {
+        if (end - p < 4)
+            return -EBADMSG;
+        size_t olen = dg_get16(msg + p + 2);
+        if (end - p - 4 < olen)
+            return -EBADMSG;
+        if (dg_get16(msg + p) == DNS_EDNS_PADDING)
+            *pad_bytes += 4 + olen;
+        p += 4 + olen;
+    }
+    return 0;
+}
+
+static int opt_scan(const uint8_t *msg, size_t len, struct opt_scan *s)
+{
+    struct dnswire_iter it;
+    struct dnswire_rr rr;
+    int r;
+    memset(s, 0, sizeof(*s));
+    dnswire_iter_init(&it, msg, len, 0);
+    while ((r = dnswire_iter_next(&it, &rr)) == 1) {
+        if (rr.sec != DNSWIRE_AR || rr.type != DNS_TYPE_OPT)
+            continue;
+        if (s->nopt++ == 0) {
+            s->rdata_off = rr.rdata_off;
+            s->rdlen = rr.rdlen;
+        }
+        if (opt_options_check(msg, rr.rdata_off, rr.rdlen, &s->pad_bytes) != 0)
+            return -EBADMSG;
+    }
+    return r < 0 ? -EBADMSG : 0;
+}
+
+/*
+ * Does the name at @p off read no byte at or past @p limit that would not move with it? A name
+ * that sits at or past @p limit (in a record after the OPT) moves as a whole, so its own labels
+ * may be there; every byte reached through a compression pointer, and every byte of a name that
+ * sits before @p limit, must lie wholly before it. Bounded as dnswire_name_check() is (hops,
+ * 255 octets).
+ */
+static bool name_points_below(const uint8_t *msg, size_t len, size_t off, size_t limit)
+{
+    bool moves = off >= limit;
+    size_t wire_len = 0;
+    unsigned hops = 0;
+    for (;;) {
+        if (off >= len)
+            return false;
+        uint8_t lab = msg[off];
+        bool ptr = (lab & 0xc0u) == 0xc0u;
+        if (!moves && off + (ptr ? 2u : (size_t)lab + 1) > limit)
+            return false;
+        if (ptr) {
+            if (len - off < 2 || ++hops > DNSWIRE_MAX_PTR_HOPS)
+                return false;
+            off = ((size_t)(lab & 0x3fu) << 8) | msg[off + 1];
+            moves = false;
+            continue;
+        }
+        if (lab & 0xc0u)
+            return false;
+        wire_len += (size_t)lab + 1;
+        if (wire_len > DNS_MAX_NAME)
+            return false;
+        if (lab == 0)
+            return true;
+        off += (size_t)lab + 1;
+    }
+}
+
+static bool rdata_name_below(const uint8_t *msg, size_t len, size_t off, void *arg)
+{
+    return name_points_below(msg, len, off, *(const size_t *)arg);
+}
+
+/*
+ * May the bytes from @p edit on change (the first OPT's RDLENGTH, then its rdata) or move
+ * without changing a name? Every name, owner names and the names inside rdata, must reach through
+ * its compression pointers only bytes before it (name_points_below()): bytes that move would leave
+ * a pointer naming something else, or nothing. A sane encoder never points into an OPT or forward
+ * past it (RFC 1035 §4.1.4: pointers go to prior occurrences); a message that does is refused the
+ * edit. Only the editing functions pay for this walk.
+ */
+static bool edit_safe(const uint8_t *msg, size_t len, size_t edit)
+{
+    struct dnswire_iter it;
+    struct dnswire_rr rr;
+    int r;
+    dnswire_iter_init(&it, msg, len, 0);
+    while ((r = dnswire_iter_next(&it, &rr)) == 1) {
+        if (!name_points_below(msg, len, rr.name_off, edit))
+            return false;
+        if (rr.sec != DNSWIRE_QD &&
+            !dnswire_rdata_each_name(msg, len, &rr, rdata_name_below, &edit))
+            return false;
+    }
+    return r == 0;
+}
+
+/*
+ * Remove the Padding options of the OPT whose rdata (checked by opt_scan()) sits at @p off,
+ * @p rdlen long: the rest of the message moves down, RDLENGTH is fixed. @return bytes removed.
+ */
+static size_t opt_remove_padding(uint8_t *msg, size_t *len, size_t off, size_t rdlen)
+{
+    size_t p = off, end = off + rdlen, n = *len, removed = 0;
+    while (p < end) {
+        size_t cut = 4 + (size_t)dg_get16(msg + p + 2);
+        if (dg_get16(msg + p) != DNS_EDNS_PADDING) {
+            p += cut;
+            continue;
+        }
+        memmove(msg + p, msg + p + cut, n - p - cut);
+        n -= cut;
+        end -= cut;
+        removed += cut;
+    }
+    dg_put16(msg + off - 2, (uint16_t)(rdlen - removed));
+    *len = n;
+    return removed;
+}
+
+bool dns_has_padding(const uint8_t *msg, size_t len)
+{
+    struct opt_scan s;
+    return opt_scan(msg, len, &s) == 0 && s.pad_bytes > 0;
+}
+
+int dns_strip_padding(uint8_t *msg, size_t *len)
+{
+    if (!msg || !len)
+        return -EINVAL;
+    struct opt_scan s;
+    if (opt_scan(msg, *len, &s) != 0)
+        return -EBADMSG;
+    if (s.pad_bytes == 0)
+        return 0;
+    if (!edit_safe(msg, *len, s.rdata_off - 2))
+        return -EBADMSG;
+    /* Several OPT records are malformed (RFC 6891 §6.1.1), but an answer carrying them is still
+     * delivered: none of them keeps its padding. */
+    struct dnswire_iter it;
+    struct dnswire_rr rr;
+    size_t n = *len;
+    dnswire_iter_init(&it, msg, n, 0);
+    while (dnswire_iter_next(&it, &rr) == 1) {
+        if (rr.sec != DNSWIRE_AR || rr.type != DNS_TYPE_OPT)
+            continue;
+        size_t removed = opt_remove_padding(msg, &n, rr.rdata_off, rr.rdlen);
+        if (removed)
+            dnswire_iter_rdata_shrunk(&it, &rr, removed);
+    }
+    *len = n;
+    return 1;
+}
+
+int dns_pad(uint8_t *msg, size_t *len, size_t cap, unsigned block)
+{
+    if (!msg || !len || block == 0 || block > DNS_MAX_MSG || *len > cap)
+        return -EINVAL;
+    struct opt_scan s;
+    if (opt_scan(msg, *len, &s) != 0)
+        return -EBADMSG;
+    if (s.nopt == 0)
+        return -ENOENT;
+    if (s.nopt > 1)
+        return -EBADMSG; /* which one would the peer read? */
+    if (!edit_safe(msg, *len, s.rdata_off - 2))
+        return -EBADMSG;
+    size_t limit = cap < DNS_MAX_MSG ? cap : DNS_MAX_MSG;
+    size_t base = *len - s.pad_bytes; /* the message without any padding */
+    /* Not even an empty option fits. Then no padding was there either: it took those bytes,
+     * and the scan accepted *len (at most DNS_MAX_MSG, at most cap). */
+    if (base + 4 > limit)
+        return 1;
+    int rc = 0;
+    size_t target = (base + 4 + block - 1) / block * block;
+    if (target > limit) {
+        /* RFC 8467 §4.1 asks for block multiples; as close as the room allows beats an
+         * answer that is not sent. */
+        target = limit;
+        rc = 1;
+    }
+    size_t n = *len;
+    size_t rdlen = s.rdlen;
+    if (s.pad_bytes)
+        rdlen -= opt_remove_padding(msg, &n, s.rdata_off, s.rdlen);
+    /* The new option goes last in the OPT rdata; whatever follows the OPT (records, trailing
+     * bytes) moves up. target <= limit <= cap, so it fits; the RDLENGTH fits 16 bits as the
+     * whole message does. */
+    size_t add = target - n;
+    size_t at = s.rdata_off + rdlen;
+    memmove(msg + at + add, msg + at, n - at);
+    memset(msg + at, 0, add);
+    dg_put16(msg + at, DNS_EDNS_PADDING);
+    dg_put16(msg + at + 2, (uint16_t)(add - 4));
+    dg_put16(msg + s.rdata_off - 2, (uint16_t)(rdlen + add));
+    *len = target;
+    return rc;
+}

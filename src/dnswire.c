@@ -313,3 +313,31 @@ size_t dnswire_split_stream(uint8_t *buf, size_t len,
     }
     return off;
 }
+
+bool dnswire_edns_option(const uint8_t *msg, size_t len, uint16_t code, size_t *val_off,
+                         size_t *val_len)
+{
+    struct dnswire_iter it;
+    struct dnswire_rr rr;
+    dnswire_iter_init(&it, msg, len, 0);
+    int r;
+    while ((r = dnswire_iter_next(&it, &rr)) > 0) {
+        if (rr.sec != DNSWIRE_AR || rr.type != DNSWIRE_TYPE_OPT)
+            continue;
+        size_t p = rr.rdata_off, end = rr.rdata_off + rr.rdlen;
+        while (end - p >= 4) {
+            uint16_t oc = (uint16_t)((msg[p] << 8) | msg[p + 1]);
+            size_t ol = ((size_t)msg[p + 2] << 8) | msg[p + 3];
+            if (end - p - 4 < ol)
+                return false;
+            if (oc == code) {
+                *val_off = p + 4;
+                *val_len = ol;
+                return true;
+            }
+            p += 4 + ol;
+        }
+        return false;
+    }
+    return false;
+}

@@ -415,7 +415,7 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
     for (size_t k = 0; k < sizeof(upc) / sizeof(upc[0]); k++) {
         head(&o, upc[k].name, "counter", upc[k].help);
         for (size_t u = 0; u < cfg->n_upstream; u++) {
-            char a[100];
+            char a[1100]; /* an upstream label, escaped */
             uint64_t n = sum(m, (const dg_counter *)((const char *)&m->w[0].up[u] + upc[k].off));
             put(&o, "%s{upstream=\"%s\"} %llu\n", upc[k].name,
                 esc(cfg->upstream[u].text, a, sizeof(a)), (unsigned long long)n);
@@ -425,7 +425,7 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
     head(&o, "dohgate_upstream_up", "gauge",
          "1 when no worker has the upstream marked down, else 0.");
     for (size_t u = 0; u < cfg->n_upstream; u++) {
-        char a[100];
+        char a[1100]; /* an upstream label, escaped */
         uint64_t down = 0;
         for (unsigned i = 0; i < m->nworkers; i++)
             down += ctr_get(&m->w[i].up[u].down);
@@ -435,7 +435,7 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
     head(&o, "dohgate_upstream_srtt_seconds", "gauge",
          "Smoothed answer time of the upstream, mean over the workers that measured it.");
     for (size_t u = 0; u < cfg->n_upstream; u++) {
-        char a[100];
+        char a[1100]; /* an upstream label, escaped */
         uint64_t sum_us = 0, n = 0;
         for (unsigned i = 0; i < m->nworkers; i++) {
             uint64_t v = ctr_get(&m->w[i].up[u].srtt_us);
@@ -448,7 +448,7 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
     head(&o, "dohgate_upstream_latency_seconds", "histogram",
          "Time from sending a try to accepting its answer.");
     for (size_t u = 0; u < cfg->n_upstream; u++) {
-        char a[100];
+        char a[1100]; /* an upstream label, escaped */
         esc(cfg->upstream[u].text, a, sizeof(a));
         uint64_t cum = 0;
         for (int b = 0; b <= MET_LAT_BUCKETS; b++) {

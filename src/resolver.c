@@ -191,6 +191,23 @@ static void on_upstream_done(void *arg, int status, const uint8_t *ans, size_t l
     table_remove(r, inf);
     inf->uq = NULL;
     bool failed = status != 0;
+    /* Padding is for the wire it came over (an upstream pads its answers to padded queries,
+     * RFC 8467): stripped here, before both the cache and the waiters served without it
+     * (caching off, an answer not kept, OOM), so no stored or forwarded answer carries another
+     * hop's padding; a padded client gets its own from doh_handler.c. The copy is only made for
+     * the answers that carry padding (plain-DNS upstreams practically never do). */
+    struct dg_buf unpadded = {0};
+    if (!failed && dns_has_padding(ans, len)) {
+        if (dg_buf_append(&unpadded, ans, len) == 0 &&
+            dns_strip_padding(unpadded.data, &unpadded.len) == 1) {
+            ans = unpadded.data;
+            len = unpadded.len;
+        } else {
+            /* OOM (as for the per-waiter copy below), or compression pointers into the OPT
+             * that make the edit unsafe (no sane encoder's): serve-stale or SERVFAIL. */
+            failed = true;
+        }
+    }
     if (!failed && dns_rcode(ans, len) == DNS_RCODE_SERVFAIL && r->cache && r->cfg->serve_stale) {
         /* RFC 8767: an upstream SERVFAIL is a failure too; keep the stale entry, do not
          * replace it with the SERVFAIL. */
@@ -241,6 +258,7 @@ static void on_upstream_done(void *arg, int status, const uint8_t *ans, size_t l
             deliver(w, b->data, b->len, ttl);
         }
     }
+    dg_buf_free(&unpadded);
     free(inf);
 }
 

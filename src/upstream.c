@@ -104,6 +104,8 @@
 /* A connection with no query in flight for this long is closed (RFC 7766 §6.2.3 leaves the
  * value to us; servers usually close sooner anyway). */
 #define UP_TCP_IDLE_MS 10000
+/* edns-tcp-keepalive (RFC 7828) option code */
+#define DNS_EDNS_KEEPALIVE 11
 /* Unsent bytes above which a connection takes no new queries (a server that stopped reading). */
 #define UP_TCP_MAX_OUT (256 * 1024)
 /* recv() size for TCP; the input buffer holds at most one partial frame plus this. */
@@ -199,6 +201,7 @@ struct up_tcp {
     bool connected;
     struct uptls_conn *tls; /* DoT: the TLS connection (fd, rd and wr unused) */
     struct updoh_conn *h2;  /* DoH: the HTTP/2 connection (fd, rd, wr, in and out unused) */
+    unsigned idle_ms;       /* closed after this long without a query (EDNS keepalive may lower) */
     struct event *rd, *wr, *idle;
     struct dg_buf in, out;
     struct dg_list inflight; /* its queries, via upstream_query.try_node */
@@ -483,8 +486,8 @@ static void tcp_detach(struct upstream_query *q)
     q->tcp = NULL;
     c->n_inflight--;
     if (c->n_inflight == 0) {
-        struct timeval tv = {.tv_sec = UP_TCP_IDLE_MS / 1000,
-                             .tv_usec = (UP_TCP_IDLE_MS % 1000) * 1000};
+        unsigned ms = c->idle_ms ? c->idle_ms : UP_TCP_IDLE_MS;
+        struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
         /* If this fails the connection just stays until the server closes it. */
         if (evtimer_add(c->idle, &tv) < 0)
             log_warn("upstream: cannot arm a TCP idle timer");
@@ -1106,6 +1109,14 @@ static void tcp_handle_frame(struct up_tcp *c, uint8_t *ans, size_t len)
     if (!q || !dns_answer_matches(q->msg, q->len, ans, len)) {
         u->stats.dropped_mismatch++;
         return;
+    }
+    /* RFC 7828: the server says how long it keeps an idle connection (in 100 ms units; 0:
+     * close when done). Close before it does, so that a query never races its close. */
+    size_t ko, kl;
+    if (dnswire_edns_option(ans, len, DNS_EDNS_KEEPALIVE, &ko, &kl) && kl == 2) {
+        unsigned t = (unsigned)dg_get16(ans + ko) * 100u;
+        unsigned ms = t > 200 ? t - 200 : 1;
+        c->idle_ms = ms < UP_TCP_IDLE_MS ? ms : UP_TCP_IDLE_MS;
     }
     query_answer(q, ans, len);
 }

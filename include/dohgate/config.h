@@ -56,8 +56,8 @@ struct dg_upstream {
     size_t n_pin;
     /** For logs and metric labels: the URL without pins ("tls://9.9.9.9:853#dns.quad9.net",
      * "192.0.2.1:53", "https://dns.example/dns-query"). */
-    char text[400];
-    char spec[700]; /**< the whole value, normalised, as config_dump() writes it */
+    char text[528];
+    char spec[1100]; /**< the whole value, normalised, as config_dump() writes it */
 };
 
 /* OPT_ENUM options: the values are the positions of the names in the option table. */

@@ -1,9 +1,10 @@
 /**
  * @file dns.h
- * DNS message helpers: query validation, upstream answer checks, ECS removal, synthesized error
- * answers, the query log's summary. Records are walked with the iterator of dnswire.h; how long
- * an answer lives (Cache-Control, cache) is dnswire_answer_lifetime()'s rule, via
- * cache_answer_lifetime(). No I/O, no HTTP, no global state: safe from any thread.
+ * DNS message helpers: query validation, upstream answer checks, ECS removal, EDNS padding
+ * (RFC 7830, RFC 8467), synthesized error answers, the query log's summary. Records are walked
+ * with the iterator of dnswire.h; how long an answer lives (Cache-Control, cache) is
+ * dnswire_answer_lifetime()'s rule, via cache_answer_lifetime(). No I/O, no HTTP, no global
+ * state: safe from any thread.
  */
 #ifndef DOHGATE_DNS_H
 #define DOHGATE_DNS_H
@@ -76,6 +77,49 @@ int dns_rcode(const uint8_t *msg, size_t len);
  *         does not parse (left unchanged or partly edited: do not forward it then).
  */
 int dns_query_strip_ecs(uint8_t *msg, size_t *len);
+
+#define DNS_EDNS_PADDING       12  /**< RFC 7830 option code */
+#define DNS_PAD_BLOCK_QUERY    128 /**< RFC 8467 §4.1: block length for queries */
+#define DNS_PAD_BLOCK_RESPONSE 468 /**< RFC 8467 §4.1: block length for responses */
+
+/**
+ * Pad @p msg with one EDNS(0) Padding option (RFC 7830) in its OPT record so that its length is
+ * a multiple of @p block (RFC 8467 §4.1 Block-Length Padding: 128 for queries, 468 for
+ * responses). Padding options already there are replaced, not stacked; the new one goes last
+ * in the OPT rdata, its bytes are zero. A message without an OPT record is left alone: EDNS is
+ * not invented for a peer that did not use it. When the padded length would exceed @p cap or
+ * DNS_MAX_MSG, the message is padded up to that limit instead (or, with no room for even an
+ * empty option, left as it is): padding never costs the answer. The walk is bounded (the
+ * dnswire.h iterator; header counts are not trusted); nothing is edited unless the whole
+ * message and its OPT options parse and no compression pointer points into the OPT's rdata or
+ * past it (moving those bytes would change the name such a pointer makes).
+ * @param msg   the message, in a buffer of @p cap bytes.
+ * @param len   in: its length (at most @p cap); out: the padded length.
+ * @return 0 (length now a multiple of @p block), 1 (padded short of that, or not at all, for
+ *         lack of room; *len updated), -ENOENT (no OPT record; unchanged), -EBADMSG (malformed
+ *         message or OPT options, more than one OPT, a pointer at or past the OPT's rdata:
+ *         unchanged), -EINVAL (@p block 0 or over
+ *         DNS_MAX_MSG, *len over @p cap, NULL arguments).
+ */
+int dns_pad(uint8_t *msg, size_t *len, size_t cap, unsigned block);
+
+/**
+ * Does the OPT record of @p msg carry a Padding option (code 12)? false for a malformed
+ * message or malformed OPT options. Cheaper than the editing functions (names are not
+ * followed): a true here means dns_strip_padding() removes something unless it finds a
+ * compression pointer it cannot move past. Bounded walk, no allocation.
+ */
+bool dns_has_padding(const uint8_t *msg, size_t len);
+
+/**
+ * Remove every Padding option from the OPT record(s) of @p msg, in place, leaving the other
+ * options as they were. Answers from upstreams that pad are stored unpadded: padding is for the
+ * wire, the cache never holds it.
+ * @return 1 (something removed; *len updated), 0 (nothing to remove), -EBADMSG (malformed
+ *         message or OPT options, or padding to remove behind a compression pointer that
+ *         points at or past the first OPT's rdata: unchanged), -EINVAL (NULL arguments).
+ */
+int dns_strip_padding(uint8_t *msg, size_t *len);
 
 /** Byte offset just past the question section (12 + qname + 4), or 0 if it does not parse. */
 size_t dns_question_end(const uint8_t *msg, size_t len);

@@ -318,4 +318,13 @@ uint32_t dnswire_record_ttl(const uint8_t *msg, const struct dnswire_rr *rr,
 size_t dnswire_split_stream(uint8_t *buf, size_t len,
                             void (*frame)(void *arg, uint8_t *msg, size_t mlen), void *arg);
 
+/**
+ * Find EDNS option @p code in the OPT record of @p msg (the first OPT of the additional
+ * section; options walked within its RDLENGTH). @return true with the option's value at
+ * @p val_off (offset in @p msg) and its length in @p val_len; false when there is none or the
+ * message or the OPT record is malformed.
+ */
+bool dnswire_edns_option(const uint8_t *msg, size_t len, uint16_t code, size_t *val_off,
+                         size_t *val_len);
+
 #endif

@@ -4,7 +4,9 @@
  * upstream) → answer with
  * content-type application/dns-message and cache-control max-age = smallest TTL. DNS failures are
  * DNS answers with HTTP 200 (SERVFAIL when every upstream try failed, RFC 8484 §4.2.1);
- * HTTP errors only for HTTP problems.
+ * HTTP errors only for HTTP problems. With pad-responses, the answer to a query that carries an
+ * EDNS Padding option is padded to 468-byte blocks (RFC 8467), whatever made it (cache, upstream,
+ * stale data, a synthesized error); the resolver never sees padded answers.
  *
  * Lifetime: while the resolver works, the handler holds a small op object registered on the
  * exchange (http_set_pending). If the exchange dies first, the op cancels its resolver waiter

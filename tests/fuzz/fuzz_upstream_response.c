@@ -3,7 +3,9 @@
  * everything the upstream and cache code asks of an answer: matching against a fixed query and
  * against a query rebuilt from the answer's own question, the dnswire record iterator (plain and
  * checked walks side by side), the lifetime rule (Cache-Control and cache), ECS removal, TC,
- * rcode.
+ * rcode, and EDNS padding: the strip every upstream answer goes through before the cache, and
+ * the block padding of client answers and upstream queries (raw wire bytes reach both here,
+ * which the DoH decoder in front of fuzz_doh_request would only let through encoded).
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -30,8 +32,83 @@ static bool same_rr(const struct dnswire_rr *a, const struct dnswire_rr *b)
            a->rdata_off == b->rdata_off && a->rdlen == b->rdlen;
 }
 
+/* walks to the end without error (a plain walk) */
+static bool walks(const uint8_t *m, size_t len)
+{
+    struct dnswire_iter it;
+    struct dnswire_rr rr;
+    int r;
+    dnswire_iter_init(&it, m, len, 0);
+    while ((r = dnswire_iter_next(&it, &rr)) == 1)
+        ;
+    return r == 0;
+}
+
+/*
+ * dns_strip_padding(), dns_has_padding(), dns_pad() on copies of @p data: an error leaves the
+ * bytes alone; a strip removes what has_padding saw and nothing else; padding lands on a block
+ * multiple within the cap (or short of it, within the cap), stays walkable, keeps a sound
+ * message sound and an accepted query accepted, and strip(pad(m)) == strip(m): the padding
+ * option is the only thing dns_pad() changes.
+ */
+static void check_padding(const uint8_t *data, size_t size)
+{
+    if (size == 0 || size > 8192)
+        return;
+    bool has = dns_has_padding(data, size);
+    uint8_t *s = malloc(size);
+    if (!s)
+        abort();
+    memcpy(s, data, size);
+    size_t slen = size;
+    int sr = dns_strip_padding(s, &slen);
+    if (sr != 0 && sr != 1 && sr != -EBADMSG)
+        abort();
+    /* has_padding does not follow names: a strip may still refuse an unsafe edit */
+    if ((sr == 1 && !has) || (sr == 0 && has))
+        abort();
+    if (sr != 1 ? (slen != size || memcmp(s, data, size) != 0)
+                : (slen >= size || dns_has_padding(s, slen) || !walks(s, slen)))
+        abort();
+
+    /* block 468 (answers) or 128 (queries); a cap of the whole block, or a tight one */
+    unsigned block = (data[0] & 1) ? DNS_PAD_BLOCK_RESPONSE : DNS_PAD_BLOCK_QUERY;
+    size_t cap = (data[0] & 2) ? size + 4 + block : size + (data[1 % size] & 7u);
+    uint8_t *m = malloc(cap);
+    if (!m)
+        abort();
+    memcpy(m, data, size);
+    size_t mlen = size;
+    int pr = dns_pad(m, &mlen, cap, block);
+    if (pr == -ENOENT || pr == -EBADMSG) {
+        if (mlen != size || memcmp(m, data, size) != 0)
+            abort();
+    } else if (pr == 0 || pr == 1) {
+        if (mlen > cap || mlen > DNS_MAX_MSG || (pr == 0 && mlen % block != 0))
+            abort();
+        if (!walks(m, mlen) || sr < 0)
+            abort(); /* the scan that padded is the one that strips */
+        if (mlen != size && !dns_has_padding(m, mlen))
+            abort();
+        if (dns_wire_check(data, size) && !dns_wire_check(m, mlen))
+            abort();
+        if (dns_query_check(data, size, NULL) == DNS_QUERY_OK &&
+            dns_query_check(m, mlen, NULL) != DNS_QUERY_OK)
+            abort();
+        size_t plen = mlen;
+        if (dns_strip_padding(m, &plen) < 0 || plen != slen || memcmp(m, s, slen) != 0)
+            abort();
+    } else {
+        abort();
+    }
+    free(m);
+    free(s);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    check_padding(data, size);
+
     /* the query log's summary of any answer: a string, never a crash or overrun */
     char summary[64];
     if (dns_summary(data, size, summary, sizeof(summary)) == 0 && !memchr(summary, '\0', 64))

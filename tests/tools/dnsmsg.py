@@ -12,10 +12,13 @@
       --edns SIZE     add an OPT record with this UDP size
       --ecs ADDR/LEN  put an EDNS Client Subnet option (RFC 7871) in the OPT record (implies
                       --edns 1232 unless --edns is given); e.g. 192.0.2.0/24 or 2001:db8::/56
+      --pad N         put an EDNS Padding option (RFC 7830) of N zero bytes in the OPT record
+                      (implies --edns 1232 unless --edns is given)
   dnsmsg.py show FILE|-                   parse a message and print one line per item:
       hdr id=N qr=N opcode=N aa=N tc=N rd=N ra=N rcode=NAME qd=N an=N ns=N ar=N
       qd NAME TYPE
       an|ns|ar NAME TTL TYPE RDATA
+      ar . OPT udp=N [pad=N]...  (pad=N: a Padding option of N bytes; pad=N!: not all zero)
   dnsmsg.py b64 FILE                      print the base64url of a file's bytes
 
 Exit status 0, or 2 for bad input / a message that does not parse (the reason goes to stderr).
@@ -55,9 +58,9 @@ def ecs_option(subnet):
 
 
 def build_query(name, qtype="A", qid=0, opcode=0, qr=False, qdcount=1, rd=True, edns=None,
-                ecs=None):
+                ecs=None, pad=None):
     t = TYPES[qtype.upper()] if not qtype.isdigit() else int(qtype)
-    if ecs and not edns:
+    if (ecs or pad is not None) and not edns:
         edns = 1232
     flags = (0x8000 if qr else 0) | ((opcode & 0xF) << 11) | (0x0100 if rd else 0)
     arcount = 1 if edns else 0
@@ -66,6 +69,8 @@ def build_query(name, qtype="A", qid=0, opcode=0, qr=False, qdcount=1, rd=True, 
         msg += encode_name(name) + struct.pack("!HH", t, 1)
     if edns:
         opts = ecs_option(ecs) if ecs else b""
+        if pad is not None:
+            opts += struct.pack("!HH", 12, pad) + b"\0" * pad
         msg += b"\0" + struct.pack("!HHIH", 41, int(edns), 0, len(opts)) + opts
     return msg
 
@@ -157,7 +162,14 @@ def show(data, out):
             if off + rdlen > len(data):
                 raise ValueError("truncated rdata")
             if t == 41:
-                out.write("%s . OPT udp=%d\n" % (sect, c))
+                pads, o = "", off
+                while o + 4 <= off + rdlen:
+                    code, olen = struct.unpack("!HH", data[o:o + 4])
+                    if code == 12:
+                        body = data[o + 4:o + 4 + olen]
+                        pads += " pad=%d%s" % (olen, "!" if body.strip(b"\0") else "")
+                    o += 4 + olen
+                out.write("%s . OPT udp=%d%s\n" % (sect, c, pads))
             else:
                 out.write("%s %s %d %s %s\n" % (sect, name, ttl, TYPE_NAMES.get(t, str(t)),
                                                 p.rdata(t, off, rdlen)))
@@ -174,7 +186,7 @@ def main(argv):
     if cmd == "query":
         args = argv[2:]
         opts = {"id": 0, "opcode": 0, "qr": False, "qdcount": 1, "truncate": None, "rd": True,
-                "edns": None, "ecs": None, "out": None, "b64": False}
+                "edns": None, "ecs": None, "pad": None, "out": None, "b64": False}
         pos = []
         i = 0
         while i < len(args):
@@ -185,7 +197,8 @@ def main(argv):
                 opts["rd"] = False
             elif a == "--b64":
                 opts["b64"] = True
-            elif a in ("--id", "--opcode", "--qdcount", "--truncate", "--edns", "--out", "--ecs"):
+            elif a in ("--id", "--opcode", "--qdcount", "--truncate", "--edns", "--out", "--ecs",
+                       "--pad"):
                 i += 1
                 v = args[i]
                 opts[a[2:]] = v if a in ("--out", "--ecs") else int(v, 0)
@@ -196,7 +209,8 @@ def main(argv):
             sys.stderr.write("query: NAME missing\n")
             return 2
         msg = build_query(pos[0], pos[1] if len(pos) > 1 else "A", opts["id"], opts["opcode"],
-                          opts["qr"], opts["qdcount"], opts["rd"], opts["edns"], opts["ecs"])
+                          opts["qr"], opts["qdcount"], opts["rd"], opts["edns"], opts["ecs"],
+                          opts["pad"])
         if opts["truncate"] is not None:
             msg = msg[:opts["truncate"]]
         if opts["b64"]:

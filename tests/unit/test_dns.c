@@ -1235,6 +1235,457 @@ static void test_flags(void **state)
     assert_int_equal(dns_rcode(m, 11), -1);
 }
 
+/* ---- EDNS padding (RFC 7830, RFC 8467) */
+
+struct edns_opt {
+    uint16_t code;
+    uint16_t len;
+    uint8_t fill; /* every data byte */
+};
+
+#define OPT_COOKIE 10
+
+/*
+ * A message (query, or answer with @p answer set: QR and one A record) for @p name with an OPT
+ * record holding @p opts in order, and, with @p tail_rr, one more additional record after the
+ * OPT (an A record), so that edits inside the OPT must move what follows.
+ */
+static size_t make_edns_msg(uint8_t *buf, const char *name, bool answer,
+                            const struct edns_opt *opts, size_t nopts, bool tail_rr)
+{
+    size_t n = put_header(buf, 0x1234, answer ? F2_QR | F2_RD : F2_RD, 0, 1, answer ? 1 : 0, 0,
+                          tail_rr ? 2 : 1);
+    n = put_name(buf, n, name);
+    n = put16(buf, n, 1);
+    n = put16(buf, n, 1);
+    if (answer) {
+        n = put16(buf, n, 0xc00c);
+        n = put16(buf, n, 1);
+        n = put16(buf, n, 1);
+        n = put16(buf, n, 0);
+        n = put16(buf, n, 300);
+        n = put16(buf, n, 4);
+        memcpy(buf + n, "\xc0\x00\x02\x0a", 4);
+        n += 4;
+    }
+    buf[n++] = 0;
+    n = put16(buf, n, 41);
+    n = put16(buf, n, 4096);
+    n = put16(buf, n, 0);
+    n = put16(buf, n, 0x8000);
+    size_t rdlen_at = n;
+    n = put16(buf, n, 0);
+    for (size_t i = 0; i < nopts; i++) {
+        n = put16(buf, n, opts[i].code);
+        n = put16(buf, n, opts[i].len);
+        memset(buf + n, opts[i].fill, opts[i].len);
+        n += opts[i].len;
+    }
+    put16(buf, rdlen_at, (uint16_t)(n - rdlen_at - 2));
+    if (tail_rr) {
+        n = put16(buf, n, 0xc00c);
+        n = put16(buf, n, 1);
+        n = put16(buf, n, 1);
+        n = put16(buf, n, 0);
+        n = put16(buf, n, 60);
+        n = put16(buf, n, 4);
+        memcpy(buf + n, "\xc0\x00\x02\x63", 4);
+        n += 4;
+    }
+    return n;
+}
+
+/* The OPT record of a checked message: its rdata offset and length. */
+static void find_opt(const uint8_t *msg, size_t len, size_t *off, size_t *rdlen)
+{
+    struct dnswire_iter it;
+    struct dnswire_rr rr;
+    int found = 0, r;
+    dnswire_iter_init(&it, msg, len, DNSWIRE_CHECK);
+    while ((r = dnswire_iter_next(&it, &rr)) == 1) {
+        if (rr.sec == DNSWIRE_AR && rr.type == 41) {
+            *off = rr.rdata_off;
+            *rdlen = rr.rdlen;
+            found++;
+        }
+    }
+    assert_int_equal(r, 0);
+    assert_int_equal(found, 1);
+}
+
+/*
+ * @p msg is well formed and its OPT holds the options of @p want (data included), in order,
+ * followed by exactly one Padding option of zero bytes when @p padded. @return the padding
+ * option's data length (0 when none).
+ */
+static size_t check_opts(const uint8_t *msg, size_t len, const struct edns_opt *want, size_t nwant,
+                         bool padded)
+{
+    assert_true(dns_wire_check(msg, len));
+    size_t off = 0, rdlen = 0;
+    find_opt(msg, len, &off, &rdlen);
+    size_t p = off, end = off + rdlen;
+    for (size_t i = 0; i < nwant; i++) {
+        assert_true(end - p >= 4u + want[i].len);
+        assert_int_equal(dg_get16(msg + p), want[i].code);
+        assert_int_equal(dg_get16(msg + p + 2), want[i].len);
+        for (size_t j = 0; j < want[i].len; j++)
+            assert_int_equal(msg[p + 4 + j], want[i].fill);
+        p += 4u + want[i].len;
+    }
+    size_t padlen = 0;
+    if (padded) {
+        assert_true(end - p >= 4);
+        assert_int_equal(dg_get16(msg + p), DNS_EDNS_PADDING);
+        padlen = dg_get16(msg + p + 2);
+        assert_int_equal(end - p - 4, padlen);
+        for (size_t j = 0; j < padlen; j++)
+            assert_int_equal(msg[p + 4 + j], 0);
+        p += 4 + padlen;
+    }
+    assert_int_equal(p, end);
+    assert_int_equal(dns_has_padding(msg, len), padded);
+    return padlen;
+}
+
+static size_t round_up(size_t n, size_t block)
+{
+    return (n + block - 1) / block * block;
+}
+
+/* Every name length from 1 to 63: the padded size is the smallest block multiple that holds the
+ * message plus an option header (exactly at a multiple: no extra block), for both blocks, with
+ * and without a record after the OPT. */
+static void test_pad_sizes(void **state)
+{
+    (void)state;
+    static const unsigned blocks[] = {DNS_PAD_BLOCK_QUERY, DNS_PAD_BLOCK_RESPONSE, 1, 4};
+    uint8_t buf[2048], orig[2048];
+    char name[80];
+    int exact = 0;
+    for (size_t b = 0; b < sizeof(blocks) / sizeof(blocks[0]); b++) {
+        for (int tail = 0; tail < 2; tail++) {
+            for (size_t nl = 1; nl < 64; nl++) {
+                memset(name, 'a', nl);
+                strcpy(name + nl, ".test");
+                size_t len = make_edns_msg(buf, name, tail, NULL, 0, tail);
+                memcpy(orig, buf, len);
+                size_t olen = len;
+                assert_int_equal(dns_pad(buf, &len, sizeof(buf), blocks[b]), 0);
+                assert_int_equal(len, round_up(olen + 4, blocks[b]));
+                assert_int_equal(len % blocks[b], 0);
+                exact += (olen + 4) % blocks[b] == 0;
+                assert_int_equal(check_opts(buf, len, NULL, 0, true), len - olen - 4);
+                /* Header and question untouched; the record after the OPT moved intact. */
+                assert_memory_equal(buf, orig, olen - (tail ? 16 : 0) - 11);
+                if (tail)
+                    assert_memory_equal(buf + len - 16, orig + olen - 16, 16);
+            }
+        }
+    }
+    assert_true(exact > 0); /* the "already a multiple" case was met */
+}
+
+/* An answer ldns built (the shape upstreams send), to 468. */
+static void test_pad_ldns_answer(void **state)
+{
+    (void)state;
+    const char *an[] = {"www.example.com. 300 IN A 192.0.2.1",
+                        "www.example.com. 300 IN A 192.0.2.2", NULL};
+    const struct answer_spec s = {
+        .id = 7, .qname = "www.example.com.", .qtype = LDNS_RR_TYPE_A, .an = an, .edns_udp = 1232};
+    size_t len = 0;
+    uint8_t *wire = build_answer(&s, &len);
+    uint8_t buf[1024];
+    memcpy(buf, wire, len);
+    free(wire);
+    size_t olen = len;
+    assert_false(dns_has_padding(buf, len));
+    assert_int_equal(dns_pad(buf, &len, sizeof(buf), DNS_PAD_BLOCK_RESPONSE), 0);
+    assert_int_equal(len, 468);
+    check_opts(buf, len, NULL, 0, true);
+    /* ldns reads it back as the same answer plus a padding option. */
+    ldns_pkt *p = NULL;
+    assert_int_equal(ldns_wire2pkt(&p, buf, len), LDNS_STATUS_OK);
+    assert_int_equal(ldns_pkt_ancount(p), 2);
+    assert_int_equal(ldns_pkt_edns_udp_size(p), 1232);
+    ldns_pkt_free(p);
+    assert_int_equal(dns_strip_padding(buf, &len), 1);
+    assert_int_equal(len, olen);
+}
+
+/* Padding already there is replaced (whatever its size, however many), not stacked; the other
+ * options keep their order and bytes. */
+static void test_pad_replaces(void **state)
+{
+    (void)state;
+    uint8_t buf[4096], again[4096];
+    const struct edns_opt cookie = {OPT_COOKIE, 8, 0xab};
+    const struct edns_opt nsid = {3, 0, 0};
+    const struct edns_opt opts[] = {
+        cookie, {DNS_EDNS_PADDING, 300, 0}, nsid, {DNS_EDNS_PADDING, 5, 0x77}};
+    const struct edns_opt kept[] = {cookie, nsid};
+    size_t len = make_edns_msg(buf, "example.com", false, opts, 4, true);
+    size_t base = len - 304 - 9; /* without either padding option */
+    assert_true(dns_has_padding(buf, len));
+    assert_int_equal(dns_pad(buf, &len, sizeof(buf), 128), 0);
+    assert_int_equal(len, round_up(base + 4, 128));
+    check_opts(buf, len, kept, 2, true);
+
+    /* Re-padding to another block, or to the same one, keeps exactly one option. */
+    assert_int_equal(dns_pad(buf, &len, sizeof(buf), 468), 0);
+    assert_int_equal(len, 468);
+    check_opts(buf, len, kept, 2, true);
+    memcpy(again, buf, len);
+    size_t alen = len;
+    assert_int_equal(dns_pad(again, &alen, sizeof(again), 468), 0);
+    assert_int_equal(alen, len);
+    assert_memory_equal(again, buf, len);
+
+    /* A padding option larger than needed shrinks. */
+    const struct edns_opt big[] = {{DNS_EDNS_PADDING, 1000, 0}};
+    len = make_edns_msg(buf, "example.com", false, big, 1, false);
+    assert_int_equal(dns_pad(buf, &len, sizeof(buf), 128), 0);
+    assert_int_equal(len, 128);
+    check_opts(buf, len, NULL, 0, true);
+}
+
+/* No OPT: nothing invented, -ENOENT, message unchanged. */
+static void test_pad_no_opt(void **state)
+{
+    (void)state;
+    uint8_t buf[QBUF], orig[QBUF];
+    size_t len = make_query(buf, 1, F2_RD, 0, "www.example.com", 1, 1, -1);
+    memcpy(orig, buf, len);
+    size_t olen = len;
+    assert_int_equal(dns_pad(buf, &len, sizeof(buf), 128), -ENOENT);
+    assert_int_equal(len, olen);
+    assert_memory_equal(buf, orig, len);
+    assert_false(dns_has_padding(buf, len));
+    assert_int_equal(dns_strip_padding(buf, &len), 0);
+    assert_int_equal(len, olen);
+    /* An OPT outside the additional section is not the message's OPT. */
+    len = make_edns_msg(buf, "x.test", false, NULL, 0, false);
+    buf[7] = 1;  /* ANCOUNT 1 */
+    buf[11] = 0; /* ARCOUNT 0 */
+    olen = len;
+    assert_int_equal(dns_pad(buf, &len, sizeof(buf), 128), -ENOENT);
+    assert_int_equal(len, olen);
+}
+
+/* Malformed input: an error, and the bytes as they were. */
+static void test_pad_malformed(void **state)
+{
+    (void)state;
+    uint8_t buf[QBUF], orig[QBUF];
+    const struct edns_opt pad[] = {{DNS_EDNS_PADDING, 20, 0}};
+    size_t good = make_edns_msg(buf, "example.com", false, pad, 1, false);
+    memcpy(orig, buf, good);
+    size_t len;
+
+    /* Every truncation: the walk or the option check fails, nothing changes. */
+    for (size_t cut = 0; cut < good; cut++) {
+        len = cut;
+        assert_int_equal(dns_pad(buf, &len, sizeof(buf), 128), -EBADMSG);
+        assert_int_equal(len, cut);
+        assert_false(dns_has_padding(buf, len));
+        assert_int_equal(dns_strip_padding(buf, &len), -EBADMSG);
+        assert_int_equal(len, cut);
+        assert_memory_equal(buf, orig, good);
+    }
+    /* An option running past the OPT's RDLENGTH (the message still walks). */
+    len = good;
+    buf[good - 20 - 2] = 0;
+    buf[good - 20 - 1] = 21;
+    assert_int_equal(dns_pad(buf, &len, sizeof(buf), 128), -EBADMSG);
+    assert_false(dns_has_padding(buf, len));
+    assert_int_equal(dns_strip_padding(buf, &len), -EBADMSG);
+    assert_int_equal(len, good);
+    /* An option header cut by the RDLENGTH. */
+    memcpy(buf, orig, good);
+    size_t rdl_at = good - 24 - 2;
+    put16(buf, rdl_at, 2);
+    len = rdl_at + 2 + 2;
+    buf[11] = 1;
+    assert_int_equal(dns_pad(buf, &len, sizeof(buf), 128), -EBADMSG);
+    assert_int_equal(dns_strip_padding(buf, &len), -EBADMSG);
+    /* A count that lies. */
+    memcpy(buf, orig, good);
+    buf[11] = 2;
+    len = good;
+    assert_int_equal(dns_pad(buf, &len, sizeof(buf), 128), -EBADMSG);
+    assert_int_equal(dns_strip_padding(buf, &len), -EBADMSG);
+    assert_false(dns_has_padding(buf, len));
+    assert_memory_equal(buf + 12, orig + 12, good - 12);
+    /* Two OPT records: dns_pad refuses (which one would count?); strip takes padding out of
+     * both. */
+    memcpy(buf, orig, good);
+    memcpy(buf + good, orig + good - 35, 35);
+    buf[11] = 2;
+    len = good + 35;
+    assert_int_equal(dns_pad(buf, &len, sizeof(buf), 128), -EBADMSG);
+    assert_int_equal(len, good + 35);
+    assert_true(dns_has_padding(buf, len));
+    assert_int_equal(dns_strip_padding(buf, &len), 1);
+    assert_int_equal(len, good + 35 - 48);
+    assert_true(dns_wire_check(buf, len));
+    assert_false(dns_has_padding(buf, len));
+    /* Bad arguments. */
+    memcpy(buf, orig, good);
+    len = good;
+    assert_int_equal(dns_pad(buf, &len, sizeof(buf), 0), -EINVAL);
+    assert_int_equal(dns_pad(buf, &len, sizeof(buf), 65536), -EINVAL);
+    assert_int_equal(dns_pad(buf, &len, good - 1, 128), -EINVAL);
+    assert_int_equal(dns_pad(NULL, &len, sizeof(buf), 128), -EINVAL);
+    assert_int_equal(dns_pad(buf, NULL, sizeof(buf), 128), -EINVAL);
+    assert_int_equal(dns_strip_padding(NULL, &len), -EINVAL);
+    assert_int_equal(dns_strip_padding(buf, NULL), -EINVAL);
+    assert_false(dns_has_padding(NULL, 0));
+    assert_int_equal(len, good);
+    assert_memory_equal(buf, orig, good);
+}
+
+/* The cap (the caller's buffer) and 65535 are never passed: padded as far as they allow, or not
+ * at all, and the message stays valid either way. */
+static void test_pad_cap(void **state)
+{
+    (void)state;
+    uint8_t buf[QBUF], orig[QBUF];
+    const struct edns_opt cookie[] = {{OPT_COOKIE, 8, 0x11}};
+    size_t olen = make_edns_msg(buf, "example.com", false, cookie, 1, true);
+    memcpy(orig, buf, olen);
+    size_t len = olen;
+    /* Room for part of a block: padded up to the cap exactly. */
+    assert_int_equal(dns_pad(buf, &len, olen + 10, 128), 1);
+    assert_int_equal(len, olen + 10);
+    assert_int_equal(check_opts(buf, len, cookie, 1, true), 6);
+    /* Room for an empty option only. */
+    memcpy(buf, orig, olen);
+    len = olen;
+    assert_int_equal(dns_pad(buf, &len, olen + 4, 128), 1);
+    assert_int_equal(len, olen + 4);
+    assert_int_equal(check_opts(buf, len, cookie, 1, true), 0);
+    /* No room at all: unchanged. */
+    for (size_t cap = olen; cap < olen + 4; cap++) {
+        memcpy(buf, orig, olen);
+        len = olen;
+        assert_int_equal(dns_pad(buf, &len, cap, 128), 1);
+        assert_int_equal(len, olen);
+        assert_memory_equal(buf, orig, olen);
+    }
+    /* Existing padding, and a cap below the next multiple: replaced by what fits. */
+    const struct edns_opt padded[] = {{OPT_COOKIE, 8, 0x11}, {DNS_EDNS_PADDING, 40, 0}};
+    olen = make_edns_msg(buf, "example.com", false, padded, 2, false);
+    len = olen;
+    assert_int_equal(dns_pad(buf, &len, olen, 128), 1);
+    assert_int_equal(len, olen);
+    check_opts(buf, len, cookie, 1, true);
+
+    /* Near 65535: a cap past the protocol's limit is clipped to 65535. */
+    size_t bigcap = 70000;
+    uint8_t *big = calloc(1, bigcap);
+    assert_non_null(big);
+    const struct edns_opt huge[] = {{OPT_COOKIE, 65480, 0x22}};
+    size_t hlen = make_edns_msg(big, "example.com", false, huge, 1, false);
+    assert_true(hlen + 4 <= 65535 && round_up(hlen + 4, 468) > 65535);
+    len = hlen;
+    assert_int_equal(dns_pad(big, &len, bigcap, 468), 1);
+    assert_int_equal(len, 65535);
+    check_opts(big, len, huge, 1, true);
+    assert_int_equal(dns_strip_padding(big, &len), 1);
+    assert_int_equal(len, hlen);
+    /* ... and a multiple that fits below it is reached. */
+    const struct edns_opt large[] = {{OPT_COOKIE, 65400, 0x22}};
+    hlen = make_edns_msg(big, "example.com", false, large, 1, false);
+    len = hlen;
+    assert_int_equal(dns_pad(big, &len, bigcap, 468), 0);
+    assert_int_equal(len, 65520);
+    check_opts(big, len, large, 1, true);
+    free(big);
+}
+
+/* Strip: every padding option goes, the rest of the message is byte for byte what it was
+ * before padding (other options, records after the OPT). */
+static void test_strip_padding(void **state)
+{
+    (void)state;
+    uint8_t buf[2048], orig[2048];
+    const struct edns_opt cookie = {OPT_COOKIE, 8, 0xcd};
+    const struct edns_opt ede = {15, 6, 0x42};
+    const struct edns_opt plain[] = {cookie, ede};
+    size_t olen = make_edns_msg(buf, "strip.example", true, plain, 2, true);
+    memcpy(orig, buf, olen);
+    size_t len = olen;
+    assert_int_equal(dns_strip_padding(buf, &len), 0);
+    assert_int_equal(len, olen);
+    assert_int_equal(dns_pad(buf, &len, sizeof(buf), 468), 0);
+    assert_int_equal(len, 468);
+    assert_int_equal(dns_strip_padding(buf, &len), 1);
+    assert_int_equal(len, olen);
+    assert_memory_equal(buf, orig, olen);
+    check_opts(buf, len, plain, 2, false);
+
+    /* Padding anywhere among the options, several of them, with non-zero bytes (a sender that
+     * does not zero its padding). */
+    const struct edns_opt mixed[] = {{DNS_EDNS_PADDING, 3, 0x99},
+                                     cookie,
+                                     {DNS_EDNS_PADDING, 0, 0},
+                                     ede,
+                                     {DNS_EDNS_PADDING, 100, 0}};
+    len = make_edns_msg(buf, "strip.example", true, mixed, 5, true);
+    assert_true(dns_has_padding(buf, len));
+    assert_int_equal(dns_strip_padding(buf, &len), 1);
+    assert_int_equal(len, olen);
+    assert_memory_equal(buf, orig, olen);
+    assert_false(dns_has_padding(buf, len));
+}
+
+/* A compression pointer into the OPT's rdata (here at zero padding bytes: the root name) or
+ * past it: moving those bytes would change the name, so neither edit is made. */
+static void test_pad_forward_pointer(void **state)
+{
+    (void)state;
+    uint8_t buf[QBUF], orig[QBUF];
+    const struct edns_opt pad[] = {{DNS_EDNS_PADDING, 20, 0}};
+    size_t len = make_edns_msg(buf, "example.com", true, pad, 1, true);
+    size_t qend = dns_question_end(buf, len);
+    size_t opt_data = len - 16 - 20; /* the padding bytes, before the tail record */
+    /* The answer record's owner points at the padding bytes. */
+    put16(buf, qend, (uint16_t)(0xc000u | opt_data));
+    assert_true(dns_wire_check(buf, len));
+    memcpy(orig, buf, len);
+    size_t n = len;
+    assert_true(dns_has_padding(buf, n));
+    assert_int_equal(dns_strip_padding(buf, &n), -EBADMSG);
+    assert_int_equal(dns_pad(buf, &n, sizeof(buf), 128), -EBADMSG);
+    assert_int_equal(n, len);
+    assert_memory_equal(buf, orig, len);
+    /* The A record's owner points forward at the tail record's name (which points back at the
+     * question: a chain through bytes that would move). */
+    len = make_edns_msg(buf, "example.com", true, pad, 1, true);
+    put16(buf, qend, (uint16_t)(0xc000u | (len - 16)));
+    assert_true(dns_wire_check(buf, len));
+    n = len;
+    assert_int_equal(dns_strip_padding(buf, &n), -EBADMSG);
+    assert_int_equal(dns_pad(buf, &n, sizeof(buf), 128), -EBADMSG);
+    assert_int_equal(n, len);
+    /* The owner points at the OPT's RDLENGTH, whose high byte (0 below 256) reads as the root:
+     * padding rewrites that field too. */
+    len = make_edns_msg(buf, "example.com", true, pad, 1, true);
+    put16(buf, qend, (uint16_t)(0xc000u | (opt_data - 4 - 2)));
+    assert_true(dns_wire_check(buf, len));
+    n = len;
+    assert_int_equal(dns_strip_padding(buf, &n), -EBADMSG);
+    assert_int_equal(dns_pad(buf, &n, sizeof(buf), 468), -EBADMSG);
+    assert_int_equal(n, len);
+    /* A pointer back at the question from after the OPT is fine (the tail record's own). */
+    len = make_edns_msg(buf, "example.com", true, pad, 1, true);
+    n = len;
+    assert_int_equal(dns_pad(buf, &n, sizeof(buf), 128), 0);
+    assert_int_equal(dns_strip_padding(buf, &n), 1);
+    assert_int_equal(n, len - 24);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1272,6 +1723,14 @@ int main(void)
         cmocka_unit_test(test_question_end_pointers),
         cmocka_unit_test(test_question_end_name_length),
         cmocka_unit_test(test_flags),
+        cmocka_unit_test(test_pad_sizes),
+        cmocka_unit_test(test_pad_ldns_answer),
+        cmocka_unit_test(test_pad_replaces),
+        cmocka_unit_test(test_pad_no_opt),
+        cmocka_unit_test(test_pad_malformed),
+        cmocka_unit_test(test_pad_cap),
+        cmocka_unit_test(test_strip_padding),
+        cmocka_unit_test(test_pad_forward_pointer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -190,6 +190,8 @@ struct fake {
     enum fake_mode mode;
     unsigned delay_ms; /* 0: answer from the read callback */
     uint32_t ttl;      /* of the answer record */
+    uint16_t pad;      /* a Padding option of this many zero bytes in the answer's OPT */
+    unsigned npadded;  /* answers sent with it */
     unsigned nqueries;
     struct msg log[MAX_LOG];
     struct {
@@ -237,7 +239,7 @@ static unsigned fake_count(const struct fake *f, const char *name)
 
 /* The question echoed, QR RA, RD and CD copied; one A (or AAAA) record with f->ttl, or
  * SERVFAIL or NXDOMAIN (without SOA) with no records; an OPT echoing DO when the query had one. */
-static size_t fake_make_answer(const struct fake *f, const uint8_t *q, size_t qlen, uint8_t *out)
+static size_t fake_make_answer(struct fake *f, const uint8_t *q, size_t qlen, uint8_t *out)
 {
     size_t qe = dns_question_end(q, qlen);
     assert_true(qe > 0);
@@ -278,6 +280,15 @@ static size_t fake_make_answer(const struct fake *f, const uint8_t *q, size_t ql
         put32(out + p + 4, s.do_bit ? EDNS_DO : 0);
         dg_put16(out + p + 8, 0);
         p += 10;
+        if (f->pad) {
+            /* An upstream that pads its answers (RFC 8467), as DoT/DoH resolvers do. */
+            dg_put16(out + p - 2, (uint16_t)(4 + f->pad));
+            dg_put16(out + p, DNS_EDNS_PADDING);
+            dg_put16(out + p + 2, f->pad);
+            memset(out + p + 4, 0, f->pad);
+            p += 4u + f->pad;
+            f->npadded++;
+        }
     }
     return p;
 }
@@ -1102,6 +1113,63 @@ static void test_max_age_cached_uncached_agree(void **state)
     cache_free(off);
 }
 
+/* 13. An upstream's padding never reaches the cache nor a client (cached or not): the answer is
+ * delivered and stored without it, its OPT otherwise intact (DO echoed, no options left). */
+static void check_upstream_padding_stripped(struct tctx *t, bool with_cache)
+{
+    t->f->pad = 200;
+    env_start(t, with_cache, 0);
+    const struct qopts qo = {.edns = true, .do_bit = true};
+    struct msg q = mkq(0x0a0a, "padded.example", qo);
+    resolve_pending(t, t->r, 0, &q);
+    t->nexpect = 1;
+    assert_true(run_until(t, all_done, 2000));
+    assert_int_equal(t->f->npadded, 1);
+    const struct res *r = &t->res[0];
+    assert_answer(r->ans, r->len, 0x0a0a, "padded.example");
+    assert_false(dns_has_padding(r->ans, r->len));
+    /* question, the A record (16 bytes), an empty OPT (11) with DO: nothing else */
+    size_t qe = dns_question_end(r->ans, r->len);
+    assert_int_equal(r->len, qe + 16 + 11);
+    assert_int_equal(dg_get16(r->ans + 10), 1);
+    assert_int_equal(dg_get16(r->ans + qe + 16 + 1), TYPE_OPT);
+    assert_true(dg_get32(r->ans + qe + 16 + 5) & EDNS_DO);
+    assert_int_equal(dg_get16(r->ans + qe + 16 + 9), 0);
+    assert_true(dns_wire_check(r->ans, r->len));
+    assert_int_equal(r->ttl, 300);
+
+    struct msg q2 = mkq(0x0b0b, "padded.example", qo);
+    if (!with_cache) {
+        resolve_pending(t, t->r, 1, &q2);
+        t->nexpect = 2;
+        assert_true(run_until(t, all_done, 2000));
+        assert_int_equal(t->f->npadded, 2);
+        assert_int_equal(t->res[1].len, r->len);
+        assert_false(dns_has_padding(t->res[1].ans, t->res[1].len));
+        return;
+    }
+    /* The stored entry holds no padding either. */
+    struct dg_buf out = {0};
+    uint32_t ttl = 0;
+    resolve_hit(t, t->r, &q2, &out, &ttl);
+    assert_answer(out.data, out.len, 0x0b0b, "padded.example");
+    assert_int_equal(out.len, r->len);
+    assert_memory_equal(out.data + 2, r->ans + 2, 4);
+    assert_false(dns_has_padding(out.data, out.len));
+    dg_buf_free(&out);
+    assert_int_equal(t->f->nqueries, 1);
+}
+
+static void test_upstream_padding_stripped(void **state)
+{
+    check_upstream_padding_stripped(*state, true);
+}
+
+static void test_upstream_padding_stripped_no_cache(void **state)
+{
+    check_upstream_padding_stripped(*state, false);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1118,6 +1186,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_free_with_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_age_cached_uncached_agree, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upstream_padding_stripped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upstream_padding_stripped_no_cache, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
