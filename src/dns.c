@@ -534,6 +534,34 @@ int dns_strip_padding(uint8_t *msg, size_t *len)
     return 1;
 }
 
+int dns_add_option(uint8_t *msg, size_t *len, size_t cap, uint16_t code, const uint8_t *data,
+                   size_t dlen)
+{
+    if (!msg || !len || *len > cap || (dlen && !data) || dlen > 0xffff)
+        return -EINVAL;
+    struct opt_scan s;
+    if (opt_scan(msg, *len, &s) != 0)
+        return -EBADMSG;
+    if (s.nopt == 0)
+        return -ENOENT;
+    if (s.nopt > 1 || !edit_safe(msg, *len, s.rdata_off - 2))
+        return -EBADMSG;
+    size_t add = 4 + dlen;
+    size_t limit = cap < DNS_MAX_MSG ? cap : DNS_MAX_MSG;
+    if (*len + add > limit || s.rdlen + add > 0xffff)
+        return -ENOSPC;
+    /* last in the OPT rdata; whatever follows the OPT moves up */
+    size_t at = s.rdata_off + s.rdlen;
+    memmove(msg + at + add, msg + at, *len - at);
+    dg_put16(msg + at, code);
+    dg_put16(msg + at + 2, (uint16_t)dlen);
+    if (dlen)
+        memcpy(msg + at + 4, data, dlen);
+    dg_put16(msg + s.rdata_off - 2, (uint16_t)(s.rdlen + add));
+    *len += add;
+    return 0;
+}
+
 int dns_pad(uint8_t *msg, size_t *len, size_t cap, unsigned block)
 {
     if (!msg || !len || block == 0 || block > DNS_MAX_MSG || *len > cap)

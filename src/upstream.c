@@ -106,6 +106,8 @@
 #define UP_TCP_IDLE_MS 10000
 /* edns-tcp-keepalive (RFC 7828) option code */
 #define DNS_EDNS_KEEPALIVE 11
+/* Room a try may add to the client's query: keepalive (4) and padding (4 + up to 127). */
+#define UP_QUERY_ROOM (4 + 4 + DNS_PAD_BLOCK_QUERY)
 /* Unsent bytes above which a connection takes no new queries (a server that stopped reading). */
 #define UP_TCP_MAX_OUT (256 * 1024)
 /* recv() size for TCP; the input buffer holds at most one partial frame plus this. */
@@ -213,7 +215,9 @@ struct upstream_query {
     struct upstream *u;
     upstream_done_cb cb;
     void *arg;
-    uint8_t *msg; /* copy of the query; bytes 0-1 hold the current try's ID */
+    uint8_t *msg; /* the current try's copy of the query; bytes 0-1 hold its ID; q->cap bytes */
+    const uint8_t *orig; /* the query as given (len0 bytes): each try starts from it */
+    size_t len0, cap;
     size_t len;
     uint16_t orig_id;
     enum up_try_state state;
@@ -234,7 +238,7 @@ struct upstream_query {
     int32_t sid;           /* DoH: the try's stream on tcp->h2 (0: none open) */
     struct dg_lnode node;  /* on upstream.queries */
     uint64_t try_start_us; /* for the SRTT and the latency metric */
-    uint8_t msgbuf[];      /* msg points here */
+    uint8_t msgbuf[];      /* orig, then msg */
 };
 
 /* The query whose try_node is @p n. */
@@ -968,10 +972,30 @@ linked:
     return 0;
 }
 
+/* The message of a try to @p s: what the client sent (ECS already removed), padded to 128-byte
+ * blocks for an encrypted upstream (RFC 8467 §4.1), with an empty edns-tcp-keepalive for DoT
+ * (RFC 7828: the server then says how long it keeps the connection). A client's padding is
+ * dropped on plain DNS, where it hides nothing. A query without EDNS stays without: no OPT is
+ * invented for a client that did not ask for one (the answer would differ). */
+static void try_message(struct upstream_query *q, const struct up_server *s)
+{
+    memcpy(q->msg, q->orig, q->len0);
+    q->len = q->len0;
+    if (s->up->proto == DG_UP_DNS) {
+        if (dns_has_padding(q->msg, q->len))
+            (void)dns_strip_padding(q->msg, &q->len);
+        return;
+    }
+    if (s->up->proto == DG_UP_TLS)
+        (void)dns_add_option(q->msg, &q->len, q->cap, DNS_EDNS_KEEPALIVE, NULL, 0);
+    (void)dns_pad(q->msg, &q->len, q->cap, DNS_PAD_BLOCK_QUERY);
+}
+
 /* A try to @p s by its transport: DoT always over its connections; plain DNS over UDP
  * until an answer came back truncated. */
 static int try_server(struct upstream_query *q, struct up_server *s)
 {
+    try_message(q, s);
     if (s->up->proto != DG_UP_DNS || q->use_tcp)
         return try_tcp(q, s);
     return try_udp(q, s);
@@ -1369,13 +1393,15 @@ struct upstream_query *upstream_query_start(struct upstream *u, const uint8_t *q
     if (!u || !query || !cb || len < DNS_HEADER_LEN || len > DNS_MAX_MSG || u->n_srv == 0)
         return NULL;
     /* One allocation: the query and its copy of the message. */
-    struct upstream_query *q = calloc(1, sizeof(*q) + len);
+    struct upstream_query *q = calloc(1, sizeof(*q) + 2 * len + UP_QUERY_ROOM);
     if (!q)
         return NULL;
     q->u = u;
     q->cb = cb;
     q->arg = arg;
-    q->msg = q->msgbuf;
+    q->orig = q->msgbuf;
+    q->msg = q->msgbuf + len;
+    q->cap = len + UP_QUERY_ROOM;
     /* Linked at once so that query_free() is the one cleanup path. */
     dg_list_push_front(&u->queries, &q->node);
     u->pending++;
@@ -1385,8 +1411,9 @@ struct upstream_query *upstream_query_start(struct upstream *u, const uint8_t *q
         query_free(q);
         return NULL;
     }
+    memcpy(q->msgbuf, query, len);
     memcpy(q->msg, query, len);
-    q->len = len;
+    q->len = q->len0 = len;
     q->orig_id = dg_get16(query);
     /* Enough tries to use the whole budget (a slow upstream gets another chance while time is
      * left), and every upstream at least twice; the cap bounds the work when every upstream

@@ -104,6 +104,15 @@ int dns_query_strip_ecs(uint8_t *msg, size_t *len);
 int dns_pad(uint8_t *msg, size_t *len, size_t cap, unsigned block);
 
 /**
+ * Append EDNS option @p code with @p dlen bytes of @p data to the OPT record of @p msg (a
+ * buffer of @p cap bytes), with the same checks as dns_pad().
+ * @return 0, -ENOENT (no OPT), -EBADMSG (malformed, several OPTs, a pointer into the OPT),
+ *         -ENOSPC (no room within @p cap / DNS_MAX_MSG), -EINVAL.
+ */
+int dns_add_option(uint8_t *msg, size_t *len, size_t cap, uint16_t code, const uint8_t *data,
+                   size_t dlen);
+
+/**
  * Does the OPT record of @p msg carry a Padding option (code 12)? false for a malformed
  * message or malformed OPT options. Cheaper than the editing functions (names are not
  * followed): a true here means dns_strip_padding() removes something unless it finds a
