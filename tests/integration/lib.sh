@@ -616,6 +616,9 @@ server:
     tls-service-key: "$UPCERTS/good.key"
     tls-service-pem: "$UPCERTS/good.pem"
     do-ip6: no
+    # TLS only: with UDP on, the port would also answer clear-text UDP, and a forwarder that
+    # sent clear text there would pass a DoT test (NSD is then reached over TCP)
+    do-udp: no
     num-threads: 1
     so-reuseport: no
     incoming-num-tcp: 64
