@@ -42,11 +42,11 @@ dg() {
 mark() { MARK=$(wc -l <"$DG_LOG"); }
 since() { tail -n +$((MARK + 1)) "$DG_LOG"; }
 
-# q NAME: one DoH POST (new connection); sets ELAPSED (ms)
+# q NAME [TYPE]: one DoH POST (new connection); sets ELAPSED (ms)
 q() {
     local t0
     t0=$(now_ms)
-    CURL_MAX_TIME=$((QT / 1000 + 8)) doh_post "$1" A
+    CURL_MAX_TIME=$((QT / 1000 + 8)) doh_post "$1" "${2:-A}"
     ELAPSED=$(($(now_ms) - t0))
 }
 
@@ -116,7 +116,7 @@ assert_eq "200 NOERROR" "$HTTP_CODE $(rcode)" "a: www over DoT via Unbound: HTTP
 assert_match "www\.$ZONE\. [0-9]+ A 192\.0\.2\.10" "$(answers)" "a: www answers 192.0.2.10"
 got=$(kdig +https +tls-ca="$CA" +tls-hostname=localhost +time=5 +retry=0 +short @127.0.0.1 -p "$DG_PORT" "chain1.$ZONE" A 2>&1)
 assert_match "192\.0\.2\.10" "$got" "a: kdig +https chain1 (CNAME chain) through dohgate and Unbound"
-q "big.$ZONE"
+q "big.$ZONE" TXT
 assert_eq "200 NOERROR" "$HTTP_CODE $(rcode)" "a: big TXT (2.9 KB, no truncation over TLS): NOERROR"
 assert_range 40 40 "$(answers | grep -c ' TXT ')" "a: big: all 40 TXT records"
 q "nonexistent.$ZONE"
@@ -198,9 +198,9 @@ fault_cert() { # WHAT CERT PIN REASON-ERE
     assert_eq 1 "$(wc -l <"$T/c.$what.log" | tr -d ' ')" "c: $what: one log line about the failure"
     assert_file_match "$T/c.$what.log" "$4" "c: $what: the log line names the reason"
     got=$(curl -s --max-time 5 "http://127.0.0.1:$M_PORT/metrics" |
-        grep -iE '^dohgate_[a-z_]*(tls|handshake|verif|cert)[a-z_]*(\{[^}]*\})? ' |
-        grep -iE 'fail|error|verif' | awk '{ s += $NF } END { print s + 0 }')
-    assert_range 1 1000 "$got" "c: $what: /metrics counts the failure (a tls/handshake/verify failure series)"
+        grep -E '^dohgate_upstream_[a-z_]*(verif|tls|cert)[a-z_]*fail[a-z_]*(\{[^}]*\})? ' |
+        awk '{ s += $NF } END { print s + 0 }')
+    assert_range 1 1000 "$got" "c: $what: /metrics counts the failure (dohgate_upstream_*verify*fail* series)"
     stop_tlsstub
 }
 fault_cert wrongname wrongname "" 'name'
