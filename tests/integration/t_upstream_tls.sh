@@ -26,6 +26,8 @@ start_unbound_dot
 CA=$CERTS/ca.pem
 M_PORT=$(free_port)
 QT=2000 # --query-timeout (ms)
+SLACK=1500 # what an answer at query-timeout may take on top of it (curl, TLS, scheduling)
+[ "${DG_VALGRIND:-0}" = 1 ] && SLACK=5000
 # the most DoT connections one worker may hold to one upstream (issue 15: "a small number of
 # persistent TLS connections" per worker and upstream); 50 concurrent queries must not take more
 POOL_MAX=4
@@ -99,10 +101,10 @@ lengths_ok() {
     echo ok
 }
 
-# servfail_fast WHAT: the last q got HTTP 200 + SERVFAIL within query-timeout + 1.5 s
+# servfail_fast WHAT: the last q got HTTP 200 + SERVFAIL within query-timeout + SLACK
 servfail_fast() {
     assert_eq "200 SERVFAIL" "$HTTP_CODE $(rcode)" "$1: HTTP 200 + SERVFAIL"
-    assert_range 0 $((QT + 1500)) "$ELAPSED" "$1: answered within query-timeout (ms)"
+    assert_range 0 $((QT + SLACK)) "$ELAPSED" "$1: answered within query-timeout (ms)"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -273,7 +275,7 @@ doh_fault() { # MODE N-QUERIES MIN-NOERROR [tlsstub args]
         "200 SERVFAIL") ;;
         *) other=$((other + 1)) ;;
         esac
-        [ "$ELAPSED" -le $((QT + 1500)) ] || slow=$((slow + 1))
+        [ "$ELAPSED" -le $((QT + SLACK)) ] || slow=$((slow + 1))
     done
     assert_eq 0 "$other" "d: DoH $m $*: every answer NOERROR or SERVFAIL (HTTP 200)"
     assert_eq 0 "$slow" "d: DoH $m $*: every answer within query-timeout"
