@@ -16,7 +16,7 @@ DoT (RFC 7858: TLS, 2-byte length prefix; ALPN "dot" offered, not required). MOD
   reorder          collects up to 8 queries (those that arrive within 50 ms of each other), then
                    answers them in reverse order
   close-after      closes the connection after --answers N answers (queries past N unanswered)
-  stall-handshake  accepts TCP, reads and discards, never says a TLS byte
+  stall-handshake  accepts TCP, reads and discards, never says a TLS byte (also for --proto doh)
   garbage          answers each query with random bytes under a plausible length prefix (12..100
                    bytes, first two never the query's ID)
   silent           reads queries, never answers
