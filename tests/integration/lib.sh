@@ -542,3 +542,161 @@ snip() { head -c "${2:-200}" "$1" 2>/dev/null | tr -c '[:print:]\n' '.' | tr '\n
 
 # now_ms
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# ---------------------------------------------------------------------------------------------
+# encrypted upstreams (issue 15): certificates, a real DoT server (Unbound), the fault stub
+
+# make_upstream_certs: the certificates of the DoT/DoH upstream tests, in $UPCERTS (=$T/upcerts),
+# all ECDSA P-256 and, but for unknownca, signed by the test CA of make_certs ($CERTS/ca.pem):
+#   good.{pem,key}        dot.dohgate.test + IP SAN 127.0.0.1, valid
+#   wrongname.{pem,key}   other.example only (no IP SAN either)
+#   expired.{pem,key}     as good, but notBefore 3 days and notAfter 1 day ago (`openssl ca`
+#                         -startdate/-enddate: openssl 3.0's x509 -req cannot backdate)
+#   unknownca.{pem,key}   as good, signed by a second CA ($UPCERTS/ca2.pem) that nobody trusts
+# UPCERT_PIN: base64 SHA-256 of good.pem's SPKI (pin-sha256=); UPCERT_PIN_OTHER: the same of
+# unknownca.pem's key (a well-formed pin that does not match good.pem)
+make_upstream_certs() {
+    [ -n "${CERTS:-}" ] || make_certs
+    UPCERTS=$T/upcerts
+    mkdir -p "$UPCERTS/db"
+    (
+        cd "$UPCERTS" || exit 1
+        : >db/index.txt
+        echo 1000 >db/serial
+        printf '%s\n' '[ca]' 'default_ca = tca' '[tca]' 'database = db/index.txt' \
+            'new_certs_dir = db' 'serial = db/serial' 'default_md = sha256' 'policy = pany' \
+            'unique_subject = no' '[pany]' 'commonName = supplied' >ca.cnf
+        printf '%s\n' 'subjectAltName = DNS:dot.dohgate.test,IP:127.0.0.1' \
+            'extendedKeyUsage = serverAuth' 'basicConstraints = CA:FALSE' >good.ext
+        printf '%s\n' 'subjectAltName = DNS:other.example' 'extendedKeyUsage = serverAuth' \
+            'basicConstraints = CA:FALSE' >wrongname.ext
+        cp good.ext expired.ext && cp good.ext unknownca.ext
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+            -subj "/CN=unknown test CA" -keyout ca2.key -out ca2.pem 2>>openssl.err || exit 1
+        for c in good wrongname expired unknownca; do
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+                -subj "/CN=$c.dohgate.test" -keyout $c.key -out $c.csr 2>>openssl.err || exit 1
+        done
+        for c in good wrongname; do
+            openssl x509 -req -in $c.csr -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.key" -CAcreateserial \
+                -days 30 -extfile $c.ext -out $c.pem 2>>openssl.err || exit 1
+        done
+        openssl x509 -req -in unknownca.csr -CA ca2.pem -CAkey ca2.key -CAcreateserial -days 30 \
+            -extfile unknownca.ext -out unknownca.pem 2>>openssl.err || exit 1
+        openssl ca -batch -config ca.cnf -cert "$CERTS/ca.pem" -keyfile "$CERTS/ca.key" \
+            -in expired.csr -out expired.pem -notext -extfile expired.ext \
+            -startdate "$(date -u -d '-3 days' +%Y%m%d%H%M%SZ)" \
+            -enddate "$(date -u -d '-1 day' +%Y%m%d%H%M%SZ)" >>openssl.err 2>&1 || exit 1
+    ) || { cat "$UPCERTS/openssl.err"; die "could not make the upstream test certificates"; }
+    UPCERT_PIN=$(spki_pin "$UPCERTS/good.pem")
+    UPCERT_PIN_OTHER=$(spki_pin "$UPCERTS/unknownca.pem")
+    [ ${#UPCERT_PIN} = 44 ] && [ ${#UPCERT_PIN_OTHER} = 44 ] || die "could not compute the SPKI pins"
+}
+
+# spki_pin CERT: base64 of the SHA-256 of the certificate's SubjectPublicKeyInfo (RFC 7469)
+spki_pin() {
+    openssl x509 -in "$1" -noout -pubkey | openssl pkey -pubin -outform der |
+        openssl dgst -sha256 -binary | base64
+}
+
+# start_unbound_dot: Unbound on 127.0.0.1:$UB_PORT serving DNS over TLS only (tls-port) with
+# $UPCERTS/good.pem (dot.dohgate.test, IP 127.0.0.1), resolving dohgate.test through a stub-zone
+# to the test NSD (start_nsd first). No root key, no validator, no remote control, no chroot;
+# it never leaves loopback for the test zone. Log in $T/unbound/unbound.log.
+start_unbound_dot() {
+    local d=$T/unbound i
+    [ -n "$NSD_PORT" ] || die "start_unbound_dot: start_nsd first"
+    [ -n "${UPCERTS:-}" ] || make_upstream_certs
+    mkdir -p "$d"
+    UB_PORT=$(free_port)
+    cat >"$d/unbound.conf" <<EOF
+server:
+    interface: 127.0.0.1@$UB_PORT
+    tls-port: $UB_PORT
+    tls-service-key: "$UPCERTS/good.key"
+    tls-service-pem: "$UPCERTS/good.pem"
+    do-ip6: no
+    # TLS only: with UDP on, the port would also answer clear-text UDP, and a forwarder that
+    # sent clear text there would pass a DoT test (NSD is then reached over TCP)
+    do-udp: no
+    num-threads: 1
+    so-reuseport: no
+    incoming-num-tcp: 64
+    chroot: ""
+    username: ""
+    directory: "$d"
+    pidfile: "$d/unbound.pid"
+    logfile: "$d/unbound.log"
+    use-syslog: no
+    verbosity: 1
+    module-config: "iterator"
+    do-not-query-localhost: no
+    qname-minimisation: no
+    access-control: 127.0.0.0/8 allow
+    # Unbound answers the special-use "test." itself (RFC 6761) unless told not to
+    local-zone: "test." nodefault
+remote-control:
+    control-enable: no
+stub-zone:
+    name: "$ZONE"
+    stub-addr: 127.0.0.1@$NSD_PORT
+EOF
+    unbound-checkconf "$d/unbound.conf" >"$d/checkconf.out" 2>&1 ||
+        { cat "$d/checkconf.out"; die "unbound.conf does not check"; }
+    "${GUARD[@]}" unbound -d -c "$d/unbound.conf" >"$d/unbound.out" 2>&1 </dev/null &
+    UB_PID=$!
+    track "$UB_PID"
+    for i in $(seq 1 100); do
+        if kdig +short +time=1 +retry=0 +tls +tls-ca="$CERTS/ca.pem" +tls-hostname=dot.dohgate.test \
+            @127.0.0.1 -p "$UB_PORT" "www.$ZONE" A 2>/dev/null | grep -q '^192\.0\.2\.10$'; then
+            return 0
+        fi
+        proc_alive "$UB_PID" || break
+        sleep 0.1
+    done
+    cat "$d/unbound.out" "$d/unbound.log" 2>/dev/null
+    die "Unbound did not answer over TLS on 127.0.0.1:$UB_PORT"
+}
+
+# start_tlsstub dot|doh MODE [tlsstub.py args...]: tests/tools/tlsstub.py on 127.0.0.1:$TS_PORT
+# with $UPCERTS/${TS_CERT:-good}.{pem,key}; its JSON log in $TS_LOG (a new file per call), its
+# pid in $TS_PID; returns once it printed "ready"
+start_tlsstub() {
+    local proto=$1 mode=$2 i
+    shift 2
+    [ -n "${UPCERTS:-}" ] || make_upstream_certs
+    TS_PORT=$(free_port)
+    TS_N=$((${TS_N:-0} + 1))
+    TS_LOG=$T/tlsstub.$TS_N.log
+    : >"$TS_LOG"
+    "${GUARD[@]}" python3 "$SRC_DIR/tests/tools/tlsstub.py" --port "$TS_PORT" --proto "$proto" \
+        --mode "$mode" --cert "$UPCERTS/${TS_CERT:-good}.pem" --key "$UPCERTS/${TS_CERT:-good}.key" \
+        --log "$TS_LOG" "$@" >"$T/tlsstub.$TS_N.out" 2>&1 </dev/null &
+    TS_PID=$!
+    track "$TS_PID"
+    for i in $(seq 1 100); do
+        grep -qx ready "$T/tlsstub.$TS_N.out" && return 0
+        proc_alive "$TS_PID" || break
+        sleep 0.1
+    done
+    cat "$T/tlsstub.$TS_N.out"
+    die "tlsstub $proto $mode did not start"
+}
+
+# stop_tlsstub: stop the last stub started
+stop_tlsstub() {
+    [ -n "${TS_PID:-}" ] || return 0
+    kill -TERM "$TS_PID" 2>/dev/null
+    wait_gone "$TS_PID" 3 || kill -KILL "$TS_PID" 2>/dev/null
+    wait "$TS_PID" 2>/dev/null
+    untrack "$TS_PID"
+    TS_PID=
+}
+
+# ts_stat KEY [LOG]: one figure of `tlsstub.py summary` of $TS_LOG (lists joined by commas)
+ts_stat() {
+    python3 "$SRC_DIR/tests/tools/tlsstub.py" summary "${2:-$TS_LOG}" | python3 -c '
+import json, sys
+v = json.load(sys.stdin)[sys.argv[1]]
+print(",".join(str(x) for x in v) if isinstance(v, list) else v)' "$1"
+}
