@@ -550,6 +550,40 @@ static void test_cancel_answer_first(void **state)
     assert_int_equal(h->n_done, 1);
 }
 
+/* Content-type parameters are allowed; an empty or short body is no DNS message. */
+static void test_type_params_and_short_body(void **state)
+{
+    struct h *h = *state;
+    int32_t a = submit(h, 0);
+    int32_t b = submit(h, 1);
+    int32_t c = submit(h, 2);
+    exchange(h);
+    respond(h, a, "200", "application/dns-message; charset=binary", answer, sizeof(answer));
+    respond(h, b, "200", "application/dns-message", NULL, 0);
+    respond(h, c, "200", "application/dns-message", answer, 11);
+    exchange(h);
+    assert_int_equal(h->n_done, 3);
+    assert_int_equal(done_for(h, 0)->err, 0);
+    assert_int_equal(done_for(h, 0)->msg.len, sizeof(answer));
+    assert_int_equal(done_for(h, 1)->err, -EPROTO);
+    assert_int_equal(done_for(h, 2)->err, -EPROTO);
+}
+
+/* The owner frees a connection with queries open: no callback runs (updoh_conn_free()). */
+static void test_free_with_pending(void **state)
+{
+    struct h *h = *state;
+    submit(h, 0);
+    submit(h, 1);
+    exchange(h);
+    assert_int_equal(h->n_st, 2);
+    updoh_conn_free(h->c);
+    h->c = NULL;
+    event_base_loop(h->base, EVLOOP_NONBLOCK);
+    assert_int_equal(h->n_done, 0);
+    assert_int_equal(h->closed, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -563,6 +597,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_goaway, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_answer_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_type_params_and_short_body, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_free_with_pending, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
