@@ -534,6 +534,65 @@ int dns_strip_padding(uint8_t *msg, size_t *len)
     return 1;
 }
 
+int dns_add_opt(uint8_t *msg, size_t *len, size_t cap, uint16_t udp_size)
+{
+    if (!msg || !len || *len > cap || *len < DNS_HEADER_LEN)
+        return -EINVAL;
+    struct dnswire_iter it;
+    struct dnswire_rr rr;
+    dnswire_iter_init(&it, msg, *len, 0);
+    size_t end = DNS_HEADER_LEN;
+    int r;
+    while ((r = dnswire_iter_next(&it, &rr)) == 1) {
+        if (rr.sec == DNSWIRE_AR && rr.type == DNS_TYPE_OPT)
+            return -EEXIST;
+        end = rr.sec == DNSWIRE_QD ? rr.name_off + rr.name_len + 4 : rr.rdata_off + rr.rdlen;
+    }
+    /* the records must end the message: the OPT goes right after them */
+    if (r < 0 || end != *len || dg_get16(msg + 10) == 0xffff)
+        return -EBADMSG;
+    size_t limit = cap < DNS_MAX_MSG ? cap : DNS_MAX_MSG;
+    if (*len + 11 > limit)
+        return -ENOSPC;
+    uint8_t *p = msg + *len;
+    p[0] = 0; /* root */
+    dg_put16(p + 1, DNS_TYPE_OPT);
+    dg_put16(p + 3, udp_size);
+    memset(p + 5, 0, 4); /* extended rcode, version 0, no DO */
+    dg_put16(p + 9, 0);
+    dg_put16(msg + 10, (uint16_t)(dg_get16(msg + 10) + 1));
+    *len += 11;
+    return 0;
+}
+
+int dns_remove_opt(uint8_t *msg, size_t *len)
+{
+    if (!msg || !len)
+        return -EINVAL;
+    struct dnswire_iter it;
+    struct dnswire_rr rr;
+    dnswire_iter_init(&it, msg, *len, 0);
+    int r;
+    size_t start = 0, stop = 0;
+    unsigned n = 0;
+    while ((r = dnswire_iter_next(&it, &rr)) == 1) {
+        if (rr.sec == DNSWIRE_AR && rr.type == DNS_TYPE_OPT && n++ == 0) {
+            start = rr.name_off;
+            stop = rr.rdata_off + rr.rdlen;
+        }
+    }
+    if (r < 0 || n > 1)
+        return -EBADMSG;
+    if (n == 0)
+        return 0;
+    if (!edit_safe(msg, *len, start))
+        return -EBADMSG;
+    memmove(msg + start, msg + stop, *len - stop);
+    *len -= stop - start;
+    dg_put16(msg + 10, (uint16_t)(dg_get16(msg + 10) - 1));
+    return 1;
+}
+
 int dns_add_option(uint8_t *msg, size_t *len, size_t cap, uint16_t code, const uint8_t *data,
                    size_t dlen)
 {

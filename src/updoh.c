@@ -107,7 +107,12 @@ static int pump(struct updoh_conn *c)
     }
     if (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng)) {
         /* GOAWAY both ways and every stream done */
-        conn_fail(c, -ECONNRESET, c->goaway ? "the server sent GOAWAY" : "HTTP/2 session over");
+        /* we never end a session ourselves but on an error of the server's: nghttp2 then
+         * queued a GOAWAY and wants nothing more */
+        if (c->goaway)
+            conn_fail(c, -ECONNRESET, "the server sent GOAWAY");
+        else
+            conn_fail(c, -EPROTO, "HTTP/2 protocol error by the server");
         return -1;
     }
     return 0;
@@ -420,7 +425,11 @@ int32_t updoh_submit(struct updoh_conn *c, const uint8_t *msg, size_t len, void 
 
 void updoh_cancel(struct updoh_conn *c, int32_t sid)
 {
-    struct up_stream *st = sid > 0 ? nghttp2_session_get_stream_user_data(c->ng, sid) : NULL;
+    /* by our own list: a stream whose HEADERS are still queued has no nghttp2 stream yet */
+    struct up_stream *st = NULL;
+    for (struct dg_lnode *n = c->streams.head; n && sid > 0; n = n->next)
+        if (dg_list_entry(n, struct up_stream, node)->id == sid)
+            st = dg_list_entry(n, struct up_stream, node);
     if (!st || !st->tag)
         return;
     st->tag = NULL;

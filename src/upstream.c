@@ -106,8 +106,9 @@
 #define UP_TCP_IDLE_MS 10000
 /* edns-tcp-keepalive (RFC 7828) option code */
 #define DNS_EDNS_KEEPALIVE 11
-/* Room a try may add to the client's query: keepalive (4) and padding (4 + up to 127). */
-#define UP_QUERY_ROOM (4 + 4 + DNS_PAD_BLOCK_QUERY)
+/* Room a try may add to the client's query: an OPT (11), keepalive (4), padding (4 + up to
+ * 127). */
+#define UP_QUERY_ROOM (11 + 4 + 4 + DNS_PAD_BLOCK_QUERY)
 /* Unsent bytes above which a connection takes no new queries (a server that stopped reading). */
 #define UP_TCP_MAX_OUT (256 * 1024)
 /* recv() size for TCP; the input buffer holds at most one partial frame plus this. */
@@ -218,11 +219,14 @@ struct upstream_query {
     uint8_t *msg; /* the current try's copy of the query; bytes 0-1 hold its ID; q->cap bytes */
     const uint8_t *orig; /* the query as given (len0 bytes): each try starts from it */
     size_t len0, cap;
+    bool opt_added; /* this try's message got an OPT the client did not send (to be padded): the
+                       answer's OPT goes before it is delivered */
     size_t len;
     uint16_t orig_id;
     enum up_try_state state;
     bool use_tcp; /* set after a TC=1 answer: the answer is large whoever sends it */
     unsigned tries, max_tries, n_refused;
+    unsigned resends; /* tries given back after a connection closed under them (query_resend) */
     uint32_t tried;        /* servers tried for this query (bit i: srv[i]) */
     bool probe;            /* the current try probes a down server */
     bool saw_bad;          /* the current UDP try received answers that did not match */
@@ -823,6 +827,10 @@ static void query_answer(struct upstream_query *q, uint8_t *ans, size_t len)
     health_success(q->srv, rtt);
     up_event(q->u, q->srv, DG_EV_UP_ANSWER, rtt);
     dg_put16(ans, q->orig_id);
+    /* the client sent no EDNS: its answer has none either (RFC 6891 §7); an answer whose OPT
+     * cannot be cut out safely goes as it is */
+    if (q->opt_added)
+        (void)dns_remove_opt(ans, &len);
     query_finish(q, 0, ans, len);
 }
 
@@ -981,11 +989,16 @@ static void try_message(struct upstream_query *q, const struct up_server *s)
 {
     memcpy(q->msg, q->orig, q->len0);
     q->len = q->len0;
+    q->opt_added = false;
     if (s->up->proto == DG_UP_DNS) {
         if (dns_has_padding(q->msg, q->len))
             (void)dns_strip_padding(q->msg, &q->len);
         return;
     }
+    /* Padding needs EDNS: a query without gets an OPT for the encrypted leg (1232 bytes, the
+     * DNS flag day's size; the transport is a stream anyway), removed again from the answer,
+     * so that the client gets what it asked for and its query's size is hidden all the same. */
+    q->opt_added = dns_add_opt(q->msg, &q->len, q->cap, 1232) == 0;
     if (s->up->proto == DG_UP_TLS)
         (void)dns_add_option(q->msg, &q->len, q->cap, DNS_EDNS_KEEPALIVE, NULL, 0);
     (void)dns_pad(q->msg, &q->len, q->cap, DNS_PAD_BLOCK_QUERY);
@@ -1126,6 +1139,21 @@ static void tcp_fail(struct up_tcp *c, int err)
     tcp_free(c);
 }
 
+/* A server closed a connection that worked (idle or query limits, a restart; RFC 7766 §6.2.3
+ * lets it) with @p q still on it, or refused it with GOAWAY: the query was not answered, and
+ * the server is not to blame. It goes out again on another connection without spending a try,
+ * twice at most (a server that closes on every query must not keep it going until the
+ * deadline). */
+static void query_resend(struct upstream_query *q)
+{
+    if (q->resends < 2) {
+        q->resends++;
+        if (q->tries > 0)
+            q->tries--;
+    }
+    query_try_failed(q, -EAGAIN); /* "ours": no mark against the server's health */
+}
+
 static void tcp_handle_frame(struct up_tcp *c, uint8_t *ans, size_t len)
 {
     struct upstream *u = c->srv->u;
@@ -1206,6 +1234,9 @@ static void stream_conn_closed(struct up_tcp *c, struct uptls_conn *t, const cha
     } else if (c->n_inflight) {
         log_debug("upstream %s: connection closed with %zu queries in flight: %s", s->up->text,
                   c->n_inflight, why);
+        if (err == -ECONNRESET) /* a close, not an error of the TLS or HTTP/2 layer */
+            while (c->inflight.head)
+                query_resend(try_query(c->inflight.head));
     }
     tcp_fail(c, err);
 }
@@ -1246,7 +1277,10 @@ static void on_doh_done(void *arg, void *tag, int err, uint8_t *msg, size_t len)
                                                           : "answered no DNS message");
     /* refused by a GOAWAY: never processed, the server is not to blame; the next try goes on
      * another connection */
-    query_try_failed(q, err == -ENOTCONN ? -EAGAIN : err);
+    if (err == -ENOTCONN)
+        query_resend(q);
+    else
+        query_try_failed(q, err);
 }
 
 static void on_doh_closed(void *arg, int err)

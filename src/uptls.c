@@ -54,8 +54,9 @@ struct uptls_conn {
     struct dg_buf in, out;
     bool wr_added;
     bool resumed, verify_failed;
-    int depth; /* callbacks of ours on the stack */
-    bool dead; /* freed inside a callback: the memory goes when it returns */
+    bool clean; /* the handshake was done and the end was no TLS error: the session stays good */
+    int depth;  /* callbacks of ours on the stack */
+    bool dead;  /* freed inside a callback: the memory goes when it returns */
     char why[200];
 };
 
@@ -161,6 +162,11 @@ static void conn_release(struct uptls_conn *c)
         event_free(c->timer);
     if (c->ssl) {
         SSL_set_app_data(c->ssl, NULL); /* no session callback into freed memory */
+        /* OpenSSL marks the session of a connection freed without a shutdown not resumable
+         * (ssl_clear_bad_session); a server that closed an idle connection, or our own idle
+         * close, did nothing wrong: say the shutdown was sent so the session stays usable */
+        if (c->clean)
+            SSL_set_shutdown(c->ssl, SSL_get_shutdown(c->ssl) | SSL_SENT_SHUTDOWN);
         SSL_free(c->ssl);
     }
     if (c->fd >= 0)
@@ -283,8 +289,10 @@ static void flush(struct uptls_conn *c)
         int en = errno;
         if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)
             conn_fail(c, en ? -en : -EPIPE, "write failed: %s", en ? strerror(en) : "closed");
-        else
+        else {
+            c->clean = false;
             conn_fail(c, -EPROTO, "TLS write failed: %s", ssl_err_text(b, sizeof(b)));
+        }
         return;
     }
     if (c->state == ST_OPEN)
@@ -323,8 +331,10 @@ static void read_some(struct uptls_conn *c)
             conn_fail(c, -ECONNRESET, "closed by the server");
         else if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)
             conn_fail(c, -en, "read failed: %s", strerror(en));
-        else
+        else {
+            c->clean = false;
             conn_fail(c, -EPROTO, "TLS error: %s", ssl_err_text(b, sizeof(b)));
+        }
         return;
     }
     if (c->in.len > before && c->state == ST_OPEN)
@@ -357,6 +367,7 @@ static void handshake(struct uptls_conn *c)
         return;
     }
     c->state = ST_OPEN;
+    c->clean = true;
     c->resumed = SSL_session_reused(c->ssl);
     event_del(c->timer);
     want_write(c, false);

@@ -104,6 +104,21 @@ int dns_query_strip_ecs(uint8_t *msg, size_t *len);
 int dns_pad(uint8_t *msg, size_t *len, size_t cap, unsigned block);
 
 /**
+ * Give @p msg (a query without EDNS, in a buffer of @p cap bytes) an empty OPT record (version
+ * 0, no DO, @p udp_size) at its end. @return 0, -EEXIST (it has one), -EBADMSG (malformed, or
+ * bytes after its last record), -ENOSPC, -EINVAL.
+ */
+int dns_add_opt(uint8_t *msg, size_t *len, size_t cap, uint16_t udp_size);
+
+/**
+ * Remove the OPT record of @p msg (an answer to a query that got one from dns_add_opt()),
+ * refusing, like dns_pad(), when a compression pointer reaches the bytes that would move.
+ * @return 1 (removed), 0 (none there), -EBADMSG (malformed, several OPTs, such a pointer),
+ *         -EINVAL.
+ */
+int dns_remove_opt(uint8_t *msg, size_t *len);
+
+/**
  * Append EDNS option @p code with @p dlen bytes of @p data to the OPT record of @p msg (a
  * buffer of @p cap bytes), with the same checks as dns_pad().
  * @return 0, -ENOENT (no OPT), -EBADMSG (malformed, several OPTs, a pointer into the OPT),

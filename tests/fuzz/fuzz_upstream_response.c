@@ -105,9 +105,46 @@ static void check_padding(const uint8_t *data, size_t size)
     free(s);
 }
 
+/* dns_add_opt() then dns_remove_opt() gives the input back; dns_add_option() keeps the message
+ * walkable; each refusal leaves the bytes alone. */
+static void check_opt_edits(const uint8_t *data, size_t size)
+{
+    if (size == 0 || size > 8192)
+        return;
+    size_t cap = size + 32;
+    uint8_t *m = malloc(cap);
+    if (!m)
+        abort();
+    memcpy(m, data, size);
+    size_t len = size;
+    int r = dns_add_opt(m, &len, cap, 1232);
+    if (r == 0) {
+        if (len != size + 11 || !walks(m, len))
+            abort();
+        size_t l2 = len;
+        if (dns_add_option(m, &l2, cap, 11, NULL, 0) == 0 && (l2 != len + 4 || !walks(m, l2)))
+            abort();
+        /* appending is always safe; taking out may be refused (a name in rdata that points
+         * at or past the OPT, or is malformed): then nothing moved */
+        size_t l3 = l2;
+        int rr = dns_remove_opt(m, &l3);
+        if (rr == 1 ? (l3 != size || memcmp(m, data, size) != 0) : (rr != -EBADMSG || l3 != l2))
+            abort();
+    } else if (len != size || memcmp(m, data, size) != 0) {
+        abort();
+    }
+    memcpy(m, data, size);
+    len = size;
+    r = dns_remove_opt(m, &len);
+    if (r == 1 ? (len >= size || !walks(m, len)) : (len != size || memcmp(m, data, size) != 0))
+        abort();
+    free(m);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     check_padding(data, size);
+    check_opt_edits(data, size);
 
     /* the query log's summary of any answer: a string, never a crash or overrun */
     char summary[64];

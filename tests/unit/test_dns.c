@@ -1356,6 +1356,51 @@ static size_t round_up(size_t n, size_t block)
 /* Every name length from 1 to 63: the padded size is the smallest block multiple that holds the
  * message plus an option header (exactly at a multiple: no extra block), for both blocks, with
  * and without a record after the OPT. */
+/* dns_add_opt() / dns_remove_opt() / dns_add_option(): the encrypted upstream leg gives a query
+ * without EDNS an OPT (to pad it), and takes it out of the answer again. */
+static void test_add_remove_opt(void **state)
+{
+    (void)state;
+    uint8_t buf[QBUF], orig[QBUF];
+    size_t len = make_query(buf, 7, F2_RD, 0, "www.example.com", 1, 1, -1);
+    size_t olen = len;
+    memcpy(orig, buf, len);
+    assert_int_equal(dns_add_opt(buf, &len, olen + 10, 1232), -ENOSPC);
+    assert_int_equal(len, olen);
+    assert_int_equal(dns_add_opt(buf, &len, sizeof(buf), 1232), 0);
+    assert_int_equal(len, olen + 11);
+    assert_int_equal(dg_get16(buf + 10), 1); /* ARCOUNT */
+    assert_int_equal(dns_query_check(buf, len, NULL), DNS_QUERY_OK);
+    assert_int_equal(dns_add_opt(buf, &len, sizeof(buf), 1232), -EEXIST);
+    /* an option, then padding on top: both inside the one OPT */
+    assert_int_equal(dns_add_option(buf, &len, sizeof(buf), 11, NULL, 0), 0);
+    assert_int_equal(dns_pad(buf, &len, sizeof(buf), 128), 0);
+    assert_int_equal(len % 128, 0);
+    assert_true(dns_has_padding(buf, len));
+    /* removed: the query as it was, byte for byte */
+    assert_int_equal(dns_remove_opt(buf, &len), 1);
+    assert_int_equal(len, olen);
+    assert_memory_equal(buf, orig, olen);
+    assert_int_equal(dns_remove_opt(buf, &len), 0);
+    /* trailing bytes after the last record: no OPT appended behind them */
+    buf[len] = 0xab;
+    size_t tlen = len + 1;
+    assert_int_equal(dns_add_opt(buf, &tlen, sizeof(buf), 1232), -EBADMSG);
+    /* dns_add_option() needs an OPT and room */
+    len = olen;
+    assert_int_equal(dns_add_option(buf, &len, sizeof(buf), 11, NULL, 0), -ENOENT);
+    len = make_query(buf, 7, F2_RD, 0, "www.example.com", 1, 1, 0);
+    olen = len;
+    const uint8_t v[2] = {0, 100};
+    assert_int_equal(dns_add_option(buf, &len, olen + 5, 11, v, 2), -ENOSPC);
+    assert_int_equal(dns_add_option(buf, &len, olen + 6, 11, v, 2), 0);
+    size_t vo, vl;
+    assert_true(dnswire_edns_option(buf, len, 11, &vo, &vl));
+    assert_int_equal(vl, 2);
+    assert_int_equal(dg_get16(buf + vo), 100);
+    assert_false(dnswire_edns_option(buf, len, 12, &vo, &vl));
+}
+
 static void test_pad_sizes(void **state)
 {
     (void)state;
@@ -1723,6 +1768,7 @@ int main(void)
         cmocka_unit_test(test_question_end_pointers),
         cmocka_unit_test(test_question_end_name_length),
         cmocka_unit_test(test_flags),
+        cmocka_unit_test(test_add_remove_opt),
         cmocka_unit_test(test_pad_sizes),
         cmocka_unit_test(test_pad_ldns_answer),
         cmocka_unit_test(test_pad_replaces),

@@ -584,6 +584,23 @@ static void test_free_with_pending(void **state)
     assert_int_equal(h->closed, 0);
 }
 
+/* Cancelled in the turn it was submitted, before its HEADERS went out (updoh_cancel() found no
+ * nghttp2 stream for it yet and did nothing: done() then ran for a cancelled query). */
+static void test_cancel_before_sent(void **state)
+{
+    struct h *h = *state;
+    int32_t a = submit(h, 0);
+    updoh_cancel(h->c, a);
+    exchange(h);
+    struct srv_stream *st = srv_find(h, a);
+    if (st && st->ended && !st->rst)
+        respond_dns(h, a); /* the request went out after all: the server answers it */
+    exchange(h);
+    assert_null(done_for(h, 0));
+    assert_int_equal(h->n_done, 0);
+    next_one_answered(h, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -599,6 +616,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_answer_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_type_params_and_short_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_with_pending, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_before_sent, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
