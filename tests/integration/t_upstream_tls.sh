@@ -10,7 +10,7 @@
 #      no query reaches the server, one log line naming the reason, a failure counter in /metrics;
 #      the right pin works.
 #   d. Broken servers: DoT reorder (answers matched by ID), close-after 3 (later queries on new
-#      connections), garbage, wrong ID, silent, stalled handshake (SERVFAIL within query-timeout,
+#      connections; also with a query in flight at the close), garbage, wrong ID, silent, stalled handshake (SERVFAIL within query-timeout,
 #      dohgate stays up); DoH GOAWAY after 3, RST_STREAM every 3rd, :status 500, wrong
 #      content-type, silent (answers or SERVFAIL, nothing hangs).
 #   e. tcpdump on lo while 20 queries are answered over a tls:// upstream: no packet carries the
@@ -241,6 +241,19 @@ for n in $(seq 1 10); do
 done
 assert_eq 10 "$good" "d: close-after 3: all 10 sequential queries answered"
 assert_range 4 20 "$(ts_stat connections)" "d: close-after 3: new connections after each close"
+stop_tlsstub
+
+# the same with the 4th query of each connection in flight when it closes: it must be sent again
+# on a new connection (RFC 7766: unanswered queries of a closed connection are retried)
+start_tlsstub dot close-after --answers 3 --close-late
+dg --upstream "tls://127.0.0.1:$TS_PORT#dot.dohgate.test"
+good=0
+for n in $(seq 1 10); do
+    q "late$n.$STUBZONE"
+    [ "$HTTP_CODE $(rcode)" = "200 NOERROR" ] && [ "$ELAPSED" -le $((QT + SLACK)) ] && good=$((good + 1))
+done
+assert_eq 10 "$good" "d: close-after 3 --close-late: all 10 answered (the dropped ones again elsewhere)"
+assert_range 2 100 "$(grep -c '"dropped"' "$TS_LOG")" "d: close-after 3 --close-late: queries were in flight at each close"
 stop_tlsstub
 
 for m in garbage wrong-id silent stall-handshake; do

@@ -4,7 +4,7 @@
 through ctypes, since HPACK's Huffman code is not in the stdlib and clients always use it).
 
   tlsstub.py --port P --cert C --key K --proto dot|doh --mode MODE [--answers N] [--log F]
-             [--idle S] [--bad 500|ctype] [--rst-code N]
+             [--idle S] [--bad 500|ctype] [--rst-code N] [--close-late]
   tlsstub.py summary LOG        one JSON object summing up a --log file (see below)
 
 Answers A (and ANY) queries for any name with 192.0.2.1 (TTL 300), any other type NOERROR with
@@ -15,7 +15,9 @@ DoT (RFC 7858: TLS, 2-byte length prefix; ALPN "dot" offered, not required). MOD
   ok               pipelined: each query answered as soon as it is read, in order
   reorder          collects up to 8 queries (those that arrive within 50 ms of each other), then
                    answers them in reverse order
-  close-after      closes the connection after --answers N answers (queries past N unanswered)
+  close-after      closes the connection after --answers N answers (queries past N unanswered);
+                   with --close-late, only once the next query has arrived: that query is in
+                   flight when the connection dies (the client must send it again elsewhere)
   stall-handshake  accepts TCP, reads and discards, never says a TLS byte (also for --proto doh)
   garbage          answers each query with random bytes under a plausible length prefix (12..100
                    bytes, first two never the query's ID)
@@ -41,7 +43,7 @@ DoH (RFC 8484: ALPN h2, POST /dns-query application/dns-message, GET /dns-query?
                                                                       refused our certificate)
   {"ev": "query", "c": N, "id": ID, "name": "x.", "type": T, "len": L, "padding": P|null,
    "method": "POST"|"GET"|null, "stream": S|null}                     P: option 12's data length
-  {"ev": "answer"|"reset"|"goaway"|"garbage", "c": N, ...}
+  {"ev": "answer"|"reset"|"goaway"|"garbage"|"dropped", "c": N, ...}
   {"ev": "close", "c": N, "queries": K, "by": "server"|"client"}
 summary: {"connections", "handshakes", "resumed", "handshake_failures", "queries", "answers",
   "resets", "goaways", "sni": [...], "alpn": [...], "padded": K (queries with option 12),
@@ -190,6 +192,10 @@ async def dot_conn(reader, writer, args, c, st):
         if r is None:
             continue
         qid, out = r
+        if mode == "close-after" and st["answers"] >= args.answers:  # --close-late
+            log(ev="dropped", c=c, id=qid)
+            st["by"] = "server"
+            return
         if mode == "silent":
             continue
         if mode == "garbage":
@@ -214,7 +220,7 @@ async def dot_conn(reader, writer, args, c, st):
         send(out)
         st["answers"] += 1
         log(ev="answer", c=c, id=qid)
-        if mode == "close-after" and st["answers"] >= args.answers:
+        if mode == "close-after" and st["answers"] >= args.answers and not args.close_late:
             await writer.drain()
             st["by"] = "server"
             return
@@ -526,6 +532,7 @@ def main():
     ap.add_argument("--idle", type=float, default=0)
     ap.add_argument("--bad", choices=["500", "ctype"], default="500")
     ap.add_argument("--rst-code", type=int, default=2)
+    ap.add_argument("--close-late", action="store_true")
     args = ap.parse_args()
     modes = {"dot": ["ok", "reorder", "close-after", "stall-handshake", "garbage", "silent", "wrong-id"],
              "doh": ["ok", "goaway-after", "rst", "status", "silent", "stall-handshake"]}
