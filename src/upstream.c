@@ -226,12 +226,12 @@ struct upstream_query {
     enum up_try_state state;
     bool use_tcp; /* set after a TC=1 answer: the answer is large whoever sends it */
     unsigned tries, max_tries, n_refused;
-    unsigned resends; /* tries given back after a connection closed under them (query_resend) */
-    uint32_t tried;        /* servers tried for this query (bit i: srv[i]) */
-    bool probe;            /* the current try probes a down server */
-    bool saw_bad;          /* the current UDP try received answers that did not match */
-    uint64_t bad_mark;     /* its socket's bad count when the try started */
-    bool send_pending;     /* in its socket's sendq */
+    unsigned resends;  /* tries given back after a connection closed under them (query_resend) */
+    uint32_t tried;    /* servers tried for this query (bit i: srv[i]) */
+    bool probe;        /* the current try probes a down server */
+    bool saw_bad;      /* the current UDP try received answers that did not match */
+    uint64_t bad_mark; /* its socket's bad count when the try started */
+    bool send_pending; /* in its socket's sendq */
     struct up_server *srv; /* server of the current try (when state != TRY_NONE) */
     uint64_t deadline_ms;
     struct event *timer;
@@ -1220,7 +1220,7 @@ static void stream_conn_closed(struct up_tcp *c, struct uptls_conn *t, const cha
 {
     struct up_server *s = c->srv;
     bool verify = uptls_conn_verify_failed(t);
-    if (!uptls_conn_ready(t) || verify) {
+    if (!uptls_conn_established(t) || verify) {
         /* never got to answering: back off before the next connection (250 ms doubling to
          * 30 s; a certificate that fails verification will not be fixed in a second) */
         s->conn_fails++;

@@ -54,6 +54,7 @@ struct uptls_conn {
     struct dg_buf in, out;
     bool wr_added;
     bool resumed, verify_failed;
+    bool handshaked; /* ready() ran */
     bool clean; /* the handshake was done and the end was no TLS error: the session stays good */
     int depth;  /* callbacks of ours on the stack */
     bool dead;  /* freed inside a callback: the memory goes when it returns */
@@ -367,7 +368,7 @@ static void handshake(struct uptls_conn *c)
         return;
     }
     c->state = ST_OPEN;
-    c->clean = true;
+    c->handshaked = c->clean = true;
     c->resumed = SSL_session_reused(c->ssl);
     event_del(c->timer);
     want_write(c, false);
@@ -524,6 +525,11 @@ size_t uptls_conn_pending(const struct uptls_conn *c)
 bool uptls_conn_ready(const struct uptls_conn *c)
 {
     return c->state == ST_OPEN;
+}
+
+bool uptls_conn_established(const struct uptls_conn *c)
+{
+    return c->handshaked;
 }
 
 bool uptls_conn_resumed(const struct uptls_conn *c)

@@ -76,6 +76,8 @@ int uptls_conn_write(struct uptls_conn *c, const void *p, size_t n);
 size_t uptls_conn_pending(const struct uptls_conn *c);
 /** Whether the handshake is done (ready() ran). */
 bool uptls_conn_ready(const struct uptls_conn *c);
+/** Whether the handshake was ever done (true after a close too, unlike uptls_conn_ready()). */
+bool uptls_conn_established(const struct uptls_conn *c);
 /** Whether the handshake resumed a session. */
 bool uptls_conn_resumed(const struct uptls_conn *c);
 /** The negotiated ALPN protocol ("" when none). */
