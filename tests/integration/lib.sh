@@ -609,10 +609,13 @@ start_unbound_dot() {
     [ -n "${UPCERTS:-}" ] || make_upstream_certs
     mkdir -p "$d"
     UB_PORT=$(free_port)
+    UB_HTTPS_PORT=$(free_port) # Unbound's own DoH listener (built with libnghttp2 on Debian)
     cat >"$d/unbound.conf" <<EOF
 server:
     interface: 127.0.0.1@$UB_PORT
+    interface: 127.0.0.1@$UB_HTTPS_PORT
     tls-port: $UB_PORT
+    https-port: $UB_HTTPS_PORT
     tls-service-key: "$UPCERTS/good.key"
     tls-service-pem: "$UPCERTS/good.pem"
     do-ip6: no

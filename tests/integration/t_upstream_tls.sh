@@ -124,6 +124,15 @@ assert_range 40 40 "$(answers | grep -c ' TXT ')" "a: big: all 40 TXT records"
 q "nonexistent.$ZONE"
 assert_eq "200 NXDOMAIN" "$HTTP_CODE $(rcode)" "a: nonexistent name: NXDOMAIN over DoT"
 
+echo "# b. DoH to Unbound's own https-port (a real DoH server of another make)"
+dg --upstream "https://dot.dohgate.test:$UB_HTTPS_PORT/dns-query addr=127.0.0.1"
+q "www.$ZONE"
+assert_eq "200 NOERROR" "$HTTP_CODE $(rcode)" "b: www over DoH via Unbound: HTTP 200 NOERROR"
+assert_match "www\.$ZONE\. [0-9]+ A 192\.0\.2\.10" "$(answers)" "b: www answers 192.0.2.10 (Unbound DoH)"
+q "big.$ZONE" TXT
+assert_range 40 40 "$(answers | grep -c ' TXT ')" "b: big: all 40 TXT records over DoH via Unbound"
+assert_eq 1 "$(metric_of 'dohgate_upstream_connections_total{')" "b: one HTTP/2 connection to Unbound for both"
+
 echo "# a. DoT to tlsstub: connection reuse, padding, SNI, resumption"
 start_tlsstub dot ok --idle 2
 dg --upstream "tls://127.0.0.1:$TS_PORT#dot.dohgate.test"
