@@ -142,7 +142,9 @@
  * ID in a 65536-entry table. */
 #define UP_IDS 65536
 
-enum up_try_state { TRY_NONE = 0, TRY_UDP, TRY_TCP };
+/* TRY_WAIT: the server's connections are all full (UP_TCP_MAX_CONNS x UP_TCP_MAX_INFLIGHT, or
+ * HTTP/2 streams); the query waits on the server's queue for a place, within its try's time. */
+enum up_try_state { TRY_NONE = 0, TRY_UDP, TRY_TCP, TRY_WAIT };
 
 struct up_tcp;
 
@@ -185,6 +187,12 @@ struct up_server {
     /* The last connection failure logged, and when: one line per reason, not per query. */
     char why[200];
     uint64_t why_ms;
+    /* Queries waiting for a place on its connections (TRY_WAIT, via try_node; oldest at the
+     * tail), and the event that sends them once one frees (activated, never called: a place
+     * frees inside other queries' callbacks and connection teardowns). */
+    struct dg_list waiting;
+    size_t n_waiting;
+    struct event *drain_ev;
     struct dg_list conns; /* its TCP connections, via up_tcp.node */
     size_t n_conns;
     struct up_udp *udp[UP_UDP_SOCKS]; /* NULL slots are filled on demand */
@@ -305,6 +313,8 @@ void upstream_set_tls(struct upstream *u, struct uptls_ctx *tls)
 static void on_query_timer(evutil_socket_t fd, short what, void *arg);
 static void on_udp_read(evutil_socket_t fd, short what, void *arg);
 static void query_try_failed(struct upstream_query *q, int err);
+static void drain_soon(struct up_server *s);
+static void on_drain(evutil_socket_t fd, short what, void *arg);
 static void on_tcp_read(evutil_socket_t fd, short what, void *arg);
 static void on_tcp_write(evutil_socket_t fd, short what, void *arg);
 static void on_tcp_idle(evutil_socket_t fd, short what, void *arg);
@@ -356,6 +366,7 @@ static void tcp_free(struct up_tcp *c)
     assert(c->inflight.head == NULL && c->n_inflight == 0);
     dg_list_unlink(&s->conns, &c->node);
     s->n_conns--;
+    drain_soon(s);
     if (c->rd)
         event_free(c->rd);
     if (c->wr)
@@ -493,6 +504,7 @@ static void tcp_detach(struct upstream_query *q)
     dg_list_unlink(&c->inflight, &q->try_node);
     q->tcp = NULL;
     c->n_inflight--;
+    drain_soon(c->srv);
     if (c->n_inflight == 0) {
         unsigned ms = c->idle_ms ? c->idle_ms : UP_TCP_IDLE_MS;
         struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
@@ -793,6 +805,9 @@ static void query_end_try(struct upstream_query *q)
         udp_detach(q);
     } else if (q->state == TRY_TCP) {
         tcp_detach(q);
+    } else if (q->state == TRY_WAIT) {
+        dg_list_unlink(&q->srv->waiting, &q->try_node);
+        q->srv->n_waiting--;
     }
     q->state = TRY_NONE;
 }
@@ -914,13 +929,9 @@ static int try_udp(struct upstream_query *q, struct up_server *s)
     return 0;
 }
 
-static int try_tcp(struct upstream_query *q, struct up_server *s)
+/* Send @p q on @p c (made for it when @p created). */
+static int tcp_send(struct upstream_query *q, struct up_server *s, struct up_tcp *c, bool created)
 {
-    bool created;
-    int err = 0;
-    struct up_tcp *c = tcp_get(s, &created, &err);
-    if (!c)
-        return err;
     if (c->h2) {
         /* RFC 8484 §4.1: ID 0 (the stream tells the answers apart) */
         dg_put16(q->msg, 0);
@@ -980,11 +991,61 @@ linked:
     return 0;
 }
 
+static int try_tcp(struct upstream_query *q, struct up_server *s)
+{
+    bool created;
+    int err = 0;
+    struct up_tcp *c = tcp_get(s, &created, &err);
+    if (c)
+        return tcp_send(q, s, c, created);
+    /* (queries in flight are bounded by max-upstream-queries: so are those waiting) */
+    if (err == -EAGAIN && s->drain_ev) {
+        /* every connection is full: wait for a place instead of failing at once (a burst
+         * beyond what the pool carries must not turn into SERVFAILs) */
+        dg_list_push_front(&s->waiting, &q->try_node);
+        s->n_waiting++;
+        q->srv = s;
+        q->state = TRY_WAIT;
+        return 0;
+    }
+    return err;
+}
+
+/* A place may have freed on @p s's connections: send what waits, oldest first, while they take
+ * it. Runs from its own event. */
+static void on_drain(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct up_server *s = arg;
+    while (s->n_waiting) {
+        bool created;
+        int err = 0;
+        struct up_tcp *c = tcp_get(s, &created, &err);
+        if (!c)
+            return; /* still full, or backing off: the next place (or the try's timer) */
+        struct upstream_query *q = try_query(s->waiting.tail);
+        dg_list_unlink(&s->waiting, &q->try_node);
+        s->n_waiting--;
+        q->state = TRY_NONE;
+        int rc = tcp_send(q, s, c, created);
+        if (rc < 0) {
+            q->srv = s;
+            query_try_failed(q, rc); /* a zero timer: no user code from here */
+        }
+    }
+}
+
+static void drain_soon(struct up_server *s)
+{
+    if (s->n_waiting && s->drain_ev)
+        event_active(s->drain_ev, EV_TIMEOUT, 1);
+}
+
 /* The message of a try to @p s: what the client sent (ECS already removed), padded to 128-byte
  * blocks for an encrypted upstream (RFC 8467 §4.1), with an empty edns-tcp-keepalive for DoT
  * (RFC 7828: the server then says how long it keeps the connection). A client's padding is
- * dropped on plain DNS, where it hides nothing. A query without EDNS stays without: no OPT is
- * invented for a client that did not ask for one (the answer would differ). */
+ * dropped on plain DNS, where it hides nothing. */
 static void try_message(struct upstream_query *q, const struct up_server *s)
 {
     memcpy(q->msg, q->orig, q->len0);
@@ -1036,7 +1097,10 @@ static void query_next_try(struct upstream_query *q)
 static void on_query_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct upstream_query *q = arg;
-    if (q->state != TRY_NONE) {
+    if (q->state == TRY_WAIT) {
+        /* never sent: our pool was full, which says nothing of the server's health */
+        query_end_try(q);
+    } else if (q->state != TRY_NONE) {
         q->u->stats.timeouts++;
         up_event(q->u, q->srv, DG_EV_UP_TIMEOUT, 1);
         bool lied = q->saw_bad;
@@ -1386,6 +1450,8 @@ struct upstream *upstream_new(struct event_base *base, const struct config *cfg)
         u->srv[i].u = u;
         u->srv[i].up = &cfg->upstream[i];
         u->srv[i].addr = &cfg->upstream[i].addr;
+        /* NULL (no memory) only means a full pool fails tries at once */
+        u->srv[i].drain_ev = event_new(base, -1, 0, on_drain, &u->srv[i]);
     }
     return u;
 oom:
@@ -1412,6 +1478,8 @@ void upstream_free(struct upstream *u)
                 udp_free(s->udp[k]);
         if (s->session)
             SSL_SESSION_free(s->session);
+        if (s->drain_ev)
+            event_free(s->drain_ev);
     }
     if (u->flush_ev)
         event_free(u->flush_ev);

@@ -159,6 +159,25 @@ assert_eq "200 NOERROR" "$HTTP_CODE $(rcode)" "a: tls://ADDR without a name: ver
 assert_eq None "$(ts_stat sni)" "a: no SNI for a bare address (RFC 6066: no IP literals)"
 stop_tlsstub
 
+echo "# a. a burst past the pool: 600 distinct names in flight at once, the server slow (0.5 s)"
+# 4 connections x 100 pipelined queries carry 400: the other 200 wait for a place (they used to
+# fail at once with SERVFAIL); no more connections are opened for them
+start_tlsstub dot ok --delay 0.5
+dg --upstream "tls://127.0.0.1:$TS_PORT#dot.dohgate.test" --max-concurrent-streams 1000
+python3 - "$(dohgate_url)" >"$T/burst.uris" <<'EOF'
+import os, sys
+sys.path.insert(0, os.environ["SRC_DIR"] + "/tests/tools")
+from dnsmsg import b64url, build_query
+for i in range(600):
+    print("%s?dns=%s" % (sys.argv[1], b64url(build_query("burst%d.stub.test" % i))))
+EOF
+h2load -i "$T/burst.uris" -n 600 -c 1 -m 600 >"$T/burst.out" 2>&1
+assert_match "600 succeeded, 0 failed" "$(grep 'requests:' "$T/burst.out")" "a: burst: 600 requests answered HTTP 200"
+assert_eq 0 "$(metric_of 'dohgate_dns_answers_total{rcode="SERVFAIL"}')" "a: burst: no SERVFAIL"
+assert_range 600 600 "$(metric_of 'dohgate_upstream_answers_total{')" "a: burst: 600 upstream answers"
+assert_range 1 "$POOL_MAX" "$(ts_stat connections)" "a: burst: at most $POOL_MAX connections"
+stop_tlsstub
+
 # ---------------------------------------------------------------------------------------------
 echo "# b. DoH upstream: dohgate -> dohgate -> NSD"
 stop_dohgate

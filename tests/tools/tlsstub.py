@@ -4,7 +4,7 @@
 through ctypes, since HPACK's Huffman code is not in the stdlib and clients always use it).
 
   tlsstub.py --port P --cert C --key K --proto dot|doh --mode MODE [--answers N] [--log F]
-             [--idle S] [--bad 500|ctype] [--rst-code N] [--close-late]
+             [--idle S] [--bad 500|ctype] [--rst-code N] [--close-late] [--delay S]
   tlsstub.py summary LOG        one JSON object summing up a --log file (see below)
 
 Answers A (and ANY) queries for any name with 192.0.2.1 (TTL 300), any other type NOERROR with
@@ -34,6 +34,8 @@ DoH (RFC 8484: ALPN h2, POST /dns-query application/dns-message, GET /dns-query?
                    content-type text/html (--bad ctype)
   silent           reads requests, never answers
 --idle S: the server closes a connection that had no query for S seconds (default: never).
+--delay S: (dot ok) every answer leaves S seconds after its query, so that queries pile up in
+  flight (the pool-overflow burst of t_upstream_tls).
 
 --log F: one JSON object per line, flushed as it happens:
   {"ev": "conn", "c": N, "peer": "127.0.0.1:P"}                      TCP accepted
@@ -216,6 +218,17 @@ async def dot_conn(reader, writer, args, c, st):
                     log(ev="answer", c=c, id=pid)
                 st["answers"] += len(pending)
                 pending = []
+            continue
+        if args.delay:
+            # every answer late by --delay s, each on its own: queries pile up in flight
+            async def later(qid=qid, out=out):
+                await asyncio.sleep(args.delay)
+                send(out)
+                st["answers"] += 1
+                log(ev="answer", c=c, id=qid)
+                st["peak"] = max(st.get("peak", 0), st["queries"] - st["answers"])
+            asyncio.ensure_future(later())
+            st["peak"] = max(st.get("peak", 0), st["queries"] - st["answers"])
             continue
         send(out)
         st["answers"] += 1
@@ -533,6 +546,7 @@ def main():
     ap.add_argument("--bad", choices=["500", "ctype"], default="500")
     ap.add_argument("--rst-code", type=int, default=2)
     ap.add_argument("--close-late", action="store_true")
+    ap.add_argument("--delay", type=float, default=0, help="dot ok: answer each query this late")
     args = ap.parse_args()
     modes = {"dot": ["ok", "reorder", "close-after", "stall-handshake", "garbage", "silent", "wrong-id"],
              "doh": ["ok", "goaway-after", "rst", "status", "silent", "stall-handshake"]}
