@@ -28,6 +28,7 @@
 #   dnsdist/doh unbound/udp unbound/dot"), UP_PARTS ("miss burst"), MISS_SECONDS (10), UP_DOT
 #   (local | forward), UP_PORT_BASE (8470: DoT upstream +0, DoH upstream +1 and its metrics +2,
 #   front DoH +3, front plain DNS +4, front metrics +5), BURST_NAMES (10000), BURST_WORKERS (2),
+#   SERVER_CPU (1), UPSTREAM_CPU (0: the DoT/DoH upstreams, beside the load generator),
 #   OUT ($LAB_RUN/results/upstreams-<UTC time>): results.txt (RESULT lines), table.md, logs/;
 #   UP_PERF (e.g. "dohgate/dot dohgate/doh": perf record -g of those front servers for 5 s during
 #   their miss test, top symbols in logs/perf-*.txt; perf's cost lands in that run's figures).
@@ -46,6 +47,10 @@ export LAB_UPSTREAM_PORT=${LAB_UPSTREAM_PORT:-5300}
 export MISS_SECONDS=${MISS_SECONDS:-10}
 export LOADGEN_CPU=${LOADGEN_CPU-0}
 SERVER_CPU=${SERVER_CPU:-1}
+# the DoT/DoH upstreams share the load generator's CPU, so that they never preempt the server
+# measured on SERVER_CPU ("" = not pinned; the lab's NSD is not pinned either way)
+UPSTREAM_CPU=${UPSTREAM_CPU-0}
+UPIN=(); [ -n "$UPSTREAM_CPU" ] && UPIN=(taskset -c "$UPSTREAM_CPU")
 read -r -a SERVERS <<< "${UP_SERVERS:-dohgate/udp dohgate/dot dohgate/doh dnsdist/udp dnsdist/dot dnsdist/doh unbound/udp unbound/dot}"
 PARTS=${UP_PARTS:-miss burst}
 UP_DOT=${UP_DOT:-local}
@@ -155,7 +160,7 @@ forward-zone:
 EOF
   } > "$d/unbound.conf"
   unbound-checkconf "$d/unbound.conf" >/dev/null
-  unbound -d -c "$d/unbound.conf" </dev/null >"$d/unbound.out" 2>&1 &
+  "${UPIN[@]}" unbound -d -c "$d/unbound.conf" </dev/null >"$d/unbound.out" 2>&1 &
   PIDS[dotup]=$!
   for i in $(seq 1 100); do
     kdig +short +time=1 +retry=0 +tls +tls-ca="$CA" +tls-hostname=$TLSNAME @127.0.0.1 -p "$DOT_PORT" \
@@ -167,7 +172,7 @@ EOF
 start_doh_upstream() {  # a second dohgate, no cache, UDP to NSD
   local d=$W/doh-upstream i
   rm -rf "$d"; mkdir -p "$d"
-  "$BIN" --listen "127.0.0.1:$DOHUP_PORT" --cert "$LAB_CERTS/server.pem" --key "$LAB_CERTS/server.key" \
+  "${UPIN[@]}" "$BIN" --listen "127.0.0.1:$DOHUP_PORT" --cert "$LAB_CERTS/server.pem" --key "$LAB_CERTS/server.key" \
     --upstream "$NSD" --workers 1 --cache-size 0 --log-level warn --max-connections-per-client 0 \
     --connection-rate-limit 0 --metrics-listen "127.0.0.1:$DOHUP_METRICS" </dev/null >"$d/out.log" 2>&1 &
   PIDS[dohup]=$!
