@@ -39,7 +39,9 @@ done
 timed_get "wrongid-then-ok.a.$S" A
 assert_eq NOERROR "$(rcode)" "wrongid-then-ok: the wrong ID is ignored, the right answer used"
 assert_match '192\.0\.2\.1$' "$(answers)" "wrongid-then-ok: A 192.0.2.1"
-assert_range 0 1000 "$DT" "wrongid-then-ok: no timeout was needed (took $DT ms)"
+# no timeout was needed: one try (a timed-out try would have sent it again); not a time bound,
+# which a loaded machine under valgrind can pass (1083 ms seen in a full run)
+assert_eq 1 "$(stub_count udp "wrongid-then-ok.a.$S.")" "wrongid-then-ok: answered on its first try (took $DT ms)"
 
 timed_get "tc.a.$S" A
 assert_eq NOERROR "$(rcode)" "tc: NOERROR after the TCP retry"
