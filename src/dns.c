@@ -546,6 +546,9 @@ int dns_add_opt(uint8_t *msg, size_t *len, size_t cap, uint16_t udp_size)
     while ((r = dnswire_iter_next(&it, &rr)) == 1) {
         if (rr.sec == DNSWIRE_AR && rr.type == DNS_TYPE_OPT)
             return -EEXIST;
+        /* TSIG (250) and SIG(0) (24) must stay last: no OPT behind them */
+        if (rr.sec == DNSWIRE_AR && (rr.type == 250 || rr.type == 24))
+            return -ENOTSUP;
         end = rr.sec == DNSWIRE_QD ? rr.name_off + rr.name_len + 4 : rr.rdata_off + rr.rdlen;
     }
     /* the records must end the message: the OPT goes right after them */

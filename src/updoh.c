@@ -57,8 +57,10 @@ struct updoh_conn {
     void *owner;
     struct dg_list streams;
     size_t n_streams;
-    bool goaway;  /* the server sent GOAWAY: no new streams */
-    bool closing; /* failed: reporting to the owner */
+    bool goaway;     /* the server sent GOAWAY: no new streams */
+    bool ready;      /* the owner's ready() ran: TLS done and HTTP/2 agreed */
+    bool no_streams; /* the server's SETTINGS allow no stream at all */
+    bool closing;    /* failed: reporting to the owner */
     char why[200];
 };
 
@@ -82,8 +84,15 @@ static void conn_fail(struct updoh_conn *c, int err, const char *why)
         struct up_stream *st = dg_list_entry(n, struct up_stream, node);
         void *tag = st->tag;
         st->tag = NULL;
-        if (tag) /* the owner may cancel others (tag = NULL) but no submit succeeds now */
-            c->cbs->done(c->owner, tag, err == -ENOMEM ? -ENOMEM : -ECONNRESET, NULL, 0);
+        /* the owner may cancel others (tag = NULL) but no submit succeeds now. A close by the
+         * server (-ECONNRESET from the TLS layer, GOAWAY) left these unanswered: -ECONNABORTED
+         * says "send it again"; anything else is a failure of the connection. */
+        if (tag)
+            c->cbs->done(c->owner, tag,
+                         err == -ENOMEM       ? -ENOMEM
+                         : err == -ECONNRESET ? -ECONNABORTED
+                                              : -ECONNRESET,
+                         NULL, 0);
     }
     c->cbs->closed(c->owner, err);
 }
@@ -234,6 +243,9 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
 {
     (void)ng;
     struct updoh_conn *c = user;
+    if (frame->hd.type == NGHTTP2_SETTINGS && !(frame->hd.flags & NGHTTP2_FLAG_ACK) &&
+        nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) == 0)
+        c->no_streams = true; /* ended after mem_recv returns: not from inside a callback */
     if (frame->hd.type == NGHTTP2_GOAWAY) {
         /* streams above last_stream_id are closed by nghttp2 with REFUSED_STREAM */
         c->goaway = true;
@@ -254,6 +266,7 @@ static void on_tls_ready(void *arg)
         conn_fail(c, -EPROTO, "the server does not offer HTTP/2 (ALPN h2)");
         return;
     }
+    c->ready = true;
     c->cbs->ready(c->owner);
 }
 
@@ -262,6 +275,10 @@ int updoh_conn_input(struct updoh_conn *c, const uint8_t *data, size_t len)
     if (c->closing)
         return -1;
     ssize_t n = nghttp2_session_mem_recv(c->ng, data, len);
+    if (n >= 0 && c->no_streams) {
+        conn_fail(c, -EPROTO, "the server's SETTINGS allow no streams");
+        return -1;
+    }
     if (n < 0) {
         char why[120];
         snprintf(why, sizeof(why), "HTTP/2 error: %s", nghttp2_strerror((int)n));
@@ -437,6 +454,11 @@ void updoh_cancel(struct updoh_conn *c, int32_t sid)
         nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);
         schedule_flush(c);
     }
+}
+
+bool updoh_ready(const struct updoh_conn *c)
+{
+    return c->ready;
 }
 
 struct uptls_conn *updoh_tls(const struct updoh_conn *c)

@@ -213,6 +213,9 @@ struct up_tcp {
     struct uptls_conn *tls; /* DoT: the TLS connection (fd, rd and wr unused) */
     struct updoh_conn *h2;  /* DoH: the HTTP/2 connection (fd, rd, wr, in and out unused) */
     unsigned idle_ms;       /* closed after this long without a query (EDNS keepalive may lower) */
+    uint64_t answered_us;   /* when it last delivered an answer */
+    bool stale; /* a try on it timed out with no answer on it since that try was sent (a hung
+                   server, a flow dropped on the way): no new query; closed once empty */
     struct event *rd, *wr, *idle;
     struct dg_buf in, out;
     struct dg_list inflight; /* its queries, via upstream_query.try_node */
@@ -461,6 +464,8 @@ static struct up_tcp *tcp_get(struct up_server *s, bool *created, int *err)
     *created = false;
     for (struct dg_lnode *n = s->conns.head; n; n = n->next) {
         struct up_tcp *c = dg_list_entry(n, struct up_tcp, node);
+        if (c->stale)
+            continue;
         struct uptls_conn *t = c->h2 ? updoh_tls(c->h2) : c->tls;
         size_t out = t ? uptls_conn_pending(t) : c->out.len;
         if (c->n_inflight < UP_TCP_MAX_INFLIGHT && out < UP_TCP_MAX_OUT &&
@@ -506,7 +511,7 @@ static void tcp_detach(struct upstream_query *q)
     c->n_inflight--;
     drain_soon(c->srv);
     if (c->n_inflight == 0) {
-        unsigned ms = c->idle_ms ? c->idle_ms : UP_TCP_IDLE_MS;
+        unsigned ms = c->stale ? 0 : c->idle_ms ? c->idle_ms : UP_TCP_IDLE_MS;
         struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
         /* If this fails the connection just stays until the server closes it. */
         if (evtimer_add(c->idle, &tv) < 0)
@@ -1060,7 +1065,9 @@ static void try_message(struct upstream_query *q, const struct up_server *s)
      * DNS flag day's size; the transport is a stream anyway), removed again from the answer,
      * so that the client gets what it asked for and its query's size is hidden all the same. */
     q->opt_added = dns_add_opt(q->msg, &q->len, q->cap, 1232) == 0;
-    if (s->up->proto == DG_UP_TLS)
+    size_t ko, kl;
+    if (s->up->proto == DG_UP_TLS &&
+        !dnswire_edns_option(q->msg, q->len, DNS_EDNS_KEEPALIVE, &ko, &kl))
         (void)dns_add_option(q->msg, &q->len, q->cap, DNS_EDNS_KEEPALIVE, NULL, 0);
     (void)dns_pad(q->msg, &q->len, q->cap, DNS_PAD_BLOCK_QUERY);
 }
@@ -1101,6 +1108,8 @@ static void on_query_timer(evutil_socket_t fd, short what, void *arg)
         /* never sent: our pool was full, which says nothing of the server's health */
         query_end_try(q);
     } else if (q->state != TRY_NONE) {
+        if (q->state == TRY_TCP && q->tcp->answered_us < q->try_start_us)
+            q->tcp->stale = true; /* nothing came back on it since: replace it */
         q->u->stats.timeouts++;
         up_event(q->u, q->srv, DG_EV_UP_TIMEOUT, 1);
         bool lied = q->saw_bad;
@@ -1210,12 +1219,18 @@ static void tcp_fail(struct up_tcp *c, int err)
  * deadline). */
 static void query_resend(struct upstream_query *q)
 {
-    if (q->resends < 2) {
-        q->resends++;
-        if (q->tries > 0)
-            q->tries--;
+    if (q->resends >= 2) {
+        /* a server that closes on every query is failing after all */
+        query_try_failed(q, -ECONNRESET);
+        return;
     }
-    query_try_failed(q, -EAGAIN); /* "ours": no mark against the server's health */
+    q->resends++;
+    if (q->tries > 0)
+        q->tries--;
+    /* not an error: no mark against the server's health, no error counted; the next try
+     * runs from the query's timer (no user code from here) */
+    query_end_try(q);
+    query_timer_set(q, 0);
 }
 
 static void tcp_handle_frame(struct up_tcp *c, uint8_t *ans, size_t len)
@@ -1234,6 +1249,7 @@ static void tcp_handle_frame(struct up_tcp *c, uint8_t *ans, size_t len)
         unsigned ms = t > 200 ? t - 200 : 1;
         c->idle_ms = ms < UP_TCP_IDLE_MS ? ms : UP_TCP_IDLE_MS;
     }
+    c->answered_us = dg_now_us();
     query_answer(q, ans, len);
 }
 
@@ -1279,12 +1295,14 @@ static void conn_failure_log(struct up_server *s, const char *why)
     log_warn("upstream %s: %s", s->up->text, why);
 }
 
-/* A DoT or DoH connection is over (@p t its TLS connection, @p why in words). */
-static void stream_conn_closed(struct up_tcp *c, struct uptls_conn *t, const char *why, int err)
+/* A DoT or DoH connection is over (@p t its TLS connection; @p worked: it got to carrying
+ * queries (handshake done, and HTTP/2 agreed for DoH); @p why in words). */
+static void stream_conn_closed(struct up_tcp *c, struct uptls_conn *t, bool worked, const char *why,
+                               int err)
 {
     struct up_server *s = c->srv;
     bool verify = uptls_conn_verify_failed(t);
-    if (!uptls_conn_established(t) || verify) {
+    if (!worked || verify) {
         /* never got to answering: back off before the next connection (250 ms doubling to
          * 30 s; a certificate that fails verification will not be fixed in a second) */
         s->conn_fails++;
@@ -1308,7 +1326,7 @@ static void stream_conn_closed(struct up_tcp *c, struct uptls_conn *t, const cha
 static void on_tls_closed(void *arg, int err)
 {
     struct up_tcp *c = arg;
-    stream_conn_closed(c, c->tls, uptls_conn_why(c->tls), err);
+    stream_conn_closed(c, c->tls, uptls_conn_established(c->tls), uptls_conn_why(c->tls), err);
 }
 
 /* ---- DoH: the HTTP/2 connection's callbacks (updoh.h): only from its own events */
@@ -1333,6 +1351,7 @@ static void on_doh_done(void *arg, void *tag, int err, uint8_t *msg, size_t len)
         err = -EPROTO;
     }
     if (err == 0) {
+        c->answered_us = dg_now_us();
         query_answer(q, msg, len);
         return;
     }
@@ -1341,8 +1360,8 @@ static void on_doh_done(void *arg, void *tag, int err, uint8_t *msg, size_t len)
                                                           : "answered no DNS message");
     /* refused by a GOAWAY: never processed, the server is not to blame; the next try goes on
      * another connection */
-    if (err == -ENOTCONN)
-        query_resend(q);
+    if (err == -ENOTCONN || err == -ECONNABORTED)
+        query_resend(q); /* refused by GOAWAY, or closed under it: never answered */
     else
         query_try_failed(q, err);
 }
@@ -1350,7 +1369,7 @@ static void on_doh_done(void *arg, void *tag, int err, uint8_t *msg, size_t len)
 static void on_doh_closed(void *arg, int err)
 {
     struct up_tcp *c = arg;
-    stream_conn_closed(c, updoh_tls(c->h2), updoh_conn_why(c->h2), err);
+    stream_conn_closed(c, updoh_tls(c->h2), updoh_ready(c->h2), updoh_conn_why(c->h2), err);
 }
 
 static const struct updoh_cbs tcp_doh_cbs = {

@@ -53,6 +53,7 @@ struct uptls_conn {
     enum uptls_state state;
     struct dg_buf in, out;
     bool wr_added;
+    bool read_wants_write; /* SSL_read() asked for the socket to be writable */
     bool resumed, verify_failed;
     bool handshaked; /* ready() ran */
     bool clean; /* the handshake was done and the end was no TLS error: the session stays good */
@@ -113,6 +114,10 @@ struct uptls_ctx *uptls_ctx_new(const struct config *cfg, char *err, size_t errl
     SSL_CTX_set_mode(s, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                             SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_verify(s, SSL_VERIFY_PEER, on_verify);
+    /* OpenSSL 3 reports a close without close_notify as an error ("unexpected eof"); many
+     * servers close that way. DNS messages carry their own lengths (DoT framing, HTTP/2 frames),
+     * so a truncation cannot pass for an answer: take it as the close it is. */
+    SSL_CTX_set_options(s, SSL_OP_IGNORE_UNEXPECTED_EOF);
     /* The owner keeps the sessions (one slot per upstream), not OpenSSL's cache. */
     SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(s, on_new_session);
@@ -211,7 +216,9 @@ static void want_write(struct uptls_conn *c, bool on)
 static void handshake_failed(struct uptls_conn *c, int ssl_err)
 {
     char e[256];
-    long vr = SSL_get_verify_result(c->ssl);
+    /* with pins, on_verify accepted the chain whatever OpenSSL thought of it: a failure here is
+     * not the certificate's (only the pin check after the handshake judges it) */
+    long vr = c->up->n_pin ? X509_V_OK : SSL_get_verify_result(c->ssl);
     if (vr != X509_V_OK) {
         c->verify_failed = true;
         const char *hint = "";
@@ -273,6 +280,7 @@ static void flush(struct uptls_conn *c)
 {
     while (c->out.len && c->state == ST_OPEN) {
         ERR_clear_error();
+        errno = 0; /* SSL_ERROR_SYSCALL reads it: not a stale one */
         int n =
             SSL_write(c->ssl, c->out.data, c->out.len > INT32_MAX ? INT32_MAX : (int)c->out.len);
         if (n > 0) {
@@ -296,7 +304,7 @@ static void flush(struct uptls_conn *c)
         }
         return;
     }
-    if (c->state == ST_OPEN)
+    if (c->state == ST_OPEN && !c->read_wants_write)
         want_write(c, false);
 }
 
@@ -309,6 +317,7 @@ static void read_some(struct uptls_conn *c)
             return;
         }
         ERR_clear_error();
+        errno = 0;
         int n = SSL_read(c->ssl, c->in.data + c->in.len, UPTLS_READ_CHUNK);
         if (n > 0) {
             c->in.len += (size_t)n;
@@ -318,6 +327,7 @@ static void read_some(struct uptls_conn *c)
         if (e == SSL_ERROR_WANT_READ)
             break;
         if (e == SSL_ERROR_WANT_WRITE) {
+            c->read_wants_write = true; /* the write event reads again */
             want_write(c, true);
             break;
         }
@@ -346,6 +356,7 @@ static void read_some(struct uptls_conn *c)
 static void handshake(struct uptls_conn *c)
 {
     ERR_clear_error();
+    errno = 0;
     int r = SSL_do_handshake(c->ssl);
     if (r != 1) {
         int e = SSL_get_error(c->ssl, r);
@@ -399,8 +410,10 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
     if (c->state == ST_HANDSHAKE && !c->dead)
         handshake(c);
     if (c->state == ST_OPEN && !c->dead) {
-        if (what & EV_READ)
+        if ((what & EV_READ) || ((what & EV_WRITE) && c->read_wants_write)) {
+            c->read_wants_write = false;
             read_some(c);
+        }
         if (c->state == ST_OPEN && !c->dead)
             flush(c);
     }

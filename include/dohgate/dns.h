@@ -105,8 +105,10 @@ int dns_pad(uint8_t *msg, size_t *len, size_t cap, unsigned block);
 
 /**
  * Give @p msg (a query without EDNS, in a buffer of @p cap bytes) an empty OPT record (version
- * 0, no DO, @p udp_size) at its end. @return 0, -EEXIST (it has one), -EBADMSG (malformed, or
- * bytes after its last record), -ENOSPC, -EINVAL.
+ * 0, no DO, @p udp_size) at its end. @return 0, -EEXIST (it has one), -ENOTSUP (it is signed:
+ * TSIG or SIG(0) must stay last), -EBADMSG (malformed, or bytes after its last record), -ENOSPC,
+ * -EINVAL. (The answer's extended RCODE bits go with its OPT in dns_remove_opt(): a client
+ * without EDNS cannot receive them anyway.)
  */
 int dns_add_opt(uint8_t *msg, size_t *len, size_t cap, uint16_t udp_size);
 

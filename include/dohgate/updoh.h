@@ -38,8 +38,9 @@ struct updoh_cbs {
     /**
      * The end of the query @p tag: @p err 0 with the answer (@p msg is writable scratch, valid
      * during the call), or -EPROTO (a status other than 200, another content-type, a body too
-     * large or empty), -ECONNRESET (the stream was reset or the connection lost),
-     * -ENOTCONN (refused by a GOAWAY, never processed), -ENOMEM.
+     * large or empty), -ECONNRESET (the stream was reset, or the connection failed), -ECONNABORTED
+     * (the server closed the connection before answering: send it again), -ENOTCONN (refused by a
+     * GOAWAY, never processed), -ENOMEM.
      */
     void (*done)(void *owner, void *tag, int err, uint8_t *msg, size_t len);
     /** The connection is over: every query still open got done() first. @p err as uptls.h's
@@ -77,6 +78,9 @@ struct updoh_conn *updoh_session_new(struct event_base *base, const struct dg_up
 int updoh_conn_input(struct updoh_conn *c, const uint8_t *data, size_t len);
 /** Whether updoh_submit() would take another query now. */
 bool updoh_can_take(const struct updoh_conn *c);
+/** Whether the handshake was done and the server agreed to HTTP/2 (ready() ran), also after
+ * the connection closed. */
+bool updoh_ready(const struct updoh_conn *c);
 /** The TLS connection under it (for uptls_conn_ready/resumed/why/verify_failed); NULL for
  * updoh_session_new()'s. */
 struct uptls_conn *updoh_tls(const struct updoh_conn *c);

@@ -211,6 +211,21 @@ assert_eq "$(ts_stat queries)" "$(ts_stat padded)" "b: every DoH query carries E
 assert_eq ok "$(lengths_ok)" "b: DoH queries padded to 128-byte blocks"
 stop_tlsstub
 
+echo "# b. an https:// upstream that does not speak HTTP/2 (a DoT server: no ALPN h2)"
+# refused after the handshake, logged once, and not retried with a handshake per try: the
+# server backs off like one whose handshake failed
+start_tlsstub dot ok
+mark
+dg --upstream "https://dot.dohgate.test:$TS_PORT/dns-query addr=127.0.0.1"
+for n in 1 2 3 4 5 6; do
+    q "noh2$n.$STUBZONE"
+    assert_eq "200 SERVFAIL" "$HTTP_CODE $(rcode)" "b: no HTTP/2: query $n: HTTP 200 + SERVFAIL"
+done
+assert_eq 1 "$(since | grep -v '^#' | grep -c 'does not offer HTTP/2')" "b: no HTTP/2: one log line names it"
+assert_range 1 3 "$(ts_stat handshakes)" "b: no HTTP/2: the server is not asked again for every try (backoff)"
+assert_eq 0 "$(ts_stat queries)" "b: no HTTP/2: no query went to it"
+stop_tlsstub
+
 # ---------------------------------------------------------------------------------------------
 echo "# c. certificates refused"
 fault_cert() { # WHAT CERT PIN REASON-ERE
