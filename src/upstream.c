@@ -949,26 +949,9 @@ static int tcp_send(struct upstream_query *q, struct up_server *s, struct up_tcp
         q->sid = sid;
         goto linked;
     }
-    if (c->tls) {
-        /* IDs unique on the connection, as below */
-        uint16_t id;
-        do
-            id = up_random_id(q->u);
-        while (tcp_find(c, id));
-        dg_put16(q->msg, id);
-        uint8_t pfx[2];
-        dg_put16(pfx, (uint16_t)q->len);
-        /* queued (sent once the handshake is done, batched per loop turn) */
-        if (uptls_conn_write(c->tls, pfx, 2) < 0 || uptls_conn_write(c->tls, q->msg, q->len) < 0) {
-            if (created)
-                tcp_free(c);
-            return -ENOMEM;
-        }
-        goto linked;
-    }
-    if (dg_buf_reserve(&c->out, 2 + q->len) < 0 || event_add(c->wr, NULL) < 0) {
-        /* Only a connection made for this query goes: an existing one may be idle on purpose,
-         * or in use by a read loop further up the stack. */
+    /* Only a connection made for this query goes on failure: an existing one may be idle on
+     * purpose, or in use by a read loop further up the stack. */
+    if (!c->tls && (dg_buf_reserve(&c->out, 2 + q->len) < 0 || event_add(c->wr, NULL) < 0)) {
         if (created)
             tcp_free(c);
         return -ENOMEM;
@@ -982,9 +965,18 @@ static int tcp_send(struct upstream_query *q, struct up_server *s, struct up_tcp
     dg_put16(q->msg, id);
     uint8_t pfx[2];
     dg_put16(pfx, (uint16_t)q->len);
-    /* Cannot fail: reserved above. */
-    (void)dg_buf_append(&c->out, pfx, 2);
-    (void)dg_buf_append(&c->out, q->msg, q->len);
+    if (c->tls) {
+        /* queued (sent once the handshake is done, batched per loop turn) */
+        if (uptls_conn_write(c->tls, pfx, 2) < 0 || uptls_conn_write(c->tls, q->msg, q->len) < 0) {
+            if (created)
+                tcp_free(c);
+            return -ENOMEM;
+        }
+    } else {
+        /* cannot fail: reserved above */
+        (void)dg_buf_append(&c->out, pfx, 2);
+        (void)dg_buf_append(&c->out, q->msg, q->len);
+    }
 linked:
     q->tcp = c;
     dg_list_push_front(&c->inflight, &q->try_node);
