@@ -119,6 +119,7 @@ static void on_done(void *owner, void *tag, int err, uint8_t *msg, size_t len)
         break;
     case -EPROTO:
     case -ECONNRESET:
+    case -ECONNABORTED: /* the connection ended cleanly (GOAWAY, session over) before its answer */
     case -ENOTCONN:
     case -ENOMEM:
         break;
