@@ -159,6 +159,28 @@ assert_eq "200 NOERROR" "$HTTP_CODE $(rcode)" "a: tls://ADDR without a name: ver
 assert_eq None "$(ts_stat sni)" "a: no SNI for a bare address (RFC 6066: no IP literals)"
 stop_tlsstub
 
+echo "# a. EDNS keepalive (RFC 7828): DoT queries ask for it, the server's timeout shortens ours"
+start_tlsstub dot ok --keepalive 1
+dg --upstream "tls://127.0.0.1:$TS_PORT#dot.dohgate.test"
+q "keepalive.$STUBZONE"
+assert_eq "200 NOERROR" "$HTTP_CODE $(rcode)" "a: keepalive: answered"
+sleep 5 # ours would be 10 s; the server said 1 s, so dohgate closes after about 0.8 s idle
+ka=$(python3 - "$TS_LOG" <<'EOF'
+import json, sys
+ev = [json.loads(l) for l in open(sys.argv[1])]
+qs = [e for e in ev if e["ev"] == "query"]
+asked = all(e.get("keepalive") == 0 for e in qs) and len(qs) > 0
+last = max(e["t"] for e in ev if e["ev"] == "answer")
+close = [e for e in ev if e["ev"] == "close" and e["by"] == "client"]
+print("asked" if asked else "not-asked", round(close[0]["t"] - last, 1) if close else "open")
+EOF
+)
+assert_match "^asked " "$ka" "a: keepalive: every DoT query carries an empty edns-tcp-keepalive ($ka)"
+secs=${ka#* }
+assert_match "^[0-9.]+$" "$secs" "a: keepalive: dohgate closed the idle connection itself ($ka)"
+assert_eq 1 "$(awk -v s="$secs" 'BEGIN { print (s >= 0.3 && s <= 3.5) }')" "a: keepalive: after the server's 1 s, not our 10 s (took $secs s)"
+stop_tlsstub
+
 echo "# a. a burst past the pool: 600 distinct names in flight at once, the server slow (0.5 s)"
 # 4 connections x 100 pipelined queries carry 400: the other 200 wait for a place (they used to
 # fail at once with SERVFAIL); no more connections are opened for them

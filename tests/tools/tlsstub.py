@@ -63,6 +63,7 @@ import socket
 import ssl
 import struct
 import sys
+import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -73,10 +74,12 @@ DATA, HEADERS, PRIORITY, RST, SETTINGS, PUSH, PING, GOAWAY, WINUP, CONT = range(
 F_END_STREAM, F_ACK, F_END_HEADERS, F_PADDED, F_PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
 
 LOG = None
+ARGS = None  # the command line (read by dns_answer)
 CONN_IDS = iter(range(1, 1 << 30))
 
 
 def log(**ev):
+    ev["t"] = round(time.monotonic(), 3)  # seconds, for intervals (idle closes)
     if LOG:
         LOG.write(json.dumps(ev) + "\n")
         LOG.flush()
@@ -85,8 +88,8 @@ def log(**ev):
 # ---------------------------------------------------------------------------------------------
 # DNS
 
-def padding_of(msg):
-    """(query has an OPT record, data length of its padding option 12 or None)."""
+def padding_of(msg, code_wanted=12):
+    """(query has an OPT record, data length of its option code_wanted (padding: 12) or None)."""
     try:
         qd, an, ns, ar = struct.unpack("!HHHH", msg[4:12])
         off = 12
@@ -100,7 +103,7 @@ def padding_of(msg):
                 o, end = off, off + rdlen
                 while o + 4 <= end:
                     code, olen = struct.unpack("!HH", msg[o:o + 4])
-                    if code == 12:
+                    if code == code_wanted:
                         return True, olen
                     o += 4 + olen
                 return True, None
@@ -119,11 +122,18 @@ def dns_answer(msg, c, extra):
     qid, qflags, qname, question = q
     qtype = struct.unpack("!H", question[-4:-2])[0]
     has_opt, pad = padding_of(msg)
-    log(ev="query", c=c, id=qid, name=qname, type=qtype, len=len(msg), padding=pad, **extra)
+    ka = padding_of(msg, 11)[1]  # edns-tcp-keepalive (RFC 7828) asked for: its length (0)
+    log(ev="query", c=c, id=qid, name=qname, type=qtype, len=len(msg), padding=pad, keepalive=ka,
+        **extra)
     an = [a_rr("192.0.2.1", 300)] if qtype in (1, 255) else []
     out = answer(qid, qflags, question, an=an)
     if has_opt:
-        out = out[:10] + b"\x00\x01" + out[12:] + b"\x00" + struct.pack("!HHIH", 41, 1232, 0, 0)
+        opts = b""
+        if ARGS.keepalive is not None and ka is not None:
+            # RFC 7828 §3.3.2: the server's idle timeout, in units of 100 ms
+            opts = struct.pack("!HHH", 11, 2, int(ARGS.keepalive * 10))
+        out = (out[:10] + b"\x00\x01" + out[12:] + b"\x00" +
+               struct.pack("!HHIH", 41, 1232, 0, len(opts)) + opts)
     return qid, out
 
 
@@ -547,6 +557,7 @@ def main():
     ap.add_argument("--rst-code", type=int, default=2)
     ap.add_argument("--close-late", action="store_true")
     ap.add_argument("--delay", type=float, default=0, help="dot ok: answer each query this late")
+    ap.add_argument("--keepalive", type=float, help="answer edns-tcp-keepalive with this timeout (s)")
     args = ap.parse_args()
     modes = {"dot": ["ok", "reorder", "close-after", "stall-handshake", "garbage", "silent", "wrong-id"],
              "doh": ["ok", "goaway-after", "rst", "status", "silent", "stall-handshake"]}
@@ -554,7 +565,8 @@ def main():
         ap.error("--mode for %s: one of %s" % (args.proto, ", ".join(modes[args.proto])))
     if args.answers < 1:
         ap.error("--answers must be at least 1")
-    global LOG
+    global LOG, ARGS
+    ARGS = args
     if args.log:
         LOG = open(args.log, "a")
     try:
