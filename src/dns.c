@@ -30,7 +30,6 @@
 #define DNS_OPCODE_QUERY  0
 #define DNS_EDNS_UDP_SIZE 1232 /* DNS flag day 2020 */
 #define DNS_EDNS_DO       0x8000u
-#define DNS_EDNS_ECS      8 /* RFC 7871 option code */
 
 /* Header flag bits (byte 2 and byte 3 of the header). */
 #define DNS_F2_QR     0x80u
@@ -247,50 +246,6 @@ int dns_rcode(const uint8_t *msg, size_t len)
     return msg[3] & DNS_F3_RCODE;
 }
 
-int dns_query_strip_ecs(uint8_t *msg, size_t *len)
-{
-    size_t n = *len;
-    struct dnswire_iter it;
-    struct dnswire_rr rr;
-    int stripped = 0;
-    int r;
-    /* Without DNSWIRE_CHECK: the query passed dns_query_check() already, and the walk is
-     * bounded either way. */
-    dnswire_iter_init(&it, msg, n, 0);
-    while ((r = dnswire_iter_next(&it, &rr)) == 1) {
-        if (rr.sec != DNSWIRE_AR || rr.type != DNS_TYPE_OPT)
-            continue;
-        /* EDNS options: code, length, data. Drop every CLIENT-SUBNET option so the client's
-         * address never reaches the upstream nor splits the cache. */
-        size_t p = rr.rdata_off, rend = rr.rdata_off + rr.rdlen, removed = 0;
-        while (p < rend) {
-            if (rend - p < 4)
-                return -EINVAL;
-            size_t olen = dg_get16(msg + p + 2);
-            if (rend - p - 4 < olen)
-                return -EINVAL;
-            if (dg_get16(msg + p) == DNS_EDNS_ECS) {
-                size_t cut = 4 + olen;
-                memmove(msg + p, msg + p + cut, n - p - cut);
-                n -= cut;
-                rend -= cut;
-                removed += cut;
-                continue;
-            }
-            p += 4 + olen;
-        }
-        if (removed) {
-            dg_put16(msg + rr.rdata_off - 2, (uint16_t)(rr.rdlen - removed));
-            dnswire_iter_rdata_shrunk(&it, &rr, removed);
-            stripped = 1;
-        }
-    }
-    if (r < 0)
-        return -EINVAL;
-    *len = n;
-    return stripped;
-}
-
 int dns_summary(const uint8_t *msg, size_t len, char *out, size_t outlen)
 {
     snprintf(out, outlen, "?");
@@ -371,11 +326,20 @@ struct opt_scan {
     unsigned nopt;    /* OPT records in the additional section */
     size_t rdata_off; /* rdata of the first one */
     size_t rdlen;
-    size_t pad_bytes; /* Padding options, headers included, in all of them */
+    size_t hit_bytes; /* options with a code of the scan's set, headers included, in all */
 };
 
-/* Every option (code, length, data) of the rdata at @p off within it; count the padding. */
-static int opt_options_check(const uint8_t *msg, size_t off, size_t rdlen, size_t *pad_bytes)
+/* Option codes as a set, one bit per code below 64 (all the ones edited here are). */
+#define OPT_BIT(code) (1ull << (code))
+#define OPT_PADDING   OPT_BIT(DNS_EDNS_PADDING)
+/* The options of the client's own hop, never forwarded: ECS reveals its network and would
+ * split the cache (RFC 7871), its padding and TCP keepalive (RFC 7828) are about its
+ * connection; the upstream leg sets its own. */
+#define OPT_HOP (OPT_BIT(DNS_EDNS_ECS) | OPT_BIT(DNS_EDNS_KEEPALIVE) | OPT_PADDING)
+
+/* Every option (code, length, data) of the rdata at @p off within it; count those in @p codes. */
+static int opt_options_check(const uint8_t *msg, size_t off, size_t rdlen, uint64_t codes,
+                             size_t *hit_bytes)
 {
     size_t p = off, end = off + rdlen;
     while (p < end) {
@@ -384,14 +348,15 @@ static int opt_options_check(const uint8_t *msg, size_t off, size_t rdlen, size_
         size_t olen = dg_get16(msg + p + 2);
         if (end - p - 4 < olen)
             return -EBADMSG;
-        if (dg_get16(msg + p) == DNS_EDNS_PADDING)
-            *pad_bytes += 4 + olen;
+        uint16_t code = dg_get16(msg + p);
+        if (code < 64 && (codes & OPT_BIT(code)))
+            *hit_bytes += 4 + olen;
         p += 4 + olen;
     }
     return 0;
 }
 
-static int opt_scan(const uint8_t *msg, size_t len, struct opt_scan *s)
+static int opt_scan(const uint8_t *msg, size_t len, uint64_t codes, struct opt_scan *s)
 {
     struct dnswire_iter it;
     struct dnswire_rr rr;
@@ -405,7 +370,7 @@ static int opt_scan(const uint8_t *msg, size_t len, struct opt_scan *s)
             s->rdata_off = rr.rdata_off;
             s->rdlen = rr.rdlen;
         }
-        if (opt_options_check(msg, rr.rdata_off, rr.rdlen, &s->pad_bytes) != 0)
+        if (opt_options_check(msg, rr.rdata_off, rr.rdlen, codes, &s->hit_bytes) != 0)
             return -EBADMSG;
     }
     return r < 0 ? -EBADMSG : 0;
@@ -478,15 +443,17 @@ static bool edit_safe(const uint8_t *msg, size_t len, size_t edit)
 }
 
 /*
- * Remove the Padding options of the OPT whose rdata (checked by opt_scan()) sits at @p off,
+ * Remove the options with a code in @p codes from the OPT whose rdata (checked by opt_scan())
+ * sits at @p off,
  * @p rdlen long: the rest of the message moves down, RDLENGTH is fixed. @return bytes removed.
  */
-static size_t opt_remove_padding(uint8_t *msg, size_t *len, size_t off, size_t rdlen)
+static size_t opt_remove(uint8_t *msg, size_t *len, size_t off, size_t rdlen, uint64_t codes)
 {
     size_t p = off, end = off + rdlen, n = *len, removed = 0;
     while (p < end) {
         size_t cut = 4 + (size_t)dg_get16(msg + p + 2);
-        if (dg_get16(msg + p) != DNS_EDNS_PADDING) {
+        uint16_t code = dg_get16(msg + p);
+        if (code >= 64 || !(codes & OPT_BIT(code))) {
             p += cut;
             continue;
         }
@@ -503,17 +470,17 @@ static size_t opt_remove_padding(uint8_t *msg, size_t *len, size_t off, size_t r
 bool dns_has_padding(const uint8_t *msg, size_t len)
 {
     struct opt_scan s;
-    return opt_scan(msg, len, &s) == 0 && s.pad_bytes > 0;
+    return opt_scan(msg, len, OPT_PADDING, &s) == 0 && s.hit_bytes > 0;
 }
 
-int dns_strip_padding(uint8_t *msg, size_t *len)
+/* Remove the options in @p codes from every OPT record, with the checks of dns_pad(): the whole
+ * message and its options parse, no name points into what moves. 1 / 0 / -EBADMSG. */
+static int opt_strip(uint8_t *msg, size_t *len, uint64_t codes)
 {
-    if (!msg || !len)
-        return -EINVAL;
     struct opt_scan s;
-    if (opt_scan(msg, *len, &s) != 0)
+    if (opt_scan(msg, *len, codes, &s) != 0)
         return -EBADMSG;
-    if (s.pad_bytes == 0)
+    if (s.hit_bytes == 0)
         return 0;
     if (!edit_safe(msg, *len, s.rdata_off - 2))
         return -EBADMSG;
@@ -526,12 +493,26 @@ int dns_strip_padding(uint8_t *msg, size_t *len)
     while (dnswire_iter_next(&it, &rr) == 1) {
         if (rr.sec != DNSWIRE_AR || rr.type != DNS_TYPE_OPT)
             continue;
-        size_t removed = opt_remove_padding(msg, &n, rr.rdata_off, rr.rdlen);
+        size_t removed = opt_remove(msg, &n, rr.rdata_off, rr.rdlen, codes);
         if (removed)
             dnswire_iter_rdata_shrunk(&it, &rr, removed);
     }
     *len = n;
     return 1;
+}
+
+int dns_strip_padding(uint8_t *msg, size_t *len)
+{
+    if (!msg || !len)
+        return -EINVAL;
+    return opt_strip(msg, len, OPT_PADDING);
+}
+
+int dns_query_strip_hop_options(uint8_t *msg, size_t *len)
+{
+    /* -EINVAL for every refusal, as before: the resolver does not forward such a query */
+    int r = msg && len ? opt_strip(msg, len, OPT_HOP) : -EINVAL;
+    return r < 0 ? -EINVAL : r;
 }
 
 int dns_add_opt(uint8_t *msg, size_t *len, size_t cap, uint16_t udp_size)
@@ -602,7 +583,7 @@ int dns_add_option(uint8_t *msg, size_t *len, size_t cap, uint16_t code, const u
     if (!msg || !len || *len > cap || (dlen && !data) || dlen > 0xffff)
         return -EINVAL;
     struct opt_scan s;
-    if (opt_scan(msg, *len, &s) != 0)
+    if (opt_scan(msg, *len, OPT_PADDING, &s) != 0)
         return -EBADMSG;
     if (s.nopt == 0)
         return -ENOENT;
@@ -629,7 +610,7 @@ int dns_pad(uint8_t *msg, size_t *len, size_t cap, unsigned block)
     if (!msg || !len || block == 0 || block > DNS_MAX_MSG || *len > cap)
         return -EINVAL;
     struct opt_scan s;
-    if (opt_scan(msg, *len, &s) != 0)
+    if (opt_scan(msg, *len, OPT_PADDING, &s) != 0)
         return -EBADMSG;
     if (s.nopt == 0)
         return -ENOENT;
@@ -638,7 +619,7 @@ int dns_pad(uint8_t *msg, size_t *len, size_t cap, unsigned block)
     if (!edit_safe(msg, *len, s.rdata_off - 2))
         return -EBADMSG;
     size_t limit = cap < DNS_MAX_MSG ? cap : DNS_MAX_MSG;
-    size_t base = *len - s.pad_bytes; /* the message without any padding */
+    size_t base = *len - s.hit_bytes; /* the message without any padding */
     /* Not even an empty option fits. Then no padding was there either: it took those bytes,
      * and the scan accepted *len (at most DNS_MAX_MSG, at most cap). */
     if (base + 4 > limit)
@@ -653,8 +634,8 @@ int dns_pad(uint8_t *msg, size_t *len, size_t cap, unsigned block)
     }
     size_t n = *len;
     size_t rdlen = s.rdlen;
-    if (s.pad_bytes)
-        rdlen -= opt_remove_padding(msg, &n, s.rdata_off, s.rdlen);
+    if (s.hit_bytes)
+        rdlen -= opt_remove(msg, &n, s.rdata_off, s.rdlen, OPT_PADDING);
     /* The new option goes last in the OPT rdata; whatever follows the OPT (records, trailing
      * bytes) moves up. target <= limit <= cap, so it fits; the RDLENGTH fits 16 bits as the
      * whole message does. */

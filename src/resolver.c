@@ -296,7 +296,7 @@ int resolver_resolve(struct resolver *r, const uint8_t *query, size_t len, struc
         return -ENOMEM;
     memcpy(w->query, query, len);
     w->qlen = len;
-    if (dns_query_strip_ecs(w->query, &w->qlen) < 0) {
+    if (dns_query_strip_hop_options(w->query, &w->qlen) < 0) {
         free(w);
         return -EINVAL;
     }

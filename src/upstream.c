@@ -104,8 +104,6 @@
 /* A connection with no query in flight for this long is closed (RFC 7766 §6.2.3 leaves the
  * value to us; servers usually close sooner anyway). */
 #define UP_TCP_IDLE_MS 10000
-/* edns-tcp-keepalive (RFC 7828) option code */
-#define DNS_EDNS_KEEPALIVE 11
 /* Room a try may add to the client's query: an OPT (11), keepalive (4), padding (4 + up to
  * 127). */
 #define UP_QUERY_ROOM (11 + 4 + 4 + DNS_PAD_BLOCK_QUERY)
@@ -214,6 +212,7 @@ struct up_tcp {
     struct updoh_conn *h2;  /* DoH: the HTTP/2 connection (fd, rd, wr, in and out unused) */
     unsigned idle_ms;       /* closed after this long without a query (EDNS keepalive may lower) */
     uint64_t answered_us;   /* when it last delivered an answer */
+    bool ka_read;           /* its first answer was read for an EDNS keepalive */
     bool stale; /* a try on it timed out with no answer on it since that try was sent (a hung
                    server, a flow dropped on the way): no new query; closed once empty */
     struct event *rd, *wr, *idle;
@@ -400,7 +399,7 @@ static struct up_tcp *tcp_new(struct up_server *s, int *err)
     s->n_conns++;
     up_event(u, s, DG_EV_UP_CONNECT, 1);
 
-    if (s->up->proto == DG_UP_TLS) {
+    if (s->up->proto != DG_UP_DNS) {
         c->idle = evtimer_new(u->base, on_tcp_idle, c);
         if (!u->tls || !c->idle) {
             *err = -ENOMEM;
@@ -408,21 +407,14 @@ static struct up_tcp *tcp_new(struct up_server *s, int *err)
         }
         /* connect + handshake within one try's time: a server that stalls the handshake
          * fails the queries waiting on it no later than their own timers would */
-        c->tls = uptls_conn_new(u->tls, u->base, s->up, NULL, &s->session,
-                                u->cfg->upstream_timeout_ms, &tcp_tls_cbs, c, err);
-        if (!c->tls)
-            goto fail;
-        return c;
-    }
-    if (s->up->proto == DG_UP_HTTPS) {
-        c->idle = evtimer_new(u->base, on_tcp_idle, c);
-        if (!u->tls || !c->idle) {
-            *err = -ENOMEM;
-            goto fail;
-        }
-        c->h2 = updoh_conn_new(u->tls, u->base, s->up, &s->session, u->cfg->upstream_timeout_ms,
-                               &tcp_doh_cbs, c, err);
-        if (!c->h2)
+        unsigned hs_ms = u->cfg->upstream_timeout_ms;
+        if (s->up->proto == DG_UP_TLS)
+            c->tls = uptls_conn_new(u->tls, u->base, s->up, NULL, &s->session, hs_ms, &tcp_tls_cbs,
+                                    c, err);
+        else
+            c->h2 =
+                updoh_conn_new(u->tls, u->base, s->up, &s->session, hs_ms, &tcp_doh_cbs, c, err);
+        if (!c->tls && !c->h2)
             goto fail;
         return c;
     }
@@ -1039,27 +1031,25 @@ static void drain_soon(struct up_server *s)
         event_active(s->drain_ev, EV_TIMEOUT, 1);
 }
 
-/* The message of a try to @p s: what the client sent (ECS already removed), padded to 128-byte
- * blocks for an encrypted upstream (RFC 8467 §4.1), with an empty edns-tcp-keepalive for DoT
- * (RFC 7828: the server then says how long it keeps the connection). A client's padding is
- * dropped on plain DNS, where it hides nothing. */
+/* The message of a try to @p s: what the client sent (the resolver removed the options of its
+ * hop: ECS, padding, keepalive), as it is for plain DNS; padded to 128-byte blocks for an
+ * encrypted upstream (RFC 8467 §4.1), with an empty edns-tcp-keepalive for DoT (RFC 7828: the
+ * server then says how long it keeps the connection). Every edit adds bytes, so a length other
+ * than the client's says an earlier encrypted try left its edits to undo. */
 static void try_message(struct upstream_query *q, const struct up_server *s)
 {
-    memcpy(q->msg, q->orig, q->len0);
-    q->len = q->len0;
-    q->opt_added = false;
-    if (s->up->proto == DG_UP_DNS) {
-        if (dns_has_padding(q->msg, q->len))
-            (void)dns_strip_padding(q->msg, &q->len);
-        return;
+    if (q->len != q->len0) {
+        memcpy(q->msg, q->orig, q->len0);
+        q->len = q->len0;
     }
+    q->opt_added = false;
+    if (s->up->proto == DG_UP_DNS)
+        return;
     /* Padding needs EDNS: a query without gets an OPT for the encrypted leg (1232 bytes, the
      * DNS flag day's size; the transport is a stream anyway), removed again from the answer,
      * so that the client gets what it asked for and its query's size is hidden all the same. */
     q->opt_added = dns_add_opt(q->msg, &q->len, q->cap, 1232) == 0;
-    size_t ko, kl;
-    if (s->up->proto == DG_UP_TLS &&
-        !dnswire_edns_option(q->msg, q->len, DNS_EDNS_KEEPALIVE, &ko, &kl))
+    if (s->up->proto == DG_UP_TLS)
         (void)dns_add_option(q->msg, &q->len, q->cap, DNS_EDNS_KEEPALIVE, NULL, 0);
     (void)dns_pad(q->msg, &q->len, q->cap, DNS_PAD_BLOCK_QUERY);
 }
@@ -1234,12 +1224,16 @@ static void tcp_handle_frame(struct up_tcp *c, uint8_t *ans, size_t len)
         return;
     }
     /* RFC 7828: the server says how long it keeps an idle connection (in 100 ms units; 0:
-     * close when done). Close before it does, so that a query never races its close. */
+     * close when done). Close before it does, so that a query never races its close. Read from
+     * the connection's first answer only: a walk per answer for a value that does not change. */
     size_t ko, kl;
-    if (dnswire_edns_option(ans, len, DNS_EDNS_KEEPALIVE, &ko, &kl) && kl == 2) {
-        unsigned t = (unsigned)dg_get16(ans + ko) * 100u;
-        unsigned ms = t > 200 ? t - 200 : 1;
-        c->idle_ms = ms < UP_TCP_IDLE_MS ? ms : UP_TCP_IDLE_MS;
+    if (!c->ka_read) {
+        c->ka_read = true;
+        if (dnswire_edns_option(ans, len, DNS_EDNS_KEEPALIVE, &ko, &kl) && kl == 2) {
+            unsigned t = (unsigned)dg_get16(ans + ko) * 100u;
+            unsigned ms = t > 200 ? t - 200 : 1;
+            c->idle_ms = ms < UP_TCP_IDLE_MS ? ms : UP_TCP_IDLE_MS;
+        }
     }
     c->answered_us = dg_now_us();
     query_answer(q, ans, len);
@@ -1259,14 +1253,21 @@ static void tcp_frames(struct up_tcp *c, struct dg_buf *in)
 
 /* ---- DoT: the TLS connection's callbacks (uptls.h): only from its own events */
 
-static void on_tls_ready(void *arg)
+/* A DoT or DoH connection is ready to carry queries (@p t its TLS connection): the server's
+ * connection failures are over. */
+static void stream_conn_ready(struct up_tcp *c, struct uptls_conn *t)
 {
-    struct up_tcp *c = arg;
     struct up_server *s = c->srv;
     s->conn_fails = 0;
     s->connect_after_ms = 0;
     s->why[0] = '\0';
-    up_event(s->u, s, DG_EV_UP_HANDSHAKE, uptls_conn_resumed(c->tls));
+    up_event(s->u, s, DG_EV_UP_HANDSHAKE, uptls_conn_resumed(t));
+}
+
+static void on_tls_ready(void *arg)
+{
+    struct up_tcp *c = arg;
+    stream_conn_ready(c, c->tls);
 }
 
 static void on_tls_input(void *arg, struct dg_buf *in)
@@ -1326,11 +1327,7 @@ static void on_tls_closed(void *arg, int err)
 static void on_doh_ready(void *arg)
 {
     struct up_tcp *c = arg;
-    struct up_server *s = c->srv;
-    s->conn_fails = 0;
-    s->connect_after_ms = 0;
-    s->why[0] = '\0';
-    up_event(s->u, s, DG_EV_UP_HANDSHAKE, uptls_conn_resumed(updoh_tls(c->h2)));
+    stream_conn_ready(c, updoh_tls(c->h2));
 }
 
 static void on_doh_done(void *arg, void *tag, int err, uint8_t *msg, size_t len)

@@ -11,7 +11,6 @@
  */
 #include "dohgate/uptls.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -27,6 +26,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
 
+#include "dohgate/client.h"
 #include "dohgate/config.h"
 #include "dohgate/util.h"
 
@@ -476,14 +476,10 @@ struct uptls_conn *uptls_conn_new(struct uptls_ctx *ctx, struct event_base *base
         ok = SSL_set_tlsext_host_name(c->ssl, up->name) && SSL_set1_host(c->ssl, up->name);
         SSL_set_hostflags(c->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
     } else {
-        char ip[INET6_ADDRSTRLEN];
-        const void *bin =
-            up->addr.ss.ss_family == AF_INET
-                ? (const void *)&((const struct sockaddr_in *)(const void *)&up->addr.ss)->sin_addr
-                : (const void *)&((const struct sockaddr_in6 *)(const void *)&up->addr.ss)
-                      ->sin6_addr;
-        ok = inet_ntop(up->addr.ss.ss_family, bin, ip, sizeof(ip)) &&
-             X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), ip);
+        /* the address, as text (client.h's: ::ffff:a.b.c.d unmapped), must be an IP SAN */
+        struct client_id id;
+        ok = client_id_from_sockaddr(&id, (const struct sockaddr *)&up->addr.ss) == 0 &&
+             X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), id.text);
     }
     if (ok && alpn)
         ok = SSL_set_alpn_protos(c->ssl, (const unsigned char *)alpn, (unsigned)strlen(alpn)) == 0;

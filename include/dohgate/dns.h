@@ -70,15 +70,21 @@ bool dns_is_truncated(const uint8_t *msg, size_t len);
 /** RCODE (low 4 bits; extended rcode ignored). */
 int dns_rcode(const uint8_t *msg, size_t len);
 
-/**
- * Remove every EDNS Client Subnet option (RFC 7871) from the OPT record of a query, in place:
- * ECS reveals the client's network to the upstream and would split the cache.
- * @return 1 if something was removed (*len updated), 0 if nothing was, -EINVAL if the message
- *         does not parse (left unchanged or partly edited: do not forward it then).
- */
-int dns_query_strip_ecs(uint8_t *msg, size_t *len);
+#define DNS_EDNS_ECS       8  /**< RFC 7871 Client Subnet option code */
+#define DNS_EDNS_KEEPALIVE 11 /**< RFC 7828 edns-tcp-keepalive option code */
+#define DNS_EDNS_PADDING   12 /**< RFC 7830 option code */
 
-#define DNS_EDNS_PADDING       12  /**< RFC 7830 option code */
+/**
+ * Remove the options of the client's own hop from the OPT record of a query, in place, before it
+ * is forwarded: Client Subnet (RFC 7871: it reveals the client's network to the upstream and
+ * would split the cache), Padding and edns-tcp-keepalive (about the client's connection; the
+ * upstream leg sets its own). Refused, like dns_pad(), when a name points into the bytes that
+ * would move (the forwarded question must be the one the cache is keyed by).
+ * @return 1 if something was removed (*len updated), 0 if nothing was, -EINVAL if the message
+ *         does not parse or cannot be edited safely (unchanged: do not forward it then).
+ */
+int dns_query_strip_hop_options(uint8_t *msg, size_t *len);
+
 #define DNS_PAD_BLOCK_QUERY    128 /**< RFC 8467 §4.1: block length for queries */
 #define DNS_PAD_BLOCK_RESPONSE 468 /**< RFC 8467 §4.1: block length for responses */
 

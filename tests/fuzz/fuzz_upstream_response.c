@@ -242,7 +242,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (size)
             memcpy(m, data, size);
         size_t mlen = size;
-        int sr = dns_query_strip_ecs(m, &mlen);
+        int sr = dns_query_strip_hop_options(m, &mlen);
         if (sr < -EINVAL || sr > 1 || mlen > size || (sr == 0 && mlen != size))
             abort();
         if (sr >= 0) {

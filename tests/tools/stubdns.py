@@ -86,8 +86,9 @@ def skip_name(msg, off):
             return off
 
 
-def has_ecs(msg):
-    """True when the message's OPT record (additional section) carries option code 8 (ECS)."""
+def edns_option(msg, code_wanted):
+    """(the message has an OPT record in its additional section, the data length of its option
+    code_wanted, or None when it has none)."""
     try:
         qd, an, ns, ar = struct.unpack("!HHHH", msg[4:12])
         off = 12
@@ -101,13 +102,19 @@ def has_ecs(msg):
                 o, end = off, off + rdlen
                 while o + 4 <= end:
                     code, olen = struct.unpack("!HH", msg[o:o + 4])
-                    if code == 8:
-                        return True
+                    if code == code_wanted:
+                        return True, olen
                     o += 4 + olen
+                return True, None
             off += rdlen
     except (IndexError, ValueError, struct.error):
         pass
-    return False
+    return False, None
+
+
+def has_ecs(msg):
+    """True when the message's OPT record (additional section) carries option code 8 (ECS)."""
+    return edns_option(msg, 8)[1] is not None
 
 
 def soa_rr(ttl, minimum):

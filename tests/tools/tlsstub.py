@@ -68,7 +68,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from h2conns import PREFACE, frame, literal  # noqa: E402  (the HTTP/2 frame writer of the tools)
-from stubdns import a_rr, answer, parse_question, skip_name  # noqa: E402
+from stubdns import a_rr, answer, edns_option, parse_question  # noqa: E402
 
 DATA, HEADERS, PRIORITY, RST, SETTINGS, PUSH, PING, GOAWAY, WINUP, CONT = range(10)
 F_END_STREAM, F_ACK, F_END_HEADERS, F_PADDED, F_PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
@@ -88,31 +88,6 @@ def log(**ev):
 # ---------------------------------------------------------------------------------------------
 # DNS
 
-def padding_of(msg, code_wanted=12):
-    """(query has an OPT record, data length of its option code_wanted (padding: 12) or None)."""
-    try:
-        qd, an, ns, ar = struct.unpack("!HHHH", msg[4:12])
-        off = 12
-        for _ in range(qd):
-            off = skip_name(msg, off) + 4
-        for i in range(an + ns + ar):
-            off = skip_name(msg, off)
-            rtype, _, _, rdlen = struct.unpack("!HHIH", msg[off:off + 10])
-            off += 10
-            if i >= an + ns and rtype == 41:
-                o, end = off, off + rdlen
-                while o + 4 <= end:
-                    code, olen = struct.unpack("!HH", msg[o:o + 4])
-                    if code == code_wanted:
-                        return True, olen
-                    o += 4 + olen
-                return True, None
-            off += rdlen
-    except (IndexError, ValueError, struct.error):
-        pass
-    return False, None
-
-
 def dns_answer(msg, c, extra):
     """Log the query and return (its ID, the answer bytes); None for what does not parse."""
     q = parse_question(msg)
@@ -121,8 +96,8 @@ def dns_answer(msg, c, extra):
         return None
     qid, qflags, qname, question = q
     qtype = struct.unpack("!H", question[-4:-2])[0]
-    has_opt, pad = padding_of(msg)
-    ka = padding_of(msg, 11)[1]  # edns-tcp-keepalive (RFC 7828) asked for: its length (0)
+    has_opt, pad = edns_option(msg, 12)
+    ka = edns_option(msg, 11)[1]  # edns-tcp-keepalive (RFC 7828) asked for: its length (0)
     log(ev="query", c=c, id=qid, name=qname, type=qtype, len=len(msg), padding=pad, keepalive=ka,
         **extra)
     an = [a_rr("192.0.2.1", 300)] if qtype in (1, 255) else []

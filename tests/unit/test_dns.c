@@ -1358,6 +1358,29 @@ static size_t round_up(size_t n, size_t block)
  * and without a record after the OPT. */
 /* dns_add_opt() / dns_remove_opt() / dns_add_option(): the encrypted upstream leg gives a query
  * without EDNS an OPT (to pad it), and takes it out of the answer again. */
+/* dns_query_strip_hop_options(): ECS, keepalive and padding go, any other option stays */
+static void test_strip_hop_options(void **state)
+{
+    (void)state;
+    uint8_t buf[QBUF];
+    size_t len = make_query(buf, 7, F2_RD, 0, "www.example.com", 1, 1, 0);
+    size_t base = len;
+    const uint8_t ecs[] = {0, 1, 24, 0, 192, 0, 2}, cookie[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    assert_int_equal(dns_add_option(buf, &len, sizeof(buf), 8, ecs, sizeof(ecs)), 0);
+    assert_int_equal(dns_add_option(buf, &len, sizeof(buf), 10, cookie, sizeof(cookie)), 0);
+    assert_int_equal(dns_add_option(buf, &len, sizeof(buf), 11, NULL, 0), 0);
+    assert_int_equal(dns_pad(buf, &len, sizeof(buf), 128), 0);
+    assert_int_equal(dns_query_strip_hop_options(buf, &len), 1);
+    assert_int_equal(len, base + 4 + sizeof(cookie));
+    size_t vo, vl;
+    assert_true(dnswire_edns_option(buf, len, 10, &vo, &vl));
+    assert_memory_equal(buf + vo, cookie, sizeof(cookie));
+    for (uint16_t code = 8; code <= 12; code += (code == 8 ? 3 : 1))
+        assert_false(dnswire_edns_option(buf, len, code, &vo, &vl));
+    assert_int_equal(dns_query_check(buf, len, NULL), DNS_QUERY_OK);
+    assert_int_equal(dns_query_strip_hop_options(buf, &len), 0);
+}
+
 static void test_add_remove_opt(void **state)
 {
     (void)state;
@@ -1768,6 +1791,7 @@ int main(void)
         cmocka_unit_test(test_question_end_pointers),
         cmocka_unit_test(test_question_end_name_length),
         cmocka_unit_test(test_flags),
+        cmocka_unit_test(test_strip_hop_options),
         cmocka_unit_test(test_add_remove_opt),
         cmocka_unit_test(test_pad_sizes),
         cmocka_unit_test(test_pad_ldns_answer),
