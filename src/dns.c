@@ -234,6 +234,69 @@ bool dns_answer_matches(const uint8_t *query, size_t qlen, const uint8_t *ans, s
     return dns_wire_check(ans, alen);
 }
 
+size_t dns_udp_payload_size(const uint8_t *q, size_t qlen)
+{
+    uint16_t size = 0;
+    struct dnswire_iter it;
+    struct dnswire_rr rr;
+    dnswire_iter_init(&it, q, qlen, 0);
+    while (dnswire_iter_next(&it, &rr) == 1) {
+        if (rr.sec == DNSWIRE_AR && rr.type == DNS_TYPE_OPT) {
+            size = rr.rclass;
+            break;
+        }
+    }
+    return size > 512 ? size : 512;
+}
+
+int dns_truncate(uint8_t *msg, size_t *len, size_t max)
+{
+    if (!msg || !len || max < DNS_HEADER_LEN)
+        return -EINVAL;
+    if (*len <= max)
+        return 0;
+    size_t qend = dns_question_end(msg, *len);
+    if (qend == 0 || qend > max)
+        return -EBADMSG;
+    struct dnswire_iter it;
+    struct dnswire_rr rr, opt = {0};
+    bool have_opt = false;
+    int r;
+    dnswire_iter_init(&it, msg, *len, 0);
+    while ((r = dnswire_iter_next(&it, &rr)) == 1) {
+        if (rr.sec == DNSWIRE_AR && rr.type == DNS_TYPE_OPT && !have_opt) {
+            opt = rr;
+            have_opt = true;
+        }
+    }
+    if (r < 0)
+        return -EBADMSG;
+    size_t end = qend;
+    if (have_opt && qend + 11 <= max) {
+        /* The OPT moves down to just past the question: its name is the root, always one
+         * byte here (a pointer would be malformed), and the rest is copied as it is. */
+        uint8_t fixed[10];
+        memcpy(fixed, msg + opt.rdata_off - 10, 10); /* type, class, TTL, rdlen */
+        size_t rdlen = opt.rdlen;
+        if (qend + 11 + rdlen > max) {
+            rdlen = 0; /* the options do not fit: the OPT alone still says EDNS */
+            dg_put16(fixed + 8, 0);
+        }
+        msg[end] = 0;
+        memcpy(msg + end + 1, fixed, 10);
+        memmove(msg + end + 11, msg + opt.rdata_off, rdlen);
+        end += 11 + rdlen;
+    } else {
+        have_opt = false;
+    }
+    dg_put16(msg + 6, 0);
+    dg_put16(msg + 8, 0);
+    dg_put16(msg + 10, have_opt ? 1 : 0);
+    msg[2] |= DNS_F2_TC;
+    *len = end;
+    return 1;
+}
+
 bool dns_is_truncated(const uint8_t *msg, size_t len)
 {
     return msg && len >= DNS_HEADER_LEN && (msg[2] & DNS_F2_TC);

@@ -30,6 +30,25 @@
 
 /* One line per upstream; a warning for each plain-DNS one that leaves the machine: its queries
  * travel in clear text, whatever the client-side leg hides. */
+/* One line per listening address, saying what it serves. */
+static void log_listener(const struct config *cfg, enum dg_listener kind, bool udp,
+                         const char *where, const char *how, const char *site_desc)
+{
+    if (udp)
+        log_info("listening on %s%s (plain DNS over UDP)", where, how);
+    else if (kind == DG_LISTENER_PLAIN)
+        log_info("listening on %s%s (plain HTTP: redirects to https%s)", where, how,
+                 cfg->acme_webroot ? ", ACME challenges" : "");
+    else if (kind == DG_LISTENER_DOT)
+        log_info("listening on %s%s (DNS over TLS)", where, how);
+    else if (kind == DG_LISTENER_DNS_TCP)
+        log_info("listening on %s%s (plain DNS over TCP%s)", where, how,
+                 cfg->n_dns_allow ? "" : "; answering loopback and private networks only");
+    else
+        log_info("listening on %s%s (TLS; HTTP/2 and HTTP/1.1), DoH path %s; site: %s", where, how,
+                 cfg->doh_path[0], site_desc);
+}
+
 static void log_upstreams(const struct config *cfg)
 {
     for (size_t i = 0; i < cfg->n_upstream; i++) {
@@ -265,8 +284,12 @@ int main(int argc, char **argv)
     }
     if (!workers)
         goto out;
-    if (nact > 0 && act.ntls > 0)
-        site->https_port = (unsigned)atoi(strrchr(act.text[0], ':') + 1);
+    for (size_t i = 0; nact > 0 && i < act.n; i++) {
+        if (act.kind[i] == DG_LISTENER_TLS && !act.udp[i]) {
+            site->https_port = (unsigned)atoi(strrchr(act.text[i], ':') + 1);
+            break;
+        }
+    }
     /* Counters exist only when someone can read them: no cost otherwise. */
     if (cfg->n_metrics_listen > 0 && !(metrics = metrics_new(nworkers, cfg, snap->cache->p, tls))) {
         log_err("out of memory for the metrics");
@@ -274,44 +297,56 @@ int main(int argc, char **argv)
     }
     snap->metrics = metrics;
     for (unsigned w = 0; w < nworkers; w++) {
-        int fds[3 * DG_CONFIG_MAX_LIST];
-        size_t n = 0, ntls = cfg->n_listen, nmet = 0;
+        struct worker_socket socks[6 * DG_CONFIG_MAX_LIST];
+        size_t n = 0;
         /* Socket activation: every worker gets its own descriptor of each socket (they share
-         * the accept queue), and listen/http-listen are not used. */
-        for (; nact > 0 && n < act.n; n++) {
-            if ((fds[n] = fcntl(act.fd[n], F_DUPFD_CLOEXEC, 3)) < 0) {
+         * the accept queue), and the listen options are not used. */
+        for (size_t i = 0; nact > 0 && i < act.n; i++, n++) {
+            socks[n] = (struct worker_socket){.kind = act.kind[i], .udp = act.udp[i]};
+            if ((socks[n].fd = fcntl(act.fd[i], F_DUPFD_CLOEXEC, 3)) < 0) {
                 log_err("dup of a systemd socket: %s", strerror(errno));
-                while (n > 0)
-                    close(fds[--n]);
-                goto out;
+                goto fail_socks;
             }
         }
-        if (nact > 0)
-            ntls = act.ntls;
-        for (; nact == 0 && n < cfg->n_listen + cfg->n_http_listen; n++) {
-            const struct dg_addr *a =
-                n < cfg->n_listen ? &cfg->listen[n] : &cfg->http_listen[n - cfg->n_listen];
-            fds[n] = worker_listen_socket(a, err, sizeof(err));
-            if (fds[n] < 0) {
-                log_err("%s", err);
-                while (n > 0)
-                    close(fds[--n]);
-                goto out;
+        /* Otherwise each worker binds its own SO_REUSEPORT sockets: the kernel spreads
+         * connections between them. */
+        const struct {
+            const struct dg_addr *addrs;
+            size_t n;
+            enum dg_listener kind;
+        } lists[] = {
+            {cfg->listen, cfg->n_listen, DG_LISTENER_TLS},
+            {cfg->http_listen, cfg->n_http_listen, DG_LISTENER_PLAIN},
+            {cfg->dot_listen, cfg->n_dot_listen, DG_LISTENER_DOT},
+            {cfg->dns_listen, cfg->n_dns_listen, DG_LISTENER_DNS_TCP},
+        };
+        for (size_t l = 0; nact == 0 && l < sizeof(lists) / sizeof(lists[0]); l++) {
+            for (size_t i = 0; i < lists[l].n; i++, n++) {
+                socks[n] = (struct worker_socket){.kind = lists[l].kind};
+                if ((socks[n].fd = worker_listen_socket(&lists[l].addrs[i], err, sizeof(err))) <
+                    0) {
+                    log_err("%s", err);
+                    goto fail_socks;
+                }
             }
         }
         /* The metrics listeners belong to worker 0 alone: scrapes are rare and small. */
-        for (; w == 0 && nmet < cfg->n_metrics_listen; nmet++, n++) {
-            fds[n] = worker_listen_socket(&cfg->metrics_listen[nmet], err, sizeof(err));
-            if (fds[n] < 0) {
+        for (size_t i = 0; w == 0 && i < cfg->n_metrics_listen; i++, n++) {
+            socks[n] = (struct worker_socket){.kind = DG_LISTENER_METRICS};
+            if ((socks[n].fd = worker_listen_socket(&cfg->metrics_listen[i], err, sizeof(err))) <
+                0) {
                 log_err("metrics-listen: %s", err);
-                while (n > 0)
-                    close(fds[--n]);
-                goto out;
+                goto fail_socks;
             }
         }
-        workers[w] = worker_new(w, snap, fds, n, ntls, nmet);
+        workers[w] = worker_new(w, snap, socks, n);
         if (!workers[w])
             goto out;
+        continue;
+    fail_socks:
+        while (n > 0)
+            close(socks[--n].fd);
+        goto out;
     }
     /* Everything that needs root is done: ports bound, files opened. */
     if (cfg->user) {
@@ -349,23 +384,23 @@ int main(int argc, char **argv)
     const char *site_desc = cfg->site_root      ? cfg->site_root
                             : cfg->site_backend ? cfg->site_backend
                                                 : "built-in landing page";
-    for (size_t i = 0; i < (nact > 0 ? act.n : cfg->n_listen + cfg->n_http_listen); i++) {
-        bool plain = nact > 0 ? i >= act.ntls : i >= cfg->n_listen;
-        const char *where = nact > 0            ? act.text[i]
-                            : i < cfg->n_listen ? cfg->listen[i].text
-                                                : cfg->http_listen[i - cfg->n_listen].text;
-        if (plain)
-            log_info("listening on %s%s (plain HTTP: redirects to https%s)", where,
-                     nact > 0 ? " from systemd" : "", cfg->acme_webroot ? ", ACME challenges" : "");
-        else
-            log_info("listening on %s%s (TLS; HTTP/2 and HTTP/1.1), DoH path %s; site: %s", where,
-                     nact > 0 ? " from systemd" : "", cfg->doh_path[0], site_desc);
+    if (nact > 0) {
+        for (size_t i = 0; i < act.n; i++)
+            log_listener(cfg, act.kind[i], act.udp[i], act.text[i], " from systemd", site_desc);
+    } else {
+        for (size_t i = 0; i < cfg->n_listen; i++)
+            log_listener(cfg, DG_LISTENER_TLS, false, cfg->listen[i].text, "", site_desc);
+        for (size_t i = 0; i < cfg->n_http_listen; i++)
+            log_listener(cfg, DG_LISTENER_PLAIN, false, cfg->http_listen[i].text, "", site_desc);
+        for (size_t i = 0; i < cfg->n_dot_listen; i++)
+            log_listener(cfg, DG_LISTENER_DOT, false, cfg->dot_listen[i].text, "", site_desc);
+        for (size_t i = 0; i < cfg->n_dns_listen; i++)
+            log_listener(cfg, DG_LISTENER_DNS_TCP, false, cfg->dns_listen[i].text, "", site_desc);
     }
     if (nact > 0) {
         for (size_t i = 0; i < act.n; i++)
             close(act.fd[i]); /* the workers hold their own copies */
-        log_info("socket activation: %zu socket%s from systemd; listen and http-listen are not "
-                 "used",
+        log_info("socket activation: %zu socket%s from systemd; the listen options are not used",
                  act.n, act.n == 1 ? "" : "s");
     }
     for (size_t i = 0; i < cfg->n_metrics_listen; i++)

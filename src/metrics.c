@@ -18,7 +18,10 @@ static const int status_codes[MET_NSTATUS - 1] = {200, 204, 206, 301, 304, 400, 
                                                   421, 429, 431, 500, 502, 503, 504};
 static const char *const version_names[MET_NVER] = {"1.0", "1.1", "2"};
 static const char *const method_names[MET_NMETHOD] = {"GET", "POST", "HEAD", "other"};
-static const char *const conn_names[DG_NLISTENER] = {"https", "http", "metrics"};
+static const char *const conn_names[DG_NLISTENER] = {"https", "http", "metrics", "dns-tcp", "dot"};
+static const char *const transport_names[DG_NTRANSPORT] = {"doh", "json", "dns-udp", "dns-tcp",
+                                                           "dot"};
+static const char *const drop_names[DG_NDROP] = {"source", "rate-limit", "malformed"};
 static const char *const rcode_names[16] = {
     "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP",  "REFUSED", "YXDOMAIN", "YXRRSET",
     "NXRRSET", "NOTAUTH", "NOTZONE",  "RCODE11",  "RCODE12", "RCODE13", "RCODE14",  "RCODE15"};
@@ -177,7 +180,15 @@ static void on_event(void *arg, enum dg_event ev, unsigned idx, uint64_t value)
         count_http(wm, idx, value);
         break;
     case DG_EV_DNS_ANSWER:
-        ctr_add(&wm->rcode[idx & 15], 1);
+        if (DG_DNS_KEY_TRANSPORT(idx) < DG_NTRANSPORT)
+            ctr_add(&wm->rcode[DG_DNS_KEY_TRANSPORT(idx)][DG_DNS_KEY_RCODE(idx)], 1);
+        break;
+    case DG_EV_DNS_TRUNCATED:
+        ctr_add(&wm->dns_truncated, 1);
+        break;
+    case DG_EV_DNS_DROPPED:
+        if (idx < DG_NDROP)
+            ctr_add(&wm->dns_dropped[idx], 1);
         break;
     case DG_EV_RES_HIT:
         ctr_add(&wm->res_hits, 1);
@@ -347,13 +358,26 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
     scalar(&o, "dohgate_upstream_failures_total", "counter",
            "Questions no upstream answered in time and no stale entry could serve (SERVFAIL).",
            rq[5]);
-    head(&o, "dohgate_dns_answers_total", "counter", "DoH answers sent, by DNS rcode.");
-    for (int r = 0; r < 16; r++) {
-        uint64_t n = SUM(rcode[r]);
-        if (n || r <= 5)
-            put(&o, "dohgate_dns_answers_total{rcode=\"%s\"} %llu\n", rcode_names[r],
-                (unsigned long long)n);
+    head(&o, "dohgate_dns_answers_total", "counter",
+         "DNS answers sent, by transport (doh, json, dns-udp, dns-tcp, dot) and DNS rcode.");
+    for (int t = 0; t < DG_NTRANSPORT; t++) {
+        for (int r = 0; r < 16; r++) {
+            uint64_t n = SUM(rcode[t][r]);
+            if (n || r <= 5)
+                put(&o, "dohgate_dns_answers_total{transport=\"%s\",rcode=\"%s\"} %llu\n",
+                    transport_names[t], rcode_names[r], (unsigned long long)n);
+        }
     }
+    scalar(&o, "dohgate_dns_truncated_total", "counter",
+           "Plain-DNS UDP answers sent truncated (TC=1): too large for the client, or slipped "
+           "by the rate limit.",
+           SUM(dns_truncated));
+    head(&o, "dohgate_dns_dropped_total", "counter",
+         "Plain-DNS queries left unanswered, by reason (source: not in dns-allow, over UDP; "
+         "rate-limit: over dns-rate-limit and not slipped; malformed).");
+    for (int k = 0; k < DG_NDROP; k++)
+        put(&o, "dohgate_dns_dropped_total{reason=\"%s\"} %llu\n", drop_names[k],
+            (unsigned long long)SUM(dns_dropped[k]));
 
     if (m->cache && cfg->cache_size) {
         struct cache_stats cs;

@@ -42,14 +42,19 @@ static void free_names(char **names)
 }
 
 /* Take socket @p i; @return 0 or -1 with @p err. */
-static int take(struct sysd_sockets *out, int i, const char *name, bool plain, char *err,
-                size_t errlen)
+static int take(struct sysd_sockets *out, int i, const char *name, char *err, size_t errlen)
 {
     int fd = SD_LISTEN_FDS_START + i;
-    if (sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0) <= 0) {
-        snprintf(err, errlen,
-                 "systemd socket %d (%s) is not a listening TCP socket: use ListenStream=", i,
-                 name);
+    bool udp = strcmp(name, "dns") == 0;
+    enum dg_listener kind = strcmp(name, "http") == 0      ? DG_LISTENER_PLAIN
+                            : strcmp(name, "dns-tcp") == 0 ? DG_LISTENER_DNS_TCP
+                            : strcmp(name, "dot") == 0     ? DG_LISTENER_DOT
+                                                           : DG_LISTENER_TLS;
+    if (udp ? sd_is_socket_inet(fd, AF_UNSPEC, SOCK_DGRAM, -1, 0) <= 0
+            : sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0) <= 0) {
+        snprintf(err, errlen, "systemd socket %d (%s) is not a %s: use %s=", i, name,
+                 udp ? "UDP socket" : "listening TCP socket",
+                 udp ? "ListenDatagram" : "ListenStream");
         return -1;
     }
     int fl = fcntl(fd, F_GETFL);
@@ -58,8 +63,10 @@ static int take(struct sysd_sockets *out, int i, const char *name, bool plain, c
         return -1;
     }
     describe(fd, out->text[out->n], sizeof(out->text[0]));
+    out->kind[out->n] = kind;
+    out->udp[out->n] = udp;
     out->fd[out->n++] = fd;
-    if (!plain)
+    if (kind == DG_LISTENER_TLS && !udp)
         out->ntls++;
     return 0;
 }
@@ -77,15 +84,10 @@ int sysd_listen_fds(struct sysd_sockets *out, char *err, size_t errlen)
                  sizeof(out->fd) / sizeof(out->fd[0]));
         n = -1;
     }
-    /* two passes: TLS sockets first, as worker_new() wants them */
-    for (int pass = 0; pass < 2 && n > 0; pass++) {
-        for (int i = 0; i < n; i++) {
-            const char *name = names && names[i] ? names[i] : "unknown";
-            bool plain = strcmp(name, "http") == 0;
-            if (plain == (pass == 1) && take(out, i, name, plain, err, errlen) != 0) {
-                n = -1;
-                break;
-            }
+    for (int i = 0; i < n; i++) {
+        if (take(out, i, names && names[i] ? names[i] : "unknown", err, errlen) != 0) {
+            n = -1;
+            break;
         }
     }
     free_names(names);

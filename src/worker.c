@@ -69,9 +69,9 @@ struct worker {
     struct event_base *base;
     int *fds;
     struct event **lev;
+    enum dg_listener *kinds; /* what fds[i] serves */
+    bool *udp;               /* fds[i] is a plain-DNS UDP socket */
     size_t nfds;
-    size_t ntls;     /* fds[0..ntls) are TLS listeners, then plain HTTP ones, */
-    size_t nmetrics; /* and the last nmetrics are metrics listeners */
     struct event *stop_ev, *deadline_ev, *resume_ev, *stats_ev, *trim_ev, *swap_ev, *reap_ev;
     size_t conn_peak;       /* most connections open since the last trim check */
     bool accept_paused;     /* out of descriptors: listeners off until one closes or the timer */
@@ -230,9 +230,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
     enum dg_listener kind = DG_LISTENER_PLAIN;
     for (size_t k = 0; k < w->nfds; k++)
         if (w->fds[k] == lfd)
-            kind = k < w->ntls                  ? DG_LISTENER_TLS
-                   : k >= w->nfds - w->nmetrics ? DG_LISTENER_METRICS
-                                                : DG_LISTENER_PLAIN;
+            kind = w->kinds[k];
     for (int i = 0; i < ACCEPTS_PER_EV; i++) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
@@ -444,6 +442,7 @@ static struct worker_view *view_new(struct worker *w, struct snapshot *snap)
                                    .site = &snap->site,
                                    .clients = clients,
                                    .acl = &snap->acl,
+                                   .dns_acl = &snap->dns_acl,
                                    .proxy = v->proxy,
                                    .obs = w->op,
                                    .metrics = snap->metrics};
@@ -531,8 +530,8 @@ size_t worker_views(const struct worker *w)
     return n;
 }
 
-struct worker *worker_new(unsigned id, struct snapshot *snap, const int *fds, size_t nfds,
-                          size_t ntls, size_t nmetrics)
+struct worker *worker_new(unsigned id, struct snapshot *snap, const struct worker_socket *socks,
+                          size_t nfds)
 {
     const struct config *cfg = snap->cfg;
     struct metrics *metrics = snap->metrics;
@@ -544,17 +543,23 @@ struct worker *worker_new(unsigned id, struct snapshot *snap, const int *fds, si
         free(w);
         goto fail_fds;
     }
-    w->fds = calloc(nfds, sizeof(int));
-    if (!w->fds) {
+    w->fds = calloc(nfds + 1, sizeof(int));
+    w->kinds = calloc(nfds + 1, sizeof(*w->kinds));
+    w->udp = calloc(nfds + 1, sizeof(bool));
+    if (!w->fds || !w->kinds || !w->udp) {
+        free(w->fds);
+        free(w->kinds);
+        free(w->udp);
         free(w);
         goto fail_fds;
     }
     /* Owned by w from here: worker_free() closes them. */
-    for (size_t i = 0; i < nfds; i++)
-        w->fds[i] = fds[i];
+    for (size_t i = 0; i < nfds; i++) {
+        w->fds[i] = socks[i].fd;
+        w->kinds[i] = socks[i].kind;
+        w->udp[i] = socks[i].udp;
+    }
     w->nfds = nfds;
-    w->ntls = ntls;
-    w->nmetrics = nmetrics;
     w->lev = calloc(nfds, sizeof(struct event *));
     if (!w->lev)
         goto fail;
@@ -579,6 +584,8 @@ struct worker *worker_new(unsigned id, struct snapshot *snap, const int *fds, si
         !w->swap_ev || !w->reap_ev || event_add(w->trim_ev, &trim_tv) != 0)
         goto fail;
     for (size_t i = 0; i < w->nfds; i++) {
+        if (w->udp[i])
+            continue; /* no accept(): served by the UDP front end */
         w->lev[i] = event_new(w->base, w->fds[i], EV_READ | EV_PERSIST, on_accept, w);
         if (!w->lev[i])
             goto fail;
@@ -606,7 +613,7 @@ fail:
 fail_fds:
     log_err("worker %u: out of memory at start-up", id);
     for (size_t i = 0; i < nfds; i++)
-        close(fds[i]);
+        close(socks[i].fd);
     return NULL;
 }
 
@@ -675,6 +682,8 @@ void worker_free(struct worker *w)
         event_base_free(w->base);
     pthread_mutex_destroy(&w->mu);
     free(w->fds);
+    free(w->kinds);
+    free(w->udp);
     free(w->lev);
     free(w);
 }

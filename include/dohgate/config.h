@@ -27,7 +27,7 @@
 
 #define DG_CONFIG_MAX_LIST 16
 /** Rows the option table may have (config.c checks it at compile time). */
-#define DG_CONFIG_MAX_OPTIONS 96
+#define DG_CONFIG_MAX_OPTIONS 128
 
 /** A parsed socket address (listen or upstream). */
 struct dg_addr {
@@ -140,6 +140,22 @@ struct config {
     size_t n_http_listen;
     struct dg_addr metrics_listen[DG_CONFIG_MAX_LIST]; /**< metrics-listen ADDR:PORT */
     size_t n_metrics_listen;
+
+    /* Listeners for clients that do not speak DoH (issue 16), and what they answer. */
+    struct dg_addr dns_listen[DG_CONFIG_MAX_LIST]; /**< dns-listen ADDR:PORT: UDP+TCP (53) */
+    size_t n_dns_listen;
+    struct dg_addr dot_listen[DG_CONFIG_MAX_LIST]; /**< dot-listen ADDR:PORT: DoT (853) */
+    size_t n_dot_listen;
+    /** dns-allow CIDR (repeatable): sources plain DNS answers; none = loopback, RFC 1918,
+     * fc00::/7, link-local, 100.64.0.0/10 (not an open resolver by default) */
+    char *dns_allow[DG_CONFIG_MAX_LIST];
+    size_t n_dns_allow;
+    unsigned dns_rate_limit;   /**< dns-rate-limit: UDP answers/s per client (/24, /56); 0 = off */
+    unsigned dns_rate_slip;    /**< dns-rate-slip N: every Nth limited answer goes truncated */
+    unsigned dns_udp_max_size; /**< dns-udp-max-size: largest UDP answer (EDNS cap), 1232 */
+    unsigned dns_tcp_pipeline; /**< dns-tcp-pipeline: queries in flight per TCP/DoT conn, 100 */
+    bool json_api;             /**< json-api yes|no: application/dns-json on the DoH paths */
+    bool ddr;                  /**< ddr yes|no: answer _dns.resolver.arpa SVCB (RFC 9462) */
     char *acme_webroot;    /**< acme-webroot DIR: serves /.well-known/acme-challenge/ on port 80 */
     unsigned hsts_max_age; /**< hsts-max-age s, default 31536000; 0 = no HSTS header */
     char *hsts_value;      /**< the full HSTS header value (config_finish), NULL when off */

@@ -153,6 +153,20 @@ bool dns_has_padding(const uint8_t *msg, size_t len);
  */
 int dns_strip_padding(uint8_t *msg, size_t *len);
 
+/**
+ * The UDP payload size the sender of @p q can receive (RFC 6891 §6.2.5): its OPT's value, at
+ * least 512; 512 without an OPT (RFC 1035). For a query that passed dns_query_check().
+ */
+size_t dns_udp_payload_size(const uint8_t *q, size_t qlen);
+
+/**
+ * Make @p msg fit in @p max bytes for UDP (RFC 1035 §4.2.1, RFC 6891 §7): when it is longer,
+ * keep the header and question, drop every record except the OPT (kept with its options when
+ * they fit, else without them), set TC=1. The client retries over TCP.
+ * @return 1 (truncated), 0 (it fitted), -EBADMSG (does not parse: unchanged), -EINVAL.
+ */
+int dns_truncate(uint8_t *msg, size_t *len, size_t max);
+
 /** Byte offset just past the question section (12 + qname + 4), or 0 if it does not parse. */
 size_t dns_question_end(const uint8_t *msg, size_t len);
 

@@ -163,6 +163,7 @@ struct handler_ctx {
     const struct dg_observer *obs; /**< this worker's event counting; may be NULL (tests) */
     struct clients *clients;       /**< per-client rate limits; may be NULL */
     const struct acl *acl;         /**< allow-client/deny-client; may be NULL */
+    const struct acl *dns_acl;     /**< dns-allow (or its private default); NULL: everybody */
     const struct metrics *metrics; /**< all of them, for the metrics page; may be NULL */
     /** this worker's blocks for HTTP/2 frame buffers (h2.c); may be NULL (plain malloc) */
     struct pagepool *h2_pool;

@@ -60,7 +60,9 @@ struct upstream_metrics {
 
 struct worker_metrics {
     dg_counter http[MET_NVER][MET_NMETHOD][MET_NSTATUS];
-    dg_counter rcode[16];
+    dg_counter rcode[DG_NTRANSPORT][16];
+    dg_counter dns_truncated;
+    dg_counter dns_dropped[DG_NDROP];
     dg_counter conn_accepted[DG_NLISTENER];
     dg_counter conn_closed[DG_NLISTENER];
     dg_counter conn_refused[DG_NREFUSE];

@@ -28,8 +28,10 @@ enum dg_event {
     DG_EV_BYTES_OUT,     /**< value: HTTP bytes written */
     /* HTTP (http.c): idx: the status sent; value: DG_HTTP_KEY(version, method) */
     DG_EV_HTTP_RESPONSE,
-    /* DoH (doh_handler.c): idx: the DNS rcode of an answer sent (low 4 bits) */
+    /* DNS answers to clients (dnsserve.c): idx: DG_DNS_KEY(transport, rcode) of an answer sent */
     DG_EV_DNS_ANSWER,
+    DG_EV_DNS_TRUNCATED, /**< a UDP answer went out with TC=1 (too large, or slipped) */
+    DG_EV_DNS_DROPPED,   /**< a plain-DNS query got no answer; idx: enum dg_dns_drop */
     /* client questions (resolver.c); idx unused */
     DG_EV_RES_HIT,       /**< answered from the cache */
     DG_EV_RES_STALE_HIT, /**< answered from an expired entry after upstream failure */
@@ -56,7 +58,37 @@ enum dg_event {
 };
 
 /** The listener a connection came from (idx of the DG_EV_CONN_* events). */
-enum dg_listener { DG_LISTENER_TLS, DG_LISTENER_PLAIN, DG_LISTENER_METRICS, DG_NLISTENER };
+enum dg_listener {
+    DG_LISTENER_TLS,
+    DG_LISTENER_PLAIN,
+    DG_LISTENER_METRICS,
+    DG_LISTENER_DNS_TCP, /**< dns-listen, TCP (RFC 7766) */
+    DG_LISTENER_DOT,     /**< dot-listen (RFC 7858) */
+    DG_NLISTENER
+};
+
+/** How a DNS query reached us (for DG_DNS_KEY). */
+enum dg_transport {
+    DG_TR_DOH,     /**< RFC 8484 on the TLS listener */
+    DG_TR_JSON,    /**< the JSON API on the TLS listener */
+    DG_TR_DNS_UDP, /**< dns-listen, UDP */
+    DG_TR_DNS_TCP, /**< dns-listen, TCP */
+    DG_TR_DOT,     /**< dot-listen */
+    DG_NTRANSPORT
+};
+
+/** Why a plain-DNS query got no answer at all (idx of DG_EV_DNS_DROPPED). */
+enum dg_dns_drop {
+    DG_DROP_SOURCE,    /**< UDP from a source dns-allow does not list */
+    DG_DROP_RATE,      /**< over dns-rate-limit, not slipped */
+    DG_DROP_MALFORMED, /**< no answer can be made (not even FORMERR) */
+    DG_NDROP
+};
+
+/** A DNS answer's transport and rcode (low 4 bits) in one idx. */
+#define DG_DNS_KEY(transport, rcode) (((unsigned)(transport) << 4) | ((unsigned)(rcode)&15u))
+#define DG_DNS_KEY_TRANSPORT(key)    ((unsigned)(key) >> 4)
+#define DG_DNS_KEY_RCODE(key)        ((unsigned)(key)&15u)
 
 /** Why a connection was closed at accept (idx of DG_EV_CONN_REFUSED). */
 enum dg_refusal {

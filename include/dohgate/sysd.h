@@ -7,22 +7,27 @@
 #ifndef DOHGATE_SYSD_H
 #define DOHGATE_SYSD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "dohgate/config.h"
+#include "dohgate/observer.h"
 
-/** Sockets from systemd: TLS ones first (fd[0..ntls)), then plain HTTP ones. */
+/** Sockets from systemd, each with what it serves (by its FileDescriptorName=). */
 struct sysd_sockets {
-    int fd[2 * DG_CONFIG_MAX_LIST];
-    char text[2 * DG_CONFIG_MAX_LIST][64]; /**< local address, for the log */
-    size_t n, ntls;
+    int fd[4 * DG_CONFIG_MAX_LIST];
+    enum dg_listener kind[4 * DG_CONFIG_MAX_LIST];
+    bool udp[4 * DG_CONFIG_MAX_LIST];      /**< a datagram socket (name "dns") */
+    char text[4 * DG_CONFIG_MAX_LIST][64]; /**< local address, for the log */
+    size_t n, ntls;                        /**< ntls: how many serve DoH (DG_LISTENER_TLS) */
 };
 
 /**
- * Take the sockets systemd passed. A socket whose FileDescriptorName= is "http" serves plain
- * HTTP (the port-80 listener); any other name serves TLS. Sockets are made non-blocking and
- * close-on-exec. @return the number of sockets (0: not socket-activated), or -1 with @p err
- * (not a listening stream socket, too many).
+ * Take the sockets systemd passed. By FileDescriptorName=: "http" serves plain HTTP (the port-80
+ * listener), "dns" is a plain-DNS UDP socket (ListenDatagram=), "dns-tcp" plain DNS over TCP,
+ * "dot" DNS over TLS; any other name serves DoH over TLS. Sockets are made non-blocking and
+ * close-on-exec. @return the number of sockets (0: not socket-activated), or -1 with @p err (a
+ * socket of the wrong type for its name, too many).
  */
 int sysd_listen_fds(struct sysd_sockets *out, char *err, size_t errlen);
 

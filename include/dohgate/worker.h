@@ -17,6 +17,7 @@
 #include "dohgate/acl.h"
 #include "dohgate/cache.h"
 #include "dohgate/clients.h"
+#include "dohgate/observer.h"
 #include "dohgate/site.h"
 
 struct tls_store;
@@ -67,6 +68,7 @@ struct snapshot {
     struct site site;
     bool site_open;
     struct acl acl;
+    struct acl dns_acl;      /**< dns-allow, or the private networks when it is not set */
     struct uptls_ctx *uptls; /**< owned: TLS client context of DoT/DoH upstreams, or NULL */
 };
 
@@ -76,14 +78,20 @@ struct snapshot *snapshot_ref(struct snapshot *s);
 /** Drop a reference; the last one frees (see struct snapshot). NULL is ignored. */
 void snapshot_unref(struct snapshot *s);
 
+/** A listening socket handed to a worker, and what it serves. */
+struct worker_socket {
+    int fd;
+    enum dg_listener kind; /**< for TCP listeners: which protocol an accepted connection speaks */
+    bool udp;              /**< a plain-DNS UDP socket (dns-listen); kind is then unused */
+};
+
 /**
- * Create a worker on snapshot @p snap (a reference is taken). Takes ownership of the @p nfds
- * listening sockets in @p fds (closed by worker_free(), or here on failure): the first @p ntls
- * serve TLS, the last @p nmetrics are metrics listeners, the others plain HTTP.
+ * Create a worker on snapshot @p snap (a reference is taken). Takes ownership of the @p n
+ * sockets in @p socks (closed by worker_free(), or here on failure).
  * @return NULL on failure (logged).
  */
-struct worker *worker_new(unsigned id, struct snapshot *snap, const int *fds, size_t nfds,
-                          size_t ntls, size_t nmetrics);
+struct worker *worker_new(unsigned id, struct snapshot *snap, const struct worker_socket *socks,
+                          size_t n);
 /**
  * Use @p snap for the connections accepted from now on (thread-safe, returns at once; a
  * reference is taken). The worker switches between two events; open connections finish on the

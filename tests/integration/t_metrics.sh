@@ -68,8 +68,8 @@ assert_eq 1 "$(delta 'dohgate_http_requests_total{method="other",status="400",ve
     "http_requests_total: garbage on the HTTP/1.1 port counted once; garbage to the metrics port not at all"
 assert_eq 1 "$(delta 'dohgate_http_requests_total{method="POST",status="200",version="2"}')" \
     "http_requests_total: kdig's POST"
-assert_eq 6 "$(delta 'dohgate_dns_answers_total{rcode="NOERROR"}')" "dns_answers_total NOERROR: 5 + kdig"
-assert_eq 2 "$(delta 'dohgate_dns_answers_total{rcode="NXDOMAIN"}')" "dns_answers_total NXDOMAIN: 2"
+assert_eq 6 "$(delta 'dohgate_dns_answers_total{rcode="NOERROR",transport="doh"}')" "dns_answers_total NOERROR: 5 + kdig"
+assert_eq 2 "$(delta 'dohgate_dns_answers_total{rcode="NXDOMAIN",transport="doh"}')" "dns_answers_total NXDOMAIN: 2"
 assert_eq 4 "$(delta 'dohgate_cache_hits_total{}')" "cache_hits_total: the 4 repeats"
 UP="upstream=\"127.0.0.1:$NSD_PORT\""
 assert_eq 4 "$(delta "dohgate_upstream_answers_total{$UP}")" "upstream_answers_total: mail, 2 NXDOMAIN, txt"

@@ -195,7 +195,7 @@ for i in range(600):
 EOF
 h2load -i "$T/burst.uris" -n 600 -c 1 -m 600 >"$T/burst.out" 2>&1
 assert_match "600 succeeded, 0 failed" "$(grep 'requests:' "$T/burst.out")" "a: burst: 600 requests answered HTTP 200"
-assert_eq 0 "$(metric_of 'dohgate_dns_answers_total{rcode="SERVFAIL"}')" "a: burst: no SERVFAIL"
+assert_eq 0 "$(metric_of 'dohgate_dns_answers_total{transport="doh",rcode="SERVFAIL"}')" "a: burst: no SERVFAIL"
 assert_range 600 600 "$(metric_of 'dohgate_upstream_answers_total{')" "a: burst: 600 upstream answers"
 assert_range 1 "$POOL_MAX" "$(ts_stat connections)" "a: burst: at most $POOL_MAX connections"
 stop_tlsstub

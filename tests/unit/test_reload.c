@@ -238,7 +238,7 @@ static void test_worker_swap(void **state)
 {
     struct running r;
     start(&r, base_conf);
-    struct worker *w = worker_new(0, r.snap, NULL, 0, 0, 0);
+    struct worker *w = worker_new(0, r.snap, NULL, 0);
     assert_non_null(w);
     assert_int_equal(refs(&r.snap->refs), 2); /* ours + the worker's view */
     assert_int_equal(worker_views(w), 1);

@@ -62,15 +62,18 @@ static void test_new_owns_fds_on_failure(void **state)
     unsigned long failures = 0;
     for (unsigned long n = 1;; n++) {
         int fds[NFDS];
+        struct worker_socket socks[NFDS];
         for (int i = 0; i < NFDS; i++) {
             int p[2];
             assert_int_equal(pipe(p), 0);
             close(p[1]);
             fds[i] = p[0];
+            socks[i] = (struct worker_socket){
+                .fd = p[0], .kind = i == 0 ? DG_LISTENER_TLS : DG_LISTENER_METRICS};
         }
         calls = 0;
         fail_at = n;
-        struct worker *w = worker_new(0, snap, fds, NFDS, 1, 1);
+        struct worker *w = worker_new(0, snap, socks, NFDS);
         fail_at = 0;
         bool injected = calls >= n;
         if (w) {
