@@ -304,11 +304,38 @@ static const char html_tmpl[] =
     "\n"
     "<h2>Command line</h2>\n"
     "<pre>curl --doh-url ${url} https://example.com\n"
-    "${kdig}</pre>\n"
-    "</main>\n"
-    "<footer>Served by dohgate.</footer>\n"
-    "</body>\n"
-    "</html>\n";
+    "${kdig}</pre>\n";
+
+/* Android's Private DNS speaks DoT on port 853 only: shown when a DoT listener exists.
+ * Variables: host, dotport. */
+static const char html_dot_tmpl[] =
+    "\n"
+    "<h2>Android</h2>\n"
+    "<p>Settings &rarr; Network &amp; internet (or Connections &rarr; More connection "
+    "settings) &rarr; <b>Private DNS</b> &rarr; Private DNS provider hostname: "
+    "<code>${host}</code>. Android uses DNS over TLS on port 853 (this server: "
+    "${dotport}); the name must be one the server's certificate covers.</p>\n"
+    "<pre>kdig +tls @${host} example.com</pre>\n";
+
+/* The plain-DNS listener, for a whole network: shown when dns-listen is set.
+ * Variables: dnsaddr. */
+static const char html_lan_tmpl[] =
+    "\n"
+    "<h2>Your home or office network</h2>\n"
+    "<p>Devices that cannot use encrypted DNS (TVs, consoles, printers) can ask this server "
+    "plain DNS at <code>${dnsaddr}</code>. To give it to every device, set it as the DNS "
+    "server in your router's DHCP settings (often under LAN &rarr; DHCP server &rarr; DNS "
+    "server). Windows 11, Apple devices and Android that receive that address find the "
+    "encrypted endpoints of this server by themselves (Discovery of Designated Resolvers, "
+    "RFC 9462) when its certificate covers that address.</p>\n"
+    "<p>Firefox ignores DNS-over-HTTPS answers that point to private addresses (names of your "
+    "own network) unless <code>network.trr.allow-rfc1918</code> is set to <b>true</b> in "
+    "<code>about:config</code>.</p>\n";
+
+static const char html_end[] = "</main>\n"
+                               "<footer>Served by dohgate.</footer>\n"
+                               "</body>\n"
+                               "</html>\n";
 
 int landing_html(const struct landing_info *li, struct dg_buf *out)
 {
@@ -341,6 +368,17 @@ int landing_html(const struct landing_info *li, struct dg_buf *out)
         };
         struct emit e = {out, out->len, 0};
         expand(&e, html_tmpl, vars, sizeof(vars) / sizeof(vars[0]), ESC_HTML);
+        if (li->dot_port) {
+            char dp[16];
+            snprintf(dp, sizeof(dp), "%u", li->dot_port);
+            const struct var dv[] = {{"host", h.p, h.len}, {"dotport", dp, strlen(dp)}};
+            expand(&e, html_dot_tmpl, dv, 2, ESC_HTML);
+        }
+        if (li->dns_addr) {
+            const struct var lv[] = {{"dnsaddr", li->dns_addr, strlen(li->dns_addr)}};
+            expand(&e, html_lan_tmpl, lv, 1, ESC_HTML);
+        }
+        put(&e, html_end);
         rc = emit_finish(&e);
     }
     free(url);

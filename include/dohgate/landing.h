@@ -1,7 +1,9 @@
 /**
  * @file landing.h
  * The built-in landing page: an HTML page that tells visitors the server's DoH URL and how to
- * set it up in Firefox, Chrome/Edge, iOS/macOS, Windows 11, curl and kdig, and the Apple
+ * set it up in Firefox, Chrome/Edge, iOS/macOS, Windows 11, curl and kdig (and, when those
+ * listeners exist, Android's Private DNS over DoT and the plain-DNS address for a router's
+ * DHCP settings), and the Apple
  * configuration profile (.mobileconfig, an XML property list with one
  * com.apple.dnsSettings.managed payload) that the page links to. The router serves both; this
  * module only produces the bytes, so it does no I/O and keeps no state.
@@ -45,6 +47,8 @@ struct landing_info {
     unsigned port;            /**< HTTPS port (1-65535); omitted from URLs when 443 */
     const char *doh_path;     /**< e.g. "/dns-query" */
     const char *profile_path; /**< URL path of the profile, e.g. "/dohgate.mobileconfig" */
+    unsigned dot_port;        /**< DoT listener's port (Android Private DNS), 0: none */
+    const char *dns_addr;     /**< plain-DNS address for the network (dns-listen), or NULL */
 };
 
 /**

@@ -22,7 +22,7 @@
 
 #define DEFAULT_INFO                                                                               \
     {                                                                                              \
-        "doh.example.net", 443, "/dns-query", "/dohgate.mobileconfig"                              \
+        "doh.example.net", 443, "/dns-query", "/dohgate.mobileconfig", 0, NULL                     \
     }
 
 /* Generate into a fresh buffer and NUL-terminate it, so that strstr() can be used. */
@@ -173,27 +173,61 @@ static void test_url_enospc(void **state)
     assert_int_equal(landing_doh_url(&li, buf, 0), -ENOSPC);
 }
 
+/* The Android (DoT) and network (plain DNS) sections appear only with their listeners, with
+ * the host and address escaped like every other value. */
+static void test_html_lan_sections(void **state)
+{
+    struct landing_info li = DEFAULT_INFO;
+    struct dg_buf b = {0};
+    assert_int_equal(landing_html(&li, &b), 0);
+    assert_int_equal(dg_buf_append(&b, "", 1), 0);
+    assert_null(strstr((char *)b.data, "Private DNS"));
+    assert_null(strstr((char *)b.data, "DHCP"));
+    assert_non_null(strstr((char *)b.data, "</html>\n"));
+    dg_buf_free(&b);
+
+    li.dot_port = 853;
+    li.dns_addr = "192.168.1.2<x>";
+    assert_int_equal(landing_html(&li, &b), 0);
+    assert_int_equal(dg_buf_append(&b, "", 1), 0);
+    const char *p = (char *)b.data;
+    assert_non_null(strstr(p, "<b>Private DNS</b>"));
+    assert_non_null(strstr(p, "hostname: <code>doh.example.net</code>"));
+    assert_non_null(strstr(p, "kdig +tls @doh.example.net example.com"));
+    assert_non_null(strstr(p, "this server: 853"));
+    assert_non_null(strstr(p, "<code>192.168.1.2&lt;x&gt;</code>"));
+    assert_non_null(strstr(p, "network.trr.allow-rfc1918"));
+    /* the sections sit inside the page, before its end */
+    assert_true(strstr(p, "Private DNS") < strstr(p, "</main>"));
+    assert_true(strstr(p, "DHCP") < strstr(p, "</main>"));
+    assert_non_null(strstr(p, "</html>\n"));
+    dg_buf_free(&b);
+}
+
 static void test_invalid_input(void **state)
 {
     static const struct landing_info bad[] = {
-        {NULL, 443, "/dns-query", "/p.mobileconfig"},
-        {"doh.example.net", 443, NULL, "/p.mobileconfig"},
-        {"doh.example.net", 443, "/dns-query", NULL},
-        {"", 443, "/dns-query", "/p.mobileconfig"},
-        {"doh.example.net", 0, "/dns-query", "/p.mobileconfig"},
-        {"doh.example.net", 65536, "/dns-query", "/p.mobileconfig"},
-        {"doh.example.net", 443, "dns-query", "/p.mobileconfig"},
-        {"doh.example.net", 443, "/dns-query", "p.mobileconfig"},
-        {"doh.example.net", 443, "/dns-query", "//evil.example/p"},  /* other origin */
-        {"doh.example.net", 443, "/dns-query", "/\\evil.example/p"}, /* same, to browsers */
-        {"doh.example.net", 443, "/dns-query", "https://evil.example/p"},
-        {"doh example.net", 443, "/dns-query", "/p.mobileconfig"},    /* space */
-        {"doh.example.net\n", 443, "/dns-query", "/p.mobileconfig"},  /* control */
-        {"doh.example.net", 443, "/dns\x01query", "/p.mobileconfig"}, /* not XML 1.0 */
-        {"d\xc3\xb6h.example", 443, "/dns-query", "/p.mobileconfig"}, /* IDN: punycode only */
-        {"[doh.example.net]", 443, "/dns-query", "/p.mobileconfig"},  /* brackets need IPv6 */
-        {"[192.0.2.1]", 443, "/dns-query", "/p.mobileconfig"},
-        {"[2001:db8::1", 443, "/dns-query", "/p.mobileconfig"},
+        {NULL, 443, "/dns-query", "/p.mobileconfig", 0, NULL},
+        {"doh.example.net", 443, NULL, "/p.mobileconfig", 0, NULL},
+        {"doh.example.net", 443, "/dns-query", NULL, 0, NULL},
+        {"", 443, "/dns-query", "/p.mobileconfig", 0, NULL},
+        {"doh.example.net", 0, "/dns-query", "/p.mobileconfig", 0, NULL},
+        {"doh.example.net", 65536, "/dns-query", "/p.mobileconfig", 0, NULL},
+        {"doh.example.net", 443, "dns-query", "/p.mobileconfig", 0, NULL},
+        {"doh.example.net", 443, "/dns-query", "p.mobileconfig", 0, NULL},
+        {"doh.example.net", 443, "/dns-query", "//evil.example/p", 0, NULL}, /* other origin */
+        {"doh.example.net", 443, "/dns-query", "/\\evil.example/p", 0,
+         NULL}, /* same, to browsers */
+        {"doh.example.net", 443, "/dns-query", "https://evil.example/p", 0, NULL},
+        {"doh example.net", 443, "/dns-query", "/p.mobileconfig", 0, NULL},    /* space */
+        {"doh.example.net\n", 443, "/dns-query", "/p.mobileconfig", 0, NULL},  /* control */
+        {"doh.example.net", 443, "/dns\x01query", "/p.mobileconfig", 0, NULL}, /* not XML 1.0 */
+        {"d\xc3\xb6h.example", 443, "/dns-query", "/p.mobileconfig", 0,
+         NULL}, /* IDN: punycode only */
+        {"[doh.example.net]", 443, "/dns-query", "/p.mobileconfig", 0,
+         NULL}, /* brackets need IPv6 */
+        {"[192.0.2.1]", 443, "/dns-query", "/p.mobileconfig", 0, NULL},
+        {"[2001:db8::1", 443, "/dns-query", "/p.mobileconfig", 0, NULL},
     };
     char buf[256];
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -245,7 +279,7 @@ static void test_html_content(void **state)
 
 static void test_html_port_path_ip(void **state)
 {
-    struct landing_info li = {"192.0.2.1", 8443, "/q", "/p.mobileconfig"};
+    struct landing_info li = {"192.0.2.1", 8443, "/q", "/p.mobileconfig", 0, NULL};
     char *h = gen(landing_html, &li);
     assert_non_null(strstr(h, "<code>https://192.0.2.1:8443/q</code>"));
     assert_non_null(strstr(
@@ -266,8 +300,8 @@ static void test_html_port_path_ip(void **state)
 
 static void test_html_escaped(void **state)
 {
-    struct landing_info li = {"<script>alert(1)</script>&'\"", 443, "/dns-query?a=1&b=<i>",
-                              "/p\"onmouseover='x'.mobileconfig"};
+    struct landing_info li = {"<script>alert(1)</script>&'\"",    443, "/dns-query?a=1&b=<i>",
+                              "/p\"onmouseover='x'.mobileconfig", 0,   NULL};
     char *h = gen(landing_html, &li);
     assert_false(contains_ci(h, "<script"));
     assert_false(contains_ci(h, "<i>"));
@@ -321,7 +355,7 @@ static void test_html_no_external(void **state)
 {
     struct landing_info li = DEFAULT_INFO;
     check_no_external(&li, "https://doh.example.net/dns-query");
-    struct landing_info li6 = {"2001:db8::53", 8443, "/q", "/p.mobileconfig"};
+    struct landing_info li6 = {"2001:db8::53", 8443, "/q", "/p.mobileconfig", 0, NULL};
     check_no_external(&li6, "https://[2001:db8::53]:8443/q");
 }
 
@@ -387,7 +421,7 @@ static void test_mc_content(void **state)
 
 static void test_mc_ip_literal(void **state)
 {
-    struct landing_info li = {"192.0.2.1", 8443, "/dns-query", "/p.mobileconfig"};
+    struct landing_info li = {"192.0.2.1", 8443, "/dns-query", "/p.mobileconfig", 0, NULL};
     char *m = gen(landing_mobileconfig, &li);
     assert_non_null(strstr(m, "<key>ServerAddresses</key>\n\t\t\t\t<array>\n"
                               "\t\t\t\t\t<string>192.0.2.1</string>\n\t\t\t\t</array>\n"));
@@ -434,7 +468,7 @@ static void test_mc_deterministic(void **state)
 
 static void test_mc_escaped(void **state)
 {
-    struct landing_info li = {"a&b<c>'\"", 443, "/q?x=1&y=<2>", "/p.mobileconfig"};
+    struct landing_info li = {"a&b<c>'\"", 443, "/q?x=1&y=<2>", "/p.mobileconfig", 0, NULL};
     char *m = gen(landing_mobileconfig, &li);
     assert_null(strstr(m, "<c>"));
     assert_null(strstr(m, "<2>"));
@@ -525,25 +559,25 @@ static void test_mc_plistlib(void **state)
         fail_msg("python3 not found (contrib/deps.sh --test installs it)");
     struct landing_info li = DEFAULT_INFO;
     plist_check(&li, "");
-    struct landing_info li4 = {"192.0.2.1", 8443, "/q", "/p.mobileconfig"};
+    struct landing_info li4 = {"192.0.2.1", 8443, "/q", "/p.mobileconfig", 0, NULL};
     plist_check(&li4, "192.0.2.1");
-    struct landing_info li6 = {"[2001:db8::1]", 443, "/dns-query", "/p.mobileconfig"};
+    struct landing_info li6 = {"[2001:db8::1]", 443, "/dns-query", "/p.mobileconfig", 0, NULL};
     plist_check(&li6, "2001:db8::1");
-    struct landing_info lx = {"a&b<c>'\"", 443, "/q?x=1&y=<2>", "/p.mobileconfig"};
+    struct landing_info lx = {"a&b<c>'\"", 443, "/q?x=1&y=<2>", "/p.mobileconfig", 0, NULL};
     plist_check(&lx, "");
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_url_default_port),  cmocka_unit_test(test_url_other_port),
-        cmocka_unit_test(test_url_ipv6),          cmocka_unit_test(test_url_enospc),
-        cmocka_unit_test(test_invalid_input),     cmocka_unit_test(test_html_content),
-        cmocka_unit_test(test_html_port_path_ip), cmocka_unit_test(test_html_escaped),
-        cmocka_unit_test(test_html_no_external),  cmocka_unit_test(test_html_appends),
-        cmocka_unit_test(test_mc_content),        cmocka_unit_test(test_mc_ip_literal),
-        cmocka_unit_test(test_mc_deterministic),  cmocka_unit_test(test_mc_escaped),
-        cmocka_unit_test(test_mc_plistlib),
+        cmocka_unit_test(test_url_default_port), cmocka_unit_test(test_url_other_port),
+        cmocka_unit_test(test_url_ipv6),         cmocka_unit_test(test_url_enospc),
+        cmocka_unit_test(test_invalid_input),    cmocka_unit_test(test_html_lan_sections),
+        cmocka_unit_test(test_html_content),     cmocka_unit_test(test_html_port_path_ip),
+        cmocka_unit_test(test_html_escaped),     cmocka_unit_test(test_html_no_external),
+        cmocka_unit_test(test_html_appends),     cmocka_unit_test(test_mc_content),
+        cmocka_unit_test(test_mc_ip_literal),    cmocka_unit_test(test_mc_deterministic),
+        cmocka_unit_test(test_mc_escaped),       cmocka_unit_test(test_mc_plistlib),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
