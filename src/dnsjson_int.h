@@ -1,0 +1,21 @@
+/*
+ * dnsjson_int.h: dnsjson.c's internals exposed to the fuzz target and the unit test only.
+ */
+#ifndef DOHGATE_DNSJSON_INT_H
+#define DOHGATE_DNSJSON_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dohgate/util.h"
+
+/** Render every record's rdata through ldns, skipping the hand-written renderers. */
+#define DNSJSON_LDNS_ONLY 1u
+
+/**
+ * dnsjson_format() with @p flags. With DNSJSON_LDNS_ONLY the output (and the return value) must
+ * be the same as without: the fuzz target checks the hand-written renderers against ldns so.
+ */
+int dnsjson_format_flags(const uint8_t *ans, size_t len, struct dg_buf *out, unsigned flags);
+
+#endif
