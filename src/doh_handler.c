@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "dohgate/dns.h"
+#include "dohgate/dnsjson.h"
 #include "dohgate/dnsserve.h"
 #include "dohgate/doh.h"
 #include "dohgate/http.h"
@@ -84,6 +85,123 @@ void doh_handle(struct http_exchange *ex)
         http_respond_text(ex, 400, why ? why : "malformed DNS query", NULL, 0);
     else
         http_respond_text(ex, 503, "out of memory", NULL, 0);
+done:
+    dg_buf_free(&query);
+    dg_buf_free(&ans);
+}
+
+/* ---- the JSON API --------------------------------------------------------------------------- */
+
+/* A JSON query waiting for its answer: what the answer must look like. Owned by itself: freed
+ * in json_on_answer() or json_cancel(), whichever runs first. */
+struct json_op {
+    struct http_exchange *ex;
+    struct dns_serve_op *op;
+    bool wire;         /* ct=application/dns-message: the answer as it is */
+    const char *ctype; /* static: one of DNSJSON_CT_* */
+};
+
+/* Answer in the form the client asked for. CORS: any page may read it (the JSON API is meant
+ * for scripts in browsers; it carries nothing a cross-site read could steal: no cookies, no
+ * credentials, answers anyone may ask for). */
+static void json_respond(struct http_exchange *ex, struct dg_buf *ans, uint32_t ttl, bool wire,
+                         const char *ctype)
+{
+    char cc[32] = "max-age=";
+    dg_fmt_u64(cc + 8, ttl);
+    struct dg_buf json = {0};
+    if (!wire) {
+        int rc = dnsjson_format(ans->data, ans->len, &json);
+        if (rc != 0) {
+            dg_buf_free(&json);
+            http_respond_text(
+                ex, rc == -ENOMEM ? 503 : 502,
+                rc == -ENOMEM ? "out of memory" : "the answer cannot be shown as JSON", NULL, 0);
+            return;
+        }
+    }
+    const struct http_header hdrs[] = {
+        {"content-type", wire ? DOH_CONTENT_TYPE : ctype},
+        {"cache-control", cc},
+        {"access-control-allow-origin", "*"},
+    };
+    (void)http_respond(ex, 200, hdrs, 3, wire ? ans : &json);
+    dg_buf_free(&json);
+}
+
+static void json_on_answer(void *arg, struct dg_buf *ans, uint32_t ttl)
+{
+    struct json_op *jo = arg;
+    struct http_exchange *ex = jo->ex;
+    bool wire = jo->wire;
+    const char *ctype = jo->ctype;
+    free(jo); /* answering releases the exchange's registration of it */
+    if (ans->len == 0)
+        http_respond_text(ex, 503, "out of memory", NULL, 0);
+    else
+        json_respond(ex, ans, ttl, wire, ctype);
+}
+
+static void json_cancel(void *arg)
+{
+    struct json_op *jo = arg;
+    dns_serve_cancel(jo->op);
+    free(jo);
+}
+
+void doh_handle_json(struct http_exchange *ex)
+{
+    const struct http_request *r = &ex->req;
+    if (!r->method || (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0)) {
+        const struct http_header allow = {"allow", "GET, HEAD"};
+        http_respond_text(ex, 405, "the JSON API takes GET", &allow, 1);
+        return;
+    }
+    const char *q = r->path ? strchr(r->path, '?') : NULL;
+    const char *qs = q ? q + 1 : "";
+    struct dnsjson_opts o;
+    const char *why = NULL;
+    struct dg_buf query = {0}, ans = {0};
+    int st = dnsjson_query_from_params(qs, strlen(qs), &query, &o, &why);
+    if (st != 0) {
+        if (st < 0)
+            http_respond_text(ex, 503, "out of memory", NULL, 0);
+        else
+            http_respond_text(ex, 400, why ? why : "bad request", NULL, 0);
+        goto done;
+    }
+    char how[40];
+    snprintf(how, sizeof(how), "JSON HTTP/%s",
+             r->version >= 20   ? "2"
+             : r->version == 10 ? "1.0"
+                                : "1.1");
+    const struct dns_serve_req req = {.q = query.data,
+                                      .len = query.len,
+                                      .client = r->client,
+                                      .transport = DG_TR_JSON,
+                                      .how = how};
+    struct json_op *jo = calloc(1, sizeof(*jo));
+    if (!jo) {
+        http_respond_text(ex, 503, "out of memory", NULL, 0);
+        goto done;
+    }
+    jo->ex = ex;
+    jo->wire = o.wire_answer;
+    jo->ctype = o.content_type;
+    uint32_t ttl = 0;
+    int rc = dns_serve(ex->ctx, &req, &ans, &ttl, json_on_answer, jo, &jo->op, &why);
+    if (rc == DNS_SERVE_PENDING) {
+        http_set_pending(ex, json_cancel, jo);
+        jo = NULL;
+    } else if (rc == DNS_SERVE_ANSWERED) {
+        json_respond(ex, &ans, ttl, o.wire_answer, o.content_type);
+    } else if (rc == DNS_SERVE_MALFORMED) {
+        /* a query built here always parses: kept for completeness */
+        http_respond_text(ex, 400, why ? why : "malformed DNS query", NULL, 0);
+    } else {
+        http_respond_text(ex, 503, "out of memory", NULL, 0);
+    }
+    free(jo);
 done:
     dg_buf_free(&query);
     dg_buf_free(&ans);

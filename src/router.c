@@ -13,12 +13,22 @@
 #include <stdio.h>
 #include <string.h>
 
+/* The JSON API's own path (Google's), beside the DoH paths. */
+#define JSON_PATH "/resolve"
+
+static bool is_json_path(const struct config *cfg, const char *path)
+{
+    char *const paths[] = {JSON_PATH};
+    return cfg->json_api && doh_path_match(path, paths, 1);
+}
+
 size_t router_max_body(const struct handler_ctx *ctx, const char *path, bool https, bool metrics)
 {
     const struct config *cfg = ctx->cfg;
     /* The metrics listener and the port-80 redirects read no body, and neither do static files
-     * nor the landing page: a body there would only be memory held for nothing (issue 14). */
-    if (metrics || !https)
+     * nor the landing page: a body there would only be memory held for nothing (issue 14);
+     * nor does the JSON API (GET only). */
+    if (metrics || !https || is_json_path(cfg, path))
         return 0;
     if (doh_path_match(path, cfg->doh_path, cfg->n_doh_path))
         return DOH_MAX_BODY;
@@ -29,7 +39,8 @@ size_t router_max_body(const struct handler_ctx *ctx, const char *path, bool htt
 bool router_body_streams(const struct handler_ctx *ctx, const char *path, bool https, bool metrics)
 {
     const struct config *cfg = ctx->cfg;
-    if (metrics || !https || doh_path_match(path, cfg->doh_path, cfg->n_doh_path))
+    if (metrics || !https || doh_path_match(path, cfg->doh_path, cfg->n_doh_path) ||
+        is_json_path(cfg, path))
         return false;
     return ctx->proxy && !(ctx->site && ctx->site->root.fd >= 0); /* as site_handle() */
 }
@@ -64,6 +75,34 @@ static bool admitted(struct http_exchange *ex)
     return true;
 }
 
+/* Whether a query parameter named @p name (exactly, as written) is in @p path's query string. */
+static bool has_param(const char *path, const char *name)
+{
+    const char *q = strchr(path, '?');
+    size_t n = strlen(name);
+    for (const char *p = q; p; p = strchr(p + 1, '&')) {
+        if (strncmp(p + 1, name, n) == 0 && (p[1 + n] == '=' || p[1 + n] == '&' || !p[1 + n]))
+            return true;
+    }
+    return false;
+}
+
+/*
+ * A request on a DoH path in the JSON form: the client says so (accept: application/dns-json,
+ * as Cloudflare requires), or it is a GET with `name=` and no `dns=` (which RFC 8484 would
+ * refuse with 400 anyway). Everything else stays RFC 8484.
+ */
+static bool wants_json(const struct config *cfg, const struct http_request *r)
+{
+    if (!cfg->json_api || !r->path)
+        return false;
+    const char *accept = http_request_header(r, "accept");
+    if (accept && strstr(accept, "application/dns-json"))
+        return true;
+    return r->method && strcmp(r->method, "GET") == 0 && has_param(r->path, "name") &&
+           !has_param(r->path, "dns");
+}
+
 void router_dispatch(struct http_exchange *ex)
 {
     const struct config *cfg = ex->ctx->cfg;
@@ -79,8 +118,17 @@ void router_dispatch(struct http_exchange *ex)
     }
     if (doh_path_match(ex->req.path, cfg->doh_path, cfg->n_doh_path)) {
         /* Only DNS is admission-checked: with acl-scope doh the website stays public. */
+        if (admitted(ex)) {
+            if (wants_json(cfg, &ex->req))
+                doh_handle_json(ex);
+            else
+                doh_handle(ex);
+        }
+        return;
+    }
+    if (is_json_path(cfg, ex->req.path)) {
         if (admitted(ex))
-            doh_handle(ex);
+            doh_handle_json(ex);
         return;
     }
     site_handle(ex);

@@ -21,4 +21,12 @@ struct http_exchange;
 /** Handle a request whose path is a DoH endpoint. May answer synchronously (errors). */
 void doh_handle(struct http_exchange *ex);
 
+/**
+ * The JSON API (Google's and Cloudflare's application/dns-json; dnsjson.h): GET with
+ * `name=&type=&do=&cd=&ct=`, answered as JSON (or wire form for ct=application/dns-message) with
+ * cache-control as for wire answers and `access-control-allow-origin: *`; a bad parameter gets
+ * 400 with a one-line reason, another method 405. Same lifetime rules as doh_handle().
+ */
+void doh_handle_json(struct http_exchange *ex);
+
 #endif
