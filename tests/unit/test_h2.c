@@ -690,7 +690,7 @@ static void test_error_statuses(void **state)
     int32_t not_found = submit(t, "GET", "/other", NULL, NULL);
     int32_t put = submit(t, "PUT", "/dns-query?dns=AAAA", NULL, NULL);
     int32_t bad = submit(t, "GET", "/dns-query?dns=%%%not-base64", NULL, NULL);
-    int32_t missing = submit(t, "GET", "/dns-query?name=x", NULL, NULL);
+    int32_t missing = submit(t, "GET", "/dns-query?foo=x", NULL, NULL);
     t->body[0] = (struct dt_body){.p = big, .len = BIG_BODY};
     int32_t too_big = submit(t, "POST", "/dns-query", DOH_CONTENT_TYPE, &t->body[0]);
     t->body[1] = (struct dt_body){.p = big, .len = DOH_MAX_BODY};
