@@ -9,6 +9,7 @@
 #include "dohgate/admission.h"
 #include "dohgate/client.h"
 #include "dohgate/config.h"
+#include "dohgate/ddr.h"
 #include "dohgate/dns.h"
 #include "dohgate/http.h"
 #include "dohgate/log.h"
@@ -149,6 +150,16 @@ int dns_serve(const struct handler_ctx *ctx, const struct dns_serve_req *req, st
     case DNS_QUERY_REFUSED:
         rcode = DNS_RCODE_REFUSED;
         break;
+    }
+    /* DDR (RFC 9462): resolver.arpa and _dns.<server-name> SVCB are about this server, so
+     * they are answered here and never forwarded (an upstream would describe itself). */
+    if (rcode < 0 && ctx->ddr &&
+        ddr_classify(req->q, req->len, ctx->cfg->server_name) != DDR_NOT_DDR) {
+        if (ddr_answer(req->q, req->len, ctx->ddr, ans) != 0)
+            return -ENOMEM;
+        *ttl = DDR_TTL;
+        finish(ctx, ans, pad, udp_max, req->transport, req->client, req->how);
+        return DNS_SERVE_ANSWERED;
     }
     if (rcode < 0 && ctx->cfg->minimal_any && dns_qtype(req->q, req->len) == 255) {
         if (dns_make_any_answer(req->q, req->len, 3600, ans) != 0)

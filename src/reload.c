@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <netinet/in.h>
+#include <stdio.h>
+
 #include "dohgate/acl.h"
 #include "dohgate/cache.h"
 #include "dohgate/clients.h"
@@ -24,6 +27,50 @@ static void cache_free_cb(void *p)
 static void clients_free_cb(void *p)
 {
     clients_free(p);
+}
+
+static uint16_t addr_port(const struct dg_addr *a)
+{
+    if (a->ss.ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+    return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+}
+
+static void add_hint(struct ddr_endpoints *ep, const struct dg_addr *a)
+{
+    const void *raw = a->ss.ss_family == AF_INET6
+                          ? (const void *)&((const struct sockaddr_in6 *)&a->ss)->sin6_addr
+                          : (const void *)&((const struct sockaddr_in *)&a->ss)->sin_addr;
+    /* a wildcard (-EINVAL) or a full list (-ENOSPC) adds nothing: hints are optional */
+    (void)ddr_endpoints_add_hint_raw(ep, a->ss.ss_family, raw);
+}
+
+/*
+ * What DDR answers announce (RFC 9462): the server name as the target (the name clients check
+ * the certificate against), the first DoH and DoT listeners' ports, and the specific addresses
+ * of the listeners as hints (the plain-DNS ones first: those are what a client that asks
+ * _dns.resolver.arpa already talks to, and what the certificate must cover). Wildcard listeners
+ * give no hint. With socket activation the ports are those of the listen options still (the
+ * configuration should say the same).
+ */
+static void ddr_fill(struct ddr_endpoints *ep, const struct config *cfg)
+{
+    ddr_endpoints_init(ep);
+    if (cfg->server_name)
+        (void)ddr_endpoints_set_target(ep, cfg->server_name);
+    if (cfg->n_listen && cfg->n_doh_path) {
+        char tmpl[DDR_DOHPATH_MAX + 1];
+        snprintf(tmpl, sizeof(tmpl), "%s{?dns}", cfg->doh_path[0]);
+        (void)ddr_endpoints_set_doh(ep, addr_port(&cfg->listen[0]), tmpl);
+    }
+    if (cfg->n_dot_listen)
+        ddr_endpoints_set_dot(ep, addr_port(&cfg->dot_listen[0]));
+    for (size_t i = 0; i < cfg->n_dns_listen; i++)
+        add_hint(ep, &cfg->dns_listen[i]);
+    for (size_t i = 0; i < cfg->n_listen; i++)
+        add_hint(ep, &cfg->listen[i]);
+    for (size_t i = 0; i < cfg->n_dot_listen; i++)
+        add_hint(ep, &cfg->dot_listen[i]);
 }
 
 /* See reload.h. A shared cache gets its new TTL knobs at commit, not here: validation must
@@ -49,6 +96,7 @@ const char *snapshot_fill(struct snapshot *s, struct config *cfg, const struct s
         snprintf(err, errlen, "dns-allow: at most %d entries", ACL_MAX);
         return "dns-allow";
     }
+    ddr_fill(&s->ddr, cfg);
     bool tls_up = false;
     for (size_t i = 0; i < cfg->n_upstream; i++)
         tls_up = tls_up || cfg->upstream[i].proto != DG_UP_DNS;

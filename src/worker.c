@@ -443,6 +443,7 @@ static struct worker_view *view_new(struct worker *w, struct snapshot *snap)
                                    .clients = clients,
                                    .acl = &snap->acl,
                                    .dns_acl = &snap->dns_acl,
+                                   .ddr = cfg->ddr ? &snap->ddr : NULL,
                                    .proxy = v->proxy,
                                    .obs = w->op,
                                    .metrics = snap->metrics};

@@ -155,16 +155,18 @@ long http_head_scan(struct http_head_scan *sc, const uint8_t *p, size_t len);
 bool http_head_scan_done(const struct http_head_scan *sc);
 
 /** What handlers need from the worker that runs them. Owned by the worker. */
+struct ddr_endpoints;
 struct handler_ctx {
     const struct config *cfg;
     struct resolver *resolver;
-    const struct site *site;       /**< shared, read-only; may be NULL (tests) */
-    struct proxy *proxy;           /**< this worker's backend pool; NULL unless site-backend */
-    const struct dg_observer *obs; /**< this worker's event counting; may be NULL (tests) */
-    struct clients *clients;       /**< per-client rate limits; may be NULL */
-    const struct acl *acl;         /**< allow-client/deny-client; may be NULL */
-    const struct acl *dns_acl;     /**< dns-allow (or its private default); NULL: everybody */
-    const struct metrics *metrics; /**< all of them, for the metrics page; may be NULL */
+    const struct site *site;         /**< shared, read-only; may be NULL (tests) */
+    struct proxy *proxy;             /**< this worker's backend pool; NULL unless site-backend */
+    const struct dg_observer *obs;   /**< this worker's event counting; may be NULL (tests) */
+    struct clients *clients;         /**< per-client rate limits; may be NULL */
+    const struct acl *acl;           /**< allow-client/deny-client; may be NULL */
+    const struct acl *dns_acl;       /**< dns-allow (or its private default); NULL: everybody */
+    const struct ddr_endpoints *ddr; /**< DDR answers (RFC 9462); NULL: ddr no (forwarded) */
+    const struct metrics *metrics;   /**< all of them, for the metrics page; may be NULL */
     /** this worker's blocks for HTTP/2 frame buffers (h2.c); may be NULL (plain malloc) */
     struct pagepool *h2_pool;
 };

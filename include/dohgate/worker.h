@@ -17,6 +17,7 @@
 #include "dohgate/acl.h"
 #include "dohgate/cache.h"
 #include "dohgate/clients.h"
+#include "dohgate/ddr.h"
 #include "dohgate/observer.h"
 #include "dohgate/site.h"
 
@@ -68,8 +69,9 @@ struct snapshot {
     struct site site;
     bool site_open;
     struct acl acl;
-    struct acl dns_acl;      /**< dns-allow, or the private networks when it is not set */
-    struct uptls_ctx *uptls; /**< owned: TLS client context of DoT/DoH upstreams, or NULL */
+    struct acl dns_acl;       /**< dns-allow, or the private networks when it is not set */
+    struct ddr_endpoints ddr; /**< what DDR answers announce (RFC 9462); used when cfg->ddr */
+    struct uptls_ctx *uptls;  /**< owned: TLS client context of DoT/DoH upstreams, or NULL */
 };
 
 /** @return a zeroed snapshot with one reference, or NULL on OOM. */
