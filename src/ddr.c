@@ -428,3 +428,12 @@ int ddr_answer(const uint8_t *q, size_t len, const struct ddr_endpoints *ep, str
     dg_put16(m + 8, ns);
     return 0;
 }
+
+enum ddr_match ddr_classify_ep(const uint8_t *q, size_t len, const struct ddr_endpoints *ep)
+{
+    /* The target is kept in wire form: no name conversion per query (this runs for every
+     * query of every transport while ddr is on). */
+    struct ddr_q d;
+    classify(q, len, ep->target, ep->target_len, &d);
+    return d.match;
+}

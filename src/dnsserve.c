@@ -153,8 +153,7 @@ int dns_serve(const struct handler_ctx *ctx, const struct dns_serve_req *req, st
     }
     /* DDR (RFC 9462): resolver.arpa and _dns.<server-name> SVCB are about this server, so
      * they are answered here and never forwarded (an upstream would describe itself). */
-    if (rcode < 0 && ctx->ddr &&
-        ddr_classify(req->q, req->len, ctx->cfg->server_name) != DDR_NOT_DDR) {
+    if (rcode < 0 && ctx->ddr && ddr_classify_ep(req->q, req->len, ctx->ddr) != DDR_NOT_DDR) {
         if (ddr_answer(req->q, req->len, ctx->ddr, ans) != 0)
             return -ENOMEM;
         *ttl = DDR_TTL;

@@ -124,6 +124,9 @@ enum ddr_match {
  */
 enum ddr_match ddr_classify(const uint8_t *q, size_t len, const char *own_name);
 
+/** ddr_classify() with @p ep's target as the own name, without converting it per call. */
+enum ddr_match ddr_classify_ep(const uint8_t *q, size_t len, const struct ddr_endpoints *ep);
+
 /**
  * Append the answer to DDR query @p q to @p out: ID, opcode, RD and CD copied, QR, AA and RA
  * set, question copied, NOERROR; an OPT (UDP size 1232, DO copied) when the query had one. The
