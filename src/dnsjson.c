@@ -459,7 +459,9 @@ static inline char *put_ddd(char *o, unsigned c)
  * (ldns_rdf2buffer_str_dname(): '.', ';', '(', ')' and '\' escaped with a backslash, bytes
  * outside 0x21-0x7e as \DDD, a trailing dot, "." for the root) with the JSON escaping of '"'
  * and '\' on top, without quotes. The bounds are checked again all the same: it follows
- * pointers. Needs NAME_JSON_MAX bytes of room. @return false if the name is malformed.
+ * pointers, by ldns_wire2dname()'s rules (a pointer to offset 0 is refused) so that names fail
+ * or pass here as ldns's in rdata do. Needs NAME_JSON_MAX bytes of room. @return false if the
+ * name is malformed.
  */
 static bool put_name_text(struct dg_buf *b, const uint8_t *msg, size_t len, size_t off)
 {
@@ -475,6 +477,8 @@ static bool put_name_text(struct dg_buf *b, const uint8_t *msg, size_t len, size
             if (len - off < 2 || ++hops > DNSWIRE_MAX_PTR_HOPS)
                 return false;
             off = ((size_t)(lab & 0x3fu) << 8) | msg[off + 1];
+            if (off == 0)
+                return false; /* ldns refuses it (the header is no name); so do we */
             continue;
         }
         if (lab & 0xc0u)
@@ -531,9 +535,15 @@ static bool put_name(struct dg_buf *b, const uint8_t *msg, size_t len, size_t of
  * and DEL as \u00XX, a byte above 0x7f as the DNS escape \DDD (JSON text must be UTF-8; ldns
  * escapes such bytes itself, this is the belt to its braces).
  */
-static int put_json_string(struct dg_buf *b, const uint8_t *s, size_t n)
+int dnsjson_json_string(struct dg_buf *b, const uint8_t *s, size_t n)
 {
-    if (n > (SIZE_MAX - 2) / 6 || room(b, n * 6 + 2))
+    /* the exact size first: a 64 KiB TXT must not reserve six times its text */
+    size_t need = 2;
+    for (size_t i = 0; i < n; i++) {
+        unsigned c = s[i];
+        need += (c == '"' || c == '\\') ? 2 : (c < 0x20 || c == 0x7f) ? 6 : c > 0x7f ? 5 : 1;
+    }
+    if (room(b, need))
         return -ENOMEM;
     static const char hex[] = "0123456789abcdef";
     char *o = (char *)b->data + b->len;
@@ -602,7 +612,7 @@ static int put_rdata_ldns(struct fmt *f, const struct dnswire_rr *rr)
     ldns_rr_free(r);
     if (rc)
         return rc;
-    return put_json_string(f->out, ldns_buffer_begin(f->lb), ldns_buffer_position(f->lb));
+    return dnsjson_json_string(f->out, ldns_buffer_begin(f->lb), ldns_buffer_position(f->lb));
 }
 
 /* The rdata of the common types by hand; -EAGAIN when it is for ldns to render. */
