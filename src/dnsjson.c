@@ -48,6 +48,10 @@
 #define HDR_F3_AD 0x20u
 #define HDR_F3_CD 0x10u
 
+#define WHY_DO "do: not 0, 1, false or true"
+#define WHY_CD "cd: not 0, 1, false or true"
+#define WHY_CT "ct: not application/dns-json, application/x-javascript or application/dns-message"
+
 enum param { P_NAME = 0, P_TYPE, P_DO, P_CD, P_CT, P_IGNORED, P_UNKNOWN };
 
 static const struct {
@@ -221,8 +225,7 @@ static const char *parse_ct(struct dnsjson_opts *o, const char *v, size_t n)
         o->content_type = DNSJSON_CT_MESSAGE;
         o->wire_answer = true;
     } else {
-        return "ct: not application/dns-json, application/x-javascript or "
-               "application/dns-message";
+        return WHY_CT;
     }
     return NULL;
 }
@@ -324,35 +327,22 @@ int dnsjson_query_from_params(const char *qs, size_t qslen, struct dg_buf *wire,
             *why = why_pct[prm];
             return 400;
         }
-        /* too long or with a NUL inside: no valid value is either; let the parser say why */
+        /* too long (then not NUL-terminated) or with a NUL inside: no valid value is either */
+        bool bad = n < 0 || strlen(val) != (size_t)n;
         size_t len = n < 0 ? VALUE_TEXT_MAX : (size_t)n;
-        if (n < 0 || strlen(val) != len) {
-            for (size_t i = 0; i < len; i++)
-                val[i] = val[i] ? val[i] : '?';
-            val[len] = '\0';
-            if (prm == P_TYPE) {
-                *why = why_unknown_type(o, val, len, n < 0);
-                return 400;
-            }
-            len = (size_t)-1; /* matches no literal below */
-        }
         const char *w = NULL;
         switch (prm) {
         case P_TYPE:
-            w = parse_type(o, val, len);
+            w = bad ? why_unknown_type(o, val, len, n < 0) : parse_type(o, val, len);
             break;
         case P_DO:
-            w = len == (size_t)-1
-                    ? "do: not 0, 1, false or true"
-                    : parse_bool(val, len, &o->dnssec_ok, "do: not 0, 1, false or true");
+            w = bad ? WHY_DO : parse_bool(val, len, &o->dnssec_ok, WHY_DO);
             break;
         case P_CD:
-            w = len == (size_t)-1
-                    ? "cd: not 0, 1, false or true"
-                    : parse_bool(val, len, &o->checking_disabled, "cd: not 0, 1, false or true");
+            w = bad ? WHY_CD : parse_bool(val, len, &o->checking_disabled, WHY_CD);
             break;
         case P_CT:
-            w = len == (size_t)-1 ? parse_ct(o, "?", 1) : parse_ct(o, val, len);
+            w = bad ? WHY_CT : parse_ct(o, val, len);
             break;
         default:
             break;
@@ -459,7 +449,9 @@ static inline char *put_ddd(char *o, unsigned c)
  * (ldns_rdf2buffer_str_dname(): '.', ';', '(', ')' and '\' escaped with a backslash, bytes
  * outside 0x21-0x7e as \DDD, a trailing dot, "." for the root) with the JSON escaping of '"'
  * and '\' on top, without quotes. The bounds are checked again all the same: it follows
- * pointers. Needs NAME_JSON_MAX bytes of room. @return false if the name is malformed.
+ * pointers, by ldns_wire2dname()'s rules (a pointer to offset 0 is refused) so that names fail
+ * or pass here as ldns's in rdata do. Needs NAME_JSON_MAX bytes of room. @return false if the
+ * name is malformed.
  */
 static bool put_name_text(struct dg_buf *b, const uint8_t *msg, size_t len, size_t off)
 {
@@ -475,6 +467,8 @@ static bool put_name_text(struct dg_buf *b, const uint8_t *msg, size_t len, size
             if (len - off < 2 || ++hops > DNSWIRE_MAX_PTR_HOPS)
                 return false;
             off = ((size_t)(lab & 0x3fu) << 8) | msg[off + 1];
+            if (off == 0)
+                return false; /* ldns refuses it (the header is no name); so do we */
             continue;
         }
         if (lab & 0xc0u)
@@ -531,9 +525,15 @@ static bool put_name(struct dg_buf *b, const uint8_t *msg, size_t len, size_t of
  * and DEL as \u00XX, a byte above 0x7f as the DNS escape \DDD (JSON text must be UTF-8; ldns
  * escapes such bytes itself, this is the belt to its braces).
  */
-static int put_json_string(struct dg_buf *b, const uint8_t *s, size_t n)
+int dnsjson_json_string(struct dg_buf *b, const uint8_t *s, size_t n)
 {
-    if (n > (SIZE_MAX - 2) / 6 || room(b, n * 6 + 2))
+    /* the exact size first: a 64 KiB TXT must not reserve six times its text */
+    size_t need = 2;
+    for (size_t i = 0; i < n; i++) {
+        unsigned c = s[i];
+        need += (c == '"' || c == '\\') ? 2 : (c < 0x20 || c == 0x7f) ? 6 : c > 0x7f ? 5 : 1;
+    }
+    if (room(b, need))
         return -ENOMEM;
     static const char hex[] = "0123456789abcdef";
     char *o = (char *)b->data + b->len;
@@ -602,7 +602,7 @@ static int put_rdata_ldns(struct fmt *f, const struct dnswire_rr *rr)
     ldns_rr_free(r);
     if (rc)
         return rc;
-    return put_json_string(f->out, ldns_buffer_begin(f->lb), ldns_buffer_position(f->lb));
+    return dnsjson_json_string(f->out, ldns_buffer_begin(f->lb), ldns_buffer_position(f->lb));
 }
 
 /* The rdata of the common types by hand; -EAGAIN when it is for ldns to render. */
@@ -684,8 +684,8 @@ static int put_record(struct fmt *f, const struct dnswire_rr *rr)
     return 0;
 }
 
+/* Each opens a section's array and closes the one before ("Question" opens in the header). */
 static const char *const section_key[] = {
-    [DNSWIRE_QD] = ",\"Question\":[",
     [DNSWIRE_AN] = "],\"Answer\":[",
     [DNSWIRE_NS] = "],\"Authority\":[",
     [DNSWIRE_AR] = "],\"Additional\":[",

@@ -18,4 +18,11 @@
  */
 int dnsjson_format_flags(const uint8_t *ans, size_t len, struct dg_buf *out, unsigned flags);
 
+/**
+ * Append @p s as a JSON string (quotes included): '"' and '\\' escaped, control characters and
+ * DEL as \u00XX, bytes above 0x7f as the DNS escape \DDD (its backslash escaped), the rest as
+ * is: the text is ASCII. @return 0 or -ENOMEM (@p b unchanged).
+ */
+int dnsjson_json_string(struct dg_buf *b, const uint8_t *s, size_t n);
+
 #endif

@@ -82,6 +82,10 @@ int dnsjson_query_from_params(const char *qs, size_t qslen, struct dg_buf *wire,
  * ldns 1.8.3) would be written as the DNS escape \DDD, never as raw non-UTF-8.
  * A, AAAA, CNAME, NS, PTR and MX are rendered here directly (the common answers, at a fraction
  * of the cost of ldns's parse); the others through ldns_wire2rdf() + ldns_rdf2buffer_str().
+ * The answer is first walked with dnswire's checks (DNSWIRE_CHECK: names followed, at most
+ * DNSWIRE_MAX_PTR_HOPS pointer hops), so ldns only ever sees a structurally sound message.
+ * Allocation: only @p out's growth (a buffer reused across calls stops allocating) and, for
+ * the types ldns renders, ldns's own (a buffer per call, a few per record).
  * @return 0; -EINVAL (the answer does not parse: a malformed message, a record ldns cannot read
  *         or whose rdata has bytes after its last field); -ENOMEM. On error @p out is unchanged
  *         (its length; the bytes past it may have been written).

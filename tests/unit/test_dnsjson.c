@@ -330,8 +330,8 @@ static void test_params_limits(void **state)
     big[sizeof(big) - 1] = '\0';
     snprintf(qs, sizeof(qs), "name=%s", big);
     expect_400(qs, "name: longer than 255 bytes");
-    /* 255 wire bytes written as \DDD escapes (1020+ characters of text) still fit */
-    char esc[1100];
+    /* 255 wire bytes written as \DDD escapes (1004 characters of text) still fit */
+    char esc[2048];
     char *p = esc;
     for (int l = 0; l < 4; l++) {
         int n = l < 3 ? 63 : 61;
@@ -649,12 +649,68 @@ static void test_format_invalid(void **state)
     bad[31] = 0;
     bad[32] = 7;
     expect_einval(bad, 33);
+    /* a compression pointer to offset 0 in an MX's name: the message passes the structural
+       check (dnswire), ldns refuses the name (a pointer to 0 is invalid), and the hand-written
+       MX renderer must too (found by fuzz_json_format) */
+    static const uint8_t mx0[] = {0,   0, 0x81, 0x80, 0, 1, 0,    1,  0,   0,    0, 0, 1,
+                                  'a', 0, 0,    15,   0, 1, 0xc0, 12, 0,   15,   0, 1, 0,
+                                  0,   0, 9,    0,    6, 0, 10,   1,  'm', 0xc0, 0};
+    expect_einval(mx0, sizeof(mx0));
     /* the same with a correct CNAME formats */
     bad[30] = 1;
     expect_json_wire(bad, 32,
                      "{\"Status\":0,\"TC\":false,\"RD\":true,\"RA\":true,\"AD\":false,"
                      "\"CD\":false,\"Question\":[{\"name\":\"a.\",\"type\":1}],\"Answer\":["
                      "{\"name\":\"a.\",\"type\":5,\"TTL\":9,\"data\":\".\"}]}");
+}
+
+static bool contains(const struct dg_buf *b, const char *s, size_t n)
+{
+    for (size_t i = 0; i + n <= b->len; i++)
+        if (memcmp(b->data + i, s, n) == 0)
+            return true;
+    return false;
+}
+
+/* The JSON string escaper on every byte value (ldns escapes what it prints, so the answers
+   above never reach its \u00XX and \DDD branches). */
+static void test_json_string_bytes(void **state)
+{
+    uint8_t all[256];
+    for (int i = 0; i < 256; i++)
+        all[i] = (uint8_t)i;
+    struct dg_buf out = {0};
+    assert_int_equal(dnsjson_json_string(&out, all, sizeof(all)), 0);
+    /* expected, built independently: JSON's short escapes are not used, \u00XX for all */
+    char want[2048];
+    size_t n = 0;
+    want[n++] = '"';
+    for (int c = 0; c < 256; c++) {
+        if (c < 0x20 || c == 0x7f)
+            n += (size_t)sprintf(want + n, "\\u%04x", c);
+        else if (c == '"' || c == '\\')
+            n += (size_t)sprintf(want + n, "\\%c", c);
+        else if (c > 0x7f)
+            n += (size_t)sprintf(want + n, "\\\\%03d", c);
+        else
+            want[n++] = (char)c;
+    }
+    want[n++] = '"';
+    assert_int_equal(out.len, n);
+    assert_memory_equal(out.data, want, n);
+    /* spot checks of the rules themselves */
+    assert_memory_equal(out.data, "\"\\u0000\\u0001", 13);
+    assert_true(contains(&out, "!\\\"#", 4));
+    assert_true(contains(&out, "[\\\\]", 4));
+    assert_true(contains(&out, "~\\u007f\\\\128", 12));
+    assert_memory_equal(out.data + out.len - 6, "\\\\255\"", 6);
+    keep_json(&out);
+    /* empty */
+    out.len = 0;
+    assert_int_equal(dnsjson_json_string(&out, all, 0), 0);
+    assert_int_equal(out.len, 2);
+    assert_memory_equal(out.data, "\"\"", 2);
+    dg_buf_free(&out);
 }
 
 /* The output buffer grows from empty, with names of the greatest length. */
@@ -722,6 +778,7 @@ int main(void)
         cmocka_unit_test(test_format_flags_rcodes),
         cmocka_unit_test(test_format_invalid),
         cmocka_unit_test(test_format_long_names),
+        cmocka_unit_test(test_json_string_bytes),
         cmocka_unit_test(test_json_strict),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
