@@ -19,6 +19,8 @@
 
 #define TYPE_SOA    6
 #define CLASS_IN    1
+#define F2_QR       0x80u
+#define F2_OPCODE   0x78u
 #define F2_AA       0x04u
 #define KEY_ALPN    1
 #define KEY_PORT    3
@@ -206,7 +208,9 @@ static void classify(const uint8_t *q, size_t len, const uint8_t *own, size_t ow
 {
     memset(d, 0, sizeof(*d));
     d->qend = dns_question_end(q, len);
-    if (d->qend == 0)
+    /* Only standard queries: a NOTIFY or UPDATE naming resolver.arpa, or a response, is not a
+     * question DDR answers (the pipeline answers NOTIMP or drops it). */
+    if (d->qend == 0 || (q[2] & (F2_QR | F2_OPCODE)) != 0)
         return;
     const uint8_t *name = q + DNS_HEADER_LEN;
     size_t nlen = d->qend - 4 - DNS_HEADER_LEN;
