@@ -238,7 +238,11 @@ enum ddr_match ddr_classify(const uint8_t *q, size_t len, const char *own_name)
 {
     uint8_t own[DDR_NAME_WIRE];
     size_t own_len = 0;
-    if (own_name && name_to_wire(own_name, own, &own_len) != 0)
+    /* Every query comes through here: the own name is converted only when the question's
+     * name (at least _dns and the root, 6 octets, to be one of ours) starts with _dns. */
+    if (own_name && dns_question_end(q, len) >= DNS_HEADER_LEN + DNS_LABEL_LEN + 1 + 4 &&
+        wire_eq(q + DNS_HEADER_LEN, DNS_LABEL, DNS_LABEL_LEN) &&
+        name_to_wire(own_name, own, &own_len) != 0)
         own_len = 0;
     struct ddr_q d;
     classify(q, len, own, own_len, &d);
