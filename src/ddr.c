@@ -19,6 +19,8 @@
 
 #define TYPE_SOA    6
 #define CLASS_IN    1
+#define F2_QR       0x80u
+#define F2_OPCODE   0x78u
 #define F2_AA       0x04u
 #define KEY_ALPN    1
 #define KEY_PORT    3
@@ -206,7 +208,9 @@ static void classify(const uint8_t *q, size_t len, const uint8_t *own, size_t ow
 {
     memset(d, 0, sizeof(*d));
     d->qend = dns_question_end(q, len);
-    if (d->qend == 0)
+    /* Only standard queries: a NOTIFY or UPDATE naming resolver.arpa, or a response, is not a
+     * question DDR answers (the pipeline answers NOTIMP or drops it). */
+    if (d->qend == 0 || (q[2] & (F2_QR | F2_OPCODE)) != 0)
         return;
     const uint8_t *name = q + DNS_HEADER_LEN;
     size_t nlen = d->qend - 4 - DNS_HEADER_LEN;
@@ -234,7 +238,11 @@ enum ddr_match ddr_classify(const uint8_t *q, size_t len, const char *own_name)
 {
     uint8_t own[DDR_NAME_WIRE];
     size_t own_len = 0;
-    if (own_name && name_to_wire(own_name, own, &own_len) != 0)
+    /* Every query comes through here: the own name is converted only when the question's
+     * name (at least _dns and the root, 6 octets, to be one of ours) starts with _dns. */
+    if (own_name && dns_question_end(q, len) >= DNS_HEADER_LEN + DNS_LABEL_LEN + 1 + 4 &&
+        wire_eq(q + DNS_HEADER_LEN, DNS_LABEL, DNS_LABEL_LEN) &&
+        name_to_wire(own_name, own, &own_len) != 0)
         own_len = 0;
     struct ddr_q d;
     classify(q, len, own, own_len, &d);

@@ -120,7 +120,8 @@ enum ddr_match {
  * (`_dns.resolver.arpa.example`) is NOT_DDR. The walk is bounded by the question.
  * @param own_name  the server name (as given to ddr_endpoints_set_target()), or NULL. An
  *                  invalid one is treated as NULL.
- * @return NOT_DDR as well for a message whose question does not parse.
+ * @return NOT_DDR as well for a message whose question does not parse, a response (QR set) or
+ *         an opcode other than QUERY.
  */
 enum ddr_match ddr_classify(const uint8_t *q, size_t len, const char *own_name);
 

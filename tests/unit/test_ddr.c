@@ -149,6 +149,8 @@ static void test_classify_own_name(void **state)
     assert_int_equal(classify("_dns", T_SVCB, C_IN, ""), DDR_NOT_DDR);
 }
 
+static void std_endpoints(struct ddr_endpoints *ep);
+
 static void test_classify_malformed(void **state)
 {
     (void)state;
@@ -164,6 +166,20 @@ static void test_classify_malformed(void **state)
         free(copy);
     }
     assert_int_equal(ddr_classify(NULL, 0, OWN), DDR_NOT_DDR);
+    /* Not a standard query: a response, NOTIFY (4), UPDATE (5), opcode 15. */
+    static const uint8_t f2[] = {0x80 | F2_RD, 4 << 3, 5 << 3, 0x78};
+    for (size_t i = 0; i < sizeof(f2); i++) {
+        n = make_query_ex(q, 3, f2[i], 0, "_dns.resolver.arpa", T_SVCB, C_IN, NO_OPT, 0);
+        assert_int_equal(ddr_classify(q, n, OWN), DDR_NOT_DDR);
+        n = make_query_ex(q, 3, f2[i], 0, "_dns.dns.example.net", T_SVCB, C_IN, NO_OPT, 0);
+        assert_int_equal(ddr_classify(q, n, OWN), DDR_NOT_DDR);
+        struct ddr_endpoints ep;
+        std_endpoints(&ep);
+        struct dg_buf out = {0};
+        assert_int_equal(ddr_answer(q, n, &ep, &out), -EINVAL);
+        assert_int_equal(out.len, 0);
+    }
+    n = make_query(q, "_dns.resolver.arpa", T_SVCB, NO_OPT);
     /* QDCOUNT 2. */
     q[5] = 2;
     assert_int_equal(ddr_classify(q, n, NULL), DDR_NOT_DDR);
