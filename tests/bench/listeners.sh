@@ -3,6 +3,9 @@
 # in one run; every server is started fresh for every row, pinned to SERVER_CPU (one worker/thread),
 # the load generator (dnsperf, h2load) runs on LOADGEN_CPU, and rounds alternate the order of the rows.
 # The figure is the server's CPU (utime+stime of all its threads, /proc/PID/stat) per answered query.
+# One dnsperf or h2load thread on one core rarely saturates a cached server: "server CPU %" under
+# ~90 means the load generator set the pace (fewer queries per wake-up, so a higher cost per query
+# than at saturation). Compare rows of the same run, not with figures taken elsewhere.
 # All three use a hot set of LS_NAMES cached names (n0.. of the lab zone bench.lab.test, A), each
 # asked once to warm the cache over the transport under test before the measured run:
 #   udp   plain DNS over UDP: `dnsperf -c UDP_CLIENTS -q UDP_INFLIGHT -l LS_SECONDS` against
@@ -38,7 +41,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 B=$ROOT/tests/bench
 LAB=${LAB:-$ROOT/../shared/lab}
-[ -x "$LAB/peers/lib.sh" ] || [ -f "$LAB/peers/lib.sh" ] || { echo "lab not found at $LAB (set LAB=...)" >&2; exit 2; }
+[ -f "$LAB/peers/lib.sh" ] || { echo "lab not found at $LAB (set LAB=...)" >&2; exit 2; }
 LAB=$(cd "$LAB" && pwd)
 ROUNDS=${1:-1}
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [ROUNDS]" >&2; exit 2; }
