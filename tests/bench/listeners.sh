@@ -248,13 +248,14 @@ EOF
   SPID=$!; SKIND=own; SLOG=$d/out.log
 }
 
-# ---- dnsperf: "sent completed lost noerror qps avg_latency_s resp_bytes" from its statistics ----
+# ---- dnsperf: "sent completed lost noerror qps avg_latency_s resp_bytes reconnections" from its
+# statistics (the first "Average Latency" is the queries'; TCP and DoT add the connections' after it)
 dpsum() {
   awk '/Queries sent:/ { s = $3 } /Queries completed:/ { c = $3 } /Queries lost:/ { l = $3 }
     /Response codes:/ { for (i = 3; i < NF; i++) if ($i == "NOERROR") n = $(i + 1) }
-    /Queries per second:/ { q = $4 } /Average Latency/ { a = $4 }
-    /Average packet size:/ { r = $NF }
-    END { printf "%d %d %d %d %.0f %s %d\n", s, c, l, n, q, (a == "" ? 0 : a), r }' "$1"
+    /Queries per second:/ { q = $4 } /Average Latency/ && a == "" { a = $4 }
+    /Average packet size:/ { r = $NF } /Reconnections:/ { rc = $2 }
+    END { printf "%d %d %d %d %.0f %s %d %d\n", s, c, l, n, q, (a == "" ? 0 : a), r, rc }' "$1"
 }
 # h2load: "seconds req_per_s done succeeded data_bytes mean_us" (as the lab's doh-bench.sh)
 h2sum() {
@@ -295,9 +296,9 @@ metrics_row() {  # metrics_row ROUND TEST TRANSPORT: dohgate's own count of answ
 dnsperf_row() {
   local round=$1 s=$2 t=$3 mode=$4 port=$5 c=$6 q=$7 lg=$OUT/logs/round$1-$3-$2
   PEND=()
-  local sent ok lost noerr qps lat rb t0 t1 n0 n1
+  local sent ok lost noerr qps lat rb rc t0 t1 n0 n1
   "${LG[@]}" dnsperf -m "$mode" -s 127.0.0.1 -p "$port" -d "$DATA" -n 1 -c 1 -q 20 -t 2 > "$lg.warm.txt" 2>&1 || true
-  read -r sent ok lost noerr qps lat rb < <(dpsum "$lg.warm.txt")
+  read -r sent ok lost noerr qps lat rb rc < <(dpsum "$lg.warm.txt")
   [ "$noerr" -ge $((NAMES * MIN_NOERROR_PCT / 100)) ] \
     || { fail "$round" "$s" "$t" "warm-up: $noerr of $NAMES names NOERROR (see $lg.warm.txt)"; return 1; }
   sleep 1
@@ -305,7 +306,7 @@ dnsperf_row() {
   "${LG[@]}" dnsperf -m "$mode" -s 127.0.0.1 -p "$port" -d "$DATA" -c "$c" -q "$q" -l "$SECONDS_RUN" > "$lg.txt" 2>&1 || true
   t1=$(ticks "$SPID"); n1=$(date +%s%N)
   kill -0 "$SPID" 2>/dev/null || { fail "$round" "$s" "$t" "server died during the run"; return 1; }
-  read -r sent ok lost noerr qps lat rb < <(dpsum "$lg.txt")
+  read -r sent ok lost noerr qps lat rb rc < <(dpsum "$lg.txt")
   local r="round=$round server=$s test=$t"
   pend "$r metric=qps value=$qps"
   pend "$r metric=sent value=$sent"
@@ -314,6 +315,7 @@ dnsperf_row() {
   pend "$r metric=noerror value=$noerr"
   pend "$r metric=avg_latency_us value=$(awk -v a="$lat" 'BEGIN { printf "%.0f", a * 1e6 }')"
   pend "$r metric=resp_bytes value=$rb"
+  [ "$mode" = udp ] || pend "$r metric=reconnections value=$rc"
   [ "$s" = dohgate ] && metrics_row "$round" "$t" "$8"
   report_cpu "$round" "$s" "$t" "$ok" "$noerr" "$t0" "$t1" "$n0" "$n1"
 }

@@ -77,7 +77,7 @@ def main():
     us = {k: med(m.get("server_us_per_op", [])) for k, m in res.items()}
     print("### Server CPU µs per answered query (cached answers, medians over rounds)\n")
     print("| test | server | µs/query | per round | queries/s | server CPU % | answers | lost "
-          "| answer bytes | mean latency µs | failed rounds |")
+          "| answer bytes | mean latency µs | notes (failed rounds) |")
     print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|")
     keys = set(res) | set(fails)
     for test, tname in TESTS + [(t, t) for t in sorted({k[0] for k in keys} - {t for t, _ in TESTS})]:
@@ -85,7 +85,10 @@ def main():
         for s in [x for x in ORDER if x in servers] + sorted(servers - set(ORDER)):
             m = res.get((test, s), {})
             per = " / ".join(fmt(x, 2) for x in m.get("server_us_per_op", []))
-            fl = "; ".join(fails.get((test, s), [])) or ""
+            notes = list(fails.get((test, s), []))
+            if sum(m.get("reconnections", [])):
+                notes.append(f"dnsperf reconnected {sum(m['reconnections']):,.0f} times")
+            fl = "; ".join(notes)
             print(f"| {tname} | {s} | {fmt(us.get((test, s)), 2)} | {per or '–'} "
                   f"| {fmt(med(m.get('qps', [])), 0)} | {fmt(med(m.get('server_cpu_pct', [])), 0)} "
                   f"| {fmt(sum(m['queries']), 0) if 'queries' in m else '–'} "
