@@ -22,7 +22,7 @@
 # A row whose server does not start, does not answer the preflight query (dig, kdig +tls, curl), or
 # answers less than MIN_NOERROR_PCT % of the measured queries with NOERROR (or nothing at all) prints
 # a FAIL line instead of figures; the script then exits 1 after the table.
-#   tests/bench/listeners.sh [ROUNDS]        default 1 round: ~3 min (10 rows of ~15 s)
+#   tests/bench/listeners.sh [ROUNDS]        default 1 round: ~2.5 min (10 rows of ~15 s)
 # Environment (defaults): DOHGATE_BIN (build-bench/dohgate, built if missing), DOHGATE_ARGS (extra
 #   dohgate flags, word-split), LAB (../shared/lab beside the checkout), LAB_RUN (/tmp/dohgate-lab),
 #   LAB_CERTS ($LAB_RUN/certs), LS_PARTS ("udp dot json"), LS_UDP_SERVERS ("dohgate unbound dnsdist
