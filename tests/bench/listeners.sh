@@ -129,6 +129,8 @@ JSON_URIS=$W/hot$NAMES-json$(echo "$JPATH" | tr / _).uris
 SPID=; SKIND=; SLOG=
 stop_server() {
   local i=0
+  # the configurations (peers' and ours) and dohgate's command line, beside the outputs
+  cp "$W/peers/$SKIND"/*.conf "$W"/*/cmdline "$OUT/logs/" 2>/dev/null || true
   if [ "$SKIND" = own ] && [ -n "$SPID" ]; then
     kill "$SPID" 2>/dev/null || true
     while kill -0 "$SPID" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
