@@ -561,6 +561,10 @@ static void rearm(struct conn *c, uint64_t left_ms)
  *   max-concurrent-streams) when it fires.
  * - HTTP/1.1 with a request in the handler's hands: closed when no byte moved either way for
  *   max(idle-timeout, backend-timeout + 5 s), the backstop behind the handlers' own timers.
+ * - DNS over TCP / TLS: a message must arrive whole within request-timeout (closed, no answer);
+ *   queries in flight make the connection busy, not idle, up to the same backstop (which covers
+ *   query-timeout); idle-timeout otherwise (RFC 7766 §6.2.3 wants idle ones closed). The
+ *   client learns that timeout from EDNS keepalive (dnsstream.h).
  */
 #define SWEEP_SLACK_MS 100
 
