@@ -148,6 +148,46 @@ at=$(sed -n 's/^ans id=3 .* at=\([0-9]*\)$/\1/p' <<<"$out")
 assert_range 700 2400 "$at" "pipeline 2: the third query was answered only after the first (${at} ms)"
 stop_dohgate
 
+# ---- a client that sends queries and never reads: send-timeout closes it (output waiting,
+# none taken); NSD upstream, answers of ~3 KB each
+start_dohgate --workers 1 --dns-listen "127.0.0.1:$DNSP" --metrics-listen "127.0.0.1:$M_PORT" \
+    --send-timeout 2
+s0=$(metric_of 'dohgate_stalled_total{what="connection"}')
+python3 - "$DNSP" "big.$Z" >"$T/noread.out" 2>&1 <<'PY' &
+import socket, struct, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+qname = b"".join(bytes([len(l)]) + l for l in sys.argv[2].encode().split(b".")) + b"\0"
+frames = b""
+for i in range(2000):
+    q = struct.pack("!HHHHHH", i, 0x100, 1, 0, 0, 0) + qname + struct.pack("!HH", 16, 1)
+    frames += struct.pack("!H", len(q)) + q
+s.sendall(frames)
+print("sent", flush=True)
+time.sleep(20)  # never reads
+PY
+npid=$!
+track "$npid"
+t0=$(now_ms)
+open_n=1
+while [ $(($(now_ms) - t0)) -lt 15000 ]; do
+    open_n=$(metric_of 'dohgate_connections_open{listener="dns-tcp"}')
+    [ "${open_n:-1}" = 0 ] && grep -q sent "$T/noread.out" && break
+    sleep 0.2
+done
+dt=$(($(now_ms) - t0))
+assert_eq 0 "$open_n" "a client that does not read: its connection is closed (after ${dt} ms)"
+assert_range 1500 12000 "$dt" "a client that does not read: closed by send-timeout (2 s), not at once"
+assert_eq "$((${s0:-0} + 1))" "$(metric_of 'dohgate_stalled_total{what="connection"}')" \
+    "metrics: stalled_total{what=connection} counts it"
+kill "$npid" 2>/dev/null
+wait "$npid" 2>/dev/null
+untrack "$npid"
+out=$(dig +tcp +short +time=3 +tries=1 @127.0.0.1 -p "$DNSP" "www.$Z" A)
+assert_eq 192.0.2.10 "$out" "after the stalled client: others are answered"
+stop_dohgate
+
 # ---- dns-allow (REFUSED over TCP) and max-connections-per-client on the DNS port
 start_dohgate --workers 1 --dns-listen "127.0.0.1:$DNSP" --dns-allow 10.0.0.0/8 \
     --max-connections-per-client 2
