@@ -15,6 +15,7 @@
 #include "dohgate/client.h"
 #include "dohgate/clients.h"
 #include "dohgate/config.h"
+#include "dohgate/dnsstream.h"
 #include "dohgate/h1.h"
 #include "dohgate/h2.h"
 #include "dohgate/http.h"
@@ -33,7 +34,7 @@
 #define READ_CHUNK   16384
 #define READS_PER_EV 16
 
-enum conn_state { CS_HANDSHAKE, CS_H2, CS_H1 };
+enum conn_state { CS_HANDSHAKE, CS_H2, CS_H1, CS_DNS };
 
 /* io_read/io_write results besides a byte count */
 enum { IO_EOF = 0, IO_WANT_READ = -1, IO_WANT_WRITE = -2, IO_ERR = -3 };
@@ -53,6 +54,7 @@ struct conn {
     struct event *rev, *wev, *timer, *flush_ev;
     struct h2_session *h2;
     struct h1_session *h1;
+    struct dnsstream_session *ds; /* dns-listen TCP and dot-listen: DNS messages, no HTTP */
     struct dg_buf out;
     bool close_after_flush;
     bool tls_failed;      /* fatal TLS/socket error: no close_notify */
@@ -78,6 +80,7 @@ static void conn_free(struct conn *c)
     /* The h2 session goes first: it cancels the streams' pending upstream queries. */
     h2_session_free(c->h2);
     h1_session_free(c->h1);
+    dnsstream_session_free(c->ds); /* cancels the queries in flight */
     budget_scope_fini(&c->budget); /* the sessions gave everything back */
     if (c->rev)
         event_free(c->rev);
@@ -273,8 +276,10 @@ static void linger_start(struct conn *c)
     shutdown(c->fd, SHUT_WR);
     h2_session_free(c->h2);
     h1_session_free(c->h1);
+    dnsstream_session_free(c->ds);
     c->h2 = NULL;
     c->h1 = NULL;
+    c->ds = NULL;
     set_write_interest(c, false);
     set_read_paused(c, false);
     struct timeval tv = {.tv_sec = LINGER_MS / 1000, .tv_usec = (LINGER_MS % 1000) * 1000};
@@ -304,6 +309,8 @@ static int conn_flush(struct conn *c)
                 rc = h2_session_send(c->h2, &c->out, OUT_GATHER);
             else if (c->h1)
                 rc = h1_session_send(c->h1, &c->out, OUT_GATHER);
+            else if (c->ds)
+                rc = dnsstream_session_send(c->ds, &c->out, OUT_GATHER);
             if (rc != 0)
                 return -1;
             /* A protocol error makes nghttp2 queue a GOAWAY and go on (mem_recv succeeds):
@@ -326,16 +333,18 @@ static int conn_flush(struct conn *c)
                 c->out_since = dg_now_ms();
             c->sendq = sendq_len(c); /* full now: what the client reads from here on shows */
             set_write_interest(c, true);
-            set_read_paused(c, c->out.len > OUT_HIGH_WATER);
+            set_read_paused(c, c->out.len > OUT_HIGH_WATER ||
+                                   (c->ds && !dnsstream_session_want_read(c->ds)));
             return 0;
         }
         return -1;
     }
     c->out_since = 0;
     set_write_interest(c, false);
-    set_read_paused(c, c->h1 && !h1_session_want_read(c->h1));
+    set_read_paused(c, (c->h1 && !h1_session_want_read(c->h1)) ||
+                           (c->ds && !dnsstream_session_want_read(c->ds)));
     if (c->close_after_flush || (c->h2 && h2_session_done(c->h2)) ||
-        (c->h1 && h1_session_done(c->h1)))
+        (c->h1 && h1_session_done(c->h1)) || (c->ds && dnsstream_session_done(c->ds)))
         linger_start(c);
     return 0;
 }
@@ -355,6 +364,21 @@ static int start_h1(struct conn *c)
     return 0;
 }
 
+/* DNS over TCP or over TLS: length-prefixed DNS messages (dnsstream.h), whatever ALPN said
+ * (tls.c allowed only "dot" or none on the DoT listener). */
+static int start_dns(struct conn *c)
+{
+    const struct dnsstream_settings st = {
+        .client = &c->client, .transport = c->kind == DG_LISTENER_DOT ? DG_TR_DOT : DG_TR_DNS_TCP};
+    c->ds = dnsstream_session_new(&st, c->set->hctx, on_wake, c);
+    if (!c->ds)
+        return -1;
+    c->state = CS_DNS;
+    if (c->set->shutting_down)
+        dnsstream_session_shutdown(c->ds);
+    return 0;
+}
+
 static int handshake_done(struct conn *c)
 {
     struct conn_set *set = c->set;
@@ -364,6 +388,8 @@ static int handshake_done(struct conn *c)
                (SSL_version(c->ssl) == TLS1_3_VERSION ? DG_TLS_13 : 0) |
                    (SSL_session_reused(c->ssl) == 1 ? DG_TLS_RESUMED : 0),
                1);
+    if (c->kind == DG_LISTENER_DOT)
+        return start_dns(c);
     if (tls_alpn_get(c->ssl) == TLS_ALPN_H2) {
         struct h2_settings st = {.max_concurrent_streams = set->cfg->max_concurrent_streams,
                                  .client = &c->client,
@@ -394,6 +420,18 @@ static int conn_read(struct conn *c)
                     goodbye(c);
                     return 0;
                 }
+            } else if (c->ds) {
+                if (dnsstream_session_recv(c->ds, buf, (size_t)n) != 0)
+                    return -1;
+                /* A message started and is incomplete: it must arrive whole within
+                 * request-timeout (a client trickling bytes is not idle, nor welcome). */
+                uint64_t st = dnsstream_session_partial_since(c->ds);
+                if (st && st != c->req_armed) {
+                    c->req_armed = st;
+                    uint64_t req_ms = (uint64_t)c->set->cfg->request_timeout_s * 1000u;
+                    uint64_t el = c->last_active > st ? c->last_active - st : 0;
+                    rearm(c, el < req_ms ? req_ms - el : 0);
+                }
             } else {
                 if (h1_session_recv(c->h1, buf, (size_t)n) != 0)
                     return -1;
@@ -407,7 +445,8 @@ static int conn_read(struct conn *c)
                     rearm(c, el < req_ms ? req_ms - el : 0);
                 }
             }
-            if (c->out.len > OUT_HIGH_WATER || (c->h1 && !h1_session_want_read(c->h1)))
+            if (c->out.len > OUT_HIGH_WATER || (c->h1 && !h1_session_want_read(c->h1)) ||
+                (c->ds && !dnsstream_session_want_read(c->ds)))
                 set_read_paused(c, true);
             continue;
         }
@@ -415,6 +454,13 @@ static int conn_read(struct conn *c)
             return 0;
         if (n == IO_WANT_WRITE) {
             set_write_interest(c, true);
+            return 0;
+        }
+        if (n == IO_EOF && c->ds) {
+            /* A DNS client may send its queries and then close its side (RFC 7766 §6.2.4
+             * leaves closing to either end): answer what it sent, then close. */
+            dnsstream_session_shutdown(c->ds);
+            set_read_paused(c, true);
             return 0;
         }
         return -1; /* EOF, close_notify, reset */
@@ -515,6 +561,10 @@ static void rearm(struct conn *c, uint64_t left_ms)
  *   max-concurrent-streams) when it fires.
  * - HTTP/1.1 with a request in the handler's hands: closed when no byte moved either way for
  *   max(idle-timeout, backend-timeout + 5 s), the backstop behind the handlers' own timers.
+ * - DNS over TCP / TLS: a message must arrive whole within request-timeout (closed, no answer);
+ *   queries in flight make the connection busy, not idle, up to the same backstop (which covers
+ *   query-timeout); idle-timeout otherwise (RFC 7766 §6.2.3 wants idle ones closed). The
+ *   client learns that timeout from EDNS keepalive (dnsstream.h).
  */
 #define SWEEP_SLACK_MS 100
 
@@ -591,7 +641,15 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         }
     }
     uint64_t req_ms = (uint64_t)cfg->request_timeout_s * 1000u;
-    uint64_t started = c->h1 ? h1_session_request_started(c->h1) : 0;
+    uint64_t started = c->h1   ? h1_session_request_started(c->h1)
+                       : c->ds ? dnsstream_session_partial_since(c->ds)
+                               : 0;
+    if (started && now - started >= req_ms && c->ds) {
+        log_debug("closing a DNS connection whose message did not arrive whole in %llu ms",
+                  (unsigned long long)req_ms);
+        conn_free(c);
+        return;
+    }
     if (started && now - started >= req_ms) {
         h1_session_timeout(c->h1); /* 408, then close */
         goodbye(c);
@@ -599,7 +657,9 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
             conn_free(c);
         return;
     }
-    bool busy = c->h1 && h1_session_busy(c->h1);
+    /* DNS: queries in flight are the server's to answer, not idleness (the backstop covers an
+     * answer that never comes). */
+    bool busy = (c->h1 && h1_session_busy(c->h1)) || (c->ds && dnsstream_session_inflight(c->ds));
     uint64_t idle_ms = (uint64_t)cfg->idle_timeout_s * 1000u;
     uint64_t limit = busy ? pending_backstop_ms(cfg) : idle_ms;
     uint64_t quiet = now - c->last_active;
@@ -628,7 +688,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 int conn_accept(struct conn_set *set, int fd, enum dg_listener kind, const struct client_id *client,
                 bool counted)
 {
-    bool tls = kind == DG_LISTENER_TLS;
+    bool tls = kind == DG_LISTENER_TLS || kind == DG_LISTENER_DOT;
     struct conn *c = calloc(1, sizeof(*c));
     if (!c) {
         if (counted)
@@ -654,16 +714,17 @@ int conn_accept(struct conn_set *set, int fd, enum dg_listener kind, const struc
     dg_list_push_front(&set->conns, &c->node);
     set->count++;
     dg_observe(set->obs, DG_EV_CONN_ACCEPTED, kind, 1);
-    if ((tls && (!c->ssl || SSL_set_fd(c->ssl, fd) != 1)) || !c->rev || !c->wev || !c->timer ||
-        !c->flush_ev || event_priority_set(c->flush_ev, CONN_FLUSH_PRIORITY) != 0 ||
-        event_add(c->rev, NULL) != 0) {
+    if ((tls && (!c->ssl || SSL_set_fd(c->ssl, fd) != 1 ||
+                 (kind == DG_LISTENER_DOT && tls_ssl_set_dot(c->ssl) != 0))) ||
+        !c->rev || !c->wev || !c->timer || !c->flush_ev ||
+        event_priority_set(c->flush_ev, CONN_FLUSH_PRIORITY) != 0 || event_add(c->rev, NULL) != 0) {
         conn_free(c);
         return -ENOMEM;
     }
     if (tls) {
         SSL_set_accept_state(c->ssl);
         arm_timer(c, set->cfg->handshake_timeout_s);
-    } else if (start_h1(c) != 0) {
+    } else if ((kind == DG_LISTENER_DNS_TCP ? start_dns(c) : start_h1(c)) != 0) {
         conn_free(c);
         return -ENOMEM;
     } else {
@@ -682,6 +743,9 @@ void conn_set_shutdown(struct conn_set *set)
             on_wake(c);
         } else if (c->h1) {
             h1_session_shutdown(c->h1);
+            on_wake(c);
+        } else if (c->ds) {
+            dnsstream_session_shutdown(c->ds);
             on_wake(c);
         }
     }

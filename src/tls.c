@@ -35,21 +35,62 @@ static void ssl_err_to(char *err, size_t errlen, const char *what)
     ERR_clear_error();
 }
 
-/* Prefer h2; accept http/1.1 so that a 1.1-only client gets a readable HTTP error instead of
- * a handshake failure. Any other offer proceeds without ALPN. */
+/* The ex_data slot that marks a DoT connection's SSL (tls_ssl_set_dot()). */
+static int dot_index = -1;
+static pthread_once_t dot_index_once = PTHREAD_ONCE_INIT;
+static char dot_marker; /* the slot's value: its address, never read */
+
+static void dot_index_init(void)
+{
+    dot_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+int tls_ssl_set_dot(SSL *ssl)
+{
+    pthread_once(&dot_index_once, dot_index_init);
+    if (dot_index < 0 || SSL_set_ex_data(ssl, dot_index, &dot_marker) != 1) {
+        ERR_clear_error();
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+static bool ssl_is_dot(SSL *ssl)
+{
+    return dot_index >= 0 && SSL_get_ex_data(ssl, dot_index) == &dot_marker;
+}
+
+/*
+ * HTTPS listener: prefer h2; accept http/1.1 so that a 1.1-only client gets a readable HTTP error
+ * instead of a handshake failure. Any other offer ("dot" too: a DoT client sent to the HTTPS
+ * port) proceeds without ALPN, which is HTTP/1.1 (conn.c), as it always has: scripts and odd
+ * clients keep working, and a DoT client there gets an HTTP error it can show.
+ *
+ * DoT listener: "dot" (RFC 7858's ALPN ID, which RFC 9103 §7.1 requires and SVCB/DDR
+ * advertise, RFC 9461) when offered. An offer without it (a browser, an HTTP client sent to
+ * port 853) is refused with the no_application_protocol alert, as RFC 7301 §3.2 says a server
+ * that supports none of the offered protocols SHALL, and as NSD does: carrying on would have it
+ * speak HTTP to a DNS session. No ALPN at all is accepted: RFC 7858 clients predate the ID
+ * (kdig +tls, older stubby, Android's private DNS send none or "dot").
+ */
 static int on_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                           const unsigned char *in, unsigned int inlen, void *arg)
 {
-    static const unsigned char prefs[] = "\x02h2\x08http/1.1";
+    static const unsigned char https_prefs[] = "\x02h2\x08http/1.1";
+    static const unsigned char dot_prefs[] = "\x03"
+                                             "dot";
+    bool dot = ssl_is_dot(ssl);
+    const unsigned char *prefs = dot ? dot_prefs : https_prefs;
+    unsigned int plen = dot ? sizeof(dot_prefs) - 1 : sizeof(https_prefs) - 1;
     unsigned char *sel = NULL;
     unsigned char sellen = 0;
-    if (SSL_select_next_proto(&sel, &sellen, prefs, sizeof(prefs) - 1, in, inlen) ==
-        OPENSSL_NPN_NEGOTIATED) {
+    if (SSL_select_next_proto(&sel, &sellen, prefs, plen, in, inlen) == OPENSSL_NPN_NEGOTIATED) {
         *out = sel;
         *outlen = sellen;
         return SSL_TLSEXT_ERR_OK;
     }
-    return SSL_TLSEXT_ERR_NOACK;
+    /* OpenSSL sends no_application_protocol for ALERT_FATAL. */
+    return dot ? SSL_TLSEXT_ERR_ALERT_FATAL : SSL_TLSEXT_ERR_NOACK;
 }
 
 enum tls_alpn tls_alpn_get(const SSL *ssl)
@@ -61,6 +102,8 @@ enum tls_alpn tls_alpn_get(const SSL *ssl)
         return TLS_ALPN_H2;
     if (len == 8 && memcmp(p, "http/1.1", 8) == 0)
         return TLS_ALPN_HTTP11;
+    if (len == 3 && memcmp(p, "dot", 3) == 0)
+        return TLS_ALPN_DOT;
     return TLS_ALPN_NONE;
 }
 

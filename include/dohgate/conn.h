@@ -2,10 +2,12 @@
  * @file conn.h
  * One client connection: the socket, the SSL object (none on the plain-HTTP listener), its
  * events and timers, and, after the handshake, the protocol chosen by ALPN: an HTTP/2 session
- * for "h2", an HTTP/1.1 session (h1.h) for "http/1.1" or no ALPN. TLS runs directly on the
- * non-blocking socket (no bufferevent): the connection reads everything available, feeds it to
- * nghttp2, then writes everything nghttp2 produced in one SSL_write, so many frames share one TLS
- * record and one syscall.
+ * for "h2", an HTTP/1.1 session (h1.h) for "http/1.1" or no ALPN. On the DNS listeners a DNS
+ * stream session (dnsstream.h) instead: at once on dns-listen TCP, after the handshake on
+ * dot-listen (the same certificates, SNI and tickets; ALPN "dot" or none). TLS runs directly on
+ * the non-blocking socket (no bufferevent): the connection reads everything available, feeds it
+ * to the session, then writes everything it produced in one SSL_write, so many frames (or DNS
+ * answers) share one TLS record and one syscall.
  *
  * Ownership: a struct conn_set (embedded in the worker) owns its connections. A connection is
  * freed only from its own event callbacks (read/write/timer/flush), never from inside nghttp2
@@ -49,8 +51,9 @@ struct conn_set {
 #define CONN_FLUSH_PRIORITY 2
 
 /**
- * Take over an accepted, non-blocking socket: start the TLS handshake (DG_LISTENER_TLS), or serve
- * plain HTTP/1.1 at once (the port-80 listener, or the metrics listener). @p client: who
+ * Take over an accepted, non-blocking socket: start the TLS handshake (DG_LISTENER_TLS,
+ * DG_LISTENER_DOT), serve plain HTTP/1.1 at once (the port-80 listener, or the metrics
+ * listener), or plain DNS over TCP (DG_LISTENER_DNS_TCP). @p client: who
  * connected, as accept() reported it (copied into the connection, whose sessions and requests
  * point to the copy; NULL: unknown). @p counted: the connection was counted for client->key in
  * set->clients (then it is uncounted when the connection closes, and on failure here too).
@@ -59,7 +62,8 @@ struct conn_set {
 int conn_accept(struct conn_set *set, int fd, enum dg_listener kind, const struct client_id *client,
                 bool counted);
 
-/** Graceful stop: GOAWAY to every HTTP/2 connection; each closes when its streams are done. */
+/** Graceful stop: GOAWAY to every HTTP/2 connection; each closes when its streams are done.
+ * DNS connections read nothing more, answer the queries in flight (keepalive 0), then close. */
 void conn_set_shutdown(struct conn_set *set);
 
 /** Close every connection now (pending operations cancelled). */

@@ -1,8 +1,9 @@
 /**
  * @file tls.h
  * The server's TLS contexts: TLS 1.2 and 1.3 only, TLS 1.2 limited to ECDHE with AEAD ciphers,
- * X25519 first, ALPN "h2" preferred over "http/1.1". Certificates come from cert/key file pairs,
- * or an ephemeral self-signed ECDSA P-256 certificate is made at start. Knows nothing of HTTP.
+ * X25519 first, ALPN "h2" preferred over "http/1.1" ("dot" on the DoT listener: tls_ssl_set_dot()).
+ * Certificates come from cert/key file pairs, or an ephemeral self-signed ECDSA P-256
+ * certificate is made at start. Knows nothing of HTTP.
  *
  * A struct tls_store holds the current generation: one SSL_CTX per group of pairs that share
  * their names (an ECDSA and an RSA certificate for the same names go in one SSL_CTX, and
@@ -33,7 +34,7 @@ struct tls_store;
 struct tls_staged;
 
 /** Which application protocol the handshake chose. */
-enum tls_alpn { TLS_ALPN_NONE = 0, TLS_ALPN_H2, TLS_ALPN_HTTP11 };
+enum tls_alpn { TLS_ALPN_NONE = 0, TLS_ALPN_H2, TLS_ALPN_HTTP11, TLS_ALPN_DOT };
 
 /**
  * Build the first generation. With no cert in @p cfg, generate a self-signed certificate for
@@ -111,6 +112,14 @@ void tls_store_each_cert(struct tls_store *ts,
 
 /** Whether @p name (lower-case) is matched by certificate name @p pattern ("*.x" wildcards). */
 bool tls_name_matches(const char *pattern, const char *name);
+
+/**
+ * Mark @p ssl (before its handshake) as a DoT connection (dot-listen): ALPN then selects "dot"
+ * when offered, refuses an offer without it (no_application_protocol alert), and accepts a
+ * ClientHello without ALPN. Unmarked connections select h2 or http/1.1 (or nothing) as before.
+ * The same certificates, SNI and session tickets serve both. @return 0, or -ENOMEM.
+ */
+int tls_ssl_set_dot(SSL *ssl);
 
 /** The ALPN result of a finished handshake. */
 enum tls_alpn tls_alpn_get(const SSL *ssl);

@@ -703,3 +703,15 @@ import json, sys
 v = json.load(sys.stdin)[sys.argv[1]]
 print(",".join(str(x) for x in v) if isinstance(v, list) else v)' "$1"
 }
+
+# ---------------------------------------------------------------------------------------------
+# DNS over TCP and over TLS (dns-listen, dot-listen)
+
+# dnsconn ARGS...: tests/tools/dnsconn.py (a pipelining DNS-over-TCP/TLS client; see its --help)
+dnsconn() { python3 "$SRC_DIR/tests/tools/dnsconn.py" "$@"; }
+
+# ans_ids OUTPUT: the IDs of the "ans" lines of dnsconn's OUTPUT, in arrival order, space-separated
+ans_ids() { printf '%s\n' "$1" | sed -n 's/^ans id=\([0-9]*\) .*/\1/p' | tr '\n' ' ' | sed 's/ $//'; }
+
+# closed_ms OUTPUT: N of dnsconn's "closed ms=N" line (empty when the connection stayed open)
+closed_ms() { printf '%s\n' "$1" | sed -n 's/^closed ms=\([0-9]*\)$/\1/p'; }

@@ -13,7 +13,8 @@
  * A run builds the same world as the component tests: the HTTP/2 path as in test_h2.c (an
  * in-process nghttp2 client through memory, a fake UDP upstream on 127.0.0.1: the scaffolding
  * of support/dohtest.c, which allocates only in infra_new(), paused), HTTP/1.1 as in
- * test_h1.c, the DNS helpers and the cache directly, and the configuration parser on the
+ * test_h1.c, DNS over TCP/TLS as in test_dnsstream.c, the DNS helpers and the cache directly,
+ * and the configuration parser on the
  * sample file plus a file that sets most options.
  *
  * The test's own scaffolding (event base, fake upstream, the client's nghttp2 session) is kept
@@ -55,6 +56,7 @@
 #include "dohgate/client.h"
 #include "dohgate/config.h"
 #include "dohgate/dns.h"
+#include "dohgate/dnsstream.h"
 #include "dohgate/doh.h"
 #include "dohgate/h1.h"
 #include "dohgate/h2.h"
@@ -120,6 +122,8 @@ struct world {
     bool use_pool;    /* HTTP/2 frame buffers from a page pool, as in a worker */
     bool minimal_any; /* minimal-any yes */
     struct pagepool *pool;
+    /* DNS over TCP / TLS */
+    struct dnsstream_session *ds;
     /* HTTP/1.1 */
     struct h1_session *h1;
     struct dg_buf out;
@@ -210,6 +214,8 @@ static void server_free(struct world *w)
         w->cache_hits = (unsigned)resolver_get_stats(w->res)->hits;
     h2_session_free(w->h2);
     h1_session_free(w->h1);
+    dnsstream_session_free(w->ds);
+    w->ds = NULL;
     pagepool_free(w->pool); /* after the session: it holds blocks */
     w->pool = NULL;
     resolver_free(w->res);
@@ -617,6 +623,87 @@ static void run_h1(struct world *w)
     infra_free(w);
 }
 
+/* ------------------------------------------------------------ (e) DNS over TCP / TLS */
+
+/* Three pipelined queries on one DoT connection (dnsstream.c): a miss, the same question again
+ * (coalesced onto it), and an ANY with EDNS keepalive answered at once (minimal ANY). Each ends
+ * answered (NOERROR, or SERVFAIL when the resolver ran out of memory) or with the connection
+ * closed (the session is done, or a call failed); never left with nothing pending. */
+static void run_dns_stream(struct world *w)
+{
+    w->minimal_any = true;
+    infra_new(w);
+    if (!server_new(w)) {
+        w->setup_failed++;
+        goto out;
+    }
+    const struct dnsstream_settings st = {.client = &peer_h1, .transport = DG_TR_DOT};
+    w->ds = dnsstream_session_new(&st, &w->hctx, on_wake, w);
+    if (!w->ds) {
+        w->setup_failed++;
+        goto out;
+    }
+    uint8_t in[512];
+    size_t len = 0;
+    static const char *const names[] = {"ds.example.com", "ds.example.com", "any.example.com"};
+    for (unsigned i = 0; i < 3; i++) {
+        size_t n =
+            dt_build_query(in + len + 2, sizeof(in) - len - 2, (uint16_t)(0x4001 + i), names[i]);
+        if (i == 2) { /* ANY, with an OPT record carrying an empty edns-tcp-keepalive */
+            static const uint8_t opt[] = {0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 4, 0, 11, 0, 0};
+            dg_put16(in + len + 2 + n - 4, 255);
+            memcpy(in + len + 2 + n, opt, sizeof(opt));
+            n += sizeof(opt);
+            dg_put16(in + len + 2 + 10, 1);
+        }
+        dg_put16(in + len, (uint16_t)n);
+        len += 2 + n;
+    }
+    if (dnsstream_session_recv(w->ds, in, len) != 0) {
+        w->closed_conns++;
+        goto out;
+    }
+    bool seen[3] = {false, false, false};
+    uint64_t end = dg_now_ms() + REQ_WAIT_MS;
+    while (w->answered < 3) {
+        if (dnsstream_session_send(w->ds, &w->out, SIZE_MAX) != 0) {
+            w->closed_conns++;
+            break;
+        }
+        size_t off = 0;
+        while (w->out.len - off >= 2 && w->out.len - off - 2 >= dg_get16(w->out.data + off)) {
+            size_t n = dg_get16(w->out.data + off);
+            const uint8_t *m = w->out.data + off + 2;
+            CHECK(w, n >= DNS_HEADER_LEN, "an answer of %zu bytes", n);
+            unsigned i = dg_get16(m) - 0x4001u;
+            CHECK(w, i < 3 && !seen[i], "unexpected answer ID %04x", dg_get16(m));
+            int rcode = dns_rcode(m, n);
+            CHECK(w, rcode == DNS_RCODE_NOERROR || rcode == DNS_RCODE_SERVFAIL, "rcode %d", rcode);
+            seen[i] = true;
+            w->answered++;
+            off += 2 + n;
+        }
+        dg_buf_consume(&w->out, off);
+        if (w->answered == 3)
+            break;
+        if (dnsstream_session_done(w->ds)) { /* it gave up on a query: the connection closes */
+            w->closed_conns++;
+            break;
+        }
+        if (w->out.len == 0 && stuck(w, dnsstream_session_inflight(w->ds) > 0)) {
+            stuck_end(w, "DNS stream query");
+            break;
+        }
+        CHECK(w, dg_now_ms() < end, "DNS stream: %u of 3 answered, connection open (hang)",
+              w->answered);
+        event_base_loop(w->base, EVLOOP_ONCE);
+    }
+out:
+    server_free(w);
+    dg_buf_free(&w->out);
+    infra_free(w);
+}
+
 /* ------------------------------------------------------------ (c) DNS helpers and the cache */
 
 static void run_dns(struct world *w)
@@ -862,6 +949,16 @@ static void test_h1(void **state)
     ladder("h1", run_h1, 5, 1, false);
 }
 
+static void test_dns_stream(void **state)
+{
+    ladder("dns stream", run_dns_stream, 3, 0, false);
+}
+
+static void test_dns_stream_persistent(void **state)
+{
+    ladder("dns stream", run_dns_stream, 3, 0, true);
+}
+
 static void test_dns_cache(void **state)
 {
     ladder("dns", run_dns, 1, 0, false);
@@ -902,6 +999,8 @@ int main(void)
         cmocka_unit_test(test_dns_cache),
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_h1),
+        cmocka_unit_test(test_dns_stream),
+        cmocka_unit_test(test_dns_stream_persistent),
         cmocka_unit_test(test_h2_doh),
         cmocka_unit_test(test_h2_concurrent),
         cmocka_unit_test(test_h2_silent_upstream),

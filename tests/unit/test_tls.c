@@ -95,6 +95,100 @@ static void test_missing_files(void **state)
     config_free(cfg);
 }
 
+/* Run a handshake between @p srv and a fresh client offering @p alpn (wire format, NULL: no
+ * ALPN) through a memory BIO pair. @return true when both sides completed it; @p alert gets
+ * the reason of the client's first error (0 if none). */
+static bool handshake(SSL *srv, const unsigned char *alpn, unsigned alpn_len, int *alert)
+{
+    SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+    assert_non_null(cctx);
+    SSL *cli = SSL_new(cctx);
+    assert_non_null(cli);
+    if (alpn)
+        assert_int_equal(SSL_set_alpn_protos(cli, alpn, alpn_len), 0);
+    BIO *b_srv, *b_cli;
+    assert_int_equal(BIO_new_bio_pair(&b_srv, 0, &b_cli, 0), 1);
+    SSL_set_bio(srv, b_srv, b_srv);
+    SSL_set_bio(cli, b_cli, b_cli);
+    SSL_set_accept_state(srv);
+    SSL_set_connect_state(cli);
+    *alert = 0;
+    bool cdone = false, sdone = false, cfail = false, sfail = false;
+    ERR_clear_error();
+    /* The client goes once more after the server failed, to read its alert. */
+    for (int i = 0; i < 50 && !(cdone && sdone) && !cfail; i++) {
+        int rc = SSL_do_handshake(cli);
+        if (rc == 1) {
+            cdone = true;
+        } else if (SSL_get_error(cli, rc) != SSL_ERROR_WANT_READ) {
+            *alert = ERR_GET_REASON(ERR_peek_error());
+            cfail = true;
+        }
+        if (sfail || sdone)
+            continue;
+        ERR_clear_error();
+        rc = SSL_do_handshake(srv);
+        if (rc == 1)
+            sdone = true;
+        else if (SSL_get_error(srv, rc) != SSL_ERROR_WANT_READ)
+            sfail = true;
+        ERR_clear_error();
+    }
+    ERR_clear_error();
+    SSL_free(cli);
+    SSL_CTX_free(cctx);
+    return cdone && sdone && !cfail && !sfail;
+}
+
+/* ALPN on the DoT listener (tls_ssl_set_dot): "dot" selected, an offer without it refused with
+ * the no_application_protocol alert, no ALPN accepted; the HTTPS listener keeps its rules. */
+static void test_alpn_dot(void **state)
+{
+    (void)state;
+    struct config *cfg = config_new();
+    assert_non_null(cfg);
+    char err[256], fp[128];
+    struct tls_store *ts = tls_store_new(cfg, fp, err, sizeof(err));
+    assert_non_null(ts);
+    static const unsigned char dot[] = "\x03"
+                                       "dot";
+    static const unsigned char h2_h1[] = "\x02h2\x08http/1.1";
+    static const unsigned char h2_dot[] = "\x02h2\x03"
+                                          "dot";
+    struct {
+        bool mark_dot;
+        const unsigned char *alpn;
+        unsigned len;
+        bool ok;
+        enum tls_alpn got;
+    } cases[] = {
+        {true, dot, sizeof(dot) - 1, true, TLS_ALPN_DOT},
+        {true, h2_dot, sizeof(h2_dot) - 1, true, TLS_ALPN_DOT},
+        {true, NULL, 0, true, TLS_ALPN_NONE},
+        {true, h2_h1, sizeof(h2_h1) - 1, false, TLS_ALPN_NONE},
+        {false, dot, sizeof(dot) - 1, true, TLS_ALPN_NONE},
+        {false, h2_dot, sizeof(h2_dot) - 1, true, TLS_ALPN_H2},
+        {false, h2_h1, sizeof(h2_h1) - 1, true, TLS_ALPN_H2},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        SSL *srv = tls_store_ssl_new(ts);
+        assert_non_null(srv);
+        if (cases[i].mark_dot)
+            assert_int_equal(tls_ssl_set_dot(srv), 0);
+        int alert = 0;
+        bool ok = handshake(srv, cases[i].alpn, cases[i].len, &alert);
+        if (ok != cases[i].ok)
+            fail_msg("case %zu: handshake %s", i, ok ? "completed" : "failed");
+        if (ok)
+            assert_int_equal(tls_alpn_get(srv), cases[i].got);
+        else
+            assert_int_equal(alert, SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL);
+        SSL_free(srv);
+    }
+    tls_store_free(ts);
+    config_free(cfg);
+}
+
 /*
  * Allocation hooks. OpenSSL's allocations go through ossl_*() (installed first thing in main)
  * and can be failed one at a time. The C library allocations of the core library (tls.c's
@@ -278,6 +372,7 @@ int main(void)
         cmocka_unit_test(test_name_matches),
         cmocka_unit_test(test_self_signed_store),
         cmocka_unit_test(test_missing_files),
+        cmocka_unit_test(test_alpn_dot),
         cmocka_unit_test(test_failed_allocations_leak_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
