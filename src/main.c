@@ -1,5 +1,7 @@
 /* dohgate: start-up order, signals, shutdown. Everything else lives in the core library. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <fcntl.h>
 #include <event2/thread.h>
 #include <openssl/ssl.h>
@@ -30,6 +32,32 @@
 
 /* One line per upstream; a warning for each plain-DNS one that leaves the machine: its queries
  * travel in clear text, whatever the client-side leg hides. */
+/*
+ * DDR (RFC 9462 §4.2): a client that asked _dns.resolver.arpa over plain DNS uses the encrypted
+ * endpoint only if its certificate covers the address it asked. Say so at start when it does
+ * not, since nothing fails visibly: devices just stay on plain DNS.
+ */
+static void warn_ddr_coverage(const struct config *cfg, struct tls_store *tls)
+{
+    if (!cfg->ddr || (cfg->n_listen == 0 && cfg->n_dot_listen == 0))
+        return;
+    for (size_t i = 0; i < cfg->n_dns_listen; i++) {
+        const struct dg_addr *a = &cfg->dns_listen[i];
+        char ip[INET6_ADDRSTRLEN];
+        const void *raw = a->ss.ss_family == AF_INET6
+                              ? (const void *)&((const struct sockaddr_in6 *)&a->ss)->sin6_addr
+                              : (const void *)&((const struct sockaddr_in *)&a->ss)->sin_addr;
+        if (!inet_ntop(a->ss.ss_family, raw, ip, sizeof(ip)) || strcmp(ip, "0.0.0.0") == 0 ||
+            strcmp(ip, "::") == 0)
+            continue; /* a wildcard: the addresses are not known here */
+        if (!tls_store_covers_ip(tls, ip))
+            log_warn("ddr: the certificate does not cover %s (no IP SAN): clients that ask "
+                     "_dns.resolver.arpa at %s will not switch to DoH or DoT (RFC 9462 "
+                     "verified discovery); add the address to the certificate",
+                     ip, a->text);
+    }
+}
+
 /* One line per listening address, saying what it serves. */
 static void log_listener(const struct config *cfg, enum dg_listener kind, bool udp,
                          const char *where, const char *how, const char *site_desc)
@@ -172,6 +200,7 @@ static struct snapshot *reload_config(struct snapshot *cur, const char *conf_fil
              "previous one%s",
              conf_file ? " from " : "", conf_file ? conf_file : "",
              plan.cache_shared ? "" : "; cache-size changed: a new, empty cache");
+    warn_ddr_coverage(cfg, s->tls);
     log_upstreams(cfg);
     if (cfg->n_cert || cfg->n_ticket_key_file)
         report_reload(s->tls, TLS_RELOAD_DONE, NULL);
@@ -406,6 +435,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < cfg->n_metrics_listen; i++)
         log_info("listening on %s (plain HTTP: Prometheus /metrics, /healthz)",
                  cfg->metrics_listen[i].text);
+    warn_ddr_coverage(cfg, tls);
     log_upstreams(cfg);
     log_info("%u worker%s", nworkers, nworkers == 1 ? "" : "s");
     tls_store_each_cert(tls, log_cert, "certificate");

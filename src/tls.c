@@ -930,6 +930,19 @@ void tls_store_each_cert(struct tls_store *ts,
     SSL_CTX_free(ctx);
 }
 
+bool tls_store_covers_ip(struct tls_store *ts, const char *ip)
+{
+    pthread_mutex_lock(&ts->mu);
+    SSL_CTX *ctx = ts->cur;
+    SSL_CTX_up_ref(ctx);
+    pthread_mutex_unlock(&ts->mu);
+    /* The default certificate: a client that connects to an address sends no SNI. */
+    X509 *leaf = SSL_CTX_get0_certificate(ctx);
+    bool ok = leaf && X509_check_ip_asc(leaf, ip, 0) == 1;
+    SSL_CTX_free(ctx);
+    return ok;
+}
+
 bool tls_store_needs_tick(const struct tls_store *ts)
 {
     const struct config *cfg = ts->cfg;

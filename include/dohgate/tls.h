@@ -110,6 +110,10 @@ struct tls_cert_info {
 void tls_store_each_cert(struct tls_store *ts,
                          void (*fn)(const struct tls_cert_info *ci, void *arg), void *arg);
 
+/** Whether the default certificate (the one a client without SNI gets) names IP address @p ip
+ * ("192.0.2.1", "2001:db8::1") as an IP SAN: what DDR's verified discovery needs (RFC 9462). */
+bool tls_store_covers_ip(struct tls_store *ts, const char *ip);
+
 /** Whether @p name (lower-case) is matched by certificate name @p pattern ("*.x" wildcards). */
 bool tls_name_matches(const char *pattern, const char *name);
 

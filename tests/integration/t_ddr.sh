@@ -12,13 +12,17 @@ need_tools nsd kdig openssl
 start_nsd
 make_certs
 DOT_PORT=$(free_port)
-start_dohgate --workers 1 --server-name localhost --dot-listen "127.0.0.1:$DOT_PORT"
+DNS_PORT=$(free_port)
+start_dohgate --workers 1 --server-name localhost --dot-listen "127.0.0.1:$DOT_PORT" \
+    --dns-listen "127.0.0.1:$DNS_PORT"
 
 # q TRANSPORT NAME TYPE: kdig's answer section and status, one line each
 q() {
     local how=()
     case "$1" in
     doh) how=(-p "$DG_PORT" +https +tls-ca="$CERTS/ca.pem" +tls-hostname=localhost) ;;
+    udp) how=(-p "$DNS_PORT" +notcp) ;;
+    tcp) how=(-p "$DNS_PORT" +tcp) ;;
     esac
     kdig @127.0.0.1 "${how[@]}" +timeout=5 +retry=0 +noall +header +answer +authority "$2" "$3" 2>&1 |
         awk '/status: / { s = $0; sub(/.*status: /, "", s); sub(/[^A-Z].*/, "", s); print "status " s; next }
@@ -39,6 +43,11 @@ check_svcb() { # check_svcb TRANSPORT OWNER
 
 check_svcb doh _dns.resolver.arpa
 check_svcb doh _dns.localhost
+# where DDR is used: a device given the plain-DNS address by DHCP asks there
+check_svcb udp _dns.resolver.arpa
+check_svcb tcp _dns.resolver.arpa
+assert_nomatch 'ddr: the certificate does not cover' "$(cat "$DG_LOG")" \
+    "no coverage warning: the test certificate names 127.0.0.1"
 out=$(q doh _dns.resolver.arpa A)
 assert_match 'status NOERROR' "$out" "A at _dns.resolver.arpa: NOERROR (NODATA)"
 assert_nomatch '[[:space:]]A[[:space:]]' "$(echo "$out" | grep -v SOA)" "A at _dns.resolver.arpa: no A record"
@@ -54,6 +63,21 @@ assert_nomatch 'SVCB' "$out" "_dns.<server-name> of another type is not DDR's"
 out=$(openssl s_client -connect "127.0.0.1:$DG_PORT" -CAfile "$CERTS/ca.pem" -verify_ip 127.0.0.1 \
     -verify_return_error </dev/null 2>&1)
 assert_match 'Verify return code: 0' "$out" "the DoH endpoint's certificate covers 127.0.0.1 (verified discovery)"
+
+# a certificate without the plain-DNS address: clients would not switch, and the log says so
+stop_dohgate
+issue_cert localhost 77 ec "$T/noip" "DNS:localhost"
+DG_NO_CERT=1 start_dohgate --workers 1 --server-name localhost --cert "$T/noip.pem" \
+    --key "$T/noip.key" --dns-listen "127.0.0.1:$DNS_PORT"
+assert_match 'ddr: the certificate does not cover 127\.0\.0\.1' "$(cat "$DG_LOG")" \
+    "a certificate without the plain-DNS address: one warning at start"
+check_svcb_doh_only() {
+    local out
+    out=$(q udp _dns.resolver.arpa SVCB)
+    assert_match "SVCB[[:space:]]+1 localhost\. alpn=h2,http/1\.1 port=$DG_PORT" "$out" "without a DoT listener: the DoH record"
+    assert_eq 1 "$(echo "$out" | grep -c SVCB)" "without a DoT listener: no DoT record"
+}
+check_svcb_doh_only
 
 # ddr no: forwarded like any name (NSD is not authoritative for resolver.arpa: REFUSED)
 stop_dohgate
