@@ -703,3 +703,18 @@ import json, sys
 v = json.load(sys.stdin)[sys.argv[1]]
 print(",".join(str(x) for x in v) if isinstance(v, list) else v)' "$1"
 }
+
+# ---------------------------------------------------------------------------------------------
+# plain DNS over UDP (issue 16)
+
+# udpdns ask|flood ARGS...: tests/tools/udpdns.py (raw datagrams: answers by ID, the sending
+# address of each answer, a rate-limit flood with a second source interleaved)
+udpdns() { python3 "$SRC_DIR/tests/tools/udpdns.py" "$@"; }
+
+# dig_udp PORT [dig args...]: dig over UDP only (+ignore: a TC=1 answer is shown, not retried
+# over TCP) at 127.0.0.1:PORT, one try of 2 s
+dig_udp() {
+    local port=$1
+    shift
+    dig @127.0.0.1 -p "$port" +notcp +ignore +tries=1 +time=2 "$@" 2>&1
+}
