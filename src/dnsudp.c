@@ -32,7 +32,7 @@
  * on a host with several addresses the client would see an answer from another address than
  * it asked, and drop it. */
 struct local {
-    int level; /* 0: none; IPPROTO_IP (in_pktinfo) or IPPROTO_IPV6 (in6_pktinfo) */
+    enum { LOCAL_NONE, LOCAL_V4, LOCAL_V6 } kind; /* v4: in_pktinfo; v6: in6_pktinfo */
     union {
         struct in_pktinfo v4;
         struct in6_pktinfo v6;
@@ -88,11 +88,11 @@ struct dnsudp {
 /* Build the packet-info control message of an answer into @p ctl; @return its length. */
 static size_t put_local(const struct local *l, void *ctl, size_t cap)
 {
-    if (!l->level)
+    if (l->kind == LOCAL_NONE)
         return 0;
     struct msghdr mh = {.msg_control = ctl, .msg_controllen = cap};
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-    if (l->level == IPPROTO_IP) {
+    if (l->kind == LOCAL_V4) {
         /* ipi_spec_dst is the source; no interface: the route picks it (asymmetric routing
          * keeps working). */
         struct in_pktinfo pi = {.ipi_spec_dst = l->pi.v4.ipi_addr};
@@ -226,18 +226,18 @@ void dnsudp_set_cancel_all(struct dnsudp_set *set)
 
 static void read_local(struct msghdr *mh, struct local *l)
 {
-    l->level = 0;
+    l->kind = LOCAL_NONE;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
         if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO &&
             c->cmsg_len >= CMSG_LEN(sizeof(struct in_pktinfo))) {
             memcpy(&l->pi.v4, CMSG_DATA(c), sizeof(l->pi.v4));
-            l->level = IPPROTO_IP;
+            l->kind = LOCAL_V4;
             return;
         }
         if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO &&
             c->cmsg_len >= CMSG_LEN(sizeof(struct in6_pktinfo))) {
             memcpy(&l->pi.v6, CMSG_DATA(c), sizeof(l->pi.v6));
-            l->level = IPPROTO_IPV6;
+            l->kind = LOCAL_V6;
             return;
         }
     }
