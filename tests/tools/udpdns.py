@@ -10,11 +10,15 @@
       from another address than ADDR, are printed as "stray FROM-ADDR SIZE".
 
   udpdns.py flood ADDR PORT FILE --count N --seconds S --src IP --other IP [--other-every MS]
-      Rate-limit test: send N copies of the query FILE (IDs 1..N) evenly over S seconds from one
-      socket on --src (one source port), and meanwhile, every --other-every ms (default 100),
-      one copy from a socket on --other (IDs from 40000). Then wait 1 s for late answers and
-      print one JSON object: sent, full (answers with TC=0 and records), tc (TC=1 answers
-      without records), other_sent, other_full, first/last send times (span, seconds).
+                 [--ports K]
+      Rate-limit test: send N copies of the query FILE (IDs 1..N) evenly over S seconds from
+      --src, round robin over K sockets (source ports; default 1: SO_REUSEPORT hands each port
+      to one worker, several reach several workers), and meanwhile, every --other-every ms
+      (default 100), one copy from a socket on --other (IDs from 40000). Then wait 1 s for late
+      answers and print one JSON object: sent, full (answers with TC=0 and records), tc (TC=1
+      answers without records), bad (anything else), other_sent, other_full, other_bad, span
+      (seconds from the first send to the last flood send), window (from the first send to the
+      last answer received: the server handled every answered query within it).
 """
 import json
 import select
@@ -99,16 +103,18 @@ def flood(args):
     src = opt(args, "--src")
     other = opt(args, "--other")
     every = float(opt(args, "--other-every", "100")) / 1000.0
+    nports = int(opt(args, "--ports", "1"))
     addr, port, qfile = args[0], int(args[1]), args[2]
     q = open(qfile, "rb").read()
-    a = sock_on(src, addr)
+    flood_socks = [sock_on(src, addr) for _ in range(nports)]
     b = sock_on(other, addr)
+    last_recv = [0.0]
     res = {"sent": 0, "full": 0, "tc": 0, "bad": 0, "other_sent": 0, "other_full": 0,
            "other_bad": 0}
     seen = set()
 
     def drain(timeout):
-        r, _, _ = select.select([a, b], [], [], timeout)
+        r, _, _ = select.select(flood_socks + [b], [], [], timeout)
         for s in r:
             while True:
                 try:
@@ -119,8 +125,9 @@ def flood(args):
                 if (s, qid) in seen:
                     continue  # one answer per query counts
                 seen.add((s, qid))
+                last_recv[0] = time.monotonic()
                 kind = classify(data)
-                if s is a:
+                if s is not b:
                     res[kind if kind != "other" else "bad"] += 1
                 else:
                     res["other_full" if kind == "full" else "other_bad"] += 1
@@ -138,12 +145,13 @@ def flood(args):
             if now >= due:
                 break
             drain(min(due, next_other) - now)
-        a.sendto(struct.pack("!H", i + 1) + q[2:], (addr, port))
+        flood_socks[i % nports].sendto(struct.pack("!H", i + 1) + q[2:], (addr, port))
         res["sent"] += 1
     res["span"] = round(time.monotonic() - t0, 3)
     end = time.monotonic() + 1.0
     while time.monotonic() < end:
         drain(max(0.0, end - time.monotonic()))
+    res["window"] = round(max(last_recv[0] - t0, 0.0), 3)
     print(json.dumps(res))
 
 
