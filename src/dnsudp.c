@@ -90,6 +90,7 @@ static size_t put_local(const struct local *l, void *ctl, size_t cap)
 {
     if (l->kind == LOCAL_NONE)
         return 0;
+    memset(ctl, 0, cap); /* the padding after the data goes to the kernel too */
     struct msghdr mh = {.msg_control = ctl, .msg_controllen = cap};
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
     if (l->kind == LOCAL_V4) {
