@@ -99,6 +99,15 @@ assert_eq $((3 + NOISE_DROPPED)) "$(metric_of 'dohgate_dns_dropped_total{reason=
     "metrics: the malformed datagrams counted as dropped"
 assert_eq 0 "$(metric_of 'dohgate_dns_dropped_total{reason="source"}')" "metrics: no source drops from loopback"
 assert_eq 0 "$(metric_of 'dohgate_dns_dropped_total{reason="rate-limit"}')" "metrics: no rate-limit drops (no limit)"
+# SIGUSR1: each worker logs its UDP readers' counters (15 datagrams: 11 queries and 4 bad ones)
+kill -USR1 "$DG_PID"
+for _ in $(seq 1 30); do
+    [ "$(grep -c 'plain DNS over UDP: ' "$DG_LOG")" -ge 2 ] && break
+    sleep 0.1
+done
+sums=$(sed -n 's/.*plain DNS over UDP: \([0-9]*\) datagrams received, \([0-9]*\) answers sent, \([0-9]*\) answers dropped.*/\1 \2 \3/p' "$DG_LOG" |
+    awk '{ r += $1; s += $2; d += $3; n++ } END { print n, r, s, d }')
+assert_eq "2 15 $((12 - NOISE_DROPPED)) 0" "$sums" "SIGUSR1: 2 workers' UDP counters: received, sent, send drops"
 stop_dohgate
 
 # ---- a 4096-byte cap: the big answer fits and goes whole
