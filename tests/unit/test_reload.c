@@ -246,6 +246,8 @@ static void test_rrl_shared(void **state)
     write_conf("upstream 127.0.0.1:5300\ndns-rate-limit 5\n");
     assert_int_equal(reload_prepare(r.snap, conf_path, 0, NULL, 1, &plan, err, ERRLEN), 0);
     assert_non_null(plan.snap->rrl);
+    reload_commit(r.snap, &plan); /* as main does: the TLS store reads the new config */
+    dg_log_set_level(DG_LOG_ERR);
     struct snapshot *next = snapshot_ref(plan.snap);
     reload_plan_free(&plan);
     snapshot_unref(r.snap);
