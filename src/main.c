@@ -359,6 +359,15 @@ int main(int argc, char **argv)
                 }
             }
         }
+        /* The UDP side of dns-listen: one SO_REUSEPORT socket per worker too (the kernel
+         * spreads sources between them). */
+        for (size_t i = 0; nact == 0 && i < cfg->n_dns_listen; i++, n++) {
+            socks[n] = (struct worker_socket){.kind = DG_LISTENER_DNS_TCP, .udp = true};
+            if ((socks[n].fd = worker_udp_socket(&cfg->dns_listen[i], err, sizeof(err))) < 0) {
+                log_err("%s", err);
+                goto fail_socks;
+            }
+        }
         /* The metrics listeners belong to worker 0 alone: scrapes are rare and small. */
         for (size_t i = 0; w == 0 && i < cfg->n_metrics_listen; i++, n++) {
             socks[n] = (struct worker_socket){.kind = DG_LISTENER_METRICS};
@@ -425,6 +434,8 @@ int main(int argc, char **argv)
             log_listener(cfg, DG_LISTENER_DOT, false, cfg->dot_listen[i].text, "", site_desc);
         for (size_t i = 0; i < cfg->n_dns_listen; i++)
             log_listener(cfg, DG_LISTENER_DNS_TCP, false, cfg->dns_listen[i].text, "", site_desc);
+        for (size_t i = 0; i < cfg->n_dns_listen; i++)
+            log_listener(cfg, DG_LISTENER_DNS_TCP, true, cfg->dns_listen[i].text, "", site_desc);
     }
     if (nact > 0) {
         for (size_t i = 0; i < act.n; i++)

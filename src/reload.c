@@ -15,6 +15,7 @@
 #include "dohgate/config.h"
 #include "dohgate/uptls.h"
 #include "dohgate/log.h"
+#include "dohgate/rrl.h"
 #include "dohgate/site.h"
 #include "dohgate/tls.h"
 #include "dohgate/worker.h"
@@ -71,6 +72,11 @@ static void ddr_fill(struct ddr_endpoints *ep, const struct config *cfg)
         add_hint(ep, &cfg->listen[i]);
     for (size_t i = 0; i < cfg->n_dot_listen; i++)
         add_hint(ep, &cfg->dot_listen[i]);
+}
+
+static void rrl_free_cb(void *p)
+{
+    rrl_free(p);
 }
 
 /* See reload.h. A shared cache gets its new TTL knobs at commit, not here: validation must
@@ -157,6 +163,26 @@ const char *snapshot_fill(struct snapshot *s, struct config *cfg, const struct s
                 clients_free(t);
                 snprintf(err, errlen, "out of memory for the per-client table");
                 return "max-connections-per-client";
+            }
+        }
+    }
+
+    if (cfg->dns_rate_limit > 0) {
+        /* One table for all workers (rrl.h). Bounded: a flood of spoofed sources only
+         * recycles entries. Kept across reloads while its parameters stay, so that a reload
+         * does not hand every limited network a fresh bucket. */
+        struct rrl_config *rc = &s->rrl_cfg; /* zeroed by snapshot_new: memcmp-able */
+        rc->rate = cfg->dns_rate_limit;
+        rc->slip = cfg->dns_rate_slip;
+        rc->max_entries = 65536;
+        if (prev && prev->rrl && memcmp(&prev->rrl_cfg, rc, sizeof(*rc)) == 0) {
+            s->rrl = shared_obj_ref(prev->rrl);
+        } else {
+            struct rrl *t = rrl_new(rc);
+            if (!t || !(s->rrl = shared_obj_new(t, rrl_free_cb))) {
+                rrl_free(t);
+                snprintf(err, errlen, "out of memory for the rate-limit table");
+                return "dns-rate-limit";
             }
         }
     }

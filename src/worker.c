@@ -26,6 +26,7 @@
 #include "dohgate/clients.h"
 #include "dohgate/config.h"
 #include "dohgate/conn.h"
+#include "dohgate/dnsudp.h"
 #include "dohgate/http.h"
 #include "dohgate/list.h"
 #include "dohgate/h2.h"
@@ -60,6 +61,7 @@ struct worker_view {
     bool acl_all; /* acl-scope all: refused clients' connections are closed at accept */
     struct handler_ctx hctx;
     struct conn_set conns;
+    struct dnsudp_set udp; /* its plain-DNS UDP queries still pending */
 };
 
 struct worker {
@@ -71,6 +73,7 @@ struct worker {
     struct event **lev;
     enum dg_listener *kinds; /* what fds[i] serves */
     bool *udp;               /* fds[i] is a plain-DNS UDP socket */
+    struct dnsudp **readers; /* readers[i]: the reader of UDP socket fds[i], else NULL */
     size_t nfds;
     struct event *stop_ev, *deadline_ev, *resume_ev, *stats_ev, *trim_ev, *swap_ev, *reap_ev;
     size_t conn_peak;       /* most connections open since the last trim check */
@@ -136,6 +139,7 @@ void snapshot_unref(struct snapshot *s)
     if (s->site_open)
         site_close(&s->site);
     shared_obj_unref(s->clients);
+    shared_obj_unref(s->rrl);
     shared_obj_unref(s->cache);
     uptls_ctx_free(s->uptls);
     config_unref(s->cfg);
@@ -189,6 +193,59 @@ int worker_listen_socket(const struct dg_addr *addr, char *err, size_t errlen)
     }
     if (listen(fd, 4096) != 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", addr->text, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int worker_udp_socket(const struct dg_addr *addr, char *err, size_t errlen)
+{
+    int family = addr->ss.ss_family;
+    int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot listen on %s (UDP): socket: %s", addr->text, strerror(errno));
+        return -1;
+    }
+    int one = 1, zero = 0;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+        snprintf(err, errlen, "cannot listen on %s (UDP): SO_REUSEPORT: %s", addr->text,
+                 strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&addr->ss;
+        int v6only = IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr) ? 0 : 1;
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, v6only ? &one : &zero, sizeof(int));
+        /* on a dual-stack socket this reports IPv4 destinations too (IPv4-mapped) */
+        setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
+    } else {
+        setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
+    }
+    /* Room for bursts: a default 208 KiB buffer holds about 2,000 queries, a few ms of a
+     * flood. Capped by net.core.rmem_max; best effort. */
+    int rcvbuf = 4 << 20;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    if (bind(fd, (const struct sockaddr *)&addr->ss, addr->len) != 0) {
+        int e = errno;
+        if (e == EADDRINUSE)
+            snprintf(err, errlen,
+                     "cannot listen on %s (UDP): address already in use: another DNS server "
+                     "(systemd-resolved, dnsmasq, unbound, another dohgate) holds this port; stop "
+                     "it or choose another address with --dns-listen, e.g. --dns-listen "
+                     "127.0.0.1:5353",
+                     addr->text);
+        else if (e == EACCES)
+            snprintf(err, errlen,
+                     "cannot listen on %s (UDP): permission denied: ports below 1024 need root "
+                     "or the capability: run as root, or `setcap cap_net_bind_service=+ep` on "
+                     "the dohgate binary, or use --dns-listen 127.0.0.1:5353",
+                     addr->text);
+        else if (e == EADDRNOTAVAIL)
+            snprintf(err, errlen, "cannot listen on %s (UDP): no such local address", addr->text);
+        else
+            snprintf(err, errlen, "cannot listen on %s (UDP): %s", addr->text, strerror(e));
         close(fd);
         return -1;
     }
@@ -350,6 +407,31 @@ static void for_each_set(struct worker *w, void (*fn)(struct conn_set *set))
         fn(&dg_list_entry(l, struct worker_view, node)->conns);
 }
 
+/* A view's last pending UDP query ended (inside a resolver callback: free nothing here). */
+static void on_udp_empty(struct dnsudp_set *set, void *arg)
+{
+    struct worker_view *v = arg;
+    if (v != v->w->cur && v->conns.count == 0)
+        event_active(v->w->reap_ev, EV_TIMEOUT, 0);
+}
+
+/* Stop serving UDP: nothing left to wait for (a UDP client retries on its own, and the
+ * socket closes now), so every pending query is cancelled and the readers go. */
+static void udp_stop(struct worker *w)
+{
+    if (w->cur)
+        dnsudp_set_cancel_all(&w->cur->udp);
+    for (struct dg_lnode *l = w->retired.head; l; l = l->next)
+        dnsudp_set_cancel_all(&dg_list_entry(l, struct worker_view, node)->udp);
+    for (size_t i = 0; w->readers && i < w->nfds; i++) {
+        dnsudp_free(w->readers[i]);
+        w->readers[i] = NULL;
+    }
+    /* retired views kept only for UDP queries can go now */
+    if (w->retired.head && w->reap_ev)
+        event_active(w->reap_ev, EV_TIMEOUT, 0);
+}
+
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
@@ -366,6 +448,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     if (w->stopping)
         return;
     w->stopping = true;
+    udp_stop(w);
     for (size_t i = 0; i < w->nfds; i++) {
         if (w->lev[i]) {
             event_free(w->lev[i]);
@@ -398,6 +481,22 @@ static void on_stats(evutil_socket_t fd, short what, void *arg)
              (unsigned long long)us->queries, (unsigned long long)us->answers,
              (unsigned long long)us->timeouts, (unsigned long long)us->errors,
              (unsigned long long)us->tcp_fallbacks, (unsigned long long)us->dropped_mismatch);
+    struct dnsudp_stats ds = {0};
+    bool have_udp = false;
+    for (size_t i = 0; i < w->nfds; i++) {
+        if (!w->readers[i])
+            continue;
+        const struct dnsudp_stats *d = dnsudp_get_stats(w->readers[i]);
+        ds.received += d->received;
+        ds.sent += d->sent;
+        ds.send_dropped += d->send_dropped;
+        have_udp = true;
+    }
+    if (have_udp)
+        log_info("worker %u: plain DNS over UDP: %llu datagrams received, %llu answers sent, "
+                 "%llu answers dropped (send buffer full or send error)",
+                 w->id, (unsigned long long)ds.received, (unsigned long long)ds.sent,
+                 (unsigned long long)ds.send_dropped);
 }
 
 static void view_free(struct worker_view *v)
@@ -407,6 +506,7 @@ static void view_free(struct worker_view *v)
     /* Connections first: their streams cancel their resolver waiters; then the resolver
      * cancels its upstream queries; then the upstream set goes. */
     conn_set_close_all(&v->conns);
+    dnsudp_set_cancel_all(&v->udp);
     proxy_free(v->proxy);
     resolver_free(v->resolver);
     upstream_free(v->upstream);
@@ -457,6 +557,10 @@ static struct worker_view *view_new(struct worker *w, struct snapshot *snap)
         .on_closed = on_conn_closed,
         .on_closed_arg = v,
     };
+    v->udp = (struct dnsudp_set){.hctx = &v->hctx,
+                                 .rrl = snap->rrl ? snap->rrl->p : NULL,
+                                 .on_empty = on_udp_empty,
+                                 .on_empty_arg = v};
     return v;
 fail:
     view_free(v);
@@ -471,7 +575,7 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     while (l) {
         struct worker_view *v = dg_list_entry(l, struct worker_view, node);
         l = l->next;
-        if (v->conns.count == 0) {
+        if (v->conns.count == 0 && v->udp.count == 0) {
             dg_list_unlink(&w->retired, &v->node);
             view_free(v);
         }
@@ -506,7 +610,10 @@ static void on_swap(evutil_socket_t fd, short what, void *arg)
         w->metrics->cfg = nv->snap->cfg;
         w->metrics->cache = nv->snap->cache->p;
     }
-    if (old->conns.count == 0)
+    for (size_t i = 0; i < w->nfds; i++)
+        if (w->readers[i])
+            dnsudp_use(w->readers[i], &nv->udp);
+    if (old->conns.count == 0 && old->udp.count == 0)
         view_free(old);
     else
         dg_list_push_front(&w->retired, &old->node);
@@ -547,10 +654,12 @@ struct worker *worker_new(unsigned id, struct snapshot *snap, const struct worke
     w->fds = calloc(nfds + 1, sizeof(int));
     w->kinds = calloc(nfds + 1, sizeof(*w->kinds));
     w->udp = calloc(nfds + 1, sizeof(bool));
-    if (!w->fds || !w->kinds || !w->udp) {
+    w->readers = calloc(nfds + 1, sizeof(*w->readers));
+    if (!w->fds || !w->kinds || !w->udp || !w->readers) {
         free(w->fds);
         free(w->kinds);
         free(w->udp);
+        free(w->readers);
         free(w);
         goto fail_fds;
     }
@@ -605,6 +714,17 @@ struct worker *worker_new(unsigned id, struct snapshot *snap, const struct worke
     w->h2_pool = pagepool_new(H2_FRAMEBUF_BYTES, 2 * ((size_t)cfg->max_connections + 32));
     if (!(w->cur = view_new(w, snap)))
         goto fail;
+    for (size_t i = 0; i < w->nfds; i++) {
+        if (!w->udp[i])
+            continue;
+        /* Not paused with the TCP listeners when descriptors run out: UDP takes none. */
+        w->readers[i] = dnsudp_new(w->base, w->fds[i], CONN_FLUSH_PRIORITY, w->op);
+        if (!w->readers[i])
+            goto fail;
+        dnsudp_use(w->readers[i], &w->cur->udp);
+        if (dnsudp_enable(w->readers[i], true) != 0)
+            goto fail;
+    }
     listeners_enable(w, true);
     return w;
 fail:
@@ -658,6 +778,7 @@ void worker_free(struct worker *w)
         return;
     /* Each view leaves the worker before it is freed: closing its connections calls
      * on_conn_closed, which walks the views still there. */
+    udp_stop(w); /* before the views: a pending query holds its view and its reader */
     struct worker_view *cur = w->cur;
     w->cur = NULL;
     view_free(cur);
@@ -685,6 +806,7 @@ void worker_free(struct worker *w)
     free(w->fds);
     free(w->kinds);
     free(w->udp);
+    free(w->readers);
     free(w->lev);
     free(w);
 }

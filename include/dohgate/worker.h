@@ -19,6 +19,7 @@
 #include "dohgate/clients.h"
 #include "dohgate/ddr.h"
 #include "dohgate/observer.h"
+#include "dohgate/rrl.h"
 #include "dohgate/site.h"
 
 struct tls_store;
@@ -32,6 +33,14 @@ struct worker;
  * @return the fd, or -1 with a message that says why and what to do in @p err.
  */
 int worker_listen_socket(const struct dg_addr *addr, char *err, size_t errlen);
+
+/**
+ * Open a plain-DNS UDP socket (SO_REUSEPORT: one per worker, the kernel spreads sources between
+ * them; non-blocking; dual-stack for "[::]"; packet info on, so that answers leave from the
+ * address each query was sent to; a 4 MiB receive buffer when the system allows it) for @p addr.
+ * @return the fd, or -1 with a message that says why and what to do in @p err.
+ */
+int worker_udp_socket(const struct dg_addr *addr, char *err, size_t errlen);
 
 /**
  * A value shared by snapshots (the cache, the per-client table): freed with the last snapshot
@@ -64,6 +73,8 @@ struct snapshot {
     struct metrics *metrics;           /**< not owned; may be NULL */
     struct shared_obj *cache;          /**< struct cache; shared while cache-size stays the same */
     struct shared_obj *clients;        /**< struct clients, or NULL (no per-client limits) */
+    struct shared_obj *rrl;            /**< struct rrl (dns-rate-limit), or NULL (off) */
+    struct rrl_config rrl_cfg;         /**< what it was made with (shared while the same) */
     struct cache_config cache_cfg;     /**< what the cache was made or re-tuned with */
     struct clients_config clients_cfg; /**< what the client table was made with */
     struct site site;

@@ -715,3 +715,18 @@ ans_ids() { printf '%s\n' "$1" | sed -n 's/^ans id=\([0-9]*\) .*/\1/p' | tr '\n'
 
 # closed_ms OUTPUT: N of dnsconn's "closed ms=N" line (empty when the connection stayed open)
 closed_ms() { printf '%s\n' "$1" | sed -n 's/^closed ms=\([0-9]*\)$/\1/p'; }
+
+# ---------------------------------------------------------------------------------------------
+# plain DNS over UDP (issue 16)
+
+# udpdns ask|flood ARGS...: tests/tools/udpdns.py (raw datagrams: answers by ID, the sending
+# address of each answer, a rate-limit flood with a second source interleaved)
+udpdns() { python3 "$SRC_DIR/tests/tools/udpdns.py" "$@"; }
+
+# dig_udp PORT [dig args...]: dig over UDP only (+ignore: a TC=1 answer is shown, not retried
+# over TCP) at 127.0.0.1:PORT, one try of 2 s
+dig_udp() {
+    local port=$1
+    shift
+    dig @127.0.0.1 -p "$port" +notcp +ignore +tries=1 +time=2 "$@" 2>&1
+}

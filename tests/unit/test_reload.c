@@ -20,6 +20,7 @@
 #include "dohgate/config.h"
 #include "dohgate/log.h"
 #include "dohgate/reload.h"
+#include "dohgate/rrl.h"
 #include "dohgate/tls.h"
 #include "dohgate/worker.h"
 
@@ -233,6 +234,54 @@ static void test_prepare_reapplies_flags(void **state)
     stop(&r);
 }
 
+/* dns-rate-limit: a table only when on, kept across reloads while rate and slip stay (so a
+ * reload hands no limited network a fresh bucket), a new one when they change. */
+static void test_rrl_shared(void **state)
+{
+    struct running r;
+    start(&r, "upstream 127.0.0.1:5300\n");
+    assert_null(r.snap->rrl); /* off by default */
+    char err[ERRLEN];
+    struct reload_plan plan;
+    write_conf("upstream 127.0.0.1:5300\ndns-rate-limit 5\n");
+    assert_int_equal(reload_prepare(r.snap, conf_path, 0, NULL, 1, &plan, err, ERRLEN), 0);
+    assert_non_null(plan.snap->rrl);
+    reload_commit(r.snap, &plan); /* as main does: the TLS store reads the new config */
+    dg_log_set_level(DG_LOG_ERR);
+    struct snapshot *next = snapshot_ref(plan.snap);
+    reload_plan_free(&plan);
+    snapshot_unref(r.snap);
+    r.snap = next;
+    /* use up one network's bucket */
+    struct client_id id;
+    assert_int_equal(client_id_from_string(&id, "192.0.2.1"), 0);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(rrl_check(r.snap->rrl->p, &id, 1000), RRL_PASS);
+    assert_int_equal(rrl_check(r.snap->rrl->p, &id, 1000),
+                     RRL_DROP); /* the 1st limited: dropped (slip 2) */
+    /* same parameters (another option changed): the same table, the bucket still empty */
+    write_conf("upstream 127.0.0.1:5300\ndns-rate-limit 5\ncache-min-ttl 3\n");
+    assert_int_equal(reload_prepare(r.snap, conf_path, 0, NULL, 1, &plan, err, ERRLEN), 0);
+    assert_ptr_equal(plan.snap->rrl, r.snap->rrl);
+    assert_int_equal(refs(&r.snap->rrl->refs), 2);
+    assert_int_equal(rrl_check(plan.snap->rrl->p, &id, 1000), RRL_SLIP);
+    reload_plan_free(&plan);
+    assert_int_equal(refs(&r.snap->rrl->refs), 1);
+    /* another slip: a new table */
+    write_conf("upstream 127.0.0.1:5300\ndns-rate-limit 5\ndns-rate-slip 3\n");
+    assert_int_equal(reload_prepare(r.snap, conf_path, 0, NULL, 1, &plan, err, ERRLEN), 0);
+    assert_non_null(plan.snap->rrl);
+    assert_ptr_not_equal(plan.snap->rrl, r.snap->rrl);
+    assert_int_equal(rrl_check(plan.snap->rrl->p, &id, 1000), RRL_PASS);
+    reload_plan_free(&plan);
+    /* off again: none */
+    write_conf("upstream 127.0.0.1:5300\n");
+    assert_int_equal(reload_prepare(r.snap, conf_path, 0, NULL, 1, &plan, err, ERRLEN), 0);
+    assert_null(plan.snap->rrl);
+    reload_plan_free(&plan);
+    stop(&r);
+}
+
 /* A worker (no listeners) switches to a new snapshot between events and drops the old one. */
 static void test_worker_swap(void **state)
 {
@@ -269,7 +318,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_refcount),    cmocka_unit_test(test_prepare_refuses),
         cmocka_unit_test(test_prepare_and_commit), cmocka_unit_test(test_prepare_reapplies_flags),
-        cmocka_unit_test(test_worker_swap),
+        cmocka_unit_test(test_worker_swap),        cmocka_unit_test(test_rrl_shared),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
