@@ -152,10 +152,12 @@ static void flush_out(struct dnsudp *u)
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
             /* The socket buffer is full: the rest would fail the same way. */
             u->stats.send_dropped += n - done;
+            dg_observe(u->obs, DG_EV_DNS_DROPPED, DG_DROP_SEND, n - done);
             break;
         }
         /* This one cannot go (unreachable, a source address no longer ours): skip it. */
         u->stats.send_dropped++;
+        dg_observe(u->obs, DG_EV_DNS_DROPPED, DG_DROP_SEND, 1);
         done++;
     }
     for (size_t i = 0; i < n; i++)
@@ -207,6 +209,7 @@ static void on_answer(void *arg, struct dg_buf *ans, uint32_t ttl)
             event_active(u->flush_ev, EV_TIMEOUT, 0);
     } else {
         u->stats.send_dropped++; /* no memory for the answer */
+        dg_observe(u->obs, DG_EV_DNS_DROPPED, DG_DROP_SEND, 1);
     }
     free(op);
     if (set->count == 0 && set->on_empty)

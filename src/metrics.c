@@ -21,7 +21,7 @@ static const char *const method_names[MET_NMETHOD] = {"GET", "POST", "HEAD", "ot
 static const char *const conn_names[DG_NLISTENER] = {"https", "http", "metrics", "dns-tcp", "dot"};
 static const char *const transport_names[DG_NTRANSPORT] = {"doh", "json", "dns-udp", "dns-tcp",
                                                            "dot"};
-static const char *const drop_names[DG_NDROP] = {"source", "rate-limit", "malformed"};
+static const char *const drop_names[DG_NDROP] = {"source", "rate-limit", "malformed", "send"};
 static const char *const rcode_names[16] = {
     "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP",  "REFUSED", "YXDOMAIN", "YXRRSET",
     "NXRRSET", "NOTAUTH", "NOTZONE",  "RCODE11",  "RCODE12", "RCODE13", "RCODE14",  "RCODE15"};
@@ -188,7 +188,7 @@ static void on_event(void *arg, enum dg_event ev, unsigned idx, uint64_t value)
         break;
     case DG_EV_DNS_DROPPED:
         if (idx < DG_NDROP)
-            ctr_add(&wm->dns_dropped[idx], 1);
+            ctr_add(&wm->dns_dropped[idx], value);
         break;
     case DG_EV_RES_HIT:
         ctr_add(&wm->res_hits, 1);
@@ -374,7 +374,8 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
            SUM(dns_truncated));
     head(&o, "dohgate_dns_dropped_total", "counter",
          "Plain-DNS queries left unanswered, by reason (source: not in dns-allow, over UDP; "
-         "rate-limit: over dns-rate-limit and not slipped; malformed).");
+         "rate-limit: over dns-rate-limit and not slipped; malformed; send: the UDP socket "
+         "buffer was full).");
     for (int k = 0; k < DG_NDROP; k++)
         put(&o, "dohgate_dns_dropped_total{reason=\"%s\"} %llu\n", drop_names[k],
             (unsigned long long)SUM(dns_dropped[k]));

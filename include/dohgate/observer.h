@@ -31,7 +31,8 @@ enum dg_event {
     /* DNS answers to clients (dnsserve.c): idx: DG_DNS_KEY(transport, rcode) of an answer sent */
     DG_EV_DNS_ANSWER,
     DG_EV_DNS_TRUNCATED, /**< a UDP answer went out with TC=1 (too large, or slipped) */
-    DG_EV_DNS_DROPPED,   /**< a plain-DNS query got no answer; idx: enum dg_dns_drop */
+    DG_EV_DNS_DROPPED,   /**< plain-DNS queries got no answer; idx: enum dg_dns_drop;
+                              value: how many */
     /* client questions (resolver.c); idx unused */
     DG_EV_RES_HIT,       /**< answered from the cache */
     DG_EV_RES_STALE_HIT, /**< answered from an expired entry after upstream failure */
@@ -82,6 +83,7 @@ enum dg_dns_drop {
     DG_DROP_SOURCE,    /**< UDP from a source dns-allow does not list */
     DG_DROP_RATE,      /**< over dns-rate-limit, not slipped */
     DG_DROP_MALFORMED, /**< no answer can be made (not even FORMERR) */
+    DG_DROP_SEND,      /**< the answer was made but the socket took none (buffer full, OOM) */
     DG_NDROP
 };
 

@@ -58,6 +58,11 @@ assert_eq none "$out" "from 198.51.100.2 (public), a raw query: no answer"
 assert_eq 2 "$(metric_of 'dohgate_dns_dropped_total{reason="source"}')" "both drops counted as reason=source"
 assert_eq 0 "$(metric_of 'dohgate_dns_answers_total{transport="dns-udp",rcode="NOERROR"}')" "no dns-udp answer counted (NOERROR)"
 assert_eq 0 "$(metric_of 'dohgate_dns_answers_total{transport="dns-udp",rcode="REFUSED"}')" "no dns-udp answer counted (REFUSED)"
+# over TCP there is no reflection to fear (the handshake proves the source): REFUSED says why
+out=$(in_ns dig @198.51.100.1 -p "$UP" +tcp +tries=1 +time=3 "www.$ZONE" A 2>&1)
+assert_match 'status: REFUSED' "$out" "from 198.51.100.2 (public), TCP: REFUSED"
+assert_nomatch '192\.0\.2\.10' "$out" "from 198.51.100.2 (public), TCP: no data"
+assert_eq 1 "$(metric_of 'dohgate_dns_answers_total{transport="dns-tcp",rcode="REFUSED"}')" "the TCP refusal counted as a dns-tcp REFUSED answer"
 
 # ---- a private source on the same link is answered
 {
