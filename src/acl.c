@@ -105,3 +105,26 @@ bool acl_allows_client(const struct acl *acl, const struct client_id *id)
     /* not an address we can judge: no */
     return client_id_known(id) && allows_bytes(acl, id->addr, id->len);
 }
+
+char *const acl_private_nets[ACL_N_PRIVATE_NETS] = {
+    "127.0.0.0/8",   "::1/128",        "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+    "100.64.0.0/10", "169.254.0.0/16", "fc00::/7",   "fe80::/10"};
+
+bool acl_cidr_is_private(const char *cidr)
+{
+    struct acl_entry e, p;
+    if (acl_parse(cidr, true, &e) != 0)
+        return false;
+    for (size_t i = 0; i < ACL_N_PRIVATE_NETS; i++) {
+        if (acl_parse(acl_private_nets[i], true, &p) != 0 || p.len != e.len || p.bits > e.bits)
+            continue;
+        /* inside when the entry's network agrees with the private one on its prefix bits */
+        unsigned full = p.bits / 8u, rest = p.bits % 8u;
+        if (memcmp(e.addr, p.addr, full) != 0)
+            continue;
+        if (rest && ((e.addr[full] ^ p.addr[full]) & (uint8_t)(0xffu << (8u - rest))))
+            continue;
+        return true;
+    }
+    return false;
+}

@@ -37,6 +37,23 @@
  * endpoint only if its certificate covers the address it asked. Say so at start when it does
  * not, since nothing fails visibly: devices just stay on plain DNS.
  */
+/* A plain-DNS listener open to public sources without a rate limit can be used to reflect
+ * and amplify traffic at a forged source: say so once at start. */
+static void warn_open_dns(const struct config *cfg)
+{
+    if (cfg->n_dns_listen == 0 || cfg->dns_rate_limit > 0)
+        return;
+    for (size_t i = 0; i < cfg->n_dns_allow; i++) {
+        if (!acl_cidr_is_private(cfg->dns_allow[i])) {
+            log_warn("dns-allow %s admits public addresses and dns-rate-limit is 0: forged "
+                     "sources can use this server to reflect UDP answers; set dns-rate-limit "
+                     "(e.g. 20)",
+                     cfg->dns_allow[i]);
+            return;
+        }
+    }
+}
+
 static void warn_ddr_coverage(const struct config *cfg, struct tls_store *tls)
 {
     if (!cfg->ddr || (cfg->n_listen == 0 && cfg->n_dot_listen == 0))
@@ -447,6 +464,7 @@ int main(int argc, char **argv)
         log_info("listening on %s (plain HTTP: Prometheus /metrics, /healthz)",
                  cfg->metrics_listen[i].text);
     warn_ddr_coverage(cfg, tls);
+    warn_open_dns(cfg);
     log_upstreams(cfg);
     log_info("%u worker%s", nworkers, nworkers == 1 ? "" : "s");
     tls_store_each_cert(tls, log_cert, "certificate");

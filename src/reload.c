@@ -92,13 +92,9 @@ const char *snapshot_fill(struct snapshot *s, struct config *cfg, const struct s
     }
     /* Plain DNS is not an open resolver unless dns-allow says so: by default loopback and the
      * networks no reply can be reflected from the Internet to (private, CGNAT, link-local). */
-    static char *const private_nets[] = {"127.0.0.0/8",    "::1/128",        "10.0.0.0/8",
-                                         "172.16.0.0/12",  "192.168.0.0/16", "100.64.0.0/10",
-                                         "169.254.0.0/16", "fc00::/7",       "fe80::/10"};
     bool dflt = cfg->n_dns_allow == 0;
-    if (acl_build(&s->dns_acl, dflt ? private_nets : cfg->dns_allow,
-                  dflt ? sizeof(private_nets) / sizeof(private_nets[0]) : cfg->n_dns_allow, NULL,
-                  0) != 0) {
+    if (acl_build(&s->dns_acl, dflt ? acl_private_nets : cfg->dns_allow,
+                  dflt ? ACL_N_PRIVATE_NETS : cfg->n_dns_allow, NULL, 0) != 0) {
         snprintf(err, errlen, "dns-allow: at most %d entries", ACL_MAX);
         return "dns-allow";
     }

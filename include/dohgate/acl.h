@@ -43,6 +43,14 @@ struct client_id;
  */
 bool acl_allows_client(const struct acl *acl, const struct client_id *id);
 
+/** Networks no answer can be reflected from the Internet to: loopback, RFC 1918, CGNAT
+ * (100.64.0.0/10), link-local, RFC 4193 (fc00::/7). The default of dns-allow. */
+#define ACL_N_PRIVATE_NETS 9
+extern char *const acl_private_nets[ACL_N_PRIVATE_NETS];
+
+/** Whether CIDR @p cidr (validated with acl_parse()) lies wholly inside acl_private_nets. */
+bool acl_cidr_is_private(const char *cidr);
+
 /** Whether the list has any entry at all (no list: everybody). */
 static inline bool acl_active(const struct acl *acl)
 {

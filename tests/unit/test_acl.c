@@ -124,12 +124,31 @@ static void test_sockaddr_clients(void **state)
     assert_true(acl_allows_client(&acl, &id)); /* no list: everybody, known or not */
 }
 
+/* The open-resolver warning's test: a dns-allow entry is private only when it lies wholly
+ * inside one of the default networks. */
+static void test_private(void **state)
+{
+    (void)state;
+    const char *priv[] = {
+        "10.0.0.0/8",     "10.1.2.0/24",   "10.1.2.3",      "172.16.0.0/12", "172.31.255.1",
+        "192.168.1.0/24", "100.64.0.0/10", "100.127.0.1",   "127.0.0.1",     "::1",
+        "fd00::/8",       "fe80::1",       "169.254.1.0/24"};
+    const char *pub[] = {"0.0.0.0/0",    "8.0.0.0/7",   "172.32.0.0/16", "172.0.0.0/8",
+                         "192.0.2.0/24", "100.128.0.1", "2001:db8::/32", "::/0",
+                         "fc00::/6",     "11.0.0.1",    "not-a-cidr"};
+    for (size_t i = 0; i < sizeof(priv) / sizeof(priv[0]); i++)
+        assert_true(acl_cidr_is_private(priv[i]));
+    for (size_t i = 0; i < sizeof(pub) / sizeof(pub[0]); i++)
+        assert_false(acl_cidr_is_private(pub[i]));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse),
         cmocka_unit_test(test_decide),
         cmocka_unit_test(test_sockaddr_clients),
+        cmocka_unit_test(test_private),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
