@@ -571,6 +571,23 @@ int dns_strip_padding(uint8_t *msg, size_t *len)
     return opt_strip(msg, len, OPT_PADDING);
 }
 
+/* What an upstream's answer may carry that is about its hop only: padding (RFC 8467) and the
+ * keepalive timeout it grants our connection (RFC 7828). */
+#define OPT_ANSWER_HOP (OPT_PADDING | OPT_BIT(DNS_EDNS_KEEPALIVE))
+
+bool dns_answer_has_hop_options(const uint8_t *msg, size_t len)
+{
+    struct opt_scan s;
+    return opt_scan(msg, len, OPT_ANSWER_HOP, &s) == 0 && s.hit_bytes > 0;
+}
+
+int dns_answer_strip_hop_options(uint8_t *msg, size_t *len)
+{
+    if (!msg || !len)
+        return -EINVAL;
+    return opt_strip(msg, len, OPT_ANSWER_HOP);
+}
+
 int dns_query_strip_hop_options(uint8_t *msg, size_t *len)
 {
     /* -EINVAL for every refusal, as before: the resolver does not forward such a query */

@@ -191,15 +191,17 @@ static void on_upstream_done(void *arg, int status, const uint8_t *ans, size_t l
     table_remove(r, inf);
     inf->uq = NULL;
     bool failed = status != 0;
-    /* Padding is for the wire it came over (an upstream pads its answers to padded queries,
-     * RFC 8467): stripped here, before both the cache and the waiters served without it
-     * (caching off, an answer not kept, OOM), so no stored or forwarded answer carries another
-     * hop's padding; a padded client gets its own from doh_handler.c. The copy is only made for
-     * the answers that carry padding (plain-DNS upstreams practically never do). */
+    /* Padding and keepalive are for the wire they came over (an upstream pads its answers to
+     * padded queries, RFC 8467, and grants our DoT connection a keepalive timeout, RFC 7828):
+     * stripped here, before both the cache and the waiters served without it (caching off, an
+     * answer not kept, OOM), so no stored or forwarded answer carries another hop's options; a
+     * padded client gets its own padding from dnsserve.c, a stream client its own keepalive
+     * from dnsstream.c. The copy is only made for the answers that carry them (plain-DNS
+     * upstreams practically never do). */
     struct dg_buf unpadded = {0};
-    if (!failed && dns_has_padding(ans, len)) {
+    if (!failed && dns_answer_has_hop_options(ans, len)) {
         if (dg_buf_append(&unpadded, ans, len) == 0 &&
-            dns_strip_padding(unpadded.data, &unpadded.len) == 1) {
+            dns_answer_strip_hop_options(unpadded.data, &unpadded.len) == 1) {
             ans = unpadded.data;
             len = unpadded.len;
         } else {

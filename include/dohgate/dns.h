@@ -167,6 +167,16 @@ size_t dns_udp_payload_size(const uint8_t *q, size_t qlen);
  */
 int dns_truncate(uint8_t *msg, size_t *len, size_t max);
 
+/**
+ * An upstream answer's options that belong to the hop they came over, not to the answer:
+ * Padding (RFC 8467) and edns-tcp-keepalive (RFC 7828: the upstream's idle timeout for our
+ * connection; it must never reach a client, and never a UDP one). dns_answer_has_hop_options()
+ * is the cheap check (no name followed); dns_answer_strip_hop_options() removes them in place
+ * with dns_strip_padding()'s safety rules and results (1, 0, -EBADMSG, -EINVAL).
+ */
+bool dns_answer_has_hop_options(const uint8_t *msg, size_t len);
+int dns_answer_strip_hop_options(uint8_t *msg, size_t *len);
+
 /** Byte offset just past the question section (12 + qname + 4), or 0 if it does not parse. */
 size_t dns_question_end(const uint8_t *msg, size_t len);
 
