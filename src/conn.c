@@ -311,6 +311,8 @@ static int conn_flush(struct conn *c)
                 rc = h1_session_send(c->h1, &c->out, OUT_GATHER);
             else if (c->ds)
                 rc = dnsstream_session_send(c->ds, &c->out, OUT_GATHER);
+            if (rc == -EMSGSIZE) /* a DNS client that let its answers pile up */
+                dg_observe(c->set->obs, DG_EV_STALLED, DG_STALL_CONNECTION, 1);
             if (rc != 0)
                 return -1;
             /* A protocol error makes nghttp2 queue a GOAWAY and go on (mem_recv succeeds):
@@ -326,11 +328,15 @@ static int conn_flush(struct conn *c)
             dg_buf_consume(&c->out, (size_t)n);
             c->last_active = dg_now_ms();
             c->out_since = c->last_active; /* taken: send-timeout counts from here */
+            if (c->ds)
+                dnsstream_session_blocked(c->ds, false);
             continue;
         }
         if (n == IO_WANT_WRITE || n == IO_WANT_READ) {
             if (!c->out_since)
                 c->out_since = dg_now_ms();
+            if (c->ds) /* answers that pile up now are held for a client that does not read */
+                dnsstream_session_blocked(c->ds, true);
             c->sendq = sendq_len(c); /* full now: what the client reads from here on shows */
             set_write_interest(c, true);
             set_read_paused(c, c->out.len > OUT_HIGH_WATER ||

@@ -36,6 +36,9 @@ struct dnsstream_session {
     uint64_t partial_since; /* ms: first byte of the incomplete message at the head of in */
     bool stopped;           /* shutdown or the client's FIN: read nothing more */
     bool malformed;         /* bad input: serve nothing more */
+    bool overflow;          /* the client let more than ready_max pile up: fail */
+    bool blocked;           /* the connection's socket is full */
+    size_t ready_max;
 };
 
 struct dnsstream_session *dnsstream_session_new(const struct dnsstream_settings *st,
@@ -51,6 +54,7 @@ struct dnsstream_session *dnsstream_session_new(const struct dnsstream_settings 
     s->wake = wake;
     s->owner = owner;
     s->pipeline = hctx->cfg->dns_tcp_pipeline ? hctx->cfg->dns_tcp_pipeline : 1;
+    s->ready_max = st->ready_max ? st->ready_max : DNSSTREAM_READY_MAX;
     return s;
 }
 
@@ -122,6 +126,18 @@ static void on_answer(void *arg, struct dg_buf *ans, uint32_t ttl)
     dg_list_unlink(&s->pending, &q->node);
     s->inflight--;
     free(q); /* the dns_serve handle is gone already */
+    /* A client that does not read: its answers go nowhere; what is queued is freed now and the
+     * connection closes at its next flush (never from here: we are in a resolver callback). */
+    if (s->overflow || (s->blocked && s->ready.len + 2 + ans->len > s->ready_max)) {
+        if (!s->overflow)
+            log_debug("DNS stream: %zu bytes of answers not taken; closing the connection",
+                      s->ready.len);
+        s->overflow = true;
+        s->stopped = true;
+        dg_buf_free(&s->ready);
+        s->wake(s->owner);
+        return;
+    }
     /* No memory for the answer (empty), or for queueing it: the client would wait for an answer
      * that never comes, so end the session instead; it retries on a new connection. */
     if (ans->len == 0 || queue_answer(s, ans, keepalive) != 0) {
@@ -245,6 +261,8 @@ int dnsstream_session_recv(struct dnsstream_session *s, const uint8_t *data, siz
 
 int dnsstream_session_send(struct dnsstream_session *s, struct dg_buf *out, size_t limit)
 {
+    if (s->overflow)
+        return -EMSGSIZE;
     int rc = dispatch(s);
     if (rc != 0)
         return rc;
@@ -290,6 +308,11 @@ size_t dnsstream_session_inflight(const struct dnsstream_session *s)
 uint64_t dnsstream_session_partial_since(const struct dnsstream_session *s)
 {
     return s->partial_since;
+}
+
+void dnsstream_session_blocked(struct dnsstream_session *s, bool blocked)
+{
+    s->blocked = blocked;
 }
 
 void dnsstream_session_shutdown(struct dnsstream_session *s)

@@ -50,12 +50,26 @@ struct dnsstream_settings {
     const struct client_id *client;
     /** DG_TR_DNS_TCP or DG_TR_DOT: which rules apply (dns-allow, padding) and the counters */
     enum dg_transport transport;
+    /** answers held for a client whose socket is full before the session fails; 0:
+     * DNSSTREAM_READY_MAX (tests set less) */
+    size_t ready_max;
 };
 
 /** Answers waiting in the session (not yet taken by _send()) above which it stops reading and
  * stops starting queries: with the connection's own high-water mark, this bounds what a client
  * that does not read can make us hold. */
 #define DNSSTREAM_OUT_HIGH (64 * 1024)
+/** Answers waiting, while the client's socket is full (dnsstream_session_blocked()), above
+ * which the session gives up on the client: queries already in flight when reading stopped
+ * still complete into the queue (up to dns-tcp-pipeline answers of up to 64 KiB each), so a
+ * client that sends a pipeline of large queries and reads nothing would otherwise make one
+ * connection hold megabytes until send-timeout. Past this the session fails (its answers are
+ * freed; dnsstream_session_send() returns -EMSGSIZE: the connection closes, counted as
+ * stalled). A client that reads is never cut: a burst of answers goes out at the next flush. */
+#define DNSSTREAM_READY_MAX (4 * DNSSTREAM_OUT_HIGH)
+
+/** The connection says whether the client's socket is full (the last write was refused). */
+void dnsstream_session_blocked(struct dnsstream_session *s, bool blocked);
 
 /** @return NULL on OOM. @p hctx must outlive the session. */
 struct dnsstream_session *dnsstream_session_new(const struct dnsstream_settings *st,

@@ -133,6 +133,8 @@ static int teardown(void **state)
 }
 
 /* The resolver stack and a session with @p transport, options @p opts (name/value, NULL-ended). */
+static size_t ready_max; /* the next start()'s settings: 0 = the default */
+
 static void start(struct t *t, enum dg_transport transport, const char *const *opts)
 {
     char err[256] = "", addr[64];
@@ -156,7 +158,8 @@ static void start(struct t *t, enum dg_transport transport, const char *const *o
     t->res = resolver_new(t->up, t->cache, t->cfg);
     assert_non_null(t->res);
     t->hctx = (struct handler_ctx){.cfg = t->cfg, .resolver = t->res, .obs = &t->obs};
-    const struct dnsstream_settings st = {.client = &peer, .transport = transport};
+    const struct dnsstream_settings st = {
+        .client = &peer, .transport = transport, .ready_max = ready_max};
     t->s = dnsstream_session_new(&st, &t->hctx, on_wake, t);
     assert_non_null(t->s);
 }
@@ -485,6 +488,52 @@ static void test_backpressure(void **state)
     dg_buf_free(&in);
 }
 
+/* Review of issue 16: a client whose socket is full and that let answers pile up past the
+ * bound is cut (the answers freed at once, send fails with -EMSGSIZE); the same burst for a
+ * client that reads is delivered whole. */
+static void run_pileup(struct t *t, bool blocked)
+{
+    ready_max = 600;
+    t->fake->mode = DT_FAKE_HOLD;
+    start(t, DG_TR_DNS_TCP, NULL);
+    ready_max = 0;
+    struct dg_buf in = {0};
+    enum { N = 20 };
+    for (uint16_t i = 0; i < N; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "pile%u.example", i);
+        add_query(&in, i, name, 1, 0);
+    }
+    feed(t, in.data, in.len);
+    assert_true(run_until(t, fake_has, N, MAX_WAIT));
+    dnsstream_session_blocked(t->s, blocked);
+    dt_fake_release(t->fake, 0, t->fake->n_held);
+    uint64_t end = dg_now_ms() + LATE;
+    while (dg_now_ms() < end && dnsstream_session_inflight(t->s) > 0)
+        assert_true(event_base_loop(t->base, EVLOOP_ONCE) >= 0);
+    assert_int_equal(dnsstream_session_inflight(t->s), 0);
+    if (blocked) {
+        assert_int_equal(dnsstream_session_send(t->s, &t->out, 1 << 20), -EMSGSIZE);
+        assert_int_equal(t->out.len, 0); /* nothing of the pile is left to send */
+        assert_false(dnsstream_session_want_read(t->s));
+    } else {
+        assert_int_equal(dnsstream_session_send(t->s, &t->out, 1 << 20), 0);
+        parse_out(t);
+        assert_int_equal(t->n_ans, N); /* 20 answers of ~40 bytes: more than 600, all sent */
+    }
+    dg_buf_free(&in);
+}
+
+static void test_pileup_blocked(void **state)
+{
+    run_pileup(*state, true);
+}
+
+static void test_pileup_reading(void **state)
+{
+    run_pileup(*state, false);
+}
+
 /* RFC 7828: the answer carries the idle timeout (100 ms units) when the query asked; 0 once
  * shutting down; a padded DoT answer stays on the 468-byte block. */
 static void test_keepalive(void **state)
@@ -634,6 +683,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_malformed_short, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_message, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pileup_blocked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pileup_reading, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
