@@ -4,22 +4,23 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 
 static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
-/* From the binary address, IPv4 already unmapped: the key and the text. */
-static void finish(struct client_id *id)
+/* From the binary address, IPv4 already unmapped: the key and (when @p text) the text. */
+static void finish(struct client_id *id, bool text)
 {
     id->key.len = id->len == 4 ? 4 : 8; /* IPv6: the /64, one host usually holds all of it */
     memcpy(id->key.b, id->addr, id->key.len);
-    if (!inet_ntop(id->len == 4 ? AF_INET : AF_INET6, id->addr, id->text, sizeof(id->text)))
+    if (text && !inet_ntop(id->len == 4 ? AF_INET : AF_INET6, id->addr, id->text, sizeof(id->text)))
         id->text[0] = '\0'; /* cannot happen with a 46-byte buffer; stay a valid string */
 }
 
-int client_id_from_sockaddr(struct client_id *id, const struct sockaddr *sa)
+static int from_sockaddr(struct client_id *id, const struct sockaddr *sa, bool text)
 {
     memset(id, 0, sizeof(*id));
     if (sa->sa_family == AF_INET) {
@@ -39,8 +40,32 @@ int client_id_from_sockaddr(struct client_id *id, const struct sockaddr *sa)
     } else {
         return -EAFNOSUPPORT;
     }
-    finish(id);
+    finish(id, text);
     return 0;
+}
+
+int client_id_from_sockaddr(struct client_id *id, const struct sockaddr *sa)
+{
+    return from_sockaddr(id, sa, true);
+}
+
+int client_id_from_sockaddr_notext(struct client_id *id, const struct sockaddr *sa)
+{
+    return from_sockaddr(id, sa, false);
+}
+
+void client_id_text(const struct client_id *id, char *out, size_t outlen)
+{
+    if (!outlen)
+        return;
+    if (id->text[0]) {
+        snprintf(out, outlen, "%s", id->text);
+        return;
+    }
+    out[0] = '\0';
+    if (client_id_known(id) &&
+        !inet_ntop(id->len == 4 ? AF_INET : AF_INET6, id->addr, out, (socklen_t)outlen))
+        out[0] = '\0';
 }
 
 int client_id_from_string(struct client_id *id, const char *s)

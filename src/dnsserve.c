@@ -56,7 +56,7 @@ static void log_client(const struct config *cfg, const struct client_id *id, cha
     if (cfg->query_log_client == QLOG_CLIENT_NONE || !id || !client_id_known(id))
         snprintf(out, outlen, "-");
     else if (cfg->query_log_client == QLOG_CLIENT_FULL)
-        snprintf(out, outlen, "%s", id->text);
+        client_id_text(id, out, outlen); /* UDP's client_ids carry no text (dnsudp.c) */
     else
         client_id_text_truncated(id, out, outlen); /* from the binary address: no parse */
 }

@@ -64,6 +64,16 @@ static inline int client_id_known(const struct client_id *id)
  */
 void client_id_text_truncated(const struct client_id *id, char *out, size_t outlen);
 
+/**
+ * client_id_from_sockaddr() without the text (text ""): for a front end that makes one
+ * client_id per datagram (plain DNS over UDP), where formatting every address is a measurable
+ * share of the work; read the address as text with client_id_text() when it is needed.
+ */
+int client_id_from_sockaddr_notext(struct client_id *id, const struct sockaddr *sa);
+
+/** The address as text into @p out: id->text, or formatted now when it was not filled. */
+void client_id_text(const struct client_id *id, char *out, size_t outlen);
+
 /** Fill @p k from a numeric address string ("192.0.2.1", "2001:db8::1"), for tests.
  * @return 0 or -1. */
 int client_key_from_string(const char *s, struct client_key *k);

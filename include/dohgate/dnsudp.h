@@ -43,7 +43,7 @@ struct event_base;
 struct handler_ctx;
 struct rrl;
 
-#define DNSUDP_BATCH        32 /**< datagrams per recvmmsg() */
+#define DNSUDP_BATCH        64 /**< datagrams per recvmmsg() */
 #define DNSUDP_CALLS_PER_EV 4  /**< recvmmsg() calls per readiness event */
 /** Largest query read; a longer datagram is malformed (no answer). */
 #define DNSUDP_MAX_QUERY 4096

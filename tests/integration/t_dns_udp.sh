@@ -113,7 +113,8 @@ stop_dohgate
 # ---- a 4096-byte cap: the big answer fits and goes whole
 use_log big
 UP=$(free_port)
-start_dohgate --workers 1 --dns-listen "127.0.0.1:$UP" --dns-udp-max-size 4096
+start_dohgate --workers 1 --dns-listen "127.0.0.1:$UP" --dns-udp-max-size 4096 \
+    --query-log yes --query-log-client full
 out=$(dig_udp "$UP" +bufsize=4096 "big.$ZONE" TXT)
 assert_nomatch 'flags: qr[a-z ]* tc' "$out" "big TXT, EDNS 4096, dns-udp-max-size 4096: not truncated"
 assert_match 'ANSWER: 40,' "$out" "big TXT, EDNS 4096: all 40 records"
@@ -121,6 +122,10 @@ size=$(sed -n 's/.*MSG SIZE  rcvd: \([0-9]*\).*/\1/p' <<<"$out")
 assert_range 1233 4096 "$size" "big TXT, EDNS 4096: more than 1232 bytes ($size)"
 out=$(dig_udp "$UP" +bufsize=1232 "big.$ZONE" TXT)
 assert_match 'flags: qr[a-z ]* tc' "$out" "the same cap, EDNS 1232: still TC=1 (the client's size rules)"
+# UDP client identities carry no text until the query log needs it (dnsudp.c): the full
+# address still shows
+assert_file_match "$DG_LOG" "query: 127\.0\.0\.1 big\.$ZONE\. TXT NOERROR dns-udp" \
+    "query log (client full): the UDP client's address and the transport"
 stop_dohgate
 
 # ---- the stub as upstream: cache hits and a reload with queries pending
