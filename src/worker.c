@@ -146,6 +146,31 @@ void snapshot_unref(struct snapshot *s)
     free(s);
 }
 
+/* Why bind() failed, and what to do about it, in one line for the log. */
+static void bind_error(const struct dg_addr *addr, int e, bool udp, char *err, size_t errlen)
+{
+    const char *proto = udp ? " (UDP)" : "";
+    const char *opt = udp ? "--dns-listen 127.0.0.1:5353" : "--listen 127.0.0.1:8443";
+    if (e == EADDRINUSE)
+        snprintf(err, errlen,
+                 "cannot listen on %s%s: address already in use: another server (%s) holds this "
+                 "port; stop it or choose another address, e.g. %s",
+                 addr->text, proto,
+                 udp ? "systemd-resolved, dnsmasq, unbound, another dohgate"
+                     : "a web server, another dohgate",
+                 opt);
+    else if (e == EACCES)
+        snprintf(err, errlen,
+                 "cannot listen on %s%s: permission denied: ports below 1024 need root or the "
+                 "capability: run as root, or `setcap cap_net_bind_service=+ep` on the dohgate "
+                 "binary, or use %s",
+                 addr->text, proto, opt);
+    else if (e == EADDRNOTAVAIL)
+        snprintf(err, errlen, "cannot listen on %s%s: no such local address", addr->text, proto);
+    else
+        snprintf(err, errlen, "cannot listen on %s%s: %s", addr->text, proto, strerror(e));
+}
+
 int worker_listen_socket(const struct dg_addr *addr, char *err, size_t errlen)
 {
     int family = addr->ss.ss_family;
@@ -172,22 +197,7 @@ int worker_listen_socket(const struct dg_addr *addr, char *err, size_t errlen)
     setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof(defer));
     if (bind(fd, (const struct sockaddr *)&addr->ss, addr->len) != 0) {
         int e = errno;
-        if (e == EADDRINUSE)
-            snprintf(err, errlen,
-                     "cannot listen on %s: address already in use: another server (a web server, "
-                     "another dohgate) holds this port; stop it or choose another address with "
-                     "--listen, e.g. --listen 127.0.0.1:8443",
-                     addr->text);
-        else if (e == EACCES)
-            snprintf(err, errlen,
-                     "cannot listen on %s: permission denied: ports below 1024 need root or the "
-                     "capability: run as root, or `setcap cap_net_bind_service=+ep` on the "
-                     "dohgate binary, or use --listen 127.0.0.1:8443",
-                     addr->text);
-        else if (e == EADDRNOTAVAIL)
-            snprintf(err, errlen, "cannot listen on %s: no such local address", addr->text);
-        else
-            snprintf(err, errlen, "cannot listen on %s: %s", addr->text, strerror(e));
+        bind_error(addr, e, false, err, errlen);
         close(fd);
         return -1;
     }
@@ -229,23 +239,7 @@ int worker_udp_socket(const struct dg_addr *addr, char *err, size_t errlen)
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
     if (bind(fd, (const struct sockaddr *)&addr->ss, addr->len) != 0) {
         int e = errno;
-        if (e == EADDRINUSE)
-            snprintf(err, errlen,
-                     "cannot listen on %s (UDP): address already in use: another DNS server "
-                     "(systemd-resolved, dnsmasq, unbound, another dohgate) holds this port; stop "
-                     "it or choose another address with --dns-listen, e.g. --dns-listen "
-                     "127.0.0.1:5353",
-                     addr->text);
-        else if (e == EACCES)
-            snprintf(err, errlen,
-                     "cannot listen on %s (UDP): permission denied: ports below 1024 need root "
-                     "or the capability: run as root, or `setcap cap_net_bind_service=+ep` on "
-                     "the dohgate binary, or use --dns-listen 127.0.0.1:5353",
-                     addr->text);
-        else if (e == EADDRNOTAVAIL)
-            snprintf(err, errlen, "cannot listen on %s (UDP): no such local address", addr->text);
-        else
-            snprintf(err, errlen, "cannot listen on %s (UDP): %s", addr->text, strerror(e));
+        bind_error(addr, e, true, err, errlen);
         close(fd);
         return -1;
     }
