@@ -15,6 +15,8 @@
 #include "dohgate/log.h"
 #include "dohgate/resolver.h"
 
+#define DNS_F2_TC 0x02u /* header byte 2: truncated */
+
 /* A query waiting for the resolver. Owned by itself: freed in on_resolved() or in
  * dns_serve_cancel(), whichever runs first (the other path is gone by then). */
 struct dns_serve_op {
@@ -200,6 +202,23 @@ int dns_serve(const struct handler_ctx *ctx, const struct dns_serve_req *req, st
             return -ENOMEM;
     }
     finish(ctx, ans, pad, udp_max, req->transport, req->client, req->how);
+    return DNS_SERVE_ANSWERED;
+}
+
+int dns_serve_error(const struct handler_ctx *ctx, const struct dns_serve_req *req, int rcode,
+                    bool tc, struct dg_buf *ans)
+{
+    /* no answer of ours echoes bytes that are no query */
+    if (dns_query_check(req->q, req->len, NULL) == DNS_QUERY_MALFORMED)
+        return DNS_SERVE_MALFORMED;
+    if (error_answer(req, rcode, ans) != 0)
+        return -ENOMEM;
+    if (tc) {
+        ans->data[2] |= DNS_F2_TC;
+        dg_observe(ctx->obs, DG_EV_DNS_TRUNCATED, 0, 1);
+    }
+    bool pad = want_padding(ctx, req->transport, req->q, req->len);
+    finish(ctx, ans, pad, 0, req->transport, req->client, req->how);
     return DNS_SERVE_ANSWERED;
 }
 

@@ -164,13 +164,15 @@ static int serve_one(struct dnsstream_session *s, const uint8_t *msg, size_t len
     int rc = 0;
     if (dns_serve_admit(s->hctx, s->client, s->transport) != DNS_ADMIT_OK) {
         /* A stream cannot be spoofed: the client learns it is refused, and stays connected. */
-        if (dns_query_check(msg, len, NULL) == DNS_QUERY_MALFORMED) {
+        const struct dns_serve_req req = {
+            .q = msg, .len = len, .client = s->client, .transport = s->transport};
+        rc = dns_serve_error(s->hctx, &req, DNS_RCODE_REFUSED, false, &ans);
+        if (rc == DNS_SERVE_MALFORMED) {
             set_malformed(s);
             return 0;
         }
-        if (dns_make_error_answer(msg, len, DNS_RCODE_REFUSED, &ans) != 0)
+        if (rc != DNS_SERVE_ANSWERED)
             return -ENOMEM;
-        dg_observe(s->hctx->obs, DG_EV_DNS_ANSWER, DG_DNS_KEY(s->transport, DNS_RCODE_REFUSED), 1);
         rc = queue_answer(s, &ans, keepalive);
         dg_buf_free(&ans);
         return rc;

@@ -257,19 +257,14 @@ static uint16_t peer_port(const struct sockaddr_storage *ss)
 }
 
 /* Queue a synthesized answer (REFUSED, or a slipped TC=1) to query @p q, counted. */
-static void answer_now(struct dnsudp *u, struct out *o, const uint8_t *q, size_t len, int rcode,
-                       bool tc)
+static void answer_now(struct dnsudp *u, struct out *o, const struct handler_ctx *hctx,
+                       const struct dns_serve_req *req, int rcode, bool tc)
 {
-    if (dns_make_error_answer(q, len, rcode, &o->buf) != 0)
-        return;
-    if (tc) {
-        /* RRL slip: TC=1, no records; the client asks again over TCP, where the source is
-         * real. */
-        o->buf.data[2] |= F2_TC;
-        dg_observe(u->obs, DG_EV_DNS_TRUNCATED, 0, 1);
-    }
-    dg_observe(u->obs, DG_EV_DNS_ANSWER, DG_DNS_KEY(DG_TR_DNS_UDP, rcode), 1);
-    u->nout++;
+    int rc = dns_serve_error(hctx, req, rcode, tc, &o->buf);
+    if (rc == DNS_SERVE_ANSWERED)
+        u->nout++;
+    else if (rc == DNS_SERVE_MALFORMED)
+        dg_observe(u->obs, DG_EV_DNS_DROPPED, DG_DROP_MALFORMED, 1);
 }
 
 /* One datagram. Synchronous answers are queued in u->out; the caller flushes. */
@@ -301,26 +296,18 @@ static void serve(struct dnsudp *u, const uint8_t *q, size_t len, bool truncated
         dg_observe(u->obs, DG_EV_DNS_DROPPED, DG_DROP_RATE, 1);
         return;
     }
-    if ((rv == RRL_SLIP || adm == DNS_ADMIT_REFUSED) &&
-        dns_query_check(q, len, NULL) == DNS_QUERY_MALFORMED) {
-        /* no answer of ours echoes bytes that are no query */
-        dg_observe(u->obs, DG_EV_DNS_DROPPED, DG_DROP_MALFORMED, 1);
-        return;
-    }
     struct out *o = out_slot(u);
     memcpy(&o->peer, peer, peerlen);
     o->peerlen = peerlen;
     read_local(mh, &o->local);
-    if (rv == RRL_SLIP) {
-        answer_now(u, o, q, len, DNS_RCODE_NOERROR, true);
-        return;
-    }
-    if (adm == DNS_ADMIT_REFUSED) {
-        answer_now(u, o, q, len, DNS_RCODE_REFUSED, false);
-        return;
-    }
     const struct dns_serve_req req = {
         .q = q, .len = len, .client = &op->client, .transport = DG_TR_DNS_UDP};
+    if (rv == RRL_SLIP || adm == DNS_ADMIT_REFUSED) {
+        /* (a query that does not parse gets nothing: the slot stays unused) */
+        answer_now(u, o, set->hctx, &req, rv == RRL_SLIP ? DNS_RCODE_NOERROR : DNS_RCODE_REFUSED,
+                   rv == RRL_SLIP);
+        return;
+    }
     uint32_t ttl;
     const char *why = NULL;
     int rc = dns_serve(set->hctx, &req, &o->buf, &ttl, on_answer, op, &op->sop, &why);

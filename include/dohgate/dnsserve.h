@@ -65,6 +65,17 @@ int dns_serve(const struct handler_ctx *ctx, const struct dns_serve_req *req, st
               uint32_t *ttl, dns_serve_cb cb, void *arg, struct dns_serve_op **op,
               const char **why);
 
+/**
+ * An answer the front end decided on without asking: REFUSED after dns_serve_admit(), or a
+ * rate-limit slip (NOERROR with @p tc: TC=1 and no records, the client asks again over TCP).
+ * Made like dnsserve's own error answers (ID, question, OPT), padded on DoT for a padded query,
+ * counted by transport and rcode and written to the query log like every other answer.
+ * @return DNS_SERVE_ANSWERED (@p ans filled), DNS_SERVE_MALFORMED (the query does not parse:
+ *         no answer echoes it), or -ENOMEM.
+ */
+int dns_serve_error(const struct handler_ctx *ctx, const struct dns_serve_req *req, int rcode,
+                    bool tc, struct dg_buf *ans);
+
 /** Cancel a pending query: its callback never runs. Synchronous. */
 void dns_serve_cancel(struct dns_serve_op *op);
 

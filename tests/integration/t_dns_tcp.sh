@@ -190,9 +190,11 @@ stop_dohgate
 
 # ---- dns-allow (REFUSED over TCP) and max-connections-per-client on the DNS port
 start_dohgate --workers 1 --dns-listen "127.0.0.1:$DNSP" --dns-allow 10.0.0.0/8 \
-    --max-connections-per-client 2
+    --max-connections-per-client 2 --query-log yes
 out=$(dig +tcp +time=3 +tries=1 @127.0.0.1 -p "$DNSP" "www.$Z" A)
 assert_match 'status: REFUSED' "$out" "dns-allow 10.0.0.0/8: REFUSED to 127.0.0.1 over TCP"
+assert_file_match "$DG_LOG" "query: 127\.0\.0\.0 www\.$Z\. A REFUSED dns-tcp" \
+    "the refusal is in the query log like any answer (client truncated to /24 by default)"
 out=$(dnsconn --conns 3 127.0.0.1 "$DNSP" "www.$Z")
 assert_eq "conn 1: answered
 conn 2: answered
