@@ -172,37 +172,51 @@ assert_eq 10 "$ok_n" "pending across the reload: NOERROR, each with its own ID"
 assert_eq 10 "$(grep -c 'slow-1200\.r' "$STUB_LOG")" "pending across the reload: each reached the upstream once"
 stop_dohgate
 
-# ---- socket activation: a UDP socket named "dns" from the service manager (a stand-in for
-# systemd: LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID, then exec, so the PID stays), two workers
+# ---- socket activation: a UDP socket named "dns", and TCP ones named "dns-tcp" (the same port)
+# and "dot", from the service manager (a stand-in for systemd: LISTEN_FDS, LISTEN_FDNAMES,
+# LISTEN_PID, then exec, so the PID stays), two workers
 use_log sysd
 DG_PORT=$(free_port)
 UP=$(free_port)
+DOTP=$(free_port)
 echo "# activate.py ... $DOHGATE" >>"$DG_LOG"
-"${GUARD[@]}" python3 - "$DG_PORT" "$UP" "$DOHGATE" --upstream "127.0.0.1:$NSD_PORT" \
+"${GUARD[@]}" python3 - "$DG_PORT" "$UP" "$DOTP" "$DOHGATE" --upstream "127.0.0.1:$NSD_PORT" \
     --cert "$CERTS/server.pem" --key "$CERTS/server.key" --workers 2 >>"$DG_LOG" 2>&1 </dev/null <<'PY' &
 import os, socket, sys
-tls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-tls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-tls.bind(("127.0.0.1", int(sys.argv[1])))
-tls.listen(64)
+def tcp(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(64)
+    return s
+tls, dnstcp, dot = tcp(int(sys.argv[1])), tcp(int(sys.argv[2])), tcp(int(sys.argv[3]))
 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 udp.bind(("127.0.0.1", int(sys.argv[2])))
-t, u = os.dup(tls.fileno()), os.dup(udp.fileno())  # above 4: no clash with 3 and 4
-for old, new in ((t, 3), (u, 4)):
-    os.dup2(old, new)
-    os.set_inheritable(new, True)
-os.environ.update(LISTEN_FDS="2", LISTEN_FDNAMES="https:dns", LISTEN_PID=str(os.getpid()))
-os.execv(sys.argv[3], sys.argv[3:])
+fds = [os.dup(x.fileno()) for x in (tls, udp, dnstcp, dot)]  # above 6: no clash with 3..6
+for i, old in enumerate(fds):
+    os.dup2(old, 3 + i)
+    os.set_inheritable(3 + i, True)
+os.environ.update(LISTEN_FDS="4", LISTEN_FDNAMES="https:dns:dns-tcp:dot", LISTEN_PID=str(os.getpid()))
+os.execv(sys.argv[4], sys.argv[4:])
 PY
 DG_PID=$!
 track "$DG_PID"
 wait_dohgate
 assert_file_match "$DG_LOG" "listening on 127\.0\.0\.1:$UP from systemd \(plain DNS over UDP\)" \
     "socket activation: the log names the UDP socket"
+assert_file_match "$DG_LOG" "listening on 127\.0\.0\.1:$UP from systemd \(plain DNS over TCP" \
+    "socket activation: the log names the dns-tcp socket"
+assert_file_match "$DG_LOG" "listening on 127\.0\.0\.1:$DOTP from systemd \(DNS over TLS\)" \
+    "socket activation: the log names the dot socket"
 n=0
 for i in $(seq 1 6); do
     dig_udp "$UP" "www.$ZONE" A | grep -q 'status: NOERROR' && n=$((n + 1))
 done
 assert_eq 6 "$n" "socket activation: the 'dns' socket answers over UDP (6 of 6)"
+out=$(dig +tcp +time=3 +tries=1 @127.0.0.1 -p "$UP" "www.$ZONE" A 2>&1)
+assert_match 'status: NOERROR' "$out" "socket activation: the 'dns-tcp' socket answers DNS over TCP"
+out=$(kdig @127.0.0.1 -p "$DOTP" +tls +tls-ca="$CERTS/ca.pem" +tls-hostname=localhost +timeout=5 \
+    +retry=0 "www.$ZONE" A 2>&1)
+assert_match 'status: NOERROR' "$out" "socket activation: the 'dot' socket answers DNS over TLS"
 
 finish
