@@ -107,6 +107,11 @@ static void on_resolved(void *arg, const uint8_t *a, size_t len, uint32_t ttl)
     dg_buf_free(&msg);
 }
 
+void dns_serve_set_arg(struct dns_serve_op *op, void *arg)
+{
+    op->arg = arg;
+}
+
 void dns_serve_cancel(struct dns_serve_op *op)
 {
     if (!op)
@@ -138,69 +143,68 @@ int dns_serve(const struct handler_ctx *ctx, const struct dns_serve_req *req, st
         if (udp_max > ctx->cfg->dns_udp_max_size)
             udp_max = ctx->cfg->dns_udp_max_size;
     }
-    int rcode = -1;
+    /* Answered here, without the resolver: the check's own error answers, DDR (RFC 9462:
+     * resolver.arpa and _dns.<server-name> are about this server and never forwarded: an
+     * upstream would describe itself), RFC 8482 ANY. Error answers get ttl 0 (HTTP caches must
+     * not keep them long). */
+    int made = 1; /* 1: not answered here */
     switch (verdict) {
     case DNS_QUERY_OK:
     case DNS_QUERY_MALFORMED:
+        if (ctx->ddr && ddr_classify_ep(req->q, req->len, ctx->ddr) != DDR_NOT_DDR) {
+            made = ddr_answer(req->q, req->len, ctx->ddr, ans);
+            *ttl = DDR_TTL;
+        } else if (ctx->cfg->minimal_any && dns_qtype(req->q, req->len) == 255) {
+            made = dns_make_any_answer(req->q, req->len, 3600, ans);
+            *ttl = 3600;
+        }
         break;
     case DNS_QUERY_FORMERR:
-        rcode = DNS_RCODE_FORMERR;
+        made = error_answer(req, DNS_RCODE_FORMERR, ans);
         break;
     case DNS_QUERY_NOTIMP:
-        rcode = DNS_RCODE_NOTIMP;
+        made = error_answer(req, DNS_RCODE_NOTIMP, ans);
         break;
     case DNS_QUERY_REFUSED:
-        rcode = DNS_RCODE_REFUSED;
+        made = error_answer(req, DNS_RCODE_REFUSED, ans);
         break;
     }
-    /* DDR (RFC 9462): resolver.arpa and _dns.<server-name> SVCB are about this server, so
-     * they are answered here and never forwarded (an upstream would describe itself). */
-    if (rcode < 0 && ctx->ddr && ddr_classify_ep(req->q, req->len, ctx->ddr) != DDR_NOT_DDR) {
-        if (ddr_answer(req->q, req->len, ctx->ddr, ans) != 0)
-            return -ENOMEM;
-        *ttl = DDR_TTL;
-        finish(ctx, ans, pad, udp_max, req->transport, req->client, req->how);
-        return DNS_SERVE_ANSWERED;
+    if (made == 1) {
+        struct resolver_waiter *w = NULL;
+        /* The callback argument is set once something is pending: a cache hit allocates
+         * nothing here. */
+        int rc = resolver_resolve(ctx->resolver, req->q, req->len, ans, ttl, on_resolved, NULL, &w);
+        if (rc == RESOLVER_PENDING) {
+            struct dns_serve_op *o = calloc(1, sizeof(*o));
+            if (!o) {
+                resolver_cancel(w);
+                return -ENOMEM;
+            }
+            *o = (struct dns_serve_op){.ctx = ctx,
+                                       .w = w,
+                                       .cb = cb,
+                                       .arg = arg,
+                                       .client = req->client,
+                                       .transport = req->transport,
+                                       .pad = pad,
+                                       .udp_max = (uint16_t)udp_max};
+            if (req->how)
+                snprintf(o->how, sizeof(o->how), "%s", req->how);
+            resolver_waiter_set_arg(w, o);
+            *op = o;
+            return DNS_SERVE_PENDING;
+        }
+        made = 0;
+        if (rc != RESOLVER_ANSWERED) {
+            /* Limits or memory in the resolver: a DNS failure, answered as DNS (RFC 8484
+             * §4.2.1). */
+            dg_buf_free(ans);
+            *ttl = 0;
+            made = error_answer(req, DNS_RCODE_SERVFAIL, ans);
+        }
     }
-    if (rcode < 0 && ctx->cfg->minimal_any && dns_qtype(req->q, req->len) == 255) {
-        if (dns_make_any_answer(req->q, req->len, 3600, ans) != 0)
-            return -ENOMEM;
-        *ttl = 3600;
-        finish(ctx, ans, pad, udp_max, req->transport, req->client, req->how);
-        return DNS_SERVE_ANSWERED;
-    }
-    if (rcode >= 0) {
-        /* Error answers must not be cached by HTTP caches for long: ttl 0. */
-        if (error_answer(req, rcode, ans) != 0)
-            return -ENOMEM;
-        finish(ctx, ans, pad, udp_max, req->transport, req->client, req->how);
-        return DNS_SERVE_ANSWERED;
-    }
-    struct dns_serve_op *o = calloc(1, sizeof(*o));
-    if (!o)
+    if (made != 0)
         return -ENOMEM;
-    o->ctx = ctx;
-    o->cb = cb;
-    o->arg = arg;
-    o->client = req->client;
-    o->transport = req->transport;
-    o->pad = pad;
-    o->udp_max = (uint16_t)udp_max;
-    if (req->how)
-        snprintf(o->how, sizeof(o->how), "%s", req->how);
-    int rc = resolver_resolve(ctx->resolver, req->q, req->len, ans, ttl, on_resolved, o, &o->w);
-    if (rc == RESOLVER_PENDING) {
-        *op = o;
-        return DNS_SERVE_PENDING;
-    }
-    free(o);
-    if (rc != RESOLVER_ANSWERED) {
-        /* Limits or memory in the resolver: a DNS failure, answered as DNS (RFC 8484 §4.2.1). */
-        dg_buf_free(ans);
-        *ttl = 0;
-        if (error_answer(req, DNS_RCODE_SERVFAIL, ans) != 0)
-            return -ENOMEM;
-    }
     finish(ctx, ans, pad, udp_max, req->transport, req->client, req->how);
     return DNS_SERVE_ANSWERED;
 }

@@ -177,33 +177,37 @@ static int serve_one(struct dnsstream_session *s, const uint8_t *msg, size_t len
         dg_buf_free(&ans);
         return rc;
     }
-    struct ds_query *q = calloc(1, sizeof(*q));
-    if (!q)
-        return -ENOMEM;
-    q->s = s;
-    q->keepalive = keepalive;
     const struct dns_serve_req req = {
         .q = msg, .len = len, .client = s->client, .transport = s->transport};
     uint32_t ttl;
     const char *why = NULL;
-    rc = dns_serve(s->hctx, &req, &ans, &ttl, on_answer, q, &q->op, &why);
+    struct dns_serve_op *op = NULL;
+    rc = dns_serve(s->hctx, &req, &ans, &ttl, on_answer, NULL, &op, &why);
     switch (rc) {
-    case DNS_SERVE_PENDING:
+    case DNS_SERVE_PENDING: {
+        /* our record of it only for a query that waits (a cache hit allocates nothing) */
+        struct ds_query *q = calloc(1, sizeof(*q));
+        if (!q) {
+            dns_serve_cancel(op);
+            return -ENOMEM;
+        }
+        q->s = s;
+        q->keepalive = keepalive;
+        q->op = op;
+        dns_serve_set_arg(op, q);
         dg_list_push_front(&s->pending, &q->node);
         s->inflight++;
         return 0;
+    }
     case DNS_SERVE_ANSWERED:
-        free(q);
         rc = queue_answer(s, &ans, keepalive);
         dg_buf_free(&ans);
         return rc;
     case DNS_SERVE_MALFORMED:
-        free(q);
         log_debug("DNS stream: malformed query (%s); closing the connection", why ? why : "?");
         set_malformed(s);
         return 0;
     default:
-        free(q);
         dg_buf_free(&ans);
         /* Out of memory in dns_serve(): SERVFAIL if even that can be made. */
         if (dns_make_error_answer(msg, len, DNS_RCODE_SERVFAIL, &ans) != 0)

@@ -13,10 +13,10 @@
 #include "dohgate/http.h"
 #include "dohgate/util.h"
 
-/* "GET HTTP/2": how the query came, for the query log. */
-static void how_text(const struct http_exchange *ex, char *out, size_t outlen)
+/* "GET HTTP/2", "JSON HTTP/1.1": how the query came, for the query log. */
+static void how_text(const struct http_exchange *ex, const char *what, char *out, size_t outlen)
 {
-    snprintf(out, outlen, "%s HTTP/%s", ex->req.method ? ex->req.method : "?",
+    snprintf(out, outlen, "%s HTTP/%s", what ? what : "?",
              ex->req.version >= 20   ? "2"
              : ex->req.version == 10 ? "1.0"
                                      : "1.1");
@@ -71,7 +71,7 @@ void doh_handle(struct http_exchange *ex)
         goto done;
     }
     char how[32];
-    how_text(ex, how, sizeof(how));
+    how_text(ex, ex->req.method, how, sizeof(how));
     const struct dns_serve_req req = {
         .q = query.data, .len = query.len, .client = r->client, .transport = DG_TR_DOH, .how = how};
     uint32_t ttl = 0;
@@ -171,28 +171,26 @@ void doh_handle_json(struct http_exchange *ex)
         goto done;
     }
     char how[40];
-    snprintf(how, sizeof(how), "JSON HTTP/%s",
-             r->version >= 20   ? "2"
-             : r->version == 10 ? "1.0"
-                                : "1.1");
+    how_text(ex, "JSON", how, sizeof(how));
     const struct dns_serve_req req = {.q = query.data,
                                       .len = query.len,
                                       .client = r->client,
                                       .transport = DG_TR_JSON,
                                       .how = how};
-    struct json_op *jo = calloc(1, sizeof(*jo));
-    if (!jo) {
-        http_respond_text(ex, 503, "out of memory", NULL, 0);
-        goto done;
-    }
-    jo->ex = ex;
-    jo->wire = o.wire_answer;
-    jo->ctype = o.content_type;
     uint32_t ttl = 0;
-    int rc = dns_serve(ex->ctx, &req, &ans, &ttl, json_on_answer, jo, &jo->op, &why);
+    struct dns_serve_op *op = NULL;
+    int rc = dns_serve(ex->ctx, &req, &ans, &ttl, json_on_answer, NULL, &op, &why);
     if (rc == DNS_SERVE_PENDING) {
+        /* what the answer must look like, kept only for a query that waits */
+        struct json_op *jo = calloc(1, sizeof(*jo));
+        if (!jo) {
+            dns_serve_cancel(op);
+            http_respond_text(ex, 503, "out of memory", NULL, 0);
+            goto done;
+        }
+        *jo = (struct json_op){.ex = ex, .op = op, .wire = o.wire_answer, .ctype = o.content_type};
+        dns_serve_set_arg(op, jo);
         http_set_pending(ex, json_cancel, jo);
-        jo = NULL;
     } else if (rc == DNS_SERVE_ANSWERED) {
         json_respond(ex, &ans, ttl, o.wire_answer, o.content_type);
     } else if (rc == DNS_SERVE_MALFORMED) {
@@ -201,7 +199,6 @@ void doh_handle_json(struct http_exchange *ex)
     } else {
         http_respond_text(ex, 503, "out of memory", NULL, 0);
     }
-    free(jo);
 done:
     dg_buf_free(&query);
     dg_buf_free(&ans);

@@ -345,6 +345,11 @@ int resolver_resolve(struct resolver *r, const uint8_t *query, size_t len, struc
     return RESOLVER_PENDING;
 }
 
+void resolver_waiter_set_arg(struct resolver_waiter *w, void *arg)
+{
+    w->arg = arg;
+}
+
 void resolver_cancel(struct resolver_waiter *w)
 {
     /* The in-flight query goes on without waiters: its answer still fills the cache. */

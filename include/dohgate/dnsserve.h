@@ -76,6 +76,11 @@ int dns_serve(const struct handler_ctx *ctx, const struct dns_serve_req *req, st
 int dns_serve_error(const struct handler_ctx *ctx, const struct dns_serve_req *req, int rcode,
                     bool tc, struct dg_buf *ans);
 
+/** Set a pending query's callback argument after dns_serve() returned DNS_SERVE_PENDING (the
+ * callback never runs before the caller is back in the loop): a front end allocates its own
+ * per-query state only for queries that wait, not for every cache hit. */
+void dns_serve_set_arg(struct dns_serve_op *op, void *arg);
+
 /** Cancel a pending query: its callback never runs. Synchronous. */
 void dns_serve_cancel(struct dns_serve_op *op);
 

@@ -70,6 +70,14 @@ int resolver_resolve(struct resolver *r, const uint8_t *query, size_t len, struc
 /** Remove a waiter; its callback never runs after this returns. */
 void resolver_cancel(struct resolver_waiter *w);
 
+/**
+ * Give a pending waiter its callback argument after resolver_resolve() returned
+ * RESOLVER_PENDING (the callback never runs before the caller returns to the loop), so that a
+ * caller allocates its own pending state only when there is something pending: a cache hit,
+ * most queries, then costs no allocation of the caller's.
+ */
+void resolver_waiter_set_arg(struct resolver_waiter *w, void *arg);
+
 const struct resolver_stats *resolver_get_stats(const struct resolver *r);
 struct dg_observer;
 /** Report question outcomes (DG_EV_RES_*) to @p obs (may be NULL; must outlive @p r). */
