@@ -46,8 +46,6 @@
 #include "dohgate/dns.h"
 #include "dohgate/dnswire.h"
 
-#define F3_CD 0x10u
-
 #define EDNS_DO 0x8000u
 
 #define PREFETCH_MIN_LIFETIME 10u /* prefetching a TTL shorter than this is pointless churn */
@@ -220,7 +218,7 @@ int cache_key_make(const struct cache *c, const uint8_t *query, size_t len, stru
     if (name_len + KEY_TAIL > CACHE_KEY_MAX)
         return -EINVAL;
 
-    uint8_t flags = (query[3] & F3_CD) ? KEY_F_CD : 0;
+    uint8_t flags = (query[3] & DNS_F3_CD) ? KEY_F_CD : 0;
     struct dnswire_iter it;
     struct dnswire_rr rr;
     int r;

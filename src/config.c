@@ -1001,6 +1001,28 @@ bool config_addr_is_loopback(const struct dg_addr *a)
     return IN6_IS_ADDR_LOOPBACK(v6) || (IN6_IS_ADDR_V4MAPPED(v6) && v6->s6_addr[12] == 127);
 }
 
+unsigned config_addr_port(const struct dg_addr *a)
+{
+    if (a->ss.ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)(const void *)&a->ss)->sin6_port);
+    return ntohs(((const struct sockaddr_in *)(const void *)&a->ss)->sin_port);
+}
+
+const void *config_addr_bytes(const struct dg_addr *a)
+{
+    if (a->ss.ss_family == AF_INET6)
+        return &((const struct sockaddr_in6 *)(const void *)&a->ss)->sin6_addr;
+    return &((const struct sockaddr_in *)(const void *)&a->ss)->sin_addr;
+}
+
+bool config_addr_is_any(const struct dg_addr *a)
+{
+    if (a->ss.ss_family == AF_INET6)
+        return IN6_IS_ADDR_UNSPECIFIED(
+            &((const struct sockaddr_in6 *)(const void *)&a->ss)->sin6_addr);
+    return ((const struct sockaddr_in *)(const void *)&a->ss)->sin_addr.s_addr == htonl(INADDR_ANY);
+}
+
 /* ---- upstream values --------------------------------------------------------------------- */
 
 /* A DNS host name as certificates carry it: letters, digits, '-', labels of 1..63, at most 253

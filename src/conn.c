@@ -299,6 +299,26 @@ static int linger_drain(struct conn *c)
     return 0;
 }
 
+/* Whether the session takes more input now (HTTP/1.1: one request at a time; DNS streams: the
+ * pipeline and the answers waiting; HTTP/2 has its own flow control). */
+static bool session_wants_read(const struct conn *c)
+{
+    return !(c->h1 && !h1_session_want_read(c->h1)) &&
+           !(c->ds && !dnsstream_session_want_read(c->ds));
+}
+
+/* A request (HTTP/1.1) or a DNS message started and is not complete: the timer must fire at its
+ * request-timeout, which is sooner than the idle timeout it was set to. */
+static void arm_request_timer(struct conn *c, uint64_t started)
+{
+    if (!started || started == c->req_armed)
+        return;
+    c->req_armed = started;
+    uint64_t req_ms = (uint64_t)c->set->cfg->request_timeout_s * 1000u;
+    uint64_t el = c->last_active > started ? c->last_active - started : 0;
+    rearm(c, el < req_ms ? req_ms - el : 0);
+}
+
 /* Gather protocol output and write it. @return -1 when the connection must be closed now. */
 static int conn_flush(struct conn *c)
 {
@@ -339,16 +359,14 @@ static int conn_flush(struct conn *c)
                 dnsstream_session_blocked(c->ds, true);
             c->sendq = sendq_len(c); /* full now: what the client reads from here on shows */
             set_write_interest(c, true);
-            set_read_paused(c, c->out.len > OUT_HIGH_WATER ||
-                                   (c->ds && !dnsstream_session_want_read(c->ds)));
+            set_read_paused(c, c->out.len > OUT_HIGH_WATER || !session_wants_read(c));
             return 0;
         }
         return -1;
     }
     c->out_since = 0;
     set_write_interest(c, false);
-    set_read_paused(c, (c->h1 && !h1_session_want_read(c->h1)) ||
-                           (c->ds && !dnsstream_session_want_read(c->ds)));
+    set_read_paused(c, !session_wants_read(c));
     if (c->close_after_flush || (c->h2 && h2_session_done(c->h2)) ||
         (c->h1 && h1_session_done(c->h1)) || (c->ds && dnsstream_session_done(c->ds)))
         linger_start(c);
@@ -429,30 +447,14 @@ static int conn_read(struct conn *c)
             } else if (c->ds) {
                 if (dnsstream_session_recv(c->ds, buf, (size_t)n) != 0)
                     return -1;
-                /* A message started and is incomplete: it must arrive whole within
-                 * request-timeout (a client trickling bytes is not idle, nor welcome). */
-                uint64_t st = dnsstream_session_partial_since(c->ds);
-                if (st && st != c->req_armed) {
-                    c->req_armed = st;
-                    uint64_t req_ms = (uint64_t)c->set->cfg->request_timeout_s * 1000u;
-                    uint64_t el = c->last_active > st ? c->last_active - st : 0;
-                    rearm(c, el < req_ms ? req_ms - el : 0);
-                }
+                /* a client trickling a message's bytes is not idle, nor welcome */
+                arm_request_timer(c, dnsstream_session_partial_since(c->ds));
             } else {
                 if (h1_session_recv(c->h1, buf, (size_t)n) != 0)
                     return -1;
-                /* A new request started: the timer must fire at its request-timeout, which
-                 * is sooner than the idle timeout it was set to. */
-                uint64_t st = h1_session_request_started(c->h1);
-                if (st && st != c->req_armed) {
-                    c->req_armed = st;
-                    uint64_t req_ms = (uint64_t)c->set->cfg->request_timeout_s * 1000u;
-                    uint64_t el = c->last_active - st;
-                    rearm(c, el < req_ms ? req_ms - el : 0);
-                }
+                arm_request_timer(c, h1_session_request_started(c->h1));
             }
-            if (c->out.len > OUT_HIGH_WATER || (c->h1 && !h1_session_want_read(c->h1)) ||
-                (c->ds && !dnsstream_session_want_read(c->ds)))
+            if (c->out.len > OUT_HIGH_WATER || !session_wants_read(c))
                 set_read_paused(c, true);
             continue;
         }
@@ -650,13 +652,13 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     uint64_t started = c->h1   ? h1_session_request_started(c->h1)
                        : c->ds ? dnsstream_session_partial_since(c->ds)
                                : 0;
-    if (started && now - started >= req_ms && c->ds) {
-        log_debug("closing a DNS connection whose message did not arrive whole in %llu ms",
-                  (unsigned long long)req_ms);
-        conn_free(c);
-        return;
-    }
     if (started && now - started >= req_ms) {
+        if (c->ds) { /* DNS has no way to say "too slow": close */
+            log_debug("closing a DNS connection whose message did not arrive whole in %llu ms",
+                      (unsigned long long)req_ms);
+            conn_free(c);
+            return;
+        }
         h1_session_timeout(c->h1); /* 408, then close */
         goodbye(c);
         if (conn_flush(c) != 0)

@@ -16,12 +16,10 @@
 #include <sys/socket.h>
 
 #include "dohgate/dns.h"
+#include "dohgate/dnswire.h"
 
 #define TYPE_SOA    6
 #define CLASS_IN    1
-#define F2_QR       0x80u
-#define F2_OPCODE   0x78u
-#define F2_AA       0x04u
 #define KEY_ALPN    1
 #define KEY_PORT    3
 #define KEY_V4HINT  4
@@ -210,7 +208,7 @@ static void classify(const uint8_t *q, size_t len, const uint8_t *own, size_t ow
     d->qend = dns_question_end(q, len);
     /* Only standard queries: a NOTIFY or UPDATE naming resolver.arpa, or a response, is not a
      * question DDR answers (the pipeline answers NOTIMP or drops it). */
-    if (d->qend == 0 || (q[2] & (F2_QR | F2_OPCODE)) != 0)
+    if (d->qend == 0 || (q[2] & (DNS_F2_QR | DNS_F2_OPCODE)) != 0)
         return;
     const uint8_t *name = q + DNS_HEADER_LEN;
     size_t nlen = d->qend - 4 - DNS_HEADER_LEN;
@@ -431,7 +429,7 @@ int ddr_answer(const uint8_t *q, size_t len, const struct ddr_endpoints *ep, str
     out->len += r.n;
     /* AA: resolver.arpa is a zone served here (RFC 6303 §3), and _dns.<target> is data about
      * this server that it states itself. */
-    m[2] |= F2_AA;
+    m[2] |= DNS_F2_AA;
     dg_put16(m + 6, an);
     dg_put16(m + 8, ns);
     return 0;

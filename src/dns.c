@@ -32,13 +32,6 @@
 #define DNS_EDNS_DO       0x8000u
 
 /* Header flag bits (byte 2 and byte 3 of the header). */
-#define DNS_F2_QR     0x80u
-#define DNS_F2_OPCODE 0x78u
-#define DNS_F2_TC     0x02u
-#define DNS_F2_RD     0x01u
-#define DNS_F3_RA     0x80u
-#define DNS_F3_CD     0x10u
-#define DNS_F3_RCODE  0x0fu
 
 enum { DNS_SEC_QD = 0, DNS_SEC_AN, DNS_SEC_NS, DNS_SEC_AR };
 

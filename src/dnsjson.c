@@ -39,14 +39,9 @@
 #define VALUE_TEXT_MAX 64 /* type, do, cd, ct: the longest valid value is 24 characters */
 #define KEY_TEXT_MAX   24 /* the longest parameter name we know is 18 */
 
-#define TYPE_A    1
-#define CLASS_IN  1
-#define EDNS_DO   0x80u /* in the high byte of the OPT TTL's flags */
-#define HDR_F2_RD 0x01u
-#define HDR_F2_TC 0x02u
-#define HDR_F3_RA 0x80u
-#define HDR_F3_AD 0x20u
-#define HDR_F3_CD 0x10u
+#define TYPE_A   1
+#define CLASS_IN 1
+#define EDNS_DO  0x80u /* in the high byte of the OPT TTL's flags */
 
 #define WHY_DO "do: not 0, 1, false or true"
 #define WHY_CD "cd: not 0, 1, false or true"
@@ -369,8 +364,8 @@ int dnsjson_query_from_params(const char *qs, size_t qslen, struct dg_buf *wire,
     }
     uint8_t *q = wire->data + wire->len;
     memset(q, 0, DNSWIRE_HEADER_LEN);
-    q[2] = HDR_F2_RD;
-    q[3] = o->checking_disabled ? HDR_F3_CD : 0;
+    q[2] = DNS_F2_RD;
+    q[3] = o->checking_disabled ? DNS_F3_CD : 0;
     q[5] = 1;  /* QDCOUNT */
     q[11] = 1; /* ARCOUNT: the OPT */
     memcpy(q + DNSWIRE_HEADER_LEN, ldns_rdf_data(rdf), nlen);
@@ -718,15 +713,15 @@ static int format(struct fmt *f)
     PUT_LIT(b, "{\"Status\":");
     put_u64(b, status);
     PUT_LIT(b, ",\"TC\":");
-    put_bool(b, msg[2] & HDR_F2_TC);
+    put_bool(b, msg[2] & DNS_F2_TC);
     PUT_LIT(b, ",\"RD\":");
-    put_bool(b, msg[2] & HDR_F2_RD);
+    put_bool(b, msg[2] & DNS_F2_RD);
     PUT_LIT(b, ",\"RA\":");
-    put_bool(b, msg[3] & HDR_F3_RA);
+    put_bool(b, msg[3] & DNS_F3_RA);
     PUT_LIT(b, ",\"AD\":");
-    put_bool(b, msg[3] & HDR_F3_AD);
+    put_bool(b, msg[3] & DNS_F3_AD);
     PUT_LIT(b, ",\"CD\":");
-    put_bool(b, msg[3] & HDR_F3_CD);
+    put_bool(b, msg[3] & DNS_F3_CD);
     PUT_LIT(b, ",\"Question\":[");
 
     /* Pass 2: render. Names were checked in pass 1, so the plain walk is enough. */

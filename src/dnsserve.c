@@ -11,11 +11,10 @@
 #include "dohgate/config.h"
 #include "dohgate/ddr.h"
 #include "dohgate/dns.h"
+#include "dohgate/dnswire.h"
 #include "dohgate/http.h"
 #include "dohgate/log.h"
 #include "dohgate/resolver.h"
-
-#define DNS_F2_TC 0x02u /* header byte 2: truncated */
 
 /* A query waiting for the resolver. Owned by itself: freed in on_resolved() or in
  * dns_serve_cancel(), whichever runs first (the other path is gone by then). */

@@ -15,7 +15,9 @@
 #include <unistd.h>
 
 #include "dohgate/client.h"
+#include "dohgate/config.h"
 #include "dohgate/dns.h"
+#include "dohgate/dnswire.h"
 #include "dohgate/dnsserve.h"
 #include "dohgate/log.h"
 #include "dohgate/rrl.h"
@@ -23,9 +25,6 @@
 
 /* Answers waiting for the next sendmmsg(): room for a whole read batch and then some. */
 #define OUT_MAX (2 * DNSUDP_BATCH)
-/* Header flags, byte 2 (RFC 1035 §4.1.1) */
-#define F2_QR 0x80u
-#define F2_TC 0x02u
 
 /* Where a query arrived: the destination address (and interface) the answer leaves from. On
  * a socket bound to a wildcard address, without this the kernel picks the source by route, and
@@ -275,7 +274,7 @@ static void serve(struct dnsudp *u, const uint8_t *q, size_t len, bool truncated
     /* Nothing to answer: cut short, too short for a header, an answer (QR=1: answering
      * answers makes loops between servers, RFC 5452 §9.2), or a source port no answer can go
      * to. */
-    if (truncated || len < DNS_HEADER_LEN || (q[2] & F2_QR) || peer_port(peer) == 0) {
+    if (truncated || len < DNS_HEADER_LEN || (q[2] & DNS_F2_QR) || peer_port(peer) == 0) {
         dg_observe(u->obs, DG_EV_DNS_DROPPED, DG_DROP_MALFORMED, 1);
         return;
     }
@@ -386,10 +385,8 @@ struct dnsudp *dnsudp_new(struct event_base *base, int fd, int flush_priority,
         /* Only a wildcard socket needs it: on one bound to a single address the kernel sends
          * from that address anyway, and the control messages cost on both sides (profile:
          * put_cmsg on receive, a route lookup per answer on send). */
-        bool any = ss.ss_family == AF_INET6
-                       ? IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)&ss)->sin6_addr)
-                       : ((struct sockaddr_in *)&ss)->sin_addr.s_addr == htonl(INADDR_ANY);
-        const int *v = any ? &one : &zero;
+        const struct dg_addr bound = {.ss = ss, .len = sl};
+        const int *v = config_addr_is_any(&bound) ? &one : &zero;
         if (ss.ss_family == AF_INET6)
             (void)setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, v, sizeof(int));
         else

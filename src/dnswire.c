@@ -21,11 +21,6 @@
 
 #include "dohgate/util.h"
 
-#define F2_QR     0x80u
-#define F2_OPCODE 0x78u
-#define F2_TC     0x02u
-#define F3_RCODE  0x0fu
-
 #define RCODE_NOERROR  0
 #define RCODE_SERVFAIL 2
 #define RCODE_NXDOMAIN 3
@@ -224,11 +219,11 @@ uint32_t dnswire_answer_lifetime(const uint8_t *ans, size_t len, unsigned flags,
     memset(info, 0, sizeof(*info));
     if (!ans || len < DNSWIRE_HEADER_LEN || len > DNSWIRE_MAX_MSG)
         return 0;
-    if (!(ans[2] & F2_QR) || (ans[2] & F2_OPCODE) || (ans[2] & F2_TC))
+    if (!(ans[2] & DNS_F2_QR) || (ans[2] & DNS_F2_OPCODE) || (ans[2] & DNS_F2_TC))
         return 0;
 
     enum dnswire_answer_kind kind;
-    unsigned rcode = ans[3] & F3_RCODE;
+    unsigned rcode = ans[3] & DNS_F3_RCODE;
     if (rcode == RCODE_SERVFAIL)
         kind = DNSWIRE_SERVFAIL;
     else if (rcode == RCODE_NXDOMAIN || (rcode == RCODE_NOERROR && hdr_count(ans, DNSWIRE_AN) == 0))

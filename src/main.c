@@ -61,12 +61,9 @@ static void warn_ddr_coverage(const struct config *cfg, struct tls_store *tls)
     for (size_t i = 0; i < cfg->n_dns_listen; i++) {
         const struct dg_addr *a = &cfg->dns_listen[i];
         char ip[INET6_ADDRSTRLEN];
-        const void *raw = a->ss.ss_family == AF_INET6
-                              ? (const void *)&((const struct sockaddr_in6 *)&a->ss)->sin6_addr
-                              : (const void *)&((const struct sockaddr_in *)&a->ss)->sin_addr;
-        if (!inet_ntop(a->ss.ss_family, raw, ip, sizeof(ip)) || strcmp(ip, "0.0.0.0") == 0 ||
-            strcmp(ip, "::") == 0)
-            continue; /* a wildcard: the addresses are not known here */
+        if (config_addr_is_any(a) || /* a wildcard: the addresses are not known here */
+            !inet_ntop(a->ss.ss_family, config_addr_bytes(a), ip, sizeof(ip)))
+            continue;
         if (!tls_store_covers_ip(tls, ip))
             log_warn("ddr: the certificate does not cover %s (no IP SAN): clients that ask "
                      "_dns.resolver.arpa at %s will not switch to DoH or DoT (RFC 9462 "

@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <netinet/in.h>
 #include <stdio.h>
 
 #include "dohgate/acl.h"
@@ -30,20 +29,10 @@ static void clients_free_cb(void *p)
     clients_free(p);
 }
 
-static uint16_t addr_port(const struct dg_addr *a)
-{
-    if (a->ss.ss_family == AF_INET6)
-        return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
-    return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
-}
-
 static void add_hint(struct ddr_endpoints *ep, const struct dg_addr *a)
 {
-    const void *raw = a->ss.ss_family == AF_INET6
-                          ? (const void *)&((const struct sockaddr_in6 *)&a->ss)->sin6_addr
-                          : (const void *)&((const struct sockaddr_in *)&a->ss)->sin_addr;
     /* a wildcard (-EINVAL) or a full list (-ENOSPC) adds nothing: hints are optional */
-    (void)ddr_endpoints_add_hint_raw(ep, a->ss.ss_family, raw);
+    (void)ddr_endpoints_add_hint_raw(ep, a->ss.ss_family, config_addr_bytes(a));
 }
 
 /*
@@ -62,10 +51,10 @@ static void ddr_fill(struct ddr_endpoints *ep, const struct config *cfg)
     if (cfg->n_listen && cfg->n_doh_path) {
         char tmpl[DDR_DOHPATH_MAX + 1];
         snprintf(tmpl, sizeof(tmpl), "%s{?dns}", cfg->doh_path[0]);
-        (void)ddr_endpoints_set_doh(ep, addr_port(&cfg->listen[0]), tmpl);
+        (void)ddr_endpoints_set_doh(ep, (uint16_t)config_addr_port(&cfg->listen[0]), tmpl);
     }
     if (cfg->n_dot_listen)
-        ddr_endpoints_set_dot(ep, addr_port(&cfg->dot_listen[0]));
+        ddr_endpoints_set_dot(ep, (uint16_t)config_addr_port(&cfg->dot_listen[0]));
     for (size_t i = 0; i < cfg->n_dns_listen; i++)
         add_hint(ep, &cfg->dns_listen[i]);
     for (size_t i = 0; i < cfg->n_listen; i++)

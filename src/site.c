@@ -295,28 +295,15 @@ static void authority_split(const char *auth, const char *fallback, char *host, 
     memcpy(host, tmp, strlen(tmp) + 1);
 }
 
-static unsigned addr_port(const struct dg_addr *a)
-{
-    if (a->ss.ss_family == AF_INET6)
-        return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
-    return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
-}
-
 /* The plain-DNS address as a device's settings want it: the address alone (port 53 is the only
  * one DHCP can hand out), or words when the listener is on every address. */
 static const char *dns_addr_text(const struct dg_addr *a, char *out, size_t outlen)
 {
     char ip[INET6_ADDRSTRLEN];
-    const void *raw = a->ss.ss_family == AF_INET6
-                          ? (const void *)&((const struct sockaddr_in6 *)&a->ss)->sin6_addr
-                          : (const void *)&((const struct sockaddr_in *)&a->ss)->sin_addr;
-    bool any = a->ss.ss_family == AF_INET6
-                   ? IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)&a->ss)->sin6_addr)
-                   : ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr == htonl(INADDR_ANY);
-    if (any || !inet_ntop(a->ss.ss_family, raw, ip, sizeof(ip)))
+    if (config_addr_is_any(a) || !inet_ntop(a->ss.ss_family, config_addr_bytes(a), ip, sizeof(ip)))
         snprintf(out, outlen, "this server's address on your network");
-    else if (addr_port(a) != 53)
-        snprintf(out, outlen, "%s (port %u)", ip, addr_port(a));
+    else if (config_addr_port(a) != 53)
+        snprintf(out, outlen, "%s (port %u)", ip, config_addr_port(a));
     else
         snprintf(out, outlen, "%s", ip);
     return out;
@@ -350,7 +337,7 @@ static void serve_landing(struct http_exchange *ex)
         .port = port,
         .doh_path = cfg->doh_path[0],
         .profile_path = SITE_PROFILE_PATH,
-        .dot_port = cfg->n_dot_listen ? addr_port(&cfg->dot_listen[0]) : 0,
+        .dot_port = cfg->n_dot_listen ? config_addr_port(&cfg->dot_listen[0]) : 0,
         .dns_addr = cfg->n_dns_listen
                         ? dns_addr_text(&cfg->dns_listen[0], dns_addr, sizeof(dns_addr))
                         : NULL,

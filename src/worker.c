@@ -171,37 +171,65 @@ static void bind_error(const struct dg_addr *addr, int e, bool udp, char *err, s
         snprintf(err, errlen, "cannot listen on %s%s: %s", addr->text, proto, strerror(e));
 }
 
-int worker_listen_socket(const struct dg_addr *addr, char *err, size_t errlen)
+/* The part both kinds of listening socket share: SO_REUSEPORT (a socket per worker, the kernel
+ * spreads the traffic), dual-stack for "[::]" (the default needs one listener only), options
+ * set before bind() by @p before (may be NULL), bind() with a message that says what to do.
+ * @return the fd, or -1 with @p err. */
+static int bound_socket(const struct dg_addr *addr, bool udp, void (*before)(int fd), char *err,
+                        size_t errlen)
 {
-    int family = addr->ss.ss_family;
-    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    const char *proto = udp ? " (UDP)" : "";
+    int fd = socket(addr->ss.ss_family,
+                    (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        snprintf(err, errlen, "cannot listen on %s: socket: %s", addr->text, strerror(errno));
+        snprintf(err, errlen, "cannot listen on %s%s: socket: %s", addr->text, proto,
+                 strerror(errno));
         return -1;
     }
     int one = 1, zero = 0;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (!udp)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
-        snprintf(err, errlen, "cannot listen on %s: SO_REUSEPORT: %s", addr->text, strerror(errno));
+        snprintf(err, errlen, "cannot listen on %s%s: SO_REUSEPORT: %s", addr->text, proto,
+                 strerror(errno));
         close(fd);
         return -1;
     }
-    if (family == AF_INET6) {
-        /* "[::]" serves IPv4 too, so the default needs one listener only. */
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&addr->ss;
-        int v6only = IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr) ? 0 : 1;
+    if (addr->ss.ss_family == AF_INET6) {
+        int v6only = config_addr_is_any(addr) ? 0 : 1;
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, v6only ? &one : &zero, sizeof(int));
     }
-    /* Wake us only when the client has sent its ClientHello. */
-    int defer = 5;
-    setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof(defer));
+    if (before)
+        before(fd);
     if (bind(fd, (const struct sockaddr *)&addr->ss, addr->len) != 0) {
         int e = errno;
-        bind_error(addr, e, false, err, errlen);
+        bind_error(addr, e, udp, err, errlen);
         close(fd);
         return -1;
     }
-    if (listen(fd, 4096) != 0) {
+    return fd;
+}
+
+/* Wake us only when the client has sent its first bytes (ClientHello, a DNS query). */
+static void tcp_options(int fd)
+{
+    int defer = 5;
+    setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof(defer));
+}
+
+/* Room for bursts: a default 208 KiB buffer holds about 2,000 queries, a few ms of a flood.
+ * Capped by net.core.rmem_max; best effort. (Packet info, where a query was sent, is
+ * dnsudp_new()'s to turn on: wildcard sockets only, the systemd ones included.) */
+static void udp_options(int fd)
+{
+    int rcvbuf = 4 << 20;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+}
+
+int worker_listen_socket(const struct dg_addr *addr, char *err, size_t errlen)
+{
+    int fd = bound_socket(addr, false, tcp_options, err, errlen);
+    if (fd >= 0 && listen(fd, 4096) != 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", addr->text, strerror(errno));
         close(fd);
         return -1;
@@ -211,39 +239,7 @@ int worker_listen_socket(const struct dg_addr *addr, char *err, size_t errlen)
 
 int worker_udp_socket(const struct dg_addr *addr, char *err, size_t errlen)
 {
-    int family = addr->ss.ss_family;
-    int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot listen on %s (UDP): socket: %s", addr->text, strerror(errno));
-        return -1;
-    }
-    int one = 1, zero = 0;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
-        snprintf(err, errlen, "cannot listen on %s (UDP): SO_REUSEPORT: %s", addr->text,
-                 strerror(errno));
-        close(fd);
-        return -1;
-    }
-    if (family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&addr->ss;
-        int v6only = IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr) ? 0 : 1;
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, v6only ? &one : &zero, sizeof(int));
-        /* on a dual-stack socket this reports IPv4 destinations too (IPv4-mapped) */
-        setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
-    } else {
-        setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
-    }
-    /* Room for bursts: a default 208 KiB buffer holds about 2,000 queries, a few ms of a
-     * flood. Capped by net.core.rmem_max; best effort. */
-    int rcvbuf = 4 << 20;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-    if (bind(fd, (const struct sockaddr *)&addr->ss, addr->len) != 0) {
-        int e = errno;
-        bind_error(addr, e, true, err, errlen);
-        close(fd);
-        return -1;
-    }
-    return fd;
+    return bound_socket(addr, true, udp_options, err, errlen);
 }
 
 static void listeners_enable(struct worker *w, bool on)

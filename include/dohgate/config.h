@@ -255,6 +255,12 @@ int config_parse_upstream(const char *s, struct dg_upstream *out, const char **w
 
 /** Whether @p a is a loopback address (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104). */
 bool config_addr_is_loopback(const struct dg_addr *a);
+/** The port of @p a (host order). */
+unsigned config_addr_port(const struct dg_addr *a);
+/** The address bytes of @p a: a struct in_addr (AF_INET) or in6_addr (AF_INET6). */
+const void *config_addr_bytes(const struct dg_addr *a);
+/** Whether @p a is the wildcard address (0.0.0.0 or ::): a listener on every address. */
+bool config_addr_is_any(const struct dg_addr *a);
 
 /**
  * Read nameserver lines of a resolv.conf-format file into cfg->upstream (port 53).

@@ -58,6 +58,17 @@
 #define DNSWIRE_TYPE_SOA 6
 #define DNSWIRE_TYPE_OPT 41
 
+/* Header flags (RFC 1035 §4.1.1), bytes 2 and 3 of a message: one set for every module. */
+#define DNS_F2_QR     0x80u
+#define DNS_F2_OPCODE 0x78u
+#define DNS_F2_AA     0x04u
+#define DNS_F2_TC     0x02u
+#define DNS_F2_RD     0x01u
+#define DNS_F3_RA     0x80u
+#define DNS_F3_AD     0x20u
+#define DNS_F3_CD     0x10u
+#define DNS_F3_RCODE  0x0fu
+
 enum dnswire_section {
     DNSWIRE_QD = 0, /**< question: no TTL, no rdata */
     DNSWIRE_AN,
