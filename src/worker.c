@@ -64,17 +64,22 @@ struct worker_view {
     struct dnsudp_set udp; /* its plain-DNS UDP queries still pending */
 };
 
+/* One listening socket of the worker: a TCP one with its accept event, or a UDP one with its
+ * reader. The fd is the worker's (closed at stop or free: -1 then). */
+struct listener {
+    struct worker *w;
+    struct worker_socket s;
+    struct event *lev;     /* TCP: accept events */
+    struct dnsudp *reader; /* UDP: the plain-DNS front end */
+};
+
 struct worker {
     unsigned id;
     pthread_t thread;
     bool started;
     struct event_base *base;
-    int *fds;
-    struct event **lev;
-    enum dg_listener *kinds; /* what fds[i] serves */
-    bool *udp;               /* fds[i] is a plain-DNS UDP socket */
-    struct dnsudp **readers; /* readers[i]: the reader of UDP socket fds[i], else NULL */
-    size_t nfds;
+    struct listener *ls; /* the listening sockets, nls of them */
+    size_t nls;
     struct event *stop_ev, *deadline_ev, *resume_ev, *stats_ev, *trim_ev, *swap_ev, *reap_ev;
     size_t conn_peak;       /* most connections open since the last trim check */
     bool accept_paused;     /* out of descriptors: listeners off until one closes or the timer */
@@ -244,13 +249,13 @@ int worker_udp_socket(const struct dg_addr *addr, char *err, size_t errlen)
 
 static void listeners_enable(struct worker *w, bool on)
 {
-    for (size_t i = 0; i < w->nfds; i++) {
-        if (!w->lev[i])
+    for (size_t i = 0; i < w->nls; i++) {
+        if (!w->ls[i].lev)
             continue;
         if (on)
-            event_add(w->lev[i], NULL);
+            event_add(w->ls[i].lev, NULL);
         else
-            event_del(w->lev[i]);
+            event_del(w->ls[i].lev);
     }
 }
 
@@ -273,11 +278,9 @@ static size_t worker_conns(const struct worker *w)
 
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
 {
-    struct worker *w = arg;
-    enum dg_listener kind = DG_LISTENER_PLAIN;
-    for (size_t k = 0; k < w->nfds; k++)
-        if (w->fds[k] == lfd)
-            kind = w->kinds[k];
+    const struct listener *lsn = arg;
+    struct worker *w = lsn->w;
+    enum dg_listener kind = lsn->s.kind;
     for (int i = 0; i < ACCEPTS_PER_EV; i++) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
@@ -413,9 +416,9 @@ static void udp_stop(struct worker *w)
         dnsudp_set_cancel_all(&w->cur->udp);
     for (struct dg_lnode *l = w->retired.head; l; l = l->next)
         dnsudp_set_cancel_all(&dg_list_entry(l, struct worker_view, node)->udp);
-    for (size_t i = 0; w->readers && i < w->nfds; i++) {
-        dnsudp_free(w->readers[i]);
-        w->readers[i] = NULL;
+    for (size_t i = 0; i < w->nls; i++) {
+        dnsudp_free(w->ls[i].reader);
+        w->ls[i].reader = NULL;
     }
     /* retired views kept only for UDP queries can go now */
     if (w->retired.head && w->reap_ev)
@@ -439,13 +442,13 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
         return;
     w->stopping = true;
     udp_stop(w);
-    for (size_t i = 0; i < w->nfds; i++) {
-        if (w->lev[i]) {
-            event_free(w->lev[i]);
-            w->lev[i] = NULL;
+    for (size_t i = 0; i < w->nls; i++) {
+        if (w->ls[i].lev) {
+            event_free(w->ls[i].lev);
+            w->ls[i].lev = NULL;
         }
-        close(w->fds[i]);
-        w->fds[i] = -1;
+        close(w->ls[i].s.fd);
+        w->ls[i].s.fd = -1;
     }
     for_each_set(w, conn_set_shutdown);
     struct timeval tv = {.tv_sec = w->grace_ms / 1000, .tv_usec = (w->grace_ms % 1000) * 1000};
@@ -473,10 +476,10 @@ static void on_stats(evutil_socket_t fd, short what, void *arg)
              (unsigned long long)us->tcp_fallbacks, (unsigned long long)us->dropped_mismatch);
     struct dnsudp_stats ds = {0};
     bool have_udp = false;
-    for (size_t i = 0; i < w->nfds; i++) {
-        if (!w->readers[i])
+    for (size_t i = 0; i < w->nls; i++) {
+        if (!w->ls[i].reader)
             continue;
-        const struct dnsudp_stats *d = dnsudp_get_stats(w->readers[i]);
+        const struct dnsudp_stats *d = dnsudp_get_stats(w->ls[i].reader);
         ds.received += d->received;
         ds.sent += d->sent;
         ds.send_dropped += d->send_dropped;
@@ -600,9 +603,9 @@ static void on_swap(evutil_socket_t fd, short what, void *arg)
         w->metrics->cfg = nv->snap->cfg;
         w->metrics->cache = nv->snap->cache->p;
     }
-    for (size_t i = 0; i < w->nfds; i++)
-        if (w->readers[i])
-            dnsudp_use(w->readers[i], &nv->udp);
+    for (size_t i = 0; i < w->nls; i++)
+        if (w->ls[i].reader)
+            dnsudp_use(w->ls[i].reader, &nv->udp);
     if (old->conns.count == 0 && old->udp.count == 0)
         view_free(old);
     else
@@ -641,28 +644,15 @@ struct worker *worker_new(unsigned id, struct snapshot *snap, const struct worke
         free(w);
         goto fail_fds;
     }
-    w->fds = calloc(nfds + 1, sizeof(int));
-    w->kinds = calloc(nfds + 1, sizeof(*w->kinds));
-    w->udp = calloc(nfds + 1, sizeof(bool));
-    w->readers = calloc(nfds + 1, sizeof(*w->readers));
-    if (!w->fds || !w->kinds || !w->udp || !w->readers) {
-        free(w->fds);
-        free(w->kinds);
-        free(w->udp);
-        free(w->readers);
+    w->ls = calloc(nfds + 1, sizeof(*w->ls));
+    if (!w->ls) {
         free(w);
         goto fail_fds;
     }
     /* Owned by w from here: worker_free() closes them. */
-    for (size_t i = 0; i < nfds; i++) {
-        w->fds[i] = socks[i].fd;
-        w->kinds[i] = socks[i].kind;
-        w->udp[i] = socks[i].udp;
-    }
-    w->nfds = nfds;
-    w->lev = calloc(nfds, sizeof(struct event *));
-    if (!w->lev)
-        goto fail;
+    for (size_t i = 0; i < nfds; i++)
+        w->ls[i] = (struct listener){.w = w, .s = socks[i]};
+    w->nls = nfds;
     struct event_config *ec = event_config_new();
     if (!ec)
         goto fail;
@@ -683,11 +673,11 @@ struct worker *worker_new(unsigned id, struct snapshot *snap, const struct worke
     if (!w->stop_ev || !w->deadline_ev || !w->resume_ev || !w->stats_ev || !w->trim_ev ||
         !w->swap_ev || !w->reap_ev || event_add(w->trim_ev, &trim_tv) != 0)
         goto fail;
-    for (size_t i = 0; i < w->nfds; i++) {
-        if (w->udp[i])
+    for (size_t i = 0; i < w->nls; i++) {
+        struct listener *l = &w->ls[i];
+        if (l->s.udp)
             continue; /* no accept(): served by the UDP front end */
-        w->lev[i] = event_new(w->base, w->fds[i], EV_READ | EV_PERSIST, on_accept, w);
-        if (!w->lev[i])
+        if (!(l->lev = event_new(w->base, l->s.fd, EV_READ | EV_PERSIST, on_accept, l)))
             goto fail;
     }
     w->metrics = metrics;
@@ -704,15 +694,15 @@ struct worker *worker_new(unsigned id, struct snapshot *snap, const struct worke
     w->h2_pool = pagepool_new(H2_FRAMEBUF_BYTES, 2 * ((size_t)cfg->max_connections + 32));
     if (!(w->cur = view_new(w, snap)))
         goto fail;
-    for (size_t i = 0; i < w->nfds; i++) {
-        if (!w->udp[i])
+    for (size_t i = 0; i < w->nls; i++) {
+        struct listener *l = &w->ls[i];
+        if (!l->s.udp)
             continue;
         /* Not paused with the TCP listeners when descriptors run out: UDP takes none. */
-        w->readers[i] = dnsudp_new(w->base, w->fds[i], CONN_FLUSH_PRIORITY, w->op);
-        if (!w->readers[i])
+        if (!(l->reader = dnsudp_new(w->base, l->s.fd, CONN_FLUSH_PRIORITY, w->op)))
             goto fail;
-        dnsudp_use(w->readers[i], &w->cur->udp);
-        if (dnsudp_enable(w->readers[i], true) != 0)
+        dnsudp_use(l->reader, &w->cur->udp);
+        if (dnsudp_enable(l->reader, true) != 0)
             goto fail;
     }
     listeners_enable(w, true);
@@ -779,11 +769,11 @@ void worker_free(struct worker *w)
     }
     snapshot_unref(w->pending);
     pagepool_free(w->h2_pool); /* after the connections: their sessions hold blocks */
-    for (size_t i = 0; i < w->nfds; i++) {
-        if (w->lev && w->lev[i])
-            event_free(w->lev[i]);
-        if (w->fds[i] >= 0)
-            close(w->fds[i]);
+    for (size_t i = 0; i < w->nls; i++) {
+        if (w->ls[i].lev)
+            event_free(w->ls[i].lev);
+        if (w->ls[i].s.fd >= 0)
+            close(w->ls[i].s.fd);
     }
     struct event *evs[] = {w->stop_ev, w->deadline_ev, w->resume_ev, w->stats_ev,
                            w->trim_ev, w->swap_ev,     w->reap_ev};
@@ -793,10 +783,6 @@ void worker_free(struct worker *w)
     if (w->base)
         event_base_free(w->base);
     pthread_mutex_destroy(&w->mu);
-    free(w->fds);
-    free(w->kinds);
-    free(w->udp);
-    free(w->readers);
-    free(w->lev);
+    free(w->ls);
     free(w);
 }
