@@ -578,6 +578,11 @@ static int put_rdata_ldns(struct fmt *f, const struct dnswire_rr *rr)
         /* ldns stops after the last field it knows: bytes left over mean the rdata is not
            what its type says (an A of 5 bytes), and ldns would silently drop them */
         rc = -EINVAL;
+    } else if ((rr->type == 64 || rr->type == 65) &&
+               !ldns_buffer_reserve(f->lb, 4 * (size_t)rr->rdlen + 1024)) {
+        /* SVCB/HTTPS: ldns 1.8.3's SvcParams printer writes without growing its buffer and
+         * asserts (aborts) when it runs out (fuzz_json_format): room for every byte as \DDD */
+        rc = -ENOMEM;
     } else {
         for (size_t i = 0; i < ldns_rr_rd_count(r) && rc == 0; i++) {
             if (i) {
