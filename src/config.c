@@ -9,6 +9,7 @@
 #include "dohgate/config.h"
 
 #include "dohgate/acl.h"
+#include "dohgate/dnswire.h"
 #include "dohgate/log.h"
 
 #include <arpa/inet.h>
@@ -23,6 +24,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <ldns/ldns.h>
 #include <openssl/evp.h>
 
 /* Longest accepted config line, without its newline. */
@@ -39,6 +41,7 @@ enum opt_type {
     OPT_BOOL,      /* bool, yes|no */
     OPT_SIZE,      /* size_t, bytes with optional K/M/G suffix (powers of 1024), min..max in MiB */
     OPT_ENUM,      /* int: the index of the value in the row's NULL-terminated names[] */
+    OPT_STRLIST,   /* char ** (grown as needed) + size_t count, at most the row's max entries */
 };
 
 /* Extra check for a string value. @return NULL when valid, else why not (static text). */
@@ -56,6 +59,7 @@ struct option_def {
     opt_validate_cb validate;
     const char *const *names; /* OPT_ENUM: the allowed values, NULL-terminated; index = value */
     bool restart;             /* a reload cannot change it (sockets, threads, privileges) */
+    bool words; /* in the file, an unquoted value is the rest of the line (several words) */
     const char *metavar;
     const char *help;
 };
@@ -104,6 +108,132 @@ static const char *validate_cidr(const char *v)
     return acl_parse(v, true, &e) == 0
                ? NULL
                : "is not an address or network (192.0.2.0/24, 2001:db8::/32)";
+}
+
+static const char *validate_domain(const char *v)
+{
+    uint8_t wire[DNSWIRE_MAX_NAME];
+    return dnswire_name_from_text(v, strlen(v), wire) ? NULL : "is not a domain name";
+}
+
+/* Zone-file syntax, as the local data will parse it (a relative owner is taken as absolute). */
+static const char *validate_local_record(const char *v)
+{
+    ldns_rdf *root = ldns_dname_new_frm_str(".");
+    ldns_rr *rr = NULL;
+    ldns_status st = root ? ldns_rr_new_frm_str(&rr, v, 3600, root, NULL) : LDNS_STATUS_MEM_ERR;
+    ldns_rr_free(rr);
+    ldns_rdf_deep_free(root);
+    if (st == LDNS_STATUS_OK)
+        return NULL;
+    /* ldns's error texts are static */
+    return ldns_get_errorstr_by_id(st) ? ldns_get_errorstr_by_id(st) : "is not a resource record";
+}
+
+/* A list or policy name: a word for metric labels and configuration references. */
+static bool list_word_valid(const char *p, size_t n)
+{
+    if (n == 0 || n > 32)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (!isalnum((unsigned char)p[i]) && p[i] != '-' && p[i] != '_')
+            return false;
+    }
+    return true;
+}
+
+void config_list_name(const char *spec, char *out, size_t outlen, const char **file)
+{
+    const char *eq = strchr(spec, '=');
+    const char *slash = strchr(spec, '/');
+    if (eq && (!slash || eq < slash)) {
+        snprintf(out, outlen, "%.*s", (int)(eq - spec), spec);
+        *file = eq + 1;
+        return;
+    }
+    *file = spec;
+    const char *base = strrchr(spec, '/');
+    base = base ? base + 1 : spec;
+    const char *dot = strrchr(base, '.');
+    size_t n = dot && dot != base ? (size_t)(dot - base) : strlen(base);
+    if (n >= outlen)
+        n = outlen - 1;
+    /* characters a label cannot hold become '_' */
+    for (size_t i = 0; i < n; i++)
+        out[i] = isalnum((unsigned char)base[i]) || base[i] == '-' ? base[i] : '_';
+    out[n] = '\0';
+}
+
+static const char *validate_list_spec(const char *v)
+{
+    char name[64];
+    const char *file;
+    config_list_name(v, name, sizeof(name), &file);
+    if (strchr(v, '=') && (!strchr(v, '/') || strchr(v, '=') < strchr(v, '/')) &&
+        !list_word_valid(name, strlen(name)))
+        return "has a bad list name (1..32 letters, digits, '-', '_' before '=')";
+    if (!list_word_valid(name, strlen(name)))
+        return "needs a NAME= (the file name makes no list name)";
+    if (*file == '\0')
+        return "names no file";
+    return NULL;
+}
+
+static const char *validate_forward_zone(const char *v)
+{
+    struct dg_fwd_zone *z = malloc(sizeof(*z));
+    if (!z)
+        return "out of memory";
+    const char *why = NULL;
+    (void)config_parse_forward_zone(v, z, &why);
+    free(z);
+    return why;
+}
+
+/* "NAME [LIST…]" */
+static const char *validate_policy(const char *v)
+{
+    size_t n = strcspn(v, " \t");
+    if (!list_word_valid(v, n))
+        return "must start with a policy name (1..32 letters, digits, '-', '_')";
+    for (const char *p = v + n; *p;) {
+        p += strspn(p, " \t");
+        size_t k = strcspn(p, " \t");
+        if (k && !list_word_valid(p, k))
+            return "names a list that is not a list name";
+        p += k;
+    }
+    return NULL;
+}
+
+/* "CIDR|ID POLICY" */
+static const char *validate_policy_client(const char *v)
+{
+    size_t n = strcspn(v, " \t");
+    const char *p = v + n + strspn(v + n, " \t");
+    size_t k = strcspn(p, " \t");
+    if (n == 0 || k == 0 || p[k + strspn(p + k, " \t")] != '\0')
+        return "must be 'CIDR POLICY' or 'ID POLICY'";
+    if (!list_word_valid(p, k))
+        return "names no policy (1..32 letters, digits, '-', '_')";
+    char who[128];
+    if (n >= sizeof(who))
+        return "has a client longer than 127 characters";
+    memcpy(who, v, n);
+    who[n] = '\0';
+    struct acl_entry e;
+    if (acl_parse(who, true, &e) == 0)
+        return NULL;
+    /* a DoH path ID: /dns-query/ID */
+    if (n > 63 || !list_word_valid(who, n < 32 ? n : 32))
+        return "is neither a network (10.0.1.0/24) nor a client ID (1..63 letters, digits, '-', "
+               "'_')";
+    for (size_t i = 0; i < n; i++) {
+        if (!isalnum((unsigned char)who[i]) && who[i] != '-' && who[i] != '_')
+            return "is neither a network (10.0.1.0/24) nor a client ID (1..63 letters, digits, "
+                   "'-', '_')";
+    }
+    return NULL;
 }
 
 static const char *validate_header(const char *v)
@@ -167,6 +297,7 @@ static const char *const acl_scope_names[] = {"doh", "all", NULL};
 static const char *const log_target_names[] = {"stderr", "syslog", NULL};
 static const char *const query_log_client_names[] = {"truncate", "full", "none", NULL};
 static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
+static const char *const block_answer_names[] = {"null", "nxdomain", "refused", NULL};
 
 static const struct option_def options[] = {
     {.name = "listen",
@@ -689,6 +820,99 @@ static const struct option_def options[] = {
      .metavar = "yes|no",
      .help = "answer _dns.resolver.arpa SVCB with this server's DoH and DoT endpoints "
              "(RFC 9462), so clients given its plain-DNS address upgrade by themselves"},
+    {.name = "hosts-file",
+     .type = OPT_STRLIST,
+     .off = FIELD(hosts_file),
+     .count_off = FIELD(n_hosts_file),
+     .max = 64,
+     .metavar = "FILE",
+     .help = "names and addresses in /etc/hosts format, answered locally (A, AAAA and the "
+             "matching PTR; repeatable; reloaded when the file changes)"},
+    {.name = "local-record",
+     .type = OPT_STRLIST,
+     .words = true,
+     .off = FIELD(local_record),
+     .count_off = FIELD(n_local_record),
+     .max = 100000,
+     .validate = validate_local_record,
+     .metavar = "'RR'",
+     .help = "a record answered locally, in zone-file syntax, e.g. 'nas.home.arpa. 3600 IN A "
+             "192.168.1.10' (any type; repeatable)"},
+    {.name = "local-zone",
+     .type = OPT_STRLIST,
+     .off = FIELD(local_zone),
+     .count_off = FIELD(n_local_zone),
+     .max = 10000,
+     .validate = validate_domain,
+     .metavar = "NAME",
+     .help = "names under NAME without local data get NXDOMAIN (NODATA when the name has other "
+             "types) with a SOA and are never forwarded (repeatable). RFC 6303 zones (private "
+             "reverse zones, localhost, invalid, test, home.arpa...) are local by default"},
+    {.name = "blocklist",
+     .type = OPT_STRLIST,
+     .off = FIELD(blocklist),
+     .count_off = FIELD(n_blocklist),
+     .max = 32,
+     .validate = validate_list_spec,
+     .metavar = "[NAME=]FILE",
+     .help = "names to block, with their subdomains: hosts lines (0.0.0.0 ads.example), one "
+             "domain per line, or adblock rules (||ads.example^) (repeatable; NAME: the label "
+             "in metrics and policies, default the file's name; reloaded when it changes)"},
+    {.name = "allowlist",
+     .type = OPT_STRLIST,
+     .off = FIELD(allowlist),
+     .count_off = FIELD(n_allowlist),
+     .max = 32,
+     .validate = validate_list_spec,
+     .metavar = "FILE",
+     .help = "names never blocked, with their subdomains (the blocklist formats; repeatable)"},
+    {.name = "block-answer",
+     .type = OPT_ENUM,
+     .off = FIELD(block_answer),
+     .dflt = "null",
+     .names = block_answer_names,
+     .metavar = "null|nxdomain|refused",
+     .help = "what a blocked name gets: null (0.0.0.0 and ::, NODATA for other types), NXDOMAIN "
+             "or REFUSED; with an Extended DNS Error 'Blocked' (RFC 8914)"},
+    {.name = "block-ttl",
+     .type = OPT_UINT,
+     .off = FIELD(block_ttl),
+     .dflt = "10",
+     .min = 0,
+     .max = 86400,
+     .metavar = "SECONDS",
+     .help = "TTL of blocked answers (short: an unblocked name works again soon)"},
+    {.name = "forward-zone",
+     .type = OPT_STRLIST,
+     .words = true,
+     .off = FIELD(forward_zone),
+     .count_off = FIELD(n_forward_zone),
+     .max = 256,
+     .validate = validate_forward_zone,
+     .metavar = "'NAME UPSTREAM…'",
+     .help = "queries at or under NAME go to these upstreams (as for upstream, up to 8), the "
+             "longest NAME wins; e.g. 'corp.example 10.0.0.53' (repeatable)"},
+    {.name = "policy",
+     .type = OPT_STRLIST,
+     .words = true,
+     .off = FIELD(policy),
+     .count_off = FIELD(n_policy),
+     .max = 64,
+     .validate = validate_policy,
+     .metavar = "'NAME [LIST…]'",
+     .help = "a named policy applying these blocklists (none: no blocking); the policy named "
+             "'default' applies to clients policy-client does not name. Without any policy "
+             "every blocklist applies to everybody"},
+    {.name = "policy-client",
+     .type = OPT_STRLIST,
+     .words = true,
+     .off = FIELD(policy_client),
+     .count_off = FIELD(n_policy_client),
+     .max = 4096,
+     .validate = validate_policy_client,
+     .metavar = "'CIDR|ID POLICY'",
+     .help = "clients of a network, or asking at the DoH path /dns-query/ID, get POLICY (an ID "
+             "wins over a network, the longest network wins; repeatable)"},
     {.name = "acme-webroot",
      .type = OPT_STRING,
      .off = FIELD(acme_webroot),
@@ -784,7 +1008,8 @@ static size_t opt_ccount(const struct config *cfg, const struct option_def *o)
 
 static bool opt_is_list(const struct option_def *o)
 {
-    return o->type == OPT_ADDRS || o->type == OPT_PATHS || o->type == OPT_UPSTREAMS;
+    return o->type == OPT_ADDRS || o->type == OPT_PATHS || o->type == OPT_UPSTREAMS ||
+           o->type == OPT_STRLIST;
 }
 
 static const struct option_def *find_option(const char *name, size_t len)
@@ -1261,7 +1486,35 @@ static void list_clear(struct config *cfg, const struct option_def *o)
             arr[i] = NULL;
         }
     }
+    if (o->type == OPT_STRLIST) {
+        char ***arr = opt_field(cfg, o);
+        for (size_t i = 0; i < *n; i++)
+            free((*arr)[i]);
+        free(*arr);
+        *arr = NULL;
+    }
     *n = 0;
+}
+
+/* Append a copy of @p value to a growing string array (doubled when full).
+ * @return 0 or -ENOMEM (the array unchanged). */
+static int strlist_push(char ***arr, size_t *n, const char *value)
+{
+    if ((*n & (*n - 1)) == 0) { /* 0, 1, 2, 4, ...: full */
+        char **bigger = realloc(*arr, (*n ? *n * 2 : 4) * sizeof(char *));
+        if (!bigger)
+            return -ENOMEM;
+        *arr = bigger;
+    }
+    if (!((*arr)[*n] = strdup(value)))
+        return -ENOMEM;
+    (*n)++;
+    return 0;
+}
+
+static int strlist_append(struct config *cfg, const struct option_def *o, const char *value)
+{
+    return strlist_push(opt_field(cfg, o), opt_count(cfg, o), value);
 }
 
 static int set_value_at(struct config *cfg, const struct option_def *o, const char *value,
@@ -1367,6 +1620,16 @@ static int set_value_at(struct config *cfg, const struct option_def *o, const ch
         *slot = dup;
         return 0;
     }
+    case OPT_STRLIST: {
+        if (*opt_count(cfg, o) >= o->max)
+            return org->cli
+                       ? fail(org, err, errlen, "--%s: too many entries (max %u)", o->name, o->max)
+                       : fail(org, err, errlen, "too many '%s' entries (max %u)", o->name, o->max);
+        const char *why = o->validate != NULL ? o->validate(value) : NULL;
+        if (why != NULL)
+            return opt_fail(org, o->name, err, errlen, "'%s' %s", value, why);
+        return strlist_append(cfg, o, value) == 0 ? 0 : fail_nomem(org, err, errlen);
+    }
     case OPT_ADDRS:
     case OPT_PATHS:
     case OPT_UPSTREAMS:
@@ -1468,11 +1731,12 @@ void config_free(struct config *cfg)
         const struct option_def *o = &options[i];
         if (o->type == OPT_STRING)
             free(*(char **)opt_field(cfg, o));
-        else if (o->type == OPT_PATHS)
+        else if (o->type == OPT_PATHS || o->type == OPT_STRLIST)
             list_clear(cfg, o);
     }
     free(cfg->config_file);
     free(cfg->hsts_value);
+    free(cfg->fwd);
     for (size_t i = 0; i < DG_CONFIG_MAX_LIST; i++)
         free(cfg->header_name[i]);
     free(cfg);
@@ -1562,6 +1826,16 @@ static int parse_line(struct config *cfg, char *line, const struct origin *org, 
         if (*p != '\0' && !is_ws(*p))
             return opt_fail(org, o->name, err, errlen, "unexpected '%s' after the closing quote",
                             p);
+    } else if (*p != '\0' && *p != '#' && o->words) {
+        /* Up to a comment ('#' after whitespace) or the end, trailing whitespace dropped. */
+        value = p;
+        while (*p != '\0' && !(*p == '#' && is_ws(p[-1])))
+            p++;
+        char *end = p;
+        while (end > value && is_ws(end[-1]))
+            end--;
+        *end = '\0';
+        p = end;
     } else if (*p != '\0' && *p != '#') {
         value = p;
         while (*p != '\0' && !is_ws(*p))
@@ -1689,6 +1963,100 @@ int config_read_resolv_conf(struct config *cfg, const char *path)
     return added;
 }
 
+/* Does blocklist @p name exist? */
+static bool have_list(const struct config *cfg, const char *name, size_t n)
+{
+    for (size_t i = 0; i < cfg->n_blocklist; i++) {
+        char ln[64];
+        const char *file;
+        config_list_name(cfg->blocklist[i], ln, sizeof(ln), &file);
+        if (strlen(ln) == n && memcmp(ln, name, n) == 0)
+            return true;
+    }
+    return false;
+}
+
+static bool have_policy(const struct config *cfg, const char *name, size_t n)
+{
+    for (size_t i = 0; i < cfg->n_policy; i++) {
+        const char *p = cfg->policy[i];
+        if (strcspn(p, " \t") == n && memcmp(p, name, n) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The forward zones parsed, and the names the policy options refer to checked against each
+ * other (each value alone was checked as it was read). */
+static int finish_policy(struct config *cfg, const struct origin *org, char *err, size_t errlen)
+{
+    char where[300];
+    free(cfg->fwd);
+    cfg->fwd = NULL;
+    if (cfg->n_forward_zone) {
+        if (!(cfg->fwd = calloc(cfg->n_forward_zone, sizeof(*cfg->fwd))))
+            return fail_nomem(org, err, errlen);
+        for (size_t i = 0; i < cfg->n_forward_zone; i++) {
+            const char *why = "";
+            if (config_parse_forward_zone(cfg->forward_zone[i], &cfg->fwd[i], &why) != 0)
+                return fail_plain(err, errlen, "forward-zone '%s': %s", cfg->forward_zone[i], why);
+            for (size_t k = 0; k < i; k++) {
+                if (cfg->fwd[k].name_len == cfg->fwd[i].name_len &&
+                    memcmp(cfg->fwd[k].name, cfg->fwd[i].name, cfg->fwd[i].name_len) == 0) {
+                    config_origin(cfg, "forward-zone", where, sizeof(where));
+                    return fail_plain(err, errlen, "%s: forward-zone %s is given twice", where,
+                                      cfg->fwd[i].text);
+                }
+            }
+        }
+    }
+    for (size_t i = 0; i < cfg->n_blocklist; i++) {
+        char a[64];
+        const char *file;
+        config_list_name(cfg->blocklist[i], a, sizeof(a), &file);
+        for (size_t k = 0; k < i; k++) {
+            char b[64];
+            config_list_name(cfg->blocklist[k], b, sizeof(b), &file);
+            if (strcmp(a, b) == 0) {
+                config_origin(cfg, "blocklist", where, sizeof(where));
+                return fail_plain(err, errlen,
+                                  "%s: two blocklists are named '%s': give one a NAME= of its "
+                                  "own",
+                                  where, a);
+            }
+        }
+    }
+    for (size_t i = 0; i < cfg->n_policy; i++) {
+        const char *p = cfg->policy[i];
+        size_t n = strcspn(p, " \t");
+        config_origin(cfg, "policy", where, sizeof(where));
+        for (size_t k = 0; k < i; k++) {
+            if (strcspn(cfg->policy[k], " \t") == n && memcmp(cfg->policy[k], p, n) == 0)
+                return fail_plain(err, errlen, "%s: policy '%.*s' is given twice", where, (int)n,
+                                  p);
+        }
+        for (const char *q = p + n; *q;) {
+            q += strspn(q, " \t");
+            size_t k = strcspn(q, " \t");
+            if (k && !have_list(cfg, q, k))
+                return fail_plain(err, errlen, "%s: policy '%.*s' names no blocklist '%.*s'", where,
+                                  (int)n, p, (int)k, q);
+            q += k;
+        }
+    }
+    for (size_t i = 0; i < cfg->n_policy_client; i++) {
+        const char *p = cfg->policy_client[i];
+        p += strcspn(p, " \t");
+        p += strspn(p, " \t");
+        if (!have_policy(cfg, p, strcspn(p, " \t"))) {
+            config_origin(cfg, "policy-client", where, sizeof(where));
+            return fail_plain(err, errlen, "%s: policy-client '%s': no policy '%s'", where,
+                              cfg->policy_client[i], p);
+        }
+    }
+    return 0;
+}
+
 int config_finish(struct config *cfg, char *err, size_t errlen)
 {
     struct origin org = {"defaults", 0, false};
@@ -1773,7 +2141,7 @@ int config_finish(struct config *cfg, char *err, size_t errlen)
     if (cfg->query_timeout_ms < cfg->upstream_timeout_ms)
         return fail_plain(err, errlen, "query-timeout (%u ms) must be >= upstream-timeout (%u ms)",
                           cfg->query_timeout_ms, cfg->upstream_timeout_ms);
-    return 0;
+    return finish_policy(cfg, &org, err, errlen);
 }
 
 /* ---- command line ------------------------------------------------------------------------ */
@@ -1930,6 +2298,15 @@ int config_dump(const struct config *cfg, FILE *out)
                 r = dump_value(out, o->name, arr[k].spec);
             break;
         }
+        case OPT_STRLIST: {
+            char *const *arr = *(char **const *)f;
+            size_t n = opt_ccount(cfg, o);
+            if (n == 0)
+                r = fprintf(out, "# %s (none)\n", o->name);
+            for (size_t k = 0; k < n && r >= 0; k++)
+                r = dump_value(out, o->name, arr[k]);
+            break;
+        }
         }
         if (r < 0)
             bad = 1;
@@ -1989,12 +2366,16 @@ static bool opt_equal(const struct config *a, const struct config *b, const stru
     case OPT_ADDRS:
     case OPT_PATHS:
     case OPT_UPSTREAMS:
+    case OPT_STRLIST:
         break;
     }
     size_t n = opt_ccount(a, o);
     if (n != opt_ccount(b, o))
         return false;
     for (size_t k = 0; k < n; k++) {
+        if (o->type == OPT_STRLIST &&
+            strcmp((*(char **const *)fa)[k], (*(char **const *)fb)[k]) != 0)
+            return false;
         if (o->type == OPT_ADDRS &&
             strcmp(((const struct dg_addr *)fa)[k].text, ((const struct dg_addr *)fb)[k].text) != 0)
             return false;
@@ -2055,6 +2436,23 @@ static int opt_copy(struct config *dst, const struct config *src, const struct o
         *opt_count(dst, o) = n;
         return 0;
     }
+    case OPT_STRLIST: {
+        /* Built aside so that a failure leaves dst as it was. */
+        char **arr = NULL;
+        size_t n = 0, want = opt_ccount(src, o);
+        for (size_t k = 0; k < want; k++) {
+            if (strlist_push(&arr, &n, (*(char **const *)fs)[k]) != 0) {
+                while (n > 0)
+                    free(arr[--n]);
+                free(arr);
+                return -ENOMEM;
+            }
+        }
+        list_clear(dst, o);
+        *(char ***)fd = arr;
+        *opt_count(dst, o) = n;
+        return 0;
+    }
     }
     return 0;
 }
@@ -2078,4 +2476,62 @@ int config_keep_restart_options(struct config *fresh, const struct config *old, 
         n++;
     }
     return n;
+}
+
+int config_parse_forward_zone(const char *s, struct dg_fwd_zone *out, const char **why)
+{
+    memset(out, 0, sizeof(*out));
+    size_t n = strcspn(s, " \t");
+    out->name_len = dnswire_name_from_text(s, n, out->name);
+    if (out->name_len == 0) {
+        *why = "must start with a domain name";
+        return -EINVAL;
+    }
+    if (out->name_len == 1) {
+        *why = "cannot forward the root zone: that is what 'upstream' is for";
+        return -EINVAL;
+    }
+    dnswire_name_to_text(out->name, out->name_len, out->text, sizeof(out->text));
+    /* Each upstream is a word; the attribute words after it belong to it. */
+    const char *p = s + n;
+    char spec[1100];
+    size_t sl = 0;
+    for (;;) {
+        p += strspn(p, " \t");
+        size_t k = strcspn(p, " \t");
+        bool attr = k && (strncmp(p, "name=", 5) == 0 || strncmp(p, "addr=", 5) == 0 ||
+                          strncmp(p, "pin-sha256=", 11) == 0);
+        if (k == 0 || !attr) {
+            if (sl > 0) {
+                if (out->n_up == DG_FWD_MAX_UPSTREAMS) {
+                    *why = "has more than 8 upstreams";
+                    return -EINVAL;
+                }
+                spec[sl] = '\0';
+                if (config_parse_upstream(spec, &out->up[out->n_up], why) != 0)
+                    return -EINVAL;
+                out->n_up++;
+                sl = 0;
+            }
+            if (k == 0)
+                break;
+        } else if (sl == 0) {
+            *why = "has an attribute before any upstream";
+            return -EINVAL;
+        }
+        if (sl + k + 2 > sizeof(spec)) {
+            *why = "has an upstream too long";
+            return -EINVAL;
+        }
+        if (sl)
+            spec[sl++] = ' ';
+        memcpy(spec + sl, p, k);
+        sl += k;
+        p += k;
+    }
+    if (out->n_up == 0) {
+        *why = "needs at least one upstream after the name";
+        return -EINVAL;
+    }
+    return 0;
 }

@@ -336,3 +336,76 @@ bool dnswire_edns_option(const uint8_t *msg, size_t len, uint16_t code, size_t *
     }
     return false;
 }
+
+size_t dnswire_name_from_text(const char *text, size_t n, uint8_t out[DNSWIRE_MAX_NAME])
+{
+    if (n == 1 && text[0] == '.') {
+        out[0] = 0;
+        return 1;
+    }
+    if (n > 0 && text[n - 1] == '.')
+        n--; /* absolute and relative spellings are the same name here */
+    if (n == 0)
+        return 0;
+    size_t o = 0, label = 0; /* label: where its length octet sits */
+    out[o++] = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c == '.') {
+            size_t l = o - label - 1;
+            if (l == 0)
+                return 0;
+            out[label] = (uint8_t)l;
+            label = o;
+            if (o + 1 >= DNSWIRE_MAX_NAME)
+                return 0;
+            out[o++] = 0;
+            continue;
+        }
+        if (c <= 0x20 || c >= 0x7f || c == '\\')
+            return 0;
+        if (o - label > 63 || o + 1 >= DNSWIRE_MAX_NAME)
+            return 0;
+        out[o++] = (uint8_t)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    }
+    size_t l = o - label - 1;
+    if (l == 0 || l > 63)
+        return 0;
+    out[label] = (uint8_t)l;
+    out[o++] = 0; /* the root label */
+    return o;
+}
+
+void dnswire_name_lower(uint8_t *name, size_t len)
+{
+    size_t i = 0;
+    while (i < len && name[i] != 0 && name[i] <= 63) {
+        size_t end = i + 1 + name[i];
+        for (size_t k = i + 1; k < end && k < len; k++) {
+            if (name[k] >= 'A' && name[k] <= 'Z')
+                name[k] = (uint8_t)(name[k] + 32);
+        }
+        i = end;
+    }
+}
+
+size_t dnswire_name_to_text(const uint8_t *name, size_t len, char *out, size_t outlen)
+{
+    if (outlen == 0)
+        return 0;
+    size_t o = 0, i = 0;
+    while (i < len && name[i] != 0 && name[i] <= 63) {
+        size_t end = i + 1 + name[i];
+        if (o > 0 && o + 1 < outlen)
+            out[o++] = '.';
+        for (size_t k = i + 1; k < end && k < len && o + 1 < outlen; k++) {
+            unsigned char c = name[k];
+            out[o++] = (char)(c <= 0x20 || c >= 0x7f || c == '.' ? '?' : c);
+        }
+        i = end;
+    }
+    if (o == 0 && outlen > 1)
+        out[o++] = '.';
+    out[o] = '\0';
+    return o;
+}

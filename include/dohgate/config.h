@@ -64,6 +64,18 @@ struct dg_upstream {
 enum acl_scope { ACL_SCOPE_DOH = 0, ACL_SCOPE_ALL };
 enum log_target { LOG_TARGET_STDERR = 0, LOG_TARGET_SYSLOG };
 enum query_log_client { QLOG_CLIENT_TRUNCATE = 0, QLOG_CLIENT_FULL, QLOG_CLIENT_NONE };
+/** block-answer: what a blocked name gets (policy.h). */
+enum block_answer { BLOCK_ANSWER_NULL = 0, BLOCK_ANSWER_NXDOMAIN, BLOCK_ANSWER_REFUSED };
+
+#define DG_FWD_MAX_UPSTREAMS 8 /**< upstreams of one forward-zone */
+/** One `forward-zone NAME UPSTREAM…` (config_parse_forward_zone()). */
+struct dg_fwd_zone {
+    uint8_t name[255]; /**< lower-cased wire form (dnswire_name_from_text()) */
+    size_t name_len;
+    char text[256]; /**< the name as text, without the final dot ("corp.example") */
+    struct dg_upstream up[DG_FWD_MAX_UPSTREAMS];
+    size_t n_up;
+};
 
 struct config {
     /* listen ADDR:PORT (repeatable). Default: "[::]:443" (dual stack). */
@@ -175,6 +187,28 @@ struct config {
     size_t body_buffer_total;        /**< max-body-buffer BYTES, whole process, 256M */
     unsigned fd_reserve;             /**< descriptor-reserve N, 1024 */
 
+    /* Local names, blocklists, split horizon (issue 17; policy.h). The lists grow as needed
+     * (OPT_STRLIST), each bounded by its row's max. */
+    char **hosts_file; /**< hosts-file FILE (/etc/hosts format): A, AAAA and PTR */
+    size_t n_hosts_file;
+    char **local_record; /**< local-record 'RR' in zone-file syntax (ldns) */
+    size_t n_local_record;
+    char **local_zone; /**< local-zone NAME: NXDOMAIN/NODATA below it unless local data */
+    size_t n_local_zone;
+    char **blocklist; /**< blocklist [NAME=]FILE: hosts, domains or adblock lines */
+    size_t n_blocklist;
+    char **allowlist; /**< allowlist FILE: wins over the blocklists */
+    size_t n_allowlist;
+    int block_answer;    /**< block-answer null|nxdomain|refused: enum block_answer */
+    unsigned block_ttl;  /**< block-ttl s: TTL of blocked answers, 10 */
+    char **forward_zone; /**< forward-zone 'NAME UPSTREAM…' as written */
+    size_t n_forward_zone;
+    struct dg_fwd_zone *fwd; /**< forward_zone parsed (config_finish), n_forward_zone of them */
+    char **policy; /**< policy 'NAME [LIST…]': which blocklists a named policy applies */
+    size_t n_policy;
+    char **policy_client; /**< policy-client 'CIDR|ID POLICY': who gets which policy */
+    size_t n_policy_client;
+
     /* Where the file came from, for messages. NULL when no file was read. */
     char *config_file;
     /* Where each option was last set, by table row (config_origin()). */
@@ -261,6 +295,19 @@ unsigned config_addr_port(const struct dg_addr *a);
 const void *config_addr_bytes(const struct dg_addr *a);
 /** Whether @p a is the wildcard address (0.0.0.0 or ::): a listener on every address. */
 bool config_addr_is_any(const struct dg_addr *a);
+
+/**
+ * Parse one `forward-zone` value: "NAME UPSTREAM [UPSTREAM…]", each UPSTREAM as for
+ * config_parse_upstream() with its attributes (name=, addr=, pin-sha256=) following it as
+ * words of their own. The root is refused (that is what `upstream` is for).
+ * @return 0, or -EINVAL with @p why (static text).
+ */
+int config_parse_forward_zone(const char *s, struct dg_fwd_zone *out, const char **why);
+
+/** The name of a blocklist entry "[NAME=]FILE": NAME, else the file's base name without its
+ * last extension ("/etc/dohgate/ads.txt" → "ads"), into @p out (at most 32 bytes kept); @p file
+ * receives where the file name starts in @p spec. */
+void config_list_name(const char *spec, char *out, size_t outlen, const char **file);
 
 /**
  * Read nameserver lines of a resolv.conf-format file into cfg->upstream (port 53).

@@ -190,6 +190,34 @@ uint16_t dns_qtype(const uint8_t *q, size_t qlen);
  */
 int dns_make_any_answer(const uint8_t *q, size_t qlen, uint32_t ttl, struct dg_buf *out);
 
+/** One record of an answer dohgate makes itself (dns_make_answer()). */
+struct dns_rr_out {
+    const uint8_t *owner; /**< uncompressed wire name; NULL: the question's name (a pointer) */
+    size_t owner_len;
+    uint16_t type, rclass;
+    uint32_t ttl;
+    const uint8_t *rdata; /**< wire rdata, uncompressed */
+    uint16_t rdlen;
+};
+
+/** Extended DNS Error codes dohgate sends (RFC 8914 §4). */
+#define DNS_EDE_BLOCKED  15
+#define DNS_EDE_FILTERED 17
+
+/**
+ * An answer of dohgate's own to @p q (a query that passed dns_query_check()): the query's ID,
+ * RD and CD, QR and RA set, AA when @p aa, @p rcode; the question copied as asked; @p n_an
+ * answer and @p n_ns authority records; an OPT when the query had one (as
+ * dns_make_error_answer() does), carrying an Extended DNS Error option (RFC 8914) when
+ * @p ede_code >= 0 (@p ede_text, UTF-8 without NUL, may be NULL). The one builder for every
+ * synthesized answer (errors, RFC 8482 ANY, local data, blocked names).
+ * @return 0, -EINVAL (q malformed, an answer over 65535 bytes), -ENOMEM; @p out unchanged on
+ *         error.
+ */
+int dns_make_answer(const uint8_t *q, size_t qlen, int rcode, bool aa, const struct dns_rr_out *an,
+                    size_t n_an, const struct dns_rr_out *ns, size_t n_ns, int ede_code,
+                    const char *ede_text, struct dg_buf *out);
+
 /**
  * "www.example.com. A NOERROR": the question and rcode of @p msg in presentation form (ldns),
  * for the query log. @return 0, or -1 (does not parse, or OOM) with "?" in @p out.

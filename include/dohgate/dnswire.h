@@ -338,4 +338,24 @@ size_t dnswire_split_stream(uint8_t *buf, size_t len,
 bool dnswire_edns_option(const uint8_t *msg, size_t len, uint16_t code, size_t *val_off,
                          size_t *val_len);
 
+/**
+ * A domain name in text ("ads.example", "ads.example.", "." for the root; @p n bytes, no NUL
+ * needed) to lower-cased uncompressed wire form in @p out (at most DNSWIRE_MAX_NAME octets).
+ * Labels are 1..63 octets of visible ASCII other than '.' and '\\' (no escapes: the names of
+ * configuration and list files are host names, underscores allowed); an empty label (two
+ * dots, a leading dot) is refused.
+ * @return the wire length (>= 1), or 0 when the text is no such name.
+ */
+size_t dnswire_name_from_text(const char *text, size_t n, uint8_t out[DNSWIRE_MAX_NAME]);
+
+/** Lower-case ASCII letters of an uncompressed wire name in place (labels walked, bounded). */
+void dnswire_name_lower(uint8_t *name, size_t len);
+
+/**
+ * The text form of an uncompressed wire name ("nas.home.arpa", "." for the root), for messages
+ * and labels; bytes outside visible ASCII and '.' inside a label are written as '?'.
+ * @return the length written (always NUL-terminated when @p outlen > 0).
+ */
+size_t dnswire_name_to_text(const uint8_t *name, size_t len, char *out, size_t outlen);
+
 #endif
