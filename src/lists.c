@@ -96,7 +96,9 @@ static size_t host_to_wire(const char *s, size_t n, uint8_t out[DNSWIRE_MAX_NAME
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (c == '.') {
-            if (prev == '-')
+            /* an empty label (".x", "a..b"): dnswire would take ".." less its final dot
+             * for the root */
+            if (prev == '-' || prev == '.')
                 return 0;
         } else if (!(cls[(unsigned char)c] & C_HOST) || (c == '-' && prev == '.')) {
             return 0;

@@ -209,6 +209,9 @@ static void test_domain_errors(void **state)
          0, "line 4: 'a?b' is not a domain name"},
         {"caf\xc3\xa9.example\n", 0, "line 1: 'caf??.example' is not a domain name"},
         {".\n", 0, "line 1: '.' is not a domain name"},
+        {"..\n", 0, "line 1: '..' is not a domain name"}, /* was the root (found by fuzz_lists) */
+        {"||..^\n", 0, "line 1: '..' is not a domain name"},
+        {".a.example\n", 0, "line 1: '.a.example' is not a domain name"},
         {"*.\n", 0, NULL}, /* counted as skipped, see below */
         {"0.0.0.0 ok.example bad!.example\n", 0, "line 1: 'bad!.example' is not a domain name"},
         {"||bad..name^\n", 0, "line 1: 'bad..name' is not a domain name"},
@@ -280,6 +283,7 @@ static void test_hosts_errors(void **state)
         {"192.0.2.1 ok a..b\n", 0, "line 1: 'a..b' is not a host name"},
         {"192.0.2.1 -x-\n", 0, "line 1: '-x-' is not a host name"},
         {"192.0.2.1 .\n", 0, "line 1: '.' is not a host name"},
+        {"192.0.2.1 ..\n", 0, "line 1: '..' is not a host name"},
         {"\n192.0.2.1\n", 0, "line 2: an address without a name"},
         {"192.0.2.1   # nothing\n", 0, "line 1: an address without a name"},
         {"192.0.2.1 a\n\0", 13, "line 2: a NUL byte"},
