@@ -177,6 +177,28 @@ static void test_case_insensitive(void **state)
     assert_int_equal(nameset_add(s, at, sizeof(at), 2), 0);
     assert_false(nameset_get(s, bq, sizeof(bq), &v));
     nameset_free(s);
+
+    /* every octet value at every position of a long label (lower-casing works on 8 octets at
+     * a time): found with its case flipped exactly when it is a letter */
+    for (unsigned pos = 0; pos < 63; pos += 7) {
+        for (unsigned c = 1; c < 256; c++) {
+            s = nameset_new(1);
+            assert_non_null(s);
+            uint8_t n[66], f[66];
+            n[0] = 63;
+            memset(n + 1, 'k', 63);
+            n[1 + pos] = (uint8_t)c;
+            n[64] = 0;
+            memcpy(f, n, 65);
+            f[1 + pos] = (uint8_t)(c ^ 0x20);
+            bool letter = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+            assert_int_equal(nameset_add(s, n, 65, 1), 0);
+            assert_true(nameset_get(s, n, 65, &v));
+            assert_int_equal(nameset_get(s, f, 65, &v), letter);
+            assert_int_equal(nameset_match(s, f, 65, 1, &v), letter ? 0 : -1);
+            nameset_free(s);
+        }
+    }
 }
 
 static void test_malformed(void **state)
