@@ -190,6 +190,14 @@ static void on_event(void *arg, enum dg_event ev, unsigned idx, uint64_t value)
         if (idx < DG_NDROP)
             ctr_add(&wm->dns_dropped[idx], value);
         break;
+    case DG_EV_LOCAL_ANSWER:
+        if (idx < 2)
+            ctr_add(&wm->local_answers[idx], 1);
+        break;
+    case DG_EV_BLOCKED:
+        if (idx < METRICS_MAX_LISTS)
+            ctr_add(&wm->blocked[idx], 1);
+        break;
     case DG_EV_RES_HIT:
         ctr_add(&wm->res_hits, 1);
         break;
@@ -379,6 +387,27 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
     for (int k = 0; k < DG_NDROP; k++)
         put(&o, "dohgate_dns_dropped_total{reason=\"%s\"} %llu\n", drop_names[k],
             (unsigned long long)SUM(dns_dropped[k]));
+    head(&o, "dohgate_local_answers_total", "counter",
+         "Queries answered from local data (hosts-file, local-record: kind=\"data\") or by a "
+         "local zone's NXDOMAIN/NODATA (kind=\"zone\"), never forwarded.");
+    put(&o, "dohgate_local_answers_total{kind=\"data\"} %llu\n",
+        (unsigned long long)SUM(local_answers[0]));
+    put(&o, "dohgate_local_answers_total{kind=\"zone\"} %llu\n",
+        (unsigned long long)SUM(local_answers[1]));
+    uint64_t blocked_all = 0;
+    head(&o, "dohgate_blocked_total", "counter",
+         "Queries answered with block-answer, by the blocklist that held the name.");
+    for (size_t k = 0; k < cfg->n_blocklist && k < METRICS_MAX_LISTS; k++) {
+        char ln[64], a[160];
+        const char *file;
+        config_list_name(cfg->blocklist[k], ln, sizeof(ln), &file);
+        uint64_t n = SUM(blocked[k]);
+        blocked_all += n;
+        put(&o, "dohgate_blocked_total{list=\"%s\"} %llu\n", esc(ln, a, sizeof(a)),
+            (unsigned long long)n);
+    }
+    scalar(&o, "dohgate_blocked_answers_total", "counter",
+           "Queries answered with block-answer, all blocklists together.", blocked_all);
 
     if (m->cache && cfg->cache_size) {
         struct cache_stats cs;

@@ -14,6 +14,7 @@
 #include "dohgate/config.h"
 #include "dohgate/uptls.h"
 #include "dohgate/log.h"
+#include "dohgate/policy.h"
 #include "dohgate/rrl.h"
 #include "dohgate/site.h"
 #include "dohgate/tls.h"
@@ -203,6 +204,13 @@ int reload_prepare(const struct snapshot *cur, const char *conf_file, int argc, 
     if ((opt = snapshot_fill(plan->snap, cfg, cur, nworkers, why, sizeof(why))) != NULL)
         goto refuse;
     plan->cache_shared = plan->snap->cache == cur->cache;
+    /* Local data and the lists, read again whole: their errors name the file and line at
+     * fault (a list file, or the configuration's local-record). */
+    plan->snap->policy_slot = cur->policy_slot;
+    if (cur->policy_slot && !(plan->policy = policy_build(cfg, err, errlen))) {
+        rc = -EINVAL;
+        goto out;
+    }
     char tls_err[900];
     plan->tls = tls_store_prepare(cur->tls, cfg, plan->fingerprint, tls_err, sizeof(tls_err));
     if (!plan->tls) {
@@ -230,6 +238,11 @@ void reload_commit(struct snapshot *cur, struct reload_plan *plan)
 {
     tls_store_commit(cur->tls, plan->tls);
     plan->tls = NULL;
+    if (plan->policy) {
+        /* the views pick it up at their next query, the old and the new ones alike */
+        policy_slot_publish(cur->policy_slot, plan->policy);
+        plan->policy = NULL;
+    }
     if (plan->cache_shared)
         cache_set_policy(plan->snap->cache->p, &plan->snap->cache_cfg);
     dg_log_set_level((enum dg_log_level)plan->snap->cfg->log_level);
@@ -239,6 +252,8 @@ void reload_plan_free(struct reload_plan *plan)
 {
     tls_staged_free(plan->tls);
     plan->tls = NULL;
+    policy_unref(plan->policy);
+    plan->policy = NULL;
     snapshot_unref(plan->snap);
     plan->snap = NULL;
 }

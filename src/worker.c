@@ -34,6 +34,7 @@
 #include "dohgate/metrics.h"
 #include "dohgate/observer.h"
 #include "dohgate/pagepool.h"
+#include "dohgate/policy.h"
 #include "dohgate/proxy.h"
 #include "dohgate/resolver.h"
 #include "dohgate/upstream.h"
@@ -61,7 +62,8 @@ struct worker_view {
     bool acl_all; /* acl-scope all: refused clients' connections are closed at accept */
     struct handler_ctx hctx;
     struct conn_set conns;
-    struct dnsudp_set udp; /* its plain-DNS UDP queries still pending */
+    struct dnsudp_set udp;     /* its plain-DNS UDP queries still pending */
+    struct policy_view policy; /* its hold on the process's current policy (policy.h) */
 };
 
 /* One listening socket of the worker: a TCP one with its accept event, or a UDP one with its
@@ -503,6 +505,7 @@ static void view_free(struct worker_view *v)
     proxy_free(v->proxy);
     resolver_free(v->resolver);
     upstream_free(v->upstream);
+    policy_view_release(&v->policy);
     snapshot_unref(v->snap);
     free(v);
 }
@@ -529,6 +532,7 @@ static struct worker_view *view_new(struct worker *w, struct snapshot *snap)
         goto fail;
     struct clients *clients = snap->clients ? snap->clients->p : NULL;
     v->acl_all = acl_active(&snap->acl) && cfg->acl_scope == ACL_SCOPE_ALL;
+    v->policy = (struct policy_view){.slot = snap->policy_slot};
     v->hctx = (struct handler_ctx){.cfg = cfg,
                                    .h2_pool = w->h2_pool,
                                    .resolver = v->resolver,
@@ -537,6 +541,7 @@ static struct worker_view *view_new(struct worker *w, struct snapshot *snap)
                                    .acl = &snap->acl,
                                    .dns_acl = &snap->dns_acl,
                                    .ddr = cfg->ddr ? &snap->ddr : NULL,
+                                   .policy = &v->policy,
                                    .proxy = v->proxy,
                                    .obs = w->op,
                                    .metrics = snap->metrics};

@@ -42,8 +42,9 @@ enum localdata_zone_type {
 };
 
 /** The zones served locally by default (RFC 6303 with RFC 7793's 100.64/10 reverse zones,
- * RFC 6761 localhost, invalid, test, RFC 8375 home.arpa, RFC 9476 alt): text names, ending in
- * NULL. policy.c leaves out those at or below a configured local-zone or forward-zone. */
+ * RFC 6761 localhost and invalid (not test: labs serve it), RFC 8375 home.arpa, RFC 9476 alt): text
+ * names, ending in NULL. policy.c leaves out those at or below a configured local-zone or
+ * forward-zone. */
 extern const char *const localdata_default_zones[];
 
 /** @return NULL on OOM. */

@@ -58,11 +58,15 @@ struct upstream_metrics {
     dg_counter lat_sum_us;
 };
 
+#define METRICS_MAX_LISTS 32 /**< blocklists counted (POLICY_MAX_LISTS) */
+
 struct worker_metrics {
     dg_counter http[MET_NVER][MET_NMETHOD][MET_NSTATUS];
     dg_counter rcode[DG_NTRANSPORT][16];
     dg_counter dns_truncated;
     dg_counter dns_dropped[DG_NDROP];
+    dg_counter local_answers[2];           /**< DG_EV_LOCAL_ANSWER: records, negative */
+    dg_counter blocked[METRICS_MAX_LISTS]; /**< DG_EV_BLOCKED, by blocklist position */
     dg_counter conn_accepted[DG_NLISTENER];
     dg_counter conn_closed[DG_NLISTENER];
     dg_counter conn_refused[DG_NREFUSE];

@@ -18,6 +18,7 @@
 struct config;
 struct snapshot;
 struct tls_staged;
+struct policy;
 
 /**
  * Fill @p s from @p cfg (a reference is taken): ACL, site directories, cache, per-client table.
@@ -33,6 +34,8 @@ const char *snapshot_fill(struct snapshot *s, struct config *cfg, const struct s
 struct reload_plan {
     struct snapshot *snap;  /**< the new snapshot (one reference) */
     struct tls_staged *tls; /**< certificates and ticket keys, read */
+    struct policy *policy;  /**< local data and lists, read (one reference); NULL without a
+                                 policy slot */
     char restart[256];      /**< restart-only options that differ, comma-separated */
     int nrestart;           /**< how many (their old values were kept) */
     bool cache_shared;      /**< same cache-size: the running cache goes on */

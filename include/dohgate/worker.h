@@ -27,6 +27,7 @@ struct metrics;
 struct config;
 struct dg_addr;
 struct worker;
+struct policy_slot;
 
 /**
  * Open a listening socket (SO_REUSEPORT, non-blocking, dual-stack for "[::]") for @p addr.
@@ -83,6 +84,9 @@ struct snapshot {
     struct acl dns_acl;       /**< dns-allow, or the private networks when it is not set */
     struct ddr_endpoints ddr; /**< what DDR answers announce (RFC 9462); used when cfg->ddr */
     struct uptls_ctx *uptls;  /**< owned: TLS client context of DoT/DoH upstreams, or NULL */
+    /** not owned: the process's current policy (main's, outlives the workers); NULL: no
+     * policy step */
+    struct policy_slot *policy_slot;
 };
 
 /** @return a zeroed snapshot with one reference, or NULL on OOM. */
