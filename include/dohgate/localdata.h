@@ -93,7 +93,8 @@ enum localdata_kind {
  * @param ans  receives the answer (appended; dns_make_answer(): the query's ID, RD, CD, its
  *             OPT echoed as our own) unless LOCALDATA_NOT.
  * @param ttl  the smallest TTL in it (negative answers: the SOA's), for cache-control.
- * @return enum localdata_kind, or -ENOMEM.
+ * @return enum localdata_kind, or -ENOMEM, or -EMSGSIZE (the local records for the question do
+ *         not fit one 65535-byte message): nothing appended on error.
  * Cost when not local: one nameset lookup of the name and one of its zones.
  */
 int localdata_answer(const struct localdata *ld, const uint8_t *q, size_t qlen, struct dg_buf *ans,

@@ -25,6 +25,37 @@
 #define IN 1
 #define CH 3
 
+/* Allocation failures (linked with --wrap for the core library's malloc, calloc, realloc; ldns
+ * allocates on its own): the Nth call fails when fail_at is N. */
+void *__real_malloc(size_t size);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t size);
+void *__wrap_malloc(size_t size);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_realloc(void *p, size_t size);
+
+static unsigned long fail_at, calls;
+
+static bool fail_now(void)
+{
+    return fail_at && ++calls == fail_at;
+}
+
+void *__wrap_malloc(size_t size)
+{
+    return fail_now() ? NULL : __real_malloc(size);
+}
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+    return fail_now() ? NULL : __real_calloc(n, size);
+}
+
+void *__wrap_realloc(void *p, size_t size)
+{
+    return fail_now() ? NULL : __real_realloc(p, size);
+}
+
 /* A query for @p name (text, case kept) with RD; @p edns: -1 none, else the DO flag (0/1). */
 static size_t make_query(uint8_t *q, const char *name, uint16_t type, uint16_t cls, int edns)
 {
@@ -676,14 +707,110 @@ static void test_errors(void **state)
     localdata_free(NULL);
 }
 
+/* Every allocation of building, finishing and answering fails in turn: each call fails
+ * cleanly (-ENOMEM, nothing taken, nothing appended), nothing leaks (ASan build), and a run
+ * without a failure answers as it should. */
+static void test_alloc_failure(void **state)
+{
+    (void)state;
+    const char *const rrs[] = {"a.home.arpa. 60 A 192.168.0.1",
+                               "b.home.arpa. 60 CNAME a.home.arpa.", "x.y.z.home.arpa. TXT \"t\"",
+                               NULL};
+    bool clean = false;
+    unsigned long n;
+    for (n = 1; !clean && n < 100000; n++) {
+        calls = 0;
+        fail_at = n;
+        struct localdata *ld = localdata_new();
+        if (!ld)
+            continue;
+        bool failed = false;
+        for (size_t i = 0; rrs[i]; i++) {
+            char err[64];
+            size_t before = localdata_records(ld);
+            int rc = localdata_add_rr(ld, rrs[i], err, sizeof(err));
+            assert_true(rc == 0 || rc == -ENOMEM);
+            assert_int_equal(localdata_records(ld), before + (rc == 0));
+            failed |= rc != 0;
+        }
+        for (int i = 0; i < 20; i++) {
+            uint8_t addr[4] = {192, 0, 2, (uint8_t)i};
+            static const uint8_t name[] = {4,   'm', 'a', 'n', 'y', 4,   'h', 'o',
+                                           'm', 'e', 4,   'a', 'r', 'p', 'a', 0};
+            size_t before = localdata_records(ld);
+            int rc = localdata_add_host(ld, AF_INET, addr, name, sizeof(name), true);
+            assert_true(rc == 0 || rc == -ENOMEM);
+            assert_int_equal(localdata_records(ld), before + (rc == 0 ? 2 : 0));
+            failed |= rc != 0;
+        }
+        size_t before = localdata_records(ld);
+        int rc = localdata_add_localhost(ld);
+        assert_true(rc == 0 || rc == -ENOMEM);
+        assert_int_equal(localdata_records(ld), before + (rc == 0 ? 4 : 0));
+        failed |= rc != 0;
+        for (const char *const *z = localdata_default_zones; *z; z++) {
+            uint8_t w[DNSWIRE_MAX_NAME];
+            size_t wl = dnswire_name_from_text(*z, strlen(*z), w);
+            rc = localdata_add_zone(ld, w, wl, LOCALDATA_STATIC);
+            assert_true(rc == 0 || rc == -ENOMEM);
+            failed |= rc != 0;
+        }
+        rc = localdata_finish(ld);
+        assert_true(rc == 0 || rc == -ENOMEM);
+        if (rc != 0) {
+            fail_at = 0;
+            localdata_free(ld);
+            continue;
+        }
+        const struct {
+            const char *name;
+            uint16_t type;
+        } qs[] = {{"b.home.arpa", 1},
+                  {"many.home.arpa", 1},
+                  {"y.z.home.arpa", 1},
+                  {"nx.home.arpa", 1},
+                  {"www.example.com", 1}};
+        int kinds[5];
+        for (size_t i = 0; i < 5; i++) {
+            uint8_t q[512];
+            size_t qn = make_query(q, qs[i].name, qs[i].type, IN, 0);
+            struct dg_buf ans = {0};
+            kinds[i] = localdata_answer(ld, q, qn, &ans, NULL);
+            assert_true(kinds[i] >= 0 || kinds[i] == -ENOMEM);
+            if (kinds[i] < 0) {
+                assert_int_equal(ans.len, 0);
+                failed = true;
+            }
+            fail_at = 0;
+            dg_buf_free(&ans);
+            fail_at = n;
+        }
+        fail_at = 0;
+        if (!failed && calls < n) {
+            /* nothing failed: the answers are the real ones */
+            clean = true;
+            assert_int_equal(kinds[0], LOCALDATA_ANSWER);
+            assert_int_equal(kinds[1], LOCALDATA_ANSWER);
+            assert_int_equal(kinds[2], LOCALDATA_NODATA);
+            assert_int_equal(kinds[3], LOCALDATA_NXDOMAIN);
+            assert_int_equal(kinds[4], LOCALDATA_NOT);
+        }
+        localdata_free(ld);
+    }
+    assert_true(clean);
+    /* the loop went through the allocations of every stage (34 when written) */
+    assert_true(n > 20);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hosts),        cmocka_unit_test(test_hosts_explicit_ptr),
-        cmocka_unit_test(test_records_text), cmocka_unit_test(test_static_zone),
-        cmocka_unit_test(test_local_soa),    cmocka_unit_test(test_zone_nesting),
-        cmocka_unit_test(test_defaults),     cmocka_unit_test(test_edns_case_class),
-        cmocka_unit_test(test_cname_chains), cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_hosts),         cmocka_unit_test(test_hosts_explicit_ptr),
+        cmocka_unit_test(test_records_text),  cmocka_unit_test(test_static_zone),
+        cmocka_unit_test(test_local_soa),     cmocka_unit_test(test_zone_nesting),
+        cmocka_unit_test(test_defaults),      cmocka_unit_test(test_edns_case_class),
+        cmocka_unit_test(test_cname_chains),  cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_alloc_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
