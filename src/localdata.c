@@ -338,6 +338,11 @@ int localdata_add_rr(struct localdata *ld, const char *text, char *err, size_t e
         set_err(err, errlen, "not a data record class");
         goto out;
     }
+    if (ldns_rr_ttl(rr) > DNSWIRE_TTL_MAX) {
+        /* RFC 2181 §8: a resolver would read it as 0; say so now rather than serve that */
+        set_err(err, errlen, "TTL over 2147483647");
+        goto out;
+    }
     if (ldns_rr_rd_count(rr) == 0) {
         set_err(err, errlen, "no rdata");
         goto out;

@@ -332,6 +332,7 @@ static void test_records_text(void **state)
                          "x.example. 300 NONE A 1.2.3.4",
                          "x.example. 300 IN A",
                          "x.example. 300 IN OPT \\# 0",
+                         "x.example. 2147483648 IN A 192.0.2.1",
                          NULL};
     for (size_t i = 0; bad[i]; i++) {
         err[0] = 0;
