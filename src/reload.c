@@ -12,6 +12,7 @@
 #include "dohgate/cache.h"
 #include "dohgate/clients.h"
 #include "dohgate/config.h"
+#include "dohgate/nameset.h"
 #include "dohgate/uptls.h"
 #include "dohgate/log.h"
 #include "dohgate/rrl.h"
@@ -91,9 +92,28 @@ const char *snapshot_fill(struct snapshot *s, struct config *cfg, const struct s
     bool tls_up = false;
     for (size_t i = 0; i < cfg->n_upstream; i++)
         tls_up = tls_up || cfg->upstream[i].proto != DG_UP_DNS;
+    for (size_t z = 0; z < cfg->n_forward_zone; z++)
+        for (size_t i = 0; i < cfg->fwd[z].n_up; i++)
+            tls_up = tls_up || cfg->fwd[z].up[i].proto != DG_UP_DNS;
     /* one context for every worker: the CA store is read once per configuration */
     if (tls_up && !(s->uptls = uptls_ctx_new(cfg, err, errlen)))
         return cfg->upstream_ca ? "upstream-ca" : "upstream";
+    /* The forward zones' names, once per configuration, read by every worker's resolver. */
+    if (cfg->n_forward_zone) {
+        if (!(s->fwd_zones = nameset_new(cfg->n_forward_zone))) {
+            snprintf(err, errlen, "out of memory");
+            return "forward-zone";
+        }
+        for (size_t z = 0; z < cfg->n_forward_zone; z++) {
+            int rc =
+                nameset_add(s->fwd_zones, cfg->fwd[z].name, cfg->fwd[z].name_len, (uint32_t)z + 1);
+            if (rc != 0) {
+                snprintf(err, errlen, "forward-zone %s: %s", cfg->fwd[z].text,
+                         rc == -ENOMEM ? "out of memory" : "not a valid name");
+                return "forward-zone";
+            }
+        }
+    }
     if (site_open(&s->site, cfg, err, errlen) != 0)
         return strncmp(err, "site-root", 9) == 0 ? "site-root" : "acme-webroot";
     s->site_open = true;

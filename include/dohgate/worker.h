@@ -24,6 +24,7 @@
 
 struct tls_store;
 struct metrics;
+struct nameset;
 struct config;
 struct dg_addr;
 struct worker;
@@ -83,6 +84,9 @@ struct snapshot {
     struct acl dns_acl;       /**< dns-allow, or the private networks when it is not set */
     struct ddr_endpoints ddr; /**< what DDR answers announce (RFC 9462); used when cfg->ddr */
     struct uptls_ctx *uptls;  /**< owned: TLS client context of DoT/DoH upstreams, or NULL */
+    /** owned: the forward zones' names (value: index in cfg->fwd + 1), or NULL (none); read
+     * by every worker's resolver (resolver_set_zones()) */
+    struct nameset *fwd_zones;
 };
 
 /** @return a zeroed snapshot with one reference, or NULL on OOM. */
