@@ -2,6 +2,7 @@
 #include "dohgate/reload.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,19 @@ static void rrl_free_cb(void *p)
     rrl_free(p);
 }
 
+/* Whether @p a and @p b forward the same zones to the same servers. When they do not, the
+ * cache holds answers from the old routes (a split-horizon name answered by the default
+ * upstreams, or the other way round) that would be served until they expire: not shared. */
+static bool same_forward_zones(const struct config *a, const struct config *b)
+{
+    if (a->n_forward_zone != b->n_forward_zone)
+        return false;
+    for (size_t i = 0; i < a->n_forward_zone; i++)
+        if (strcmp(a->forward_zone[i], b->forward_zone[i]) != 0)
+            return false;
+    return true;
+}
+
 /* See reload.h. A shared cache gets its new TTL knobs at commit, not here: validation must
  * leave the running configuration untouched. */
 const char *snapshot_fill(struct snapshot *s, struct config *cfg, const struct snapshot *prev,
@@ -132,7 +146,7 @@ const char *snapshot_fill(struct snapshot *s, struct config *cfg, const struct s
     cc->stale_max_s = cfg->stale_max_age;
     cc->stale_answer_ttl = cfg->stale_answer_ttl;
     cc->prefetch_percent = cfg->prefetch;
-    if (prev && prev->cfg->cache_size == cfg->cache_size) {
+    if (prev && prev->cfg->cache_size == cfg->cache_size && same_forward_zones(prev->cfg, cfg)) {
         s->cache = shared_obj_ref(prev->cache);
     } else {
         /* Always made: with cache-size 0 it stores nothing but still keys the in-flight

@@ -303,9 +303,16 @@ static void try_started(struct upstream_query *q, struct up_server *s)
     q->saw_bad = false;
 }
 
+static void health_publish(const struct up_server *s);
+
 void upstream_set_observer(struct upstream *u, const struct dg_observer *obs)
 {
     u->obs = obs;
+    /* A new set starts with fresh health: say so, so that the gauges of these indexes stop
+     * showing what an older set last reported (the previous configuration's, where another
+     * server, or another zone's, may have had the same index). */
+    for (size_t i = 0; i < u->n_srv; i++)
+        health_publish(&u->srv[i]);
 }
 
 void upstream_set_tls(struct upstream *u, struct uptls_ctx *tls)

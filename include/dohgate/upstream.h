@@ -88,7 +88,8 @@ const struct upstream_stats *upstream_get_stats(const struct upstream *u);
 struct dg_observer;
 /** Report per-upstream tries, answers (with latency), timeouts, errors, marking down and
  * health (DG_EV_UP_*, idx = obs_base + the server's index in its list: see
- * upstream_new_servers()) to @p obs (may be NULL; must outlive @p u). */
+ * upstream_new_servers()) to @p obs (may be NULL; must outlive @p u). Reports every server's
+ * initial health (DG_EV_UP_HEALTH: SRTT unknown, up) at once. */
 void upstream_set_observer(struct upstream *u, const struct dg_observer *obs);
 struct uptls_ctx;
 /** The TLS client context for DoT and DoH upstreams (uptls.h; not owned, must outlive @p u).

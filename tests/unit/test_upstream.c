@@ -918,6 +918,8 @@ static void test_tcp_refused_fails_over(void **state)
 /* Upstream events by observer index. */
 struct obs_log {
     unsigned queries[OBS_MAX_IDX], answers[OBS_MAX_IDX], timeouts[OBS_MAX_IDX];
+    unsigned health[OBS_MAX_IDX];
+    uint64_t last_health[OBS_MAX_IDX];
     unsigned out_of_range; /* any event with an index >= OBS_MAX_IDX */
 };
 
@@ -935,6 +937,10 @@ static void on_obs_event(void *arg, enum dg_event ev, unsigned idx, uint64_t val
         l->answers[idx]++;
     else if (ev == DG_EV_UP_TIMEOUT)
         l->timeouts[idx]++;
+    else if (ev == DG_EV_UP_HEALTH) {
+        l->health[idx]++;
+        l->last_health[idx] = value;
+    }
 }
 
 /* A set made from a server list of its own (a forward zone's) queries only those servers, with
@@ -956,7 +962,14 @@ static void test_server_set_obs_base(void **state)
     struct dg_observer obs = {.event = on_obs_event, .arg = &log};
     t->u = upstream_new_servers(t->base, t->cfg, zcfg->upstream, 2, 5);
     assert_non_null(t->u);
+    /* a stale "down" at index 6 (an older set's) is replaced at once by the new set's health */
+    log.last_health[6] = DG_UP_HEALTH(9000, 1);
     upstream_set_observer(t->u, &obs);
+    assert_int_equal(log.health[5], 1);
+    assert_int_equal(log.health[6], 1);
+    assert_int_equal(log.last_health[5], DG_UP_HEALTH(0, 0));
+    assert_int_equal(log.last_health[6], DG_UP_HEALTH(0, 0));
+    assert_int_equal(log.health[0] + log.health[4] + log.health[7], 0);
     /* Several queries: whichever server the rotation starts with, the silent one is tried and
      * the answering one answers. */
     for (int i = 0; i < 3; i++) {
@@ -973,7 +986,7 @@ static void test_server_set_obs_base(void **state)
     for (unsigned i = 0; i < OBS_MAX_IDX; i++) {
         if (i == 5 || i == 6)
             continue;
-        assert_int_equal(log.queries[i] + log.answers[i] + log.timeouts[i], 0);
+        assert_int_equal(log.queries[i] + log.answers[i] + log.timeouts[i] + log.health[i], 0);
     }
     assert_int_equal(log.queries[5], t->fake[1]->udp_queries);
     assert_int_equal(log.timeouts[5], t->fake[1]->udp_queries);
