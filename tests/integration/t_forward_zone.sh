@@ -7,8 +7,9 @@
 #         sent there by mistake gets a visibly wrong answer.
 #   NSD 3: sub.corp.dohgate.test, nested in NSD 2's zone (whose own copy of www.sub differs):
 #         the longest zone wins.
-#   Unbound (DoT only) for forward-zone txt.dohgate.test tls://...: a zone with only a TLS
-#         server (the upstream TLS context is made for it; the default upstream is plain DNS).
+#   Unbound (DoT and DoH) for forward-zone txt.dohgate.test tls://... and loop.dohgate.test
+#         https://...: zones with only encrypted servers (the upstream TLS context is made for
+#         them; the default upstream is plain DNS). Unbound asks NSD 1: the metrics show the route.
 # Checks, over DoH (curl) and plain DNS (dig, dns-listen): each name answered by the server of
 # its zone; metrics series per zone server ({upstream=...,zone=...}) counting; NSD 2 stopped:
 # corp names SERVFAIL within query-timeout, its up gauge 0, other names still answered;
@@ -48,8 +49,9 @@ write_conf() {
     mv -f "$CONF.new" "$CONF"
 }
 TLS_UP="tls://127.0.0.1:$UB_PORT#dot.dohgate.test"
+HTTPS_UP="https://dot.dohgate.test:$UB_HTTPS_PORT/dns-query addr=127.0.0.1"
 write_conf "$CORPZ 127.0.0.1:$CORP_PORT" "sub.$CORPZ 127.0.0.1:$SUB_PORT" \
-    "2.0.10.in-addr.arpa 127.0.0.1:$CORP_PORT" "txt.$ZONE $TLS_UP"
+    "2.0.10.in-addr.arpa 127.0.0.1:$CORP_PORT" "txt.$ZONE $TLS_UP" "loop.$ZONE $HTTPS_UP"
 launch_dohgate -c "$CONF"
 
 # doh NAME [TYPE]: "RCODE FIRST-ANSWER-DATA" of a DoH GET (a new connection each time)
@@ -99,6 +101,7 @@ assert_eq "NOERROR router.corp.dohgate.test." "$(doh 1.2.0.10.in-addr.arpa PTR)"
 assert_eq "NOERROR 192.0.2.10" "$(doh "www.$ZONE")" "DoH: www.$ZONE from the test zone's NSD, not the decoy"
 assert_eq "NXDOMAIN" "$(doh "nothere.$CORPZ")" "DoH: a missing corp name: the corp NSD's NXDOMAIN"
 assert_eq "NOERROR \"hello" "$(doh "txt.$ZONE" TXT | cut -d' ' -f1-2)" "DoH: txt.$ZONE through the tls:// zone server"
+assert_eq "NOERROR 127.0.0.1" "$(udp "loop.$ZONE")" "UDP: loop.$ZONE through the https:// zone server"
 
 # ---- routing over plain DNS (UDP)
 assert_eq "NOERROR 10.0.1.10" "$(udp "host.$CORPZ")" "UDP: host.$CORPZ from the corp NSD"
@@ -113,6 +116,9 @@ assert_range 2 100 "$(metric dohgate_upstream_answers_total "$REV_L")" "metrics:
 assert_range 1 100 "$(metric dohgate_upstream_answers_total "$TLS_L")" "metrics: tls:// zone server answers counted"
 assert_range 1 100 "$(metric dohgate_upstream_handshakes_total "$TLS_L")" "metrics: tls:// zone server handshakes"
 assert_range 1 100 "$(metric dohgate_upstream_latency_seconds_count "$CORP_L")" "metrics: corp latency histogram"
+https_ans=$(curl -s "http://127.0.0.1:$M_PORT/metrics" |
+    awk -v z="zone=\"loop.$ZONE\"" '/^dohgate_upstream_answers_total\{upstream="https:/ && index($0, z) { print $NF }')
+assert_eq 1 "$https_ans" "metrics: https:// zone server answers counted"
 assert_eq 1 "$(metric dohgate_upstream_up "$CORP_L")" "metrics: corp server up"
 def_after=$(metric dohgate_upstream_queries_total "$DEF_L")
 # www and mx of the test zone (and the start-up probe's www, possibly cached): 1 to 3 tries
@@ -139,7 +145,7 @@ assert_file_match "$DG_LOG" "upstream 127.0.0.1:$CORP_PORT: [0-9]+ failed tries 
 
 # ---- SIGHUP without the corp and reverse zones: their names go to the default upstream
 before=$(grep -cE 'configuration reloaded|reload refused' "$DG_LOG")
-write_conf "sub.$CORPZ 127.0.0.1:$SUB_PORT" "txt.$ZONE $TLS_UP"
+write_conf "sub.$CORPZ 127.0.0.1:$SUB_PORT" "txt.$ZONE $TLS_UP" "loop.$ZONE $HTTPS_UP"
 kill -HUP "$DG_PID"
 for _ in $(seq 1 50); do
     [ "$(grep -cE 'configuration reloaded|reload refused' "$DG_LOG")" -gt "$before" ] && break
