@@ -39,6 +39,13 @@ enum { MET_V10, MET_V11, MET_V2, MET_NVER };
 enum { MET_GET, MET_POST, MET_HEAD, MET_OTHER, MET_NMETHOD };
 #define MET_NSTATUS     24 /* the statuses this server sends, and "other" */
 #define MET_LAT_BUCKETS 12 /* upstream latency: 0.5 ms .. 2.5 s, then +Inf */
+/**
+ * Upstream servers with series of their own: the default ones (at most DG_CONFIG_MAX_LIST)
+ * and the forward zones' after them, numbered as upstream_obs_base() numbers them (the index
+ * of the DG_EV_UP_* events). Servers past this bound (many zones with many servers each) work
+ * as any other but are not counted, and have no series.
+ */
+#define MET_MAX_UPSTREAMS 64
 
 struct upstream_metrics {
     dg_counter queries;         /**< tries sent to this server (UDP, or TCP after truncation) */
@@ -75,7 +82,8 @@ struct worker_metrics {
     dg_counter tls_handshakes[2][2];                         /**< [TLS 1.2, 1.3][full, resumed] */
     dg_counter tls_failed;          /**< handshakes that failed or timed out */
     dg_counter bytes_in, bytes_out; /**< HTTP bytes on client connections (inside TLS) */
-    struct upstream_metrics up[DG_CONFIG_MAX_LIST]; /**< by cfg->upstream index */
+    /** by upstream_obs_base() index: cfg->upstream's, then each forward zone's */
+    struct upstream_metrics up[MET_MAX_UPSTREAMS];
     /** client questions by outcome (DG_EV_RES_*) */
     dg_counter res_hits, res_stale_hits, res_misses, res_coalesced, res_prefetches, res_servfails,
         res_rejected;

@@ -24,6 +24,7 @@
 
 struct tls_store;
 struct metrics;
+struct nameset;
 struct config;
 struct dg_addr;
 struct worker;
@@ -87,6 +88,9 @@ struct snapshot {
     /** not owned: the process's current policy (main's, outlives the workers); NULL: no
      * policy step */
     struct policy_slot *policy_slot;
+    /** owned: the forward zones' names (value: index in cfg->fwd + 1), or NULL (none); read
+     * by every worker's resolver (resolver_set_zones()) */
+    struct nameset *fwd_zones;
 };
 
 /** @return a zeroed snapshot with one reference, or NULL on OOM. */
