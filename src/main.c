@@ -250,7 +250,8 @@ static struct snapshot *reload_config(struct snapshot *cur, const char *conf_fil
     log_info("configuration reloaded%s%s: new connections use it, open ones finish on the "
              "previous one%s",
              conf_file ? " from " : "", conf_file ? conf_file : "",
-             plan.cache_shared ? "" : "; cache-size changed: a new, empty cache");
+             plan.cache_shared ? ""
+                               : "; cache-size or the forward zones changed: a new, empty cache");
     warn_ddr_coverage(cfg, s->tls);
     log_upstreams(cfg);
     if (s->policy_slot)

@@ -45,7 +45,7 @@ enum dg_event {
     DG_EV_RES_PREFETCH,  /**< a background refresh started */
     DG_EV_RES_SERVFAIL,  /**< no upstream answered and nothing stale: SERVFAIL */
     DG_EV_RES_REJECTED,  /**< too many in flight: SERVFAIL */
-    /* upstream tries (upstream.c); idx: the server's index in cfg->upstream */
+    /* upstream tries (upstream.c); idx: the server's number, upstream_obs_base() + its index */
     DG_EV_UP_QUERY,       /**< a try was sent (or failed before it could be) */
     DG_EV_UP_ANSWER,      /**< value: microseconds from the try to its accepted answer */
     DG_EV_UP_TIMEOUT,     /**< a try got no answer in time */

@@ -156,8 +156,12 @@ sleep 0.3 # the workers switch between two events
 # host.corp was cached from NSD 2 (10.0.1.10): the new routes start with a new cache
 assert_eq "NXDOMAIN" "$(doh "host.$CORPZ")" "after reload: host.$CORPZ from the test zone's NSD (NXDOMAIN)"
 assert_eq "NXDOMAIN" "$(udp "new1.$CORPZ")" "after reload: corp names over UDP too"
-# NSD 1 serves no reverse zone: REFUSED (the dead corp NSD would give SERVFAIL)
-assert_eq "REFUSED" "$(doh 1.2.0.10.in-addr.arpa PTR)" "after reload: the reverse zone goes to the default upstream"
+# Without its forward-zone, 10.in-addr.arpa is an RFC 6303 local zone again: NXDOMAIN from
+# dohgate itself (NSD 1 serves no reverse zone and would answer REFUSED; the dead corp NSD
+# SERVFAIL), and the upstream is not asked
+q_before=$(metric dohgate_upstream_queries_total "$DEF_L")
+assert_eq "NXDOMAIN" "$(doh 1.2.0.10.in-addr.arpa PTR)" "after reload: the reverse zone is local again (RFC 6303)"
+assert_eq "$q_before" "$(metric dohgate_upstream_queries_total "$DEF_L")" "after reload: the reverse name was not forwarded"
 assert_eq "NOERROR 10.0.3.1" "$(doh "www.sub.$CORPZ")" "after reload: sub.$CORPZ still forwarded to NSD 3"
 assert_eq "" "$(metric dohgate_upstream_up "$CORP_L")" "after reload: no corp series"
 assert_eq 1 "$(metric dohgate_upstream_up "$SUB_L")" "after reload: the sub server's series, up"
