@@ -242,6 +242,7 @@ static struct snapshot *reload_config(struct snapshot *cur, const char *conf_fil
     if (plan.nrestart > 0)
         log_warn("reload: %s cannot change without a restart; the running value%s stay%s",
                  plan.restart, plan.nrestart == 1 ? "" : "s", plan.nrestart == 1 ? "s" : "");
+    bool cache_resized = plan.snap->cfg->cache_size != cur->cfg->cache_size;
     reload_commit(cur, &plan);
     struct snapshot *s = snapshot_ref(plan.snap);
     const struct config *cfg = s->cfg;
@@ -251,7 +252,8 @@ static struct snapshot *reload_config(struct snapshot *cur, const char *conf_fil
              "previous one%s",
              conf_file ? " from " : "", conf_file ? conf_file : "",
              plan.cache_shared ? ""
-                               : "; cache-size or the forward zones changed: a new, empty cache");
+             : cache_resized   ? "; cache-size changed: a new, empty cache"
+                               : "; the forward zones changed: a new, empty cache");
     warn_ddr_coverage(cfg, s->tls);
     log_upstreams(cfg);
     if (s->policy_slot)
