@@ -18,6 +18,7 @@
 
 #include "dohgate/dnswire.h"
 #include "dohgate/nameset.h"
+#include "../../src/nameset_int.h"
 
 void *__real_malloc(size_t size);
 void *__real_calloc(size_t n, size_t size);
@@ -397,10 +398,93 @@ static void test_random_against_model(void **state)
     free(model);
 }
 
+/* The prefilter has no false negatives: every name added passes it, and is found, after each
+ * of the table's doublings (16 slots to 2^18: the filter is rebuilt from the tags each time),
+ * checked at every power of two of names added. */
+static void test_filter_no_false_negative(void **state)
+{
+    enum { N = 150000 };
+    struct nameset *s = nameset_new(1);
+    assert_non_null(s);
+    char text[64];
+    for (unsigned i = 0; i < N; i++) {
+        snprintf(text, sizeof(text), "n%u.Filter%u.example", i, i % 13);
+        add(s, text, 1u << (i % 32));
+        if ((i & (i + 1)) != 0 && i != N - 1)
+            continue;
+        for (unsigned j = 0; j <= i; j++) {
+            snprintf(text, sizeof(text), "n%u.filter%u.EXAMPLE", j, j % 13);
+            struct wname w = W_case(text);
+            assert_true(nameset_filter_passes(s, w.b, w.len));
+            uint32_t v = 0;
+            assert_true(nameset_get(s, w.b, w.len, &v));
+            assert_int_equal(v, 1u << (j % 32));
+            snprintf(text, sizeof(text), "www.n%u.filter%u.example", j, j % 13);
+            assert_int_equal(match(s, text, ~0u, &v), 4);
+        }
+    }
+    assert_int_equal(nameset_count(s), N);
+    /* 150,000 names need 2^18 slots of 16 octets: the table doubled 14 times from 16 */
+    assert_true(nameset_memory(s) >= ((size_t)16 << 18));
+    nameset_free(s);
+}
+
+/* The false-positive path: names not in the set that pass the filter anyway (found by trying
+ * many) are probed in the table and are still misses, exactly and as suffixes; and the filter
+ * lets few through. The set is at its fullest (3/4 of 2^16 slots), where the filter holds the
+ * fewest bits per name (10.7) and lets the most through. */
+static void test_filter_false_positive(void **state)
+{
+    enum { N = 3 << 14, TRIES = 200000 };
+    struct nameset *s = nameset_new(N);
+    assert_non_null(s);
+    char text[64];
+    for (unsigned i = 0; i < N; i++) {
+        snprintf(text, sizeof(text), "in%u.fp.example", i);
+        add(s, text, 1);
+    }
+    size_t passed = 0;
+    for (unsigned i = 0; i < TRIES; i++) {
+        snprintf(text, sizeof(text), "out%u.fp.example", i);
+        struct wname w = W(text);
+        if (!nameset_filter_passes(s, w.b, w.len))
+            continue;
+        passed++;
+        uint32_t v = 0;
+        assert_false(nameset_get(s, w.b, w.len, &v));
+        assert_int_equal(nameset_match(s, w.b, w.len, ~0u, &v), -1);
+        snprintf(text, sizeof(text), "a.b.out%u.fp.example", i);
+        assert_int_equal(match(s, text, ~0u, &v), -1);
+    }
+    /* some went the false-positive path (else this test checked nothing), and under 2% */
+    assert_true(passed > 0);
+    assert_true(passed < TRIES / 50);
+    print_message("filter: %zu of %u unlisted names passed (%.3f%%)\n", passed, TRIES,
+                  100.0 * (double)passed / TRIES);
+    /* The hash is seeded at random per set (the set trusts 64-bit fingerprints; a client must
+     * not be able to compute them): a second set of the same names lets other names through,
+     * ~1% of the first's, where one seed for all would let exactly the same ones through. */
+    struct nameset *s2 = nameset_new(N);
+    assert_non_null(s2);
+    for (unsigned i = 0; i < N; i++) {
+        snprintf(text, sizeof(text), "in%u.fp.example", i);
+        add(s2, text, 1);
+    }
+    size_t both = 0;
+    for (unsigned i = 0; i < TRIES; i++) {
+        snprintf(text, sizeof(text), "out%u.fp.example", i);
+        struct wname w = W(text);
+        both += nameset_filter_passes(s, w.b, w.len) && nameset_filter_passes(s2, w.b, w.len);
+    }
+    assert_true(both < passed / 4);
+    nameset_free(s2);
+    nameset_free(s);
+}
+
 /* Fail each allocation in turn during a run of adds: the add that meets the failure returns
  * -ENOMEM and leaves the set as it was (every earlier name found, that one absent), and the
  * same add succeeds once allocations work again. Runs until one pass meets no failure, so
- * every allocation point (table growth, chunk array, chunks) is met. */
+ * every allocation point (table and filter, at creation and at each growth) is met. */
 static void test_alloc_failure(void **state)
 {
     enum { N = 3000 };
@@ -439,12 +523,12 @@ static void test_alloc_failure(void **state)
         }
         nameset_free(s);
         if (!failed) {
-            assert_true(n > 3); /* table growth, chunk array and chunk were all met */
+            assert_true(n > 3); /* the table's and the filter's growths were met */
             break;
         }
     }
     /* nameset_new's own failures: NULL, nothing leaked (ASan build) */
-    for (unsigned long n = 1; n <= 2; n++) {
+    for (unsigned long n = 1; n <= 3; n++) { /* the set, the table, the filter */
         calls = 0;
         fail_at = n;
         assert_null(nameset_new(16));
@@ -463,6 +547,8 @@ int main(void)
         cmocka_unit_test(test_root),
         cmocka_unit_test(test_growth),
         cmocka_unit_test(test_random_against_model),
+        cmocka_unit_test(test_filter_no_false_negative),
+        cmocka_unit_test(test_filter_false_positive),
         cmocka_unit_test(test_alloc_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
