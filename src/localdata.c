@@ -577,6 +577,20 @@ static int node_add(struct localdata *ld, const uint8_t *name, size_t len, size_
     return 0;
 }
 
+/* The node a nameset value names, or NULL. The set keeps fingerprints, not names (nameset.h):
+ * two names with the same 64-bit fingerprint would share a value OR-ed from both indexes, so
+ * a value is checked against the array before it is used (a wrong answer at odds of 2^-63,
+ * never a read out of bounds). */
+static const struct ld_node *node_of(const struct localdata *ld, uint32_t v)
+{
+    return v >= 1 && v <= ld->n_nodes ? &ld->nodes[v - 1] : NULL;
+}
+
+static const struct ld_zone *zone_of(const struct localdata *ld, uint32_t v)
+{
+    return v >= 1 && v <= ld->n_zones ? &ld->zones[v - 1] : NULL;
+}
+
 /* Empty non-terminals: every ancestor of @p name below the root that holds nothing itself. */
 static int add_ancestors(struct localdata *ld, const uint8_t *name, size_t len)
 {
@@ -646,8 +660,9 @@ int localdata_finish(struct localdata *ld)
         /* local-record's SOA at the apex is the zone's own (its first, if several) */
         uint32_t v;
         z->soa = NULL;
-        if (nameset_get(ld->node_set, z->name, z->name_len, &v)) {
-            const struct ld_node *nd = &ld->nodes[v - 1];
+        const struct ld_node *nd =
+            nameset_get(ld->node_set, z->name, z->name_len, &v) ? node_of(ld, v) : NULL;
+        if (nd) {
             for (size_t k = nd->first; k < nd->first + nd->n && !z->soa; k++) {
                 if (ld->rrs[k].type == TYPE_SOA && ld->rrs[k].rclass == CLASS_IN)
                     z->soa = &ld->rrs[k];
@@ -769,12 +784,10 @@ int localdata_answer(const struct localdata *ld, const uint8_t *q, size_t qlen, 
     uint32_t v;
     if (qclass == CLASS_IN) {
         int off = nameset_match(ld->zone_set, name, nlen, UINT32_MAX, &v);
-        if (off >= 0) {
-            zone = &ld->zones[v - 1];
+        if (off >= 0 && (zone = zone_of(ld, v)))
             apex = off == 0;
-        }
     }
-    const struct ld_node *nd = nameset_get(ld->node_set, name, nlen, &v) ? &ld->nodes[v - 1] : NULL;
+    const struct ld_node *nd = nameset_get(ld->node_set, name, nlen, &v) ? node_of(ld, v) : NULL;
     if (!nd && (!zone || zone->type != LOCALDATA_STATIC))
         return LOCALDATA_NOT; /* the common path: nothing local */
 
@@ -817,12 +830,10 @@ int localdata_answer(const struct localdata *ld, const uint8_t *q, size_t qlen, 
             apex = false;
             if (qclass == CLASS_IN) {
                 int off = nameset_match(ld->zone_set, name, nlen, UINT32_MAX, &v);
-                if (off >= 0) {
-                    zone = &ld->zones[v - 1];
+                if (off >= 0 && (zone = zone_of(ld, v)))
                     apex = off == 0;
-                }
             }
-            nd = nameset_get(ld->node_set, name, nlen, &v) ? &ld->nodes[v - 1] : NULL;
+            nd = nameset_get(ld->node_set, name, nlen, &v) ? node_of(ld, v) : NULL;
             bool loop = false;
             for (size_t i = 0; nd && i < links; i++)
                 loop = loop || seen[i] == nd;
