@@ -331,6 +331,19 @@ static int domain_line(struct dparse *d, const char *s, size_t n)
     return 0;
 }
 
+/* The next line of [*p, end) without its '\n' into @p s / @p n, *p moved past it.
+ * @return false at the end. */
+static bool next_line(const char **p, const char *end, const char **s, size_t *n)
+{
+    if (*p >= end)
+        return false;
+    const char *nl = memchr(*p, '\n', (size_t)(end - *p));
+    *s = *p;
+    *n = (size_t)((nl ? nl : end) - *p);
+    *p = nl ? nl + 1 : end;
+    return true;
+}
+
 int lists_parse_domains(const char *buf, size_t len, list_domain_cb cb, void *arg,
                         struct list_stats *st, char *err, size_t errlen)
 {
@@ -340,13 +353,9 @@ int lists_parse_domains(const char *buf, size_t len, list_domain_cb cb, void *ar
         st = &local;
     *st = (struct list_stats){0};
     struct dparse d = {cb, arg, st, err, errlen, 0};
-    const char *p = buf, *end = buf + len;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        const char *le = nl ? nl : end;
-        const char *s = p;
-        size_t n = (size_t)(le - p);
-        p = nl ? nl + 1 : end;
+    const char *p = buf, *end = buf + len, *s;
+    size_t n;
+    while (next_line(&p, end, &s, &n)) {
         d.line = ++st->lines;
         int rc = line_prologue(&s, &n, d.line, err, errlen);
         if (rc == 0)
@@ -361,14 +370,9 @@ int lists_parse_hosts(const char *buf, size_t len, hosts_entry_cb cb, void *arg,
                       size_t errlen)
 {
     init_classes();
-    const char *p = buf, *end = buf + len;
-    size_t line = 0;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        const char *le = nl ? nl : end;
-        const char *s = p;
-        size_t n = (size_t)(le - p);
-        p = nl ? nl + 1 : end;
+    const char *p = buf, *end = buf + len, *s;
+    size_t n, line = 0;
+    while (next_line(&p, end, &s, &n)) {
         line++;
         int rc = line_prologue(&s, &n, line, err, errlen);
         if (rc < 0)
