@@ -156,12 +156,20 @@ void config_list_name(const char *spec, char *out, size_t outlen, const char **f
     base = base ? base + 1 : spec;
     const char *dot = strrchr(base, '.');
     size_t n = dot && dot != base ? (size_t)(dot - base) : strlen(base);
+    if (n > 32)
+        n = 32; /* a label, not the whole file name: two lists alike in 32 need a NAME= */
     if (n >= outlen)
         n = outlen - 1;
     /* characters a label cannot hold become '_' */
     for (size_t i = 0; i < n; i++)
         out[i] = isalnum((unsigned char)base[i]) || base[i] == '-' ? base[i] : '_';
     out[n] = '\0';
+}
+
+/* allowlist FILE: no name needed (nothing labels or selects an allowlist) */
+static const char *validate_file(const char *v)
+{
+    return v[0] ? NULL : "names no file";
 }
 
 static const char *validate_list_spec(const char *v)
@@ -863,7 +871,7 @@ static const struct option_def options[] = {
      .off = FIELD(allowlist),
      .count_off = FIELD(n_allowlist),
      .max = 32,
-     .validate = validate_list_spec,
+     .validate = validate_file,
      .metavar = "FILE",
      .help = "names never blocked, with their subdomains (the blocklist formats; repeatable)"},
     {.name = "block-answer",

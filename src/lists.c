@@ -118,6 +118,11 @@ static int parse_addr(const char *s, size_t n, uint8_t addr[16])
         return 0;
     memcpy(tmp, s, n);
     tmp[n] = 0;
+    /* "fe80::1%lo0": a link-local address with its zone, as macOS's /etc/hosts and the
+     * StevenBlack list carry; the zone means nothing in a DNS answer */
+    char *pct = strchr(tmp, '%');
+    if (pct && pct[1] && pct != tmp)
+        *pct = 0;
     if (inet_pton(AF_INET, tmp, addr) == 1)
         return AF_INET;
     if (inet_pton(AF_INET6, tmp, addr) == 1)
@@ -206,12 +211,25 @@ struct dparse {
     size_t line;
 };
 
+/* A line of a domain list that is no list line: counted, the first one kept in the error
+ * buffer (the caller logs it, or refuses the file when such lines are the majority). */
+static int invalid(struct dparse *d, const char *what, const char *s, size_t n)
+{
+    if (d->st->invalid++ == 0) {
+        if (s)
+            line_err(d->err, d->errlen, d->line, what, s, n);
+        else
+            snprintf(d->err, d->errlen, "line %zu: %s", d->line, what);
+    }
+    return 0;
+}
+
 static int report(struct dparse *d, const char *name, size_t n, bool allow)
 {
     uint8_t w[DNSWIRE_MAX_NAME];
     size_t wl = host_to_wire(name, n, w);
     if (wl == 0)
-        return line_err(d->err, d->errlen, d->line, "is not a domain name", name, n);
+        return invalid(d, "is not a domain name", name, n);
     int rc = d->cb(d->arg, w, wl, allow);
     if (rc < 0)
         return rc;
@@ -299,10 +317,8 @@ static int domain_line(struct dparse *d, const char *s, size_t n)
             return 0;
         }
         uint8_t a[16];
-        if (parse_addr(s, n, a)) {
-            snprintf(d->err, d->errlen, "line %zu: an address without a name", d->line);
-            return -EINVAL;
-        }
+        if (parse_addr(s, n, a))
+            return invalid(d, "an address without a name", NULL, 0);
         return report(d, s, n, false);
     }
     if (adb) {
@@ -315,7 +331,7 @@ static int domain_line(struct dparse *d, const char *s, size_t n)
         f++;
     uint8_t a[16];
     if (!parse_addr(s, f, a))
-        return line_err(d->err, d->errlen, d->line, "is not a domain name", s, n);
+        return invalid(d, "is not a domain name", s, n);
     for (size_t i = f; i < n;) {
         while (i < n && (cls[(unsigned char)s[i]] & C_SPACE))
             i++;
@@ -329,6 +345,12 @@ static int domain_line(struct dparse *d, const char *s, size_t n)
             return rc;
     }
     return 0;
+}
+
+/* Past a UTF-8 byte-order mark, which some editors write at the start of a file. */
+static const char *skip_bom(const char *buf, size_t len)
+{
+    return len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0 ? buf + 3 : buf;
 }
 
 /* The next line of [*p, end) without its '\n' into @p s / @p n, *p moved past it.
@@ -353,7 +375,7 @@ int lists_parse_domains(const char *buf, size_t len, list_domain_cb cb, void *ar
         st = &local;
     *st = (struct list_stats){0};
     struct dparse d = {cb, arg, st, err, errlen, 0};
-    const char *p = buf, *end = buf + len, *s;
+    const char *p = skip_bom(buf, len), *end = buf + len, *s;
     size_t n;
     while (next_line(&p, end, &s, &n)) {
         d.line = ++st->lines;
@@ -363,6 +385,11 @@ int lists_parse_domains(const char *buf, size_t len, list_domain_cb cb, void *ar
         if (rc < 0)
             return rc;
     }
+    /* Lists from elsewhere carry a stray line now and then (a name in UTF-8, a typo): those
+     * are skipped. A file where they are as many as the names is no list (an HTML error page
+     * saved instead, the wrong file): refused, with its first such line. */
+    if (st->invalid && st->invalid >= st->domains)
+        return -EINVAL;
     return 0;
 }
 
@@ -370,7 +397,7 @@ int lists_parse_hosts(const char *buf, size_t len, hosts_entry_cb cb, void *arg,
                       size_t errlen)
 {
     init_classes();
-    const char *p = buf, *end = buf + len, *s;
+    const char *p = skip_bom(buf, len), *end = buf + len, *s;
     size_t n, line = 0;
     while (next_line(&p, end, &s, &n)) {
         line++;

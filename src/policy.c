@@ -57,6 +57,8 @@ struct policy {
     char list_name[POLICY_MAX_LISTS][NAME_MAX_LEN];
     size_t list_names[POLICY_MAX_LISTS]; /* names read from each list */
     size_t skipped;                      /* adblock rules that cannot apply to DNS */
+    size_t invalid;                      /* stray lines skipped in the lists */
+    char first_invalid[200];             /* "FILE:LINE: why" of the first of them */
     size_t n_pol;
     char pol_name[MAX_POLICIES][NAME_MAX_LEN];
     uint32_t pol_mask[MAX_POLICIES];
@@ -271,6 +273,9 @@ static int load_list(struct policy *p, const char *file, uint32_t bit, size_t *n
     }
     *names = st.domains;
     p->skipped += st.skipped;
+    if (st.invalid && !p->invalid)
+        file_error(file, lerr, p->first_invalid, sizeof(p->first_invalid));
+    p->invalid += st.invalid;
     return 0;
 }
 
@@ -300,11 +305,8 @@ static int build_lists(struct policy *p, const struct config *cfg, char *err, si
             return -1;
     }
     for (size_t i = 0; i < cfg->n_allowlist; i++) {
-        char name[NAME_MAX_LEN];
-        const char *file;
         size_t n;
-        config_list_name(cfg->allowlist[i], name, sizeof(name), &file);
-        if (load_list(p, file, 0, &n, err, errlen) != 0)
+        if (load_list(p, cfg->allowlist[i], 0, &n, err, errlen) != 0)
             return -1;
     }
     return 0;
@@ -420,12 +422,15 @@ void policy_unref(struct policy *p)
 void policy_describe(const struct policy *p, char *out, size_t outlen)
 {
     size_t mem = nameset_memory(p->block) + nameset_memory(p->allow);
-    snprintf(out, outlen,
-             "%zu local records; %zu blocked names in %zu list%s (%.1f MiB), %zu allowed, %zu "
-             "adblock rules skipped",
-             localdata_records(p->local), nameset_count(p->block), p->n_lists,
-             p->n_lists == 1 ? "" : "s", (double)mem / (1024.0 * 1024.0), nameset_count(p->allow),
-             p->skipped);
+    int n = snprintf(out, outlen,
+                     "%zu local records; %zu blocked names in %zu list%s (%.1f MiB), %zu allowed, "
+                     "%zu adblock rules skipped",
+                     localdata_records(p->local), nameset_count(p->block), p->n_lists,
+                     p->n_lists == 1 ? "" : "s", (double)mem / (1024.0 * 1024.0),
+                     nameset_count(p->allow), p->skipped);
+    if (p->invalid && n > 0 && (size_t)n < outlen)
+        snprintf(out + n, outlen - (size_t)n, "; %zu stray line%s skipped, the first %s",
+                 p->invalid, p->invalid == 1 ? "" : "s", p->first_invalid);
 }
 
 /* ---- answering ----------------------------------------------------------------------------- */
@@ -551,6 +556,12 @@ int policy_apply(const struct policy *p, const uint8_t *q, size_t qlen,
                  uint32_t *ttl, const struct dg_observer *obs)
 {
     int k = localdata_answer(p->local, q, qlen, ans, ttl);
+    if (k == -EMSGSIZE) {
+        /* local records too many for one message: a failure of ours, said as DNS says it */
+        *ttl = 0;
+        return dns_make_error_answer(q, qlen, DNS_RCODE_SERVFAIL, ans) == 0 ? POLICY_LOCAL
+                                                                            : -ENOMEM;
+    }
     if (k < 0)
         return -ENOMEM;
     if (k != LOCALDATA_NOT) {
@@ -559,11 +570,17 @@ int policy_apply(const struct policy *p, const uint8_t *q, size_t qlen,
     }
     if (nameset_count(p->block) == 0)
         return POLICY_PASS;
-    uint32_t mask = client_mask(p, client, id, id_len);
-    if (!mask)
-        return POLICY_PASS;
+    /* Blocklists name Internet hosts: class IN (or ANY), not CH "version.bind" and the like,
+     * which the null answer's IN records would not even answer. */
     size_t nlen = qname_len(q, qlen);
     if (!nlen)
+        return POLICY_PASS;
+    uint16_t qclass =
+        (uint16_t)(q[DNSWIRE_HEADER_LEN + nlen + 2] << 8 | q[DNSWIRE_HEADER_LEN + nlen + 3]);
+    if (qclass != 1 && qclass != 255)
+        return POLICY_PASS;
+    uint32_t mask = client_mask(p, client, id, id_len);
+    if (!mask)
         return POLICY_PASS;
     const uint8_t *name = q + DNSWIRE_HEADER_LEN;
     uint32_t lists = 0;

@@ -127,25 +127,24 @@ void router_dispatch(struct http_exchange *ex)
     }
     const char *id = NULL;
     size_t id_len = 0;
-    bool doh = doh_path_match(ex->req.path, cfg->doh_path, cfg->n_doh_path);
-    if (!doh && doh_path_id(ex->req.path, cfg->doh_path, cfg->n_doh_path, &id, &id_len)) {
-        doh = true;
+    bool doh = doh_path_match(ex->req.path, cfg->doh_path, cfg->n_doh_path) ||
+               doh_path_id(ex->req.path, cfg->doh_path, cfg->n_doh_path, &id, &id_len);
+    if (doh) {
+        /* Only DNS is admission-checked: with acl-scope doh the website stays public. */
+        if (!admitted(ex))
+            return;
         /* A client ID must name a policy-client: a typo in a device's DoH URL shows at once
-         * instead of silently getting the default policy. */
-        const struct policy *p = ex->ctx->policy ? policy_view_get(ex->ctx->policy) : NULL;
-        if (!p || policy_find_id(p, id, id_len) < 0) {
+         * instead of silently getting the default policy. Checked after admission, so that a
+         * refused client cannot probe which IDs exist. */
+        const struct policy *p = ex->ctx->policy && id ? policy_view_get(ex->ctx->policy) : NULL;
+        if (id && (!p || policy_find_id(p, id, id_len) < 0)) {
             http_respond_text(ex, 404, "no such client ID", NULL, 0);
             return;
         }
-    }
-    if (doh) {
-        /* Only DNS is admission-checked: with acl-scope doh the website stays public. */
-        if (admitted(ex)) {
-            if (wants_json(cfg, &ex->req))
-                doh_handle_json(ex);
-            else
-                doh_handle(ex);
-        }
+        if (wants_json(cfg, &ex->req))
+            doh_handle_json(ex);
+        else
+            doh_handle(ex);
         return;
     }
     if (is_json_path(cfg, ex->req.path)) {

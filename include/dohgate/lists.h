@@ -14,8 +14,13 @@
  *    other adblock rules (paths, options after '$' other than "$important", regexes,
  *    cosmetic "##") cannot apply to DNS and are counted as skipped, not errors.
  *  '#' starts a comment (whole line, or after whitespace); empty lines and CRLF are fine.
- *  A line of another shape, a name that is not a domain (dnswire_name_from_text()), or a NUL
- *  byte is an error: the file is refused (the caller keeps its old data).
+ *  A line of another shape or a name that is not a domain (dnswire_name_from_text()) is
+ *  skipped and counted (st->invalid; the first one described in @p err even on success), as
+ *  lists from elsewhere carry a stray line now and then; when such lines are at least as many
+ *  as the names, the file is no list and is refused. A NUL byte or a line over 4096 octets
+ *  refuses the file at once. A UTF-8 byte-order mark at the start is skipped.
+ *  IPv6 addresses may carry a zone ("fe80::1%lo0", as macOS /etc/hosts and the StevenBlack
+ *  list do): it is dropped.
  *
  * Hosts files (hosts-file): "ADDRESS NAME [ALIAS…]" with IPv4 or IPv6 addresses (no scope),
  * '#' comments. Every name maps to the address; a bad address or name is an error.
@@ -32,6 +37,7 @@ struct list_stats {
     size_t lines;   /**< lines read */
     size_t domains; /**< names reported (allow and block) */
     size_t skipped; /**< adblock rules that cannot apply to DNS */
+    size_t invalid; /**< lines that are no list line (skipped; the first one in err) */
 };
 
 /** One name of a domain list (lower-cased wire form). @return 0 to go on, or a negative errno

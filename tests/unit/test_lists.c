@@ -242,6 +242,31 @@ static void test_domain_errors(void **state)
     assert_int_equal(domains(ok_line, 4097, &s, &st, err), 0);
 }
 
+/* Stray lines in a list from elsewhere are skipped and counted, the first one described; a
+ * file where they are the majority is refused; a byte-order mark and address zones are fine
+ * (the real header of the StevenBlack hosts list). */
+static void test_domain_stray_lines(void **state)
+{
+    struct seen s = {0};
+    struct list_stats st;
+    char err[256];
+    const char *sb = "\xef\xbb\xbf# Title: StevenBlack/hosts\n127.0.0.1 localhost\n"
+                     "::1 localhost\nfe80::1%lo0 localhost\n0.0.0.0 0.0.0.0\n"
+                     "0.0.0.0 ads.example\n0.0.0.0 caf\xc3\xa9.example\n0.0.0.0 t.example\n";
+    assert_int_equal(domains(sb, strlen(sb), &s, &st, err), 0);
+    assert_string_equal(s.out, "ads.example,t.example");
+    assert_int_equal(st.domains, 2);
+    assert_int_equal(st.invalid, 1);
+    assert_string_equal(err, "line 7: 'caf??.example' is not a domain name");
+    const char *html = "<html>\n<body>\nok.example\n</body>\n";
+    assert_int_equal(domains(html, strlen(html), &s, &st, err), -EINVAL);
+    assert_int_equal(st.invalid, 2); /* "</body>" looks like an adblock rule: skipped */
+    assert_string_equal(err, "line 1: '<html>' is not a domain name");
+    /* a hosts file with a zone on its link-local address */
+    assert_int_equal(hosts("fe80::1%lo0 localhost\n", &s, err), 0);
+    assert_string_equal(s.out, "fe80::1=localhost*");
+}
+
 static void test_domain_callback_error_stops(void **state)
 {
     struct seen s = {0};
@@ -278,7 +303,7 @@ static void test_hosts_errors(void **state)
 {
     const struct err_case cases[] = {
         {"1.2.3 x\n", 0, "line 1: '1.2.3' is not an IP address"},
-        {"# c\nfe80::1%eth0 x\n", 0, "line 2: 'fe80::1%eth0' is not an IP address"},
+        {"# c\nfe80::1% x\n", 0, "line 2: 'fe80::1%' is not an IP address"},
         {"x.example 1.2.3.4\n", 0, "line 1: 'x.example' is not an IP address"},
         {"192.0.2.1 ok a..b\n", 0, "line 1: 'a..b' is not a host name"},
         {"192.0.2.1 -x-\n", 0, "line 1: '-x-' is not a host name"},
@@ -362,7 +387,7 @@ int main(void)
         cmocka_unit_test(test_adblock),         cmocka_unit_test(test_comments_crlf_whitespace),
         cmocka_unit_test(test_domain_errors),   cmocka_unit_test(test_domain_callback_error_stops),
         cmocka_unit_test(test_hosts_file),      cmocka_unit_test(test_hosts_errors),
-        cmocka_unit_test(test_read_file),
+        cmocka_unit_test(test_read_file),       cmocka_unit_test(test_domain_stray_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
