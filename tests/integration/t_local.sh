@@ -18,7 +18,7 @@ use_log() { DG_LOG=$T/dohgate-$1.log; }
 # dq DIG-ARGS...: dig over UDP (one try) at dohgate's plain-DNS port $UP
 dq() { dig @127.0.0.1 -p "$UP" +tries=1 +time=3 +nocookie "$@" 2>&1; }
 # status OUTPUT: the rcode of a dig or kdig output
-status() { sed -n 's/.*status: \([A-Z]*\).*/\1/p' <<<"$1" | head -1; }
+status() { sed -n 's/.*status: \([A-Z][A-Z]*\).*/\1/p' <<<"$1" | head -1; }
 # section NAME OUTPUT: the records of a section (ANSWER, AUTHORITY), blanks squeezed:
 # "owner ttl IN type rdata"
 section() {
@@ -250,7 +250,23 @@ assert_eq NOERROR "$(status "$out")" "txt.dohgate.test A (local TXT only): NOERR
 assert_match 'ANSWER: 0,' "$out" "txt.dohgate.test A: NODATA"
 assert_eq "10 mx.dohgate.test." "$(rdata MX "$(dq mail.dohgate.test MX)")" "mail.dohgate.test MX: from the upstream"
 assert_range $((u0 + 1)) $((u0 + 3)) "$(upq)" "the upstream was asked for those"
-assert_file_match "$DG_LOG" 'local' "start-up logs the local data"
+# 11 local-record; hosts: 6 A/AAAA and 4 PTR (192.168.1.10 once); localhost's A, AAAA and 2 PTR
+assert_file_match "$DG_LOG" 'info: policy: 25 local records' "start-up logs the local data (25 records)"
+
+# ---- counters: local data and local-zone answers
+metric_sum() {
+    curl -s --max-time 5 "http://127.0.0.1:$M_PORT/metrics" |
+        awk -v p="$1" 'index($0, p) == 1 { s += $NF } END { printf "%d\n", s }'
+}
+d0=$(metric_sum 'dohgate_local_answers_total{kind="data"}')
+z0=$(metric_sum 'dohgate_local_answers_total{kind="zone"}')
+assert_range 20 1000 "$d0" "metrics: the answers from local data so far are counted ($d0)"
+dq nas.home.arpa A >/dev/null
+dq nope.lz.dohgate.test A >/dev/null
+dq x.invalid A >/dev/null
+dq www.dohgate.test A >/dev/null
+assert_eq $((d0 + 1)) "$(metric_sum 'dohgate_local_answers_total{kind="data"}')" "metrics: one more answer from local data: +1"
+assert_eq $((z0 + 2)) "$(metric_sum 'dohgate_local_answers_total{kind="zone"}')" "metrics: two more local-zone NXDOMAINs: +2"
 stop_dohgate
 
 # ================================================================================================
