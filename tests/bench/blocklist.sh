@@ -3,8 +3,8 @@
 # holding the same list as `local-zone: "NAME." always_nxdomain` lines. Every server is started
 # fresh for every row, pinned to SERVER_CPU with one worker/thread; dnsperf runs on LOADGEN_CPU.
 #   (a) load: the time from exec to the first answer (with the list minus without it), the line
-#       dohgate logs about its policy at start, tests/tools/nameset_bench on the same file when
-#       the build has it; RSS (VmRSS after start and after the run) with and without the list,
+#       dohgate logs about its policy at start, `tests/tools/nameset_bench N FILE` (the set alone:
+#       parse and load time, bytes per name, ns per lookup) on the same file when the build has it; RSS (VmRSS after start and after the run) with and without the list,
 #       and the bytes per listed domain that makes
 #   (b) per-query cost: the server's CPU (utime+stime, /proc/PID/stat) per answered query under
 #       `dnsperf -c BL_CLIENTS -q BL_INFLIGHT -l BL_SECONDS` over plain DNS (UDP), as
@@ -270,7 +270,13 @@ row() {
 
 if [ -n "$NSB" ]; then
   note "nameset_bench ($NSB) on the list:"
-  "$NSB" "$LIST" 2>&1 | tee "$OUT/logs/nameset_bench.txt" | sed 's/^/# nameset_bench: /' | tee -a "$RES" >&2 || true
+  if "${SPIN[@]}" "$NSB" "$N" "$LIST" > "$OUT/logs/nameset_bench.txt" 2>&1; then
+    while read -r k v; do
+      [[ $v =~ ^[0-9.]+$ ]] && result "round=1 server=nameset_bench list=list metric=$k value=$v"
+    done < "$OUT/logs/nameset_bench.txt"
+  else
+    fail "server=nameset_bench list=list reason=exit status $? (see $OUT/logs/nameset_bench.txt)"
+  fi
 else
   note "no tests/tools/nameset_bench in this build: load time from the servers only"
 fi
@@ -305,7 +311,7 @@ for line in open(res):
 med = lambda k: statistics.median(v[k]) if v.get(k) else None
 def f(x, nd=2):
     return "–" if x is None else f"{x:,.{nd}f}"
-servers = sorted({k[0] for k in v}, key=lambda s: (s != "dohgate", s))
+servers = sorted({k[0] for k in v} - {"nameset_bench"}, key=lambda s: (s != "dohgate", s))
 print("### Per query: server CPU µs per answered query (UDP, medians over rounds)\n")
 print("| server | list | queries | µs/query | queries/s | server CPU % | lost | per round |")
 print("|---|---|---|---:|---:|---:|---:|---|")
@@ -332,6 +338,12 @@ for s in servers:
     print(f"| {s} | {f(r0, 0)} | {f(r1, 0)} | {f(load, 0)} | {f(m0 and m0 / 1024, 1)} | {f(m1 and m1 / 1024, 1)} "
           f"| {f(bpd, 1)} | {f(look, 3)} |")
 print()
+nb = lambda k: med(("nameset_bench", "list", "", k))
+if nb("load_ms") is not None:
+    print(f"tests/tools/nameset_bench on the same file (the set alone, pinned like the servers): "
+          f"{f(nb('names'), 0)} names, parse {f(nb('parse_ms'), 0)} ms, parse + load {f(nb('load_ms'), 0)} ms, "
+          f"{f(nb('bytes_per_name'), 1)} bytes/name in the set ({f(nb('rss_bytes_per_name'), 1)} RSS), "
+          f"lookup {f(nb('hit_ns'), 1)} ns (listed subdomain) / {f(nb('miss_ns'), 1)} ns (not listed)\n")
 print("Targets (issue 17, dohgate): load < 2000 ms, < 64 bytes per domain, lookup < 0.2 µs per query.")
 if fails:
     print("\nFailed rows (no figure): " + "; ".join(fails))
