@@ -381,8 +381,8 @@ static const struct option_def options[] = {
      .min = 0,
      .max = 3600,
      .metavar = "SECONDS",
-     .help = "how often the cert and key files are checked for changes, which are loaded "
-             "without a restart; 0 = only on SIGHUP"},
+     .help = "how often the cert, key, hosts and list files are checked for changes, which are "
+             "loaded without a restart; 0 = only on SIGHUP"},
     {.name = "server-name",
      .type = OPT_STRING,
      .off = FIELD(server_name),
@@ -847,7 +847,7 @@ static const struct option_def options[] = {
      .metavar = "NAME",
      .help = "names under NAME without local data get NXDOMAIN (NODATA when the name has other "
              "types) with a SOA and are never forwarded (repeatable). RFC 6303 zones (private "
-             "reverse zones, localhost, invalid, test, home.arpa...) are local by default"},
+             "reverse zones, localhost, invalid, home.arpa...) are local by default"},
     {.name = "blocklist",
      .type = OPT_STRLIST,
      .off = FIELD(blocklist),

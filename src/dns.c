@@ -143,58 +143,169 @@ enum dns_query_verdict dns_query_check(const uint8_t *q, size_t len, const char 
     return DNS_QUERY_OK;
 }
 
-int dns_make_error_answer(const uint8_t *q, size_t qlen, int rcode, struct dg_buf *out)
-{
-    /* header + largest question + empty OPT (root, type, class, ttl, rdlength) */
-    uint8_t ans[DNS_HEADER_LEN + DNS_MAX_NAME + 4 + 11];
-    if (!q || !out || qlen < DNS_HEADER_LEN || rcode < 0 || rcode > 15)
-        return -EINVAL;
+/* What the OPT of an answer of ours echoes from the query: whether there is one, its DO bit. */
+struct query_edns {
+    bool opt;
+    bool dnssec_ok;
+};
 
+static struct query_edns query_edns(const uint8_t *q, size_t qlen)
+{
+    /* Only a query that is sound throughout has an OPT record we can trust. */
+    struct query_edns e = {false, false};
+    struct dnswire_iter it;
+    struct dnswire_rr rr;
+    size_t opt_ttl = 0;
+    int r;
+    dnswire_iter_init(&it, q, qlen, DNSWIRE_CHECK);
+    while ((r = dnswire_iter_next(&it, &rr)) == 1) {
+        if (rr.sec == DNSWIRE_AR && rr.type == DNS_TYPE_OPT && !opt_ttl)
+            opt_ttl = rr.ttl_off;
+    }
+    if (r == 0 && opt_ttl) {
+        e.opt = true;
+        e.dnssec_ok = (dg_get32(q + opt_ttl) & DNS_EDNS_DO) != 0;
+    }
+    return e;
+}
+
+/* Bytes record @p rr takes in an answer, or 0 when it is not one we can write. */
+static size_t rr_out_size(const struct dns_rr_out *rr, bool have_question)
+{
+    if (rr->rdlen && !rr->rdata)
+        return 0;
+    size_t owner = 2; /* the pointer to the question's name */
+    if (rr->owner) {
+        if (rr->owner_len == 0 || name_end_plain(rr->owner, rr->owner_len, 0) != rr->owner_len)
+            return 0;
+        owner = rr->owner_len;
+    } else if (!have_question) {
+        return 0;
+    }
+    return owner + 10 + rr->rdlen;
+}
+
+static uint8_t *rr_out_write(uint8_t *p, const struct dns_rr_out *rr)
+{
+    if (rr->owner) {
+        memcpy(p, rr->owner, rr->owner_len);
+        p += rr->owner_len;
+    } else {
+        *p++ = 0xc0; /* RFC 1035 §4.1.4: the question's name sits at offset 12 */
+        *p++ = DNS_HEADER_LEN;
+    }
+    dg_put16(p, rr->type);
+    dg_put16(p + 2, rr->rclass);
+    dg_put16(p + 4, (uint16_t)(rr->ttl >> 16));
+    dg_put16(p + 6, (uint16_t)rr->ttl);
+    dg_put16(p + 8, rr->rdlen);
+    p += 10;
+    if (rr->rdlen)
+        memcpy(p, rr->rdata, rr->rdlen);
+    return p + rr->rdlen;
+}
+
+#define EDE_OPTION_CODE 15 /* RFC 8914 §2 */
+
+/*
+ * The one builder of dohgate's own answers (dns_make_answer(), error answers, RFC 8482, local
+ * data, blocked names): header, question, records, OPT. Sizes everything first, so the message
+ * is written in one reservation and @p out is untouched on any error. @p need_question: refuse a
+ * query without a single parseable question (error answers go without one: a FORMERR to a
+ * mangled question still tells the client its ID).
+ */
+static int build_answer(const uint8_t *q, size_t qlen, bool need_question, int rcode, bool aa,
+                        const struct dns_rr_out *an, size_t n_an, const struct dns_rr_out *ns,
+                        size_t n_ns, int ede_code, const char *ede_text, struct dg_buf *out)
+{
+    if (!q || !out || qlen < DNS_HEADER_LEN || rcode < 0 || rcode > 15 || ede_code > 0xffff ||
+        (n_an && !an) || (n_ns && !ns) || n_an > 0xffff || n_ns > 0xffff)
+        return -EINVAL;
     size_t qend = dns_question_end(q, qlen);
-    bool opt = false;
-    bool dnssec_ok = false;
-    if (qend) {
-        /* Only a query that is sound throughout has an OPT record we can trust. */
-        struct dnswire_iter it;
-        struct dnswire_rr rr;
-        size_t opt_ttl = 0;
-        int r;
-        dnswire_iter_init(&it, q, qlen, DNSWIRE_CHECK);
-        while ((r = dnswire_iter_next(&it, &rr)) == 1) {
-            if (rr.sec == DNSWIRE_AR && rr.type == DNS_TYPE_OPT && !opt_ttl)
-                opt_ttl = rr.ttl_off;
-        }
-        if (r == 0 && opt_ttl) {
-            opt = true;
-            dnssec_ok = (dg_get32(q + opt_ttl) & DNS_EDNS_DO) != 0;
+    if (!qend && need_question)
+        return -EINVAL;
+    struct query_edns edns = {false, false};
+    if (qend)
+        edns = query_edns(q, qlen);
+
+    size_t total = qend ? qend : DNS_HEADER_LEN;
+    /* n_an + n_ns <= 131070 records of at most 255 + 10 + 65535 bytes: no size_t overflow
+     * before the check below. */
+    for (size_t i = 0; i < n_an + n_ns; i++) {
+        size_t sz = rr_out_size(i < n_an ? &an[i] : &ns[i - n_an], qend != 0);
+        if (sz == 0)
+            return -EINVAL;
+        total += sz;
+    }
+    size_t ede_len = 0;
+    if (edns.opt) {
+        total += 11; /* root owner, type, class, TTL, RDLENGTH */
+        if (ede_code >= 0) {
+            ede_len = 2 + (ede_text ? strnlen(ede_text, DNS_MAX_MSG) : 0);
+            total += 4 + ede_len;
         }
     }
+    if (total > DNS_MAX_MSG)
+        return -EINVAL;
+    if (dg_buf_reserve(out, total) != 0)
+        return -ENOMEM;
 
-    memset(ans, 0, sizeof(ans));
+    uint8_t *ans = out->data + out->len;
+    memset(ans, 0, DNS_HEADER_LEN);
     memcpy(ans, q, 2); /* ID */
     /* Opcode is echoed (RFC 1035 §4.1.1), RD and CD are copied (RFC 1035, RFC 4035 §3.2.2);
-     * AA, TC, Z and AD stay clear: there is no data here, let alone authoritative or
-     * validated data. */
-    ans[2] = (uint8_t)(DNS_F2_QR | (q[2] & (DNS_F2_OPCODE | DNS_F2_RD)));
+     * TC, Z and AD stay clear (nothing here is validated data), AA only for data that is our
+     * own (local data). */
+    ans[2] = (uint8_t)(DNS_F2_QR | (q[2] & (DNS_F2_OPCODE | DNS_F2_RD)) | (aa ? DNS_F2_AA : 0));
     ans[3] = (uint8_t)(DNS_F3_RA | (q[3] & DNS_F3_CD) | ((unsigned)rcode & DNS_F3_RCODE));
-    size_t n = DNS_HEADER_LEN;
+    uint8_t *p = ans + DNS_HEADER_LEN;
     if (qend) {
         dg_put16(ans + 4, 1);
-        memcpy(ans + n, q + DNS_HEADER_LEN, qend - DNS_HEADER_LEN);
-        n += qend - DNS_HEADER_LEN;
+        memcpy(p, q + DNS_HEADER_LEN, qend - DNS_HEADER_LEN);
+        p += qend - DNS_HEADER_LEN;
     }
-    if (opt) {
+    dg_put16(ans + 6, (uint16_t)n_an);
+    dg_put16(ans + 8, (uint16_t)n_ns);
+    for (size_t i = 0; i < n_an; i++)
+        p = rr_out_write(p, &an[i]);
+    for (size_t i = 0; i < n_ns; i++)
+        p = rr_out_write(p, &ns[i]);
+    if (edns.opt) {
         /* RFC 6891 §7: a responder includes OPT when the request had one. RFC 3225 §3: the
          * DO bit is copied from the query. */
         dg_put16(ans + 10, 1);
-        ans[n++] = 0; /* root owner */
-        dg_put16(ans + n, DNS_TYPE_OPT);
-        dg_put16(ans + n + 2, DNS_EDNS_UDP_SIZE);
+        *p++ = 0; /* root owner */
+        dg_put16(p, DNS_TYPE_OPT);
+        dg_put16(p + 2, DNS_EDNS_UDP_SIZE);
         /* TTL: extended rcode 0, version 0, flags */
-        dg_put16(ans + n + 6, dnssec_ok ? DNS_EDNS_DO : 0);
-        n += 10; /* type, class, ttl, rdlength 0 */
+        dg_put16(p + 4, 0);
+        dg_put16(p + 6, edns.dnssec_ok ? DNS_EDNS_DO : 0);
+        dg_put16(p + 8, (uint16_t)(ede_len ? 4 + ede_len : 0));
+        p += 10;
+        if (ede_len) {
+            /* RFC 8914 §2: INFO-CODE, then EXTRA-TEXT (UTF-8, no NUL) */
+            dg_put16(p, EDE_OPTION_CODE);
+            dg_put16(p + 2, (uint16_t)ede_len);
+            dg_put16(p + 4, (uint16_t)ede_code);
+            if (ede_len > 2)
+                memcpy(p + 6, ede_text, ede_len - 2);
+            p += 4 + ede_len;
+        }
     }
-    return dg_buf_append(out, ans, n);
+    out->len += total;
+    return 0;
+}
+
+int dns_make_answer(const uint8_t *q, size_t qlen, int rcode, bool aa, const struct dns_rr_out *an,
+                    size_t n_an, const struct dns_rr_out *ns, size_t n_ns, int ede_code,
+                    const char *ede_text, struct dg_buf *out)
+{
+    return build_answer(q, qlen, true, rcode, aa, an, n_an, ns, n_ns, ede_code, ede_text, out);
+}
+
+int dns_make_error_answer(const uint8_t *q, size_t qlen, int rcode, struct dg_buf *out)
+{
+    return build_answer(q, qlen, false, rcode, false, NULL, 0, NULL, 0, -1, NULL, out);
 }
 
 static uint8_t ascii_lower(uint8_t c)
@@ -337,39 +448,16 @@ int dns_make_any_answer(const uint8_t *q, size_t qlen, uint32_t ttl, struct dg_b
     size_t qend = dns_question_end(q, qlen);
     if (!qend || !out)
         return -EINVAL;
-    size_t start = out->len;
-    int rc = dns_make_error_answer(q, qlen, DNS_RCODE_NOERROR, out);
-    if (rc != 0)
-        return rc;
-    /* The record goes between the question and the OPT (if any): name = pointer to the
-     * question's name, HINFO, the question's class, TTL, rdata "RFC8482" and "". */
-    uint8_t rr[12 + 9];
-    size_t n = 0;
-    rr[n++] = 0xc0;
-    rr[n++] = DNS_HEADER_LEN;
-    dg_put16(rr + n, 13); /* HINFO */
-    n += 2;
-    memcpy(rr + n, q + qend - 2, 2); /* class */
-    n += 2;
-    dg_put16(rr + n, (uint16_t)(ttl >> 16));
-    dg_put16(rr + n + 2, (uint16_t)ttl);
-    n += 4;
-    dg_put16(rr + n, 9);
-    n += 2;
-    memcpy(rr + n, "\x07RFC8482\x00", 9);
-    n += 9;
-    if (dg_buf_reserve(out, n) != 0) {
-        out->len = start;
-        return -ENOMEM;
-    }
-    uint8_t *m = out->data + start;
-    size_t at = qend; /* the answer copies the question at the same offset */
-    size_t len = out->len - start;
-    memmove(m + at + n, m + at, len - at);
-    memcpy(m + at, rr, n);
-    out->len += n;
-    dg_put16(m + 6, 1); /* ANCOUNT */
-    return 0;
+    /* One HINFO "RFC8482" "" for the question's name and class (RFC 8482 §4.2). */
+    const struct dns_rr_out hinfo = {
+        .owner = NULL,
+        .type = 13,
+        .rclass = dg_get16(q + qend - 2),
+        .ttl = ttl,
+        .rdata = (const uint8_t *)"\x07RFC8482\x00",
+        .rdlen = 9,
+    };
+    return build_answer(q, qlen, true, DNS_RCODE_NOERROR, false, &hinfo, 1, NULL, 0, -1, NULL, out);
 }
 /*
  * EDNS padding (RFC 7830, RFC 8467). The three functions share one scan: a walk of the whole

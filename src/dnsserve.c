@@ -14,6 +14,7 @@
 #include "dohgate/dnswire.h"
 #include "dohgate/http.h"
 #include "dohgate/log.h"
+#include "dohgate/policy.h"
 #include "dohgate/resolver.h"
 
 /* A query waiting for the resolver. Owned by itself: freed in on_resolved() or in
@@ -126,6 +127,21 @@ static int error_answer(const struct dns_serve_req *req, int rcode, struct dg_bu
     return dns_make_error_answer(req->q, req->len, rcode, ans) == 0 ? 0 : -ENOMEM;
 }
 
+/* The policy step (policy.h), before ANY and the resolver: what dohgate answers itself.
+ * @return 1 (not answered here), 0 (answered into @p ans), -ENOMEM. */
+static int apply_policy(const struct handler_ctx *ctx, const struct dns_serve_req *req,
+                        struct dg_buf *ans, uint32_t *ttl)
+{
+    const struct policy *p = ctx->policy ? policy_view_get(ctx->policy) : NULL;
+    if (!p)
+        return 1;
+    int r = policy_apply(p, req->q, req->len, req->client, req->policy_id, req->policy_id_len, ans,
+                         ttl, ctx->obs);
+    if (r < 0)
+        return -ENOMEM;
+    return r == POLICY_PASS ? 1 : 0;
+}
+
 int dns_serve(const struct handler_ctx *ctx, const struct dns_serve_req *req, struct dg_buf *ans,
               uint32_t *ttl, dns_serve_cb cb, void *arg, struct dns_serve_op **op, const char **why)
 {
@@ -153,6 +169,8 @@ int dns_serve(const struct handler_ctx *ctx, const struct dns_serve_req *req, st
         if (ctx->ddr && ddr_classify_ep(req->q, req->len, ctx->ddr) != DDR_NOT_DDR) {
             made = ddr_answer(req->q, req->len, ctx->ddr, ans);
             *ttl = DDR_TTL;
+        } else if ((made = apply_policy(ctx, req, ans, ttl)) != 1) {
+            /* local data, a local zone or a blocklist answered (or no memory) */
         } else if (ctx->cfg->minimal_any && dns_qtype(req->q, req->len) == 255) {
             made = dns_make_any_answer(req->q, req->len, 3600, ans);
             *ttl = 3600;

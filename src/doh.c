@@ -140,3 +140,29 @@ int doh_path_match(const char *path, char *const *paths, size_t n)
     }
     return 0;
 }
+
+int doh_path_id(const char *path, char *const *paths, size_t n, const char **id, size_t *id_len)
+{
+    if (!path || !paths)
+        return 0;
+    size_t plen = strcspn(path, "?");
+    for (size_t i = 0; i < n; i++) {
+        size_t l = paths[i] ? strlen(paths[i]) : 0;
+        if (!l || plen < l + 2 || memcmp(paths[i], path, l) != 0 || path[l] != '/')
+            continue;
+        size_t k = plen - l - 1;
+        if (k > DOH_ID_MAX)
+            continue;
+        const char *s = path + l + 1;
+        bool ok = true;
+        for (size_t j = 0; j < k && ok; j++)
+            ok = (s[j] >= 'a' && s[j] <= 'z') || (s[j] >= 'A' && s[j] <= 'Z') ||
+                 (s[j] >= '0' && s[j] <= '9') || s[j] == '-' || s[j] == '_';
+        if (ok) {
+            *id = s;
+            *id_len = k;
+            return 1;
+        }
+    }
+    return 0;
+}

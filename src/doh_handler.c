@@ -8,6 +8,7 @@
 
 #include "dohgate/dns.h"
 #include "dohgate/dnsjson.h"
+#include "dohgate/config.h"
 #include "dohgate/dnsserve.h"
 #include "dohgate/doh.h"
 #include "dohgate/http.h"
@@ -72,8 +73,10 @@ void doh_handle(struct http_exchange *ex)
     }
     char how[32];
     how_text(ex, ex->req.method, how, sizeof(how));
-    const struct dns_serve_req req = {
+    struct dns_serve_req req = {
         .q = query.data, .len = query.len, .client = r->client, .transport = DG_TR_DOH, .how = how};
+    (void)doh_path_id(r->path, ex->ctx->cfg->doh_path, ex->ctx->cfg->n_doh_path, &req.policy_id,
+                      &req.policy_id_len);
     uint32_t ttl = 0;
     struct dns_serve_op *op = NULL;
     int rc = dns_serve(ex->ctx, &req, &ans, &ttl, on_answer, ex, &op, &why);
@@ -172,11 +175,13 @@ void doh_handle_json(struct http_exchange *ex)
     }
     char how[40];
     how_text(ex, "JSON", how, sizeof(how));
-    const struct dns_serve_req req = {.q = query.data,
-                                      .len = query.len,
-                                      .client = r->client,
-                                      .transport = DG_TR_JSON,
-                                      .how = how};
+    struct dns_serve_req req = {.q = query.data,
+                                .len = query.len,
+                                .client = r->client,
+                                .transport = DG_TR_JSON,
+                                .how = how};
+    (void)doh_path_id(r->path, ex->ctx->cfg->doh_path, ex->ctx->cfg->n_doh_path, &req.policy_id,
+                      &req.policy_id_len);
     uint32_t ttl = 0;
     struct dns_serve_op *op = NULL;
     int rc = dns_serve(ex->ctx, &req, &ans, &ttl, json_on_answer, NULL, &op, &why);

@@ -23,6 +23,7 @@
 #include "dohgate/log.h"
 #include "dohgate/metrics.h"
 #include "dohgate/privs.h"
+#include "dohgate/policy.h"
 #include "dohgate/reload.h"
 #include "dohgate/sysd.h"
 #include "dohgate/tls.h"
@@ -193,6 +194,42 @@ static uint64_t now_ms(void)
  * to every worker, which uses it for the connections it accepts from then on.
  * @return the snapshot now current (its reference replaces @p cur's).
  */
+/* What the policy step holds, when the configuration asks for one. */
+static void log_policy(const struct config *cfg, const struct policy *p)
+{
+    if (!p || !(cfg->n_hosts_file || cfg->n_local_record || cfg->n_local_zone || cfg->n_blocklist ||
+                cfg->n_allowlist || cfg->n_forward_zone))
+        return;
+    char d[300];
+    policy_describe(p, d, sizeof(d));
+    log_info("policy: %s", d);
+    for (size_t i = 0; i < cfg->n_forward_zone; i++)
+        log_info("forward-zone %s: %zu upstream%s, first %s", cfg->fwd[i].text, cfg->fwd[i].n_up,
+                 cfg->fwd[i].n_up == 1 ? "" : "s", cfg->fwd[i].up[0].text);
+}
+
+/* Does the policy have files to watch? */
+static bool policy_watched(const struct config *cfg)
+{
+    return cfg->cert_check_interval_s &&
+           (cfg->n_hosts_file || cfg->n_blocklist || cfg->n_allowlist);
+}
+
+/* The policy's files, every cert-check-interval (as the certificates): one line per reload. */
+static void poll_policy(struct policy_slot *slot, const struct config *cfg, uint64_t *next)
+{
+    uint64_t now = now_ms();
+    if (!slot || !policy_watched(cfg) || now < *next)
+        return;
+    *next = now + (uint64_t)cfg->cert_check_interval_s * 1000u;
+    char msg[1200];
+    int r = policy_slot_poll(slot, cfg, msg, sizeof(msg));
+    if (r > 0)
+        log_info("policy files reloaded: %s", msg);
+    else if (r < 0)
+        log_err("policy files not reloaded, the previous data stays: %s", msg);
+}
+
 static struct snapshot *reload_config(struct snapshot *cur, const char *conf_file, int argc,
                                       char **argv, struct worker **workers, unsigned nworkers)
 {
@@ -213,9 +250,12 @@ static struct snapshot *reload_config(struct snapshot *cur, const char *conf_fil
     log_info("configuration reloaded%s%s: new connections use it, open ones finish on the "
              "previous one%s",
              conf_file ? " from " : "", conf_file ? conf_file : "",
-             plan.cache_shared ? "" : "; cache-size changed: a new, empty cache");
+             plan.cache_shared ? ""
+                               : "; cache-size or the forward zones changed: a new, empty cache");
     warn_ddr_coverage(cfg, s->tls);
     log_upstreams(cfg);
+    if (s->policy_slot)
+        log_policy(cfg, policy_slot_peek(s->policy_slot));
     if (cfg->n_cert || cfg->n_ticket_key_file)
         report_reload(s->tls, TLS_RELOAD_DONE, NULL);
     else
@@ -268,6 +308,14 @@ int main(int argc, char **argv)
         return EXIT_CONFIG;
     }
     if (check_only) {
+        /* the files of the policy step are read too: a missing or broken list fails here */
+        struct policy *pol = policy_build(cfg, err, sizeof(err));
+        if (!pol) {
+            fprintf(stderr, "dohgate: %s\n", err);
+            config_free(cfg);
+            return EXIT_CONFIG;
+        }
+        policy_unref(pol);
         config_dump(cfg, stdout);
         fprintf(stderr, "dohgate: configuration OK\n");
         config_free(cfg);
@@ -308,6 +356,7 @@ int main(int argc, char **argv)
     int rc = 1;
     unsigned started = 0;
     struct metrics *metrics = NULL;
+    struct policy_slot *pslot = NULL;
     struct snapshot *snap = snapshot_new();
     if (!snap) {
         log_err("out of memory");
@@ -318,6 +367,18 @@ int main(int argc, char **argv)
         log_err("%s", err);
         goto out;
     }
+    struct policy *pol = policy_build(cfg, err, sizeof(err));
+    if (!pol) {
+        log_err("%s", err);
+        goto out;
+    }
+    if (!(pslot = policy_slot_new(pol))) {
+        policy_unref(pol);
+        log_err("out of memory");
+        goto out;
+    }
+    snap->policy_slot = pslot;
+    log_policy(cfg, pol);
     struct site *site = &snap->site;
     struct sysd_sockets act;
     int nact = sysd_listen_fds(&act, err, sizeof(err));
@@ -482,11 +543,13 @@ int main(int argc, char **argv)
     /* The main thread waits for signals, and between them runs the TLS store's schedule (file
      * checks, ticket-key rotation), which is kept on absolute times: a stream of signals does
      * not postpone it. */
-    bool ticking = tls_store_needs_tick(tls);
+    uint64_t policy_next = 0;
+    bool ticking = tls_store_needs_tick(tls) || policy_watched(snap->cfg);
     for (;;) {
         int sig;
         if (ticking) {
             report_reload(tls, tls_store_tick(tls, now_ms(), err, sizeof(err)), err);
+            poll_policy(pslot, snap->cfg, &policy_next);
             struct timespec second = {.tv_sec = 1};
             sig = sigtimedwait(&sigs, NULL, &second);
         } else {
@@ -504,7 +567,7 @@ int main(int argc, char **argv)
             /* The whole configuration, certificates and ticket keys included. */
             sysd_notify("RELOADING=1");
             snap = reload_config(snap, conf_file, argc, argv, workers, started);
-            ticking = tls_store_needs_tick(tls);
+            ticking = tls_store_needs_tick(tls) || policy_watched(snap->cfg);
             sysd_notify("READY=1");
         }
         if (sig == SIGUSR1) {
@@ -535,7 +598,8 @@ out:
         free(workers);
     }
     metrics_free(metrics);
-    snapshot_unref(snap); /* the last reference: the workers have dropped theirs */
+    snapshot_unref(snap);    /* the last reference: the workers have dropped theirs */
+    policy_slot_free(pslot); /* after every view released its policy */
     tls_store_free(tls);
     config_free(cfg);
     if (rc == 0)

@@ -11,6 +11,7 @@
 #include "dohgate/cache.h"
 #include "dohgate/http.h"
 #include "dohgate/tls.h"
+#include "dohgate/upstream.h"
 #include "dohgate/util.h"
 
 static const int status_codes[MET_NSTATUS - 1] = {200, 204, 206, 301, 304, 400, 403, 404,
@@ -25,6 +26,8 @@ static const char *const drop_names[DG_NDROP] = {"source", "rate-limit", "malfor
 static const char *const rcode_names[16] = {
     "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP",  "REFUSED", "YXDOMAIN", "YXRRSET",
     "NXRRSET", "NOTAUTH", "NOTZONE",  "RCODE11",  "RCODE12", "RCODE13", "RCODE14",  "RCODE15"};
+_Static_assert(MET_MAX_UPSTREAMS >= DG_CONFIG_MAX_LIST, "every default upstream has its series");
+
 /* upper bounds in microseconds; the last bucket is +Inf */
 static const uint64_t lat_bounds_us[MET_LAT_BUCKETS] = {
     500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000};
@@ -87,8 +90,8 @@ static void count_http(struct worker_metrics *wm, unsigned status, uint64_t key)
 static void count_upstream(struct worker_metrics *wm, enum dg_event ev, unsigned idx,
                            uint64_t value)
 {
-    if (idx >= DG_CONFIG_MAX_LIST)
-        return;
+    if (idx >= MET_MAX_UPSTREAMS)
+        return; /* a server past the bound is not counted (metrics.h) */
     struct upstream_metrics *u = &wm->up[idx];
     switch (ev) {
     case DG_EV_UP_QUERY:
@@ -189,6 +192,14 @@ static void on_event(void *arg, enum dg_event ev, unsigned idx, uint64_t value)
     case DG_EV_DNS_DROPPED:
         if (idx < DG_NDROP)
             ctr_add(&wm->dns_dropped[idx], value);
+        break;
+    case DG_EV_LOCAL_ANSWER:
+        if (idx < 2)
+            ctr_add(&wm->local_answers[idx], 1);
+        break;
+    case DG_EV_BLOCKED:
+        if (idx < METRICS_MAX_LISTS)
+            ctr_add(&wm->blocked[idx], 1);
         break;
     case DG_EV_RES_HIT:
         ctr_add(&wm->res_hits, 1);
@@ -294,6 +305,38 @@ static uint64_t sum(const struct metrics *m, const dg_counter *first)
 }
 #define SUM(field) sum(m, &m->w[0].field)
 
+/* Upstream series, numbered as upstream_obs_base() numbers the servers of @p cfg. */
+static size_t up_series(const struct config *cfg)
+{
+    size_t n = upstream_obs_base(cfg, cfg->n_forward_zone);
+    return n < MET_MAX_UPSTREAMS ? n : MET_MAX_UPSTREAMS;
+}
+
+/* The labels of upstream series @p i: `upstream="TEXT"` for a default server (as before
+ * forward zones existed: scrapers keep their queries), `upstream="TEXT",zone="NAME"` for a
+ * forward zone's. */
+static const char *up_labels(const struct config *cfg, size_t i, char *buf, size_t cap)
+{
+    char a[1100], z[600]; /* escaped label values */
+    size_t base = upstream_obs_base(cfg, 0);
+    if (i < base) {
+        snprintf(buf, cap, "upstream=\"%s\"", esc(cfg->upstream[i].text, a, sizeof(a)));
+        return buf;
+    }
+    for (size_t k = 0; k < cfg->n_forward_zone; k++) {
+        size_t next = upstream_obs_base(cfg, k + 1);
+        if (i < next) {
+            snprintf(buf, cap, "upstream=\"%s\",zone=\"%s\"",
+                     esc(cfg->fwd[k].up[i - base].text, a, sizeof(a)),
+                     esc(cfg->fwd[k].text, z, sizeof(z)));
+            return buf;
+        }
+        base = next;
+    }
+    snprintf(buf, cap, "upstream=\"?\"");
+    return buf;
+}
+
 static void cert_line(const struct tls_cert_info *ci, void *arg)
 {
     struct out *o = arg;
@@ -379,6 +422,27 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
     for (int k = 0; k < DG_NDROP; k++)
         put(&o, "dohgate_dns_dropped_total{reason=\"%s\"} %llu\n", drop_names[k],
             (unsigned long long)SUM(dns_dropped[k]));
+    head(&o, "dohgate_local_answers_total", "counter",
+         "Queries answered from local data (hosts-file, local-record: kind=\"data\") or by a "
+         "local zone's NXDOMAIN/NODATA (kind=\"zone\"), never forwarded.");
+    put(&o, "dohgate_local_answers_total{kind=\"data\"} %llu\n",
+        (unsigned long long)SUM(local_answers[0]));
+    put(&o, "dohgate_local_answers_total{kind=\"zone\"} %llu\n",
+        (unsigned long long)SUM(local_answers[1]));
+    uint64_t blocked_all = 0;
+    head(&o, "dohgate_blocked_total", "counter",
+         "Queries answered with block-answer, by the blocklist that held the name.");
+    for (size_t k = 0; k < cfg->n_blocklist && k < METRICS_MAX_LISTS; k++) {
+        char ln[64], a[160];
+        const char *file;
+        config_list_name(cfg->blocklist[k], ln, sizeof(ln), &file);
+        uint64_t n = SUM(blocked[k]);
+        blocked_all += n;
+        put(&o, "dohgate_blocked_total{list=\"%s\"} %llu\n", esc(ln, a, sizeof(a)),
+            (unsigned long long)n);
+    }
+    scalar(&o, "dohgate_blocked_answers_total", "counter",
+           "Queries answered with block-answer, all blocklists together.", blocked_all);
 
     if (m->cache && cfg->cache_size) {
         struct cache_stats cs;
@@ -437,59 +501,57 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
         {"dohgate_upstream_reused_total", "Tries sent on a connection already open.",
          offsetof(struct upstream_metrics, reused)},
     };
+    const size_t nup = up_series(cfg);
     for (size_t k = 0; k < sizeof(upc) / sizeof(upc[0]); k++) {
         head(&o, upc[k].name, "counter", upc[k].help);
-        for (size_t u = 0; u < cfg->n_upstream; u++) {
-            char a[1100]; /* an upstream label, escaped */
+        for (size_t u = 0; u < nup; u++) {
+            char l[1800]; /* an upstream's labels, escaped */
             uint64_t n = sum(m, (const dg_counter *)((const char *)&m->w[0].up[u] + upc[k].off));
-            put(&o, "%s{upstream=\"%s\"} %llu\n", upc[k].name,
-                esc(cfg->upstream[u].text, a, sizeof(a)), (unsigned long long)n);
+            put(&o, "%s{%s} %llu\n", upc[k].name, up_labels(cfg, u, l, sizeof(l)),
+                (unsigned long long)n);
         }
     }
     /* health gauges: each worker has its own view */
     head(&o, "dohgate_upstream_up", "gauge",
          "1 when no worker has the upstream marked down, else 0.");
-    for (size_t u = 0; u < cfg->n_upstream; u++) {
-        char a[1100]; /* an upstream label, escaped */
+    for (size_t u = 0; u < nup; u++) {
+        char l[1800]; /* an upstream's labels, escaped */
         uint64_t down = 0;
         for (unsigned i = 0; i < m->nworkers; i++)
             down += ctr_get(&m->w[i].up[u].down);
-        put(&o, "dohgate_upstream_up{upstream=\"%s\"} %d\n",
-            esc(cfg->upstream[u].text, a, sizeof(a)), down == 0);
+        put(&o, "dohgate_upstream_up{%s} %d\n", up_labels(cfg, u, l, sizeof(l)), down == 0);
     }
     head(&o, "dohgate_upstream_srtt_seconds", "gauge",
          "Smoothed answer time of the upstream, mean over the workers that measured it.");
-    for (size_t u = 0; u < cfg->n_upstream; u++) {
-        char a[1100]; /* an upstream label, escaped */
+    for (size_t u = 0; u < nup; u++) {
+        char l[1800]; /* an upstream's labels, escaped */
         uint64_t sum_us = 0, n = 0;
         for (unsigned i = 0; i < m->nworkers; i++) {
             uint64_t v = ctr_get(&m->w[i].up[u].srtt_us);
             sum_us += v;
             n += v != 0;
         }
-        put(&o, "dohgate_upstream_srtt_seconds{upstream=\"%s\"} %.6f\n",
-            esc(cfg->upstream[u].text, a, sizeof(a)), n ? (double)sum_us / (double)n / 1e6 : 0.0);
+        put(&o, "dohgate_upstream_srtt_seconds{%s} %.6f\n", up_labels(cfg, u, l, sizeof(l)),
+            n ? (double)sum_us / (double)n / 1e6 : 0.0);
     }
     head(&o, "dohgate_upstream_latency_seconds", "histogram",
          "Time from sending a try to accepting its answer.");
-    for (size_t u = 0; u < cfg->n_upstream; u++) {
-        char a[1100]; /* an upstream label, escaped */
-        esc(cfg->upstream[u].text, a, sizeof(a));
+    for (size_t u = 0; u < nup; u++) {
+        char a[1800]; /* an upstream's labels, escaped */
+        up_labels(cfg, u, a, sizeof(a));
         uint64_t cum = 0;
         for (int b = 0; b <= MET_LAT_BUCKETS; b++) {
             cum += SUM(up[u].lat[b]);
             if (b < MET_LAT_BUCKETS)
-                put(&o, "dohgate_upstream_latency_seconds_bucket{upstream=\"%s\",le=\"%g\"} %llu\n",
-                    a, (double)lat_bounds_us[b] / 1e6, (unsigned long long)cum);
+                put(&o, "dohgate_upstream_latency_seconds_bucket{%s,le=\"%g\"} %llu\n", a,
+                    (double)lat_bounds_us[b] / 1e6, (unsigned long long)cum);
             else
-                put(&o,
-                    "dohgate_upstream_latency_seconds_bucket{upstream=\"%s\",le=\"+Inf\"} %llu\n",
-                    a, (unsigned long long)cum);
+                put(&o, "dohgate_upstream_latency_seconds_bucket{%s,le=\"+Inf\"} %llu\n", a,
+                    (unsigned long long)cum);
         }
-        put(&o, "dohgate_upstream_latency_seconds_sum{upstream=\"%s\"} %.6f\n", a,
+        put(&o, "dohgate_upstream_latency_seconds_sum{%s} %.6f\n", a,
             (double)SUM(up[u].lat_sum_us) / 1e6);
-        put(&o, "dohgate_upstream_latency_seconds_count{upstream=\"%s\"} %llu\n", a,
-            (unsigned long long)cum);
+        put(&o, "dohgate_upstream_latency_seconds_count{%s} %llu\n", a, (unsigned long long)cum);
     }
 
     head(&o, "dohgate_connections_accepted_total", "counter", "Connections accepted, by listener.");

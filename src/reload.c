@@ -2,6 +2,7 @@
 #include "dohgate/reload.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,8 @@
 #include "dohgate/config.h"
 #include "dohgate/uptls.h"
 #include "dohgate/log.h"
+#include "dohgate/nameset.h"
+#include "dohgate/policy.h"
 #include "dohgate/rrl.h"
 #include "dohgate/site.h"
 #include "dohgate/tls.h"
@@ -68,6 +71,19 @@ static void rrl_free_cb(void *p)
     rrl_free(p);
 }
 
+/* Whether @p a and @p b forward the same zones to the same servers. When they do not, the
+ * cache holds answers from the old routes (a split-horizon name answered by the default
+ * upstreams, or the other way round) that would be served until they expire: not shared. */
+static bool same_forward_zones(const struct config *a, const struct config *b)
+{
+    if (a->n_forward_zone != b->n_forward_zone)
+        return false;
+    for (size_t i = 0; i < a->n_forward_zone; i++)
+        if (strcmp(a->forward_zone[i], b->forward_zone[i]) != 0)
+            return false;
+    return true;
+}
+
 /* See reload.h. A shared cache gets its new TTL knobs at commit, not here: validation must
  * leave the running configuration untouched. */
 const char *snapshot_fill(struct snapshot *s, struct config *cfg, const struct snapshot *prev,
@@ -91,9 +107,28 @@ const char *snapshot_fill(struct snapshot *s, struct config *cfg, const struct s
     bool tls_up = false;
     for (size_t i = 0; i < cfg->n_upstream; i++)
         tls_up = tls_up || cfg->upstream[i].proto != DG_UP_DNS;
+    for (size_t z = 0; z < cfg->n_forward_zone; z++)
+        for (size_t i = 0; i < cfg->fwd[z].n_up; i++)
+            tls_up = tls_up || cfg->fwd[z].up[i].proto != DG_UP_DNS;
     /* one context for every worker: the CA store is read once per configuration */
     if (tls_up && !(s->uptls = uptls_ctx_new(cfg, err, errlen)))
         return cfg->upstream_ca ? "upstream-ca" : "upstream";
+    /* The forward zones' names, once per configuration, read by every worker's resolver. */
+    if (cfg->n_forward_zone) {
+        if (!(s->fwd_zones = nameset_new(cfg->n_forward_zone))) {
+            snprintf(err, errlen, "out of memory");
+            return "forward-zone";
+        }
+        for (size_t z = 0; z < cfg->n_forward_zone; z++) {
+            int rc =
+                nameset_add(s->fwd_zones, cfg->fwd[z].name, cfg->fwd[z].name_len, (uint32_t)z + 1);
+            if (rc != 0) {
+                snprintf(err, errlen, "forward-zone %s: %s", cfg->fwd[z].text,
+                         rc == -ENOMEM ? "out of memory" : "not a valid name");
+                return "forward-zone";
+            }
+        }
+    }
     if (site_open(&s->site, cfg, err, errlen) != 0)
         return strncmp(err, "site-root", 9) == 0 ? "site-root" : "acme-webroot";
     s->site_open = true;
@@ -112,7 +147,7 @@ const char *snapshot_fill(struct snapshot *s, struct config *cfg, const struct s
     cc->stale_max_s = cfg->stale_max_age;
     cc->stale_answer_ttl = cfg->stale_answer_ttl;
     cc->prefetch_percent = cfg->prefetch;
-    if (prev && prev->cfg->cache_size == cfg->cache_size) {
+    if (prev && prev->cfg->cache_size == cfg->cache_size && same_forward_zones(prev->cfg, cfg)) {
         s->cache = shared_obj_ref(prev->cache);
     } else {
         /* Always made: with cache-size 0 it stores nothing but still keys the in-flight
@@ -203,6 +238,13 @@ int reload_prepare(const struct snapshot *cur, const char *conf_file, int argc, 
     if ((opt = snapshot_fill(plan->snap, cfg, cur, nworkers, why, sizeof(why))) != NULL)
         goto refuse;
     plan->cache_shared = plan->snap->cache == cur->cache;
+    /* Local data and the lists, read again whole: their errors name the file and line at
+     * fault (a list file, or the configuration's local-record). */
+    plan->snap->policy_slot = cur->policy_slot;
+    if (cur->policy_slot && !(plan->policy = policy_build(cfg, err, errlen))) {
+        rc = -EINVAL;
+        goto out;
+    }
     char tls_err[900];
     plan->tls = tls_store_prepare(cur->tls, cfg, plan->fingerprint, tls_err, sizeof(tls_err));
     if (!plan->tls) {
@@ -230,6 +272,11 @@ void reload_commit(struct snapshot *cur, struct reload_plan *plan)
 {
     tls_store_commit(cur->tls, plan->tls);
     plan->tls = NULL;
+    if (plan->policy) {
+        /* the views pick it up at their next query, the old and the new ones alike */
+        policy_slot_publish(cur->policy_slot, plan->policy);
+        plan->policy = NULL;
+    }
     if (plan->cache_shared)
         cache_set_policy(plan->snap->cache->p, &plan->snap->cache_cfg);
     dg_log_set_level((enum dg_log_level)plan->snap->cfg->log_level);
@@ -239,6 +286,8 @@ void reload_plan_free(struct reload_plan *plan)
 {
     tls_staged_free(plan->tls);
     plan->tls = NULL;
+    policy_unref(plan->policy);
+    plan->policy = NULL;
     snapshot_unref(plan->snap);
     plan->snap = NULL;
 }

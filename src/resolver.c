@@ -17,6 +17,7 @@
 #include "dohgate/dns.h"
 #include "dohgate/list.h"
 #include "dohgate/log.h"
+#include "dohgate/nameset.h"
 #include "dohgate/observer.h"
 #include "dohgate/upstream.h"
 
@@ -50,6 +51,10 @@ struct resolver {
     struct dg_buf scratch; /* one answer at a time, per worker: never kept across calls */
     struct resolver_stats stats;
     const struct dg_observer *obs;
+    /* forward zones (resolver_set_zones()): name -> index + 1 into zone_up; not owned */
+    const struct nameset *zones;
+    struct upstream *const *zone_up;
+    size_t n_zone_up;
 };
 
 /* A question's outcome: in our own counters (tests, the SIGUSR1 log) and to the observer. */
@@ -264,6 +269,24 @@ static void on_upstream_done(void *arg, int status, const uint8_t *ans, size_t l
     free(inf);
 }
 
+/* The upstream set for query @p q: the longest forward zone at or above its name, else the
+ * default set. Decided by the name alone, so a cache key (which holds the name) always routes
+ * the same way under one resolver: coalescing and prefetch need nothing more. */
+static struct upstream *route(const struct resolver *r, const uint8_t *q, size_t qlen)
+{
+    if (!r->zones)
+        return r->up;
+    size_t qend = dns_question_end(q, qlen);
+    if (qend < DNS_HEADER_LEN + 5)
+        return r->up;
+    uint32_t v = 0;
+    if (nameset_match(r->zones, q + DNS_HEADER_LEN, qend - 4 - DNS_HEADER_LEN, UINT32_MAX, &v) <
+            0 ||
+        v == 0 || v > r->n_zone_up || !r->zone_up[v - 1])
+        return r->up;
+    return r->zone_up[v - 1];
+}
+
 /* Start forwarding @p q under @p k. @return the entry, or NULL (limits, OOM). */
 static struct inflight *inflight_start(struct resolver *r, const struct cache_key *k,
                                        const uint8_t *q, size_t qlen)
@@ -275,7 +298,7 @@ static struct inflight *inflight_start(struct resolver *r, const struct cache_ke
         return NULL;
     inf->r = r;
     inf->key = *k;
-    inf->uq = upstream_query_start(r->up, q, qlen, on_upstream_done, inf);
+    inf->uq = upstream_query_start(route(r, q, qlen), q, qlen, on_upstream_done, inf);
     if (!inf->uq) {
         free(inf);
         return NULL;
@@ -377,6 +400,14 @@ void resolver_free(struct resolver *r)
     free(r->table);
     dg_buf_free(&r->scratch);
     free(r);
+}
+
+void resolver_set_zones(struct resolver *r, const struct nameset *zones,
+                        struct upstream *const *ups, size_t n)
+{
+    r->zones = n ? zones : NULL;
+    r->zone_up = ups;
+    r->n_zone_up = n;
 }
 
 void resolver_set_observer(struct resolver *r, const struct dg_observer *obs)

@@ -6,6 +6,7 @@
 #include "dohgate/doh_handler.h"
 #include "dohgate/http.h"
 #include "dohgate/metrics.h"
+#include "dohgate/policy.h"
 #include "dohgate/router.h"
 #include "dohgate/site.h"
 
@@ -22,6 +23,15 @@ static bool is_json_path(const struct config *cfg, const char *path)
     return cfg->json_api && doh_path_match(path, paths, 1);
 }
 
+/* A DoH path, or a DoH path with a client ID (/dns-query/ID, policy.h). */
+static bool is_doh_path(const struct config *cfg, const char *path)
+{
+    const char *id;
+    size_t n;
+    return doh_path_match(path, cfg->doh_path, cfg->n_doh_path) ||
+           doh_path_id(path, cfg->doh_path, cfg->n_doh_path, &id, &n);
+}
+
 size_t router_max_body(const struct handler_ctx *ctx, const char *path, bool https, bool metrics)
 {
     const struct config *cfg = ctx->cfg;
@@ -30,7 +40,7 @@ size_t router_max_body(const struct handler_ctx *ctx, const char *path, bool htt
      * nor does the JSON API (GET only). */
     if (metrics || !https || is_json_path(cfg, path))
         return 0;
-    if (doh_path_match(path, cfg->doh_path, cfg->n_doh_path))
+    if (is_doh_path(cfg, path))
         return DOH_MAX_BODY;
     bool proxied = ctx->proxy && !(ctx->site && ctx->site->root.fd >= 0); /* as site_handle() */
     return proxied ? cfg->site_max_body : 0;
@@ -39,8 +49,7 @@ size_t router_max_body(const struct handler_ctx *ctx, const char *path, bool htt
 bool router_body_streams(const struct handler_ctx *ctx, const char *path, bool https, bool metrics)
 {
     const struct config *cfg = ctx->cfg;
-    if (metrics || !https || doh_path_match(path, cfg->doh_path, cfg->n_doh_path) ||
-        is_json_path(cfg, path))
+    if (metrics || !https || is_doh_path(cfg, path) || is_json_path(cfg, path))
         return false;
     return ctx->proxy && !(ctx->site && ctx->site->root.fd >= 0); /* as site_handle() */
 }
@@ -116,7 +125,20 @@ void router_dispatch(struct http_exchange *ex)
         site_handle_plain(ex);
         return;
     }
-    if (doh_path_match(ex->req.path, cfg->doh_path, cfg->n_doh_path)) {
+    const char *id = NULL;
+    size_t id_len = 0;
+    bool doh = doh_path_match(ex->req.path, cfg->doh_path, cfg->n_doh_path);
+    if (!doh && doh_path_id(ex->req.path, cfg->doh_path, cfg->n_doh_path, &id, &id_len)) {
+        doh = true;
+        /* A client ID must name a policy-client: a typo in a device's DoH URL shows at once
+         * instead of silently getting the default policy. */
+        const struct policy *p = ex->ctx->policy ? policy_view_get(ex->ctx->policy) : NULL;
+        if (!p || policy_find_id(p, id, id_len) < 0) {
+            http_respond_text(ex, 404, "no such client ID", NULL, 0);
+            return;
+        }
+    }
+    if (doh) {
         /* Only DNS is admission-checked: with acl-scope doh the website stays public. */
         if (admitted(ex)) {
             if (wants_json(cfg, &ex->req))

@@ -282,6 +282,7 @@ struct upstream {
     struct event *flush_ev;           /* activated when the first one is queued */
     const struct timeval *try_tv;     /* upstream-timeout as a libevent common timeout */
     const struct dg_observer *obs;    /* event counting (metrics); may be NULL */
+    unsigned obs_base;                /* observer index of srv[0] (upstream_new_servers()) */
     struct uptls_ctx *tls;            /* TLS client context (not owned); NULL: no TLS upstream */
     size_t explore;                   /* first tries counted for the 1-in-EXPLORE re-measuring */
 };
@@ -291,7 +292,7 @@ static void up_event(const struct upstream *u, const struct up_server *s, enum d
                      uint64_t value)
 {
     if (s)
-        dg_observe(u->obs, ev, (unsigned)(s - u->srv), value);
+        dg_observe(u->obs, ev, u->obs_base + (unsigned)(s - u->srv), value);
 }
 
 /* A try went out to @p s. */
@@ -302,9 +303,16 @@ static void try_started(struct upstream_query *q, struct up_server *s)
     q->saw_bad = false;
 }
 
+static void health_publish(const struct up_server *s);
+
 void upstream_set_observer(struct upstream *u, const struct dg_observer *obs)
 {
     u->obs = obs;
+    /* A new set starts with fresh health: say so, so that the gauges of these indexes stop
+     * showing what an older set last reported (the previous configuration's, where another
+     * server, or another zone's, may have had the same index). */
+    for (size_t i = 0; i < u->n_srv; i++)
+        health_publish(&u->srv[i]);
 }
 
 void upstream_set_tls(struct upstream *u, struct uptls_ctx *tls)
@@ -1432,16 +1440,19 @@ static void on_tcp_idle(evutil_socket_t fd, short what, void *arg)
 
 /* ---------------------------------------------------------------- public API */
 
-struct upstream *upstream_new(struct event_base *base, const struct config *cfg)
+struct upstream *upstream_new_servers(struct event_base *base, const struct config *cfg,
+                                      const struct dg_upstream *srv, size_t n, unsigned obs_base)
 {
-    if (!base || !cfg)
+    if (!base || !cfg || (n && !srv))
         return NULL;
     struct upstream *u = calloc(1, sizeof(*u));
     if (!u)
         goto oom;
     u->base = base;
     u->cfg = cfg;
-    u->n_srv = cfg->n_upstream < DG_CONFIG_MAX_LIST ? cfg->n_upstream : DG_CONFIG_MAX_LIST;
+    u->obs_base = obs_base;
+    /* q->tried has a bit per server: bounded well below its 32 */
+    u->n_srv = n < DG_CONFIG_MAX_LIST ? n : DG_CONFIG_MAX_LIST;
     u->srv = calloc(u->n_srv ? u->n_srv : 1, sizeof(*u->srv));
     u->rbuf = malloc((size_t)UP_UDP_BATCH * UP_RBUF_LEN);
     u->by_id = calloc(UP_IDS, sizeof(*u->by_id));
@@ -1456,8 +1467,8 @@ struct upstream *upstream_new(struct event_base *base, const struct config *cfg)
     u->flush_ev = event_new(base, -1, 0, on_flush, u);
     for (size_t i = 0; i < u->n_srv; i++) {
         u->srv[i].u = u;
-        u->srv[i].up = &cfg->upstream[i];
-        u->srv[i].addr = &cfg->upstream[i].addr;
+        u->srv[i].up = &srv[i];
+        u->srv[i].addr = &srv[i].addr;
         /* NULL (no memory) only means a full pool fails tries at once */
         u->srv[i].drain_ev = event_new(base, -1, 0, on_drain, &u->srv[i]);
     }
@@ -1466,6 +1477,21 @@ oom:
     log_err("upstream: out of memory");
     upstream_free(u);
     return NULL;
+}
+
+struct upstream *upstream_new(struct event_base *base, const struct config *cfg)
+{
+    if (!cfg)
+        return NULL;
+    return upstream_new_servers(base, cfg, cfg->upstream, cfg->n_upstream, 0);
+}
+
+unsigned upstream_obs_base(const struct config *cfg, size_t zone)
+{
+    size_t base = cfg->n_upstream < DG_CONFIG_MAX_LIST ? cfg->n_upstream : DG_CONFIG_MAX_LIST;
+    for (size_t z = 0; z < zone && z < cfg->n_forward_zone; z++)
+        base += cfg->fwd[z].n_up < DG_CONFIG_MAX_LIST ? cfg->fwd[z].n_up : DG_CONFIG_MAX_LIST;
+    return (unsigned)base;
 }
 
 void upstream_free(struct upstream *u)

@@ -32,8 +32,10 @@
 #include "dohgate/h2.h"
 #include "dohgate/log.h"
 #include "dohgate/metrics.h"
+#include "dohgate/nameset.h"
 #include "dohgate/observer.h"
 #include "dohgate/pagepool.h"
+#include "dohgate/policy.h"
 #include "dohgate/proxy.h"
 #include "dohgate/resolver.h"
 #include "dohgate/upstream.h"
@@ -56,12 +58,15 @@ struct worker_view {
     struct dg_lnode node; /* on w->retired */
     struct snapshot *snap;
     struct upstream *upstream;
+    struct upstream **zone_up; /* one set per forward zone (cfg->fwd order), n_zone_up */
+    size_t n_zone_up;
     struct resolver *resolver;
     struct proxy *proxy;
     bool acl_all; /* acl-scope all: refused clients' connections are closed at accept */
     struct handler_ctx hctx;
     struct conn_set conns;
-    struct dnsudp_set udp; /* its plain-DNS UDP queries still pending */
+    struct dnsudp_set udp;     /* its plain-DNS UDP queries still pending */
+    struct policy_view policy; /* its hold on the process's current policy (policy.h) */
 };
 
 /* One listening socket of the worker: a TCP one with its accept event, or a UDP one with its
@@ -147,6 +152,7 @@ void snapshot_unref(struct snapshot *s)
     shared_obj_unref(s->rrl);
     shared_obj_unref(s->cache);
     uptls_ctx_free(s->uptls);
+    nameset_free(s->fwd_zones);
     config_unref(s->cfg);
     free(s);
 }
@@ -503,6 +509,10 @@ static void view_free(struct worker_view *v)
     proxy_free(v->proxy);
     resolver_free(v->resolver);
     upstream_free(v->upstream);
+    for (size_t i = 0; i < v->n_zone_up; i++)
+        upstream_free(v->zone_up[i]);
+    free(v->zone_up);
+    policy_view_release(&v->policy);
     snapshot_unref(v->snap);
     free(v);
 }
@@ -522,13 +532,30 @@ static struct worker_view *view_new(struct worker *w, struct snapshot *snap)
         goto fail;
     upstream_set_observer(v->upstream, w->op);
     upstream_set_tls(v->upstream, snap->uptls);
+    /* Split horizon: a set per forward zone, with the same timers, health and TLS context. */
+    if (cfg->n_forward_zone) {
+        if (!(v->zone_up = calloc(cfg->n_forward_zone, sizeof(*v->zone_up))))
+            goto fail;
+        v->n_zone_up = cfg->n_forward_zone;
+        for (size_t i = 0; i < cfg->n_forward_zone; i++) {
+            const struct dg_fwd_zone *z = &cfg->fwd[i];
+            if (!(v->zone_up[i] = upstream_new_servers(w->base, cfg, z->up, z->n_up,
+                                                       upstream_obs_base(cfg, i))))
+                goto fail;
+            upstream_set_observer(v->zone_up[i], w->op);
+            upstream_set_tls(v->zone_up[i], snap->uptls);
+        }
+    }
     if (!(v->resolver = resolver_new(v->upstream, snap->cache->p, cfg)))
         goto fail;
     resolver_set_observer(v->resolver, w->op);
+    if (snap->fwd_zones)
+        resolver_set_zones(v->resolver, snap->fwd_zones, v->zone_up, v->n_zone_up);
     if (cfg->site_backend && !(v->proxy = proxy_new(w->base, cfg)))
         goto fail;
     struct clients *clients = snap->clients ? snap->clients->p : NULL;
     v->acl_all = acl_active(&snap->acl) && cfg->acl_scope == ACL_SCOPE_ALL;
+    v->policy = (struct policy_view){.slot = snap->policy_slot};
     v->hctx = (struct handler_ctx){.cfg = cfg,
                                    .h2_pool = w->h2_pool,
                                    .resolver = v->resolver,
@@ -537,6 +564,7 @@ static struct worker_view *view_new(struct worker *w, struct snapshot *snap)
                                    .acl = &snap->acl,
                                    .dns_acl = &snap->dns_acl,
                                    .ddr = cfg->ddr ? &snap->ddr : NULL,
+                                   .policy = &v->policy,
                                    .proxy = v->proxy,
                                    .obs = w->op,
                                    .metrics = snap->metrics};

@@ -3,7 +3,8 @@
  * Answering one DNS query, whichever way it came (DoH, the JSON API, plain DNS over UDP or TCP,
  * DoT): the step every front end shares, so that a query costs the same and follows the same
  * rules on each. In order: the wire checks (dns_query_check(): FORMERR, NOTIMP, REFUSED
- * answered here), RFC 8482 minimal ANY, then the resolver (cache, coalescing, upstreams); on the
+ * answered here), DDR, the policy step (policy.h: local data and zones, blocklists), RFC 8482
+ * minimal ANY, then the resolver (cache, coalescing, upstreams); on the
  * way out, the answer is padded for a padded query on an encrypted transport (RFC 8467),
  * truncated to the client's UDP size (UDP only), counted (DG_EV_DNS_ANSWER by transport and
  * rcode) and written to the query log.
@@ -38,6 +39,10 @@ struct dns_serve_req {
     enum dg_transport transport;
     /** How it came, for the query log ("GET HTTP/2", "UDP"); NULL: the transport's name. */
     const char *how;
+    /** The client ID of the DoH path (/dns-query/ID) choosing a named policy (policy.h);
+     * NULL: none (the client's network decides). */
+    const char *policy_id;
+    size_t policy_id_len;
 };
 
 /**

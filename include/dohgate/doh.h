@@ -42,4 +42,13 @@ int doh_decode(const struct doh_request *req, struct dg_buf *out, const char **w
 
 /** Does the path (query string ignored) equal one of the configured DoH paths? */
 int doh_path_match(const char *path, char *const *paths, size_t n);
+
+#define DOH_ID_MAX 63 /**< longest client ID in a DoH path */
+/**
+ * Is the path (query string ignored) one of the DoH paths followed by "/ID", a client ID of 1..63
+ * letters, digits, '-' or '_' (as AdGuard Home and NextDNS put a client's identity in its DoH
+ * URL: https://dns.example/dns-query/kids-tablet)? @return 1 with the ID at @p id (not
+ * NUL-terminated, inside @p path) and its length, else 0.
+ */
+int doh_path_id(const char *path, char *const *paths, size_t n, const char **id, size_t *id_len);
 #endif

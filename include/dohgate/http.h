@@ -156,6 +156,7 @@ bool http_head_scan_done(const struct http_head_scan *sc);
 
 /** What handlers need from the worker that runs them. Owned by the worker. */
 struct ddr_endpoints;
+struct policy_view;
 struct handler_ctx {
     const struct config *cfg;
     struct resolver *resolver;
@@ -166,7 +167,10 @@ struct handler_ctx {
     const struct acl *acl;           /**< allow-client/deny-client; may be NULL */
     const struct acl *dns_acl;       /**< dns-allow (or its private default); NULL: everybody */
     const struct ddr_endpoints *ddr; /**< DDR answers (RFC 9462); NULL: ddr no (forwarded) */
-    const struct metrics *metrics;   /**< all of them, for the metrics page; may be NULL */
+    /** the view's hold on the current policy (policy.h; mutable, this worker's thread only);
+     * NULL: no policy step (tests) */
+    struct policy_view *policy;
+    const struct metrics *metrics; /**< all of them, for the metrics page; may be NULL */
     /** this worker's blocks for HTTP/2 frame buffers (h2.c); may be NULL (plain malloc) */
     struct pagepool *h2_pool;
 };

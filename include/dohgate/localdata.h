@@ -42,8 +42,9 @@ enum localdata_zone_type {
 };
 
 /** The zones served locally by default (RFC 6303 with RFC 7793's 100.64/10 reverse zones,
- * RFC 6761 localhost, invalid, test, RFC 8375 home.arpa, RFC 9476 alt): text names, ending in
- * NULL. policy.c leaves out those at or below a configured local-zone or forward-zone. */
+ * RFC 6761 localhost and invalid (not test: labs serve it), RFC 8375 home.arpa, RFC 9476 alt): text
+ * names, ending in NULL. policy.c leaves out those at or below a configured local-zone or
+ * forward-zone. */
 extern const char *const localdata_default_zones[];
 
 /** @return NULL on OOM. */
@@ -92,7 +93,8 @@ enum localdata_kind {
  * @param ans  receives the answer (appended; dns_make_answer(): the query's ID, RD, CD, its
  *             OPT echoed as our own) unless LOCALDATA_NOT.
  * @param ttl  the smallest TTL in it (negative answers: the SOA's), for cache-control.
- * @return enum localdata_kind, or -ENOMEM.
+ * @return enum localdata_kind, or -ENOMEM, or -EMSGSIZE (the local records for the question do
+ *         not fit one 65535-byte message): nothing appended on error.
  * Cost when not local: one nameset lookup of the name and one of its zones.
  */
 int localdata_answer(const struct localdata *ld, const uint8_t *q, size_t qlen, struct dg_buf *ans,

@@ -39,6 +39,13 @@ enum { MET_V10, MET_V11, MET_V2, MET_NVER };
 enum { MET_GET, MET_POST, MET_HEAD, MET_OTHER, MET_NMETHOD };
 #define MET_NSTATUS     24 /* the statuses this server sends, and "other" */
 #define MET_LAT_BUCKETS 12 /* upstream latency: 0.5 ms .. 2.5 s, then +Inf */
+/**
+ * Upstream servers with series of their own: the default ones (at most DG_CONFIG_MAX_LIST)
+ * and the forward zones' after them, numbered as upstream_obs_base() numbers them (the index
+ * of the DG_EV_UP_* events). Servers past this bound (many zones with many servers each) work
+ * as any other but are not counted, and have no series.
+ */
+#define MET_MAX_UPSTREAMS 64
 
 struct upstream_metrics {
     dg_counter queries;         /**< tries sent to this server (UDP, or TCP after truncation) */
@@ -58,11 +65,15 @@ struct upstream_metrics {
     dg_counter lat_sum_us;
 };
 
+#define METRICS_MAX_LISTS 32 /**< blocklists counted (POLICY_MAX_LISTS) */
+
 struct worker_metrics {
     dg_counter http[MET_NVER][MET_NMETHOD][MET_NSTATUS];
     dg_counter rcode[DG_NTRANSPORT][16];
     dg_counter dns_truncated;
     dg_counter dns_dropped[DG_NDROP];
+    dg_counter local_answers[2];           /**< DG_EV_LOCAL_ANSWER: records, negative */
+    dg_counter blocked[METRICS_MAX_LISTS]; /**< DG_EV_BLOCKED, by blocklist position */
     dg_counter conn_accepted[DG_NLISTENER];
     dg_counter conn_closed[DG_NLISTENER];
     dg_counter conn_refused[DG_NREFUSE];
@@ -71,7 +82,8 @@ struct worker_metrics {
     dg_counter tls_handshakes[2][2];                         /**< [TLS 1.2, 1.3][full, resumed] */
     dg_counter tls_failed;          /**< handshakes that failed or timed out */
     dg_counter bytes_in, bytes_out; /**< HTTP bytes on client connections (inside TLS) */
-    struct upstream_metrics up[DG_CONFIG_MAX_LIST]; /**< by cfg->upstream index */
+    /** by upstream_obs_base() index: cfg->upstream's, then each forward zone's */
+    struct upstream_metrics up[MET_MAX_UPSTREAMS];
     /** client questions by outcome (DG_EV_RES_*) */
     dg_counter res_hits, res_stale_hits, res_misses, res_coalesced, res_prefetches, res_servfails,
         res_rejected;

@@ -28,7 +28,10 @@ void nameset_free(struct nameset *s);
 /**
  * Add @p name (uncompressed wire form, any case, at most 255 octets) with @p value. A name
  * already present gets its value OR-ed with @p value (a domain in two lists is in both).
- * @return 0, -EINVAL (not a well-formed wire name), -ENOMEM (the set is unchanged).
+ * A value of 0 is held (nameset_get() finds it, nameset_count() counts it) but never matches:
+ * nameset_match() wants (value & mask) != 0.
+ * @return 0, -EINVAL (not a well-formed wire name, or @p len not exactly its length),
+ *         -ENOMEM (the set is unchanged and still usable).
  */
 int nameset_add(struct nameset *s, const uint8_t *name, size_t len, uint32_t value);
 
@@ -42,6 +45,7 @@ size_t nameset_memory(const struct nameset *s);
  * the root only if it was added) held with (value & @p mask) != 0.
  * @return the offset in @p name where that suffix starts (its value in @p value), or -1 (none,
  *         or @p name is not well formed). A query name "a.ads.example" finds "ads.example".
+ *         Octets of @p name after its root label are ignored (nameset_get() too).
  * Cost: one hash per label, computed right to left in one pass, one probe per label.
  */
 int nameset_match(const struct nameset *s, const uint8_t *name, size_t len, uint32_t mask,

@@ -33,6 +33,10 @@ enum dg_event {
     DG_EV_DNS_TRUNCATED, /**< a UDP answer went out with TC=1 (too large, or slipped) */
     DG_EV_DNS_DROPPED,   /**< plain-DNS queries got no answer; idx: enum dg_dns_drop;
                               value: how many */
+    /* the policy step (policy.c) */
+    DG_EV_LOCAL_ANSWER, /**< answered from local data; idx 0: records, 1: a negative answer
+                             of a local zone (NXDOMAIN, NODATA) */
+    DG_EV_BLOCKED,      /**< a blocklist answered; idx: the list (its blocklist position) */
     /* client questions (resolver.c); idx unused */
     DG_EV_RES_HIT,       /**< answered from the cache */
     DG_EV_RES_STALE_HIT, /**< answered from an expired entry after upstream failure */
@@ -41,7 +45,7 @@ enum dg_event {
     DG_EV_RES_PREFETCH,  /**< a background refresh started */
     DG_EV_RES_SERVFAIL,  /**< no upstream answered and nothing stale: SERVFAIL */
     DG_EV_RES_REJECTED,  /**< too many in flight: SERVFAIL */
-    /* upstream tries (upstream.c); idx: the server's index in cfg->upstream */
+    /* upstream tries (upstream.c); idx: the server's number, upstream_obs_base() + its index */
     DG_EV_UP_QUERY,       /**< a try was sent (or failed before it could be) */
     DG_EV_UP_ANSWER,      /**< value: microseconds from the try to its accepted answer */
     DG_EV_UP_TIMEOUT,     /**< a try got no answer in time */

@@ -85,6 +85,8 @@ int policy_apply(const struct policy *p, const uint8_t *q, size_t qlen,
 struct policy_slot *policy_slot_new(struct policy *p);
 /** After every view released its policy (the workers have stopped). */
 void policy_slot_free(struct policy_slot *s);
+/** The current policy, for the main thread (which alone replaces it): logs, tests. */
+const struct policy *policy_slot_peek(const struct policy_slot *s);
 /** Make @p p current (takes the reference); views pick it up at their next query. Main thread. */
 void policy_slot_publish(struct policy_slot *s, struct policy *p);
 

@@ -18,11 +18,12 @@
 struct config;
 struct snapshot;
 struct tls_staged;
+struct policy;
 
 /**
  * Fill @p s from @p cfg (a reference is taken): ACL, site directories, cache, per-client table.
- * With @p prev (a reload), the cache is shared when cache-size is unchanged, and the client
- * table when its limits are. @p s->tls and @p s->metrics are the caller's to set.
+ * With @p prev (a reload), the cache is shared when cache-size and the forward zones are unchanged,
+ * and the client table when its limits are. @p s->tls and @p s->metrics are the caller's to set.
  * @return NULL, or the name of the option to blame with the reason in @p err (what was built
  *         is freed by the snapshot's last snapshot_unref()).
  */
@@ -33,9 +34,11 @@ const char *snapshot_fill(struct snapshot *s, struct config *cfg, const struct s
 struct reload_plan {
     struct snapshot *snap;  /**< the new snapshot (one reference) */
     struct tls_staged *tls; /**< certificates and ticket keys, read */
+    struct policy *policy;  /**< local data and lists, read (one reference); NULL without a
+                                 policy slot */
     char restart[256];      /**< restart-only options that differ, comma-separated */
     int nrestart;           /**< how many (their old values were kept) */
-    bool cache_shared;      /**< same cache-size: the running cache goes on */
+    bool cache_shared;      /**< same cache-size and forward zones: the running cache goes on */
     char fingerprint[128];  /**< a new self-signed certificate's fingerprint, or "" */
 };
 

@@ -9,6 +9,9 @@
  * workers, so a second worker's query for the same name is a cache hit once the first answer
  * arrived.
  *
+ * With forward zones (resolver_set_zones()), a question at or under a zone goes to that zone's
+ * own upstream set (longest zone wins), every other one to the default set.
+ *
  * Lifetimes: the resolver owns in-flight entries and their waiters. A caller holds a waiter
  * handle; resolver_cancel() removes it synchronously (its callback never runs afterwards). When
  * the last waiter of an in-flight query leaves, the upstream query goes on, so that its answer
@@ -79,6 +82,19 @@ void resolver_cancel(struct resolver_waiter *w);
 void resolver_waiter_set_arg(struct resolver_waiter *w, void *arg);
 
 const struct resolver_stats *resolver_get_stats(const struct resolver *r);
+struct nameset;
+/**
+ * Split horizon: forward the questions at or under a forward zone to that zone's upstream set.
+ * A question goes to ups[v - 1], v being the value nameset_match() finds for the longest zone
+ * in @p zones that is a suffix of its name (the value of zone i is i + 1); any other question
+ * (no zone, v out of 1..n, ups[v - 1] NULL) goes to the default set given to resolver_new().
+ * This applies to misses and prefetches; the cache and coalescing are unchanged (the route is
+ * a function of the question's name, part of every cache key).
+ * Call before the first resolver_resolve(). @p zones and @p ups (and the sets) are not owned and
+ * must outlive the resolver (free it first: it cancels its queries on them). n == 0: no zones.
+ */
+void resolver_set_zones(struct resolver *r, const struct nameset *zones,
+                        struct upstream *const *ups, size_t n);
 struct dg_observer;
 /** Report question outcomes (DG_EV_RES_*) to @p obs (may be NULL; must outlive @p r). */
 void resolver_set_observer(struct resolver *r, const struct dg_observer *obs);

@@ -47,11 +47,28 @@ struct upstream_stats {
     uint64_t queries, answers, timeouts, tcp_fallbacks, dropped_mismatch, errors;
 };
 
+struct dg_upstream;
+
 /**
- * Create the upstream module of one worker. Reads cfg->upstream, upstream_timeout_ms,
- * query_timeout_ms. @p cfg must outlive the module. @return NULL on error (logged).
+ * Create an upstream set of one worker over the servers @p srv[0..n) (at most
+ * DG_CONFIG_MAX_LIST are used): the default `upstream` list, or one forward zone's
+ * (cfg->fwd[i].up). Every transport, timer, the health and backoff work the same for any set.
+ * Reads cfg->upstream_timeout_ms and query_timeout_ms. @p cfg and @p srv must outlive the
+ * module. With n == 0 every upstream_query_start() fails.
+ * @param obs_base  observer index of srv[0]: server i reports its events as obs_base + i
+ *                  (upstream_obs_base() numbers all sets of one configuration).
+ * @return NULL on error (logged).
  */
+struct upstream *upstream_new_servers(struct event_base *base, const struct config *cfg,
+                                      const struct dg_upstream *srv, size_t n, unsigned obs_base);
+/** The default set: upstream_new_servers(base, cfg, cfg->upstream, cfg->n_upstream, 0). */
 struct upstream *upstream_new(struct event_base *base, const struct config *cfg);
+/**
+ * The observer index of the first server of forward zone @p zone (cfg->fwd[zone]): the
+ * default servers are 0..n_upstream-1, then zone 0's, zone 1's, ... With @p zone ==
+ * cfg->n_forward_zone: the number of servers of the whole configuration.
+ */
+unsigned upstream_obs_base(const struct config *cfg, size_t zone);
 /**
  * Free everything; pending queries are dropped without calling their callbacks. Must not be
  * called from inside an upstream_done_cb.
@@ -70,8 +87,9 @@ void upstream_query_cancel(struct upstream_query *q);
 const struct upstream_stats *upstream_get_stats(const struct upstream *u);
 struct dg_observer;
 /** Report per-upstream tries, answers (with latency), timeouts, errors, marking down and
- * health (DG_EV_UP_*, idx = the server's index in cfg->upstream) to @p obs (may be NULL; must
- * outlive @p u). */
+ * health (DG_EV_UP_*, idx = obs_base + the server's index in its list: see
+ * upstream_new_servers()) to @p obs (may be NULL; must outlive @p u). Reports every server's
+ * initial health (DG_EV_UP_HEALTH: SRTT unknown, up) at once. */
 void upstream_set_observer(struct upstream *u, const struct dg_observer *obs);
 struct uptls_ctx;
 /** The TLS client context for DoT and DoH upstreams (uptls.h; not owned, must outlive @p u).

@@ -24,9 +24,11 @@
 
 struct tls_store;
 struct metrics;
+struct nameset;
 struct config;
 struct dg_addr;
 struct worker;
+struct policy_slot;
 
 /**
  * Open a listening socket (SO_REUSEPORT, non-blocking, dual-stack for "[::]") for @p addr.
@@ -83,6 +85,12 @@ struct snapshot {
     struct acl dns_acl;       /**< dns-allow, or the private networks when it is not set */
     struct ddr_endpoints ddr; /**< what DDR answers announce (RFC 9462); used when cfg->ddr */
     struct uptls_ctx *uptls;  /**< owned: TLS client context of DoT/DoH upstreams, or NULL */
+    /** not owned: the process's current policy (main's, outlives the workers); NULL: no
+     * policy step */
+    struct policy_slot *policy_slot;
+    /** owned: the forward zones' names (value: index in cfg->fwd + 1), or NULL (none); read
+     * by every worker's resolver (resolver_set_zones()) */
+    struct nameset *fwd_zones;
 };
 
 /** @return a zeroed snapshot with one reference, or NULL on OOM. */

@@ -330,6 +330,48 @@ EOF
     die "NSD did not answer on 127.0.0.1:$NSD_PORT"
 }
 
+# start_nsd_zone VAR ZONE FILE [ZONE FILE...]: another NSD on a port of its own, authoritative
+# for each ZONE from tests/integration/zone/FILE (forward-zone tests: one server per zone set).
+# Its port goes in $VAR, its pid in ${VAR}_PID, its files in $T/nsd-VAR; returns once it answers
+# the first ZONE's SOA.
+start_nsd_zone() {
+    local var=$1 d=$T/nsd-$1 port pid i first
+    shift
+    first=$1
+    mkdir -p "$d"
+    port=$(free_port)
+    printf '%s\n' "server:" "    ip-address: 127.0.0.1@$port" "    port: $port" \
+        "    server-count: 1" "    zonesdir: \"$d\"" "    database: \"\"" \
+        "    pidfile: \"$d/nsd.pid\"" "    username: \"\"" "    chroot: \"\"" \
+        "    zonelistfile: \"$d/zone.list\"" "    xfrdfile: \"$d/xfrd.state\"" "    xfrdir: \"$d\"" \
+        "    logfile: \"$d/nsd.log\"" "    verbosity: 1" "    hide-version: yes" \
+        "    rrl-ratelimit: 0" "    rrl-whitelist-ratelimit: 0" \
+        "remote-control:" "    control-enable: no" >"$d/nsd.conf"
+    while [ $# -ge 2 ]; do
+        cp "$LIB_DIR/zone/$2" "$d/$2"
+        printf 'zone:\n    name: "%s"\n    zonefile: "%s/%s"\n' "$1" "$d" "$2" >>"$d/nsd.conf"
+        if command -v nsd-checkzone >/dev/null 2>&1; then
+            nsd-checkzone "$1" "$d/$2" >>"$d/checkzone.out" 2>&1 ||
+                { cat "$d/checkzone.out"; die "zone/$2 does not load as $1"; }
+        fi
+        shift 2
+    done
+    "${GUARD[@]}" nsd -d -c "$d/nsd.conf" >"$d/nsd.out" 2>&1 </dev/null &
+    pid=$!
+    track "$pid"
+    printf -v "$var" '%s' "$port"
+    printf -v "${var}_PID" '%s' "$pid"
+    for i in $(seq 1 100); do
+        if dig +short +time=1 +tries=1 @127.0.0.1 -p "$port" "$first" SOA 2>/dev/null | grep -q .; then
+            return 0
+        fi
+        proc_alive "$pid" || break
+        sleep 0.1
+    done
+    cat "$d/nsd.out" "$d/nsd.log" 2>/dev/null
+    die "NSD for $first did not answer on 127.0.0.1:$port"
+}
+
 # start_stub: tests/tools/stubdns.py on 127.0.0.1:$STUB_PORT, query log in $STUB_LOG
 start_stub() {
     local i

@@ -520,6 +520,206 @@ static void test_error_answer_errors(void **state)
     dg_buf_free(&out);
 }
 
+/* ---- dns_make_answer ---------------------------------------------------------------------- */
+
+/* The one EDNS option of @p p's OPT with code @p code: its data in @p data (at most @p cap
+ * bytes), its length returned; -1 when there is none. */
+static long pkt_option(ldns_pkt *p, uint16_t code, uint8_t *data, size_t cap)
+{
+    ldns_edns_option_list *l = ldns_pkt_edns_get_option_list(p);
+    long found = -1;
+    for (size_t i = 0; l && i < ldns_edns_option_list_get_count(l); i++) {
+        ldns_edns_option *o = ldns_edns_option_list_get_option(l, i);
+        if (ldns_edns_get_code(o) != code)
+            continue;
+        assert_int_equal(found, -1); /* only one */
+        size_t sz = ldns_edns_get_size(o);
+        assert_true(sz <= cap);
+        if (sz)
+            memcpy(data, ldns_edns_get_data(o), sz);
+        found = (long)sz;
+    }
+    return found;
+}
+
+static void test_make_answer_records(void **state)
+{
+    (void)state;
+    uint8_t q[QBUF];
+    struct dg_buf out = {0};
+    size_t n = make_query(q, 0x5a5a, F2_RD, F3_CD, "Nas.Home.ARPA", 1, 1, 0x8000);
+    static const uint8_t a1[] = {192, 168, 1, 10}, a2[] = {192, 168, 1, 11};
+    static const uint8_t target[] = "\x03nas\x04home\x04"
+                                    "arpa"; /* + the root's 0 */
+    static const uint8_t soa[] = "\x09localhost\x00\x06nobody\x07invalid\x00"
+                                 "\x00\x00\x00\x01\x00\x00\x0e\x10\x00\x00\x04\xb0"
+                                 "\x00\x09\x3a\x80\x00\x00\x01\x2c";
+    static const uint8_t zone[] = "\x04home\x04"
+                                  "arpa";
+    const struct dns_rr_out an[] = {
+        {.owner = NULL, .type = 1, .rclass = 1, .ttl = 300, .rdata = a1, .rdlen = 4},
+        {.owner = target,
+         .owner_len = sizeof(target),
+         .type = 1,
+         .rclass = 1,
+         .ttl = 0x12345678,
+         .rdata = a2,
+         .rdlen = 4},
+    };
+    const struct dns_rr_out ns[] = {
+        {.owner = zone,
+         .owner_len = sizeof(zone),
+         .type = 6,
+         .rclass = 1,
+         .ttl = 300,
+         .rdata = soa,
+         .rdlen = sizeof(soa) - 1},
+    };
+    assert_int_equal(dns_make_answer(q, n, DNS_RCODE_NOERROR, true, an, 2, ns, 1, DNS_EDE_BLOCKED,
+                                     "Blocked", &out),
+                     0);
+    assert_true(dns_answer_matches(q, n, out.data, out.len));
+    /* the first record's owner is a pointer to the question's name */
+    size_t qend = dns_question_end(out.data, out.len);
+    assert_int_equal(out.data[qend], 0xc0);
+    assert_int_equal(out.data[qend + 1], 12);
+
+    ldns_pkt *p = NULL;
+    assert_int_equal(ldns_wire2pkt(&p, out.data, out.len), LDNS_STATUS_OK);
+    assert_int_equal(ldns_pkt_id(p), 0x5a5a);
+    assert_true(ldns_pkt_qr(p));
+    assert_true(ldns_pkt_aa(p));
+    assert_true(ldns_pkt_rd(p));
+    assert_true(ldns_pkt_ra(p));
+    assert_true(ldns_pkt_cd(p));
+    assert_false(ldns_pkt_tc(p));
+    assert_false(ldns_pkt_ad(p));
+    assert_int_equal(ldns_pkt_get_rcode(p), LDNS_RCODE_NOERROR);
+    assert_int_equal(ldns_pkt_qdcount(p), 1);
+    assert_int_equal(ldns_pkt_ancount(p), 2);
+    assert_int_equal(ldns_pkt_nscount(p), 1);
+    assert_int_equal(ldns_pkt_arcount(p), 0); /* ldns counts the OPT apart */
+    char *txt = ldns_rdf2str(ldns_rr_owner(ldns_rr_list_rr(ldns_pkt_question(p), 0)));
+    assert_string_equal(txt, "Nas.Home.ARPA."); /* the question as asked */
+    free(txt);
+    const char *want_an[] = {"Nas.Home.ARPA.\t300\tIN\tA\t192.168.1.10\n",
+                             "nas.home.arpa.\t305419896\tIN\tA\t192.168.1.11\n"};
+    for (size_t i = 0; i < 2; i++) {
+        txt = ldns_rr2str(ldns_rr_list_rr(ldns_pkt_answer(p), i));
+        assert_string_equal(txt, want_an[i]);
+        free(txt);
+    }
+    txt = ldns_rr2str(ldns_rr_list_rr(ldns_pkt_authority(p), 0));
+    assert_string_equal(txt, "home.arpa.\t300\tIN\tSOA\tlocalhost. nobody.invalid. 1 3600 1200 "
+                             "604800 300\n");
+    free(txt);
+    assert_true(ldns_pkt_edns(p));
+    assert_true(ldns_pkt_edns_do(p));
+    assert_int_equal(ldns_pkt_edns_udp_size(p), 1232);
+    uint8_t ede[64];
+    assert_int_equal(pkt_option(p, 15, ede, sizeof(ede)), 2 + 7);
+    assert_memory_equal(ede,
+                        "\x00\x0f"
+                        "Blocked",
+                        9);
+    ldns_pkt_free(p);
+    dg_buf_free(&out);
+
+    /* NXDOMAIN, no AA, EDE without text; the query's OPT without DO */
+    n = make_query(q, 7, 0, 0, "x.example", 28, 1, 0);
+    assert_int_equal(dns_make_answer(q, n, DNS_RCODE_NXDOMAIN, false, NULL, 0, ns, 1,
+                                     DNS_EDE_FILTERED, NULL, &out),
+                     0);
+    assert_int_equal(ldns_wire2pkt(&p, out.data, out.len), LDNS_STATUS_OK);
+    assert_false(ldns_pkt_aa(p));
+    assert_false(ldns_pkt_rd(p));
+    assert_false(ldns_pkt_cd(p));
+    assert_int_equal(ldns_pkt_get_rcode(p), LDNS_RCODE_NXDOMAIN);
+    assert_int_equal(ldns_pkt_ancount(p), 0);
+    assert_int_equal(ldns_pkt_nscount(p), 1);
+    assert_true(ldns_pkt_edns(p));
+    assert_false(ldns_pkt_edns_do(p));
+    assert_int_equal(pkt_option(p, 15, ede, sizeof(ede)), 2);
+    assert_memory_equal(ede, "\x00\x11", 2);
+    ldns_pkt_free(p);
+    dg_buf_free(&out);
+
+    /* no EDE asked: an empty OPT, the bytes of dns_make_error_answer() */
+    struct dg_buf err = {0};
+    assert_int_equal(
+        dns_make_answer(q, n, DNS_RCODE_REFUSED, false, NULL, 0, NULL, 0, -1, "x", &out), 0);
+    assert_int_equal(dns_make_error_answer(q, n, DNS_RCODE_REFUSED, &err), 0);
+    assert_int_equal(out.len, err.len);
+    assert_memory_equal(out.data, err.data, err.len);
+    dg_buf_free(&out);
+    dg_buf_free(&err);
+}
+
+/* EDE goes in the OPT: a query without EDNS gets neither (RFC 6891 §7, RFC 8914 §3). */
+static void test_make_answer_no_edns(void **state)
+{
+    (void)state;
+    uint8_t q[QBUF];
+    struct dg_buf out = {0};
+    size_t n = make_query(q, 9, F2_RD, 0, "ads.example", 1, 1, -1);
+    static const uint8_t zero[4] = {0};
+    const struct dns_rr_out an = {.type = 1, .rclass = 1, .ttl = 10, .rdata = zero, .rdlen = 4};
+    assert_int_equal(dns_make_answer(q, n, DNS_RCODE_NOERROR, false, &an, 1, NULL, 0,
+                                     DNS_EDE_BLOCKED, "Blocked", &out),
+                     0);
+    assert_int_equal(out.len, n + 2 + 10 + 4);
+    ldns_pkt *p = NULL;
+    assert_int_equal(ldns_wire2pkt(&p, out.data, out.len), LDNS_STATUS_OK);
+    assert_false(ldns_pkt_edns(p));
+    assert_int_equal(ldns_pkt_arcount(p), 0);
+    assert_int_equal(ldns_pkt_ancount(p), 1);
+    char *txt = ldns_rr2str(ldns_rr_list_rr(ldns_pkt_answer(p), 0));
+    assert_string_equal(txt, "ads.example.\t10\tIN\tA\t0.0.0.0\n");
+    free(txt);
+    ldns_pkt_free(p);
+    dg_buf_free(&out);
+}
+
+static void test_make_answer_errors(void **state)
+{
+    (void)state;
+    uint8_t q[QBUF];
+    size_t n = make_query(q, 1, 0, 0, "example.com", 16, 1, 0);
+    struct dg_buf out = {0};
+    assert_int_equal(dg_buf_append(&out, "xy", 2), 0);
+    static uint8_t big[65535];
+    struct dns_rr_out rr = {.type = 16, .rclass = 1, .ttl = 1, .rdata = big, .rdlen = 65535};
+    /* one record too large for any message; two that are each fine but not together */
+    assert_int_equal(dns_make_answer(q, n, 0, true, &rr, 1, NULL, 0, -1, NULL, &out), -EINVAL);
+    rr.rdlen = 40000;
+    assert_int_equal(dns_make_answer(q, n, 0, true, &rr, 1, &rr, 1, -1, NULL, &out), -EINVAL);
+    /* exactly 65535 bytes fits; one more does not (the EDE text makes the difference) */
+    rr.rdlen = (uint16_t)(65535 - dns_question_end(q, n) - 12 - 11 - 6);
+    assert_int_equal(dns_make_answer(q, n, 0, true, &rr, 1, NULL, 0, 15, NULL, &out), 0);
+    assert_int_equal(out.len, 2 + 65535);
+    out.len = 2;
+    assert_int_equal(dns_make_answer(q, n, 0, true, &rr, 1, NULL, 0, 15, "x", &out), -EINVAL);
+    /* a malformed owner, rdata missing, rcode out of range, no question */
+    static const uint8_t bad_owner[] = {5, 'a', 'b', 0};
+    struct dns_rr_out bad = {.owner = bad_owner,
+                             .owner_len = sizeof(bad_owner),
+                             .type = 1,
+                             .rclass = 1,
+                             .rdata = big,
+                             .rdlen = 4};
+    assert_int_equal(dns_make_answer(q, n, 0, true, &bad, 1, NULL, 0, -1, NULL, &out), -EINVAL);
+    bad.owner = NULL;
+    bad.rdata = NULL;
+    assert_int_equal(dns_make_answer(q, n, 0, true, &bad, 1, NULL, 0, -1, NULL, &out), -EINVAL);
+    assert_int_equal(dns_make_answer(q, n, 16, true, NULL, 0, NULL, 0, -1, NULL, &out), -EINVAL);
+    assert_int_equal(dns_make_answer(q, n, 0, true, NULL, 0, NULL, 0, 0x10000, NULL, &out),
+                     -EINVAL);
+    assert_int_equal(dns_make_answer(q, 20, 0, true, NULL, 0, NULL, 0, -1, NULL, &out), -EINVAL);
+    assert_int_equal(out.len, 2);
+    assert_memory_equal(out.data, "xy", 2);
+    dg_buf_free(&out);
+}
+
 /* ---- dns_answer_matches ------------------------------------------------------------------- */
 
 static const char *const an_a[] = {"www.example.com. 300 IN A 192.0.2.1", NULL};
@@ -1771,6 +1971,9 @@ int main(void)
         cmocka_unit_test(test_any_answer),
         cmocka_unit_test(test_error_answer_no_question),
         cmocka_unit_test(test_error_answer_errors),
+        cmocka_unit_test(test_make_answer_records),
+        cmocka_unit_test(test_make_answer_no_edns),
+        cmocka_unit_test(test_make_answer_errors),
         cmocka_unit_test(test_answer_matches),
         cmocka_unit_test(test_answer_matches_case),
         cmocka_unit_test(test_answer_matches_bad_inputs),

@@ -19,6 +19,7 @@
 
 #include "dohgate/config.h"
 #include "dohgate/log.h"
+#include "dohgate/nameset.h"
 #include "dohgate/reload.h"
 #include "dohgate/rrl.h"
 #include "dohgate/tls.h"
@@ -311,6 +312,60 @@ static void test_worker_swap(void **state)
     stop(&r);
 }
 
+/* Forward zones: the snapshot holds their nameset (value zone + 1) and a TLS client context when
+ * only a zone has a tls:// server; the cache is shared across a reload only while the zones stay
+ * the same (answers from old routes must not be served), and none of it when they are gone. */
+static void test_forward_zones(void **state)
+{
+    /* wire names */
+    static const uint8_t corp[] = {4, 'h', 'o', 's', 't', 4,   'c', 'o', 'r', 'p',
+                                   7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 0};
+    static const uint8_t lab[] = {1,   'x', 3,   'l', 'a', 'b', 4,   'c', 'o', 'r',
+                                  'p', 7,   'e', 'x', 'a', 'm', 'p', 'l', 'e', 0};
+    static const uint8_t other[] = {3, 'w', 'w', 'w', 7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 0};
+    struct running r;
+    start(&r, "upstream 127.0.0.1:5300\n"
+              "forward-zone corp.example 127.0.0.1:5301\n"
+              "forward-zone lab.corp.example tls://127.0.0.1:8853#dns.lab.example\n");
+    char err[ERRLEN];
+    struct reload_plan plan;
+    assert_non_null(r.snap->fwd_zones);
+    assert_non_null(r.snap->uptls); /* the default upstream is plain DNS: for the zone alone */
+    uint32_t v = 0;
+    assert_int_equal(nameset_match(r.snap->fwd_zones, corp, sizeof(corp), UINT32_MAX, &v), 5);
+    assert_int_equal(v, 1);
+    assert_int_equal(nameset_match(r.snap->fwd_zones, lab, sizeof(lab), UINT32_MAX, &v), 2);
+    assert_int_equal(v, 2);
+    assert_int_equal(nameset_match(r.snap->fwd_zones, other, sizeof(other), UINT32_MAX, &v), -1);
+
+    /* the same zones (another option changed): the cache goes on */
+    write_conf("upstream 127.0.0.1:5300\ncache-min-ttl 9\n"
+               "forward-zone corp.example 127.0.0.1:5301\n"
+               "forward-zone lab.corp.example tls://127.0.0.1:8853#dns.lab.example\n");
+    assert_int_equal(reload_prepare(r.snap, conf_path, 0, NULL, 1, &plan, err, ERRLEN), 0);
+    assert_true(plan.cache_shared);
+    assert_non_null(plan.snap->fwd_zones);
+    assert_ptr_not_equal(plan.snap->fwd_zones, r.snap->fwd_zones); /* one per snapshot */
+    reload_plan_free(&plan);
+
+    /* a zone's server changes: a new cache */
+    write_conf("upstream 127.0.0.1:5300\n"
+               "forward-zone corp.example 127.0.0.1:5302\n"
+               "forward-zone lab.corp.example tls://127.0.0.1:8853#dns.lab.example\n");
+    assert_int_equal(reload_prepare(r.snap, conf_path, 0, NULL, 1, &plan, err, ERRLEN), 0);
+    assert_false(plan.cache_shared);
+    reload_plan_free(&plan);
+
+    /* the zones removed: no nameset, no TLS context, a new cache */
+    write_conf("upstream 127.0.0.1:5300\n");
+    assert_int_equal(reload_prepare(r.snap, conf_path, 0, NULL, 1, &plan, err, ERRLEN), 0);
+    assert_false(plan.cache_shared);
+    assert_null(plan.snap->fwd_zones);
+    assert_null(plan.snap->uptls);
+    reload_plan_free(&plan);
+    stop(&r);
+}
+
 int main(void)
 {
     dg_log_set_level(DG_LOG_ERR);
@@ -319,6 +374,7 @@ int main(void)
         cmocka_unit_test(test_config_refcount),    cmocka_unit_test(test_prepare_refuses),
         cmocka_unit_test(test_prepare_and_commit), cmocka_unit_test(test_prepare_reapplies_flags),
         cmocka_unit_test(test_worker_swap),        cmocka_unit_test(test_rrl_shared),
+        cmocka_unit_test(test_forward_zones),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

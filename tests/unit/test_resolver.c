@@ -30,6 +30,7 @@
 #include "dohgate/cache.h"
 #include "dohgate/config.h"
 #include "dohgate/dns.h"
+#include "dohgate/nameset.h"
 #include "dohgate/resolver.h"
 #include "dohgate/upstream.h"
 #include "dohgate/util.h"
@@ -1183,6 +1184,169 @@ static void test_upstream_padding_stripped_no_cache(void **state)
     check_upstream_padding_stripped(*state, false);
 }
 
+/* ------------------------------------------------------------ forward zones (split horizon) */
+
+struct zones_env {
+    struct fake *fz, *fs; /* corp.example's server, sub.corp.example's */
+    struct upstream *up[2];
+    struct nameset *ns;
+};
+
+static bool zone_all_done(struct tctx *t)
+{
+    return all_done(t);
+}
+
+/* The default fake, corp.example -> fz, sub.corp.example -> fs; a resolver routing by zone. */
+static void zones_start(struct tctx *t, struct zones_env *z)
+{
+    z->fz = fake_new(t->base);
+    z->fs = fake_new(t->base);
+    char err[256], a0[64], zc[128], zs[128];
+    snprintf(a0, sizeof(a0), "127.0.0.1:%u", ntohs(t->f->addr.sin_port));
+    snprintf(zc, sizeof(zc), "Corp.Example. 127.0.0.1:%u", ntohs(z->fz->addr.sin_port));
+    snprintf(zs, sizeof(zs), "sub.corp.example 127.0.0.1:%u", ntohs(z->fs->addr.sin_port));
+    t->cfg = config_new();
+    assert_non_null(t->cfg);
+    const char *opts[][2] = {
+        {"upstream", a0},          {"forward-zone", zc},
+        {"forward-zone", zs},      {"upstream-timeout", "1000"},
+        {"query-timeout", "3000"},
+    };
+    for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
+        if (config_set(t->cfg, opts[i][0], opts[i][1], "test", 0, err, sizeof(err)) != 0)
+            fail_msg("config_set %s: %s", opts[i][0], err);
+    if (config_finish(t->cfg, err, sizeof(err)) != 0)
+        fail_msg("config_finish: %s", err);
+    assert_int_equal(t->cfg->n_forward_zone, 2);
+    t->up = upstream_new(t->base, t->cfg);
+    assert_non_null(t->up);
+    z->ns = nameset_new(2);
+    assert_non_null(z->ns);
+    for (size_t i = 0; i < 2; i++) {
+        const struct dg_fwd_zone *fz = &t->cfg->fwd[i];
+        z->up[i] =
+            upstream_new_servers(t->base, t->cfg, fz->up, fz->n_up, upstream_obs_base(t->cfg, i));
+        assert_non_null(z->up[i]);
+        assert_int_equal(nameset_add(z->ns, fz->name, fz->name_len, (uint32_t)i + 1), 0);
+    }
+    struct cache_config cc;
+    cache_config_defaults(&cc);
+    cc.max_bytes = 64 * 1024;
+    cc.nshards = 4;
+    cc.prefetch_percent = 10;
+    t->cache = cache_new(&cc);
+    assert_non_null(t->cache);
+    t->r = resolver_new(t->up, t->cache, t->cfg);
+    assert_non_null(t->r);
+    resolver_set_zones(t->r, z->ns, z->up, 2);
+}
+
+/* The resolver first (it cancels its queries on every set), then the zone sets. */
+static void zones_stop(struct tctx *t, struct zones_env *z)
+{
+    resolver_free(t->r);
+    t->r = NULL;
+    upstream_free(z->up[0]);
+    upstream_free(z->up[1]);
+    nameset_free(z->ns);
+    fake_free(z->fz);
+    fake_free(z->fs);
+}
+
+/* 14. Forward zones: each question goes to the upstream set of the longest zone at or above
+ * its name (any case), everything else to the default set; coalescing and the cache work as
+ * ever for zone names. */
+static void test_forward_zones(void **state)
+{
+    struct tctx *t = *state;
+    struct zones_env z = {0};
+    zones_start(t, &z);
+    static const struct {
+        const char *name;
+        int where; /* 0 default, 1 corp.example, 2 sub.corp.example */
+    } cases[] = {
+        {"www.example.com", 0},      {"HOST.corp.EXAMPLE", 1},  {"corp.example", 1},
+        {"a.b.corp.example", 1},     {"x.Sub.Corp.example", 2}, {"sub.corp.example", 2},
+        {"notcorp.example", 0},      {"corp.example.org", 0},   {"example", 0},
+        {"sub.corp.example.net", 0}, {"subx.corp.example", 1},
+    };
+    size_t n = sizeof(cases) / sizeof(cases[0]);
+    for (size_t i = 0; i < n; i++) {
+        struct msg q = mkq((uint16_t)(0x4000 + i), cases[i].name, Q_A);
+        resolve_pending(t, t->r, i, &q);
+    }
+    /* the same corp name again while in flight: coalesced, not sent twice */
+    struct msg again = mkq(0x5000, "host.corp.example", Q_A);
+    resolve_pending(t, t->r, n, &again);
+    t->nexpect = n + 1;
+    assert_true(run_until(t, zone_all_done, 3000));
+    for (size_t i = 0; i < n; i++)
+        assert_answer(t->res[i].ans, t->res[i].len, (uint16_t)(0x4000 + i), cases[i].name);
+    assert_answer(t->res[n].ans, t->res[n].len, 0x5000, "host.corp.example");
+    struct fake *f[3] = {t->f, z.fz, z.fs};
+    unsigned want[3] = {0};
+    for (size_t i = 0; i < n; i++) {
+        char lc[64];
+        size_t k = 0;
+        for (; cases[i].name[k]; k++) {
+            char c = cases[i].name[k];
+            lc[k] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+        }
+        lc[k] = 0;
+        want[cases[i].where]++;
+        for (int j = 0; j < 3; j++)
+            if (fake_count(f[j], lc) != (j == cases[i].where ? 1u : 0u))
+                fail_msg("%s: %u queries at server %d", cases[i].name, fake_count(f[j], lc), j);
+    }
+    for (int j = 0; j < 3; j++)
+        assert_int_equal(f[j]->nqueries, want[j]);
+    assert_int_equal(upstream_get_stats(t->up)->queries, want[0]);
+    assert_int_equal(upstream_get_stats(z.up[0])->queries, want[1]);
+    assert_int_equal(upstream_get_stats(z.up[1])->queries, want[2]);
+    assert_int_equal(resolver_get_stats(t->r)->coalesced, 1);
+
+    /* cached: a zone name again is a hit, nothing sent */
+    struct msg q2 = mkq(0x6000, "x.sub.corp.example", Q_A);
+    struct dg_buf out = {0};
+    uint32_t ttl = 0;
+    resolve_hit(t, t->r, &q2, &out, &ttl);
+    assert_answer(out.data, out.len, 0x6000, "x.sub.corp.example");
+    dg_buf_free(&out);
+    assert_int_equal(z.fs->nqueries, want[2]);
+    zones_stop(t, &z);
+}
+
+/* 15. A silent zone server: its names get SERVFAIL after query-timeout, the default set keeps
+ * answering the others; no zones set (n = 0): everything goes to the default set. */
+static void test_forward_zone_down(void **state)
+{
+    struct tctx *t = *state;
+    struct zones_env z = {0};
+    zones_start(t, &z);
+    z.fz->mode = FAKE_SILENT;
+    struct msg qc = mkq(0x7001, "db.corp.example", Q_A);
+    struct msg qd = mkq(0x7002, "www.example.com", Q_A);
+    resolve_pending(t, t->r, 0, &qc);
+    resolve_pending(t, t->r, 1, &qd);
+    t->nexpect = 2;
+    assert_true(run_until(t, zone_all_done, 5000));
+    assert_servfail(&t->res[0], 0x7001, "db.corp.example");
+    assert_answer(t->res[1].ans, t->res[1].len, 0x7002, "www.example.com");
+    assert_true(fake_count(z.fz, "db.corp.example") >= 1);
+    assert_int_equal(fake_count(t->f, "db.corp.example"), 0);
+
+    resolver_set_zones(t->r, NULL, NULL, 0);
+    struct msg qe = mkq(0x7003, "other.corp.example", Q_A);
+    resolve_pending(t, t->r, 2, &qe);
+    t->nexpect = 3;
+    assert_true(run_until(t, zone_all_done, 3000));
+    assert_answer(t->res[2].ans, t->res[2].len, 0x7003, "other.corp.example");
+    assert_int_equal(fake_count(t->f, "other.corp.example"), 1);
+    assert_int_equal(fake_count(z.fz, "other.corp.example"), 0);
+    zones_stop(t, &z);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1201,6 +1365,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_max_age_cached_uncached_agree, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upstream_padding_stripped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upstream_padding_stripped_no_cache, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forward_zones, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forward_zone_down, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -27,6 +27,7 @@
 
 #include "dohgate/config.h"
 #include "dohgate/dns.h"
+#include "dohgate/observer.h"
 #include "dohgate/upstream.h"
 #include "dohgate/util.h"
 
@@ -910,6 +911,145 @@ static void test_tcp_refused_fails_over(void **state)
     assert_int_equal(upstream_get_stats(t->u)->errors, 1);
 }
 
+/* ------------------------------------------------------------ server sets (forward zones) */
+
+#define OBS_MAX_IDX 16
+
+/* Upstream events by observer index. */
+struct obs_log {
+    unsigned queries[OBS_MAX_IDX], answers[OBS_MAX_IDX], timeouts[OBS_MAX_IDX];
+    unsigned health[OBS_MAX_IDX];
+    uint64_t last_health[OBS_MAX_IDX];
+    unsigned out_of_range; /* any event with an index >= OBS_MAX_IDX */
+};
+
+static void on_obs_event(void *arg, enum dg_event ev, unsigned idx, uint64_t value)
+{
+    (void)value;
+    struct obs_log *l = arg;
+    if (idx >= OBS_MAX_IDX) {
+        l->out_of_range++;
+        return;
+    }
+    if (ev == DG_EV_UP_QUERY)
+        l->queries[idx]++;
+    else if (ev == DG_EV_UP_ANSWER)
+        l->answers[idx]++;
+    else if (ev == DG_EV_UP_TIMEOUT)
+        l->timeouts[idx]++;
+    else if (ev == DG_EV_UP_HEALTH) {
+        l->health[idx]++;
+        l->last_health[idx] = value;
+    }
+}
+
+/* A set made from a server list of its own (a forward zone's) queries only those servers, with
+ * failover between them, and reports them as obs_base + i; the default list is not touched. */
+static void test_server_set_obs_base(void **state)
+{
+    struct tctx *t = *state;
+    struct fake *dflt = add_fake(t, 0, UDP_ANSWER, TCP_ANSWER);
+    t->fake[1] = fake_new(t->base, UDP_SILENT, TCP_ANSWER);
+    t->fake[2] = fake_new(t->base, UDP_ANSWER, TCP_ANSWER);
+    /* the zone's list, outside cfg->upstream (as cfg->fwd[i].up is) */
+    struct config *zcfg = calloc(1, sizeof(*zcfg));
+    assert_non_null(zcfg);
+    cfg_add_upstream(zcfg, t->fake[1]->addr);
+    cfg_add_upstream(zcfg, t->fake[2]->addr);
+    t->cfg->upstream_timeout_ms = 200;
+
+    struct obs_log log = {0};
+    struct dg_observer obs = {.event = on_obs_event, .arg = &log};
+    t->u = upstream_new_servers(t->base, t->cfg, zcfg->upstream, 2, 5);
+    assert_non_null(t->u);
+    /* a stale "down" at index 6 (an older set's) is replaced at once by the new set's health */
+    log.last_health[6] = DG_UP_HEALTH(9000, 1);
+    upstream_set_observer(t->u, &obs);
+    assert_int_equal(log.health[5], 1);
+    assert_int_equal(log.health[6], 1);
+    assert_int_equal(log.last_health[5], DG_UP_HEALTH(0, 0));
+    assert_int_equal(log.last_health[6], DG_UP_HEALTH(0, 0));
+    assert_int_equal(log.health[0] + log.health[4] + log.health[7], 0);
+    /* Several queries: whichever server the rotation starts with, the silent one is tried and
+     * the answering one answers. */
+    for (int i = 0; i < 3; i++) {
+        memset(&t->res[0], 0, sizeof(t->res[0]));
+        start(t, 0, (uint16_t)(0x100 + i), "host.corp.example");
+        assert_true(run_until(t, r0_done, 5000));
+        assert_answer(&t->res[0], (uint16_t)(0x100 + i), "host.corp.example");
+    }
+    assert_int_equal(dflt->udp_queries, 0);
+    assert_true(t->fake[1]->udp_queries >= 1);
+    assert_int_equal(t->fake[2]->udp_queries, 3);
+    /* indexes: 5 is the silent one, 6 the answering one; nothing else reported */
+    assert_int_equal(log.out_of_range, 0);
+    for (unsigned i = 0; i < OBS_MAX_IDX; i++) {
+        if (i == 5 || i == 6)
+            continue;
+        assert_int_equal(log.queries[i] + log.answers[i] + log.timeouts[i] + log.health[i], 0);
+    }
+    assert_int_equal(log.queries[5], t->fake[1]->udp_queries);
+    assert_int_equal(log.timeouts[5], t->fake[1]->udp_queries);
+    assert_int_equal(log.answers[5], 0);
+    assert_int_equal(log.queries[6], 3);
+    assert_int_equal(log.answers[6], 3);
+
+    /* the default set (upstream_new) still reports from 0 */
+    struct upstream *d = upstream_new(t->base, t->cfg);
+    assert_non_null(d);
+    upstream_set_observer(d, &obs);
+    uint8_t q[512];
+    size_t len = make_query(q, 7, "example.com");
+    memset(&t->res[1], 0, sizeof(t->res[1]));
+    assert_non_null(upstream_query_start(d, q, len, on_done, &t->res[1]));
+    bool ok = false;
+    for (int k = 0; k < 1000 && !ok; k++) {
+        event_base_loop(t->base, EVLOOP_ONCE);
+        ok = t->res[1].called > 0;
+    }
+    assert_true(ok);
+    assert_answer(&t->res[1], 7, "example.com");
+    assert_int_equal(dflt->udp_queries, 1);
+    assert_int_equal(log.queries[0], 1);
+    assert_int_equal(log.answers[0], 1);
+    upstream_free(d);
+
+    /* an empty list: no query can start */
+    struct upstream *e = upstream_new_servers(t->base, t->cfg, NULL, 0, 9);
+    assert_non_null(e);
+    assert_null(upstream_query_start(e, q, len, on_done, &t->res[2]));
+    upstream_free(e);
+    /* the servers' list must outlive the set */
+    upstream_free(t->u);
+    t->u = NULL;
+    free(zcfg);
+}
+
+/* Default servers first, then each zone's in order. */
+static void test_obs_base_numbering(void **state)
+{
+    (void)state;
+    struct config *cfg = calloc(1, sizeof(*cfg));
+    struct dg_fwd_zone *z = calloc(3, sizeof(*z));
+    assert_non_null(cfg);
+    assert_non_null(z);
+    z[0].n_up = 3;
+    z[1].n_up = 1;
+    z[2].n_up = 2;
+    cfg->fwd = z;
+    cfg->n_forward_zone = 3;
+    cfg->n_upstream = 2;
+    assert_int_equal(upstream_obs_base(cfg, 0), 2);
+    assert_int_equal(upstream_obs_base(cfg, 1), 5);
+    assert_int_equal(upstream_obs_base(cfg, 2), 6);
+    assert_int_equal(upstream_obs_base(cfg, 3), 8); /* all servers */
+    cfg->n_upstream = 0;
+    cfg->n_forward_zone = 0;
+    assert_int_equal(upstream_obs_base(cfg, 0), 0);
+    free(z);
+    free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -931,6 +1071,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tcp_close_fails_over, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_mismatch_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_refused_fails_over, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_server_set_obs_base, setup, teardown),
+        cmocka_unit_test(test_obs_base_numbering),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

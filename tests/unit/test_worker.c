@@ -50,6 +50,12 @@ static void test_new_owns_fds_on_failure(void **state)
     struct config *cfg = config_new();
     assert_non_null(cfg);
     assert_int_equal(config_set(cfg, "upstream", "127.0.0.1:53", "t", 0, err, sizeof(err)), 0);
+    /* forward zones: the view's per-zone upstream sets fail in turn too */
+    assert_int_equal(config_set(cfg, "forward-zone", "corp.example 127.0.0.1:5353 127.0.0.2", "t",
+                                0, err, sizeof(err)),
+                     0);
+    assert_int_equal(
+        config_set(cfg, "forward-zone", "lab.corp.example 127.0.0.3", "t", 0, err, sizeof(err)), 0);
     assert_int_equal(config_finish(cfg, err, sizeof(err)), 0);
     struct tls_store *tls = tls_store_new(cfg, fp, err, sizeof(err));
     assert_non_null(tls);
