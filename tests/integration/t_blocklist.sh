@@ -99,6 +99,7 @@ cat >"$L/ads.hosts" <<'EOF'
 0.0.0.0 ads.site.example
 0.0.0.0   tracker.site.example  metrics.site.example   # two names, a comment
 127.0.0.1 cdn-ads.example
+0.0.0.0 printer.site.example   # also a local-record in the "null" run: local data comes first
 EOF
 printf '%s\r\n' "# one domain per line, CRLF line ends" "" "malware.example" "*.phish.example" \
     "Mixed.Case.Example" >"$L/domains.txt"
@@ -123,7 +124,8 @@ UP=$(free_port)
 DOTP=$(free_port)
 M_PORT=$(free_port)
 start_dohgate --upstream "127.0.0.1:$STUB_PORT" --workers 1 --dns-listen "127.0.0.1:$UP" \
-    --dot-listen "127.0.0.1:$DOTP" --metrics-listen "127.0.0.1:$M_PORT" "${LISTS[@]}"
+    --dot-listen "127.0.0.1:$DOTP" --metrics-listen "127.0.0.1:$M_PORT" "${LISTS[@]}" \
+    --local-record 'printer.site.example. 300 IN A 192.168.7.7'
 : >"$STUB_LOG"
 
 # ---- the three formats: the name and its subdomains blocked, the parent not
@@ -143,6 +145,9 @@ for n in "${BLOCKED[@]}"; do
 done
 assert_eq 0 "$fwd" "blocked names never reached the upstream"
 assert_eq 1 "$(stub_count udp ok.adb.example.)" "the adblock @@ exception is forwarded"
+out=$(dq "$UP" printer.site.example A)
+assert_eq 192.168.7.7 "$(rdata A "$out")" "a listed name with local data: the local answer (local data before blocklists)"
+assert_nomatch 'EDE' "$out" "a listed name with local data: no EDE"
 assert_eq 1 "$(stub_count udp ok.ads.site.example.)" "the allowlisted name is forwarded"
 
 # ---- block-answer null: A, AAAA, other types; TTL, EDE with EDNS only, the header

@@ -328,4 +328,39 @@ out=$(dq z3.dohgate.test SOA)
 assert_match ' 7 3600 600 86400 120' "$(rdata SOA "$out")" "local-zone: its SOA asked for"
 stop_dohgate
 
+# ================================================================================================
+# a hosts file changed while running: picked up by the file watch; a broken one keeps the old
+# data with one error naming FILE:LINE
+wait_for() {
+    local n=$(($1 * 5))
+    shift
+    while [ "$n" -gt 0 ]; do
+        "$@" && return 0
+        sleep 0.2
+        n=$((n - 1))
+    done
+    return 1
+}
+answers_a() { [ "$(rdata A "$(dq "$1" A)")" = "$2" ]; }
+use_log hostsreload
+UP=$(free_port)
+H2=$T/hosts2
+printf '192.168.5.1 one.home.arpa\n' >"$H2"
+start_dohgate --workers 2 --dns-listen "127.0.0.1:$UP" --cert-check-interval 1 --hosts-file "$H2"
+assert_eq 192.168.5.1 "$(rdata A "$(dq one.home.arpa A)")" "hosts reload: before, one.home.arpa"
+printf '192.168.5.2 two.home.arpa\n' >"$H2.new"
+mv -f "$H2.new" "$H2"
+wait_for 15 answers_a two.home.arpa 192.168.5.2
+assert_eq 192.168.5.2 "$(rdata A "$(dq two.home.arpa A)")" "hosts reload: the new name answered"
+assert_eq NXDOMAIN "$(status "$(dq one.home.arpa A)")" "hosts reload: the removed name is gone (NXDOMAIN in home.arpa)"
+assert_eq two.home.arpa. "$(rdata PTR "$(dq -x 192.168.5.2)")" "hosts reload: the new PTR"
+printf '192.168.5.3 three.home.arpa\n192.168.5.300 four.home.arpa\n' >"$H2.new"
+mv -f "$H2.new" "$H2"
+wait_for 15 grep -q "$H2:2" "$DG_LOG"
+sleep 3
+assert_eq 1 "$(grep -c "error: .*$H2:2" "$DG_LOG")" "broken hosts file (a bad address): exactly one error naming $H2:2"
+assert_eq 192.168.5.2 "$(rdata A "$(dq two.home.arpa A)")" "broken hosts file: the old data keeps answering"
+assert_eq NXDOMAIN "$(status "$(dq three.home.arpa A)")" "broken hosts file: nothing of it applies"
+stop_dohgate
+
 finish
