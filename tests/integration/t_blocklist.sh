@@ -302,13 +302,22 @@ stop_dohgate
 # P2: default = adb; 127.0.0.2 gets "open" (no lists); kid1 gets kids; an ID beats the network
 use_log policy2
 UP=$(free_port)
+DOTP=$(free_port)
 start_dohgate --upstream "127.0.0.1:$STUB_PORT" --workers 1 --dns-listen "127.0.0.1:$UP" \
-    "${LISTS[@]}" --policy "default adb" --policy open --policy "kids ads" \
+    --dot-listen "127.0.0.1:$DOTP" "${LISTS[@]}" --policy "default adb" --policy open --policy "kids ads" \
     --policy-client "127.0.0.2/32 open" --policy-client "kid1 kids"
 assert_eq 0.0.0.0 "$(a_of "$UP" adb.example)" "policy default (127.0.0.1 over UDP): adb blocked"
 assert_eq 192.0.2.1 "$(a_of "$UP" ads.site.example)" "policy default: ads (not in it) resolves"
 out=$(dig @127.0.0.1 -b 127.0.0.2 -p "$UP" +tries=1 +time=3 adb.example A 2>&1)
 assert_eq 192.0.2.1 "$(rdata A "$out")" "policy-client 127.0.0.2/32 open over UDP: nothing blocked"
+out=$(dig @127.0.0.1 -b 127.0.0.2 -p "$UP" +tcp +tries=1 +time=3 adb.example A 2>&1)
+assert_eq 192.0.2.1 "$(rdata A "$out")" "policy-client 127.0.0.2/32 open over TCP: nothing blocked"
+out=$(kdig @127.0.0.1 -b 127.0.0.2 -p "$DOTP" +tls +tls-ca="$CERTS/ca.pem" +tls-hostname=localhost \
+    +timeout=5 +retry=0 adb.example A 2>&1)
+assert_eq 192.0.2.1 "$(rdata A "$out")" "policy-client 127.0.0.2/32 open over DoT: nothing blocked"
+out=$(kdig @127.0.0.1 -p "$DOTP" +tls +tls-ca="$CERTS/ca.pem" +tls-hostname=localhost \
+    +timeout=5 +retry=0 adb.example A 2>&1)
+assert_eq 0.0.0.0 "$(rdata A "$out")" "policy default over DoT from 127.0.0.1: adb blocked"
 q=$(dnsmsg query adb.example A --b64)
 dcurl --interface 127.0.0.2 "$(dohgate_url)?dns=$q"
 assert_match 'an adb\.example\. [0-9]+ A 192\.0\.2\.1' "$(cat "$T/resp.txt")" "policy-client 127.0.0.2/32 open over DoH: nothing blocked"
@@ -423,6 +432,48 @@ printf '%s\n' keep.dyn.example new5.dyn.example >"$DYN"
 hup
 assert_eq 0.0.0.0 "$(a_of "$UP" new5.dyn.example)" "SIGHUP, fixed list: new5 blocked at once"
 assert_eq 192.0.2.1 "$(a_of "$UP" new2.dyn.example)" "SIGHUP, fixed list: new2 resolves"
+stop_dohgate
+
+# ================================================================================================
+# SIGHUP with a changed configuration file: a list added, block-answer and policies changed;
+# a missing list refuses the reload and the running policy stays
+use_log conf
+CONF=$T/dohgate.conf
+DG_PORT=$(free_port)
+UP=$(free_port)
+write_conf() {
+    {
+        echo "listen 127.0.0.1:$DG_PORT"
+        echo "cert $CERTS/server.pem"
+        echo "key $CERTS/server.key"
+        echo "upstream 127.0.0.1:$STUB_PORT"
+        echo "dns-listen 127.0.0.1:$UP"
+        echo "workers 2"
+        printf '%s\n' "$@"
+    } >"$CONF.new"
+    mv -f "$CONF.new" "$CONF"
+}
+write_conf "blocklist ads=$L/ads.hosts"
+launch_dohgate -c "$CONF"
+assert_eq 0.0.0.0 "$(a_of "$UP" ads.site.example)" "config file: ads blocked (null)"
+assert_eq 192.0.2.1 "$(a_of "$UP" malware.example)" "config file: malware.example not listed yet"
+write_conf "blocklist ads=$L/ads.hosts" "blocklist $L/domains.txt" "block-answer refused" \
+    "policy kids domains" "policy-client kid1 kids"
+hup
+assert_file_match "$DG_LOG" "configuration reloaded from $CONF" "SIGHUP, new config: reloaded"
+assert_eq REFUSED "$(status "$(dq "$UP" ads.site.example A)")" "SIGHUP, new config: block-answer refused applies"
+assert_eq REFUSED "$(status "$(dq "$UP" malware.example A)")" "SIGHUP, new config: the added list applies"
+out=$(kpath /dns-query/kid1 ads.site.example A)
+assert_eq 192.0.2.1 "$(rdata A "$out")" "SIGHUP, new config: the new policy-client ID works (ads not in kids)"
+out=$(kpath /dns-query/kid1 malware.example A)
+assert_eq REFUSED "$(status "$out")" "SIGHUP, new config: kids blocks domains"
+e0=$(grep -c 'reload refused' "$DG_LOG")
+write_conf "blocklist ads=$L/ads.hosts" "blocklist mal=$L/not-there.txt"
+hup
+assert_eq $((e0 + 1)) "$(grep -c 'reload refused' "$DG_LOG")" "SIGHUP, a missing list: one 'reload refused' line"
+assert_file_match "$DG_LOG" "reload refused: .*not-there\.txt" "SIGHUP, a missing list: the line names the file"
+assert_eq REFUSED "$(status "$(dq "$UP" malware.example A)")" "SIGHUP, a missing list: the running policy stays"
+assert_eq 404 "$(code /dns-query/nobody)" "SIGHUP, a missing list: unknown IDs still 404"
 stop_dohgate
 
 # ================================================================================================
