@@ -2,10 +2,12 @@
 # Blocklists (issue 17), run by hand, never by CI: what a large list costs dohgate, beside Unbound
 # holding the same list as `local-zone: "NAME." always_nxdomain` lines. Every server is started
 # fresh for every row, pinned to SERVER_CPU with one worker/thread; dnsperf runs on LOADGEN_CPU.
-#   (a) load: the time from exec to the first answer (with the list minus without it), the line
+#   (a) load: the time from exec to the first answer (with the list minus without it; wall clock,
+#       and the server's CPU time until then, which a busy machine does not inflate), the line
 #       dohgate logs about its policy at start, `tests/tools/nameset_bench N FILE` (the set alone:
 #       parse and load time, bytes per name, ns per lookup) on the same file when the build has it; RSS (VmRSS after start and after the run) with and without the list,
-#       and the bytes per listed domain that makes
+#       and the bytes per listed domain that makes (after the run), the peak RSS (VmHWM: the file's
+#       buffer while loading)
 #   (b) per-query cost: the server's CPU (utime+stime, /proc/PID/stat) per answered query under
 #       `dnsperf -c BL_CLIENTS -q BL_INFLIGHT -l BL_SECONDS` over plain DNS (UDP), as
 #       tests/bench/listeners.sh measures it: "hot" = BL_HOT cached names no list holds (each
@@ -70,6 +72,7 @@ FAILS=()
 fail() { echo "FAIL $*" | tee -a "$RES" >&2; FAILS+=("$*"); }
 ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12+$13}'; }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }  # peak RSS (the load's buffers)
 now_ns() { date +%s%N; }
 
 # ---- data: the list (hosts format), the unbound form of it, the hot and blocked query sets
@@ -232,6 +235,8 @@ row() {
   local sent ok lost noerr nx qps good
   start_server "$s" "$l" || return 0
   result "$r metric=ready_ms value=$READY_MS"
+  # CPU time spent until then: the load's own cost, whatever else the machine runs
+  result "$r metric=ready_cpu_ms value=$(( $(ticks "$SPID") * 1000 / TCK ))"
   result "$r metric=rss_start_kb value=$(rss_kb "$SPID")"
   if [ "$s" = dohgate ]; then
     # the policy's own line (what it loaded, and the time when it says it)
@@ -258,6 +263,7 @@ row() {
     result "$r set=$set metric=us_per_query value=$(awk -v d=$((t1 - t0)) -v n="$ok" -v h="$TCK" 'BEGIN { printf "%.3f", d / h * 1e6 / n }')"
   done
   result "$r metric=rss_end_kb value=$(rss_kb "$SPID")"
+  result "$r metric=rss_peak_kb value=$(hwm_kb "$SPID")"
   stop_pid "$SPID"; SPID=
 }
 
@@ -326,16 +332,19 @@ for s in servers:
                   f"| {' / '.join(f(x, 3) for x in v[k])} |")
 print()
 print(f"### Load and memory ({n:,} domains)\n")
-print("| server | ready ms, no list | ready ms, list | load ms (difference) | RSS MB, no list | RSS MB, list | bytes per domain | list lookup µs (hot: list − none) |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|")
+print("| server | ready ms, no list | ready ms, list | load ms (difference) | load CPU ms (difference) | RSS MB, no list | RSS MB, list | peak RSS MB, list | bytes per domain | list lookup µs (hot: list − none) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for s in servers:
     r0, r1 = med((s, "none", "", "ready_ms")), med((s, "list", "", "ready_ms"))
     m0, m1 = med((s, "none", "", "rss_end_kb")), med((s, "list", "", "rss_end_kb"))
     u0, u1 = med((s, "none", "hot", "us_per_query")), med((s, "list", "hot", "us_per_query"))
     load = None if r0 is None or r1 is None else r1 - r0
+    c0, c1 = med((s, "none", "", "ready_cpu_ms")), med((s, "list", "", "ready_cpu_ms"))
+    lcpu = None if c0 is None or c1 is None else c1 - c0
     bpd = None if m0 is None or m1 is None else (m1 - m0) * 1024 / n
     look = None if u0 is None or u1 is None else u1 - u0
-    print(f"| {s} | {f(r0, 0)} | {f(r1, 0)} | {f(load, 0)} | {f(m0 and m0 / 1024, 1)} | {f(m1 and m1 / 1024, 1)} "
+    print(f"| {s} | {f(r0, 0)} | {f(r1, 0)} | {f(load, 0)} | {f(lcpu, 0)} | {f(m0 and m0 / 1024, 1)} | {f(m1 and m1 / 1024, 1)} "
+          f"| {f(med((s, 'list', '', 'rss_peak_kb')) and med((s, 'list', '', 'rss_peak_kb')) / 1024, 1)} "
           f"| {f(bpd, 1)} | {f(look, 3)} |")
 print()
 nb = lambda k: med(("nameset_bench", "list", "", k))
