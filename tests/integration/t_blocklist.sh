@@ -328,12 +328,24 @@ out=$(kpath /dns-query/kid1 adb.example A)
 assert_eq 192.0.2.1 "$(rdata A "$out")" "/dns-query/kid1: the default's list does not apply"
 stop_dohgate
 
-# P3: a network policy for all of loopback
+# P3: a network policy for all of loopback; a longer prefix (127.0.0.2/32, a bare address
+# 127.0.0.3) wins over it; an IPv6 client (::1/128)
 use_log policy3
 UP=$(free_port)
+UP6=$(free_port)
 start_dohgate --upstream "127.0.0.1:$STUB_PORT" --workers 1 --dns-listen "127.0.0.1:$UP" \
-    "${LISTS[@]}" --policy "lo domains" --policy-client "127.0.0.0/8 lo"
+    --dns-listen "[::1]:$UP6" "${LISTS[@]}" --policy "lo domains" --policy open --policy "v6 adb" \
+    --policy-client "127.0.0.0/8 lo" --policy-client "127.0.0.2/32 open" --policy-client "127.0.0.3 open" \
+    --policy-client "::1/128 v6"
 assert_eq 0.0.0.0 "$(a_of "$UP" malware.example)" "policy-client 127.0.0.0/8: its list applies"
+out=$(dig @127.0.0.1 -b 127.0.0.2 -p "$UP" +tries=1 +time=3 malware.example A 2>&1)
+assert_eq 192.0.2.1 "$(rdata A "$out")" "policy-client 127.0.0.2/32 wins over 127.0.0.0/8 (longest prefix)"
+out=$(dig @127.0.0.1 -b 127.0.0.3 -p "$UP" +tries=1 +time=3 malware.example A 2>&1)
+assert_eq 192.0.2.1 "$(rdata A "$out")" "policy-client 127.0.0.3 (a bare address) wins over 127.0.0.0/8"
+out=$(dig @::1 -p "$UP6" +tries=1 +time=3 adb.example A 2>&1)
+assert_eq 0.0.0.0 "$(rdata A "$out")" "policy-client ::1/128: its list (adb) applies to the IPv6 client"
+out=$(dig @::1 -p "$UP6" +tries=1 +time=3 malware.example A 2>&1)
+assert_eq 192.0.2.1 "$(rdata A "$out")" "policy-client ::1/128: the IPv4 loopback's list does not"
 assert_eq 192.0.2.1 "$(a_of "$UP" ads.site.example)" "policy-client 127.0.0.0/8: the other lists do not"
 out=$(kdoh ads.site.example A)
 assert_eq 192.0.2.1 "$(rdata A "$out")" "policy-client 127.0.0.0/8 over DoH: ads not blocked"
