@@ -371,7 +371,11 @@ h2load -n 200000 -c 4 -m 10 --rps 4000 "$(dohgate_url)?dns=$Q" >"$T/h2load.out" 
 LOAD=$!
 track "$LOAD"
 sleep 1
-printf '%s\n' new1.dyn.example keep.dyn.example >"$DYN.new"
+# with 50,000 more names, so that the new set takes a moment to build while the load runs
+{
+    printf '%s\n' new1.dyn.example keep.dyn.example
+    seq 1 50000 | sed 's/.*/n&.bulk.example/'
+} >"$DYN.new"
 mv -f "$DYN.new" "$DYN"
 t0=$(now_ms)
 wait_for 15 is_blocked new1.dyn.example
@@ -383,6 +387,7 @@ assert_eq yes "$LOAD_ALIVE" "file watch: h2load was still running when the new l
 assert_range 0 8000 "$ms" "file watch: the new list in force within 8 s"
 assert_eq 192.0.2.1 "$(a_of "$UP" old1.dyn.example)" "file watch: old1, removed, resolves again"
 assert_eq 0.0.0.0 "$(a_of "$UP" keep.dyn.example)" "file watch: keep stays blocked"
+assert_eq 0.0.0.0 "$(a_of "$UP" www.n49999.bulk.example)" "file watch: the bulk names are in (n49999, a subdomain)"
 wait "$LOAD"
 untrack "$LOAD"
 sed 's/^/       | /' "$T/h2load.out" | grep -E 'requests:|status codes:|finished in'
@@ -390,7 +395,7 @@ assert_match 'requests: 200000 total, 200000 started, 200000 done, 200000 succee
     "$(cat "$T/h2load.out")" "h2load across the list reload: every request succeeded"
 assert_match 'status codes: 200000 2xx, 0 3xx, 0 4xx, 0 5xx' "$(cat "$T/h2load.out")" \
     "h2load across the list reload: 2xx only"
-assert_eq 1 "$(grep -c 'info: policy files reloaded: .*2 blocked names in 1 list' "$DG_LOG")" \
+assert_eq 1 "$(grep -c 'info: policy files reloaded: .*50002 blocked names in 1 list' "$DG_LOG")" \
     "log: the file watch's reload in one line"
 
 # errors: the lines of the log at level error or warn
