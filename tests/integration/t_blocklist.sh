@@ -127,6 +127,10 @@ start_dohgate --upstream "127.0.0.1:$STUB_PORT" --workers 1 --dns-listen "127.0.
     --dot-listen "127.0.0.1:$DOTP" --metrics-listen "127.0.0.1:$M_PORT" "${LISTS[@]}" \
     --local-record 'printer.site.example. 300 IN A 192.168.7.7'
 : >"$STUB_LOG"
+# hosts 5 names (localhost, broadcasthost, ip6-localhost, 0.0.0.0 skipped), domains 3, adblock 2;
+# allowed: the allowlist's name and the @@ exception; skipped: the path rule and the cosmetic one
+assert_file_match "$DG_LOG" 'info: policy: 5 local records; 10 blocked names in 3 lists \(.*\), 2 allowed, 2 adblock rules skipped' \
+    "start-up logs what the lists held"
 
 # ---- the three formats: the name and its subdomains blocked, the parent not
 BLOCKED=(ads.site.example tracker.site.example metrics.site.example cdn-ads.example
