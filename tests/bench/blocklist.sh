@@ -231,7 +231,7 @@ dpsum() {
 
 # row ROUND SERVER LIST: start, load figures, then the query sets
 row() {
-  local round=$1 s=$2 l=$3 r="round=$1 server=$2 list=$3" set q data want t0 t1 n0 n1 lg
+  local round=$1 s=$2 l=$3 r="round=$1 server=$2 list=$3" set data want t0 t1 n0 n1 lg
   local sent ok lost noerr nx qps good
   start_server "$s" "$l" || return 0
   result "$r metric=ready_ms value=$READY_MS"
@@ -256,6 +256,7 @@ row() {
     if [ "$ok" -le 0 ] || [ $((good * 100)) -lt $((ok * 99)) ]; then
       fail "$r set=$set reason=$good of $ok answers $want (see $lg.txt)"; continue
     fi
+    result "$r set=$set metric=sent value=$sent"
     result "$r set=$set metric=qps value=$qps"
     result "$r set=$set metric=queries value=$ok"
     result "$r set=$set metric=lost value=$lost"

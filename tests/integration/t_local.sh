@@ -68,7 +68,7 @@ neg() {
 # router.dohgate.test) and home.arpa (printer.home.arpa A 192.168.1.50): what a home router
 # answers, for the forward-zone checks
 start_nsd_rev() {
-    local d=$T/nsd2 i
+    local d=$T/nsd2
     mkdir -p "$d"
     NSD2_PORT=$(free_port)
     cat >"$d/rev.zone" <<'EOF'
@@ -115,7 +115,7 @@ EOF
     "${GUARD[@]}" nsd -d -c "$d/nsd.conf" >"$d/nsd.out" 2>&1 </dev/null &
     NSD2_PID=$!
     track "$NSD2_PID"
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
         if dig +short +time=1 +tries=1 @127.0.0.1 -p "$NSD2_PORT" -x 10.1.2.3 2>/dev/null | grep -q '^router\.dohgate\.test\.$'; then
             return 0
         fi
