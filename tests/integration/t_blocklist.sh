@@ -405,34 +405,44 @@ assert_eq 1 "$(grep -c 'info: policy files reloaded: .*50002 blocked names in 1 
 # errors: the lines of the log at level error or warn
 errs() { grep -cE '(error|warn(ing)?): ' "$DG_LOG"; }
 
-# a broken file (a name with an empty label on line 3): the old list stays, one error
+# a stray line (a name with an empty label on line 3) in a list: skipped, the rest applies,
+# the load line says so (lists from elsewhere carry such lines now and then)
 e0=$(errs)
 printf '%s\n' keep.dyn.example new1.dyn.example 'bad..name' new2.dyn.example >"$DYN.new"
 mv -f "$DYN.new" "$DYN"
-wait_for 15 grep -q "$DYN:3" "$DG_LOG"
+wait_for 15 grep -q "1 stray line skipped, the first $DYN:3: 'bad..name' is not a domain name" "$DG_LOG"
+assert_eq 1 "$(grep -c "stray line skipped, the first $DYN:3" "$DG_LOG")" "stray line: the reload line names $DYN:3"
+assert_eq "$e0" "$(errs)" "stray line: no error line"
+assert_eq 0.0.0.0 "$(a_of "$UP" new2.dyn.example)" "stray line: the other names of the file apply (new2 blocked)"
+
+# a broken file: no list at all (an HTML error page saved instead): the old list stays, one error
+e0=$(errs)
+printf '%s\n' '<html>' '<head><title>502 Bad Gateway</title></head>' '<body>' 'oops.dyn.example' >"$DYN.new"
+mv -f "$DYN.new" "$DYN"
+wait_for 15 grep -q "$DYN:1" "$DG_LOG"
 sleep 3 # more checks of the file: still one line
-assert_eq 1 "$(grep -c "$DYN:3" "$DG_LOG")" "broken list (bad..name): exactly one line names $DYN:3"
+assert_eq 1 "$(grep -c "$DYN:1" "$DG_LOG")" "broken list (HTML): exactly one line names $DYN:1"
 assert_eq $((e0 + 1)) "$(errs)" "broken list: exactly one error line in all"
-assert_eq 0.0.0.0 "$(a_of "$UP" new1.dyn.example)" "broken list: the old list keeps answering (new1 blocked)"
-assert_eq 192.0.2.1 "$(a_of "$UP" new2.dyn.example)" "broken list: nothing of the broken file applies (new2 resolves)"
+assert_eq 0.0.0.0 "$(a_of "$UP" new2.dyn.example)" "broken list: the old list keeps answering (new2 blocked)"
+assert_eq 192.0.2.1 "$(a_of "$UP" oops.dyn.example)" "broken list: nothing of the broken file applies (oops resolves)"
 
 # a NUL byte on line 2
 e0=$(errs)
-printf 'keep.dyn.example\nnew3\000.dyn.example\nnew2.dyn.example\n' >"$DYN.new"
+printf 'keep.dyn.example\nnew3\000.dyn.example\nnew5.dyn.example\n' >"$DYN.new"
 mv -f "$DYN.new" "$DYN"
 wait_for 15 grep -q "$DYN:2" "$DG_LOG"
 sleep 3
 assert_eq 1 "$(grep -c "$DYN:2" "$DG_LOG")" "list with a NUL byte: exactly one line names $DYN:2"
 assert_eq $((e0 + 1)) "$(errs)" "list with a NUL byte: exactly one error line"
-assert_eq 0.0.0.0 "$(a_of "$UP" new1.dyn.example)" "list with a NUL byte: the old list keeps answering"
-assert_eq 192.0.2.1 "$(a_of "$UP" new2.dyn.example)" "list with a NUL byte: nothing of it applies"
+assert_eq 0.0.0.0 "$(a_of "$UP" new2.dyn.example)" "list with a NUL byte: the old list keeps answering"
+assert_eq 192.0.2.1 "$(a_of "$UP" new5.dyn.example)" "list with a NUL byte: nothing of it applies"
 
 # fixed: picked up
-printf '%s\n' keep.dyn.example new2.dyn.example >"$DYN.new"
+printf '%s\n' keep.dyn.example new5.dyn.example >"$DYN.new"
 mv -f "$DYN.new" "$DYN"
-wait_for 15 is_blocked new2.dyn.example
-assert_eq 0.0.0.0 "$(a_of "$UP" new2.dyn.example)" "fixed list: picked up (new2 blocked)"
-assert_eq 192.0.2.1 "$(a_of "$UP" new1.dyn.example)" "fixed list: new1, removed, resolves"
+wait_for 15 is_blocked new5.dyn.example
+assert_eq 0.0.0.0 "$(a_of "$UP" new5.dyn.example)" "fixed list: picked up (new5 blocked)"
+assert_eq 192.0.2.1 "$(a_of "$UP" new2.dyn.example)" "fixed list: new2, removed, resolves"
 
 # SIGHUP with a broken list: refused with FILE:LINE, the running policy stays; then a good one
 hup() {
@@ -445,14 +455,14 @@ hup() {
     done
     sleep 0.3
 }
-printf '%s\n' keep.dyn.example 'new4..dyn.example' >"$DYN"
+printf '%s\n' 'new4..dyn.example' >"$DYN" # its only line is no name: no list
 hup
-assert_file_match "$DG_LOG" "reload refused: .*$DYN:2" "SIGHUP, broken list: reload refused, naming $DYN:2"
-assert_eq 0.0.0.0 "$(a_of "$UP" new2.dyn.example)" "SIGHUP, broken list: the old list stays (new2 blocked)"
-printf '%s\n' keep.dyn.example new5.dyn.example >"$DYN"
+assert_file_match "$DG_LOG" "reload refused: .*$DYN:1" "SIGHUP, broken list: reload refused, naming $DYN:1"
+assert_eq 0.0.0.0 "$(a_of "$UP" new5.dyn.example)" "SIGHUP, broken list: the old list stays (new5 blocked)"
+printf '%s\n' keep.dyn.example new6.dyn.example >"$DYN"
 hup
-assert_eq 0.0.0.0 "$(a_of "$UP" new5.dyn.example)" "SIGHUP, fixed list: new5 blocked at once"
-assert_eq 192.0.2.1 "$(a_of "$UP" new2.dyn.example)" "SIGHUP, fixed list: new2 resolves"
+assert_eq 0.0.0.0 "$(a_of "$UP" new6.dyn.example)" "SIGHUP, fixed list: new6 blocked at once"
+assert_eq 192.0.2.1 "$(a_of "$UP" new5.dyn.example)" "SIGHUP, fixed list: new5 resolves"
 stop_dohgate
 
 # ================================================================================================
