@@ -119,6 +119,16 @@ static const char *validate_domain(const char *v)
 /* Zone-file syntax, as the local data will parse it (a relative owner is taken as absolute). */
 static const char *validate_local_record(const char *v)
 {
+    /* ldns wraps a TTL past 32 bits: check the numbers before the type ourselves (RFC 2181
+     * §8: at most 2^31 - 1) */
+    const char *p = v + strcspn(v, " \t");
+    for (int k = 0; k < 2 && *p; k++) {
+        p += strspn(p, " \t");
+        size_t n = strcspn(p, " \t");
+        if (n && strspn(p, "0123456789") == n && (n > 10 || strtoull(p, NULL, 10) > 2147483647ULL))
+            return "has a TTL over 2147483647 (RFC 2181)";
+        p += n;
+    }
     ldns_rdf *root = ldns_dname_new_frm_str(".");
     ldns_rr *rr = NULL;
     ldns_status st = root ? ldns_rr_new_frm_str(&rr, v, 3600, root, NULL) : LDNS_STATUS_MEM_ERR;
@@ -909,8 +919,8 @@ static const struct option_def options[] = {
      .validate = validate_policy,
      .metavar = "'NAME [LIST…]'",
      .help = "a named policy applying these blocklists (none: no blocking); the policy named "
-             "'default' applies to clients policy-client does not name. Without any policy "
-             "every blocklist applies to everybody"},
+             "'default' applies to clients policy-client does not name; without a 'default' "
+             "policy they get every blocklist"},
     {.name = "policy-client",
      .type = OPT_STRLIST,
      .words = true,
@@ -1500,6 +1510,8 @@ static void list_clear(struct config *cfg, const struct option_def *o)
             free((*arr)[i]);
         free(*arr);
         *arr = NULL;
+        free(cfg->list_line[o - options]);
+        cfg->list_line[o - options] = NULL;
     }
     *n = 0;
 }
@@ -1520,8 +1532,16 @@ static int strlist_push(char ***arr, size_t *n, const char *value)
     return 0;
 }
 
-static int strlist_append(struct config *cfg, const struct option_def *o, const char *value)
+/* Append to an OPT_STRLIST, remembering the entry's line (config_list_origin()). */
+static int strlist_append(struct config *cfg, const struct option_def *o, const char *value,
+                          unsigned line)
 {
+    size_t row = (size_t)(o - options), n = *opt_count(cfg, o);
+    unsigned *lines = realloc(cfg->list_line[row], (n + 1) * sizeof(*lines));
+    if (!lines)
+        return -ENOMEM;
+    cfg->list_line[row] = lines;
+    lines[n] = line;
     return strlist_push(opt_field(cfg, o), opt_count(cfg, o), value);
 }
 
@@ -1636,7 +1656,9 @@ static int set_value_at(struct config *cfg, const struct option_def *o, const ch
         const char *why = o->validate != NULL ? o->validate(value) : NULL;
         if (why != NULL)
             return opt_fail(org, o->name, err, errlen, "'%s' %s", value, why);
-        return strlist_append(cfg, o, value) == 0 ? 0 : fail_nomem(org, err, errlen);
+        return strlist_append(cfg, o, value, org->cli ? CONFIG_LINE_CLI : org->line) == 0
+                   ? 0
+                   : fail_nomem(org, err, errlen);
     }
     case OPT_ADDRS:
     case OPT_PATHS:
@@ -1837,8 +1859,12 @@ static int parse_line(struct config *cfg, char *line, const struct origin *org, 
     } else if (*p != '\0' && *p != '#' && o->words) {
         /* Up to a comment ('#' after whitespace) or the end, trailing whitespace dropped. */
         value = p;
-        while (*p != '\0' && !(*p == '#' && is_ws(p[-1])))
+        bool quoted = false; /* a '#' inside "..." (a TXT record's text) is no comment */
+        while (*p != '\0' && (quoted || !(*p == '#' && is_ws(p[-1])))) {
+            if (*p == '"')
+                quoted = !quoted;
             p++;
+        }
         char *end = p;
         while (end > value && is_ws(end[-1]))
             end--;
@@ -2011,7 +2037,7 @@ static int finish_policy(struct config *cfg, const struct origin *org, char *err
             for (size_t k = 0; k < i; k++) {
                 if (cfg->fwd[k].name_len == cfg->fwd[i].name_len &&
                     memcmp(cfg->fwd[k].name, cfg->fwd[i].name, cfg->fwd[i].name_len) == 0) {
-                    config_origin(cfg, "forward-zone", where, sizeof(where));
+                    config_list_origin(cfg, "forward-zone", i, where, sizeof(where));
                     return fail_plain(err, errlen, "%s: forward-zone %s is given twice", where,
                                       cfg->fwd[i].text);
                 }
@@ -2026,7 +2052,7 @@ static int finish_policy(struct config *cfg, const struct origin *org, char *err
             char b[64];
             config_list_name(cfg->blocklist[k], b, sizeof(b), &file);
             if (strcmp(a, b) == 0) {
-                config_origin(cfg, "blocklist", where, sizeof(where));
+                config_list_origin(cfg, "blocklist", i, where, sizeof(where));
                 return fail_plain(err, errlen,
                                   "%s: two blocklists are named '%s': give one a NAME= of its "
                                   "own",
@@ -2037,7 +2063,7 @@ static int finish_policy(struct config *cfg, const struct origin *org, char *err
     for (size_t i = 0; i < cfg->n_policy; i++) {
         const char *p = cfg->policy[i];
         size_t n = strcspn(p, " \t");
-        config_origin(cfg, "policy", where, sizeof(where));
+        config_list_origin(cfg, "policy", i, where, sizeof(where));
         for (size_t k = 0; k < i; k++) {
             if (strcspn(cfg->policy[k], " \t") == n && memcmp(cfg->policy[k], p, n) == 0)
                 return fail_plain(err, errlen, "%s: policy '%.*s' is given twice", where, (int)n,
@@ -2057,7 +2083,7 @@ static int finish_policy(struct config *cfg, const struct origin *org, char *err
         p += strcspn(p, " \t");
         p += strspn(p, " \t");
         if (!have_policy(cfg, p, strcspn(p, " \t"))) {
-            config_origin(cfg, "policy-client", where, sizeof(where));
+            config_list_origin(cfg, "policy-client", i, where, sizeof(where));
             return fail_plain(err, errlen, "%s: policy-client '%s': no policy '%s'", where,
                               cfg->policy_client[i], p);
         }
@@ -2311,8 +2337,11 @@ int config_dump(const struct config *cfg, FILE *out)
             size_t n = opt_ccount(cfg, o);
             if (n == 0)
                 r = fprintf(out, "# %s (none)\n", o->name);
+            /* several words stay unquoted, as they were read (a TXT record keeps its own
+             * quotes); a value that begins with a quote would be read as a quoted one */
             for (size_t k = 0; k < n && r >= 0; k++)
-                r = dump_value(out, o->name, arr[k]);
+                r = o->words && arr[k][0] != '"' ? fprintf(out, "%s %s\n", o->name, arr[k])
+                                                 : dump_value(out, o->name, arr[k]);
             break;
         }
         }
@@ -2353,6 +2382,21 @@ void config_origin(const struct config *cfg, const char *name, char *buf, size_t
         snprintf(buf, len, "%s:%u", file, line);
     else
         snprintf(buf, len, "%s", file);
+}
+
+void config_list_origin(const struct config *cfg, const char *name, size_t index, char *buf,
+                        size_t len)
+{
+    const struct option_def *o = find_option(name, strlen(name));
+    const unsigned *lines = o && o->type == OPT_STRLIST ? cfg->list_line[o - options] : NULL;
+    unsigned line = lines && index < opt_ccount(cfg, o) ? lines[index] : 0;
+    const char *file = cfg->config_file ? cfg->config_file : "configuration";
+    if (line == CONFIG_LINE_CLI)
+        snprintf(buf, len, "command line: --%s", name);
+    else if (line > 0)
+        snprintf(buf, len, "%s:%u", file, line);
+    else
+        config_origin(cfg, name, buf, len);
 }
 
 static bool opt_equal(const struct config *a, const struct config *b, const struct option_def *o)

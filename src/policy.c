@@ -50,6 +50,7 @@ struct id_rule {
 
 struct policy {
     _Atomic unsigned refs;
+    struct config *cfg; /* what it was built from (a reference): its forward zones, above all */
     struct localdata *local;
     struct nameset *block; /* value: the mask of the lists that hold the name */
     struct nameset *allow; /* value: 1 */
@@ -195,7 +196,7 @@ static int build_local(struct policy *p, const struct config *cfg, char *err, si
             goto oom;
         if (r != 0) {
             char where[300];
-            config_origin(cfg, "local-record", where, sizeof(where));
+            config_list_origin(cfg, "local-record", i, where, sizeof(where));
             snprintf(err, errlen, "%s: local-record '%s': %s", where, cfg->local_record[i], why);
             return -1;
         }
@@ -388,6 +389,8 @@ struct policy *policy_build(const struct config *cfg, char *err, size_t errlen)
         return NULL;
     }
     atomic_init(&p->refs, 1);
+    /* the configuration is immutable and reference counted: holding it costs nothing */
+    p->cfg = config_ref((struct config *)cfg);
     p->block_answer = cfg->block_answer;
     p->block_ttl = cfg->block_ttl;
     if (build_local(p, cfg, err, errlen) != 0 || build_lists(p, cfg, err, errlen) != 0 ||
@@ -408,6 +411,7 @@ void policy_unref(struct policy *p)
 {
     if (!p || atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1)
         return;
+    config_unref(p->cfg);
     localdata_free(p->local);
     nameset_free(p->block);
     nameset_free(p->allow);
@@ -710,6 +714,24 @@ static int poll_files(struct policy_slot *s, const struct policy *p, struct file
     return 1;
 }
 
+/* Do @p p's local zones fit a view of @p cfg? Which RFC 6303 defaults are local, and which
+ * zones are transparent, follows the forward zones; a view routes by its own configuration's
+ * zones, so a policy made for other zones would answer (or forward) private names the view
+ * sends elsewhere: a reverse lookup of a private address could leave for the public upstream. */
+static bool zones_fit(const struct policy *p, const struct config *cfg)
+{
+    if (!cfg || p->cfg == cfg)
+        return true;
+    if (p->cfg->n_forward_zone != cfg->n_forward_zone)
+        return false;
+    for (size_t i = 0; i < cfg->n_forward_zone; i++) {
+        if (p->cfg->fwd[i].name_len != cfg->fwd[i].name_len ||
+            memcmp(p->cfg->fwd[i].name, cfg->fwd[i].name, cfg->fwd[i].name_len) != 0)
+            return false;
+    }
+    return true;
+}
+
 const struct policy *policy_view_get(struct policy_view *v)
 {
     if (!v->slot)
@@ -717,11 +739,17 @@ const struct policy *policy_view_get(struct policy_view *v)
     uint64_t g = atomic_load_explicit(&v->slot->gen, memory_order_acquire);
     if (g != v->gen || !v->p) {
         pthread_mutex_lock(&v->slot->mu);
-        struct policy *p = v->slot->cur ? policy_ref(v->slot->cur) : NULL;
+        struct policy *cur = v->slot->cur;
+        /* a new policy whose zones do not fit this view (a reload changed the forward zones:
+         * the view goes on with the routes it had) is not taken: the view keeps its own until
+         * it is retired */
+        struct policy *p = cur && (!v->p || zones_fit(cur, v->cfg)) ? policy_ref(cur) : NULL;
         g = atomic_load_explicit(&v->slot->gen, memory_order_relaxed);
         pthread_mutex_unlock(&v->slot->mu);
-        policy_unref(v->p);
-        v->p = p;
+        if (p || !v->p) {
+            policy_unref(v->p);
+            v->p = p;
+        }
         v->gen = g;
     }
     return v->p;

@@ -261,7 +261,10 @@ refuse:;
         config_origin(cfg, opt, where, sizeof(where));
     else
         snprintf(where, sizeof(where), "%s", conf_file ? conf_file : "command line");
-    snprintf(err, errlen, "%s: %s", where, why);
+    if (!opt && (strncmp(why, where, strlen(where)) == 0 || strncmp(why, "command line", 12) == 0))
+        snprintf(err, errlen, "%s", why); /* a cross-option rule that named its own line */
+    else
+        snprintf(err, errlen, "%s: %s", where, why);
 out:
     reload_plan_free(plan);
     config_unref(cfg);

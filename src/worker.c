@@ -555,7 +555,10 @@ static struct worker_view *view_new(struct worker *w, struct snapshot *snap)
         goto fail;
     struct clients *clients = snap->clients ? snap->clients->p : NULL;
     v->acl_all = acl_active(&snap->acl) && cfg->acl_scope == ACL_SCOPE_ALL;
-    v->policy = (struct policy_view){.slot = snap->policy_slot};
+    v->policy = (struct policy_view){.slot = snap->policy_slot, .cfg = cfg};
+    /* now, not at the first query: the slot holds this configuration's policy (published
+     * before the snapshot reached the workers), and a later one may be for other zones */
+    (void)policy_view_get(&v->policy);
     v->hctx = (struct handler_ctx){.cfg = cfg,
                                    .h2_pool = w->h2_pool,
                                    .resolver = v->resolver,
@@ -606,6 +609,28 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 
 /* A new snapshot from worker_set_snapshot(): between events, so no connection callback is on
  * the stack and new connections from here on get the new view. */
+/* Do two configurations number the same upstream servers the same way (the default list,
+ * then each forward zone's)? */
+static bool same_servers(const struct config *a, const struct config *b)
+{
+    if (a->n_upstream != b->n_upstream || a->n_forward_zone != b->n_forward_zone)
+        return false;
+    for (size_t i = 0; i < a->n_upstream; i++) {
+        if (strcmp(a->upstream[i].spec, b->upstream[i].spec) != 0)
+            return false;
+    }
+    for (size_t z = 0; z < a->n_forward_zone; z++) {
+        const struct dg_fwd_zone *x = &a->fwd[z], *y = &b->fwd[z];
+        if (x->n_up != y->n_up || strcmp(x->text, y->text) != 0)
+            return false;
+        for (size_t i = 0; i < x->n_up; i++) {
+            if (strcmp(x->up[i].spec, y->up[i].spec) != 0)
+                return false;
+        }
+    }
+    return true;
+}
+
 static void on_swap(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
@@ -626,6 +651,13 @@ static void on_swap(evutil_socket_t fd, short what, void *arg)
     }
     struct worker_view *old = w->cur;
     w->cur = nv;
+    if (!same_servers(old->snap->cfg, nv->snap->cfg)) {
+        /* The upstream series are numbered by position (upstream_obs_base()): once the
+         * servers moved, the old sets' last tries would count under another server's labels. */
+        upstream_set_observer(old->upstream, NULL);
+        for (size_t i = 0; i < old->n_zone_up; i++)
+            upstream_set_observer(old->zone_up[i], NULL);
+    }
     if (w->metrics && w->id == 0) {
         /* Scrapes run on worker 0's thread (it alone has the metrics listeners). */
         w->metrics->cfg = nv->snap->cfg;

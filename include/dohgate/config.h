@@ -213,6 +213,8 @@ struct config {
     char *config_file;
     /* Where each option was last set, by table row (config_origin()). */
     unsigned opt_line[DG_CONFIG_MAX_OPTIONS];
+    /* Where each entry of a growing list was set, by table row (config_list_origin()). */
+    unsigned *list_line[DG_CONFIG_MAX_OPTIONS];
     /* References (config_ref/config_unref): 1 after config_new(). A reload shares one config
      * between the main thread, the workers' snapshots and their connections. */
     _Atomic unsigned refs;
@@ -232,6 +234,11 @@ void config_free(struct config *cfg);
  * "command line: --NAME", or the file name (or "configuration") when it holds its default.
  */
 void config_origin(const struct config *cfg, const char *name, char *buf, size_t len);
+
+/** Where entry @p index of the list option @p name (local-record, forward-zone, policy...) was
+ * given, as config_origin() says it ("FILE:LINE", "command line: --NAME"). */
+void config_list_origin(const struct config *cfg, const char *name, size_t index, char *buf,
+                        size_t len);
 
 /**
  * For a reload: give @p fresh the old values of the options a running server cannot change

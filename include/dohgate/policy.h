@@ -12,7 +12,7 @@
  *
  * Which blocklists apply: the named policy of the client (policy-client: a DoH path ID
  * /dns-query/ID, else the longest matching network), else the policy named "default", else
- * (no policy at all) every blocklist.
+ * (no policy named "default", whatever other policies exist) every blocklist.
  *
  * A struct policy is immutable and reference counted; it holds everything the files gave
  * (built by policy_build() on the main thread, off the event loops). A struct policy_slot holds
@@ -102,6 +102,9 @@ int policy_slot_poll(struct policy_slot *s, const struct config *cfg, char *err,
 /** A worker view's hold on the current policy: one per view, used on its thread only. */
 struct policy_view {
     struct policy_slot *slot; /**< NULL: no policy step (tests) */
+    /** the view's configuration: a policy built for other forward zones is not taken (the
+     * view keeps the policy it had; policy_view_get() is called once at the view's start) */
+    const struct config *cfg;
     uint64_t gen;
     struct policy *p;
 };

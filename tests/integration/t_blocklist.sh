@@ -303,6 +303,17 @@ assert_eq 200 "$(code /dns-query/kid1)" "the known ID: 200"
 assert_eq "0 192.0.2.1" "$(json adb.example A /dns-query/kid1)" "JSON on /dns-query/kid1: the kids policy too"
 stop_dohgate
 
+# P1b: a client the ACL refuses learns nothing about the IDs: 403 for a known and an unknown one
+use_log policy1b
+UP=$(free_port)
+# (ready when the website answers: with acl-scope doh it stays public)
+DG_READY_PATH=/ start_dohgate --upstream "127.0.0.1:$STUB_PORT" --workers 1 \
+    --dns-listen "127.0.0.1:$UP" "${LISTS[@]}" --policy "kids ads domains" \
+    --policy-client "kid1 kids" --deny-client 127.0.0.1
+assert_eq 403 "$(code /dns-query/kid1)" "refused client, a known ID: 403"
+assert_eq 403 "$(code /dns-query/nobody)" "refused client, an unknown ID: 403 too, not 404"
+stop_dohgate
+
 # P2: default = adb; 127.0.0.2 gets "open" (no lists); kid1 gets kids; an ID beats the network
 use_log policy2
 UP=$(free_port)

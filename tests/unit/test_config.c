@@ -1221,6 +1221,67 @@ static void test_dump_write_error(void **state)
     config_free(cfg);
 }
 
+/* Multi-word values (local-record, forward-zone, policy): the rest of the line, a comment
+ * after whitespace cut off but not a '#' inside quotes; --check-config's dump reads back the
+ * same. */
+static void test_words_values(void **state)
+{
+    (void)state;
+    char err[ERRLEN];
+    struct config *cfg = new_with_upstream();
+    const char *text = "local-record txt.home.arpa. TXT \"hello # world\"  # a comment\n"
+                       "forward-zone corp.example 10.0.0.53 10.0.0.54   # office\n"
+                       "blocklist ads=/nonexistent/ads.txt\npolicy kids ads\n";
+    if (load_str(cfg, text, NULL, err) != 0)
+        fail_msg("%s", err);
+    if (config_finish(cfg, err, ERRLEN) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(cfg->n_local_record, 1);
+    assert_string_equal(cfg->local_record[0], "txt.home.arpa. TXT \"hello # world\"");
+    assert_string_equal(cfg->forward_zone[0], "corp.example 10.0.0.53 10.0.0.54");
+    assert_string_equal(cfg->policy[0], "kids ads");
+    config_free(cfg);
+
+    cfg = new_with_upstream();
+    if (load_str(cfg,
+                 "local-record txt.home.arpa. TXT \"a # b\"\nforward-zone x.example "
+                 "192.0.2.1\n",
+                 NULL, err) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(config_finish(cfg, err, ERRLEN), 0);
+    assert_int_equal(cfg->fwd[0].n_up, 1);
+    char *dump = dump_body(cfg);
+    struct config *again = new_with_upstream();
+    if (load_str(again, dump, NULL, err) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(config_finish(again, err, ERRLEN), 0);
+    assert_string_equal(again->local_record[0], "txt.home.arpa. TXT \"a # b\"");
+    assert_string_equal(again->forward_zone[0], "x.example 192.0.2.1");
+    free(dump);
+    config_free(again);
+    /* ldns would wrap this TTL to 1215752191: refused here */
+    assert_int_equal(config_set(cfg, "local-record", "x.home.arpa. 99999999999 A 192.0.2.1", "t", 3,
+                                err, ERRLEN),
+                     -EINVAL);
+    assert_non_null(strstr(err, "t:3: 'local-record': "));
+    assert_non_null(strstr(err, "has a TTL over 2147483647"));
+    assert_int_equal(config_set(cfg, "local-record", "x.home.arpa. 2147483647 IN A 192.0.2.1", "t",
+                                4, err, ERRLEN),
+                     0);
+    config_free(cfg);
+
+    /* a cross-reference error names the entry's own line, not the option's last one */
+    cfg = new_with_upstream();
+    assert_int_equal(load_str(cfg,
+                              "blocklist ads=/x\npolicy kids ads\npolicy-client tab kids\n"
+                              "policy-client tab2 nope\npolicy-client tab3 kids\n",
+                              NULL, err),
+                     0);
+    assert_int_equal(config_finish(cfg, err, ERRLEN), -EINVAL);
+    assert_non_null(strstr(err, ":4: policy-client 'tab2 nope': no policy 'nope'"));
+    config_free(cfg);
+}
+
 static void test_help(void **state)
 {
     char *h = help_str();
@@ -1399,6 +1460,7 @@ int main(void)
         cmocka_unit_test(test_dump_round_trip),
         cmocka_unit_test(test_dump_write_error),
         cmocka_unit_test(test_parse_upstream),
+        cmocka_unit_test(test_words_values),
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_enum_options),
         cmocka_unit_test(test_sample_conf),

@@ -214,6 +214,37 @@ static void test_why_optional(void **state)
     dg_buf_free(&out);
 }
 
+/* /dns-query/ID: the client ID of a per-client policy (policy.h) */
+static void test_path_id(void **state)
+{
+    (void)state;
+    char p1[] = "/dns-query";
+    char p2[] = "/q";
+    char *paths[] = {p1, p2};
+    const char *id = NULL;
+    size_t n = 0;
+    assert_true(doh_path_id("/dns-query/kids-tablet", paths, 2, &id, &n));
+    assert_int_equal(n, 11);
+    assert_memory_equal(id, "kids-tablet", 11);
+    assert_true(doh_path_id("/q/A_1?dns=" EXAMPLE_B64, paths, 2, &id, &n));
+    assert_int_equal(n, 3);
+    assert_memory_equal(id, "A_1", 3);
+    char longest[80] = "/dns-query/";
+    memset(longest + 11, 'x', 63);
+    assert_true(doh_path_id(longest, paths, 2, &id, &n));
+    assert_int_equal(n, 63);
+    longest[11 + 63] = 'x';
+    assert_false(doh_path_id(longest, paths, 2, &id, &n)); /* 64 characters */
+    assert_false(doh_path_id("/dns-query", paths, 2, &id, &n));
+    assert_false(doh_path_id("/dns-query/", paths, 2, &id, &n));
+    assert_false(doh_path_id("/dns-query/a/b", paths, 2, &id, &n));
+    assert_false(doh_path_id("/dns-query/..", paths, 2, &id, &n));
+    assert_false(doh_path_id("/dns-query/%31", paths, 2, &id, &n));
+    assert_false(doh_path_id("/dns-queryx/a", paths, 2, &id, &n));
+    assert_false(doh_path_id("/x/dns-query/a", paths, 2, &id, &n));
+    assert_false(doh_path_id(NULL, paths, 2, &id, &n));
+}
+
 static void test_path_match(void **state)
 {
     char p1[] = "/dns-query";
@@ -251,6 +282,7 @@ int main(void)
         cmocka_unit_test(test_methods),
         cmocka_unit_test(test_why_optional),
         cmocka_unit_test(test_path_match),
+        cmocka_unit_test(test_path_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

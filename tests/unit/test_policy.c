@@ -491,12 +491,91 @@ static void test_slot_and_watch(void **state)
     config_free(cfg);
 }
 
+/* A view keeps a policy made for its own forward zones: one built for other zones (a reload
+ * that changed them) is not taken, one for the same zones is. */
+static void test_view_keeps_its_zones(void **state)
+{
+    (void)state;
+    char err[ERRLEN];
+    const char *const none[] = {NULL};
+    const char *const fwd[] = {"forward-zone", "10.in-addr.arpa 192.0.2.1", NULL};
+    struct config *ca = make_cfg(none), *cb = make_cfg(fwd), *cc = make_cfg(none);
+    struct policy *pa = policy_build(ca, err, ERRLEN);
+    struct policy_slot *slot = policy_slot_new(pa);
+    assert_non_null(slot);
+    struct policy_view v = {.slot = slot, .cfg = ca};
+    assert_ptr_equal(policy_view_get(&v), pa);
+    /* a policy for a configuration that forwards 10.in-addr.arpa: this view does not */
+    struct policy *pb = policy_build(cb, err, ERRLEN);
+    policy_slot_publish(slot, pb);
+    assert_ptr_equal(policy_view_get(&v), pa);
+    struct result r = ask(policy_view_get(&v), "3.2.1.10.in-addr.arpa.", LDNS_RR_TYPE_PTR);
+    assert_int_equal(r.outcome, POLICY_LOCAL); /* still answered here: never sent upstream */
+    ldns_pkt_free(r.pkt);
+    /* a view of the new configuration takes it */
+    struct policy_view vb = {.slot = slot, .cfg = cb};
+    assert_ptr_equal(policy_view_get(&vb), pb);
+    /* same zones as the first view (a list changed, say): taken */
+    struct policy *pc = policy_build(cc, err, ERRLEN);
+    policy_slot_publish(slot, pc);
+    assert_ptr_equal(policy_view_get(&v), pc);
+    policy_view_release(&v);
+    policy_view_release(&vb);
+    policy_slot_free(slot);
+    config_free(ca);
+    config_free(cb);
+    config_free(cc);
+}
+
+/* Blocklists apply to class IN and ANY; local records too many for a message get SERVFAIL. */
+static void test_class_and_size(void **state)
+{
+    (void)state;
+    const char *const kv[] = {"blocklist", "@/hosts.txt", NULL};
+    struct policy *p = make_policy(kv);
+    uint8_t *q;
+    size_t qlen;
+    ldns_pkt *pkt = NULL;
+    assert_int_equal(
+        ldns_pkt_query_new_frm_str(&pkt, "ads.example.", LDNS_RR_TYPE_A, LDNS_RR_CLASS_CH, LDNS_RD),
+        LDNS_STATUS_OK);
+    assert_int_equal(ldns_pkt2wire(&q, pkt, &qlen), LDNS_STATUS_OK);
+    ldns_pkt_free(pkt);
+    struct dg_buf ans = {0};
+    uint32_t ttl;
+    assert_int_equal(policy_apply(p, q, qlen, NULL, NULL, 0, &ans, &ttl, NULL), POLICY_PASS);
+    free(q);
+    policy_unref(p);
+
+    /* 5,000 A records of one name: more than a message holds */
+    struct config *cfg = config_new();
+    char err[ERRLEN];
+    assert_int_equal(config_set(cfg, "upstream", "192.0.2.53", "t", 0, err, ERRLEN), 0);
+    for (int i = 0; i < 5000; i++) {
+        char rr[80];
+        snprintf(rr, sizeof(rr), "big.home.arpa. 60 IN A 10.%d.%d.%d", i >> 16, (i >> 8) & 255,
+                 i & 255);
+        assert_int_equal(config_set(cfg, "local-record", rr, "t", 0, err, ERRLEN), 0);
+    }
+    assert_int_equal(config_finish(cfg, err, ERRLEN), 0);
+    p = policy_build(cfg, err, ERRLEN);
+    assert_non_null(p);
+    config_free(cfg);
+    struct result r = ask(p, "big.home.arpa.", T_A);
+    assert_int_equal(r.outcome, POLICY_LOCAL);
+    assert_int_equal(ldns_pkt_get_rcode(r.pkt), LDNS_RCODE_SERVFAIL);
+    assert_int_equal(r.ttl, 0);
+    ldns_pkt_free(r.pkt);
+    policy_unref(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_blocklists),   cmocka_unit_test(test_block_modes),
-        cmocka_unit_test(test_local_data),   cmocka_unit_test(test_named_policies),
-        cmocka_unit_test(test_build_errors), cmocka_unit_test(test_slot_and_watch),
+        cmocka_unit_test(test_blocklists),           cmocka_unit_test(test_block_modes),
+        cmocka_unit_test(test_local_data),           cmocka_unit_test(test_named_policies),
+        cmocka_unit_test(test_build_errors),         cmocka_unit_test(test_slot_and_watch),
+        cmocka_unit_test(test_view_keeps_its_zones), cmocka_unit_test(test_class_and_size),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
