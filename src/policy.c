@@ -114,10 +114,11 @@ static int watch(struct policy *p, const char *path)
 /* "line N: message" from lists.c → "FILE:N: message". */
 static void file_error(const char *file, const char *lerr, char *err, size_t errlen)
 {
-    if (strncmp(lerr, "line ", 5) == 0)
-        snprintf(err, errlen, "%s:%s", file, lerr + 5);
-    else
-        snprintf(err, errlen, "%s: %s", file, lerr);
+    /* cut to fit: the return values are looked at so that the compiler knows it is meant */
+    int n = strncmp(lerr, "line ", 5) == 0 ? snprintf(err, errlen, "%s:%s", file, lerr + 5)
+                                           : snprintf(err, errlen, "%s: %s", file, lerr);
+    if (n < 0 && errlen)
+        err[0] = '\0';
 }
 
 /* Read @p path whole, watching it. @return 0 or -1 (err set). */
