@@ -185,6 +185,8 @@ struct ld_zone {
     const struct ld_rr *soa; /* local-record's SOA at the apex, or NULL: synthesized */
 };
 
+#define LD_MAX_TLDS 32
+
 struct localdata {
     struct dg_buf names; /* owner and zone names, lower-cased wire */
     struct dg_buf rdata;
@@ -199,6 +201,12 @@ struct localdata {
     size_t n_nodes, cap_nodes;
     struct nameset *node_set; /* owner names and empty non-terminals, value: node index + 1 */
     struct nameset *zone_set; /* value: zone index + 1 */
+    /* The last labels (top-level domains) of every zone and owner name: a query under none of
+     * them (nearly all: not arpa, localhost, invalid, onion, alt...) is not local, decided
+     * without the two lookups. tld_any: too many, or the root: always look. */
+    uint8_t tld[LD_MAX_TLDS][64];
+    size_t n_tld;
+    bool tld_any;
 };
 
 /* "ZONE. 300 IN SOA localhost. nobody.invalid. 1 3600 1200 604800 300" (localdata.h) */
@@ -208,6 +216,68 @@ static const uint8_t synth_soa[] = {
     0,   0x0e, 0x10, 0,   0,   0x04, 0xb0, 0,   0x09, 0x3a, 0x80, 0, 0,   0x01, 0x2c,
 };
 #define SYNTH_SOA_TTL 300u
+
+/* The offset of the last label of a wire name: -1 for the root, -2 when malformed. */
+static int last_label(const uint8_t *name, size_t len)
+{
+    size_t i = 0;
+    int last = -1;
+    while (i < len && name[i] != 0) {
+        if (name[i] > 63 || i + 1 + name[i] >= len)
+            return -2;
+        last = (int)i;
+        i += 1u + name[i];
+    }
+    return i < len ? last : -2;
+}
+
+static uint8_t lower(uint8_t c)
+{
+    return c >= 'A' && c <= 'Z' ? (uint8_t)(c + 32) : c;
+}
+
+/* Is the label at @p l one of ld->tld (case-insensitive)? */
+static bool tld_has(const struct localdata *ld, const uint8_t *l)
+{
+    for (size_t k = 0; k < ld->n_tld; k++) {
+        const uint8_t *t = ld->tld[k];
+        if (t[0] != l[0])
+            continue;
+        size_t i = 1;
+        while (i <= l[0] && t[i] == lower(l[i]))
+            i++;
+        if (i > l[0])
+            return true;
+    }
+    return false;
+}
+
+static void tld_add(struct localdata *ld, const uint8_t *name, size_t len)
+{
+    if (ld->tld_any)
+        return;
+    int o = last_label(name, len);
+    if (o < 0 || ld->n_tld == LD_MAX_TLDS) {
+        ld->tld_any = true; /* the root (or a name the sets refused anyway), or too many */
+        return;
+    }
+    if (tld_has(ld, name + o))
+        return;
+    for (size_t i = 0; i <= name[o]; i++)
+        ld->tld[ld->n_tld][i] = lower(name[o + i]);
+    ld->n_tld++;
+}
+
+/* Could anything local be at or under @p name? false: certainly not. */
+static bool tld_maybe(const struct localdata *ld, const uint8_t *name, size_t len)
+{
+    if (ld->tld_any)
+        return true;
+    int o = last_label(name, len);
+    if (o == -1)
+        return false; /* the root: only a root zone is local there (tld_any) */
+    return o < 0 || tld_has(ld, name + o);
+}
 
 struct localdata *localdata_new(void)
 {
@@ -653,6 +723,10 @@ int localdata_finish(struct localdata *ld)
         ld->zones[nz++] = ld->zones[i];
     }
     ld->n_zones = nz;
+    for (size_t i = 0; i < ld->n_rrs; i++)
+        tld_add(ld, ld->rrs[i].owner, ld->rrs[i].owner_len);
+    for (size_t i = 0; i < nz; i++)
+        tld_add(ld, ld->zones[i].name, ld->zones[i].name_len);
     for (size_t i = 0; i < nz; i++) {
         struct ld_zone *z = &ld->zones[i];
         if ((rc = nameset_add(ld->zone_set, z->name, z->name_len, (uint32_t)(i + 1))) != 0)
@@ -776,6 +850,8 @@ int localdata_answer(const struct localdata *ld, const uint8_t *q, size_t qlen, 
     size_t nlen = qend - 4 - DNS_HEADER_LEN;
     uint16_t qtype = dg_get16(q + qend - 4);
     uint16_t qclass = dg_get16(q + qend - 2);
+    if (!tld_maybe(ld, name, nlen))
+        return LOCALDATA_NOT; /* the commonest path: a name under no local top-level label */
 
     /* Zones are of class IN: a query of another class (CH "version.bind") is local only where
      * records of its class are. */

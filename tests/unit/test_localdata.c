@@ -803,15 +803,63 @@ static void test_alloc_failure(void **state)
     assert_true(n > 20);
 }
 
+/* The top-level-label shortcut never hides local data: names under 40 different top-level
+ * labels (past its 32 entries), in any case, a static root zone, and names under no local
+ * label stay not local. */
+static void test_tld_shortcut(void **state)
+{
+    (void)state;
+    struct localdata *ld = localdata_new();
+    assert_non_null(ld);
+    char rr[80];
+    for (int i = 0; i < 40; i++) {
+        snprintf(rr, sizeof(rr), "h.tld%d. 60 IN A 192.0.2.%d", i, i + 1);
+        add_rr(ld, rr);
+    }
+    add_zone(ld, "corp", LOCALDATA_STATIC);
+    assert_int_equal(localdata_finish(ld), 0);
+    for (int i = 0; i < 40; i++) {
+        char name[32], want[64];
+        snprintf(name, sizeof(name), "H.TLD%d", i);
+        snprintf(want, sizeof(want), "H.TLD%d.\t60\tIN\tA\t192.0.2.%d", i, i + 1);
+        expect(ask(ld, name, 1), LOCALDATA_ANSWER, 0, 60, (const char *const[]){want, NULL}, NONE);
+    }
+    expect(ask(ld, "X.Corp", 1), LOCALDATA_NXDOMAIN, 3, 300, NONE,
+           (const char *const[]){"corp.\t300\tIN\tSOA\tlocalhost. nobody.invalid. 1 3600 1200 "
+                                 "604800 300",
+                                 NULL});
+    expect_not(ask(ld, "www.example.com", 1));
+    localdata_free(ld);
+
+    /* few labels (the shortcut in force): still case-insensitive; the root asked: not local */
+    ld = localdata_new();
+    add_rr(ld, "nas.home.arpa. 60 IN A 192.0.2.1");
+    assert_int_equal(localdata_finish(ld), 0);
+    expect(ask(ld, "NAS.HOME.ARPA", 1), LOCALDATA_ANSWER, 0, 60,
+           (const char *const[]){"NAS.HOME.ARPA.\t60\tIN\tA\t192.0.2.1", NULL}, NONE);
+    expect_not(ask(ld, "nas.home.arpanet", 1));
+    expect_not(ask(ld, "", 2));
+    localdata_free(ld);
+
+    /* a static root zone: everything is local */
+    ld = localdata_new();
+    add_zone(ld, ".", LOCALDATA_STATIC);
+    assert_int_equal(localdata_finish(ld), 0);
+    struct res r = ask(ld, "www.example.com", 1);
+    assert_int_equal(r.kind, LOCALDATA_NXDOMAIN);
+    ldns_pkt_free(r.pkt);
+    localdata_free(ld);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hosts),         cmocka_unit_test(test_hosts_explicit_ptr),
-        cmocka_unit_test(test_records_text),  cmocka_unit_test(test_static_zone),
-        cmocka_unit_test(test_local_soa),     cmocka_unit_test(test_zone_nesting),
-        cmocka_unit_test(test_defaults),      cmocka_unit_test(test_edns_case_class),
-        cmocka_unit_test(test_cname_chains),  cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_alloc_failure),
+        cmocka_unit_test(test_hosts),           cmocka_unit_test(test_hosts_explicit_ptr),
+        cmocka_unit_test(test_records_text),    cmocka_unit_test(test_static_zone),
+        cmocka_unit_test(test_local_soa),       cmocka_unit_test(test_zone_nesting),
+        cmocka_unit_test(test_defaults),        cmocka_unit_test(test_tld_shortcut),
+        cmocka_unit_test(test_edns_case_class), cmocka_unit_test(test_cname_chains),
+        cmocka_unit_test(test_errors),          cmocka_unit_test(test_alloc_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
