@@ -225,6 +225,17 @@ metric_of() {
 
 # dnsmsg ARGS...: tests/tools/dnsmsg.py (build queries, parse answers)
 dnsmsg() { python3 "$DNSMSG_PY" "$@"; }
+# json NAME [TYPE] [PATH]: "Status data,data" of dohgate's JSON API answer (PATH: /resolve)
+json() {
+    curl -s --http2 --max-time 5 --cacert "$CERTS/ca.pem" \
+        "https://127.0.0.1:$DG_PORT${3:-/resolve}?name=$1&type=${2:-A}" | python3 -c '
+import json, sys
+try:
+    j = json.load(sys.stdin)
+except ValueError:
+    print("not-json"); sys.exit(0)
+print(j.get("Status"), ",".join(str(a.get("data")) for a in j.get("Answer", [])))'
+}
 
 # make_certs: $T/certs/{ca.pem,ca.key,server.pem,server.key}, ECDSA P-256, for localhost,
 # *.dohgate.test, 127.0.0.1 and ::1

@@ -46,17 +46,6 @@ kpath() {
     kdig @127.0.0.1 -p "$DG_PORT" +https="$p" +tls-ca="$CERTS/ca.pem" +tls-hostname=localhost \
         +timeout=5 +retry=0 "$@" 2>&1
 }
-# json NAME [TYPE] [PATH]: "Status data,data" of the JSON API's answer (PATH default /resolve)
-json() {
-    curl -s --http2 --max-time 5 --cacert "$CERTS/ca.pem" \
-        "https://127.0.0.1:$DG_PORT${3:-/resolve}?name=$1&type=${2:-A}" | python3 -c '
-import json, sys
-try:
-    j = json.load(sys.stdin)
-except ValueError:
-    print("not-json"); sys.exit(0)
-print(j.get("Status"), ",".join(str(a.get("data")) for a in j.get("Answer", [])))'
-}
 # code PATH: the HTTP status of a DoH GET for www.site.example on PATH
 code() {
     curl -s --http2 --max-time 5 --cacert "$CERTS/ca.pem" -o /dev/null -w '%{http_code}' \

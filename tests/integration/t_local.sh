@@ -40,17 +40,6 @@ upq() {
 }
 # kdoh KDIG-ARGS...: kdig over DoH (POST)
 kdoh() { kdig @127.0.0.1 -p "$DG_PORT" +https +tls-ca="$CERTS/ca.pem" +tls-hostname=localhost +timeout=5 +retry=0 "$@" 2>&1; }
-# json NAME [TYPE]: "Status data,data" of the JSON API's answer
-json() {
-    curl -s --http2 --max-time 5 --cacert "$CERTS/ca.pem" \
-        "https://127.0.0.1:$DG_PORT/resolve?name=$1&type=${2:-A}" | python3 -c '
-import json, sys
-try:
-    j = json.load(sys.stdin)
-except ValueError:
-    print("not-json"); sys.exit(0)
-print(j.get("Status"), ",".join(str(a.get("data")) for a in j.get("Answer", [])))'
-}
 
 # neg WHAT RCODE SOA-OWNER DIG-ARGS...: a negative local answer: RCODE, no answer records, the
 # zone's SOA in the authority section, AA
@@ -68,62 +57,7 @@ neg() {
 # router.dohgate.test) and home.arpa (printer.home.arpa A 192.168.1.50): what a home router
 # answers, for the forward-zone checks
 start_nsd_rev() {
-    local d=$T/nsd2
-    mkdir -p "$d"
-    NSD2_PORT=$(free_port)
-    cat >"$d/rev.zone" <<'EOF'
-$ORIGIN 10.in-addr.arpa.
-$TTL 600
-@       3600 IN SOA ns1.dohgate.test. hostmaster.dohgate.test. 1 3600 600 86400 300
-@       3600 IN NS  ns1.dohgate.test.
-3.2.1   IN PTR router.dohgate.test.
-EOF
-    cat >"$d/home.zone" <<'EOF'
-$ORIGIN home.arpa.
-$TTL 600
-@       3600 IN SOA ns1.dohgate.test. hostmaster.dohgate.test. 1 3600 600 86400 300
-@       3600 IN NS  ns1.dohgate.test.
-printer IN A 192.168.1.50
-EOF
-    cat >"$d/nsd.conf" <<EOF
-server:
-    ip-address: 127.0.0.1@$NSD2_PORT
-    port: $NSD2_PORT
-    server-count: 1
-    zonesdir: "$d"
-    database: ""
-    pidfile: "$d/nsd.pid"
-    username: ""
-    chroot: ""
-    zonelistfile: "$d/zone.list"
-    xfrdfile: "$d/xfrd.state"
-    xfrdir: "$d"
-    logfile: "$d/nsd.log"
-    verbosity: 1
-    hide-version: yes
-    rrl-ratelimit: 0
-    rrl-whitelist-ratelimit: 0
-remote-control:
-    control-enable: no
-zone:
-    name: "10.in-addr.arpa"
-    zonefile: "$d/rev.zone"
-zone:
-    name: "home.arpa"
-    zonefile: "$d/home.zone"
-EOF
-    "${GUARD[@]}" nsd -d -c "$d/nsd.conf" >"$d/nsd.out" 2>&1 </dev/null &
-    NSD2_PID=$!
-    track "$NSD2_PID"
-    for _ in $(seq 1 100); do
-        if dig +short +time=1 +tries=1 @127.0.0.1 -p "$NSD2_PORT" -x 10.1.2.3 2>/dev/null | grep -q '^router\.dohgate\.test\.$'; then
-            return 0
-        fi
-        proc_alive "$NSD2_PID" || break
-        sleep 0.1
-    done
-    cat "$d/nsd.out" "$d/nsd.log" 2>/dev/null
-    die "the second NSD did not answer on 127.0.0.1:$NSD2_PORT"
+    start_nsd_zone NSD2_PORT 10.in-addr.arpa local-rev.zone home.arpa local-home.zone
 }
 
 start_nsd
