@@ -106,6 +106,11 @@ bool acl_allows_client(const struct acl *acl, const struct client_id *id)
     return client_id_known(id) && allows_bytes(acl, id->addr, id->len);
 }
 
+bool acl_entry_holds(const struct acl_entry *e, const struct client_id *id)
+{
+    return client_id_known(id) && e->len == id->len && prefix_eq(id->addr, e->addr, e->bits);
+}
+
 char *const acl_private_nets[ACL_N_PRIVATE_NETS] = {
     "127.0.0.0/8",   "::1/128",        "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
     "100.64.0.0/10", "169.254.0.0/16", "fc00::/7",   "fe80::/10"};

@@ -10,6 +10,7 @@
 
 #include "dohgate/acl.h"
 #include "dohgate/dnswire.h"
+#include "dohgate/doh.h"
 #include "dohgate/log.h"
 
 #include <arpa/inet.h>
@@ -242,15 +243,10 @@ static const char *validate_policy_client(const char *v)
     struct acl_entry e;
     if (acl_parse(who, true, &e) == 0)
         return NULL;
-    /* a DoH path ID: /dns-query/ID */
-    if (n > 63 || !list_word_valid(who, n < 32 ? n : 32))
+    /* a DoH path ID: /dns-query/ID, as the router will take it */
+    if (!doh_id_valid(who, n))
         return "is neither a network (10.0.1.0/24) nor a client ID (1..63 letters, digits, '-', "
                "'_')";
-    for (size_t i = 0; i < n; i++) {
-        if (!isalnum((unsigned char)who[i]) && who[i] != '-' && who[i] != '_')
-            return "is neither a network (10.0.1.0/24) nor a client ID (1..63 letters, digits, "
-                   "'-', '_')";
-    }
     return NULL;
 }
 

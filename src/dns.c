@@ -93,6 +93,15 @@ size_t dns_question_end(const uint8_t *msg, size_t len)
     return off + 4;
 }
 
+const uint8_t *dns_question_name(const uint8_t *msg, size_t len, size_t *nlen)
+{
+    size_t end = dns_question_end(msg, len);
+    if (end < DNS_HEADER_LEN + 5)
+        return NULL;
+    *nlen = end - 4 - DNS_HEADER_LEN;
+    return msg + DNS_HEADER_LEN;
+}
+
 static void set_why(const char **why, const char *text)
 {
     if (why)

@@ -141,6 +141,19 @@ int doh_path_match(const char *path, char *const *paths, size_t n)
     return 0;
 }
 
+bool doh_id_valid(const char *s, size_t n)
+{
+    if (n == 0 || n > DOH_ID_MAX)
+        return false;
+    for (size_t j = 0; j < n; j++) {
+        char c = s[j];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_'))
+            return false;
+    }
+    return true;
+}
+
 int doh_path_id(const char *path, char *const *paths, size_t n, const char **id, size_t *id_len)
 {
     if (!path || !paths)
@@ -151,15 +164,8 @@ int doh_path_id(const char *path, char *const *paths, size_t n, const char **id,
         if (!l || plen < l + 2 || memcmp(paths[i], path, l) != 0 || path[l] != '/')
             continue;
         size_t k = plen - l - 1;
-        if (k > DOH_ID_MAX)
-            continue;
-        const char *s = path + l + 1;
-        bool ok = true;
-        for (size_t j = 0; j < k && ok; j++)
-            ok = (s[j] >= 'a' && s[j] <= 'z') || (s[j] >= 'A' && s[j] <= 'Z') ||
-                 (s[j] >= '0' && s[j] <= '9') || s[j] == '-' || s[j] == '_';
-        if (ok) {
-            *id = s;
+        if (doh_id_valid(path + l + 1, k)) {
+            *id = path + l + 1;
             *id_len = k;
             return 1;
         }

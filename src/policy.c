@@ -449,20 +449,6 @@ int policy_find_id(const struct policy *p, const char *id, size_t len)
     return -1;
 }
 
-/* Does network @p e hold @p c? */
-static bool net_holds(const struct acl_entry *e, const struct client_id *c)
-{
-    if (e->len != c->len)
-        return false;
-    unsigned full = e->bits / 8, rest = e->bits % 8;
-    if (memcmp(e->addr, c->addr, full) != 0)
-        return false;
-    if (rest == 0)
-        return true;
-    uint8_t m = (uint8_t)(0xffu << (8 - rest));
-    return (e->addr[full] & m) == (c->addr[full] & m);
-}
-
 /* The lists that apply to this client: its ID's policy, else its network's (the longest), else
  * the default. */
 static uint32_t client_mask(const struct policy *p, const struct client_id *client, const char *id,
@@ -476,7 +462,7 @@ static uint32_t client_mask(const struct policy *p, const struct client_id *clie
     if (client && client->len && p->n_nets) {
         int best = -1, bits = -1;
         for (size_t i = 0; i < p->n_nets; i++) {
-            if (p->nets[i].net.bits > bits && net_holds(&p->nets[i].net, client)) {
+            if (p->nets[i].net.bits > bits && acl_entry_holds(&p->nets[i].net, client)) {
                 best = p->nets[i].pol;
                 bits = p->nets[i].net.bits;
             }
@@ -485,13 +471,6 @@ static uint32_t client_mask(const struct policy *p, const struct client_id *clie
             return p->pol_mask[best];
     }
     return p->default_mask;
-}
-
-/* The question's name in @p q: [12, end). @return its length, or 0. */
-static size_t qname_len(const uint8_t *q, size_t qlen)
-{
-    size_t end = dns_question_end(q, qlen);
-    return end >= DNSWIRE_HEADER_LEN + 4 + 1 ? end - 4 - DNSWIRE_HEADER_LEN : 0;
 }
 
 /* The answer for a name blocked by list @p li (its match at @p off in the question name). */
@@ -577,17 +556,16 @@ int policy_apply(const struct policy *p, const uint8_t *q, size_t qlen,
         return POLICY_PASS;
     /* Blocklists name Internet hosts: class IN (or ANY), not CH "version.bind" and the like,
      * which the null answer's IN records would not even answer. */
-    size_t nlen = qname_len(q, qlen);
-    if (!nlen)
+    size_t nlen;
+    const uint8_t *name = dns_question_name(q, qlen, &nlen);
+    if (!name)
         return POLICY_PASS;
-    uint16_t qclass =
-        (uint16_t)(q[DNSWIRE_HEADER_LEN + nlen + 2] << 8 | q[DNSWIRE_HEADER_LEN + nlen + 3]);
+    uint16_t qclass = (uint16_t)(name[nlen + 2] << 8 | name[nlen + 3]);
     if (qclass != 1 && qclass != 255)
         return POLICY_PASS;
     uint32_t mask = client_mask(p, client, id, id_len);
     if (!mask)
         return POLICY_PASS;
-    const uint8_t *name = q + DNSWIRE_HEADER_LEN;
     uint32_t lists = 0;
     int off = nameset_match(p->block, name, nlen, mask, &lists);
     if (off < 0)

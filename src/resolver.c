@@ -276,13 +276,11 @@ static struct upstream *route(const struct resolver *r, const uint8_t *q, size_t
 {
     if (!r->zones)
         return r->up;
-    size_t qend = dns_question_end(q, qlen);
-    if (qend < DNS_HEADER_LEN + 5)
-        return r->up;
+    size_t nlen;
+    const uint8_t *name = dns_question_name(q, qlen, &nlen);
     uint32_t v = 0;
-    if (nameset_match(r->zones, q + DNS_HEADER_LEN, qend - 4 - DNS_HEADER_LEN, UINT32_MAX, &v) <
-            0 ||
-        v == 0 || v > r->n_zone_up || !r->zone_up[v - 1])
+    if (!name || nameset_match(r->zones, name, nlen, UINT32_MAX, &v) < 0 || v == 0 ||
+        v > r->n_zone_up || !r->zone_up[v - 1])
         return r->up;
     return r->zone_up[v - 1];
 }

@@ -43,6 +43,9 @@ struct client_id;
  */
 bool acl_allows_client(const struct acl *acl, const struct client_id *id);
 
+/** Is client @p id inside network @p e (same family, prefix equal)? An unknown client: no. */
+bool acl_entry_holds(const struct acl_entry *e, const struct client_id *id);
+
 /** Networks no answer can be reflected from the Internet to: loopback, RFC 1918, CGNAT
  * (100.64.0.0/10), link-local, RFC 4193 (fc00::/7). The default of dns-allow. */
 #define ACL_N_PRIVATE_NETS 9

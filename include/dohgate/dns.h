@@ -180,6 +180,10 @@ int dns_answer_strip_hop_options(uint8_t *msg, size_t *len);
 /** Byte offset just past the question section (12 + qname + 4), or 0 if it does not parse. */
 size_t dns_question_end(const uint8_t *msg, size_t len);
 
+/** The question's name (uncompressed wire form, at offset 12) and its length in @p nlen, or
+ * NULL when the question does not parse. */
+const uint8_t *dns_question_name(const uint8_t *msg, size_t len, size_t *nlen);
+
 /** The question's type of a query that passed dns_query_check() (0 if it has none). */
 uint16_t dns_qtype(const uint8_t *q, size_t qlen);
 

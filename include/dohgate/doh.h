@@ -7,6 +7,7 @@
 #ifndef DOHGATE_DOH_H
 #define DOHGATE_DOH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,4 +52,7 @@ int doh_path_match(const char *path, char *const *paths, size_t n);
  * NUL-terminated, inside @p path) and its length, else 0.
  */
 int doh_path_id(const char *path, char *const *paths, size_t n, const char **id, size_t *id_len);
+
+/** Is [@p s, @p s + @p n) a client ID: 1..DOH_ID_MAX letters, digits, '-' or '_'? */
+bool doh_id_valid(const char *s, size_t n);
 #endif

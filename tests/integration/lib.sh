@@ -225,6 +225,17 @@ metric_of() {
 
 # dnsmsg ARGS...: tests/tools/dnsmsg.py (build queries, parse answers)
 dnsmsg() { python3 "$DNSMSG_PY" "$@"; }
+# wait_for SECONDS COMMAND...: until COMMAND succeeds (0) or the time is up (1)
+wait_for() {
+    local n=$(($1 * 5))
+    shift
+    while [ "$n" -gt 0 ]; do
+        "$@" && return 0
+        sleep 0.2
+        n=$((n - 1))
+    done
+    return 1
+}
 # json NAME [TYPE] [PATH]: "Status data,data" of dohgate's JSON API answer (PATH: /resolve)
 json() {
     curl -s --http2 --max-time 5 --cacert "$CERTS/ca.pem" \

@@ -59,17 +59,6 @@ metric_sum() {
 # a_of PORT NAME: the A rdata dohgate gives NAME over UDP (sorted, space-separated)
 a_of() { rdata A "$(dq "$1" "$2" A)"; }
 
-# wait_for SECONDS COMMAND...: until COMMAND succeeds (0) or the time is up (1)
-wait_for() {
-    local n=$(($1 * 5))
-    shift
-    while [ "$n" -gt 0 ]; do
-        "$@" && return 0
-        sleep 0.2
-        n=$((n - 1))
-    done
-    return 1
-}
 is_blocked() { [ "$(a_of "$UP" "$1")" = 0.0.0.0 ]; }
 resolves() { [ "$(a_of "$UP" "$1")" = 192.0.2.1 ]; }
 

@@ -265,16 +265,6 @@ stop_dohgate
 # ================================================================================================
 # a hosts file changed while running: picked up by the file watch; a broken one keeps the old
 # data with one error naming FILE:LINE
-wait_for() {
-    local n=$(($1 * 5))
-    shift
-    while [ "$n" -gt 0 ]; do
-        "$@" && return 0
-        sleep 0.2
-        n=$((n - 1))
-    done
-    return 1
-}
 answers_a() { [ "$(rdata A "$(dq "$1" A)")" = "$2" ]; }
 use_log hostsreload
 UP=$(free_port)
