@@ -776,6 +776,33 @@ static const struct option_def options[] = {
      .metavar = "ADDR[:PORT]",
      .help = "DNS-over-TLS listener (RFC 7858; repeatable; port 853; default: none), with the "
              "certificates of the DoH listener"},
+    {.name = "plain-listen",
+     .restart = true,
+     .type = OPT_ADDRS,
+     .off = FIELD(plain_listen),
+     .count_off = FIELD(n_plain_listen),
+     .metavar = "ADDR:PORT",
+     .help = "clear-text listener for a TLS-terminating proxy in front (repeatable; default: "
+             "none): DoH, JSON and the website over HTTP/1.1 and h2c (prior knowledge). Keep it "
+             "on loopback or a private network"},
+    {.name = "proxy-protocol-from",
+     .type = OPT_PATHS,
+     .off = FIELD(proxy_protocol_from),
+     .count_off = FIELD(n_proxy_protocol_from),
+     .validate = validate_cidr,
+     .metavar = "CIDR",
+     .help = "load balancers whose connections start with a PROXY protocol v1 or v2 header, "
+             "whose address is then the client's (repeatable; default: none). Their connections "
+             "without one, and headers from anyone else, are closed"},
+    {.name = "trusted-proxy",
+     .type = OPT_PATHS,
+     .off = FIELD(trusted_proxy),
+     .count_off = FIELD(n_trusted_proxy),
+     .validate = validate_cidr,
+     .metavar = "CIDR",
+     .help = "proxies whose X-Forwarded-For and Forwarded headers name the client: read right "
+             "to left, the first address not in a trusted-proxy network is the client "
+             "(repeatable; default: none, the headers are ignored)"},
     {.name = "dns-allow",
      .type = OPT_PATHS,
      .off = FIELD(dns_allow),
@@ -969,6 +996,21 @@ static const struct option_def options[] = {
      .validate = validate_account,
      .metavar = "NAME",
      .help = "with user: run with this group instead of the user's own"},
+    {.name = "cache-redis",
+     .type = OPT_STRING,
+     .off = FIELD(cache_redis),
+     .metavar = "ADDR:PORT",
+     .help = "Redis server shared by several instances as a second-level cache: looked up on a "
+             "local miss before the upstreams, filled with their answers (default: none)"},
+    {.name = "cache-redis-timeout",
+     .type = OPT_UINT,
+     .off = FIELD(cache_redis_timeout_ms),
+     .dflt = "20",
+     .min = 1,
+     .max = 1000,
+     .metavar = "MS",
+     .help = "longest wait for a cache-redis lookup; past it the query goes upstream and the "
+             "server is given a rest (backoff)"},
     {.name = "shutdown-timeout",
      .type = OPT_UINT,
      .off = FIELD(shutdown_timeout_s),

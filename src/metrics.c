@@ -19,7 +19,7 @@ static const int status_codes[MET_NSTATUS - 1] = {200, 204, 206, 301, 304, 400, 
                                                   421, 429, 431, 500, 502, 503, 504};
 static const char *const version_names[MET_NVER] = {"1.0", "1.1", "2"};
 static const char *const method_names[MET_NMETHOD] = {"GET", "POST", "HEAD", "other"};
-static const char *const conn_names[DG_NLISTENER] = {"https", "http", "metrics", "dns-tcp", "dot"};
+static const char *const conn_names[DG_NLISTENER] = {"https", "http", "metrics", "dns-tcp", "dot", "cleartext"};
 static const char *const transport_names[DG_NTRANSPORT] = {"doh", "json", "dns-udp", "dns-tcp",
                                                            "dot"};
 static const char *const drop_names[DG_NDROP] = {"source", "rate-limit", "malformed", "send"};

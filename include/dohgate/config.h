@@ -209,6 +209,21 @@ struct config {
     char **policy_client; /**< policy-client 'CIDR|ID POLICY': who gets which policy */
     size_t n_policy_client;
 
+    /* Behind load balancers and across machines (issue 18). */
+    /** proxy-protocol-from CIDR (repeatable): sources that must open each connection with a
+     * PROXY protocol v1/v2 header (proxyproto.h); others must not send one */
+    char *proxy_protocol_from[DG_CONFIG_MAX_LIST];
+    size_t n_proxy_protocol_from;
+    /** plain-listen ADDR:PORT (repeatable): DoH, JSON and the website in clear text (HTTP/1.1
+     * and h2c with prior knowledge) for a TLS-terminating proxy in front */
+    struct dg_addr plain_listen[DG_CONFIG_MAX_LIST];
+    size_t n_plain_listen;
+    /** trusted-proxy CIDR (repeatable): peers whose X-Forwarded-For / Forwarded is believed */
+    char *trusted_proxy[DG_CONFIG_MAX_LIST];
+    size_t n_trusted_proxy;
+    char *cache_redis;             /**< cache-redis ADDR:PORT: the shared second-level cache */
+    unsigned cache_redis_timeout_ms; /**< cache-redis-timeout ms: budget per lookup, 20 */
+
     /* Where the file came from, for messages. NULL when no file was read. */
     char *config_file;
     /* Where each option was last set, by table row (config_origin()). */
