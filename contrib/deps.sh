@@ -22,7 +22,18 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 echo "installing:$missing" >&2
 $SUDO apt-get update -qq
-# The Debian packages of the servers used as test upstreams/peers start system services on
-# install; policy-rc.d keeps them from grabbing port 53 on this machine.
+# The Debian packages of the servers used as test upstreams/peers (nsd, unbound, nginx,
+# haproxy, redis-server) start system services on install; a policy-rc.d that refuses every
+# start keeps them from grabbing ports 53, 80 and 6379 on this machine. One that is already
+# there is left alone; ours is removed again afterwards.
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+ours=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod 755 /usr/sbin/policy-rc.d
+  ours=1
+fi
+rc=0
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null || rc=$?
+[ -z "$ours" ] || $SUDO rm -f /usr/sbin/policy-rc.d
+exit $rc
