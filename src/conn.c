@@ -143,6 +143,22 @@ static void goodbye(struct conn *c)
     rearm(c, GOODBYE_MS);
 }
 
+/* Graceful end of an HTTP/2 connection (SIGTERM, the idle timeout), in two steps (h2.h): the
+ * first GOAWAY and its PING now, the final GOAWAY at the PING's ACK or, if that does not come,
+ * at the connection's timer, armed here for it (on_timer). Not while the goodbye or the linger
+ * owns the timer: the connection is ending anyway. @return whether the first step is under way
+ * (false: it ended already, or the session went one step). */
+static bool h2_drain_start(struct conn *c)
+{
+    h2_session_shutdown(c->h2);
+    uint64_t due = h2_session_goaway_due(c->h2);
+    uint64_t now = dg_now_ms();
+    if (due && !c->close_after_flush && !c->lingering)
+        rearm(c, due > now ? due - now : 0);
+    on_wake(c);
+    return due != 0;
+}
+
 /* One read from TLS or the plain socket. @return bytes (> 0) or an IO_* code. */
 static int io_read(struct conn *c, uint8_t *buf, size_t n)
 {
@@ -423,7 +439,7 @@ static int handshake_done(struct conn *c)
             return -1;
         c->state = CS_H2;
         if (set->shutting_down)
-            h2_session_shutdown(c->h2);
+            h2_drain_start(c);
         return 0;
     }
     /* ALPN http/1.1, or no ALPN at all (scripts, old clients): HTTP/1.1. */
@@ -604,6 +620,13 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         conn_free(c);
         return;
     }
+    /* The first GOAWAY's PING got no ACK in time: the final GOAWAY now (h2_drain_start()). */
+    uint64_t goaway_due = c->h2 ? h2_session_goaway_due(c->h2) : 0;
+    if (goaway_due && now >= goaway_due) {
+        h2_session_goaway(c->h2);
+        goaway_due = 0;
+        on_wake(c);
+    }
     uint64_t send_ms = (uint64_t)cfg->send_timeout_s * 1000u;
     if (c->out.len && c->out_since && now - c->out_since >= send_ms && sendq_drained(c))
         c->out_since = now; /* a slow reader, not a stalled one: count from here */
@@ -619,6 +642,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     uint64_t left = send_ms;
     if (c->out.len && c->out_since)
         left = c->out_since + send_ms - now;
+    if (goaway_due && goaway_due - now < left)
+        left = goaway_due - now;
     if (c->h2 && h2_session_streams(c->h2) > 0) {
         struct h2_sweep sw = {
             .now = now, .send_ms = send_ms, .pending_ms = pending_backstop_ms(cfg)};
@@ -682,10 +707,20 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     if (busy)
         log_debug("closing a connection on which nothing moved for %llu ms",
                   (unsigned long long)quiet);
-    /* Idle: say goodbye with GOAWAY rather than a bare close, so pooling clients know. */
+    /* Idle: say goodbye with GOAWAY rather than a bare close, so pooling clients know. In two
+     * steps like a shutdown: a client may be sending a request right now, after its quiet
+     * spell, and the first GOAWAY lets that one be served instead of refused (it would have to
+     * retry it on a new connection, a handshake more); the cost is one round trip, at most
+     * H2_GOAWAY_ACK_MS, of a connection that is ending anyway. */
     if (c->h2) {
-        h2_session_shutdown(c->h2);
-        goodbye(c); /* if the client does not read, give up soon */
+        if (goaway_due) { /* the first step is under way: the final GOAWAY comes at its time */
+            rearm(c, goaway_due - now);
+            return;
+        }
+        if (!h2_drain_start(c)) {
+            h2_session_goaway(c->h2); /* one step after all (or the final one is out already) */
+            goodbye(c);               /* if the client does not read, give up soon */
+        }
         if (conn_flush(c) != 0)
             conn_free(c);
         return;
@@ -747,8 +782,7 @@ void conn_set_shutdown(struct conn_set *set)
     for (struct dg_lnode *n = set->conns.head; n; n = n->next) {
         struct conn *c = dg_list_entry(n, struct conn, node);
         if (c->h2) {
-            h2_session_shutdown(c->h2);
-            on_wake(c);
+            h2_drain_start(c);
         } else if (c->h1) {
             h1_session_shutdown(c->h1);
             on_wake(c);

@@ -78,7 +78,13 @@ struct h2_session {
     struct budget_scope *budget;    /* the connection's; outlives the session */
     struct dg_list streams;
     size_t nstreams;
-    int32_t goaway_last_id; /* after h2_session_shutdown(): streams above it are not served */
+    /* Graceful shutdown in two steps (h2_session_shutdown()): draining once the first GOAWAY
+     * (last-stream-ID 2^31-1) and its PING are queued; goaway_due is when the final GOAWAY is
+     * sent if the PING's ACK has not come (0 once it is queued); shutting_down once the
+     * final GOAWAY is queued, with goaway_last_id: streams above it are not served. */
+    bool draining;
+    uint64_t goaway_due;
+    int32_t goaway_last_id;
     bool shutting_down;
     bool fatal; /* a stream could not even be reset: close the connection */
     /* the clock of the current recv/send call (one read of it per call, not per frame) and
@@ -621,9 +627,21 @@ static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t stream
     return 0;
 }
 
+/* The opaque data of the PING sent with the first GOAWAY: its ACK, and only its, ends the
+ * first step (a client's own PINGs and their ACKs have other data). */
+static const uint8_t drain_ping[8] = {'d', 'g', '-', 'd', 'r', 'a', 'i', 'n'};
+
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
 {
     struct h2_session *s = user_data;
+    if (frame->hd.type == NGHTTP2_PING && (frame->hd.flags & NGHTTP2_FLAG_ACK) && s->goaway_due &&
+        memcmp(frame->ping.opaque_data, drain_ping, sizeof(drain_ping)) == 0) {
+        /* A round trip after the first GOAWAY: every stream the client opened before it read
+         * that GOAWAY has reached us (the PING ACK comes after them on the same connection). */
+        h2_session_goaway(s);
+        s->wake(s->owner);
+        return 0;
+    }
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
         return 0;
     struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
@@ -847,10 +865,36 @@ size_t h2_session_streams(const struct h2_session *s)
 
 void h2_session_shutdown(struct h2_session *s)
 {
+    if (s->draining || s->shutting_down)
+        return;
+    s->draining = true;
+    /* RFC 9113 §6.8: the GOAWAY with 2^31-1 tells the client to open no more streams, but a
+     * stream it sent before reading it is still served (a one-step GOAWAY with the last stream
+     * processed refuses those, and a client such as h2load counts them as failed). The PING
+     * measures the round trip after which no such stream can still be on its way. nghttp2
+     * queues both before any response data (control frames first). If either cannot be
+     * queued (the session is ending already, or out of memory), one step. */
+    if (nghttp2_submit_shutdown_notice(s->ng) != 0 ||
+        nghttp2_submit_ping(s->ng, NGHTTP2_FLAG_NONE, drain_ping) != 0) {
+        h2_session_goaway(s);
+        return;
+    }
+    s->goaway_due = dg_now_ms() + H2_GOAWAY_ACK_MS;
+}
+
+uint64_t h2_session_goaway_due(const struct h2_session *s)
+{
+    return s->goaway_due;
+}
+
+void h2_session_goaway(struct h2_session *s)
+{
     /* Open streams still finish; nghttp2_session_want_read() turns 0 once they are gone. */
     if (s->shutting_down)
         return;
+    s->draining = true;
     s->shutting_down = true;
+    s->goaway_due = 0;
     s->goaway_last_id = nghttp2_session_get_last_proc_stream_id(s->ng);
     nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE, s->goaway_last_id, NGHTTP2_NO_ERROR, NULL, 0);
 }

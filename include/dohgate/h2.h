@@ -105,7 +105,26 @@ struct h2_sweep {
  */
 void h2_session_sweep(struct h2_session *s, struct h2_sweep *sw);
 
-/** Graceful GOAWAY (last stream id = last seen): no new streams, open ones finish. */
+/** How long the first GOAWAY waits for its PING's ACK before the final one goes anyway (a
+ * client that does not answer PINGs, or one across a very slow path). */
+#define H2_GOAWAY_ACK_MS 1000
+
+/**
+ * Graceful shutdown in two steps (RFC 9113 §6.8): now a GOAWAY with last-stream-ID 2^31-1 and a
+ * PING; streams the client opens meanwhile are served as usual. When the PING's ACK arrives
+ * (inside h2_session_recv(), which then calls the wake callback), the final GOAWAY, as
+ * h2_session_goaway(). The caller's timer sends it at h2_session_goaway_due() if the ACK never
+ * comes. Open streams finish; h2_session_want_read() turns false once the final GOAWAY is out
+ * and they are done. Idempotent; one step (h2_session_goaway()) if the first GOAWAY or the PING
+ * cannot be queued.
+ */
 void h2_session_shutdown(struct h2_session *s);
+/** While the first step waits for its PING's ACK: when the final GOAWAY is due (ms, the
+ * dg_now_ms() clock); 0 before h2_session_shutdown() and once the final GOAWAY is queued. */
+uint64_t h2_session_goaway_due(const struct h2_session *s);
+/** The final GOAWAY now (last-stream-ID: the last stream processed): no new streams, open ones
+ * finish; a stream above it that arrived before this GOAWAY left is not served (the client
+ * knows it to be unprocessed). Idempotent. */
+void h2_session_goaway(struct h2_session *s);
 
 #endif

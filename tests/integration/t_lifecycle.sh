@@ -1,6 +1,7 @@
 #!/bin/bash
 # t_lifecycle: how connections end. An idle HTTP/2 connection gets GOAWAY (NO_ERROR) at
-# idle-timeout and only then the close; SIGTERM with queries in flight on HTTP/2 (several streams
+# idle-timeout, in two steps (the first with last-stream-ID 2^31-1 and a PING, the final one at
+# the PING's ACK) and only then the close; SIGTERM with queries in flight on HTTP/2 (several streams
 # on one connection) and HTTP/1.1 answers them all, tells the HTTP/1.1 client
 # "Connection: close", and exits 0; shutdown-timeout bounds the drain.
 . "$(dirname "$0")/lib.sh"
@@ -14,7 +15,9 @@ S=$STUBZONE
 # ---- idle timeout: GOAWAY first, then the close
 start_dohgate --upstream "127.0.0.1:$STUB_PORT" --idle-timeout 2
 out=$("$H2RESET" "$DG_PORT" idle "idle.$S" 8 2>&1)
-assert_match '^idle: response 200; GOAWAY NO_ERROR \(last stream 1\) after [0-9]+ ms; EOF after [0-9]+ ms$' \
+# h2reset reports the last GOAWAY its nghttp2 took: the first one (2^31-1); with no stream open,
+# nghttp2 reads nothing after it, so the final one (last stream 1) shows only if it came along.
+assert_match '^idle: response 200; GOAWAY NO_ERROR \(last stream (2147483647|1)\) after [0-9]+ ms; EOF after [0-9]+ ms$' \
     "$out" "an idle HTTP/2 connection gets GOAWAY (NO_ERROR) and then EOF ($out)"
 g=$(echo "$out" | sed -n 's/.*GOAWAY .* after \([0-9]*\) ms;.*/\1/p')
 e=$(echo "$out" | sed -n 's/.*EOF after \([0-9]*\) ms$/\1/p')

@@ -87,6 +87,9 @@ struct t {
     nghttp2_session *cli;
     unsigned wakes;
     bool goaway;
+    unsigned goaways;             /* GOAWAY frames received */
+    int32_t goaway_first_id;      /* the first one's last-stream-ID */
+    unsigned pings, ping_acks_in; /* PINGs the client got / PING ACKs the server got */
     int32_t goaway_last_id;
     uint32_t goaway_code;
     struct dt_resp rec[MAX_REC];
@@ -143,7 +146,11 @@ static int cli_on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, v
 static int cli_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
 {
     struct t *t = ud;
+    if (frame->hd.type == NGHTTP2_PING && !(frame->hd.flags & NGHTTP2_FLAG_ACK))
+        t->pings++;
     if (frame->hd.type == NGHTTP2_GOAWAY) {
+        if (!t->goaways++)
+            t->goaway_first_id = frame->goaway.last_stream_id;
         t->goaway = true;
         t->goaway_last_id = frame->goaway.last_stream_id;
         t->goaway_code = frame->goaway.error_code;
@@ -775,7 +782,7 @@ static void test_goaway_pending_finishes(void **state)
     int32_t id = submit_dns_get(t, 0x9090, "goaway.example.com");
     assert_true(run_until(t, p_held, 1, MAX_WAIT));
 
-    h2_session_shutdown(t->srv);
+    h2_session_goaway(t->srv); /* the final GOAWAY at once, as the timer sends it */
     /* Race: the client opens one more stream after the GOAWAY was submitted but before it was
      * written. nghttp2 only stops taking new streams once the GOAWAY is sent, so this one is
      * dispatched; sending the GOAWAY then closes it (no RST_STREAM), which must cancel its
@@ -807,6 +814,110 @@ static void test_goaway_pending_finishes(void **state)
     assert_true(run_until(t, p_closed, id, MAX_WAIT));
     assert_dns_response(t, id, 0x9090, DNS_RCODE_NOERROR);
     assert_int_equal(h2_session_streams(t->srv), 0);
+    assert_true(h2_session_done(t->srv));
+    assert_idle(t);
+}
+
+/* Send what the client queued to the server, and nothing back. */
+static void cli_flush_to_srv(struct t *t)
+{
+    const uint8_t *p;
+    ssize_t n;
+    while ((n = nghttp2_session_mem_send(t->cli, &p)) > 0)
+        assert_int_equal(h2_session_recv(t->srv, p, (size_t)n), 0);
+    assert_int_equal(n, 0);
+}
+
+/* Send what the server has queued to the client, and nothing back. */
+static void srv_flush_to_cli(struct t *t)
+{
+    struct dg_buf out = {0};
+    assert_int_equal(h2_session_send(t->srv, &out, SIZE_MAX), 0);
+    if (out.len)
+        assert_int_equal(nghttp2_session_mem_recv(t->cli, out.data, out.len), (ssize_t)out.len);
+    dg_buf_free(&out);
+}
+
+/* Graceful shutdown in two steps (RFC 9113 §6.8): the first GOAWAY (2^31-1) and a PING; a
+ * stream the client sent before it read that GOAWAY is served, not refused; the PING's ACK
+ * brings the final GOAWAY, whose last-stream-ID is that late stream; the session ends when
+ * the streams are done. */
+static void test_goaway_two_steps(void **state)
+{
+    struct t *t = *state;
+    start(t, 1500, 4000);
+    t->fake->mode = DT_FAKE_HOLD;
+    int32_t id = submit_dns_get(t, 0x9292, "drain.example.com");
+    assert_true(run_until(t, p_held, 1, MAX_WAIT));
+
+    assert_int_equal(h2_session_goaway_due(t->srv), 0);
+    uint64_t t0 = dg_now_ms();
+    h2_session_shutdown(t->srv);
+    uint64_t due = h2_session_goaway_due(t->srv);
+    assert_true(due >= t0 + H2_GOAWAY_ACK_MS && due <= dg_now_ms() + H2_GOAWAY_ACK_MS);
+    h2_session_shutdown(t->srv); /* idempotent: no second notice, the same bound */
+    assert_int_equal(h2_session_goaway_due(t->srv), due);
+    /* The client opens a stream before it reads the first GOAWAY (its HEADERS cross it). */
+    int32_t late = submit_dns_get(t, 0x9393, "late.example.com");
+    cli_flush_to_srv(t);
+    /* Now both ways: the client gets GOAWAY(2^31-1) and the PING, acknowledges it, and the
+     * server answers with the final GOAWAY. */
+    pump(t);
+    assert_int_equal(t->goaways, 2);
+    assert_int_equal(t->goaway_first_id, INT32_MAX);
+    assert_int_equal(t->pings, 1);
+    assert_int_equal(t->goaway_code, NGHTTP2_NO_ERROR);
+    assert_int_equal(t->goaway_last_id, late);
+    assert_int_equal(h2_session_goaway_due(t->srv), 0);
+    assert_int_equal(h2_session_streams(t->srv), 2);
+    assert_false(h2_session_done(t->srv));
+    assert_true(h2_session_want_read(t->srv));
+
+    assert_true(run_until(t, p_held, 2, MAX_WAIT)); /* the late query reached the upstream */
+    dt_fake_release(t->fake, 0, 2);
+    assert_true(run_until(t, p_closed, late, MAX_WAIT));
+    assert_true(run_until(t, p_closed, id, MAX_WAIT));
+    struct dt_resp *r = rec_of(t, late);
+    assert_int_equal(r->close_code, NGHTTP2_NO_ERROR);
+    assert_int_equal(r->status, 200);
+    assert_int_equal(dg_get16(r->body), 0x9393);
+    assert_int_equal(rec_of(t, id)->status, 200);
+    assert_int_equal(h2_session_streams(t->srv), 0);
+    assert_true(h2_session_done(t->srv));
+    assert_idle(t);
+}
+
+/* No PING ACK (a client that does not answer, or a slow path): the caller's timer sends the
+ * final GOAWAY at h2_session_goaway_due() (h2_session_goaway()); the open stream still
+ * finishes, and then the session is done. */
+static void test_goaway_no_ack(void **state)
+{
+    struct t *t = *state;
+    start(t, 1500, 4000);
+    t->fake->mode = DT_FAKE_HOLD;
+    int32_t id = submit_dns_get(t, 0x9494, "noack.example.com");
+    assert_true(run_until(t, p_held, 1, MAX_WAIT));
+    h2_session_shutdown(t->srv);
+    /* Only the server's frames reach the client; what the client answers (the ACK) is not
+     * sent. */
+    srv_flush_to_cli(t);
+    assert_int_equal(t->goaways, 1);
+    assert_int_equal(t->goaway_first_id, INT32_MAX);
+    assert_int_equal(t->pings, 1);
+    assert_true(h2_session_goaway_due(t->srv) != 0);
+    assert_true(h2_session_want_read(t->srv)); /* still open for streams */
+    h2_session_goaway(t->srv);
+    assert_int_equal(h2_session_goaway_due(t->srv), 0);
+    h2_session_goaway(t->srv); /* idempotent */
+    srv_flush_to_cli(t);
+    assert_int_equal(t->goaways, 2);
+    assert_int_equal(t->goaway_last_id, id);
+    assert_false(h2_session_done(t->srv));
+    /* The ACK that comes after all changes nothing; the stream finishes. */
+    dt_fake_release(t->fake, 0, 1);
+    assert_true(run_until(t, p_closed, id, MAX_WAIT));
+    assert_int_equal(rec_of(t, id)->status, 200);
+    assert_int_equal(t->goaways, 2);
     assert_true(h2_session_done(t->srv));
     assert_idle(t);
 }
@@ -1146,6 +1257,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_error_statuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_silent_upstream_servfail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_goaway_pending_finishes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_goaway_two_steps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_goaway_no_ack, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_unwanted_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_streamed_to_backend, setup, teardown),
