@@ -1,8 +1,9 @@
 #!/bin/bash
 # t_fleet: HAProxy (contrib/haproxy.cfg as written, ports replaced) in front of two dohgate
 # instances (NSD upstream, metrics-listen for the health checks, one shared ticket-key-file).
-# - client addresses: through send-proxy-v2, a curl bound to 127.0.0.9 shows as 127.0.0.9 in
-#   the query log, and deny-client 127.0.0.9/32 gives 403 through HAProxy;
+# - client addresses: through send-proxy-v2, a curl bound to 127.0.0.10 shows as 127.0.0.10 in
+#   the query log (a refused query is not logged, hence another address than the denied one),
+#   and deny-client 127.0.0.9/32 gives 403 through HAProxy;
 # - rolling restart: under h2load (-D 6 -c 8 -m 10) through HAProxy, SIGTERM to one instance:
 #   no request h2load sent fails (the two-step GOAWAY), new connections made meanwhile all
 #   succeed; the instance is started again and takes traffic (its own counters);
@@ -39,20 +40,28 @@ B_M=$(free_port)
 Q=$(dnsmsg query "www.$ZONE" A --b64)
 
 # start_inst a|b [FLAGS...]: that instance on its fixed ports (the HAProxy file names them),
-# its log in $T/<name>.log; its pid in A_PID / B_PID.
+# its log in $T/<name>.log; its pid in A_PID / B_PID. Ready once /healthz answers on its
+# metrics port: with proxy-protocol-from 127.0.0.1/32 a direct DoH query from here (no PROXY
+# header) is closed, so lib.sh's launch_dohgate, which waits for one, cannot be used.
 start_inst() {
-    local n=$1 port mport pp=()
+    local n=$1 port mport pp=() pid i
     shift
     if [ "$n" = a ]; then port=$A_PORT mport=$A_M; else port=$B_PORT mport=$B_M; fi
     [ "$PROXY_V2" = 1 ] && pp=(--proxy-protocol-from 127.0.0.1/32)
-    DG_PORT=$port
-    DG_LOG=$T/$n.log
-    launch_dohgate --listen "127.0.0.1:$port" --cert "$CERTS/server.pem" --key "$CERTS/server.key" \
-        --upstream "127.0.0.1:$NSD_PORT" --metrics-listen "127.0.0.1:$mport" \
-        --ticket-key-file "$T/ticket.key" --query-log yes --query-log-client full \
-        --shutdown-timeout 5 "${pp[@]}" "$@"
-    if [ "$n" = a ]; then A_PID=$DG_PID; else B_PID=$DG_PID; fi
-    DG_PID=
+    local args=(--listen "127.0.0.1:$port" --cert "$CERTS/server.pem" --key "$CERTS/server.key"
+        --upstream "127.0.0.1:$NSD_PORT" --metrics-listen "127.0.0.1:$mport"
+        --ticket-key-file "$T/ticket.key" --query-log yes --query-log-client full
+        --deny-client 127.0.0.9/32 --shutdown-timeout 5 "${pp[@]}" "$@")
+    echo "# $DOHGATE ${args[*]}" >>"$T/$n.log"
+    "${GUARD[@]}" "$DOHGATE" "${args[@]}" >>"$T/$n.log" 2>&1 </dev/null &
+    pid=$!
+    track "$pid"
+    for i in $(seq 1 50); do
+        [ "$(curl -s --max-time 1 "http://127.0.0.1:$mport/healthz")" = ok ] && break
+        proc_alive "$pid" || die "instance $n exited during start-up ($(tail -3 "$T/$n.log"))"
+        sleep 0.2
+    done
+    if [ "$n" = a ]; then A_PID=$pid; else B_PID=$pid; fi
 }
 # stop_inst a|b [SIGNAL]: the post checks of that instance (exit 0 after SIGTERM)
 stop_inst() {
@@ -120,10 +129,14 @@ h2l_unsent() { awk -F'\t' '$1 == 0 { n++ } END { print n + 0 }' "$1"; }
 
 # ---- client addresses through the PROXY protocol
 if [ "$PROXY_V2" = 1 ]; then
-    code=$(fe_get --interface 127.0.0.9)
-    assert_eq 200 "$code" "a query from 127.0.0.9 through HAProxy"
-    assert_eq yes "$(grep -qh 'query: 127\.0\.0\.9 ' "$T/a.log" "$T/b.log" && echo yes)" \
-        "the query log shows the client's own address 127.0.0.9, not HAProxy's"
+    code=$(fe_get --interface 127.0.0.10)
+    assert_eq 200 "$code" "a query from 127.0.0.10 through HAProxy"
+    wait_for 3 grep -qh 'query: 127\.0\.0\.10 ' "$T/a.log" "$T/b.log"
+    assert_eq yes "$(grep -qh 'query: 127\.0\.0\.10 ' "$T/a.log" "$T/b.log" && echo yes)" \
+        "the query log shows the client's own address 127.0.0.10, not HAProxy's 127.0.0.1"
+    assert_eq "403 403" "$(fe_get --interface 127.0.0.9) $(fe_get --interface 127.0.0.9)" \
+        "deny-client 127.0.0.9/32 (on both instances): 403 through HAProxy, two connections"
+    assert_eq 200 "$(fe_get)" "... while 127.0.0.1 is served"
 fi
 
 # ---- rolling restart: SIGTERM to one instance under h2load
