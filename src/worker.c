@@ -450,6 +450,12 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     udp_stop(w);
     for (size_t i = 0; i < w->nls; i++) {
         if (w->ls[i].lev) {
+            /* Connections the kernel completed that are still in this socket's backlog would
+             * be reset when it closes (each worker's SO_REUSEPORT socket has its own backlog):
+             * a load balancer that already sent on such a connection cannot retry it
+             * elsewhere. Take them (up to ACCEPTS_PER_EV) and let them end like the others
+             * below (conn_set_shutdown(): two-step GOAWAY, Connection: close). */
+            on_accept(w->ls[i].s.fd, EV_READ, &w->ls[i]);
             event_free(w->ls[i].lev);
             w->ls[i].lev = NULL;
         }
