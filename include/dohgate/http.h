@@ -83,10 +83,8 @@ struct http_request {
     const char *content_type;
     const uint8_t *body;
     size_t body_len;
-    int version; /**< 20 for HTTP/2, 11 or 10 for HTTP/1.x */
-    /** false on the plain-HTTP listener (port 80), which only redirects; true where DoH and
-     * the site are served: the TLS listeners and the clear-text one (plain-listen) */
-    bool https;
+    int version;  /**< 20 for HTTP/2, 11 or 10 for HTTP/1.x */
+    bool https;   /**< false on the plain-HTTP listener (port 80); true on TLS and plain-listen */
     bool metrics; /**< on the metrics listener */
     /** plain-listen: DoH and the site without TLS, behind a TLS-terminating proxy (https is
      * true too); the scheme the site backend hears comes from the proxy (proxy.c) */
@@ -171,16 +169,16 @@ struct policy_view;
 struct handler_ctx {
     const struct config *cfg;
     struct resolver *resolver;
-    const struct site *site;       /**< shared, read-only; may be NULL (tests) */
-    struct proxy *proxy;           /**< this worker's backend pool; NULL unless site-backend */
-    const struct dg_observer *obs; /**< this worker's event counting; may be NULL (tests) */
-    struct clients *clients;       /**< per-client rate limits; may be NULL */
-    const struct acl *acl;         /**< allow-client/deny-client; may be NULL */
-    const struct acl *dns_acl;     /**< dns-allow (or its private default); NULL: everybody */
+    const struct site *site;         /**< shared, read-only; may be NULL (tests) */
+    struct proxy *proxy;             /**< this worker's backend pool; NULL unless site-backend */
+    const struct dg_observer *obs;   /**< this worker's event counting; may be NULL (tests) */
+    struct clients *clients;         /**< per-client rate limits; may be NULL */
+    const struct acl *acl;           /**< allow-client/deny-client; may be NULL */
+    const struct acl *dns_acl;       /**< dns-allow (or its private default); NULL: everybody */
+    const struct ddr_endpoints *ddr; /**< DDR answers (RFC 9462); NULL: ddr no (forwarded) */
     /** trusted-proxy: a request from a peer in it takes its client from X-Forwarded-For or
      * Forwarded (forwarded.h, http_exchange_dispatch()); NULL or empty: the headers are ignored */
     const struct acl *trusted_proxy;
-    const struct ddr_endpoints *ddr; /**< DDR answers (RFC 9462); NULL: ddr no (forwarded) */
     /** the view's hold on the current policy (policy.h; mutable, this worker's thread only);
      * NULL: no policy step (tests) */
     struct policy_view *policy;
