@@ -34,7 +34,12 @@
 #define READ_CHUNK   16384
 #define READS_PER_EV 16
 
-enum conn_state { CS_HANDSHAKE, CS_H2, CS_H1, CS_DNS };
+/* CS_PREFACE: the clear-text listener, before its first bytes chose HTTP/2 or HTTP/1.1 */
+enum conn_state { CS_HANDSHAKE, CS_PREFACE, CS_H2, CS_H1, CS_DNS };
+
+/* RFC 9113 §3.4: what a client with prior knowledge of HTTP/2 (h2c) sends first. */
+static const char H2_PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+#define H2_PREFACE_LEN (sizeof(H2_PREFACE) - 1)
 
 /* io_read/io_write results besides a byte count */
 enum { IO_EOF = 0, IO_WANT_READ = -1, IO_WANT_WRITE = -2, IO_ERR = -3 };
@@ -65,6 +70,9 @@ struct conn {
     uint64_t out_since;   /* ms: output waiting and none of it taken since (0: none waits) */
     int sendq;            /* the kernel's send queue (SIOCOUTQ) when out_since was last set */
     uint64_t req_armed;   /* h1: start time of the request the timer was last set for */
+    /* CS_PREFACE: the first bytes, held while they match the HTTP/2 preface */
+    uint8_t preface[H2_PREFACE_LEN];
+    uint8_t preface_len;
 };
 
 static void conn_free(struct conn *c)
@@ -391,7 +399,11 @@ static int conn_flush(struct conn *c)
 
 static int start_h1(struct conn *c)
 {
-    const struct h1_settings st = {.https = c->ssl != NULL,
+    bool cleartext = c->kind == DG_LISTENER_CLEARTEXT;
+    /* https: served as DoH and the site are (the TLS listeners, plain-listen), not the port-80
+     * listener's redirects */
+    const struct h1_settings st = {.https = c->ssl != NULL || cleartext,
+                                   .cleartext = cleartext,
                                    .metrics = c->kind == DG_LISTENER_METRICS,
                                    .client = &c->client,
                                    .budget = &c->budget};
@@ -419,6 +431,22 @@ static int start_dns(struct conn *c)
     return 0;
 }
 
+static int start_h2(struct conn *c)
+{
+    struct conn_set *set = c->set;
+    struct h2_settings st = {.max_concurrent_streams = set->cfg->max_concurrent_streams,
+                             .cleartext = c->kind == DG_LISTENER_CLEARTEXT,
+                             .client = &c->client,
+                             .budget = &c->budget};
+    c->h2 = h2_session_new(&st, set->hctx, on_wake, c);
+    if (!c->h2)
+        return -1;
+    c->state = CS_H2;
+    if (set->shutting_down)
+        h2_drain_start(c);
+    return 0;
+}
+
 static int handshake_done(struct conn *c)
 {
     struct conn_set *set = c->set;
@@ -430,20 +458,73 @@ static int handshake_done(struct conn *c)
                1);
     if (c->kind == DG_LISTENER_DOT)
         return start_dns(c);
-    if (tls_alpn_get(c->ssl) == TLS_ALPN_H2) {
-        struct h2_settings st = {.max_concurrent_streams = set->cfg->max_concurrent_streams,
-                                 .client = &c->client,
-                                 .budget = &c->budget};
-        c->h2 = h2_session_new(&st, set->hctx, on_wake, c);
-        if (!c->h2)
-            return -1;
-        c->state = CS_H2;
-        if (set->shutting_down)
-            h2_drain_start(c);
-        return 0;
-    }
+    if (tls_alpn_get(c->ssl) == TLS_ALPN_H2)
+        return start_h2(c);
     /* ALPN http/1.1, or no ALPN at all (scripts, old clients): HTTP/1.1. */
     return start_h1(c);
+}
+
+/* The clear-text listener (plain-listen): no TLS, so no ALPN; the first bytes decide
+ * (cleartext_take()). Called where a session would start, after anything that comes before
+ * the HTTP bytes. */
+static void start_cleartext(struct conn *c)
+{
+    c->state = CS_PREFACE;
+    c->preface_len = 0;
+    rearm(c, (uint64_t)c->set->cfg->idle_timeout_s * 1000u);
+}
+
+static int feed(struct conn *c, const uint8_t *p, size_t len);
+
+/*
+ * CS_PREFACE: bytes that still match the HTTP/2 connection preface are held (up to its 24
+ * bytes); the whole preface starts an HTTP/2 session with the settings of ALPN h2 (prior
+ * knowledge, RFC 9113 §3.3), the first byte that differs an HTTP/1.1 session. The chosen
+ * session then gets the held bytes and the rest, as if it had read them itself. The HTTP/1.1
+ * "Upgrade: h2c" dance is not offered (an HTTP/1.1 client that asks gets HTTP/1.1; RFC 9113
+ * deprecated it, and proxies speak h2c with prior knowledge).
+ * @return as feed().
+ */
+static int cleartext_take(struct conn *c, const uint8_t *p, size_t len)
+{
+    size_t i = 0;
+    while (i < len && c->preface_len < H2_PREFACE_LEN &&
+           p[i] == (uint8_t)H2_PREFACE[c->preface_len])
+        c->preface[c->preface_len++] = p[i++];
+    if (i == len && c->preface_len < H2_PREFACE_LEN)
+        return 0; /* all of it matches so far: wait for more */
+    bool h2 = c->preface_len == H2_PREFACE_LEN;
+    if ((h2 ? start_h2(c) : start_h1(c)) != 0)
+        return -1;
+    int rc = feed(c, c->preface, c->preface_len);
+    if (rc == 0 && i < len)
+        rc = feed(c, p + i, len - i);
+    return rc;
+}
+
+/* Hand received bytes to the protocol session. @return 0, 1 (stop reading: a goodbye is
+ * queued) or -1 (close now). */
+static int feed(struct conn *c, const uint8_t *p, size_t len)
+{
+    if (c->state == CS_PREFACE)
+        return cleartext_take(c, p, len);
+    if (c->h2) {
+        if (h2_session_recv(c->h2, p, len) != 0) {
+            /* nghttp2 queued a GOAWAY; send it, then close. */
+            goodbye(c);
+            return 1;
+        }
+    } else if (c->ds) {
+        if (dnsstream_session_recv(c->ds, p, len) != 0)
+            return -1;
+        /* a client trickling a message's bytes is not idle, nor welcome */
+        arm_request_timer(c, dnsstream_session_partial_since(c->ds));
+    } else {
+        if (h1_session_recv(c->h1, p, len) != 0)
+            return -1;
+        arm_request_timer(c, h1_session_request_started(c->h1));
+    }
+    return 0;
 }
 
 /* Read what is available and hand it to the protocol. @return -1 to close now. */
@@ -454,22 +535,9 @@ static int conn_read(struct conn *c)
         int n = io_read(c, buf, sizeof(buf));
         if (n > 0) {
             c->last_active = dg_now_ms();
-            if (c->h2) {
-                if (h2_session_recv(c->h2, buf, (size_t)n) != 0) {
-                    /* nghttp2 queued a GOAWAY; send it, then close. */
-                    goodbye(c);
-                    return 0;
-                }
-            } else if (c->ds) {
-                if (dnsstream_session_recv(c->ds, buf, (size_t)n) != 0)
-                    return -1;
-                /* a client trickling a message's bytes is not idle, nor welcome */
-                arm_request_timer(c, dnsstream_session_partial_since(c->ds));
-            } else {
-                if (h1_session_recv(c->h1, buf, (size_t)n) != 0)
-                    return -1;
-                arm_request_timer(c, h1_session_request_started(c->h1));
-            }
+            int rc = feed(c, buf, (size_t)n);
+            if (rc != 0)
+                return rc < 0 ? -1 : 0;
             if (c->out.len > OUT_HIGH_WATER || !session_wants_read(c))
                 set_read_paused(c, true);
             continue;
@@ -767,6 +835,8 @@ int conn_accept(struct conn_set *set, int fd, enum dg_listener kind, const struc
     if (tls) {
         SSL_set_accept_state(c->ssl);
         arm_timer(c, set->cfg->handshake_timeout_s);
+    } else if (kind == DG_LISTENER_CLEARTEXT) {
+        start_cleartext(c);
     } else if ((kind == DG_LISTENER_DNS_TCP ? start_dns(c) : start_h1(c)) != 0) {
         conn_free(c);
         return -ENOMEM;

@@ -38,6 +38,7 @@ struct h1_session {
     void *owner;
     bool https;
     bool metrics;
+    bool cleartext;
     const struct client_id *client; /* the connection's; outlives the session */
     struct budget_scope *budget;    /* the connection's; outlives the session */
     enum h1_state state;
@@ -621,6 +622,7 @@ static void dispatch(struct h1_session *s)
         .version = s->version,
         .https = s->https,
         .metrics = s->metrics,
+        .cleartext = s->cleartext,
         .headers = s->hdrs,
         .nheaders = s->nhdrs,
         .client = s->client,
@@ -777,6 +779,7 @@ struct h1_session *h1_session_new(const struct h1_settings *st, const struct han
     s->owner = owner;
     s->https = st->https;
     s->metrics = st->metrics;
+    s->cleartext = st->cleartext;
     s->client = st->client;
     s->budget = st->budget;
     request_reset(s);

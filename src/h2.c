@@ -76,6 +76,7 @@ struct h2_session {
     void *owner;
     const struct client_id *client; /* the connection's; outlives the session */
     struct budget_scope *budget;    /* the connection's; outlives the session */
+    bool cleartext;                 /* plain-listen: h2c */
     struct dg_list streams;
     size_t nstreams;
     /* Graceful shutdown in two steps (h2_session_shutdown()): draining once the first GOAWAY
@@ -346,6 +347,7 @@ static void stream_dispatch(struct h2_stream *st)
         .body_len = st->body.len,
         .version = 20,
         .https = true,
+        .cleartext = st->sess->cleartext,
         .headers = st->hdrs,
         .nheaders = st->nhdrs,
         .client = st->sess->client,
@@ -752,6 +754,7 @@ struct h2_session *h2_session_new(const struct h2_settings *cfg, const struct ha
         return NULL;
     s->client = cfg->client;
     s->budget = cfg->budget;
+    s->cleartext = cfg->cleartext;
     s->hctx = hctx;
     s->wake = wake;
     s->owner = owner;

@@ -7,7 +7,9 @@
 #include <netinet/in.h>
 #include <string.h>
 
+#include "dohgate/acl.h"
 #include "dohgate/budget.h"
+#include "dohgate/forwarded.h"
 #include "dohgate/config.h"
 #include "dohgate/log.h"
 #include "dohgate/observer.h"
@@ -300,6 +302,57 @@ void http_exchange_begin(struct http_exchange *ex)
     ex->state = HTTP_EX_DISPATCHED;
 }
 
+static bool hop_trusted(const struct client_id *hop, void *acl)
+{
+    return acl_allows_client(acl, hop);
+}
+
+/* Forwarding header lines kept (the last ones): more is lines a proxy would never write. */
+#define FWD_LINES 16
+
+/* The client a trusted proxy names (http.h, http_exchange_dispatch()). */
+static void apply_forwarded(struct http_exchange *ex)
+{
+    struct http_request *r = &ex->req;
+    const struct acl *trusted = ex->ctx ? ex->ctx->trusted_proxy : NULL;
+    if (!acl_active(trusted) || r->metrics || !client_id_known(r->client) ||
+        !acl_allows_client(trusted, r->client))
+        return;
+    r->via_trusted_proxy = true;
+    const char *lines[FWD_LINES];
+    size_t n = 0, total = 0;
+    enum forwarded_kind kind = FORWARDED_RFC7239;
+    for (int pass = 0; pass < 2 && total == 0; pass++) {
+        const char *name = pass == 0 ? "forwarded" : "x-forwarded-for";
+        kind = pass == 0 ? FORWARDED_RFC7239 : FORWARDED_XFF;
+        for (size_t i = 0; i < r->nheaders; i++) {
+            if (strcmp(r->headers[i].name, name) != 0)
+                continue;
+            if (n == FWD_LINES) { /* keep the last ones: the nearest proxies wrote them */
+                memmove(lines, lines + 1, sizeof(lines[0]) * (FWD_LINES - 1));
+                n--;
+            }
+            lines[n++] = r->headers[i].value;
+            total++;
+        }
+    }
+    if (total == 0)
+        return;
+    enum forwarded_outcome o =
+        forwarded_client(kind, lines, n, total > n, hop_trusted, (void *)trusted, &ex->fwd_client);
+    if (o == FORWARDED_NONE) {
+        log_debug("http: %s from %s names no usable address: the peer is the client",
+                  kind == FORWARDED_RFC7239 ? "Forwarded" : "X-Forwarded-For", r->client->text);
+        return;
+    }
+    if (o == FORWARDED_STOPPED)
+        log_debug("http: %s from %s: a malformed, unknown or obfuscated hop stopped the walk at "
+                  "%s",
+                  kind == FORWARDED_RFC7239 ? "Forwarded" : "X-Forwarded-For", r->client->text,
+                  ex->fwd_client.text);
+    r->client = &ex->fwd_client;
+}
+
 void http_exchange_dispatch(struct http_exchange *ex, void (*handler)(struct http_exchange *ex))
 {
     http_exchange_begin(ex);
@@ -309,6 +362,7 @@ void http_exchange_dispatch(struct http_exchange *ex, void (*handler)(struct htt
         http_req_body_abandon(ex);
         return;
     }
+    apply_forwarded(ex);
     handler(ex);
     /* Answered without a reader of the streamed body: nobody will read it. */
     if (ex->state != HTTP_EX_DISPATCHED && !ex->body_cb)

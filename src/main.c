@@ -55,6 +55,25 @@ static void warn_open_dns(const struct config *cfg)
     }
 }
 
+/* The clear-text listener carries DoH without encryption: meant for a proxy on the same machine
+ * or a private network. Say so once at start when it is bound where anybody could reach it (a
+ * wildcard or a public address). */
+static void warn_open_cleartext(const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_plain_listen; i++) {
+        const struct dg_addr *a = &cfg->plain_listen[i];
+        char ip[INET6_ADDRSTRLEN];
+        bool private = !config_addr_is_any(a) &&
+                       inet_ntop(a->ss.ss_family, config_addr_bytes(a), ip, sizeof(ip)) &&
+                       acl_cidr_is_private(ip);
+        if (!private)
+            log_warn("plain-listen %s: a clear-text DoH listener is exposed beyond loopback and "
+                     "private networks (queries and answers travel unencrypted); bind it to "
+                     "127.0.0.1 or a private address behind the TLS-terminating proxy",
+                     a->text);
+    }
+}
+
 static void warn_ddr_coverage(const struct config *cfg, struct tls_store *tls)
 {
     if (!cfg->ddr || (cfg->n_listen == 0 && cfg->n_dot_listen == 0))
@@ -84,6 +103,12 @@ static void log_listener(const struct config *cfg, enum dg_listener kind, bool u
                  cfg->acme_webroot ? ", ACME challenges" : "");
     else if (kind == DG_LISTENER_DOT)
         log_info("listening on %s%s (DNS over TLS)", where, how);
+    else if (kind == DG_LISTENER_CLEARTEXT)
+        log_info("listening on %s%s (clear text for a TLS-terminating proxy; HTTP/1.1 and h2c), "
+                 "DoH path %s; site: %s; X-Forwarded-For/Forwarded %s",
+                 where, how, cfg->doh_path[0], site_desc,
+                 cfg->n_trusted_proxy ? "read from trusted-proxy peers"
+                                      : "ignored (no trusted-proxy)");
     else if (kind == DG_LISTENER_DNS_TCP)
         log_info("listening on %s%s (plain DNS over TCP%s)", where, how,
                  cfg->n_dns_allow ? "" : "; answering loopback and private networks only");
@@ -403,7 +428,7 @@ int main(int argc, char **argv)
     }
     snap->metrics = metrics;
     for (unsigned w = 0; w < nworkers; w++) {
-        struct worker_socket socks[6 * DG_CONFIG_MAX_LIST];
+        struct worker_socket socks[7 * DG_CONFIG_MAX_LIST];
         size_t n = 0;
         /* Socket activation: every worker gets its own descriptor of each socket (they share
          * the accept queue), and the listen options are not used. */
@@ -425,6 +450,7 @@ int main(int argc, char **argv)
             {cfg->http_listen, cfg->n_http_listen, DG_LISTENER_PLAIN},
             {cfg->dot_listen, cfg->n_dot_listen, DG_LISTENER_DOT},
             {cfg->dns_listen, cfg->n_dns_listen, DG_LISTENER_DNS_TCP},
+            {cfg->plain_listen, cfg->n_plain_listen, DG_LISTENER_CLEARTEXT},
         };
         for (size_t l = 0; nact == 0 && l < sizeof(lists) / sizeof(lists[0]); l++) {
             for (size_t i = 0; i < lists[l].n; i++, n++) {
@@ -513,6 +539,9 @@ int main(int argc, char **argv)
             log_listener(cfg, DG_LISTENER_DNS_TCP, false, cfg->dns_listen[i].text, "", site_desc);
         for (size_t i = 0; i < cfg->n_dns_listen; i++)
             log_listener(cfg, DG_LISTENER_DNS_TCP, true, cfg->dns_listen[i].text, "", site_desc);
+        for (size_t i = 0; i < cfg->n_plain_listen; i++)
+            log_listener(cfg, DG_LISTENER_CLEARTEXT, false, cfg->plain_listen[i].text, "",
+                         site_desc);
     }
     if (nact > 0) {
         for (size_t i = 0; i < act.n; i++)
@@ -525,6 +554,7 @@ int main(int argc, char **argv)
                  cfg->metrics_listen[i].text);
     warn_ddr_coverage(cfg, tls);
     warn_open_dns(cfg);
+    warn_open_cleartext(cfg);
     log_upstreams(cfg);
     log_info("%u worker%s", nworkers, nworkers == 1 ? "" : "s");
     tls_store_each_cert(tls, log_cert, "certificate");

@@ -191,6 +191,20 @@ static bool forwarding_field(const char *name)
            strcasecmp(name, "x-real-ip") == 0;
 }
 
+/* The scheme the client used, for X-Forwarded-Proto: https on the TLS listeners. On the
+ * clear-text listener (plain-listen) the TLS, if any, ended at the proxy in front: its own
+ * X-Forwarded-Proto ("https" or "http") is believed when it is a trusted-proxy (http.h
+ * via_trusted_proxy), else the backend hears what dohgate saw, "http". */
+static const char *forwarded_proto(const struct http_request *q)
+{
+    if (!q->cleartext)
+        return q->https ? "https" : "http";
+    const char *p = q->via_trusted_proxy ? http_request_header(q, "x-forwarded-proto") : NULL;
+    if (p && strcasecmp(p, "https") == 0)
+        return "https";
+    return "http";
+}
+
 /* Fields named by a Connection field are hop-by-hop too (RFC 9110 §7.6.1); every Connection
  * field line of the request counts, not only the first. */
 static bool named_by_connection(const char *name, const struct http_request *q)
@@ -283,7 +297,7 @@ static int build_request(struct preq *r, const struct http_request *q, const cha
     /* dohgate's own forwarding fields, replacing the client's (forwarding_field()): the
      * address it saw, the scheme and the authority the client asked for. */
     if (add_line(b, "x-forwarded-for", client_id_known(q->client) ? q->client->text : "unknown") ||
-        add_line(b, "x-forwarded-proto", q->https ? "https" : "http") ||
+        add_line(b, "x-forwarded-proto", forwarded_proto(q)) ||
         (auth && add_line(b, "x-forwarded-host", auth)))
         return -ENOMEM;
     char len[24];

@@ -103,6 +103,12 @@ const char *snapshot_fill(struct snapshot *s, struct config *cfg, const struct s
         snprintf(err, errlen, "dns-allow: at most %d entries", ACL_MAX);
         return "dns-allow";
     }
+    /* Proxies whose X-Forwarded-For / Forwarded name the client (http.c): an allow-only list,
+     * empty when none is set (then no header is read). */
+    if (acl_build(&s->trusted_proxy, cfg->trusted_proxy, cfg->n_trusted_proxy, NULL, 0) != 0) {
+        snprintf(err, errlen, "trusted-proxy: at most %d entries", ACL_MAX);
+        return "trusted-proxy";
+    }
     ddr_fill(&s->ddr, cfg);
     bool tls_up = false;
     for (size_t i = 0; i < cfg->n_upstream; i++)

@@ -49,6 +49,7 @@ static int take(struct sysd_sockets *out, int i, const char *name, char *err, si
     enum dg_listener kind = strcmp(name, "http") == 0      ? DG_LISTENER_PLAIN
                             : strcmp(name, "dns-tcp") == 0 ? DG_LISTENER_DNS_TCP
                             : strcmp(name, "dot") == 0     ? DG_LISTENER_DOT
+                            : strcmp(name, "plain") == 0   ? DG_LISTENER_CLEARTEXT
                                                            : DG_LISTENER_TLS;
     if (udp ? sd_is_socket_inet(fd, AF_UNSPEC, SOCK_DGRAM, -1, 0) <= 0
             : sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0) <= 0) {

@@ -572,6 +572,7 @@ static struct worker_view *view_new(struct worker *w, struct snapshot *snap)
                                    .clients = clients,
                                    .acl = &snap->acl,
                                    .dns_acl = &snap->dns_acl,
+                                   .trusted_proxy = &snap->trusted_proxy,
                                    .ddr = cfg->ddr ? &snap->ddr : NULL,
                                    .policy = &v->policy,
                                    .proxy = v->proxy,

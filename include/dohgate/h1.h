@@ -44,6 +44,8 @@ typedef void (*h1_wake_cb)(void *owner);
 struct h1_settings {
     bool https;   /**< false on the plain-HTTP listener */
     bool metrics; /**< the metrics listener (implies !https) */
+    /** plain-listen: served like the TLS listener (https true), without TLS (http.h) */
+    bool cleartext;
     /** who (client.h); must outlive the session; may be NULL */
     const struct client_id *client;
     /** what the connection holds (budget.h); must outlive the session; may be NULL */

@@ -39,6 +39,8 @@ typedef void (*h2_wake_cb)(void *owner);
 
 struct h2_settings {
     unsigned max_concurrent_streams;
+    /** plain-listen (h2c with prior knowledge): requests carry req.cleartext (http.h) */
+    bool cleartext;
     const struct client_id *client; /**< who (client.h); must outlive the session; may be NULL */
     /** what the connection holds (budget.h); must outlive the session; may be NULL */
     struct budget_scope *budget;

@@ -38,6 +38,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dohgate/client.h"
 #include "dohgate/util.h"
 
 struct acl;
@@ -83,13 +84,21 @@ struct http_request {
     const uint8_t *body;
     size_t body_len;
     int version;  /**< 20 for HTTP/2, 11 or 10 for HTTP/1.x */
-    bool https;   /**< false on the plain-HTTP listener (port 80) */
+    bool https;   /**< false on the plain-HTTP listener (port 80); true on TLS and plain-listen */
     bool metrics; /**< on the metrics listener */
+    /** plain-listen: DoH and the site without TLS, behind a TLS-terminating proxy (https is
+     * true too); the scheme the site backend hears comes from the proxy (proxy.c) */
+    bool cleartext;
     /** Every request header except pseudo-headers and cookie joins, names lower-case, in order. */
     const struct http_header *headers;
     size_t nheaders;
-    /** who asks (client.h): parsed once at accept, owned by the connection; may be NULL */
+    /** who asks (client.h): parsed once at accept, owned by the connection, or, when the
+     * connection's peer is a trusted-proxy, the client its forwarding headers name (the
+     * exchange's fwd_client, set by http_exchange_dispatch()); may be NULL */
     const struct client_id *client;
+    /** the connection's peer is in trusted-proxy (set by http_exchange_dispatch()): its
+     * X-Forwarded-Proto may be believed */
+    bool via_trusted_proxy;
     /** what the connection holds (budget.h): owned by the connection; may be NULL */
     struct budget_scope *budget;
     /** The body was not read before dispatch: it follows, read it with http_req_body_read()
@@ -167,6 +176,9 @@ struct handler_ctx {
     const struct acl *acl;           /**< allow-client/deny-client; may be NULL */
     const struct acl *dns_acl;       /**< dns-allow (or its private default); NULL: everybody */
     const struct ddr_endpoints *ddr; /**< DDR answers (RFC 9462); NULL: ddr no (forwarded) */
+    /** trusted-proxy: a request from a peer in it takes its client from X-Forwarded-For or
+     * Forwarded (forwarded.h, http_exchange_dispatch()); NULL or empty: the headers are ignored */
+    const struct acl *trusted_proxy;
     /** the view's hold on the current policy (policy.h; mutable, this worker's thread only);
      * NULL: no policy step (tests) */
     struct policy_view *policy;
@@ -266,6 +278,8 @@ struct http_exchange {
     bool body_waiting; /**< a read returned HTTP_BODY_AGAIN: body_cb is owed a call */
     bool body_closed;  /**< ended, failed or abandoned: nothing more to read or tell */
     size_t body_off;   /**< read so far of a buffered req.body */
+    /** the client a trusted proxy's headers named (req.client points here then) */
+    struct client_id fwd_client;
 };
 
 /** Transport: make @p ex ready for a request (state READING). @p ctx: the worker's. */
@@ -277,6 +291,12 @@ void http_exchange_init(struct http_exchange *ex, const struct http_exchange_ops
  * A request whose authority (ex->req.authority, or a host field) is not http_authority_valid()
  * is answered 400 here and never reaches the handler: the one check for HTTP/2's :authority,
  * a second one for HTTP/1.1's Host (h1.c refuses it while parsing).
+ * Then the client: when ctx->trusted_proxy has entries, the request is not from the metrics
+ * listener and its connection's peer (ex->req.client) is in trusted-proxy, the `Forwarded`
+ * header lines (or, when there are none, `X-Forwarded-For`'s; Forwarded wins when both are
+ * present) are walked right to left (forwarded.h) and the address found, if any, becomes
+ * ex->req.client (stored in ex->fwd_client): what admission, the policy, the query log and the
+ * site proxy read. The connection's own limits and budget stay on the peer.
  * When the handler returns without a response and without pending work, the exchange answers
  * 500 itself. The transport must not free the exchange from inside any http_* call.
  */

@@ -25,9 +25,9 @@ struct sysd_sockets {
 /**
  * Take the sockets systemd passed. By FileDescriptorName=: "http" serves plain HTTP (the port-80
  * listener), "dns" is a plain-DNS UDP socket (ListenDatagram=), "dns-tcp" plain DNS over TCP,
- * "dot" DNS over TLS; any other name serves DoH over TLS. Sockets are made non-blocking and
- * close-on-exec. @return the number of sockets (0: not socket-activated), or -1 with @p err (a
- * socket of the wrong type for its name, too many).
+ * "dot" DNS over TLS, "plain" the clear-text listener (plain-listen); any other name serves DoH
+ * over TLS. Sockets are made non-blocking and close-on-exec. @return the number of sockets (0: not
+ * socket-activated), or -1 with @p err (a socket of the wrong type for its name, too many).
  */
 int sysd_listen_fds(struct sysd_sockets *out, char *err, size_t errlen);
 

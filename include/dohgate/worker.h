@@ -83,6 +83,7 @@ struct snapshot {
     bool site_open;
     struct acl acl;
     struct acl dns_acl;       /**< dns-allow, or the private networks when it is not set */
+    struct acl trusted_proxy; /**< trusted-proxy: peers whose forwarding headers name the client */
     struct ddr_endpoints ddr; /**< what DDR answers announce (RFC 9462); used when cfg->ddr */
     struct uptls_ctx *uptls;  /**< owned: TLS client context of DoT/DoH upstreams, or NULL */
     /** not owned: the process's current policy (main's, outlives the workers); NULL: no
