@@ -681,6 +681,18 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
     return 0;
 }
 
+/* The first GOAWAY of a graceful shutdown (2^31-1) has been written out: now its PING, so that
+ * the PING follows it on the wire (h2_session_shutdown()). Its ACK then comes from a client that
+ * has read the GOAWAY, after every stream it opened before. */
+static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
+{
+    struct h2_session *s = user_data;
+    if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.last_stream_id == INT32_MAX &&
+        s->goaway_due && nghttp2_submit_ping(ng, NGHTTP2_FLAG_NONE, drain_ping) != 0)
+        h2_session_goaway(s); /* no PING: one step */
+    return 0;
+}
+
 static int on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t error_code,
                            void *user_data)
 {
@@ -766,6 +778,7 @@ struct h2_session *h2_session_new(const struct h2_settings *cfg, const struct ha
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk_recv);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     /* Flood limits (CVE-2023-44487 rapid reset, SETTINGS/CONTINUATION/ACK floods). The values are
      * nghttp2's own defaults from 1.57+, set explicitly so that they hold on every build. */
     nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
@@ -877,11 +890,13 @@ void h2_session_shutdown(struct h2_session *s)
      * measures the round trip after which no such stream can still be on its way. nghttp2
      * queues both before any response data (control frames first). If either cannot be
      * queued (the session is ending already, or out of memory), one step. */
-    if (nghttp2_submit_shutdown_notice(s->ng) != 0 ||
-        nghttp2_submit_ping(s->ng, NGHTTP2_FLAG_NONE, drain_ping) != 0) {
+    if (nghttp2_submit_shutdown_notice(s->ng) != 0) {
         h2_session_goaway(s);
         return;
     }
+    /* The PING is submitted once that GOAWAY has left (on_frame_send()): nghttp2 sends PINGs
+     * ahead of everything else, and an ACK that a client sent before it read the GOAWAY
+     * would prove nothing. */
     s->goaway_due = dg_now_ms() + H2_GOAWAY_ACK_MS;
 }
 

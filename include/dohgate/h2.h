@@ -112,8 +112,9 @@ void h2_session_sweep(struct h2_session *s, struct h2_sweep *sw);
 #define H2_GOAWAY_ACK_MS 1000
 
 /**
- * Graceful shutdown in two steps (RFC 9113 §6.8): now a GOAWAY with last-stream-ID 2^31-1 and a
- * PING; streams the client opens meanwhile are served as usual. When the PING's ACK arrives
+ * Graceful shutdown in two steps (RFC 9113 §6.8): now a GOAWAY with last-stream-ID 2^31-1, and a
+ * PING right behind it (submitted once the GOAWAY has been written out, so that it follows it on
+ * the wire); streams the client opens meanwhile are served as usual. When the PING's ACK arrives
  * (inside h2_session_recv(), which then calls the wake callback), the final GOAWAY, as
  * h2_session_goaway(). The caller's timer sends it at h2_session_goaway_due() if the ACK never
  * comes. Open streams finish; h2_session_want_read() turns false once the final GOAWAY is out

@@ -3,7 +3,9 @@
 # idle-timeout, in two steps (the first with last-stream-ID 2^31-1 and a PING, the final one at
 # the PING's ACK) and only then the close; SIGTERM with queries in flight on HTTP/2 (several streams
 # on one connection) and HTTP/1.1 answers them all, tells the HTTP/1.1 client
-# "Connection: close", and exits 0; shutdown-timeout bounds the drain.
+# "Connection: close", and exits 0; a raw client (tools/h2drain.py) sees the two-step GOAWAY: a
+# stream it opens after the first GOAWAY is served and named by the final one, which comes at
+# the PING's ACK or after 1 s without one; shutdown-timeout bounds the drain.
 . "$(dirname "$0")/lib.sh"
 need_tools curl python3
 H2RESET=$TOOLS_DIR/h2reset
@@ -60,6 +62,37 @@ assert_eq 5 "$n" "... each with a NOERROR answer"
 assert_eq 200 "$(cat "$T/h1.out")" "the HTTP/1.1 query in flight was answered"
 assert_match '[Cc]onnection: close' "$(cat "$T/h1.hdr")" "... with Connection: close"
 assert_range 0 4500 "$dt" "dohgate exited once the drain was done ($dt ms after SIGTERM)"
+
+# ---- SIGTERM, seen from a raw HTTP/2 client: the two-step GOAWAY (RFC 9113 §6.8). The client
+# opens stream 3 when the first GOAWAY (2^31-1) arrives, before it answers the PING: the stream
+# is served, and the final GOAWAY, at the PING's ACK, names it as the last stream processed.
+# Without an ACK the final GOAWAY comes after 1 s (H2_GOAWAY_ACK_MS) all the same.
+H2DRAIN=$SRC_DIR/tests/tools/h2drain.py
+for mode in ack no-ack; do
+    start_dohgate --upstream "127.0.0.1:$STUB_PORT" --upstream-timeout 4000 --query-timeout 5000 \
+        --shutdown-timeout 5
+    flag=()
+    [ "$mode" = no-ack ] && flag=(--no-ack)
+    python3 "$H2DRAIN" --port "$DG_PORT" --first "$(dnsmsg query "slow-1500.$mode.two.$S" A --b64)" \
+        --late "$(dnsmsg query "late.$mode.two.$S" A --b64)" "${flag[@]}" >"$T/drain-$mode.out" 2>&1 &
+    DR=$!
+    track "$DR"
+    wait_for 10 grep -q "slow-1500\.$mode\.two" "$STUB_LOG"
+    assert_eq 1 "$(grep -c "slow-1500\.$mode\.two" "$STUB_LOG")" "($mode) the first stream's query is pending upstream when SIGTERM comes"
+    signal_dohgate TERM || finish
+    wait "$DR"
+    untrack "$DR"
+    reap_dohgate TERM
+    out=$(cat "$T/drain-$mode.out")
+    assert_match '^goaway1 2147483647; ping dg-drain; goaway2 3 after [0-9]+ ms; stream 1 200; stream 3 200; eof$' \
+        "$out" "SIGTERM ($mode): GOAWAY 2^31-1 and a PING, the stream opened after it answered, the final GOAWAY names it ($out)"
+    g=$(echo "$out" | sed -n 's/.*goaway2 [0-9]* after \([0-9]*\) ms.*/\1/p')
+    if [ "$mode" = ack ]; then
+        assert_range 0 700 "${g:-x}" "... the final GOAWAY came at the PING's ACK (${g:-none} ms after the first)"
+    else
+        assert_range 900 3000 "${g:-x}" "... with no ACK, the final GOAWAY came after about 1 s (${g:-none} ms)"
+    fi
+done
 
 # ---- shutdown-timeout bounds the drain
 start_dohgate --upstream "127.0.0.1:$STUB_PORT" --upstream-timeout 8000 --query-timeout 9000 \

@@ -87,9 +87,10 @@ struct t {
     nghttp2_session *cli;
     unsigned wakes;
     bool goaway;
-    unsigned goaways;             /* GOAWAY frames received */
-    int32_t goaway_first_id;      /* the first one's last-stream-ID */
-    unsigned pings, ping_acks_in; /* PINGs the client got / PING ACKs the server got */
+    unsigned goaways;         /* GOAWAY frames received */
+    int32_t goaway_first_id;  /* the first one's last-stream-ID */
+    unsigned pings;           /* PINGs the client got */
+    unsigned goaways_at_ping; /* GOAWAYs it had got when the (last) PING came */
     int32_t goaway_last_id;
     uint32_t goaway_code;
     struct dt_resp rec[MAX_REC];
@@ -146,8 +147,10 @@ static int cli_on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, v
 static int cli_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
 {
     struct t *t = ud;
-    if (frame->hd.type == NGHTTP2_PING && !(frame->hd.flags & NGHTTP2_FLAG_ACK))
+    if (frame->hd.type == NGHTTP2_PING && !(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
         t->pings++;
+        t->goaways_at_ping = t->goaways;
+    }
     if (frame->hd.type == NGHTTP2_GOAWAY) {
         if (!t->goaways++)
             t->goaway_first_id = frame->goaway.last_stream_id;
@@ -866,6 +869,7 @@ static void test_goaway_two_steps(void **state)
     assert_int_equal(t->goaways, 2);
     assert_int_equal(t->goaway_first_id, INT32_MAX);
     assert_int_equal(t->pings, 1);
+    assert_int_equal(t->goaways_at_ping, 1); /* the PING follows the first GOAWAY on the wire */
     assert_int_equal(t->goaway_code, NGHTTP2_NO_ERROR);
     assert_int_equal(t->goaway_last_id, late);
     assert_int_equal(h2_session_goaway_due(t->srv), 0);
@@ -904,6 +908,7 @@ static void test_goaway_no_ack(void **state)
     assert_int_equal(t->goaways, 1);
     assert_int_equal(t->goaway_first_id, INT32_MAX);
     assert_int_equal(t->pings, 1);
+    assert_int_equal(t->goaways_at_ping, 1);
     assert_true(h2_session_goaway_due(t->srv) != 0);
     assert_true(h2_session_want_read(t->srv)); /* still open for streams */
     h2_session_goaway(t->srv);
