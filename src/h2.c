@@ -887,9 +887,8 @@ void h2_session_shutdown(struct h2_session *s)
     /* RFC 9113 §6.8: the GOAWAY with 2^31-1 tells the client to open no more streams, but a
      * stream it sent before reading it is still served (a one-step GOAWAY with the last stream
      * processed refuses those, and a client such as h2load counts them as failed). The PING
-     * measures the round trip after which no such stream can still be on its way. nghttp2
-     * queues both before any response data (control frames first). If either cannot be
-     * queued (the session is ending already, or out of memory), one step. */
+     * measures the round trip after which no such stream can still be on its way. If the
+     * GOAWAY cannot be queued (the session is ending already, or out of memory), one step. */
     if (nghttp2_submit_shutdown_notice(s->ng) != 0) {
         h2_session_goaway(s);
         return;
