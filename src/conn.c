@@ -455,7 +455,10 @@ static void start_cleartext(struct conn *c)
 {
     c->state = CS_PREFACE;
     c->preface_len = 0;
-    rearm(c, (uint64_t)c->set->cfg->idle_timeout_s * 1000u);
+    /* The first bytes must choose a protocol within request-timeout, armed once: reads do not
+     * move it (on_timer closes a connection still here), so a client trickling the preface
+     * cannot hold the connection for idle-timeout per byte. */
+    rearm(c, (uint64_t)c->set->cfg->request_timeout_s * 1000u);
 }
 
 static int feed(struct conn *c, const uint8_t *p, size_t len);
@@ -661,8 +664,9 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         conn_free(c); /* the client did not close within LINGER_MS */
         return;
     }
-    if (c->state == CS_HANDSHAKE) {
-        log_debug("TLS handshake timed out");
+    if (c->state == CS_HANDSHAKE || c->state == CS_PREFACE) {
+        log_debug(c->state == CS_HANDSHAKE ? "TLS handshake timed out"
+                                           : "clear-text connection chose no protocol in time");
         conn_free(c);
         return;
     }
