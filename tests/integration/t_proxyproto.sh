@@ -7,10 +7,10 @@
 # from tests/tools/ppclient.py: no header, a truncated one (closed at handshake-timeout), one
 # split across writes (works), oversized, wrong signature, bad v1 numbers, a header from a
 # peer not in the list (closed) and a plain client from it (unaffected); a v2 header on the
-# dns-listen TCP, dot-listen and http-listen listeners. Each closure counted in
-# dohgate_proxy_protocol_total{result}.
+# dns-listen TCP, dot-listen and http-listen listeners; X-Forwarded-For to the site backend.
+# Each closure counted in dohgate_proxy_protocol_total{result}.
 . "$(dirname "$0")/lib.sh"
-need_tools nsd curl haproxy python3
+need_tools nsd curl haproxy python3 od
 
 LB=127.0.0.3     # the load balancer's address as dohgate sees it (HAProxy's `source`)
 CLIENT=127.0.0.9 # the real client, behind HAProxy
@@ -207,9 +207,16 @@ assert_range 3 1000 "$(pp local)" "... which went on meanwhile ($(pp local) LOCA
 stop_haproxy
 stop_dohgate
 
-# ---- a per-client rate limit through the proxy: 127.0.0.9 only
-start_dohgate --proxy-protocol-from "$LB/32" --rate-limit 2 --rate-limit-burst 5 --max-connections-per-client 20
+# ---- a per-client rate limit through the proxy: 127.0.0.9 only; X-Forwarded-For to the site's
+# backend names it too
+BP=$(free_port)
+start_backend "$BP"
+start_dohgate --proxy-protocol-from "$LB/32" --rate-limit 2 --rate-limit-burst 5 --max-connections-per-client 20 \
+    --site-backend "http://127.0.0.1:$BP"
 start_haproxy
+xff=$(curl -s --max-time 5 --cacert "$CERTS/ca.pem" --interface "$CLIENT" "https://127.0.0.1:$HA_V2/echo" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["headers"].get("x-forwarded-for"))' 2>&1)
+assert_eq "$CLIENT" "$xff" "the site's backend gets X-Forwarded-For $CLIENT through HAProxy (v2)"
 urls=()
 for i in $(seq 1 20); do urls+=(-o /dev/null "https://127.0.0.1:$HA_V2/dns-query?dns=$Q"); done
 codes=$(curl -s --http2 --max-time 10 --cacert "$CERTS/ca.pem" --interface "$CLIENT" -w '%{http_code}\n' "${urls[@]}" 2>/dev/null | sort | uniq -c | tr -s ' ' | tr '\n' ';')
