@@ -105,11 +105,19 @@ assert_match '^closed' "$out" \
     "no header (a TLS ClientHello straight away) from $LB: closed"
 assert_eq $((n + 1)) "$(pp missing)" "... counted missing"
 
+# cpu_ticks: dohgate's user + system time so far, in clock ticks (/proc/PID/stat fields 14, 15)
+cpu_ticks() { sed -e 's/^.*) //' "/proc/$DG_PID/stat" | awk '{ print $12 + $13 }'; }
 n=$(pp timeout)
+t0=$(cpu_ticks)
 out=$(ppc --src "$LB" --port "$DG_PORT" --raw "$(printf 'PROXY TCP4 192.0.2.1' | od -An -v -tx1 | tr -d ' \n')" --then wait --wait 15)
+t1=$(cpu_ticks)
 ms=$(echo "$out" | sed -n 's/^closed ms=//p')
 assert_range 1000 8000 "${ms:-99999}" "a truncated header, then silence: closed at handshake-timeout 2 s ($out)"
 assert_eq $((n + 1)) "$(pp timeout)" "... counted timeout"
+# the bytes of an incomplete header are taken off the socket: left there, the level-triggered
+# read event would spin a worker for the whole 2 s (seconds of CPU; idle is a few ticks)
+assert_range 0 $(($(getconf CLK_TCK) * 4 / 10)) "$((t1 - t0))" \
+    "no busy loop while the header is incomplete (dohgate used $((t1 - t0)) ticks of CPU in those 2 s)"
 
 : >"$DG_LOG"
 assert_eq "http 200" "$(ppc --src "$LB" --port "$DG_PORT" --v2 192.0.2.77 --pieces 4 --pause 0.3)" \
