@@ -165,6 +165,19 @@ assert_eq 127.0.0.1 "$(client_of bad3.$ZONE)" "Forwarded for=unknown: the peer"
 assert_eq 127.0.0.7 "$(client_of bad4.$ZONE)" "obfuscated for=_hidden: stop at the last good address"
 assert_eq 127.0.0.1 "$(client_of bad5.$ZONE)" "Forwarded with a syntax error: the peer"
 
+# a trusted proxy speaks for many clients: its connections are not counted per client
+# (8 at once with max-connections-per-client 2); an untrusted peer's are
+pstart --trusted-proxy 127.0.0.1/32 --max-connections-per-client 2
+h2load -n 80 -c 8 -m 2 "$(purl)?dns=$(dnsmsg query "www.$ZONE" A --b64)" >"$T/h2load-tp.txt" 2>&1
+assert_match "80 total, 80 started, 80 done, 80 succeeded, 0 failed" "$(grep '^requests:' "$T/h2load-tp.txt")" \
+    "trusted proxy: 8 connections at once past max-connections-per-client 2, no failure"
+stop_dohgate
+pstart --max-connections-per-client 2
+h2load -n 80 -c 8 -m 2 "$(purl)?dns=$(dnsmsg query "www.$ZONE" A --b64)" >"$T/h2load-utp.txt" 2>&1
+assert_nomatch "80 succeeded, 0 failed" "$(grep '^requests:' "$T/h2load-utp.txt")" \
+    "untrusted peer: 8 connections at once meet max-connections-per-client 2"
+stop_dohgate
+
 # a peer outside trusted-proxy is not believed, one inside is
 pstart --trusted-proxy 127.0.0.2/32
 pget peer1.$ZONE A --interface 127.0.0.1 -H 'X-Forwarded-For: 203.0.113.7'
