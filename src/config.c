@@ -312,6 +312,7 @@ static const char *const log_target_names[] = {"stderr", "syslog", NULL};
 static const char *const query_log_client_names[] = {"truncate", "full", "none", NULL};
 static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const block_answer_names[] = {"null", "nxdomain", "refused", NULL};
+static const char *const fwd_header_names[] = {"x-forwarded-for", "forwarded", NULL};
 
 static const struct option_def options[] = {
     {.name = "listen",
@@ -803,6 +804,15 @@ static const struct option_def options[] = {
      .help = "proxies whose X-Forwarded-For and Forwarded headers name the client: read right "
              "to left, the first address not in a trusted-proxy network is the client "
              "(repeatable; default: none, the headers are ignored)"},
+    {.name = "trusted-proxy-header",
+     .type = OPT_ENUM,
+     .off = FIELD(trusted_proxy_header),
+     .dflt = "x-forwarded-for",
+     .names = fwd_header_names,
+     .metavar = "x-forwarded-for|forwarded",
+     .help = "the one header a trusted-proxy's client address is read from; the other is "
+             "ignored, since a proxy that appends to one passes a client's own copy of the "
+             "other through unchanged"},
     {.name = "dns-allow",
      .type = OPT_PATHS,
      .off = FIELD(dns_allow),

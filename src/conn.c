@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dohgate/acl.h"
 #include "dohgate/budget.h"
 #include "dohgate/client.h"
 #include "dohgate/clients.h"
@@ -21,6 +22,7 @@
 #include "dohgate/http.h"
 #include "dohgate/log.h"
 #include "dohgate/observer.h"
+#include "dohgate/proxyproto.h"
 #include "dohgate/tls.h"
 #include "dohgate/util.h"
 
@@ -34,12 +36,21 @@
 #define READ_CHUNK   16384
 #define READS_PER_EV 16
 
-/* CS_PREFACE: the clear-text listener, before its first bytes chose HTTP/2 or HTTP/1.1 */
-enum conn_state { CS_HANDSHAKE, CS_PREFACE, CS_H2, CS_H1, CS_DNS };
+/* CS_PREFACE: the clear-text listener, before its first bytes chose HTTP/2 or HTTP/1.1.
+ * CS_PROXY: reading a PROXY header from a proxy-protocol-from peer; CS_PROXY_CHECK: one peek at
+ * another peer's first bytes (a PROXY signature closes it); then the TLS handshake or the
+ * session. Before CS_HANDSHAKE's end no TLS was spoken. */
+enum conn_state { CS_HANDSHAKE, CS_PREFACE, CS_H2, CS_H1, CS_DNS, CS_PROXY, CS_PROXY_CHECK };
 
 /* RFC 9113 §3.4: what a client with prior knowledge of HTTP/2 (h2c) sends first. */
 static const char H2_PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define H2_PREFACE_LEN (sizeof(H2_PREFACE) - 1)
+
+/* The PROXY header received so far (CS_PROXY only): every byte here is the header's. */
+struct pp_in {
+    size_t len;
+    uint8_t buf[PP_MAX];
+};
 
 /* io_read/io_write results besides a byte count */
 enum { IO_EOF = 0, IO_WANT_READ = -1, IO_WANT_WRITE = -2, IO_ERR = -3 };
@@ -60,6 +71,7 @@ struct conn {
     struct h2_session *h2;
     struct h1_session *h1;
     struct dnsstream_session *ds; /* dns-listen TCP and dot-listen: DNS messages, no HTTP */
+    struct pp_in *pp;             /* CS_PROXY: the header so far; freed once it is whole */
     struct dg_buf out;
     bool close_after_flush;
     bool tls_failed;      /* fatal TLS/socket error: no close_notify */
@@ -74,6 +86,12 @@ struct conn {
     uint8_t preface[H2_PREFACE_LEN];
     uint8_t preface_len;
 };
+
+/* Whether TLS got past its handshake (a close_notify makes sense). */
+static bool tls_up(const struct conn *c)
+{
+    return c->ssl && (c->state == CS_H2 || c->state == CS_H1 || c->state == CS_DNS);
+}
 
 static void conn_free(struct conn *c)
 {
@@ -98,8 +116,9 @@ static void conn_free(struct conn *c)
         event_free(c->timer);
     if (c->flush_ev)
         event_free(c->flush_ev);
+    free(c->pp);
     if (c->ssl) {
-        if (c->state != CS_HANDSHAKE && !c->tls_failed) {
+        if (tls_up(c) && !c->tls_failed) {
             /* Best effort close_notify; never wait for the peer's. */
             ERR_clear_error();
             SSL_set_quiet_shutdown(c->ssl, 0);
@@ -290,7 +309,7 @@ static void linger_start(struct conn *c)
     if (c->lingering)
         return;
     c->lingering = true;
-    if (c->ssl && c->state != CS_HANDSHAKE && !c->tls_failed) {
+    if (tls_up(c) && !c->tls_failed) {
         ERR_clear_error();
         SSL_set_quiet_shutdown(c->ssl, 0);
         SSL_shutdown(c->ssl); /* close_notify, written straight to the socket */
@@ -471,7 +490,10 @@ static void start_cleartext(struct conn *c)
 {
     c->state = CS_PREFACE;
     c->preface_len = 0;
-    rearm(c, (uint64_t)c->set->cfg->idle_timeout_s * 1000u);
+    /* The first bytes must choose a protocol within request-timeout, armed once: reads do not
+     * move it (on_timer closes a connection still here), so a client trickling the preface
+     * cannot hold the connection for idle-timeout per byte. */
+    rearm(c, (uint64_t)c->set->cfg->request_timeout_s * 1000u);
 }
 
 static int feed(struct conn *c, const uint8_t *p, size_t len);
@@ -567,12 +589,153 @@ static int conn_read(struct conn *c)
     return 0;
 }
 
+/* ---- PROXY protocol: before TLS or the session ------------------------------------------- */
+
+static void pp_count(struct conn *c, enum dg_pp_result res, const char *why)
+{
+    dg_observe(c->set->obs, DG_EV_PROXY_PROTOCOL, res, 1);
+    if (why)
+        log_debug("PROXY protocol from %s: %s; closing", c->client.text, why);
+}
+
+static enum dg_pp_result pp_error_result(enum pp_error err)
+{
+    return err == PP_ERR_SIGNATURE   ? DG_PP_MISSING
+           : err == PP_ERR_TOO_LARGE ? DG_PP_OVERSIZED
+                                     : DG_PP_INVALID;
+}
+
+/* A whole header: its source becomes the client, on which the checks skipped at accept run now.
+ * @return 0, or -1 to close (refused). */
+static int pp_done(struct conn *c, const struct pp_result *r)
+{
+    struct conn_set *set = c->set;
+    pp_count(c, r->has_addr ? (r->version == 1 ? DG_PP_V1 : DG_PP_V2) : DG_PP_LOCAL, NULL);
+    free(c->pp);
+    c->pp = NULL;
+    if (r->has_addr) {
+        /* nothing points into the old value but the budget scope, which holds nothing yet */
+        client_id_from_sockaddr(&c->client, (const struct sockaddr *)&r->src);
+        budget_scope_init(&c->budget, set->clients, &c->client, set->obs);
+    }
+    /* v2 LOCAL: the load balancer's own connection (a health check), not a client's; it is
+     * trusted by proxy-protocol-from already, and an ACL meant for clients must not make the
+     * balancer think this server is down. */
+    if (set->admit && !r->local) {
+        bool tracked = false;
+        int why = set->admit(set, &c->client, &tracked);
+        if (why != DG_NREFUSE) {
+            dg_observe(set->obs, DG_EV_CONN_REFUSED, (unsigned)why, 1);
+            return -1;
+        }
+        c->client_tracked = tracked;
+    }
+    return 0;
+}
+
+/*
+ * CS_PROXY: read the header without taking a byte past its end (TLS reads the socket itself):
+ * peek, parse what we have, then take off the socket exactly the bytes the parser says are the
+ * header's. An incomplete header is taken whole (every byte of it is the header's), so the
+ * level-triggered read event does not fire again for bytes we leave there.
+ * @return 1 when the header is whole, 0 to wait for more, -1 to close.
+ */
+static int pp_read(struct conn *c)
+{
+    struct pp_in *p = c->pp;
+    for (;;) {
+        if (p->len >= sizeof(p->buf)) { /* cannot happen: the parser decides by PP_MAX */
+            pp_count(c, DG_PP_OVERSIZED, "header too large");
+            return -1;
+        }
+        ssize_t n = recv(c->fd, p->buf + p->len, sizeof(p->buf) - p->len, MSG_PEEK);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return 0;
+        if (n <= 0) { /* closed or reset before the header was whole */
+            pp_count(c, p->len ? DG_PP_INVALID : DG_PP_MISSING,
+                     p->len ? "connection closed within the header" : "closed before a header");
+            return -1;
+        }
+        struct pp_result r;
+        enum pp_status st = pp_parse(p->buf, p->len + (size_t)n, &r);
+        if (st == PP_ERROR) {
+            pp_count(c, pp_error_result(r.err), pp_error_str(r.err));
+            return -1;
+        }
+        size_t take = st == PP_DONE ? r.len - p->len : (size_t)n;
+        ssize_t got = recv(c->fd, p->buf + p->len, take, 0);
+        if (got != (ssize_t)take) { /* the bytes just peeked are there: a socket error */
+            pp_count(c, DG_PP_INVALID, "read failed");
+            return -1;
+        }
+        p->len += take;
+        if (st == PP_DONE)
+            return pp_done(c, &r) == 0 ? 1 : -1;
+    }
+}
+
+/* CS_PROXY_CHECK: one look at a peer's first bytes, taking none. @return 1 to go on, 0 to wait
+ * for them, -1 to close. */
+static int pp_check(struct conn *c)
+{
+    uint8_t b[16];
+    ssize_t n = recv(c->fd, b, sizeof(b), MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return 0;
+    if (n <= 0)
+        return -1;
+    if (pp_has_signature(b, (size_t)n)) {
+        pp_count(c, DG_PP_UNTRUSTED, "a header from a peer not in proxy-protocol-from");
+        return -1;
+    }
+    return 1;
+}
+
+/* The protocol proper: the TLS handshake (its timer, armed at accept, still runs), or the
+ * session of a plain listener. */
+static int conn_start(struct conn *c)
+{
+    if (c->ssl) {
+        c->state = CS_HANDSHAKE;
+        SSL_set_accept_state(c->ssl);
+        return 0;
+    }
+    if (c->kind == DG_LISTENER_CLEARTEXT) {
+        start_cleartext(c); /* arms its own timer */
+        return 0;
+    }
+    if ((c->kind == DG_LISTENER_DNS_TCP ? start_dns(c) : start_h1(c)) != 0)
+        return -1;
+    rearm(c, (uint64_t)c->set->cfg->idle_timeout_s * 1000u);
+    return 0;
+}
+
+bool conn_set_proxied(const struct conn_set *set, enum dg_listener kind,
+                      const struct client_id *client)
+{
+    return kind != DG_LISTENER_METRICS && acl_active(set->pp_from) &&
+           acl_allows_client(set->pp_from, client);
+}
+
 static void conn_io(struct conn *c)
 {
     if (c->lingering) {
         if (linger_drain(c) != 0)
             conn_free(c);
         return;
+    }
+    if (c->state == CS_PROXY || c->state == CS_PROXY_CHECK) {
+        int rc = c->state == CS_PROXY ? pp_read(c) : pp_check(c);
+        if (rc <= 0) {
+            if (rc < 0)
+                conn_free(c);
+            return;
+        }
+        /* What follows the header may be here already: on to the protocol at once. */
+        if (conn_start(c) != 0) {
+            conn_free(c);
+            return;
+        }
     }
     if (c->state == CS_HANDSHAKE) {
         ERR_clear_error();
@@ -616,7 +779,8 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
 static void on_flush_ev(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
-    if (c->state == CS_HANDSHAKE || c->lingering)
+    if (c->state == CS_HANDSHAKE || c->state == CS_PROXY || c->state == CS_PROXY_CHECK ||
+        c->lingering)
         return;
     if (io_pending(c) && !c->read_paused) {
         conn_io(c);
@@ -677,8 +841,15 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         conn_free(c); /* the client did not close within LINGER_MS */
         return;
     }
-    if (c->state == CS_HANDSHAKE) {
-        log_debug("TLS handshake timed out");
+    if (c->state == CS_PROXY) {
+        pp_count(c, DG_PP_TIMEOUT, "no whole header within handshake-timeout");
+        conn_free(c);
+        return;
+    }
+    if (c->state == CS_PROXY_CHECK || c->state == CS_HANDSHAKE || c->state == CS_PREFACE) {
+        log_debug(c->state == CS_PREFACE ? "clear-text connection chose no protocol in time"
+                  : c->ssl               ? "TLS handshake timed out"
+                                         : "no request within idle-timeout");
         conn_free(c);
         return;
     }
@@ -832,16 +1003,25 @@ int conn_accept(struct conn_set *set, int fd, enum dg_listener kind, const struc
         conn_free(c);
         return -ENOMEM;
     }
-    if (tls) {
-        SSL_set_accept_state(c->ssl);
+    /* A load balancer's header first; from anyone else, with proxy-protocol-from set, a peek
+     * that nobody sends one (the timer is the protocol's own meanwhile). */
+    if (conn_set_proxied(set, kind, &c->client)) {
+        c->state = CS_PROXY;
+        if (!(c->pp = malloc(sizeof(*c->pp)))) {
+            conn_free(c);
+            return -ENOMEM;
+        }
+        c->pp->len = 0;
+    } else if (kind != DG_LISTENER_METRICS && acl_active(set->pp_from)) {
+        c->state = CS_PROXY_CHECK;
+    }
+    if (tls || c->state == CS_PROXY)
         arm_timer(c, set->cfg->handshake_timeout_s);
-    } else if (kind == DG_LISTENER_CLEARTEXT) {
-        start_cleartext(c);
-    } else if ((kind == DG_LISTENER_DNS_TCP ? start_dns(c) : start_h1(c)) != 0) {
+    else if (c->state == CS_PROXY_CHECK)
+        rearm(c, (uint64_t)set->cfg->idle_timeout_s * 1000u);
+    if (c->state == CS_HANDSHAKE && conn_start(c) != 0) {
         conn_free(c);
         return -ENOMEM;
-    } else {
-        rearm(c, (uint64_t)set->cfg->idle_timeout_s * 1000u);
     }
     return 0;
 }

@@ -319,22 +319,23 @@ static void apply_forwarded(struct http_exchange *ex)
         !acl_allows_client(trusted, r->client))
         return;
     r->via_trusted_proxy = true;
+    /* One header only, the one the operator's proxy writes (trusted-proxy-header): a proxy
+     * appends to its own header and passes a client's copy of the other through untouched, so
+     * reading both (or preferring one when present) would let any client name itself. */
     const char *lines[FWD_LINES];
     size_t n = 0, total = 0;
-    enum forwarded_kind kind = FORWARDED_RFC7239;
-    for (int pass = 0; pass < 2 && total == 0; pass++) {
-        const char *name = pass == 0 ? "forwarded" : "x-forwarded-for";
-        kind = pass == 0 ? FORWARDED_RFC7239 : FORWARDED_XFF;
-        for (size_t i = 0; i < r->nheaders; i++) {
-            if (strcmp(r->headers[i].name, name) != 0)
-                continue;
-            if (n == FWD_LINES) { /* keep the last ones: the nearest proxies wrote them */
-                memmove(lines, lines + 1, sizeof(lines[0]) * (FWD_LINES - 1));
-                n--;
-            }
-            lines[n++] = r->headers[i].value;
-            total++;
+    bool rfc = ex->ctx->cfg && ex->ctx->cfg->trusted_proxy_header == FWD_HEADER_FORWARDED;
+    enum forwarded_kind kind = rfc ? FORWARDED_RFC7239 : FORWARDED_XFF;
+    const char *name = rfc ? "forwarded" : "x-forwarded-for";
+    for (size_t i = 0; i < r->nheaders; i++) {
+        if (strcmp(r->headers[i].name, name) != 0)
+            continue;
+        if (n == FWD_LINES) { /* keep the last ones: the nearest proxies wrote them */
+            memmove(lines, lines + 1, sizeof(lines[0]) * (FWD_LINES - 1));
+            n--;
         }
+        lines[n++] = r->headers[i].value;
+        total++;
     }
     if (total == 0)
         return;

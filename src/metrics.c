@@ -173,6 +173,10 @@ static void on_event(void *arg, enum dg_event ev, unsigned idx, uint64_t value)
         if (idx < DG_NSTALL)
             ctr_add(&wm->stalled[idx], 1);
         break;
+    case DG_EV_PROXY_PROTOCOL:
+        if (idx < DG_NPP)
+            ctr_add(&wm->proxy_protocol[idx], 1);
+        break;
     case DG_EV_BYTES_IN:
         ctr_add(&wm->bytes_in, value);
         break;
@@ -588,6 +592,14 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
     for (int k = 0; k < DG_NSTALL; k++)
         put(&o, "dohgate_stalled_total{what=\"%s\"} %llu\n", stall_names[k],
             (unsigned long long)SUM(stalled[k]));
+    head(&o, "dohgate_proxy_protocol_total", "counter",
+         "PROXY protocol headers: taken (v1, v2, local: no client in it) or the connection closed "
+         "(missing, invalid, oversized, untrusted peer, timeout).");
+    static const char *const pp_names[DG_NPP] = {"v1",      "v2",        "local",     "missing",
+                                                 "invalid", "oversized", "untrusted", "timeout"};
+    for (int k = 0; k < DG_NPP; k++)
+        put(&o, "dohgate_proxy_protocol_total{result=\"%s\"} %llu\n", pp_names[k],
+            (unsigned long long)SUM(proxy_protocol[k]));
     head(&o, "dohgate_connections_open", "gauge", "Connections open now, by listener.");
     for (int k = 0; k < DG_NLISTENER; k++) {
         /* each worker's closed count never passes its accepted count; read closed first */

@@ -109,6 +109,11 @@ const char *snapshot_fill(struct snapshot *s, struct config *cfg, const struct s
         snprintf(err, errlen, "trusted-proxy: at most %d entries", ACL_MAX);
         return "trusted-proxy";
     }
+    /* The load balancers whose connections start with a PROXY header (conn.h). */
+    if (acl_build(&s->pp_acl, cfg->proxy_protocol_from, cfg->n_proxy_protocol_from, NULL, 0) != 0) {
+        snprintf(err, errlen, "proxy-protocol-from: at most %d entries", ACL_MAX);
+        return "proxy-protocol-from";
+    }
     ddr_fill(&s->ddr, cfg);
     bool tls_up = false;
     for (size_t i = 0; i < cfg->n_upstream; i++)

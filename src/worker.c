@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -282,6 +283,37 @@ static size_t worker_conns(const struct worker *w)
     return n;
 }
 
+/* The connection-time checks on a client, cheapest first: the ACL with acl-scope all, then
+ * the per-client open connections and connection rate (*tracked: counted in the table). A
+ * trusted-proxy peer speaks for many clients (nginx opens a backend connection per request in
+ * flight beyond its keep-alive pool): counting them as one would refuse everybody behind it
+ * once a few hundred requests are in flight, so its connections are not counted; its requests
+ * are judged by the client it names (http.c). */
+static enum dg_refusal client_checks(struct worker_view *v, const struct client_id *id,
+                                     bool *tracked)
+{
+    if (v->acl_all && !acl_allows_client(v->hctx.acl, id))
+        return DG_REFUSE_ACL;
+    if (!v->conns.clients || !client_id_known(id))
+        return DG_NREFUSE;
+    if (acl_active(v->hctx.trusted_proxy) && acl_allows_client(v->hctx.trusted_proxy, id))
+        return DG_NREFUSE;
+    enum client_verdict cv = clients_conn_open(v->conns.clients, &id->key, dg_now_ms());
+    *tracked = cv == CLIENT_OK;
+    return cv == CLIENT_TOO_MANY_CONNS ? DG_REFUSE_PER_CLIENT
+           : cv == CLIENT_CONN_RATE    ? DG_REFUSE_RATE
+                                       : DG_NREFUSE;
+}
+
+/* conn_set.admit: the same checks on the client a PROXY header named, on the connection's own
+ * view (a retired one keeps its configuration's ACL and client table). */
+static int view_admit(struct conn_set *set, const struct client_id *id, bool *tracked)
+{
+    struct worker_view *v =
+        (struct worker_view *)(void *)((char *)set - offsetof(struct worker_view, conns));
+    return (int)client_checks(v, id, tracked);
+}
+
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
 {
     const struct listener *lsn = arg;
@@ -321,23 +353,15 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
         enum dg_refusal why = DG_NREFUSE;
         bool tracked = false;
         /* Who it is, once for the connection's life: the checks here and every request's
-         * admission, limits and log read this (client.h). */
+         * admission, limits and log read this (client.h). A load balancer's connection gets
+         * its client from the PROXY header (conn.h): its checks run then (view_admit). */
         struct client_id id;
         client_id_from_sockaddr(&id, (struct sockaddr *)&ss);
         struct worker_view *v = w->cur; /* read per connection: a swap cannot run meanwhile */
-        if (worker_conns(w) >= v->snap->cfg->max_connections) {
+        if (worker_conns(w) >= v->snap->cfg->max_connections)
             why = DG_REFUSE_MAX_CONNS;
-        } else if (kind != DG_LISTENER_METRICS) {
-            if (v->acl_all && !acl_allows_client(v->hctx.acl, &id)) {
-                why = DG_REFUSE_ACL;
-            } else if (v->conns.clients && client_id_known(&id)) {
-                enum client_verdict cv = clients_conn_open(v->conns.clients, &id.key, dg_now_ms());
-                why = cv == CLIENT_TOO_MANY_CONNS ? DG_REFUSE_PER_CLIENT
-                      : cv == CLIENT_CONN_RATE    ? DG_REFUSE_RATE
-                                                  : DG_NREFUSE;
-                tracked = cv == CLIENT_OK;
-            }
-        }
+        else if (kind != DG_LISTENER_METRICS && !conn_set_proxied(&v->conns, kind, &id))
+            why = client_checks(v, &id, &tracked);
         if (why != DG_NREFUSE) {
             dg_observe(w->op, DG_EV_CONN_REFUSED, why, 1);
             close(fd);
@@ -585,6 +609,8 @@ static struct worker_view *view_new(struct worker *w, struct snapshot *snap)
         .obs = w->op,
         .cfg = cfg,
         .hctx = &v->hctx,
+        .pp_from = &snap->pp_acl,
+        .admit = view_admit,
         .on_closed = on_conn_closed,
         .on_closed_arg = v,
     };

@@ -7,10 +7,12 @@
  * text (for logs and X-Forwarded-For). ACLs, limits and the query log read the binary forms, so
  * no request parses an address string.
  *
- * Lifetime: a plain value without pointers. The connection embeds its client_id; its protocol
- * sessions and every request on it hold a const pointer to that one copy, valid as long as the
- * connection (which outlives its sessions and requests). Transports that are not connections
- * (a future DNS-over-UDP listener) fill one per datagram on the stack.
+ * Lifetime: a plain value without pointers. The connection embeds its client_id (the accepted
+ * peer, or the address a PROXY protocol header named); its protocol sessions and every request
+ * on it hold a const pointer to that one copy, valid as long as the connection (which outlives
+ * its sessions and requests). A request from a trusted proxy whose X-Forwarded-For names
+ * another client points to a copy embedded in its exchange instead (http.h `fwd_client`),
+ * valid until the exchange ends. The UDP listener fills one per datagram.
  *
  * Layer: util level. No I/O, no event loop, no other dohgate module.
  */

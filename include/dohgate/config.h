@@ -66,6 +66,8 @@ enum log_target { LOG_TARGET_STDERR = 0, LOG_TARGET_SYSLOG };
 enum query_log_client { QLOG_CLIENT_TRUNCATE = 0, QLOG_CLIENT_FULL, QLOG_CLIENT_NONE };
 /** block-answer: what a blocked name gets (policy.h). */
 enum block_answer { BLOCK_ANSWER_NULL = 0, BLOCK_ANSWER_NXDOMAIN, BLOCK_ANSWER_REFUSED };
+/** trusted-proxy-header: the one forwarding header believed (nginx's real_ip_header). */
+enum fwd_header { FWD_HEADER_XFF = 0, FWD_HEADER_FORWARDED };
 
 #define DG_FWD_MAX_UPSTREAMS 8 /**< upstreams of one forward-zone */
 /** One `forward-zone NAME UPSTREAM…` (config_parse_forward_zone()). */
@@ -221,6 +223,7 @@ struct config {
     /** trusted-proxy CIDR (repeatable): peers whose X-Forwarded-For / Forwarded is believed */
     char *trusted_proxy[DG_CONFIG_MAX_LIST];
     size_t n_trusted_proxy;
+    int trusted_proxy_header; /**< trusted-proxy-header x-forwarded-for|forwarded: enum fwd_header */
     char *cache_redis;             /**< cache-redis ADDR:PORT: the shared second-level cache */
     unsigned cache_redis_timeout_ms; /**< cache-redis-timeout ms: budget per lookup, 20 */
 

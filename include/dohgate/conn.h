@@ -9,6 +9,16 @@
  * to the session, then writes everything it produced in one SSL_write, so many frames (or DNS
  * answers) share one TLS record and one syscall.
  *
+ * PROXY protocol (proxyproto.h): on every listener but the metrics one, a connection from a
+ * peer in set->pp_from (proxy-protocol-from) first reads a PROXY v1/v2 header, before TLS or
+ * the session, taking exactly its bytes off the socket (a peek, then a read of what belongs to
+ * the header: what follows is the TLS ClientHello, read by OpenSSL from the socket itself);
+ * the header must come within handshake-timeout. Its source address then replaces the
+ * connection's client, and set->admit runs the connection-time checks the worker skipped at
+ * accept on it. With pp_from set, a connection from any other peer is peeked at once: one that
+ * starts with a PROXY signature is closed (a load balancer missing from the list), any other
+ * goes on untouched.
+ *
  * Ownership: a struct conn_set (embedded in the worker) owns its connections. A connection is
  * freed only from its own event callbacks (read/write/timer/flush), never from inside nghttp2
  * or handler callbacks, or by conn_set_close_all().
@@ -29,6 +39,7 @@ struct handler_ctx;
 struct conn;
 struct tls_store;
 struct client_id;
+struct acl;
 
 struct conn_set {
     struct event_base *base;
@@ -40,6 +51,19 @@ struct conn_set {
     struct dg_list conns; /**< open connections, newest first (struct conn.node) */
     size_t count;
     bool shutting_down;
+    /** proxy-protocol-from: peers whose connections start with a PROXY header; NULL or empty:
+     * none (no peek either). Not owned: the snapshot's, which outlives the set. */
+    const struct acl *pp_from;
+    /**
+     * The connection-time checks (ACL, per-client limits) on the client a PROXY header named,
+     * which the worker could not run at accept (it saw the load balancer); the connection's own
+     * address for a header without one (v1 UNKNOWN, v2 UNSPEC); not called for v2 LOCAL (the
+     * balancer's own health checks). @return DG_NREFUSE (admitted; *tracked:
+     * counted in clients, uncounted when the connection closes) or an enum dg_refusal: the
+     * connection is closed and counted (DG_EV_CONN_REFUSED). Called from the connection's read
+     * event; must not free the connection. May be NULL (no checks).
+     */
+    int (*admit)(struct conn_set *set, const struct client_id *client, bool *tracked);
     /** Called after a connection was freed (count already decremented). May be NULL. */
     void (*on_closed)(struct conn_set *set, void *arg);
     void *on_closed_arg;
@@ -53,7 +77,8 @@ struct conn_set {
 /**
  * Take over an accepted, non-blocking socket: start the TLS handshake (DG_LISTENER_TLS,
  * DG_LISTENER_DOT), serve plain HTTP/1.1 at once (the port-80 listener, or the metrics
- * listener), or plain DNS over TCP (DG_LISTENER_DNS_TCP). @p client: who
+ * listener), or plain DNS over TCP (DG_LISTENER_DNS_TCP), each after a PROXY header when
+ * conn_set_proxied() (then @p counted is false: set->admit counts). @p client: who
  * connected, as accept() reported it (copied into the connection, whose sessions and requests
  * point to the copy; NULL: unknown). @p counted: the connection was counted for client->key in
  * set->clients (then it is uncounted when the connection closes, and on failure here too).
@@ -61,6 +86,12 @@ struct conn_set {
  */
 int conn_accept(struct conn_set *set, int fd, enum dg_listener kind, const struct client_id *client,
                 bool counted);
+
+/** Whether a connection from @p client on listener @p kind must start with a PROXY header
+ * (the peer is in set->pp_from; never on the metrics listener). The worker skips its
+ * per-client checks at accept for those: set->admit runs them after the header. */
+bool conn_set_proxied(const struct conn_set *set, enum dg_listener kind,
+                      const struct client_id *client);
 
 /** Graceful stop: GOAWAY to every HTTP/2 connection; each closes when its streams are done.
  * DNS connections read nothing more, answer the queries in flight (keepalive 0), then close. */

@@ -79,6 +79,7 @@ struct worker_metrics {
     dg_counter conn_refused[DG_NREFUSE];
     dg_counter budget_refused[BUDGET_NKIND * BUDGET_NLEVEL]; /**< BUDGET_EVENT_IDX */
     dg_counter stalled[DG_NSTALL];                           /**< send-timeout, by what */
+    dg_counter proxy_protocol[DG_NPP];                       /**< PROXY headers, by result */
     dg_counter tls_handshakes[2][2];                         /**< [TLS 1.2, 1.3][full, resumed] */
     dg_counter tls_failed;          /**< handshakes that failed or timed out */
     dg_counter bytes_in, bytes_out; /**< HTTP bytes on client connections (inside TLS) */

@@ -60,6 +60,9 @@ enum dg_event {
     /* budgets (budget.c) and progress timeouts (conn, h1, h2) */
     DG_EV_BUDGET_REFUSED, /**< idx: BUDGET_EVENT_IDX(kind, level) of budget.h */
     DG_EV_STALLED,        /**< idx: enum dg_stall: closed or reset for making no progress */
+    /* the PROXY protocol (conn.c) */
+    DG_EV_PROXY_PROTOCOL, /**< a connection's PROXY header, taken or refused; idx: enum
+                               dg_pp_result */
 };
 
 /** The listener a connection came from (idx of the DG_EV_CONN_* events). */
@@ -111,6 +114,19 @@ enum dg_stall {
     DG_STALL_CONNECTION, /**< response data waiting, none accepted: the connection closed */
     DG_STALL_STREAM,     /**< a stream holding a resource made no progress: reset */
     DG_NSTALL
+};
+
+/** What became of a PROXY protocol header (idx of DG_EV_PROXY_PROTOCOL). */
+enum dg_pp_result {
+    DG_PP_V1,        /**< a v1 header named the client */
+    DG_PP_V2,        /**< a v2 header named the client */
+    DG_PP_LOCAL,     /**< a header without a client (v2 LOCAL: health checks; v1 UNKNOWN) */
+    DG_PP_MISSING,   /**< a proxy-protocol-from peer sent no header (or closed first) */
+    DG_PP_INVALID,   /**< a malformed or truncated header: closed */
+    DG_PP_OVERSIZED, /**< v1 without CRLF in 107 bytes, v2 longer than PP_MAX: closed */
+    DG_PP_UNTRUSTED, /**< a header from a peer outside proxy-protocol-from: closed */
+    DG_PP_TIMEOUT,   /**< no whole header within handshake-timeout: closed */
+    DG_NPP
 };
 
 #define DG_TLS_13      1u

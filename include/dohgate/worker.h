@@ -84,6 +84,7 @@ struct snapshot {
     struct acl acl;
     struct acl dns_acl;       /**< dns-allow, or the private networks when it is not set */
     struct acl trusted_proxy; /**< trusted-proxy: peers whose forwarding headers name the client */
+    struct acl pp_acl;        /**< proxy-protocol-from (empty: no PROXY protocol) */
     struct ddr_endpoints ddr; /**< what DDR answers announce (RFC 9462); used when cfg->ddr */
     struct uptls_ctx *uptls;  /**< owned: TLS client context of DoT/DoH upstreams, or NULL */
     /** not owned: the process's current policy (main's, outlives the workers); NULL: no

@@ -6,8 +6,8 @@
 #     line, the exposure warning for a wildcard address, the "cleartext" connection metric.
 #   - without trusted-proxy a spoofed X-Forwarded-For is ignored (query log, deny-client);
 #     with it the header is honoured (query log, deny-client 403), a chain is walked right to
-#     left over trusted hops, Forwarded (RFC 7239) with a quoted IPv6 and port, Forwarded wins
-#     over X-Forwarded-For, malformed and obfuscated elements stop the walk at the last good
+#     left over trusted hops, Forwarded (RFC 7239) with a quoted IPv6 and port, only the header
+#     trusted-proxy-header names is read, malformed and obfuscated elements stop the walk at the last good
 #     address (forwarded.h), a peer outside trusted-proxy is not believed.
 #   - the site backend (tests/tools/backend.py) gets the real client in X-Forwarded-For and the
 #     proxy's X-Forwarded-Proto; the TLS listener honours trusted-proxy too.
@@ -136,25 +136,47 @@ assert_eq 127.0.0.5 "$(client_of trust4.$ZONE)" "trusted-proxy 127.0.0.1/32: 127
 pstart --trusted-proxy 127.0.0.0/8
 pget chain1.$ZONE A -H 'X-Forwarded-For: 198.51.100.1, 203.0.113.7, 127.0.0.5'
 pget chain2.$ZONE A -H 'X-Forwarded-For: 198.51.100.1' -H 'X-Forwarded-For: 203.0.113.7, 127.0.0.5'
-pget fwd1.$ZONE A -H 'Forwarded: for="[2001:db8::1]:4711";proto=https'
-pget fwd2.$ZONE A -H 'Forwarded: for=192.0.2.44, for="127.0.0.6"' -H 'X-Forwarded-For: 203.0.113.7'
+pget xff1.$ZONE A -H 'Forwarded: for=192.0.2.44' -H 'X-Forwarded-For: 203.0.113.7'
+pget xff2.$ZONE A -H 'Forwarded: for=192.0.2.44'
 pget bad1.$ZONE A -H 'X-Forwarded-For: 203.0.113.7, bogus'
 pget bad2.$ZONE A -H 'X-Forwarded-For: 203.0.113.7, bogus, 127.0.0.5'
-pget bad3.$ZONE A -H 'Forwarded: for=unknown'
-pget bad4.$ZONE A -H 'Forwarded: for=203.0.113.7, for=_hidden, for=127.0.0.7'
-pget bad5.$ZONE A -H 'Forwarded: for="203.0.113.7'
 pget all1.$ZONE A -H 'X-Forwarded-For: 127.0.0.9, 127.0.0.5'
 stop_dohgate
 assert_eq 203.0.113.7 "$(client_of chain1.$ZONE)" "chain 198.51.100.1, 203.0.113.7, 127.0.0.5 (trusted 127/8): 203.0.113.7"
 assert_eq 203.0.113.7 "$(client_of chain2.$ZONE)" "the same chain in two header lines: 203.0.113.7"
-assert_eq 2001:db8::1 "$(client_of fwd1.$ZONE)" "Forwarded for=\"[2001:db8::1]:4711\": 2001:db8::1"
-assert_eq 192.0.2.44 "$(client_of fwd2.$ZONE)" "Forwarded and X-Forwarded-For: Forwarded wins"
+assert_eq 203.0.113.7 "$(client_of xff1.$ZONE)" "trusted-proxy-header x-forwarded-for (default): a client's Forwarded is not read"
+assert_eq 127.0.0.1 "$(client_of xff2.$ZONE)" "Forwarded alone, header x-forwarded-for: the peer stays the client"
 assert_eq 127.0.0.1 "$(client_of bad1.$ZONE)" "malformed rightmost element: the peer stays the client"
 assert_eq 127.0.0.5 "$(client_of bad2.$ZONE)" "malformed element behind a trusted hop: stop at that hop"
+assert_eq 127.0.0.9 "$(client_of all1.$ZONE)" "every hop trusted: the leftmost (nginx real_ip_recursive)"
+
+pstart --trusted-proxy 127.0.0.0/8 --trusted-proxy-header forwarded
+pget fwd1.$ZONE A -H 'Forwarded: for="[2001:db8::1]:4711";proto=https'
+pget fwd2.$ZONE A -H 'Forwarded: for=192.0.2.44, for="127.0.0.6"' -H 'X-Forwarded-For: 203.0.113.7'
+pget fwd3.$ZONE A -H 'X-Forwarded-For: 203.0.113.7'
+pget bad3.$ZONE A -H 'Forwarded: for=unknown'
+pget bad4.$ZONE A -H 'Forwarded: for=203.0.113.7, for=_hidden, for=127.0.0.7'
+pget bad5.$ZONE A -H 'Forwarded: for="203.0.113.7'
+stop_dohgate
+assert_eq 2001:db8::1 "$(client_of fwd1.$ZONE)" "Forwarded for=\"[2001:db8::1]:4711\": 2001:db8::1"
+assert_eq 192.0.2.44 "$(client_of fwd2.$ZONE)" "trusted-proxy-header forwarded: Forwarded read, X-Forwarded-For not"
+assert_eq 127.0.0.1 "$(client_of fwd3.$ZONE)" "trusted-proxy-header forwarded: X-Forwarded-For alone is not read"
 assert_eq 127.0.0.1 "$(client_of bad3.$ZONE)" "Forwarded for=unknown: the peer"
 assert_eq 127.0.0.7 "$(client_of bad4.$ZONE)" "obfuscated for=_hidden: stop at the last good address"
 assert_eq 127.0.0.1 "$(client_of bad5.$ZONE)" "Forwarded with a syntax error: the peer"
-assert_eq 127.0.0.9 "$(client_of all1.$ZONE)" "every hop trusted: the leftmost (nginx real_ip_recursive)"
+
+# a trusted proxy speaks for many clients: its connections are not counted per client
+# (8 at once with max-connections-per-client 2); an untrusted peer's are
+pstart --trusted-proxy 127.0.0.1/32 --max-connections-per-client 2
+h2load -n 80 -c 8 -m 2 "$(purl)?dns=$(dnsmsg query "www.$ZONE" A --b64)" >"$T/h2load-tp.txt" 2>&1
+assert_match "80 total, 80 started, 80 done, 80 succeeded, 0 failed" "$(grep '^requests:' "$T/h2load-tp.txt")" \
+    "trusted proxy: 8 connections at once past max-connections-per-client 2, no failure"
+stop_dohgate
+pstart --max-connections-per-client 2
+h2load -n 80 -c 8 -m 2 "$(purl)?dns=$(dnsmsg query "www.$ZONE" A --b64)" >"$T/h2load-utp.txt" 2>&1
+assert_nomatch "80 succeeded, 0 failed" "$(grep '^requests:' "$T/h2load-utp.txt")" \
+    "untrusted peer: 8 connections at once meet max-connections-per-client 2"
+stop_dohgate
 
 # a peer outside trusted-proxy is not believed, one inside is
 pstart --trusted-proxy 127.0.0.2/32

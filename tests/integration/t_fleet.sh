@@ -25,9 +25,9 @@
 . "$(dirname "$0")/lib.sh"
 need_tools nsd curl h2load haproxy openssl python3
 
-# PROXY protocol v2 from HAProxy: 1 once dohgate has it (proxyproto); 0 strips send-proxy-v2
+# PROXY protocol v2 from HAProxy (default 1); PROXY_V2=0 strips send-proxy-v2
 # from the HAProxy file and skips the client-address checks.
-PROXY_V2=${PROXY_V2:-0}
+PROXY_V2=${PROXY_V2:-1}
 
 start_nsd
 make_certs

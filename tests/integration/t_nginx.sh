@@ -65,6 +65,9 @@ assert_eq 200 "$HTTP_CODE" "grpc_pass: HTTP/2 POST through nginx: 200"
 ncurl --http2 -H 'X-Forwarded-For: 203.0.113.7' "$NURL?dns=$(dnsmsg query "spoof2.$ZONE" A --b64)"
 assert_eq 200 "$HTTP_CODE" "grpc_pass: a client's spoofed X-Forwarded-For: 200"
 ncurl --http1.1 -H 'X-Forwarded-For: 203.0.113.7' "$NURL?dns=$(dnsmsg query "spoof1.$ZONE" A --b64)"
+# a client's own Forwarded header (nginx only appends to X-Forwarded-For)
+ncurl --http2 -H 'Forwarded: for=198.51.100.66' "$NURL?dns=$(dnsmsg query "spoof3.$ZONE" A --b64)"
+ncurl --http1.1 -H 'Forwarded: for=198.51.100.66' "$NURL?dns=$(dnsmsg query "spoof4.$ZONE" A --b64)"
 # curl --doh-url (HTTP/2) and kdig +https (HTTP/2 POST) through nginx
 out=$(curl -s --interface 127.0.0.9 --max-time 10 --cacert "$CERTS/ca.pem" --doh-url "$NURL" \
     -o /dev/null -w '%{remote_ip} %{http_code}' "https://loop.$ZONE:$NG_PORT/" 2>"$T/doh-url.err")
@@ -93,6 +96,8 @@ assert_eq "127.0.0.9 POST HTTP/2" "$(logline "kdig.$ZONE")" "kdig +https: POST o
 assert_match "^127\.0\.0\.1 (GET|POST) HTTP/2" "$(logline "loop.$ZONE")" "curl --doh-url: over grpc_pass"
 assert_eq "127.0.0.9 GET HTTP/2" "$(logline "spoof2.$ZONE")" "grpc_pass: spoofed X-Forwarded-For not taken (nginx appended the peer)"
 assert_eq "127.0.0.9 GET HTTP/1.1" "$(logline "spoof1.$ZONE")" "proxy_pass: spoofed X-Forwarded-For not taken"
+assert_eq "127.0.0.9 GET HTTP/2" "$(logline "spoof3.$ZONE")" "grpc_pass: a client's Forwarded header not taken"
+assert_eq "127.0.0.9 GET HTTP/1.1" "$(logline "spoof4.$ZONE")" "proxy_pass: a client's Forwarded header not taken"
 
 # ---- without trusted-proxy: nginx's X-Forwarded-For is ignored, nginx is the client
 dgstart
