@@ -618,10 +618,11 @@ static int pp_done(struct conn *c, const struct pp_result *r)
         client_id_from_sockaddr(&c->client, (const struct sockaddr *)&r->src);
         budget_scope_init(&c->budget, set->clients, &c->client, set->obs);
     }
-    /* v2 LOCAL: the load balancer's own connection (a health check), not a client's; it is
-     * trusted by proxy-protocol-from already, and an ACL meant for clients must not make the
-     * balancer think this server is down. */
-    if (set->admit && !r->local) {
+    /* Every header, LOCAL too, is judged on the client it leaves: a v2 LOCAL (a health check,
+     * but HAProxy also sends LOCAL for client traffic from a unix socket frontend) and a v1
+     * UNKNOWN keep the balancer's own address, which must then pass the ACL and limits like
+     * anyone's (the spec: use the real connection endpoints). */
+    if (set->admit) {
         bool tracked = false;
         int why = set->admit(set, &c->client, &tracked);
         if (why != DG_NREFUSE) {
@@ -1017,8 +1018,10 @@ int conn_accept(struct conn_set *set, int fd, enum dg_listener kind, const struc
     }
     if (tls || c->state == CS_PROXY)
         arm_timer(c, set->cfg->handshake_timeout_s);
-    else if (c->state == CS_PROXY_CHECK)
-        rearm(c, (uint64_t)set->cfg->idle_timeout_s * 1000u);
+    else if (c->state == CS_PROXY_CHECK) /* the timer conn_start() would arm */
+        rearm(c, (uint64_t)(kind == DG_LISTENER_CLEARTEXT ? set->cfg->request_timeout_s
+                                                          : set->cfg->idle_timeout_s) *
+                     1000u);
     if (c->state == CS_HANDSHAKE && conn_start(c) != 0) {
         conn_free(c);
         return -ENOMEM;
@@ -1039,6 +1042,11 @@ void conn_set_shutdown(struct conn_set *set)
         } else if (c->ds) {
             dnsstream_session_shutdown(c->ds);
             on_wake(c);
+        } else if (c->state == CS_PROXY || c->state == CS_PROXY_CHECK ||
+                   c->state == CS_PREFACE) {
+            /* no session yet, so no request to finish: close from its own timer callback
+             * (never from here: the caller walks the set) rather than wait out its timeout */
+            event_active(c->timer, EV_TIMEOUT, 0);
         }
     }
 }

@@ -563,7 +563,7 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
         put(&o, "dohgate_connections_accepted_total{listener=\"%s\"} %llu\n", conn_names[k],
             (unsigned long long)SUM(conn_accepted[k]));
     head(&o, "dohgate_connections_refused_total", "counter",
-         "Connections closed at accept, by the limit that refused them.");
+         "Connections closed at accept (or once their PROXY header named the client), by the limit that refused them.");
     static const char *const refusal_names[DG_NREFUSE] = {"max-connections", "per-client", "rate",
                                                           "acl"};
     for (int k = 0; k < DG_NREFUSE; k++)

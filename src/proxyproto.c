@@ -141,8 +141,14 @@ static enum pp_status parse_v2(const uint8_t *buf, size_t len, struct pp_result 
     }
     if (len > 12 && (buf[12] & 0x0F) > 1)
         return fail(out, PP_ERR_COMMAND);
-    if (len > 13 && ((buf[13] >> 4) > 3 || (buf[13] & 0x0F) > 2))
-        return fail(out, PP_ERR_FAMILY);
+    /* PROXY: family/transport one of UNSPEC (0x00) or INET, INET6, UNIX over STREAM; DGRAM
+     * does not describe a TCP connection, and a family without a transport (or the other way
+     * round) is not in the spec. LOCAL's block is ignored whatever it says. */
+    if (len > 13 && (buf[12] & 0x0F) == 1) {
+        unsigned f = buf[13] >> 4, t = buf[13] & 0x0F;
+        if (f > 3 || t > 1 || (f == 0) != (t == 0))
+            return fail(out, PP_ERR_FAMILY);
+    }
     if (len < PP_V2_FIXED)
         return PP_NEED_MORE;
     size_t body = ((size_t)buf[14] << 8) | buf[15];

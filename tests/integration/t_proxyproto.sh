@@ -201,9 +201,9 @@ assert_eq 200 "$(code "$HA_V2")" "127.0.0.1 through the same HAProxy: 200"
 stop_haproxy
 stop_dohgate
 # acl-scope all: the connection is closed once the header named the client (counted as at
-# accept); only 127.0.0.1 allowed, yet HAProxy's own health checks (v2 LOCAL) from $LB are not
-# refused: the balancer is trusted, the ACL is for clients
-start_dohgate --proxy-protocol-from "$LB/32" --allow-client 127.0.0.1/32 --acl-scope all --metrics-listen "127.0.0.1:$M_PORT"
+# accept); HAProxy's own health checks (v2 LOCAL) are judged on its own address, which the ACL
+# lets through (a LOCAL header may carry client traffic too: it is never exempt)
+start_dohgate --proxy-protocol-from "$LB/32" --allow-client 127.0.0.1/32 --allow-client "$LB/32" --acl-scope all --metrics-listen "127.0.0.1:$M_PORT"
 start_haproxy
 assert_eq 000 "$(code "$HA_V2" --interface "$CLIENT")" "acl-scope all: $CLIENT's connection through HAProxy is closed"
 assert_eq 000 "$(code "$HA_V1" --interface "$CLIENT")" "... also over v1"
@@ -213,6 +213,13 @@ assert_eq 2 "$(curl -s "http://127.0.0.1:$M_PORT/metrics" | sed -n 's/^dohgate_c
     "metrics: refused{reason=acl} counts the 2 refused, not the health checks"
 assert_range 3 1000 "$(pp local)" "... which went on meanwhile ($(pp local) LOCAL headers)"
 stop_haproxy
+stop_dohgate
+# ... and the balancer left out of the ACL: its LOCAL header keeps its own address, refused
+start_dohgate --proxy-protocol-from "$LB/32" --allow-client 127.0.0.1/32 --acl-scope all
+assert_match "^closed" "$(ppc --src "$LB" --port "$DG_PORT" --local --then hello)" \
+    "a v2 LOCAL header is judged on the balancer's own address: closed by the ACL"
+assert_eq "tls ok" "$(ppc --src "$LB" --port "$DG_PORT" --v2 127.0.0.1 --then hello)" \
+    "... while a PROXY header naming an allowed client passes"
 stop_dohgate
 
 # ---- a per-client rate limit through the proxy: 127.0.0.9 only; X-Forwarded-For to the site's

@@ -185,10 +185,15 @@ static void test_v2_inet(void **state)
     assert_int_equal(r.len, 28);
     assert_false(r.local);
     assert_src(&r, "192.0.2.9", 0xdc04);
-    /* UDP over IPv4 is a family the parser takes too (the transport is not ours to judge) */
-    n = v2(h, 0x21, 0x12, a4, sizeof(a4));
+    /* UNSPEC (0x00) with PROXY: no address, the socket's stays */
+    n = v2(h, 0x21, 0x00, NULL, 0);
     r = check_valid(h, n);
-    assert_src(&r, "192.0.2.9", 0xdc04);
+    assert_false(r.has_addr);
+    /* LOCAL ignores its block, whatever the family byte says */
+    n = v2(h, 0x20, 0x12, a4, sizeof(a4));
+    r = check_valid(h, n);
+    assert_true(r.local);
+    assert_false(r.has_addr);
 }
 
 static void test_v2_inet6_tlvs(void **state)
@@ -302,6 +307,13 @@ static void test_v2_errors(void **state)
     assert_int_equal(error_of(h, 14), PP_ERR_FAMILY);
     v2(h, 0x21, 0x13, a4, sizeof(a4));
     assert_int_equal(error_of(h, 14), PP_ERR_FAMILY);
+    /* DGRAM does not describe a TCP connection; a family without a transport, or a transport
+     * without a family, is not in the spec */
+    static const uint8_t bad_fp[] = {0x12, 0x22, 0x32, 0x10, 0x20, 0x30, 0x01, 0x02};
+    for (size_t i = 0; i < sizeof(bad_fp); i++) {
+        v2(h, 0x21, bad_fp[i], a4, sizeof(a4));
+        assert_int_equal(error_of(h, 14), PP_ERR_FAMILY);
+    }
     /* truncated addresses: INET in 11 bytes, INET6 in 35, UNIX in 215; refused once the length
      * is known, before the bytes it announces */
     v2(h, 0x21, 0x11, a4, 11);
