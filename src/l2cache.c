@@ -139,7 +139,9 @@ int l2_value_decode(const uint8_t *val, size_t vlen, const uint8_t *query, size_
         }
         put32(a + rr.ttl_off, ttl);
     }
-    if (n < 0)
+    /* Again: a compression pointer may aim into a TTL field just rewritten (no encoder does
+     * that; a made-up value can, found by fuzz_l2_value), which changes a name. */
+    if (n < 0 || !dns_answer_matches(query, qlen, a, len))
         goto drop;
     *left = lifetime - (uint32_t)age;
     return 0;
@@ -163,6 +165,7 @@ struct l2cache *l2_new(struct event_base *base, const char *addr, unsigned timeo
     inet_ntop(fam, config_addr_bytes(&a), l2->host, sizeof(l2->host));
     l2->port = (int)config_addr_port(&a);
     l2->timeout_ms = timeout_ms ? timeout_ms : 20;
+    l2->drop_reason = L2_ERROR;
     return l2;
 }
 
@@ -296,8 +299,8 @@ static void on_get_reply(redisAsyncContext *ac, void *reply, void *privdata)
     if (!cb)
         return;
     enum l2_result res;
-    if (!rep)
-        res = l2->drop_reason;
+    if (!rep) /* the connection went: timed out (drop()) or failed */
+        res = l2->drop_reason == L2_TIMEOUT ? L2_TIMEOUT : L2_ERROR;
     else if (rep->type == REDIS_REPLY_STRING)
         res = L2_HIT;
     else if (rep->type == REDIS_REPLY_NIL)
