@@ -2220,6 +2220,18 @@ int config_finish(struct config *cfg, char *err, size_t errlen)
         cfg->header_name[i] = b;
         cfg->header_value[i] = v;
     }
+    if (cfg->cache_redis != NULL) {
+        /* numeric, with a port: dohgate resolves no names, and l2cache.c connects to it */
+        struct dg_addr ra;
+        if (config_parse_addr(cfg->cache_redis, 0, &ra) != 0) {
+            char where[300];
+            config_origin(cfg, "cache-redis", where, sizeof(where));
+            return fail_plain(err, errlen,
+                              "%s: cache-redis '%s': give a numeric ADDR:PORT (IPv6 in "
+                              "brackets: [::1]:6379)",
+                              where, cfg->cache_redis);
+        }
+    }
     if (cfg->query_timeout_ms < cfg->upstream_timeout_ms)
         return fail_plain(err, errlen, "query-timeout (%u ms) must be >= upstream-timeout (%u ms)",
                           cfg->query_timeout_ms, cfg->upstream_timeout_ms);

@@ -226,6 +226,18 @@ static void on_event(void *arg, enum dg_event ev, unsigned idx, uint64_t value)
     case DG_EV_RES_REJECTED:
         ctr_add(&wm->res_rejected, 1);
         break;
+    case DG_EV_REDIS_LOOKUP:
+        if (idx < sizeof(wm->redis_lookups) / sizeof(wm->redis_lookups[0]))
+            ctr_add(&wm->redis_lookups[idx], 1);
+        break;
+    case DG_EV_REDIS_STORE:
+        ctr_add(&wm->redis_stores, 1);
+        break;
+    case DG_EV_REDIS_DOWN:
+        if (value)
+            ctr_add(&wm->redis_backoffs, 1);
+        atomic_store_explicit(&wm->redis_down, value ? 1 : 0, memory_order_relaxed);
+        break;
     case DG_EV_UP_QUERY:
     case DG_EV_UP_ANSWER:
     case DG_EV_UP_TIMEOUT:
@@ -405,6 +417,25 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
     scalar(&o, "dohgate_upstream_failures_total", "counter",
            "Questions no upstream answered in time and no stale entry could serve (SERVFAIL).",
            rq[5]);
+    if (cfg && cfg->cache_redis) {
+        /* the order of enum l2_result (l2cache.h) */
+        static const char *const l2_names[] = {"hit",   "miss",    "timeout",
+                                               "error", "skipped", "invalid"};
+        head(&o, "dohgate_redis_lookups_total", "counter",
+             "Lookups in the shared cache (cache-redis) on a local miss, by result (invalid: a "
+             "value that failed the checks; skipped: not asked, the server resting).");
+        for (size_t i = 0; i < sizeof(l2_names) / sizeof(l2_names[0]); i++)
+            put(&o, "dohgate_redis_lookups_total{result=\"%s\"} %llu\n", l2_names[i],
+                (unsigned long long)SUM(redis_lookups[i]));
+        scalar(&o, "dohgate_redis_stores_total", "counter",
+               "Upstream answers sent to the shared cache.", SUM(redis_stores));
+        scalar(&o, "dohgate_redis_backoffs_total", "counter",
+               "Times a worker's Redis connection failed or timed out and was given a rest "
+               "(backoff 1 s doubling to 30 s).",
+               SUM(redis_backoffs));
+        scalar(&o, "dohgate_redis_down", "gauge",
+               "Workers whose Redis connection is resting after a failure.", SUM(redis_down));
+    }
     head(&o, "dohgate_dns_answers_total", "counter",
          "DNS answers sent, by transport (doh, json, dns-udp, dns-tcp, dot) and DNS rcode.");
     for (int t = 0; t < DG_NTRANSPORT; t++) {

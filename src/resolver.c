@@ -11,10 +11,12 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dohgate/cache.h"
 #include "dohgate/config.h"
 #include "dohgate/dns.h"
+#include "dohgate/l2cache.h"
 #include "dohgate/list.h"
 #include "dohgate/log.h"
 #include "dohgate/nameset.h"
@@ -36,9 +38,13 @@ struct inflight {
     struct resolver *r;
     struct inflight *hnext;
     struct upstream_query *uq;
+    struct l2_get *l2q;     /* the Redis lookup, before uq (one of them at a time, or neither) */
     struct dg_list waiters; /* newest first */
     size_t nwaiters;
     struct cache_key key;
+    size_t qlen;
+    uint8_t query[]; /* the query forwarded: kept for the Redis lookup, whose answer is checked
+                        against it and which may go upstream after all its waiters left */
 };
 
 struct resolver {
@@ -55,6 +61,8 @@ struct resolver {
     const struct nameset *zones;
     struct upstream *const *zone_up;
     size_t n_zone_up;
+    struct l2cache *l2;  /* the shared second-level cache (cache-redis), or NULL; not owned */
+    struct dg_buf l2buf; /* the answer of one Redis hit, or the entry one Redis put sends */
 };
 
 /* A question's outcome: in our own counters (tests, the SIGUSR1 log) and to the observer. */
@@ -187,9 +195,35 @@ static void deliver_failure(struct resolver *r, struct resolver_waiter *w,
     deliver(w, b->data, b->len, 0);
 }
 
+/* Send the answer just stored locally (or, when the cache did not keep it, @p ans) to Redis
+ * for its lifetime left. Never a SERVFAIL (l2_put()) nor an answer that lives 0 seconds. */
+static void l2_store(struct resolver *r, struct inflight *inf, bool stored, const uint8_t *ans,
+                     size_t len, uint64_t now)
+{
+    struct dg_buf *b = &r->l2buf;
+    b->len = 0;
+    struct cache_hit_info info;
+    /* As the local cache serves it: TTLs clamped, the SOA of a negative answer brought to its
+     * lifetime, so the age taken off at a hit ends the entry where the local one ends. */
+    if (stored && cache_lookup(r->cache, &inf->key, inf->query, inf->qlen, now, CACHE_UNCOUNTED, b,
+                               &info) == CACHE_HIT) {
+        l2_put(r->l2, inf->key.data, inf->key.len, b->data, b->len, info.ttl);
+        return;
+    }
+    l2_put(r->l2, inf->key.data, inf->key.len, ans, len, cache_answer_lifetime(r->cache, ans, len));
+}
+
+static void finish(struct inflight *inf, int status, const uint8_t *ans, size_t len, bool from_l2);
+
 static void on_upstream_done(void *arg, int status, const uint8_t *ans, size_t len)
 {
-    struct inflight *inf = arg;
+    finish(arg, status, ans, len, false);
+}
+
+/* The answer of the upstream (or, @p from_l2, a checked and aged Redis hit) for every waiter:
+ * into the cache (and, from upstream, to Redis), then to the clients. */
+static void finish(struct inflight *inf, int status, const uint8_t *ans, size_t len, bool from_l2)
+{
     struct resolver *r = inf->r;
     /* Out of the table first: callbacks below may resolve the same name again, which must
      * start afresh (or hit the cache), not join an entry that is going away. */
@@ -235,6 +269,8 @@ static void on_upstream_done(void *arg, int status, const uint8_t *ans, size_t l
     } else {
         uint64_t now = dg_now_ms();
         bool stored = cache_insert(r->cache, &inf->key, ans, len, now) == 0;
+        if (r->l2 && !from_l2)
+            l2_store(r, inf, stored, ans, len, now);
         /* Not served from the cache (caching off, not kept, OOM): the max-age the cache would
          * have given it, one rule for both paths; computed once, on first need. */
         bool have_ttl = false;
@@ -285,19 +321,54 @@ static struct upstream *route(const struct resolver *r, const uint8_t *q, size_t
     return r->zone_up[v - 1];
 }
 
-/* Start forwarding @p q under @p k. @return the entry, or NULL (limits, OOM). */
+/* Redis had nothing usable (miss, expired, invalid, timeout, error): upstream as without it.
+ * Runs from the event loop; if not even the upstream query starts, the waiters get what a
+ * failed one gives them (stale or SERVFAIL). */
+static void on_l2_done(void *arg, enum l2_result res, const uint8_t *val, size_t len)
+{
+    struct inflight *inf = arg;
+    struct resolver *r = inf->r;
+    inf->l2q = NULL;
+    if (res == L2_HIT) {
+        struct dg_buf *b = &r->l2buf;
+        b->len = 0;
+        uint32_t left = 0;
+        int rc = l2_value_decode(val, len, inf->query, inf->qlen, (uint64_t)time(NULL), b, &left);
+        l2_report(r->l2, rc == 0 ? L2_HIT : rc == 1 ? L2_MISS : L2_INVALID);
+        if (rc == 0) {
+            /* finish() may resolve again, which reuses l2buf: the answer moves out first */
+            struct dg_buf hit = *b;
+            *b = (struct dg_buf){0};
+            finish(inf, 0, hit.data, hit.len, true);
+            dg_buf_free(&hit);
+            return;
+        }
+    }
+    inf->uq = upstream_query_start(route(r, inf->query, inf->qlen), inf->query, inf->qlen,
+                                   on_upstream_done, inf);
+    if (!inf->uq)
+        finish(inf, -ENOMEM, NULL, 0, false);
+}
+
+/* Start resolving @p q under @p k: Redis first when there is one and @p ask_l2, else (or when
+ * it is skipped) upstream. @return the entry, or NULL (limits, OOM). */
 static struct inflight *inflight_start(struct resolver *r, const struct cache_key *k,
-                                       const uint8_t *q, size_t qlen)
+                                       const uint8_t *q, size_t qlen, bool ask_l2)
 {
     if (r->ninflight >= r->cfg->max_upstream_queries)
         return NULL;
-    struct inflight *inf = calloc(1, sizeof(*inf));
+    struct inflight *inf = calloc(1, sizeof(*inf) + qlen);
     if (!inf)
         return NULL;
     inf->r = r;
     inf->key = *k;
-    inf->uq = upstream_query_start(route(r, q, qlen), q, qlen, on_upstream_done, inf);
-    if (!inf->uq) {
+    memcpy(inf->query, q, qlen);
+    inf->qlen = qlen;
+    if (r->l2 && ask_l2)
+        inf->l2q = l2_get(r->l2, k->data, k->len, on_l2_done, inf);
+    if (!inf->l2q)
+        inf->uq = upstream_query_start(route(r, q, qlen), q, qlen, on_upstream_done, inf);
+    if (!inf->l2q && !inf->uq) {
         free(inf);
         return NULL;
     }
@@ -334,7 +405,10 @@ int resolver_resolve(struct resolver *r, const uint8_t *query, size_t len, struc
             CACHE_HIT) {
             RES_COUNT(r, hits, DG_EV_RES_HIT);
             *ttl = info.ttl;
-            if (info.prefetch && !table_find(r, &k) && inflight_start(r, &k, w->query, w->qlen))
+            /* A prefetch skips Redis: the entry is near its end here, and another instance's
+             * copy is most likely as old; its answer still goes to Redis. */
+            if (info.prefetch && !table_find(r, &k) &&
+                inflight_start(r, &k, w->query, w->qlen, false))
                 RES_COUNT(r, prefetches, DG_EV_RES_PREFETCH);
             free(w);
             return RESOLVER_ANSWERED;
@@ -350,7 +424,7 @@ int resolver_resolve(struct resolver *r, const uint8_t *query, size_t len, struc
         }
         RES_COUNT(r, coalesced, DG_EV_RES_COALESCED);
     } else {
-        inf = inflight_start(r, &k, w->query, w->qlen);
+        inf = inflight_start(r, &k, w->query, w->qlen, true);
         if (!inf) {
             RES_COUNT(r, rejected, DG_EV_RES_REJECTED);
             free(w);
@@ -386,7 +460,9 @@ void resolver_free(struct resolver *r)
         while (r->table[i]) {
             struct inflight *inf = r->table[i];
             r->table[i] = inf->hnext;
-            upstream_query_cancel(inf->uq);
+            l2_cancel(inf->l2q);
+            if (inf->uq)
+                upstream_query_cancel(inf->uq);
             while (inf->waiters.head) {
                 struct resolver_waiter *w = first_waiter(inf);
                 waiter_unlink(w);
@@ -397,6 +473,7 @@ void resolver_free(struct resolver *r)
     }
     free(r->table);
     dg_buf_free(&r->scratch);
+    dg_buf_free(&r->l2buf);
     free(r);
 }
 
@@ -406,6 +483,11 @@ void resolver_set_zones(struct resolver *r, const struct nameset *zones,
     r->zones = n ? zones : NULL;
     r->zone_up = ups;
     r->n_zone_up = n;
+}
+
+void resolver_set_l2(struct resolver *r, struct l2cache *l2)
+{
+    r->l2 = l2;
 }
 
 void resolver_set_observer(struct resolver *r, const struct dg_observer *obs)

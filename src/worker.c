@@ -29,6 +29,7 @@
 #include "dohgate/conn.h"
 #include "dohgate/dnsudp.h"
 #include "dohgate/http.h"
+#include "dohgate/l2cache.h"
 #include "dohgate/list.h"
 #include "dohgate/h2.h"
 #include "dohgate/log.h"
@@ -62,6 +63,7 @@ struct worker_view {
     struct upstream **zone_up; /* one set per forward zone (cfg->fwd order), n_zone_up */
     size_t n_zone_up;
     struct resolver *resolver;
+    struct l2cache *l2; /* cache-redis: this view's connection, or NULL */
     struct proxy *proxy;
     bool acl_all; /* acl-scope all: refused clients' connections are closed at accept */
     struct handler_ctx hctx;
@@ -538,6 +540,7 @@ static void view_free(struct worker_view *v)
     dnsudp_set_cancel_all(&v->udp);
     proxy_free(v->proxy);
     resolver_free(v->resolver);
+    l2_free(v->l2); /* after the resolver, which cancelled its lookups on it */
     upstream_free(v->upstream);
     for (size_t i = 0; i < v->n_zone_up; i++)
         upstream_free(v->zone_up[i]);
@@ -581,6 +584,14 @@ static struct worker_view *view_new(struct worker *w, struct snapshot *snap)
     resolver_set_observer(v->resolver, w->op);
     if (snap->fwd_zones)
         resolver_set_zones(v->resolver, snap->fwd_zones, v->zone_up, v->n_zone_up);
+    /* One Redis connection per view, like the upstream sets: a reload reconnects. It connects
+     * at the first lookup, so idle views cost nothing. */
+    if (cfg->cache_redis) {
+        if (!(v->l2 = l2_new(w->base, cfg->cache_redis, cfg->cache_redis_timeout_ms)))
+            goto fail;
+        l2_set_observer(v->l2, w->op);
+        resolver_set_l2(v->resolver, v->l2);
+    }
     if (cfg->site_backend && !(v->proxy = proxy_new(w->base, cfg)))
         goto fail;
     struct clients *clients = snap->clients ? snap->clients->p : NULL;

@@ -88,6 +88,9 @@ struct worker_metrics {
     /** client questions by outcome (DG_EV_RES_*) */
     dg_counter res_hits, res_stale_hits, res_misses, res_coalesced, res_prefetches, res_servfails,
         res_rejected;
+    /** the shared second-level cache (DG_EV_REDIS_*): lookups by enum l2_result, stores, times
+     * a connection was given a rest, and whether the last event said it is resting (0/1) */
+    dg_counter redis_lookups[8], redis_stores, redis_backoffs, redis_down;
 };
 
 struct cache;

@@ -57,6 +57,12 @@ enum dg_event {
     DG_EV_UP_CONN_FAILED, /**< a connection failed before its handshake was done; value 1:
                                its certificate failed verification or pinning */
     DG_EV_UP_REUSED,      /**< a try went on a connection already open */
+    /* the shared second-level cache (l2cache.c, resolver.c) */
+    DG_EV_REDIS_LOOKUP, /**< idx: enum l2_result of l2cache.h (hit, miss, timeout, error,
+                             skipped, invalid) */
+    DG_EV_REDIS_STORE,  /**< an answer was sent to Redis (SET ... EX) */
+    DG_EV_REDIS_DOWN,   /**< value 1: this worker's Redis connection failed or timed out and is
+                             skipped for a backoff (each time); 0: it answered again */
     /* budgets (budget.c) and progress timeouts (conn, h1, h2) */
     DG_EV_BUDGET_REFUSED, /**< idx: BUDGET_EVENT_IDX(kind, level) of budget.h */
     DG_EV_STALLED,        /**< idx: enum dg_stall: closed or reset for making no progress */

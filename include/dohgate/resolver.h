@@ -9,6 +9,13 @@
  * workers, so a second worker's query for the same name is a cache hit once the first answer
  * arrived.
  *
+ * With a shared second-level cache (resolver_set_l2(), `cache-redis`), a local miss that starts
+ * a new in-flight entry (after coalescing: one Redis lookup per question) asks Redis first; a
+ * valid hit (checked and aged by l2_value_decode()) goes into the local cache and to the
+ * waiters as an upstream answer would, anything else goes upstream. Upstream answers go to
+ * Redis with their lifetime left. Prefetches skip the Redis lookup. Waiters that leave while
+ * Redis is asked leave as they do from an upstream query: the entry goes on.
+ *
  * With forward zones (resolver_set_zones()), a question at or under a zone goes to that zone's
  * own upstream set (longest zone wins), every other one to the default set.
  *
@@ -95,6 +102,10 @@ struct nameset;
  */
 void resolver_set_zones(struct resolver *r, const struct nameset *zones,
                         struct upstream *const *ups, size_t n);
+struct l2cache;
+/** Use @p l2 (may be NULL) as the shared second-level cache; not owned, must outlive @p r
+ * (resolver_free() cancels the lookups on it). Call before the first resolver_resolve(). */
+void resolver_set_l2(struct resolver *r, struct l2cache *l2);
 struct dg_observer;
 /** Report question outcomes (DG_EV_RES_*) to @p obs (may be NULL; must outlive @p r). */
 void resolver_set_observer(struct resolver *r, const struct dg_observer *obs);
