@@ -430,8 +430,8 @@ static int start_h1(struct conn *c)
     if (!c->h1)
         return -1;
     c->state = CS_H1;
-    if (c->set->shutting_down)
-        h1_session_shutdown(c->h1);
+    if (c->set->shutting_down) /* started during a stop: its first request is on its way */
+        h1_session_serve_one(c->h1);
     return 0;
 }
 
@@ -445,8 +445,8 @@ static int start_dns(struct conn *c)
     if (!c->ds)
         return -1;
     c->state = CS_DNS;
-    if (c->set->shutting_down)
-        dnsstream_session_shutdown(c->ds);
+    /* started during a stop: not shut down yet, so that the queries on their way are read
+     * (feed() shuts it down after its first read) */
     return 0;
 }
 
@@ -539,6 +539,8 @@ static int feed(struct conn *c, const uint8_t *p, size_t len)
     } else if (c->ds) {
         if (dnsstream_session_recv(c->ds, p, len) != 0)
             return -1;
+        if (c->set->shutting_down) /* a session started during a stop: these and no more */
+            dnsstream_session_shutdown(c->ds);
         /* a client trickling a message's bytes is not idle, nor welcome */
         arm_request_timer(c, dnsstream_session_partial_since(c->ds));
     } else {
@@ -1029,6 +1031,21 @@ int conn_accept(struct conn_set *set, int fd, enum dg_listener kind, const struc
     return 0;
 }
 
+/* Bytes waiting for the session: in the socket, or decrypted inside OpenSSL. */
+static bool conn_has_input(const struct conn *c)
+{
+    int queued = 0;
+    return io_pending(c) || (ioctl(c->fd, FIONREAD, &queued) == 0 && queued > 0);
+}
+
+/* Before its session: nothing taken from the socket and nothing waiting in it. */
+static bool conn_received_nothing(const struct conn *c)
+{
+    if ((c->state == CS_PROXY && c->pp && c->pp->len) || (c->state == CS_PREFACE && c->preface_len))
+        return false;
+    return !conn_has_input(c);
+}
+
 void conn_set_shutdown(struct conn_set *set)
 {
     set->shutting_down = true;
@@ -1037,15 +1054,22 @@ void conn_set_shutdown(struct conn_set *set)
         if (c->h2) {
             h2_drain_start(c);
         } else if (c->h1) {
-            h1_session_shutdown(c->h1);
+            /* bytes waiting: a request on its way (one accepted from the backlog at the stop) */
+            if (conn_has_input(c))
+                h1_session_serve_one(c->h1);
+            else
+                h1_session_shutdown(c->h1);
             on_wake(c);
         } else if (c->ds) {
-            dnsstream_session_shutdown(c->ds);
+            if (!conn_has_input(c)) /* else feed() shuts it down once it read them */
+                dnsstream_session_shutdown(c->ds);
             on_wake(c);
-        } else if (c->state == CS_PROXY || c->state == CS_PROXY_CHECK ||
-                   c->state == CS_PREFACE) {
-            /* no session yet, so no request to finish: close from its own timer callback
-             * (never from here: the caller walks the set) rather than wait out its timeout */
+        } else if ((c->state == CS_PROXY || c->state == CS_PROXY_CHECK || c->state == CS_PREFACE) &&
+                   conn_received_nothing(c)) {
+            /* no session yet and nothing sent, so no request to finish: close from its own
+             * timer callback (never from here: the caller walks the set) rather than wait out
+             * its timeout. One that sent something goes on: its session starts in the stop's
+             * mode. */
             event_active(c->timer, EV_TIMEOUT, 0);
         }
     }

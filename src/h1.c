@@ -963,6 +963,14 @@ void h1_session_timeout(struct h1_session *s)
         s->done = true;
 }
 
+void h1_session_serve_one(struct h1_session *s)
+{
+    if (s->state == H1_IDLE) /* the next request gets keep_alive false, then the session ends */
+        s->shutting_down = true;
+    else
+        h1_session_shutdown(s);
+}
+
 void h1_session_shutdown(struct h1_session *s)
 {
     s->shutting_down = true;

@@ -433,7 +433,8 @@ int main(int argc, char **argv)
         /* Socket activation: every worker gets its own descriptor of each socket (they share
          * the accept queue), and the listen options are not used. */
         for (size_t i = 0; nact > 0 && i < act.n; i++, n++) {
-            socks[n] = (struct worker_socket){.kind = act.kind[i], .udp = act.udp[i]};
+            socks[n] =
+                (struct worker_socket){.kind = act.kind[i], .udp = act.udp[i], .inherited = true};
             if ((socks[n].fd = fcntl(act.fd[i], F_DUPFD_CLOEXEC, 3)) < 0) {
                 log_err("dup of a systemd socket: %s", strerror(errno));
                 goto fail_socks;

@@ -479,9 +479,14 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
             /* Connections the kernel completed that are still in this socket's backlog would
              * be reset when it closes (each worker's SO_REUSEPORT socket has its own backlog):
              * a load balancer that already sent on such a connection cannot retry it
-             * elsewhere. Take them (up to ACCEPTS_PER_EV) and let them end like the others
-             * below (conn_set_shutdown(): two-step GOAWAY, Connection: close). */
-            on_accept(w->ls[i].s.fd, EV_READ, &w->ls[i]);
+             * elsewhere. Take them (up to the listen backlog: on_accept() takes up to
+             * ACCEPTS_PER_EV per call and returns at once on an empty queue) and let them end
+             * like the others below: their sessions start in the stop's mode (conn.c: one
+             * request, the two-step GOAWAY). A socket from systemd is left alone: its queue
+             * survives our close and the next instance serves it. Connections that sent
+             * nothing yet (TCP_DEFER_ACCEPT) are not in accept's reach and are reset. */
+            for (int k = 0; k < 4096 / ACCEPTS_PER_EV && !w->ls[i].s.inherited; k++)
+                on_accept(w->ls[i].s.fd, EV_READ, &w->ls[i]);
             event_free(w->ls[i].lev);
             w->ls[i].lev = NULL;
         }

@@ -223,8 +223,9 @@ struct config {
     /** trusted-proxy CIDR (repeatable): peers whose X-Forwarded-For / Forwarded is believed */
     char *trusted_proxy[DG_CONFIG_MAX_LIST];
     size_t n_trusted_proxy;
-    int trusted_proxy_header; /**< trusted-proxy-header x-forwarded-for|forwarded: enum fwd_header */
-    char *cache_redis;             /**< cache-redis ADDR:PORT: the shared second-level cache */
+    int trusted_proxy_header; /**< trusted-proxy-header x-forwarded-for|forwarded: enum fwd_header
+                               */
+    char *cache_redis;        /**< cache-redis ADDR:PORT: the shared second-level cache */
     unsigned cache_redis_timeout_ms; /**< cache-redis-timeout ms: budget per lookup, 20 */
 
     /* Where the file came from, for messages. NULL when no file was read. */

@@ -84,4 +84,10 @@ void h1_session_timeout(struct h1_session *s);
 /** Graceful stop: finish the current response (with connection: close), then done. */
 void h1_session_shutdown(struct h1_session *s);
 
+/** A graceful stop for a session whose request is on its way (started during the stop: its
+ * connection was accepted from the backlog or finished its handshake meanwhile; or idle with
+ * bytes waiting in the socket): serve that request, then close, rather than end at once as
+ * h1_session_shutdown() does with an idle session. */
+void h1_session_serve_one(struct h1_session *s);
+
 #endif

@@ -106,6 +106,9 @@ struct worker_socket {
     int fd;
     enum dg_listener kind; /**< for TCP listeners: which protocol an accepted connection speaks */
     bool udp;              /**< a plain-DNS UDP socket (dns-listen); kind is then unused */
+    /** from systemd (socket activation): its queue outlives us and is the next instance's,
+     * so a stop leaves what waits there */
+    bool inherited;
 };
 
 /**

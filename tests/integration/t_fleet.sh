@@ -166,6 +166,7 @@ sent=$(awk -F'\t' '$1 != 0' "$T/term.log" | wc -l)
 logfail=$(h2l_logfail "$T/term.log")
 unsent=$(h2l_unsent "$T/term.log")
 echo "# SIGTERM under load: h2load started=$started done=$done succeeded=$succeeded failed=$failed; log: $sent sent, $logfail of them failed, $unsent never sent; drain $drain_ms ms; instance A had served $a_before"
+assert_range 1 100000000 "${sent:-0}" "SIGTERM under load: h2load's log holds the requests it sent ($sent)"
 assert_eq 0 "${logfail:-x}" "SIGTERM under load: none of the $sent requests h2load sent failed"
 assert_range 1000 100000000 "${succeeded:-0}" "... and h2load got answers ($succeeded)"
 assert_range 0 88 "${failed:-x}" "... h2load's failed count ($failed: $unsent queued and never sent after the GOAWAY, one per stopped client) is at most c x (m + 1)"
