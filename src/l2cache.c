@@ -28,6 +28,9 @@
 #include "dohgate/log.h"
 #include "dohgate/observer.h"
 
+/* Lookups timed out in a row, with no reply between, that make the server rest. */
+#define L2_TIMEOUTS_DOWN 3
+
 struct l2cache {
     struct event_base *base;
     char host[INET6_ADDRSTRLEN];
@@ -39,6 +42,7 @@ struct l2cache {
     uint64_t retry_at;    /* dg_now_ms() when the rest is over */
     enum l2_result drop_reason; /* what the gets still waiting when ac is dropped are told */
     bool failed_now;            /* conn() just failed to connect: an error, not a skip */
+    unsigned timeouts_in_row;   /* lookups timed out with no reply from the server between */
     const struct dg_observer *obs;
     struct dg_buf cmdkey; /* prefix + key, one command at a time */
     struct dg_buf val;    /* the value of one put */
@@ -230,6 +234,13 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     if (ac != l2->ac)
         return; /* dropped by us (drop(), l2_free()) */
     l2->ac = NULL;
+    if (l2->outstanding == 0) {
+        /* an idle connection closed (Redis's `timeout`, a restart, CLIENT KILL, a proxy): no
+         * lookup failed, so no rest; the next lookup connects again */
+        log_debug("cache-redis %s:%d: idle connection closed (%s)", l2->host, l2->port,
+                  ac->errstr[0] ? ac->errstr : "by the server");
+        return;
+    }
     l2->outstanding = 0;
     start_backoff(l2, ac->errstr[0] ? ac->errstr : "connection closed");
 }
@@ -279,6 +290,8 @@ static void note_reply(struct l2cache *l2, const redisAsyncContext *ac, const re
 {
     if (ac == l2->ac && l2->outstanding)
         l2->outstanding--;
+    if (rep)
+        l2->timeouts_in_row = 0;
     if (rep && rep->type != REDIS_REPLY_ERROR && l2->backoff_ms) {
         l2->backoff_ms = 0;
         dg_observe(l2->obs, DG_EV_REDIS_DOWN, 0, 0);
@@ -323,10 +336,17 @@ static void on_get_timeout(evutil_socket_t fd, short what, void *arg)
     void *cb_arg = g->arg;
     g->cb = NULL;
     l2_report(l2, L2_TIMEOUT);
-    /* The server is slow or stopped: give it a rest. Dropping the connection hands every
-     * record back (this one included: freed then, with this timer); the other lookups waiting
-     * on it are told "timeout" at once rather than each waiting out its own budget. */
-    drop(l2, L2_TIMEOUT, "lookup timed out");
+    /* This caller goes upstream now. The budget counts from the queueing, so a loop turn
+     * slowed by this worker's own load can spend it before the command was even written:
+     * one timeout says little about the server. L2_TIMEOUTS_DOWN in a row with no reply
+     * between do: the server is slow or stopped, so give it a rest. Dropping the connection
+     * hands every record back (this one included: freed then, with this timer); the other
+     * lookups waiting on it are told "timeout" at once rather than each waiting out its own
+     * budget. */
+    if (++l2->timeouts_in_row >= L2_TIMEOUTS_DOWN) {
+        l2->timeouts_in_row = 0;
+        drop(l2, L2_TIMEOUT, "lookups timed out");
+    }
     if (cb)
         cb(cb_arg, L2_TIMEOUT, NULL, 0);
 }
@@ -407,6 +427,8 @@ void l2_free(struct l2cache *l2)
     l2->ac = NULL;
     if (ac)
         redisAsyncFree(ac); /* every record comes back through its reply callback, detached */
+    if (l2->backoff_ms)     /* the worker's gauge: the next view starts with a server not resting */
+        dg_observe(l2->obs, DG_EV_REDIS_DOWN, 0, 0);
     dg_buf_free(&l2->cmdkey);
     dg_buf_free(&l2->val);
     free(l2);

@@ -252,11 +252,12 @@ static void finish(struct inflight *inf, int status, const uint8_t *ans, size_t 
     if (!failed && dns_rcode(ans, len) == DNS_RCODE_SERVFAIL && r->cache && r->cfg->serve_stale) {
         /* RFC 8767: an upstream SERVFAIL is a failure too; keep the stale entry, do not
          * replace it with the SERVFAIL. */
+        /* probed with the entry's own query: a prefetch, or an entry whose clients all left,
+         * has no waiter, and its SERVFAIL must not replace a usable answer either */
         struct dg_buf probe = {0};
         struct cache_hit_info info;
-        const struct resolver_waiter *w0 = first_waiter(inf);
-        if (w0 && cache_lookup(r->cache, &inf->key, w0->query, w0->qlen, dg_now_ms(),
-                               CACHE_ALLOW_STALE | CACHE_UNCOUNTED, &probe, &info) != CACHE_MISS)
+        if (cache_lookup(r->cache, &inf->key, inf->query, inf->qlen, dg_now_ms(),
+                         CACHE_ALLOW_STALE | CACHE_UNCOUNTED, &probe, &info) != CACHE_MISS)
             failed = true;
         dg_buf_free(&probe);
     }

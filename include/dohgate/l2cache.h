@@ -8,9 +8,11 @@
  * worker's event_base through hiredis's libevent adapter, commands pipelined on it. Nothing
  * here ever blocks the worker: the connection is made asynchronously, lookups are bounded by
  * `cache-redis-timeout` with our own timers (hiredis 0.14 has no asynchronous timeouts), and a
- * slow or dead server is skipped for a backoff (1 s doubling to 30 s; l2_backoff_next()) and
- * then reconnected on the next lookup. Redis never fails a query: every outcome other than a
- * valid hit sends the question upstream.
+ * slow or dead server (three lookups timed out in a row with no reply between: one alone may
+ * be this worker's own loop running late; or a connection failing with commands on it) is
+ * skipped for a backoff (1 s doubling to 30 s; l2_backoff_next()) and then reconnected on the
+ * next lookup; an idle connection the server closes is reconnected without one. Redis never fails a
+ * query: every outcome other than a valid hit sends the question upstream.
  *
  * Format. Key: L2_KEY_PREFIX + the local cache's key bytes (cache_key_make(); binary). Value:
  * an L2_HDR_LEN header (magic "DG", format version L2_VERSION, a zero byte, the wall-clock
