@@ -46,10 +46,8 @@ since() { tail -n +$((MARK + 1)) "$DG_LOG"; }
 
 # q NAME [TYPE]: one DoH POST (new connection); sets ELAPSED (ms)
 q() {
-    local t0
-    t0=$(now_ms)
     CURL_MAX_TIME=$((QT / 1000 + 8)) doh_post "$1" "${2:-A}"
-    ELAPSED=$(($(now_ms) - t0))
+    ELAPSED=$CURL_MS # the request alone (lib.sh dcurl), not the python around it
 }
 
 # par PREFIX N [SUFFIX]: N GETs for PREFIX1.SUFFIX .. PREFIXN.SUFFIX in parallel over one client
