@@ -19,7 +19,8 @@ static const int status_codes[MET_NSTATUS - 1] = {200, 204, 206, 301, 304, 400, 
                                                   421, 429, 431, 500, 502, 503, 504};
 static const char *const version_names[MET_NVER] = {"1.0", "1.1", "2"};
 static const char *const method_names[MET_NMETHOD] = {"GET", "POST", "HEAD", "other"};
-static const char *const conn_names[DG_NLISTENER] = {"https", "http", "metrics", "dns-tcp", "dot", "cleartext"};
+static const char *const conn_names[DG_NLISTENER] = {"https",   "http", "metrics",
+                                                     "dns-tcp", "dot",  "cleartext"};
 static const char *const transport_names[DG_NTRANSPORT] = {"doh", "json", "dns-udp", "dns-tcp",
                                                            "dot"};
 static const char *const drop_names[DG_NDROP] = {"source", "rate-limit", "malformed", "send"};
@@ -594,7 +595,8 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
         put(&o, "dohgate_connections_accepted_total{listener=\"%s\"} %llu\n", conn_names[k],
             (unsigned long long)SUM(conn_accepted[k]));
     head(&o, "dohgate_connections_refused_total", "counter",
-         "Connections closed at accept (or once their PROXY header named the client), by the limit that refused them.");
+         "Connections closed at accept (or once their PROXY header named the client), by the limit "
+         "that refused them.");
     static const char *const refusal_names[DG_NREFUSE] = {"max-connections", "per-client", "rate",
                                                           "acl"};
     for (int k = 0; k < DG_NREFUSE; k++)

@@ -294,11 +294,12 @@ void http_exchange_init(struct http_exchange *ex, const struct http_exchange_ops
  * Then the client: when ctx->trusted_proxy has entries, the request is not from the metrics
  * listener and its connection's peer (ex->req.client) is in trusted-proxy, the lines of the one
  * header trusted-proxy-header names (`X-Forwarded-For` by default, or `Forwarded`; the other
- * is ignored: a proxy passes a client's own copy of it through) are walked right to left (forwarded.h) and the address found, if any, becomes
- * ex->req.client (stored in ex->fwd_client): what admission, the policy, the query log and the
- * site proxy read. The connection's own limits and budget stay on the peer.
- * When the handler returns without a response and without pending work, the exchange answers
- * 500 itself. The transport must not free the exchange from inside any http_* call.
+ * is ignored: a proxy passes a client's own copy of it through) are walked right to left
+ * (forwarded.h) and the address found, if any, becomes ex->req.client (stored in ex->fwd_client):
+ * what admission, the policy, the query log and the site proxy read. The connection's own limits
+ * and budget stay on the peer. When the handler returns without a response and without pending
+ * work, the exchange answers 500 itself. The transport must not free the exchange from inside any
+ * http_* call.
  */
 void http_exchange_dispatch(struct http_exchange *ex, void (*handler)(struct http_exchange *ex));
 

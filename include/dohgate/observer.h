@@ -76,8 +76,8 @@ enum dg_listener {
     DG_LISTENER_TLS,
     DG_LISTENER_PLAIN,
     DG_LISTENER_METRICS,
-    DG_LISTENER_DNS_TCP, /**< dns-listen, TCP (RFC 7766) */
-    DG_LISTENER_DOT,     /**< dot-listen (RFC 7858) */
+    DG_LISTENER_DNS_TCP,   /**< dns-listen, TCP (RFC 7766) */
+    DG_LISTENER_DOT,       /**< dot-listen (RFC 7858) */
     DG_LISTENER_CLEARTEXT, /**< plain-listen: DoH and the site without TLS, behind a proxy */
     DG_NLISTENER
 };
