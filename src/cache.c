@@ -114,14 +114,6 @@ static uint8_t ascii_lower(uint8_t c)
     return (c >= 'A' && c <= 'Z') ? (uint8_t)(c + ('a' - 'A')) : c;
 }
 
-static void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
 /* Monotonic clocks do not wrap, but a caller's now_ms is only an input: never overflow. */
 static uint64_t add_sat(uint64_t a, uint64_t b)
 {
@@ -512,7 +504,7 @@ static bool entry_fill_ttls(const struct cache *c, struct entry *e)
         if (rr.type == DNSWIRE_TYPE_OPT)
             continue;
         assert(n < e->nttl);
-        put32(msg + rr.ttl_off, dnswire_record_ttl(msg, &rr, kind, &c->ttl));
+        dg_put32(msg + rr.ttl_off, dnswire_record_ttl(msg, &rr, kind, &c->ttl));
         e->ttl_off[n++] = (uint16_t)rr.ttl_off;
     }
     assert(n == e->nttl);
@@ -635,7 +627,7 @@ static bool entry_serve(const struct cache *c, const struct entry *e, const uint
             v = dg_get32(t);
             v = v > age ? v - age : 0;
         }
-        put32(t, v);
+        dg_put32(t, v);
         if (i < e->ncount && v < min_count)
             min_count = v;
     }

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <linux/sockios.h> /* SIOCOUTQ */
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -490,10 +491,18 @@ static void start_cleartext(struct conn *c)
 {
     c->state = CS_PREFACE;
     c->preface_len = 0;
-    /* The first bytes must choose a protocol within request-timeout, armed once: reads do not
-     * move it (on_timer closes a connection still here), so a client trickling the preface
-     * cannot hold the connection for idle-timeout per byte. */
-    rearm(c, (uint64_t)c->set->cfg->request_timeout_s * 1000u);
+}
+
+/* The first timer of a plain listener's session (conn_start()). The clear-text listener's
+ * first bytes must choose a protocol within request-timeout, armed once: reads do not move it
+ * (on_timer closes a connection still in CS_PREFACE), so a client trickling the preface cannot
+ * hold the connection for idle-timeout per byte. The others: idle-timeout. */
+static uint64_t session_timeout_ms(const struct conn *c)
+{
+    const struct config *cfg = c->set->cfg;
+    return (uint64_t)(c->kind == DG_LISTENER_CLEARTEXT ? cfg->request_timeout_s
+                                                       : cfg->idle_timeout_s) *
+           1000u;
 }
 
 static int feed(struct conn *c, const uint8_t *p, size_t len);
@@ -703,21 +712,12 @@ static int conn_start(struct conn *c)
         SSL_set_accept_state(c->ssl);
         return 0;
     }
-    if (c->kind == DG_LISTENER_CLEARTEXT) {
-        start_cleartext(c); /* arms its own timer */
-        return 0;
-    }
-    if ((c->kind == DG_LISTENER_DNS_TCP ? start_dns(c) : start_h1(c)) != 0)
+    if (c->kind == DG_LISTENER_CLEARTEXT)
+        start_cleartext(c);
+    else if ((c->kind == DG_LISTENER_DNS_TCP ? start_dns(c) : start_h1(c)) != 0)
         return -1;
-    rearm(c, (uint64_t)c->set->cfg->idle_timeout_s * 1000u);
+    rearm(c, session_timeout_ms(c));
     return 0;
-}
-
-bool conn_set_proxied(const struct conn_set *set, enum dg_listener kind,
-                      const struct client_id *client)
-{
-    return kind != DG_LISTENER_METRICS && acl_active(set->pp_from) &&
-           acl_allows_client(set->pp_from, client);
 }
 
 static void conn_io(struct conn *c)
@@ -970,13 +970,29 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     conn_free(c);
 }
 
-int conn_accept(struct conn_set *set, int fd, enum dg_listener kind, const struct client_id *client,
-                bool counted)
+int conn_accept(struct conn_set *set, int fd, enum dg_listener kind, const struct client_id *client)
 {
     bool tls = kind == DG_LISTENER_TLS || kind == DG_LISTENER_DOT;
+    /* The metrics listener skips the client checks and the PROXY protocol. */
+    bool checked = kind != DG_LISTENER_METRICS && client;
+    bool proxied = checked && acl_active(set->pp_from) && acl_allows_client(set->pp_from, client);
+    bool tracked = false;
+    /* Refusals close at once, before any allocation or TLS work: the cheapest answer to a
+     * flood. A load balancer's connection is judged once its PROXY header named the client
+     * (pp_done()), by the same callback. */
+    if (checked && !proxied && set->admit) {
+        int why = set->admit(set, client, &tracked);
+        if (why != DG_NREFUSE) {
+            dg_observe(set->obs, DG_EV_CONN_REFUSED, (unsigned)why, 1);
+            close(fd);
+            return -EACCES;
+        }
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     struct conn *c = calloc(1, sizeof(*c));
     if (!c) {
-        if (counted)
+        if (tracked)
             clients_conn_close(set->clients, &client->key);
         close(fd);
         return -ENOMEM;
@@ -986,7 +1002,7 @@ int conn_accept(struct conn_set *set, int fd, enum dg_listener kind, const struc
     c->kind = kind;
     if (client)
         c->client = *client; /* else: calloc made it the unknown client */
-    c->client_tracked = counted;
+    c->client_tracked = tracked;
     budget_scope_init(&c->budget, set->clients, &c->client, set->obs);
     c->last_active = dg_now_ms();
     if (tls)
@@ -1008,22 +1024,20 @@ int conn_accept(struct conn_set *set, int fd, enum dg_listener kind, const struc
     }
     /* A load balancer's header first; from anyone else, with proxy-protocol-from set, a peek
      * that nobody sends one (the timer is the protocol's own meanwhile). */
-    if (conn_set_proxied(set, kind, &c->client)) {
+    if (proxied) {
         c->state = CS_PROXY;
         if (!(c->pp = malloc(sizeof(*c->pp)))) {
             conn_free(c);
             return -ENOMEM;
         }
         c->pp->len = 0;
-    } else if (kind != DG_LISTENER_METRICS && acl_active(set->pp_from)) {
+    } else if (checked && acl_active(set->pp_from)) {
         c->state = CS_PROXY_CHECK;
     }
     if (tls || c->state == CS_PROXY)
         arm_timer(c, set->cfg->handshake_timeout_s);
-    else if (c->state == CS_PROXY_CHECK) /* the timer conn_start() would arm */
-        rearm(c, (uint64_t)(kind == DG_LISTENER_CLEARTEXT ? set->cfg->request_timeout_s
-                                                          : set->cfg->idle_timeout_s) *
-                     1000u);
+    else if (c->state == CS_PROXY_CHECK) /* the timer conn_start() will arm again */
+        rearm(c, session_timeout_ms(c));
     if (c->state == CS_HANDSHAKE && conn_start(c) != 0) {
         conn_free(c);
         return -ENOMEM;

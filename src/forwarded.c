@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "dohgate/client.h"
+#include "dohgate/util.h"
 
 /* Room for the longest element text worth parsing: "[" IPv6 (45) "]:" port. Longer is bad. */
 #define ELEM_TEXT 64
@@ -53,14 +54,6 @@ static bool ows(char c)
     return c == ' ' || c == '\t';
 }
 
-/* RFC 9110 §5.6.2 tchar */
-static bool tchar(unsigned char c)
-{
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
-        return true;
-    return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
 static void split_xff(struct ring *r, const char *p)
 {
     while (*p) {
@@ -97,7 +90,7 @@ static void split_rfc7239(struct ring *r, const char *p)
             if (!*p || *p == ',')
                 break;
             const char *name = p;
-            while (tchar((unsigned char)*p))
+            while (dg_tchar((unsigned char)*p))
                 p++;
             size_t nlen = (size_t)(p - name);
             if (nlen == 0 || *p != '=')
@@ -131,7 +124,7 @@ static void split_rfc7239(struct ring *r, const char *p)
                 }
             } else {
                 const char *v = p;
-                while (tchar((unsigned char)*p))
+                while (dg_tchar((unsigned char)*p))
                     p++;
                 if (p == v)
                     goto syntax;
@@ -189,7 +182,9 @@ static bool port_ok(const char *s, bool rfc7239)
     return n > 0 && v <= 65535;
 }
 
-/* Read one node into @p out. @return whether it names an address. */
+/* Read one node into @p out. @return whether it names an address. The form decides the
+ * family (brackets or a bare IPv6: AF_INET6; a dotted quad, with a port or not: AF_INET), and
+ * the address text is parsed once, straight into the socket address the client comes from. */
 static bool node_parse(const struct elem *e, bool rfc7239, struct client_id *out)
 {
     if (e->bad)
@@ -197,7 +192,8 @@ static bool node_parse(const struct elem *e, bool rfc7239, struct client_id *out
     char addr[ELEM_TEXT];
     const char *t = e->text;
     const char *colon = strchr(t, ':');
-    uint8_t bin[16];
+    const char *a = t; /* the address text: t itself, or its part copied into addr */
+    int af = AF_INET;
     if (t[0] == '[') {
         const char *close = strchr(t, ']');
         if (!close || (close[1] && (close[1] != ':' || !port_ok(close + 2, rfc7239))))
@@ -205,25 +201,26 @@ static bool node_parse(const struct elem *e, bool rfc7239, struct client_id *out
         size_t n = (size_t)(close - t - 1);
         memcpy(addr, t + 1, n);
         addr[n] = '\0';
-        if (inet_pton(AF_INET6, addr, bin) != 1)
-            return false;
+        a = addr;
+        af = AF_INET6;
     } else if (colon && !strchr(colon + 1, ':')) { /* IPv4:port */
         size_t n = (size_t)(colon - t);
         memcpy(addr, t, n);
         addr[n] = '\0';
-        if (!port_ok(colon + 1, rfc7239) || inet_pton(AF_INET, addr, bin) != 1)
+        if (!port_ok(colon + 1, rfc7239))
             return false;
+        a = addr;
     } else if (colon) { /* a bare IPv6 address: X-Forwarded-For only (RFC 7239 wants []) */
-        if (rfc7239 || inet_pton(AF_INET6, t, bin) != 1)
+        if (rfc7239)
             return false;
-        strcpy(addr, t);
-    } else {
-        /* IPv4; "unknown" and "_obfuscated" do not parse and stop the walk */
-        if (inet_pton(AF_INET, t, bin) != 1)
-            return false;
-        strcpy(addr, t);
+        af = AF_INET6;
     }
-    return client_id_from_string(out, addr) == 0;
+    /* else IPv4; "unknown" and "_obfuscated" do not parse and stop the walk */
+    struct sockaddr_storage ss = {.ss_family = (sa_family_t)af};
+    void *bin = af == AF_INET ? (void *)&((struct sockaddr_in *)&ss)->sin_addr
+                              : (void *)&((struct sockaddr_in6 *)&ss)->sin6_addr;
+    return inet_pton(af, a, bin) == 1 &&
+           client_id_from_sockaddr(out, (const struct sockaddr *)&ss) == 0;
 }
 
 enum forwarded_outcome forwarded_client(enum forwarded_kind kind, const char *const *values,

@@ -79,11 +79,11 @@ struct h2_session {
     bool cleartext;                 /* plain-listen: h2c */
     struct dg_list streams;
     size_t nstreams;
-    /* Graceful shutdown in two steps (h2_session_shutdown()): draining once the first GOAWAY
-     * (last-stream-ID 2^31-1) and its PING are queued; goaway_due is when the final GOAWAY is
-     * sent if the PING's ACK has not come (0 once it is queued); shutting_down once the
-     * final GOAWAY is queued, with goaway_last_id: streams above it are not served. */
-    bool draining;
+    /* Graceful shutdown in two steps (h2_session_shutdown()): goaway_due, while the first
+     * GOAWAY (last-stream-ID 2^31-1) and its PING wait for the ACK, is when the final GOAWAY
+     * is sent if the ACK has not come (0 otherwise); shutting_down once the final GOAWAY is
+     * queued, with goaway_last_id: streams above it are not served. */
+    bool peer_goaway; /* the client sent a GOAWAY: nghttp2 then sends no shutdown notice */
     uint64_t goaway_due;
     int32_t goaway_last_id;
     bool shutting_down;
@@ -636,6 +636,10 @@ static const uint8_t drain_ping[8] = {'d', 'g', '-', 'd', 'r', 'a', 'i', 'n'};
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
 {
     struct h2_session *s = user_data;
+    if (frame->hd.type == NGHTTP2_GOAWAY) {
+        s->peer_goaway = true;
+        return 0;
+    }
     if (frame->hd.type == NGHTTP2_PING && (frame->hd.flags & NGHTTP2_FLAG_ACK) && s->goaway_due &&
         memcmp(frame->ping.opaque_data, drain_ping, sizeof(drain_ping)) == 0) {
         /* A round trip after the first GOAWAY: every stream the client opened before it read
@@ -881,15 +885,16 @@ size_t h2_session_streams(const struct h2_session *s)
 
 void h2_session_shutdown(struct h2_session *s)
 {
-    if (s->draining || s->shutting_down)
+    if (s->goaway_due || s->shutting_down)
         return;
-    s->draining = true;
     /* RFC 9113 §6.8: the GOAWAY with 2^31-1 tells the client to open no more streams, but a
      * stream it sent before reading it is still served (a one-step GOAWAY with the last stream
      * processed refuses those, and a client such as h2load counts them as failed). The PING
      * measures the round trip after which no such stream can still be on its way. If the
-     * GOAWAY cannot be queued (the session is ending already, or out of memory), one step. */
-    if (nghttp2_submit_shutdown_notice(s->ng) != 0) {
+     * GOAWAY cannot be queued (the session is ending already, or out of memory), or the
+     * client said GOAWAY first (nghttp2 then drops the notice and would leave the final one to
+     * the timer; such a client opens no more streams anyway), one step. */
+    if (s->peer_goaway || nghttp2_submit_shutdown_notice(s->ng) != 0) {
         h2_session_goaway(s);
         return;
     }
@@ -909,7 +914,6 @@ void h2_session_goaway(struct h2_session *s)
     /* Open streams still finish; nghttp2_session_want_read() turns 0 once they are gone. */
     if (s->shutting_down)
         return;
-    s->draining = true;
     s->shutting_down = true;
     s->goaway_due = 0;
     s->goaway_last_id = nghttp2_session_get_last_proc_stream_id(s->ng);

@@ -13,23 +13,16 @@
 #include "dohgate/config.h"
 #include "dohgate/log.h"
 #include "dohgate/observer.h"
+#include "dohgate/util.h"
 
 /* ---- field syntax ------------------------------------------------------------------------ */
-
-/* RFC 9110 §5.6.2 tchar */
-static bool tchar(unsigned char c)
-{
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return true;
-    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
 
 bool http_token_valid(const char *s, size_t len)
 {
     if (len == 0)
         return false;
     for (size_t i = 0; i < len; i++) {
-        if (!tchar((unsigned char)s[i]))
+        if (!dg_tchar((unsigned char)s[i]))
             return false;
     }
     return true;
@@ -327,6 +320,7 @@ static void apply_forwarded(struct http_exchange *ex)
     bool rfc = ex->ctx->cfg && ex->ctx->cfg->trusted_proxy_header == FWD_HEADER_FORWARDED;
     enum forwarded_kind kind = rfc ? FORWARDED_RFC7239 : FORWARDED_XFF;
     const char *name = rfc ? "forwarded" : "x-forwarded-for";
+    const char *label = rfc ? "Forwarded" : "X-Forwarded-For";
     for (size_t i = 0; i < r->nheaders; i++) {
         if (strcmp(r->headers[i].name, name) != 0)
             continue;
@@ -342,15 +336,14 @@ static void apply_forwarded(struct http_exchange *ex)
     enum forwarded_outcome o =
         forwarded_client(kind, lines, n, total > n, hop_trusted, (void *)trusted, &ex->fwd_client);
     if (o == FORWARDED_NONE) {
-        log_debug("http: %s from %s names no usable address: the peer is the client",
-                  kind == FORWARDED_RFC7239 ? "Forwarded" : "X-Forwarded-For", r->client->text);
+        log_debug("http: %s from %s names no usable address: the peer is the client", label,
+                  r->client->text);
         return;
     }
     if (o == FORWARDED_STOPPED)
         log_debug("http: %s from %s: a malformed, unknown or obfuscated hop stopped the walk at "
                   "%s",
-                  kind == FORWARDED_RFC7239 ? "Forwarded" : "X-Forwarded-For", r->client->text,
-                  ex->fwd_client.text);
+                  label, r->client->text, ex->fwd_client.text);
     r->client = &ex->fwd_client;
 }
 

@@ -64,23 +64,15 @@ unsigned l2_backoff_next(unsigned prev_ms)
     return prev_ms * 2;
 }
 
-static void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
 int l2_value_encode(const uint8_t *wire, size_t len, uint64_t now_unix, uint32_t lifetime,
                     struct dg_buf *out)
 {
     if (len > DNSWIRE_MAX_MSG)
         return -EINVAL;
     uint8_t h[L2_HDR_LEN] = {'D', 'G', L2_VERSION, 0};
-    put32(h + 4, (uint32_t)(now_unix >> 32));
-    put32(h + 8, (uint32_t)now_unix);
-    put32(h + 12, lifetime);
+    dg_put32(h + 4, (uint32_t)(now_unix >> 32));
+    dg_put32(h + 8, (uint32_t)now_unix);
+    dg_put32(h + 12, lifetime);
     if (dg_buf_reserve(out, sizeof(h) + len) != 0)
         return -ENOMEM;
     dg_buf_append(out, h, sizeof(h));
@@ -141,7 +133,7 @@ int l2_value_decode(const uint8_t *val, size_t vlen, const uint8_t *query, size_
         } else {
             ttl -= (uint32_t)age;
         }
-        put32(a + rr.ttl_off, ttl);
+        dg_put32(a + rr.ttl_off, ttl);
     }
     /* Again: a compression pointer may aim into a TTL field just rewritten (no encoder does
      * that; a made-up value can, found by fuzz_l2_value), which changes a name. */

@@ -15,6 +15,26 @@ static enum pp_status fail(struct pp_result *out, enum pp_error err)
     return PP_ERROR;
 }
 
+/* The source address of a header: @p addr (4 or 16 bytes by @p af), @p port_be in network
+ * order. */
+static void set_src(struct pp_result *out, int af, const uint8_t *addr, uint16_t port_be)
+{
+    out->has_addr = true;
+    if (af == AF_INET) {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&out->src;
+        s4->sin_family = AF_INET;
+        s4->sin_port = port_be;
+        memcpy(&s4->sin_addr, addr, 4);
+        out->src_len = sizeof(*s4);
+    } else {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&out->src;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = port_be;
+        memcpy(&s6->sin6_addr, addr, 16);
+        out->src_len = sizeof(*s6);
+    }
+}
+
 /* A decimal port: 1 to 5 digits, no leading zero (the spec's form), at most 65535. */
 static bool parse_port(const char *s, size_t n, uint16_t *port)
 {
@@ -85,20 +105,7 @@ static enum pp_status parse_v1_line(const char *line, size_t n, struct pp_result
     if (!parse_addr(af, sa, sal, srcb) || !parse_addr(af, da, dal, dstb) ||
         !parse_port(sp, spl, &sport) || !parse_port(dp, dpl, &dport))
         return fail(out, PP_ERR_V1_LINE);
-    out->has_addr = true;
-    if (af == AF_INET) {
-        struct sockaddr_in *s4 = (struct sockaddr_in *)&out->src;
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons(sport);
-        memcpy(&s4->sin_addr, srcb, 4);
-        out->src_len = sizeof(*s4);
-    } else {
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&out->src;
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons(sport);
-        memcpy(&s6->sin6_addr, srcb, 16);
-        out->src_len = sizeof(*s6);
-    }
+    set_src(out, af, srcb, htons(sport));
     return PP_DONE;
 }
 
@@ -164,21 +171,15 @@ static enum pp_status parse_v2(const uint8_t *buf, size_t len, struct pp_result 
         return PP_NEED_MORE;
     out->len = PP_V2_FIXED + body;
     out->local = local;
-    out->has_addr = !local && (fam == 1 || fam == 2);
+    /* the block: src addr, dst addr, src port, dst port */
     const uint8_t *a = buf + PP_V2_FIXED;
-    if (out->has_addr && fam == 1) {
-        /* src addr, dst addr, src port, dst port */
-        struct sockaddr_in *s4 = (struct sockaddr_in *)&out->src;
-        s4->sin_family = AF_INET;
-        memcpy(&s4->sin_addr, a, 4);
-        memcpy(&s4->sin_port, a + 8, 2);
-        out->src_len = sizeof(*s4);
-    } else if (out->has_addr) {
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&out->src;
-        s6->sin6_family = AF_INET6;
-        memcpy(&s6->sin6_addr, a, 16);
-        memcpy(&s6->sin6_port, a + 32, 2);
-        out->src_len = sizeof(*s6);
+    uint16_t port_be;
+    if (!local && fam == 1) {
+        memcpy(&port_be, a + 8, 2);
+        set_src(out, AF_INET, a, port_be);
+    } else if (!local && fam == 2) {
+        memcpy(&port_be, a + 32, 2);
+        set_src(out, AF_INET6, a, port_be);
     }
     return PP_DONE;
 }

@@ -307,8 +307,8 @@ static enum dg_refusal client_checks(struct worker_view *v, const struct client_
                                        : DG_NREFUSE;
 }
 
-/* conn_set.admit: the same checks on the client a PROXY header named, on the connection's own
- * view (a retired one keeps its configuration's ACL and client table). */
+/* conn_set.admit: the checks at accept, and on the client a PROXY header named, on the
+ * connection's own view (a retired one keeps its configuration's ACL and client table). */
 static int view_admit(struct conn_set *set, const struct client_id *id, bool *tracked)
 {
     struct worker_view *v =
@@ -351,27 +351,19 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
             log_warn("accept: %s", strerror(errno));
             return;
         }
-        /* Refusals close at once, before any TLS work: the cheapest answer to a flood. */
-        enum dg_refusal why = DG_NREFUSE;
-        bool tracked = false;
-        /* Who it is, once for the connection's life: the checks here and every request's
-         * admission, limits and log read this (client.h). A load balancer's connection gets
-         * its client from the PROXY header (conn.h): its checks run then (view_admit). */
-        struct client_id id;
-        client_id_from_sockaddr(&id, (struct sockaddr *)&ss);
+        /* Refusals close at once, before any TLS work: the cheapest answer to a flood. The
+         * worker's own limit here; the client checks in conn_accept() (view_admit). */
         struct worker_view *v = w->cur; /* read per connection: a swap cannot run meanwhile */
-        if (worker_conns(w) >= v->snap->cfg->max_connections)
-            why = DG_REFUSE_MAX_CONNS;
-        else if (kind != DG_LISTENER_METRICS && !conn_set_proxied(&v->conns, kind, &id))
-            why = client_checks(v, &id, &tracked);
-        if (why != DG_NREFUSE) {
-            dg_observe(w->op, DG_EV_CONN_REFUSED, why, 1);
+        if (worker_conns(w) >= v->snap->cfg->max_connections) {
+            dg_observe(w->op, DG_EV_CONN_REFUSED, DG_REFUSE_MAX_CONNS, 1);
             close(fd);
             continue;
         }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        conn_accept(&v->conns, fd, kind, &id, tracked);
+        /* Who it is, once for the connection's life: the checks and every request's
+         * admission, limits and log read this (client.h), unless a PROXY header replaces it. */
+        struct client_id id;
+        client_id_from_sockaddr(&id, (struct sockaddr *)&ss);
+        conn_accept(&v->conns, fd, kind, &id);
         if (worker_conns(w) > w->conn_peak)
             w->conn_peak = worker_conns(w);
     }

@@ -55,13 +55,12 @@ struct conn_set {
      * none (no peek either). Not owned: the snapshot's, which outlives the set. */
     const struct acl *pp_from;
     /**
-     * The connection-time checks (ACL, per-client limits) on the client a PROXY header named,
-     * which the worker could not run at accept (it saw the load balancer); the connection's own
-     * address for a header without one (v1 UNKNOWN, v2 UNSPEC); not called for v2 LOCAL (the
-     * balancer's own health checks). @return DG_NREFUSE (admitted; *tracked:
-     * counted in clients, uncounted when the connection closes) or an enum dg_refusal: the
-     * connection is closed and counted (DG_EV_CONN_REFUSED). Called from the connection's read
-     * event; must not free the connection. May be NULL (no checks).
+     * The connection-time checks (ACL, per-client limits) on a client: at accept
+     * (conn_accept()), or for a load balancer's connection on the client its PROXY header
+     * named (the balancer's own address for a header without one: v1 UNKNOWN, v2 LOCAL or
+     * UNSPEC). @return DG_NREFUSE (admitted; *tracked: counted in clients, uncounted when the
+     * connection closes) or an enum dg_refusal: the connection is closed and counted
+     * (DG_EV_CONN_REFUSED). Never frees a connection. May be NULL (no checks).
      */
     int (*admit)(struct conn_set *set, const struct client_id *client, bool *tracked);
     /** Called after a connection was freed (count already decremented). May be NULL. */
@@ -77,21 +76,17 @@ struct conn_set {
 /**
  * Take over an accepted, non-blocking socket: start the TLS handshake (DG_LISTENER_TLS,
  * DG_LISTENER_DOT), serve plain HTTP/1.1 at once (the port-80 listener, or the metrics
- * listener), or plain DNS over TCP (DG_LISTENER_DNS_TCP), each after a PROXY header when
- * conn_set_proxied() (then @p counted is false: set->admit counts). @p client: who
- * connected, as accept() reported it (copied into the connection, whose sessions and requests
- * point to the copy; NULL: unknown). @p counted: the connection was counted for client->key in
- * set->clients (then it is uncounted when the connection closes, and on failure here too).
- * @return 0, or -ENOMEM (the socket is closed: ownership passes in every case).
+ * listener), or plain DNS over TCP (DG_LISTENER_DNS_TCP). A peer in set->pp_from (never on the
+ * metrics listener) must first send a PROXY header, whose client then replaces @p client.
+ * set->admit judges the client (any listener but metrics) before anything is allocated, or,
+ * for a load balancer, once its header is read; a refusal closes the socket and is counted
+ * (DG_EV_CONN_REFUSED). @p client: who connected, as accept() reported it (copied into the
+ * connection, whose sessions and requests point to the copy; NULL: unknown, no checks).
+ * @return 0, -EACCES (refused) or -ENOMEM; the socket is closed on failure: ownership passes
+ * in every case.
  */
-int conn_accept(struct conn_set *set, int fd, enum dg_listener kind, const struct client_id *client,
-                bool counted);
-
-/** Whether a connection from @p client on listener @p kind must start with a PROXY header
- * (the peer is in set->pp_from; never on the metrics listener). The worker skips its
- * per-client checks at accept for those: set->admit runs them after the header. */
-bool conn_set_proxied(const struct conn_set *set, enum dg_listener kind,
-                      const struct client_id *client);
+int conn_accept(struct conn_set *set, int fd, enum dg_listener kind,
+                const struct client_id *client);
 
 /** Graceful stop: GOAWAY to every HTTP/2 connection; each closes when its streams are done.
  * DNS connections read nothing more, answer the queries in flight (keepalive 0), then close. */

@@ -927,6 +927,31 @@ static void test_goaway_no_ack(void **state)
     assert_idle(t);
 }
 
+/* The client said GOAWAY first: nghttp2 sends no shutdown notice then, so the shutdown goes
+ * one step at once (the final GOAWAY now, not at the timer); the open stream still finishes. */
+static void test_goaway_after_client_goaway(void **state)
+{
+    struct t *t = *state;
+    start(t, 1500, 4000);
+    t->fake->mode = DT_FAKE_HOLD;
+    int32_t id = submit_dns_get(t, 0x9595, "cgoaway.example.com");
+    assert_true(run_until(t, p_held, 1, MAX_WAIT));
+    assert_int_equal(nghttp2_submit_goaway(t->cli, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0),
+                     0);
+    cli_flush_to_srv(t);
+    h2_session_shutdown(t->srv);
+    assert_int_equal(h2_session_goaway_due(t->srv), 0); /* no first step to wait out */
+    srv_flush_to_cli(t);
+    assert_int_equal(t->goaways, 1);
+    assert_int_equal(t->goaway_last_id, id);
+    assert_int_equal(t->pings, 0);
+    dt_fake_release(t->fake, 0, 1);
+    assert_true(run_until(t, p_closed, id, MAX_WAIT));
+    assert_int_equal(rec_of(t, id)->status, 200);
+    assert_true(h2_session_done(t->srv));
+    assert_idle(t);
+}
+
 /* ------------------------------------------------------------ 9. request bodies (issue 14) */
 
 /* A request body the client hands out a part at a time: DATA up to `allowed`, then DEFERRED
@@ -1264,6 +1289,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_goaway_pending_finishes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_goaway_two_steps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_goaway_no_ack, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_goaway_after_client_goaway, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_unwanted_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_streamed_to_backend, setup, teardown),
