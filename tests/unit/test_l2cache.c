@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "dohgate/l2cache.h"
+#include "dohtest.h"
 
 #define NOW 1700000000ull
 
@@ -38,23 +39,6 @@ static size_t put32(uint8_t *b, size_t n, uint32_t v)
     return put16(b, n, (uint16_t)v);
 }
 
-static size_t put_name(uint8_t *b, size_t n, const char *name)
-{
-    const char *p = name;
-    while (*p) {
-        const char *dot = strchr(p, '.');
-        size_t lab = dot ? (size_t)(dot - p) : strlen(p);
-        b[n++] = (uint8_t)lab;
-        memcpy(b + n, p, lab);
-        n += lab;
-        p += lab;
-        if (*p == '.')
-            p++;
-    }
-    b[n++] = 0;
-    return n;
-}
-
 static size_t make_query(uint8_t *q, uint16_t id, const char *name, uint16_t type)
 {
     size_t n = put16(q, 0, id);
@@ -64,7 +48,7 @@ static size_t make_query(uint8_t *q, uint16_t id, const char *name, uint16_t typ
     n = put16(q, n, 0);
     n = put16(q, n, 0);
     n = put16(q, n, 0);
-    n = put_name(q, n, name);
+    n = dt_put_name(q, n, name);
     n = put16(q, n, type);
     return put16(q, n, 1);
 }
@@ -81,11 +65,11 @@ static size_t make_answer(uint8_t *a, uint16_t id, uint8_t f2, uint8_t rcode, co
     n = put16(a, n, (uint16_t)an);
     n = put16(a, n, 0);
     n = put16(a, n, ar_ttl ? 1 : 0);
-    n = put_name(a, n, name);
+    n = dt_put_name(a, n, name);
     n = put16(a, n, type);
     n = put16(a, n, 1);
     for (unsigned i = 0; i < an + (ar_ttl ? 1 : 0); i++) {
-        n = put_name(a, n, i < an ? name : "ns.example");
+        n = dt_put_name(a, n, i < an ? name : "ns.example");
         n = put16(a, n, 1);
         n = put16(a, n, 1);
         n = put32(a, n, i < an ? ttl + i : ar_ttl);

@@ -22,6 +22,22 @@
 
 /* ------------------------------------------------------------ DNS messages */
 
+size_t dt_put_name(uint8_t *buf, size_t o, const char *name)
+{
+    for (const char *l = name; *l;) {
+        size_t n = strcspn(l, ".");
+        assert_true(n > 0 && n < 64);
+        buf[o++] = (uint8_t)n;
+        memcpy(buf + o, l, n);
+        o += n;
+        l += n;
+        if (*l == '.')
+            l++;
+    }
+    buf[o++] = 0;
+    return o;
+}
+
 size_t dt_build_query(uint8_t *out, size_t cap, uint16_t id, const char *name)
 {
     assert_true(cap >= DNS_HEADER_LEN + strlen(name) + 6);
@@ -29,18 +45,7 @@ size_t dt_build_query(uint8_t *out, size_t cap, uint16_t id, const char *name)
     dg_put16(out, id);
     out[2] = 0x01;
     dg_put16(out + 4, 1);
-    size_t o = DNS_HEADER_LEN;
-    for (const char *l = name; *l;) {
-        size_t n = strcspn(l, ".");
-        assert_true(n > 0 && n < 64);
-        out[o++] = (uint8_t)n;
-        memcpy(out + o, l, n);
-        o += n;
-        l += n;
-        if (*l == '.')
-            l++;
-    }
-    out[o++] = 0;
+    size_t o = dt_put_name(out, DNS_HEADER_LEN, name);
     dg_put16(out + o, 1);
     dg_put16(out + o + 2, 1);
     return o + 4;

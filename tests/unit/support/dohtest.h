@@ -34,6 +34,9 @@ struct h2_session;
 
 /* A query with ID @p id for @p name (dotted), type A, class IN, RD set. @return its length. */
 size_t dt_build_query(uint8_t *out, size_t cap, uint16_t id, const char *name);
+/** Write @p name ("a.b.example", no final dot) in wire form at @p buf + @p n. @return the offset
+ * after it. The caller makes room (strlen(name) + 2 bytes). */
+size_t dt_put_name(uint8_t *buf, size_t n, const char *name);
 
 /* The answer a resolver would give: header and question of @p q, QR RA, one A record
  * (192.0.2.7, TTL DT_A_RR_TTL). @return its length. */
