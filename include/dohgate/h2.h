@@ -119,7 +119,7 @@ void h2_session_sweep(struct h2_session *s, struct h2_sweep *sw);
  * h2_session_goaway(). The caller's timer sends it at h2_session_goaway_due() if the ACK never
  * comes. Open streams finish; h2_session_want_read() turns false once the final GOAWAY is out
  * and they are done. Idempotent; one step (h2_session_goaway()) if the first GOAWAY or the PING
- * cannot be queued.
+ * cannot be queued, or the client sent a GOAWAY first.
  */
 void h2_session_shutdown(struct h2_session *s);
 /** While the first step waits for its PING's ACK: when the final GOAWAY is due (ms, the
