@@ -162,7 +162,10 @@ rss0=$(rss_kb)
 # The backend does not read these bodies (wait=120: it sleeps first): bodies stream to the
 # backend now, so only a backend that does not take them makes dohgate hold any (one window per
 # stream, under the budget).
-hold proxy '/upload?wait=120' 4 6
+# The attacker's bodies first fill the backend connections' kernel buffers (~170 KB per stream,
+# 68 MB for the 400), only then dohgate's budget: how long that takes depends on the build
+# (under valgrind, ~6 s), so the attack lasts until the refusals show (or 60 s), then SIGUSR1.
+hold proxy '/upload?wait=120' 4 90
 sleep 3
 rss1=$(rss_kb)
 held=$(metric_of 'dohgate_budget_in_use{resource="body"}')
@@ -175,6 +178,9 @@ for v in 2 1.1; do
 done
 doh_meanwhile proxy
 doh_clients proxy
+body_refused() { [ "$(metric_of 'dohgate_budget_refused_total{resource="body",scope="connection"}')" -ge 1 ] 2>/dev/null; }
+wait_for 60 body_refused
+kill -USR1 "$HOLD_PID" 2>/dev/null
 hold_end proxy
 J=$T/hold-proxy.json
 echo "# proxy: VmRSS ${rss0} kB before, ${rss1} kB during the attack"

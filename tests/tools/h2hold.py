@@ -21,7 +21,7 @@ acknowledges SETTINGS and PINGs, and records what the server does: HEADERS (:sta
 
 Prints "up N" (connections that completed TLS and sent their streams within --connect-timeout
 seconds; a server out of descriptors leaves the rest waiting) once all have tried, then
-after --hold seconds one line of JSON:
+after --hold seconds (or at SIGUSR1) one line of JSON:
   {"conns": N, "closed": C, "close_s": [first, median, last], "resets": R,
    "rst_codes": {"7": ...}, "statuses": {"503": ...}, "goaways": G, "window_granted": W,
    "streams": S*N, "open_streams": O}
@@ -34,6 +34,7 @@ import asyncio
 import json
 import os
 import ssl
+import signal
 import struct
 import sys
 import time
@@ -152,19 +153,19 @@ class Conn:
         """body-hold: as much of each body as the windows allow, never END_STREAM."""
         if self.args.mode != "body-hold":
             return
-        out = b""
+        out = []  # joined once: += on bytes copies the whole buffer per frame
         for sid in sorted(self.sent):
             left = self.args.body - self.args.withhold - self.sent[sid]
             win = min(self.conn_window, self.stream_window.get(sid, self.peer_initial), left, 16384)
             while win > 0 and left > 0:
-                out += frame(DATA, 0, sid, b"x" * win)
+                out.append(frame(DATA, 0, sid, b"x" * win))
                 self.sent[sid] += win
                 self.conn_window -= win
                 self.stream_window[sid] = self.stream_window.get(sid, self.peer_initial) - win
                 left -= win
                 win = min(self.conn_window, self.stream_window[sid], left, 16384)
         if out:
-            self.writer.write(out)
+            self.writer.write(b"".join(out))
 
     async def run(self, t0):
         s = self.stats
@@ -271,7 +272,13 @@ async def main():
     print("up %d" % len(conns), flush=True)
     t0 = time.monotonic()
     tasks = [asyncio.ensure_future(c.run(t0)) for c in conns]
-    await asyncio.sleep(args.hold)
+    # SIGUSR1 ends the hold early (a test that waits for an effect, not for a fixed time)
+    done = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, done.set)
+    try:
+        await asyncio.wait_for(done.wait(), args.hold)
+    except asyncio.TimeoutError:
+        pass
     for c in conns:
         try:
             c.writer.close()
