@@ -5,7 +5,7 @@
 #   contrib/deps.sh --test   also the test tools (NSD, kdig, dig, curl, nghttp, h2load, clang, ...)
 #   contrib/deps.sh --bench  also the peers used by tests/bench (unbound, dnsdist, knot-resolver, bind9)
 set -eu
-PKGS="build-essential cmake pkg-config libnghttp2-dev libssl-dev libldns-dev libevent-dev libxxhash-dev libhttp-parser-dev libsystemd-dev libcap-dev libhiredis-dev openssl ca-certificates"
+PKGS="build-essential cmake pkg-config libnghttp2-dev libssl-dev libldns-dev libevent-dev libxxhash-dev libhttp-parser-dev libsystemd-dev libcap-dev libhiredis-dev libcurl4-openssl-dev libjansson-dev openssl ca-certificates"
 for a in "$@"; do
   case "$a" in
     --test) PKGS="$PKGS libcmocka-dev nsd knot-dnsutils bind9-dnsutils curl nghttp2-client clang libclang-rt-14-dev python3 procps iproute2 psmisc wget pebble lego systemd python3-prometheus-client valgrind unbound tcpdump dnsperf haproxy nginx redis-server" ;;

@@ -92,6 +92,49 @@ static const char *validate_server_name(const char *v)
     return NULL;
 }
 
+/* An ACME identifier: a DNS name the CA can look up and connect to. No wildcard: those need the
+ * dns-01 challenge, which dohgate does not do. */
+static const char *validate_acme_domain(const char *v)
+{
+    size_t n = strlen(v);
+    if (n == 0 || n > 253)
+        return "must be a domain name of 1..253 characters";
+    if (v[0] == '*')
+        return "cannot be a wildcard: those need the dns-01 challenge (use cert and key)";
+    if (v[0] == '.' || v[n - 1] == '.' || strstr(v, ".."))
+        return "must be a domain name without empty labels or a trailing dot";
+    if (!strchr(v, '.'))
+        return "must be a fully qualified domain name (a CA issues no certificate for one label)";
+    for (const char *p = v; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.')
+            return "must be a domain name (letters, digits, '-' and '.')";
+    struct in6_addr a6;
+    if (inet_pton(AF_INET6, v, &a6) == 1 || strspn(v, "0123456789.") == n)
+        return "must be a domain name, not an address";
+    return NULL;
+}
+
+static const char *validate_acme_email(const char *v)
+{
+    const char *at = strchr(v, '@');
+    if (!at || at == v || !at[1] || strchr(at + 1, '@'))
+        return "must be an e-mail address (name@domain)";
+    for (const char *p = v; *p; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || strchr("<>\"'\\", *p))
+            return "must be a plain e-mail address (visible ASCII, no quotes or brackets)";
+    return NULL;
+}
+
+static const char *validate_https_url(const char *v)
+{
+    if (strncmp(v, "https://", 8) != 0 || !v[8])
+        return "must be an https:// URL";
+    for (const char *p = v; *p; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+            return "must be a URL of visible ASCII characters";
+    return NULL;
+}
+
 static const char *validate_account(const char *v)
 {
     /* A user or group name as useradd(8) accepts it; looked up at start-up, not here. */
@@ -313,6 +356,7 @@ static const char *const query_log_client_names[] = {"truncate", "full", "none",
 static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const block_answer_names[] = {"null", "nxdomain", "refused", NULL};
 static const char *const fwd_header_names[] = {"x-forwarded-for", "forwarded", NULL};
+static const char *const acme_challenge_names[] = {"tls-alpn-01", "http-01", NULL};
 
 static const struct option_def options[] = {
     {.name = "listen",
@@ -1021,6 +1065,68 @@ static const struct option_def options[] = {
      .metavar = "MS",
      .help = "longest wait for a cache-redis lookup; past it the query goes upstream and the "
              "server is given a rest (backoff)"},
+    {.name = "acme-domain",
+     .restart = true,
+     .type = OPT_PATHS,
+     .off = FIELD(acme_domain),
+     .count_off = FIELD(n_acme_domain),
+     .validate = validate_acme_domain,
+     .metavar = "NAME",
+     .help = "obtain and renew a certificate for this name from an ACME CA (repeatable: one "
+             "certificate for all the names; default: none)"},
+    {.name = "acme-email",
+     .restart = true,
+     .type = OPT_STRING,
+     .off = FIELD(acme_email),
+     .validate = validate_acme_email,
+     .metavar = "ADDR",
+     .help = "contact address given to the ACME CA for its expiry and policy mail (default: "
+             "none)"},
+    {.name = "acme-directory",
+     .restart = true,
+     .type = OPT_STRING,
+     .off = FIELD(acme_directory),
+     .dflt = "https://acme-v02.api.letsencrypt.org/directory",
+     .validate = validate_https_url,
+     .metavar = "URL",
+     .help = "the ACME CA's directory URL (default: Let's Encrypt's production CA)"},
+    {.name = "acme-ca",
+     .restart = true,
+     .type = OPT_STRING,
+     .off = FIELD(acme_ca),
+     .metavar = "FILE",
+     .help = "PEM file of the CAs the ACME server's own HTTPS certificate must chain to "
+             "(default: the system's store)"},
+    {.name = "acme-state-dir",
+     .restart = true,
+     .type = OPT_STRING,
+     .off = FIELD(acme_state_dir),
+     .dflt = "/var/lib/dohgate/acme",
+     .metavar = "DIR",
+     .help = "where the ACME account key, certificate and key are kept (made 0700, owned by "
+             "the run user)"},
+    {.name = "acme-challenge",
+     .restart = true,
+     .type = OPT_ENUM,
+     .off = FIELD(acme_challenge),
+     .names = acme_challenge_names,
+     .dflt = "tls-alpn-01",
+     .metavar = "tls-alpn-01|http-01",
+     .help = "how the CA checks that this server answers for the names: tls-alpn-01 on the "
+             "TLS listener's port 443, or http-01 on http-listen's port 80"},
+    {.name = "acme-eab-kid",
+     .restart = true,
+     .type = OPT_STRING,
+     .off = FIELD(acme_eab_kid),
+     .metavar = "KID",
+     .help = "external account binding key ID, for CAs that require one (with "
+             "acme-eab-hmac-key)"},
+    {.name = "acme-eab-hmac-key",
+     .restart = true,
+     .type = OPT_STRING,
+     .off = FIELD(acme_eab_hmac_key),
+     .metavar = "BASE64URL",
+     .help = "external account binding HMAC key, base64url as the CA gives it"},
     {.name = "shutdown-timeout",
      .type = OPT_UINT,
      .off = FIELD(shutdown_timeout_s),
@@ -2232,6 +2338,32 @@ int config_finish(struct config *cfg, char *err, size_t errlen)
                               where, cfg->cache_redis);
         }
     }
+    if (cfg->n_acme_domain > 0) {
+        char where[300];
+        if (cfg->acme_challenge == ACME_CHALLENGE_HTTP && cfg->n_http_listen == 0) {
+            config_origin(cfg, "acme-challenge", where, sizeof(where));
+            return fail_plain(err, errlen,
+                              "%s: acme-challenge http-01 needs http-listen (the CA asks on "
+                              "port 80)",
+                              where);
+        }
+        if (!cfg->acme_state_dir || cfg->acme_state_dir[0] != '/') {
+            config_origin(cfg, "acme-state-dir", where, sizeof(where));
+            return fail_plain(err, errlen, "%s: acme-state-dir must be an absolute path", where);
+        }
+        if (strlen(cfg->acme_state_dir) > 3900) {
+            config_origin(cfg, "acme-state-dir", where, sizeof(where));
+            return fail_plain(err, errlen, "%s: acme-state-dir is too long", where);
+        }
+    }
+    if (!cfg->acme_eab_kid != !cfg->acme_eab_hmac_key) {
+        char where[300];
+        config_origin(cfg, cfg->acme_eab_kid ? "acme-eab-kid" : "acme-eab-hmac-key", where,
+                      sizeof(where));
+        return fail_plain(err, errlen,
+                          "%s: acme-eab-kid and acme-eab-hmac-key go together (the CA gives both)",
+                          where);
+    }
     if (cfg->query_timeout_ms < cfg->upstream_timeout_ms)
         return fail_plain(err, errlen, "query-timeout (%u ms) must be >= upstream-timeout (%u ms)",
                           cfg->query_timeout_ms, cfg->upstream_timeout_ms);
@@ -2567,6 +2699,15 @@ static int opt_copy(struct config *dst, const struct config *src, const struct o
     }
     }
     return 0;
+}
+
+bool config_acme_files(const struct config *cfg, char *cert, char *key, size_t len)
+{
+    if (cfg->n_acme_domain == 0 || !cfg->acme_state_dir)
+        return false;
+    snprintf(cert, len, "%s/cert.pem", cfg->acme_state_dir);
+    snprintf(key, len, "%s/key.pem", cfg->acme_state_dir);
+    return true;
 }
 
 int config_keep_restart_options(struct config *fresh, const struct config *old, char *names,

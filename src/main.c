@@ -283,7 +283,7 @@ static struct snapshot *reload_config(struct snapshot *cur, const char *conf_fil
     log_upstreams(cfg);
     if (s->policy_slot)
         log_policy(cfg, policy_slot_peek(s->policy_slot));
-    if (cfg->n_cert || cfg->n_ticket_key_file)
+    if (cfg->n_cert || cfg->n_ticket_key_file || cfg->n_acme_domain)
         report_reload(s->tls, TLS_RELOAD_DONE, NULL);
     else
         log_info("no certificate files to reload (self-signed certificate)");
@@ -361,6 +361,7 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGHUP);
     sigaddset(&sigs, SIGUSR1);
+    sigaddset(&sigs, SIGUSR2); /* certificates only (the ACME client's "installed") */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     if (evthread_use_pthreads() != 0) {
         log_err("libevent threading support unavailable");
@@ -602,6 +603,12 @@ int main(int argc, char **argv)
             snap = reload_config(snap, conf_file, argc, argv, workers, started);
             ticking = tls_store_needs_tick(tls) || policy_watched(snap->cfg);
             sysd_notify("READY=1");
+        }
+        if (sig == SIGUSR2) {
+            /* The certificate files only, now (the ACME client sends it when it has put a new
+             * pair in place; an operator may too): the same load as the file check's. */
+            report_reload(tls, tls_store_reload(tls, err, sizeof(err)), err);
+            continue;
         }
         if (sig == SIGUSR1) {
             if (snap->cfg->cache_size) {

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "dohgate/config.h"
@@ -187,6 +188,9 @@ out:
 
 #define MAX_NAMES_PER_CERT 100
 
+/* The cert/key options, and the ACME client's pair */
+#define MAX_PAIRS (DG_CONFIG_MAX_LIST + 1)
+
 struct sni_entry {
     char *name;   /* lower-case; "*.example.net" for a wildcard */
     SSL_CTX *ctx; /* the group's context (not a reference of its own) */
@@ -195,17 +199,18 @@ struct sni_entry {
 /* Everything a generation owns besides its default SSL_CTX. Hung on the default SSL_CTX as
  * ex_data, so it is freed with it: after the last connection of the generation closes. */
 struct tls_gen {
-    SSL_CTX *extra[DG_CONFIG_MAX_LIST]; /* contexts of groups 2..n, one reference each */
+    SSL_CTX *extra[MAX_PAIRS]; /* contexts of groups 2..n, one reference each */
     size_t n_extra;
     struct sni_entry *names;
     size_t n_names;
-    struct tls_cert_info certs[DG_CONFIG_MAX_LIST];
+    struct tls_cert_info certs[MAX_PAIRS];
+    char acme_file[4096]; /* the ACME pair's cert file name (certs[].file points here) */
     size_t n_certs;
     /* OCSP staples by certificate: leaf[i] is the X509 its context serves (the context holds
      * the reference), ocsp[i] a DER response or NULL */
-    const X509 *leaf[DG_CONFIG_MAX_LIST];
-    unsigned char *ocsp[DG_CONFIG_MAX_LIST];
-    size_t ocsp_len[DG_CONFIG_MAX_LIST];
+    const X509 *leaf[MAX_PAIRS];
+    unsigned char *ocsp[MAX_PAIRS];
+    size_t ocsp_len[MAX_PAIRS];
 };
 
 static int gen_index = -1;
@@ -554,7 +559,7 @@ struct group {
     SSL_CTX *ctx;
     char *names[MAX_NAMES_PER_CERT];
     size_t n_names;
-    int key_types[DG_CONFIG_MAX_LIST];
+    int key_types[MAX_PAIRS];
     size_t n_keys;
 };
 
@@ -593,10 +598,50 @@ static void session_lifetime(const struct config *cfg, SSL_CTX *ctx)
 }
 
 /* Load every pair of cfg into a new generation; returns its default SSL_CTX. */
+/* The certificate pairs of a configuration: the cert/key options in order, then the ACME
+ * client's pair (config_acme_files()) when acme-domain is set. The ACME pair is optional: until
+ * the first issuance its files do not exist, and the generation is built without it (with only
+ * it, self-signed). Its files are watched all the same, so the issuance is seen. */
+struct pair_files {
+    const char *cert, *key;
+    char cbuf[4096], kbuf[4096];
+};
+
+/* How many pairs are configured (present or not): what the file checks watch. */
+static size_t pairs_configured(const struct config *cfg)
+{
+    return cfg->n_cert + (cfg->n_acme_domain > 0 ? 1 : 0);
+}
+
+/* Pair @p i (< pairs_configured()); @return whether its files exist (the configured ones are
+ * taken as present: a missing one is an error gen_build() reports). */
+static bool pair_at(const struct config *cfg, size_t i, struct pair_files *pf)
+{
+    if (i < cfg->n_cert) {
+        pf->cert = cfg->cert_file[i];
+        pf->key = cfg->key_file[i];
+        return true;
+    }
+    config_acme_files(cfg, pf->cbuf, pf->kbuf, sizeof(pf->cbuf));
+    pf->cert = pf->cbuf;
+    pf->key = pf->kbuf;
+    return access(pf->cbuf, F_OK) == 0 && access(pf->kbuf, F_OK) == 0;
+}
+
+/* How many pairs a generation built now would serve (0: the self-signed certificate). */
+static size_t pairs_present(const struct config *cfg)
+{
+    struct pair_files pf;
+    size_t n = cfg->n_cert;
+    if (cfg->n_acme_domain > 0 && pair_at(cfg, cfg->n_cert, &pf))
+        n++;
+    return n;
+}
+
 static SSL_CTX *gen_build(const struct config *cfg, struct ticket_ring *ring, char *fingerprint,
                           char *err, size_t errlen)
 {
-    struct group groups[DG_CONFIG_MAX_LIST];
+    struct group groups[MAX_PAIRS];
     size_t ngroups = 0;
     SSL_CTX *dflt = NULL;
     struct tls_gen *g = calloc(1, sizeof(*g));
@@ -613,7 +658,8 @@ static SSL_CTX *gen_build(const struct config *cfg, struct ticket_ring *ring, ch
         return NULL;
     }
 
-    if (cfg->n_cert == 0) {
+    size_t npairs = pairs_present(cfg);
+    if (npairs == 0) {
         if (!(dflt = ctx_base(ring, err, errlen)))
             goto fail;
         if (make_self_signed(dflt, cfg->server_name ? cfg->server_name : "localhost", fingerprint,
@@ -623,8 +669,10 @@ static SSL_CTX *gen_build(const struct config *cfg, struct ticket_ring *ring, ch
         goto done;
     }
 
-    for (size_t i = 0; i < cfg->n_cert; i++) {
-        const char *cf = cfg->cert_file[i], *kf = cfg->key_file[i];
+    for (size_t i = 0; i < npairs; i++) {
+        struct pair_files pf;
+        pair_at(cfg, i, &pf);
+        const char *cf = pf.cert, *kf = pf.key;
         struct pair pr;
         if (pair_read(&pr, cf, kf, err, errlen) != 0)
             goto fail;
@@ -670,6 +718,10 @@ static SSL_CTX *gen_build(const struct config *cfg, struct ticket_ring *ring, ch
         }
         if (!why) {
             size_t c = g->n_certs++;
+            if (i >= cfg->n_cert) { /* the ACME pair: its name lives in pf, on this stack */
+                snprintf(g->acme_file, sizeof(g->acme_file), "%s", cf);
+                cf = g->acme_file;
+            }
             cert_info(pr.x, cf, &g->certs[c]);
             g->leaf[c] = pr.x; /* the context holds a reference from here on */
             ocsp_load(cf, pr.x, pr.chain, &g->ocsp[c], &g->ocsp_len[c],
@@ -736,7 +788,7 @@ struct file_sig {
     int err;
 };
 
-#define MAX_FILES (4 * DG_CONFIG_MAX_LIST)
+#define MAX_FILES (3 * MAX_PAIRS + DG_CONFIG_MAX_LIST)
 
 struct tls_store {
     pthread_mutex_t mu;
@@ -752,21 +804,31 @@ struct tls_store {
     uint64_t next_poll_ms, next_rotation_ms; /* tls_store_tick's schedule */
 };
 
+static size_t files_watched(const struct config *c)
+{
+    return 3 * pairs_configured(c) + c->n_ticket_key_file;
+}
+
 static void sig_take_cfg(const struct config *c, size_t nfiles, struct file_sig *out)
 {
+    size_t np = pairs_configured(c);
     for (size_t i = 0; i < nfiles; i++) {
         /* cert files, key files, their "<cert>.ocsp" staples, ticket-key files */
         char ocsp[4200];
+        struct pair_files pf;
         const char *f;
-        if (i < c->n_cert)
-            f = c->cert_file[i];
-        else if (i < 2 * c->n_cert)
-            f = c->key_file[i - c->n_cert];
-        else if (i < 3 * c->n_cert) {
-            snprintf(ocsp, sizeof(ocsp), "%s.ocsp", c->cert_file[i - 2 * c->n_cert]);
+        if (i < np) {
+            pair_at(c, i, &pf);
+            f = pf.cert;
+        } else if (i < 2 * np) {
+            pair_at(c, i - np, &pf);
+            f = pf.key;
+        } else if (i < 3 * np) {
+            pair_at(c, i - 2 * np, &pf);
+            snprintf(ocsp, sizeof(ocsp), "%s.ocsp", pf.cert);
             f = ocsp;
         } else
-            f = c->ticket_key_file[i - 3 * c->n_cert];
+            f = c->ticket_key_file[i - 3 * np];
         struct stat st;
         memset(&out[i], 0, sizeof(out[i]));
         if (stat(f, &st) != 0) {
@@ -807,7 +869,7 @@ struct tls_store *tls_store_new(const struct config *cfg, char *fingerprint, cha
         return NULL;
     }
     ts->cfg = cfg;
-    ts->nfiles = 3 * cfg->n_cert + cfg->n_ticket_key_file;
+    ts->nfiles = files_watched(cfg);
     sig_take(ts, ts->loaded);
     if (pthread_mutex_init(&ts->mu, NULL) != 0) {
         snprintf(err, errlen, "pthread_mutex_init failed");
@@ -856,6 +918,16 @@ SSL *tls_store_ssl_new(struct tls_store *ts)
     return ssl;
 }
 
+/* Whether the current generation serves the generated self-signed certificate. */
+static bool self_signed(struct tls_store *ts)
+{
+    pthread_mutex_lock(&ts->mu);
+    const struct tls_gen *g = SSL_CTX_get_ex_data(ts->cur, gen_index);
+    bool yes = g && g->n_certs == 1 && strcmp(g->certs[0].file, "self-signed") == 0;
+    pthread_mutex_unlock(&ts->mu);
+    return yes;
+}
+
 static enum tls_reload reload_with(struct tls_store *ts, const struct file_sig *now, char *err,
                                    size_t errlen)
 {
@@ -867,7 +939,8 @@ static enum tls_reload reload_with(struct tls_store *ts, const struct file_sig *
      * ring is shared, not rebuilt: tickets issued before a certificate reload still resume. */
     if ((cfg->n_ticket_key_file > 0 &&
          ticket_keys_read(cfg->ticket_key_file, cfg->n_ticket_key_file, keys, err, errlen) != 0) ||
-        (cfg->n_cert > 0 && !(fresh = gen_build(cfg, ts->ring, fp, err, errlen)))) {
+        ((pairs_present(cfg) > 0 || !self_signed(ts)) &&
+         !(fresh = gen_build(cfg, ts->ring, fp, err, errlen)))) {
         OPENSSL_cleanse(keys, sizeof(keys));
         memcpy(ts->failed, now, ts->nfiles * sizeof(*now));
         ts->have_failed = true;
@@ -999,7 +1072,7 @@ struct tls_staged *tls_store_prepare(struct tls_store *ts, const struct config *
     }
     fingerprint[0] = '\0';
     st->cfg = cfg;
-    st->nfiles = 3 * cfg->n_cert + cfg->n_ticket_key_file;
+    st->nfiles = files_watched(cfg);
     sig_take_cfg(cfg, st->nfiles, st->sig); /* before reading, as tls_store_reload() */
     if (cfg->n_ticket_key_file > 0) {
         if (ticket_keys_read(cfg->ticket_key_file, cfg->n_ticket_key_file, st->keys, err, errlen) !=
@@ -1009,7 +1082,7 @@ struct tls_staged *tls_store_prepare(struct tls_store *ts, const struct config *
     }
     /* Without certificates before and after, the self-signed one stays: a new one on every
      * reload would change the fingerprint users pinned. */
-    if ((cfg->n_cert > 0 || ts->cfg->n_cert > 0) &&
+    if ((pairs_present(cfg) > 0 || !self_signed(ts)) &&
         !(st->fresh = gen_build(cfg, ts->ring, fingerprint, err, errlen)))
         goto fail;
     return st;

@@ -68,6 +68,8 @@ enum query_log_client { QLOG_CLIENT_TRUNCATE = 0, QLOG_CLIENT_FULL, QLOG_CLIENT_
 enum block_answer { BLOCK_ANSWER_NULL = 0, BLOCK_ANSWER_NXDOMAIN, BLOCK_ANSWER_REFUSED };
 /** trusted-proxy-header: the one forwarding header believed (nginx's real_ip_header). */
 enum fwd_header { FWD_HEADER_XFF = 0, FWD_HEADER_FORWARDED };
+/** acme-challenge: how the ACME CA validates the names (acme.h). */
+enum acme_challenge { ACME_CHALLENGE_TLS_ALPN = 0, ACME_CHALLENGE_HTTP };
 
 #define DG_FWD_MAX_UPSTREAMS 8 /**< upstreams of one forward-zone */
 /** One `forward-zone NAME UPSTREAM…` (config_parse_forward_zone()). */
@@ -227,6 +229,17 @@ struct config {
                                */
     char *cache_redis;        /**< cache-redis ADDR:PORT: the shared second-level cache */
     unsigned cache_redis_timeout_ms; /**< cache-redis-timeout ms: budget per lookup, 20 */
+    /* ACME (acme.h); all restart-only. With n_acme_domain > 0 the TLS store serves the pair
+     * acme_state_dir/cert.pem + key.pem once it exists (config_acme_files()). */
+    char *acme_domain[DG_CONFIG_MAX_LIST]; /**< acme-domain NAME (repeatable): one certificate */
+    size_t n_acme_domain;
+    char *acme_email;        /**< acme-email ADDR: the account's contact; NULL: none */
+    char *acme_directory;    /**< acme-directory URL (https://), default Let's Encrypt */
+    char *acme_ca;           /**< acme-ca FILE: trust for the ACME server's HTTPS; NULL: system */
+    char *acme_state_dir;    /**< acme-state-dir DIR, default /var/lib/dohgate/acme */
+    int acme_challenge;      /**< acme-challenge tls-alpn-01|http-01: enum acme_challenge */
+    char *acme_eab_kid;      /**< acme-eab-kid KID (with acme_eab_hmac_key) */
+    char *acme_eab_hmac_key; /**< acme-eab-hmac-key BASE64URL */
 
     /* Where the file came from, for messages. NULL when no file was read. */
     char *config_file;
@@ -292,6 +305,13 @@ int config_set(struct config *cfg, const char *name, const char *value, const ch
  * @return 0, -EINVAL with err set, or -ENOMEM.
  */
 int config_finish(struct config *cfg, char *err, size_t errlen);
+
+/**
+ * With acme-domain set: the paths of the certificate chain and key the ACME client keeps in
+ * acme-state-dir ("DIR/cert.pem", "DIR/key.pem"; @p len bytes each, 4096 is enough) and true;
+ * else false. The TLS store serves that pair once it exists; acme.c writes it.
+ */
+bool config_acme_files(const struct config *cfg, char *cert, char *key, size_t len);
 
 /**
  * Parse "ADDR:PORT", "[V6]:PORT", or, when @p default_port is non-zero, also "ADDR" / "V6" /
