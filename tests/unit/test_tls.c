@@ -363,6 +363,54 @@ static void test_failed_allocations_leak_nothing(void **state)
     rmdir(dir);
 }
 
+/* The ACME client's pair in acme-state-dir: absent at start (self-signed), served once written
+ * (SIGUSR2's reload and the file check), self-signed again when it goes away. */
+static void test_acme_pair(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/dohgate-tls-XXXXXX", cf[64], kf[64], err[512], fp[128];
+    assert_non_null(mkdtemp(dir));
+    snprintf(cf, sizeof(cf), "%s/cert.pem", dir);
+    snprintf(kf, sizeof(kf), "%s/key.pem", dir);
+    struct config *cfg = config_new();
+    assert_non_null(cfg);
+    assert_int_equal(config_set(cfg, "acme-domain", "a.example", "t", 0, err, sizeof(err)), 0);
+    assert_int_equal(config_set(cfg, "acme-state-dir", dir, "t", 0, err, sizeof(err)), 0);
+    struct tls_store *ts = tls_store_new(cfg, fp, err, sizeof(err));
+    assert_non_null(ts);
+    assert_int_equal(strlen(fp), 32 * 3 - 1); /* self-signed until the first issuance */
+    struct seen s = {0};
+    tls_store_each_cert(ts, collect, &s);
+    assert_string_equal(s.first.file, "self-signed");
+    assert_true(tls_store_needs_tick(ts)); /* the pair's files are watched before they exist */
+    assert_int_equal(tls_store_poll(ts, err, sizeof(err)), TLS_RELOAD_NONE);
+
+    write_pair(cf, kf);
+    assert_int_equal(tls_store_reload(ts, err, sizeof(err)), TLS_RELOAD_DONE);
+    memset(&s, 0, sizeof(s));
+    tls_store_each_cert(ts, collect, &s);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.first.file, cf);
+    assert_string_equal(s.first.subject, "CN=a.example");
+
+    /* a renewal seen by the file check: loaded once it looked the same twice */
+    sleep(1); /* a new mtime even on coarse clocks */
+    write_pair(cf, kf);
+    assert_int_equal(tls_store_poll(ts, err, sizeof(err)), TLS_RELOAD_NONE);
+    assert_int_equal(tls_store_poll(ts, err, sizeof(err)), TLS_RELOAD_DONE);
+
+    /* gone (state dir wiped): back to a self-signed certificate, not a failure */
+    unlink(cf);
+    unlink(kf);
+    assert_int_equal(tls_store_reload(ts, err, sizeof(err)), TLS_RELOAD_DONE);
+    memset(&s, 0, sizeof(s));
+    tls_store_each_cert(ts, collect, &s);
+    assert_string_equal(s.first.file, "self-signed");
+    tls_store_free(ts);
+    config_free(cfg);
+    rmdir(dir);
+}
+
 int main(void)
 {
     /* before anything allocates through OpenSSL */
@@ -374,6 +422,7 @@ int main(void)
         cmocka_unit_test(test_missing_files),
         cmocka_unit_test(test_alpn_dot),
         cmocka_unit_test(test_failed_allocations_leak_nothing),
+        cmocka_unit_test(test_acme_pair),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
