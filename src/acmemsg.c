@@ -370,7 +370,7 @@ long acmemsg_retry_after(const char *value, time_t now)
                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
     char wd[4], mo[4], gmt[4];
     int d, y, h, mi, s;
-    if (sscanf(value, "%3s %d %3s %d %d:%d:%d %3s", wd, &d, mo, &y, &h, &mi, &s, gmt) != 8 ||
+    if (sscanf(value, "%3s, %d %3s %d %d:%d:%d %3s", wd, &d, mo, &y, &h, &mi, &s, gmt) != 8 ||
         strcmp(gmt, "GMT") != 0)
         return -1;
     int m = -1;
@@ -423,28 +423,28 @@ long acmemsg_backoff(unsigned failures, long base_s, double draw, long retry_aft
 
 int acmemsg_cert_id(X509 *cert, char *out, size_t outlen)
 {
-    const ASN1_OCTET_STRING *kid = X509_get0_authority_key_id(cert);
+    /* Decoded here rather than with X509_get0_authority_key_id(), which answers NULL for a
+     * certificate whose extension cache cannot be built (e.g. one not signed yet). */
+    AUTHORITY_KEYID *ak = X509_get_ext_d2i(cert, NID_authority_key_identifier, NULL, NULL);
     const ASN1_INTEGER *serial = X509_get0_serialNumber(cert);
-    if (!kid || !serial || ASN1_STRING_length(kid) <= 0)
-        return -1;
+    const ASN1_OCTET_STRING *kid = ak ? ak->keyid : NULL;
+    unsigned char *der = NULL;
+    int n = serial ? i2d_ASN1_INTEGER(serial, &der) : -1;
+    int rc = -1;
     /* The serial's DER content octets: i2d gives tag, length, content; skip the first two
      * (a serial is at most 20 octets, so the length is one byte). */
-    unsigned char *der = NULL;
-    int n = i2d_ASN1_INTEGER(serial, &der);
-    if (n < 3 || der[1] >= 0x80) {
-        OPENSSL_free(der);
-        return -1;
+    if (kid && ASN1_STRING_length(kid) > 0 && n >= 3 && der[1] < 0x80) {
+        size_t klen = (size_t)ASN1_STRING_length(kid), slen = (size_t)n - 2;
+        if (dg_b64url_encoded_len(klen) + 1 + dg_b64url_encoded_len(slen) + 1 <= outlen) {
+            size_t k = dg_b64url_encode(ASN1_STRING_get0_data(kid), klen, out);
+            out[k++] = '.';
+            dg_b64url_encode(der + 2, slen, out + k);
+            rc = 0;
+        }
     }
-    size_t klen = (size_t)ASN1_STRING_length(kid), slen = (size_t)n - 2;
-    if (dg_b64url_encoded_len(klen) + 1 + dg_b64url_encoded_len(slen) + 1 > outlen) {
-        OPENSSL_free(der);
-        return -1;
-    }
-    size_t k = dg_b64url_encode(ASN1_STRING_get0_data(kid), klen, out);
-    out[k++] = '.';
-    dg_b64url_encode(der + 2, slen, out + k);
     OPENSSL_free(der);
-    return 0;
+    AUTHORITY_KEYID_free(ak);
+    return rc;
 }
 
 int acmemsg_ecdsa_der_to_raw(const unsigned char *der, size_t len, unsigned char *raw, size_t n)
