@@ -78,6 +78,7 @@ struct acme {
     enum acme_failure fail;
     char failmsg[512];
     long ca_retry_after;
+    struct acme_problem problem; /* the last problem document (type "" when none) */
 };
 
 const char *acme_failure_name(enum acme_failure f)
@@ -92,6 +93,8 @@ __attribute__((format(printf, 4, 5))) static int fail(struct acme *a, enum acme_
                                                       const char *step, const char *fmt, ...)
 {
     a->fail = f;
+    if (f != ACME_FAIL_REJECTED && f != ACME_FAIL_RATE_LIMITED)
+        memset(&a->problem, 0, sizeof(a->problem));
     int n = snprintf(a->failmsg, sizeof(a->failmsg), "%s failed: ", step);
     if (n < 0 || (size_t)n >= sizeof(a->failmsg))
         return -1;
@@ -244,9 +247,11 @@ static int http(struct acme *a, const char *step, const char *url, const char *b
 static int fail_status(struct acme *a, const char *step, struct resp *r)
 {
     struct acme_problem p;
+    memset(&a->problem, 0, sizeof(a->problem));
     if (acmemsg_problem_parse((const char *)r->body.data, r->body.len, &p) != 0 || !p.type[0])
         return fail(a, r->code == 429 ? ACME_FAIL_RATE_LIMITED : ACME_FAIL_PROTOCOL, step,
                     "HTTP status %ld without a problem document", r->code);
+    a->problem = p;
     enum acme_failure f = ACME_FAIL_REJECTED;
     if (acmemsg_problem_is(&p, "rateLimited") || r->code == 429)
         f = ACME_FAIL_RATE_LIMITED;
@@ -289,6 +294,7 @@ static int post(struct acme *a, const char *step, const char *url, const char *p
         if (attempt == 0 && r->code == 400 &&
             acmemsg_problem_parse((const char *)r->body.data, r->body.len, &p) == 0 &&
             acmemsg_problem_is(&p, "badNonce")) {
+            log_debug("ACME: %s: badNonce, retrying once with the fresh nonce", step);
             resp_free(r);
             continue;
         }
@@ -849,7 +855,12 @@ static void *run(void *arg)
 {
     struct acme *a = arg;
     unsigned failures = 0;
-    bool logged_plan = false;
+    /* The renewal instant drawn for the current certificate, kept while the CA's window stays
+     * the same: drawing again at every ARI re-check would pull renewals towards the start of
+     * the window (the minimum of several draws). 0: not drawn yet. */
+    time_t planned = 0;
+    struct acme_window last_w = {0, 0};
+    bool last_ari = false;
     a->cert = load_current(a);
     if (a->cert) {
         pthread_mutex_lock(&a->mu);
@@ -860,30 +871,36 @@ static void *run(void *arg)
         char certid[256] = "";
         bool have_id = false;
         if (a->cert && failures == 0) {
-            struct acme_window w;
+            struct acme_window w = {0, 0};
             long recheck;
             bool ari = query_ari(a, &w, &recheck, certid, sizeof(certid)) == 0;
             have_id = certid[0] != '\0';
             time_t nb = asn1_time(X509_get0_notBefore(a->cert));
             time_t na = asn1_time(X509_get0_notAfter(a->cert));
             time_t now = time(NULL);
-            time_t at = acmemsg_renew_at(nb, na, ari ? &w : NULL, draw01(), now, a->test_renew_s);
-            if (at > now) {
-                char t1[32], t2[32];
-                fmt_time(na, t1, sizeof(t1));
-                fmt_time(at, t2, sizeof(t2));
-                if (!logged_plan)
+            if (!planned || ari != last_ari || w.start != last_w.start || w.end != last_w.end) {
+                time_t at =
+                    acmemsg_renew_at(nb, na, ari ? &w : NULL, draw01(), now, a->test_renew_s);
+                if (at > now && at != planned) {
+                    char t1[32], t2[32];
+                    fmt_time(na, t1, sizeof(t1));
+                    fmt_time(at, t2, sizeof(t2));
                     log_info("ACME: certificate for %zu name%s valid until %s, renewal planned "
                              "at %s%s",
                              a->cfg->n_acme_domain, a->cfg->n_acme_domain == 1 ? "" : "s", t1, t2,
                              ari ? " (renewal information)" : "");
-                logged_plan = true;
+                }
+                planned = at;
+                last_ari = ari;
+                last_w = w;
+            }
+            if (planned > now) {
                 /* With ARI, wake at the re-check time to follow a changed window. */
-                time_t wake = ari && now + recheck < at ? now + recheck : at;
-                set_next(a, at);
+                time_t wake = ari && now + recheck < planned ? now + recheck : planned;
+                set_next(a, planned);
                 if (!wait_until(a, wake))
                     break;
-                if (time(NULL) < at)
+                if (time(NULL) < planned)
                     continue;
             }
         } else if (a->cert && a->dir.renewal_info) {
@@ -893,11 +910,20 @@ static void *run(void *arg)
         a->ca_retry_after = 0;
         int rc = attempt(a, have_id ? certid : NULL);
         acmechal_clear();
+        /* RFC 9773 §5: a CA that refuses "replaces" (already replaced, or not this account's
+         * certificate) still issues a plain order. */
+        if (rc != 0 && have_id && !atomic_load(&a->stop) &&
+            (acmemsg_problem_is(&a->problem, "alreadyReplaced") ||
+             acmemsg_problem_is(&a->problem, "conflict"))) {
+            log_info("ACME: %s; ordering without replaces", a->failmsg);
+            rc = attempt(a, NULL);
+            acmechal_clear();
+        }
         if (atomic_load(&a->stop))
             break;
         if (rc == 0) {
             failures = 0;
-            logged_plan = false;
+            planned = 0;
             time_t na = asn1_time(X509_get0_notAfter(a->cert));
             char t[32];
             fmt_time(na, t, sizeof(t));
