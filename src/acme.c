@@ -198,6 +198,8 @@ static int http(struct acme *a, const char *step, const char *url, const char *b
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
     curl_easy_setopt(c, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    /* No signals from libcurl in a threaded process (its DNS timeout uses SIGALRM otherwise);
+     * SIGPIPE from a peer that closed is ignored process-wide by main.c. */
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
@@ -307,8 +309,8 @@ static int post(struct acme *a, const char *step, const char *url, const char *p
 
 /* ---- files ---- */
 
-/* Write @p data to @p path through a temporary file, fsync, rename (readers see old or new). */
-static int write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+/* Write @p data to "@p path.tmp" and fsync it (the first half of a replacement). */
+static int write_tmp(const char *path, const void *data, size_t len, mode_t mode)
 {
     char tmp[PATH_LEN + 16];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
@@ -330,11 +332,38 @@ static int write_atomic(const char *path, const void *data, size_t len, mode_t m
         p += w;
         left -= (size_t)w;
     }
-    if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
+    if (fsync(fd) != 0 || close(fd) != 0) {
         unlink(tmp);
         return -1;
     }
     return 0;
+}
+
+/* Rename "@p path.tmp" over @p path (readers see the old file or the new one). */
+static int commit_tmp(const char *path)
+{
+    char tmp[PATH_LEN + 16];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    if (rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+static int write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+    return write_tmp(path, data, len, mode) == 0 ? commit_tmp(path) : -1;
+}
+
+/* fsync the directory holding the renamed files, so the renames survive a crash. */
+static void sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
 }
 
 static char *pem_key(EVP_PKEY *k, size_t *len)
@@ -704,17 +733,31 @@ static int install(struct acme *a, EVP_PKEY *key, struct resp *r)
     }
     size_t klen = 0;
     char *kpem = pem_key(key, &klen);
-    int rc = kpem ? write_atomic(a->key_path, kpem, klen, 0600) : -1;
+    /* Both files are written and synced before either is renamed, so that the step most
+     * likely to fail (a full disk) never leaves a new key beside the old chain; then the key
+     * is renamed first, the chain last (the TLS store's file check sees the pair complete). */
+    int rc = kpem ? write_tmp(a->key_path, kpem, klen, 0600) : -1;
     if (kpem)
         OPENSSL_cleanse(kpem, klen);
     free(kpem);
-    if (rc == 0)
-        rc = write_atomic(a->cert_path, r->body.data, r->body.len, 0644);
+    if (rc == 0 && write_tmp(a->cert_path, r->body.data, r->body.len, 0644) != 0) {
+        int e = errno;
+        char tmp[PATH_LEN + 16];
+        snprintf(tmp, sizeof(tmp), "%s.tmp", a->key_path);
+        unlink(tmp);
+        errno = e;
+        rc = -1;
+    }
+    if (rc == 0 && commit_tmp(a->key_path) != 0)
+        rc = -1;
+    if (rc == 0 && commit_tmp(a->cert_path) != 0)
+        rc = -1;
     if (rc != 0) {
         X509_free(leaf);
-        return fail(a, ACME_FAIL_LOCAL, "install", "cannot write %s: %s", a->cfg->acme_state_dir,
+        return fail(a, ACME_FAIL_LOCAL, "install", "cannot write in %s: %s", a->cfg->acme_state_dir,
                     strerror(errno));
     }
+    sync_dir(a->cfg->acme_state_dir);
     X509_free(a->cert);
     a->cert = leaf;
     return 0;
