@@ -548,18 +548,26 @@ static int new_account(struct acme *a)
     return a->kid ? 0 : fail(a, ACME_FAIL_LOCAL, "account", "out of memory");
 }
 
-/* POST-as-GET @p url and parse it as an order. */
-static int fetch_order(struct acme *a, const char *step, const char *url, struct acme_order *o)
+static long poll_delay(struct resp *r);
+
+/* POST-as-GET @p url and parse it as an order; @p delay (may be NULL): the poll interval its
+ * Retry-After asks for. */
+static int fetch_order(struct acme *a, const char *step, const char *url, struct acme_order *o,
+                       long *delay)
 {
     struct resp r;
     if (post(a, step, url, "", false, NULL, &r) != 0)
         return -1;
+    if (delay)
+        *delay = poll_delay(&r);
     char err[128];
     int rc = acmemsg_order_parse((const char *)r.body.data, r.body.len, o, err, sizeof(err));
     resp_free(&r);
     return rc == 0 ? 0 : fail(a, ACME_FAIL_PROTOCOL, step, "%s", err);
 }
 
+/* The poll interval: the answer's Retry-After, else 1 s; at most 10 s so that a poll (2 min at
+ * most) still looks several times. */
 static long poll_delay(struct resp *r)
 {
     long ra = acmemsg_retry_after(r->retry_after[0] ? r->retry_after : NULL, time(NULL));
@@ -653,7 +661,8 @@ static int poll_order(struct acme *a, const char *url, enum acme_st want, struct
 {
     time_t deadline = time(NULL) + POLL_LIMIT_S;
     for (;;) {
-        if (fetch_order(a, "order", url, o) != 0)
+        long delay = 1;
+        if (fetch_order(a, "order", url, o, &delay) != 0)
             return -1;
         if (o->status == want)
             return 0;
@@ -667,9 +676,9 @@ static int poll_order(struct acme *a, const char *url, enum acme_st want, struct
             return rc;
         }
         acmemsg_order_free(o);
-        if (time(NULL) + 1 > deadline)
+        if (time(NULL) + delay > deadline)
             return fail(a, ACME_FAIL_PROTOCOL, "order", "not done after %d s", POLL_LIMIT_S);
-        if (!wait_until(a, time(NULL) + 1))
+        if (!wait_until(a, time(NULL) + delay))
             return fail(a, ACME_FAIL_LOCAL, "order", "stopping");
     }
 }

@@ -17,6 +17,9 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <cmocka.h>
 #include <jansson.h>
@@ -565,6 +568,58 @@ static void test_start_stop(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* acme_stop() during a transfer: a "CA" that accepts the connection (the kernel's backlog) and
+ * never answers the TLS handshake. The stop flag aborts the transfer through curl's progress
+ * callback (called about once a second while idle); without it the stop waits for the 10 s
+ * connect timeout (checked: 10.1 s with the callback disabled), so the bound below (8 s, the
+ * abort takes about 1 s) still tells the two apart on a loaded machine. */
+static void test_stop_during_transfer(void **state)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof(sa);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(fd, 8), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+
+    char dir[] = "/tmp/test_acme.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char conf[256];
+    snprintf(conf, sizeof(conf), "%s/dohgate.conf", dir);
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "acme-domain dns.example.test\nacme-directory https://127.0.0.1:%u/dir\n"
+            "acme-state-dir %s/state\n",
+            ntohs(sa.sin_port), dir);
+    fclose(f);
+    struct config *cfg = config_new();
+    char err[256] = "";
+    assert_int_equal(config_load_file(cfg, conf, err, sizeof(err)), 0);
+    if (config_finish(cfg, err, sizeof(err)) != 0)
+        fail_msg("config: %s", err);
+    struct acme *a = acme_start(cfg, NULL, NULL, err, sizeof(err));
+    assert_non_null(a);
+    /* the account key exists once the thread got to its first transfer */
+    char key[300];
+    snprintf(key, sizeof(key), "%s/state/account.key", dir);
+    for (int i = 0; i < 500 && access(key, F_OK) != 0; i++)
+        usleep(10000);
+    usleep(300000); /* into the handshake */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    acme_stop(a);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_true(t1.tv_sec - t0.tv_sec < 8);
+    close(fd);
+    config_unref(cfg);
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -582,6 +637,7 @@ int main(void)
         cmocka_unit_test(test_cert_id_rfc9773),
         cmocka_unit_test(test_der_to_raw),
         cmocka_unit_test(test_start_stop),
+        cmocka_unit_test(test_stop_during_transfer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
