@@ -382,6 +382,12 @@ static char *pem_key(EVP_PKEY *k, size_t *len)
     return out;
 }
 
+/* An encrypted key file fails to load instead of OpenSSL's default: a prompt on the terminal. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    return -1;
+}
+
 static bool is_p256(EVP_PKEY *k)
 {
     char group[32];
@@ -397,7 +403,7 @@ static int load_account(struct acme *a)
         return 0;
     FILE *f = fopen(a->acct_path, "re");
     if (f) {
-        a->account = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+        a->account = PEM_read_PrivateKey(f, NULL, no_passphrase, NULL);
         fclose(f);
         if (!a->account || !is_p256(a->account))
             return fail(a, ACME_FAIL_LOCAL, "account key",
@@ -452,7 +458,7 @@ static X509 *load_current(struct acme *a)
     fclose(f);
     EVP_PKEY *key = NULL;
     if ((f = fopen(a->key_path, "re"))) {
-        key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+        key = PEM_read_PrivateKey(f, NULL, no_passphrase, NULL);
         fclose(f);
     }
     bool ok = cert && key && X509_check_private_key(cert, key) == 1 && covers(a, cert) &&
