@@ -378,7 +378,13 @@ struct hs_result {
     char alpn[32];
     enum tls_alpn server_alpn;
     int tickets; /* the server's SSL_get_num_tickets() */
+    bool reused; /* the client resumed resume_with */
 };
+
+/* A session the next handshake's client offers (NULL: none), and where to keep the session of
+ * the next one that completes (NULL: not kept). */
+static SSL_SESSION *resume_with;
+static SSL_SESSION **keep_session;
 
 /* Signature algorithms the next handshakes' client accepts (NULL: OpenSSL's default). */
 static const char *client_sigalgs;
@@ -401,6 +407,8 @@ static struct hs_result handshake(SSL *srv, const char *alpn, size_t alpn_len, c
         assert_int_equal(SSL_set_tlsext_host_name(cli, sni), 1);
     if (client_sigalgs)
         assert_int_equal(SSL_set1_sigalgs_list(cli, client_sigalgs), 1);
+    if (resume_with)
+        assert_int_equal(SSL_set_session(cli, resume_with), 1);
     BIO *b_srv, *b_cli;
     assert_int_equal(BIO_new_bio_pair(&b_srv, 0, &b_cli, 0), 1);
     SSL_set_bio(srv, b_srv, b_srv);
@@ -434,6 +442,17 @@ static struct hs_result handshake(SSL *srv, const char *alpn, size_t alpn_len, c
         snprintf(r.alpn, sizeof(r.alpn), "%.*s", (int)len, p ? (const char *)p : "");
         r.server_alpn = tls_alpn_get(srv);
         r.tickets = (int)SSL_get_num_tickets(srv);
+        r.reused = SSL_session_reused(cli) == 1;
+        if (keep_session) {
+            char b;
+            (void)SSL_read(cli, &b, 1); /* takes TLS 1.3 tickets */
+            /* a clean end: SSL_free() makes the session of an unfinished one unresumable */
+            SSL_set_quiet_shutdown(cli, 1);
+            SSL_shutdown(cli);
+            ERR_clear_error();
+            *keep_session = SSL_get1_session(cli);
+            keep_session = NULL;
+        }
     }
     SSL_free(cli);
     SSL_CTX_free(cctx);
@@ -541,6 +560,39 @@ static void test_handshakes(void **state)
     assert_int_equal(r.server_alpn, TLS_ALPN_DOT);
     X509_free(r.peer);
     SSL_free(srv);
+
+    /* A client resuming a session (a ticket of an ordinary handshake) is not resumed when it
+     * asks for the challenge: the CA must see the validation certificate. The same session
+     * resumes an ordinary handshake, so resumption itself works here. */
+    for (int tls12 = 0; tls12 < 2; tls12++) {
+        int maxv = tls12 ? TLS1_2_VERSION : 0;
+        SSL_SESSION *sess = NULL;
+        keep_session = &sess;
+        srv = tls_store_ssl_new(ts);
+        r = handshake(srv, h2, sizeof(h2) - 1, "x.test", maxv);
+        assert_true(r.ok);
+        X509_free(r.peer);
+        SSL_free(srv);
+        assert_non_null(sess);
+        assert_int_equal(SSL_SESSION_is_resumable(sess), 1);
+        resume_with = sess;
+        srv = tls_store_ssl_new(ts);
+        r = handshake(srv, h2, sizeof(h2) - 1, "x.test", maxv);
+        assert_true(r.ok);
+        assert_true(r.reused);
+        X509_free(r.peer);
+        SSL_free(srv);
+        srv = tls_store_ssl_new(ts);
+        r = handshake(srv, acme, sizeof(acme) - 1, "x.test", maxv);
+        resume_with = NULL;
+        assert_true(r.ok);
+        assert_false(r.reused);
+        assert_int_equal(X509_cmp(r.peer, vcert), 0);
+        assert_string_equal(r.alpn, "acme-tls/1");
+        X509_free(r.peer);
+        SSL_free(srv);
+        SSL_SESSION_free(sess);
+    }
 
     /* After the clear, the CA's hello gets what anybody gets. */
     acmechal_clear();
