@@ -21,8 +21,16 @@
 #include <openssl/x509v3.h>
 
 #include "dohgate/acmechal.h"
+#include "dohgate/client.h"
 #include "dohgate/config.h"
+#include "dohgate/h1.h"
+#include "dohgate/http.h"
+#include "dohgate/log.h"
+#include "dohgate/site.h"
 #include "dohgate/tls.h"
+#include "dohgate/util.h"
+
+#include "dohtest.h"
 
 static const char ACME_OID[] = "1.3.6.1.5.5.7.1.31";
 
@@ -742,12 +750,119 @@ static void test_handshakes_with_files(void **state)
     rmdir(dir);
 }
 
+/* ---- http-01 through the router ------------------------------------------------------------ */
+
+static const struct client_id peer = {
+    .addr = {192, 0, 2, 7}, .len = 4, .key = {.b = {192, 0, 2, 7}, .len = 4}, .text = "192.0.2.7"};
+
+static void no_wake(void *owner)
+{
+    (void)owner;
+}
+
+/* One request on a new HTTP/1.1 session (@p https: the TLS listener, else port 80) through the
+ * real router; the response bytes into @p out (NUL-terminated). */
+static const char *request(struct config *cfg, bool https, const char *req, struct dg_buf *out)
+{
+    struct site site = {.root.fd = -1, .acme.fd = -1, .https_port = 443};
+    struct handler_ctx hctx = {.cfg = cfg, .site = &site};
+    const struct h1_settings st = {.https = https, .client = &peer};
+    struct h1_session *s = h1_session_new(&st, &hctx, no_wake, NULL);
+    assert_non_null(s);
+    out->len = 0;
+    assert_int_equal(h1_session_recv(s, (const uint8_t *)req, strlen(req)), 0);
+    assert_int_equal(h1_session_send(s, out, 1 << 20), 0);
+    h1_session_free(s);
+    assert_int_equal(dg_buf_append(out, "", 1), 0);
+    out->len--;
+    return (const char *)out->data;
+}
+
+static void test_http01_router(void **state)
+{
+    (void)state;
+    dg_log_set_level(DG_LOG_ERR);
+    acmechal_clear();
+    const char *opts[] = {"acme-domain",    "doh.example", "acme-challenge",
+                          "http-01",        "http-listen", "[::1]:80",
+                          "acme-state-dir", "/tmp",        NULL};
+    struct config *cfg = dt_config_new(opts);
+    struct config *plain = dt_config_new(NULL); /* no built-in ACME client */
+    struct dg_buf out = {0};
+    const char *ka = "tok_-9.thumbprint";
+    assert_int_equal(acmechal_http_add("tok_-9", ka), 0);
+
+    const char *o = request(
+        cfg, false, "GET /.well-known/acme-challenge/tok_-9 HTTP/1.1\r\nHost: doh.example\r\n\r\n",
+        &out);
+    assert_non_null(strstr(o, "HTTP/1.1 200 "));
+    assert_non_null(strstr(o, "content-type: application/octet-stream\r\n"));
+    assert_non_null(strstr(o, "content-length: 17\r\n"));
+    const char *body = strstr(o, "\r\n\r\n");
+    assert_non_null(body);
+    assert_string_equal(body + 4, ka);
+    /* HEAD: the same head, no body */
+    o = request(cfg, false,
+                "HEAD /.well-known/acme-challenge/tok_-9 HTTP/1.1\r\nHost: doh.example\r\n\r\n",
+                &out);
+    assert_non_null(strstr(o, "HTTP/1.1 200 "));
+    assert_non_null(strstr(o, "content-length: 17\r\n"));
+    assert_string_equal(strstr(o, "\r\n\r\n") + 4, "");
+    /* the answer does not depend on the ACME client's configuration (the table decides) */
+    o = request(plain, false,
+                "GET /.well-known/acme-challenge/tok_-9 HTTP/1.1\r\nHost: doh.example\r\n\r\n",
+                &out);
+    assert_non_null(strstr(o, "HTTP/1.1 200 "));
+
+    /* an unknown token: 404 with the built-in client, the redirect as before without it */
+    o = request(cfg, false,
+                "GET /.well-known/acme-challenge/other HTTP/1.1\r\nHost: doh.example\r\n\r\n",
+                &out);
+    assert_non_null(strstr(o, "HTTP/1.1 404 "));
+    o = request(cfg, false,
+                "GET /.well-known/acme-challenge/tok_-9?x HTTP/1.1\r\nHost: doh.example\r\n\r\n",
+                &out);
+    assert_non_null(strstr(o, "HTTP/1.1 404 "));
+    o = request(plain, false,
+                "GET /.well-known/acme-challenge/other HTTP/1.1\r\nHost: doh.example\r\n\r\n",
+                &out);
+    assert_non_null(strstr(o, "HTTP/1.1 301 "));
+
+    /* other methods and other paths: the redirect */
+    o = request(cfg, false,
+                "POST /.well-known/acme-challenge/tok_-9 HTTP/1.1\r\nHost: doh.example\r\n"
+                "Content-Length: 0\r\n\r\n",
+                &out);
+    assert_null(strstr(o, ka));
+    o = request(cfg, false, "GET /tok_-9 HTTP/1.1\r\nHost: doh.example\r\n\r\n", &out);
+    assert_non_null(strstr(o, "HTTP/1.1 301 "));
+
+    /* never on the TLS listener */
+    o = request(cfg, true,
+                "GET /.well-known/acme-challenge/tok_-9 HTTP/1.1\r\nHost: doh.example\r\n\r\n",
+                &out);
+    assert_null(strstr(o, ka));
+    assert_null(strstr(o, "HTTP/1.1 200 "));
+
+    /* cleared: 404 */
+    acmechal_clear();
+    o = request(cfg, false,
+                "GET /.well-known/acme-challenge/tok_-9 HTTP/1.1\r\nHost: doh.example\r\n\r\n",
+                &out);
+    assert_non_null(strstr(o, "HTTP/1.1 404 "));
+
+    dg_buf_free(&out);
+    config_free(cfg);
+    config_free(plain);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_validation_cert), cmocka_unit_test(test_hello_parse),
         cmocka_unit_test(test_http_table),      cmocka_unit_test(test_table_limit),
         cmocka_unit_test(test_handshakes),      cmocka_unit_test(test_handshakes_with_files),
+        cmocka_unit_test(test_http01_router),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     acmechal_clear();
