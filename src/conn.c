@@ -40,8 +40,18 @@
 /* CS_PREFACE: the clear-text listener, before its first bytes chose HTTP/2 or HTTP/1.1.
  * CS_PROXY: reading a PROXY header from a proxy-protocol-from peer; CS_PROXY_CHECK: one peek at
  * another peer's first bytes (a PROXY signature closes it); then the TLS handshake or the
- * session. Before CS_HANDSHAKE's end no TLS was spoken. */
-enum conn_state { CS_HANDSHAKE, CS_PREFACE, CS_H2, CS_H1, CS_DNS, CS_PROXY, CS_PROXY_CHECK };
+ * session. Before CS_HANDSHAKE's end no TLS was spoken. CS_ACME: a handshake that answered a
+ * tls-alpn-01 challenge (tls.h), lingering until it closes. */
+enum conn_state {
+    CS_HANDSHAKE,
+    CS_PREFACE,
+    CS_H2,
+    CS_H1,
+    CS_DNS,
+    CS_PROXY,
+    CS_PROXY_CHECK,
+    CS_ACME
+};
 
 /* RFC 9113 §3.4: what a client with prior knowledge of HTTP/2 (h2c) sends first. */
 static const char H2_PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -91,7 +101,8 @@ struct conn {
 /* Whether TLS got past its handshake (a close_notify makes sense). */
 static bool tls_up(const struct conn *c)
 {
-    return c->ssl && (c->state == CS_H2 || c->state == CS_H1 || c->state == CS_DNS);
+    return c->ssl &&
+           (c->state == CS_H2 || c->state == CS_H1 || c->state == CS_DNS || c->state == CS_ACME);
 }
 
 static void conn_free(struct conn *c)
@@ -476,6 +487,14 @@ static int handshake_done(struct conn *c)
                (SSL_version(c->ssl) == TLS1_3_VERSION ? DG_TLS_13 : 0) |
                    (SSL_session_reused(c->ssl) == 1 ? DG_TLS_RESUMED : 0),
                1);
+    if (tls_alpn_get(c->ssl) == TLS_ALPN_ACME) {
+        /* tls-alpn-01: the CA only looks at the certificate (RFC 8737 §3), so nothing is read
+         * from this connection: close_notify, FIN, and the lingering close. tls.c never
+         * selects acme-tls/1 on the DoT listener; checked first all the same. */
+        c->state = CS_ACME;
+        linger_start(c);
+        return 0;
+    }
     if (c->kind == DG_LISTENER_DOT)
         return start_dns(c);
     if (tls_alpn_get(c->ssl) == TLS_ALPN_H2)
@@ -762,6 +781,8 @@ static void conn_io(struct conn *c)
             conn_free(c);
             return;
         }
+        if (c->lingering) /* tls-alpn-01 answered: no session */
+            return;
     }
     if (conn_read(c) != 0 || conn_flush(c) != 0)
         conn_free(c);

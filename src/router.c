@@ -1,5 +1,6 @@
 /* Routing by exact path: DoH endpoints go to the DNS pipeline (once admitted), everything else to
  * the site. */
+#include "dohgate/acmechal.h"
 #include "dohgate/admission.h"
 #include "dohgate/config.h"
 #include "dohgate/doh.h"
@@ -59,6 +60,44 @@ int router_body_refusal(size_t max_body, const char *method)
     if (max_body == 0 && method && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
         return 405;
     return 413;
+}
+
+#define ACME_CHALLENGE_PREFIX "/.well-known/acme-challenge/"
+
+/*
+ * http-01 (RFC 8555 §8.3) on the port-80 listener: GET/HEAD of a token the built-in ACME client
+ * has pending (acmechal.h) gets its key authorization. Unknown tokens go where they went before
+ * the built-in client (acme-webroot's files, or the redirect) unless the built-in client is
+ * configured and no webroot is: then a 404, which the CA reports as such, rather than a
+ * redirect it would follow to the site. @return whether the request was answered here.
+ */
+static bool acme_http01(struct http_exchange *ex)
+{
+    const struct http_request *r = &ex->req;
+    const size_t plen = sizeof(ACME_CHALLENGE_PREFIX) - 1;
+    if (!r->path || !r->method || strncmp(r->path, ACME_CHALLENGE_PREFIX, plen) != 0 ||
+        (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0))
+        return false;
+    char keyauth[640];
+    size_t n = acmechal_pending() ? acmechal_http_get(r->path + plen, keyauth, sizeof(keyauth)) : 0;
+    if (n > 0) {
+        const struct http_header h = {"content-type", "application/octet-stream"};
+        struct dg_buf body = {0};
+        if (dg_buf_append(&body, keyauth, n) != 0) {
+            http_respond_text(ex, 503, "out of memory", NULL, 0);
+            return true;
+        }
+        http_respond(ex, 200, &h, 1, &body);
+        dg_buf_free(&body);
+        return true;
+    }
+    const struct config *cfg = ex->ctx->cfg;
+    bool webroot = ex->ctx->site && ex->ctx->site->acme.fd >= 0;
+    if (cfg->n_acme_domain > 0 && !webroot) {
+        http_respond_text(ex, 404, "no such ACME challenge", NULL, 0);
+        return true;
+    }
+    return false;
 }
 
 /* Who may ask, and how often, before any decoding work: the admission verdict in HTTP terms.
@@ -121,8 +160,10 @@ void router_dispatch(struct http_exchange *ex)
     }
     if (!ex->req.https) {
         /* The plain-HTTP listener never answers DNS: queries in clear text are what DoH is
-         * for avoiding, so /dns-query redirects like everything else. */
-        site_handle_plain(ex);
+         * for avoiding, so /dns-query redirects like everything else. Only ACME's http-01
+         * tokens are answered here (not on the TLS listeners: the CA asks on port 80). */
+        if (!acme_http01(ex))
+            site_handle_plain(ex);
         return;
     }
     const char *id = NULL;

@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
+#include "dohgate/acmechal.h"
 #include "dohgate/config.h"
 #include "dohgate/log.h"
 #include "dohgate/tickets.h"
@@ -36,19 +37,22 @@ static void ssl_err_to(char *err, size_t errlen, const char *what)
     ERR_clear_error();
 }
 
-/* The ex_data slot that marks a DoT connection's SSL (tls_ssl_set_dot()). */
-static int dot_index = -1;
-static pthread_once_t dot_index_once = PTHREAD_ONCE_INIT;
-static char dot_marker; /* the slot's value: its address, never read */
+/* The ex_data slots that mark an SSL: a DoT connection's (tls_ssl_set_dot()), and a handshake
+ * answering a tls-alpn-01 challenge (on_client_hello()). Made once, before the first context
+ * (ctx_base()), so that the workers only ever read the indices. */
+static int dot_index = -1, acme_index = -1;
+static pthread_once_t mark_index_once = PTHREAD_ONCE_INIT;
+static char dot_marker, acme_marker; /* the slots' values: their addresses, never read */
 
-static void dot_index_init(void)
+static void mark_index_init(void)
 {
     dot_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    acme_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }
 
 int tls_ssl_set_dot(SSL *ssl)
 {
-    pthread_once(&dot_index_once, dot_index_init);
+    pthread_once(&mark_index_once, mark_index_init);
     if (dot_index < 0 || SSL_set_ex_data(ssl, dot_index, &dot_marker) != 1) {
         ERR_clear_error();
         return -ENOMEM;
@@ -59,6 +63,62 @@ int tls_ssl_set_dot(SSL *ssl)
 static bool ssl_is_dot(SSL *ssl)
 {
     return dot_index >= 0 && SSL_get_ex_data(ssl, dot_index) == &dot_marker;
+}
+
+static bool ssl_is_acme(SSL *ssl)
+{
+    return acme_index >= 0 && SSL_get_ex_data(ssl, acme_index) == &acme_marker;
+}
+
+/*
+ * tls-alpn-01 (RFC 8737): OpenSSL calls this first thing on every ClientHello (a second time
+ * after a HelloRetryRequest), on a worker thread, before SNI, resumption, certificate and ALPN
+ * are looked at. While nothing is pending it costs one relaxed load. Otherwise a hello offering
+ * ALPN acme-tls/1 for a name with a challenge pending gets that name's validation certificate
+ * as its only one (so that signature algorithms cannot pick a configured RSA certificate), and
+ * the SSL is marked: on_servername keeps it on its context (switching would bring the
+ * context's certificates back), on_alpn_select selects acme-tls/1 only, no OCSP staple, no
+ * ticket and no resumption (the CA must see the certificate). Every other hello, DoT's too
+ * (tls-alpn-01 is validated on port 443 only), goes on unchanged.
+ */
+static int on_client_hello(SSL *ssl, int *al, void *arg)
+{
+    (void)arg;
+    bool marked = ssl_is_acme(ssl);
+    if ((!acmechal_pending() && !marked) || ssl_is_dot(ssl))
+        return SSL_CLIENT_HELLO_SUCCESS;
+    const unsigned char *alpn = NULL, *sni = NULL;
+    size_t alpn_len = 0, sni_len = 0;
+    char name[256];
+    X509 *cert = NULL;
+    EVP_PKEY *key = NULL;
+    bool want = SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation,
+                                          &alpn, &alpn_len) == 1 &&
+                SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &sni, &sni_len) == 1 &&
+                acmechal_hello_parse(alpn, alpn_len, sni, sni_len, name) &&
+                acmechal_alpn_get(name, &cert, &key);
+    if (!want) {
+        /* A second hello (after HelloRetryRequest) that no longer asks for the challenge it
+         * was marked for: the certificates were replaced already, so end it. */
+        if (marked) {
+            *al = SSL_AD_HANDSHAKE_FAILURE;
+            return SSL_CLIENT_HELLO_ERROR;
+        }
+        return SSL_CLIENT_HELLO_SUCCESS;
+    }
+    SSL_certs_clear(ssl);
+    bool ok = SSL_use_cert_and_key(ssl, cert, key, NULL, 1) == 1 &&
+              (marked || SSL_set_ex_data(ssl, acme_index, &acme_marker) == 1);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    if (!ok) {
+        ERR_clear_error();
+        *al = SSL_AD_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    SSL_set_options(ssl, SSL_OP_NO_TICKET); /* TLS 1.2 tickets; no cache either (ctx_base) */
+    SSL_set_num_tickets(ssl, 0);            /* TLS 1.3 */
+    return SSL_CLIENT_HELLO_SUCCESS;
 }
 
 /*
@@ -80,6 +140,18 @@ static int on_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *ou
     static const unsigned char https_prefs[] = "\x02h2\x08http/1.1";
     static const unsigned char dot_prefs[] = "\x03"
                                              "dot";
+    static const unsigned char acme_prefs[] = "\x0a" ACMECHAL_ALPN;
+    if (ssl_is_acme(ssl)) {
+        /* on_client_hello() saw acme-tls/1 offered; RFC 8737 §3: exactly that protocol */
+        unsigned char *sel = NULL;
+        unsigned char sellen = 0;
+        if (SSL_select_next_proto(&sel, &sellen, acme_prefs, sizeof(acme_prefs) - 1, in, inlen) !=
+            OPENSSL_NPN_NEGOTIATED)
+            return SSL_TLSEXT_ERR_ALERT_FATAL;
+        *out = sel;
+        *outlen = sellen;
+        return SSL_TLSEXT_ERR_OK;
+    }
     bool dot = ssl_is_dot(ssl);
     const unsigned char *prefs = dot ? dot_prefs : https_prefs;
     unsigned int plen = dot ? sizeof(dot_prefs) - 1 : sizeof(https_prefs) - 1;
@@ -105,6 +177,8 @@ enum tls_alpn tls_alpn_get(const SSL *ssl)
         return TLS_ALPN_HTTP11;
     if (len == 3 && memcmp(p, "dot", 3) == 0)
         return TLS_ALPN_DOT;
+    if (len == sizeof(ACMECHAL_ALPN) - 1 && memcmp(p, ACMECHAL_ALPN, len) == 0)
+        return TLS_ALPN_ACME;
     return TLS_ALPN_NONE;
 }
 
@@ -255,6 +329,8 @@ bool tls_name_matches(const char *pattern, const char *name)
 static int on_servername(SSL *ssl, int *alert, void *arg)
 {
     const struct tls_gen *g = arg;
+    if (ssl_is_acme(ssl))
+        return SSL_TLSEXT_ERR_OK; /* a new context would bring its certificates back */
     const char *sn = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
     if (!sn)
         return SSL_TLSEXT_ERR_OK; /* no SNI (an IP address URL): the default certificate */
@@ -321,6 +397,14 @@ static SSL_CTX *ctx_base(struct ticket_ring *ring, char *err, size_t errlen)
         return NULL;
     }
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn_select, NULL);
+    /* OpenSSL takes it from the handshake's first context; on every one all the same. */
+    pthread_once(&mark_index_once, mark_index_init);
+    if (acme_index < 0) {
+        ssl_err_to(err, errlen, "SSL_get_ex_new_index");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_client_hello_cb(ctx, on_client_hello, NULL);
     SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
     /* Resumption is by tickets only (tickets.c: stateless, shared by workers and reloads).
      * OpenSSL's own session cache would keep up to 20,480 TLS 1.2 sessions per context behind
@@ -541,6 +625,8 @@ static void ocsp_load(const char *cf, X509 *leaf, STACK_OF(X509) * chain, unsign
 static int on_status(SSL *ssl, void *arg)
 {
     const struct tls_gen *g = arg;
+    if (ssl_is_acme(ssl))
+        return SSL_TLSEXT_ERR_NOACK; /* the validation certificate has no OCSP response */
     const X509 *x = SSL_get_certificate(ssl);
     for (size_t i = 0; i < g->n_certs; i++) {
         if (g->leaf[i] != x || !g->ocsp[i])

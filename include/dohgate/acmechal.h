@@ -7,7 +7,7 @@
  *
  * One table per process (there is one ACME client): a mutex guards it, and an atomic count
  * lets the hot path skip it entirely while nothing is pending (one relaxed load per
- * ClientHello offering acme-tls/1, none otherwise).
+ * ClientHello; its extensions are only looked at while something is pending).
  *
  * Threads: every function is thread-safe. Nothing here calls back.
  */

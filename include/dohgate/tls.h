@@ -17,6 +17,12 @@
  * Session-ticket keys (tickets.h) belong to the store, not to a generation: tickets stay valid
  * across reloads.
  *
+ * ACME tls-alpn-01 (RFC 8737): while a challenge is pending (acmechal.h), a ClientHello
+ * offering ALPN "acme-tls/1" for a pending name gets that name's validation certificate instead
+ * of the configured ones, ALPN acme-tls/1 (tls_alpn_get(): TLS_ALPN_ACME), no OCSP staple and
+ * no session ticket; on the HTTPS listener only, never on DoT. Every other handshake, one
+ * offering acme-tls/1 for a name with nothing pending too, is unchanged (no ALPN selected).
+ *
  * Threads: tls_store_ssl_new() is called by every worker; reload/poll by the main thread
  * only. A mutex guards the current pointer (held for one SSL_new).
  */
@@ -33,8 +39,10 @@ struct config;
 struct tls_store;
 struct tls_staged;
 
-/** Which application protocol the handshake chose. */
-enum tls_alpn { TLS_ALPN_NONE = 0, TLS_ALPN_H2, TLS_ALPN_HTTP11, TLS_ALPN_DOT };
+/** Which application protocol the handshake chose. TLS_ALPN_ACME ("acme-tls/1") only on a
+ * handshake that answered a pending tls-alpn-01 challenge (acmechal.h) with its validation
+ * certificate: RFC 8737 §3 says nothing more is spoken on it, the connection only closes. */
+enum tls_alpn { TLS_ALPN_NONE = 0, TLS_ALPN_H2, TLS_ALPN_HTTP11, TLS_ALPN_DOT, TLS_ALPN_ACME };
 
 /**
  * Build the first generation. With no cert in @p cfg, generate a self-signed certificate for
