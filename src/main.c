@@ -7,6 +7,7 @@
 #include <openssl/ssl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/resource.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include "dohgate/site.h"
 #include "dohgate/config.h"
 #include "dohgate/log.h"
+#include "dohgate/acme.h"
 #include "dohgate/metrics.h"
 #include "dohgate/privs.h"
 #include "dohgate/policy.h"
@@ -170,6 +172,14 @@ static void log_cert(const struct tls_cert_info *ci, void *arg)
            "%s %s: %s, names %s, %s, serial %s, expires %s (%s %ld days)%s", (const char *)arg,
            ci->file, ci->subject, ci->names, ci->key_type, ci->serial, when,
            expired ? "EXPIRED" : "in", expired ? -days : days, staple);
+}
+
+/* The ACME client's thread, a new pair in place: the main thread's sigwait takes it as
+ * SIGUSR2 and reloads the certificates (signals are blocked in every other thread). */
+static void acme_installed(void *arg)
+{
+    (void)arg;
+    kill(getpid(), SIGUSR2);
 }
 
 static void report_reload(struct tls_store *tls, enum tls_reload r, const char *err)
@@ -384,6 +394,7 @@ int main(int argc, char **argv)
     int rc = 1;
     unsigned started = 0;
     struct metrics *metrics = NULL;
+    struct acme *acme = NULL;
     struct policy_slot *pslot = NULL;
     struct snapshot *snap = snapshot_new();
     if (!snap) {
@@ -523,6 +534,15 @@ int main(int argc, char **argv)
             goto stop;
         }
     }
+    /* After the privileges are dropped: the state dir and its files are the run user's. */
+    if (cfg->n_acme_domain > 0) {
+        if (!(acme = acme_start(cfg, acme_installed, NULL, err, sizeof(err)))) {
+            log_err("ACME: %s", err);
+            goto stop;
+        }
+        if (metrics)
+            atomic_store_explicit(&metrics->acme, acme, memory_order_release);
+    }
 
     const char *site_desc = cfg->site_root      ? cfg->site_root
                             : cfg->site_backend ? cfg->site_backend
@@ -627,6 +647,9 @@ int main(int argc, char **argv)
     }
     rc = 0;
 stop:
+    if (metrics)
+        atomic_store_explicit(&metrics->acme, NULL, memory_order_release);
+    acme_stop(acme); /* before the workers: a scrape may still read it until then */
     for (unsigned w = 0; w < started; w++)
         worker_stop(workers[w], snap->cfg->shutdown_timeout_s * 1000u);
     for (unsigned w = 0; w < started; w++)

@@ -3,11 +3,13 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "dohgate/acme.h"
 #include "dohgate/cache.h"
 #include "dohgate/http.h"
 #include "dohgate/tls.h"
@@ -661,6 +663,27 @@ int metrics_render(const struct metrics *m, struct dg_buf *out)
         head(&o, "dohgate_certificate_ocsp_next_update_timestamp_seconds", "gauge",
              "nextUpdate of the stapled OCSP response, per certificate that has one.");
         tls_store_each_cert(m->tls, ocsp_line, &o);
+    }
+    struct acme *acme = atomic_load_explicit(&((struct metrics *)m)->acme, memory_order_acquire);
+    if (acme) {
+        struct acme_status st;
+        acme_status_get(acme, &st);
+        scalar(&o, "dohgate_acme_last_success_timestamp_seconds", "gauge",
+               "When the ACME client last installed a certificate (0: not yet).",
+               (unsigned long long)st.last_success);
+        scalar(&o, "dohgate_acme_next_attempt_timestamp_seconds", "gauge",
+               "When the ACME client will next order or retry (0: nothing planned).",
+               (unsigned long long)st.next_attempt);
+        scalar(&o, "dohgate_acme_certificate_expiry_timestamp_seconds", "gauge",
+               "notAfter of the certificate the ACME client holds (0: none yet).",
+               (unsigned long long)st.not_after);
+        scalar(&o, "dohgate_acme_orders_total", "counter", "ACME orders placed since the start.",
+               (unsigned long long)st.orders);
+        head(&o, "dohgate_acme_failures_total", "counter",
+             "Failed ACME attempts, by reason (each is retried with backoff).");
+        for (int f = 0; f < ACME_FAIL__COUNT; f++)
+            put(&o, "dohgate_acme_failures_total{reason=\"%s\"} %llu\n",
+                acme_failure_name((enum acme_failure)f), (unsigned long long)st.failures[f]);
     }
     return o.err;
 }

@@ -95,6 +95,7 @@ struct worker_metrics {
 
 struct cache;
 struct tls_store;
+struct acme;
 
 /** Everything a scrape reads. Made by main, shared read-only by the workers. */
 struct metrics {
@@ -103,6 +104,9 @@ struct metrics {
     const struct config *cfg;
     struct cache *cache;
     struct tls_store *tls;
+    /** the ACME client (acme.h), set by main once started; NULL: no acme-domain. Written
+     * before the workers serve scrapes (atomic: main starts the client after the workers). */
+    struct acme *_Atomic acme;
     uint64_t start_time; /**< seconds since the epoch */
 };
 
