@@ -812,8 +812,10 @@ dig_udp() {
 # PEBBLE_VALIDITY (seconds, optional): lifetime of the certificates it issues. PEBBLE_EAB
 # (optional): a JSON object kid -> base64url HMAC key; then external account binding is required.
 # No validation delay (PEBBLE_VA_NOSLEEP), no reuse of valid authorizations (PEBBLE_AUTHZREUSE=0:
-# every order goes through a challenge); pebble's default 5 % of nonces refused as badNonce
-# stays (the client must retry them). Call it again after stop_pebble: a new process with a
+# every order goes through a challenge), no good nonce refused as badNonce unless
+# PEBBLE_NONCEREJECT (percent; pebble's own default is 5) says so: a client that retries a
+# badNonce once still fails an order now and then at 5 %, and a test counting orders would
+# flake. Call it again after stop_pebble: a new process with a
 # new root and intermediate (pebble makes them at start) and no accounts (they are in memory).
 # Sets PEBBLE_PID, PEBBLE_ROOT (the root of this process: $T/pebble/root.N.pem) and
 # PEBBLE_CHAIN (its intermediate then root); appends to $PEBBLE_LOG (one log for all runs, so
@@ -846,7 +848,8 @@ start_pebble() {
  "httpPort": $PEBBLE_HTTP_PORT, "tlsPort": $PEBBLE_TLS_PORT, "ocspResponderURL": ""$extra}}
 EOF2
     echo "# start_pebble run $PEBBLE_RUN" >>"$PEBBLE_LOG"
-    PEBBLE_VA_NOSLEEP=1 PEBBLE_AUTHZREUSE=0 "${GUARD[@]}" pebble -config "$d/pebble.json" \
+    PEBBLE_VA_NOSLEEP=1 PEBBLE_AUTHZREUSE=0 PEBBLE_WFE_NONCEREJECT=${PEBBLE_NONCEREJECT:-0} \
+        "${GUARD[@]}" pebble -config "$d/pebble.json" \
         -dnsserver "127.0.0.1:$NSD_PORT" >>"$PEBBLE_LOG" 2>&1 </dev/null &
     PEBBLE_PID=$!
     track "$PEBBLE_PID"
