@@ -8,8 +8,8 @@
 #   3. a restart with the same state dir serves the stored certificate at once, no new order
 #   4. a renewal forced early (DOHGATE_TEST_ACME_RENEW_S) serves a new serial in the same
 #      process, an HTTP/2 connection opened before it kept
-#   5. pebble stopped before the next renewal: failures counted, the old certificate still
-#      served; a new pebble (new root, no accounts) started: a new certificate from it
+#   5. pebble stopped in the middle of the next renewal's order: failures counted, the old
+#      certificate still served; a new pebble (new root, no accounts): a new certificate from it
 #   6. http-01 through http-listen: issued; the port-80 path answers no token but pending ones
 #   7. config errors: http-01 without http-listen, a wildcard, addresses (file:line, exit 2)
 #   8. external account binding: pebble requiring it refuses an account without, accepts one
@@ -99,6 +99,12 @@ doh_curl() { # SNI ROOT: a DoH GET by name, verified against ROOT; "HTTP-CODE rc
         -o "$T/acme.bin" -w '%{http_code}' "https://$1:$DG_PORT/dns-query?dns=$Q" 2>"$T/curl.err"
     printf ' %s' "$(dnsmsg show "$T/acme.bin" 2>/dev/null | sed -n 's/^an .* A \(.*\)$/\1/p')"
 }
+# alpn_cert SNI: the text of the certificate a handshake offering ALPN acme-tls/1 gets; a
+# validation certificate has the id-pe-acmeIdentifier extension (1.3.6.1.5.5.7.1.31)
+alpn_cert() {
+    openssl s_client -connect "127.0.0.1:$DG_PORT" -servername "$1" -alpn acme-tls/1 </dev/null 2>/dev/null |
+        openssl x509 -noout -text 2>/dev/null
+}
 kdig_https() { # SNI ROOT
     kdig +https +tls-ca="$2" +tls-hostname="$1" +time=5 +retry=0 +short @127.0.0.1 -p "$DG_PORT" \
         "www.$ZONE" A 2>&1
@@ -163,11 +169,7 @@ assert_eq "$(failures)" "$(grep -c "dohgate\[$PID1\] warn: ACME: .*retry in" "$D
     "1: one log line per failure, with the retry delay"
 assert_file_match "$DG_LOG" "dohgate\[$PID1\] info: ACME: certificate installed" "1: the installation logged"
 assert_file_match "$DG_LOG" "dohgate\[$PID1\] info: certificates reloaded" "1: ... through the certificate reload"
-# a handshake offering acme-tls/1 with nothing pending gets no validation certificate (the
-# id-pe-acmeIdentifier extension, 1.3.6.1.5.5.7.1.31)
-out=$(openssl s_client -connect "127.0.0.1:$DG_PORT" -servername "$N1" -alpn acme-tls/1 </dev/null 2>/dev/null |
-    openssl x509 -noout -text 2>/dev/null)
-assert_nomatch '1\.3\.6\.1\.5\.5\.7\.1\.31|acmeIdentifier' "$out" "1: acme-tls/1 offered with no challenge pending: no validation certificate"
+assert_nomatch '1\.3\.6\.1\.5\.5\.7\.1\.31|acmeIdentifier' "$(alpn_cert "$N1")" "1: acme-tls/1 offered with no challenge pending: no validation certificate"
 assert_eq 700 "$(stat -c %a "$STATE")" "1: acme-state-dir mode 0700"
 for f in key.pem account.key; do
     assert_eq 600 "$(stat -c %a "$STATE/$f" 2>&1)" "1: $f mode 0600"
@@ -225,13 +227,24 @@ h2keep_stop "$KEEP2"
 assert_eq 0 "$H2KEEP_RC" "4: the HTTP/2 connection opened before the renewal answered every request ($(grep -E '^(broken|summary)' "$T/keep2.out" | tr '\n' ' '))"
 assert_eq "$SERIAL1" "$(openssl x509 -in "$T/keep2.pem" -noout -serial | sed 's/^serial=//')" "4: ... it was opened on the first certificate"
 
-# ---- 5. pebble stopped before the next renewal: failures, the old certificate kept ----------
-stop_pebble
+# ---- 5. pebble stopped during the next renewal: failures, the old certificate kept ----------
+# (DOHGATE_TEST_ACME_RENEW_S still set: the next renewal is due RENEW_S after this notBefore.)
+# pebble is stopped as soon as its log shows the renewal's order: mid-order, since the client
+# polls the authorizations at 1 s intervals (Retry-After) before it can finalize
 f0=$(failures)
-wait_for $((RENEW_S + SLOW)) fails_at_least $((f0 + 2))
-assert_range $((f0 + 2)) 1000000 "$(failures)" "5: renewal with pebble stopped: failures counted and retried"
+o0=$(pebble_orders)
+orders_above() { [ "$(pebble_orders)" -gt "$1" ]; }
+wait_for $((RENEW_S + SLOW)) orders_above "$o0"
+stop_pebble
+assert_eq $((o0 + 1)) "$(pebble_orders)" "5: the next renewal's order reached pebble, which was stopped then"
+wait_for "$SLOW" fails_at_least $((f0 + 2))
+assert_range $((f0 + 2)) 1000000 "$(failures)" "5: the renewal interrupted: failures counted, retried"
 assert_range 1 1000000 "$(m_int 'dohgate_acme_failures_total{reason="network"}')" "5: ... reason network"
 assert_eq "$SERIAL2" "$(served_serial "$N1")" "5: ... the old certificate is still served"
+for n in "$N1" "$N2"; do
+    assert_nomatch '1\.3\.6\.1\.5\.5\.7\.1\.31|acmeIdentifier' "$(alpn_cert "$n")" \
+        "5: ... the abandoned order's tls-alpn-01 challenge for $n is no longer answered"
+done
 assert_match 'Verify return code: 0 \(ok\)' "$(verify "$N1" "$ROOT1")" "5: ... and still verifies"
 assert_eq "200 192.0.2.10" "$(doh_curl "$N1" "$ROOT1")" "5: ... DoH by name over it"
 now=$(date +%s)
