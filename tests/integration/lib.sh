@@ -800,3 +800,86 @@ dig_udp() {
     shift
     dig @127.0.0.1 -p "$port" +notcp +ignore +tries=1 +time=2 "$@" 2>&1
 }
+
+# ---------------------------------------------------------------------------------------------
+# ACME (issue 19): pebble, the test CA of Let's Encrypt (Debian's pebble 2.4), on loopback
+
+# start_pebble: pebble on 127.0.0.1:$PEBBLE_PORT (directory $PEBBLE_DIR), management interface
+# on $PEBBLE_MGMT_PORT; it validates http-01 at port $PEBBLE_HTTP_PORT and tls-alpn-01 at
+# $PEBBLE_TLS_PORT (set both first: the ports of the dohgate under test) of the names, which
+# it resolves through the test NSD (start_nsd first: names with an A record 127.0.0.1). Its
+# API runs on the test CA's certificate ($CERTS/server.pem: trust $CERTS/ca.pem to reach it).
+# PEBBLE_VALIDITY (seconds, optional): lifetime of the certificates it issues. PEBBLE_EAB
+# (optional): a JSON object kid -> base64url HMAC key; then external account binding is required.
+# No validation delay (PEBBLE_VA_NOSLEEP), no reuse of valid authorizations (PEBBLE_AUTHZREUSE=0:
+# every order goes through a challenge), no good nonce refused as badNonce unless
+# PEBBLE_NONCEREJECT (percent; pebble's own default is 5) says so: a client that retries a
+# badNonce once still fails an order now and then at 5 %, and a test counting orders would
+# flake. Call it again after stop_pebble: a new process with a
+# new root and intermediate (pebble makes them at start) and no accounts (they are in memory).
+# Sets PEBBLE_PID, PEBBLE_ROOT (the root of this process: $T/pebble/root.N.pem) and
+# PEBBLE_CHAIN (its intermediate then root); appends to $PEBBLE_LOG (one log for all runs, so
+# that pebble_orders counts every order).
+start_pebble() {
+    local d=$T/pebble i
+    mkdir -p "$d"
+    [ -n "${NSD_PORT:-}" ] || die "start_pebble: start_nsd first"
+    [ -n "${PEBBLE_HTTP_PORT:-}" ] && [ -n "${PEBBLE_TLS_PORT:-}" ] ||
+        die "start_pebble: set PEBBLE_HTTP_PORT and PEBBLE_TLS_PORT"
+    [ -n "${CERTS:-}" ] || make_certs
+    if [ -z "${PEBBLE_PORT:-}" ]; then # the same ports for every run: dohgate keeps its directory URL
+        PEBBLE_PORT=$(free_port)
+        PEBBLE_MGMT_PORT=$(free_port)
+    fi
+    PEBBLE_DIR=https://127.0.0.1:$PEBBLE_PORT/dir
+    PEBBLE_LOG=$d/pebble.log
+    PEBBLE_RUN=$((${PEBBLE_RUN:-0} + 1))
+    local extra=""
+    [ -n "${PEBBLE_VALIDITY:-}" ] && extra+=", \"certificateValidityPeriod\": $PEBBLE_VALIDITY"
+    if [ -n "${PEBBLE_EAB:-}" ]; then
+        extra+=", \"externalAccountBindingRequired\": true, \"externalAccountMACKeys\": $PEBBLE_EAB"
+    else
+        extra+=", \"externalAccountBindingRequired\": false"
+    fi
+    cat >"$d/pebble.json" <<EOF2
+{"pebble": {"listenAddress": "127.0.0.1:$PEBBLE_PORT",
+ "managementListenAddress": "127.0.0.1:$PEBBLE_MGMT_PORT",
+ "certificate": "$CERTS/server.pem", "privateKey": "$CERTS/server.key",
+ "httpPort": $PEBBLE_HTTP_PORT, "tlsPort": $PEBBLE_TLS_PORT, "ocspResponderURL": ""$extra}}
+EOF2
+    echo "# start_pebble run $PEBBLE_RUN" >>"$PEBBLE_LOG"
+    PEBBLE_VA_NOSLEEP=1 PEBBLE_AUTHZREUSE=0 PEBBLE_WFE_NONCEREJECT=${PEBBLE_NONCEREJECT:-0} \
+        "${GUARD[@]}" pebble -config "$d/pebble.json" \
+        -dnsserver "127.0.0.1:$NSD_PORT" >>"$PEBBLE_LOG" 2>&1 </dev/null &
+    PEBBLE_PID=$!
+    track "$PEBBLE_PID"
+    PEBBLE_ROOT=$d/root.$PEBBLE_RUN.pem
+    PEBBLE_CHAIN=$d/chain.$PEBBLE_RUN.pem
+    for i in $(seq 1 100); do
+        if curl -sf --max-time 2 --cacert "$CERTS/ca.pem" -o /dev/null "$PEBBLE_DIR" &&
+            curl -sf --max-time 2 --cacert "$CERTS/ca.pem" -o "$PEBBLE_ROOT" \
+                "https://127.0.0.1:$PEBBLE_MGMT_PORT/roots/0" &&
+            curl -sf --max-time 2 --cacert "$CERTS/ca.pem" -o "$d/inter.$PEBBLE_RUN.pem" \
+                "https://127.0.0.1:$PEBBLE_MGMT_PORT/intermediates/0"; then
+            cat "$d/inter.$PEBBLE_RUN.pem" "$PEBBLE_ROOT" >"$PEBBLE_CHAIN"
+            return 0
+        fi
+        proc_alive "$PEBBLE_PID" || break
+        sleep 0.1
+    done
+    tail -20 "$PEBBLE_LOG"
+    die "pebble did not start on 127.0.0.1:$PEBBLE_PORT"
+}
+
+# stop_pebble: SIGTERM to the running pebble (SIGKILL after 3 s), reaped
+stop_pebble() {
+    [ -n "${PEBBLE_PID:-}" ] || return 0
+    kill -TERM "$PEBBLE_PID" 2>/dev/null
+    wait_gone "$PEBBLE_PID" 3 || kill -KILL "$PEBBLE_PID" 2>/dev/null
+    wait "$PEBBLE_PID" 2>/dev/null
+    untrack "$PEBBLE_PID"
+    PEBBLE_PID=
+}
+
+# pebble_orders: how many orders pebble accepted, over all its runs (its log line per new order)
+pebble_orders() { grep -c 'Added order' "$PEBBLE_LOG" 2>/dev/null; }
