@@ -101,6 +101,9 @@ static const char *validate_acme_domain(const char *v)
         return "must be a domain name of 1..253 characters";
     if (v[0] == '*')
         return "cannot be a wildcard: those need the dns-01 challenge (use cert and key)";
+    struct in6_addr a6;
+    if (inet_pton(AF_INET6, v, &a6) == 1 || strspn(v, "0123456789.") == n)
+        return "must be a domain name, not an address";
     if (v[0] == '.' || v[n - 1] == '.' || strstr(v, ".."))
         return "must be a domain name without empty labels or a trailing dot";
     if (!strchr(v, '.'))
@@ -108,9 +111,6 @@ static const char *validate_acme_domain(const char *v)
     for (const char *p = v; *p; p++)
         if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.')
             return "must be a domain name (letters, digits, '-' and '.')";
-    struct in6_addr a6;
-    if (inet_pton(AF_INET6, v, &a6) == 1 || strspn(v, "0123456789.") == n)
-        return "must be a domain name, not an address";
     return NULL;
 }
 
