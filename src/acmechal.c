@@ -1,6 +1,7 @@
 /* The pending ACME challenges (acmechal.h): one table per process, written by the ACME client's
  * thread, read by the workers during handshakes and port-80 requests. */
 #include "dohgate/acmechal.h"
+#include "dohgate/log.h"
 
 #include <openssl/asn1.h>
 #include <openssl/bn.h>
@@ -44,16 +45,6 @@ static size_t n_alpn;
 static struct http_chal http_tab[MAX_CHALLENGES];
 static size_t n_http;
 static atomic_size_t pending;
-
-static void set_err(char *err, size_t errlen, const char *what)
-{
-    unsigned long e = ERR_get_error();
-    char buf[256] = "";
-    if (e)
-        ERR_error_string_n(e, buf, sizeof(buf));
-    snprintf(err, errlen, "%s%s%s", what, e ? ": " : "", buf);
-    ERR_clear_error();
-}
 
 /* A name the CA can validate with tls-alpn-01: lower-case LDH labels, no wildcard (RFC 8737 §3
  * forbids tls-alpn-01 for wildcard names), no empty label, no trailing dot. */
@@ -115,7 +106,7 @@ static int make_cert(const char *name, const unsigned char digest[32], X509 **ou
     BIGNUM *bn = NULL;
     EVP_PKEY *key = EVP_EC_gen("P-256");
     if (!key) {
-        set_err(err, errlen, "generating the validation key");
+        dg_ssl_err_to(err, errlen, "generating the validation key");
         goto out;
     }
     unsigned char serial[16];
@@ -128,7 +119,7 @@ static int make_cert(const char *name, const unsigned char digest[32], X509 **ou
         X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
                                    (const unsigned char *)"ACME challenge", -1, -1, 0) != 1 ||
         X509_set_issuer_name(x, X509_get_subject_name(x)) != 1) {
-        set_err(err, errlen, "building the validation certificate");
+        dg_ssl_err_to(err, errlen, "building the validation certificate");
         goto out;
     }
 
@@ -137,17 +128,17 @@ static int make_cert(const char *name, const unsigned char digest[32], X509 **ou
     if (!gn || !ia5 || ASN1_STRING_set(ia5, name, -1) != 1 || !(gens = GENERAL_NAMES_new())) {
         GENERAL_NAME_free(gn);
         ASN1_IA5STRING_free(ia5);
-        set_err(err, errlen, "out of memory (validation certificate)");
+        dg_ssl_err_to(err, errlen, "out of memory (validation certificate)");
         goto out;
     }
     GENERAL_NAME_set0_value(gn, GEN_DNS, ia5);
     if (!sk_GENERAL_NAME_push(gens, gn)) {
         GENERAL_NAME_free(gn);
-        set_err(err, errlen, "out of memory (validation certificate)");
+        dg_ssl_err_to(err, errlen, "out of memory (validation certificate)");
         goto out;
     }
     if (X509_add1_ext_i2d(x, NID_subject_alt_name, gens, 0, X509V3_ADD_DEFAULT) != 1) {
-        set_err(err, errlen, "adding the SAN");
+        dg_ssl_err_to(err, errlen, "adding the SAN");
         goto out;
     }
 
@@ -156,11 +147,11 @@ static int make_cert(const char *name, const unsigned char digest[32], X509 **ou
     if (!(oid = OBJ_txt2obj("1.3.6.1.5.5.7.1.31", 1)) || !(val = ASN1_OCTET_STRING_new()) ||
         ASN1_OCTET_STRING_set(val, der, sizeof(der)) != 1 ||
         !(ext = X509_EXTENSION_create_by_OBJ(NULL, oid, 1, val)) || X509_add_ext(x, ext, -1) != 1) {
-        set_err(err, errlen, "adding the acmeIdentifier extension");
+        dg_ssl_err_to(err, errlen, "adding the acmeIdentifier extension");
         goto out;
     }
     if (X509_sign(x, key, EVP_sha256()) <= 0) {
-        set_err(err, errlen, "signing the validation certificate");
+        dg_ssl_err_to(err, errlen, "signing the validation certificate");
         goto out;
     }
     *out_cert = x;

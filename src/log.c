@@ -92,6 +92,16 @@ void dg_log(enum dg_log_level lvl, const char *fmt, ...)
     va_end(ap);
 }
 
+void dg_ssl_err_to(char *err, size_t errlen, const char *what)
+{
+    unsigned long e = ERR_get_error();
+    char buf[256] = "";
+    if (e)
+        ERR_error_string_n(e, buf, sizeof(buf));
+    snprintf(err, errlen, "%s%s%s", what, e ? ": " : "", buf);
+    ERR_clear_error();
+}
+
 void dg_log_ssl_errors(enum dg_log_level lvl, const char *what)
 {
     char buf[512];

@@ -27,16 +27,6 @@ static const char tls12_ciphers[] = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES
                                     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 static const char tls_groups[] = "X25519:P-256:P-384";
 
-static void ssl_err_to(char *err, size_t errlen, const char *what)
-{
-    unsigned long e = ERR_get_error();
-    char buf[256] = "";
-    if (e)
-        ERR_error_string_n(e, buf, sizeof(buf));
-    snprintf(err, errlen, "%s%s%s", what, e ? ": " : "", buf);
-    ERR_clear_error();
-}
-
 /* The ex_data slots that mark an SSL: a DoT connection's (tls_ssl_set_dot()), and a handshake
  * answering a tls-alpn-01 challenge (on_client_hello()). Made once, before the first context
  * (ctx_base()), so that the workers only ever read the indices. */
@@ -204,7 +194,7 @@ static int make_self_signed(SSL_CTX *ctx, const char *name, char *fingerprint, c
     X509 *cert = NULL;
     EVP_PKEY *key = EVP_EC_gen("P-256");
     if (!key) {
-        ssl_err_to(err, errlen, "generating an EC key");
+        dg_ssl_err_to(err, errlen, "generating an EC key");
         goto out;
     }
     cert = X509_new();
@@ -232,15 +222,15 @@ static int make_self_signed(SSL_CTX *ctx, const char *name, char *fingerprint, c
     if (add_ext(cert, NID_subject_alt_name, san) ||
         add_ext(cert, NID_basic_constraints, "CA:FALSE") ||
         add_ext(cert, NID_ext_key_usage, "serverAuth")) {
-        ssl_err_to(err, errlen, "building the self-signed certificate (is server-name valid?)");
+        dg_ssl_err_to(err, errlen, "building the self-signed certificate (is server-name valid?)");
         goto out;
     }
     if (!X509_sign(cert, key, EVP_sha256())) {
-        ssl_err_to(err, errlen, "signing the self-signed certificate");
+        dg_ssl_err_to(err, errlen, "signing the self-signed certificate");
         goto out;
     }
     if (SSL_CTX_use_certificate(ctx, cert) != 1 || SSL_CTX_use_PrivateKey(ctx, key) != 1) {
-        ssl_err_to(err, errlen, "using the self-signed certificate");
+        dg_ssl_err_to(err, errlen, "using the self-signed certificate");
         goto out;
     }
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -251,7 +241,7 @@ static int make_self_signed(SSL_CTX *ctx, const char *name, char *fingerprint, c
     rc = 0;
     goto out;
 oom:
-    ssl_err_to(err, errlen, "out of memory making the self-signed certificate");
+    dg_ssl_err_to(err, errlen, "out of memory making the self-signed certificate");
 out:
     X509_free(cert);
     EVP_PKEY_free(key);
@@ -371,7 +361,7 @@ static SSL_CTX *ctx_base(struct ticket_ring *ring, char *err, size_t errlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
-        ssl_err_to(err, errlen, "SSL_CTX_new");
+        dg_ssl_err_to(err, errlen, "SSL_CTX_new");
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
@@ -392,7 +382,7 @@ static SSL_CTX *ctx_base(struct ticket_ring *ring, char *err, size_t errlen)
     SSL_CTX_set_read_ahead(ctx, 1);
     if (SSL_CTX_set_cipher_list(ctx, tls12_ciphers) != 1 ||
         SSL_CTX_set1_groups_list(ctx, tls_groups) != 1) {
-        ssl_err_to(err, errlen, "setting ciphers/groups");
+        dg_ssl_err_to(err, errlen, "setting ciphers/groups");
         SSL_CTX_free(ctx);
         return NULL;
     }
@@ -400,7 +390,7 @@ static SSL_CTX *ctx_base(struct ticket_ring *ring, char *err, size_t errlen)
     /* OpenSSL takes it from the handshake's first context; on every one all the same. */
     pthread_once(&mark_index_once, mark_index_init);
     if (acme_index < 0) {
-        ssl_err_to(err, errlen, "SSL_get_ex_new_index");
+        dg_ssl_err_to(err, errlen, "SSL_get_ex_new_index");
         SSL_CTX_free(ctx);
         return NULL;
     }
@@ -414,7 +404,7 @@ static SSL_CTX *ctx_base(struct ticket_ring *ring, char *err, size_t errlen)
     /* On every context: OpenSSL takes the callback from the handshake's first context, the
      * callback finds the ring on the one SNI may have switched to. */
     if (ticket_ring_install(ctx, ring) != 0) {
-        ssl_err_to(err, errlen, "setting up session tickets");
+        dg_ssl_err_to(err, errlen, "setting up session tickets");
         SSL_CTX_free(ctx);
         return NULL;
     }
@@ -539,7 +529,7 @@ static int pair_read(struct pair *p, const char *cf, const char *kf, char *err, 
     BIO_free(b);
     if (!p->x || !p->chain || ERR_peek_error()) {
         snprintf(what, sizeof(what), "cannot load certificate chain %s", cf);
-        ssl_err_to(err, errlen, what);
+        dg_ssl_err_to(err, errlen, what);
         pair_free(p);
         return -1;
     }
@@ -548,7 +538,7 @@ static int pair_read(struct pair *p, const char *cf, const char *kf, char *err, 
     BIO_free(b);
     if (!p->pk) {
         snprintf(what, sizeof(what), "cannot load private key %s (PEM, not encrypted)", kf);
-        ssl_err_to(err, errlen, what);
+        dg_ssl_err_to(err, errlen, what);
         pair_free(p);
         return -1;
     }
@@ -556,7 +546,7 @@ static int pair_read(struct pair *p, const char *cf, const char *kf, char *err, 
      * whichever certificate of the context has the key's type. */
     if (X509_check_private_key(p->x, p->pk) != 1) {
         snprintf(what, sizeof(what), "key %s does not match certificate %s", kf, cf);
-        ssl_err_to(err, errlen, what);
+        dg_ssl_err_to(err, errlen, what);
         pair_free(p);
         return -1;
     }
@@ -739,7 +729,7 @@ static SSL_CTX *gen_build(const struct config *cfg, struct ticket_ring *ring, ch
     ERR_clear_error();
     pthread_once(&gen_index_once, gen_index_init);
     if (gen_index < 0) {
-        ssl_err_to(err, errlen, "SSL_CTX_get_ex_new_index");
+        dg_ssl_err_to(err, errlen, "SSL_CTX_get_ex_new_index");
         free(g);
         return NULL;
     }
@@ -796,7 +786,7 @@ static SSL_CTX *gen_build(const struct config *cfg, struct ticket_ring *ring, ch
             if (SSL_CTX_use_cert_and_key(grp->ctx, pr.x, pr.pk, pr.chain, 1) != 1) {
                 char what[600];
                 snprintf(what, sizeof(what), "cannot use certificate %s", cf);
-                ssl_err_to(err, errlen, what);
+                dg_ssl_err_to(err, errlen, what);
                 why = "";
             }
         } else if (why[0]) {

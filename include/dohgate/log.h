@@ -8,6 +8,8 @@
 #ifndef DOHGATE_LOG_H
 #define DOHGATE_LOG_H
 
+#include <stddef.h>
+
 enum dg_log_level { DG_LOG_ERR = 0, DG_LOG_WARN, DG_LOG_INFO, DG_LOG_DEBUG };
 
 /** Set the threshold; messages above it are dropped. Call before starting workers. */
@@ -26,6 +28,9 @@ void dg_log_query(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /** Log the OpenSSL error queue as one line prefixed by @p what, then clear it. */
 void dg_log_ssl_errors(enum dg_log_level lvl, const char *what);
+/** "@p what: <the first queued OpenSSL error>" (or @p what alone) into @p err, and the queue
+ * cleared: for functions that report failures to their caller rather than to the log. */
+void dg_ssl_err_to(char *err, size_t errlen, const char *what);
 
 #define log_err(...)   dg_log(DG_LOG_ERR, __VA_ARGS__)
 #define log_warn(...)  dg_log(DG_LOG_WARN, __VA_ARGS__)
