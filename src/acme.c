@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
@@ -79,6 +80,7 @@ struct acme {
     char failmsg[512];
     long ca_retry_after;
     struct acme_problem problem; /* the last problem document (type "" when none) */
+    bool order_refused;          /* this attempt's newOrder itself got a problem document */
 };
 
 const char *acme_failure_name(enum acme_failure f)
@@ -397,10 +399,8 @@ static bool is_p256(EVP_PKEY *k)
            strcmp(group, "prime256v1") == 0;
 }
 
-static int load_account(struct acme *a)
+static int load_account_once(struct acme *a)
 {
-    if (a->account)
-        return 0;
     FILE *f = fopen(a->acct_path, "re");
     if (f) {
         a->account = PEM_read_PrivateKey(f, NULL, no_passphrase, NULL);
@@ -428,6 +428,21 @@ static int load_account(struct acme *a)
     if (!a->jwk || acmemsg_thumbprint(a->jwk, a->thumb) != 0)
         return fail(a, ACME_FAIL_LOCAL, "account key", "cannot encode the public key");
     return 0;
+}
+
+/* The account key and its JWK, loaded (or made) once; a failure leaves neither behind, so the
+ * next attempt tries again instead of signing with half a key. */
+static int load_account(struct acme *a)
+{
+    if (a->account && a->jwk)
+        return 0;
+    if (load_account_once(a) == 0)
+        return 0;
+    EVP_PKEY_free(a->account);
+    a->account = NULL;
+    free(a->jwk);
+    a->jwk = NULL;
+    return -1;
 }
 
 /* Whether @p cert covers every acme-domain name. */
@@ -698,11 +713,16 @@ static char *make_csr(struct acme *a, EVP_PKEY *key)
     STACK_OF(X509_EXTENSION) *exts = sk_X509_EXTENSION_new_null();
     char *out = NULL;
     unsigned char *der = NULL;
-    bool ok =
-        req && nm && gens && exts &&
-        X509_NAME_add_entry_by_txt(nm, "CN", MBSTRING_ASC,
-                                   (const unsigned char *)a->cfg->acme_domain[0], -1, -1, 0) == 1 &&
-        X509_REQ_set_subject_name(req, nm) == 1 && X509_REQ_set_pubkey(req, key) == 1;
+    /* CN: the first name that fits its 64-character bound (RFC 5280 ub-common-name); with
+     * none, an empty subject (the names are in the SAN, which is what CAs read). */
+    const char *cn = NULL;
+    for (size_t i = 0; !cn && i < a->cfg->n_acme_domain; i++)
+        if (strlen(a->cfg->acme_domain[i]) <= 64)
+            cn = a->cfg->acme_domain[i];
+    bool ok = req && nm && gens && exts &&
+              (!cn || X509_NAME_add_entry_by_txt(nm, "CN", MBSTRING_ASC, (const unsigned char *)cn,
+                                                 -1, -1, 0) == 1) &&
+              X509_REQ_set_subject_name(req, nm) == 1 && X509_REQ_set_pubkey(req, key) == 1;
     for (size_t i = 0; ok && i < a->cfg->n_acme_domain; i++) {
         GENERAL_NAME *g = GENERAL_NAME_new();
         ASN1_IA5STRING *s = ASN1_IA5STRING_new();
@@ -736,13 +756,39 @@ static char *make_csr(struct acme *a, EVP_PKEY *key)
 /* Check the downloaded chain and write key.pem then cert.pem. */
 static int install(struct acme *a, EVP_PKEY *key, struct resp *r)
 {
+    /* Every certificate of the chain is parsed and written out again as PEM: the TLS store
+     * reads cert.pem strictly, and a stray block or a corrupt intermediate in the CA's answer
+     * would make the reload refuse the pair while this client believed it had succeeded. */
     BIO *b = BIO_new_mem_buf(r->body.data, (int)r->body.len);
-    X509 *leaf = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    BIO *out = BIO_new(BIO_s_mem());
+    X509 *leaf = NULL;
+    int ncerts = 0;
+    bool bad = !b || !out;
+    for (X509 *x; !bad && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL; ncerts++) {
+        bad = PEM_write_bio_X509(out, x) != 1 || ncerts >= 10;
+        if (!leaf)
+            leaf = x;
+        else
+            X509_free(x);
+    }
+    /* the loop ends at the end of the data (PEM_R_NO_START_LINE) or at a block that fails */
+    unsigned long last = ERR_peek_last_error();
+    if (!bad && !(ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE))
+        bad = true;
+    ERR_clear_error();
     BIO_free(b);
-    if (!leaf)
-        return fail(a, ACME_FAIL_PROTOCOL, "download", "no PEM certificate in the answer");
+    char *chain = NULL;
+    long chain_len = out ? BIO_get_mem_data(out, &chain) : 0;
+    if (bad || !leaf || chain_len <= 0) {
+        X509_free(leaf);
+        BIO_free(out);
+        return fail(a, ACME_FAIL_PROTOCOL, "download",
+                    leaf ? "a certificate of the chain does not parse"
+                         : "no PEM certificate in the answer");
+    }
     if (X509_check_private_key(leaf, key) != 1 || !covers(a, leaf)) {
         X509_free(leaf);
+        BIO_free(out);
         return fail(a, ACME_FAIL_PROTOCOL, "download",
                     "the certificate does not match the key or misses a name");
     }
@@ -755,7 +801,7 @@ static int install(struct acme *a, EVP_PKEY *key, struct resp *r)
     if (kpem)
         OPENSSL_cleanse(kpem, klen);
     free(kpem);
-    if (rc == 0 && write_tmp(a->cert_path, r->body.data, r->body.len, 0644) != 0) {
+    if (rc == 0 && write_tmp(a->cert_path, chain, (size_t)chain_len, 0644) != 0) {
         int e = errno;
         char tmp[PATH_LEN + 16];
         snprintf(tmp, sizeof(tmp), "%s.tmp", a->key_path);
@@ -767,10 +813,12 @@ static int install(struct acme *a, EVP_PKEY *key, struct resp *r)
         rc = -1;
     if (rc == 0 && commit_tmp(a->cert_path) != 0)
         rc = -1;
+    int werr = errno;
+    BIO_free(out);
     if (rc != 0) {
         X509_free(leaf);
         return fail(a, ACME_FAIL_LOCAL, "install", "cannot write in %s: %s", a->cfg->acme_state_dir,
-                    strerror(errno));
+                    strerror(werr));
     }
     sync_dir(a->cfg->acme_state_dir);
     X509_free(a->cert);
@@ -782,6 +830,9 @@ static int install(struct acme *a, EVP_PKEY *key, struct resp *r)
 static int attempt(struct acme *a, const char *replaces)
 {
     const struct config *cfg = a->cfg;
+    /* a problem document belongs to the attempt that got it (the caller reads it after) */
+    memset(&a->problem, 0, sizeof(a->problem));
+    a->order_refused = false;
     if (load_account(a) != 0 || get_directory(a) != 0 || new_account(a) != 0)
         return -1;
 
@@ -799,8 +850,10 @@ static int attempt(struct acme *a, const char *replaces)
     struct resp r;
     int rc = post(a, "order", a->dir.new_order, payload, false, NULL, &r);
     free(payload);
-    if (rc != 0)
+    if (rc != 0) {
+        a->order_refused = a->problem.type[0] != '\0';
         return -1;
+    }
     pthread_mutex_lock(&a->mu);
     a->status.orders++;
     pthread_mutex_unlock(&a->mu);
@@ -939,6 +992,11 @@ static void *run(void *arg)
             if (!planned || ari != last_ari || w.start != last_w.start || w.end != last_w.end) {
                 time_t at =
                     acmemsg_renew_at(nb, na, ari ? &w : NULL, draw01(), now, a->test_renew_s);
+                /* A window that ends after the expiry (a CA's bug) must not let it lapse: at the
+                 * latest with a tenth of the lifetime left. */
+                time_t latest = na - (na - nb) / 10;
+                if (a->test_renew_s == 0 && na > nb && at > latest)
+                    at = latest;
                 if (at > now && at != planned) {
                     char t1[32], t2[32];
                     fmt_time(na, t1, sizeof(t1));
@@ -968,11 +1026,12 @@ static void *run(void *arg)
         a->ca_retry_after = 0;
         int rc = attempt(a, have_id ? certid : NULL);
         acmechal_clear();
-        /* RFC 9773 §5: a CA that refuses "replaces" (already replaced, or not this account's
-         * certificate) still issues a plain order. */
-        if (rc != 0 && have_id && !atomic_load(&a->stop) &&
-            (acmemsg_problem_is(&a->problem, "alreadyReplaced") ||
-             acmemsg_problem_is(&a->problem, "conflict"))) {
+        /* RFC 9773 §5: a CA that refuses "replaces" (already replaced, not this account's
+         * certificate, a certID it does not know after a new account key or another CA) still
+         * issues a plain order. Any refusal of the newOrder itself counts, but not a rate
+         * limit, which a second order would only hit again. */
+        if (rc != 0 && have_id && !atomic_load(&a->stop) && a->order_refused &&
+            !acmemsg_problem_is(&a->problem, "rateLimited")) {
             log_info("ACME: %s; ordering without replaces", a->failmsg);
             rc = attempt(a, NULL);
             acmechal_clear();
@@ -997,6 +1056,8 @@ static void *run(void *arg)
         }
         failures++;
         long delay = acmemsg_backoff(failures, a->retry_base_s, draw01(), a->ca_retry_after);
+        if (delay > 86400) /* a CA's Retry-After of days would let the certificate lapse */
+            delay = 86400;
         log_warn("ACME: %s; retry in %lds", a->failmsg, delay);
         a->nonce[0] = '\0';
         pthread_mutex_lock(&a->mu);

@@ -240,6 +240,11 @@ int acmemsg_authz_parse(const char *json, size_t len, const char *type, struct a
         why = "authorization without a known status";
     else if (!json_is_object(id) || !(a->identifier = dup_str(id, "value")))
         why = "authorization without an identifier";
+    else if (strlen(a->identifier) > 253 ||
+             strspn(a->identifier,
+                    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.*") !=
+                 strlen(a->identifier))
+        why = "authorization for something that is not a DNS name"; /* also kept out of logs */
     else if (!json_is_array(chs))
         why = "authorization without challenges";
     for (size_t i = 0; !why && i < json_array_size(chs); i++) {

@@ -2355,6 +2355,18 @@ int config_finish(struct config *cfg, char *err, size_t errlen)
             config_origin(cfg, "acme-state-dir", where, sizeof(where));
             return fail_plain(err, errlen, "%s: acme-state-dir is too long", where);
         }
+        /* The ACME pair is served by itself (config_acme_files()); naming it as a cert too
+         * would make it two pairs with the same names and key type. */
+        char ac[4096], ak[4096];
+        config_acme_files(cfg, ac, ak, sizeof(ac));
+        for (size_t i = 0; i < cfg->n_cert; i++)
+            if (strcmp(cfg->cert_file[i], ac) == 0 || strcmp(cfg->key_file[i], ak) == 0) {
+                config_list_origin(cfg, "cert", i, where, sizeof(where));
+                return fail_plain(err, errlen,
+                                  "%s: %s is the ACME client's own pair (acme-state-dir): it is "
+                                  "served without a cert/key line",
+                                  where, cfg->cert_file[i]);
+            }
     }
     if (!cfg->acme_eab_kid != !cfg->acme_eab_hmac_key) {
         char where[300];

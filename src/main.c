@@ -647,14 +647,14 @@ int main(int argc, char **argv)
     }
     rc = 0;
 stop:
-    if (metrics)
-        atomic_store_explicit(&metrics->acme, NULL, memory_order_release);
-    acme_stop(acme); /* before the workers: a scrape may still read it until then */
     for (unsigned w = 0; w < started; w++)
         worker_stop(workers[w], snap->cfg->shutdown_timeout_s * 1000u);
     for (unsigned w = 0; w < started; w++)
         worker_join(workers[w]);
 out:
+    /* After the workers: a scrape on worker 0 reads the client's status until its loop ends.
+     * Meanwhile it may still install a certificate; its SIGUSR2 then stays pending, unread. */
+    acme_stop(acme);
     if (workers) {
         for (unsigned w = 0; w < nworkers; w++)
             worker_free(workers[w]);

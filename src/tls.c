@@ -735,23 +735,25 @@ static SSL_CTX *gen_build(const struct config *cfg, struct ticket_ring *ring, ch
     }
 
     size_t npairs = pairs_present(cfg);
-    if (npairs == 0) {
-        if (!(dflt = ctx_base(ring, err, errlen)))
-            goto fail;
-        if (make_self_signed(dflt, cfg->server_name ? cfg->server_name : "localhost", fingerprint,
-                             err, errlen) != 0)
-            goto fail;
-        cert_info(SSL_CTX_get0_certificate(dflt), "self-signed", &g->certs[g->n_certs++]);
-        goto done;
-    }
+    if (npairs == 0)
+        goto self_signed;
 
     for (size_t i = 0; i < npairs; i++) {
         struct pair_files pf;
         pair_at(cfg, i, &pf);
         const char *cf = pf.cert, *kf = pf.key;
         struct pair pr;
-        if (pair_read(&pr, cf, kf, err, errlen) != 0)
-            goto fail;
+        /* The ACME pair is the client's to repair (it orders again when the pair on disk does
+         * not load): one that cannot be used is left out with a warning, never a reason to
+         * refuse the start or every reload. */
+        bool acme = i >= cfg->n_cert;
+        if (pair_read(&pr, cf, kf, err, errlen) != 0) {
+            if (!acme)
+                goto fail;
+            log_warn("the ACME certificate is left out: %s", err);
+            err[0] = '\0';
+            continue;
+        }
         char *names[MAX_NAMES_PER_CERT];
         size_t nn = cert_names(pr.x, names);
         int kt = EVP_PKEY_get_base_id(pr.pk);
@@ -789,12 +791,16 @@ static SSL_CTX *gen_build(const struct config *cfg, struct ticket_ring *ring, ch
                 dg_ssl_err_to(err, errlen, what);
                 why = "";
             }
+        } else if (why[0] && acme) {
+            log_warn("the ACME certificate %s is left out: it %s", cf, why);
+            pair_free(&pr);
+            continue;
         } else if (why[0]) {
             snprintf(err, errlen, "certificate %s %s", cf, why);
         }
         if (!why) {
             size_t c = g->n_certs++;
-            if (i >= cfg->n_cert) { /* the ACME pair: its name lives in pf, on this stack */
+            if (acme) { /* the ACME pair: its name lives in pf, on this stack */
                 snprintf(g->acme_file, sizeof(g->acme_file), "%s", cf);
                 cf = g->acme_file;
             }
@@ -807,6 +813,8 @@ static SSL_CTX *gen_build(const struct config *cfg, struct ticket_ring *ring, ch
         if (why)
             goto fail;
     }
+    if (ngroups == 0) /* only the ACME pair, and it was left out */
+        goto self_signed;
     for (size_t k = 0; k < ngroups; k++)
         for (size_t m = 0; m < groups[k].n_names; m++)
             if (add_sni(g, groups[k].names[m], groups[k].ctx) != 0) {
@@ -828,6 +836,15 @@ static SSL_CTX *gen_build(const struct config *cfg, struct ticket_ring *ring, ch
         SSL_CTX_set_tlsext_status_cb(ctx, on_status);
         SSL_CTX_set_tlsext_status_arg(ctx, g);
     }
+    goto done;
+
+self_signed:
+    if (!(dflt = ctx_base(ring, err, errlen)))
+        goto fail;
+    if (make_self_signed(dflt, cfg->server_name ? cfg->server_name : "localhost", fingerprint, err,
+                         errlen) != 0)
+        goto fail;
+    cert_info(SSL_CTX_get0_certificate(dflt), "self-signed", &g->certs[g->n_certs++]);
 
 done:
     session_lifetime(cfg, dflt);
