@@ -242,9 +242,10 @@ for n in 1 2 3 4 5 6; do
     assert_eq "200 SERVFAIL" "$HTTP_CODE $(rcode)" "b: no HTTP/2: query $n: HTTP 200 + SERVFAIL"
 done
 assert_eq 1 "$(since | grep -v '^#' | grep -c 'does not offer HTTP/2')" "b: no HTTP/2: one log line names it"
-# A handshake per try would be 6 or more; with the backoff 1-3, and 4 when a loaded machine
-# (a full run of every build) lets the first 1-s backoff expire once more between the queries.
-assert_range 1 4 "$(ts_stat handshakes)" "b: no HTTP/2: the server is not asked again for every try (backoff)"
+# A handshake per try would be 6 or more; with the backoff 1-3, and 4 or 5 when a loaded
+# machine (a full run of every build, seconds per curl) lets the backoffs of 1 and 2 s expire
+# once more between the queries.
+assert_range 1 5 "$(ts_stat handshakes)" "b: no HTTP/2: the server is not asked again for every try (backoff)"
 assert_eq 0 "$(ts_stat queries)" "b: no HTTP/2: no query went to it"
 stop_tlsstub
 
