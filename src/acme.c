@@ -535,6 +535,7 @@ static int new_account(struct acme *a)
             kl > 0 ? acmemsg_jws_eab(cfg->acme_eab_kid, key, (size_t)kl, a->dir.new_account, a->jwk)
                    : NULL;
         OPENSSL_cleanse(key, sizeof(key));
+        OPENSSL_cleanse(k, sizeof(k));
         json_t *e = eab ? json_loads(eab, 0, NULL) : NULL;
         free(eab);
         if (!e) {

@@ -117,6 +117,8 @@ static const char *validate_acme_domain(const char *v)
 static const char *validate_acme_email(const char *v)
 {
     const char *at = strchr(v, '@');
+    if (strlen(v) > 254) /* RFC 5321's path limit; and it must fit the account's mailto: */
+        return "is longer than 254 characters";
     if (!at || at == v || !at[1] || strchr(at + 1, '@'))
         return "must be an e-mail address (name@domain)";
     for (const char *p = v; *p; p++)
