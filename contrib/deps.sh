@@ -3,14 +3,16 @@
 # package is already there).
 #   contrib/deps.sh          build and run dependencies
 #   contrib/deps.sh --test   also the test tools (NSD, kdig, dig, curl, nghttp, h2load, clang, ...)
+#   contrib/deps.sh --package  also what contrib/package.sh needs (debhelper, fakeroot, lintian)
 #   contrib/deps.sh --bench  also the peers used by tests/bench (unbound, dnsdist, knot-resolver, bind9)
 set -eu
 PKGS="build-essential cmake pkg-config libnghttp2-dev libssl-dev libldns-dev libevent-dev libxxhash-dev libhttp-parser-dev libsystemd-dev libcap-dev libhiredis-dev libcurl4-openssl-dev libjansson-dev openssl ca-certificates"
 for a in "$@"; do
   case "$a" in
     --test) PKGS="$PKGS libcmocka-dev nsd knot-dnsutils bind9-dnsutils curl nghttp2-client clang libclang-rt-14-dev python3 procps iproute2 psmisc wget pebble lego systemd python3-prometheus-client valgrind unbound tcpdump dnsperf haproxy nginx redis-server mandoc lintian debhelper fakeroot prometheus" ;;
+    --package) PKGS="$PKGS debhelper dpkg-dev fakeroot lintian" ;;
     --bench) PKGS="$PKGS nsd unbound dnsdist knot-resolver bind9 dnsperf nghttp2-client curl knot-dnsutils bind9-dnsutils python3 iproute2 util-linux openssl" ;;
-    *) echo "usage: $0 [--test] [--bench]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--test] [--package] [--bench]" >&2; exit 2 ;;
   esac
 done
 missing=""

@@ -3,7 +3,8 @@
 # then
 #   1. builds with -Werror (build-test/) and runs the whole ctest suite (unit, integration with
 #      NSD, the stub upstream and real clients, the include-graph and README checks), then the
-#      stress tests in their short mode (tests/stress),
+#      stress tests in their short mode (tests/stress), then the Debian package test
+#      (tests/package/t_deb.sh: builds the .deb, lintian, installs, upgrades and purges it),
 #   2. builds with ASan+UBSan (build-test-asan/) and runs the whole suite again,
 #   3. runs the integration suite with dohgate under valgrind memcheck (DG_VALGRIND=1),
 #   4. builds the libFuzzer targets with clang (build-test-fuzz/) and runs each for FUZZ_SECONDS
@@ -89,6 +90,13 @@ run_ctest build-test "$N_INTEG"
 
 step "stress tests (short)"
 DOHGATE=$PWD/build-test/dohgate TOOLS_DIR=$PWD/build-test/tests tests/stress/run.sh --short
+
+step "Debian package: build, lintian, install, upgrade, remove, purge"
+# It installs the package on this machine (and purges it again): root, not ctest's parallel run.
+SUDO=()
+[ "$(id -u)" -eq 0 ] || SUDO=(sudo)
+"${SUDO[@]}" env SRC_DIR="$PWD" TOOLS_DIR="$PWD/build-test/tests" bash tests/package/t_deb.sh ||
+    die "the package test failed (see above)"
 
 step "ASan+UBSan build and test"
 configure build-test-asan -DENABLE_ASAN=ON -DENABLE_FUZZING=OFF -DCMAKE_BUILD_TYPE=Debug
