@@ -2744,7 +2744,17 @@ void config_print_mdoc(FILE *out)
         mdoc_put(out, o->name, strlen(o->name), false);
         mdoc_value(out, o);
         fputc('\n', out);
-        mdoc_help(out, o->help);
+        /* "the same, for ..." follows its referent in the table, not in name order: name it */
+        if (strncmp(o->help, "the same,", 9) == 0 && o > options) {
+            const struct option_def *ref = o - 1;
+            while (ref > options && strncmp(ref->help, "the same,", 9) == 0)
+                ref--;
+            char same[512];
+            snprintf(same, sizeof(same), "the same as %s%s", ref->name, o->help + 8);
+            mdoc_help(out, same);
+        } else {
+            mdoc_help(out, o->help);
+        }
         bool list = opt_is_list(o);
         if (list && !strstr(o->help, "repeatable"))
             fputs("Repeatable.\n", out);

@@ -1411,6 +1411,10 @@ static void test_mdoc(void **state)
     e = mdoc_entry(m, "ticket-key-rotation");
     assert_non_null(strstr(e, "0 = never.\nNot used with ticket-key-file.\n"));
     free(e);
+    /* "the same" names its referent, which name order does not put before it */
+    e = mdoc_entry(m, "max-body-buffer");
+    assert_non_null(strstr(e, "The same as max-body-buffer-per-connection, for the whole"));
+    free(e);
     e = mdoc_entry(m, "backend-timeout");
     assert_non_null(strstr(e, "\nsite-backend: connect timeout"));
     free(e);
