@@ -596,7 +596,8 @@ static const struct option_def options[] = {
      .off = FIELD(log_level),
      .dflt = "info",
      .metavar = "LEVEL",
-     .help = "error, warn, info or debug"},
+     .help = "how much is logged: error, warn, info or debug (no level logs query data: see "
+             "query-log)"},
     {.name = "log-target",
      .restart = true,
      .type = OPT_ENUM,
@@ -2573,6 +2574,223 @@ void config_print_help(FILE *out)
         else if (o->dflt != NULL)
             fprintf(out, "  %-36s default: %s\n", "", o->dflt);
     }
+}
+
+/* ---- manual page ------------------------------------------------------------------------- */
+
+/*
+ * Text for an mdoc(7) text line or macro argument: a backslash becomes \e, a character past
+ * ASCII (the metavars' '…') \[uXXXX], so the page is plain ASCII whatever the locale of the
+ * reader; a '.' or '\'' that would start the line gets \& before it (else roff takes the line
+ * for a request). The caller starts lines only where @p line_start says so.
+ */
+static void mdoc_put(FILE *out, const char *s, size_t n, bool line_start)
+{
+    if (line_start && n > 0 && (s[0] == '.' || s[0] == '\''))
+        fputs("\\&", out);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\\') {
+            fputs("\\e", out);
+        } else if (c < 0x80) {
+            fputc(c, out);
+        } else {
+            /* UTF-8: the table is ours and valid; a stray byte still gives a visible mark */
+            unsigned cp = 0xfffd;
+            size_t k = c >= 0xf0 ? 3 : c >= 0xe0 ? 2 : c >= 0xc0 ? 1 : 0;
+            if (k > 0 && i + k < n) {
+                cp = c & (0x3fu >> k);
+                for (size_t j = 1; j <= k; j++)
+                    cp = (cp << 6) | ((unsigned char)s[i + j] & 0x3fu);
+                i += k;
+            }
+            fprintf(out, "\\[u%04X]", cp);
+        }
+    }
+}
+
+/*
+ * Text lines of at most 80 bytes (mandoc's style lint), broken at a space that does not follow
+ * a '.': roff takes a line that ends in one for the end of a sentence ("e.g.").
+ */
+static void mdoc_text(FILE *out, const char *s, size_t n)
+{
+    while (n > 0) {
+        size_t k = n;
+        if (n > 78) {
+            k = 0;
+            for (size_t i = 1; i < n && (i <= 78 || k == 0); i++)
+                if (s[i] == ' ' && s[i - 1] != '.')
+                    k = i;
+            if (k == 0)
+                k = n;
+        }
+        mdoc_put(out, s, k, true);
+        fputc('\n', out);
+        s += k;
+        n -= k;
+        while (n > 0 && *s == ' ') {
+            s++;
+            n--;
+        }
+    }
+}
+
+/*
+ * An option's help text as sentences: the table holds lower-case fragments for --help's one
+ * line ("address and port to accept ..."), the page wants a capital and a full stop. A sentence
+ * that starts inside the text ("... 0 = never. Not used with ...") goes on a line of its own,
+ * as mdoc wants (mandoc's "new sentence, new line"): roff then knows where sentences end.
+ */
+static void mdoc_help(FILE *out, const char *help)
+{
+    char buf[1024];
+    /* capitalise the first word unless it is an option's name ("site-backend: ...") */
+    size_t word = strcspn(help, " ,:;(");
+    bool cap = islower((unsigned char)help[0]) && find_option(help, word) == NULL;
+    const char *start = help;
+    for (const char *p = help;; p++) {
+        bool split = p[0] == '.' && p[1] == ' ' && isupper((unsigned char)p[2]);
+        if (!split && *p != '\0')
+            continue;
+        size_t n = (size_t)(p - start) + (split ? 1 : 0);
+        if (n > sizeof(buf) - 2)
+            n = sizeof(buf) - 2; /* help lines are a few hundred bytes; never cut in practice */
+        memcpy(buf, start, n);
+        if (cap && n > 0)
+            buf[0] = (char)toupper((unsigned char)buf[0]);
+        cap = false;
+        if (!split && n > 0 && !strchr(".!?", buf[n - 1]))
+            buf[n++] = '.';
+        mdoc_text(out, buf, n);
+        if (!split)
+            return;
+        start = p + 2;
+        p++;
+    }
+}
+
+/*
+ * The value part of an `.It` line: enum and yes|no values as keywords (Cm, with mdoc's '|'
+ * delimiter between them), otherwise the metavar as arguments (Ar): its shell quotes dropped
+ * (the page says how to quote), "[LIST…]" as an optional argument.
+ */
+static void mdoc_value(FILE *out, const struct option_def *o)
+{
+    if (o->type == OPT_ENUM || o->type == OPT_BOOL) {
+        static const char *const yes_no[] = {"yes", "no", NULL};
+        const char *const *v = o->type == OPT_ENUM ? o->names : yes_no;
+        fputs(" Cm", out);
+        for (size_t k = 0; v[k]; k++) {
+            fputs(k ? " | " : " ", out);
+            mdoc_put(out, v[k], strlen(v[k]), false);
+        }
+        return;
+    }
+    const char *m = o->metavar;
+    size_t n = strlen(m);
+    if (n >= 2 && m[0] == '\'' && m[n - 1] == '\'') {
+        m++;
+        n -= 2;
+    }
+    bool ar = false; /* an Ar macro is open */
+    for (size_t i = 0; i < n;) {
+        size_t k = 0;
+        while (i + k < n && m[i + k] != ' ')
+            k++;
+        if (m[i] == '[' && m[i + k - 1] == ']') {
+            fputs(" Op Ar ", out);
+            mdoc_put(out, m + i + 1, k - 2, false);
+            ar = true;
+        } else {
+            fputs(ar ? " " : " Ar ", out);
+            mdoc_put(out, m + i, k, false);
+            ar = true;
+        }
+        i += k;
+        while (i < n && m[i] == ' ')
+            i++;
+    }
+}
+
+/* A size in MiB as the option takes it: "64G", "1024M". */
+static void mdoc_mib(FILE *out, unsigned mib)
+{
+    if (mib >= 1024 && mib % 1024 == 0)
+        fprintf(out, "%uG", mib / 1024);
+    else
+        fprintf(out, "%uM", mib);
+}
+
+static int cmp_option_name(const void *a, const void *b)
+{
+    const struct option_def *const *x = a, *const *y = b;
+    return strcmp((*x)->name, (*y)->name);
+}
+
+void config_print_mdoc(FILE *out)
+{
+    /* In name order: a reference of ~90 keywords is looked up, not read through (the sample
+     * configuration file keeps the table's order, grouped by topic). */
+    const struct option_def *sorted[N_OPTIONS];
+    for (size_t i = 0; i < N_OPTIONS; i++)
+        sorted[i] = &options[i];
+    qsort(sorted, N_OPTIONS, sizeof(sorted[0]), cmp_option_name);
+
+    fputs(".Bl -tag -width Ds\n", out);
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const struct option_def *o = sorted[i];
+        fputs(".It Cm ", out);
+        mdoc_put(out, o->name, strlen(o->name), false);
+        mdoc_value(out, o);
+        fputc('\n', out);
+        /* "the same, for ..." follows its referent in the table, not in name order: name it */
+        if (strncmp(o->help, "the same,", 9) == 0 && o > options) {
+            const struct option_def *ref = o - 1;
+            while (ref > options && strncmp(ref->help, "the same,", 9) == 0)
+                ref--;
+            char same[512];
+            snprintf(same, sizeof(same), "the same as %s%s", ref->name, o->help + 8);
+            mdoc_help(out, same);
+        } else {
+            mdoc_help(out, o->help);
+        }
+        bool list = opt_is_list(o);
+        if (list && !strstr(o->help, "repeatable"))
+            fputs("Repeatable.\n", out);
+        if (o->type == OPT_STRLIST && o->max > 0)
+            fprintf(out, "At most %u entries.\n", o->max);
+        if (o->type == OPT_SIZE) {
+            fputs("Sizes take the suffixes K, M and G (powers of 1024); at most ", out);
+            mdoc_mib(out, o->max);
+            fputs(".\n", out);
+        }
+        if (o->type == OPT_UINT) {
+            fprintf(out, "The default is %s; the range is %u to %u.\n", o->dflt, o->min, o->max);
+        } else if (o->dflt != NULL) {
+            /* keywords as Cm, files as Pa, other text with punctuation literal (Ql) */
+            const char *d = o->dflt;
+            bool file = d[0] == '/' && (!strcmp(o->metavar, "FILE") || !strcmp(o->metavar, "DIR"));
+            const char *mac = o->type == OPT_ENUM || o->type == OPT_BOOL ? "Cm"
+                              : file                                     ? "Pa"
+                              : strspn(d, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                          "abcdefghijklmnopqrstuvwxyz") == strlen(d)
+                                  ? NULL
+                                  : "Ql";
+            if (mac == NULL) {
+                fputs("The default is ", out);
+                mdoc_put(out, d, strlen(d), false);
+                fputs(".\n", out);
+            } else {
+                fprintf(out, "The default is\n.%s ", mac);
+                mdoc_put(out, d, strlen(d), false);
+                fputs(" .\n", out);
+            }
+        }
+        if (o->restart)
+            fputs("Restart-only: a reload keeps the running value.\n", out);
+    }
+    fputs(".El\n", out);
 }
 
 /* ---- reload ------------------------------------------------------------------------------ */

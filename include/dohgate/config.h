@@ -365,6 +365,15 @@ int config_read_resolv_conf(struct config *cfg, const char *path);
 void config_print_help(FILE *out);
 
 /**
+ * Print the option table as the body of an mdoc(7) tag list (`.Bl -tag` ... `.El`), one
+ * `.It Cm NAME Ar METAVAR` per option in name order, with its help as sentences, its default,
+ * its range (numbers, sizes, list lengths) and whether a reload can change it. The build's
+ * dohgate-mangen (src/mangen.c) puts it into dohgate.conf(5), so the page and --help come from
+ * the same rows. Text is escaped for roff (`\e`, `\&`, non-ASCII as `\[uXXXX]`).
+ */
+void config_print_mdoc(FILE *out);
+
+/**
  * Apply `--name value` and `--name=value` command-line options (every option of the table).
  * The first command-line occurrence of a list option clears the list (so the command line
  * replaces the file's list); later occurrences append. Arguments handled by main are skipped:

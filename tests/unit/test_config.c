@@ -12,6 +12,7 @@
 #include "dohgate/log.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -1309,6 +1310,136 @@ static void test_help(void **state)
     config_free(cfg);
 }
 
+/* ---- the manual page (config_print_mdoc, for dohgate.conf(5)) ---------------------------- */
+
+static char *mdoc_str(void)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    config_print_mdoc(f);
+    assert_int_equal(fclose(f), 0);
+    assert_non_null(buf);
+    return buf;
+}
+
+/* The entry of option @p name: from its ".It Cm name" line to the next ".It" or ".El". */
+static char *mdoc_entry(const char *page, const char *name)
+{
+    char head[96];
+    snprintf(head, sizeof(head), "\n.It Cm %s ", name);
+    const char *p = strstr(page, head);
+    if (p == NULL) {
+        snprintf(head, sizeof(head), "\n.It Cm %s\n", name);
+        p = strstr(page, head);
+    }
+    assert_non_null(p);
+    p++;
+    const char *end = strstr(p + 1, "\n.It ");
+    if (end == NULL)
+        end = strstr(p, "\n.El\n");
+    assert_non_null(end);
+    return strndup(p, (size_t)(end - p) + 1); /* with its last newline */
+}
+
+static void test_mdoc(void **state)
+{
+    char *m = mdoc_str();
+    /* one tag list, and every option of --help in it exactly once, in name order */
+    assert_int_equal(strncmp(m, ".Bl -tag -width Ds\n", 19), 0);
+    size_t len = strlen(m);
+    assert_true(len > 6 && strcmp(m + len - 4, ".El\n") == 0);
+    char names[128][64];
+    size_t n = help_option_names(names, 128);
+    assert_int_equal(n, 97);
+    size_t items = 0;
+    char prev[64] = "";
+    for (const char *p = m; (p = strstr(p, "\n.It Cm ")) != NULL; p++, items++) {
+        char name[64];
+        size_t k = strcspn(p + 8, " \n");
+        assert_true(k < sizeof(name));
+        memcpy(name, p + 8, k);
+        name[k] = '\0';
+        assert_true(strcmp(prev, name) < 0);
+        memcpy(prev, name, k + 1);
+    }
+    assert_int_equal(items, n);
+    for (size_t i = 0; i < n; i++) {
+        char *e = mdoc_entry(m, names[i]);
+        free(e);
+    }
+
+    /* a range and a default for numbers; restart-only where a reload cannot change it */
+    char *e = mdoc_entry(m, "workers");
+    assert_non_null(strstr(e, ".It Cm workers Ar N\n"));
+    assert_non_null(strstr(e, "Worker threads; 0 = one per CPU.\n"));
+    assert_non_null(strstr(e, "The default is 0; the range is 0 to 256.\n"));
+    assert_non_null(strstr(e, "Restart-only"));
+    free(e);
+    e = mdoc_entry(m, "upstream-timeout");
+    assert_non_null(strstr(e, "The default is 1500; the range is 10 to 60000.\n"));
+    assert_null(strstr(e, "Restart-only"));
+    free(e);
+    /* enum values as keywords; a literal default, a file default */
+    e = mdoc_entry(m, "acl-scope");
+    assert_non_null(strstr(e, ".It Cm acl-scope Cm doh | all\n"));
+    assert_non_null(strstr(e, "The default is\n.Cm doh .\n"));
+    free(e);
+    e = mdoc_entry(m, "listen");
+    assert_non_null(strstr(e, "The default is\n.Ql [::]:443 .\n"));
+    assert_non_null(strstr(e, "Restart-only"));
+    free(e);
+    e = mdoc_entry(m, "resolv-conf");
+    assert_non_null(strstr(e, ".Pa /etc/resolv.conf .\n"));
+    free(e);
+    /* sizes: the bound in the option's unit; list lengths */
+    e = mdoc_entry(m, "cache-size");
+    assert_non_null(strstr(e, "at most 64G."));
+    assert_non_null(strstr(e, "The default is 64M.\n"));
+    free(e);
+    e = mdoc_entry(m, "blocklist");
+    assert_non_null(strstr(e, ".It Cm blocklist Ar [NAME=]FILE\n"));
+    assert_non_null(strstr(e, "At most 32 entries.\n"));
+    free(e);
+    /* the metavar's shell quotes dropped, "[LIST…]" optional, '…' escaped to ASCII */
+    e = mdoc_entry(m, "policy");
+    assert_non_null(strstr(e, ".It Cm policy Ar NAME Op Ar LIST\\[u2026]\n"));
+    assert_non_null(strstr(e, "Repeatable.\n")); /* its help does not say so */
+    free(e);
+    /* a sentence inside the help starts a line; an option name is not capitalised */
+    e = mdoc_entry(m, "ticket-key-rotation");
+    assert_non_null(strstr(e, "0 = never.\nNot used with ticket-key-file.\n"));
+    free(e);
+    /* "the same" names its referent, which name order does not put before it */
+    e = mdoc_entry(m, "max-body-buffer");
+    assert_non_null(strstr(e, "The same as max-body-buffer-per-connection, for the whole"));
+    free(e);
+    e = mdoc_entry(m, "backend-timeout");
+    assert_non_null(strstr(e, "\nsite-backend: connect timeout"));
+    free(e);
+
+    /* roff safety: ASCII only, no text line that roff could take for a request, no raw
+     * backslash but our escapes, lines of at most 80 bytes */
+    for (const char *line = m; *line;) {
+        const char *nl = strchr(line, '\n');
+        assert_non_null(nl);
+        size_t k = (size_t)(nl - line);
+        assert_true(k <= 80);
+        if (line[0] == '\'')
+            fail_msg("line starts with a quote: %.*s", (int)k, line);
+        if (line[0] == '.')
+            assert_true(k >= 3 && isupper((unsigned char)line[1])); /* a macro: .It .Cm .El */
+        for (size_t i = 0; i < k; i++) {
+            assert_true((unsigned char)line[i] < 0x80 && line[i] != '\t');
+            if (line[i] == '\\')
+                assert_true(line[i + 1] == 'e' || line[i + 1] == '&' || line[i + 1] == '[');
+        }
+        line = nl + 1;
+    }
+    free(m);
+}
+
 /* ---- the sample config in conf/ ---------------------------------------------------------- */
 
 static FILE *open_sample(char *path, size_t cap)
@@ -1462,6 +1593,7 @@ int main(void)
         cmocka_unit_test(test_parse_upstream),
         cmocka_unit_test(test_words_values),
         cmocka_unit_test(test_help),
+        cmocka_unit_test(test_mdoc),
         cmocka_unit_test(test_enum_options),
         cmocka_unit_test(test_sample_conf),
         cmocka_unit_test(test_size_and_bool),
