@@ -33,6 +33,17 @@ EOF
 run_dg -c "$T/good.conf" --check-config
 assert_eq 0 "$RC" "--check-config on a good file: exit 0 ($(printf '%s' "$OUT" | tail -1))"
 assert_match '127\.0\.0\.1:18443' "$OUT" "--check-config prints the effective listen address"
+# the file named by --config=FILE and -cFILE too (both used to be skipped silently: the defaults
+# were checked instead of the file)
+for form in "--config=$T/good.conf" "-c$T/good.conf" "--config $T/good.conf"; do
+    # shellcheck disable=SC2086
+    run_dg $form --check-config
+    assert_eq 0 "$RC" "--check-config with $form: exit 0"
+    assert_match '127\.0\.0\.1:18443' "$OUT" "$form: the file's listen address is in effect"
+done
+run_dg --config= --check-config
+assert_eq 2 "$RC" "--config= without a file: exit 2"
+assert_match 'needs a file name' "$OUT" "--config= says it needs a file name"
 run_dg --check-config --listen 127.0.0.1:18443 --upstream 127.0.0.1:53 --workers=1
 assert_eq 0 "$RC" "--check-config with flags only (and the --name=value form): exit 0"
 
