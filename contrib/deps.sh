@@ -9,7 +9,7 @@ set -eu
 PKGS="build-essential cmake pkg-config libnghttp2-dev libssl-dev libldns-dev libevent-dev libxxhash-dev libhttp-parser-dev libsystemd-dev libcap-dev libhiredis-dev libcurl4-openssl-dev libjansson-dev openssl ca-certificates"
 for a in "$@"; do
   case "$a" in
-    --test) PKGS="$PKGS libcmocka-dev nsd knot-dnsutils bind9-dnsutils curl nghttp2-client clang libclang-rt-14-dev python3 procps iproute2 psmisc wget pebble lego systemd python3-prometheus-client valgrind unbound tcpdump dnsperf haproxy nginx redis-server mandoc lintian debhelper fakeroot prometheus" ;;
+    --test) PKGS="$PKGS libcmocka-dev nsd knot-dnsutils bind9-dnsutils curl nghttp2-client clang libclang-rt-14-dev python3 procps iproute2 psmisc wget pebble lego systemd python3-prometheus-client valgrind unbound tcpdump dnsperf haproxy nginx redis-server mandoc man-db lintian debhelper fakeroot prometheus" ;;
     --package) PKGS="$PKGS debhelper dpkg-dev fakeroot lintian" ;;
     --bench) PKGS="$PKGS nsd unbound dnsdist knot-resolver bind9 dnsperf nghttp2-client curl knot-dnsutils bind9-dnsutils python3 iproute2 util-linux openssl" ;;
     *) echo "usage: $0 [--test] [--package] [--bench]" >&2; exit 2 ;;
