@@ -1,6 +1,7 @@
 #!/bin/bash
 # t_observability: the observability kit (issue 21) against a live dohgate.
-#   1. contrib/prometheus/dohgate.rules.yml passes `promtool check rules`, and its unit tests
+#   1. contrib/prometheus/dohgate.rules.yml passes `promtool check rules` (every alert with for:,
+#      severity, summary, description), the dashboard's expressions parse, and its unit tests
 #      (contrib/prometheus/dohgate.rules.test.yml) pass `promtool test rules`
 #   2. one dohgate with every feature whose series the rules or the dashboard use: ACME from
 #      pebble (acme-domain: the dohgate_acme_* family) next to a --cert with a stapled OCSP
@@ -32,6 +33,23 @@ out=$(cd "$SRC_DIR/contrib/prometheus" && promtool test rules dohgate.rules.test
 assert_eq 0 "$?" "1: promtool test rules dohgate.rules.test.yml"
 assert_match 'SUCCESS' "$out" "1: ... SUCCESS"
 [ "$FAIL" = 0 ] || echo "$out" | head -40
+# every alert has a for:, a severity (warning or critical), a summary and a description
+out=$(python3 - "$RULES" <<'EOF'
+import sys, yaml
+n = 0
+for g in yaml.safe_load(open(sys.argv[1]))["groups"]:
+    for r in g["rules"]:
+        if "alert" not in r:
+            continue
+        n += 1
+        a = r.get("annotations", {})
+        if not r.get("for") or r.get("labels", {}).get("severity") not in ("warning", "critical") \
+                or not a.get("summary") or not a.get("description"):
+            print("incomplete:", r["alert"])
+print(n, "alerts")
+EOF
+)
+assert_match '^[1-9][0-9]* alerts$' "$out" "1: every alert has for:, severity, summary and description ($(echo "$out" | tr '\n' ' '))"
 # the dashboard's PromQL parses: each expression as a recording rule ($instance and Grafana's
 # $__rate_interval replaced), checked by promtool
 python3 - "$DASH" "$T/dash.rules.yml" <<'EOF'
