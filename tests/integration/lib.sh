@@ -804,6 +804,17 @@ dig_udp() {
 # ---------------------------------------------------------------------------------------------
 # ACME (issue 19): pebble, the test CA of Let's Encrypt (Debian's pebble 2.4), on loopback
 
+# start_redis: a redis-server on 127.0.0.1:$REDIS_PORT (set by the caller), no persistence, its
+# log in $T/redis.log; REDIS_PID tracked
+start_redis() {
+    redis-server --save '' --appendonly no --port "$REDIS_PORT" --bind 127.0.0.1 \
+        --daemonize no >>"$T/redis.log" 2>&1 </dev/null &
+    REDIS_PID=$!
+    track "$REDIS_PID"
+    wait_for 10 sh -c "redis-cli -p $REDIS_PORT ping 2>/dev/null | grep -q PONG" ||
+        die "redis-server did not start on 127.0.0.1:$REDIS_PORT"
+}
+
 # start_pebble: pebble on 127.0.0.1:$PEBBLE_PORT (directory $PEBBLE_DIR), management interface
 # on $PEBBLE_MGMT_PORT; it validates http-01 at port $PEBBLE_HTTP_PORT and tls-alpn-01 at
 # $PEBBLE_TLS_PORT (set both first: the ports of the dohgate under test) of the names, which

@@ -90,12 +90,7 @@ PEBBLE_TLS_PORT=$DG_PORT
 PEBBLE_HTTP_PORT=$(free_port)
 export DOHGATE_TEST_ACME_RETRY_S=1
 
-redis-server --save '' --appendonly no --port "$REDIS_PORT" --bind 127.0.0.1 \
-    --daemonize no >>"$T/redis.log" 2>&1 </dev/null &
-REDIS_PID=$!
-track "$REDIS_PID"
-wait_for 10 sh -c "redis-cli -p $REDIS_PORT ping 2>/dev/null | grep -q PONG" ||
-    die "redis-server did not start on 127.0.0.1:$REDIS_PORT"
+start_redis
 start_pebble
 
 # an OCSP response for the static certificate, made by the test CA (as t_ocsp.sh does); it is

@@ -72,15 +72,6 @@ elif op == "nkeys":
 EOF
 resp() { python3 "$T/resp.py" "$REDIS_PORT" "$@"; }
 
-start_redis() {
-    redis-server --save '' --appendonly no --port "$REDIS_PORT" --bind 127.0.0.1 \
-        --daemonize no >>"$T/redis.log" 2>&1 </dev/null &
-    REDIS_PID=$!
-    track "$REDIS_PID"
-    wait_for 10 sh -c "redis-cli -p $REDIS_PORT ping 2>/dev/null | grep -q PONG" ||
-        die "redis-server did not start on 127.0.0.1:$REDIS_PORT"
-}
-
 # at A|B: the following lib.sh helpers (doh_get, metric_of) talk to that instance
 at() {
     case $1 in
