@@ -2675,6 +2675,38 @@ static void mdoc_help(FILE *out, const char *help)
  * delimiter between them), otherwise the metavar as arguments (Ar): its shell quotes dropped
  * (the page says how to quote), "[LIST…]" as an optional argument.
  */
+/*
+ * One word as a macro argument: a word that is the name of a callable mdoc macro ("No", "Ar")
+ * or a lone delimiter would be read as markup, and '"' opens a quoted argument; the first gets
+ * a zero-width \& in front, the second is written \(dq. None of today's rows needs it.
+ */
+static void mdoc_arg(FILE *out, const char *s, size_t n)
+{
+    static const char macros[] =
+        " Ac Ad An Ao Ap Aq Ar At Bc Bo Bq Brc Bro Brq Bsx Bx Cd Cm Dc Do Dq Dv Dx Ec Em Eo Er "
+        "Ev Fa Fl Fn Fr Ft Fx Ic Li Lk Ms Mt Nm No Ns Nx Oc Oo Op Ox Pa Pc Pf Po Pq Qc Ql Qo Qq "
+        "Sc So Sq Sx Sy Ta Tn Ux Va Vt Xc Xo Xr ";
+    char key[8];
+    bool markup = n == 1 && strchr("|()[].,:;?!", s[0]) != NULL;
+    if (!markup && n >= 2 && n <= 3) {
+        snprintf(key, sizeof(key), " %.*s ", (int)n, s);
+        markup = strstr(macros, key) != NULL;
+    }
+    if (markup)
+        fputs("\\&", out);
+    for (size_t i = 0; i < n;) {
+        size_t k = 0;
+        while (i + k < n && s[i + k] != '"')
+            k++;
+        mdoc_put(out, s + i, k, false);
+        i += k;
+        if (i < n) {
+            fputs("\\(dq", out);
+            i++;
+        }
+    }
+}
+
 static void mdoc_value(FILE *out, const struct option_def *o)
 {
     if (o->type == OPT_ENUM || o->type == OPT_BOOL) {
@@ -2683,7 +2715,7 @@ static void mdoc_value(FILE *out, const struct option_def *o)
         fputs(" Cm", out);
         for (size_t k = 0; v[k]; k++) {
             fputs(k ? " | " : " ", out);
-            mdoc_put(out, v[k], strlen(v[k]), false);
+            mdoc_arg(out, v[k], strlen(v[k]));
         }
         return;
     }
@@ -2700,11 +2732,11 @@ static void mdoc_value(FILE *out, const struct option_def *o)
             k++;
         if (m[i] == '[' && m[i + k - 1] == ']') {
             fputs(" Op Ar ", out);
-            mdoc_put(out, m + i + 1, k - 2, false);
+            mdoc_arg(out, m + i + 1, k - 2);
             ar = true;
         } else {
             fputs(ar ? " " : " Ar ", out);
-            mdoc_put(out, m + i, k, false);
+            mdoc_arg(out, m + i, k);
             ar = true;
         }
         i += k;
@@ -2741,7 +2773,7 @@ void config_print_mdoc(FILE *out)
     for (size_t i = 0; i < N_OPTIONS; i++) {
         const struct option_def *o = sorted[i];
         fputs(".It Cm ", out);
-        mdoc_put(out, o->name, strlen(o->name), false);
+        mdoc_arg(out, o->name, strlen(o->name));
         mdoc_value(out, o);
         fputc('\n', out);
         /* "the same, for ..." follows its referent in the table, not in name order: name it */
@@ -2782,8 +2814,15 @@ void config_print_mdoc(FILE *out)
                 mdoc_put(out, d, strlen(d), false);
                 fputs(".\n", out);
             } else {
-                fprintf(out, "The default is\n.%s ", mac);
-                mdoc_put(out, d, strlen(d), false);
+                fprintf(out, "The default is\n.%s", mac);
+                for (const char *w = d; *w;) {
+                    size_t k = strcspn(w, " ");
+                    if (k > 0) {
+                        fputc(' ', out);
+                        mdoc_arg(out, w, k);
+                    }
+                    w += k + strspn(w + k, " ");
+                }
                 fputs(" .\n", out);
             }
         }

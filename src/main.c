@@ -329,8 +329,7 @@ int main(int argc, char **argv)
             }
             conf_file = argv[++i];
         } else if (strncmp(argv[i], "--config=", 9) == 0 ||
-                   (strncmp(argv[i], "-c", 2) == 0 && argv[i][2] != '\0' &&
-                    strcmp(argv[i], "--check-config") != 0)) {
+                   (strncmp(argv[i], "-c", 2) == 0 && argv[i][2] != '\0')) {
             /* --config=FILE and -cFILE: config_load_args() skips them as this loop's */
             const char *f = argv[i][1] == 'c' ? argv[i] + 2 : argv[i] + 9;
             if (*f == '\0') {
