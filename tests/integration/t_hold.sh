@@ -41,6 +41,16 @@ metric() {
     echo "${v:-0}"
 }
 fds() { find "/proc/$DG_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+# file_fd_max DIR: the highest descriptor number dohgate holds on a file under DIR (-1: none)
+file_fd_max() {
+    local f m=-1 n
+    for f in /proc/"$DG_PID"/fd/*; do
+        case "$(readlink "$f" 2>/dev/null)" in
+        "$1"/*) n=${f##*/}; [ "$n" -gt "$m" ] && m=$n ;;
+        esac
+    done
+    echo "$m"
+}
 in_use() { metric 'dohgate_budget_in_use{resource="sources"}'; }
 # jq_py FILE EXPR: a Python expression over d = the JSON in FILE
 jq_py() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2" 2>&1; }
@@ -370,11 +380,15 @@ HP=$!
 track "$HP"
 wait_for "$out" "^up " 30 || die "reserve: h2hold.py did not come up: $(snip "$out")"
 sleep 1
-held=$(in_use)
 during=$(fds)
+top=$(file_fd_max "$W")
+held=$(in_use)
 assert_range 20 $((64 - 1)) "$held" "reserve: files stop at the reserve, far short of 2 x 100 streams ($held open)"
-# (the descriptor a refused file had is closed at once; the sample may catch it in between)
-assert_range 0 $((LIMIT - 30 + 1)) "$during" "reserve: the last 30 descriptors stay free ($during of $LIMIT in use)"
+# The reserve is a bound on descriptor numbers (a file is kept only below LIMIT - 30); what else
+# is open at the sample (a metrics scrape not yet closed, a refused file's descriptor closed at
+# once) may use the reserve, as DoH may: the count gets a small margin, the numbers none.
+assert_range 0 $((LIMIT - 30 - 1)) "$top" "reserve: no file held in the last 30 descriptors (highest $top, limit $LIMIT)"
+assert_range 0 $((LIMIT - 30 + 3)) "$during" "reserve: the last 30 descriptors stay nearly free ($during of $LIMIT in use)"
 assert_range 1 1000 "$(metric 'dohgate_budget_refused_total{resource="sources",scope="descriptors"}')" \
     "reserve: refusals counted at scope=\"descriptors\""
 doh_check "reserve, website work at the reserve"
