@@ -93,6 +93,8 @@ struct conn {
     uint64_t out_since;   /* ms: output waiting and none of it taken since (0: none waits) */
     int sendq;            /* the kernel's send queue (SIOCOUTQ) when out_since was last set */
     uint64_t req_armed;   /* h1: start time of the request the timer was last set for */
+    uint64_t trimmed_at;  /* h2: last_active when the session last gave its idle pages back */
+    uint64_t timer_due;   /* ms: when the timer fires (rearm(), arm_timer()) */
     /* CS_PREFACE: the first bytes, held while they match the HTTP/2 preface */
     uint8_t preface[H2_PREFACE_LEN];
     uint8_t preface_len;
@@ -168,6 +170,7 @@ static bool sendq_drained(struct conn *c)
 }
 
 static void rearm(struct conn *c, uint64_t left_ms);
+static void trim_soon(struct conn *c);
 
 /* The last words are queued (GOAWAY, a 408, the GOAWAY after a protocol error): close once they
  * have left, and within GOODBYE_MS whatever the client does, so that one that does not read
@@ -296,6 +299,7 @@ static void set_read_paused(struct conn *c, bool paused)
 static void arm_timer(struct conn *c, unsigned seconds)
 {
     struct timeval tv = {.tv_sec = (time_t)seconds, .tv_usec = 0};
+    c->timer_due = dg_now_ms() + (uint64_t)seconds * 1000u;
     event_add(c->timer, &tv);
 }
 
@@ -587,6 +591,7 @@ static int conn_read(struct conn *c)
         int n = io_read(c, buf, sizeof(buf));
         if (n > 0) {
             c->last_active = dg_now_ms();
+            trim_soon(c);
             int rc = feed(c, buf, (size_t)n);
             if (rc != 0)
                 return rc < 0 ? -1 : 0;
@@ -814,17 +819,34 @@ static void on_flush_ev(evutil_socket_t fd, short what, void *arg)
         conn_free(c);
 }
 
+/* An HTTP/2 connection quiet this long gives its idle pages back (on_timer()). */
+#define TRIM_MS 2000
+
 static void rearm(struct conn *c, uint64_t left_ms)
 {
     /* Never later than send-timeout (the handshake timer is armed with arm_timer()):
      * on_timer() then looks at work that started after this arming (a new stream, output that
-     * waits) in time. */
+     * waits) in time; nor later than the trim of a session not yet trimmed since it was last
+     * active (on_timer() measures the quiet spell itself). */
     uint64_t cap = (uint64_t)c->set->cfg->send_timeout_s * 1000u;
+    if (c->h2 && c->trimmed_at != c->last_active && cap > TRIM_MS)
+        cap = TRIM_MS;
     if (left_ms > cap)
         left_ms = cap;
     struct timeval tv = {.tv_sec = (time_t)(left_ms / 1000),
                          .tv_usec = (suseconds_t)(left_ms % 1000) * 1000};
+    c->timer_due = dg_now_ms() + left_ms;
     event_add(c->timer, &tv);
+}
+
+/* A read on an HTTP/2 connection: its session is in use again, and gives its pages back once it
+ * has been quiet for TRIM_MS (on_timer()). The timer is brought forward only when it is due
+ * later than that, so a busy connection costs one comparison per read and one timer wakeup
+ * per TRIM_MS at most; on_timer() runs every rule whenever it fires, so firing early is safe. */
+static void trim_soon(struct conn *c)
+{
+    if (c->h2 && c->timer_due > c->last_active + TRIM_MS)
+        rearm(c, TRIM_MS);
 }
 
 /*
@@ -959,6 +981,18 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     uint64_t idle_ms = (uint64_t)cfg->idle_timeout_s * 1000u;
     uint64_t limit = busy ? pending_backstop_ms(cfg) : idle_ms;
     uint64_t quiet = now - c->last_active;
+    /* An HTTP/2 session quiet for TRIM_MS gives its idle pages back (h2_session_trim()), once
+     * per quiet spell: most connections of a DoH server are idle most of the time (browsers
+     * keep theirs for minutes), and a burst of queries a second apart pays no madvise. */
+    if (c->h2 && !c->out.len && c->trimmed_at != c->last_active) {
+        if (quiet >= TRIM_MS) {
+            size_t b = h2_session_trim(c->h2);
+            c->trimmed_at = c->last_active;
+            log_debug("h2: idle connection gave back %zu bytes", b);
+        } else if (TRIM_MS - quiet < left) {
+            left = TRIM_MS - quiet;
+        }
+    }
     if (quiet < limit) {
         if (limit - quiet < left)
             left = limit - quiet;

@@ -69,6 +69,7 @@ struct h2_stream {
     bool stalled;   /* reset for making no progress; waiting for the RST_STREAM to leave */
 };
 
+#define H2_BLOCKS 4
 struct h2_session {
     nghttp2_session *ng;
     const struct handler_ctx *hctx;
@@ -92,6 +93,13 @@ struct h2_session {
      * the last time any response DATA left nghttp2 */
     uint64_t now, data_sent_ms;
     bool in_recv; /* inside h2_session_recv(): now is current */
+    /* the page-pool blocks nghttp2 holds (h2m_*), for h2_session_trim(); framebuf: the frame
+     * buffer, whose contents are dead between calls */
+    bool creating;
+    struct {
+        void *p;
+        bool framebuf;
+    } blk[H2_BLOCKS];
 };
 
 static int stream_respond(struct http_exchange *ex, const struct http_response *resp,
@@ -709,46 +717,109 @@ static int on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t erro
 }
 
 /*
- * nghttp2's allocator for a session: its two large allocations, the 16 KiB frame buffers
- * every session keeps for its whole life, come from the worker's page pool, where only the pages
- * written become resident (an idle connection's frames take a few hundred bytes of it) and
- * the pages go back to the kernel when the connection closes. Measured: 42 KB -> 30 KB RSS per
- * idle TLS+h2 connection (2,000 connections, idleconns.py). Everything else goes to malloc.
+ * nghttp2's allocator for a session. Its frame buffer (16 KiB, kept for the session's whole
+ * life) comes from the worker's page pool, where only the pages written become resident (an
+ * idle connection's frames take a few hundred bytes of it) and the pages go back to the kernel
+ * when the connection closes; allocations of one page (nghttp2's stream map: 256 x 16 bytes)
+ * come from a pool of single pages. Measured: 42 KB -> 30 KB RSS per idle TLS+h2 connection
+ * (2,000 connections, idleconns.py) for the first. Everything else goes to malloc.
+ *
+ * Both let h2_session_trim() give an idle session's pages back: the frame buffer's contents are
+ * dead between frames (nghttp2 serializes a frame into it and we copy it out at once), and a
+ * page that holds only zeroes (the stream map once every stream is gone) reads the same after
+ * the kernel takes it. Only blocks the session allocated are touched (each block is recorded).
  */
 static bool h2_pool_size(const struct pagepool *pool, size_t size)
 {
-    return size > 8192 && size <= pagepool_block_size(pool);
+    return pool && size > 8192 && size <= pagepool_block_size(pool);
+}
+
+static bool h2_page_size(const struct pagepool *pages, size_t size)
+{
+    /* a whole page or nearly: a smaller object would waste the rest of its page */
+    return pages && size > pagepool_block_size(pages) / 4 * 3 && size <= pagepool_block_size(pages);
+}
+
+static void blocks_add(struct h2_session *s, void *blk, bool framebuf)
+{
+    for (size_t i = 0; i < H2_BLOCKS; i++) {
+        if (!s->blk[i].p) {
+            s->blk[i].p = blk;
+            s->blk[i].framebuf = framebuf;
+            return;
+        }
+    }
+    /* more than H2_BLOCKS out: this one is never trimmed (still freed normally) */
+}
+
+static void blocks_del(struct h2_session *s, const void *blk)
+{
+    for (size_t i = 0; i < H2_BLOCKS; i++) {
+        if (s->blk[i].p == blk)
+            s->blk[i].p = NULL;
+    }
+}
+
+/* zero: calloc (a kept block is zeroed); else malloc (a kept block comes as it was left) */
+static void *h2m_get(struct h2_session *s, size_t size, bool zero)
+{
+    const struct handler_ctx *h = s->hctx;
+    void *p = NULL;
+    if (h2_pool_size(h->h2_pool, size)) {
+        p = zero ? pagepool_get(h->h2_pool) : pagepool_get_any(h->h2_pool);
+        /* The frame buffer is the large block nghttp2 takes while creating the session
+         * (aob.framebufs, one chunk kept for life); a later large block (a frame over 16 KiB
+         * being received, a long header block) may hold live bytes between calls. */
+        if (p)
+            blocks_add(s, p, s->creating);
+    } else if (h2_page_size(h->h2_pages, size)) {
+        p = zero ? pagepool_get(h->h2_pages) : pagepool_get_any(h->h2_pages);
+        if (p)
+            blocks_add(s, p, false);
+    }
+    return p;
+}
+
+/* -> the pool that owns ptr, or NULL */
+static struct pagepool *h2m_pool_of(const struct h2_session *s, const void *ptr)
+{
+    const struct handler_ctx *h = s->hctx;
+    if (pagepool_owns(h->h2_pool, ptr))
+        return h->h2_pool;
+    if (pagepool_owns(h->h2_pages, ptr))
+        return h->h2_pages;
+    return NULL;
 }
 
 static void *h2m_malloc(size_t size, void *ud)
 {
-    struct pagepool *pool = ud;
-    void *p = h2_pool_size(pool, size) ? pagepool_get(pool) : NULL;
+    void *p = h2m_get(ud, size, false);
     return p ? p : malloc(size);
 }
 
 static void h2m_free(void *ptr, void *ud)
 {
-    struct pagepool *pool = ud;
-    if (pagepool_owns(pool, ptr))
+    struct h2_session *s = ud;
+    struct pagepool *pool = ptr ? h2m_pool_of(s, ptr) : NULL;
+    if (pool) {
+        blocks_del(s, ptr);
         pagepool_put(pool, ptr);
-    else
+    } else {
         free(ptr);
+    }
 }
 
 static void *h2m_calloc(size_t n, size_t size, void *ud)
 {
-    struct pagepool *pool = ud;
-    /* pool blocks come zero-filled */
-    void *p =
-        size && n <= SIZE_MAX / size && h2_pool_size(pool, n * size) ? pagepool_get(pool) : NULL;
+    void *p = size && n <= SIZE_MAX / size ? h2m_get(ud, n * size, true) : NULL;
     return p ? p : calloc(n, size);
 }
 
 static void *h2m_realloc(void *ptr, size_t size, void *ud)
 {
-    struct pagepool *pool = ud;
-    if (!pagepool_owns(pool, ptr))
+    struct h2_session *s = ud;
+    struct pagepool *pool = ptr ? h2m_pool_of(s, ptr) : NULL;
+    if (!pool)
         return ptr ? realloc(ptr, size) : h2m_malloc(size, ud);
     if (size <= pagepool_block_size(pool))
         return ptr;
@@ -756,8 +827,26 @@ static void *h2m_realloc(void *ptr, size_t size, void *ud)
     if (!n)
         return NULL;
     memcpy(n, ptr, pagepool_block_size(pool));
+    blocks_del(s, ptr);
     pagepool_put(pool, ptr);
     return n;
+}
+
+size_t h2_session_trim(struct h2_session *s)
+{
+    /* Idle: no stream open (nothing to receive into a stream, no DATA to come from a data
+     * source) and nothing queued in nghttp2 (no frame half out of the frame buffer). */
+    if (s->nstreams || nghttp2_session_want_write(s->ng))
+        return 0;
+    size_t bytes = 0;
+    for (size_t i = 0; i < H2_BLOCKS; i++) {
+        if (!s->blk[i].p)
+            continue;
+        struct pagepool *pool = h2m_pool_of(s, s->blk[i].p);
+        bytes += s->blk[i].framebuf ? pagepool_release(pool, s->blk[i].p)
+                                    : pagepool_release_zero_pages(pool, s->blk[i].p);
+    }
+    return bytes;
 }
 
 struct h2_session *h2_session_new(const struct h2_settings *cfg, const struct handler_ctx *hctx,
@@ -790,12 +879,16 @@ struct h2_session *h2_session_new(const struct h2_settings *cfg, const struct ha
     nghttp2_option_set_max_continuations(opt, 8);
     nghttp2_option_set_max_outbound_ack(opt, 1000);
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
+    nghttp2_option_set_no_closed_streams(opt, 1);
     /* Request-body windows open only for bytes on_data_chunk_recv() dealt with (consume()). */
     nghttp2_option_set_no_auto_window_update(opt, 1);
     /* nghttp2 copies the nghttp2_mem it is given */
-    nghttp2_mem mem = {hctx ? hctx->h2_pool : NULL, h2m_malloc, h2m_free, h2m_calloc, h2m_realloc};
-    int rc = mem.mem_user_data ? nghttp2_session_server_new3(&s->ng, cbs, s, opt, &mem)
-                               : nghttp2_session_server_new2(&s->ng, cbs, s, opt);
+    nghttp2_mem mem = {s, h2m_malloc, h2m_free, h2m_calloc, h2m_realloc};
+    s->creating = true;
+    int rc = hctx && (hctx->h2_pool || hctx->h2_pages)
+                 ? nghttp2_session_server_new3(&s->ng, cbs, s, opt, &mem)
+                 : nghttp2_session_server_new2(&s->ng, cbs, s, opt);
+    s->creating = false;
     if (rc != 0)
         goto fail;
     nghttp2_session_callbacks_del(cbs);

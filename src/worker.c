@@ -98,6 +98,7 @@ struct worker {
     struct dg_observer obs;       /* counts this worker's events in its metrics (when enabled) */
     const struct dg_observer *op; /* &obs, or NULL without metrics */
     struct pagepool *h2_pool;     /* HTTP/2 frame buffers, for every view's sessions */
+    struct pagepool *h2_pages;    /* nghttp2's one-page tables (its stream map), same */
     struct worker_view *cur;      /* new connections go here */
     struct dg_list retired;       /* older views with connections still open */
     pthread_mutex_t mu;           /* guards pending, set by worker_set_snapshot() */
@@ -379,6 +380,8 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
 #define TRIM_CHECK_S 10
 #define TRIM_CONNS   512
 
+#define H2_POOL_KEEP 128
+
 static void on_trim(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
@@ -599,6 +602,7 @@ static struct worker_view *view_new(struct worker *w, struct snapshot *snap)
     (void)policy_view_get(&v->policy);
     v->hctx = (struct handler_ctx){.cfg = cfg,
                                    .h2_pool = w->h2_pool,
+                                   .h2_pages = w->h2_pages,
                                    .resolver = v->resolver,
                                    .site = &snap->site,
                                    .clients = clients,
@@ -791,8 +795,19 @@ struct worker *worker_new(unsigned id, struct snapshot *snap, const struct worke
      * one), at most one session per connection; when the pool is out of blocks or cannot be
      * reserved, h2.c uses malloc. Address space: 2 x 20 KiB x max-connections (400 MB for
      * 10,000), memory only for the pages written. Sized at start: a reload that raises
-     * max-connections gets malloc for the difference. */
+     * max-connections gets malloc for the difference. The one-page blocks take nghttp2's stream
+     * map (4 KiB per session, all zeroes once the session is idle: h2_session_trim()), 4 KiB
+     * of address space per connection. */
     w->h2_pool = pagepool_new(H2_FRAMEBUF_BYTES, 2 * ((size_t)cfg->max_connections + 32));
+    w->h2_pages = pagepool_new(4096, (size_t)cfg->max_connections + 32);
+    /* Closing connections leave up to H2_POOL_KEEP blocks of each pool with their pages for
+     * the next ones: no madvise (and its TLB shootdown across the threads' CPUs, 6.7% of the
+     * CPU of a handshake + GET + close, perf) per connection that comes and goes; at most
+     * 128 x (the pages a session wrote, usually 1) resident in each pool. */
+    if (w->h2_pool)
+        (void)pagepool_set_keep(w->h2_pool, H2_POOL_KEEP);
+    if (w->h2_pages)
+        (void)pagepool_set_keep(w->h2_pages, H2_POOL_KEEP);
     if (!(w->cur = view_new(w, snap)))
         goto fail;
     for (size_t i = 0; i < w->nls; i++) {
@@ -870,6 +885,7 @@ void worker_free(struct worker *w)
     }
     snapshot_unref(w->pending);
     pagepool_free(w->h2_pool); /* after the connections: their sessions hold blocks */
+    pagepool_free(w->h2_pages);
     for (size_t i = 0; i < w->nls; i++) {
         if (w->ls[i].lev)
             event_free(w->ls[i].lev);

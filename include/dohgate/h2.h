@@ -34,7 +34,7 @@ struct client_id;
 typedef void (*h2_wake_cb)(void *owner);
 
 /** What nghttp2 allocates per session for its frame buffer (9-byte header + 1 + 16 KiB payload):
- * the block size of handler_ctx.h2_pool. */
+ * the block size of handler_ctx.h2_pool. (handler_ctx.h2_pages has one-page blocks.) */
 #define H2_FRAMEBUF_BYTES (9 + 1 + 16384)
 
 struct h2_settings {
@@ -77,6 +77,16 @@ bool h2_session_want_write(const struct h2_session *s);
 bool h2_session_want_read(const struct h2_session *s);
 /** Streams currently open. */
 size_t h2_session_streams(const struct h2_session *s);
+
+/**
+ * An idle session gives memory back: the pages of its frame buffer (dead between frames) and
+ * those of its one-page blocks that hold only zeroes (the stream map once no stream is left).
+ * Does nothing while a stream is open or nghttp2 has output queued. Cheap to call but not free
+ * (an madvise per block, a read of each one-page block; the next frame faults a page in):
+ * the connection calls it once after it has been quiet for a while (conn.c).
+ * @return the bytes given back
+ */
+size_t h2_session_trim(struct h2_session *s);
 /** send-timeout for one connection's session (h2_session_sweep()). */
 struct h2_sweep {
     uint64_t now;        /**< ms, dg_now_ms() */

@@ -185,6 +185,8 @@ struct handler_ctx {
     const struct metrics *metrics; /**< all of them, for the metrics page; may be NULL */
     /** this worker's blocks for HTTP/2 frame buffers (h2.c); may be NULL (plain malloc) */
     struct pagepool *h2_pool;
+    /** this worker's one-page blocks for nghttp2's page-sized tables (h2.c); may be NULL */
+    struct pagepool *h2_pages;
 };
 
 /** Method classes the HTTP rules need (HEAD has no body, idempotency for retries). */

@@ -9,8 +9,9 @@
  * stay behind after connections come and go, which the C heap cannot promise for 16 KiB chunks
  * interleaved with small ones. Blocks come back zero-filled.
  *
- * One pool per worker; not thread-safe. Costs: one madvise() per returned block, a page fault
- * per page written in a fresh block, and address space (not memory) for max_blocks.
+ * One pool per worker; not thread-safe. Costs: one madvise() per returned block beyond the kept
+ * ones, a page fault per page written in a fresh block, and address space (not memory) for
+ * max_blocks.
  */
 #ifndef DOHGATE_PAGEPOOL_H
 #define DOHGATE_PAGEPOOL_H
@@ -32,8 +33,37 @@ void pagepool_free(struct pagepool *p);
 /** A zero-filled block, or NULL when all max_blocks are out (the caller falls back to malloc). */
 void *pagepool_get(struct pagepool *p);
 
-/** Give back a block from pagepool_get() of this pool; its pages return to the kernel. */
+/** A block whose contents are undefined (a kept block as its last user left it, else a
+ * zero-filled one), or NULL when all are out: for callers that write before they read. */
+void *pagepool_get_any(struct pagepool *p);
+
+/**
+ * Up to @p n returned blocks keep their pages, for the next pagepool_get*() (default 0: every
+ * returned block gives its pages back at once). Memory: at most n blocks' written pages; saved:
+ * an madvise per closing connection (a TLB shootdown on every CPU of a threaded process) and the
+ * page faults of the next one. Lowering it gives back the excess now. @return 0, -1 (no memory:
+ * nothing changed)
+ */
+int pagepool_set_keep(struct pagepool *p, size_t n);
+
+/** Give back a block from pagepool_get*() of this pool: kept (up to the keep bound, pages and
+ * contents as they are), else its pages return to the kernel. */
 void pagepool_put(struct pagepool *p, void *block);
+
+/**
+ * The contents of a block that is still out are dead (the caller knows nobody will read them
+ * before writing): give its pages back to the kernel now; the block stays out and reads as
+ * zeroes until written again (each page written faults in afresh). @return the bytes given
+ * back (the block size; 0 if the kernel refused, which changes nothing else).
+ */
+size_t pagepool_release(struct pagepool *p, void *block);
+
+/**
+ * Give back those pages of a block still out that hold only zero bytes (reading such a page
+ * afterwards gives the same zeroes: nothing changes for the block's owner). Reads the whole
+ * block. @return the bytes given back (whole pages).
+ */
+size_t pagepool_release_zero_pages(struct pagepool *p, void *block);
 
 /** Did @p ptr come from this pool? (Any pointer; NULL pool: false.) */
 bool pagepool_owns(const struct pagepool *p, const void *ptr);

@@ -50,6 +50,7 @@
 #include "dohgate/h2.h"
 #include "dohgate/http.h"
 #include "dohgate/log.h"
+#include "dohgate/pagepool.h"
 #include "dohgate/proxy.h"
 #include "dohgate/resolver.h"
 #include "dohgate/upstream.h"
@@ -83,6 +84,7 @@ struct t {
     struct cache *cache;
     struct resolver *res;
     struct handler_ctx hctx;
+    struct pagepool *pool, *pages; /* the worker's page pools (h2.c's allocator) */
     struct h2_session *srv;
     nghttp2_session *cli;
     unsigned wakes;
@@ -270,7 +272,13 @@ static void start(struct t *t, unsigned up_ms, unsigned q_ms)
     assert_non_null(t->cache);
     t->res = resolver_new(t->up, t->cache, t->cfg);
     assert_non_null(t->res);
-    t->hctx = (struct handler_ctx){.cfg = t->cfg, .resolver = t->res};
+    /* the pools a worker gives its sessions (worker.c): their allocator paths are tested too */
+    t->pool = pagepool_new(H2_FRAMEBUF_BYTES, 8);
+    t->pages = pagepool_new(4096, 8);
+    assert_non_null(t->pool);
+    assert_non_null(t->pages);
+    t->hctx = (struct handler_ctx){
+        .cfg = t->cfg, .resolver = t->res, .h2_pool = t->pool, .h2_pages = t->pages};
     const struct h2_settings st = {.max_concurrent_streams = t->cfg->max_concurrent_streams,
                                    .budget = t->budget};
     t->srv = h2_session_new(&st, &t->hctx, on_wake, t);
@@ -316,6 +324,8 @@ static int teardown(void **state)
     if (t->cli)
         nghttp2_session_del(t->cli);
     h2_session_free(t->srv);
+    pagepool_free(t->pool);
+    pagepool_free(t->pages);
     resolver_free(t->res);
     cache_free(t->cache);
     upstream_free(t->up);
@@ -431,6 +441,40 @@ static void test_get_answered(void **state)
     assert_true(run_until(t, p_closed, id2, MAX_WAIT));
     assert_dns_response(t, id2, 0x0102, DNS_RCODE_NOERROR);
     assert_int_equal(t->fake->queries, 2);
+    assert_int_equal(h2_session_streams(t->srv), 0);
+    assert_idle(t);
+}
+
+/* An idle session gives its pages back (h2_session_trim()): the frame buffer, whose contents are
+ * dead between frames, and the stream map's page, all zeroes once no stream is left (nghttp2
+ * keeps no closed streams). Not while a stream is open; and a trimmed session works as before. */
+static void test_trim_idle(void **state)
+{
+    struct t *t = *state;
+    start(t, 1500, 4000);
+    int32_t id = submit_dns_get(t, 0xbeef, "www.example.com");
+    assert_true(run_until(t, p_closed, id, MAX_WAIT));
+    assert_dns_response(t, id, 0xbeef, DNS_RCODE_NOERROR);
+    assert_int_equal(pagepool_in_use(t->pool), 1);
+    assert_int_equal(pagepool_in_use(t->pages), 1);
+    size_t both = pagepool_block_size(t->pool) + pagepool_block_size(t->pages);
+    assert_int_equal(h2_session_trim(t->srv), both);
+
+    /* a question not cached: its stream stays open while the upstream answers */
+    int32_t id2 = submit_dns_get(t, 0x0102, "other.example.com");
+    pump(t);
+    assert_int_equal(h2_session_streams(t->srv), 1);
+    assert_int_equal(h2_session_trim(t->srv), 0);
+    assert_true(run_until(t, p_closed, id2, MAX_WAIT));
+    assert_dns_response(t, id2, 0x0102, DNS_RCODE_NOERROR);
+
+    /* after a trim the zero-filled frame buffer carries the next responses whole */
+    assert_int_equal(h2_session_trim(t->srv), both);
+    for (uint16_t i = 0; i < 3; i++) {
+        int32_t n = submit_dns_get(t, (uint16_t)(0x0200 + i), "www.example.com");
+        assert_true(run_until(t, p_closed, n, MAX_WAIT));
+        assert_dns_response(t, n, (uint16_t)(0x0200 + i), DNS_RCODE_NOERROR);
+    }
     assert_int_equal(h2_session_streams(t->srv), 0);
     assert_idle(t);
 }
@@ -1280,6 +1324,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_get_answered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_trim_idle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rst_while_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conn_drop_with_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_answer_after_close, setup, teardown),

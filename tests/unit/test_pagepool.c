@@ -90,11 +90,95 @@ static void test_blocks(void **state)
     pagepool_free(p);
 }
 
+/* Giving pages back from a block still out: all of them (contents dead), or those that hold
+ * only zeroes (contents kept). */
+static void test_release(void **state)
+{
+    (void)state;
+    struct pagepool *p = pagepool_new(3 * page(), 2);
+    assert_non_null(p);
+    size_t bs = pagepool_block_size(p);
+    assert_int_equal(bs, 3 * page());
+    uint8_t *a = pagepool_get(p);
+    assert_non_null(a);
+    memset(a, 0x5a, bs);
+    assert_int_equal(resident(a, bs), 3);
+    assert_int_equal(pagepool_release(p, a), bs);
+    assert_int_equal(resident(a, bs), 0);
+    assert_int_equal(pagepool_in_use(p), 1); /* still out */
+    a[0] = 7; /* usable again: one page back, the rest reads as zero */
+    assert_int_equal(resident(a, bs), 1);
+    for (size_t i = 1; i < bs; i++)
+        assert_int_equal(a[i], 0);
+
+    /* page 0: a non-zero byte at its very end; page 1: written, then zeroed; page 2: written */
+    memset(a, 0, bs);
+    a[page() - 1] = 1;
+    a[2 * page() + 5] = 9;
+    assert_int_equal(resident(a, bs), 3);
+    assert_int_equal(pagepool_release_zero_pages(p, a), page());
+    assert_int_equal(resident(a, bs), 2);
+    assert_int_equal(a[page() - 1], 1);
+    assert_int_equal(a[2 * page() + 5], 9);
+    assert_int_equal(a[page()], 0);
+    /* nothing left to give: the same again gives back only the page read as zero (mapped
+     * to the shared zero page by the reads above, no memory) */
+    assert_int_equal(pagepool_release_zero_pages(p, a), page());
+    assert_int_equal(pagepool_in_use(p), 1);
+    pagepool_put(p, a);
+    assert_int_equal(pagepool_in_use(p), 0);
+    pagepool_free(p);
+}
+
+/* Kept blocks: returned with their pages and reused first; pagepool_get() zeroes one,
+ * pagepool_get_any() hands it over as it was; beyond the bound, or when it is lowered, the
+ * pages go back to the kernel. */
+static void test_keep(void **state)
+{
+    (void)state;
+    struct pagepool *p = pagepool_new(2 * page(), 4);
+    assert_non_null(p);
+    size_t bs = pagepool_block_size(p);
+    assert_int_equal(pagepool_set_keep(p, 1), 0);
+    uint8_t *a = pagepool_get(p), *b = pagepool_get(p);
+    assert_non_null(a);
+    assert_non_null(b);
+    a[0] = 0x11;
+    b[0] = 0x22;
+    pagepool_put(p, a); /* kept: pages and contents stay */
+    pagepool_put(p, b); /* beyond the bound: given back */
+    assert_int_equal(pagepool_in_use(p), 0);
+    assert_int_equal(resident(a, bs), 1);
+    assert_int_equal(resident(b, bs), 0);
+    uint8_t *c = pagepool_get_any(p);
+    assert_ptr_equal(c, a);       /* the kept block first */
+    assert_int_equal(c[0], 0x11); /* as it was left */
+    pagepool_put(p, c);
+    uint8_t *d = pagepool_get(p);
+    assert_ptr_equal(d, a);
+    for (size_t i = 0; i < bs; i++) /* zeroed for a caller that wants zeroes */
+        assert_int_equal(d[i], 0);
+    d[1] = 0x33;
+    pagepool_put(p, d);
+    /* zeroing wrote the whole block (the pool's callers that want zeroes use one-page blocks) */
+    assert_int_equal(resident(a, bs), 2);
+    assert_int_equal(pagepool_set_keep(p, 0), 0); /* lowered: the kept block gives its pages back */
+    assert_int_equal(resident(a, bs), 0);
+    uint8_t *e = pagepool_get_any(p);
+    assert_non_null(e);
+    for (size_t i = 0; i < bs; i++) /* a block that was given back reads as zeroes */
+        assert_int_equal(e[i], 0);
+    pagepool_put(p, e);
+    pagepool_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_blocks),
+        cmocka_unit_test(test_release),
+        cmocka_unit_test(test_keep),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
