@@ -19,12 +19,14 @@ track "$C"
 for i in $(seq 1 600); do grep -q '^up' "$T/conns.out" && break; sleep 0.2; done
 up=$(sed -n 's/^up //p' "$T/conns.out")
 dt=$(($(now_ms) - t0))
-sleep 1
+sleep 3 # idle sessions give their pages back after 2 s (h2_session_trim())
 rss1=$(rss_kib "$DG_PID")
 per=$(((rss1 - rss0) * 1024 / N))
 figure "connections=$N up=${up:-0} setup_ms=$dt rss_before_kib=$rss0 rss_after_kib=$rss1 bytes_per_connection=$per"
 assert_eq "$N" "${up:-0}" "$N idle HTTP/2 connections up, each answered once ($(snip "$T/conns.err"))"
-assert_range 0 65536 "$per" "server memory per idle connection is bounded: $per bytes (< 64 KiB)"
+# measured 22 KB at 10,000 (docs/benchmarks.md); two workers and the first connections'
+# heap growth add a little
+assert_range 0 32768 "$per" "server memory per idle connection is bounded: $per bytes (< 32 KiB)"
 read -r code ms <<<"$(legit)"
 figure "legit_query_ms=$ms with $N idle connections open"
 assert_eq 200 "$code" "a legitimate query is answered while they are open (${ms} ms)"
