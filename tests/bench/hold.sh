@@ -80,8 +80,9 @@ die() { note "$*"; exit 1; }
 result() { echo "RESULT server=$1 test=$2 metric=$3 value=$4"; }
 rss() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
 ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12+$13}'; }
+sys_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $13}'; }
 established() { ss -Htn state established "( sport = :$1 )" | wc -l; }
-median() { sort -n | awk '{v[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print v[(NR+1)/2]; else printf "%.3f\n", (v[NR/2]+v[NR/2+1])/2}'; }
+median() { sort -n | awk '{v[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print v[(NR+1)/2]; else printf "%.1f\n", (v[NR/2]+v[NR/2+1])/2}'; }
 
 stop_pid() {  # PID: SIGTERM, 10 s, SIGKILL
   local p=$1 i=0
@@ -216,7 +217,7 @@ part_hold() {
       chpids+=("$!"); ALL_PIDS+=("$!")
     done
     for ((i = 0; i < k; i++)); do
-      until grep -q '^up ' "$WORK/connhold-$n-$i.out"; do
+      until grep -qs '^up ' "$WORK/connhold-$n-$i.out"; do
         kill -0 "${chpids[i]}" 2>/dev/null || { tail -20 "$WORK/connhold-$n-$i.err" >&2; die "connhold $i exited before all were up"; }
         kill -0 "${pids[i]}" 2>/dev/null || die "dohgate on ${ports[i]} exited"
         sleep 1
@@ -281,43 +282,52 @@ part_hold() {
 
 # ---------------- part 2: handshakes ----------------
 # hs_run LABEL PID PORT MODE ROUND: one connhold handshake run on the server PID; prints
-# "us_per_handshake resumed handshakes"
+# "us_per_handshake resumed failed connhold_status system_share_pct"
 hs_run() {
-  local label=$1 pid=$2 port=$3 mode=$4 round=$5 t0 t1 out args=() rc=0
+  local label=$1 pid=$2 port=$3 mode=$4 round=$5 t0 t1 s0 s1 out args=() rc=0
   [ "$mode" = resume ] && args=(--resume)
   out=$WORK/hs-$label-$mode-$round
-  t0=$(ticks "$pid")
+  t0=$(ticks "$pid"); s0=$(sys_ticks "$pid")
   "${LPIN[@]}" "$CH" handshake --port "$port" -n "$HS_M" --src 127.2.0.1 --src-count 1000 "${args[@]}" \
     >"$out.out" 2>"$out.err" || rc=$?
-  t1=$(ticks "$pid")
+  t1=$(ticks "$pid"); s1=$(sys_ticks "$pid")
   local m r w f
   read -r _ m _ r _ w _ f < <(grep '^handshakes' "$out.out" || echo "handshakes 0 resumed 0 wall_s 0 failed $HS_M")
   [ "$rc" -eq 0 ] || note "$label $mode round $round: connhold failed ($(tail -2 "$out.err" | tr '\n' ' '))"
-  local us
+  local us sp
+  sp=$(awk -v d=$((t1 - t0)) -v s=$((s1 - s0)) 'BEGIN{printf "%.0f", (d > 0 ? s*100/d : -1)}')
   us=$(awk -v d=$((t1 - t0)) -v h="$TCK" -v n="$m" -v f="$f" 'BEGIN{printf "%.1f", (n - f > 0 ? d/h*1e6/(n - f) : -1)}')
-  echo "  $label $mode round $round: $m handshakes, $f failed, $r resumed, ${w} s, server $us µs/handshake" >&2
+  echo "  $label $mode round $round: $m handshakes, $f failed, $r resumed, ${w} s, server $us µs/handshake ($sp% system)" >&2
   result "$label" "handshake$HS_M" "server_us_per_${mode}_r$round" "$us" >&2
-  echo "$us $r $f $rc"
+  echo "$us $r $f $rc $sp"
 }
 
 # hs_server LABEL PID PORT: HS_ROUNDS rounds of full + resume; RESULT lines of the medians
 hs_server() {
-  local label=$1 pid=$2 port=$3 k full=() res=() resumed_min=$HS_M ok=1 us r f rc
+  local label=$1 pid=$2 port=$3 k full=() res=() spf=() spr=() resumed_min=$HS_M ok=1 us r f rc sp
   for ((k = 1; k <= HS_ROUNDS; k++)); do
     # alternate the order so drift on the shared machine does not favour one mode
     local order="full resume"; [ $((k % 2)) -eq 0 ] && order="resume full"
     for mode in $order; do
-      read -r us r f rc < <(hs_run "$label" "$pid" "$port" "$mode" "$k")
+      read -r us r f rc sp < <(hs_run "$label" "$pid" "$port" "$mode" "$k")
       [ "$rc" -eq 0 ] || ok=0
-      if [ "$mode" = full ]; then full+=("$us"); else res+=("$us"); [ "$r" -lt "$resumed_min" ] && resumed_min=$r; fi
+      if [ "$mode" = full ]; then
+        full+=("$us"); spf+=("$sp")
+      else
+        res+=("$us"); spr+=("$sp")
+        [ "$r" -lt "$resumed_min" ] && resumed_min=$r
+      fi
     done
   done
-  local mf mr ratio
+  local mf mr ratio msf msr
   mf=$(printf '%s\n' "${full[@]}" | median); mr=$(printf '%s\n' "${res[@]}" | median)
+  msf=$(printf '%s\n' "${spf[@]}" | median); msr=$(printf '%s\n' "${spr[@]}" | median)
   ratio=$(awk -v a="$mr" -v b="$mf" 'BEGIN{printf "%.3f", (b > 0 ? a/b : -1)}')
-  echo "$label: full $mf µs/handshake, resumed $mr µs/handshake (fewest resumed in a round: $resumed_min of $((HS_M - 1))), ratio $ratio$([ $ok = 1 ] || echo ', SOME RUNS FAILED')"
+  echo "$label: full $mf µs/handshake ($msf% system), resumed $mr µs/handshake ($msr% system; fewest resumed in a round: $resumed_min of $((HS_M - 1))), ratio $ratio$([ $ok = 1 ] || echo ', SOME RUNS FAILED')"
   result "$label" "handshake$HS_M" server_us_per_full "$mf"
   result "$label" "handshake$HS_M" server_us_per_resumed "$mr"
+  result "$label" "handshake$HS_M" system_pct_full "$msf"
+  result "$label" "handshake$HS_M" system_pct_resumed "$msr"
   result "$label" "handshake$HS_M" resumed_min "$resumed_min"
   result "$label" "handshake$HS_M" ratio_resumed_full "$ratio"
   result "$label" "handshake$HS_M" all_ok "$ok"

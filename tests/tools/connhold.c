@@ -15,7 +15,8 @@
  *       M connections, K at a time (default 1): handshake + one GET + close. With --resume the
  *       first connection's TLS 1.3 session ticket (it arrives after the handshake, read with the
  *       response) is offered on every later connection; R counts those the server resumed
- *       (SSL_session_reused), and the run fails when R < 95% of M-1. Prints
+ *       (SSL_session_reused), and the run fails when R < 95% of M-1. --resume-delay S waits S
+ *       seconds after the ticket came before the later connections (a test lets it expire). Prints
  *           handshakes M resumed R wall_s S failed F
  *
  * Options: --host A (127.0.0.1), --port P, -n N, --concurrency K (hold 256, handshake 1),
@@ -101,6 +102,7 @@ struct opts {
     double hold;
     double timeout;
     int resume;
+    double resume_delay;
 };
 
 static struct opts O = {.host = "127.0.0.1",
@@ -126,6 +128,7 @@ static volatile sig_atomic_t stop_flag;
 /* counters */
 static long launched, inflight, up, failed, done_conns, closed_by_server, resumed;
 static SSL_SESSION *ticket; /* --resume: the first connection's session */
+static double ticket_at;    /* when it came (seconds since start) */
 
 /* failure reasons: a few fixed strings, counted */
 #define MAX_REASONS 32
@@ -158,7 +161,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: connhold hold|handshake --port P [-n N] [--host A] [--concurrency K] "
                     "[--rate R] [--src A --src-count C] [--sni S] [--name NAME] [--path P] "
-                    "[--ca FILE] [--hold S] [--timeout S] [--resume]\n"
+                    "[--ca FILE] [--hold S] [--timeout S] [--resume [--resume-delay S]]\n"
                     "(see the comment at the top of tests/tools/connhold.c)\n");
     exit(2);
 }
@@ -478,6 +481,7 @@ static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
     if (ticket || !SSL_SESSION_is_resumable(sess))
         return 0;
     ticket = sess; /* keep the reference OpenSSL hands over */
+    ticket_at = now_s();
     return 1;
 }
 
@@ -659,6 +663,7 @@ static void parse_args(int argc, char **argv)
                                        {"hold", required_argument, 0, 'h'},
                                        {"timeout", required_argument, 0, 't'},
                                        {"resume", no_argument, 0, 'R'},
+                                       {"resume-delay", required_argument, 0, 'D'},
                                        {0, 0, 0, 0}};
     if (argc < 2)
         usage();
@@ -713,6 +718,9 @@ static void parse_args(int argc, char **argv)
             break;
         case 'R':
             O.resume = 1;
+            break;
+        case 'D':
+            O.resume_delay = atof(optarg);
             break;
         default:
             usage();
@@ -811,7 +819,7 @@ int main(int argc, char **argv)
          * until its ticket is in hand */
         while (launched < O.n && inflight < O.concurrency &&
                (O.rate <= 0 || (double)launched < O.rate * t + 1) &&
-               !(O.resume && launched >= 1 && !ticket))
+               !(O.resume && launched >= 1 && (!ticket || now_s() < ticket_at + O.resume_delay)))
             launch(launched);
         int timeout_ms = launched < O.n ? 5 : 500;
         int n = epoll_wait(ep, evs, (int)(sizeof evs / sizeof evs[0]), timeout_ms);
