@@ -21,14 +21,19 @@
 #   tests/bench/hold.sh [PART...]        PART: hold, handshake (default both)
 # Needs the lab: NSD on 127.0.0.1:5300 and the certificates in /tmp/dohgate-lab/certs
 # (../shared/lab/upstream/run.sh start; ../shared/lab/certs/make.sh), curl, ss, taskset; root
-# (descriptor limits, sysctls). Takes about HOLD_N/1000 s per N for the set-up plus ~1 min, and
-# ~1 min per handshake round and server.
+# (descriptor limits, sysctls). When the hard RLIMIT_NOFILE cannot be raised (root without
+# CAP_SYS_RESOURCE, e.g. in a container), N is split over k dohgate + k connhold processes on
+# ports HOLD_PORT.. (RESULT ... metric=processes); the RSS per connection subtracts every
+# process's baseline. Time (measured 2026-12-04, 2 CPUs): hold 10,000 about 20 s, 100,000 about
+# 2 min 45 s (set-up at ~800 connections/s), the lab's idle test 1 min; handshake about 2 min for
+# dohgate and the four peers at 3 rounds on a quiet machine (twice that under load).
 # Environment (defaults): DOHGATE_BIN (else a Release build in build-bench/, as run.sh),
 # CONNHOLD_BIN (else built in build-bench-tools/), HOLD_N ("10000 100000"), HOLD_WORKERS (1),
-# HOLD_SRC_COUNT (max(1000, N/200)), HOLD_CONCURRENCY (256 handshakes in flight), HOLD_SETTLE (2 s), HOLD_PROCS (1, or what the descriptor limit forces),
-# HOLD_LAB_IDLE (1), HS_M (2000), HS_ROUNDS (3), HS_PEERS, HOLD_PORT (8490; 8490.. with HOLD_PROCS), PEER_PORT (8486),
-# SERVER_CPU (1), LOADGEN_CPU (0), LAB (../shared/lab), LAB_CERTS (/tmp/dohgate-lab/certs),
-# UPSTREAM (127.0.0.1:5300), HOLD_WORK (/tmp/dohgate-lab/hold: logs, connhold outputs).
+# HOLD_PROCS (1, or what the descriptor limit forces), HOLD_SRC_COUNT (max(1000, N/200)),
+# HOLD_CONCURRENCY (256 handshakes in flight), HOLD_SETTLE (2 s), HOLD_LAB_IDLE (1), HS_M (2000),
+# HS_ROUNDS (3), HS_PEERS, HOLD_PORT (8490), PEER_PORT (8486), SERVER_CPU (1), LOADGEN_CPU (0),
+# LAB (../shared/lab), LAB_CERTS (/tmp/dohgate-lab/certs), UPSTREAM (127.0.0.1:5300),
+# HOLD_WORK (/tmp/dohgate-lab/hold: logs, connhold outputs).
 # Output: readable lines, and RESULT lines in the lab's format:
 #   RESULT server=dohgate test=hold100000 metric=rss_per_conn_kib value=…
 #   RESULT server=dohgate test=handshake2000 metric=server_us_per_full value=…
