@@ -138,6 +138,9 @@ static bool is_rewritten(const struct rewritten *rw, size_t a, size_t b)
 {
     if (a < DNS_HEADER_LEN)
         return true;
+    /* the question and every name before the first TTL: most labels of an answer */
+    if (rw->n == 0 || b <= rw->ttl_off[0])
+        return false;
     size_t lo = 0, hi = rw->n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -655,8 +658,9 @@ enum cache_result cache_lookup(struct cache *c, const struct cache_key *k, const
     info->prefetch = false;
     if (!c || c->nshards == 0 || !key_valid(k) || !out)
         return CACHE_MISS;
-    /* The key must be this query's: the stored question name is overwritten with its bytes. */
-    if (!question_is_key(query, qlen, k))
+    /* The key must be this query's: the stored question name is overwritten with its bytes
+     * (the caller may vouch for that: CACHE_KEY_OF_QUERY). */
+    if (!(flags & CACHE_KEY_OF_QUERY) && !question_is_key(query, qlen, k))
         return CACHE_MISS;
 
     struct shard *s = shard_of(c, k->hash);
