@@ -835,8 +835,9 @@ static void query_free(struct upstream_query *q)
     query_end_try(q);
     dg_list_unlink(&u->queries, &q->node);
     u->pending--;
-    if (q->pooled) {
-        /* kept with its block: the block's next query is at this address, the timer's arg */
+    if (q->pooled && u->qpool.nfree < u->qpool.max_keep) {
+        /* kept with its block: the block's next query is at this address, the timer's arg
+         * (a full pool would free the block, and the timer with it must go too: below) */
         if (q->timer)
             event_del(q->timer);
         dg_pool_put(&u->qpool, q);
