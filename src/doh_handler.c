@@ -14,13 +14,19 @@
 #include "dohgate/http.h"
 #include "dohgate/util.h"
 
-/* "GET HTTP/2", "JSON HTTP/1.1": how the query came, for the query log. */
+/* "GET HTTP/2", "JSON HTTP/1.1": how the query came, for the query log. Built by hand, as
+ * truncating copies: once per query, where snprintf cost ~700 instructions (callgrind). */
 static void how_text(const struct http_exchange *ex, const char *what, char *out, size_t outlen)
 {
-    snprintf(out, outlen, "%s HTTP/%s", what ? what : "?",
-             ex->req.version >= 20   ? "2"
-             : ex->req.version == 10 ? "1.0"
-                                     : "1.1");
+    const char *parts[] = {what ? what : "?", " HTTP/",
+                           ex->req.version >= 20   ? "2"
+                           : ex->req.version == 10 ? "1.0"
+                                                   : "1.1"};
+    size_t o = 0;
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
+        for (const char *c = parts[i]; *c && o + 1 < outlen; c++)
+            out[o++] = *c;
+    out[o] = '\0';
 }
 
 static void respond_dns(struct http_exchange *ex, struct dg_buf *msg, uint32_t ttl)

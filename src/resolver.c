@@ -4,7 +4,9 @@
  * query it forwarded and a list of waiters; each waiter owns a copy of its client's query
  * (ID, question-name spelling, and what a synthesized SERVFAIL must echo). An entry is freed
  * only in on_upstream_done() or resolver_free(); a waiter only when its callback ran, in
- * resolver_cancel(), or in resolver_free(). */
+ * resolver_cancel(), or in resolver_free(). Both come from the worker's pools (dg_pool,
+ * util.h) when the query fits RES_POOL_QLEN bytes: a miss allocates and frees each once, in
+ * bursts as deep as the queries in flight, which glibc's per-thread cache does not absorb. */
 #include "dohgate/resolver.h"
 
 #include <errno.h>
@@ -25,12 +27,18 @@
 
 struct inflight;
 
+/* Waiters and entries for queries up to this length come from the pools, which keep at most
+ * RES_POOL_KEEP blocks each (~0.3 KB: ~150 KiB per worker after such a burst). */
+#define RES_POOL_QLEN 256
+#define RES_POOL_KEEP 256
+
 struct resolver_waiter {
     struct inflight *inf;
     struct dg_lnode node; /* on inf->waiters */
     resolver_done_cb cb;
     void *arg;
     size_t qlen;
+    bool pooled;     /* from r->wpool */
     uint8_t query[]; /* the client's query, ECS removed */
 };
 
@@ -43,6 +51,7 @@ struct inflight {
     size_t nwaiters;
     struct cache_key key;
     size_t qlen;
+    bool pooled;     /* from r->ipool */
     uint8_t query[]; /* the query forwarded: kept for the Redis lookup, whose answer is checked
                         against it and which may go upstream after all its waiters left */
 };
@@ -63,6 +72,7 @@ struct resolver {
     size_t n_zone_up;
     struct l2cache *l2;  /* the shared second-level cache (cache-redis), or NULL; not owned */
     struct dg_buf l2buf; /* the answer of one Redis hit, or the entry one Redis put sends */
+    struct dg_pool wpool, ipool; /* waiters, in-flight entries (RES_POOL_QLEN) */
 };
 
 /* A question's outcome: in our own counters (tests, the SIGUSR1 log) and to the observer. */
@@ -84,7 +94,48 @@ struct resolver *resolver_new(struct upstream *up, struct cache *cache, const st
     r->up = up;
     r->cache = cache;
     r->cfg = cfg;
+    dg_pool_init(&r->wpool, sizeof(struct resolver_waiter) + RES_POOL_QLEN, RES_POOL_KEEP);
+    dg_pool_init(&r->ipool, sizeof(struct inflight) + RES_POOL_QLEN, RES_POOL_KEEP);
     return r;
+}
+
+static struct resolver_waiter *waiter_new(struct resolver *r, size_t qlen)
+{
+    bool pooled = qlen <= RES_POOL_QLEN;
+    struct resolver_waiter *w =
+        pooled ? dg_pool_get(&r->wpool) : malloc(sizeof(struct resolver_waiter) + qlen);
+    if (w)
+        w->pooled = pooled;
+    return w;
+}
+
+static void waiter_free(struct resolver *r, struct resolver_waiter *w)
+{
+    if (w && w->pooled)
+        dg_pool_put(&r->wpool, w);
+    else
+        free(w);
+}
+
+/* Zeroed, as the code below expects of a new entry. */
+static struct inflight *inflight_new(struct resolver *r, size_t qlen)
+{
+    bool pooled = qlen <= RES_POOL_QLEN;
+    size_t size = sizeof(struct inflight) + qlen;
+    struct inflight *inf = pooled ? dg_pool_get(&r->ipool) : malloc(size);
+    if (inf) {
+        memset(inf, 0, size);
+        inf->pooled = pooled;
+    }
+    return inf;
+}
+
+static void inflight_free(struct resolver *r, struct inflight *inf)
+{
+    if (inf && inf->pooled)
+        dg_pool_put(&r->ipool, inf);
+    else
+        free(inf);
 }
 
 /* The newest waiter of @p inf, or NULL. */
@@ -160,11 +211,12 @@ static void personalize(uint8_t *ans, size_t alen, const uint8_t *q, size_t qlen
         memcpy(ans + DNS_HEADER_LEN, q + DNS_HEADER_LEN, qend - DNS_HEADER_LEN - 4);
 }
 
-static void deliver(struct resolver_waiter *w, const uint8_t *ans, size_t len, uint32_t ttl)
+static void deliver(struct resolver *r, struct resolver_waiter *w, const uint8_t *ans, size_t len,
+                    uint32_t ttl)
 {
     resolver_done_cb cb = w->cb;
     void *arg = w->arg;
-    free(w);
+    waiter_free(r, w);
     cb(arg, ans, len, ttl);
 }
 
@@ -176,12 +228,12 @@ static void deliver_failure(struct resolver *r, struct resolver_waiter *w,
     b->len = 0;
     if (r->cache && r->cfg->serve_stale) {
         struct cache_hit_info info;
-        enum cache_result cr =
-            cache_lookup(r->cache, k, w->query, w->qlen, dg_now_ms(), CACHE_ALLOW_STALE, b, &info);
+        enum cache_result cr = cache_lookup(r->cache, k, w->query, w->qlen, dg_now_ms(),
+                                            CACHE_ALLOW_STALE | CACHE_KEY_OF_QUERY, b, &info);
         if (cr != CACHE_MISS) {
             if (cr == CACHE_STALE)
                 RES_COUNT(r, stale_hits, DG_EV_RES_STALE_HIT);
-            deliver(w, b->data, b->len, info.ttl);
+            deliver(r, w, b->data, b->len, info.ttl);
             return;
         }
     }
@@ -189,10 +241,10 @@ static void deliver_failure(struct resolver *r, struct resolver_waiter *w,
     if (dns_make_error_answer(w->query, w->qlen, DNS_RCODE_SERVFAIL, b) != 0) {
         /* Not even a SERVFAIL fits in memory: the bare header (ID, QR, SERVFAIL) does. */
         uint8_t hdr[DNS_HEADER_LEN] = {w->query[0], w->query[1], 0x81, 0x82};
-        deliver(w, hdr, sizeof(hdr), 0);
+        deliver(r, w, hdr, sizeof(hdr), 0);
         return;
     }
-    deliver(w, b->data, b->len, 0);
+    deliver(r, w, b->data, b->len, 0);
 }
 
 /* Send the answer just stored locally (or, when the cache did not keep it, @p ans) to Redis
@@ -205,8 +257,8 @@ static void l2_store(struct resolver *r, struct inflight *inf, bool stored, cons
     struct cache_hit_info info;
     /* As the local cache serves it: TTLs clamped, the SOA of a negative answer brought to its
      * lifetime, so the age taken off at a hit ends the entry where the local one ends. */
-    if (stored && cache_lookup(r->cache, &inf->key, inf->query, inf->qlen, now, CACHE_UNCOUNTED, b,
-                               &info) == CACHE_HIT) {
+    if (stored && cache_lookup(r->cache, &inf->key, inf->query, inf->qlen, now,
+                               CACHE_UNCOUNTED | CACHE_KEY_OF_QUERY, b, &info) == CACHE_HIT) {
         l2_put(r->l2, inf->key.data, inf->key.len, b->data, b->len, info.ttl);
         return;
     }
@@ -257,7 +309,8 @@ static void finish(struct inflight *inf, int status, const uint8_t *ans, size_t 
         struct dg_buf probe = {0};
         struct cache_hit_info info;
         if (cache_lookup(r->cache, &inf->key, inf->query, inf->qlen, dg_now_ms(),
-                         CACHE_ALLOW_STALE | CACHE_UNCOUNTED, &probe, &info) != CACHE_MISS)
+                         CACHE_ALLOW_STALE | CACHE_UNCOUNTED | CACHE_KEY_OF_QUERY, &probe,
+                         &info) != CACHE_MISS)
             failed = true;
         dg_buf_free(&probe);
     }
@@ -284,9 +337,10 @@ static void finish(struct inflight *inf, int status, const uint8_t *ans, size_t 
             /* Served from the entry just stored, the first clients see the same clamped TTLs
              * and max-age as every later one. */
             struct cache_hit_info info;
-            if (stored && cache_lookup(r->cache, &inf->key, w->query, w->qlen, now, CACHE_UNCOUNTED,
-                                       b, &info) == CACHE_HIT) {
-                deliver(w, b->data, b->len, info.ttl);
+            if (stored &&
+                cache_lookup(r->cache, &inf->key, w->query, w->qlen, now,
+                             CACHE_UNCOUNTED | CACHE_KEY_OF_QUERY, b, &info) == CACHE_HIT) {
+                deliver(r, w, b->data, b->len, info.ttl);
                 continue;
             }
             b->len = 0;
@@ -299,11 +353,11 @@ static void finish(struct inflight *inf, int status, const uint8_t *ans, size_t 
                 ttl = cache_answer_lifetime(r->cache, ans, len);
                 have_ttl = true;
             }
-            deliver(w, b->data, b->len, ttl);
+            deliver(r, w, b->data, b->len, ttl);
         }
     }
     dg_buf_free(&unpadded);
-    free(inf);
+    inflight_free(r, inf);
 }
 
 /* The upstream set for query @p q: the longest forward zone at or above its name, else the
@@ -358,7 +412,7 @@ static struct inflight *inflight_start(struct resolver *r, const struct cache_ke
 {
     if (r->ninflight >= r->cfg->max_upstream_queries)
         return NULL;
-    struct inflight *inf = calloc(1, sizeof(*inf) + qlen);
+    struct inflight *inf = inflight_new(r, qlen);
     if (!inf)
         return NULL;
     inf->r = r;
@@ -370,7 +424,7 @@ static struct inflight *inflight_start(struct resolver *r, const struct cache_ke
     if (!inf->l2q)
         inf->uq = upstream_query_start(route(r, q, qlen), q, qlen, on_upstream_done, inf);
     if (!inf->l2q && !inf->uq) {
-        free(inf);
+        inflight_free(r, inf);
         return NULL;
     }
     if (r->ninflight >= r->nbuckets)
@@ -386,24 +440,24 @@ int resolver_resolve(struct resolver *r, const uint8_t *query, size_t len, struc
                      uint32_t *ttl, resolver_done_cb cb, void *arg, struct resolver_waiter **wp)
 {
     r->stats.queries++;
-    struct resolver_waiter *w = malloc(sizeof(*w) + len);
+    struct resolver_waiter *w = waiter_new(r, len);
     if (!w)
         return -ENOMEM;
     memcpy(w->query, query, len);
     w->qlen = len;
     if (dns_query_strip_hop_options(w->query, &w->qlen) < 0) {
-        free(w);
+        waiter_free(r, w);
         return -EINVAL;
     }
     struct cache_key k;
     if (cache_key_make(r->cache, w->query, w->qlen, &k) != 0) {
-        free(w);
+        waiter_free(r, w);
         return -EINVAL;
     }
     if (r->cache) {
         struct cache_hit_info info;
-        if (cache_lookup(r->cache, &k, w->query, w->qlen, dg_now_ms(), 0, out, &info) ==
-            CACHE_HIT) {
+        if (cache_lookup(r->cache, &k, w->query, w->qlen, dg_now_ms(), CACHE_KEY_OF_QUERY, out,
+                         &info) == CACHE_HIT) {
             RES_COUNT(r, hits, DG_EV_RES_HIT);
             *ttl = info.ttl;
             /* A prefetch skips Redis: the entry is near its end here, and another instance's
@@ -411,7 +465,7 @@ int resolver_resolve(struct resolver *r, const uint8_t *query, size_t len, struc
             if (info.prefetch && !table_find(r, &k) &&
                 inflight_start(r, &k, w->query, w->qlen, false))
                 RES_COUNT(r, prefetches, DG_EV_RES_PREFETCH);
-            free(w);
+            waiter_free(r, w);
             return RESOLVER_ANSWERED;
         }
     }
@@ -420,7 +474,7 @@ int resolver_resolve(struct resolver *r, const uint8_t *query, size_t len, struc
     if (inf) {
         if (inf->nwaiters >= RESOLVER_MAX_WAITERS) {
             RES_COUNT(r, rejected, DG_EV_RES_REJECTED);
-            free(w);
+            waiter_free(r, w);
             return -EBUSY;
         }
         RES_COUNT(r, coalesced, DG_EV_RES_COALESCED);
@@ -428,7 +482,7 @@ int resolver_resolve(struct resolver *r, const uint8_t *query, size_t len, struc
         inf = inflight_start(r, &k, w->query, w->qlen, true);
         if (!inf) {
             RES_COUNT(r, rejected, DG_EV_RES_REJECTED);
-            free(w);
+            waiter_free(r, w);
             return -EBUSY;
         }
     }
@@ -449,8 +503,9 @@ void resolver_waiter_set_arg(struct resolver_waiter *w, void *arg)
 void resolver_cancel(struct resolver_waiter *w)
 {
     /* The in-flight query goes on without waiters: its answer still fills the cache. */
+    struct resolver *r = w->inf->r;
     waiter_unlink(w);
-    free(w);
+    waiter_free(r, w);
 }
 
 void resolver_free(struct resolver *r)
@@ -467,12 +522,14 @@ void resolver_free(struct resolver *r)
             while (inf->waiters.head) {
                 struct resolver_waiter *w = first_waiter(inf);
                 waiter_unlink(w);
-                free(w);
+                waiter_free(r, w);
             }
-            free(inf);
+            inflight_free(r, inf);
         }
     }
     free(r->table);
+    dg_pool_drain(&r->wpool, NULL);
+    dg_pool_drain(&r->ipool, NULL);
     dg_buf_free(&r->scratch);
     dg_buf_free(&r->l2buf);
     free(r);

@@ -41,7 +41,10 @@
  *    runs, so the callback sees a dead handle, as upstream.h says), on
  *    upstream_query_cancel(), and in upstream_free(). query_free() undoes the current try
  *    (unlinks from the UDP socket or the TCP connection) and frees the timer, so
- *    event_del happens exactly once, inside event_free().
+ *    event_del happens exactly once, inside event_free(); a query of the common size
+ *    (UP_POOL_QLEN) instead goes back to the worker's pool (u->qpool) with its timer
+ *    deleted, not freed: its next user is a query at the same address, which is the timer's
+ *    argument, so the timer is reused as it is (an allocation and a free fewer per query).
  *  - A UDP socket is freed when retired and its last query ends, but never while
  *    on_udp_read() walks it (user callbacks run from there): then on_udp_read() frees it.
  *  - A TCP connection is freed only from its own event callbacks (EOF/error, idle timer) or
@@ -107,6 +110,12 @@
 /* Room a try may add to the client's query: an OPT (11), keepalive (4), padding (4 + up to
  * 127). */
 #define UP_QUERY_ROOM (11 + 4 + 4 + DNS_PAD_BLOCK_QUERY)
+/* Queries up to this length take their block from the worker's pool (dg_pool, util.h): a DoH
+ * query is ~30-100 bytes, 128-byte padded ones included. Longer ones are malloc'ed. The pool
+ * keeps at most UP_POOL_KEEP blocks (~0.9 KB each: ~220 KiB per upstream set and worker after
+ * a burst of that many queries in flight). */
+#define UP_POOL_QLEN 256
+#define UP_POOL_KEEP 256
 /* Unsent bytes above which a connection takes no new queries (a server that stopped reading). */
 #define UP_TCP_MAX_OUT (256 * 1024)
 /* recv() size for TCP; the input buffer holds at most one partial frame plus this. */
@@ -252,6 +261,7 @@ struct upstream_query {
     int32_t sid;           /* DoH: the try's stream on tcp->h2 (0: none open) */
     struct dg_lnode node;  /* on upstream.queries */
     uint64_t try_start_us; /* for the SRTT and the latency metric */
+    bool pooled;           /* the block is from u->qpool (len0 <= UP_POOL_QLEN) */
     uint8_t msgbuf[];      /* orig, then msg */
 };
 
@@ -285,6 +295,7 @@ struct upstream {
     unsigned obs_base;                /* observer index of srv[0] (upstream_new_servers()) */
     struct uptls_ctx *tls;            /* TLS client context (not owned); NULL: no TLS upstream */
     size_t explore;                   /* first tries counted for the 1-in-EXPLORE re-measuring */
+    struct dg_pool qpool;             /* blocks of queries up to UP_POOL_QLEN, timers kept */
 };
 
 /* Report @p ev of server @p s (none: not reported) to the observer. */
@@ -824,9 +835,26 @@ static void query_free(struct upstream_query *q)
     query_end_try(q);
     dg_list_unlink(&u->queries, &q->node);
     u->pending--;
+    if (q->pooled && u->qpool.nfree < u->qpool.max_keep) {
+        /* kept with its block: the block's next query is at this address, the timer's arg
+         * (a full pool would free the block, and the timer with it must go too: below) */
+        if (q->timer)
+            event_del(q->timer);
+        dg_pool_put(&u->qpool, q);
+        return;
+    }
     if (q->timer)
         event_free(q->timer);
     free(q);
+}
+
+/* dg_pool_drain()'s: a kept block's timer (the block's first bytes are the pool's link; the
+ * timer field is intact). */
+static void query_block_fini(void *blk)
+{
+    struct upstream_query *q = blk;
+    if (q->timer)
+        event_free(q->timer);
 }
 
 /* Free the query, then run the callback: the callback may start or cancel other queries. */
@@ -1451,6 +1479,8 @@ struct upstream *upstream_new_servers(struct event_base *base, const struct conf
     u->base = base;
     u->cfg = cfg;
     u->obs_base = obs_base;
+    dg_pool_init(&u->qpool, sizeof(struct upstream_query) + 2 * UP_POOL_QLEN + UP_QUERY_ROOM,
+                 UP_POOL_KEEP);
     /* q->tried has a bit per server: bounded well below its 32 */
     u->n_srv = n < DG_CONFIG_MAX_LIST ? n : DG_CONFIG_MAX_LIST;
     u->srv = calloc(u->n_srv ? u->n_srv : 1, sizeof(*u->srv));
@@ -1517,6 +1547,7 @@ void upstream_free(struct upstream *u)
     }
     if (u->flush_ev)
         event_free(u->flush_ev);
+    dg_pool_drain(&u->qpool, query_block_fini);
     free(u->srv);
     free(u->rbuf);
     free(u->by_id);
@@ -1528,10 +1559,28 @@ struct upstream_query *upstream_query_start(struct upstream *u, const uint8_t *q
 {
     if (!u || !query || !cb || len < DNS_HEADER_LEN || len > DNS_MAX_MSG || u->n_srv == 0)
         return NULL;
-    /* One allocation: the query and its copy of the message. */
-    struct upstream_query *q = calloc(1, sizeof(*q) + 2 * len + UP_QUERY_ROOM);
-    if (!q)
-        return NULL;
+    /* One allocation: the query and its copy of the message; from the pool when it fits. */
+    size_t qsize = sizeof(struct upstream_query) + 2 * len + UP_QUERY_ROOM;
+    struct upstream_query *q;
+    struct event *timer = NULL;
+    bool pooled = len <= UP_POOL_QLEN;
+    if (pooled) {
+        /* a kept block brings the timer its last query had; a new one has none yet */
+        bool kept = u->qpool.nfree > 0;
+        q = dg_pool_get(&u->qpool);
+        if (!q)
+            return NULL;
+        if (kept)
+            timer = q->timer;
+    } else {
+        q = malloc(qsize);
+        if (!q)
+            return NULL;
+    }
+    /* as calloc would: the struct and the part of the buffer this query uses */
+    memset(q, 0, qsize);
+    q->pooled = pooled;
+    q->timer = timer;
     q->u = u;
     q->cb = cb;
     q->arg = arg;
@@ -1542,7 +1591,8 @@ struct upstream_query *upstream_query_start(struct upstream *u, const uint8_t *q
     dg_list_push_front(&u->queries, &q->node);
     u->pending++;
 
-    q->timer = evtimer_new(u->base, on_query_timer, q);
+    if (!q->timer)
+        q->timer = evtimer_new(u->base, on_query_timer, q);
     if (!q->timer) {
         query_free(q);
         return NULL;

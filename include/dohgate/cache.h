@@ -99,14 +99,18 @@ struct cache_hit_info {
  * @param now_ms  a monotonic clock in milliseconds (dg_now_ms()); tests pass their own.
  * @param flags   CACHE_ALLOW_STALE; CACHE_UNCOUNTED for lookups that are not a client's
  *                question (serving waiters from the entry just stored, probes): the hit and
- *                miss counters then stay as they are.
+ *                miss counters then stay as they are. CACHE_KEY_OF_QUERY: @p k was made
+ *                from @p query by cache_key_make() (or equals a key made from it), so the
+ *                check that @p query asks the key's question is skipped (it walks the
+ *                question once more); a caller that cannot promise this must not pass it.
  * @return CACHE_MISS (out untouched), CACHE_HIT or CACHE_STALE; CACHE_MISS also on OOM.
  */
 enum cache_result cache_lookup(struct cache *c, const struct cache_key *k, const uint8_t *query,
                                size_t qlen, uint64_t now_ms, unsigned flags, struct dg_buf *out,
                                struct cache_hit_info *info);
-#define CACHE_ALLOW_STALE 1u /* true, for callers that pass a bool */
-#define CACHE_UNCOUNTED   2u
+#define CACHE_ALLOW_STALE  1u /* true, for callers that pass a bool */
+#define CACHE_UNCOUNTED    2u
+#define CACHE_KEY_OF_QUERY 4u
 
 /**
  * Store an upstream answer (already matched to the query) under @p k, replacing an older entry.

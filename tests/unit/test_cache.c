@@ -659,6 +659,42 @@ static void test_pointer_into_rewritten_bytes(void **state)
     cache_free(c);
 }
 
+/* Names that reach the question's name at one of its labels are taken as stable from there
+ * (name_stable()'s short cut); a pointer into the middle of a label is walked as it reads. */
+static void test_pointer_into_question_labels(void **state)
+{
+    (void)state;
+    struct cache *c = new_cache(NULL);
+    uint8_t q[QBUF], a[QBUF];
+    struct cache_key k;
+    /* "a1": the byte '1' (49) reads as a label length when pointed at */
+    size_t qn = make_query(q, 0x5252, 0, "a1.example.com", 5, -1);
+    assert_int_equal(cache_key_make(c, q, qn, &k), 0);
+    size_t n = put16(a, 0, 0x5252);
+    n = put16(a, n, 0x8180);
+    n = put16(a, n, 1);
+    n = put16(a, n, 1);
+    n = put16(a, n, 0);
+    n = put16(a, n, 0);
+    n = put_name(a, n, "a1.example.com");
+    n = put16(a, n, 5);
+    n = put16(a, n, 1);
+    n = put16(a, n, 0xc00c);
+    n = put16(a, n, 5);
+    n = put16(a, n, 1);
+    n = put16(a, n, 0);
+    n = put16(a, n, 3600);
+    n = put16(a, n, 2);
+    size_t ptr_at = n;
+    n = put16(a, n, 0xc00c + 3); /* "example.com": a label of the question */
+    assert_int_equal(cache_insert(c, &k, a, n, T0), 0);
+    put16(a, ptr_at, 0xc00c + 11); /* "com" */
+    assert_int_equal(cache_insert(c, &k, a, n, T0), 0);
+    put16(a, ptr_at, 0xc00c + 2); /* '1': a 49-byte label running past the message */
+    assert_int_equal(cache_insert(c, &k, a, n, T0), 1);
+    cache_free(c);
+}
+
 /* ---- clamps ------------------------------------------------------------------------------- */
 
 static void set_min_60(struct cache_config *cc)
@@ -1329,6 +1365,7 @@ int main(void)
         cmocka_unit_test(test_servfail_keeps_servable_data),
         cmocka_unit_test(test_never_cached),
         cmocka_unit_test(test_pointer_into_rewritten_bytes),
+        cmocka_unit_test(test_pointer_into_question_labels),
         cmocka_unit_test(test_clamps),
         cmocka_unit_test(test_set_policy),
         cmocka_unit_test(test_stale),
