@@ -30,7 +30,7 @@
 # Environment (defaults): DOHGATE_BIN (else a Release build in build-bench/, as run.sh),
 # CONNHOLD_BIN (else built in build-bench-tools/), HOLD_N ("10000 100000"), HOLD_WORKERS (1),
 # HOLD_PROCS (1, or what the descriptor limit forces), HOLD_SRC_COUNT (max(1000, N/200)),
-# HOLD_CONCURRENCY (256 handshakes in flight), HOLD_SETTLE (2 s), HOLD_LAB_IDLE (1), HS_M (2000),
+# HOLD_CONCURRENCY (256 handshakes in flight), HOLD_SETTLE (4 s: idle sessions give pages back after 2 s), HOLD_LAB_IDLE (1), HS_M (2000),
 # HS_ROUNDS (3), HS_PEERS, HOLD_PORT (8490), PEER_PORT (8486), SERVER_CPU (1), LOADGEN_CPU (0),
 # LAB (../shared/lab), LAB_CERTS (/tmp/dohgate-lab/certs), UPSTREAM (127.0.0.1:5300),
 # HOLD_WORK (/tmp/dohgate-lab/hold: logs, connhold outputs).
@@ -46,7 +46,7 @@ LAB_CERTS=${LAB_CERTS:-/tmp/dohgate-lab/certs}
 UPSTREAM=${UPSTREAM:-127.0.0.1:5300}
 PORT=${HOLD_PORT:-8490}; PEER_PORT=${PEER_PORT:-8486}
 HOLD_N=${HOLD_N:-10000 100000}; WORKERS=${HOLD_WORKERS:-1}
-CONC=${HOLD_CONCURRENCY:-256}; SETTLE=${HOLD_SETTLE:-2}; LAB_IDLE=${HOLD_LAB_IDLE:-1}
+CONC=${HOLD_CONCURRENCY:-256}; SETTLE=${HOLD_SETTLE:-4}; LAB_IDLE=${HOLD_LAB_IDLE:-1}
 HS_M=${HS_M:-2000}; HS_ROUNDS=${HS_ROUNDS:-3}; HS_PEERS=${HS_PEERS-unbound dnsdist kresd bind}
 SERVER_CPU=${SERVER_CPU:-1}; LOADGEN_CPU=${LOADGEN_CPU-0}
 WORK=${HOLD_WORK:-/tmp/dohgate-lab/hold}
