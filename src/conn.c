@@ -827,9 +827,11 @@ static void rearm(struct conn *c, uint64_t left_ms)
     /* Never later than send-timeout (the handshake timer is armed with arm_timer()):
      * on_timer() then looks at work that started after this arming (a new stream, output that
      * waits) in time; nor later than the trim of a session not yet trimmed since it was last
-     * active (on_timer() measures the quiet spell itself). */
+     * active (on_timer() measures the quiet spell itself), unless the connection is ending
+     * (its goodbye or linger deadline is the timer). */
     uint64_t cap = (uint64_t)c->set->cfg->send_timeout_s * 1000u;
-    if (c->h2 && c->trimmed_at != c->last_active && cap > TRIM_MS)
+    if (c->h2 && c->trimmed_at != c->last_active && cap > TRIM_MS && !c->close_after_flush &&
+        !c->lingering)
         cap = TRIM_MS;
     if (left_ms > cap)
         left_ms = cap;
@@ -845,6 +847,10 @@ static void rearm(struct conn *c, uint64_t left_ms)
  * per TRIM_MS at most; on_timer() runs every rule whenever it fires, so firing early is safe. */
 static void trim_soon(struct conn *c)
 {
+    /* A connection that is ending owns its timer for that (goodbye(), the linger): on_timer()
+     * closes such a one whenever the timer fires, so it must not fire early. */
+    if (c->close_after_flush || c->lingering)
+        return;
     if (c->h2 && c->timer_due > c->last_active + TRIM_MS)
         rearm(c, TRIM_MS);
 }

@@ -770,8 +770,10 @@ static void *h2m_get(struct h2_session *s, size_t size, bool zero)
         /* The frame buffer is the large block nghttp2 takes while creating the session
          * (aob.framebufs, one chunk kept for life); a later large block (a frame over 16 KiB
          * being received, a long header block) may hold live bytes between calls. */
+        /* (the exact size too: another nghttp2 build allocating some other large block while
+         * creating a session must not have it treated as dead between calls) */
         if (p)
-            blocks_add(s, p, s->creating);
+            blocks_add(s, p, s->creating && size == H2_FRAMEBUF_BYTES);
     } else if (h2_page_size(h->h2_pages, size)) {
         p = zero ? pagepool_get(h->h2_pages) : pagepool_get_any(h->h2_pages);
         if (p)

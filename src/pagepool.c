@@ -1,7 +1,7 @@
 /*
  * pagepool.c — see pagepool.h. Blocks are handed out from the stack of kept blocks (returned
- * with their pages, up to `keep`), then from a bump index, then from a LIFO stack of returned
- * indices whose pages went back to the kernel (both stacks kept apart from the blocks, so that
+ * with their pages, up to `keep`), then from a LIFO stack of returned indices whose pages went
+ * back to the kernel, then from a bump index (both stacks kept apart from the blocks, so that
  * a free block's pages stay untouched and non-resident).
  */
 #include "dohgate/pagepool.h"
@@ -102,10 +102,11 @@ static void *take(struct pagepool *p, bool any)
     if (p->n_kept) {
         i = p->kept[--p->n_kept];
         dirty = true;
+    } else if (p->n_free) {
+        /* given back, as non-resident as a fresh one, and its page-table pages exist already */
+        i = p->free[--p->n_free];
     } else if (p->bump < p->max) {
         i = p->bump++;
-    } else if (p->n_free) {
-        i = p->free[--p->n_free];
     } else {
         return NULL;
     }

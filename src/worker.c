@@ -799,7 +799,9 @@ struct worker *worker_new(unsigned id, struct snapshot *snap, const struct worke
      * map (4 KiB per session, all zeroes once the session is idle: h2_session_trim()), 4 KiB
      * of address space per connection. */
     w->h2_pool = pagepool_new(H2_FRAMEBUF_BYTES, 2 * ((size_t)cfg->max_connections + 32));
-    w->h2_pages = pagepool_new(4096, (size_t)cfg->max_connections + 32);
+    /* only with 4 KiB pages: the map is 4096 bytes, and a larger page would hold other data */
+    if (sysconf(_SC_PAGESIZE) == 4096)
+        w->h2_pages = pagepool_new(4096, (size_t)cfg->max_connections + 32);
     /* Closing connections leave up to H2_POOL_KEEP blocks of each pool with their pages for
      * the next ones: no madvise (and its TLB shootdown across the threads' CPUs, 6.7% of the
      * CPU of a handshake + GET + close, perf) per connection that comes and goes; at most

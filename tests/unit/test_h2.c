@@ -479,6 +479,32 @@ static void test_trim_idle(void **state)
     assert_idle(t);
 }
 
+/* nghttp2 keeps no closed streams (h2.c, for the idle trim): a frame that arrives on a stream
+ * after it closed (a late DATA with END_STREAM, as a client racing our response sends it) is
+ * ignored, as RFC 9113 §5.1 has it after a RST_STREAM, instead of ending the whole connection
+ * with GOAWAY(STREAM_CLOSED); the connection goes on serving. */
+static void test_late_frame_on_closed_stream(void **state)
+{
+    struct t *t = *state;
+    start(t, 1500, 4000);
+    int32_t id = submit_dns_get(t, 0x0a0b, "www.example.com");
+    assert_true(run_until(t, p_closed, id, MAX_WAIT));
+    assert_dns_response(t, id, 0x0a0b, DNS_RCODE_NOERROR);
+    /* DATA, flags END_STREAM, stream id, one byte of payload */
+    uint8_t late[10] = {0, 0, 1, NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, 0, 0, 0, 0, 'x'};
+    late[5] = (uint8_t)(id >> 24);
+    late[6] = (uint8_t)(id >> 16);
+    late[7] = (uint8_t)(id >> 8);
+    late[8] = (uint8_t)id;
+    assert_int_equal(h2_session_recv(t->srv, late, sizeof(late)), 0);
+    pump(t);
+    assert_int_equal(t->goaways, 0);
+    assert_true(h2_session_want_read(t->srv));
+    int32_t id2 = submit_dns_get(t, 0x0a0c, "www.example.com");
+    assert_true(run_until(t, p_closed, id2, MAX_WAIT));
+    assert_dns_response(t, id2, 0x0a0c, DNS_RCODE_NOERROR);
+}
+
 /* ------------------------------------------------------------ 2. reset while pending */
 
 static void test_rst_while_pending(void **state)
@@ -1325,6 +1351,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_get_answered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trim_idle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_late_frame_on_closed_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rst_while_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conn_drop_with_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_answer_after_close, setup, teardown),
