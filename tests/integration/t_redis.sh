@@ -174,8 +174,8 @@ for who in A B; do
     at "$who"
     # until one lookup was skipped: three time out in a row (no reply between) and start a 1 s
     # rest; on a loaded machine the next query may come after it (then they time out again,
-    # and the rest doubles)
-    for i in 1 2 3 4 5 6 7 8; do
+    # and the rest doubles; seen once in a full run beside other load: 8 tries, no skip)
+    for i in 1 2 3 4 5 6 7 8 9 10 11 12; do
         timed_get "stopped-$who-$i.$S"
         assert_eq NOERROR "$(rcode)" "$who: Redis stopped: stopped-$i answered"
         assert_range 0 999 "$MS" "$who: Redis stopped: stopped-$i answered in $MS ms"
