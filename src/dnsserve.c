@@ -205,12 +205,8 @@ int dns_serve(const struct handler_ctx *ctx, const struct dns_serve_req *req, st
                                        .transport = req->transport,
                                        .pad = pad,
                                        .udp_max = (uint16_t)udp_max};
-            if (req->how) {
-                /* truncated as snprintf would, without its cost (once per miss) */
-                size_t n = strnlen(req->how, sizeof(o->how) - 1);
-                memcpy(o->how, req->how, n);
-                o->how[n] = '\0';
-            }
+            if (req->how) /* only with the query log on (doh_handler.c) */
+                snprintf(o->how, sizeof(o->how), "%s", req->how);
             resolver_waiter_set_arg(w, o);
             *op = o;
             return DNS_SERVE_PENDING;
