@@ -101,9 +101,8 @@ struct resolver *resolver_new(struct upstream *up, struct cache *cache, const st
 
 static struct resolver_waiter *waiter_new(struct resolver *r, size_t qlen)
 {
-    bool pooled = qlen <= RES_POOL_QLEN;
-    struct resolver_waiter *w =
-        pooled ? dg_pool_get(&r->wpool) : malloc(sizeof(struct resolver_waiter) + qlen);
+    bool pooled;
+    struct resolver_waiter *w = dg_pool_alloc(&r->wpool, sizeof(*w) + qlen, &pooled);
     if (w)
         w->pooled = pooled;
     return w;
@@ -111,20 +110,17 @@ static struct resolver_waiter *waiter_new(struct resolver *r, size_t qlen)
 
 static void waiter_free(struct resolver *r, struct resolver_waiter *w)
 {
-    if (w && w->pooled)
-        dg_pool_put(&r->wpool, w);
-    else
-        free(w);
+    if (w)
+        dg_pool_free(&r->wpool, w, w->pooled);
 }
 
 /* Zeroed, as the code below expects of a new entry. */
 static struct inflight *inflight_new(struct resolver *r, size_t qlen)
 {
-    bool pooled = qlen <= RES_POOL_QLEN;
-    size_t size = sizeof(struct inflight) + qlen;
-    struct inflight *inf = pooled ? dg_pool_get(&r->ipool) : malloc(size);
+    bool pooled;
+    struct inflight *inf = dg_pool_alloc(&r->ipool, sizeof(*inf) + qlen, &pooled);
     if (inf) {
-        memset(inf, 0, size);
+        memset(inf, 0, sizeof(*inf) + qlen);
         inf->pooled = pooled;
     }
     return inf;
@@ -132,10 +128,8 @@ static struct inflight *inflight_new(struct resolver *r, size_t qlen)
 
 static void inflight_free(struct resolver *r, struct inflight *inf)
 {
-    if (inf && inf->pooled)
-        dg_pool_put(&r->ipool, inf);
-    else
-        free(inf);
+    if (inf)
+        dg_pool_free(&r->ipool, inf, inf->pooled);
 }
 
 /* The newest waiter of @p inf, or NULL. */

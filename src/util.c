@@ -217,6 +217,20 @@ void dg_pool_put(struct dg_pool *p, void *blk)
     POOL_POISON(blk, p->size);
 }
 
+void *dg_pool_alloc(struct dg_pool *p, size_t n, bool *pooled)
+{
+    *pooled = n <= p->size;
+    return *pooled ? dg_pool_get(p) : malloc(n);
+}
+
+void dg_pool_free(struct dg_pool *p, void *blk, bool pooled)
+{
+    if (pooled)
+        dg_pool_put(p, blk);
+    else
+        free(blk);
+}
+
 void dg_pool_drain(struct dg_pool *p, void (*fini)(void *blk))
 {
     while (p->head) {

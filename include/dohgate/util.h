@@ -140,6 +140,14 @@ void dg_pool_init(struct dg_pool *p, size_t size, size_t max_keep);
 void *dg_pool_get(struct dg_pool *p);
 /** Give back a block of this pool (NULL is ignored): kept, or freed when max_keep are kept. */
 void dg_pool_put(struct dg_pool *p, void *blk);
+/**
+ * A block of at least @p n bytes for a user whose sizes vary: from the pool when it fits
+ * (n <= p->size), else malloc'ed; *@p pooled says which, for dg_pool_free(). NULL on OOM.
+ */
+void *dg_pool_alloc(struct dg_pool *p, size_t n, bool *pooled);
+/** Give back a block from dg_pool_alloc() (NULL is ignored): to the pool when @p pooled, else
+ * free(). */
+void dg_pool_free(struct dg_pool *p, void *blk, bool pooled);
 /** Free every kept block, calling @p fini (may be NULL) on each first. */
 void dg_pool_drain(struct dg_pool *p, void (*fini)(void *blk));
 

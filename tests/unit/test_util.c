@@ -341,6 +341,35 @@ static void test_pool_drain_fini_and_no_keep(void **state)
     assert_int_equal(fini_calls, 0);
 }
 
+/* dg_pool_alloc()/dg_pool_free(): a size that fits comes from the pool (and goes back to it),
+ * a larger one is malloc'ed and freed. */
+static void test_pool_alloc_sizes(void **state)
+{
+    (void)state;
+    struct dg_pool p;
+    dg_pool_init(&p, 64, 4);
+    bool pooled = false;
+    void *a = dg_pool_alloc(&p, 64, &pooled);
+    assert_non_null(a);
+    assert_true(pooled);
+    bool big_pooled = true;
+    void *b = dg_pool_alloc(&p, 65, &big_pooled);
+    assert_non_null(b);
+    assert_false(big_pooled);
+    memset(b, 0x5a, 65);
+    dg_pool_free(&p, a, pooled);
+    assert_int_equal(p.nfree, 1);
+    dg_pool_free(&p, b, big_pooled);
+    assert_int_equal(p.nfree, 1); /* the large block was not kept */
+    void *c = dg_pool_alloc(&p, 10, &pooled);
+    assert_ptr_equal(c, a); /* the kept block again */
+    assert_true(pooled);
+    dg_pool_free(&p, c, pooled);
+    dg_pool_free(&p, NULL, false);
+    dg_pool_drain(&p, NULL);
+    assert_int_equal(p.nfree, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -358,6 +387,7 @@ int main(void)
         cmocka_unit_test(test_b64url_matches_reference),
         cmocka_unit_test(test_pool),
         cmocka_unit_test(test_pool_drain_fini_and_no_keep),
+        cmocka_unit_test(test_pool_alloc_sizes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
