@@ -125,7 +125,10 @@ static int cli_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const 
 {
     if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
-    dt_resp_header(rec_of(ud, frame->hd.stream_id), name, namelen, value, valuelen);
+    struct dt_resp *r = rec_of(ud, frame->hd.stream_id);
+    dt_resp_header(r, name, namelen, value, valuelen);
+    if (namelen == 13 && memcmp(name, "cache-control", 13) == 0)
+        r->cache_control_not_indexed = (flags & NGHTTP2_NV_FLAG_NO_INDEX) != 0;
     return 0;
 }
 
@@ -427,6 +430,11 @@ static void test_get_answered(void **state)
     char cc[32];
     snprintf(cc, sizeof(cc), "max-age=%d", DT_A_RR_TTL);
     assert_string_equal(r->cache_control, cc);
+    /* max-age changes from answer to answer: kept out of both HPACK tables (h2.c hpack_flags),
+     * while the constant content-type is indexed (the table is not empty) */
+    assert_true(r->cache_control_not_indexed);
+    size_t table = nghttp2_session_get_hd_inflate_dynamic_table_size(t->cli);
+    assert_true(table > 0 && table <= 1024);
     /* The answer came from the loop, after h2_session_recv() had returned: only the wake
      * callback could make the connection flush it. */
     assert_true(t->wakes > w0);
@@ -440,6 +448,9 @@ static void test_get_answered(void **state)
     int32_t id2 = submit(t, "POST", "/dns-query", DOH_CONTENT_TYPE, &t->body[0]);
     assert_true(run_until(t, p_closed, id2, MAX_WAIT));
     assert_dns_response(t, id2, 0x0102, DNS_RCODE_NOERROR);
+    assert_true(rec_of(t, id2)->cache_control_not_indexed);
+    /* nothing new in the client's table: content-type was found there */
+    assert_int_equal(nghttp2_session_get_hd_inflate_dynamic_table_size(t->cli), table);
     assert_int_equal(t->fake->queries, 2);
     assert_int_equal(h2_session_streams(t->srv), 0);
     assert_idle(t);

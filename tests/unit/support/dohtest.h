@@ -91,6 +91,9 @@ struct dt_resp {
     int status; /* :status; 0 = no response headers */
     unsigned header_blocks;
     char ctype[64], allow[64], cache_control[64], content_length[16];
+    /* cache-control came as an HPACK literal never indexed (set by the test's header callback,
+     * which sees the flags) */
+    bool cache_control_not_indexed;
     uint8_t body[DT_BODY_CAP];
     size_t body_len;
     bool body_overflow;
