@@ -93,7 +93,7 @@ struct conn {
     uint64_t out_since;   /* ms: output waiting and none of it taken since (0: none waits) */
     int sendq;            /* the kernel's send queue (SIOCOUTQ) when out_since was last set */
     uint64_t req_armed;   /* h1: start time of the request the timer was last set for */
-    uint64_t trimmed_at;  /* h2: last_active when the session last gave its idle pages back */
+    uint64_t trimmed_at;  /* last_active when the connection last gave its idle memory back */
     uint64_t timer_due;   /* ms: when the timer fires (rearm(), arm_timer()) */
     /* CS_PREFACE: the first bytes, held while they match the HTTP/2 preface */
     uint8_t preface[H2_PREFACE_LEN];
@@ -819,8 +819,37 @@ static void on_flush_ev(evutil_socket_t fd, short what, void *arg)
         conn_free(c);
 }
 
-/* An HTTP/2 connection quiet this long gives its idle pages back (on_timer()). */
+/* A connection quiet this long gives its idle memory back (on_timer(), conn_trim()). */
 #define TRIM_MS 2000
+
+/* Whether the connection has a protocol session, whose idle memory conn_trim() gives back (not
+ * during the handshake, the PROXY header or the preface). */
+static bool trimmable(const struct conn *c)
+{
+    return c->h2 || c->h1 || c->ds;
+}
+
+/*
+ * Quiet for TRIM_MS with nothing left to write: give back what only a busy connection needs.
+ * The output buffer keeps the capacity of its largest burst otherwise (a page of the website,
+ * a burst of answers: up to OUT_GATHER and a frame) for the life of the connection; the
+ * sessions give back theirs (h2: the frame buffer's pages and the empty stream map's; DNS:
+ * the emptied input and answer buffers; HTTP/1.1: the header array). The next write
+ * allocates 256 bytes again. Logged at debug level (t_idle_memory reads the line).
+ */
+static void conn_trim(struct conn *c)
+{
+    size_t out = c->out.cap, session = 0;
+    dg_buf_free(&c->out);
+    if (c->h2)
+        session += h2_session_trim(c->h2);
+    if (c->ds)
+        session += dnsstream_session_trim(c->ds);
+    if (c->h1)
+        session += h1_session_trim(c->h1);
+    log_debug("idle connection gave back %zu bytes: output buffer %zu, session %zu", out + session,
+              out, session);
+}
 
 static void rearm(struct conn *c, uint64_t left_ms)
 {
@@ -830,7 +859,7 @@ static void rearm(struct conn *c, uint64_t left_ms)
      * active (on_timer() measures the quiet spell itself), unless the connection is ending
      * (its goodbye or linger deadline is the timer). */
     uint64_t cap = (uint64_t)c->set->cfg->send_timeout_s * 1000u;
-    if (c->h2 && c->trimmed_at != c->last_active && cap > TRIM_MS && !c->close_after_flush &&
+    if (trimmable(c) && c->trimmed_at != c->last_active && cap > TRIM_MS && !c->close_after_flush &&
         !c->lingering)
         cap = TRIM_MS;
     if (left_ms > cap)
@@ -841,8 +870,8 @@ static void rearm(struct conn *c, uint64_t left_ms)
     event_add(c->timer, &tv);
 }
 
-/* A read on an HTTP/2 connection: its session is in use again, and gives its pages back once it
- * has been quiet for TRIM_MS (on_timer()). The timer is brought forward only when it is due
+/* A read: the connection is in use again, and gives its idle memory back once it has been quiet
+ * for TRIM_MS (on_timer()). The timer is brought forward only when it is due
  * later than that, so a busy connection costs one comparison per read and one timer wakeup
  * per TRIM_MS at most; on_timer() runs every rule whenever it fires, so firing early is safe. */
 static void trim_soon(struct conn *c)
@@ -851,7 +880,7 @@ static void trim_soon(struct conn *c)
      * closes such a one whenever the timer fires, so it must not fire early. */
     if (c->close_after_flush || c->lingering)
         return;
-    if (c->h2 && c->timer_due > c->last_active + TRIM_MS)
+    if (trimmable(c) && c->timer_due > c->last_active + TRIM_MS)
         rearm(c, TRIM_MS);
 }
 
@@ -987,14 +1016,13 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     uint64_t idle_ms = (uint64_t)cfg->idle_timeout_s * 1000u;
     uint64_t limit = busy ? pending_backstop_ms(cfg) : idle_ms;
     uint64_t quiet = now - c->last_active;
-    /* An HTTP/2 session quiet for TRIM_MS gives its idle pages back (h2_session_trim()), once
-     * per quiet spell: most connections of a DoH server are idle most of the time (browsers
-     * keep theirs for minutes), and a burst of queries a second apart pays no madvise. */
-    if (c->h2 && !c->out.len && c->trimmed_at != c->last_active) {
+    /* A connection quiet for TRIM_MS gives its idle memory back (conn_trim()), once per quiet
+     * spell: most connections of a DoH or DoT server are idle most of the time (browsers and
+     * phones keep theirs for minutes), and a burst of queries a second apart pays nothing. */
+    if (trimmable(c) && !c->out.len && c->trimmed_at != c->last_active) {
         if (quiet >= TRIM_MS) {
-            size_t b = h2_session_trim(c->h2);
+            conn_trim(c);
             c->trimmed_at = c->last_active;
-            log_debug("h2: idle connection gave back %zu bytes", b);
         } else if (TRIM_MS - quiet < left) {
             left = TRIM_MS - quiet;
         }

@@ -58,6 +58,20 @@ struct dnsstream_session *dnsstream_session_new(const struct dnsstream_settings 
     return s;
 }
 
+size_t dnsstream_session_trim(struct dnsstream_session *s)
+{
+    size_t bytes = 0;
+    if (!s->in.len) {
+        bytes += s->in.cap;
+        dg_buf_free(&s->in);
+    }
+    if (!s->ready.len) {
+        bytes += s->ready.cap;
+        dg_buf_free(&s->ready);
+    }
+    return bytes;
+}
+
 void dnsstream_session_free(struct dnsstream_session *s)
 {
     if (!s)

@@ -939,6 +939,24 @@ bool h1_session_busy(const struct h1_session *s)
     return s->state != H1_IDLE;
 }
 
+size_t h1_session_trim(struct h1_session *s)
+{
+    if (s->state != H1_IDLE)
+        return 0;
+    size_t bytes = 0;
+    if (!s->nhdrs && s->hdrs) {
+        bytes += s->hdrs_cap * sizeof(*s->hdrs);
+        free(s->hdrs);
+        s->hdrs = NULL;
+        s->hdrs_cap = 0;
+    }
+    if (!s->pending_in.len) {
+        bytes += s->pending_in.cap;
+        dg_buf_free(&s->pending_in);
+    }
+    return bytes;
+}
+
 uint64_t h1_session_request_started(const struct h1_session *s)
 {
     /* a streamed body too: the head and the body must arrive within request-timeout, as when

@@ -106,6 +106,11 @@ bool dnsstream_session_want_read(const struct dnsstream_session *s);
 /** Queries in flight (waiting for the resolver). */
 size_t dnsstream_session_inflight(const struct dnsstream_session *s);
 
+/** An idle session gives back its input and answer buffers when they are empty: they keep the
+ * capacity of the session's largest burst (a pipeline of answers) otherwise. The connection
+ * calls it once it has been quiet for a while (conn.c). @return the bytes given back */
+size_t dnsstream_session_trim(struct dnsstream_session *s);
+
 /** When the first byte of a message that has not arrived whole was received (ms, dg_now_ms()),
  * 0 when none is incomplete: a message must arrive within request-timeout. */
 uint64_t dnsstream_session_partial_since(const struct dnsstream_session *s);

@@ -77,6 +77,10 @@ bool h1_session_done(const struct h1_session *s);
 bool h1_session_want_read(const struct h1_session *s);
 /** A request is being received or answered (the connection is not idle). */
 bool h1_session_busy(const struct h1_session *s);
+/** Between requests, give back what only a request in progress needs (the header array, the
+ * buffer of input read ahead when it is empty). The connection calls it once it has been quiet
+ * for a while (conn.c). @return the bytes given back */
+size_t h1_session_trim(struct h1_session *s);
 /** When the current request's first byte arrived (ms, dg_now_ms), 0 when none is being read. */
 uint64_t h1_session_request_started(const struct h1_session *s);
 /** The request took too long to arrive: answer 408 and close after it. */

@@ -10,7 +10,9 @@
  *       then holds until --hold seconds have passed (0: until SIGTERM/SIGINT) and prints
  *           closed_by_server C
  *       (C: held connections the server closed or sent GOAWAY on while idle). Failures and their
- *       reasons, and progress, go to stderr.
+ *       reasons, and progress, go to stderr. --burst K: K GETs at once (streams 1, 3, ...,
+ *       2K-1, in the first write) instead of one, the connection counted up once all K ended:
+ *       what a browser's page load leaves behind on a connection that then goes idle.
  *   connhold handshake --port P [-n M] [--resume] [options]
  *       M connections, K at a time (default 1): handshake + one GET + close. With --resume the
  *       first connection's TLS 1.3 session ticket (it arrives after the handshake, read with the
@@ -83,6 +85,7 @@ struct conn {
     uint8_t pl[16];
     uint8_t pl_have;
     uint8_t pl_want;
+    uint8_t ends; /* streams ended (--burst) */
     uint32_t skip;
 };
 
@@ -103,6 +106,7 @@ struct opts {
     double timeout;
     int resume;
     double resume_delay;
+    long burst;
 };
 
 static struct opts O = {.host = "127.0.0.1",
@@ -117,7 +121,7 @@ static struct opts O = {.host = "127.0.0.1",
 static struct conn *conns;
 static int ep = -1;
 static SSL_CTX *ctx;
-static uint8_t request[1200]; /* preface + SETTINGS + HEADERS(stream 1) */
+static uint8_t *request; /* preface + SETTINGS + HEADERS(stream 1, 3, ...: --burst) */
 static size_t request_len;
 static uint8_t rbuf[16384]; /* shared by every SSL_read */
 static struct sockaddr_in dst;
@@ -161,7 +165,8 @@ static void usage(void)
 {
     fprintf(stderr, "usage: connhold hold|handshake --port P [-n N] [--host A] [--concurrency K] "
                     "[--rate R] [--src A --src-count C] [--sni S] [--name NAME] [--path P] "
-                    "[--ca FILE] [--hold S] [--timeout S] [--resume [--resume-delay S]]\n"
+                    "[--ca FILE] [--hold S] [--timeout S] [--resume [--resume-delay S]] "
+                    "[--burst K]\n"
                     "(see the comment at the top of tests/tools/connhold.c)\n");
     exit(2);
 }
@@ -243,13 +248,22 @@ static void build_request(void)
     bl += hpack_lit(block + bl, 1, auth);                       /* :authority */
     bl += hpack_lit(block + bl, 19, "application/dns-message"); /* accept */
     static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    size_t n = 0;
+    size_t n = 0, k = O.burst > 0 ? (size_t)O.burst : 1;
+    request = malloc(24 + 9 + k * (9 + bl));
+    if (!request) {
+        fprintf(stderr, "connhold: out of memory\n");
+        exit(2);
+    }
     memcpy(request, preface, 24);
     n = 24;
-    n += put_frame_hdr(request + n, 0, 4, 0, 0);              /* SETTINGS, empty */
-    n += put_frame_hdr(request + n, (uint32_t)bl, 1, 0x5, 1); /* HEADERS, END_STREAM|END_HEADERS */
-    memcpy(request + n, block, bl);
-    request_len = n + bl;
+    n += put_frame_hdr(request + n, 0, 4, 0, 0); /* SETTINGS, empty */
+    for (size_t i = 0; i < k; i++) {
+        /* HEADERS, END_STREAM|END_HEADERS, on streams 1, 3, ... */
+        n += put_frame_hdr(request + n, (uint32_t)bl, 1, 0x5, (uint32_t)(2 * i + 1));
+        memcpy(request + n, block, bl);
+        n += bl;
+    }
+    request_len = n;
 }
 
 /* ---- connection life ---- */
@@ -429,7 +443,8 @@ static int on_frame(struct conn *c, uint8_t type, uint8_t flags, uint32_t sid)
         }
         /* fallthrough */
     case 0: /* DATA */
-        if (sid == 1 && (flags & 1) && c->state == C_REQUEST) {
+        if ((sid & 1) && (flags & 1) && c->state == C_REQUEST &&
+            ++c->ends >= (O.burst > 0 ? O.burst : 1)) {
             on_stream1_end(c);
             if (c->state == C_DONE)
                 return -1;
@@ -664,6 +679,7 @@ static void parse_args(int argc, char **argv)
                                        {"timeout", required_argument, 0, 't'},
                                        {"resume", no_argument, 0, 'R'},
                                        {"resume-delay", required_argument, 0, 'D'},
+                                       {"burst", required_argument, 0, 'B'},
                                        {0, 0, 0, 0}};
     if (argc < 2)
         usage();
@@ -722,6 +738,9 @@ static void parse_args(int argc, char **argv)
         case 'D':
             O.resume_delay = atof(optarg);
             break;
+        case 'B':
+            O.burst = atol(optarg);
+            break;
         default:
             usage();
         }
@@ -732,7 +751,7 @@ static void parse_args(int argc, char **argv)
         O.n = O.handshake_mode ? 2000 : 100000;
     if (O.concurrency <= 0)
         O.concurrency = O.handshake_mode ? 1 : 256;
-    if (O.resume && !O.handshake_mode)
+    if ((O.resume && !O.handshake_mode) || O.burst < 0 || O.burst > 100)
         usage();
 }
 

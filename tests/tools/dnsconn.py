@@ -26,6 +26,9 @@ Options:
   --half-close       shut down our sending side after the queries (the server must still answer)
   --conns N          open N connections first (all held open), then send the queries on each;
                      prints "conn I: answered" or "conn I: closed" per connection
+  --again S          once every query is answered, wait S seconds with the connection idle,
+                     print "again", and send the same queries once more on it (their answers
+                     are printed the same way)
 
 Exit status 0 (even when the server closed: the test judges the output), 2 on a client error
 (connection refused, TLS handshake failure: the reason is printed as "error ...").
@@ -194,7 +197,7 @@ def run_one(args, sock, queries):
 
 def main(argv):
     args = {"tls": False, "ca": None, "sni": None, "alpn": None, "raw": None, "timeout": 5.0,
-            "wait_close": None, "conns": 0, "half_close": False}
+            "wait_close": None, "conns": 0, "half_close": False, "again": None}
     pos = []
     i = 0
     while i < len(argv):
@@ -206,7 +209,7 @@ def main(argv):
         elif a in ("--ca", "--sni", "--alpn", "--raw"):
             args[a[2:]] = argv[i + 1]
             i += 1
-        elif a in ("--timeout", "--wait-close"):
+        elif a in ("--timeout", "--wait-close", "--again"):
             args[a[2:].replace("-", "_")] = float(argv[i + 1])
             i += 1
         elif a == "--conns":
@@ -232,7 +235,11 @@ def main(argv):
                 print("conn %d: %s" % (n + 1, "answered" if got == len(queries) else "closed"))
             return 0
         sock = connect(args)
-        run_one(args, sock, queries)
+        got, closed = run_one(args, sock, queries)
+        if args["again"] is not None and got == len(queries) and not closed:
+            time.sleep(args["again"])
+            print("again", flush=True)
+            run_one(args, sock, queries)
     except (OSError, ssl.SSLError) as e:
         print("error %s" % e)
         return 2

@@ -116,6 +116,31 @@ static void test_get_keepalive(void **state)
     assert_true(f->wakes > 0);
 }
 
+/* Between requests the session gives back its header array (h1_session_trim(), called by the
+ * connection once it is quiet); the next request on the same session is answered as before. */
+static void test_trim_between_requests(void **state)
+{
+    struct fixture *f = *state;
+    const char *o = RT(f, "GET / HTTP/1.1\r\nHost: doh.example\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 200 OK\r\n"));
+    assert_false(h1_session_busy(f->s));
+    size_t b = h1_session_trim(f->s);
+    assert_true(b >= 16 * sizeof(struct http_header)); /* the array of the first request's fields */
+    assert_int_equal(h1_session_trim(f->s), 0);        /* nothing more to give */
+    f->out.len = 0;
+    o = RT(f, "GET / HTTP/1.1\r\nHost: doh.example\r\nAccept: text/html\r\n\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 200 OK\r\n"));
+    assert_non_null(strstr(o, "https://doh.example/dns-query"));
+    /* a request in progress keeps what it has */
+    static const char head[] = "GET / HTTP/1.1\r\nHost: doh.example\r\n";
+    assert_int_equal(h1_session_recv(f->s, (const uint8_t *)head, strlen(head)), 0);
+    assert_true(h1_session_busy(f->s));
+    assert_int_equal(h1_session_trim(f->s), 0);
+    f->out.len = 0;
+    o = RT(f, "\r\n");
+    assert_non_null(strstr(o, "HTTP/1.1 200 OK\r\n"));
+}
+
 static void test_pipelined(void **state)
 {
     struct fixture *f = *state;
@@ -729,6 +754,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_get_keepalive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_trim_between_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pipelined, setup, teardown),
         cmocka_unit_test_setup_teardown(test_split_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http10_close, setup, teardown),
