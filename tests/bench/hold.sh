@@ -30,7 +30,8 @@
 # Environment (defaults): DOHGATE_BIN (else a Release build in build-bench/, as run.sh),
 # CONNHOLD_BIN (else built in build-bench-tools/), HOLD_N ("10000 100000"), HOLD_WORKERS (1),
 # HOLD_PROCS (1, or what the descriptor limit forces), HOLD_SRC_COUNT (max(1000, N/200)),
-# HOLD_CONCURRENCY (256 handshakes in flight), HOLD_SETTLE (4 s: idle sessions give pages back after 2 s), HOLD_LAB_IDLE (1), HS_M (2000),
+# HOLD_CONCURRENCY (256 handshakes in flight), HOLD_BURST (1: GETs each connection sends at once
+# before going idle, e.g. 20 for what a page load leaves behind; test=hold<N>b<K> when > 1), HOLD_SETTLE (4 s: idle sessions give pages back after 2 s), HOLD_LAB_IDLE (1), HS_M (2000),
 # HS_ROUNDS (3), HS_PEERS, HOLD_PORT (8490), PEER_PORT (8486), SERVER_CPU (1), LOADGEN_CPU (0),
 # LAB (../shared/lab), LAB_CERTS (/tmp/dohgate-lab/certs), UPSTREAM (127.0.0.1:5300),
 # HOLD_WORK (/tmp/dohgate-lab/hold: logs, connhold outputs).
@@ -46,7 +47,7 @@ LAB_CERTS=${LAB_CERTS:-/tmp/dohgate-lab/certs}
 UPSTREAM=${UPSTREAM:-127.0.0.1:5300}
 PORT=${HOLD_PORT:-8490}; PEER_PORT=${PEER_PORT:-8486}
 HOLD_N=${HOLD_N:-10000 100000}; WORKERS=${HOLD_WORKERS:-1}
-CONC=${HOLD_CONCURRENCY:-256}; SETTLE=${HOLD_SETTLE:-4}; LAB_IDLE=${HOLD_LAB_IDLE:-1}
+CONC=${HOLD_CONCURRENCY:-256}; BURST=${HOLD_BURST:-1}; SETTLE=${HOLD_SETTLE:-4}; LAB_IDLE=${HOLD_LAB_IDLE:-1}
 HS_M=${HS_M:-2000}; HS_ROUNDS=${HS_ROUNDS:-3}; HS_PEERS=${HS_PEERS-unbound dnsdist kresd bind}
 SERVER_CPU=${SERVER_CPU:-1}; LOADGEN_CPU=${LOADGEN_CPU-0}
 WORK=${HOLD_WORK:-/tmp/dohgate-lab/hold}
@@ -218,7 +219,7 @@ part_hold() {
     for ((i = 0; i < k; i++)); do
       last=$np; [ $i -eq $((k - 1)) ] && last=$((n - np * (k - 1)))
       "${LPIN[@]}" "$CH" hold --port "${ports[i]}" -n "$last" --src 127.1.0.1 --src-count "$src_count" \
-        --concurrency "$CONC" --rate "$rate" >"$WORK/connhold-$n-$i.out" 2>"$WORK/connhold-$n-$i.err" &
+        --concurrency "$CONC" --rate "$rate" --burst "$BURST" >"$WORK/connhold-$n-$i.out" 2>"$WORK/connhold-$n-$i.err" &
       chpids+=("$!"); ALL_PIDS+=("$!")
     done
     for ((i = 0; i < k; i++)); do
@@ -264,6 +265,7 @@ part_hold() {
     echo "20 queries to port $PORT ($np held there; new connection each, ms): before median $lb_med max $lb_max failed $lb_fail; held median $lh_med max $lh_max failed $lh_fail"
     echo "closed by the server while held: $closed; part took $wall s"
     local t=hold$n s=dohgate
+    if [ "$BURST" -gt 1 ]; then t=hold${n}b$BURST; fi
     result $s $t conns_up "$up"; result $s $t conns_failed "$failed"; result $s $t conns_held "$est"
     result $s $t setup_s "$setup"; result $s $t workers "$WORKERS"; result $s $t processes "$k"
     result $s $t src_addresses "$src_count"
