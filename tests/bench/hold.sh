@@ -31,7 +31,9 @@
 # CONNHOLD_BIN (else built in build-bench-tools/), HOLD_N ("10000 100000"), HOLD_WORKERS (1),
 # HOLD_PROCS (1, or what the descriptor limit forces), HOLD_SRC_COUNT (max(1000, N/200)),
 # HOLD_CONCURRENCY (256 handshakes in flight), HOLD_BURST (1: GETs each connection sends at once
-# before going idle, e.g. 20 for what a page load leaves behind; test=hold<N>b<K> when > 1), HOLD_SETTLE (4 s: idle sessions give pages back after 2 s), HOLD_LAB_IDLE (1), HS_M (2000),
+# before going idle, e.g. 20 for what a page load leaves behind; test=hold<N>b<K> when > 1),
+# HOLD_FILE_KB (unset: each GET is a DoH query; K <= 60: a K KiB static file from --site-root
+# instead, what a connection that fetched a page of the website keeps; test=hold<N>f<K>), HOLD_SETTLE (4 s: idle sessions give pages back after 2 s), HOLD_LAB_IDLE (1), HS_M (2000),
 # HS_ROUNDS (3), HS_PEERS, HOLD_PORT (8490), PEER_PORT (8486), SERVER_CPU (1), LOADGEN_CPU (0),
 # LAB (../shared/lab), LAB_CERTS (/tmp/dohgate-lab/certs), UPSTREAM (127.0.0.1:5300),
 # HOLD_WORK (/tmp/dohgate-lab/hold: logs, connhold outputs).
@@ -47,7 +49,7 @@ LAB_CERTS=${LAB_CERTS:-/tmp/dohgate-lab/certs}
 UPSTREAM=${UPSTREAM:-127.0.0.1:5300}
 PORT=${HOLD_PORT:-8490}; PEER_PORT=${PEER_PORT:-8486}
 HOLD_N=${HOLD_N:-10000 100000}; WORKERS=${HOLD_WORKERS:-1}
-CONC=${HOLD_CONCURRENCY:-256}; BURST=${HOLD_BURST:-1}; SETTLE=${HOLD_SETTLE:-4}; LAB_IDLE=${HOLD_LAB_IDLE:-1}
+CONC=${HOLD_CONCURRENCY:-256}; BURST=${HOLD_BURST:-1}; FILE_KB=${HOLD_FILE_KB:-} SETTLE=${HOLD_SETTLE:-4}; LAB_IDLE=${HOLD_LAB_IDLE:-1}
 HS_M=${HS_M:-2000}; HS_ROUNDS=${HS_ROUNDS:-3}; HS_PEERS=${HS_PEERS-unbound dnsdist kresd bind}
 SERVER_CPU=${SERVER_CPU:-1}; LOADGEN_CPU=${LOADGEN_CPU-0}
 WORK=${HOLD_WORK:-/tmp/dohgate-lab/hold}
@@ -58,6 +60,14 @@ done
 for t in curl ss taskset awk; do command -v $t >/dev/null || { echo "$t not found" >&2; exit 2; }; done
 [ "$(id -u)" -eq 0 ] || { echo "run as root: descriptor limits and sysctls" >&2; exit 2; }
 mkdir -p "$WORK"
+SITE_ARGS=(); PATH_ARGS=()
+if [ -n "$FILE_KB" ]; then
+  # connhold opens no flow-control window beyond the initial 64 KiB: the file must fit in it
+  [ "$FILE_KB" -ge 1 ] && [ "$FILE_KB" -le 60 ] || { echo "HOLD_FILE_KB=$FILE_KB: 1..60" >&2; exit 2; }
+  mkdir -p "$WORK/site"
+  head -c $((FILE_KB * 1024)) /dev/urandom >"$WORK/site/file.bin"
+  SITE_ARGS=(--site-root "$WORK/site"); PATH_ARGS=(--path /file.bin)
+fi
 
 if [ -n "${DOHGATE_BIN:-}" ]; then
   BIN=$(command -v -- "$DOHGATE_BIN") || { echo "DOHGATE_BIN=$DOHGATE_BIN: not an executable" >&2; exit 2; }
@@ -210,7 +220,7 @@ part_hold() {
 
     local pids=() chpids=() ports=()
     for ((i = 0; i < k; i++)); do
-      start_dohgate $((PORT + i)) "$WORKERS" "$maxc" "" --idle-timeout 3600
+      start_dohgate $((PORT + i)) "$WORKERS" "$maxc" "" --idle-timeout 3600 "${SITE_ARGS[@]}"
       pids+=("$PID"); ports+=($((PORT + i)))
     done
     latency20 "$PORT" "$WORK/lat-before-$n.txt"
@@ -219,7 +229,7 @@ part_hold() {
     for ((i = 0; i < k; i++)); do
       last=$np; [ $i -eq $((k - 1)) ] && last=$((n - np * (k - 1)))
       "${LPIN[@]}" "$CH" hold --port "${ports[i]}" -n "$last" --src 127.1.0.1 --src-count "$src_count" \
-        --concurrency "$CONC" --rate "$rate" --burst "$BURST" >"$WORK/connhold-$n-$i.out" 2>"$WORK/connhold-$n-$i.err" &
+        --concurrency "$CONC" --rate "$rate" --burst "$BURST" "${PATH_ARGS[@]}" >"$WORK/connhold-$n-$i.out" 2>"$WORK/connhold-$n-$i.err" &
       chpids+=("$!"); ALL_PIDS+=("$!")
     done
     for ((i = 0; i < k; i++)); do
@@ -266,6 +276,7 @@ part_hold() {
     echo "closed by the server while held: $closed; part took $wall s"
     local t=hold$n s=dohgate
     if [ "$BURST" -gt 1 ]; then t=hold${n}b$BURST; fi
+    if [ -n "$FILE_KB" ]; then t=${t}f$FILE_KB; fi
     result $s $t conns_up "$up"; result $s $t conns_failed "$failed"; result $s $t conns_held "$est"
     result $s $t setup_s "$setup"; result $s $t workers "$WORKERS"; result $s $t processes "$k"
     result $s $t src_addresses "$src_count"
