@@ -5,22 +5,6 @@
 #include <string.h>
 #include <time.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define DG_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define DG_ASAN 1
-#endif
-#endif
-#ifdef DG_ASAN
-#include <sanitizer/asan_interface.h>
-#define POOL_POISON(p, n)   ASAN_POISON_MEMORY_REGION((p), (n))
-#define POOL_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
-#else
-#define POOL_POISON(p, n)   ((void)(p), (void)(n))
-#define POOL_UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
-
 int dg_buf_reserve(struct dg_buf *b, size_t extra)
 {
     if (b->cap - b->len >= extra)
@@ -197,7 +181,6 @@ void *dg_pool_get(struct dg_pool *p)
     void *b = p->head;
     if (!b)
         return malloc(p->size);
-    POOL_UNPOISON(b, p->size);
     memcpy(&p->head, b, sizeof(void *));
     p->nfree--;
     return b;
@@ -214,7 +197,6 @@ void dg_pool_put(struct dg_pool *p, void *blk)
     memcpy(blk, &p->head, sizeof(void *));
     p->head = blk;
     p->nfree++;
-    POOL_POISON(blk, p->size);
 }
 
 void *dg_pool_alloc(struct dg_pool *p, size_t n, bool *pooled)
@@ -235,7 +217,6 @@ void dg_pool_drain(struct dg_pool *p, void (*fini)(void *blk))
 {
     while (p->head) {
         void *b = p->head;
-        POOL_UNPOISON(b, p->size);
         memcpy(&p->head, b, sizeof(void *));
         if (fini)
             fini(b);

@@ -124,8 +124,10 @@ size_t dg_fmt_u64(char *out, uint64_t v);
  * A kept block's bytes past its first pointer-sized ones (the pool's link) come back as they
  * were left: a user may keep state there across uses (upstream.c keeps a query's timer). Not
  * zeroed. Not thread-safe: one pool per thread, and a
- * block goes back to the pool it came from. Under AddressSanitizer a kept block is poisoned, so
- * a use after dg_pool_put() is still reported.
+ * block goes back to the pool it came from. Kept blocks are not poisoned under
+ * AddressSanitizer: LeakSanitizer ignores pointers stored in poisoned memory, so the pool's links
+ * and the state a user keeps in a block (a timer) looked leaked to the fuzzers' per-input leak
+ * check. The price: a use after dg_pool_put() goes unreported, as with any free list.
  */
 struct dg_pool {
     void *head;      /* kept blocks, linked through their first bytes */
