@@ -839,8 +839,7 @@ static bool trimmable(const struct conn *c)
  */
 static void conn_trim(struct conn *c)
 {
-    size_t out = c->out.cap, session = 0;
-    dg_buf_free(&c->out);
+    size_t out = dg_buf_release_if_empty(&c->out), session = 0;
     if (c->h2)
         session += h2_session_trim(c->h2);
     if (c->ds)

@@ -60,16 +60,7 @@ struct dnsstream_session *dnsstream_session_new(const struct dnsstream_settings 
 
 size_t dnsstream_session_trim(struct dnsstream_session *s)
 {
-    size_t bytes = 0;
-    if (!s->in.len) {
-        bytes += s->in.cap;
-        dg_buf_free(&s->in);
-    }
-    if (!s->ready.len) {
-        bytes += s->ready.cap;
-        dg_buf_free(&s->ready);
-    }
-    return bytes;
+    return dg_buf_release_if_empty(&s->in) + dg_buf_release_if_empty(&s->ready);
 }
 
 void dnsstream_session_free(struct dnsstream_session *s)

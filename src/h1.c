@@ -950,11 +950,7 @@ size_t h1_session_trim(struct h1_session *s)
         s->hdrs = NULL;
         s->hdrs_cap = 0;
     }
-    if (!s->pending_in.len) {
-        bytes += s->pending_in.cap;
-        dg_buf_free(&s->pending_in);
-    }
-    return bytes;
+    return bytes + dg_buf_release_if_empty(&s->pending_in);
 }
 
 uint64_t h1_session_request_started(const struct h1_session *s)

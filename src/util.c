@@ -41,6 +41,15 @@ void dg_buf_free(struct dg_buf *b)
     b->len = b->cap = 0;
 }
 
+size_t dg_buf_release_if_empty(struct dg_buf *b)
+{
+    if (b->len)
+        return 0;
+    size_t cap = b->cap;
+    dg_buf_free(b);
+    return cap;
+}
+
 void dg_buf_consume(struct dg_buf *b, size_t n)
 {
     if (n >= b->len) {

@@ -27,6 +27,9 @@ int dg_buf_reserve(struct dg_buf *b, size_t extra);
 int dg_buf_append(struct dg_buf *b, const void *p, size_t n);
 /** Release the memory; the buffer is empty and reusable afterwards. */
 void dg_buf_free(struct dg_buf *b);
+/** An idle connection's trim: free the buffer's memory if it holds no byte (a buffer keeps the
+ * capacity of its largest burst otherwise). @return the capacity given back (0 if not empty) */
+size_t dg_buf_release_if_empty(struct dg_buf *b);
 /** Remove the first @p n bytes (n <= len). */
 void dg_buf_consume(struct dg_buf *b, size_t n);
 

@@ -415,6 +415,15 @@ static void assert_no_response(struct t *t, int32_t id, uint32_t code)
     assert_int_equal(r->body_len, 0);
 }
 
+/* GET the answer for @p name with ID @p qid; it must come whole, NOERROR. @return the stream */
+static int32_t get_answered(struct t *t, uint16_t qid, const char *name)
+{
+    int32_t id = submit_dns_get(t, qid, name);
+    assert_true(run_until(t, p_closed, id, MAX_WAIT));
+    assert_dns_response(t, id, qid, DNS_RCODE_NOERROR);
+    return id;
+}
+
 /* ------------------------------------------------------------ 1. normal answers */
 
 static void test_get_answered(void **state)
@@ -422,9 +431,7 @@ static void test_get_answered(void **state)
     struct t *t = *state;
     start(t, 1500, 4000);
     unsigned w0 = t->wakes;
-    int32_t id = submit_dns_get(t, 0xbeef, "www.example.com");
-    assert_true(run_until(t, p_closed, id, MAX_WAIT));
-    assert_dns_response(t, id, 0xbeef, DNS_RCODE_NOERROR);
+    int32_t id = get_answered(t, 0xbeef, "www.example.com");
     struct dt_resp *r = rec_of(t, id);
     assert_int_equal(dg_get16(r->body + 6), 1); /* the fake's one A record */
     char cc[32];
@@ -463,9 +470,7 @@ static void test_trim_idle(void **state)
 {
     struct t *t = *state;
     start(t, 1500, 4000);
-    int32_t id = submit_dns_get(t, 0xbeef, "www.example.com");
-    assert_true(run_until(t, p_closed, id, MAX_WAIT));
-    assert_dns_response(t, id, 0xbeef, DNS_RCODE_NOERROR);
+    (void)get_answered(t, 0xbeef, "www.example.com");
     assert_int_equal(pagepool_in_use(t->pool), 1);
     assert_int_equal(pagepool_in_use(t->pages), 1);
     size_t both = pagepool_block_size(t->pool) + pagepool_block_size(t->pages);
@@ -481,11 +486,8 @@ static void test_trim_idle(void **state)
 
     /* after a trim the zero-filled frame buffer carries the next responses whole */
     assert_int_equal(h2_session_trim(t->srv), both);
-    for (uint16_t i = 0; i < 3; i++) {
-        int32_t n = submit_dns_get(t, (uint16_t)(0x0200 + i), "www.example.com");
-        assert_true(run_until(t, p_closed, n, MAX_WAIT));
-        assert_dns_response(t, n, (uint16_t)(0x0200 + i), DNS_RCODE_NOERROR);
-    }
+    for (uint16_t i = 0; i < 3; i++)
+        (void)get_answered(t, (uint16_t)(0x0200 + i), "www.example.com");
     assert_int_equal(h2_session_streams(t->srv), 0);
     assert_idle(t);
 }
@@ -498,9 +500,7 @@ static void test_late_frame_on_closed_stream(void **state)
 {
     struct t *t = *state;
     start(t, 1500, 4000);
-    int32_t id = submit_dns_get(t, 0x0a0b, "www.example.com");
-    assert_true(run_until(t, p_closed, id, MAX_WAIT));
-    assert_dns_response(t, id, 0x0a0b, DNS_RCODE_NOERROR);
+    int32_t id = get_answered(t, 0x0a0b, "www.example.com");
     /* DATA, flags END_STREAM, stream id, one byte of payload */
     uint8_t late[10] = {0, 0, 1, NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, 0, 0, 0, 0, 'x'};
     late[5] = (uint8_t)(id >> 24);
@@ -511,9 +511,7 @@ static void test_late_frame_on_closed_stream(void **state)
     pump(t);
     assert_int_equal(t->goaways, 0);
     assert_true(h2_session_want_read(t->srv));
-    int32_t id2 = submit_dns_get(t, 0x0a0c, "www.example.com");
-    assert_true(run_until(t, p_closed, id2, MAX_WAIT));
-    assert_dns_response(t, id2, 0x0a0c, DNS_RCODE_NOERROR);
+    (void)get_answered(t, 0x0a0c, "www.example.com");
 }
 
 /* ------------------------------------------------------------ 2. reset while pending */

@@ -178,6 +178,15 @@ static void test_buf(void **state)
     assert_int_equal(b.cap, 0);
     /* reusable after free */
     assert_int_equal(dg_buf_append(&b, "a", 1), 0);
+    /* a buffer holding bytes is kept; an emptied one gives its capacity back */
+    assert_int_equal(dg_buf_release_if_empty(&b), 0);
+    assert_int_equal(b.len, 1);
+    dg_buf_consume(&b, 1);
+    cap = b.cap;
+    assert_int_equal(dg_buf_release_if_empty(&b), cap);
+    assert_null(b.data);
+    assert_int_equal(b.cap, 0);
+    assert_int_equal(dg_buf_release_if_empty(&b), 0);
     dg_buf_free(&b);
 }
 
