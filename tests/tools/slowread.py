@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""A slow but steady HTTP/2 reader (stdlib only): one GET over TLS + HTTP/2 whose response is read
-at a fixed rate, a little every tick, as a client on a slow link does.
+"""A slow but steady HTTP/2 or HTTP/1.1 reader (stdlib only): one GET over TLS whose response is
+read at a fixed rate, a little every tick, as a client on a slow link does.
 
-  slowread.py --port P --cafile F --path PATH [--rate 400000] [--tick 0.05] [--rcvbuf 65536]
-              [--timeout 60]
+  slowread.py --port P --cafile F --path PATH [--http1.1] [--rate 400000] [--tick 0.05]
+              [--rcvbuf 65536] [--timeout 60]
 
 Flow control never holds the server back (SETTINGS_INITIAL_WINDOW_SIZE and the connection window
 are raised to 16 MiB): the TCP socket is what does, as it does for a real client behind a slow
@@ -25,6 +25,7 @@ import struct
 import sys
 import time
 import os
+import select
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from h2conns import PREFACE, frame, literal  # noqa: E402
@@ -32,6 +33,65 @@ from h2hold import status_of  # noqa: E402
 
 DATA, HEADERS, RST, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0, 1, 3, 4, 6, 7, 8
 WINDOW = 16 << 20
+
+
+def ticks(args):
+    """Yields once per tick, at most per_tick bytes to read each time: the rate the link allows."""
+    t0 = time.monotonic()
+    next_tick = t0
+    while time.monotonic() - t0 < args.timeout:
+        now = time.monotonic()
+        if now < next_tick:
+            time.sleep(next_tick - now)
+        next_tick += args.tick
+        yield t0
+
+
+def take(tls, n):
+    """Up to n bytes: waits for the first, then takes what is already there (one recv returns one
+    TLS record, 16 KB at most, which alone would cap the rate at 16 KB per tick). b"" at the end
+    of the stream; raises on a reset."""
+    out = tls.recv(n)
+    while out and len(out) < n and (tls.pending() or select.select([tls], [], [], 0)[0]):
+        more = tls.recv(n - len(out))
+        if not more:
+            break
+        out += more
+    return out
+
+
+def read_h1(tls, args):
+    """HTTP/1.1: the status line, the headers, then Content-Length bytes of body."""
+    tls.sendall(("GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n" % args.path).encode())
+    per_tick = max(1, int(args.rate * args.tick))
+    buf, status, length, got, end, t0 = b"", None, None, 0, "timeout", time.monotonic()
+    for t0 in ticks(args):
+        try:
+            chunk = take(tls, per_tick)
+        except (ssl.SSLError, OSError):
+            chunk = b""
+        if not chunk:
+            end = "closed"
+            break
+        if status is None:
+            buf += chunk
+            head, sep, rest = buf.partition(b"\r\n\r\n")
+            if not sep:
+                continue
+            lines = head.decode("latin-1").split("\r\n")
+            status = lines[0].split(" ")[1]
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value.strip())
+            chunk = rest
+        got += len(chunk)
+        if length is not None and got >= length:
+            end = "eof"
+            break
+    print(json.dumps({"status": status, "bytes": got, "end": end,
+                      "seconds": round(time.monotonic() - t0, 1)}))
+    tls.close()
 
 
 def main():
@@ -43,15 +103,18 @@ def main():
     ap.add_argument("--tick", type=float, default=0.05)
     ap.add_argument("--rcvbuf", type=int, default=65536)
     ap.add_argument("--timeout", type=float, default=60)
+    ap.add_argument("--http1.1", dest="h1", action="store_true")
     args = ap.parse_args()
 
     ctx = ssl.create_default_context(cafile=args.cafile)
-    ctx.set_alpn_protocols(["h2"])
+    ctx.set_alpn_protocols(["http/1.1" if args.h1 else "h2"])
     raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, args.rcvbuf)
     raw.settimeout(args.timeout)
     raw.connect(("127.0.0.1", args.port))
     tls = ctx.wrap_socket(raw, server_hostname="localhost")
+    if args.h1:
+        return read_h1(tls, args)
     if tls.selected_alpn_protocol() != "h2":
         print(json.dumps({"status": None, "bytes": 0, "end": "no h2", "seconds": 0}))
         return
@@ -61,19 +124,12 @@ def main():
                 frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", WINDOW - 65535)) +
                 frame(HEADERS, 0x5, 1, block))
 
-    t0 = time.monotonic()
     per_tick = max(1, int(args.rate * args.tick))
     buf = b""
-    status, got, end, hpack = None, 0, "timeout", []
-    next_tick = t0
-    while time.monotonic() - t0 < args.timeout:
-        # At most per_tick bytes each tick: the rate the link allows.
-        now = time.monotonic()
-        if now < next_tick:
-            time.sleep(next_tick - now)
-        next_tick += args.tick
+    status, got, end, hpack, t0 = None, 0, "timeout", [], time.monotonic()
+    for t0 in ticks(args):
         try:
-            chunk = tls.recv(per_tick)
+            chunk = take(tls, per_tick)
         except (ssl.SSLError, OSError):
             end = "closed"
             break
