@@ -774,6 +774,10 @@ v = json.load(sys.stdin)[sys.argv[1]]
 print(",".join(str(x) for x in v) if isinstance(v, list) else v)' "$1"
 }
 
+# slowread --http2|--http1.1 ARGS...: tests/tools/slowread.py against dohgate ($DG_PORT, the test
+# CA): one GET read slowly but steadily; prints its JSON line ("status", "bytes", "end", "seconds")
+slowread() { python3 "$SRC_DIR/tests/tools/slowread.py" --port "$DG_PORT" --cafile "$CERTS/ca.pem" "$@"; }
+
 # ---------------------------------------------------------------------------------------------
 # DNS over TCP and over TLS (dns-listen, dot-listen)
 

@@ -230,10 +230,7 @@ head -c $((12 << 20)) /dev/urandom >"$W/two.bin"
 # until its average is back under the limit (4 s pauses seen with strace at 400 KB/s; HTTP/2
 # worse): a pause over send-timeout is a stall by definition, and made t_timeouts flaky.
 for v in --http2 --http1.1; do
-    opt=$v
-    [ "$v" = --http2 ] && opt=
-    out=$(python3 "$SRC_DIR/tests/tools/slowread.py" --port "$DG_PORT" --cafile "$CERTS/ca.pem" \
-        --path /two.bin --rate $((2 << 20)) --rcvbuf 262144 --timeout 30 ${opt:+"$opt"})
+    out=$(slowread "$v" --path /two.bin --rate $((2 << 20)) --rcvbuf 262144 --timeout 30)
     assert_match '"status": "200", "bytes": '$((12 << 20))', "end": "eof"' "$out" \
         "${v#--} read at 2 MiB/s: the whole file ($out)"
     secs=$(printf '%s' "$out" | sed -n 's/.*"seconds": \([0-9]*\).*/\1/p')

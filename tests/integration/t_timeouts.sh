@@ -102,10 +102,7 @@ start_dohgate --workers 1 --site-root "$T/www" --send-timeout 3
 # saw dohgate close such a download 135 KB short. slowread.py takes 20 KB every 50 ms with a
 # 64 KB receive buffer, over HTTP/1.1 and HTTP/2.
 for proto in --http1.1 --http2; do
-    opt=$proto
-    [ "$proto" = --http2 ] && opt=
-    out=$(python3 "$SRC_DIR/tests/tools/slowread.py" --port "$DG_PORT" --cafile "$CERTS/ca.pem" \
-        --path /six.bin --rate 400000 --timeout 40 ${opt:+"$opt"})
+    out=$(slowread "$proto" --path /six.bin --rate 400000 --timeout 40)
     assert_match '"status": "200", "bytes": 6000000, "end": "eof"' "$out" \
         "${proto#--} read steadily at 400 KB/s: the whole 6 MB with send-timeout 3 ($out)"
 done

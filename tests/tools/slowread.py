@@ -2,7 +2,7 @@
 """A slow but steady HTTP/2 or HTTP/1.1 reader (stdlib only): one GET over TLS whose response is
 read at a fixed rate, a little every tick, as a client on a slow link does.
 
-  slowread.py --port P --cafile F --path PATH [--http1.1] [--rate 400000] [--tick 0.05]
+  slowread.py --port P --cafile F --path PATH [--http2 | --http1.1] [--rate 400000] [--tick 0.05]
               [--rcvbuf 65536] [--timeout 60]
 
 Flow control never holds the server back (SETTINGS_INITIAL_WINDOW_SIZE and the connection window
@@ -36,7 +36,8 @@ WINDOW = 16 << 20
 
 
 def ticks(args):
-    """Yields once per tick, at most per_tick bytes to read each time: the rate the link allows."""
+    """Once per tick until --timeout: the caller reads at most per_tick bytes each time, the rate
+    the link allows."""
     t0 = time.monotonic()
     next_tick = t0
     while time.monotonic() - t0 < args.timeout:
@@ -44,13 +45,13 @@ def ticks(args):
         if now < next_tick:
             time.sleep(next_tick - now)
         next_tick += args.tick
-        yield t0
+        yield
 
 
 def take(tls, n):
     """Up to n bytes: waits for the first, then takes what is already there (one recv returns one
     TLS record, 16 KB at most, which alone would cap the rate at 16 KB per tick). b"" at the end
-    of the stream; raises on a reset."""
+    of the stream; raises OSError on a reset."""
     out = tls.recv(n)
     while out and len(out) < n and (tls.pending() or select.select([tls], [], [], 0)[0]):
         more = tls.recv(n - len(out))
@@ -60,84 +61,52 @@ def take(tls, n):
     return out
 
 
-def read_h1(tls, args):
-    """HTTP/1.1: the status line, the headers, then Content-Length bytes of body."""
+def read_h1(tls, args, r):
+    """HTTP/1.1: the status line, the headers, then Content-Length bytes of body. Fills r."""
     tls.sendall(("GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n" % args.path).encode())
     per_tick = max(1, int(args.rate * args.tick))
-    buf, status, length, got, end, t0 = b"", None, None, 0, "timeout", time.monotonic()
-    for t0 in ticks(args):
-        try:
-            chunk = take(tls, per_tick)
-        except (ssl.SSLError, OSError):
-            chunk = b""
+    buf, length = b"", None
+    for _ in ticks(args):
+        chunk = take(tls, per_tick)
         if not chunk:
-            end = "closed"
-            break
-        if status is None:
+            r["end"] = "closed"
+            return
+        if r["status"] is None:
             buf += chunk
             head, sep, rest = buf.partition(b"\r\n\r\n")
             if not sep:
                 continue
             lines = head.decode("latin-1").split("\r\n")
-            status = lines[0].split(" ")[1]
+            r["status"] = lines[0].split(" ")[1]
             for line in lines[1:]:
                 name, _, value = line.partition(":")
                 if name.strip().lower() == "content-length":
                     length = int(value.strip())
             chunk = rest
-        got += len(chunk)
-        if length is not None and got >= length:
-            end = "eof"
-            break
-    print(json.dumps({"status": status, "bytes": got, "end": end,
-                      "seconds": round(time.monotonic() - t0, 1)}))
-    tls.close()
+        r["bytes"] += len(chunk)
+        if length is not None and r["bytes"] >= length:
+            r["end"] = "eof"
+            return
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--cafile", required=True)
-    ap.add_argument("--path", required=True)
-    ap.add_argument("--rate", type=int, default=400000)
-    ap.add_argument("--tick", type=float, default=0.05)
-    ap.add_argument("--rcvbuf", type=int, default=65536)
-    ap.add_argument("--timeout", type=float, default=60)
-    ap.add_argument("--http1.1", dest="h1", action="store_true")
-    args = ap.parse_args()
-
-    ctx = ssl.create_default_context(cafile=args.cafile)
-    ctx.set_alpn_protocols(["http/1.1" if args.h1 else "h2"])
-    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, args.rcvbuf)
-    raw.settimeout(args.timeout)
-    raw.connect(("127.0.0.1", args.port))
-    tls = ctx.wrap_socket(raw, server_hostname="localhost")
-    if args.h1:
-        return read_h1(tls, args)
+def read_h2(tls, args, r):
+    """HTTP/2: one GET on stream 1, both windows kept wide open. Fills r."""
     if tls.selected_alpn_protocol() != "h2":
-        print(json.dumps({"status": None, "bytes": 0, "end": "no h2", "seconds": 0}))
+        r["end"] = "no h2"
         return
     block = (literal(b":method", b"GET") + literal(b":scheme", b"https") +
              literal(b":authority", b"localhost") + literal(b":path", args.path.encode()))
     tls.sendall(PREFACE + frame(SETTINGS, 0, 0, struct.pack(">HI", 4, WINDOW)) +
                 frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", WINDOW - 65535)) +
                 frame(HEADERS, 0x5, 1, block))
-
     per_tick = max(1, int(args.rate * args.tick))
-    buf = b""
-    status, got, end, hpack, t0 = None, 0, "timeout", [], time.monotonic()
-    for t0 in ticks(args):
-        try:
-            chunk = take(tls, per_tick)
-        except (ssl.SSLError, OSError):
-            end = "closed"
-            break
+    buf, hpack = b"", []
+    for _ in ticks(args):
+        chunk = take(tls, per_tick)
         if not chunk:
-            end = "closed"
-            break
+            r["end"] = "closed"
+            return
         buf += chunk
-        done = False
         while len(buf) >= 9:
             length = int.from_bytes(buf[:3], "big")
             if len(buf) < 9 + length:
@@ -150,30 +119,59 @@ def main():
             elif ftype == PING and not flags & 1:
                 tls.sendall(frame(PING, 1, 0, payload))
             elif ftype == GOAWAY:
-                end, done = "goaway %d" % struct.unpack(">I", payload[4:8])[0], True
+                r["end"] = "goaway %d" % struct.unpack(">I", payload[4:8])[0]
+                return
             elif sid == 1 and ftype == RST:
-                end, done = "rst %d" % struct.unpack(">I", payload[:4])[0], True
+                r["end"] = "rst %d" % struct.unpack(">I", payload[:4])[0]
+                return
             elif sid == 1 and ftype == HEADERS:
                 if flags & 0x8:  # PADDED
                     payload = payload[1:len(payload) - payload[0]]
                 if flags & 0x20:  # PRIORITY
                     payload = payload[5:]
-                if status is None:
-                    status = status_of(payload, hpack)
+                if r["status"] is None:
+                    r["status"] = status_of(payload, hpack)
             elif sid == 1 and ftype == DATA:
                 pad = payload[0] + 1 if flags & 0x8 else 0
-                got += len(payload) - pad
+                r["bytes"] += len(payload) - pad
                 if len(payload):  # keep both windows open: the socket is the only limit
                     inc = struct.pack(">I", len(payload))
                     tls.sendall(frame(WINDOW_UPDATE, 0, 0, inc) + frame(WINDOW_UPDATE, 0, 1, inc))
             if sid == 1 and ftype in (HEADERS, DATA) and flags & 1:
-                end, done = "eof", True
-            if done:
-                break
-        if done:
-            break
-    print(json.dumps({"status": status, "bytes": got, "end": end,
-                      "seconds": round(time.monotonic() - t0, 1)}))
+                r["end"] = "eof"
+                return
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--cafile", required=True)
+    ap.add_argument("--path", required=True)
+    ap.add_argument("--rate", type=int, default=400000)
+    ap.add_argument("--tick", type=float, default=0.05)
+    ap.add_argument("--rcvbuf", type=int, default=65536)
+    ap.add_argument("--timeout", type=float, default=60)
+    proto = ap.add_mutually_exclusive_group()
+    proto.add_argument("--http2", dest="h1", action="store_false")
+    proto.add_argument("--http1.1", dest="h1", action="store_true")
+    ap.set_defaults(h1=False)
+    args = ap.parse_args()
+
+    ctx = ssl.create_default_context(cafile=args.cafile)
+    ctx.set_alpn_protocols(["http/1.1" if args.h1 else "h2"])
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, args.rcvbuf)
+    raw.settimeout(args.timeout)
+    raw.connect(("127.0.0.1", args.port))
+    tls = ctx.wrap_socket(raw, server_hostname="localhost")
+    t0 = time.monotonic()
+    r = {"status": None, "bytes": 0, "end": "timeout"}  # what a reader got so far
+    try:
+        (read_h1 if args.h1 else read_h2)(tls, args, r)
+    except OSError:  # a reset, or a write after the server closed (SSLError is one too)
+        r["end"] = "closed"
+    r["seconds"] = round(time.monotonic() - t0, 1)
+    print(json.dumps(r))
     tls.close()
 
 
